@@ -1,0 +1,173 @@
+//! Typed identifiers. Each one validates on construction, so a value of the type is always usable as
+//! is: a [`ChunkId`] is 32 bytes, a [`MasterName`] can be a file name and never a path.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The BLAKE3 hash of a chunk's uncompressed bytes. `Display` prints all 64 hex digits;
+/// [`ChunkId::short`] prints 12 for logs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkId([u8; 32]);
+
+impl ChunkId {
+    /// Hashes `data` (uncompressed chunk bytes).
+    pub fn of(data: &[u8]) -> ChunkId {
+        ChunkId(*blake3::hash(data).as_bytes())
+    }
+
+    pub const fn from_bytes(bytes: [u8; 32]) -> ChunkId {
+        ChunkId(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The first 12 hex digits, for logs and tables.
+    pub fn short(&self) -> String {
+        hex(&self.0[..6])
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkId({})", self.short())
+    }
+}
+
+impl FromStr for ChunkId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = unhex::<32>(s).ok_or_else(|| IdError::ChunkId(s.chars().take(80).collect()))?;
+        Ok(ChunkId(bytes))
+    }
+}
+
+/// An identifier was not of its type's form.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdError {
+    #[error("{0:?} is not a chunk id (64 hex digits)")]
+    ChunkId(String),
+    #[error("{what} {value:?} is not allowed: use 1 to 64 characters among a-z A-Z 0-9 . _ - , starting with a letter or digit")]
+    Name { what: &'static str, value: String },
+}
+
+/// Checks a name that ends up in file names and URLs: 1..=64 of `[A-Za-z0-9._-]`, starting with an
+/// alphanumeric (so neither `..`, `.hidden` nor `-flag`), never containing `/`.
+fn check_name(what: &'static str, value: &str) -> Result<(), IdError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(IdError::Name {
+            what,
+            value: value.chars().take(80).collect(),
+        })
+    }
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(value: &str) -> Result<Self, IdError> {
+                check_name($what, value)?;
+                Ok($name(value.to_owned()))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::new(s)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A master's name, such as `win10-bureautique`. Safe as a file name.
+    MasterName,
+    "master name"
+);
+name_type!(
+    /// A master's version label, such as `2026-11` or `v3`. Safe as a file name.
+    MasterVersion,
+    "master version"
+);
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+/// Parses exactly `N` bytes of hex (either case); `None` on any other input.
+pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let s = s.as_bytes();
+    if s.len() != 2 * N {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; N];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_id_round_trips_through_hex() {
+        let id = ChunkId::of(b"hello");
+        let parsed: ChunkId = id.to_string().parse().unwrap();
+        assert_eq!(parsed, id);
+        assert_eq!(id.short().len(), 12);
+        assert!("zz".parse::<ChunkId>().is_err());
+        assert!(id.to_string()[..63].parse::<ChunkId>().is_err());
+    }
+
+    #[test]
+    fn names_cannot_escape_a_directory() {
+        for bad in [
+            "", "..", "../etc", "a/b", ".hidden", "-rf", "a b", "é", "x\0",
+        ] {
+            assert!(MasterName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(MasterName::new(&"a".repeat(65)).is_err());
+        for good in ["win10", "Win10-bureautique_v2.1", "7", &"a".repeat(64)] {
+            assert!(MasterName::new(good).is_ok(), "{good:?} refused");
+        }
+    }
+}

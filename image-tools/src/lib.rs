@@ -1,0 +1,39 @@
+//! image-tools: the master format and everything that reads or writes it. Every other nightcast crate
+//! depends on this one, and on nothing else of ours.
+//!
+//! Module map, in the order data flows through an import and back out on a NUC:
+//! - [`ids`]: validated identifiers ([`ChunkId`], [`MasterName`], [`MasterVersion`]).
+//! - [`chunker`]: splits an image into holes (aligned zero runs) and FastCDC chunks.
+//! - [`chunk`]: the stored form of a chunk and [`VerifiedChunk`], the only way to hold its bytes.
+//! - [`store`]: the [`ChunkStore`] trait and [`LocalStore`], chunks in a directory.
+//! - [`manifest`]: the canonical, signed list of a master version's chunks and holes.
+//! - [`keys`]: Ed25519 signing keys and their files.
+//! - [`import`]: image -> chunks in a store + signed manifest, on all cores.
+//! - [`assemble`]: manifest + store (+ seed image) -> image, sparse, verified, atomic; and `verify`.
+//! - [`gc`]: garbage collection by reachability and the scrub.
+//! - [`durable`]: the one durable-write helper (temp, fsync, rename, fsync dir).
+//! - [`testimage`]: deterministic VM-like images for tests and the demo.
+//! - [`cli`]: the `nightcast-image` command line (the binary is a thin wrapper around it).
+//!
+//! Architecture invariants: this crate knows nothing of calendars, sites or networks; no chunk
+//! leaves a store unverified; nothing here reads the wall clock.
+
+pub mod assemble;
+pub mod chunk;
+pub mod chunker;
+pub mod cli;
+pub mod durable;
+pub mod gc;
+pub mod ids;
+pub mod import;
+pub mod keys;
+pub mod manifest;
+pub mod store;
+pub mod testimage;
+
+pub use chunk::VerifiedChunk;
+pub use chunker::ChunkParams;
+pub use ids::{ChunkId, MasterName, MasterVersion};
+pub use keys::{PublicKey, SigningKey};
+pub use manifest::{Manifest, VerifiedManifest};
+pub use store::{ChunkStore, LocalStore, StoreError};

@@ -1,0 +1,468 @@
+//! Chunk stores: one small trait, [`ChunkStore`], and the local-directory store every tier keeps.
+//!
+//! Errors keep three outcomes apart because composition branches on them: [`StoreError::Missing`]
+//! (ask elsewhere), [`StoreError::Invalid`] (the bytes are there but are not the chunk: drop them,
+//! fetch again) and [`StoreError::Io`] (the disk failed). A store never returns a chunk it has not
+//! just checked against its id.
+//!
+//! The local layout (see `docs/FORMAT.md`): `DIR/nightcast-store` marks the directory,
+//! `DIR/chunks/abcd/<64 hex digits>` holds one chunk in its stored form, `DIR/tmp/` holds temp files
+//! (removed when the store is opened), `DIR/lock` is the lock that keeps `gc` away from imports.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::FlockOperation;
+
+use crate::chunk::{ChunkError, VerifiedChunk, HEADER_LEN, MAX_CHUNK_LEN};
+use crate::durable::{self, TempFile};
+use crate::ids::ChunkId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("chunk {0} is not in the store")]
+    Missing(ChunkId),
+    #[error("chunk {id} is corrupt{}: {reason}", location(.path))]
+    Invalid {
+        id: ChunkId,
+        path: Option<PathBuf>,
+        reason: ChunkError,
+    },
+    #[error("I/O error on {}", .path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Layout(String),
+}
+
+fn location(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" ({})", p.display()))
+        .unwrap_or_default()
+}
+
+impl StoreError {
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+        move |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Count and bytes (stored form, with headers) of a store's chunks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreSize {
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+/// Where chunks live. Implementations: [`LocalStore`]; the protocol crate adds remote and caching
+/// stores. The conformance suite in this module's tests runs against each.
+pub trait ChunkStore: Send + Sync {
+    fn has(&self, id: &ChunkId) -> Result<bool, StoreError>;
+    /// The chunk, checked against `id`; `Invalid` if the stored bytes are not that chunk.
+    fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError>;
+    /// Stores the chunk durably; storing a chunk already present is not an error.
+    fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError>;
+    /// Removes the chunk; `Missing` if it was not there.
+    fn remove(&self, id: &ChunkId) -> Result<(), StoreError>;
+    /// Every chunk id present (unverified: use `get` to check one).
+    fn ids(&self) -> Result<Vec<ChunkId>, StoreError>;
+    fn size(&self) -> Result<StoreSize, StoreError>;
+}
+
+const MARKER: &str = "nightcast-store";
+const MARKER_TEXT: &[u8] = b"nightcast chunk store v1\n";
+
+/// Chunks in a local directory, one file each.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    chunks: PathBuf,
+    tmp: PathBuf,
+}
+
+/// Held while importing (shared) or collecting garbage (exclusive); released on drop.
+#[derive(Debug)]
+pub struct StoreLock(#[allow(dead_code)] File);
+
+impl LocalStore {
+    /// Opens the store at `root`, creating it if the directory is missing or empty, and removes
+    /// temp files a crash left behind.
+    pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
+        let marker = root.join(MARKER);
+        if !marker.exists() {
+            let empty = match fs::read_dir(root) {
+                Ok(mut entries) => entries.next().is_none(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Err(e) => return Err(StoreError::io(root)(e)),
+            };
+            if !empty {
+                return Err(StoreError::Layout(format!(
+                    "{} is not empty and is not a nightcast store (no {MARKER} file): refusing to use it",
+                    root.display()
+                )));
+            }
+            fs::create_dir_all(root).map_err(StoreError::io(root))?;
+            durable::write_file(&marker, MARKER_TEXT, 0o644).map_err(StoreError::io(&marker))?;
+        } else if fs::read(&marker).map_err(StoreError::io(&marker))? != MARKER_TEXT {
+            return Err(StoreError::Layout(format!(
+                "{} is a store of another format version: upgrade nightcast",
+                root.display()
+            )));
+        }
+        let store = LocalStore {
+            root: root.to_owned(),
+            chunks: root.join("chunks"),
+            tmp: root.join("tmp"),
+        };
+        for dir in [&store.chunks, &store.tmp] {
+            fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        }
+        let cleaned = durable::clean_temp_files(&store.tmp).map_err(StoreError::io(&store.tmp))?;
+        if cleaned > 0 {
+            tracing::info!(store = %root.display(), cleaned, "removed temp files left by an interrupted write");
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file that holds chunk `id`.
+    pub fn path_of(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_string();
+        self.chunks.join(&hex[..4]).join(hex)
+    }
+
+    /// The stored payload length of `id` without reading it, if present.
+    pub fn stored_len(&self, id: &ChunkId) -> Result<Option<u32>, StoreError> {
+        let path = self.path_of(id);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len().saturating_sub(HEADER_LEN as u64) as u32)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&path)(e)),
+        }
+    }
+
+    /// Writes the chunk to a temp file without fsync; [`Batch::commit`] makes it durable and
+    /// gives it its real name.
+    fn write_temp(&self, chunk: &VerifiedChunk) -> Result<TempFile, StoreError> {
+        let tmp = TempFile::new_in(&self.tmp, 0o644).map_err(StoreError::io(&self.tmp))?;
+        let mut file = tmp.file();
+        file.write_all(&chunk.header())
+            .and_then(|()| file.write_all(chunk.payload()))
+            .map_err(StoreError::io(tmp.path()))?;
+        Ok(tmp)
+    }
+
+    fn make_fanout_dir(&self, target: &Path) -> Result<(), StoreError> {
+        let dir = target.parent().unwrap_or(&self.chunks);
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        }
+        Ok(())
+    }
+
+    /// A group commit: many chunks made durable by one `syncfs` instead of one fsync each.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            store: self,
+            pending: Vec::new(),
+            pending_bytes: 0,
+        }
+    }
+
+    /// Takes the lock shared (imports) or exclusive (gc). Never blocks: `Layout` error if taken.
+    pub fn lock(&self, exclusive: bool) -> Result<StoreLock, StoreError> {
+        let path = self.root.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(StoreError::io(&path))?;
+        let op = if exclusive {
+            FlockOperation::NonBlockingLockExclusive
+        } else {
+            FlockOperation::NonBlockingLockShared
+        };
+        rustix::fs::flock(&file, op).map_err(|_| {
+            StoreError::Layout(format!(
+                "store {} is busy ({}): try again when it has finished",
+                self.root.display(),
+                if exclusive {
+                    "an import is writing to it"
+                } else {
+                    "garbage collection is running"
+                }
+            ))
+        })?;
+        Ok(StoreLock(file))
+    }
+
+    /// Makes every rename so far durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        durable::sync_filesystem(&self.chunks).map_err(StoreError::io(&self.chunks))
+    }
+}
+
+/// Chunks written but not yet durable. Dropping a batch without `commit` leaves nothing behind.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    store: &'a LocalStore,
+    pending: Vec<(TempFile, PathBuf)>,
+    pending_bytes: u64,
+}
+
+impl Batch<'_> {
+    /// Commit automatically past this many bytes.
+    const LIMIT: u64 = 64 << 20;
+
+    pub fn put(&mut self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        let target = self.store.path_of(chunk.id());
+        if target.exists() {
+            return Ok(());
+        }
+        let tmp = self.store.write_temp(chunk)?;
+        self.pending.push((tmp, target));
+        self.pending_bytes += u64::from(chunk.stored_len());
+        if self.pending_bytes >= Self::LIMIT {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the data of every pending chunk, then renames them to their real names: a crash at
+    /// any point leaves whole chunks or temp files, never a half chunk under a real name.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.store.sync()?;
+        for (tmp, target) in self.pending.drain(..) {
+            self.store.make_fanout_dir(&target)?;
+            tmp.persist_unsynced(&target)
+                .map_err(StoreError::io(&target))?;
+        }
+        self.pending_bytes = 0;
+        Ok(())
+    }
+}
+
+impl ChunkStore for LocalStore {
+    fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.stored_len(id)?.is_some())
+    }
+
+    fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
+        let path = self.path_of(id);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::Missing(*id)),
+            Err(e) => return Err(StoreError::io(&path)(e)),
+        };
+        // Read at most one byte past the largest possible stored form.
+        let limit = (HEADER_LEN + MAX_CHUNK_LEN as usize + 1) as u64;
+        let mut stored = Vec::new();
+        file.take(limit)
+            .read_to_end(&mut stored)
+            .map_err(StoreError::io(&path))?;
+        VerifiedChunk::from_stored(*id, &stored).map_err(|reason| StoreError::Invalid {
+            id: *id,
+            path: Some(path),
+            reason,
+        })
+    }
+
+    fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        let target = self.path_of(chunk.id());
+        if target.exists() {
+            return Ok(());
+        }
+        let tmp = self.write_temp(chunk)?;
+        self.make_fanout_dir(&target)?;
+        tmp.persist(&target).map_err(StoreError::io(&target))
+    }
+
+    fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
+        let path = self.path_of(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::Missing(*id)),
+            Err(e) => Err(StoreError::io(&path)(e)),
+        }
+    }
+
+    fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
+        let mut ids = Vec::new();
+        self.walk(|id, _| ids.push(id))?;
+        Ok(ids)
+    }
+
+    fn size(&self) -> Result<StoreSize, StoreError> {
+        let mut size = StoreSize::default();
+        self.walk(|_, len| {
+            size.chunks += 1;
+            size.bytes += len;
+        })?;
+        Ok(size)
+    }
+}
+
+impl LocalStore {
+    /// Calls `f(id, file length)` for every chunk file; ignores anything that is not one.
+    fn walk(&self, mut f: impl FnMut(ChunkId, u64)) -> Result<(), StoreError> {
+        let fanouts = fs::read_dir(&self.chunks).map_err(StoreError::io(&self.chunks))?;
+        for fanout in fanouts {
+            let fanout = fanout.map_err(StoreError::io(&self.chunks))?.path();
+            if !fanout.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&fanout).map_err(StoreError::io(&fanout))? {
+                let entry = entry.map_err(StoreError::io(&fanout))?;
+                let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
+                let len = entry
+                    .metadata()
+                    .map_err(StoreError::io(&entry.path()))?
+                    .len();
+                f(id, len);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod conformance {
+    //! One suite for every `ChunkStore`, with chunk sizes at the boundaries.
+    use super::*;
+    use crate::chunker::ChunkParams;
+
+    fn sizes() -> Vec<usize> {
+        let p = ChunkParams::DEFAULT;
+        let (min, avg, max) = (p.min as usize, p.avg as usize, p.max as usize);
+        vec![1, min - 1, min, avg, max, max + 1]
+    }
+
+    fn chunk(len: usize, seed: u8) -> VerifiedChunk {
+        let raw: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
+            .collect();
+        VerifiedChunk::from_raw(raw)
+    }
+
+    /// `corrupt(id)` damages the stored copy of `id` the way a failing disk would.
+    pub fn run(store: &dyn ChunkStore, corrupt: &dyn Fn(&ChunkId)) {
+        assert_eq!(store.size().unwrap(), StoreSize::default());
+        let mut chunks: Vec<_> = sizes().into_iter().map(|n| chunk(n, 1)).collect();
+        chunks.push(VerifiedChunk::from_raw(vec![0; 65536])); // an all-zero chunk
+        for c in &chunks {
+            assert!(!store.has(c.id()).unwrap());
+            assert!(matches!(store.get(c.id()), Err(StoreError::Missing(id)) if id == *c.id()));
+            store.put(c).unwrap();
+            store.put(c).unwrap(); // idempotent
+            assert!(store.has(c.id()).unwrap());
+            assert_eq!(store.get(c.id()).unwrap(), *c);
+        }
+        let mut ids = store.ids().unwrap();
+        ids.sort();
+        let mut want: Vec<_> = chunks.iter().map(|c| *c.id()).collect();
+        want.sort();
+        assert_eq!(ids, want);
+        let size = store.size().unwrap();
+        assert_eq!(size.chunks, chunks.len() as u64);
+        let stored: u64 = chunks
+            .iter()
+            .map(|c| (HEADER_LEN as u64) + u64::from(c.stored_len()))
+            .sum();
+        assert_eq!(size.bytes, stored);
+
+        // A corrupt copy is an error naming the chunk, never data.
+        let victim = *chunks[3].id();
+        corrupt(&victim);
+        match store.get(&victim) {
+            Err(StoreError::Invalid { id, .. }) => assert_eq!(id, victim),
+            other => panic!("corrupt chunk returned {other:?}"),
+        }
+
+        store.remove(&victim).unwrap();
+        assert!(matches!(store.remove(&victim), Err(StoreError::Missing(_))));
+        assert!(!store.has(&victim).unwrap());
+        assert_eq!(store.ids().unwrap().len(), chunks.len() - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flip_last_byte(path: &Path) {
+        let mut bytes = fs::read(path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn local_store_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("store")).unwrap();
+        conformance::run(&store, &|id| flip_last_byte(&store.path_of(id)));
+    }
+
+    #[test]
+    fn batches_publish_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let c = VerifiedChunk::from_raw(b"batch".repeat(50));
+        let mut batch = store.batch();
+        batch.put(&c).unwrap();
+        assert!(!store.has(c.id()).unwrap());
+        batch.commit().unwrap();
+        assert_eq!(store.get(c.id()).unwrap(), c);
+        // A dropped batch leaves no temp file behind.
+        let d = VerifiedChunk::from_raw(b"dropped".repeat(50));
+        let mut batch = store.batch();
+        batch.put(&d).unwrap();
+        drop(batch);
+        assert!(!store.has(d.id()).unwrap());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn opening_cleans_temp_files_and_refuses_foreign_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let stale = dir
+            .path()
+            .join("tmp")
+            .join(format!("{}x", durable::TEMP_PREFIX));
+        fs::write(&stale, b"half a chunk").unwrap();
+        drop(store);
+        LocalStore::open(dir.path()).unwrap();
+        assert!(!stale.exists());
+
+        let foreign = tempfile::tempdir().unwrap();
+        fs::write(foreign.path().join("thesis.odt"), b"x").unwrap();
+        let err = LocalStore::open(foreign.path()).unwrap_err().to_string();
+        assert!(err.contains("not a nightcast store"), "{err}");
+    }
+
+    #[test]
+    fn gc_lock_excludes_imports() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let import = store.lock(false).unwrap();
+        let _second_import = store.lock(false).unwrap();
+        assert!(store.lock(true).is_err());
+        drop(import);
+        drop(_second_import);
+        let _gc = store.lock(true).unwrap();
+        assert!(store.lock(false).is_err());
+    }
+}
