@@ -93,12 +93,18 @@ impl LocalStore {
     pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
         let marker = root.join(MARKER);
         if !marker.exists() {
-            let empty = match fs::read_dir(root) {
-                Ok(mut entries) => entries.next().is_none(),
+            // Empty, or holding only what another process creating this store makes.
+            let ours = |name: &str| {
+                ["chunks", "tmp", "lock"].contains(&name) || name.starts_with(durable::TEMP_PREFIX)
+            };
+            let fresh = match fs::read_dir(root) {
+                Ok(entries) => entries
+                    .filter_map(Result::ok)
+                    .all(|e| ours(&e.file_name().to_string_lossy())),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => true,
                 Err(e) => return Err(StoreError::io(root)(e)),
             };
-            if !empty {
+            if !fresh {
                 return Err(StoreError::Layout(format!(
                     "{} is not empty and is not a nightcast store (no {MARKER} file): refusing to use it",
                     root.display()

@@ -1,0 +1,497 @@
+//! `nightcast-image` driven as a DSI would: real files, real processes, exit codes and messages.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use image_tools::testimage;
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nightcast-image"))
+}
+
+/// Runs the CLI in `dir`; returns the output (never panics on a non-zero exit).
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let out = bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("start nightcast-image");
+    assert_ne!(out.status.code(), Some(101), "panicked: {}", stderr(&out));
+    out
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(out.status.success(), "{args:?} failed: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(dir: &Path, args: &[&str]) -> Value {
+    serde_json::from_str(&ok(dir, args)).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A work dir with a key and a two-version master (v2 evolved from v1).
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(size: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = testimage::image_bytes(size, 1);
+        let v2 = testimage::evolve(&v1, 0.05, 1);
+        testimage::write_sparse(&dir.path().join("v1.img"), &v1).unwrap();
+        testimage::write_sparse(&dir.path().join("v2.img"), &v2).unwrap();
+        let f = Fixture { dir };
+        ok(f.path(), &["keygen", "--out", "key"]);
+        f
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn build(&self, image: &str, version: &str, manifest: &str) -> Value {
+        json(
+            self.path(),
+            &[
+                "build",
+                "--store",
+                "store",
+                "--key",
+                "key",
+                "--name",
+                "demo",
+                "--version",
+                version,
+                image,
+                "-o",
+                manifest,
+                "--json",
+            ],
+        )
+    }
+
+    fn chunk_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for fanout in fs::read_dir(self.path().join("store/chunks")).unwrap() {
+            for f in fs::read_dir(fanout.unwrap().path()).unwrap() {
+                files.push(f.unwrap().path());
+            }
+        }
+        files.sort();
+        files
+    }
+}
+
+/// (data start, data end) extents, from SEEK_DATA/SEEK_HOLE.
+fn data_extents(path: &Path) -> Vec<(u64, u64)> {
+    use rustix::fs::{seek, SeekFrom};
+    let file = fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len();
+    let mut extents = Vec::new();
+    let mut at = 0u64;
+    while at < len {
+        let Ok(start) = seek(&file, SeekFrom::Data(at)) else {
+            break;
+        };
+        let end = seek(&file, SeekFrom::Hole(start)).unwrap();
+        extents.push((start, end));
+        at = end;
+    }
+    extents
+}
+
+#[test]
+fn round_trip_gives_identical_bytes_and_identical_holes() {
+    let f = Fixture::new(24 << 20);
+    let built = f.build("v1.img", "1", "v1.m");
+    assert!(
+        built["summary"]["holes"].as_u64().unwrap() > 0,
+        "test image has no holes"
+    );
+    let verified = ok(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v1.m"],
+    );
+    assert!(verified.starts_with("ok:"), "{verified}");
+    ok(
+        f.path(),
+        &[
+            "assemble", "--store", "store", "--pubkey", "key.pub", "v1.m", "out.img",
+        ],
+    );
+    let (a, b) = (f.path().join("v1.img"), f.path().join("out.img"));
+    assert!(
+        fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+        "assembled bytes differ"
+    );
+    assert_eq!(data_extents(&a), data_extents(&b), "holes differ");
+    assert_eq!(
+        fs::metadata(&a).unwrap().blocks(),
+        fs::metadata(&b).unwrap().blocks()
+    );
+    // The same image again costs nothing.
+    let again = f.build("v1.img", "1-again", "v1b.m");
+    assert_eq!(again["new_chunks"], 0);
+}
+
+#[test]
+fn a_flipped_byte_in_the_store_fails_verify_and_assemble_naming_the_chunk() {
+    let f = Fixture::new(8 << 20);
+    f.build("v1.img", "1", "v1.m");
+    let victim = f.chunk_files()[0].clone();
+    let id = victim.file_name().unwrap().to_str().unwrap().to_owned();
+    let mut bytes = fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&victim, bytes).unwrap();
+
+    let out = run(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v1.m"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&id) && err.contains("offset"), "{err}");
+
+    let out = run(
+        f.path(),
+        &[
+            "assemble", "--store", "store", "--pubkey", "key.pub", "v1.m", "out.img",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&id), "{}", stderr(&out));
+    assert!(
+        !f.path().join("out.img").exists(),
+        "a partial image was left"
+    );
+    let leftovers: Vec<_> = fs::read_dir(f.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".nc-tmp-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+
+    // scrub --repair drops it; the same import puts it back.
+    let out = run(f.path(), &["scrub", "--store", "store"]);
+    assert_eq!(out.status.code(), Some(3));
+    ok(f.path(), &["scrub", "--store", "store", "--repair"]);
+    f.build("v1.img", "1", "v1.m");
+    ok(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v1.m"],
+    );
+}
+
+#[test]
+fn forged_truncated_and_absurd_manifests_are_refused_without_panic() {
+    let f = Fixture::new(4 << 20);
+    f.build("v1.img", "1", "v1.m");
+    let good = fs::read(f.path().join("v1.m")).unwrap();
+    ok(f.path(), &["keygen", "--out", "other"]);
+
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut changed = good.clone();
+    // The first entry's id starts 9 bytes into the entry list; entries start after the header.
+    let header = 4 + 2 + 2 + 1 + 4 + 1 + 1 + 8 + 16 + 8;
+    changed[header + 9] ^= 0xff;
+    cases.push(("changed chunk list", changed));
+    cases.push(("truncated tail", good[..good.len() - 40].to_vec()));
+    cases.push(("truncated body", good[..good.len() / 2].to_vec()));
+    let mut absurd = good.clone();
+    absurd[header - 8..header].copy_from_slice(&u64::MAX.to_le_bytes());
+    cases.push(("absurd count", absurd));
+    let mut trailing = good.clone();
+    trailing.extend(b"extra");
+    cases.push(("trailing bytes", trailing));
+    cases.push(("empty", Vec::new()));
+    cases.push(("not a manifest", b"#!/bin/sh\nrm -rf /\n".to_vec()));
+
+    for (what, bytes) in cases {
+        fs::write(f.path().join("bad.m"), &bytes).unwrap();
+        for args in [
+            &["verify", "--store", "store", "--pubkey", "key.pub", "bad.m"][..],
+            &[
+                "assemble", "--store", "store", "--pubkey", "key.pub", "bad.m", "out.img",
+            ][..],
+        ] {
+            let out = run(f.path(), args);
+            assert_eq!(out.status.code(), Some(3), "{what}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("manifest"),
+                "{what}: {}",
+                stderr(&out)
+            );
+        }
+        assert!(!f.path().join("out.img").exists());
+    }
+    // A genuine manifest checked against another key.
+    let out = run(
+        f.path(),
+        &[
+            "verify",
+            "--store",
+            "store",
+            "--pubkey",
+            "other.pub",
+            "v1.m",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("not by the pinned key"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn kill_9_during_build_leaves_a_store_that_verifies() {
+    let f = Fixture::new(1 << 20);
+    // Incompressible data keeps the build busy long enough to be killed in the middle.
+    let mut big = vec![0u8; 160 << 20];
+    testimage::Rng::new(42).fill(&mut big);
+    fs::write(f.path().join("big.img"), &big).unwrap();
+    let mut child = bin()
+        .current_dir(f.path())
+        .args([
+            "build",
+            "--store",
+            "store",
+            "--key",
+            "key",
+            "--name",
+            "big",
+            "--version",
+            "1",
+        ])
+        .args(["big.img", "-o", "big.m", "--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until chunks are being written, then kill.
+    let tmp = f.path().join("store/tmp");
+    let mut killed_mid_way = false;
+    for _ in 0..2000 {
+        let writing = fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) > 20;
+        if writing && child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed_mid_way = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait().unwrap();
+    assert!(killed_mid_way, "build finished before it could be killed");
+    assert!(
+        !f.path().join("big.m").exists(),
+        "a manifest was written by a killed build"
+    );
+    // Every chunk under a real name is whole; opening the store removes the temp files.
+    let scrub = json(f.path(), &["scrub", "--store", "store", "--json"]);
+    assert_eq!(scrub["corrupt"], Value::Array(vec![]));
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+    // The import resumes and completes.
+    let done = f.build("big.img", "1", "big.m");
+    assert_eq!(done["size"], 160 << 20);
+    ok(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "big.m"],
+    );
+}
+
+#[test]
+fn a_seeded_assemble_reads_only_what_the_seed_lacks() {
+    let f = Fixture::new(16 << 20);
+    f.build("v1.img", "1", "v1.m");
+    f.build("v2.img", "2", "v2.m");
+    ok(
+        f.path(),
+        &[
+            "assemble", "--store", "store", "--pubkey", "key.pub", "v1.m", "cur.img",
+        ],
+    );
+    let diff = json(f.path(), &["diff", "v1.m", "v2.m", "--json"]);
+    let missing = diff["new_chunks"].as_u64().unwrap();
+    assert!(missing > 0 && diff["shared_chunks"].as_u64().unwrap() > missing);
+    let report = json(
+        f.path(),
+        &[
+            "assemble",
+            "--store",
+            "store",
+            "--pubkey",
+            "key.pub",
+            "v2.m",
+            "next.img",
+            "--seed",
+            "cur.img",
+            "--seed-manifest",
+            "v1.m",
+            "--json",
+        ],
+    );
+    assert_eq!(report["from_store"].as_u64().unwrap(), missing);
+    assert_eq!(report["from_seed"], diff["shared_chunks"]);
+    assert!(
+        fs::read(f.path().join("v2.img")).unwrap() == fs::read(f.path().join("next.img")).unwrap()
+    );
+}
+
+#[test]
+fn diff_counts_what_a_site_would_download() {
+    let f = Fixture::new(16 << 20);
+    f.build("v1.img", "1", "v1.m");
+    let v2 = f.build("v2.img", "2", "v2.m");
+    let diff = json(f.path(), &["diff", "v1.m", "v2.m", "--json"]);
+    // What v2's import added to the store is exactly what a site holding v1 lacks.
+    assert_eq!(diff["new_chunks"], v2["new_chunks"]);
+    assert_eq!(diff["new_stored_bytes"], v2["new_stored_bytes"]);
+    let same = json(f.path(), &["diff", "v1.m", "v1.m", "--json"]);
+    assert_eq!(same["new_chunks"], 0);
+    let text = ok(f.path(), &["diff", "v1.m", "v2.m"]);
+    assert!(text.contains("to download"), "{text}");
+}
+
+#[test]
+fn gc_removes_exactly_the_unreachable_chunks() {
+    let f = Fixture::new(16 << 20);
+    f.build("v1.img", "1", "v1.m");
+    f.build("v2.img", "2", "v2.m");
+    let before = f.chunk_files().len() as u64;
+    // Chunks of v1 that v2 lacks are the unreachable ones once only v2 is kept.
+    let only_v1 = json(f.path(), &["diff", "v2.m", "v1.m", "--json"])["new_chunks"]
+        .as_u64()
+        .unwrap();
+    assert!(only_v1 > 0);
+    let dry = json(
+        f.path(),
+        &[
+            "gc",
+            "--store",
+            "store",
+            "--keep",
+            "v2.m",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(dry["removed"].as_u64().unwrap(), only_v1);
+    assert_eq!(f.chunk_files().len() as u64, before);
+    let done = json(
+        f.path(),
+        &["gc", "--store", "store", "--keep", "v2.m", "--json"],
+    );
+    assert_eq!(done["removed"].as_u64().unwrap(), only_v1);
+    assert_eq!(f.chunk_files().len() as u64, before - only_v1);
+    ok(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v2.m"],
+    );
+    let out = run(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v1.m"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    // Keeping both again removes nothing more.
+    let none = json(
+        f.path(),
+        &["gc", "--store", "store", "--keep", "v2.m", "v1.m", "--json"],
+    );
+    assert_eq!(none["removed"], 0);
+    assert_eq!(none["missing"].as_u64().unwrap(), only_v1);
+}
+
+#[test]
+fn qcow2_images_import_like_their_raw_bytes() {
+    if Command::new("qemu-img").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: qemu-img is not installed (Debian package qemu-utils)");
+        return;
+    }
+    let f = Fixture::new(8 << 20);
+    let status = Command::new("qemu-img")
+        .current_dir(f.path())
+        .args(["convert", "-f", "raw", "-O", "qcow2", "v1.img", "v1.qcow2"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    f.build("v1.img", "1", "raw.m");
+    let from_qcow2 = f.build("v1.qcow2", "1", "qcow2.m");
+    assert_eq!(from_qcow2["converted_from"], "qcow2");
+    assert_eq!(from_qcow2["new_chunks"], 0);
+    assert!(
+        fs::read(f.path().join("raw.m")).unwrap() == fs::read(f.path().join("qcow2.m")).unwrap()
+    );
+    // Without qemu-img on PATH, the error says what to install.
+    let out = bin()
+        .current_dir(f.path())
+        .env("PATH", "/nonexistent")
+        .args([
+            "build",
+            "--store",
+            "store",
+            "--key",
+            "key",
+            "--name",
+            "d",
+            "--version",
+            "1",
+        ])
+        .args(["v1.qcow2", "-o", "x.m"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("qemu-utils"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_subcommand_explains_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = ok(dir.path(), &["--help"]);
+    assert!(top.contains("Exit codes"), "{top}");
+    for sub in [
+        "keygen", "build", "verify", "assemble", "diff", "inspect", "gc", "scrub",
+    ] {
+        assert!(top.contains(sub), "{sub} missing from --help");
+        let help = ok(dir.path(), &[sub, "--help"]);
+        assert!(help.len() > 100, "{sub} --help is too thin: {help}");
+    }
+    let out = run(dir.path(), &["build"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(
+        dir.path(),
+        &["verify", "--store", "s", "--pubkey", "missing.pub", "m"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("missing.pub"), "{}", stderr(&out));
+}
+
+#[test]
+fn keygen_never_overwrites_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["keygen", "--out", "k"]);
+    let first = fs::read(dir.path().join("k")).unwrap();
+    let out = run(dir.path(), &["keygen", "--out", "k"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(fs::read(dir.path().join("k")).unwrap(), first);
+    assert_eq!(
+        fs::metadata(dir.path().join("k")).unwrap().mode() & 0o777,
+        0o600
+    );
+}
