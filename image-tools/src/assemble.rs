@@ -27,7 +27,7 @@ pub enum AssembleError {
     Chunk {
         id: ChunkId,
         offset: u64,
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("cannot write {path}")]
     Write {
@@ -192,7 +192,7 @@ pub fn assemble(
                     .map_err(|source| AssembleError::Chunk {
                         id: chunk.id,
                         offset: offsets[0],
-                        source,
+                        source: Box::new(source),
                     })
             }
         };

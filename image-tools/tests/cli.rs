@@ -1,5 +1,7 @@
 //! `nightcast-image` driven as a DSI would: real files, real processes, exit codes and messages.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! The library API as the agent and relay will use it: counted store reads, concurrent writers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use image_tools::assemble::{assemble, verify, Seed};
