@@ -45,9 +45,18 @@ impl TempFile {
         Err(io::Error::other("could not pick a free temp file name"))
     }
 
+    /// The open file. Panics after [`TempFile::close`] (a caller bug, never an input error).
     pub fn file(&self) -> &File {
-        // `file` is only taken by `persist`, which consumes self.
-        self.file.as_ref().unwrap_or_else(|| unreachable!())
+        match &self.file {
+            Some(file) => file,
+            None => panic!("temp file {} used after close", self.path.display()),
+        }
+    }
+
+    /// Closes the handle but keeps the file (still removed on drop unless persisted), so that many
+    /// pending temp files do not hold as many descriptors.
+    pub fn close(&mut self) {
+        self.file = None;
     }
 
     pub fn path(&self) -> &Path {
@@ -56,9 +65,10 @@ impl TempFile {
 
     /// fsyncs the data, renames it to `target` and fsyncs the target's directory.
     pub fn persist(mut self, target: &Path) -> io::Result<()> {
-        let file = self.file.take().unwrap_or_else(|| unreachable!());
-        file.sync_all()?;
-        drop(file);
+        match self.file.take() {
+            Some(file) => file.sync_all()?,
+            None => File::open(&self.path)?.sync_all()?,
+        }
         self.rename_into(target)?;
         sync_dir(parent_of(target))
     }

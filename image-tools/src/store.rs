@@ -226,16 +226,19 @@ pub struct Batch<'a> {
 impl Batch<'_> {
     /// Commit automatically past this many bytes.
     const LIMIT: u64 = 64 << 20;
+    /// ... or past this many chunks.
+    const MAX_FILES: usize = 8192;
 
     pub fn put(&mut self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
         let target = self.store.path_of(chunk.id());
         if target.exists() {
             return Ok(());
         }
-        let tmp = self.store.write_temp(chunk)?;
+        let mut tmp = self.store.write_temp(chunk)?;
+        tmp.close();
         self.pending.push((tmp, target));
         self.pending_bytes += u64::from(chunk.stored_len());
-        if self.pending_bytes >= Self::LIMIT {
+        if self.pending_bytes >= Self::LIMIT || self.pending.len() >= Self::MAX_FILES {
             self.commit()?;
         }
         Ok(())

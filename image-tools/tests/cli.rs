@@ -497,3 +497,26 @@ fn keygen_never_overwrites_a_key() {
         0o600
     );
 }
+
+#[test]
+fn a_build_under_a_low_open_file_limit_succeeds() {
+    // A group commit spans up to 64 MiB of chunks: far more than 128 files, which must not stay open.
+    let f = Fixture::new(1 << 20);
+    let mut data = vec![0u8; 40 << 20];
+    testimage::Rng::new(7).fill(&mut data);
+    fs::write(f.path().join("rand.img"), &data).unwrap();
+    let script = format!(
+        "ulimit -n 128 && exec {} build --store store --key key --name r --version 1 rand.img -o r.m",
+        env!("CARGO_BIN_EXE_nightcast-image")
+    );
+    let out = Command::new("bash")
+        .current_dir(f.path())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    ok(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "r.m"],
+    );
+}
