@@ -1,14 +1,15 @@
 //! Cutting an image into holes and content-defined chunks.
 //!
-//! An image is first split into *holes* and *data*: a hole is a maximal run of all-zero 4 KiB blocks
-//! (aligned to the image's start, as a guest's file system lays them out) at least
-//! [`ChunkParams::hole_min`] long. Holes are never stored nor sent, and are assembled as sparse holes.
-//! Each data segment between holes is cut with FastCDC (the 2020 variant, normalisation level 1), so a
-//! chunk never straddles a hole and an edit inside one segment does not move the cuts of the others.
+//! An image is first split into *holes* and *data*: a hole is a maximal run of zero bytes at least
+//! [`ChunkParams::hole_min`] long, wherever it starts. Holes are never stored nor sent, and are
+//! assembled as sparse holes. Each data segment between holes is cut with FastCDC (the 2020 variant,
+//! normalisation level 1), so a chunk never straddles a hole, and since both holes and cuts depend
+//! only on content, bytes inserted early in an image do not change the chunks of later segments.
 //!
 //! Guarantee: the pieces depend only on the image's bytes and the parameters, never on how reads
-//! happened to be split (see `pieces_do_not_depend_on_read_sizes`). Not guaranteed: zero runs shorter
-//! than `hole_min`, or not block-aligned, stay inside chunks (zstd makes them nearly free).
+//! happened to be split (see `pieces_do_not_depend_on_read_sizes`). Every byte is scanned for zeros
+//! once. Not guaranteed: zero runs shorter than `hole_min` stay inside chunks (zstd makes them nearly
+//! free).
 
 use std::io::{self, Read};
 
@@ -27,7 +28,7 @@ pub struct ChunkParams {
     pub min: u32,
     pub avg: u32,
     pub max: u32,
-    /// The shortest run of zero blocks that is recorded as a hole (a multiple of [`BLOCK`]).
+    /// The shortest run of zero bytes recorded as a hole (a multiple of [`BLOCK`]).
     pub hole_min: u32,
 }
 
@@ -99,6 +100,12 @@ pub struct Chunker<R> {
     base: u64,
     eof: bool,
     read_size: usize,
+    /// Image offset up to which bytes have been scanned for zero runs.
+    scanned: u64,
+    /// Image offset where the zero run ending at `scanned` began (`== scanned` if none).
+    zero_run: u64,
+    /// Start of the next hole found at or after the current position.
+    hole_at: Option<u64>,
 }
 
 impl<R: Read> Chunker<R> {
@@ -120,6 +127,9 @@ impl<R: Read> Chunker<R> {
             base: 0,
             eof: false,
             read_size: read_size.max(1),
+            scanned: 0,
+            zero_run: 0,
+            hole_at: None,
         }
     }
 
@@ -158,20 +168,22 @@ impl<R: Read> Chunker<R> {
 
     fn next_piece(&mut self) -> io::Result<Option<Piece>> {
         self.fill(self.lookahead())?;
-        let avail = &self.buf[self.start..];
-        if avail.is_empty() {
+        if self.start == self.buf.len() {
             return Ok(None);
         }
         let offset = self.base + self.start as u64;
-        let hole_min = self.params.hole_min as usize;
-        if offset % BLOCK as u64 == 0 && avail.len() >= hole_min && is_zero(&avail[..hole_min]) {
+        let max = self.params.max as usize;
+        // Is there a hole starting before `offset + max`? Deciding needs `hole_min` bytes past it.
+        self.scan_until(offset + (max + self.params.hole_min as usize) as u64);
+        if self.hole_at == Some(offset) {
             return self.take_hole(offset).map(Some);
         }
-        let max = self.params.max as usize;
-        let first_block = (BLOCK - (offset % BLOCK as u64) as usize) % BLOCK;
-        let limit = find_hole(avail, first_block, max, hole_min)
-            .unwrap_or(avail.len().min(max))
-            .max(1);
+        let avail = &self.buf[self.start..];
+        let limit = match self.hole_at {
+            // A hole never starts before `offset`: chunks stop at the hole they see coming.
+            Some(h) if h < offset + max as u64 => (h.saturating_sub(offset) as usize).max(1),
+            _ => avail.len().min(max),
+        };
         let (_, cut) = v2020::cut(
             &avail[..limit],
             self.params.min as usize,
@@ -182,29 +194,62 @@ impl<R: Read> Chunker<R> {
             self.mask_s << 1,
             self.mask_l << 1,
         );
-        let cut = cut.clamp(1, limit);
+        let cut = cut.clamp(1, limit.max(1));
         let bytes = avail[..cut].to_vec();
         self.start += cut;
         Ok(Some(Piece::Data { offset, bytes }))
     }
 
-    /// Consumes zero blocks from a hole's start until data or the end of the image.
-    fn take_hole(&mut self, offset: u64) -> io::Result<Piece> {
-        let mut len = 0u64;
-        loop {
-            self.fill(BLOCK)?;
-            let avail = &self.buf[self.start..];
-            let zero_blocks = avail
-                .chunks_exact(BLOCK)
-                .take_while(|block| is_zero(block))
-                .count();
-            self.start += zero_blocks * BLOCK;
-            len += (zero_blocks * BLOCK) as u64;
-            if zero_blocks == 0 || self.buf.len() - self.start >= BLOCK {
-                return Ok(Piece::Hole { offset, len });
+    /// Scans buffered bytes for zero runs up to image offset `until`, stopping at the first hole.
+    fn scan_until(&mut self, until: u64) {
+        let hole_min = u64::from(self.params.hole_min);
+        let end = until.min(self.base + self.buf.len() as u64);
+        while self.hole_at.is_none() && self.scanned < end {
+            let from = (self.scanned - self.base) as usize;
+            let to = (end - self.base) as usize;
+            let lane = &self.buf[from..to.min(from + 64)];
+            match lane.iter().rposition(|&b| b != 0) {
+                None => self.scanned += lane.len() as u64,
+                Some(last) => {
+                    self.scanned += lane.len() as u64;
+                    self.zero_run = self.scanned - (lane.len() - last - 1) as u64;
+                }
+            }
+            if self.scanned - self.zero_run >= hole_min {
+                self.hole_at = Some(self.zero_run);
             }
         }
     }
+
+    /// Consumes zero bytes from a hole's start until data or the end of the image.
+    fn take_hole(&mut self, offset: u64) -> io::Result<Piece> {
+        let mut len = 0u64;
+        loop {
+            self.fill(64)?;
+            let avail = &self.buf[self.start..];
+            let zeros = leading_zeros(avail);
+            self.start += zeros;
+            len += zeros as u64;
+            if zeros < avail.len() || avail.is_empty() {
+                break;
+            }
+        }
+        let end = offset + len;
+        self.scanned = end;
+        self.zero_run = end;
+        self.hole_at = None;
+        Ok(Piece::Hole { offset, len })
+    }
+}
+
+/// How many zero bytes `bytes` starts with (64-byte lanes, then bytes).
+fn leading_zeros(bytes: &[u8]) -> usize {
+    let lanes = bytes
+        .chunks_exact(64)
+        .take_while(|lane| is_zero(lane))
+        .count()
+        * 64;
+    lanes + bytes[lanes..].iter().take_while(|&&b| b == 0).count()
 }
 
 impl<R: Read> Iterator for Chunker<R> {
@@ -212,25 +257,6 @@ impl<R: Read> Iterator for Chunker<R> {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_piece().transpose()
     }
-}
-
-/// Index of the first block-aligned hole start in `avail` from `from` (aligned) before `to`, where
-/// `hole_min` zero bytes follow.
-fn find_hole(avail: &[u8], from: usize, to: usize, hole_min: usize) -> Option<usize> {
-    let mut run_start = from;
-    let mut block = from;
-    while run_start < to && block + BLOCK <= avail.len() {
-        if is_zero(&avail[block..block + BLOCK]) {
-            block += BLOCK;
-            if block - run_start >= hole_min {
-                return Some(run_start);
-            }
-        } else {
-            block += BLOCK;
-            run_start = block;
-        }
-    }
-    None
 }
 
 /// Whether every byte is zero (vectorises: folds 64-byte lanes, exits at the first non-zero lane).
@@ -296,7 +322,6 @@ mod tests {
                 }
                 Piece::Hole { offset, len } => {
                     assert_eq!(offset, at);
-                    assert_eq!(offset % BLOCK as u64, 0);
                     assert!(len >= small().hole_min as u64);
                     at += len;
                     rebuilt.resize(at as usize, 0);
@@ -307,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn aligned_zero_runs_become_one_hole_and_short_ones_stay_data() {
+    fn long_zero_runs_become_one_hole_and_short_ones_stay_data() {
         let img = sample();
         let holes: Vec<_> = pieces(&img, small(), 1 << 20)
             .into_iter()
@@ -316,8 +341,34 @@ mod tests {
                 Piece::Data { .. } => None,
             })
             .collect();
-        // noise ends at 100_000; the first aligned block after it is 102_400.
-        assert_eq!(holes, vec![(102_400, 3 * 65536 - 102_400)]);
+        // The hole starts right after the last non-zero byte of the first noise, wherever that is.
+        let start = img[..100_000].iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+        assert_eq!(holes, vec![(start, 3 * 65536 - start)]);
+    }
+
+    #[test]
+    fn an_insertion_before_a_hole_leaves_later_segments_alone() {
+        let mut a = noise(150_000, 4);
+        a.extend(vec![0u8; 50_000]);
+        a.extend(noise(150_000, 5));
+        a.extend(vec![0u8; 70_000]);
+        a.extend(noise(90_000, 6));
+        let mut b = a.clone();
+        b.splice(1000..1000, noise(123, 7)); // shifts everything after it by 123 bytes
+                                             // Chunk ids of everything past the first hole (at 150_000 in `a`, 150_123 in `b`).
+        let data = |img: &[u8]| -> Vec<crate::ids::ChunkId> {
+            pieces(img, small(), 1 << 20)
+                .into_iter()
+                .filter_map(|p| match p {
+                    Piece::Data { bytes, offset } if offset >= 190_000 => {
+                        Some(crate::ids::ChunkId::of(&bytes))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(!data(&a).is_empty());
+        assert_eq!(data(&a), data(&b));
     }
 
     #[test]

@@ -1,0 +1,377 @@
+//! The chunk-exchange protocol's frames: a sans-IO codec (see `docs/PROTOCOL.md`).
+//!
+//! A frame is `length: u32 LE | kind: u8 | body`, where `length` counts the kind byte and the body.
+//! [`decode`] reads the length and kind first and refuses a frame above its kind's limit before
+//! waiting for, or allocating, its body; it returns `Ok(None)` while a frame is incomplete. Control
+//! bodies are postcard-encoded serde structs (the only serde on the wire, all in this module); chunk
+//! bodies are binary (the id, then the stored form exactly as stores keep it), so a chunk is never
+//! re-encoded between disk and network.
+//!
+//! Guarantees: no input makes the decoder panic or allocate more than its kind's limit; an unknown
+//! kind or a body that does not parse is a typed error. Not guaranteed here: that a chunk's bytes
+//! match its id (that is checked where the chunk is used: `VerifiedChunk::from_stored`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::ChunkId;
+
+/// Bumped on any incompatible change; both sides send theirs in `Hello`.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The TLS ALPN of this protocol version.
+pub const ALPN: &[u8] = b"nightcast/1";
+/// Control frames (requests, replies, reports) are at most this long.
+pub const MAX_CONTROL: u32 = 1 << 20;
+/// A chunk frame: id, stored-form header and a payload of at most the largest chunk.
+pub const MAX_CHUNK_FRAME: u32 = 1 + 32 + crate::chunk::HEADER_LEN as u32 + crate::chunk::MAX_CHUNK_LEN;
+/// A manifest frame: the manifest's own limit.
+pub const MAX_MANIFEST_FRAME: u32 = 1 + crate::manifest::MAX_MANIFEST_BYTES as u32;
+/// Ids in one `Has` or `GetChunks` request.
+pub const MAX_IDS: usize = 16_384;
+
+/// Who a peer is. Carried in its certificate; `Hello` must agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Controller,
+    Relay,
+    Agent,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Controller => "controller",
+            Role::Relay => "relay",
+            Role::Agent => "agent",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u16,
+    pub software_version: String,
+    pub role: Role,
+    pub node_id: String,
+    /// Optional features the sender understands, by name; unknown ones are ignored.
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterRef {
+    pub name: String,
+    pub version: String,
+}
+
+/// A free-form typed status record (what I hold, progress, errors); later issues extend it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: String,
+    pub holding: Vec<MasterRef>,
+    pub fields: Vec<(String, String)>,
+}
+
+/// Why a request was not served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The frame or request made no sense; the connection is closed after this.
+    BadRequest,
+    /// The peer's role or site may not have this.
+    Forbidden,
+    /// Unknown master or version.
+    NotFound,
+    /// The server's store failed.
+    Internal,
+    /// Protocol version or capability mismatch.
+    Unsupported,
+    /// Enrolment refused (unknown, used or expired token).
+    Unauthorized,
+}
+
+/// Every control message. Variants may be added at the end only (postcard tags by index).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    Hello(Hello),
+    HelloAck(Hello),
+    /// Ask for one manifest.
+    GetManifest(MasterRef),
+    /// Ask for the manifests this peer is scheduled to need (its rights).
+    ListScheduled,
+    Scheduled(Vec<MasterRef>),
+    /// Which of these chunks do you hold?
+    Has(Vec<ChunkId>),
+    /// One bit per asked id, in order (bit i of byte i/8, least significant first).
+    HasReply(Vec<u8>),
+    /// Send these chunks; the reply is a stream of `Chunk` / `Lacking` frames, then `End`.
+    GetChunks(Vec<ChunkId>),
+    /// The server does not hold this chunk (ask elsewhere).
+    Lacking(ChunkId),
+    End,
+    Report(Status),
+    Ack,
+    /// First contact of a node with no certificate: a one-time token and its public key (SPKI DER).
+    Enroll {
+        token: String,
+        role: Role,
+        node_id: String,
+        site: String,
+        public_key_der: Vec<u8>,
+    },
+    /// The certificate issued at enrolment and the CA that signed it (both DER).
+    Enrolled { certificate_der: Vec<u8>, ca_der: Vec<u8> },
+    Error { code: ErrorCode, message: String },
+}
+
+/// One frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Control(Control),
+    /// A chunk in stored form; the receiver checks it against `id` before use.
+    Chunk { id: ChunkId, stored: Vec<u8> },
+    /// A manifest's signed bytes; the receiver verifies them against its pinned key.
+    Manifest(Vec<u8>),
+}
+
+const KIND_CONTROL: u8 = 1;
+const KIND_CHUNK: u8 = 2;
+const KIND_MANIFEST: u8 = 3;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("frame of kind {kind} is {len} bytes, above its {limit}-byte limit")]
+    TooLarge { kind: u8, len: u32, limit: u32 },
+    #[error("empty frame")]
+    Empty,
+    #[error("control frame does not parse: {0}")]
+    Body(String),
+    #[error("chunk frame is shorter than a chunk id")]
+    ShortChunk,
+    #[error("request lists {0} ids, above the {MAX_IDS} limit")]
+    TooManyIds(usize),
+}
+
+fn limit(kind: u8) -> Result<u32, WireError> {
+    match kind {
+        KIND_CONTROL => Ok(MAX_CONTROL),
+        KIND_CHUNK => Ok(MAX_CHUNK_FRAME),
+        KIND_MANIFEST => Ok(MAX_MANIFEST_FRAME),
+        other => Err(WireError::UnknownKind(other)),
+    }
+}
+
+/// Appends the encoding of `frame` to `out`.
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    out.extend([0u8; 4]);
+    match frame {
+        Frame::Control(c) => {
+            out.push(KIND_CONTROL);
+            let body = postcard::to_allocvec(c).map_err(|e| WireError::Body(e.to_string()))?;
+            out.extend(body);
+        }
+        Frame::Chunk { id, stored } => {
+            out.push(KIND_CHUNK);
+            out.extend(id.as_bytes());
+            out.extend(stored);
+        }
+        Frame::Manifest(bytes) => {
+            out.push(KIND_MANIFEST);
+            out.extend(bytes);
+        }
+    }
+    let len = out.len() - start - 4;
+    let kind = out[start + 4];
+    let max = limit(kind)?;
+    if len as u64 > u64::from(max) {
+        out.truncate(start);
+        return Err(WireError::TooLarge {
+            kind,
+            len: len.min(u32::MAX as usize) as u32,
+            limit: max,
+        });
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Convenience: one frame as a new buffer.
+pub fn encode_to_vec(frame: &Frame) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::new();
+    encode(frame, &mut out)?;
+    Ok(out)
+}
+
+/// What the next frame in `buf` will be, once its first 5 bytes are there: its kind and total size
+/// (header included), checked against the kind's limit. Lets a reader refuse before buffering.
+pub fn peek(buf: &[u8]) -> Result<Option<(u8, usize)>, WireError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let kind = buf[4];
+    if len == 0 {
+        return Err(WireError::Empty);
+    }
+    let max = limit(kind)?;
+    if len > max {
+        return Err(WireError::TooLarge { kind, len, limit: max });
+    }
+    Ok(Some((kind, 4 + len as usize)))
+}
+
+/// Decodes one frame from the front of `buf`: `Ok(None)` if incomplete, else the frame and the
+/// number of bytes it used.
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
+    let Some((kind, total)) = peek(buf)? else {
+        return Ok(None);
+    };
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let body = &buf[5..total];
+    let frame = match kind {
+        KIND_CONTROL => {
+            let c: Control = postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))?;
+            check_control(&c)?;
+            Frame::Control(c)
+        }
+        KIND_CHUNK => {
+            if body.len() < 32 {
+                return Err(WireError::ShortChunk);
+            }
+            let (id, stored) = body.split_at(32);
+            let mut bytes = [0u8; 32];
+            bytes.copy_from_slice(id);
+            Frame::Chunk {
+                id: ChunkId::from_bytes(bytes),
+                stored: stored.to_vec(),
+            }
+        }
+        _ => Frame::Manifest(body.to_vec()),
+    };
+    Ok(Some((frame, total)))
+}
+
+fn check_control(c: &Control) -> Result<(), WireError> {
+    match c {
+        Control::Has(ids) | Control::GetChunks(ids) if ids.len() > MAX_IDS => {
+            Err(WireError::TooManyIds(ids.len()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Packs `Has` answers into the reply's bitmap.
+pub fn pack_bits(bits: &[bool]) -> Vec<u8> {
+    let mut out = vec![0u8; bits.len().div_ceil(8)];
+    for (i, &b) in bits.iter().enumerate() {
+        if b {
+            out[i / 8] |= 1 << (i % 8);
+        }
+    }
+    out
+}
+
+/// Unpacks `n` answers; `None` if the bitmap has the wrong length.
+pub fn unpack_bits(bytes: &[u8], n: usize) -> Option<Vec<bool>> {
+    (bytes.len() == n.div_ceil(8)).then(|| (0..n).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Frame> {
+        let id = ChunkId::of(b"x");
+        vec![
+            Frame::Control(Control::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                software_version: "0.1.0".into(),
+                role: Role::Relay,
+                node_id: "relay-lyon".into(),
+                capabilities: vec!["zstd".into()],
+            })),
+            Frame::Control(Control::GetChunks(vec![id; 3])),
+            Frame::Control(Control::HasReply(pack_bits(&[true, false, true]))),
+            Frame::Control(Control::Error {
+                code: ErrorCode::Forbidden,
+                message: "not scheduled for site lyon".into(),
+            }),
+            Frame::Chunk {
+                id,
+                stored: vec![1, 2, 3],
+            },
+            Frame::Manifest(vec![9; 100]),
+        ]
+    }
+
+    #[test]
+    fn frames_round_trip_even_when_split() {
+        let mut stream = Vec::new();
+        for f in samples() {
+            encode(&f, &mut stream).unwrap();
+        }
+        // Feed the stream a byte at a time: every prefix is "incomplete", never an error.
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        for &b in &stream {
+            buf.push(b);
+            if let Some((frame, used)) = decode(&buf).unwrap() {
+                got.push(frame);
+                buf.drain(..used);
+            }
+        }
+        assert!(buf.is_empty());
+        assert_eq!(got, samples());
+    }
+
+    #[test]
+    fn oversized_and_unknown_frames_are_refused_before_their_body_arrives() {
+        // Only the 5-byte header: a 4 GiB control frame is refused at once.
+        let mut huge = u32::MAX.to_le_bytes().to_vec();
+        huge.push(KIND_CONTROL);
+        assert!(matches!(decode(&huge), Err(WireError::TooLarge { .. })));
+        let mut big_chunk = (MAX_CHUNK_FRAME + 1).to_le_bytes().to_vec();
+        big_chunk.push(KIND_CHUNK);
+        assert!(matches!(decode(&big_chunk), Err(WireError::TooLarge { .. })));
+        let unknown = [5, 0, 0, 0, 77];
+        assert_eq!(decode(&unknown), Err(WireError::UnknownKind(77)));
+        assert_eq!(decode(&[0, 0, 0, 0, 1]), Err(WireError::Empty));
+        let short_chunk = [4, 0, 0, 0, KIND_CHUNK, 1, 2, 3];
+        assert_eq!(decode(&short_chunk), Err(WireError::ShortChunk));
+        // Too many ids in one request.
+        let many = Frame::Control(Control::Has(vec![ChunkId::of(b""); MAX_IDS + 1]));
+        let bytes = encode_to_vec(&many).unwrap();
+        assert_eq!(decode(&bytes), Err(WireError::TooManyIds(MAX_IDS + 1)));
+    }
+
+    #[test]
+    fn bits_pack_and_unpack() {
+        let bits = [true, false, false, true, true, false, true, false, true];
+        assert_eq!(unpack_bits(&pack_bits(&bits), bits.len()).unwrap(), bits);
+        assert!(unpack_bits(&[0], 9).is_none());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any bytes: an error, "incomplete", or a frame no longer than the input; never a panic.
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(Some((_, used))) = decode(&bytes) {
+                prop_assert!(used <= bytes.len());
+            }
+        }
+
+        /// Valid control frames with a corrupted body never panic the decoder.
+        #[test]
+        fn corrupted_control_bodies_are_errors(i in 0usize..6, at in any::<prop::sample::Index>(), x in 1u8..) {
+            let mut bytes = encode_to_vec(&samples()[i]).unwrap();
+            let at = 5 + at.index(bytes.len() - 5);
+            bytes[at] ^= x;
+            let _ = decode(&bytes);
+        }
+    }
+}
