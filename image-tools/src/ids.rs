@@ -6,7 +6,9 @@ use std::str::FromStr;
 
 /// The BLAKE3 hash of a chunk's uncompressed bytes. `Display` prints all 64 hex digits;
 /// [`ChunkId::short`] prints 12 for logs.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ChunkId([u8; 32]);
 
 impl ChunkId {
@@ -80,8 +82,22 @@ fn check_name(what: &'static str, value: &str) -> Result<(), IdError> {
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(value: String) -> Result<Self, IdError> {
+                $name::new(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
 
         impl $name {
             pub fn new(value: &str) -> Result<Self, IdError> {
@@ -117,6 +133,17 @@ name_type!(
     /// A master's version label, such as `2026-11` or `v3`. Safe as a file name.
     MasterVersion,
     "master version"
+);
+
+name_type!(
+    /// A site (a building with its own VLAN and relay), such as `lyon-mairie`.
+    SiteId,
+    "site id"
+);
+name_type!(
+    /// A relay's or NUC's id, such as a hardware UUID. Safe as a file name.
+    NodeId,
+    "node id"
 );
 
 /// Lower-case hex of `bytes`.

@@ -12,11 +12,13 @@
 //! - [`assemble`]: manifest + store (+ seed image) -> image, sparse, verified, atomic; and `verify`.
 //! - [`gc`]: garbage collection by reachability and the scrub.
 //! - [`durable`]: the one durable-write helper (temp, fsync, rename, fsync dir).
+//! - [`wire`]: the chunk-exchange protocol's frames, a sans-IO codec.
+//! - [`trust`]: the controller's CA, node certificates and identities, enrolment tokens.
 //! - [`testimage`]: deterministic VM-like images for tests and the demo.
 //! - [`cli`]: the `nightcast-image` command line (the binary is a thin wrapper around it).
 //!
 //! Architecture invariants: this crate knows nothing of calendars, sites or networks; no chunk
-//! leaves a store unverified; nothing here reads the wall clock.
+//! leaves a store unverified; nothing here reads the wall clock (time is passed in).
 
 pub mod assemble;
 pub mod chunk;
@@ -30,6 +32,8 @@ pub mod keys;
 pub mod manifest;
 pub mod store;
 pub mod testimage;
+pub mod trust;
+pub mod wire;
 
 pub use chunk::VerifiedChunk;
 pub use chunker::ChunkParams;

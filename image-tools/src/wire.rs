@@ -22,7 +22,8 @@ pub const ALPN: &[u8] = b"nightcast/1";
 /// Control frames (requests, replies, reports) are at most this long.
 pub const MAX_CONTROL: u32 = 1 << 20;
 /// A chunk frame: id, stored-form header and a payload of at most the largest chunk.
-pub const MAX_CHUNK_FRAME: u32 = 1 + 32 + crate::chunk::HEADER_LEN as u32 + crate::chunk::MAX_CHUNK_LEN;
+pub const MAX_CHUNK_FRAME: u32 =
+    1 + 32 + crate::chunk::HEADER_LEN as u32 + crate::chunk::MAX_CHUNK_LEN;
 /// A manifest frame: the manifest's own limit.
 pub const MAX_MANIFEST_FRAME: u32 = 1 + crate::manifest::MAX_MANIFEST_BYTES as u32;
 /// Ids in one `Has` or `GetChunks` request.
@@ -108,17 +109,23 @@ pub enum Control {
     End,
     Report(Status),
     Ack,
-    /// First contact of a node with no certificate: a one-time token and its public key (SPKI DER).
+    /// First contact of a node with no certificate: a one-time token and its public key (the raw
+    /// P-256 point; the node keeps the private key).
     Enroll {
         token: String,
         role: Role,
         node_id: String,
-        site: String,
-        public_key_der: Vec<u8>,
+        public_key: Vec<u8>,
     },
     /// The certificate issued at enrolment and the CA that signed it (both DER).
-    Enrolled { certificate_der: Vec<u8>, ca_der: Vec<u8> },
-    Error { code: ErrorCode, message: String },
+    Enrolled {
+        certificate_der: Vec<u8>,
+        ca_der: Vec<u8>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// One frame.
@@ -126,7 +133,10 @@ pub enum Control {
 pub enum Frame {
     Control(Control),
     /// A chunk in stored form; the receiver checks it against `id` before use.
-    Chunk { id: ChunkId, stored: Vec<u8> },
+    Chunk {
+        id: ChunkId,
+        stored: Vec<u8>,
+    },
     /// A manifest's signed bytes; the receiver verifies them against its pinned key.
     Manifest(Vec<u8>),
 }
@@ -215,7 +225,11 @@ pub fn peek(buf: &[u8]) -> Result<Option<(u8, usize)>, WireError> {
     }
     let max = limit(kind)?;
     if len > max {
-        return Err(WireError::TooLarge { kind, len, limit: max });
+        return Err(WireError::TooLarge {
+            kind,
+            len,
+            limit: max,
+        });
     }
     Ok(Some((kind, 4 + len as usize)))
 }
@@ -232,7 +246,8 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
     let body = &buf[5..total];
     let frame = match kind {
         KIND_CONTROL => {
-            let c: Control = postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))?;
+            let c: Control =
+                postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))?;
             check_control(&c)?;
             Frame::Control(c)
         }
@@ -275,7 +290,8 @@ pub fn pack_bits(bits: &[bool]) -> Vec<u8> {
 
 /// Unpacks `n` answers; `None` if the bitmap has the wrong length.
 pub fn unpack_bits(bytes: &[u8], n: usize) -> Option<Vec<bool>> {
-    (bytes.len() == n.div_ceil(8)).then(|| (0..n).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect())
+    (bytes.len() == n.div_ceil(8))
+        .then(|| (0..n).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect())
 }
 
 #[cfg(test)]
@@ -335,7 +351,10 @@ mod tests {
         assert!(matches!(decode(&huge), Err(WireError::TooLarge { .. })));
         let mut big_chunk = (MAX_CHUNK_FRAME + 1).to_le_bytes().to_vec();
         big_chunk.push(KIND_CHUNK);
-        assert!(matches!(decode(&big_chunk), Err(WireError::TooLarge { .. })));
+        assert!(matches!(
+            decode(&big_chunk),
+            Err(WireError::TooLarge { .. })
+        ));
         let unknown = [5, 0, 0, 0, 77];
         assert_eq!(decode(&unknown), Err(WireError::UnknownKind(77)));
         assert_eq!(decode(&[0, 0, 0, 0, 1]), Err(WireError::Empty));
