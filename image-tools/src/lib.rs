@@ -13,6 +13,7 @@
 //! - [`gc`]: garbage collection by reachability and the scrub.
 //! - [`durable`]: the one durable-write helper (temp, fsync, rename, fsync dir).
 //! - [`wire`]: the chunk-exchange protocol's frames, a sans-IO codec.
+//! - [`exchange`]: the protocol over QUIC: server, client, `fetch_missing`, remote and caching stores.
 //! - [`trust`]: the controller's CA, node certificates and identities, enrolment tokens.
 //! - [`testimage`]: deterministic VM-like images for tests and the demo.
 //! - [`cli`]: the `nightcast-image` command line (the binary is a thin wrapper around it).
@@ -25,6 +26,7 @@ pub mod chunk;
 pub mod chunker;
 pub mod cli;
 pub mod durable;
+pub mod exchange;
 pub mod gc;
 pub mod ids;
 pub mod import;
@@ -37,7 +39,7 @@ pub mod wire;
 
 pub use chunk::VerifiedChunk;
 pub use chunker::ChunkParams;
-pub use ids::{ChunkId, MasterName, MasterVersion};
+pub use ids::{ChunkId, MasterName, MasterVersion, NodeId, SiteId};
 pub use keys::{PublicKey, SigningKey};
 pub use manifest::{Manifest, VerifiedManifest};
 pub use store::{ChunkStore, LocalStore, StoreError};

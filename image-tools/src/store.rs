@@ -72,6 +72,34 @@ pub trait ChunkStore: Send + Sync {
     fn size(&self) -> Result<StoreSize, StoreError>;
 }
 
+macro_rules! forward_store {
+    ($($ty:ty),*) => {$(
+        impl<T: ChunkStore + ?Sized> ChunkStore for $ty {
+            fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
+                (**self).has(id)
+            }
+            fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
+                (**self).get(id)
+            }
+            fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+                (**self).put(chunk)
+            }
+            fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
+                (**self).remove(id)
+            }
+            fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
+                (**self).ids()
+            }
+            fn size(&self) -> Result<StoreSize, StoreError> {
+                (**self).size()
+            }
+        }
+    )*};
+}
+
+// Stores compose by reference and by `Arc` as well as by value.
+forward_store!(&T, std::sync::Arc<T>);
+
 const MARKER: &str = "nightcast-store";
 const MARKER_TEXT: &[u8] = b"nightcast chunk store v1\n";
 

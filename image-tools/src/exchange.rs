@@ -1,0 +1,1240 @@
+//! The chunk-exchange protocol over QUIC: a server, a client, and the stores built on them
+//! (see `docs/PROTOCOL.md`).
+//!
+//! One request per bidirectional stream: the client writes one control frame and finishes its
+//! side; the server answers with one or more frames and finishes. Many streams run at once on one
+//! connection, which is how a transfer keeps several requests in flight.
+//!
+//! The server knows a peer only by its certificate ([`Identity`]); a peer without one may only enrol.
+//! It serves manifests and chunks of the masters its [`Catalog`] allows that peer, reads every chunk
+//! through [`ChunkStore::get`] (so a rotten disk answers "lacking", it does not spread), and sends
+//! chunks in their stored form. The client checks every chunk against its id before it is used or
+//! stored: a peer that sends wrong bytes is logged by identity and the chunk is asked for again.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::chunk::VerifiedChunk;
+use crate::ids::ChunkId;
+use crate::manifest::Manifest;
+use crate::store::{ChunkStore, LocalStore, StoreError, StoreSize};
+use crate::trust::{Ca, Identity, TokenBook, TrustError, SERVER_NAME};
+use crate::wire::{
+    self, Control, ErrorCode, Frame, Hello, MasterRef, Role, Status, WireError, PROTOCOL_VERSION,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The connection or a stream failed: reconnect and resume.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The peer answered with an error.
+    #[error("{peer} refused: {code:?}: {message}")]
+    Refused {
+        peer: String,
+        code: ErrorCode,
+        message: String,
+    },
+    /// The peer sent something the protocol does not allow.
+    #[error("protocol violation by {peer}: {what}")]
+    Protocol { peer: String, what: String },
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The peer kept sending wrong bytes for these chunks.
+    #[error("{peer} sent corrupt data for {} chunks, even when asked again", .chunks.len())]
+    PeerLied { peer: String, chunks: Vec<ChunkId> },
+}
+
+fn transport(e: impl std::fmt::Display) -> ExchangeError {
+    ExchangeError::Transport(e.to_string())
+}
+
+/// Transport settings shared by both ends: windows large enough for a 1 Gbit/s LAN or a long WAN.
+fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
+    t.receive_window(quinn::VarInt::from_u32(64 << 20));
+    t.send_window(64 << 20);
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t.max_idle_timeout(Some(quinn::VarInt::from_u32(30_000).into()));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(64));
+    t
+}
+
+/// A QUIC endpoint that serves with `tls` (from [`crate::trust::Credentials::server_config`]).
+pub fn server_endpoint(
+    addr: SocketAddr,
+    tls: rustls::ServerConfig,
+) -> Result<quinn::Endpoint, ExchangeError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(transport)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config()));
+    quinn::Endpoint::server(config, addr).map_err(transport)
+}
+
+/// A QUIC endpoint for outgoing connections only.
+pub fn client_endpoint() -> Result<quinn::Endpoint, ExchangeError> {
+    let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
+    quinn::Endpoint::client(bind).map_err(transport)
+}
+
+/// What a server may hand out, and to whom.
+pub trait Catalog: Send + Sync {
+    /// The signed bytes of a manifest, if known.
+    fn manifest(&self, master: &MasterRef) -> Option<Vec<u8>>;
+    /// The master versions `peer` may read: for a relay or agent, those scheduled for its site.
+    fn allowed(&self, peer: &Identity) -> Vec<MasterRef>;
+}
+
+/// A catalog held in memory and changed while serving (the controller feeds it from its calendar).
+#[derive(Debug, Default)]
+pub struct MemoryCatalog {
+    inner: RwLock<CatalogInner>,
+}
+
+#[derive(Debug, Default)]
+struct CatalogInner {
+    manifests: HashMap<(String, String), Vec<u8>>,
+    by_site: HashMap<String, Vec<MasterRef>>,
+}
+
+impl MemoryCatalog {
+    pub fn add_manifest(&self, master: MasterRef, bytes: Vec<u8>) {
+        if let Ok(mut c) = self.inner.write() {
+            c.manifests.insert((master.name, master.version), bytes);
+        }
+    }
+
+    /// Replaces what `site` may read.
+    pub fn schedule(&self, site: &str, masters: Vec<MasterRef>) {
+        if let Ok(mut c) = self.inner.write() {
+            c.by_site.insert(site.to_owned(), masters);
+        }
+    }
+}
+
+impl Catalog for MemoryCatalog {
+    fn manifest(&self, m: &MasterRef) -> Option<Vec<u8>> {
+        let c = self.inner.read().ok()?;
+        c.manifests
+            .get(&(m.name.clone(), m.version.clone()))
+            .cloned()
+    }
+
+    fn allowed(&self, peer: &Identity) -> Vec<MasterRef> {
+        let Ok(c) = self.inner.read() else {
+            return Vec::new();
+        };
+        match peer.role {
+            Role::Controller => c
+                .manifests
+                .keys()
+                .map(|(name, version)| MasterRef {
+                    name: name.clone(),
+                    version: version.clone(),
+                })
+                .collect(),
+            Role::Relay | Role::Agent => c
+                .by_site
+                .get(peer.site.as_str())
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Issues certificates to nodes that present a valid token (the controller only).
+pub struct Enroller {
+    pub ca: Ca,
+    pub tokens: TokenBook,
+    /// Seconds since the Unix epoch; passed in so that tests control time.
+    pub now_unix: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for Enroller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Enroller({:?})", self.ca)
+    }
+}
+
+/// Receives each status report a peer sends.
+pub type ReportSink = Box<dyn Fn(&Identity, Status) + Send + Sync>;
+
+/// Everything a server needs.
+pub struct Service {
+    pub hello: Hello,
+    pub store: Arc<dyn ChunkStore>,
+    pub catalog: Arc<dyn Catalog>,
+    pub enroller: Option<Enroller>,
+    /// Called with each status report a peer sends.
+    pub on_report: ReportSink,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Service({} {})", self.hello.role, self.hello.node_id)
+    }
+}
+
+/// Serves `endpoint` until `shutdown`; then stops accepting, lets open requests finish for a few
+/// seconds, and closes the endpoint.
+pub async fn serve(endpoint: quinn::Endpoint, service: Arc<Service>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            incoming = endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { break };
+        let (service, shutdown) = (service.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            match incoming.await {
+                Ok(conn) => serve_connection(conn, service, shutdown).await,
+                Err(e) => tracing::debug!(error = %e, "handshake failed"),
+            }
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running at shutdown were aborted");
+    }
+    endpoint.close(0u32.into(), b"shutting down");
+}
+
+struct ConnState {
+    peer: Option<Identity>,
+    hello: Mutex<Option<Hello>>,
+    /// Chunks of the masters this peer may read; rebuilt when a request falls outside it.
+    allowed_chunks: Mutex<HashSet<ChunkId>>,
+}
+
+async fn serve_connection(
+    conn: quinn::Connection,
+    service: Arc<Service>,
+    shutdown: CancellationToken,
+) {
+    let peer = conn
+        .peer_identity()
+        .and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|chain| chain.first().and_then(|c| Identity::from_certificate(c)));
+    let peer_label = match &peer {
+        Some(id) => id.to_string(),
+        None => format!("unenrolled {}", conn.remote_address()),
+    };
+    let span = tracing::info_span!("conn", peer = %peer_label);
+    let state = Arc::new(ConnState {
+        peer,
+        hello: Mutex::new(None),
+        allowed_chunks: Mutex::new(HashSet::new()),
+    });
+    async move {
+        tracing::info!("connected");
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                s = conn.accept_bi() => s,
+            };
+            let (send, recv) = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::info!(reason = %e, "disconnected");
+                    break;
+                }
+            };
+            let (service, state) = (service.clone(), state.clone());
+            tokio::spawn(
+                async move {
+                    if let Err(e) = serve_stream(send, recv, &service, &state).await {
+                        tracing::debug!(error = %e, "request ended with an error");
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reads frames from a stream, buffering only up to each frame's limit.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    /// The next frame, `None` at a clean end of stream.
+    pub async fn next(
+        &mut self,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<Option<Frame>, ExchangeError> {
+        loop {
+            if let Some((frame, used)) = wire::decode(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(Some(frame));
+            }
+            match recv.read_chunk(1 << 20, true).await.map_err(transport)? {
+                Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
+                None if self.buf.is_empty() => return Ok(None),
+                None => {
+                    return Err(ExchangeError::Transport(
+                        "stream ended inside a frame".into(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+async fn send_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), ExchangeError> {
+    let bytes = wire::encode_to_vec(frame)?;
+    send.write_all(&bytes).await.map_err(transport)
+}
+
+async fn send_error(
+    send: &mut quinn::SendStream,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Result<(), ExchangeError> {
+    let message = message.into();
+    tracing::info!(?code, %message, "refused");
+    send_frame(send, &Frame::Control(Control::Error { code, message })).await
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    service: &Service,
+    state: &ConnState,
+) -> Result<(), ExchangeError> {
+    let request = match FrameReader::default().next(&mut recv).await {
+        Ok(Some(Frame::Control(c))) => c,
+        Ok(Some(_)) => {
+            return send_error(
+                &mut send,
+                ErrorCode::BadRequest,
+                "requests are control frames",
+            )
+            .await
+        }
+        Ok(None) => return Ok(()),
+        Err(ExchangeError::Wire(e)) => {
+            return send_error(&mut send, ErrorCode::BadRequest, e.to_string()).await
+        }
+        Err(e) => return Err(e),
+    };
+    let result = answer(request, &mut send, service, state).await;
+    let _ = send.finish();
+    result
+}
+
+async fn answer(
+    request: Control,
+    send: &mut quinn::SendStream,
+    service: &Service,
+    state: &ConnState,
+) -> Result<(), ExchangeError> {
+    // Enrolment is the only request open to a peer without a certificate.
+    if let Control::Enroll {
+        token,
+        role,
+        node_id,
+        public_key,
+    } = &request
+    {
+        return enroll(send, service, state, token, *role, node_id, public_key).await;
+    }
+    let Some(peer) = &state.peer else {
+        return send_error(
+            send,
+            ErrorCode::Unauthorized,
+            "enrol first: this connection has no certificate",
+        )
+        .await;
+    };
+    if let Control::Hello(h) = &request {
+        if h.protocol_version != PROTOCOL_VERSION {
+            let msg = format!(
+                "protocol version {} is not {PROTOCOL_VERSION}: upgrade",
+                h.protocol_version
+            );
+            return send_error(send, ErrorCode::Unsupported, msg).await;
+        }
+        if h.role != peer.role || h.node_id != peer.node.as_str() {
+            return send_error(
+                send,
+                ErrorCode::BadRequest,
+                "hello does not match your certificate",
+            )
+            .await;
+        }
+        tracing::info!(software = %h.software_version, "hello");
+        if let Ok(mut slot) = state.hello.lock() {
+            *slot = Some(h.clone());
+        }
+        return send_frame(
+            send,
+            &Frame::Control(Control::HelloAck(service.hello.clone())),
+        )
+        .await;
+    }
+    if state.hello.lock().map(|h| h.is_none()).unwrap_or(true) {
+        return send_error(send, ErrorCode::BadRequest, "send Hello first").await;
+    }
+    let allowed = service.catalog.allowed(peer);
+    match request {
+        Control::GetManifest(m) => {
+            if !allowed.contains(&m) {
+                let msg = format!(
+                    "{} {} is not scheduled for {}",
+                    m.name, m.version, peer.site
+                );
+                return send_error(send, ErrorCode::Forbidden, msg).await;
+            }
+            match service.catalog.manifest(&m) {
+                Some(bytes) => send_frame(send, &Frame::Manifest(bytes)).await,
+                None => {
+                    send_error(
+                        send,
+                        ErrorCode::NotFound,
+                        format!("no manifest {} {}", m.name, m.version),
+                    )
+                    .await
+                }
+            }
+        }
+        Control::ListScheduled => {
+            send_frame(send, &Frame::Control(Control::Scheduled(allowed))).await
+        }
+        Control::Has(ids) => {
+            let store = service.store.clone();
+            let permitted = permitted(service, state, peer, &ids);
+            let bits = tokio::task::spawn_blocking(move || {
+                ids.iter()
+                    .zip(permitted)
+                    .map(|(id, ok)| ok && store.has(id).unwrap_or(false))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(transport)?;
+            send_frame(
+                send,
+                &Frame::Control(Control::HasReply(wire::pack_bits(&bits))),
+            )
+            .await
+        }
+        Control::GetChunks(ids) => {
+            if permitted(service, state, peer, &ids).iter().any(|ok| !ok) {
+                return send_error(
+                    send,
+                    ErrorCode::Forbidden,
+                    "chunks of masters not scheduled for your site",
+                )
+                .await;
+            }
+            for id in ids {
+                let store = service.store.clone();
+                let got = tokio::task::spawn_blocking(move || store.get(&id))
+                    .await
+                    .map_err(transport)?;
+                let frame = match got {
+                    Ok(chunk) if *chunk.id() == id => Frame::Chunk {
+                        id,
+                        stored: [chunk.header().as_slice(), chunk.payload()].concat(),
+                    },
+                    Ok(_) | Err(StoreError::Missing(_)) => Frame::Control(Control::Lacking(id)),
+                    Err(StoreError::Invalid { reason, .. }) => {
+                        tracing::warn!(chunk = %id.short(), %reason, "corrupt chunk in our store: not sent");
+                        Frame::Control(Control::Lacking(id))
+                    }
+                    Err(e) => {
+                        tracing::error!(chunk = %id.short(), error = %e, "store failed");
+                        return send_error(send, ErrorCode::Internal, "the server's store failed")
+                            .await;
+                    }
+                };
+                tracing::trace!(chunk = %id.short(), "sent");
+                send_frame(send, &frame).await?;
+            }
+            send_frame(send, &Frame::Control(Control::End)).await
+        }
+        Control::Report(status) => {
+            (service.on_report)(peer, status);
+            send_frame(send, &Frame::Control(Control::Ack)).await
+        }
+        other => {
+            let msg = format!("{:?} is not a request", std::mem::discriminant(&other));
+            send_error(send, ErrorCode::BadRequest, msg).await
+        }
+    }
+}
+
+/// Which of `ids` belong to masters `peer` may read.
+fn permitted(service: &Service, state: &ConnState, peer: &Identity, ids: &[ChunkId]) -> Vec<bool> {
+    let Ok(mut set) = state.allowed_chunks.lock() else {
+        return vec![false; ids.len()];
+    };
+    if ids.iter().any(|id| !set.contains(id)) {
+        // Rebuild: the schedule may have grown since.
+        set.clear();
+        for m in service.catalog.allowed(peer) {
+            if let Some(u) = service
+                .catalog
+                .manifest(&m)
+                .and_then(|b| Manifest::decode_unverified(&b).ok())
+            {
+                set.extend(u.manifest.chunks().map(|c| c.id));
+            }
+        }
+    }
+    ids.iter().map(|id| set.contains(id)).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn enroll(
+    send: &mut quinn::SendStream,
+    service: &Service,
+    state: &ConnState,
+    token: &str,
+    role: Role,
+    node_id: &str,
+    public_key: &[u8],
+) -> Result<(), ExchangeError> {
+    let Some(enroller) = &service.enroller else {
+        return send_error(
+            send,
+            ErrorCode::Unsupported,
+            "this server does not enrol nodes",
+        )
+        .await;
+    };
+    if state.peer.is_some() {
+        return send_error(send, ErrorCode::BadRequest, "already enrolled").await;
+    }
+    let issued = (|| {
+        let token: crate::trust::Token = token.parse()?;
+        let node = crate::ids::NodeId::new(node_id).map_err(|e| TrustError::Cert(e.to_string()))?;
+        let grant = enroller
+            .tokens
+            .redeem(&token.secret, role, (enroller.now_unix)())?;
+        let identity = Identity {
+            role,
+            site: grant.site,
+            node,
+        };
+        let cert = enroller.ca.sign_public_key(&identity, public_key)?;
+        Ok::<_, TrustError>((identity, cert))
+    })();
+    match issued {
+        Ok((identity, certificate_der)) => {
+            tracing::info!(%identity, "enrolled");
+            let ca_der = enroller.ca.certificate().to_vec();
+            send_frame(
+                send,
+                &Frame::Control(Control::Enrolled {
+                    certificate_der,
+                    ca_der,
+                }),
+            )
+            .await
+        }
+        Err(e) => send_error(send, ErrorCode::Unauthorized, e.to_string()).await,
+    }
+}
+
+/// A client's connection to a server.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    conn: quinn::Connection,
+    peer: String,
+}
+
+/// What came back for one requested chunk.
+#[derive(Debug)]
+pub enum Received {
+    Chunk(VerifiedChunk),
+    /// The peer does not hold it.
+    Lacking(ChunkId),
+    /// The peer sent bytes that are not this chunk.
+    Lied {
+        id: ChunkId,
+        reason: String,
+    },
+}
+
+impl Connection {
+    /// Connects to `addr` with `tls` (from `Credentials::client_config` or `enrol_client_config`).
+    pub async fn connect(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        tls: rustls::ClientConfig,
+    ) -> Result<Connection, ExchangeError> {
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(transport)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(Arc::new(transport_config()));
+        let conn = endpoint
+            .connect_with(config, addr, SERVER_NAME)
+            .map_err(transport)?
+            .await
+            .map_err(transport)?;
+        let peer = conn
+            .peer_identity()
+            .and_then(|any| {
+                any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .and_then(|chain| chain.first().and_then(|c| Identity::from_certificate(c)))
+            .map_or_else(|| addr.to_string(), |id| id.to_string());
+        Ok(Connection { conn, peer })
+    }
+
+    /// The server, as its certificate names it.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"done");
+    }
+
+    /// Sends one request and returns the reply stream.
+    async fn request(
+        &self,
+        request: Control,
+    ) -> Result<(FrameReader, quinn::RecvStream), ExchangeError> {
+        let (mut send, recv) = self.conn.open_bi().await.map_err(transport)?;
+        send_frame(&mut send, &Frame::Control(request)).await?;
+        send.finish().map_err(transport)?;
+        Ok((FrameReader::default(), recv))
+    }
+
+    /// One request, one reply frame.
+    async fn call(&self, request: Control) -> Result<Frame, ExchangeError> {
+        let (mut reader, mut recv) = self.request(request).await?;
+        match reader.next(&mut recv).await? {
+            Some(Frame::Control(Control::Error { code, message })) => {
+                Err(self.refused(code, message))
+            }
+            Some(frame) => Ok(frame),
+            None => Err(self.violation("no reply")),
+        }
+    }
+
+    fn refused(&self, code: ErrorCode, message: String) -> ExchangeError {
+        ExchangeError::Refused {
+            peer: self.peer.clone(),
+            code,
+            message,
+        }
+    }
+
+    fn violation(&self, what: impl Into<String>) -> ExchangeError {
+        ExchangeError::Protocol {
+            peer: self.peer.clone(),
+            what: what.into(),
+        }
+    }
+
+    pub async fn hello(&self, me: Hello) -> Result<Hello, ExchangeError> {
+        match self.call(Control::Hello(me)).await? {
+            Frame::Control(Control::HelloAck(h)) => Ok(h),
+            _ => Err(self.violation("expected HelloAck")),
+        }
+    }
+
+    /// A manifest's signed bytes (verify them with `VerifiedManifest::open` before use).
+    pub async fn manifest(&self, master: &MasterRef) -> Result<Vec<u8>, ExchangeError> {
+        match self.call(Control::GetManifest(master.clone())).await? {
+            Frame::Manifest(bytes) => Ok(bytes),
+            _ => Err(self.violation("expected a manifest")),
+        }
+    }
+
+    pub async fn scheduled(&self) -> Result<Vec<MasterRef>, ExchangeError> {
+        match self.call(Control::ListScheduled).await? {
+            Frame::Control(Control::Scheduled(list)) => Ok(list),
+            _ => Err(self.violation("expected Scheduled")),
+        }
+    }
+
+    pub async fn has(&self, ids: &[ChunkId]) -> Result<Vec<bool>, ExchangeError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(wire::MAX_IDS) {
+            match self.call(Control::Has(batch.to_vec())).await? {
+                Frame::Control(Control::HasReply(bits)) => out.extend(
+                    wire::unpack_bits(&bits, batch.len())
+                        .ok_or_else(|| self.violation("bitmap length"))?,
+                ),
+                _ => return Err(self.violation("expected HasReply")),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn report(&self, status: Status) -> Result<(), ExchangeError> {
+        match self.call(Control::Report(status)).await? {
+            Frame::Control(Control::Ack) => Ok(()),
+            _ => Err(self.violation("expected Ack")),
+        }
+    }
+
+    /// Asks for `ids` (at most [`wire::MAX_IDS`]) and calls `on` for each as it arrives, verified.
+    pub async fn get_chunks(
+        &self,
+        ids: &[ChunkId],
+        mut on: impl FnMut(Received, usize) -> Result<(), ExchangeError>,
+        rate: Option<&RateLimit>,
+    ) -> Result<(), ExchangeError> {
+        let (mut reader, mut recv) = self.request(Control::GetChunks(ids.to_vec())).await?;
+        let mut pending: HashSet<ChunkId> = ids.iter().copied().collect();
+        loop {
+            let frame = reader.next(&mut recv).await?;
+            match frame {
+                Some(Frame::Chunk { id, stored }) => {
+                    if !pending.remove(&id) {
+                        return Err(self.violation(format!(
+                            "sent chunk {} that was not asked for",
+                            id.short()
+                        )));
+                    }
+                    if let Some(rate) = rate {
+                        rate.acquire(stored.len() as u64 + 38).await;
+                    }
+                    let len = stored.len();
+                    let received = match VerifiedChunk::from_stored(id, &stored) {
+                        Ok(chunk) => Received::Chunk(chunk),
+                        Err(reason) => {
+                            tracing::warn!(peer = %self.peer, chunk = %id, %reason, "peer sent a corrupt chunk");
+                            Received::Lied {
+                                id,
+                                reason: reason.to_string(),
+                            }
+                        }
+                    };
+                    on(received, len)?;
+                }
+                Some(Frame::Control(Control::Lacking(id))) if pending.remove(&id) => {
+                    on(Received::Lacking(id), 0)?
+                }
+                Some(Frame::Control(Control::End)) if pending.is_empty() => return Ok(()),
+                Some(Frame::Control(Control::Error { code, message })) => {
+                    return Err(self.refused(code, message))
+                }
+                Some(_) => return Err(self.violation("unexpected frame in a chunk reply")),
+                None => return Err(ExchangeError::Transport("reply ended early".into())),
+            }
+        }
+    }
+
+    /// Enrols with a one-time token: returns the certificate issued for `public_key` and the CA.
+    pub async fn enroll(
+        &self,
+        token: &str,
+        role: Role,
+        node_id: &str,
+        public_key: Vec<u8>,
+    ) -> Result<(Vec<u8>, Vec<u8>), ExchangeError> {
+        let request = Control::Enroll {
+            token: token.to_owned(),
+            role,
+            node_id: node_id.to_owned(),
+            public_key,
+        };
+        match self.call(request).await? {
+            Frame::Control(Control::Enrolled {
+                certificate_der,
+                ca_der,
+            }) => Ok((certificate_der, ca_der)),
+            _ => Err(self.violation("expected Enrolled")),
+        }
+    }
+}
+
+/// A token bucket in bits per second, changeable while running. Pure: time is passed in.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    bits_per_sec: u64,
+    burst_bits: u64,
+    tokens: f64,
+    last: Option<std::time::Duration>,
+}
+
+impl TokenBucket {
+    /// `burst_bits` is how far ahead of the rate a sender may get.
+    pub fn new(bits_per_sec: u64, burst_bits: u64) -> TokenBucket {
+        TokenBucket {
+            bits_per_sec: bits_per_sec.max(1),
+            burst_bits: burst_bits.max(1),
+            tokens: burst_bits as f64,
+            last: None,
+        }
+    }
+
+    pub fn set_rate(&mut self, bits_per_sec: u64) {
+        self.bits_per_sec = bits_per_sec.max(1);
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.bits_per_sec
+    }
+
+    /// Takes `bytes` at time `now` (time since any fixed origin); returns how long to wait before
+    /// going on (zero if within budget). Debt is allowed, so large items pass at the right rate.
+    pub fn take(&mut self, now: std::time::Duration, bytes: u64) -> std::time::Duration {
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_sub(last).as_secs_f64();
+            self.tokens =
+                (self.tokens + elapsed * self.bits_per_sec as f64).min(self.burst_bits as f64);
+        }
+        self.last = Some(now);
+        self.tokens -= (bytes * 8) as f64;
+        if self.tokens >= 0.0 {
+            std::time::Duration::ZERO
+        } else {
+            std::time::Duration::from_secs_f64(-self.tokens / self.bits_per_sec as f64)
+        }
+    }
+}
+
+/// A shared, async [`TokenBucket`] on tokio's clock (so tests can pause and advance time).
+#[derive(Debug)]
+pub struct RateLimit {
+    bucket: Mutex<TokenBucket>,
+    origin: tokio::time::Instant,
+}
+
+impl RateLimit {
+    pub fn new(bits_per_sec: u64) -> RateLimit {
+        // Up to 100 ms of burst at the rate, at least one large chunk.
+        let burst = (bits_per_sec / 10).max(8 * (4 << 20));
+        RateLimit {
+            bucket: Mutex::new(TokenBucket::new(bits_per_sec, burst)),
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn set_rate(&self, bits_per_sec: u64) {
+        if let Ok(mut b) = self.bucket.lock() {
+            b.set_rate(bits_per_sec);
+        }
+    }
+
+    pub async fn acquire(&self, bytes: u64) {
+        let now = tokio::time::Instant::now().duration_since(self.origin);
+        let wait = self
+            .bucket
+            .lock()
+            .map(|mut b| b.take(now, bytes))
+            .unwrap_or_default();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// How a transfer runs.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchOptions {
+    /// Chunk ids per request.
+    pub batch: usize,
+    /// Requests in flight at once on the connection.
+    pub in_flight: usize,
+}
+
+impl Default for FetchOptions {
+    fn default() -> FetchOptions {
+        FetchOptions {
+            batch: 64,
+            in_flight: 8,
+        }
+    }
+}
+
+/// What a transfer did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FetchReport {
+    /// Distinct chunks the manifest needs.
+    pub needed: u64,
+    /// Of those, already in the local store before this transfer.
+    pub already_had: u64,
+    pub fetched: u64,
+    /// Stored bytes received (what crossed the network, without framing).
+    pub fetched_bytes: u64,
+    /// Chunks the peer sent corrupt (each asked again).
+    pub corrupt_received: u64,
+    /// Chunks the peer does not have.
+    pub lacking: Vec<ChunkId>,
+}
+
+/// Progress callback: (chunks done, chunks to do, bytes received).
+pub type FetchProgress<'a> = &'a (dyn Fn(u64, u64, u64) + Sync);
+
+/// Fetches every chunk `manifest` needs that `store` lacks, verifying each and writing them in
+/// group commits. After a failure (a cut link), what was received is kept, and calling again
+/// fetches only the rest.
+pub async fn fetch_missing(
+    conn: &Connection,
+    store: Arc<LocalStore>,
+    manifest: &Manifest,
+    opts: FetchOptions,
+    rate: Option<Arc<RateLimit>>,
+    progress: FetchProgress<'_>,
+) -> Result<FetchReport, ExchangeError> {
+    let unique = manifest.unique_chunks();
+    let mut report = FetchReport {
+        needed: unique.len() as u64,
+        ..FetchReport::default()
+    };
+    let want: Vec<ChunkId> = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            unique
+                .iter()
+                .filter(|c| !store.has(&c.id).unwrap_or(false))
+                .map(|c| c.id)
+                .collect()
+        })
+        .await
+        .map_err(transport)?
+    };
+    report.already_had = report.needed - want.len() as u64;
+    let total = want.len() as u64;
+
+    // One writer thread owns the group commit; chunks reach it through a bounded channel.
+    let (tx, mut rx) = mpsc::channel::<VerifiedChunk>(256);
+    let writer_store = store.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
+        let mut batch = writer_store.batch();
+        let mut n = 0;
+        while let Some(chunk) = rx.blocking_recv() {
+            batch.put(&chunk)?;
+            n += 1;
+        }
+        batch.commit()?;
+        writer_store.sync()?;
+        Ok(n)
+    });
+
+    let mut queue: Vec<ChunkId> = want;
+    let mut retried: HashSet<ChunkId> = HashSet::new();
+    let mut liars: Vec<ChunkId> = Vec::new();
+    let outcome: Result<(), ExchangeError> = async {
+        while !queue.is_empty() {
+            let batches: Vec<Vec<ChunkId>> = queue
+                .chunks(opts.batch.max(1))
+                .map(<[ChunkId]>::to_vec)
+                .collect();
+            queue.clear();
+            let mut again: Vec<ChunkId> = Vec::new();
+            let shared = Mutex::new((&mut report, &mut again));
+            let run = |ids: Vec<ChunkId>| {
+                let (tx, rate, shared) = (tx.clone(), rate.clone(), &shared);
+                async move {
+                    let mut got: Vec<VerifiedChunk> = Vec::new();
+                    let result = conn
+                        .get_chunks(
+                            &ids,
+                            |received, len| {
+                                let Ok(mut s) = shared.lock() else {
+                                    return Ok(());
+                                };
+                                let (report, again) = &mut *s;
+                                match received {
+                                    Received::Chunk(c) => {
+                                        report.fetched += 1;
+                                        report.fetched_bytes += len as u64;
+                                        got.push(c);
+                                    }
+                                    Received::Lacking(id) => report.lacking.push(id),
+                                    Received::Lied { id, .. } => {
+                                        report.corrupt_received += 1;
+                                        again.push(id);
+                                    }
+                                }
+                                progress(report.fetched, total, report.fetched_bytes);
+                                Ok(())
+                            },
+                            rate.as_deref(),
+                        )
+                        .await;
+                    for chunk in got {
+                        if tx.send(chunk).await.is_err() {
+                            return Err(ExchangeError::Transport("chunk writer stopped".into()));
+                        }
+                    }
+                    result
+                }
+            };
+            let mut first_error = None;
+            let mut batches = batches.into_iter();
+            // Keep `in_flight` requests going; a failed request stops new ones.
+            let mut set = futures_lite_join::JoinAll::new();
+            for ids in batches.by_ref().take(opts.in_flight.max(1)) {
+                set.push(Box::pin(run(ids)));
+            }
+            while let Some(result) = set.next().await {
+                if let Err(e) = result {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+                if first_error.is_none() {
+                    if let Some(ids) = batches.next() {
+                        set.push(Box::pin(run(ids)));
+                    }
+                }
+            }
+            drop(set);
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            for id in again {
+                if retried.insert(id) {
+                    queue.push(id);
+                } else {
+                    liars.push(id);
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let written = writer.await.map_err(transport)??;
+    tracing::debug!(written, "chunks written");
+    outcome?;
+    if !liars.is_empty() {
+        return Err(ExchangeError::PeerLied {
+            peer: conn.peer().to_owned(),
+            chunks: liars,
+        });
+    }
+    Ok(report)
+}
+
+/// Polls a set of futures and yields their results as they complete (a tiny `FuturesUnordered`
+/// over boxed futures, to keep the dependency list short).
+mod futures_lite_join {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+    pub struct JoinAll<'a, T> {
+        futures: Vec<Boxed<'a, T>>,
+    }
+
+    impl<'a, T> JoinAll<'a, T> {
+        pub fn new() -> Self {
+            JoinAll {
+                futures: Vec::new(),
+            }
+        }
+
+        pub fn push(&mut self, f: Boxed<'a, T>) {
+            self.futures.push(f);
+        }
+
+        /// The next completed result, `None` when empty.
+        pub async fn next(&mut self) -> Option<T> {
+            if self.futures.is_empty() {
+                return None;
+            }
+            std::future::poll_fn(|cx: &mut Context<'_>| {
+                for i in 0..self.futures.len() {
+                    if let Poll::Ready(out) = self.futures[i].as_mut().poll(cx) {
+                        drop(self.futures.swap_remove(i));
+                        return Poll::Ready(Some(out));
+                    }
+                }
+                Poll::Pending
+            })
+            .await
+        }
+    }
+}
+
+/// A read-only [`ChunkStore`] over a connection. Its methods block: call them from blocking
+/// threads (`spawn_blocking`), never from inside the async runtime.
+#[derive(Debug, Clone)]
+pub struct RemoteStore {
+    conn: Connection,
+    runtime: tokio::runtime::Handle,
+}
+
+impl RemoteStore {
+    pub fn new(conn: Connection, runtime: tokio::runtime::Handle) -> RemoteStore {
+        RemoteStore { conn, runtime }
+    }
+}
+
+fn remote_io(e: ExchangeError) -> StoreError {
+    StoreError::Io {
+        path: "remote".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+impl ChunkStore for RemoteStore {
+    fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        let bits = self
+            .runtime
+            .block_on(self.conn.has(&[*id]))
+            .map_err(remote_io)?;
+        Ok(bits.first().copied().unwrap_or(false))
+    }
+
+    fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
+        let mut out: Option<Result<VerifiedChunk, StoreError>> = None;
+        self.runtime
+            .block_on(self.conn.get_chunks(
+                &[*id],
+                |r, _| {
+                    out = Some(match r {
+                        Received::Chunk(c) => Ok(c),
+                        Received::Lacking(id) => Err(StoreError::Missing(id)),
+                        Received::Lied { id, reason } => Err(StoreError::Invalid {
+                            id,
+                            path: None,
+                            reason: crate::chunk::ChunkError::Decompress {
+                                declared: 0,
+                                detail: format!("sent by {}: {reason}", self.conn.peer()),
+                            },
+                        }),
+                    });
+                    Ok(())
+                },
+                None,
+            ))
+            .map_err(remote_io)?;
+        out.unwrap_or(Err(StoreError::Missing(*id)))
+    }
+
+    fn put(&self, _chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        Err(StoreError::Layout("a remote store is read-only".into()))
+    }
+
+    fn remove(&self, _id: &ChunkId) -> Result<(), StoreError> {
+        Err(StoreError::Layout("a remote store is read-only".into()))
+    }
+
+    fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
+        Err(StoreError::Layout(
+            "a remote store cannot list its chunks".into(),
+        ))
+    }
+
+    fn size(&self) -> Result<StoreSize, StoreError> {
+        Err(StoreError::Layout(
+            "a remote store cannot report its size".into(),
+        ))
+    }
+}
+
+/// A local store in front of a remote one: hits are local; a miss (or a corrupt local copy) is
+/// fetched, verified, kept, and returned.
+#[derive(Debug)]
+pub struct CachingStore<L, R> {
+    pub local: L,
+    pub remote: R,
+}
+
+impl<L: ChunkStore, R: ChunkStore> ChunkStore for CachingStore<L, R> {
+    fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.local.has(id)? || self.remote.has(id)?)
+    }
+
+    fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
+        match self.local.get(id) {
+            Ok(c) => return Ok(c),
+            Err(StoreError::Missing(_)) => {}
+            Err(StoreError::Invalid { reason, .. }) => {
+                tracing::warn!(chunk = %id.short(), %reason, "corrupt local copy replaced from upstream");
+                match self.local.remove(id) {
+                    Ok(()) | Err(StoreError::Missing(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let chunk = self.remote.get(id)?;
+        self.local.put(&chunk)?;
+        Ok(chunk)
+    }
+
+    fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        self.local.put(chunk)
+    }
+
+    fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
+        self.local.remove(id)
+    }
+
+    fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
+        self.local.ids()
+    }
+
+    fn size(&self) -> Result<StoreSize, StoreError> {
+        self.local.size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_paces_to_its_rate_in_simulated_time() {
+        // 8 Mbit/s = 1 MB/s, burst 1 Mbit.
+        let mut b = TokenBucket::new(8_000_000, 1_000_000);
+        let mut now = Duration::ZERO;
+        let mut sent = 0u64;
+        // Send 64 KiB items for 10 simulated seconds, waiting as told.
+        while now < Duration::from_secs(10) {
+            let wait = b.take(now, 65536);
+            now += wait;
+            sent += 65536;
+        }
+        let rate = sent as f64 / now.as_secs_f64();
+        assert!(
+            (rate - 1_000_000.0).abs() / 1_000_000.0 < 0.03,
+            "rate {rate}"
+        );
+        // Halving the rate halves the pace from then on.
+        b.set_rate(4_000_000);
+        let start = now;
+        let mut sent = 0u64;
+        while now < start + Duration::from_secs(10) {
+            now += b.take(now, 65536);
+            sent += 65536;
+        }
+        let rate = sent as f64 / (now - start).as_secs_f64();
+        assert!((rate - 500_000.0).abs() / 500_000.0 < 0.03, "rate {rate}");
+    }
+
+    #[test]
+    fn idle_time_buys_at_most_the_burst() {
+        let mut b = TokenBucket::new(8_000, 8_000); // 1 KB/s, 1 KB burst
+        assert_eq!(b.take(Duration::ZERO, 1000), Duration::ZERO);
+        // An hour idle, then 10 KB: only 1 KB was saved up.
+        let wait = b.take(Duration::from_secs(3600), 10_000);
+        assert!((wait.as_secs_f64() - 9.0).abs() < 0.01, "{wait:?}");
+    }
+}

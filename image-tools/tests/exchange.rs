@@ -1,0 +1,623 @@
+//! The chunk-exchange protocol over real QUIC on loopback: a controller-like server, relay- and
+//! agent-like clients, certificates from a real CA.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use image_tools::assemble::assemble;
+use image_tools::exchange::{
+    self, fetch_missing, CachingStore, Connection, ExchangeError, FetchOptions, FrameReader,
+    MemoryCatalog, RemoteStore, Service,
+};
+use image_tools::import::{import_reader, ImportOptions};
+use image_tools::trust::{enrol_client_config, node_key, Ca, Credentials, Identity, TokenBook};
+use image_tools::wire::{
+    self, Control, ErrorCode, Frame, Hello, MasterRef, Role, PROTOCOL_VERSION,
+};
+use image_tools::{
+    testimage, ChunkParams, ChunkStore, LocalStore, NodeId, SigningKey, SiteId, VerifiedManifest,
+};
+use tokio_util::sync::CancellationToken;
+
+fn identity(role: Role, site: &str, node: &str) -> Identity {
+    Identity {
+        role,
+        site: SiteId::new(site).unwrap(),
+        node: NodeId::new(node).unwrap(),
+    }
+}
+
+fn hello_for(id: &Identity) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        software_version: "test".into(),
+        role: id.role,
+        node_id: id.node.to_string(),
+        capabilities: vec![],
+    }
+}
+
+fn v(version: &str) -> MasterRef {
+    MasterRef {
+        name: "demo".into(),
+        version: version.into(),
+    }
+}
+
+/// A controller: store with two versions of a master, a catalog scheduling v1 at site "lyon".
+struct Controller {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    key: SigningKey,
+    store: Arc<LocalStore>,
+    catalog: Arc<MemoryCatalog>,
+    v1: Vec<u8>,
+}
+
+impl Controller {
+    fn new(size: u64) -> Controller {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::open(&dir.path().join("store")).unwrap());
+        let key = SigningKey::from_seed([9; 32]);
+        let v1 = testimage::image_bytes(size, 11);
+        let v2 = testimage::evolve(&v1, 0.1, 11);
+        let catalog = Arc::new(MemoryCatalog::default());
+        for (img, version) in [(&v1, "1"), (&v2, "2")] {
+            let opts = ImportOptions {
+                name: "demo".parse().unwrap(),
+                version: version.parse().unwrap(),
+                params: ChunkParams::DEFAULT,
+                threads: 2,
+            };
+            let m = import_reader(&img[..], 0, &store, &key, &opts, &|_, _| {})
+                .unwrap()
+                .manifest;
+            catalog.add_manifest(v(version), m.bytes().to_vec());
+        }
+        catalog.schedule("lyon", vec![v("1")]);
+        Controller {
+            dir,
+            ca: Ca::generate().unwrap(),
+            key,
+            store,
+            catalog,
+            v1,
+        }
+    }
+
+    /// Starts serving on a fresh loopback port; returns the address and the shutdown token.
+    fn serve(&self, with_enroller: bool) -> (SocketAddr, CancellationToken) {
+        let me = identity(Role::Controller, "central", "controller");
+        let creds = self.ca.issue(&me).unwrap();
+        let endpoint = exchange::server_endpoint(
+            "127.0.0.1:0".parse().unwrap(),
+            creds.server_config().unwrap(),
+        )
+        .unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let enroller = with_enroller.then(|| exchange::Enroller {
+            ca: image_tools::trust::Ca::load(&self.ca_dir()).unwrap(),
+            tokens: TokenBook::new(self.dir.path().join("tokens.json")),
+            now_unix: Box::new(|| 1_000_000),
+        });
+        let service = Arc::new(Service {
+            hello: hello_for(&me),
+            store: self.store.clone(),
+            catalog: self.catalog.clone(),
+            enroller,
+            on_report: Box::new(|_, _| {}),
+        });
+        let shutdown = CancellationToken::new();
+        tokio::spawn(exchange::serve(endpoint, service, shutdown.clone()));
+        (addr, shutdown)
+    }
+
+    fn ca_dir(&self) -> std::path::PathBuf {
+        let dir = self.dir.path().join("ca");
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            self.ca.save(&dir).unwrap();
+        }
+        dir
+    }
+
+    async fn client(&self, addr: SocketAddr, creds: &Credentials) -> Connection {
+        let endpoint = exchange::client_endpoint().unwrap();
+        let conn = Connection::connect(&endpoint, addr, creds.client_config().unwrap())
+            .await
+            .unwrap();
+        conn.hello(hello_for(&creds.identity().unwrap()))
+            .await
+            .unwrap();
+        conn
+    }
+}
+
+fn relay_store() -> (tempfile::TempDir, Arc<LocalStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalStore::open(&dir.path().join("store")).unwrap());
+    (dir, store)
+}
+
+fn refused(e: ExchangeError) -> ErrorCode {
+    match e {
+        ExchangeError::Refused { code, .. } => code,
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_crosses_loopback_and_assembles_identical() {
+    let c = Controller::new(48 << 20);
+    let (addr, _stop) = c.serve(false);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+            .unwrap();
+    let conn = c.client(addr, &relay).await;
+    assert_eq!(conn.scheduled().await.unwrap(), vec![v("1")]);
+    let bytes = conn.manifest(&v("1")).await.unwrap();
+    let manifest = VerifiedManifest::open(bytes, &c.key.public()).unwrap();
+    let (dir, store) = relay_store();
+    let report = fetch_missing(
+        &conn,
+        store.clone(),
+        &manifest,
+        FetchOptions::default(),
+        None,
+        &|_, _, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.fetched, report.needed);
+    assert_eq!(report.already_had, 0);
+    assert_eq!(
+        report.fetched_bytes,
+        manifest.summary().unique_stored_bytes + 5 * report.fetched
+    );
+    let out = dir.path().join("out.img");
+    let m = manifest.clone();
+    let s = store.clone();
+    let o = out.clone();
+    tokio::task::spawn_blocking(move || assemble(&m, &*s, &o, None, 2, &|_, _| {}).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == c.v1,
+        "assembled image differs"
+    );
+    // Everything is there now: a second pass moves nothing.
+    let again = fetch_missing(
+        &conn,
+        store,
+        &manifest,
+        FetchOptions::default(),
+        None,
+        &|_, _, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.fetched, again.already_had), (0, again.needed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_resumes_and_fetches_only_what_was_missing() {
+    let c = Controller::new(32 << 20);
+    let (addr, stop) = c.serve(false);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+            .unwrap();
+    let conn = c.client(addr, &relay).await;
+    let manifest =
+        VerifiedManifest::open(conn.manifest(&v("1")).await.unwrap(), &c.key.public()).unwrap();
+    let (_dir, store) = relay_store();
+    // Slow enough to be cut in the middle; the server goes away a third of the way through.
+    let rate = Arc::new(exchange::RateLimit::new(40_000_000));
+    let needed = manifest.unique_chunks().len() as u64;
+    let opts = FetchOptions {
+        batch: 8,
+        in_flight: 2,
+    };
+    let cut = AtomicBool::new(false);
+    let first = fetch_missing(
+        &conn,
+        store.clone(),
+        &manifest,
+        opts,
+        Some(rate),
+        &|done, _, _| {
+            if done >= needed / 3 && !cut.swap(true, Ordering::SeqCst) {
+                stop.cancel();
+            }
+        },
+    )
+    .await;
+    assert!(
+        matches!(first, Err(ExchangeError::Transport(_))),
+        "{first:?}"
+    );
+    let kept = store.ids().unwrap().len() as u64;
+    assert!(
+        kept >= needed / 3 && kept < needed,
+        "kept {kept} of {needed}"
+    );
+
+    let (addr, _stop) = c.serve(false);
+    let conn = c.client(addr, &relay).await;
+    let second = fetch_missing(&conn, store.clone(), &manifest, opts, None, &|_, _, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        second.already_had, kept,
+        "chunks received before the cut were fetched again"
+    );
+    assert_eq!(second.fetched, needed - kept);
+}
+
+/// A compromised server that flips a byte in the first chunk it sends (or in every one).
+async fn lying_server(c: &Controller, always: bool) -> SocketAddr {
+    let me = identity(Role::Controller, "central", "liar");
+    let creds = c.ca.issue(&me).unwrap();
+    let endpoint = exchange::server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        creds.server_config().unwrap(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let store = c.store.clone();
+    let catalog = c.catalog.clone();
+    tokio::spawn(async move {
+        let lied = Arc::new(AtomicBool::new(false));
+        while let Some(incoming) = endpoint.accept().await {
+            let conn = incoming.await.unwrap();
+            let (store, catalog, me, lied) =
+                (store.clone(), catalog.clone(), me.clone(), lied.clone());
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let Some(Frame::Control(request)) =
+                        FrameReader::default().next(&mut recv).await.unwrap()
+                    else {
+                        continue;
+                    };
+                    let mut out = Vec::new();
+                    match request {
+                        Control::Hello(_) => wire::encode(
+                            &Frame::Control(Control::HelloAck(hello_for(&me))),
+                            &mut out,
+                        )
+                        .unwrap(),
+                        Control::GetManifest(m) => {
+                            use image_tools::exchange::Catalog;
+                            wire::encode(&Frame::Manifest(catalog.manifest(&m).unwrap()), &mut out)
+                                .unwrap()
+                        }
+                        Control::GetChunks(ids) => {
+                            for id in ids {
+                                let chunk = store.get(&id).unwrap();
+                                let mut stored =
+                                    [chunk.header().as_slice(), chunk.payload()].concat();
+                                if always || !lied.swap(true, Ordering::SeqCst) {
+                                    let last = stored.len() - 1;
+                                    stored[last] ^= 0x5a;
+                                }
+                                wire::encode(&Frame::Chunk { id, stored }, &mut out).unwrap();
+                            }
+                            wire::encode(&Frame::Control(Control::End), &mut out).unwrap();
+                        }
+                        _ => {}
+                    }
+                    let _ = send.write_all(&out).await;
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_chunk_from_a_peer_is_caught_and_fetched_again() {
+    let c = Controller::new(8 << 20);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+            .unwrap();
+    let addr = lying_server(&c, false).await;
+    let conn = c.client(addr, &relay).await;
+    let manifest =
+        VerifiedManifest::open(conn.manifest(&v("1")).await.unwrap(), &c.key.public()).unwrap();
+    let (dir, store) = relay_store();
+    let report = fetch_missing(
+        &conn,
+        store.clone(),
+        &manifest,
+        FetchOptions::default(),
+        None,
+        &|_, _, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.corrupt_received, 1);
+    assert_eq!(report.fetched, report.needed);
+    let out = dir.path().join("out.img");
+    let s = store.clone();
+    let o = out.clone();
+    tokio::task::spawn_blocking(move || assemble(&manifest, &*s, &o, None, 2, &|_, _| {}).unwrap())
+        .await
+        .unwrap();
+    assert!(std::fs::read(&out).unwrap() == c.v1);
+
+    // A peer that keeps lying is named, and nothing it sent was stored.
+    let addr = lying_server(&c, true).await;
+    let conn = c.client(addr, &relay).await;
+    let manifest =
+        VerifiedManifest::open(conn.manifest(&v("1")).await.unwrap(), &c.key.public()).unwrap();
+    let (_dir, store) = relay_store();
+    let err = fetch_missing(
+        &conn,
+        store.clone(),
+        &manifest,
+        FetchOptions::default(),
+        None,
+        &|_, _, _| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ExchangeError::PeerLied { peer, .. } if peer.contains("liar")),
+        "{err}"
+    );
+    assert_eq!(store.ids().unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_signed_by_another_key_is_refused() {
+    let c = Controller::new(4 << 20);
+    let forger = SigningKey::from_seed([66; 32]);
+    let real = VerifiedManifest::open(c.catalog_manifest("1"), &c.key.public()).unwrap();
+    let forged = real.manifest().clone().sign(&forger);
+    c.catalog.add_manifest(v("1"), forged.bytes().to_vec());
+    let (addr, _stop) = c.serve(false);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+            .unwrap();
+    let conn = c.client(addr, &relay).await;
+    let bytes = conn.manifest(&v("1")).await.unwrap();
+    let err = VerifiedManifest::open(bytes, &c.key.public()).unwrap_err();
+    assert!(err.to_string().contains("not by the pinned key"), "{err}");
+}
+
+impl Controller {
+    fn catalog_manifest(&self, version: &str) -> Vec<u8> {
+        use image_tools::exchange::Catalog;
+        self.catalog.manifest(&v(version)).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_enrolled_nodes_of_our_ca_get_in() {
+    let c = Controller::new(4 << 20);
+    let (addr, _stop) = c.serve(true);
+    let endpoint = exchange::client_endpoint().unwrap();
+    let book = TokenBook::new(c.dir.path().join("tokens.json"));
+    let lyon = SiteId::new("lyon").unwrap();
+
+    // No certificate: only enrolment is open.
+    let token = book
+        .issue(&c.ca, Role::Relay, lyon.clone(), 1_000_000, 3600)
+        .unwrap();
+    let anon = Connection::connect(&endpoint, addr, enrol_client_config(&token).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(anon.manifest(&v("1")).await.unwrap_err()),
+        ErrorCode::Unauthorized
+    );
+    assert_eq!(
+        refused(
+            anon.hello(hello_for(&identity(Role::Relay, "lyon", "x")))
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::Unauthorized
+    );
+
+    // Enrolment with the token gives a certificate that works; the token is then used up.
+    let (key, public) = node_key().unwrap();
+    let (cert, ca) = anon
+        .enroll(&token.to_string(), Role::Relay, "relay-9", public.clone())
+        .await
+        .unwrap();
+    let creds = Credentials {
+        certificate: cert,
+        key,
+        ca,
+    };
+    assert_eq!(
+        creds.identity(),
+        Some(identity(Role::Relay, "lyon", "relay-9"))
+    );
+    let conn = c.client(addr, &creds).await;
+    assert_eq!(conn.scheduled().await.unwrap(), vec![v("1")]);
+    let again = anon
+        .enroll(&token.to_string(), Role::Relay, "relay-10", public.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused(again), ErrorCode::Unauthorized);
+
+    // An expired token (the server's clock says 1_000_000).
+    let old = book.issue(&c.ca, Role::Relay, lyon, 999_000, 10).unwrap();
+    let err = anon
+        .enroll(&old.to_string(), Role::Relay, "relay-11", public)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(err), ErrorCode::Unauthorized);
+
+    // A token that names another CA: the client refuses the server during the handshake.
+    let other_ca = Ca::generate().unwrap();
+    let mut foreign_token = token;
+    foreign_token.ca_fingerprint = other_ca.fingerprint();
+    assert!(Connection::connect(
+        &endpoint,
+        addr,
+        enrol_client_config(&foreign_token).unwrap()
+    )
+    .await
+    .is_err());
+
+    // A certificate from another CA: the server refuses the handshake.
+    let stranger = other_ca
+        .issue(&identity(Role::Relay, "lyon", "relay-1"))
+        .unwrap();
+    let attempt = async {
+        let conn = Connection::connect(&endpoint, addr, stranger.client_config().unwrap()).await?;
+        conn.scheduled().await
+    };
+    assert!(attempt.await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_read_only_what_is_scheduled_for_their_site() {
+    let c = Controller::new(4 << 20);
+    let (addr, _stop) = c.serve(false);
+    let v1 = VerifiedManifest::open(c.catalog_manifest("1"), &c.key.public()).unwrap();
+    let v2 = VerifiedManifest::open(c.catalog_manifest("2"), &c.key.public()).unwrap();
+    let v1_ids: Vec<_> = v1.unique_chunks().iter().map(|c| c.id).collect();
+    let have: std::collections::HashSet<_> = v1_ids.iter().copied().collect();
+    let v2_only: Vec<_> = v2
+        .unique_chunks()
+        .iter()
+        .map(|c| c.id)
+        .filter(|id| !have.contains(id))
+        .collect();
+    assert!(!v2_only.is_empty());
+
+    let paris =
+        c.ca.issue(&identity(Role::Agent, "paris", "nuc-1"))
+            .unwrap();
+    let conn = c.client(addr, &paris).await;
+    assert!(conn.scheduled().await.unwrap().is_empty());
+    assert_eq!(
+        refused(conn.manifest(&v("1")).await.unwrap_err()),
+        ErrorCode::Forbidden
+    );
+    let err = conn
+        .get_chunks(&v1_ids[..3], |_, _| Ok(()), None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(err), ErrorCode::Forbidden);
+    assert_eq!(conn.has(&v1_ids[..3]).await.unwrap(), vec![false; 3]);
+
+    let lyon = c.ca.issue(&identity(Role::Agent, "lyon", "nuc-1")).unwrap();
+    let conn = c.client(addr, &lyon).await;
+    assert_eq!(
+        refused(conn.manifest(&v("2")).await.unwrap_err()),
+        ErrorCode::Forbidden
+    );
+    let err = conn
+        .get_chunks(&v2_only[..1], |_, _| Ok(()), None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(err), ErrorCode::Forbidden);
+    assert_eq!(conn.has(&v1_ids[..3]).await.unwrap(), vec![true; 3]);
+
+    // Scheduling v2 for lyon opens it, on the same connection.
+    c.catalog.schedule("lyon", vec![v("1"), v("2")]);
+    conn.manifest(&v("2")).await.unwrap();
+    conn.get_chunks(&v2_only[..1], |_, _| Ok(()), None)
+        .await
+        .unwrap();
+
+    // A hello that does not match the certificate is refused.
+    let err = conn
+        .hello(hello_for(&identity(Role::Agent, "lyon", "someone-else")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(err), ErrorCode::BadRequest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_stream_gets_an_error_and_the_server_lives_on() {
+    let c = Controller::new(4 << 20);
+    let (addr, _stop) = c.serve(false);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+            .unwrap();
+    let endpoint = exchange::client_endpoint().unwrap();
+    let raw = quinn_connect(&endpoint, addr, &relay).await;
+    for garbage in [
+        vec![0xff, 0xff, 0xff, 0x7f, 1],       // a 2 GiB control frame
+        vec![5, 0, 0, 0, 99, 1, 2, 3, 4],      // unknown kind
+        vec![4, 0, 0, 0, 1, 0xde, 0xad, 0xbe], // a control body that does not parse
+    ] {
+        let (mut send, mut recv) = raw.open_bi().await.unwrap();
+        send.write_all(&garbage).await.unwrap();
+        send.finish().unwrap();
+        let reply = FrameReader::default().next(&mut recv).await.unwrap();
+        assert!(
+            matches!(
+                reply,
+                Some(Frame::Control(Control::Error {
+                    code: ErrorCode::BadRequest,
+                    ..
+                }))
+            ),
+            "{reply:?}"
+        );
+    }
+    // The server still serves.
+    let conn = c.client(addr, &relay).await;
+    assert_eq!(conn.scheduled().await.unwrap(), vec![v("1")]);
+}
+
+async fn quinn_connect(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    creds: &Credentials,
+) -> quinn::Connection {
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(creds.client_config().unwrap()).unwrap();
+    endpoint
+        .connect_with(
+            quinn::ClientConfig::new(Arc::new(crypto)),
+            addr,
+            "nightcast",
+        )
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caching_store_fills_from_upstream_and_repairs_corrupt_copies() {
+    let c = Controller::new(4 << 20);
+    let (addr, _stop) = c.serve(false);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+            .unwrap();
+    let conn = c.client(addr, &relay).await;
+    let v1 = VerifiedManifest::open(c.catalog_manifest("1"), &c.key.public()).unwrap();
+    let id = v1.unique_chunks()[0].id;
+    let (_dir, local) = relay_store();
+    let runtime = tokio::runtime::Handle::current();
+    let local2 = local.clone();
+    tokio::task::spawn_blocking(move || {
+        let caching = CachingStore {
+            local: &*local2,
+            remote: RemoteStore::new(conn, runtime),
+        };
+        let chunk = caching.get(&id).unwrap();
+        assert!(local2.has(&id).unwrap(), "miss was not kept");
+        // Rot the local copy: the next read replaces it from upstream.
+        let path = local2.path_of(&id);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(caching.get(&id).unwrap(), chunk);
+        assert_eq!(local2.get(&id).unwrap(), chunk);
+    })
+    .await
+    .unwrap();
+}
