@@ -23,9 +23,10 @@ use tracing::Instrument;
 
 use crate::chunk::VerifiedChunk;
 use crate::ids::ChunkId;
+use crate::keys::PublicKey;
 use crate::manifest::Manifest;
 use crate::store::{ChunkStore, LocalStore, StoreError, StoreSize};
-use crate::trust::{Ca, Identity, TokenBook, TrustError, SERVER_NAME};
+use crate::trust::{Ca, Credentials, Identity, Token, TokenBook, TrustError, SERVER_NAME};
 use crate::wire::{
     self, Control, ErrorCode, Frame, Hello, MasterRef, Role, Status, WireError, PROTOCOL_VERSION,
 };
@@ -158,6 +159,8 @@ impl Catalog for MemoryCatalog {
 pub struct Enroller {
     pub ca: Ca,
     pub tokens: TokenBook,
+    /// The manifest-signing key nodes pin at enrolment.
+    pub signing_key: PublicKey,
     /// Seconds since the Unix epoch; passed in so that tests control time.
     pub now_unix: Box<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -359,7 +362,7 @@ async fn answer(
         public_key,
     } = &request
     {
-        return enroll(send, service, state, token, *role, node_id, public_key).await;
+        return answer_enroll(send, service, state, token, *role, node_id, public_key).await;
     }
     let Some(peer) = &state.peer else {
         return send_error(
@@ -508,7 +511,7 @@ fn permitted(service: &Service, state: &ConnState, peer: &Identity, ids: &[Chunk
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn enroll(
+async fn answer_enroll(
     send: &mut quinn::SendStream,
     service: &Service,
     state: &ConnState,
@@ -545,15 +548,12 @@ async fn enroll(
     match issued {
         Ok((identity, certificate_der)) => {
             tracing::info!(%identity, "enrolled");
-            let ca_der = enroller.ca.certificate().to_vec();
-            send_frame(
-                send,
-                &Frame::Control(Control::Enrolled {
-                    certificate_der,
-                    ca_der,
-                }),
-            )
-            .await
+            let reply = Control::Enrolled {
+                certificate_der,
+                ca_der: enroller.ca.certificate().to_vec(),
+                signing_key: enroller.signing_key.as_bytes().to_vec(),
+            };
+            send_frame(send, &Frame::Control(reply)).await
         }
         Err(e) => send_error(send, ErrorCode::Unauthorized, e.to_string()).await,
     }
@@ -743,14 +743,15 @@ impl Connection {
         }
     }
 
-    /// Enrols with a one-time token: returns the certificate issued for `public_key` and the CA.
+    /// Enrols with a one-time token: returns the certificate issued for `public_key`, the CA, and
+    /// the manifest-signing key.
     pub async fn enroll(
         &self,
         token: &str,
         role: Role,
         node_id: &str,
         public_key: Vec<u8>,
-    ) -> Result<(Vec<u8>, Vec<u8>), ExchangeError> {
+    ) -> Result<(Vec<u8>, Vec<u8>, PublicKey), ExchangeError> {
         let request = Control::Enroll {
             token: token.to_owned(),
             role,
@@ -761,10 +762,43 @@ impl Connection {
             Frame::Control(Control::Enrolled {
                 certificate_der,
                 ca_der,
-            }) => Ok((certificate_der, ca_der)),
+                signing_key,
+            }) => {
+                let key = <[u8; 32]>::try_from(signing_key.as_slice())
+                    .ok()
+                    .and_then(|k| PublicKey::from_bytes(&k))
+                    .ok_or_else(|| self.violation("signing key is not an Ed25519 public key"))?;
+                Ok((certificate_der, ca_der, key))
+            }
             _ => Err(self.violation("expected Enrolled")),
         }
     }
+}
+
+/// A new node's whole enrolment: makes its key, connects pinning the token's CA, enrols, and
+/// returns its credentials and the signing key to pin. The caller saves them.
+pub async fn enroll(
+    addr: SocketAddr,
+    token: &str,
+    role: Role,
+    node_id: &str,
+) -> Result<(Credentials, PublicKey), ExchangeError> {
+    let parsed: Token = token.parse()?;
+    let endpoint = client_endpoint()?;
+    let conn =
+        Connection::connect(&endpoint, addr, crate::trust::enrol_client_config(&parsed)?).await?;
+    let (key, public) = crate::trust::node_key()?;
+    let (certificate, ca, signing_key) = conn.enroll(token, role, node_id, public).await?;
+    conn.close();
+    endpoint.wait_idle().await;
+    Ok((
+        Credentials {
+            certificate,
+            key,
+            ca,
+        },
+        signing_key,
+    ))
 }
 
 /// A token bucket in bits per second, changeable while running. Pure: time is passed in.

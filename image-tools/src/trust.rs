@@ -223,6 +223,33 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Saves what enrolment gave a node: its credentials in `dir/tls/` and the signing key to pin in
+/// `dir/signing.pub`.
+pub fn save_enrolment(
+    dir: &Path,
+    creds: &Credentials,
+    signing_key: &crate::keys::PublicKey,
+) -> Result<(), TrustError> {
+    creds.save(&dir.join("tls"))?;
+    signing_key
+        .save(&dir.join("signing.pub"))
+        .map_err(|e| TrustError::Write {
+            path: dir.join("signing.pub"),
+            source: std::io::Error::other(e.to_string()),
+        })
+}
+
+/// Loads what [`save_enrolment`] wrote.
+pub fn load_enrolment(dir: &Path) -> Result<(Credentials, crate::keys::PublicKey), TrustError> {
+    let creds = Credentials::load(&dir.join("tls"))?;
+    let path = dir.join("signing.pub");
+    let key = crate::keys::PublicKey::load(&path).map_err(|e| TrustError::Damaged {
+        path,
+        what: e.to_string(),
+    })?;
+    Ok((creds, key))
+}
+
 /// TLS for a node that has only a token: no client certificate, and the server's chain must hold
 /// the CA whose fingerprint the token names.
 pub fn enrol_client_config(token: &Token) -> Result<rustls::ClientConfig, TrustError> {

@@ -117,10 +117,12 @@ pub enum Control {
         node_id: String,
         public_key: Vec<u8>,
     },
-    /// The certificate issued at enrolment and the CA that signed it (both DER).
+    /// The certificate issued at enrolment, the CA that signed it (both DER), and the
+    /// manifest-signing public key (32 bytes) the node pins from now on.
     Enrolled {
         certificate_der: Vec<u8>,
         ca_der: Vec<u8>,
+        signing_key: Vec<u8>,
     },
     Error {
         code: ErrorCode,

@@ -101,6 +101,7 @@ impl Controller {
         let enroller = with_enroller.then(|| exchange::Enroller {
             ca: image_tools::trust::Ca::load(&self.ca_dir()).unwrap(),
             tokens: TokenBook::new(self.dir.path().join("tokens.json")),
+            signing_key: self.key.public(),
             now_unix: Box::new(|| 1_000_000),
         });
         let service = Arc::new(Service {
@@ -425,10 +426,11 @@ async fn only_enrolled_nodes_of_our_ca_get_in() {
 
     // Enrolment with the token gives a certificate that works; the token is then used up.
     let (key, public) = node_key().unwrap();
-    let (cert, ca) = anon
+    let (cert, ca, signing) = anon
         .enroll(&token.to_string(), Role::Relay, "relay-9", public.clone())
         .await
         .unwrap();
+    assert_eq!(signing, c.key.public(), "the signing key to pin");
     let creds = Credentials {
         certificate: cert,
         key,

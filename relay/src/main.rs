@@ -1,18 +1,125 @@
-//! `nightcast-relay`: the per-site cache. Only its command line exists yet; the relay issue builds it.
+//! `nightcast-relay`: thin wrapper over the library; all logic is in `lib.rs`.
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use image_tools::wire::MasterRef;
+use image_tools::NodeId;
 
 /// The nightcast relay: sits on a site's VLAN, fetches the chunks its site lacks during the night
 /// window, and serves them to the site's NUCs all day.
 ///
-/// Not built yet: this release only has the master tools (`nightcast-image`). Running it prints
-/// this help and exits with code 2.
+/// This release can enrol with the controller and fetch a master on demand (`fetch`); the
+/// unattended night-window service comes next.
 #[derive(Debug, Parser)]
 #[command(name = "nightcast-relay", version)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    Cli::parse();
-    eprintln!("nightcast-relay: not built yet (see --help)");
-    std::process::exit(2);
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enrol this relay once, with a token printed by `nightcast-controller token --role relay`.
+    Enroll {
+        /// The controller's address, e.g. 192.0.2.10:4433.
+        #[arg(long)]
+        controller: SocketAddr,
+        #[arg(long)]
+        token: String,
+        /// A name for this relay, unique in its site (e.g. its host name).
+        #[arg(long)]
+        node_id: NodeId,
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Fetch a master version into the site cache now (only the chunks it lacks), verifying every chunk.
+    Fetch {
+        #[arg(long)]
+        controller: SocketAddr,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        master: String,
+        #[arg(long)]
+        version: String,
+        /// Cap on the WAN, in Mbit/s.
+        #[arg(long)]
+        rate_mbit: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NIGHTCAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Enroll {
+                controller,
+                token,
+                node_id,
+                data,
+            } => nightcast_relay::enroll(controller, &token, &node_id, &data)
+                .await
+                .map(|id| {
+                    println!(
+                        "enrolled as {id}; identity saved in {}",
+                        data.join("tls").display()
+                    );
+                }),
+            Command::Fetch {
+                controller,
+                data,
+                master,
+                version,
+                rate_mbit,
+            } => {
+                let master = MasterRef {
+                    name: master,
+                    version,
+                };
+                let bar = indicatif::ProgressBar::new(0);
+                let update = |done: u64, total: u64, _bytes: u64| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                };
+                let report =
+                    nightcast_relay::fetch(controller, &data, &master, rate_mbit, &update).await;
+                bar.finish_and_clear();
+                report.map(|r| {
+                    println!(
+                        "{} {}: {} chunks fetched ({} bytes), {} already cached, {} needed",
+                        master.name,
+                        master.version,
+                        r.fetched,
+                        r.fetched_bytes,
+                        r.already_had,
+                        r.needed
+                    );
+                })
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,84 @@
+//! nightcast-relay, first stage: enrolment with the controller and fetching a master into the
+//! site cache on demand. The relay issue adds the night-window scheduler, LAN serving, pinning,
+//! eviction and scrubbing.
+//!
+//! Data directory layout:
+//! ```text
+//! DATA/tls/node.key, node.crt, ca.crt   identity from enrolment (node.key mode 0600)
+//! DATA/signing.pub                      the manifest-signing key pinned at enrolment
+//! DATA/store/                           the site's chunk cache
+//! DATA/manifests/NAME-VERSION.manifest  manifests whose chunks are all in the store
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use image_tools::exchange::{self, Connection, FetchOptions, FetchReport, RateLimit};
+use image_tools::trust;
+use image_tools::wire::{Hello, MasterRef, Role, PROTOCOL_VERSION};
+use image_tools::{LocalStore, NodeId, VerifiedManifest};
+
+/// Enrols this relay with a token from `nightcast-controller token`, and saves its identity.
+pub async fn enroll(
+    controller: SocketAddr,
+    token: &str,
+    node_id: &NodeId,
+    data: &Path,
+) -> Result<trust::Identity> {
+    let (creds, signing_key) = exchange::enroll(controller, token, Role::Relay, node_id.as_str())
+        .await
+        .context("enrolment failed")?;
+    trust::save_enrolment(data, &creds, &signing_key)?;
+    creds
+        .identity()
+        .context("the certificate names no identity")
+}
+
+/// Fetches every chunk of `master` the cache lacks, then records its manifest.
+pub async fn fetch(
+    controller: SocketAddr,
+    data: &Path,
+    master: &MasterRef,
+    rate_mbit: Option<u64>,
+    progress: exchange::FetchProgress<'_>,
+) -> Result<FetchReport> {
+    let (creds, key) =
+        trust::load_enrolment(data).context("not enrolled: run `nightcast-relay enroll` first")?;
+    let me = creds
+        .identity()
+        .context("the certificate names no identity")?;
+    let endpoint = exchange::client_endpoint()?;
+    let conn = Connection::connect(&endpoint, controller, creds.client_config()?).await?;
+    conn.hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        software_version: env!("CARGO_PKG_VERSION").to_owned(),
+        role: me.role,
+        node_id: me.node.to_string(),
+        capabilities: vec![],
+    })
+    .await?;
+    let bytes = conn.manifest(master).await?;
+    let manifest = VerifiedManifest::open(bytes, &key)
+        .context("the controller sent a manifest that does not verify")?;
+    let store = Arc::new(LocalStore::open(&data.join("store"))?);
+    let rate = rate_mbit.map(|m| Arc::new(RateLimit::new(m * 1_000_000)));
+    let report = exchange::fetch_missing(
+        &conn,
+        store,
+        &manifest,
+        FetchOptions::default(),
+        rate,
+        progress,
+    )
+    .await?;
+    // Chunks are durable; only now does the manifest say the master is here.
+    let dir = data.join("manifests");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}-{}.manifest", manifest.name, manifest.version));
+    image_tools::durable::write_file(&path, manifest.bytes(), 0o644)?;
+    conn.close();
+    endpoint.wait_idle().await;
+    Ok(report)
+}

@@ -1,0 +1,251 @@
+//! A controller and a relay as real processes on loopback: init, token, enrolment, a master fetched
+//! into the site cache and assembled bit for bit, rights enforced, clean shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use util::workspace_bin;
+
+fn run(bin: &str, args: &[&str]) -> Output {
+    let out = Command::new(workspace_bin(bin))
+        .args(args)
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "{bin} panicked: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ok(bin: &str, args: &[&str]) -> String {
+    let out = run(bin, args);
+    assert!(
+        out.status.success(),
+        "{bin} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Kills the server if a test fails half-way.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_controller(data: &Path) -> (Server, String) {
+    let mut child = Command::new(workspace_bin("nightcast-controller"))
+        .args([
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect(&line)
+        .to_owned();
+    (Server(child), addr)
+}
+
+#[test]
+fn a_relay_enrols_and_fetches_a_scheduled_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("controller");
+    let r = dir.path().join("relay");
+    let (cs, rs) = (c.to_str().unwrap(), r.to_str().unwrap());
+    ok("nightcast-controller", &["init", "--data", cs]);
+    let again = run("nightcast-controller", &["init", "--data", cs]);
+    assert!(!again.status.success(), "init replaced an existing CA");
+
+    // The DSI imports a master and schedules it for lyon.
+    let image = dir.path().join("master.img");
+    image_tools::testimage::write_sparse(&image, &image_tools::testimage::image_bytes(12 << 20, 4))
+        .unwrap();
+    let manifest = c.join("manifests/demo-1.manifest");
+    ok(
+        "nightcast-image",
+        &[
+            "build",
+            "--store",
+            &format!("{cs}/store"),
+            "--key",
+            &format!("{cs}/signing.key"),
+            "--name",
+            "demo",
+            "--version",
+            "1",
+            image.to_str().unwrap(),
+            "-o",
+            manifest.to_str().unwrap(),
+        ],
+    );
+    let schedule = c.join("schedule.txt");
+    let mut text = std::fs::read_to_string(&schedule).unwrap();
+    text.push_str("lyon demo 1\n");
+    std::fs::write(&schedule, text).unwrap();
+
+    let token = ok(
+        "nightcast-controller",
+        &["token", "--data", cs, "--role", "relay", "--site", "lyon"],
+    );
+    let token = token.trim();
+    assert!(token.starts_with("nc1-"), "{token}");
+    let (mut server, addr) = start_controller(&c);
+
+    let out = ok(
+        "nightcast-relay",
+        &[
+            "enroll",
+            "--controller",
+            &addr,
+            "--token",
+            token,
+            "--node-id",
+            "relay-1",
+            "--data",
+            rs,
+        ],
+    );
+    assert!(out.contains("relay lyon/relay-1"), "{out}");
+    let mode = std::fs::metadata(r.join("tls/node.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let reuse = run(
+        "nightcast-relay",
+        &[
+            "enroll",
+            "--controller",
+            &addr,
+            "--token",
+            token,
+            "--node-id",
+            "relay-2",
+            "--data",
+            rs,
+        ],
+    );
+    assert!(!reuse.status.success());
+    assert!(
+        String::from_utf8_lossy(&reuse.stderr).contains("unknown or already used"),
+        "{}",
+        String::from_utf8_lossy(&reuse.stderr)
+    );
+
+    let out = ok(
+        "nightcast-relay",
+        &[
+            "fetch",
+            "--controller",
+            &addr,
+            "--data",
+            rs,
+            "--master",
+            "demo",
+            "--version",
+            "1",
+        ],
+    );
+    assert!(out.contains("already cached"), "{out}");
+    // The site cache now verifies with the pinned key and assembles the very image.
+    let cached = r.join("manifests/demo-1.manifest");
+    ok(
+        "nightcast-image",
+        &[
+            "verify",
+            "--store",
+            &format!("{rs}/store"),
+            "--pubkey",
+            &format!("{rs}/signing.pub"),
+            cached.to_str().unwrap(),
+        ],
+    );
+    let out_img = dir.path().join("out.img");
+    ok(
+        "nightcast-image",
+        &[
+            "assemble",
+            "--store",
+            &format!("{rs}/store"),
+            "--pubkey",
+            &format!("{rs}/signing.pub"),
+            cached.to_str().unwrap(),
+            out_img.to_str().unwrap(),
+        ],
+    );
+    assert!(std::fs::read(&image).unwrap() == std::fs::read(&out_img).unwrap());
+    // A second fetch moves nothing.
+    let out = ok(
+        "nightcast-relay",
+        &[
+            "fetch",
+            "--controller",
+            &addr,
+            "--data",
+            rs,
+            "--master",
+            "demo",
+            "--version",
+            "1",
+        ],
+    );
+    assert!(out.contains(": 0 chunks fetched"), "{out}");
+
+    // A master not scheduled for lyon is refused, naming the reason.
+    let out = run(
+        "nightcast-relay",
+        &[
+            "fetch",
+            "--controller",
+            &addr,
+            "--data",
+            rs,
+            "--master",
+            "demo",
+            "--version",
+            "2",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not scheduled"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // SIGTERM stops the controller cleanly.
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "controller exited with {status}");
+}
