@@ -917,8 +917,18 @@ pub struct FetchReport {
     pub lacking: Vec<ChunkId>,
 }
 
-/// Progress callback: (chunks done, chunks to do, bytes received).
-pub type FetchProgress<'a> = &'a (dyn Fn(u64, u64, u64) + Sync);
+/// Where a transfer stands, for bars and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub chunks: u64,
+    pub chunks_total: u64,
+    /// Stored bytes received (with the 5-byte chunk headers).
+    pub bytes: u64,
+    pub bytes_total: u64,
+}
+
+/// Progress callback, called after each chunk.
+pub type FetchProgress<'a> = &'a (dyn Fn(Progress) + Sync);
 
 /// Fetches every chunk `manifest` needs that `store` lacks, verifying each and writing them in
 /// group commits. After a failure (a cut link), what was received is kept, and calling again
@@ -936,14 +946,18 @@ pub async fn fetch_missing(
         needed: unique.len() as u64,
         ..FetchReport::default()
     };
-    let want: Vec<ChunkId> = {
+    let (want, bytes_total): (Vec<ChunkId>, u64) = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
-            unique
+            let missing: Vec<_> = unique
                 .iter()
                 .filter(|c| !store.has(&c.id).unwrap_or(false))
-                .map(|c| c.id)
-                .collect()
+                .collect();
+            let bytes = missing
+                .iter()
+                .map(|c| u64::from(c.stored_len) + crate::chunk::HEADER_LEN as u64)
+                .sum();
+            (missing.iter().map(|c| c.id).collect(), bytes)
         })
         .await
         .map_err(transport)?
@@ -1002,7 +1016,12 @@ pub async fn fetch_missing(
                                         again.push(id);
                                     }
                                 }
-                                progress(report.fetched, total, report.fetched_bytes);
+                                progress(Progress {
+                                    chunks: report.fetched,
+                                    chunks_total: total,
+                                    bytes: report.fetched_bytes,
+                                    bytes_total,
+                                });
                                 Ok(())
                             },
                             rate.as_deref(),

@@ -168,7 +168,7 @@ async fn a_master_crosses_loopback_and_assembles_identical() {
         &manifest,
         FetchOptions::default(),
         None,
-        &|_, _, _| {},
+        &|_| {},
     )
     .await
     .unwrap();
@@ -196,7 +196,7 @@ async fn a_master_crosses_loopback_and_assembles_identical() {
         &manifest,
         FetchOptions::default(),
         None,
-        &|_, _, _| {},
+        &|_| {},
     )
     .await
     .unwrap();
@@ -228,8 +228,8 @@ async fn a_cut_link_resumes_and_fetches_only_what_was_missing() {
         &manifest,
         opts,
         Some(rate),
-        &|done, _, _| {
-            if done >= needed / 3 && !cut.swap(true, Ordering::SeqCst) {
+        &|p| {
+            if p.chunks >= needed / 3 && !cut.swap(true, Ordering::SeqCst) {
                 stop.cancel();
             }
         },
@@ -247,7 +247,7 @@ async fn a_cut_link_resumes_and_fetches_only_what_was_missing() {
 
     let (addr, _stop) = c.serve(false);
     let conn = c.client(addr, &relay).await;
-    let second = fetch_missing(&conn, store.clone(), &manifest, opts, None, &|_, _, _| {})
+    let second = fetch_missing(&conn, store.clone(), &manifest, opts, None, &|_| {})
         .await
         .unwrap();
     assert_eq!(
@@ -335,7 +335,7 @@ async fn a_corrupt_chunk_from_a_peer_is_caught_and_fetched_again() {
         &manifest,
         FetchOptions::default(),
         None,
-        &|_, _, _| {},
+        &|_| {},
     )
     .await
     .unwrap();
@@ -361,7 +361,7 @@ async fn a_corrupt_chunk_from_a_peer_is_caught_and_fetched_again() {
         &manifest,
         FetchOptions::default(),
         None,
-        &|_, _, _| {},
+        &|_| {},
     )
     .await
     .unwrap_err();

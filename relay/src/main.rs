@@ -94,9 +94,27 @@ fn main() -> ExitCode {
                     version,
                 };
                 let bar = indicatif::ProgressBar::new(0);
-                let update = |done: u64, total: u64, _bytes: u64| {
-                    bar.set_length(total);
-                    bar.set_position(done);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "fetch [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+                ) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                let logged = std::sync::atomic::AtomicU64::new(0);
+                let update = |p: image_tools::exchange::Progress| {
+                    bar.set_length(p.bytes_total);
+                    bar.set_position(p.bytes);
+                    bar.set_message(format!("{}/{} chunks", p.chunks, p.chunks_total));
+                    // Also in the log, every tenth, for runs without a terminal.
+                    let tenth = (p.bytes * 10).checked_div(p.bytes_total).unwrap_or(10);
+                    if logged.fetch_max(tenth, std::sync::atomic::Ordering::Relaxed) < tenth {
+                        tracing::info!(
+                            chunks = p.chunks,
+                            of = p.chunks_total,
+                            bytes = p.bytes,
+                            of_bytes = p.bytes_total,
+                            "fetching"
+                        );
+                    }
                 };
                 let report =
                     nightcast_relay::fetch(controller, &data, &master, rate_mbit, &update).await;
