@@ -34,13 +34,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NIGHTCAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    image_tools::cli::init_logging("warn");
     let result = match cli.command {
         Command::Demo { dir, size_mib } => demo::run(dir, size_mib),
     };

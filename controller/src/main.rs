@@ -64,13 +64,7 @@ fn now_unix() -> u64 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NIGHTCAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    image_tools::cli::init_logging("info");
     let result = match cli.command {
         Command::Init { data } => controller::init(&DataDir(data.clone())).map(|fp| {
             println!("controller initialised in {}", data.display());

@@ -157,6 +157,17 @@ pub struct Common {
     pub json: bool,
 }
 
+/// Sends logs to stderr at `default` level (`error`..`trace`); `NIGHTCAST_LOG` (an env-filter
+/// directive such as `info,image_tools=debug`) overrides it. Every nightcast binary calls this once.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NIGHTCAST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// A failed command: what to print and which exit code to return.
 #[derive(Debug)]
 pub struct Failure {

@@ -222,18 +222,11 @@ async fn a_cut_link_resumes_and_fetches_only_what_was_missing() {
         in_flight: 2,
     };
     let cut = AtomicBool::new(false);
-    let first = fetch_missing(
-        &conn,
-        store.clone(),
-        &manifest,
-        opts,
-        Some(rate),
-        &|p| {
-            if p.chunks >= needed / 3 && !cut.swap(true, Ordering::SeqCst) {
-                stop.cancel();
-            }
-        },
-    )
+    let first = fetch_missing(&conn, store.clone(), &manifest, opts, Some(rate), &|p| {
+        if p.chunks >= needed / 3 && !cut.swap(true, Ordering::SeqCst) {
+            stop.cancel();
+        }
+    })
     .await;
     assert!(
         matches!(first, Err(ExchangeError::Transport(_))),
