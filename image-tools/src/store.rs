@@ -192,20 +192,13 @@ impl LocalStore {
         Ok(tmp)
     }
 
-    fn make_fanout_dir(&self, target: &Path) -> Result<(), StoreError> {
-        let dir = target.parent().unwrap_or(&self.chunks);
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
-        }
-        Ok(())
-    }
-
     /// A group commit: many chunks made durable by one `syncfs` instead of one fsync each.
     pub fn batch(&self) -> Batch<'_> {
         Batch {
             store: self,
             pending: Vec::new(),
             pending_bytes: 0,
+            committer: None,
         }
     }
 
@@ -243,16 +236,66 @@ impl LocalStore {
     }
 }
 
-/// Chunks written but not yet durable. Dropping a batch without `commit` leaves nothing behind.
+/// Creates the fan-out directory a chunk file goes into, if needed.
+fn make_fanout_dir(target: &Path) -> Result<(), StoreError> {
+    match target.parent() {
+        Some(dir) if !dir.exists() => fs::create_dir_all(dir).map_err(StoreError::io(dir)),
+        _ => Ok(()),
+    }
+}
+
+/// Chunks written but not yet durable: a group commit. Temp files are written on the caller's
+/// thread; every 64 MiB the pending set goes to a committer thread that flushes the file system once
+/// and then gives the chunks their real names, while the caller goes on writing the next set. A
+/// crash at any point leaves whole chunks or temp files, never a half chunk under a real name.
+/// Dropping a batch removes the chunks not yet handed over.
 #[derive(Debug)]
 pub struct Batch<'a> {
     store: &'a LocalStore,
     pending: Vec<(TempFile, PathBuf)>,
     pending_bytes: u64,
+    committer: Option<Committer>,
+}
+
+type Pending = Vec<(TempFile, PathBuf)>;
+
+#[derive(Debug)]
+struct Committer {
+    tx: std::sync::mpsc::SyncSender<Pending>,
+    thread: std::thread::JoinHandle<Result<(), StoreError>>,
+}
+
+impl Committer {
+    fn start(chunks_dir: PathBuf) -> Committer {
+        // One set committing, one waiting: the writer is at most two sets ahead of the disk.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(1);
+        let thread = std::thread::spawn(move || {
+            for set in rx {
+                durable::sync_filesystem(&chunks_dir).map_err(StoreError::io(&chunks_dir))?;
+                for (tmp, target) in set {
+                    make_fanout_dir(&target)?;
+                    tmp.persist_unsynced(&target)
+                        .map_err(StoreError::io(&target))?;
+                }
+            }
+            Ok(())
+        });
+        Committer { tx, thread }
+    }
+
+    /// Waits for every set handed over; the first error, if any.
+    fn finish(self) -> Result<(), StoreError> {
+        drop(self.tx);
+        self.thread.join().unwrap_or_else(|_| {
+            Err(StoreError::Layout(
+                "the chunk committer thread panicked".into(),
+            ))
+        })
+    }
 }
 
 impl Batch<'_> {
-    /// Commit automatically past this many bytes.
+    /// Hand the pending set over past this many bytes...
     const LIMIT: u64 = 64 << 20;
     /// ... or past this many chunks.
     const MAX_FILES: usize = 8192;
@@ -267,25 +310,46 @@ impl Batch<'_> {
         self.pending.push((tmp, target));
         self.pending_bytes += u64::from(chunk.stored_len());
         if self.pending_bytes >= Self::LIMIT || self.pending.len() >= Self::MAX_FILES {
-            self.commit()?;
+            self.hand_over()?;
         }
         Ok(())
     }
 
-    /// Flushes the data of every pending chunk, then renames them to their real names: a crash at
-    /// any point leaves whole chunks or temp files, never a half chunk under a real name.
-    pub fn commit(&mut self) -> Result<(), StoreError> {
+    fn hand_over(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.store.sync()?;
-        for (tmp, target) in self.pending.drain(..) {
-            self.store.make_fanout_dir(&target)?;
-            tmp.persist_unsynced(&target)
-                .map_err(StoreError::io(&target))?;
-        }
+        let set = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
+        let committer = self
+            .committer
+            .get_or_insert_with(|| Committer::start(self.store.chunks.clone()));
+        if committer.tx.send(set).is_err() {
+            // The committer stopped on an error: report it.
+            if let Some(c) = self.committer.take() {
+                c.finish()?;
+            }
+            return Err(StoreError::Layout("the chunk committer stopped".into()));
+        }
         Ok(())
+    }
+
+    /// Makes every chunk put so far durable under its real name, and waits for it.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.hand_over()?;
+        match self.committer.take() {
+            Some(c) => c.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.pending.clear(); // removes their temp files
+        if let Some(c) = self.committer.take() {
+            let _ = c.finish();
+        }
     }
 }
 
@@ -320,7 +384,7 @@ impl ChunkStore for LocalStore {
             return Ok(());
         }
         let tmp = self.write_temp(chunk)?;
-        self.make_fanout_dir(&target)?;
+        make_fanout_dir(&target)?;
         tmp.persist(&target).map_err(StoreError::io(&target))
     }
 
