@@ -152,7 +152,7 @@ fn refused(e: ExchangeError) -> ErrorCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_crosses_loopback_and_assembles_identical() {
-    let c = Controller::new(48 << 20);
+    let c = Controller::new(256 << 20);
     let (addr, _stop) = c.serve(false);
     let relay =
         c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
