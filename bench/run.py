@@ -17,15 +17,18 @@ the same machine at the same time:
 It builds nothing: run `cargo build --release -p image-tools` first. Needs casync, zstd, b3sum and
 python3 (stdlib only). Tables are printed as markdown to stdout (and to --out FILE if given);
 progress goes to stderr. Timing uses time.monotonic(); `sync` runs before every timed command;
-peak RSS is ru_maxrss of the child from os.wait4 (KiB on Linux).
+peak RSS is the child's ru_maxrss from wait4 (KiB), taken through GNU time so
+that this script's own memory does not leak into it (see `run`).
 
     python3 bench/run.py --size 2G
     python3 bench/run.py --size 4G --only peers
 """
 import argparse
+import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,22 +54,70 @@ def log(msg):
 
 
 class Result:
-    def __init__(self, secs, maxrss_kib, stdout):
+    def __init__(self, secs, maxrss_kib, stdout, cpu_secs, other_cpu_secs):
         self.secs = secs
         self.maxrss_kib = maxrss_kib
         self.stdout = stdout
+        self.cpu_secs = cpu_secs  # the command's user + sys
+        self.other_cpu_secs = other_cpu_secs  # CPU the rest of the machine used meanwhile (noise)
+
+
+def busy_cpu_secs():
+    """CPU seconds the whole machine has been busy (all but idle and iowait), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    guest = sum(fields[8:10]) if len(fields) > 9 else 0  # already counted in user and nice
+    return (sum(fields) - idle - guest) / os.sysconf("SC_CLK_TCK")
+
+
+GNU_TIME = "/usr/bin/time"
+
+
+QUIET = {"max_wait": 120.0, "waited": 0.0, "gave_up": 0}
+
+
+def wait_quiet():
+    """Waits (up to QUIET['max_wait'] s) until the rest of the machine uses under 0.2 core."""
+    t0 = time.monotonic()
+    while True:
+        b0 = busy_cpu_secs()
+        time.sleep(0.5)
+        if (busy_cpu_secs() - b0) / 0.5 < 0.2:
+            break
+        if time.monotonic() - t0 > QUIET["max_wait"]:
+            QUIET["gave_up"] += 1
+            break
+    QUIET["waited"] += time.monotonic() - t0
 
 
 def run(cmd, timed=True, stdout_devnull=False):
-    """Runs cmd; returns wall seconds, the child's peak RSS (KiB) and its stdout. Fails loudly."""
+    """Runs cmd; returns wall seconds, the child's peak RSS (KiB) and its stdout. Fails loudly.
+
+    Peak RSS: os.wait4's ru_maxrss for the child. Linux carries the high-water mark of the memory
+    the child had before exec (Python's, as subprocess forks or vforks this process) into that
+    value, so it can never read below this script's own peak RSS. The child is therefore started
+    through GNU time (`/usr/bin/time -f %M`, itself about 1 MiB), whose report is ru_maxrss from
+    wait4 of a child forked from a tiny process; the os.wait4 value is used only without GNU time.
+    """
     if timed:
         subprocess.run(["sync"], check=True)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        wait_quiet()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(mode="r") as rss_file:
+        wrapped = cmd
+        if os.access(GNU_TIME, os.X_OK):
+            wrapped = [GNU_TIME, "-f", "%M %U %S", "-o", rss_file.name] + cmd
         stdout = subprocess.DEVNULL if stdout_devnull else out
+        busy0 = busy_cpu_secs()
         t0 = time.monotonic()
-        p = subprocess.Popen(cmd, stdout=stdout, stderr=err, stdin=subprocess.DEVNULL)
+        p = subprocess.Popen(wrapped, stdout=stdout, stderr=err, stdin=subprocess.DEVNULL)
         _, status, rusage = os.wait4(p.pid, 0)
         secs = time.monotonic() - t0
+        busy = busy_cpu_secs() - busy0
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
@@ -74,7 +125,13 @@ def run(cmd, timed=True, stdout_devnull=False):
         if p.returncode != 0:
             sys.stderr.write(err.read().decode(errors="replace"))
             raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}")
-    return Result(secs, rusage.ru_maxrss, text)
+        maxrss = rusage.ru_maxrss
+        cpu = rusage.ru_utime + rusage.ru_stime
+        if wrapped is not cmd:
+            last = (rss_file.read().strip().splitlines() or [""])[-1].split()
+            if len(last) == 3:
+                maxrss, cpu = int(last[0]), float(last[1]) + float(last[2])
+    return Result(secs, maxrss, text, cpu, max(0.0, busy - cpu))
 
 
 def tree_bytes(path):
@@ -140,6 +197,12 @@ class Bench:
         return cmd + [image]
 
     def setup(self, need_v2):
+        # Work on a copy: the tree may be rebuilt while the benchmark runs.
+        snap = os.path.join(self.w, "nightcast-image")
+        shutil.copy2(self.bin, snap)
+        self.bin = snap
+        with open(snap, "rb") as f:
+            self.bin_sha = hashlib.sha256(f.read()).hexdigest()[:12]
         gen = [sys.executable, self.a.gen]
         procs = [subprocess.Popen(gen + [self.v1, "--size", self.a.size, "--seed", "1"])]
         if need_v2:
@@ -168,20 +231,22 @@ class Bench:
             check = "ok" if diff["new_stored_bytes"] == delta else f"MISMATCH diff={diff['new_stored_bytes']}"
             msize = os.path.getsize(m1)
             rows.append([
-                kib, f"{mbps(self.size, r1.secs):.0f}", f"{r1.secs:.1f}", f"{store_bytes:,}", f"{nchunks:,}",
+                kib, f"{mbps(self.size, r1.secs):.0f}", f"{r1.secs:.1f}", f"{r1.cpu_secs:.1f}",
+                f"{r1.other_cpu_secs:.1f}", f"{store_bytes:,}", f"{nchunks:,}",
                 f"{delta:,}", f"{delta / self.size * 100:.2f} %", check, f"{msize:,}",
                 fmt_bytes(msize / self.size * MASTER_40GB), f"{r1.maxrss_kib / 1024:.0f}",
             ])
             shutil.rmtree(store)
         self.emit(
             f"Chunk-size sweep ({fmt_bytes(self.size)} image, fresh store each)",
-            table(["avg chunk KiB", "v1 import MB/s", "v1 import s", "store after v1 (B)",
+            table(["avg chunk KiB", "v1 import MB/s", "v1 import s", "CPU s", "other CPU s",
+                   "store after v1 (B)",
                    "chunk files", "v2 delta stored (B)", "delta / image", "diff cross-check",
                    "v1 manifest (B)", "manifest for 40 GB", "import peak RSS MiB"], rows),
             "v2 delta = `new_stored_bytes` of `build --json` for v2 into the store holding v1; "
             "cross-checked against `nightcast-image diff v1.m v2.m --json`.")
 
-    def ensure_default_v1(self, timed_result=None):
+    def ensure_default_v1(self):
         if not self.have_default_v1:
             log("nightcast build v1 (default chunk size) into the shared store")
             run(self.build_cmd(self.default_store, self.v1, self.v1m, "v1"), timed=False)
@@ -196,30 +261,47 @@ class Bench:
 
     # b) peers
     def peers(self):
-        log("peers: nightcast build v1")
-        nc = run(self.build_cmd(self.default_store, self.v1, self.v1m, "v1"))
-        self.have_default_v1 = True
+        reps = max(1, self.a.repeat)
+        nc_runs, ca_runs, zs_runs = [], [], []
+        for i in range(reps):
+            for d in (self.default_store, self.casync_store):
+                shutil.rmtree(d, ignore_errors=True)
+            log(f"peers {i + 1}/{reps}: nightcast build v1")
+            nc_runs.append(run(self.build_cmd(self.default_store, self.v1, self.v1m, "v1")))
+            log(f"peers {i + 1}/{reps}: casync make v1")
+            ca_runs.append(run(["casync", "make", "--store=" + self.casync_store,
+                                self.p("v1.caibx"), self.v1]))
+            log(f"peers {i + 1}/{reps}: zstd -T0 -3")
+            zs_runs.append(run(["zstd", "-q", "-T0", "-3", "-c", self.v1], stdout_devnull=True))
+        self.have_default_v1 = self.have_casync_v1 = True
         nc_store = tree_bytes(self.default_store)
-        log("peers: casync make v1")
-        ca = run(["casync", "make", "--store=" + self.casync_store, self.p("v1.caibx"), self.v1])
-        self.have_casync_v1 = True
         ca_store = tree_bytes(self.casync_store)
-        log("peers: zstd -T0 -3")
-        zs = run(["zstd", "-q", "-T0", "-3", "-c", self.v1], stdout_devnull=True)
+        med = lambda runs: sorted(r.secs for r in runs)[len(runs) // 2]
+        nc, ca, zs = med(nc_runs), med(ca_runs), med(zs_runs)
         rows = []
-        for name, r, st in (("nightcast-image build", nc, nc_store),
-                            ("casync make (default: zstd, avg 64K)", ca, ca_store),
-                            ("zstd -T0 -3 -c > /dev/null", zs, None)):
-            rows.append([name, f"{r.secs:.2f}", f"{mbps(self.size, r.secs):.0f}",
-                         f"{nc.secs and r.secs / nc.secs:.2f}",
+        for name, runs, st in (("nightcast-image build", nc_runs, nc_store),
+                               ("casync make (default: zstd, avg 64K)", ca_runs, ca_store),
+                               ("zstd -T0 -3 -c > /dev/null", zs_runs, None)):
+            t = med(runs)
+            rows.append([name, f"{t:.2f}", " / ".join(f"{r.secs:.2f}" for r in runs),
+                         f"{mbps(self.size, t):.0f}", f"{nc / t:.2f}",
+                         f"{sorted(r.cpu_secs for r in runs)[len(runs) // 2]:.1f}",
+                         " / ".join(f"{r.other_cpu_secs:.1f}" for r in runs),
                          f"{st[0]:,} ({st[1]:,} files)" if st else "n/a",
-                         f"{r.maxrss_kib / 1024:.1f}"])
+                         f"{max(r.maxrss_kib for r in runs) / 1024:.1f}"])
         self.emit(
-            f"Import vs peers ({fmt_bytes(self.size)} image v1, default chunk size, fresh stores)",
-            table(["tool", "wall s", "MB/s", "time / nightcast time", "store bytes", "peak RSS MiB"], rows),
-            f"nightcast/casync throughput ratio: **{ca.secs / nc.secs:.2f}x**; "
-            f"nightcast/zstd throughput ratio: **{zs.secs / nc.secs:.2f}x**; "
+            f"Import vs peers ({fmt_bytes(self.size)} image v1, default chunk size, fresh stores, "
+            f"{reps} interleaved round{'s' if reps > 1 else ''}, median reported)",
+            table(["tool", "wall s (median)", "each round s", "MB/s", "speed / nightcast speed",
+                   "CPU s (user+sys)", "other CPU s each round", "store bytes", "peak RSS MiB"], rows),
+            f"nightcast/casync throughput ratio: **{ca / nc:.2f}x**; "
+            f"nightcast/zstd throughput ratio: **{zs / nc:.2f}x**; "
             f"store size nightcast/casync: **{nc_store[0] / ca_store[0]:.3f}**. "
+            "Per round, nightcast/casync: "
+            + ", ".join(f"{c.secs / n.secs:.2f}x" for n, c in zip(nc_runs, ca_runs))
+            + "; nightcast/zstd: "
+            + ", ".join(f"{z.secs / n.secs:.2f}x" for n, z in zip(nc_runs, zs_runs))
+            + ". "
             "casync's default compression is zstd (chunk files start with the zstd magic 28 b5 2f fd), "
             "so no separate `--compression=zstd` run. nightcast's time includes its final syncfs; "
             "casync's does not include a sync.")
@@ -326,6 +408,11 @@ def main():
     ap.add_argument("--gen", default=DEFAULT_GEN, help="gen-vm-image.py (default: %(default)s)")
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections to run, among {','.join(SECTIONS)} (default: all)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of the peers section; the median of each tool is reported (default: 1)")
+    ap.add_argument("--quiet-wait", type=float, default=120.0,
+                    help="before each timed command, wait up to this many seconds for other jobs "
+                    "to leave the CPUs idle (default: %(default)s)")
     ap.add_argument("--out", help="also write the markdown tables to this file")
     a = ap.parse_args()
     only = [s.strip() for s in a.only.split(",") if s.strip()]
@@ -345,19 +432,31 @@ def main():
         workdir, remove = a.workdir, False
     else:
         workdir, remove = tempfile.mkdtemp(prefix="nightcast-bench-", dir="/var/tmp"), not a.keep
+    QUIET["max_wait"] = a.quiet_wait
     b = Bench(a, workdir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         b.setup(need_v2=("sweep" in only or "delta" in only))
         rev = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
                              capture_output=True, text=True).stdout.strip() or "unknown"
         header = (f"## nightcast-image benchmarks: {fmt_bytes(b.size)} image ({b.size:,} bytes)\n\n"
                   f"Run {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores, "
-                  f"tree {rev}, binary {a.bin}; sections: {', '.join(only)}.\n")
+                  f"tree {rev}, binary {a.bin} (sha256 {b.bin_sha}, copied before the first run); "
+                  f"load average at start {open('/proc/loadavg').read().split()[0]}; "
+                  f"sections: {', '.join(only)}.\n")
         b.out.append(header)
         print(header, flush=True)
         for section in SECTIONS:
             if section in only:
                 getattr(b, section)()
+        footer = ("\n*other CPU s*: CPU time the rest of the machine used while a command ran "
+                  "(from /proc/stat, including kernel writeback of the command's own writes); well above "
+                  "0 means another job competed for the 2 cores. Before each timed command the script "
+                  f"waited for the machine to be quiet (< 0.2 core busy): {QUIET['waited']:.0f} s in all, "
+                  f"gave up after {QUIET['max_wait']:.0f} s {QUIET['gave_up']} time(s).\n"
+                  f"Load average at end: {open('/proc/loadavg').read().split()[0]}.\n")
+        b.out.append(footer)
+        print(footer, flush=True)
         if a.out:
             with open(a.out, "w") as f:
                 f.write("\n".join(b.out))

@@ -271,6 +271,70 @@ fn collect(
     Ok((entries, stats))
 }
 
+/// Reads a file, but never asks the kernel for the holes of a sparse file: it finds them with
+/// `SEEK_DATA`/`SEEK_HOLE` and fills them with zeros itself (masters are mostly free space, and
+/// reading a hole costs the kernel a page of zeros copied per 4 KiB). Same bytes as a plain read.
+#[derive(Debug)]
+pub struct SparseReader {
+    file: File,
+    pos: u64,
+    len: u64,
+    /// `[pos, data_end)` is data.
+    data_end: u64,
+    /// `[pos, hole_end)` is a hole.
+    hole_end: u64,
+}
+
+impl SparseReader {
+    pub fn new(file: File, len: u64) -> SparseReader {
+        SparseReader {
+            file,
+            pos: 0,
+            len,
+            data_end: 0,
+            hole_end: 0,
+        }
+    }
+
+    /// Classifies the extent at `pos`.
+    fn locate(&mut self) {
+        use rustix::fs::{seek, SeekFrom};
+        match seek(&self.file, SeekFrom::Data(self.pos)) {
+            Ok(data) if data > self.pos => self.hole_end = data.min(self.len),
+            Ok(_) => {
+                self.data_end = seek(&self.file, SeekFrom::Hole(self.pos))
+                    .map_or(self.len, |h| h.clamp(self.pos + 1, self.len));
+            }
+            // ENXIO: no data after `pos`, the rest is a hole.
+            Err(rustix::io::Errno::NXIO) => self.hole_end = self.len,
+            // No SEEK_DATA on this file system: read everything.
+            Err(_) => self.data_end = self.len,
+        }
+    }
+}
+
+impl Read for SparseReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if self.pos >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos >= self.data_end && self.pos >= self.hole_end {
+            self.locate();
+        }
+        let n = if self.pos < self.hole_end {
+            let n = buf.len().min((self.hole_end - self.pos) as usize);
+            buf[..n].fill(0);
+            n
+        } else {
+            let n = buf.len().min((self.data_end - self.pos) as usize);
+            self.file.read_at(&mut buf[..n], self.pos)?
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// Recognises the disk-image formats `qemu-img` must convert; `None` means raw.
 pub fn sniff_format(file: &mut File) -> io::Result<Option<&'static str>> {
     use std::os::unix::fs::FileExt;
@@ -331,5 +395,37 @@ fn convert_to_raw(
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         }),
         Ok(_) => Ok(tmp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn the_sparse_reader_reads_the_same_bytes_as_a_plain_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let file = File::create(&path).unwrap();
+        // Hole, data, hole, data at the very end, with odd sizes.
+        file.set_len(3 << 20).unwrap();
+        file.write_all_at(&[7u8; 100_000], 1 << 20).unwrap();
+        file.write_all_at(&[9u8; 4097], (3 << 20) - 4097).unwrap();
+        drop(file);
+        let plain = std::fs::read(&path).unwrap();
+        for read_size in [1usize, 4096, 65_536, 8 << 20] {
+            let mut r = SparseReader::new(File::open(&path).unwrap(), plain.len() as u64);
+            let mut got = Vec::new();
+            let mut buf = vec![0xaa; read_size];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(got == plain, "read size {read_size}");
+        }
     }
 }
