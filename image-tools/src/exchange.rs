@@ -452,29 +452,39 @@ async fn answer(
                 )
                 .await;
             }
-            for id in ids {
-                let store = service.store.clone();
-                let got = tokio::task::spawn_blocking(move || store.get(&id))
-                    .await
-                    .map_err(transport)?;
-                let frame = match got {
-                    Ok(chunk) if *chunk.id() == id => Frame::Chunk {
-                        id,
-                        stored: [chunk.header().as_slice(), chunk.payload()].concat(),
-                    },
-                    Ok(_) | Err(StoreError::Missing(_)) => Frame::Control(Control::Lacking(id)),
-                    Err(StoreError::Invalid { reason, .. }) => {
-                        tracing::warn!(chunk = %id.short(), %reason, "corrupt chunk in our store: not sent");
-                        Frame::Control(Control::Lacking(id))
+            // One blocking task reads (and verifies) the request's chunks in order and hands the
+            // encoded frames over; a few frames ahead at most.
+            let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, ()>>(8);
+            let store = service.store.clone();
+            tokio::task::spawn_blocking(move || {
+                for id in ids {
+                    let encoded = match store.get(&id) {
+                        Ok(chunk) if *chunk.id() == id => {
+                            Ok(wire::encode_chunk(&id, &chunk.header(), chunk.payload()))
+                        }
+                        Ok(_) | Err(StoreError::Missing(_)) => lacking(id),
+                        Err(StoreError::Invalid { reason, .. }) => {
+                            tracing::warn!(chunk = %id.short(), %reason, "corrupt chunk in our store: not sent");
+                            lacking(id)
+                        }
+                        Err(e) => {
+                            tracing::error!(chunk = %id.short(), error = %e, "store failed");
+                            Err(())
+                        }
+                    };
+                    if tx.blocking_send(encoded).is_err() {
+                        break; // the peer went away
                     }
-                    Err(e) => {
-                        tracing::error!(chunk = %id.short(), error = %e, "store failed");
+                }
+            });
+            while let Some(encoded) = rx.recv().await {
+                match encoded {
+                    Ok(bytes) => send.write_all(&bytes).await.map_err(transport)?,
+                    Err(()) => {
                         return send_error(send, ErrorCode::Internal, "the server's store failed")
-                            .await;
+                            .await
                     }
-                };
-                tracing::trace!(chunk = %id.short(), "sent");
-                send_frame(send, &frame).await?;
+                }
             }
             send_frame(send, &Frame::Control(Control::End)).await
         }
@@ -487,6 +497,10 @@ async fn answer(
             send_error(send, ErrorCode::BadRequest, msg).await
         }
     }
+}
+
+fn lacking(id: ChunkId) -> Result<Vec<u8>, ()> {
+    wire::encode_to_vec(&Frame::Control(Control::Lacking(id))).map_err(|_| ())
 }
 
 /// Which of `ids` belong to masters `peer` may read.
@@ -700,7 +714,6 @@ impl Connection {
         &self,
         ids: &[ChunkId],
         mut on: impl FnMut(Received, usize) -> Result<(), ExchangeError>,
-        rate: Option<&RateLimit>,
     ) -> Result<(), ExchangeError> {
         let (mut reader, mut recv) = self.request(Control::GetChunks(ids.to_vec())).await?;
         let mut pending: HashSet<ChunkId> = ids.iter().copied().collect();
@@ -713,9 +726,6 @@ impl Connection {
                             "sent chunk {} that was not asked for",
                             id.short()
                         )));
-                    }
-                    if let Some(rate) = rate {
-                        rate.acquire(stored.len() as u64 + 38).await;
                     }
                     let len = stored.len();
                     let received = match VerifiedChunk::from_stored(id, &stored) {
@@ -856,8 +866,8 @@ pub struct RateLimit {
 
 impl RateLimit {
     pub fn new(bits_per_sec: u64) -> RateLimit {
-        // Up to 100 ms of burst at the rate, at least one large chunk.
-        let burst = (bits_per_sec / 10).max(8 * (4 << 20));
+        // 100 ms of the rate may go ahead of it (at least 64 KiB).
+        let burst = (bits_per_sec / 10).max(8 * (64 << 10));
         RateLimit {
             bucket: Mutex::new(TokenBucket::new(bits_per_sec, burst)),
             origin: tokio::time::Instant::now(),
@@ -868,6 +878,10 @@ impl RateLimit {
         if let Ok(mut b) = self.bucket.lock() {
             b.set_rate(bits_per_sec);
         }
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.bucket.lock().map(|b| b.rate()).unwrap_or(1)
     }
 
     pub async fn acquire(&self, bytes: u64) {
@@ -917,6 +931,9 @@ pub struct FetchReport {
     pub lacking: Vec<ChunkId>,
 }
 
+/// Bytes a chunk costs on the wire beyond its payload: header, chunk id and frame header.
+const FRAMING: u64 = (crate::chunk::HEADER_LEN + 32 + 5) as u64;
+
 /// Where a transfer stands, for bars and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -946,7 +963,7 @@ pub async fn fetch_missing(
         needed: unique.len() as u64,
         ..FetchReport::default()
     };
-    let (want, bytes_total): (Vec<ChunkId>, u64) = {
+    let (want, bytes_total): (Vec<(ChunkId, u64)>, u64) = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
             let missing: Vec<_> = unique
@@ -957,7 +974,11 @@ pub async fn fetch_missing(
                 .iter()
                 .map(|c| u64::from(c.stored_len) + crate::chunk::HEADER_LEN as u64)
                 .sum();
-            (missing.iter().map(|c| c.id).collect(), bytes)
+            let want = missing
+                .iter()
+                .map(|c| (c.id, u64::from(c.stored_len) + FRAMING))
+                .collect();
+            (want, bytes)
         })
         .await
         .map_err(transport)?
@@ -980,52 +1001,65 @@ pub async fn fetch_missing(
         Ok(n)
     });
 
-    let mut queue: Vec<ChunkId> = want;
+    let size_of: HashMap<ChunkId, u64> = want.iter().copied().collect();
+    // Under a rate limit a request asks for about 250 ms of the rate, so the link is never
+    // flooded by what was asked for ahead of the limit.
+    let batch = match &rate {
+        Some(rate) if !want.is_empty() => {
+            let avg = (bytes_total / want.len() as u64).max(1);
+            ((rate.rate() / 8 / 4) / avg).clamp(1, opts.batch.max(1) as u64) as usize
+        }
+        _ => opts.batch.max(1),
+    };
+    let mut queue: Vec<ChunkId> = want.into_iter().map(|(id, _)| id).collect();
     let mut retried: HashSet<ChunkId> = HashSet::new();
     let mut liars: Vec<ChunkId> = Vec::new();
     let outcome: Result<(), ExchangeError> = async {
         while !queue.is_empty() {
-            let batches: Vec<Vec<ChunkId>> = queue
-                .chunks(opts.batch.max(1))
-                .map(<[ChunkId]>::to_vec)
-                .collect();
+            let batches: Vec<Vec<ChunkId>> = queue.chunks(batch).map(<[ChunkId]>::to_vec).collect();
             queue.clear();
             let mut again: Vec<ChunkId> = Vec::new();
             let shared = Mutex::new((&mut report, &mut again));
             let run = |ids: Vec<ChunkId>| {
-                let (tx, rate, shared) = (tx.clone(), rate.clone(), &shared);
+                let (tx, rate, shared, size_of) = (tx.clone(), rate.clone(), &shared, &size_of);
                 async move {
+                    if let Some(rate) = &rate {
+                        // Pay for the request before making it: the bytes then flow at most
+                        // one burst ahead of the rate.
+                        rate.acquire(
+                            ids.iter()
+                                .map(|id| size_of.get(id).copied().unwrap_or(0))
+                                .sum(),
+                        )
+                        .await;
+                    }
                     let mut got: Vec<VerifiedChunk> = Vec::new();
                     let result = conn
-                        .get_chunks(
-                            &ids,
-                            |received, len| {
-                                let Ok(mut s) = shared.lock() else {
-                                    return Ok(());
-                                };
-                                let (report, again) = &mut *s;
-                                match received {
-                                    Received::Chunk(c) => {
-                                        report.fetched += 1;
-                                        report.fetched_bytes += len as u64;
-                                        got.push(c);
-                                    }
-                                    Received::Lacking(id) => report.lacking.push(id),
-                                    Received::Lied { id, .. } => {
-                                        report.corrupt_received += 1;
-                                        again.push(id);
-                                    }
+                        .get_chunks(&ids, |received, len| {
+                            let Ok(mut s) = shared.lock() else {
+                                return Ok(());
+                            };
+                            let (report, again) = &mut *s;
+                            match received {
+                                Received::Chunk(c) => {
+                                    report.fetched += 1;
+                                    report.fetched_bytes += len as u64;
+                                    got.push(c);
                                 }
-                                progress(Progress {
-                                    chunks: report.fetched,
-                                    chunks_total: total,
-                                    bytes: report.fetched_bytes,
-                                    bytes_total,
-                                });
-                                Ok(())
-                            },
-                            rate.as_deref(),
-                        )
+                                Received::Lacking(id) => report.lacking.push(id),
+                                Received::Lied { id, .. } => {
+                                    report.corrupt_received += 1;
+                                    again.push(id);
+                                }
+                            }
+                            progress(Progress {
+                                chunks: report.fetched,
+                                chunks_total: total,
+                                bytes: report.fetched_bytes,
+                                bytes_total,
+                            });
+                            Ok(())
+                        })
                         .await;
                     for chunk in got {
                         if tx.send(chunk).await.is_err() {
@@ -1157,25 +1191,21 @@ impl ChunkStore for RemoteStore {
     fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
         let mut out: Option<Result<VerifiedChunk, StoreError>> = None;
         self.runtime
-            .block_on(self.conn.get_chunks(
-                &[*id],
-                |r, _| {
-                    out = Some(match r {
-                        Received::Chunk(c) => Ok(c),
-                        Received::Lacking(id) => Err(StoreError::Missing(id)),
-                        Received::Lied { id, reason } => Err(StoreError::Invalid {
-                            id,
-                            path: None,
-                            reason: crate::chunk::ChunkError::Decompress {
-                                declared: 0,
-                                detail: format!("sent by {}: {reason}", self.conn.peer()),
-                            },
-                        }),
-                    });
-                    Ok(())
-                },
-                None,
-            ))
+            .block_on(self.conn.get_chunks(&[*id], |r, _| {
+                out = Some(match r {
+                    Received::Chunk(c) => Ok(c),
+                    Received::Lacking(id) => Err(StoreError::Missing(id)),
+                    Received::Lied { id, reason } => Err(StoreError::Invalid {
+                        id,
+                        path: None,
+                        reason: crate::chunk::ChunkError::Decompress {
+                            declared: 0,
+                            detail: format!("sent by {}: {reason}", self.conn.peer()),
+                        },
+                    }),
+                });
+                Ok(())
+            }))
             .map_err(remote_io)?;
         out.unwrap_or(Err(StoreError::Missing(*id)))
     }

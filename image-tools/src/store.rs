@@ -6,7 +6,7 @@
 //! just checked against its id.
 //!
 //! The local layout (see `docs/FORMAT.md`): `DIR/nightcast-store` marks the directory,
-//! `DIR/chunks/abcd/<64 hex digits>` holds one chunk in its stored form, `DIR/tmp/` holds temp files
+//! `DIR/chunks/ab/<64 hex digits>` holds one chunk in its stored form, `DIR/tmp/` holds temp files
 //! (removed when the store is opened), `DIR/lock` is the lock that keeps `gc` away from imports.
 
 use std::fs::{self, File};
@@ -154,6 +154,13 @@ impl LocalStore {
         for dir in [&store.chunks, &store.tmp] {
             fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
         }
+        // All 256 fan-out directories up front: writing a chunk never has to make one.
+        if !store.chunks.join("ff").exists() {
+            for i in 0..=255u8 {
+                let dir = store.chunks.join(crate::ids::hex(&[i]));
+                fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+            }
+        }
         let cleaned = durable::clean_temp_files(&store.tmp).map_err(StoreError::io(&store.tmp))?;
         if cleaned > 0 {
             tracing::info!(store = %root.display(), cleaned, "removed temp files left by an interrupted write");
@@ -168,7 +175,7 @@ impl LocalStore {
     /// The file that holds chunk `id`.
     pub fn path_of(&self, id: &ChunkId) -> PathBuf {
         let hex = id.to_string();
-        self.chunks.join(&hex[..4]).join(hex)
+        self.chunks.join(&hex[..2]).join(hex)
     }
 
     /// The stored payload length of `id` without reading it, if present.

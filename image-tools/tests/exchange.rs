@@ -498,7 +498,7 @@ async fn nodes_read_only_what_is_scheduled_for_their_site() {
         ErrorCode::Forbidden
     );
     let err = conn
-        .get_chunks(&v1_ids[..3], |_, _| Ok(()), None)
+        .get_chunks(&v1_ids[..3], |_, _| Ok(()))
         .await
         .unwrap_err();
     assert_eq!(refused(err), ErrorCode::Forbidden);
@@ -511,7 +511,7 @@ async fn nodes_read_only_what_is_scheduled_for_their_site() {
         ErrorCode::Forbidden
     );
     let err = conn
-        .get_chunks(&v2_only[..1], |_, _| Ok(()), None)
+        .get_chunks(&v2_only[..1], |_, _| Ok(()))
         .await
         .unwrap_err();
     assert_eq!(refused(err), ErrorCode::Forbidden);
@@ -520,9 +520,7 @@ async fn nodes_read_only_what_is_scheduled_for_their_site() {
     // Scheduling v2 for lyon opens it, on the same connection.
     c.catalog.schedule("lyon", vec![v("1"), v("2")]);
     conn.manifest(&v("2")).await.unwrap();
-    conn.get_chunks(&v2_only[..1], |_, _| Ok(()), None)
-        .await
-        .unwrap();
+    conn.get_chunks(&v2_only[..1], |_, _| Ok(())).await.unwrap();
 
     // A hello that does not match the certificate is refused.
     let err = conn
