@@ -66,10 +66,10 @@ pub enum Command {
         /// Where to write the signed manifest.
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
-        /// Average chunk size in KiB (min is a quarter, max four times). Keep the default unless
-        /// docs/BENCHMARKS.md says otherwise: masters share chunks only at the same size.
-        #[arg(long, default_value_t = ChunkParams::DEFAULT.avg / 1024)]
-        avg_chunk_kib: u32,
+        /// Average chunk size in KiB (min is a quarter, max four times); without it, nightcast's
+        /// default (64 KiB, see docs/BENCHMARKS.md). Masters share chunks only at the same size.
+        #[arg(long)]
+        avg_chunk_kib: Option<u32>,
         #[command(flatten)]
         common: Common,
     },
@@ -342,14 +342,20 @@ fn build(
     version: MasterVersion,
     image: &Path,
     output: &Path,
-    avg_chunk_kib: u32,
+    avg_chunk_kib: Option<u32>,
     common: &Common,
 ) -> Result<(), Failure> {
     let key = SigningKey::load(key)?;
-    let params = ChunkParams::with_avg(avg_chunk_kib.saturating_mul(1024));
-    params
-        .validate()
-        .map_err(|e| anyhow!("--avg-chunk-kib {avg_chunk_kib}: {e}"))?;
+    let params = match avg_chunk_kib {
+        None => ChunkParams::DEFAULT,
+        Some(kib) => {
+            let params = ChunkParams::with_avg(kib.saturating_mul(1024));
+            params
+                .validate()
+                .map_err(|e| anyhow!("--avg-chunk-kib {kib}: {e}"))?;
+            params
+        }
+    };
     let store = LocalStore::open(store_dir)?;
     let opts = ImportOptions {
         name,

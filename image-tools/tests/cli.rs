@@ -520,3 +520,41 @@ fn a_build_under_a_low_open_file_limit_succeeds() {
         &["verify", "--store", "store", "--pubkey", "key.pub", "r.m"],
     );
 }
+
+#[test]
+fn a_build_without_chunk_options_records_the_default_parameters() {
+    let f = Fixture::new(2 << 20);
+    f.build("v1.img", "1", "v1.m");
+    let inspect = json(f.path(), &["inspect", "v1.m", "--json"]);
+    let d = image_tools::ChunkParams::DEFAULT;
+    assert_eq!(inspect["chunk_min"], d.min);
+    assert_eq!(inspect["chunk_avg"], d.avg);
+    assert_eq!(inspect["chunk_max"], d.max);
+    assert_eq!(inspect["hole_min"], d.hole_min);
+    // An explicit size uses the documented shape: min a quarter, max four times.
+    json(
+        f.path(),
+        &[
+            "build",
+            "--store",
+            "store",
+            "--key",
+            "key",
+            "--name",
+            "demo",
+            "--version",
+            "s",
+            "v1.img",
+            "-o",
+            "s.m",
+            "--avg-chunk-kib",
+            "16",
+            "--json",
+        ],
+    );
+    let small = json(f.path(), &["inspect", "s.m", "--json"]);
+    assert_eq!(
+        (small["chunk_min"].as_u64(), small["chunk_max"].as_u64()),
+        (Some(4096), Some(65536))
+    );
+}
