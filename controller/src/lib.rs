@@ -14,6 +14,9 @@
 //! DATA/tokens.json               outstanding enrolment tokens (hashes only)
 //! ```
 
+pub mod plan;
+pub mod windows;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,148 @@
+//! Planner scale bench: a synthetic region of 1,000 sites (5 rooms each, 50 sessions per room over a
+//! 16-week term) and 200 masters that share chunks through common base and application layers.
+//! Prints a markdown table: what was planned, how long the whole plan took, the verdicts, peak RSS.
+//!
+//!     cargo run --release -p nightcast-controller --example plan_bench [SITES]
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use std::time::Instant;
+
+use image_tools::testimage::Rng;
+use nightcast_controller::plan::{plan_site, Classes, Session, Settings, Site, Verdict};
+use nightcast_controller::windows::Schedule;
+
+const GB: u64 = 1_000_000_000;
+
+fn main() {
+    let sites_n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000);
+    let mut rng = Rng::new(2026);
+
+    // Classes: 20 OS bases (12-20 GB each, 8 classes apiece), 400 application layers (0.5-4 GB),
+    // and one class of its own per master (0.2-1 GB).
+    let mut classes = Classes::default();
+    let add = |bytes: u64, classes: &mut Classes| {
+        classes.bytes.push(bytes);
+        classes.bytes.len() as u32 - 1
+    };
+    let bases: Vec<Vec<u32>> = (0..20)
+        .map(|_| {
+            (0..8)
+                .map(|_| add(rng.range(12, 20) * GB / 8, &mut classes))
+                .collect()
+        })
+        .collect();
+    let apps: Vec<u32> = (0..400)
+        .map(|_| add(rng.range(5, 40) * GB / 10, &mut classes))
+        .collect();
+    let mut masters = Vec::new();
+    for m in 0..200 {
+        let mut list = bases[rng.range(0, 20) as usize].clone();
+        for _ in 0..rng.range(3, 7) {
+            list.push(apps[rng.range(0, 400) as usize]);
+        }
+        list.sort_unstable();
+        list.dedup();
+        list.push(add(rng.range(2, 10) * GB / 10, &mut classes));
+        let key = (format!("master-{m:03}"), "1".to_owned());
+        classes.masters.insert(key.clone(), list);
+        masters.push(key);
+    }
+
+    let zones = [
+        "Europe/Paris",
+        "Europe/London",
+        "America/New_York",
+        "America/Los_Angeles",
+        "Asia/Tokyo",
+        "Australia/Sydney",
+        "America/Sao_Paulo",
+        "Africa/Nairobi",
+    ];
+    let now = 1_795_000_000; // a Monday in November 2026
+    let term = 16 * 7 * 86_400;
+    let mut sites = Vec::new();
+    let mut sessions_by_site = Vec::new();
+    let mut sessions_total = 0;
+    for s in 0..sites_n {
+        let windows = if s % 3 == 0 {
+            vec![
+                "20:00-07:00".parse().unwrap(),
+                "12:00-14:00".parse().unwrap(),
+            ]
+        } else {
+            vec!["22:00-06:00".parse().unwrap()]
+        };
+        let schedule = Schedule::new(zones[s % zones.len()], windows).unwrap();
+        let used: Vec<_> = (0..15)
+            .map(|_| masters[rng.range(0, 200) as usize].clone())
+            .collect();
+        let holds = used[..3].to_vec();
+        let mut sessions = Vec::new();
+        for room in 0..5 {
+            for k in 0..50 {
+                let start = now + 86_400 + (term / 50) * k + rng.range(0, 86_400) as i64;
+                sessions.push(Session {
+                    id: format!("s{s}-{room}-{k}"),
+                    room: format!("room-{room}"),
+                    master: used[rng.range(0, 15) as usize].clone(),
+                    start,
+                });
+            }
+        }
+        sessions_total += sessions.len();
+        sites.push(Site {
+            name: format!("site-{s:04}"),
+            schedule,
+            cap_bps: rng.range(10, 100) * 1_000_000,
+            holds,
+        });
+        sessions_by_site.push(sessions);
+    }
+
+    let settings = Settings::default();
+    let started = Instant::now();
+    let mut counts = [0usize; 4];
+    let mut rows_total = 0;
+    for (site, sessions) in sites.iter().zip(&sessions_by_site) {
+        for row in plan_site(now, site, sessions, &classes, &settings) {
+            rows_total += 1;
+            counts[match row.verdict {
+                Verdict::OnTime { .. } => 0,
+                Verdict::AtRisk { .. } => 1,
+                Verdict::Late { .. } => 2,
+                Verdict::Unknown => 3,
+            }] += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l[6..].trim().to_owned())
+        })
+        .unwrap_or_default();
+
+    println!("| sites | rooms | sessions | masters | chunk classes | plan time | per site | on time | at risk | late | peak RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} | {} | {:.0} ms | {:.1} us | {} | {} | {} | {} |",
+        sites.len(),
+        sites.len() * 5,
+        sessions_total,
+        masters.len(),
+        classes.bytes.len(),
+        elapsed.as_secs_f64() * 1000.0,
+        elapsed.as_secs_f64() * 1e6 / sites.len() as f64,
+        counts[0],
+        counts[1],
+        counts[2],
+        rss
+    );
+    assert_eq!(rows_total, sessions_total);
+}

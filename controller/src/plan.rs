@@ -1,0 +1,454 @@
+//! The delivery planner: for each site and each upcoming session, will the site's relay hold the
+//! session's master in time? Pure: everything is passed in, times are Unix seconds.
+//!
+//! Bytes are counted per *chunk class*: the chunks used by exactly the same set of master versions.
+//! A master version is its list of classes; a site holds the classes of the versions its relay
+//! reported complete. So chunks shared by two masters, or already cached, are counted once, and
+//! holes never appear at all. Classes keep the plan small: a site's plan walks class lists (tens to
+//! hundreds per master), never chunk lists (hundreds of thousands), which is what makes a region of
+//! 1,000 sites plan in well under a second (see `examples/plan_bench.rs`).
+//!
+//! Per site, sessions are served earliest deadline first (deadline = session start minus the LAN
+//! staging margin), which is the order the relay fetches in. The cumulative bytes still missing
+//! after each session are compared with what the site's WAN cap moves during the night windows
+//! left: a session is on time (and which night completes it), at risk (completes with less window
+//! time to spare than the slack), or late (with the shortfall in bytes).
+
+use std::collections::HashMap;
+
+use image_tools::manifest::Manifest;
+use image_tools::ChunkId;
+
+use crate::windows::Schedule;
+
+/// A master version, as the planner names it.
+pub type MasterKey = (String, String);
+
+/// Chunk classes and, per master version, the classes it uses.
+#[derive(Debug, Default, Clone)]
+pub struct Classes {
+    /// Stored bytes of each class.
+    pub bytes: Vec<u64>,
+    /// The classes of each master version.
+    pub masters: HashMap<MasterKey, Vec<u32>>,
+}
+
+impl Classes {
+    /// Groups the chunks of `manifests` by the set of master versions using them.
+    pub fn from_manifests(manifests: &[&Manifest]) -> Classes {
+        let mut members: HashMap<ChunkId, (Vec<u32>, u64)> = HashMap::new();
+        for (i, m) in manifests.iter().enumerate() {
+            for c in m.unique_chunks() {
+                let e = members
+                    .entry(c.id)
+                    .or_insert_with(|| (Vec::new(), u64::from(c.stored_len)));
+                e.0.push(i as u32);
+            }
+        }
+        let mut class_of: HashMap<Vec<u32>, u32> = HashMap::new();
+        let mut out = Classes::default();
+        let mut lists: Vec<Vec<u32>> = vec![Vec::new(); manifests.len()];
+        for (who, bytes) in members.into_values() {
+            let next = out.bytes.len() as u32;
+            let class = *class_of.entry(who.clone()).or_insert_with(|| {
+                out.bytes.push(0);
+                for &m in &who {
+                    lists[m as usize].push(next);
+                }
+                next
+            });
+            out.bytes[class as usize] += bytes;
+        }
+        for (m, list) in manifests.iter().zip(lists) {
+            out.masters
+                .insert((m.name.to_string(), m.version.to_string()), list);
+        }
+        out
+    }
+
+    /// Stored bytes of a master version (what a site with nothing would fetch).
+    pub fn master_bytes(&self, master: &MasterKey) -> Option<u64> {
+        self.masters
+            .get(master)
+            .map(|l| l.iter().map(|&c| self.bytes[c as usize]).sum())
+    }
+}
+
+/// What the planner needs to know about a site.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    pub schedule: Schedule,
+    /// The WAN cap, in bits per second.
+    pub cap_bps: u64,
+    /// Master versions the relay reported complete.
+    pub holds: Vec<MasterKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub room: String,
+    pub master: MasterKey,
+    pub start: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Time before a session start by which the relay must hold the master (LAN staging).
+    pub staging_margin_secs: i64,
+    /// A session that completes with less window time than this to spare is "at risk".
+    pub risk_slack_secs: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            staging_margin_secs: 2 * 3600,
+            risk_slack_secs: 2 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Ready at `ready_at`, in the night that started on `night` (local date, None if already held).
+    OnTime {
+        ready_at: i64,
+        night: Option<jiff::civil::Date>,
+    },
+    /// Ready in time, but with only `slack_secs` of window time to spare.
+    AtRisk { ready_at: i64, slack_secs: i64 },
+    /// `shortfall` bytes will still be missing at the deadline.
+    Late { shortfall: u64 },
+    /// The master version is not in the catalogue.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub session: Session,
+    pub deadline: i64,
+    /// Bytes this session adds to what the site must fetch (shared bytes counted once).
+    pub new_bytes: u64,
+    /// Bytes the site must fetch for this and every earlier-deadline session.
+    pub cumulative: u64,
+    pub verdict: Verdict,
+}
+
+/// Plans one site's sessions from `now` on (sessions starting before `now` are left out).
+pub fn plan_site(
+    now: i64,
+    site: &Site,
+    sessions: &[Session],
+    classes: &Classes,
+    settings: &Settings,
+) -> Vec<Row> {
+    let mut upcoming: Vec<&Session> = sessions.iter().filter(|s| s.start >= now).collect();
+    upcoming.sort_by(|a, b| (a.start, &a.id).cmp(&(b.start, &b.id)));
+    let Some(last) = upcoming.last() else {
+        return Vec::new();
+    };
+    let horizon = last.start - settings.staging_margin_secs;
+    let openings = site.schedule.openings(now, horizon.max(now));
+    let bytes_per_sec = (site.cap_bps / 8).max(1);
+
+    let mut held = vec![false; classes.bytes.len()];
+    for m in &site.holds {
+        for &c in classes.masters.get(m).map(Vec::as_slice).unwrap_or(&[]) {
+            held[c as usize] = true;
+        }
+    }
+    let walker = Capacity::new(now, &openings, bytes_per_sec);
+    let mut cumulative = 0u64;
+    let mut rows = Vec::with_capacity(upcoming.len());
+    for s in upcoming {
+        let deadline = s.start - settings.staging_margin_secs;
+        let Some(list) = classes.masters.get(&s.master) else {
+            rows.push(Row {
+                session: s.clone(),
+                deadline,
+                new_bytes: 0,
+                cumulative,
+                verdict: Verdict::Unknown,
+            });
+            continue;
+        };
+        let mut new_bytes = 0;
+        for &c in list {
+            if !std::mem::replace(&mut held[c as usize], true) {
+                new_bytes += classes.bytes[c as usize];
+            }
+        }
+        cumulative += new_bytes;
+        let verdict = match walker.ready_at(cumulative) {
+            Some(t) if t <= deadline => {
+                let slack = walker.window_secs_between(t, deadline);
+                if cumulative > 0 && slack < settings.risk_slack_secs {
+                    Verdict::AtRisk {
+                        ready_at: t,
+                        slack_secs: slack,
+                    }
+                } else {
+                    let night = (cumulative > 0)
+                        .then(|| walker.opening_containing(t))
+                        .flatten()
+                        .and_then(|start| site.schedule.local_date(start));
+                    Verdict::OnTime { ready_at: t, night }
+                }
+            }
+            _ => Verdict::Late {
+                shortfall: cumulative.saturating_sub(walker.bytes_until(deadline)),
+            },
+        };
+        rows.push(Row {
+            session: s.clone(),
+            deadline,
+            new_bytes,
+            cumulative,
+            verdict,
+        });
+    }
+    rows
+}
+
+/// Transfer capacity over a list of openings, answered by forward walks.
+struct Capacity<'a> {
+    now: i64,
+    openings: &'a [(i64, i64)],
+    rate: u64,
+    /// Prefix sums: bytes movable before opening i starts.
+    before: Vec<u64>,
+}
+
+impl<'a> Capacity<'a> {
+    fn new(now: i64, openings: &'a [(i64, i64)], rate: u64) -> Capacity<'a> {
+        let mut before = Vec::with_capacity(openings.len() + 1);
+        let mut total = 0u64;
+        for (s, e) in openings {
+            before.push(total);
+            total += (e - s) as u64 * rate;
+        }
+        before.push(total);
+        Capacity {
+            now,
+            openings,
+            rate,
+            before,
+        }
+    }
+
+    /// When `bytes` will have moved (the earliest instant), or None if not within the openings.
+    fn ready_at(&self, bytes: u64) -> Option<i64> {
+        if bytes == 0 {
+            return Some(self.now);
+        }
+        // First opening whose end reaches `bytes`.
+        let i = self.before[1..].partition_point(|&b| b < bytes);
+        let (s, _) = *self.openings.get(i)?;
+        let need = bytes - self.before[i];
+        Some(s + need.div_ceil(self.rate) as i64)
+    }
+
+    /// Bytes movable before `t`.
+    fn bytes_until(&self, t: i64) -> u64 {
+        self.window_secs_between(self.now, t) as u64 * self.rate
+    }
+
+    /// Seconds of open window between `a` and `b`.
+    fn window_secs_between(&self, a: i64, b: i64) -> i64 {
+        self.openings
+            .iter()
+            .map(|&(s, e)| (e.min(b) - s.max(a)).max(0))
+            .sum()
+    }
+
+    fn opening_containing(&self, t: i64) -> Option<i64> {
+        self.openings
+            .iter()
+            .find(|&&(s, e)| s <= t && t <= e)
+            .map(|o| o.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    fn key(name: &str) -> MasterKey {
+        (name.to_owned(), "1".to_owned())
+    }
+
+    /// Two masters sharing `shared` bytes, each with `own` more.
+    fn two_masters(shared: u64, own: u64) -> Classes {
+        let mut c = Classes::default();
+        c.bytes = vec![shared, own, own];
+        c.masters.insert(key("a"), vec![0, 1]);
+        c.masters.insert(key("b"), vec![0, 2]);
+        c
+    }
+
+    fn site(cap_mbit: u64, holds: Vec<MasterKey>) -> Site {
+        Site {
+            name: "lyon".into(),
+            schedule: Schedule::new("Europe/Paris", vec!["22:00-06:00".parse().unwrap()]).unwrap(),
+            cap_bps: cap_mbit * 1_000_000,
+            holds,
+        }
+    }
+
+    fn at(s: &Site, d: jiff::civil::Date, h: i8) -> i64 {
+        s.schedule
+            .tz
+            .to_timestamp(d.at(h, 0, 0, 0))
+            .unwrap()
+            .as_second()
+    }
+
+    fn session(id: &str, master: &str, start: i64) -> Session {
+        Session {
+            id: id.into(),
+            room: "salle-1".into(),
+            master: key(master),
+            start,
+        }
+    }
+
+    #[test]
+    fn shared_chunks_and_held_masters_cost_nothing_twice() {
+        // b shares 80 % of its bytes with a: after a, b costs only its own 20 %.
+        let classes = two_masters(80_000_000_000, 20_000_000_000);
+        let s = site(100, vec![]);
+        let now = at(&s, date(2026, 11, 23), 12);
+        let sessions = vec![
+            session("s1", "a", at(&s, date(2026, 12, 1), 8)),
+            session("s2", "b", at(&s, date(2026, 12, 2), 8)),
+        ];
+        let rows = plan_site(now, &s, &sessions, &classes, &Settings::default());
+        assert_eq!(rows[0].new_bytes, 100_000_000_000);
+        assert_eq!(rows[1].new_bytes, 20_000_000_000);
+        // A site whose relay already holds a pays only b's own bytes.
+        let rows = plan_site(
+            now,
+            &site(100, vec![key("a")]),
+            &sessions,
+            &classes,
+            &Settings::default(),
+        );
+        assert_eq!(rows[0].new_bytes, 0);
+        assert!(matches!(
+            rows[0].verdict,
+            Verdict::OnTime { night: None, .. }
+        ));
+        assert_eq!(rows[1].new_bytes, 20_000_000_000);
+    }
+
+    #[test]
+    fn a_master_too_large_for_the_nights_left_is_late_by_the_right_shortfall() {
+        // 20 Mbit/s = 2.5 MB/s; one night of 8 h moves 72 GB... use 10 Mbit/s: 36 GB a night.
+        let classes = two_masters(50_000_000_000, 10_000_000_000);
+        let s = site(10, vec![]);
+        let now = at(&s, date(2026, 11, 23), 12);
+        // Session Wednesday 08:00, margin 2 h: nights of Mon and Tue = 2 x 8 h = 72 GB; a needs 60 GB.
+        let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 25), 8))];
+        let rows = plan_site(now, &s, &sessions, &classes, &Settings::default());
+        match rows[0].verdict {
+            Verdict::OnTime { night, .. } => assert_eq!(night, Some(date(2026, 11, 24))),
+            ref v => panic!("{v:?}"),
+        }
+        // Tomorrow 08:00: one night (36 GB) for 60 GB: 24 GB short.
+        let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 24), 8))];
+        let rows = plan_site(now, &s, &sessions, &classes, &Settings::default());
+        assert_eq!(
+            rows[0].verdict,
+            Verdict::Late {
+                shortfall: 24_000_000_000
+            }
+        );
+    }
+
+    #[test]
+    fn finishing_in_the_last_window_with_little_to_spare_is_at_risk() {
+        let mut classes = Classes::default();
+        // 34 GB at 10 Mbit/s: 7.55 h of an 8 h night (deadline 06:00 with margin 2 h at 08:00).
+        classes.bytes = vec![34_000_000_000];
+        classes.masters.insert(key("a"), vec![0]);
+        let s = site(10, vec![]);
+        let now = at(&s, date(2026, 11, 23), 12);
+        let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 24), 8))];
+        let rows = plan_site(now, &s, &sessions, &classes, &Settings::default());
+        match rows[0].verdict {
+            Verdict::AtRisk { slack_secs, .. } => {
+                assert!(slack_secs > 0 && slack_secs < 3600, "{slack_secs}")
+            }
+            ref v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dst_night_changes_the_verdict_by_its_hour() {
+        // 35 GB at 10 Mbit/s needs 7.78 h: fits the 9-hour night of 24-25 October 2026 (fall back),
+        // not the 7-hour night of 28-29 March 2026 (spring forward).
+        let mut classes = Classes::default();
+        classes.bytes = vec![35_000_000_000];
+        classes.masters.insert(key("a"), vec![0]);
+        let s = site(10, vec![]);
+        let settings = Settings {
+            staging_margin_secs: 2 * 3600,
+            risk_slack_secs: 0,
+        };
+        let autumn = plan_site(
+            at(&s, date(2026, 10, 24), 12),
+            &s,
+            &[session("s", "a", at(&s, date(2026, 10, 25), 8))],
+            &classes,
+            &settings,
+        );
+        assert!(
+            matches!(autumn[0].verdict, Verdict::OnTime { .. }),
+            "{:?}",
+            autumn[0].verdict
+        );
+        let spring = plan_site(
+            at(&s, date(2026, 3, 28), 12),
+            &s,
+            &[session("s", "a", at(&s, date(2026, 3, 29), 8))],
+            &classes,
+            &settings,
+        );
+        // 7 h at 1.25 MB/s = 31.5 GB: 3.5 GB short.
+        assert_eq!(
+            spring[0].verdict,
+            Verdict::Late {
+                shortfall: 3_500_000_000
+            }
+        );
+    }
+
+    #[test]
+    fn classes_from_manifests_count_each_chunk_once() {
+        use image_tools::manifest::{ChunkRef, Entry};
+        let chunk = |n: u8, len: u32| {
+            Entry::Chunk(ChunkRef {
+                id: ChunkId::of(&[n]),
+                len,
+                stored_len: len,
+            })
+        };
+        let make = |name: &str, entries: Vec<Entry>| Manifest {
+            name: name.parse().unwrap(),
+            version: "1".parse().unwrap(),
+            size: entries.iter().map(Entry::len).sum(),
+            params: image_tools::ChunkParams::DEFAULT,
+            entries,
+        };
+        let a = make("a", vec![chunk(1, 100), chunk(2, 200), chunk(1, 100)]);
+        let b = make("b", vec![chunk(2, 200), chunk(3, 300)]);
+        let c = Classes::from_manifests(&[&a, &b]);
+        assert_eq!(c.master_bytes(&key("a")), Some(300));
+        assert_eq!(c.master_bytes(&key("b")), Some(500));
+        assert_eq!(c.bytes.iter().sum::<u64>(), 600);
+        assert_eq!(c.bytes.len(), 3);
+    }
+}
