@@ -282,8 +282,10 @@ mod tests {
 
     /// Two masters sharing `shared` bytes, each with `own` more.
     fn two_masters(shared: u64, own: u64) -> Classes {
-        let mut c = Classes::default();
-        c.bytes = vec![shared, own, own];
+        let mut c = Classes {
+            bytes: vec![shared, own, own],
+            ..Classes::default()
+        };
         c.masters.insert(key("a"), vec![0, 1]);
         c.masters.insert(key("b"), vec![0, 2]);
         c
@@ -370,9 +372,11 @@ mod tests {
 
     #[test]
     fn finishing_in_the_last_window_with_little_to_spare_is_at_risk() {
-        let mut classes = Classes::default();
         // 34 GB at 10 Mbit/s: 7.55 h of an 8 h night (deadline 06:00 with margin 2 h at 08:00).
-        classes.bytes = vec![34_000_000_000];
+        let mut classes = Classes {
+            bytes: vec![34_000_000_000],
+            ..Classes::default()
+        };
         classes.masters.insert(key("a"), vec![0]);
         let s = site(10, vec![]);
         let now = at(&s, date(2026, 11, 23), 12);
@@ -390,8 +394,10 @@ mod tests {
     fn a_dst_night_changes_the_verdict_by_its_hour() {
         // 35 GB at 10 Mbit/s needs 7.78 h: fits the 9-hour night of 24-25 October 2026 (fall back),
         // not the 7-hour night of 28-29 March 2026 (spring forward).
-        let mut classes = Classes::default();
-        classes.bytes = vec![35_000_000_000];
+        let mut classes = Classes {
+            bytes: vec![35_000_000_000],
+            ..Classes::default()
+        };
         classes.masters.insert(key("a"), vec![0]);
         let s = site(10, vec![]);
         let settings = Settings {
