@@ -14,6 +14,7 @@
 //! DATA/tokens.json               outstanding enrolment tokens (hashes only)
 //! ```
 
+pub mod db;
 pub mod plan;
 pub mod windows;
 

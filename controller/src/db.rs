@@ -1,0 +1,534 @@
+//! The controller's catalogue in SQLite: sites, rooms, masters and the training calendar.
+//!
+//! One file, WAL mode, foreign keys on, versioned migrations (`PRAGMA user_version`), and every change
+//! that touches several rows inside one transaction: an import either lands whole or not at all.
+//! Times are Unix seconds; a site's windows are stored as text (`22:00-06:00,12:00-14:00`) and
+//! checked when written.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::windows::{Schedule, Window};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the database is schema version {found}, newer than this controller ({known}): upgrade nightcast")]
+    TooNew { found: i64, known: i64 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no site {0:?}: add it first with `nightcast site add`")]
+    NoSite(String),
+    #[error("no room {room:?} at site {site:?}: add it first with `nightcast room add`")]
+    NoRoom { site: String, room: String },
+    #[error("no master {name} {version}: import it first with `nightcast master import`")]
+    NoMaster { name: String, version: String },
+    #[error("master {name} {version} is needed by {sessions} upcoming session(s) (first: {first}); remove or move them first")]
+    MasterInUse {
+        name: String,
+        version: String,
+        sessions: u64,
+        first: String,
+    },
+    #[error("{file}:{line}: {what}")]
+    Calendar {
+        file: String,
+        line: usize,
+        what: String,
+    },
+}
+
+/// Each entry moves the schema from version i to i+1.
+const MIGRATIONS: &[&str] = &[
+    // 1: the catalogue and the calendar.
+    "CREATE TABLE sites (
+        name TEXT PRIMARY KEY,
+        tz TEXT NOT NULL,
+        windows TEXT NOT NULL,
+        cap_mbit INTEGER NOT NULL CHECK (cap_mbit > 0)
+     );
+     CREATE TABLE rooms (
+        site TEXT NOT NULL REFERENCES sites(name) ON DELETE RESTRICT,
+        name TEXT NOT NULL,
+        PRIMARY KEY (site, name)
+     );
+     CREATE TABLE seats (
+        site TEXT NOT NULL,
+        room TEXT NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (site, room, name),
+        FOREIGN KEY (site, room) REFERENCES rooms(site, name) ON DELETE RESTRICT
+     );
+     CREATE TABLE masters (
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        stored_bytes INTEGER NOT NULL,
+        manifest BLOB NOT NULL,
+        imported_at INTEGER NOT NULL,
+        PRIMARY KEY (name, version)
+     );
+     CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        site TEXT NOT NULL,
+        room TEXT NOT NULL,
+        master TEXT NOT NULL,
+        version TEXT NOT NULL,
+        start INTEGER NOT NULL,
+        end INTEGER NOT NULL CHECK (end > start),
+        FOREIGN KEY (site, room) REFERENCES rooms(site, name) ON DELETE RESTRICT,
+        FOREIGN KEY (master, version) REFERENCES masters(name, version) ON DELETE RESTRICT
+     );
+     CREATE INDEX sessions_by_site ON sessions(site, start);",
+];
+
+/// The catalogue database.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteRow {
+    pub name: String,
+    pub tz: String,
+    pub windows: String,
+    pub cap_mbit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id: i64,
+    pub site: String,
+    pub room: String,
+    pub master: String,
+    pub version: String,
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(DbError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(Db { conn })
+    }
+
+    pub fn add_site(
+        &self,
+        name: &str,
+        tz: &str,
+        windows: &str,
+        cap_mbit: u64,
+    ) -> Result<(), DbError> {
+        image_tools::SiteId::new(name).map_err(|e| DbError::Invalid(e.to_string()))?;
+        parse_schedule(tz, windows)?;
+        if cap_mbit == 0 {
+            return Err(DbError::Invalid(
+                "the WAN cap must be above 0 Mbit/s".into(),
+            ));
+        }
+        self.conn.execute(
+            "INSERT INTO sites (name, tz, windows, cap_mbit) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(name) DO UPDATE SET tz = ?2, windows = ?3, cap_mbit = ?4",
+            params![name, tz, windows, cap_mbit as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn sites(&self) -> Result<Vec<SiteRow>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, tz, windows, cap_mbit FROM sites ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SiteRow {
+                name: r.get(0)?,
+                tz: r.get(1)?,
+                windows: r.get(2)?,
+                cap_mbit: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn add_room(&self, site: &str, room: &str) -> Result<(), DbError> {
+        if !self.exists("SELECT 1 FROM sites WHERE name = ?1", params![site])? {
+            return Err(DbError::NoSite(site.to_owned()));
+        }
+        self.conn.execute(
+            "INSERT OR IGNORE INTO rooms (site, name) VALUES (?1, ?2)",
+            params![site, room],
+        )?;
+        Ok(())
+    }
+
+    /// Records a master version from its signed manifest bytes (verified by the caller).
+    pub fn add_master(
+        &self,
+        manifest: &image_tools::Manifest,
+        bytes: &[u8],
+        now: i64,
+    ) -> Result<(), DbError> {
+        let s = manifest.summary();
+        self.conn.execute(
+            "INSERT INTO masters (name, version, size, stored_bytes, manifest, imported_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                manifest.name.as_str(),
+                manifest.version.as_str(),
+                manifest.size as i64,
+                s.unique_stored_bytes as i64,
+                bytes,
+                now
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a master version, refused while a session from `now` on needs it.
+    pub fn remove_master(&mut self, name: &str, version: &str, now: i64) -> Result<(), DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (count, first): (u64, Option<String>) = tx.query_row(
+            "SELECT COUNT(*), MIN(site || '/' || room || ' at ' || start) FROM sessions
+             WHERE master = ?1 AND version = ?2 AND end > ?3",
+            params![name, version, now],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )?;
+        if count > 0 {
+            return Err(DbError::MasterInUse {
+                name: name.to_owned(),
+                version: version.to_owned(),
+                sessions: count,
+                first: first.unwrap_or_default(),
+            });
+        }
+        // Past sessions go with it; the foreign key keeps any other reference from dangling.
+        tx.execute(
+            "DELETE FROM sessions WHERE master = ?1 AND version = ?2",
+            params![name, version],
+        )?;
+        let n = tx.execute(
+            "DELETE FROM masters WHERE name = ?1 AND version = ?2",
+            params![name, version],
+        )?;
+        if n == 0 {
+            return Err(DbError::NoMaster {
+                name: name.to_owned(),
+                version: version.to_owned(),
+            });
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn sessions(&self, site: Option<&str>) -> Result<Vec<SessionRow>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, site, room, master, version, start, end FROM sessions
+             WHERE ?1 IS NULL OR site = ?1 ORDER BY site, start, room",
+        )?;
+        let rows = stmt.query_map(params![site], |r| {
+            Ok(SessionRow {
+                id: r.get(0)?,
+                site: r.get(1)?,
+                room: r.get(2)?,
+                master: r.get(3)?,
+                version: r.get(4)?,
+                start: r.get(5)?,
+                end: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Imports a calendar in CSV. Every row is checked first; one bad row imports nothing and the
+    /// error names its line. Header (in this order):
+    /// `site,room,master,version,start,end`, with `start` and `end` as `YYYY-MM-DD HH:MM` in the
+    /// site's own time zone.
+    pub fn import_csv(&mut self, file_name: &str, text: &str) -> Result<usize, DbError> {
+        let err = |line: usize, what: String| DbError::Calendar {
+            file: file_name.to_owned(),
+            line,
+            what,
+        };
+        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
+        let header = lines
+            .by_ref()
+            .find(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+            .ok_or_else(|| err(1, "empty calendar".into()))?;
+        let want = "site,room,master,version,start,end";
+        if header.1.replace(' ', "") != want {
+            return Err(err(header.0, format!("the header must be `{want}`")));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        for (line, row) in lines {
+            if row.is_empty() || row.starts_with('#') {
+                continue;
+            }
+            let f: Vec<&str> = row.split(',').map(str::trim).collect();
+            let [site, room, master, version, start, end] = f[..] else {
+                return Err(err(line, format!("expected 6 fields, found {}", f.len())));
+            };
+            let tz: Option<String> = tx
+                .query_row("SELECT tz FROM sites WHERE name = ?1", params![site], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let tz = tz.ok_or_else(|| err(line, format!("unknown site {site:?}")))?;
+            let exists = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<bool, DbError> {
+                Ok(tx.query_row(sql, p, |_| Ok(())).optional()?.is_some())
+            };
+            if !exists(
+                "SELECT 1 FROM rooms WHERE site = ?1 AND name = ?2",
+                &[&site, &room],
+            )? {
+                return Err(err(line, format!("unknown room {room:?} at site {site:?}")));
+            }
+            if !exists(
+                "SELECT 1 FROM masters WHERE name = ?1 AND version = ?2",
+                &[&master, &version],
+            )? {
+                return Err(err(line, format!("unknown master {master} {version}")));
+            }
+            let start = local_time(&tz, start).map_err(|w| err(line, w))?;
+            let end = local_time(&tz, end).map_err(|w| err(line, w))?;
+            if end <= start {
+                return Err(err(line, "the session ends before it starts".into()));
+            }
+            let clash: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM sessions WHERE site = ?1 AND room = ?2 AND start < ?4 AND end > ?3",
+                    params![site, room, start, end],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if clash.is_some() {
+                return Err(err(
+                    line,
+                    format!("room {room:?} already has a session at that time"),
+                ));
+            }
+            tx.execute(
+                "INSERT INTO sessions (site, room, master, version, start, end) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![site, room, master, version, start, end],
+            )?;
+            n += 1;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn exists(&self, sql: &str, p: impl rusqlite::Params) -> Result<bool, DbError> {
+        Ok(self
+            .conn
+            .query_row(sql, p, |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+}
+
+/// A site's schedule from its stored columns.
+pub fn parse_schedule(tz: &str, windows: &str) -> Result<Schedule, DbError> {
+    let windows = windows
+        .split(',')
+        .map(|w| w.parse::<Window>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| DbError::Invalid(e.to_string()))?;
+    if windows.is_empty() {
+        return Err(DbError::Invalid(
+            "a site needs at least one night window".into(),
+        ));
+    }
+    Schedule::new(tz, windows).map_err(|e| DbError::Invalid(e.to_string()))
+}
+
+/// `YYYY-MM-DD HH:MM` in time zone `tz`, as Unix seconds.
+fn local_time(tz: &str, text: &str) -> Result<i64, String> {
+    let dt: jiff::civil::DateTime = text
+        .replace(' ', "T")
+        .parse()
+        .map_err(|_| format!("{text:?} is not a date and time (YYYY-MM-DD HH:MM)"))?;
+    let zone = jiff::tz::TimeZone::get(tz).map_err(|_| format!("unknown time zone {tz:?}"))?;
+    zone.to_timestamp(dt)
+        .map(|t| t.as_second())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(name: &str, version: &str) -> (image_tools::Manifest, Vec<u8>) {
+        use image_tools::manifest::{ChunkRef, Entry};
+        let m = image_tools::Manifest {
+            name: name.parse().unwrap(),
+            version: version.parse().unwrap(),
+            size: 100,
+            params: image_tools::ChunkParams::DEFAULT,
+            entries: vec![Entry::Chunk(ChunkRef {
+                id: image_tools::ChunkId::of(name.as_bytes()),
+                len: 100,
+                stored_len: 50,
+            })],
+        };
+        let signed = m.clone().sign(&image_tools::SigningKey::from_seed([1; 32]));
+        (m, signed.bytes().to_vec())
+    }
+
+    fn sample(dir: &Path) -> Db {
+        let db = Db::open(&dir.join("catalogue.db")).unwrap();
+        db.add_site("lyon", "Europe/Paris", "22:00-06:00", 20)
+            .unwrap();
+        db.add_room("lyon", "salle-1").unwrap();
+        let (m, b) = manifest("win10", "1");
+        db.add_master(&m, &b, 0).unwrap();
+        db
+    }
+
+    const GOOD: &str = "site,room,master,version,start,end
+lyon,salle-1,win10,1,2026-12-01 08:30,2026-12-01 17:00
+# a comment
+lyon,salle-1,win10,1,2026-12-02 08:30,2026-12-02 17:00
+";
+
+    #[test]
+    fn imports_and_schedules_round_trip_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sample(dir.path());
+        assert_eq!(db.import_csv("term.csv", GOOD).unwrap(), 2);
+        drop(db);
+        let db = Db::open(&dir.path().join("catalogue.db")).unwrap();
+        let sessions = db.sessions(Some("lyon")).unwrap();
+        assert_eq!(sessions.len(), 2);
+        // 08:30 in Paris in December is 07:30 UTC.
+        let expect = jiff::Timestamp::from_second(sessions[0].start)
+            .unwrap()
+            .to_string();
+        assert_eq!(expect, "2026-12-01T07:30:00Z");
+        assert_eq!(db.sites().unwrap()[0].windows, "22:00-06:00");
+    }
+
+    #[test]
+    fn a_bad_row_imports_nothing_and_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sample(dir.path());
+        for (bad, line, what) in [
+            (
+                "lyon,salle-1,win10,1,2026-12-03 08:30,2026-12-03 07:00",
+                5,
+                "ends before",
+            ),
+            (
+                "lyon,salle-9,win10,1,2026-12-03 08:30,2026-12-03 17:00",
+                5,
+                "unknown room",
+            ),
+            (
+                "lyon,salle-1,win11,1,2026-12-03 08:30,2026-12-03 17:00",
+                5,
+                "unknown master",
+            ),
+            (
+                "paris,salle-1,win10,1,2026-12-03 08:30,2026-12-03 17:00",
+                5,
+                "unknown site",
+            ),
+            (
+                "lyon,salle-1,win10,1,3 dec 8h30,2026-12-03 17:00",
+                5,
+                "not a date",
+            ),
+            ("lyon,salle-1,win10", 5, "expected 6 fields"),
+            (
+                "lyon,salle-1,win10,1,2026-12-01 09:00,2026-12-01 10:00",
+                5,
+                "already has a session",
+            ),
+        ] {
+            let text = format!("{GOOD}{bad}\n");
+            let e = db.import_csv("term.csv", &text).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("term.csv:{line}:")) && e.contains(what),
+                "{bad}: {e}"
+            );
+            assert_eq!(
+                db.sessions(None).unwrap().len(),
+                0,
+                "half-imported after {bad}"
+            );
+        }
+        let e = db
+            .import_csv("x.csv", "room,master\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.csv:1: the header must be"), "{e}");
+    }
+
+    #[test]
+    fn a_master_in_use_cannot_be_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sample(dir.path());
+        db.import_csv("term.csv", GOOD).unwrap();
+        let now = local_time("Europe/Paris", "2026-11-23 12:00").unwrap();
+        let e = db.remove_master("win10", "1", now).unwrap_err().to_string();
+        assert!(
+            e.contains("needed by 2 upcoming session(s)") && e.contains("lyon/salle-1"),
+            "{e}"
+        );
+        // Once the term is over it can go, with its past sessions.
+        let later = local_time("Europe/Paris", "2027-01-01 00:00").unwrap();
+        db.remove_master("win10", "1", later).unwrap();
+        assert!(db.sessions(None).unwrap().is_empty());
+        assert!(matches!(
+            db.remove_master("win10", "1", later),
+            Err(DbError::NoMaster { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_sites_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("c.db")).unwrap();
+        assert!(db
+            .add_site("lyon", "Europe/Lyon", "22:00-06:00", 20)
+            .unwrap_err()
+            .to_string()
+            .contains("time zone"));
+        assert!(db
+            .add_site("lyon", "Europe/Paris", "22h-6h", 20)
+            .unwrap_err()
+            .to_string()
+            .contains("HH:MM"));
+        assert!(db
+            .add_site("../x", "Europe/Paris", "22:00-06:00", 20)
+            .is_err());
+        assert!(matches!(
+            db.add_room("nowhere", "r"),
+            Err(DbError::NoSite(_))
+        ));
+    }
+}
