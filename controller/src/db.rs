@@ -342,6 +342,64 @@ impl Db {
         Ok(n)
     }
 
+    /// The plan for every site from `now` on. `holds` lists, per site, the master versions its relay
+    /// reported complete (sites not in it hold nothing).
+    pub fn plan(
+        &self,
+        now: i64,
+        settings: &crate::plan::Settings,
+        holds: &std::collections::HashMap<String, Vec<crate::plan::MasterKey>>,
+    ) -> Result<Vec<(String, Vec<crate::plan::Row>)>, DbError> {
+        use crate::plan::{plan_site, Classes, Session, Site};
+        // Manifests were verified when imported; here they only give chunk lists and sizes.
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, version, manifest FROM masters")?;
+        let manifests = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(|(name, version, bytes)| {
+                image_tools::Manifest::decode_unverified(&bytes)
+                    .map(|u| u.manifest)
+                    .map_err(|e| {
+                        DbError::Invalid(format!(
+                            "stored manifest of {name} {version} is damaged: {e}"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let classes = Classes::from_manifests(&manifests.iter().collect::<Vec<_>>());
+        let mut by_site: std::collections::HashMap<String, Vec<Session>> = Default::default();
+        for s in self.sessions(None)?.into_iter().filter(|s| s.start >= now) {
+            by_site.entry(s.site.clone()).or_default().push(Session {
+                id: s.id.to_string(),
+                room: s.room,
+                master: (s.master, s.version),
+                start: s.start,
+            });
+        }
+        let mut out = Vec::new();
+        for row in self.sites()? {
+            let site = Site {
+                schedule: parse_schedule(&row.tz, &row.windows)?,
+                cap_bps: row.cap_mbit * 1_000_000,
+                holds: holds.get(&row.name).cloned().unwrap_or_default(),
+                name: row.name,
+            };
+            let sessions = by_site.remove(&site.name).unwrap_or_default();
+            let rows = plan_site(now, &site, &sessions, &classes, settings);
+            out.push((site.name, rows));
+        }
+        Ok(out)
+    }
+
     fn exists(&self, sql: &str, p: impl rusqlite::Params) -> Result<bool, DbError> {
         Ok(self
             .conn
@@ -507,6 +565,99 @@ lyon,salle-1,win10,1,2026-12-02 08:30,2026-12-02 17:00
             db.remove_master("win10", "1", later),
             Err(DbError::NoMaster { .. })
         ));
+    }
+
+    /// A manifest of `n` chunks of 256 KiB (stored as is), the first `shared` of them common to
+    /// every master made with the same `shared`.
+    fn big_manifest(name: &str, n: u32, shared: u32) -> (image_tools::Manifest, Vec<u8>) {
+        use image_tools::manifest::{ChunkRef, Entry};
+        let entries: Vec<Entry> = (0..n)
+            .map(|i| {
+                let seed = if i < shared {
+                    format!("common-{i}")
+                } else {
+                    format!("{name}-{i}")
+                };
+                Entry::Chunk(ChunkRef {
+                    id: image_tools::ChunkId::of(seed.as_bytes()),
+                    len: 256 << 10,
+                    stored_len: 256 << 10,
+                })
+            })
+            .collect();
+        let m = image_tools::Manifest {
+            name: name.parse().unwrap(),
+            version: "1".parse().unwrap(),
+            size: u64::from(n) * (256 << 10),
+            params: image_tools::ChunkParams::DEFAULT,
+            entries,
+        };
+        let signed = m.clone().sign(&image_tools::SigningKey::from_seed([1; 32]));
+        (m, signed.bytes().to_vec())
+    }
+
+    #[test]
+    fn the_plan_from_the_database_counts_shared_chunks_once_and_finds_the_late_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("catalogue.db")).unwrap();
+        // 1 Mbit/s: an 8-hour night moves 3.6 GB.
+        db.add_site("lyon", "Europe/Paris", "22:00-06:00", 1)
+            .unwrap();
+        db.add_room("lyon", "salle-1").unwrap();
+        // a and b: 10,000 chunks each, 8,000 shared (80 %).
+        for name in ["a", "b"] {
+            let (m, bytes) = big_manifest(name, 10_000, 8_000);
+            db.add_master(&m, &bytes, 0).unwrap();
+        }
+        db.import_csv(
+            "t.csv",
+            "site,room,master,version,start,end
+lyon,salle-1,a,1,2026-12-01 08:30,2026-12-01 17:00
+lyon,salle-1,b,1,2026-12-02 08:30,2026-12-02 17:00
+lyon,salle-1,a,1,2026-11-24 08:30,2026-11-24 17:00
+",
+        )
+        .unwrap();
+        let now = local_time("Europe/Paris", "2026-11-23 12:00").unwrap();
+        let plan = db
+            .plan(now, &crate::plan::Settings::default(), &Default::default())
+            .unwrap();
+        let rows = &plan[0].1;
+        let chunk = 256u64 << 10;
+        // Tomorrow's session needs all of a (2.62 GB): one night (3.6 GB) is enough.
+        assert_eq!(rows[0].new_bytes, 10_000 * chunk);
+        assert!(
+            matches!(rows[0].verdict, crate::plan::Verdict::OnTime { .. }),
+            "{:?}",
+            rows[0].verdict
+        );
+        // a again: nothing new. b: only its own 20 %.
+        assert_eq!(rows[1].new_bytes, 0);
+        assert_eq!(rows[2].new_bytes, 2_000 * chunk);
+
+        // With a site that already holds nothing and a master larger than the one night left:
+        let (m, bytes) = big_manifest("big", 20_000, 0); // 5.24 GB
+        db.add_master(&m, &bytes, 0).unwrap();
+        db.import_csv("u.csv", "site,room,master,version,start,end\nlyon,salle-1,big,1,2026-11-24 18:00,2026-11-24 19:00\n")
+            .unwrap();
+        let plan = db
+            .plan(now, &crate::plan::Settings::default(), &Default::default())
+            .unwrap();
+        let big = plan[0]
+            .1
+            .iter()
+            .find(|r| r.session.master.0 == "big")
+            .unwrap();
+        // Deadline 16:00 on the 24th: one night, 22:00-06:00 = 8 h x 125,000 B/s = 3.6 GB, already
+        // shared with a (needed first, 2.62 GB).
+        let capacity = 8 * 3600 * 125_000u64;
+        assert_eq!(big.cumulative, 10_000 * chunk + 20_000 * chunk);
+        assert_eq!(
+            big.verdict,
+            crate::plan::Verdict::Late {
+                shortfall: big.cumulative - capacity
+            }
+        );
     }
 
     #[test]
