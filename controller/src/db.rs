@@ -5,6 +5,7 @@
 //! Times are Unix seconds; a site's windows are stored as text (`22:00-06:00,12:00-14:00`) and
 //! checked when written.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -281,10 +282,7 @@ impl Db {
         if header.1.replace(' ', "") != want {
             return Err(err(header.0, format!("the header must be `{want}`")));
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut n = 0;
+        let mut rows = Vec::new();
         for (line, row) in lines {
             if row.is_empty() || row.starts_with('#') {
                 continue;
@@ -293,50 +291,103 @@ impl Db {
             let [site, room, master, version, start, end] = f[..] else {
                 return Err(err(line, format!("expected 6 fields, found {}", f.len())));
             };
+            let local = |t: &str| {
+                t.replace(' ', "T")
+                    .parse::<jiff::civil::DateTime>()
+                    .map(When::Local)
+                    .map_err(|_| {
+                        err(
+                            line,
+                            format!("{t:?} is not a date and time (YYYY-MM-DD HH:MM)"),
+                        )
+                    })
+            };
+            rows.push(CalendarRow {
+                line,
+                site: site.to_owned(),
+                room: room.to_owned(),
+                master: master.to_owned(),
+                version: version.to_owned(),
+                start: local(start)?,
+                end: local(end)?,
+            });
+        }
+        self.insert_sessions(file_name, rows)
+    }
+
+    /// Imports a calendar in iCalendar (`.ics`), all or nothing. Each `VEVENT` is one session:
+    /// `LOCATION` is `SITE/ROOM`; the master is the `X-NIGHTCAST-MASTER` property (`NAME VERSION`),
+    /// or else the `SUMMARY` when it is exactly `NAME VERSION`; `DTSTART`/`DTEND` with a `TZID`, in
+    /// UTC (`...Z`), or floating (then in the site's time zone). Errors name the line.
+    pub fn import_ics(&mut self, file_name: &str, text: &str) -> Result<usize, DbError> {
+        let rows = parse_ics(file_name, text)?;
+        self.insert_sessions(file_name, rows)
+    }
+
+    /// Checks every row against the catalogue and inserts them in one transaction.
+    fn insert_sessions(
+        &mut self,
+        file_name: &str,
+        rows: Vec<CalendarRow>,
+    ) -> Result<usize, DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = rows.len();
+        for r in rows {
+            let err = |what: String| DbError::Calendar {
+                file: file_name.to_owned(),
+                line: r.line,
+                what,
+            };
             let tz: Option<String> = tx
-                .query_row("SELECT tz FROM sites WHERE name = ?1", params![site], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT tz FROM sites WHERE name = ?1",
+                    params![r.site],
+                    |x| x.get(0),
+                )
                 .optional()?;
-            let tz = tz.ok_or_else(|| err(line, format!("unknown site {site:?}")))?;
+            let tz = tz.ok_or_else(|| err(format!("unknown site {:?}", r.site)))?;
             let exists = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<bool, DbError> {
                 Ok(tx.query_row(sql, p, |_| Ok(())).optional()?.is_some())
             };
             if !exists(
                 "SELECT 1 FROM rooms WHERE site = ?1 AND name = ?2",
-                &[&site, &room],
+                &[&r.site, &r.room],
             )? {
-                return Err(err(line, format!("unknown room {room:?} at site {site:?}")));
+                return Err(err(format!(
+                    "unknown room {:?} at site {:?}",
+                    r.room, r.site
+                )));
             }
             if !exists(
                 "SELECT 1 FROM masters WHERE name = ?1 AND version = ?2",
-                &[&master, &version],
+                &[&r.master, &r.version],
             )? {
-                return Err(err(line, format!("unknown master {master} {version}")));
+                return Err(err(format!("unknown master {} {}", r.master, r.version)));
             }
-            let start = local_time(&tz, start).map_err(|w| err(line, w))?;
-            let end = local_time(&tz, end).map_err(|w| err(line, w))?;
+            let start = r.start.resolve(&tz).map_err(&err)?;
+            let end = r.end.resolve(&tz).map_err(&err)?;
             if end <= start {
-                return Err(err(line, "the session ends before it starts".into()));
+                return Err(err("the session ends before it starts".into()));
             }
             let clash: Option<i64> = tx
                 .query_row(
                     "SELECT id FROM sessions WHERE site = ?1 AND room = ?2 AND start < ?4 AND end > ?3",
-                    params![site, room, start, end],
-                    |r| r.get(0),
+                    params![r.site, r.room, start, end],
+                    |x| x.get(0),
                 )
                 .optional()?;
             if clash.is_some() {
-                return Err(err(
-                    line,
-                    format!("room {room:?} already has a session at that time"),
-                ));
+                return Err(err(format!(
+                    "room {:?} already has a session at that time",
+                    r.room
+                )));
             }
             tx.execute(
                 "INSERT INTO sessions (site, room, master, version, start, end) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![site, room, master, version, start, end],
+                params![r.site, r.room, r.master, r.version, start, end],
             )?;
-            n += 1;
         }
         tx.commit()?;
         Ok(n)
@@ -409,6 +460,158 @@ impl Db {
     }
 }
 
+/// A session as read from a calendar file, before it is checked against the catalogue.
+#[derive(Debug, Clone, PartialEq)]
+struct CalendarRow {
+    line: usize,
+    site: String,
+    room: String,
+    master: String,
+    version: String,
+    start: When,
+    end: When,
+}
+
+/// A calendar time: on the site's wall clock, in a named zone, or absolute.
+#[derive(Debug, Clone, PartialEq)]
+enum When {
+    Local(jiff::civil::DateTime),
+    Zoned(jiff::civil::DateTime, String),
+    Unix(i64),
+}
+
+impl When {
+    fn resolve(&self, site_tz: &str) -> Result<i64, String> {
+        let (dt, tz) = match self {
+            When::Unix(t) => return Ok(*t),
+            When::Local(dt) => (dt, site_tz),
+            When::Zoned(dt, tz) => (dt, tz.as_str()),
+        };
+        let zone = jiff::tz::TimeZone::get(tz).map_err(|_| format!("unknown time zone {tz:?}"))?;
+        zone.to_timestamp(*dt)
+            .map(|t| t.as_second())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Parses the `VEVENT`s of an iCalendar file (RFC 5545 line folding, parameters, UTC and TZID times).
+fn parse_ics(file_name: &str, text: &str) -> Result<Vec<CalendarRow>, DbError> {
+    let err = |line: usize, what: String| DbError::Calendar {
+        file: file_name.to_owned(),
+        line,
+        what,
+    };
+    // Unfold: a line starting with a space or a tab continues the previous one.
+    let mut lines: Vec<(usize, String)> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        match (raw.strip_prefix([' ', '\t']), lines.last_mut()) {
+            (Some(rest), Some(last)) => last.1.push_str(rest),
+            _ => lines.push((i + 1, raw.to_owned())),
+        }
+    }
+    let mut rows = Vec::new();
+    let mut event: Option<(usize, Props)> = None;
+    for (line, content) in lines {
+        let Some((head, value)) = content.split_once(':') else {
+            if content.trim().is_empty() {
+                continue;
+            }
+            return Err(err(line, format!("{content:?} is not a NAME:VALUE line")));
+        };
+        let (name, params) = head.split_once(';').unwrap_or((head, ""));
+        let name = name.to_ascii_uppercase();
+        match (name.as_str(), value.trim()) {
+            ("BEGIN", "VEVENT") => event = Some((line, HashMap::new())),
+            ("END", "VEVENT") => {
+                let Some((begin, props)) = event.take() else {
+                    return Err(err(line, "END:VEVENT without BEGIN:VEVENT".into()));
+                };
+                rows.push(event_row(begin, &props).map_err(|(l, w)| err(l, w))?);
+            }
+            _ => {
+                if let Some((_, props)) = event.as_mut() {
+                    props.insert(name, (line, params.to_owned(), value.to_owned()));
+                }
+            }
+        }
+    }
+    if let Some((begin, _)) = event {
+        return Err(err(begin, "BEGIN:VEVENT is never closed".into()));
+    }
+    Ok(rows)
+}
+
+type Props = HashMap<String, (usize, String, String)>;
+
+fn event_row(begin: usize, props: &Props) -> Result<CalendarRow, (usize, String)> {
+    let get = |name: &str| {
+        props
+            .get(name)
+            .ok_or((begin, format!("the event has no {name}")))
+    };
+    let (loc_line, _, location) = get("LOCATION")?;
+    let (site, room) = location
+        .split_once('/')
+        .map(|(s, r)| (s.trim().to_owned(), r.trim().to_owned()))
+        .ok_or((
+            *loc_line,
+            format!("LOCATION {location:?} must be SITE/ROOM"),
+        ))?;
+    let (m_line, _, master) = props
+        .get("X-NIGHTCAST-MASTER")
+        .or_else(|| props.get("SUMMARY"))
+        .ok_or((
+            begin,
+            "the event has no X-NIGHTCAST-MASTER nor SUMMARY".to_owned(),
+        ))?;
+    let words: Vec<&str> = master.split_whitespace().collect();
+    let [name, version] = words[..] else {
+        return Err((
+            *m_line,
+            format!("{master:?} does not name a master as NAME VERSION"),
+        ));
+    };
+    let when = |prop: &str| -> Result<When, (usize, String)> {
+        let (line, params, value) = get(prop)?;
+        let bad = || {
+            (
+                *line,
+                format!("{prop} {value:?} is not a date-time (YYYYMMDDTHHMMSS[Z])"),
+            )
+        };
+        let value = value.trim();
+        let (digits, utc) = match value.strip_suffix('Z') {
+            Some(v) => (v, true),
+            None => (value, false),
+        };
+        let dt = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%S", digits).map_err(|_| bad())?;
+        let tzid = params
+            .split(';')
+            .find_map(|p| p.strip_prefix("TZID="))
+            .map(|t| t.trim_matches('"').to_owned());
+        Ok(match (utc, tzid) {
+            (true, _) => When::Unix(
+                jiff::tz::TimeZone::UTC
+                    .to_timestamp(dt)
+                    .map_err(|_| bad())?
+                    .as_second(),
+            ),
+            (false, Some(tz)) => When::Zoned(dt, tz),
+            (false, None) => When::Local(dt),
+        })
+    };
+    Ok(CalendarRow {
+        line: begin,
+        site,
+        room,
+        master: name.to_owned(),
+        version: version.to_owned(),
+        start: when("DTSTART")?,
+        end: when("DTEND")?,
+    })
+}
+
 /// A site's schedule from its stored columns.
 pub fn parse_schedule(tz: &str, windows: &str) -> Result<Schedule, DbError> {
     let windows = windows
@@ -425,6 +628,7 @@ pub fn parse_schedule(tz: &str, windows: &str) -> Result<Schedule, DbError> {
 }
 
 /// `YYYY-MM-DD HH:MM` in time zone `tz`, as Unix seconds.
+#[cfg(test)]
 fn local_time(tz: &str, text: &str) -> Result<i64, String> {
     let dt: jiff::civil::DateTime = text
         .replace(' ', "T")
@@ -544,6 +748,92 @@ lyon,salle-1,win10,1,2026-12-02 08:30,2026-12-02 17:00
             .unwrap_err()
             .to_string();
         assert!(e.contains("x.csv:1: the header must be"), "{e}");
+    }
+
+    const ICS: &str = "BEGIN:VCALENDAR\r
+VERSION:2.0\r
+BEGIN:VEVENT\r
+SUMMARY:Comptabilit\u{e9} niveau 1\r
+X-NIGHTCAST-MASTER:win10 1\r
+LOCATION:lyon/salle-1\r
+DTSTART;TZID=Europe/Paris:20261201T083000\r
+DTEND;TZID=Europe/Paris:20261201T170000\r
+END:VEVENT\r
+BEGIN:VEVENT\r
+SUMMARY:win10 1\r
+LOCATION:lyon/sa\r
+ lle-1\r
+DTSTART:20261202T073000Z\r
+DTEND:20261202T160000Z\r
+END:VEVENT\r
+BEGIN:VEVENT\r
+SUMMARY:win10 1\r
+LOCATION:lyon/salle-1\r
+DTSTART:20261203T083000\r
+DTEND:20261203T170000\r
+END:VEVENT\r
+END:VCALENDAR\r
+";
+
+    #[test]
+    fn an_ics_calendar_imports_with_zones_utc_floating_times_and_folded_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sample(dir.path());
+        assert_eq!(db.import_ics("term.ics", ICS).unwrap(), 3);
+        let s = db.sessions(None).unwrap();
+        let utc = |t: i64| jiff::Timestamp::from_second(t).unwrap().to_string();
+        // All three start at 08:30 in Paris (07:30 UTC in December).
+        assert_eq!(utc(s[0].start), "2026-12-01T07:30:00Z");
+        assert_eq!(utc(s[1].start), "2026-12-02T07:30:00Z");
+        assert_eq!(utc(s[2].start), "2026-12-03T07:30:00Z");
+        assert!(s.iter().all(|x| x.room == "salle-1" && x.master == "win10"));
+    }
+
+    #[test]
+    fn a_bad_ics_event_imports_nothing_and_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sample(dir.path());
+        for (from, to, line, what) in [
+            (
+                "LOCATION:lyon/salle-1\r\nDTSTART:20261203",
+                "LOCATION:salle-1\r\nDTSTART:20261203",
+                19,
+                "SITE/ROOM",
+            ),
+            (
+                "DTSTART:20261203T083000",
+                "DTSTART:3 dec",
+                20,
+                "not a date-time",
+            ),
+            (
+                "SUMMARY:win10 1\r\nLOCATION:lyon/salle-1\r\nDTSTART:20261203",
+                "SUMMARY:Excel niveau 2\r\nLOCATION:lyon/salle-1\r\nDTSTART:20261203",
+                18,
+                "NAME VERSION",
+            ),
+            (
+                "DTSTART:20261203T083000\r\nDTEND:20261203T170000",
+                "DTSTART:20261203T083000",
+                17,
+                "no DTEND",
+            ),
+            (
+                "TZID=Europe/Paris:20261201T083000",
+                "TZID=Europe/Lyon:20261201T083000",
+                3,
+                "unknown time zone",
+            ),
+        ] {
+            assert!(ICS.contains(from), "{from}");
+            let text = ICS.replacen(from, to, 1);
+            let e = db.import_ics("term.ics", &text).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("term.ics:{line}:")) && e.contains(what),
+                "{to}: {e}"
+            );
+            assert!(db.sessions(None).unwrap().is_empty());
+        }
     }
 
     #[test]
