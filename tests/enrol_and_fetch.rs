@@ -81,11 +81,28 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
     let again = run("nightcast-controller", &["init", "--data", cs]);
     assert!(!again.status.success(), "init replaced an existing CA");
 
-    // The DSI imports a master and schedules it for lyon.
+    // The DSI describes the site, imports a master and schedules it for lyon.
+    ok(
+        "nightcast-controller",
+        &[
+            "site-add",
+            "--data",
+            cs,
+            "lyon",
+            "--tz",
+            "Europe/Paris",
+            "--cap-mbit",
+            "20",
+        ],
+    );
+    ok(
+        "nightcast-controller",
+        &["room-add", "--data", cs, "lyon", "salle-1"],
+    );
     let image = dir.path().join("master.img");
     image_tools::testimage::write_sparse(&image, &image_tools::testimage::image_bytes(12 << 20, 4))
         .unwrap();
-    let manifest = c.join("manifests/demo-1.manifest");
+    let manifest = dir.path().join("demo-1.manifest");
     ok(
         "nightcast-image",
         &[
@@ -103,10 +120,26 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
             manifest.to_str().unwrap(),
         ],
     );
-    let schedule = c.join("schedule.txt");
-    let mut text = std::fs::read_to_string(&schedule).unwrap();
-    text.push_str("lyon demo 1\n");
-    std::fs::write(&schedule, text).unwrap();
+    ok(
+        "nightcast-controller",
+        &["master-add", "--data", cs, manifest.to_str().unwrap()],
+    );
+    let calendar = dir.path().join("term.csv");
+    std::fs::write(
+        &calendar,
+        "site,room,master,version,start,end\nlyon,salle-1,demo,1,2030-01-07 08:30,2030-01-07 17:00\n",
+    )
+    .unwrap();
+    let out = ok(
+        "nightcast-controller",
+        &["calendar-import", "--data", cs, calendar.to_str().unwrap()],
+    );
+    assert!(out.contains("1 sessions imported"), "{out}");
+    let plan = ok("nightcast-controller", &["plan", "--data", cs]);
+    assert!(
+        plan.contains("lyon") && plan.contains("demo 1") && plan.contains("on time"),
+        "{plan}"
+    );
 
     let token = ok(
         "nightcast-controller",

@@ -393,6 +393,23 @@ impl Db {
         Ok(n)
     }
 
+    /// Every master version with its signed manifest bytes.
+    pub fn manifests(&self) -> Result<Vec<(image_tools::wire::MasterRef, Vec<u8>)>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, version, manifest FROM masters ORDER BY name, version")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                image_tools::wire::MasterRef {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                },
+                r.get(2)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The plan for every site from `now` on. `holds` lists, per site, the master versions its relay
     /// reported complete (sites not in it hold nothing).
     pub fn plan(

@@ -1,7 +1,6 @@
-//! nightcast-controller, first stage: the trust anchor (CA, manifest-signing key, enrolment tokens)
-//! and the chunk-exchange server relays fetch from. The controller issue adds the catalogue
-//! database, the training calendar and the planner; until then, what each site may read comes from
-//! `schedule.txt` in the data directory.
+//! nightcast-controller: the trust anchor (CA, manifest-signing key, enrolment tokens), the
+//! catalogue and training calendar (SQLite), the planner, and the chunk-exchange server relays fetch
+//! from. What each site may read is what its upcoming sessions need.
 //!
 //! Data directory layout:
 //! ```text
@@ -9,8 +8,7 @@
 //! DATA/signing.key, .pub         the manifest-signing key (Ed25519)
 //! DATA/tls/                      the controller's own certificate and key
 //! DATA/store/                    the chunk store
-//! DATA/manifests/*.manifest      signed manifests (nightcast-image build -o DATA/manifests/...)
-//! DATA/schedule.txt              "SITE MASTER VERSION" per line: what each site may fetch
+//! DATA/catalogue.db             sites, rooms, masters (with their manifests), sessions (SQLite)
 //! DATA/tokens.json               outstanding enrolment tokens (hashes only)
 //! ```
 
@@ -19,7 +17,7 @@ pub mod plan;
 pub mod windows;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -46,11 +44,8 @@ impl DataDir {
     pub fn store(&self) -> PathBuf {
         self.0.join("store")
     }
-    pub fn manifests(&self) -> PathBuf {
-        self.0.join("manifests")
-    }
-    pub fn schedule(&self) -> PathBuf {
-        self.0.join("schedule.txt")
+    pub fn database(&self) -> PathBuf {
+        self.0.join("catalogue.db")
     }
     fn tokens(&self) -> PathBuf {
         self.0.join("tokens.json")
@@ -65,10 +60,6 @@ fn controller_identity() -> Result<Identity> {
     })
 }
 
-const SCHEDULE_HEADER: &str = "# What each site may fetch, one line each: SITE MASTER VERSION
-# (the controller's calendar replaces this file in a later release)
-";
-
 /// Creates the data directory: CA, signing key, the controller's certificate, an empty store.
 /// Refuses to touch a directory that already has a CA.
 pub fn init(data: &DataDir) -> Result<[u8; 16]> {
@@ -78,7 +69,7 @@ pub fn init(data: &DataDir) -> Result<[u8; 16]> {
             data.0.display()
         );
     }
-    for dir in [data.ca(), data.tls(), data.manifests()] {
+    for dir in [data.ca(), data.tls()] {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -87,9 +78,7 @@ pub fn init(data: &DataDir) -> Result<[u8; 16]> {
     SigningKey::generate()?.save(&data.signing_key())?;
     ca.issue(&controller_identity()?)?.save(&data.tls())?;
     LocalStore::open(&data.store())?;
-    if !data.schedule().exists() {
-        image_tools::durable::write_file(&data.schedule(), SCHEDULE_HEADER.as_bytes(), 0o644)?;
-    }
+    db::Db::open(&data.database())?;
     Ok(ca.fingerprint())
 }
 
@@ -105,56 +94,52 @@ pub fn issue_token(
     Ok(TokenBook::new(data.tokens()).issue(&ca, role, site, now_unix, ttl_secs)?)
 }
 
-/// Loads every manifest (each verified against our key) and the schedule.
-pub fn load_catalog(data: &DataDir, key: &PublicKey) -> Result<MemoryCatalog> {
+/// Registers a master version built into `DATA/store` (`nightcast-image build --store DATA/store
+/// --key DATA/signing.key ...`): its manifest must verify against our key and every chunk must be
+/// in the store.
+pub fn add_master(data: &DataDir, manifest_path: &Path, now_unix: i64) -> Result<MasterRef> {
+    let key = PublicKey::load(&image_tools::keys::public_path(&data.signing_key()))?;
+    let bytes = std::fs::read(manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let m = VerifiedManifest::open(bytes, &key)
+        .with_context(|| format!("refusing {}", manifest_path.display()))?;
+    let store = LocalStore::open(&data.store())?;
+    let report = image_tools::assemble::verify(&m, &store, 0, &|_, _| {});
+    if let Some(f) = report.faults.first() {
+        bail!(
+            "{} {}: {} chunks missing or corrupt in {} (first: {} at offset {}): build it into this store first",
+            m.name,
+            m.version,
+            report.faults.len(),
+            data.store().display(),
+            f.id,
+            f.offset
+        );
+    }
+    db::Db::open(&data.database())?.add_master(&m, m.bytes(), now_unix)?;
+    Ok(master_ref(&m))
+}
+
+/// What relays may read now: every master version an upcoming session of their site needs.
+pub fn load_catalog(data: &DataDir, now_unix: i64) -> Result<MemoryCatalog> {
+    let db = db::Db::open(&data.database())?;
     let catalog = MemoryCatalog::default();
-    let mut known = std::collections::HashSet::new();
-    let dir = data.manifests();
-    for entry in
-        std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
-    {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("manifest") {
-            continue;
-        }
-        let bytes = std::fs::read(&path)?;
-        let m = VerifiedManifest::open(bytes.clone(), key)
-            .with_context(|| format!("refusing {}", path.display()))?;
-        let master = master_ref(&m);
-        known.insert((master.name.clone(), master.version.clone()));
+    for (master, bytes) in db.manifests()? {
         catalog.add_manifest(master, bytes);
     }
-    let text = std::fs::read_to_string(data.schedule()).unwrap_or_default();
     let mut by_site: std::collections::BTreeMap<String, Vec<MasterRef>> = Default::default();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [site, name, version] = fields[..] else {
-            bail!(
-                "{}:{}: expected SITE MASTER VERSION",
-                data.schedule().display(),
-                n + 1
-            );
+    for s in db.sessions(None)?.into_iter().filter(|s| s.end > now_unix) {
+        let m = MasterRef {
+            name: s.master,
+            version: s.version,
         };
-        SiteId::new(site).with_context(|| format!("{}:{}", data.schedule().display(), n + 1))?;
-        if !known.contains(&(name.to_owned(), version.to_owned())) {
-            bail!(
-                "{}:{}: no manifest for {name} {version} in {}",
-                data.schedule().display(),
-                n + 1,
-                dir.display()
-            );
+        let list = by_site.entry(s.site).or_default();
+        if !list.contains(&m) {
+            list.push(m);
         }
-        by_site.entry(site.to_owned()).or_default().push(MasterRef {
-            name: name.to_owned(),
-            version: version.to_owned(),
-        });
     }
-    for (site, masters) in by_site {
-        catalog.schedule(&site, masters);
+    for site in db.sites()? {
+        catalog.schedule(&site.name, by_site.remove(&site.name).unwrap_or_default());
     }
     Ok(catalog)
 }
@@ -177,7 +162,25 @@ pub async fn serve(
     let key = PublicKey::load(&image_tools::keys::public_path(&data.signing_key()))?;
     let creds =
         Credentials::load(&data.tls()).context("no controller certificate: run init first")?;
-    let catalog = Arc::new(load_catalog(data, &key)?);
+    let catalog = Arc::new(load_catalog(data, now_unix() as i64)?);
+    // The calendar changes while we serve: reload it every minute.
+    {
+        let (catalog, data, stop) = (catalog.clone(), data.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                }
+                match load_catalog(&data, now_unix() as i64) {
+                    Ok(fresh) => catalog.replace_with(fresh),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reload the calendar; serving the previous one")
+                    }
+                }
+            }
+        });
+    }
     let store = Arc::new(LocalStore::open(&data.store())?);
     let me = controller_identity()?;
     let service = Arc::new(Service {

@@ -117,6 +117,13 @@ impl MemoryCatalog {
         }
     }
 
+    /// Replaces the whole catalogue at once (a reload).
+    pub fn replace_with(&self, fresh: MemoryCatalog) {
+        if let (Ok(mut c), Ok(f)) = (self.inner.write(), fresh.inner.into_inner()) {
+            *c = f;
+        }
+    }
+
     /// Replaces what `site` may read.
     pub fn schedule(&self, site: &str, masters: Vec<MasterRef>) {
         if let Ok(mut c) = self.inner.write() {
