@@ -1,11 +1,13 @@
-//! `nightcast`: the DSI's command. For now it has `demo`; the admin commands (sites, calendar, plan,
-//! fleet) arrive with the controller.
+//! `nightcast`: the DSI's command. `demo` runs on its own; every other command talks to the
+//! controller's admin API (`nightcast-controller serve --api`), with the admin token.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
+mod client;
 mod demo;
 
 /// nightcast distributes training-room masters (VM disk images) to mini-PC fleets: chunked,
@@ -14,6 +16,21 @@ mod demo;
 #[derive(Debug, Parser)]
 #[command(name = "nightcast", version)]
 struct Cli {
+    /// The controller's admin API.
+    #[arg(
+        long,
+        global = true,
+        env = "NIGHTCAST_API",
+        default_value = "http://127.0.0.1:8644"
+    )]
+    api: String,
+    /// File holding the admin token (the controller's DATA/admin.token). NIGHTCAST_TOKEN may hold
+    /// the token itself instead.
+    #[arg(long, global = true, env = "NIGHTCAST_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,6 +47,8 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         size_mib: u64,
     },
+    #[command(flatten)]
+    Admin(admin::Admin),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +56,9 @@ fn main() -> ExitCode {
     image_tools::cli::init_logging("warn");
     let result = match cli.command {
         Command::Demo { dir, size_mib } => demo::run(dir, size_mib),
+        Command::Admin(cmd) => admin::token(cli.token_file.as_deref())
+            .and_then(|token| client::Client::new(&cli.api, token))
+            .and_then(|client| admin::run(&client, cmd, cli.json)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -393,6 +393,22 @@ impl Db {
         Ok(n)
     }
 
+    /// Every master version: name, version, image size, stored bytes of its distinct chunks.
+    pub fn masters(&self) -> Result<Vec<(String, String, u64, u64)>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, version, size, stored_bytes FROM masters ORDER BY name, version",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every master version with its signed manifest bytes.
     pub fn manifests(&self) -> Result<Vec<(image_tools::wire::MasterRef, Vec<u8>)>, DbError> {
         let mut stmt = self

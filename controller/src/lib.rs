@@ -12,6 +12,7 @@
 //! DATA/tokens.json               outstanding enrolment tokens (hashes only)
 //! ```
 
+pub mod api;
 pub mod db;
 pub mod plan;
 pub mod windows;
@@ -79,6 +80,7 @@ pub fn init(data: &DataDir) -> Result<[u8; 16]> {
     ca.issue(&controller_identity()?)?.save(&data.tls())?;
     LocalStore::open(&data.store())?;
     db::Db::open(&data.database())?;
+    api::admin_token(data)?;
     Ok(ca.fingerprint())
 }
 
@@ -144,6 +146,38 @@ pub fn load_catalog(data: &DataDir, now_unix: i64) -> Result<MemoryCatalog> {
     Ok(catalog)
 }
 
+/// The plan as JSON, for the API and `--json` output.
+pub fn plan_json(plan: &[(String, Vec<plan::Row>)]) -> serde_json::Value {
+    use plan::Verdict;
+    let rows: Vec<serde_json::Value> = plan
+        .iter()
+        .flat_map(|(site, rows)| {
+            rows.iter().map(move |r| {
+                let (verdict, detail) = match &r.verdict {
+                    Verdict::OnTime { ready_at, night } => (
+                        "on_time",
+                        serde_json::json!({"ready_at": ready_at, "night": night.map(|d| d.to_string())}),
+                    ),
+                    Verdict::AtRisk { ready_at, slack_secs } => (
+                        "at_risk",
+                        serde_json::json!({"ready_at": ready_at, "slack_secs": slack_secs}),
+                    ),
+                    Verdict::Late { shortfall } => ("late", serde_json::json!({"shortfall_bytes": shortfall})),
+                    Verdict::Unknown => ("unknown_master", serde_json::json!({})),
+                };
+                serde_json::json!({
+                    "site": site, "session": r.session.id, "room": r.session.room,
+                    "master": r.session.master.0, "version": r.session.master.1,
+                    "start": r.session.start, "deadline": r.deadline,
+                    "new_bytes": r.new_bytes, "cumulative_bytes": r.cumulative,
+                    "verdict": verdict, "detail": detail,
+                })
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}
+
 fn master_ref(m: &Manifest) -> MasterRef {
     MasterRef {
         name: m.name.to_string(),
@@ -155,8 +189,9 @@ fn master_ref(m: &Manifest) -> MasterRef {
 pub async fn serve(
     data: &DataDir,
     listen: SocketAddr,
+    api: Option<SocketAddr>,
     now_unix: fn() -> u64,
-    on_listening: impl FnOnce(SocketAddr),
+    on_listening: impl FnOnce(SocketAddr, Option<SocketAddr>),
     shutdown: CancellationToken,
 ) -> Result<()> {
     let key = PublicKey::load(&image_tools::keys::public_path(&data.signing_key()))?;
@@ -202,7 +237,30 @@ pub async fn serve(
         on_report: Box::new(|peer, status| tracing::info!(%peer, ?status, "report")),
     });
     let endpoint = exchange::server_endpoint(listen, creds.server_config()?)?;
-    on_listening(endpoint.local_addr()?);
+    let stop_api = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let api_thread = match api {
+        Some(addr) => {
+            let server = tiny_http::Server::http(addr)
+                .map_err(|e| anyhow::anyhow!("admin API on {addr}: {e}"))?;
+            let bound = server.server_addr().to_ip().context("admin API address")?;
+            on_listening(endpoint.local_addr()?, Some(bound));
+            let state = Arc::new(api::Api {
+                data: data.clone(),
+                token: api::admin_token(data)?,
+                now_unix,
+            });
+            let stop = stop_api.clone();
+            Some(std::thread::spawn(move || api::serve(server, state, stop)))
+        }
+        None => {
+            on_listening(endpoint.local_addr()?, None);
+            None
+        }
+    };
     exchange::serve(endpoint, service, shutdown).await;
+    stop_api.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = api_thread {
+        let _ = t.join();
+    }
     Ok(())
 }

@@ -98,9 +98,12 @@ enum Command {
     Serve {
         #[arg(long)]
         data: PathBuf,
-        /// Address to listen on (UDP, QUIC).
+        /// Address to listen on for relays (UDP, QUIC).
         #[arg(long, default_value = "0.0.0.0:4433")]
         listen: SocketAddr,
+        /// Address of the admin API (HTTP) used by the `nightcast` command; keep it on localhost.
+        #[arg(long, default_value = "127.0.0.1:8644")]
+        api: SocketAddr,
     },
 }
 
@@ -133,7 +136,7 @@ fn main() -> ExitCode {
             let role = if role == "relay" { Role::Relay } else { Role::Agent };
             controller::issue_token(&DataDir(data), role, site, now_unix(), ttl_hours * 3600).map(|t| println!("{t}"))
         }
-        Command::Serve { data, listen } => serve(DataDir(data), listen),
+        Command::Serve { data, listen, api } => serve(DataDir(data), listen, api),
         Command::SiteAdd {
             data,
             name,
@@ -225,20 +228,10 @@ fn plan(data: &std::path::Path, json: bool) -> anyhow::Result<()> {
         Verdict::Unknown => "unknown master".to_owned(),
     };
     if json {
-        let out: Vec<_> = plan
-            .iter()
-            .flat_map(|(site, rows)| {
-                rows.iter().map(move |r| {
-                    serde_json::json!({
-                        "site": site, "room": r.session.room, "master": r.session.master.0,
-                        "version": r.session.master.1, "start": r.session.start, "deadline": r.deadline,
-                        "new_bytes": r.new_bytes, "cumulative_bytes": r.cumulative,
-                        "verdict": format!("{:?}", r.verdict),
-                    })
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&controller::plan_json(&plan))?
+        );
         return Ok(());
     }
     for (site, rows) in &plan {
@@ -260,7 +253,7 @@ fn plan(data: &std::path::Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(data: DataDir, listen: SocketAddr) -> anyhow::Result<()> {
+fn serve(data: DataDir, listen: SocketAddr, api: SocketAddr) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
@@ -277,9 +270,13 @@ fn serve(data: DataDir, listen: SocketAddr) -> anyhow::Result<()> {
         controller::serve(
             &data,
             listen,
+            Some(api),
             now_unix,
-            |addr| {
+            |addr, api| {
                 println!("listening on {addr}");
+                if let Some(api) = api {
+                    println!("admin API on http://{api}");
+                }
                 let _ = std::io::stdout().flush();
             },
             shutdown,

@@ -1,0 +1,280 @@
+//! The admin API: HTTP with JSON bodies, on localhost by default, every request carrying
+//! `Authorization: Bearer <token>` (the token is `DATA/admin.token`, mode 0600). The `nightcast` CLI
+//! is its client. Synchronous on purpose: catalogue calls are short SQLite transactions, master
+//! imports run for minutes on their own thread.
+//!
+//! Routes (all under `/v1`): `GET|POST sites`, `POST rooms`, `GET|POST masters`,
+//! `DELETE masters/NAME/VERSION`, `POST calendar`, `GET sessions`, `GET plan`, `POST tokens`.
+//! Errors are `{"error": "..."}` with 400 (bad input), 401 (token), 404, 409 (conflict), 413, 500.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::db::{Db, DbError};
+use crate::DataDir;
+
+/// Bodies above this are refused (a term's calendar is far smaller).
+const MAX_BODY: u64 = 16 << 20;
+
+/// The admin API's state.
+#[derive(Debug)]
+pub struct Api {
+    pub data: DataDir,
+    pub token: String,
+    pub now_unix: fn() -> u64,
+}
+
+/// The admin token of a data directory, created (32 random bytes, hex, mode 0600) if missing.
+pub fn admin_token(data: &DataDir) -> anyhow::Result<String> {
+    let path = data.0.join("admin.token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_owned());
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let token = image_tools::ids::hex(&secret);
+    image_tools::durable::write_file(&path, format!("{token}\n").as_bytes(), 0o600)?;
+    Ok(token)
+}
+
+/// Serves until `stop` is set (checked every 200 ms); one thread per request.
+pub fn serve(server: tiny_http::Server, api: Arc<Api>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        match server.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(request)) => {
+                let api = api.clone();
+                std::thread::spawn(move || handle(&api, request));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "admin API stopped");
+                break;
+            }
+        }
+    }
+}
+
+/// An answer: status and JSON body.
+type Reply = (u16, Value);
+
+fn error(status: u16, message: impl std::fmt::Display) -> Reply {
+    (status, json!({ "error": message.to_string() }))
+}
+
+fn handle(api: &Api, mut request: tiny_http::Request) {
+    let method = request.method().as_str().to_owned();
+    let url = request.url().to_owned();
+    let authorized = request.headers().iter().any(|h| {
+        h.field.equiv("Authorization")
+            && constant_time_eq(
+                h.value.as_str().as_bytes(),
+                format!("Bearer {}", api.token).as_bytes(),
+            )
+    });
+    let (status, body) = if !authorized {
+        error(
+            401,
+            "missing or wrong admin token: use the one in the controller's DATA/admin.token",
+        )
+    } else {
+        let mut raw = Vec::new();
+        let read = request.as_reader().take(MAX_BODY + 1).read_to_end(&mut raw);
+        match read {
+            Err(e) => error(400, format!("cannot read the request: {e}")),
+            Ok(_) if raw.len() as u64 > MAX_BODY => error(413, "request body too large"),
+            Ok(_) => {
+                let body: Value = if raw.is_empty() {
+                    Value::Null
+                } else {
+                    match serde_json::from_slice(&raw) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            respond(request, error(400, format!("the body is not JSON: {e}")));
+                            return;
+                        }
+                    }
+                };
+                route(api, &method, &url, &body)
+            }
+        }
+    };
+    tracing::info!(%method, %url, status, "admin request");
+    respond(request, (status, body));
+}
+
+fn respond(request: tiny_http::Request, (status, body): Reply) {
+    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]);
+    let mut response = tiny_http::Response::from_string(body.to_string()).with_status_code(status);
+    if let Ok(h) = header {
+        response.add_header(h);
+    }
+    let _ = request.respond(response);
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn str_field<'a>(body: &'a Value, key: &str) -> Result<&'a str, Reply> {
+    body.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| error(400, format!("missing string field {key:?}")))
+}
+
+fn db_error(e: DbError) -> Reply {
+    let status = match &e {
+        DbError::NoSite(_) | DbError::NoRoom { .. } | DbError::NoMaster { .. } => 404,
+        DbError::MasterInUse { .. } => 409,
+        DbError::Invalid(_) | DbError::Calendar { .. } => 400,
+        DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            409
+        }
+        _ => 500,
+    };
+    error(status, e)
+}
+
+fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
+    let path: Vec<&str> = url
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .trim_matches('/')
+        .split('/')
+        .collect();
+    let now = (api.now_unix)() as i64;
+    let db = || Db::open(&api.data.database()).map_err(db_error);
+    let result: Result<Value, Reply> = (|| match (method, path.as_slice()) {
+        ("GET", ["v1", "sites"]) => {
+            let sites = db()?.sites().map_err(db_error)?;
+            Ok(json!(sites
+                .iter()
+                .map(|s| json!({"name": s.name, "tz": s.tz, "windows": s.windows, "cap_mbit": s.cap_mbit}))
+                .collect::<Vec<_>>()))
+        }
+        ("POST", ["v1", "sites"]) => {
+            let cap = body
+                .get("cap_mbit")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| error(400, "missing number field \"cap_mbit\""))?;
+            let windows = body
+                .get("windows")
+                .and_then(Value::as_str)
+                .unwrap_or("22:00-06:00");
+            db()?
+                .add_site(
+                    str_field(body, "name")?,
+                    str_field(body, "tz")?,
+                    windows,
+                    cap,
+                )
+                .map_err(db_error)?;
+            Ok(json!({"ok": true}))
+        }
+        ("POST", ["v1", "rooms"]) => {
+            db()?
+                .add_room(str_field(body, "site")?, str_field(body, "room")?)
+                .map_err(db_error)?;
+            Ok(json!({"ok": true}))
+        }
+        ("GET", ["v1", "masters"]) => Ok(json!(db()?
+            .masters()
+            .map_err(db_error)?
+            .iter()
+            .map(|m| json!({"name": m.0, "version": m.1, "size": m.2, "stored_bytes": m.3}))
+            .collect::<Vec<_>>())),
+        ("POST", ["v1", "masters"]) => import_master(api, body, now),
+        ("DELETE", ["v1", "masters", name, version]) => {
+            db()?.remove_master(name, version, now).map_err(db_error)?;
+            Ok(json!({"ok": true}))
+        }
+        ("POST", ["v1", "calendar"]) => {
+            let name = str_field(body, "file_name")?;
+            let text = str_field(body, "text")?;
+            let mut db = db()?;
+            let n = if name.to_ascii_lowercase().ends_with(".ics") {
+                db.import_ics(name, text)
+            } else {
+                db.import_csv(name, text)
+            }
+            .map_err(db_error)?;
+            Ok(json!({"imported": n}))
+        }
+        ("GET", ["v1", "sessions"]) => Ok(json!(db()?
+            .sessions(None)
+            .map_err(db_error)?
+            .iter()
+            .map(
+                |s| json!({"id": s.id, "site": s.site, "room": s.room, "master": s.master,
+                            "version": s.version, "start": s.start, "end": s.end})
+            )
+            .collect::<Vec<_>>())),
+        ("GET", ["v1", "plan"]) => {
+            let plan = db()?
+                .plan(now, &crate::plan::Settings::default(), &Default::default())
+                .map_err(db_error)?;
+            Ok(crate::plan_json(&plan))
+        }
+        ("POST", ["v1", "tokens"]) => {
+            let role = match str_field(body, "role")? {
+                "relay" => image_tools::wire::Role::Relay,
+                "agent" => image_tools::wire::Role::Agent,
+                other => {
+                    return Err(error(
+                        400,
+                        format!("role {other:?} is neither relay nor agent"),
+                    ))
+                }
+            };
+            let site =
+                image_tools::SiteId::new(str_field(body, "site")?).map_err(|e| error(400, e))?;
+            let hours = body.get("ttl_hours").and_then(Value::as_u64).unwrap_or(24);
+            let token = crate::issue_token(&api.data, role, site, now as u64, hours * 3600)
+                .map_err(|e| error(500, e))?;
+            Ok(json!({"token": token.to_string()}))
+        }
+        _ => Err(error(404, format!("no route {method} {url}"))),
+    })();
+    match result {
+        Ok(v) => (200, v),
+        Err(reply) => reply,
+    }
+}
+
+/// Imports an image on the controller's disk into the store and registers it: chunks are durable
+/// before the catalogue names the master, so a crash at any point leaves a consistent catalogue.
+fn import_master(api: &Api, body: &Value, now: i64) -> Result<Value, Reply> {
+    let image = PathBuf::from(str_field(body, "image")?);
+    let name = str_field(body, "name")?
+        .parse()
+        .map_err(|e| error(400, e))?;
+    let version = str_field(body, "version")?
+        .parse()
+        .map_err(|e| error(400, e))?;
+    let key = image_tools::SigningKey::load(&api.data.signing_key()).map_err(|e| error(500, e))?;
+    let store = image_tools::LocalStore::open(&api.data.store()).map_err(|e| error(500, e))?;
+    let opts = image_tools::import::ImportOptions {
+        name,
+        version,
+        params: image_tools::ChunkParams::DEFAULT,
+        threads: 0,
+    };
+    let report = image_tools::import::import_file(&image, &store, &key, &opts, &|_, _| {})
+        .map_err(|e| error(400, format!("{e:#}")))?;
+    Db::open(&api.data.database())
+        .and_then(|db| db.add_master(&report.manifest, report.manifest.bytes(), now))
+        .map_err(db_error)?;
+    let s = report.manifest.summary();
+    Ok(json!({
+        "name": opts.name.as_str(), "version": opts.version.as_str(), "size": report.bytes_read,
+        "new_chunks": report.new_chunks, "new_stored_bytes": report.new_stored_bytes,
+        "chunks": s.chunks, "hole_bytes": s.hole_bytes,
+    }))
+}

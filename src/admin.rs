@@ -1,0 +1,309 @@
+//! The admin commands: each is one call to the controller's admin API, printed for a person (or as
+//! JSON with `--json`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::client::Client;
+
+#[derive(Debug, Subcommand)]
+pub enum Admin {
+    /// Sites: a building with its own VLAN, relay, time zone, night windows and WAN cap.
+    #[command(subcommand)]
+    Site(Site),
+    /// Rooms of a site.
+    #[command(subcommand)]
+    Room(Room),
+    /// Masters: import a disk image as a new version, list, remove.
+    #[command(subcommand)]
+    Master(Master),
+    /// The training calendar.
+    #[command(subcommand)]
+    Calendar(Calendar),
+    /// Sessions in the calendar.
+    #[command(subcommand)]
+    Session(Session),
+    /// Will every room have its master in time? Per site and session: bytes to fetch, verdict.
+    Plan,
+    /// Print a one-time token that enrols one relay (or agent) of a site.
+    Enroll {
+        #[arg(long, value_parser = ["relay", "agent"], default_value = "relay")]
+        role: String,
+        #[arg(long)]
+        site: String,
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Site {
+    /// Add a site, or change its time zone, windows or cap.
+    Add {
+        name: String,
+        /// IANA time zone, e.g. Europe/Paris.
+        #[arg(long)]
+        tz: String,
+        /// Night windows in local time, e.g. 22:00-06:00 or 20:00-07:00,12:00-14:00.
+        #[arg(long, default_value = "22:00-06:00")]
+        windows: String,
+        /// WAN bandwidth the relay may use in its windows, in Mbit/s.
+        #[arg(long)]
+        cap_mbit: u64,
+    },
+    /// List the sites.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Room {
+    /// Add a training room to a site.
+    Add { site: String, room: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Master {
+    /// Import a disk image (raw, qcow2, VMDK, VHDX, VDI) that is on the controller's disk.
+    Import {
+        image: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+    },
+    /// List the master versions.
+    List,
+    /// Remove a master version (refused while an upcoming session needs it).
+    Rm { name: String, version: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Calendar {
+    /// Import sessions from CSV (header site,room,master,version,start,end) or iCalendar (.ics).
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Session {
+    /// List the sessions.
+    List,
+}
+
+/// The admin token: from `--token-file`, else from NIGHTCAST_TOKEN.
+pub fn token(file: Option<&Path>) -> Result<String> {
+    if let Some(file) = file {
+        return Ok(std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the admin token {}", file.display()))?
+            .trim()
+            .to_owned());
+    }
+    match std::env::var("NIGHTCAST_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_owned()),
+        _ => bail!(
+            "no admin token: pass --token-file CONTROLLER_DATA/admin.token (or set NIGHTCAST_TOKEN)"
+        ),
+    }
+}
+
+/// How a reply is shown to a person.
+type Render = Box<dyn Fn(&Value) -> String>;
+
+pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
+    let (value, human): (Value, Render) = match cmd {
+        Admin::Site(Site::Add {
+            name,
+            tz,
+            windows,
+            cap_mbit,
+        }) => {
+            let body = json!({"name": name, "tz": tz, "windows": windows, "cap_mbit": cap_mbit});
+            let v = client.call("POST", "/v1/sites", Some(&body))?;
+            (v, Box::new(move |_| format!("site {name} saved")))
+        }
+        Admin::Site(Site::List) => (
+            client.call("GET", "/v1/sites", None)?,
+            Box::new(|v| {
+                table(
+                    v,
+                    &["SITE", "TIME ZONE", "WINDOWS", "WAN Mbit"],
+                    &["name", "tz", "windows", "cap_mbit"],
+                )
+            }),
+        ),
+        Admin::Room(Room::Add { site, room }) => {
+            let v = client.call(
+                "POST",
+                "/v1/rooms",
+                Some(&json!({"site": site, "room": room})),
+            )?;
+            (v, Box::new(move |_| format!("room {room} added to {site}")))
+        }
+        Admin::Master(Master::Import {
+            image,
+            name,
+            version,
+        }) => {
+            let image = std::fs::canonicalize(&image).unwrap_or(image);
+            let body = json!({"image": image, "name": name, "version": version});
+            (
+                client.call("POST", "/v1/masters", Some(&body))?,
+                Box::new(|v| {
+                    format!(
+                        "{} {} imported: {} chunks, {} new in the store ({})",
+                        v["name"].as_str().unwrap_or(""),
+                        v["version"].as_str().unwrap_or(""),
+                        v["chunks"],
+                        v["new_chunks"],
+                        image_tools::cli::human(v["new_stored_bytes"].as_u64().unwrap_or(0))
+                    )
+                }),
+            )
+        }
+        Admin::Master(Master::List) => (
+            client.call("GET", "/v1/masters", None)?,
+            Box::new(|v| {
+                table(
+                    v,
+                    &["MASTER", "VERSION", "SIZE", "STORED"],
+                    &["name", "version", "size", "stored_bytes"],
+                )
+            }),
+        ),
+        Admin::Master(Master::Rm { name, version }) => {
+            let v = client.call("DELETE", &format!("/v1/masters/{name}/{version}"), None)?;
+            (v, Box::new(move |_| format!("{name} {version} removed")))
+        }
+        Admin::Calendar(Calendar::Import { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let body = json!({"file_name": file.display().to_string(), "text": text});
+            (
+                client.call("POST", "/v1/calendar", Some(&body))?,
+                Box::new(|v| format!("{} sessions imported", v["imported"])),
+            )
+        }
+        Admin::Session(Session::List) => (
+            client.call("GET", "/v1/sessions", None)?,
+            Box::new(|v| {
+                table(
+                    v,
+                    &["ID", "SITE", "ROOM", "MASTER", "VERSION", "START (UTC)"],
+                    &["id", "site", "room", "master", "version", "start"],
+                )
+            }),
+        ),
+        Admin::Plan => (client.call("GET", "/v1/plan", None)?, Box::new(plan_table)),
+        Admin::Enroll {
+            role,
+            site,
+            ttl_hours,
+        } => {
+            let body = json!({"role": role, "site": site, "ttl_hours": ttl_hours});
+            (
+                client.call("POST", "/v1/tokens", Some(&body))?,
+                Box::new(|v| v["token"].as_str().unwrap_or("").to_owned()),
+            )
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("{}", human(&value));
+    }
+    Ok(())
+}
+
+/// A text table of `keys` from an array of objects; byte counts and times made readable.
+fn table(v: &Value, headers: &[&str], keys: &[&str]) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|row| keys.iter().map(|k| cell(k, &row[*k])).collect())
+                .collect()
+        })
+        .unwrap_or_default();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([headers[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = vec![line(headers.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.into_iter().map(line));
+    out.join("\n")
+}
+
+fn cell(key: &str, v: &Value) -> String {
+    match (key, v) {
+        ("size" | "stored_bytes", Value::Number(n)) => {
+            image_tools::cli::human(n.as_u64().unwrap_or(0))
+        }
+        ("start", Value::Number(n)) => jiff::Timestamp::from_second(n.as_i64().unwrap_or(0))
+            .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default(),
+        (_, Value::String(s)) => s.clone(),
+        (_, other) => other.to_string(),
+    }
+}
+
+fn plan_table(v: &Value) -> String {
+    let mut out = Vec::new();
+    let mut site = "";
+    for row in v.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let this = row["site"].as_str().unwrap_or("");
+        if this != site {
+            out.push(this.to_owned());
+            site = this;
+        }
+        let detail = &row["detail"];
+        let verdict = match row["verdict"].as_str().unwrap_or("") {
+            "on_time" => match detail["night"].as_str() {
+                Some(n) => format!("on time (night of {n})"),
+                None => "on time (already there)".to_owned(),
+            },
+            "at_risk" => format!(
+                "AT RISK: {} min to spare",
+                detail["slack_secs"].as_i64().unwrap_or(0) / 60
+            ),
+            "late" => format!(
+                "LATE: {} short; import it earlier or push it with an override",
+                image_tools::cli::human(detail["shortfall_bytes"].as_u64().unwrap_or(0))
+            ),
+            other => other.to_owned(),
+        };
+        out.push(format!(
+            "  {}  {:<12} {:<24} {:>11} to fetch  {}",
+            cell("start", &row["start"]),
+            row["room"].as_str().unwrap_or(""),
+            format!(
+                "{} {}",
+                row["master"].as_str().unwrap_or(""),
+                row["version"].as_str().unwrap_or("")
+            ),
+            image_tools::cli::human(row["new_bytes"].as_u64().unwrap_or(0)),
+            verdict
+        ));
+    }
+    if out.is_empty() {
+        "no upcoming sessions".to_owned()
+    } else {
+        out.join("\n")
+    }
+}

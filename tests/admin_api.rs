@@ -1,0 +1,275 @@
+//! The DSI's `nightcast` command against a real controller's admin API: token, sites, masters,
+//! calendar, plan, refusals; and a controller killed with -9 in the middle of an import.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use util::workspace_bin;
+
+struct Controller {
+    child: Child,
+    api: String,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path) -> Controller {
+    let mut child = Command::new(workspace_bin("nightcast-controller"))
+        .args([
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _quic = lines.next().unwrap().unwrap();
+    let api = lines.next().unwrap().unwrap();
+    let api = api.strip_prefix("admin API on ").expect(&api).to_owned();
+    Controller { child, api }
+}
+
+fn nightcast(c: &Controller, data: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+        .args([
+            "--api",
+            &c.api,
+            "--token-file",
+            data.join("admin.token").to_str().unwrap(),
+        ])
+        .args(args)
+        .env_remove("NIGHTCAST_TOKEN")
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "panicked: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ok(c: &Controller, data: &Path, args: &[&str]) -> String {
+    let out = nightcast(c, data, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn err(c: &Controller, data: &Path, args: &[&str]) -> String {
+    let out = nightcast(c, data, args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("controller");
+    let init = Command::new(workspace_bin("nightcast-controller"))
+        .args(["init", "--data", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let c = start(&data);
+
+    // Without the right token, nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+        .args(["--api", &c.api, "site", "list"])
+        .env("NIGHTCAST_TOKEN", "guess")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wrong admin token"),
+        "{out:?}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+        .args(["--api", &c.api, "site", "list"])
+        .env_remove("NIGHTCAST_TOKEN")
+        .env_remove("NIGHTCAST_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no admin token"),
+        "{out:?}"
+    );
+
+    ok(
+        &c,
+        &data,
+        &[
+            "site",
+            "add",
+            "lyon",
+            "--tz",
+            "Europe/Paris",
+            "--cap-mbit",
+            "20",
+        ],
+    );
+    assert!(err(
+        &c,
+        &data,
+        &[
+            "site",
+            "add",
+            "x",
+            "--tz",
+            "Europe/Lyon",
+            "--cap-mbit",
+            "20"
+        ]
+    )
+    .contains("time zone"));
+    assert!(ok(&c, &data, &["site", "list"]).contains("Europe/Paris"));
+    ok(&c, &data, &["room", "add", "lyon", "salle-1"]);
+
+    let image = dir.path().join("win10.img");
+    image_tools::testimage::write_sparse(&image, &image_tools::testimage::image_bytes(8 << 20, 2))
+        .unwrap();
+    let out = ok(
+        &c,
+        &data,
+        &[
+            "master",
+            "import",
+            image.to_str().unwrap(),
+            "--name",
+            "win10",
+            "--version",
+            "1",
+        ],
+    );
+    assert!(out.contains("win10 1 imported"), "{out}");
+    assert!(ok(&c, &data, &["master", "list"]).contains("win10"));
+
+    // A calendar with a bad row imports nothing and names the line.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "site,room,master,version,start,end\nlyon,salle-1,win10,1,2030-01-07 08:30,2030-01-07 17:00\nlyon,salle-2,win10,1,2030-01-08 08:30,2030-01-08 17:00\n",
+    )
+    .unwrap();
+    let e = err(&c, &data, &["calendar", "import", bad.to_str().unwrap()]);
+    assert!(e.contains("bad.csv:3") && e.contains("unknown room"), "{e}");
+    assert_eq!(ok(&c, &data, &["--json", "session", "list"]).trim(), "[]");
+    let good = dir.path().join("term.csv");
+    std::fs::write(&good, "site,room,master,version,start,end\nlyon,salle-1,win10,1,2030-01-07 08:30,2030-01-07 17:00\n").unwrap();
+    assert!(
+        ok(&c, &data, &["calendar", "import", good.to_str().unwrap()])
+            .contains("1 sessions imported")
+    );
+
+    let plan = ok(&c, &data, &["plan"]);
+    assert!(
+        plan.contains("lyon") && plan.contains("win10 1") && plan.contains("on time"),
+        "{plan}"
+    );
+    let e = err(&c, &data, &["master", "rm", "win10", "1"]);
+    assert!(e.contains("needed by 1 upcoming session"), "{e}");
+    let token = ok(&c, &data, &["enroll", "--site", "lyon"]);
+    assert!(token.trim().starts_with("nc1-"), "{token}");
+}
+
+#[test]
+fn a_controller_killed_mid_import_restarts_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("controller");
+    assert!(Command::new(workspace_bin("nightcast-controller"))
+        .args(["init", "--data", data.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+    let mut c = start(&data);
+    // Incompressible, so the import is slow enough to be interrupted.
+    let image = dir.path().join("big.img");
+    let mut bytes = vec![0u8; 160 << 20];
+    image_tools::testimage::Rng::new(5).fill(&mut bytes);
+    std::fs::write(&image, &bytes).unwrap();
+    let mut import = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+        .args([
+            "--api",
+            &c.api,
+            "--token-file",
+            data.join("admin.token").to_str().unwrap(),
+        ])
+        .args([
+            "master",
+            "import",
+            image.to_str().unwrap(),
+            "--name",
+            "big",
+            "--version",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp = data.join("store/tmp");
+    let mut killed_mid_way = false;
+    for _ in 0..4000 {
+        if std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) > 20 {
+            c.child.kill().unwrap(); // SIGKILL
+            c.child.wait().unwrap();
+            killed_mid_way = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        killed_mid_way,
+        "the import finished before it could be killed"
+    );
+    let _ = import.wait();
+
+    // Restarted: the catalogue does not know the half-imported master, the store has no bad chunk,
+    // and the import can simply be run again.
+    let c = start(&data);
+    assert!(!ok(&c, &data, &["master", "list"]).contains("big"));
+    let scrub = Command::new(workspace_bin("nightcast-image"))
+        .args(["scrub", "--store", data.join("store").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        scrub.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scrub.stderr)
+    );
+    let out = ok(
+        &c,
+        &data,
+        &[
+            "master",
+            "import",
+            image.to_str().unwrap(),
+            "--name",
+            "big",
+            "--version",
+            "1",
+        ],
+    );
+    assert!(out.contains("big 1 imported"), "{out}");
+    assert!(ok(&c, &data, &["master", "list"]).contains("big"));
+}
