@@ -122,8 +122,10 @@ impl LocalStore {
         let marker = root.join(MARKER);
         if !marker.exists() {
             // Empty, or holding only what another process creating this store makes.
+            // (Another process may even have finished: its marker appears after our check.)
             let ours = |name: &str| {
-                ["chunks", "tmp", "lock"].contains(&name) || name.starts_with(durable::TEMP_PREFIX)
+                ["chunks", "tmp", "lock", MARKER].contains(&name)
+                    || name.starts_with(durable::TEMP_PREFIX)
             };
             let fresh = match fs::read_dir(root) {
                 Ok(entries) => entries
@@ -559,6 +561,19 @@ mod tests {
         fs::write(foreign.path().join("thesis.odt"), b"x").unwrap();
         let err = LocalStore::open(foreign.path()).unwrap_err().to_string();
         assert!(err.contains("not a nightcast store"), "{err}");
+    }
+
+    #[test]
+    fn many_openers_of_a_new_store_all_succeed() {
+        for _ in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("store");
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    s.spawn(|| LocalStore::open(&root).unwrap());
+                }
+            });
+        }
     }
 
     #[test]
