@@ -17,6 +17,9 @@ pub enum Admin {
     /// Rooms of a site.
     #[command(subcommand)]
     Room(Room),
+    /// Seats of a room (one NUC each).
+    #[command(subcommand)]
+    Seat(Seat),
     /// Masters: import a disk image as a new version, list, remove.
     #[command(subcommand)]
     Master(Master),
@@ -65,6 +68,16 @@ pub enum Room {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum Seat {
+    /// Add a seat to a room.
+    Add {
+        site: String,
+        room: String,
+        seat: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Master {
     /// Import a disk image (raw, qcow2, VMDK, VHDX, VDI) that is on the controller's disk.
     Import {
@@ -90,6 +103,23 @@ pub enum Calendar {
 pub enum Session {
     /// List the sessions.
     List,
+    /// Add one session; times are YYYY-MM-DD HH:MM in the site's time zone.
+    Add {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        room: String,
+        #[arg(long)]
+        master: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: String,
+    },
+    /// Remove a session by its id (see `session list`).
+    Rm { id: i64 },
 }
 
 /// The admin token: from `--token-file`, else from NIGHTCAST_TOKEN.
@@ -195,6 +225,36 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 )
             }),
         ),
+        Admin::Session(Session::Add {
+            site,
+            room,
+            master,
+            version,
+            start,
+            end,
+        }) => {
+            let body = json!({"site": site, "room": room, "master": master, "version": version,
+                              "start": start, "end": end});
+            let v = client.call("POST", "/v1/sessions", Some(&body))?;
+            (
+                v,
+                Box::new(move |_| {
+                    format!("session added: {site}/{room} {master} {version} from {start}")
+                }),
+            )
+        }
+        Admin::Session(Session::Rm { id }) => {
+            let v = client.call("DELETE", &format!("/v1/sessions/{id}"), None)?;
+            (v, Box::new(move |_| format!("session {id} removed")))
+        }
+        Admin::Seat(Seat::Add { site, room, seat }) => {
+            let body = json!({"site": site, "room": room, "seat": seat});
+            let v = client.call("POST", "/v1/seats", Some(&body))?;
+            (
+                v,
+                Box::new(move |_| format!("seat {seat} added to {site}/{room}")),
+            )
+        }
         Admin::Plan => (client.call("GET", "/v1/plan", None)?, Box::new(plan_table)),
         Admin::Enroll {
             role,

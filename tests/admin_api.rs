@@ -181,6 +181,47 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
             .contains("1 sessions imported")
     );
 
+    // One more session by hand; a clash is refused; then it is removed again.
+    let add = [
+        "session",
+        "add",
+        "--site",
+        "lyon",
+        "--room",
+        "salle-1",
+        "--master",
+        "win10",
+        "--version",
+        "1",
+    ];
+    ok(
+        &c,
+        &data,
+        &[
+            &add[..],
+            &["--start", "2030-01-08 08:30", "--end", "2030-01-08 17:00"],
+        ]
+        .concat(),
+    );
+    let e = err(
+        &c,
+        &data,
+        &[
+            &add[..],
+            &["--start", "2030-01-08 12:00", "--end", "2030-01-08 13:00"],
+        ]
+        .concat(),
+    );
+    assert!(e.contains("already has a session"), "{e}");
+    let sessions: serde_json::Value =
+        serde_json::from_str(&ok(&c, &data, &["--json", "session", "list"])).unwrap();
+    assert_eq!(sessions.as_array().unwrap().len(), 2);
+    let id = sessions[1]["id"].to_string();
+    ok(&c, &data, &["session", "rm", &id]);
+    assert!(err(&c, &data, &["session", "rm", &id]).contains("no session"));
+    ok(&c, &data, &["seat", "add", "lyon", "salle-1", "poste-01"]);
+    assert!(err(&c, &data, &["seat", "add", "lyon", "salle-9", "poste-01"]).contains("no room"));
+
     let plan = ok(&c, &data, &["plan"]);
     assert!(
         plan.contains("lyon") && plan.contains("win10 1") && plan.contains("on time"),

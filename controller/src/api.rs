@@ -3,8 +3,9 @@
 //! is its client. Synchronous on purpose: catalogue calls are short SQLite transactions, master
 //! imports run for minutes on their own thread.
 //!
-//! Routes (all under `/v1`): `GET|POST sites`, `POST rooms`, `GET|POST masters`,
-//! `DELETE masters/NAME/VERSION`, `POST calendar`, `GET sessions`, `GET plan`, `POST tokens`.
+//! Routes (all under `/v1`): `GET|POST sites`, `POST rooms`, `POST seats`, `GET|POST masters`,
+//! `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`, `DELETE sessions/ID`,
+//! `GET plan`, `POST tokens`.
 //! Errors are `{"error": "..."}` with 400 (bad input), 401 (token), 404, 409 (conflict), 413, 500.
 
 use std::io::Read;
@@ -27,6 +28,7 @@ pub struct Api {
     pub data: DataDir,
     pub token: String,
     pub now_unix: fn() -> u64,
+    pub settings: crate::plan::Settings,
 }
 
 /// The admin token of a data directory, created (32 random bytes, hex, mode 0600) if missing.
@@ -216,9 +218,38 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
                             "version": s.version, "start": s.start, "end": s.end})
             )
             .collect::<Vec<_>>())),
+        ("POST", ["v1", "sessions"]) => {
+            db()?
+                .add_session(
+                    str_field(body, "site")?,
+                    str_field(body, "room")?,
+                    (str_field(body, "master")?, str_field(body, "version")?),
+                    str_field(body, "start")?,
+                    str_field(body, "end")?,
+                )
+                .map_err(db_error)?;
+            Ok(json!({"ok": true}))
+        }
+        ("DELETE", ["v1", "sessions", id]) => {
+            let id: i64 = id
+                .parse()
+                .map_err(|_| error(400, format!("{id:?} is not a session id")))?;
+            db()?.remove_session(id).map_err(|e| error(404, e))?;
+            Ok(json!({"ok": true}))
+        }
+        ("POST", ["v1", "seats"]) => {
+            db()?
+                .add_seat(
+                    str_field(body, "site")?,
+                    str_field(body, "room")?,
+                    str_field(body, "seat")?,
+                )
+                .map_err(db_error)?;
+            Ok(json!({"ok": true}))
+        }
         ("GET", ["v1", "plan"]) => {
             let plan = db()?
-                .plan(now, &crate::plan::Settings::default(), &Default::default())
+                .plan(now, &api.settings, &Default::default())
                 .map_err(db_error)?;
             Ok(crate::plan_json(&plan))
         }

@@ -324,6 +324,60 @@ impl Db {
         self.insert_sessions(file_name, rows)
     }
 
+    /// Adds one session; `start` and `end` are `YYYY-MM-DD HH:MM` in the site's time zone. Checked
+    /// as a calendar row is.
+    pub fn add_session(
+        &mut self,
+        site: &str,
+        room: &str,
+        master: (&str, &str),
+        start: &str,
+        end: &str,
+    ) -> Result<(), DbError> {
+        let csv = format!(
+            "site,room,master,version,start,end\n{site},{room},{},{},{start},{end}\n",
+            master.0, master.1
+        );
+        if [site, room, master.0, master.1, start, end]
+            .iter()
+            .any(|f| f.contains(',') || f.contains('\n'))
+        {
+            return Err(DbError::Invalid(
+                "fields may not contain commas or line breaks".into(),
+            ));
+        }
+        self.import_csv("session", &csv).map(|_| ())
+    }
+
+    pub fn remove_session(&self, id: i64) -> Result<(), DbError> {
+        match self
+            .conn
+            .execute("DELETE FROM sessions WHERE id = ?1", params![id])?
+        {
+            0 => Err(DbError::Invalid(format!(
+                "no session {id}: see `nightcast session list`"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn add_seat(&self, site: &str, room: &str, seat: &str) -> Result<(), DbError> {
+        if !self.exists(
+            "SELECT 1 FROM rooms WHERE site = ?1 AND name = ?2",
+            params![site, room],
+        )? {
+            return Err(DbError::NoRoom {
+                site: site.to_owned(),
+                room: room.to_owned(),
+            });
+        }
+        self.conn.execute(
+            "INSERT OR IGNORE INTO seats (site, room, name) VALUES (?1, ?2, ?3)",
+            params![site, room, seat],
+        )?;
+        Ok(())
+    }
+
     /// Checks every row against the catalogue and inserts them in one transaction.
     fn insert_sessions(
         &mut self,

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod api;
+pub mod config;
 pub mod db;
 pub mod plan;
 pub mod windows;
@@ -190,6 +191,7 @@ pub async fn serve(
     data: &DataDir,
     listen: SocketAddr,
     api: Option<SocketAddr>,
+    settings: plan::Settings,
     now_unix: fn() -> u64,
     on_listening: impl FnOnce(SocketAddr, Option<SocketAddr>),
     shutdown: CancellationToken,
@@ -248,6 +250,7 @@ pub async fn serve(
                 data: data.clone(),
                 token: api::admin_token(data)?,
                 now_unix,
+                settings,
             });
             let stop = stop_api.clone();
             Some(std::thread::spawn(move || api::serve(server, state, stop)))

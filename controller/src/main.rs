@@ -94,16 +94,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve relays: enrolment, and the manifests and chunks their sites' upcoming sessions need.
+    /// Serve relays: enrolment, and the manifests and chunks their sites' upcoming sessions need;
+    /// and the admin API the `nightcast` command uses.
     Serve {
+        /// A TOML configuration (see controller/controller.example.toml); flags override it.
         #[arg(long)]
-        data: PathBuf,
-        /// Address to listen on for relays (UDP, QUIC).
-        #[arg(long, default_value = "0.0.0.0:4433")]
-        listen: SocketAddr,
-        /// Address of the admin API (HTTP) used by the `nightcast` command; keep it on localhost.
-        #[arg(long, default_value = "127.0.0.1:8644")]
-        api: SocketAddr,
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Address to listen on for relays (UDP, QUIC). Default 0.0.0.0:4433.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Address of the admin API (HTTP); keep it on localhost. Default 127.0.0.1:8644.
+        #[arg(long)]
+        api: Option<SocketAddr>,
     },
 }
 
@@ -136,7 +140,20 @@ fn main() -> ExitCode {
             let role = if role == "relay" { Role::Relay } else { Role::Agent };
             controller::issue_token(&DataDir(data), role, site, now_unix(), ttl_hours * 3600).map(|t| println!("{t}"))
         }
-        Command::Serve { data, listen, api } => serve(DataDir(data), listen, api),
+        Command::Serve {
+            config,
+            data,
+            listen,
+            api,
+        } => config
+            .map_or_else(|| Ok(controller::config::Config::default()), |p| controller::config::Config::load(&p))
+            .and_then(|mut cfg| {
+                cfg.data = data.unwrap_or(cfg.data);
+                cfg.listen = listen.unwrap_or(cfg.listen);
+                cfg.api = api.unwrap_or(cfg.api);
+                cfg.validate()?;
+                serve(cfg)
+            }),
         Command::SiteAdd {
             data,
             name,
@@ -253,7 +270,8 @@ fn plan(data: &std::path::Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(data: DataDir, listen: SocketAddr, api: SocketAddr) -> anyhow::Result<()> {
+fn serve(cfg: controller::config::Config) -> anyhow::Result<()> {
+    let data = DataDir(cfg.data.clone());
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
@@ -269,8 +287,9 @@ fn serve(data: DataDir, listen: SocketAddr, api: SocketAddr) -> anyhow::Result<(
         });
         controller::serve(
             &data,
-            listen,
-            Some(api),
+            cfg.listen,
+            Some(cfg.api),
+            cfg.planner.settings(),
             now_unix,
             |addr, api| {
                 println!("listening on {addr}");

@@ -1,0 +1,126 @@
+//! `nightcast-controller serve --config FILE`: TOML, every key optional with the default documented
+//! in `controller/controller.example.toml`. Parsed first, then checked as a whole; an error names
+//! the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::plan::Settings;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The data directory made by `nightcast-controller init`.
+    pub data: PathBuf,
+    /// Where relays connect (UDP, QUIC).
+    pub listen: SocketAddr,
+    /// The admin API (HTTP); keep it on localhost.
+    pub api: SocketAddr,
+    pub planner: Planner,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Planner {
+    /// How long before a session its site's relay must hold the master (LAN staging).
+    pub staging_margin_minutes: u32,
+    /// Less window time to spare than this and a session is "at risk".
+    pub risk_slack_minutes: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data: PathBuf::from("/var/lib/nightcast/controller"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            api: SocketAddr::from(([127, 0, 0, 1], 8644)),
+            planner: Planner::default(),
+        }
+    }
+}
+
+impl Default for Planner {
+    fn default() -> Planner {
+        Planner {
+            staging_margin_minutes: 120,
+            risk_slack_minutes: 120,
+        }
+    }
+}
+
+impl Planner {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            staging_margin_secs: i64::from(self.staging_margin_minutes) * 60,
+            risk_slack_secs: i64::from(self.risk_slack_minutes) * 60,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that need several keys at once.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.listen.port() != 0
+            && self.listen.port() == self.api.port()
+            && self.listen.ip() == self.api.ip()
+        {
+            anyhow::bail!(
+                "`listen` and `api` are the same address {}: give them different ports",
+                self.api
+            );
+        }
+        if !self.api.ip().is_loopback() {
+            tracing::warn!(api = %self.api, "the admin API listens beyond localhost: protect its token");
+        }
+        if self.planner.staging_margin_minutes > 7 * 24 * 60 {
+            anyhow::bail!("`planner.staging_margin_minutes` is over a week: is it in minutes?");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_the_defaults_and_parses() {
+        let example = include_str!("../controller.example.toml");
+        let parsed = Config::parse(example).unwrap();
+        let defaults = Config::default();
+        assert_eq!(parsed.listen, defaults.listen);
+        assert_eq!(parsed.api, defaults.api);
+        assert_eq!(parsed.planner, defaults.planner);
+        assert_eq!(Config::parse("").unwrap(), defaults);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("listen = \"0.0.0.0\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = Config::parse("[planner]\nrisk_slack = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("risk_slack"), "{e}");
+        let e = Config::parse("listen = \"127.0.0.1:9000\"\napi = \"127.0.0.1:9000\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("different ports"), "{e}");
+    }
+}
