@@ -31,6 +31,8 @@ pub enum Admin {
     Session(Session),
     /// Will every room have its master in time? Per site and session: bytes to fetch, verdict.
     Plan,
+    /// Enrolled relays and NUCs: when they were last heard from and what they hold.
+    Fleet,
     /// Print a one-time token that enrols one relay (or agent) of a site.
     Enroll {
         #[arg(long, value_parser = ["relay", "agent"], default_value = "relay")]
@@ -256,6 +258,16 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             )
         }
         Admin::Plan => (client.call("GET", "/v1/plan", None)?, Box::new(plan_table)),
+        Admin::Fleet => (
+            client.call("GET", "/v1/fleet", None)?,
+            Box::new(|v| {
+                table(
+                    v,
+                    &["SITE", "NODE", "ROLE", "LAST SEEN (UTC)", "HOLDS"],
+                    &["site", "node", "role", "last_seen", "holding"],
+                )
+            }),
+        ),
         Admin::Enroll {
             role,
             site,
@@ -315,9 +327,12 @@ fn cell(key: &str, v: &Value) -> String {
         ("size" | "stored_bytes", Value::Number(n)) => {
             image_tools::cli::human(n.as_u64().unwrap_or(0))
         }
-        ("start", Value::Number(n)) => jiff::Timestamp::from_second(n.as_i64().unwrap_or(0))
-            .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
-            .unwrap_or_default(),
+        ("last_seen", Value::Null) => "never".to_owned(),
+        ("start" | "last_seen", Value::Number(n)) => {
+            jiff::Timestamp::from_second(n.as_i64().unwrap_or(0))
+                .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default()
+        }
         (_, Value::String(s)) => s.clone(),
         (_, other) => other.to_string(),
     }

@@ -46,29 +46,29 @@ impl Drop for Server {
     }
 }
 
-fn start_controller(data: &Path) -> (Server, String) {
+fn start_controller(data: &Path) -> (Server, String, String) {
     let mut child = Command::new(workspace_bin("nightcast-controller"))
-        .args([
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--data", data.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut quic, mut api) = (String::new(), String::new());
+    out.read_line(&mut quic).unwrap();
+    out.read_line(&mut api).unwrap();
+    let addr = quic
         .trim()
         .strip_prefix("listening on ")
-        .expect(&line)
+        .expect(&quic)
         .to_owned();
-    (Server(child), addr)
+    let api = api
+        .trim()
+        .strip_prefix("admin API on ")
+        .expect(&api)
+        .to_owned();
+    (Server(child), addr, api)
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
     );
     let token = token.trim();
     assert!(token.starts_with("nc1-"), "{token}");
-    let (mut server, addr) = start_controller(&c);
+    let (mut server, addr, api) = start_controller(&c);
 
     let out = ok(
         "nightcast-relay",
@@ -233,6 +233,32 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
         ],
     );
     assert!(std::fs::read(&image).unwrap() == std::fs::read(&out_img).unwrap());
+    // The relay reported what it holds: the DSI sees it, and the plan counts on it.
+    let nightcast = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+            .args([
+                "--api",
+                &api,
+                "--token-file",
+                c.join("admin.token").to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let fleet = nightcast(&["fleet"]);
+    assert!(
+        fleet.contains("relay-1") && fleet.contains("demo 1") && !fleet.contains("never"),
+        "{fleet}"
+    );
+    let plan = nightcast(&["plan"]);
+    assert!(plan.contains("already there"), "{plan}");
     // A second fetch moves nothing.
     let out = ok(
         "nightcast-relay",

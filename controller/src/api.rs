@@ -5,7 +5,7 @@
 //!
 //! Routes (all under `/v1`): `GET|POST sites`, `POST rooms`, `POST seats`, `GET|POST masters`,
 //! `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`, `DELETE sessions/ID`,
-//! `GET plan`, `POST tokens`.
+//! `GET plan`, `GET fleet`, `POST tokens`.
 //! Errors are `{"error": "..."}` with 400 (bad input), 401 (token), 404, 409 (conflict), 413, 500.
 
 use std::io::Read;
@@ -153,7 +153,8 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
         .collect();
     let now = (api.now_unix)() as i64;
     let db = || Db::open(&api.data.database()).map_err(db_error);
-    let result: Result<Value, Reply> = (|| match (method, path.as_slice()) {
+    let result: Result<Value, Reply> = (|| {
+        match (method, path.as_slice()) {
         ("GET", ["v1", "sites"]) => {
             let sites = db()?.sites().map_err(db_error)?;
             Ok(json!(sites
@@ -249,10 +250,17 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
         }
         ("GET", ["v1", "plan"]) => {
             let plan = db()?
-                .plan(now, &api.settings, &Default::default())
+                .plan(now, &api.settings, &db()?.holds_by_site().map_err(db_error)?)
                 .map_err(db_error)?;
             Ok(crate::plan_json(&plan))
         }
+        ("GET", ["v1", "fleet"]) => Ok(json!(db()?
+            .fleet()
+            .map_err(db_error)?
+            .iter()
+            .map(|n| json!({"site": n.site, "node": n.node, "role": n.role, "enrolled_at": n.enrolled_at,
+                            "last_seen": n.last_seen, "holding": n.holding}))
+            .collect::<Vec<_>>())),
         ("POST", ["v1", "tokens"]) => {
             let role = match str_field(body, "role")? {
                 "relay" => image_tools::wire::Role::Relay,
@@ -272,6 +280,7 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
             Ok(json!({"token": token.to_string()}))
         }
         _ => Err(error(404, format!("no route {method} {url}"))),
+    }
     })();
     match result {
         Ok(v) => (200, v),

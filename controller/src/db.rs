@@ -83,6 +83,23 @@ const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (master, version) REFERENCES masters(name, version) ON DELETE RESTRICT
      );
      CREATE INDEX sessions_by_site ON sessions(site, start);",
+    // 2: enrolled nodes, their last report, and what each relay holds.
+    "CREATE TABLE nodes (
+        site TEXT NOT NULL,
+        node TEXT NOT NULL,
+        role TEXT NOT NULL,
+        enrolled_at INTEGER NOT NULL,
+        last_seen INTEGER,
+        PRIMARY KEY (site, node)
+     );
+     CREATE TABLE holdings (
+        site TEXT NOT NULL,
+        node TEXT NOT NULL,
+        master TEXT NOT NULL,
+        version TEXT NOT NULL,
+        PRIMARY KEY (site, node, master, version),
+        FOREIGN KEY (site, node) REFERENCES nodes(site, node) ON DELETE CASCADE
+     );",
 ];
 
 /// The catalogue database.
@@ -97,6 +114,17 @@ pub struct SiteRow {
     pub tz: String,
     pub windows: String,
     pub cap_mbit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetRow {
+    pub site: String,
+    pub node: String,
+    pub role: String,
+    pub enrolled_at: i64,
+    pub last_seen: Option<i64>,
+    /// "master version, ..." of what it reported holding.
+    pub holding: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,6 +404,87 @@ impl Db {
             params![site, room, seat],
         )?;
         Ok(())
+    }
+
+    /// Records a node the controller just enrolled.
+    pub fn record_enrolment(
+        &self,
+        site: &str,
+        node: &str,
+        role: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
+        self.conn.execute(
+            "INSERT INTO nodes (site, node, role, enrolled_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(site, node) DO UPDATE SET role = ?3, enrolled_at = ?4",
+            params![site, node, role, now],
+        )?;
+        Ok(())
+    }
+
+    /// Records a node's report: it was seen now and holds exactly `holding` (complete versions).
+    pub fn record_report(
+        &mut self,
+        site: &str,
+        node: &str,
+        role: &str,
+        holding: &[(String, String)],
+        now: i64,
+    ) -> Result<(), DbError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO nodes (site, node, role, enrolled_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT(site, node) DO UPDATE SET last_seen = ?4",
+            params![site, node, role, now],
+        )?;
+        tx.execute(
+            "DELETE FROM holdings WHERE site = ?1 AND node = ?2",
+            params![site, node],
+        )?;
+        for (master, version) in holding {
+            tx.execute(
+                "INSERT OR IGNORE INTO holdings (site, node, master, version) VALUES (?1, ?2, ?3, ?4)",
+                params![site, node, master, version],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What the relays of each site reported holding, for the planner.
+    pub fn holds_by_site(&self) -> Result<HashMap<String, Vec<crate::plan::MasterKey>>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT h.site, h.master, h.version FROM holdings h
+             JOIN nodes n ON n.site = h.site AND n.node = h.node WHERE n.role = 'relay'",
+        )?;
+        let mut out: HashMap<String, Vec<crate::plan::MasterKey>> = HashMap::new();
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+        for row in rows {
+            let (site, master, version) = row?;
+            out.entry(site).or_default().push((master, version));
+        }
+        Ok(out)
+    }
+
+    /// Every enrolled node: site, node, role, enrolled at, last seen, what it holds.
+    pub fn fleet(&self) -> Result<Vec<FleetRow>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT n.site, n.node, n.role, n.enrolled_at, n.last_seen,
+                    COALESCE(GROUP_CONCAT(h.master || ' ' || h.version, ', '), '')
+             FROM nodes n LEFT JOIN holdings h ON h.site = n.site AND h.node = n.node
+             GROUP BY n.site, n.node ORDER BY n.site, n.role DESC, n.node",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(FleetRow {
+                site: r.get(0)?,
+                node: r.get(1)?,
+                role: r.get(2)?,
+                enrolled_at: r.get(3)?,
+                last_seen: r.get(4)?,
+                holding: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Checks every row against the catalogue and inserts them in one transaction.

@@ -235,8 +235,46 @@ pub async fn serve(
             tokens: TokenBook::new(data.tokens()),
             signing_key: key,
             now_unix: Box::new(now_unix),
+            on_enrolled: {
+                let data = data.clone();
+                Box::new(move |id| {
+                    let recorded = db::Db::open(&data.database()).and_then(|db| {
+                        db.record_enrolment(
+                            id.site.as_str(),
+                            id.node.as_str(),
+                            &id.role.to_string(),
+                            now_unix() as i64,
+                        )
+                    });
+                    if let Err(e) = recorded {
+                        tracing::error!(node = %id, error = %e, "cannot record the enrolment");
+                    }
+                })
+            },
         }),
-        on_report: Box::new(|peer, status| tracing::info!(%peer, ?status, "report")),
+        on_report: {
+            let data = data.clone();
+            Box::new(move |peer, status| {
+                tracing::info!(%peer, holding = status.holding.len(), "report");
+                let holding: Vec<(String, String)> = status
+                    .holding
+                    .iter()
+                    .map(|m| (m.name.clone(), m.version.clone()))
+                    .collect();
+                let recorded = db::Db::open(&data.database()).and_then(|mut db| {
+                    db.record_report(
+                        peer.site.as_str(),
+                        peer.node.as_str(),
+                        &peer.role.to_string(),
+                        &holding,
+                        now_unix() as i64,
+                    )
+                });
+                if let Err(e) = recorded {
+                    tracing::error!(%peer, error = %e, "cannot record the report");
+                }
+            })
+        },
     });
     let endpoint = exchange::server_endpoint(listen, creds.server_config()?)?;
     let stop_api = Arc::new(std::sync::atomic::AtomicBool::new(false));

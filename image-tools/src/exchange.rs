@@ -170,6 +170,8 @@ pub struct Enroller {
     pub signing_key: PublicKey,
     /// Seconds since the Unix epoch; passed in so that tests control time.
     pub now_unix: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Told of every node enrolled (the controller records it).
+    pub on_enrolled: Box<dyn Fn(&Identity) + Send + Sync>,
 }
 
 impl std::fmt::Debug for Enroller {
@@ -569,6 +571,7 @@ async fn answer_enroll(
     match issued {
         Ok((identity, certificate_der)) => {
             tracing::info!(%identity, "enrolled");
+            (enroller.on_enrolled)(&identity);
             let reply = Control::Enrolled {
                 certificate_der,
                 ca_der: enroller.ca.certificate().to_vec(),

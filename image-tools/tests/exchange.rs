@@ -103,6 +103,7 @@ impl Controller {
             tokens: TokenBook::new(self.dir.path().join("tokens.json")),
             signing_key: self.key.public(),
             now_unix: Box::new(|| 1_000_000),
+            on_enrolled: Box::new(|_| {}),
         });
         let service = Arc::new(Service {
             hello: hello_for(&me),

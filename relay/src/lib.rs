@@ -36,6 +36,24 @@ pub async fn enroll(
         .context("the certificate names no identity")
 }
 
+/// The master versions whose manifests are in `dir` (written only once all chunks were stored).
+fn held_masters(dir: &Path, key: &image_tools::PublicKey) -> Vec<MasterRef> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<MasterRef> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| VerifiedManifest::open(b, key).ok())
+        .map(|m| MasterRef {
+            name: m.name.to_string(),
+            version: m.version.to_string(),
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    out
+}
+
 /// Fetches every chunk of `master` the cache lacks, then records its manifest.
 pub async fn fetch(
     controller: SocketAddr,
@@ -78,6 +96,15 @@ pub async fn fetch(
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{}-{}.manifest", manifest.name, manifest.version));
     image_tools::durable::write_file(&path, manifest.bytes(), 0o644)?;
+    // Tell the controller what this site now holds (its planner counts on it).
+    let status = image_tools::wire::Status {
+        node_id: me.node.to_string(),
+        holding: held_masters(&dir, &key),
+        fields: vec![("software".into(), env!("CARGO_PKG_VERSION").into())],
+    };
+    if let Err(e) = conn.report(status).await {
+        tracing::warn!(error = %e, "could not report to the controller");
+    }
     conn.close();
     endpoint.wait_idle().await;
     Ok(report)
