@@ -33,6 +33,9 @@ pub enum Admin {
     Plan,
     /// Enrolled relays and NUCs: when they were last heard from and what they hold.
     Fleet,
+    /// Daytime pushes: let a site's relay fetch a master outside its night windows.
+    #[command(subcommand)]
+    Override(Override),
     /// Print a one-time token that enrols one relay (or agent) of a site.
     Enroll {
         #[arg(long, value_parser = ["relay", "agent"], default_value = "relay")]
@@ -93,6 +96,30 @@ pub enum Master {
     List,
     /// Remove a master version (refused while an upcoming session needs it).
     Rm { name: String, version: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Override {
+    /// Push a master to a site now (an emergency): the relay may use the WAN in the daytime for it.
+    Push {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        master: String,
+        #[arg(long)]
+        version: String,
+        /// Why (kept with the override, shown in `override list`).
+        #[arg(long)]
+        reason: String,
+        /// Who asks (defaults to $USER).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        /// How long the override lasts, in hours (1-72).
+        #[arg(long, default_value_t = 4)]
+        hours: u64,
+    },
+    /// The overrides in force.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,6 +285,46 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             )
         }
         Admin::Plan => (client.call("GET", "/v1/plan", None)?, Box::new(plan_table)),
+        Admin::Override(Override::Push {
+            site,
+            master,
+            version,
+            reason,
+            by,
+            hours,
+        }) => {
+            let body = json!({"site": site, "master": master, "version": version, "reason": reason,
+                              "by": by, "hours": hours});
+            let v = client.call("POST", "/v1/overrides", Some(&body))?;
+            (
+                v,
+                Box::new(move |v| {
+                    format!(
+                        "override {} recorded: {site} may fetch {master} {version} now, until {}",
+                        v["id"],
+                        cell("start", &v["until"])
+                    )
+                }),
+            )
+        }
+        Admin::Override(Override::List) => (
+            client.call("GET", "/v1/overrides", None)?,
+            Box::new(|v| {
+                table(
+                    v,
+                    &[
+                        "ID",
+                        "SITE",
+                        "MASTER",
+                        "VERSION",
+                        "BY",
+                        "UNTIL (UTC)",
+                        "REASON",
+                    ],
+                    &["id", "site", "master", "version", "by", "until", "reason"],
+                )
+            }),
+        ),
         Admin::Fleet => (
             client.call("GET", "/v1/fleet", None)?,
             Box::new(|v| {
@@ -328,7 +395,7 @@ fn cell(key: &str, v: &Value) -> String {
             image_tools::cli::human(n.as_u64().unwrap_or(0))
         }
         ("last_seen", Value::Null) => "never".to_owned(),
-        ("start" | "last_seen", Value::Number(n)) => {
+        ("start" | "last_seen" | "until", Value::Number(n)) => {
             jiff::Timestamp::from_second(n.as_i64().unwrap_or(0))
                 .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
                 .unwrap_or_default()

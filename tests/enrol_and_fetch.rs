@@ -259,6 +259,64 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
     );
     let plan = nightcast(&["plan"]);
     assert!(plan.contains("already there"), "{plan}");
+
+    // The relay's fetch plan: what, by when (08:30 in Paris = 07:30 UTC, minus 2 h of staging),
+    // pinned until the session ends. An emergency override shows up at once.
+    let relay_plan = ok(
+        "nightcast-relay",
+        &["plan", "--controller", &addr, "--data", rs],
+    );
+    assert!(
+        relay_plan.contains("demo 1  by 2030-01-07 05:30 UTC  pinned until 2030-01-07 16:00 UTC"),
+        "{relay_plan}"
+    );
+    assert!(!relay_plan.contains("OVERRIDE"));
+    let out = nightcast(&[
+        "override",
+        "push",
+        "--site",
+        "lyon",
+        "--master",
+        "demo",
+        "--version",
+        "1",
+        "--reason",
+        "fix at noon",
+        "--by",
+        "dsi",
+    ]);
+    assert!(out.contains("may fetch demo 1 now"), "{out}");
+    assert!(nightcast(&["override", "list"]).contains("fix at noon"));
+    let relay_plan = ok(
+        "nightcast-relay",
+        &["plan", "--controller", &addr, "--data", rs],
+    );
+    assert!(
+        relay_plan.contains("OVERRIDE: may fetch now"),
+        "{relay_plan}"
+    );
+    let no_reason = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+        .args([
+            "--api",
+            &api,
+            "--token-file",
+            c.join("admin.token").to_str().unwrap(),
+        ])
+        .args([
+            "override",
+            "push",
+            "--site",
+            "lyon",
+            "--master",
+            "demo",
+            "--version",
+            "1",
+            "--reason",
+            " ",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&no_reason.stderr).contains("needs a reason"));
     // A second fetch moves nothing.
     let out = ok(
         "nightcast-relay",

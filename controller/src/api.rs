@@ -5,7 +5,7 @@
 //!
 //! Routes (all under `/v1`): `GET|POST sites`, `POST rooms`, `POST seats`, `GET|POST masters`,
 //! `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`, `DELETE sessions/ID`,
-//! `GET plan`, `GET fleet`, `POST tokens`.
+//! `GET plan`, `GET fleet`, `GET|POST overrides`, `POST tokens`.
 //! Errors are `{"error": "..."}` with 400 (bad input), 401 (token), 404, 409 (conflict), 413, 500.
 
 use std::io::Read;
@@ -29,6 +29,8 @@ pub struct Api {
     pub token: String,
     pub now_unix: fn() -> u64,
     pub settings: crate::plan::Settings,
+    /// Woken after every change, so that relays see it at once (the server reloads its catalogue).
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 /// The admin token of a data directory, created (32 random bytes, hex, mode 0600) if missing.
@@ -106,6 +108,9 @@ fn handle(api: &Api, mut request: tiny_http::Request) {
         }
     };
     tracing::info!(%method, %url, status, "admin request");
+    if status == 200 && method != "GET" {
+        api.changed.notify_one();
+    }
     respond(request, (status, body));
 }
 
@@ -254,6 +259,28 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
                 .map_err(db_error)?;
             Ok(crate::plan_json(&plan))
         }
+        ("POST", ["v1", "overrides"]) => {
+            let hours = body.get("hours").and_then(Value::as_u64).unwrap_or(4).clamp(1, 72);
+            let id = db()?
+                .add_override(
+                    str_field(body, "site")?,
+                    (str_field(body, "master")?, str_field(body, "version")?),
+                    str_field(body, "reason")?,
+                    body.get("by").and_then(Value::as_str).unwrap_or("unknown"),
+                    now,
+                    now + hours as i64 * 3600,
+                )
+                .map_err(db_error)?;
+            tracing::warn!(id, "daytime override recorded");
+            Ok(json!({"id": id, "until": now + hours as i64 * 3600}))
+        }
+        ("GET", ["v1", "overrides"]) => Ok(json!(db()?
+            .overrides(now)
+            .map_err(db_error)?
+            .iter()
+            .map(|o| json!({"id": o.0, "site": o.1, "master": o.2, "version": o.3, "reason": o.4,
+                            "by": o.5, "created_at": o.6, "until": o.7}))
+            .collect::<Vec<_>>())),
         ("GET", ["v1", "fleet"]) => Ok(json!(db()?
             .fleet()
             .map_err(db_error)?

@@ -100,6 +100,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (site, node, master, version),
         FOREIGN KEY (site, node) REFERENCES nodes(site, node) ON DELETE CASCADE
      );",
+    // 3: daytime pushes, with who asked and why.
+    "CREATE TABLE overrides (
+        id INTEGER PRIMARY KEY,
+        site TEXT NOT NULL REFERENCES sites(name) ON DELETE CASCADE,
+        master TEXT NOT NULL,
+        version TEXT NOT NULL,
+        reason TEXT NOT NULL CHECK (length(reason) > 0),
+        requested_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        until INTEGER NOT NULL,
+        FOREIGN KEY (master, version) REFERENCES masters(name, version) ON DELETE CASCADE
+     );",
 ];
 
 /// The catalogue database.
@@ -404,6 +416,127 @@ impl Db {
             params![site, room, seat],
         )?;
         Ok(())
+    }
+
+    /// Lets `site`'s relay fetch `master` outside its night windows until `until`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_override(
+        &self,
+        site: &str,
+        master: (&str, &str),
+        reason: &str,
+        by: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<i64, DbError> {
+        if reason.trim().is_empty() {
+            return Err(DbError::Invalid(
+                "say why: an override needs a reason".into(),
+            ));
+        }
+        if !self.exists("SELECT 1 FROM sites WHERE name = ?1", params![site])? {
+            return Err(DbError::NoSite(site.to_owned()));
+        }
+        if !self.exists(
+            "SELECT 1 FROM masters WHERE name = ?1 AND version = ?2",
+            params![master.0, master.1],
+        )? {
+            return Err(DbError::NoMaster {
+                name: master.0.to_owned(),
+                version: master.1.to_owned(),
+            });
+        }
+        self.conn.execute(
+            "INSERT INTO overrides (site, master, version, reason, requested_by, created_at, until)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![site, master.0, master.1, reason.trim(), by, now, until],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Overrides still in force at `now`: (id, site, master, version, reason, by, created, until).
+    #[allow(clippy::type_complexity)]
+    pub fn overrides(
+        &self,
+        now: i64,
+    ) -> Result<Vec<(i64, String, String, String, String, String, i64, i64)>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, site, master, version, reason, requested_by, created_at, until FROM overrides
+             WHERE until > ?1 ORDER BY created_at",
+        )?;
+        let rows = stmt.query_map(params![now], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Each site's fetch plan from `now`: the master versions its upcoming sessions need, earliest
+    /// deadline (first start minus `margin`) first, pinned until their last session ends, plus
+    /// active overrides (due now).
+    pub fn relay_plans(
+        &self,
+        now: i64,
+        margin: i64,
+    ) -> Result<HashMap<String, Vec<image_tools::wire::PlanEntry>>, DbError> {
+        use image_tools::wire::{MasterRef, PlanEntry};
+        let mut plans: HashMap<String, Vec<PlanEntry>> = HashMap::new();
+        for s in self.sessions(None)?.into_iter().filter(|s| s.end > now) {
+            let entries = plans.entry(s.site).or_default();
+            let master = MasterRef {
+                name: s.master,
+                version: s.version,
+            };
+            match entries.iter_mut().find(|e| e.master == master) {
+                Some(e) => {
+                    e.deadline = e.deadline.min(s.start - margin);
+                    e.pin_until = e.pin_until.max(s.end);
+                }
+                None => entries.push(PlanEntry {
+                    master,
+                    deadline: s.start - margin,
+                    pin_until: s.end,
+                    override_until: None,
+                }),
+            }
+        }
+        for (_, site, master, version, _, _, created, until) in self.overrides(now)? {
+            let entries = plans.entry(site).or_default();
+            let master = MasterRef {
+                name: master,
+                version,
+            };
+            match entries.iter_mut().find(|e| e.master == master) {
+                Some(e) => {
+                    e.override_until = Some(e.override_until.unwrap_or(until).max(until));
+                    e.deadline = e.deadline.min(created);
+                }
+                None => entries.push(PlanEntry {
+                    master,
+                    deadline: created,
+                    pin_until: until,
+                    override_until: Some(until),
+                }),
+            }
+        }
+        for entries in plans.values_mut() {
+            entries.sort_by(|a, b| {
+                (a.deadline, &a.master.name, &a.master.version).cmp(&(
+                    b.deadline,
+                    &b.master.name,
+                    &b.master.version,
+                ))
+            });
+        }
+        Ok(plans)
     }
 
     /// Records a node the controller just enrolled.

@@ -123,26 +123,17 @@ pub fn add_master(data: &DataDir, manifest_path: &Path, now_unix: i64) -> Result
     Ok(master_ref(&m))
 }
 
-/// What relays may read now: every master version an upcoming session of their site needs.
-pub fn load_catalog(data: &DataDir, now_unix: i64) -> Result<MemoryCatalog> {
+/// What relays may read now, and in which order to fetch it: the master versions their site's
+/// upcoming sessions (and active overrides) need, earliest deadline first.
+pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<MemoryCatalog> {
     let db = db::Db::open(&data.database())?;
     let catalog = MemoryCatalog::default();
     for (master, bytes) in db.manifests()? {
         catalog.add_manifest(master, bytes);
     }
-    let mut by_site: std::collections::BTreeMap<String, Vec<MasterRef>> = Default::default();
-    for s in db.sessions(None)?.into_iter().filter(|s| s.end > now_unix) {
-        let m = MasterRef {
-            name: s.master,
-            version: s.version,
-        };
-        let list = by_site.entry(s.site).or_default();
-        if !list.contains(&m) {
-            list.push(m);
-        }
-    }
+    let mut plans = db.relay_plans(now_unix, margin_secs)?;
     for site in db.sites()? {
-        catalog.schedule(&site.name, by_site.remove(&site.name).unwrap_or_default());
+        catalog.set_plan(&site.name, plans.remove(&site.name).unwrap_or_default());
     }
     Ok(catalog)
 }
@@ -199,17 +190,26 @@ pub async fn serve(
     let key = PublicKey::load(&image_tools::keys::public_path(&data.signing_key()))?;
     let creds =
         Credentials::load(&data.tls()).context("no controller certificate: run init first")?;
-    let catalog = Arc::new(load_catalog(data, now_unix() as i64)?);
-    // The calendar changes while we serve: reload it every minute.
+    let margin = settings.staging_margin_secs;
+    let catalog = Arc::new(load_catalog(data, now_unix() as i64, margin)?);
+    // The calendar changes while we serve: reload it after each admin change, and every minute
+    // (sessions pass, overrides expire).
+    let changed = Arc::new(tokio::sync::Notify::new());
     {
-        let (catalog, data, stop) = (catalog.clone(), data.clone(), shutdown.clone());
+        let (catalog, data, stop, changed) = (
+            catalog.clone(),
+            data.clone(),
+            shutdown.clone(),
+            changed.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
+                    _ = changed.notified() => {}
                     _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
                 }
-                match load_catalog(&data, now_unix() as i64) {
+                match load_catalog(&data, now_unix() as i64, margin) {
                     Ok(fresh) => catalog.replace_with(fresh),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot reload the calendar; serving the previous one")
@@ -289,6 +289,7 @@ pub async fn serve(
                 token: api::admin_token(data)?,
                 now_unix,
                 settings,
+                changed: changed.clone(),
             });
             let stop = stop_api.clone();
             Some(std::thread::spawn(move || api::serve(server, state, stop)))

@@ -96,6 +96,23 @@ pub trait Catalog: Send + Sync {
     fn manifest(&self, master: &MasterRef) -> Option<Vec<u8>>;
     /// The master versions `peer` may read: for a relay or agent, those scheduled for its site.
     fn allowed(&self, peer: &Identity) -> Vec<MasterRef>;
+    /// The fetch plan of `peer`'s site; by default every allowed version, no deadline.
+    fn plan(&self, peer: &Identity) -> Vec<wire::PlanEntry> {
+        unplanned(self.allowed(peer))
+    }
+}
+
+/// A plan with no deadlines: every master version, fetch whenever allowed, never evict.
+fn unplanned(masters: Vec<MasterRef>) -> Vec<wire::PlanEntry> {
+    masters
+        .into_iter()
+        .map(|master| wire::PlanEntry {
+            master,
+            deadline: i64::MAX,
+            pin_until: i64::MAX,
+            override_until: None,
+        })
+        .collect()
 }
 
 /// A catalog held in memory and changed while serving (the controller feeds it from its calendar).
@@ -108,6 +125,7 @@ pub struct MemoryCatalog {
 struct CatalogInner {
     manifests: HashMap<(String, String), Vec<u8>>,
     by_site: HashMap<String, Vec<MasterRef>>,
+    plans: HashMap<String, Vec<wire::PlanEntry>>,
 }
 
 impl MemoryCatalog {
@@ -121,6 +139,17 @@ impl MemoryCatalog {
     pub fn replace_with(&self, fresh: MemoryCatalog) {
         if let (Ok(mut c), Ok(f)) = (self.inner.write(), fresh.inner.into_inner()) {
             *c = f;
+        }
+    }
+
+    /// Sets `site`'s fetch plan; what it may read becomes the plan's master versions.
+    pub fn set_plan(&self, site: &str, plan: Vec<wire::PlanEntry>) {
+        if let Ok(mut c) = self.inner.write() {
+            c.by_site.insert(
+                site.to_owned(),
+                plan.iter().map(|e| e.master.clone()).collect(),
+            );
+            c.plans.insert(site.to_owned(), plan);
         }
     }
 
@@ -159,6 +188,15 @@ impl Catalog for MemoryCatalog {
                 .cloned()
                 .unwrap_or_default(),
         }
+    }
+
+    fn plan(&self, peer: &Identity) -> Vec<wire::PlanEntry> {
+        let planned = self
+            .inner
+            .read()
+            .ok()
+            .and_then(|c| c.plans.get(peer.site.as_str()).cloned());
+        planned.unwrap_or_else(|| unplanned(self.allowed(peer)))
     }
 }
 
@@ -435,6 +473,10 @@ async fn answer(
         Control::ListScheduled => {
             send_frame(send, &Frame::Control(Control::Scheduled(allowed))).await
         }
+        Control::GetPlan => {
+            let plan = service.catalog.plan(peer);
+            send_frame(send, &Frame::Control(Control::Plan(plan))).await
+        }
         Control::Has(ids) => {
             let store = service.store.clone();
             let permitted = permitted(service, state, peer, &ids);
@@ -688,6 +730,14 @@ impl Connection {
         match self.call(Control::GetManifest(master.clone())).await? {
             Frame::Manifest(bytes) => Ok(bytes),
             _ => Err(self.violation("expected a manifest")),
+        }
+    }
+
+    /// The site's fetch plan, earliest deadline first.
+    pub async fn plan(&self) -> Result<Vec<wire::PlanEntry>, ExchangeError> {
+        match self.call(Control::GetPlan).await? {
+            Frame::Control(Control::Plan(plan)) => Ok(plan),
+            _ => Err(self.violation("expected Plan")),
         }
     }
 

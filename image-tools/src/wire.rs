@@ -128,6 +128,22 @@ pub enum Control {
         code: ErrorCode,
         message: String,
     },
+    /// Ask for this site's fetch plan.
+    GetPlan,
+    /// The site's master versions in fetch order (earliest deadline first).
+    Plan(Vec<PlanEntry>),
+}
+
+/// One master version a relay must hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    pub master: MasterRef,
+    /// Unix seconds by which the relay must hold it (first session start minus the staging margin).
+    pub deadline: i64,
+    /// Keep its chunks pinned (never evicted) until then: the end of its last scheduled session.
+    pub pin_until: i64,
+    /// An override lets the relay fetch it outside its night windows until then.
+    pub override_until: Option<i64>,
 }
 
 /// One frame.

@@ -36,6 +36,32 @@ pub async fn enroll(
         .context("the certificate names no identity")
 }
 
+/// Asks the controller for this site's fetch plan (earliest deadline first).
+pub async fn plan(
+    controller: SocketAddr,
+    data: &Path,
+) -> Result<Vec<image_tools::wire::PlanEntry>> {
+    let (creds, _) =
+        trust::load_enrolment(data).context("not enrolled: run `nightcast-relay enroll` first")?;
+    let me = creds
+        .identity()
+        .context("the certificate names no identity")?;
+    let endpoint = exchange::client_endpoint()?;
+    let conn = Connection::connect(&endpoint, controller, creds.client_config()?).await?;
+    conn.hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        software_version: env!("CARGO_PKG_VERSION").to_owned(),
+        role: me.role,
+        node_id: me.node.to_string(),
+        capabilities: vec![],
+    })
+    .await?;
+    let plan = conn.plan().await?;
+    conn.close();
+    endpoint.wait_idle().await;
+    Ok(plan)
+}
+
 /// The master versions whose manifests are in `dir` (written only once all chunks were stored).
 fn held_masters(dir: &Path, key: &image_tools::PublicKey) -> Vec<MasterRef> {
     let Ok(entries) = std::fs::read_dir(dir) else {

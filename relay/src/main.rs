@@ -35,6 +35,13 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Show this site's fetch plan from the controller: which master versions, by when, pinned until when.
+    Plan {
+        #[arg(long)]
+        controller: SocketAddr,
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Fetch a master version into the site cache now (only the chunks it lacks), verifying every chunk.
     Fetch {
         #[arg(long)]
@@ -76,6 +83,30 @@ fn main() -> ExitCode {
                         data.join("tls").display()
                     );
                 }),
+            Command::Plan { controller, data } => {
+                nightcast_relay::plan(controller, &data).await.map(|plan| {
+                    let when = |t: i64| {
+                        jiff::Timestamp::from_second(t)
+                            .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                            .unwrap_or_else(|_| "-".into())
+                    };
+                    if plan.is_empty() {
+                        println!("nothing scheduled for this site");
+                    }
+                    for e in plan {
+                        println!(
+                            "{} {}  by {}  pinned until {}{}",
+                            e.master.name,
+                            e.master.version,
+                            when(e.deadline),
+                            when(e.pin_until),
+                            e.override_until
+                                .map(|u| format!("  OVERRIDE: may fetch now, until {}", when(u)))
+                                .unwrap_or_default()
+                        );
+                    }
+                })
+            }
             Command::Fetch {
                 controller,
                 data,
