@@ -81,24 +81,38 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
     let again = run("nightcast-controller", &["init", "--data", cs]);
     assert!(!again.status.success(), "init replaced an existing CA");
 
-    // The DSI describes the site, imports a master and schedules it for lyon.
-    ok(
-        "nightcast-controller",
-        &[
-            "site-add",
-            "--data",
-            cs,
-            "lyon",
-            "--tz",
-            "Europe/Paris",
-            "--cap-mbit",
-            "20",
-        ],
-    );
-    ok(
-        "nightcast-controller",
-        &["room-add", "--data", cs, "lyon", "salle-1"],
-    );
+    let (mut server, addr, api) = start_controller(&c);
+    let nightcast = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+            .args([
+                "--api",
+                &api,
+                "--token-file",
+                c.join("admin.token").to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    // The DSI describes the site, builds a master into the controller's store, registers it, and
+    // schedules it for lyon.
+    nightcast(&[
+        "site",
+        "add",
+        "lyon",
+        "--tz",
+        "Europe/Paris",
+        "--cap-mbit",
+        "20",
+    ]);
+    nightcast(&["room", "add", "lyon", "salle-1"]);
     let image = dir.path().join("master.img");
     image_tools::testimage::write_sparse(&image, &image_tools::testimage::image_bytes(12 << 20, 4))
         .unwrap();
@@ -130,24 +144,25 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
         "site,room,master,version,start,end\nlyon,salle-1,demo,1,2030-01-07 08:30,2030-01-07 17:00\n",
     )
     .unwrap();
-    let out = ok(
-        "nightcast-controller",
-        &["calendar-import", "--data", cs, calendar.to_str().unwrap()],
+    assert!(
+        nightcast(&["calendar", "import", calendar.to_str().unwrap()])
+            .contains("1 sessions imported")
     );
-    assert!(out.contains("1 sessions imported"), "{out}");
-    let plan = ok("nightcast-controller", &["plan", "--data", cs]);
+    let plan = nightcast(&["plan"]);
     assert!(
         plan.contains("lyon") && plan.contains("demo 1") && plan.contains("on time"),
         "{plan}"
     );
 
-    let token = ok(
+    let token = nightcast(&["enroll", "--role", "relay", "--site", "lyon"]);
+    let token = token.trim();
+    assert!(token.starts_with("nc1-"), "{token}");
+    // The controller's own command gives tokens too (on the controller host, without the API).
+    let local = ok(
         "nightcast-controller",
         &["token", "--data", cs, "--role", "relay", "--site", "lyon"],
     );
-    let token = token.trim();
-    assert!(token.starts_with("nc1-"), "{token}");
-    let (mut server, addr, api) = start_controller(&c);
+    assert!(local.trim().starts_with("nc1-"));
 
     let out = ok(
         "nightcast-relay",
@@ -234,24 +249,6 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
     );
     assert!(std::fs::read(&image).unwrap() == std::fs::read(&out_img).unwrap());
     // The relay reported what it holds: the DSI sees it, and the plan counts on it.
-    let nightcast = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
-            .args([
-                "--api",
-                &api,
-                "--token-file",
-                c.join("admin.token").to_str().unwrap(),
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
     let fleet = nightcast(&["fleet"]);
     assert!(
         fleet.contains("relay-1") && fleet.contains("demo 1") && !fleet.contains("never"),

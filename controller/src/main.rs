@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use image_tools::wire::Role;
 use image_tools::SiteId;
@@ -15,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 /// The nightcast controller: holds the masters and the training calendar, and serves each site's
 /// relay the chunks it lacks during the site's night window.
 ///
-/// Run on the controller host: `init` once, then describe sites and rooms, register masters built
-/// with `nightcast-image build --store DATA/store --key DATA/signing.key`, import the training
-/// calendar, check the `plan`, enrol relays with a `token`, and `serve`.
+/// Run on the controller host: `init` once, then `serve`. The DSI then works with the `nightcast`
+/// command (sites, rooms, masters, calendar, plan, fleet, overrides, enrolment tokens) through the
+/// admin API; `token` and `master-add` also work here, on the data directory directly.
 #[derive(Debug, Parser)]
 #[command(name = "nightcast-controller", version)]
 struct Cli {
@@ -46,53 +45,11 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
     },
-    /// Add a site (or change it): its time zone, night windows and WAN cap.
-    SiteAdd {
-        #[arg(long)]
-        data: PathBuf,
-        /// e.g. `lyon-mairie`
-        name: SiteId,
-        /// IANA time zone, e.g. Europe/Paris.
-        #[arg(long)]
-        tz: String,
-        /// Night windows in local time, comma-separated, e.g. 22:00-06:00 or 20:00-07:00,12:00-14:00.
-        #[arg(long, default_value = "22:00-06:00")]
-        windows: String,
-        /// WAN bandwidth the relay may use in its windows, in Mbit/s.
-        #[arg(long)]
-        cap_mbit: u64,
-    },
-    /// List the sites.
-    SiteList {
-        #[arg(long)]
-        data: PathBuf,
-    },
-    /// Add a training room to a site.
-    RoomAdd {
-        #[arg(long)]
-        data: PathBuf,
-        site: String,
-        room: String,
-    },
     /// Register a master version built into DATA/store (its manifest must verify and all its chunks be there).
     MasterAdd {
         #[arg(long)]
         data: PathBuf,
         manifest: PathBuf,
-    },
-    /// Import a training calendar: CSV (header site,room,master,version,start,end) or iCalendar (.ics).
-    /// A bad row imports nothing and is reported with its line number.
-    CalendarImport {
-        #[arg(long)]
-        data: PathBuf,
-        file: PathBuf,
-    },
-    /// Will every room have its master in time? Per site and session: bytes still to fetch and a verdict.
-    Plan {
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long)]
-        json: bool,
     },
     /// Serve relays: enrolment, and the manifests and chunks their sites' upcoming sessions need;
     /// and the admin API the `nightcast` command uses.
@@ -154,28 +111,11 @@ fn main() -> ExitCode {
                 cfg.validate()?;
                 serve(cfg)
             }),
-        Command::SiteAdd {
-            data,
-            name,
-            tz,
-            windows,
-            cap_mbit,
-        } => db(&data).and_then(|db| Ok(db.add_site(name.as_str(), &tz, &windows, cap_mbit)?)),
-        Command::SiteList { data } => db(&data).and_then(|db| {
-            println!("{:<20} {:<20} {:<24} {:>9}", "SITE", "TIME ZONE", "WINDOWS", "WAN Mbit");
-            for s in db.sites()? {
-                println!("{:<20} {:<20} {:<24} {:>9}", s.name, s.tz, s.windows, s.cap_mbit);
-            }
-            Ok(())
-        }),
-        Command::RoomAdd { data, site, room } => db(&data).and_then(|db| Ok(db.add_room(&site, &room)?)),
         Command::MasterAdd { data, manifest } => {
             controller::add_master(&DataDir(data), &manifest, now_unix() as i64).map(|m| {
                 println!("registered {} {}", m.name, m.version);
             })
         }
-        Command::CalendarImport { data, file } => calendar_import(&data, &file),
-        Command::Plan { data, json } => plan(&data, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -184,90 +124,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn db(data: &std::path::Path) -> anyhow::Result<controller::db::Db> {
-    Ok(controller::db::Db::open(
-        &DataDir(data.to_owned()).database(),
-    )?)
-}
-
-fn calendar_import(data: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let name = file.display().to_string();
-    let mut db = db(data)?;
-    let n = if name.to_ascii_lowercase().ends_with(".ics") {
-        db.import_ics(&name, &text)?
-    } else {
-        db.import_csv(&name, &text)?
-    };
-    println!("{n} sessions imported from {name}");
-    Ok(())
-}
-
-fn plan(data: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    use controller::plan::Verdict;
-    let db = db(data)?;
-    let now = now_unix() as i64;
-    // Relay reports do not reach the database yet: every site is planned as holding nothing.
-    let plan = db.plan(
-        now,
-        &controller::plan::Settings::default(),
-        &Default::default(),
-    )?;
-    let tz_of: std::collections::HashMap<String, String> =
-        db.sites()?.into_iter().map(|s| (s.name, s.tz)).collect();
-    let local = |site: &str, t: i64| {
-        let zone = jiff::tz::TimeZone::get(tz_of.get(site).map_or("UTC", String::as_str))
-            .unwrap_or(jiff::tz::TimeZone::UTC);
-        jiff::Timestamp::from_second(t)
-            .map(|ts| zone.to_datetime(ts).strftime("%Y-%m-%d %H:%M").to_string())
-            .unwrap_or_default()
-    };
-    let verdict = |v: &Verdict, site: &str| match v {
-        Verdict::OnTime { night: Some(n), .. } => format!("on time (night of {n})"),
-        Verdict::OnTime { night: None, .. } => "on time (already there)".to_owned(),
-        Verdict::AtRisk {
-            ready_at,
-            slack_secs,
-        } => {
-            format!(
-                "AT RISK: ready {} with {} min to spare",
-                local(site, *ready_at),
-                slack_secs / 60
-            )
-        }
-        Verdict::Late { shortfall } => format!(
-            "LATE: {} short; import earlier or push by override",
-            image_tools::cli::human(*shortfall)
-        ),
-        Verdict::Unknown => "unknown master".to_owned(),
-    };
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&controller::plan_json(&plan))?
-        );
-        return Ok(());
-    }
-    for (site, rows) in &plan {
-        println!("{site}");
-        if rows.is_empty() {
-            println!("  no upcoming sessions");
-        }
-        for r in rows {
-            println!(
-                "  {}  {:<12} {:<24} {:>11} new  {}",
-                local(site, r.session.start),
-                r.session.room,
-                format!("{} {}", r.session.master.0, r.session.master.1),
-                image_tools::cli::human(r.new_bytes),
-                verdict(&r.verdict, site)
-            );
-        }
-    }
-    Ok(())
 }
 
 fn serve(cfg: controller::config::Config) -> anyhow::Result<()> {
