@@ -36,26 +36,47 @@ pub async fn enroll(
         .context("the certificate names no identity")
 }
 
+/// An authenticated connection to the controller, hello done.
+struct Session {
+    endpoint: quinn::Endpoint,
+    conn: Connection,
+    /// The signing key pinned at enrolment.
+    key: image_tools::PublicKey,
+    me: trust::Identity,
+}
+
+impl Session {
+    async fn open(controller: SocketAddr, data: &Path) -> Result<Session> {
+        let (creds, key) = trust::load_enrolment(data)
+            .context("not enrolled: run `nightcast-relay enroll` first")?;
+        let me = creds
+            .identity()
+            .context("the certificate names no identity")?;
+        let endpoint = exchange::client_endpoint()?;
+        let conn = Connection::connect(&endpoint, controller, creds.client_config()?).await?;
+        conn.hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            role: me.role,
+            node_id: me.node.to_string(),
+            capabilities: vec![],
+        })
+        .await?;
+        Ok(Session {
+            endpoint,
+            conn,
+            key,
+            me,
+        })
+    }
+}
+
 /// Asks the controller for this site's fetch plan (earliest deadline first).
 pub async fn plan(
     controller: SocketAddr,
     data: &Path,
 ) -> Result<Vec<image_tools::wire::PlanEntry>> {
-    let (creds, _) =
-        trust::load_enrolment(data).context("not enrolled: run `nightcast-relay enroll` first")?;
-    let me = creds
-        .identity()
-        .context("the certificate names no identity")?;
-    let endpoint = exchange::client_endpoint()?;
-    let conn = Connection::connect(&endpoint, controller, creds.client_config()?).await?;
-    conn.hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        software_version: env!("CARGO_PKG_VERSION").to_owned(),
-        role: me.role,
-        node_id: me.node.to_string(),
-        capabilities: vec![],
-    })
-    .await?;
+    let Session { endpoint, conn, .. } = Session::open(controller, data).await?;
     let plan = conn.plan().await?;
     conn.close();
     endpoint.wait_idle().await;
@@ -88,21 +109,12 @@ pub async fn fetch(
     rate_mbit: Option<u64>,
     progress: exchange::FetchProgress<'_>,
 ) -> Result<FetchReport> {
-    let (creds, key) =
-        trust::load_enrolment(data).context("not enrolled: run `nightcast-relay enroll` first")?;
-    let me = creds
-        .identity()
-        .context("the certificate names no identity")?;
-    let endpoint = exchange::client_endpoint()?;
-    let conn = Connection::connect(&endpoint, controller, creds.client_config()?).await?;
-    conn.hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        software_version: env!("CARGO_PKG_VERSION").to_owned(),
-        role: me.role,
-        node_id: me.node.to_string(),
-        capabilities: vec![],
-    })
-    .await?;
+    let Session {
+        endpoint,
+        conn,
+        key,
+        me,
+    } = Session::open(controller, data).await?;
     let bytes = conn.manifest(master).await?;
     let manifest = VerifiedManifest::open(bytes, &key)
         .context("the controller sent a manifest that does not verify")?;
