@@ -405,6 +405,16 @@ fn cell(key: &str, v: &Value) -> String {
     }
 }
 
+/// `1 h 20 min`, `45 min`.
+fn duration(secs: i64) -> String {
+    let minutes = (secs + 59) / 60;
+    match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
+}
+
 fn plan_table(v: &Value) -> String {
     let mut out = Vec::new();
     let mut site = "";
@@ -425,8 +435,9 @@ fn plan_table(v: &Value) -> String {
                 detail["slack_secs"].as_i64().unwrap_or(0) / 60
             ),
             "late" => format!(
-                "LATE: {} short; import it earlier or push it with an override",
-                image_tools::cli::human(detail["shortfall_bytes"].as_u64().unwrap_or(0))
+                "LATE: {} short; fix: an override of about {} at the site's cap (`nightcast override push`), or import it earlier",
+                image_tools::cli::human(detail["shortfall_bytes"].as_u64().unwrap_or(0)),
+                duration(detail["override_secs"].as_i64().unwrap_or(0))
             ),
             other => other.to_owned(),
         };

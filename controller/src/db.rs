@@ -1274,7 +1274,8 @@ lyon,salle-1,a,1,2026-11-24 08:30,2026-11-24 17:00
         assert_eq!(
             big.verdict,
             crate::plan::Verdict::Late {
-                shortfall: big.cumulative - capacity
+                shortfall: big.cumulative - capacity,
+                override_secs: (big.cumulative - capacity).div_ceil(125_000) as i64,
             }
         );
     }

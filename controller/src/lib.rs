@@ -154,7 +154,13 @@ pub fn plan_json(plan: &[(String, Vec<plan::Row>)]) -> serde_json::Value {
                         "at_risk",
                         serde_json::json!({"ready_at": ready_at, "slack_secs": slack_secs}),
                     ),
-                    Verdict::Late { shortfall } => ("late", serde_json::json!({"shortfall_bytes": shortfall})),
+                    Verdict::Late {
+                        shortfall,
+                        override_secs,
+                    } => (
+                        "late",
+                        serde_json::json!({"shortfall_bytes": shortfall, "override_secs": override_secs}),
+                    ),
                     Verdict::Unknown => ("unknown_master", serde_json::json!({})),
                 };
                 serde_json::json!({

@@ -119,8 +119,9 @@ pub enum Verdict {
     },
     /// Ready in time, but with only `slack_secs` of window time to spare.
     AtRisk { ready_at: i64, slack_secs: i64 },
-    /// `shortfall` bytes will still be missing at the deadline.
-    Late { shortfall: u64 },
+    /// `shortfall` bytes will still be missing at the deadline; a daytime override of
+    /// `override_secs` at the site's cap (or an import that much window time earlier) fixes it.
+    Late { shortfall: u64, override_secs: i64 },
     /// The master version is not in the catalogue.
     Unknown,
 }
@@ -197,9 +198,13 @@ pub fn plan_site(
                     Verdict::OnTime { ready_at: t, night }
                 }
             }
-            _ => Verdict::Late {
-                shortfall: cumulative.saturating_sub(walker.bytes_until(deadline)),
-            },
+            _ => {
+                let shortfall = cumulative.saturating_sub(walker.bytes_until(deadline));
+                Verdict::Late {
+                    shortfall,
+                    override_secs: shortfall.div_ceil(bytes_per_sec) as i64,
+                }
+            }
         };
         rows.push(Row {
             session: s.clone(),
@@ -365,7 +370,9 @@ mod tests {
         assert_eq!(
             rows[0].verdict,
             Verdict::Late {
-                shortfall: 24_000_000_000
+                shortfall: 24_000_000_000,
+                // 24 GB at 1.25 MB/s: 5 h 20 min of override.
+                override_secs: 19_200,
             }
         );
     }
@@ -427,7 +434,8 @@ mod tests {
         assert_eq!(
             spring[0].verdict,
             Verdict::Late {
-                shortfall: 3_500_000_000
+                shortfall: 3_500_000_000,
+                override_secs: 2_800,
             }
         );
     }
