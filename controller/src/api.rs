@@ -31,6 +31,8 @@ pub struct Api {
     pub settings: crate::plan::Settings,
     /// Woken after every change, so that relays see it at once (the server reloads its catalogue).
     pub changed: Arc<tokio::sync::Notify>,
+    /// Chunk classes, rebuilt only when the set of masters changes.
+    pub classes: crate::plan::ClassCache,
 }
 
 /// The admin token of a data directory, created (32 random bytes, hex, mode 0600) if missing.
@@ -254,8 +256,11 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
             Ok(json!({"ok": true}))
         }
         ("GET", ["v1", "plan"]) => {
-            let plan = db()?
-                .plan(now, &api.settings, &db()?.holds_by_site().map_err(db_error)?)
+            let db = db()?;
+            let classes = api.classes.get(&db).map_err(db_error)?;
+            let holds = db.holds_by_site().map_err(db_error)?;
+            let plan = db
+                .plan_with(now, &api.settings, &holds, &classes)
                 .map_err(db_error)?;
             Ok(crate::plan_json(&plan))
         }

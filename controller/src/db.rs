@@ -730,7 +730,12 @@ impl Db {
         settings: &crate::plan::Settings,
         holds: &std::collections::HashMap<String, Vec<crate::plan::MasterKey>>,
     ) -> Result<Vec<(String, Vec<crate::plan::Row>)>, DbError> {
-        use crate::plan::{plan_site, Classes, Session, Site};
+        self.plan_with(now, settings, holds, &self.classes()?)
+    }
+
+    /// The chunk classes of every master version (see `plan::Classes`). Costs a pass over every
+    /// manifest: the controller keeps the result until the set of masters changes (`ClassCache`).
+    pub fn classes(&self) -> Result<crate::plan::Classes, DbError> {
         // Manifests were verified when imported; here they only give chunk lists and sizes.
         let mut stmt = self
             .conn
@@ -755,7 +760,20 @@ impl Db {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let classes = Classes::from_manifests(&manifests.iter().collect::<Vec<_>>());
+        Ok(crate::plan::Classes::from_manifests(
+            &manifests.iter().collect::<Vec<_>>(),
+        ))
+    }
+
+    /// `plan` with the classes given.
+    pub fn plan_with(
+        &self,
+        now: i64,
+        settings: &crate::plan::Settings,
+        holds: &std::collections::HashMap<String, Vec<crate::plan::MasterKey>>,
+        classes: &crate::plan::Classes,
+    ) -> Result<Vec<(String, Vec<crate::plan::Row>)>, DbError> {
+        use crate::plan::{plan_site, Session, Site};
         let mut by_site: std::collections::HashMap<String, Vec<Session>> = Default::default();
         for s in self.sessions(None)?.into_iter().filter(|s| s.start >= now) {
             by_site.entry(s.site.clone()).or_default().push(Session {
@@ -774,7 +792,7 @@ impl Db {
                 name: row.name,
             };
             let sessions = by_site.remove(&site.name).unwrap_or_default();
-            let rows = plan_site(now, &site, &sessions, &classes, settings);
+            let rows = plan_site(now, &site, &sessions, classes, settings);
             out.push((site.name, rows));
         }
         Ok(out)

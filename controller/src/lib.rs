@@ -296,6 +296,7 @@ pub async fn serve(
                 now_unix,
                 settings,
                 changed: changed.clone(),
+                classes: plan::ClassCache::default(),
             });
             let stop = stop_api.clone();
             Some(std::thread::spawn(move || api::serve(server, state, stop)))

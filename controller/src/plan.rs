@@ -74,6 +74,34 @@ impl Classes {
     }
 }
 
+/// The master versions the classes were built from, and the classes.
+type CachedClasses = (Vec<(String, String)>, std::sync::Arc<Classes>);
+
+/// The classes of the current set of master versions, rebuilt only when that set changes.
+#[derive(Debug, Default)]
+pub struct ClassCache {
+    cached: std::sync::Mutex<Option<CachedClasses>>,
+}
+
+impl ClassCache {
+    /// The classes for the master versions now in `db`.
+    pub fn get(&self, db: &crate::db::Db) -> Result<std::sync::Arc<Classes>, crate::db::DbError> {
+        let key: Vec<(String, String)> = db.masters()?.into_iter().map(|m| (m.0, m.1)).collect();
+        if let Ok(cached) = self.cached.lock() {
+            if let Some((k, classes)) = cached.as_ref() {
+                if *k == key {
+                    return Ok(classes.clone());
+                }
+            }
+        }
+        let classes = std::sync::Arc::new(db.classes()?);
+        if let Ok(mut cached) = self.cached.lock() {
+            *cached = Some((key, classes.clone()));
+        }
+        Ok(classes)
+    }
+}
+
 /// What the planner needs to know about a site.
 #[derive(Debug, Clone)]
 pub struct Site {
@@ -438,6 +466,39 @@ mod tests {
                 override_secs: 2_800,
             }
         );
+    }
+
+    #[test]
+    fn the_class_cache_rebuilds_only_when_the_masters_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open(&dir.path().join("c.db")).unwrap();
+        let cache = ClassCache::default();
+        let add = |name: &str| {
+            use image_tools::manifest::{ChunkRef, Entry};
+            let m = Manifest {
+                name: name.parse().unwrap(),
+                version: "1".parse().unwrap(),
+                size: 10,
+                params: image_tools::ChunkParams::DEFAULT,
+                entries: vec![Entry::Chunk(ChunkRef {
+                    id: ChunkId::of(name.as_bytes()),
+                    len: 10,
+                    stored_len: 10,
+                })],
+            };
+            let signed = m.clone().sign(&image_tools::SigningKey::from_seed([1; 32]));
+            db.add_master(&m, signed.bytes(), 0).unwrap();
+        };
+        add("a");
+        let first = cache.get(&db).unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(&first, &cache.get(&db).unwrap()),
+            "rebuilt without a change"
+        );
+        add("b");
+        let second = cache.get(&db).unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&first, &second));
+        assert_eq!(second.master_bytes(&key("b")), Some(10));
     }
 
     #[test]
