@@ -268,6 +268,10 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
         "{relay_plan}"
     );
     assert!(!relay_plan.contains("OVERRIDE"));
+    assert!(
+        relay_plan.contains("windows 22:00-06:00 (Europe/Paris), WAN cap 20 Mbit/s"),
+        "{relay_plan}"
+    );
     let out = nightcast(&[
         "override",
         "push",

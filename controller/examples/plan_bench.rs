@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use image_tools::testimage::Rng;
+use image_tools::windows::Schedule;
 use nightcast_controller::plan::{plan_site, Classes, Session, Settings, Site, Verdict};
-use nightcast_controller::windows::Schedule;
 
 const GB: u64 = 1_000_000_000;
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::windows::{Schedule, Window};
+use image_tools::windows::{Schedule, Window};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

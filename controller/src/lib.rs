@@ -16,7 +16,6 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod plan;
-pub mod windows;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -133,7 +132,17 @@ pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<M
     }
     let mut plans = db.relay_plans(now_unix, margin_secs)?;
     for site in db.sites()? {
-        catalog.set_plan(&site.name, plans.remove(&site.name).unwrap_or_default());
+        let plan = image_tools::wire::SitePlan {
+            windows: site
+                .windows
+                .split(',')
+                .map(|w| w.trim().to_owned())
+                .collect(),
+            tz: site.tz,
+            cap_mbit: site.cap_mbit,
+            entries: plans.remove(&site.name).unwrap_or_default(),
+        };
+        catalog.set_plan(&site.name, plan);
     }
     Ok(catalog)
 }

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use image_tools::manifest::Manifest;
 use image_tools::ChunkId;
 
-use crate::windows::Schedule;
+use image_tools::windows::Schedule;
 
 /// A master version, as the planner names it.
 pub type MasterKey = (String, String);

@@ -96,9 +96,12 @@ pub trait Catalog: Send + Sync {
     fn manifest(&self, master: &MasterRef) -> Option<Vec<u8>>;
     /// The master versions `peer` may read: for a relay or agent, those scheduled for its site.
     fn allowed(&self, peer: &Identity) -> Vec<MasterRef>;
-    /// The fetch plan of `peer`'s site; by default every allowed version, no deadline.
-    fn plan(&self, peer: &Identity) -> Vec<wire::PlanEntry> {
-        unplanned(self.allowed(peer))
+    /// The fetch plan of `peer`'s site; by default every allowed version, no deadline, no schedule.
+    fn plan(&self, peer: &Identity) -> wire::SitePlan {
+        wire::SitePlan {
+            entries: unplanned(self.allowed(peer)),
+            ..wire::SitePlan::default()
+        }
     }
 }
 
@@ -125,7 +128,7 @@ pub struct MemoryCatalog {
 struct CatalogInner {
     manifests: HashMap<(String, String), Vec<u8>>,
     by_site: HashMap<String, Vec<MasterRef>>,
-    plans: HashMap<String, Vec<wire::PlanEntry>>,
+    plans: HashMap<String, wire::SitePlan>,
 }
 
 impl MemoryCatalog {
@@ -143,11 +146,11 @@ impl MemoryCatalog {
     }
 
     /// Sets `site`'s fetch plan; what it may read becomes the plan's master versions.
-    pub fn set_plan(&self, site: &str, plan: Vec<wire::PlanEntry>) {
+    pub fn set_plan(&self, site: &str, plan: wire::SitePlan) {
         if let Ok(mut c) = self.inner.write() {
             c.by_site.insert(
                 site.to_owned(),
-                plan.iter().map(|e| e.master.clone()).collect(),
+                plan.entries.iter().map(|e| e.master.clone()).collect(),
             );
             c.plans.insert(site.to_owned(), plan);
         }
@@ -190,13 +193,16 @@ impl Catalog for MemoryCatalog {
         }
     }
 
-    fn plan(&self, peer: &Identity) -> Vec<wire::PlanEntry> {
+    fn plan(&self, peer: &Identity) -> wire::SitePlan {
         let planned = self
             .inner
             .read()
             .ok()
             .and_then(|c| c.plans.get(peer.site.as_str()).cloned());
-        planned.unwrap_or_else(|| unplanned(self.allowed(peer)))
+        planned.unwrap_or_else(|| wire::SitePlan {
+            entries: unplanned(self.allowed(peer)),
+            ..wire::SitePlan::default()
+        })
     }
 }
 
@@ -733,8 +739,8 @@ impl Connection {
         }
     }
 
-    /// The site's fetch plan, earliest deadline first.
-    pub async fn plan(&self) -> Result<Vec<wire::PlanEntry>, ExchangeError> {
+    /// The site's schedule and fetch plan, earliest deadline first.
+    pub async fn plan(&self) -> Result<wire::SitePlan, ExchangeError> {
         match self.call(Control::GetPlan).await? {
             Frame::Control(Control::Plan(plan)) => Ok(plan),
             _ => Err(self.violation("expected Plan")),

@@ -15,10 +15,12 @@
 //! - [`wire`]: the chunk-exchange protocol's frames, a sans-IO codec.
 //! - [`exchange`]: the protocol over QUIC: server, client, `fetch_missing`, remote and caching stores.
 //! - [`trust`]: the controller's CA, node certificates and identities, enrolment tokens.
+//! - [`windows`]: night windows in a site's time zone (jiff), as absolute openings.
 //! - [`testimage`]: deterministic VM-like images for tests and the demo.
 //! - [`cli`]: the `nightcast-image` command line (the binary is a thin wrapper around it).
 //!
-//! Architecture invariants: this crate knows nothing of calendars, sites or networks; no chunk
+//! Architecture invariants: this crate knows nothing of calendars or plans (only what a site's
+//! night windows are, which relays and the controller both read); no chunk
 //! leaves a store unverified; nothing here reads the wall clock (time is passed in).
 
 pub mod assemble;
@@ -35,6 +37,7 @@ pub mod manifest;
 pub mod store;
 pub mod testimage;
 pub mod trust;
+pub mod windows;
 pub mod wire;
 
 pub use chunk::VerifiedChunk;

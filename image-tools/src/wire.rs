@@ -130,8 +130,20 @@ pub enum Control {
     },
     /// Ask for this site's fetch plan.
     GetPlan,
-    /// The site's master versions in fetch order (earliest deadline first).
-    Plan(Vec<PlanEntry>),
+    /// The site's schedule and its master versions in fetch order (earliest deadline first).
+    Plan(SitePlan),
+}
+
+/// What a relay needs to run its site unattended, kept by the relay for when the controller is away.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SitePlan {
+    /// IANA time zone of the site.
+    pub tz: String,
+    /// Night windows in local time, e.g. `22:00-06:00`.
+    pub windows: Vec<String>,
+    /// WAN cap in Mbit/s.
+    pub cap_mbit: u64,
+    pub entries: Vec<PlanEntry>,
 }
 
 /// One master version a relay must hold.

@@ -72,10 +72,7 @@ impl Session {
 }
 
 /// Asks the controller for this site's fetch plan (earliest deadline first).
-pub async fn plan(
-    controller: SocketAddr,
-    data: &Path,
-) -> Result<Vec<image_tools::wire::PlanEntry>> {
+pub async fn plan(controller: SocketAddr, data: &Path) -> Result<image_tools::wire::SitePlan> {
     let Session { endpoint, conn, .. } = Session::open(controller, data).await?;
     let plan = conn.plan().await?;
     conn.close();

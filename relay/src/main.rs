@@ -90,10 +90,16 @@ fn main() -> ExitCode {
                             .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
                             .unwrap_or_else(|_| "-".into())
                     };
-                    if plan.is_empty() {
+                    println!(
+                        "windows {} ({}), WAN cap {} Mbit/s",
+                        plan.windows.join(","),
+                        plan.tz,
+                        plan.cap_mbit
+                    );
+                    if plan.entries.is_empty() {
                         println!("nothing scheduled for this site");
                     }
-                    for e in plan {
+                    for e in plan.entries {
                         println!(
                             "{} {}  by {}  pinned until {}{}",
                             e.master.name,
