@@ -19,8 +19,8 @@
 //! - [`testimage`]: deterministic VM-like images for tests and the demo.
 //! - [`cli`]: the `nightcast-image` command line (the binary is a thin wrapper around it).
 //!
-//! Architecture invariants: this crate knows nothing of calendars or plans (only what a site's
-//! night windows are, which relays and the controller both read); no chunk
+//! Architecture invariants: this crate knows nothing of calendars or sessions and computes no plan
+//! (it carries plans on the wire, and reads a site's night windows, which relays obey); no chunk
 //! leaves a store unverified; nothing here reads the wall clock (time is passed in).
 
 pub mod assemble;
