@@ -357,6 +357,64 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A master whose chunks the controller itself lacks is not recorded as held by the relay.
+    let v2 = dir.path().join("v2.img");
+    image_tools::testimage::write_sparse(&v2, &image_tools::testimage::image_bytes(4 << 20, 99))
+        .unwrap();
+    nightcast(&[
+        "master",
+        "import",
+        v2.to_str().unwrap(),
+        "--name",
+        "demo",
+        "--version",
+        "2",
+    ]);
+    let v2_calendar = dir.path().join("v2.csv");
+    std::fs::write(
+        &v2_calendar,
+        "site,room,master,version,start,end\nlyon,salle-1,demo,2,2030-02-04 08:30,2030-02-04 17:00\n",
+    )
+    .unwrap();
+    nightcast(&["calendar", "import", v2_calendar.to_str().unwrap()]);
+    let held: std::collections::HashSet<_> = std::fs::read_dir(r.join("store/chunks"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().file_name())
+        .collect();
+    let lost = std::fs::read_dir(c.join("store/chunks"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .find(|p| !held.contains(p.file_name().unwrap()))
+        .expect("a chunk only version 2 has");
+    std::fs::remove_file(&lost).unwrap();
+    let out = run(
+        "nightcast-relay",
+        &[
+            "fetch",
+            "--controller",
+            &addr,
+            "--data",
+            rs,
+            "--master",
+            "demo",
+            "--version",
+            "2",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "a fetch with missing chunks succeeded"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lacks 1 chunk"), "{err}");
+    assert!(
+        !r.join("manifests/demo-2.manifest").exists(),
+        "an incomplete master was recorded as held"
+    );
+    assert!(!nightcast(&["fleet"]).contains("demo 2"));
+
     // SIGTERM stops the controller cleanly.
     let pid = server.0.id().to_string();
     assert!(Command::new("kill")

@@ -126,6 +126,18 @@ pub async fn fetch(
         progress,
     )
     .await?;
+    if let Some(first) = report.lacking.first() {
+        // What was received is kept; the master is not recorded as held until every chunk is.
+        conn.close();
+        anyhow::bail!(
+            "the controller lacks {} chunk(s) of {} {} (first: {}): nothing is recorded as held; \
+             check the controller's store (`nightcast-image scrub`), then fetch again",
+            report.lacking.len(),
+            master.name,
+            master.version,
+            first
+        );
+    }
     // Chunks are durable; only now does the manifest say the master is here.
     let dir = data.join("manifests");
     std::fs::create_dir_all(&dir)?;
