@@ -243,8 +243,8 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// Serves `endpoint` until `shutdown`; then stops accepting, lets open requests finish for a few
-/// seconds, and closes the endpoint.
+/// Serves `endpoint` until `shutdown`; then stops accepting connections and requests, lets the
+/// requests under way finish for up to 5 seconds, and closes the endpoint.
 pub async fn serve(endpoint: quinn::Endpoint, service: Arc<Service>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     loop {
@@ -253,10 +253,11 @@ pub async fn serve(endpoint: quinn::Endpoint, service: Arc<Service>, shutdown: C
             incoming = endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { break };
-        let (service, shutdown) = (service.clone(), shutdown.child_token());
+        let (service, shutdown, streams) =
+            (service.clone(), shutdown.child_token(), tracker.clone());
         tracker.spawn(async move {
             match incoming.await {
-                Ok(conn) => serve_connection(conn, service, shutdown).await,
+                Ok(conn) => serve_connection(conn, service, shutdown, streams).await,
                 Err(e) => tracing::debug!(error = %e, "handshake failed"),
             }
         });
@@ -282,6 +283,8 @@ async fn serve_connection(
     conn: quinn::Connection,
     service: Arc<Service>,
     shutdown: CancellationToken,
+    // Requests run on the server's tracker, so that shutdown waits for them.
+    streams: TaskTracker,
 ) {
     let peer = conn
         .peer_identity()
@@ -315,7 +318,7 @@ async fn serve_connection(
                 }
             };
             let (service, state) = (service.clone(), state.clone());
-            tokio::spawn(
+            streams.spawn(
                 async move {
                     if let Err(e) = serve_stream(send, recv, &service, &state).await {
                         tracing::debug!(error = %e, "request ended with an error");
@@ -398,6 +401,8 @@ async fn serve_stream(
     };
     let result = answer(request, &mut send, service, state).await;
     let _ = send.finish();
+    // `write_all` only queued the reply: stay (and keep shutdown waiting) until the peer has it.
+    let _ = send.stopped().await;
     result
 }
 

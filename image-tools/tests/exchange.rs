@@ -615,3 +615,37 @@ async fn a_caching_store_fills_from_upstream_and_repairs_corrupt_copies() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_under_way_at_shutdown_completes() {
+    let c = Controller::new(96 << 20);
+    let (addr, stop) = c.serve(false);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+            .unwrap();
+    let conn = c.client(addr, &relay).await;
+    let v1 = VerifiedManifest::open(c.catalog_manifest("1"), &c.key.public()).unwrap();
+    let ids: Vec<_> = v1.unique_chunks().iter().map(|c| c.id).collect();
+    let stored: u64 = v1
+        .unique_chunks()
+        .iter()
+        .map(|c| u64::from(c.stored_len))
+        .sum();
+    // More than the 16 MiB stream window: the server is still sending when it is stopped.
+    assert!(
+        stored > 20 << 20,
+        "too small to be in flight when stopped: {stored}"
+    );
+    let mut got = 0;
+    conn.get_chunks(&ids, |r, _| {
+        assert!(matches!(r, exchange::Received::Chunk(_)));
+        got += 1;
+        stop.cancel(); // shutdown begins while the reply is being sent
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, ids.len());
+    // New requests are no longer served.
+    assert!(conn.scheduled().await.is_err());
+}
