@@ -275,8 +275,9 @@ pub async fn serve(endpoint: quinn::Endpoint, service: Arc<Service>, shutdown: C
 struct ConnState {
     peer: Option<Identity>,
     hello: Mutex<Option<Hello>>,
-    /// Chunks of the masters this peer may read; rebuilt when a request falls outside it.
-    allowed_chunks: Mutex<HashSet<ChunkId>>,
+    /// Chunks of the masters this peer may read, and the master list they were built from; rebuilt
+    /// only when that list changes.
+    allowed_chunks: Mutex<(Vec<MasterRef>, HashSet<ChunkId>)>,
 }
 
 async fn serve_connection(
@@ -301,7 +302,7 @@ async fn serve_connection(
     let state = Arc::new(ConnState {
         peer,
         hello: Mutex::new(None),
-        allowed_chunks: Mutex::new(HashSet::new()),
+        allowed_chunks: Mutex::new((Vec::new(), HashSet::new())),
     });
     async move {
         tracing::info!("connected");
@@ -567,21 +568,24 @@ fn lacking(id: ChunkId) -> Result<Vec<u8>, ()> {
 
 /// Which of `ids` belong to masters `peer` may read.
 fn permitted(service: &Service, state: &ConnState, peer: &Identity, ids: &[ChunkId]) -> Vec<bool> {
-    let Ok(mut set) = state.allowed_chunks.lock() else {
+    let Ok(mut guard) = state.allowed_chunks.lock() else {
         return vec![false; ids.len()];
     };
-    if ids.iter().any(|id| !set.contains(id)) {
-        // Rebuild: the schedule may have grown since.
+    let (built_from, set) = &mut *guard;
+    let allowed = service.catalog.allowed(peer);
+    if allowed != *built_from {
+        // The schedule changed since: rebuild from the manifests now allowed.
         set.clear();
-        for m in service.catalog.allowed(peer) {
+        for m in &allowed {
             if let Some(u) = service
                 .catalog
-                .manifest(&m)
+                .manifest(m)
                 .and_then(|b| Manifest::decode_unverified(&b).ok())
             {
                 set.extend(u.manifest.chunks().map(|c| c.id));
             }
         }
+        *built_from = allowed;
     }
     ids.iter().map(|id| set.contains(id)).collect()
 }

@@ -649,3 +649,58 @@ async fn a_request_under_way_at_shutdown_completes() {
     // New requests are no longer served.
     assert!(conn.scheduled().await.is_err());
 }
+
+/// Counts the manifests a server reads from its catalogue.
+struct CountingCatalog {
+    inner: Arc<MemoryCatalog>,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl exchange::Catalog for CountingCatalog {
+    fn manifest(&self, master: &MasterRef) -> Option<Vec<u8>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.manifest(master)
+    }
+    fn allowed(&self, peer: &Identity) -> Vec<MasterRef> {
+        self.inner.allowed(peer)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_again_for_forbidden_chunks_costs_the_server_nothing_more() {
+    let c = Controller::new(4 << 20);
+    let counting = Arc::new(CountingCatalog {
+        inner: c.catalog.clone(),
+        reads: Default::default(),
+    });
+    let me = identity(Role::Controller, "central", "controller");
+    let creds = c.ca.issue(&me).unwrap();
+    let endpoint = exchange::server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        creds.server_config().unwrap(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let service = Arc::new(Service {
+        hello: hello_for(&me),
+        store: c.store.clone(),
+        catalog: counting.clone(),
+        enroller: None,
+        on_report: Box::new(|_, _| {}),
+    });
+    tokio::spawn(exchange::serve(endpoint, service, CancellationToken::new()));
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+            .unwrap();
+    let conn = c.client(addr, &relay).await;
+    let v2 = VerifiedManifest::open(c.catalog_manifest("2"), &c.key.public()).unwrap();
+    let forbidden = [v2.unique_chunks().last().unwrap().id];
+    for _ in 0..20 {
+        assert!(conn.get_chunks(&forbidden, |_, _| Ok(())).await.is_err());
+    }
+    // One rebuild of the peer's allowed chunks (one manifest: lyon may read v1), not twenty.
+    assert_eq!(counting.reads.load(Ordering::SeqCst), 1);
+    // A schedule change is still seen on the same connection.
+    c.catalog.schedule("lyon", vec![v("1"), v("2")]);
+    conn.get_chunks(&forbidden, |_, _| Ok(())).await.unwrap();
+}
