@@ -5,46 +5,11 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use util::workspace_bin;
-
-struct Controller {
-    child: Child,
-    api: String,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path) -> Controller {
-    let mut child = Command::new(workspace_bin("nightcast-controller"))
-        .args([
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--api",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let _quic = lines.next().unwrap().unwrap();
-    let api = lines.next().unwrap().unwrap();
-    let api = api.strip_prefix("admin API on ").expect(&api).to_owned();
-    Controller { child, api }
-}
+use util::{workspace_bin, Controller};
 
 fn nightcast(c: &Controller, data: &Path, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
@@ -92,7 +57,7 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
         .output()
         .unwrap();
     assert!(init.status.success());
-    let c = start(&data);
+    let c = Controller::start(&data);
 
     // Without the right token, nothing.
     let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
@@ -242,7 +207,7 @@ fn a_controller_killed_mid_import_restarts_consistent() {
         .status()
         .unwrap()
         .success());
-    let mut c = start(&data);
+    let mut c = Controller::start(&data);
     // Incompressible, so the import is slow enough to be interrupted.
     let image = dir.path().join("big.img");
     let mut bytes = vec![0u8; 160 << 20];
@@ -287,7 +252,7 @@ fn a_controller_killed_mid_import_restarts_consistent() {
 
     // Restarted: the catalogue does not know the half-imported master, the store has no bad chunk,
     // and the import can simply be run again.
-    let c = start(&data);
+    let c = Controller::start(&data);
     assert!(!ok(&c, &data, &["master", "list"]).contains("big"));
     let scrub = Command::new(workspace_bin("nightcast-image"))
         .args(["scrub", "--store", data.join("store").to_str().unwrap()])

@@ -5,10 +5,8 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use util::workspace_bin;
 
@@ -36,41 +34,6 @@ fn ok(bin: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Kills the server if a test fails half-way.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_controller(data: &Path) -> (Server, String, String) {
-    let mut child = Command::new(workspace_bin("nightcast-controller"))
-        .args(["serve", "--data", data.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let (mut quic, mut api) = (String::new(), String::new());
-    out.read_line(&mut quic).unwrap();
-    out.read_line(&mut api).unwrap();
-    let addr = quic
-        .trim()
-        .strip_prefix("listening on ")
-        .expect(&quic)
-        .to_owned();
-    let api = api
-        .trim()
-        .strip_prefix("admin API on ")
-        .expect(&api)
-        .to_owned();
-    (Server(child), addr, api)
-}
-
 #[test]
 fn a_relay_enrols_and_fetches_a_scheduled_master() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,7 +44,8 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
     let again = run("nightcast-controller", &["init", "--data", cs]);
     assert!(!again.status.success(), "init replaced an existing CA");
 
-    let (mut server, addr, api) = start_controller(&c);
+    let mut server = util::Controller::start(&c);
+    let (addr, api) = (server.quic.clone(), server.api.clone());
     let nightcast = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
             .args([
@@ -416,12 +380,12 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
     assert!(!nightcast(&["fleet"]).contains("demo 2"));
 
     // SIGTERM stops the controller cleanly.
-    let pid = server.0.id().to_string();
+    let pid = server.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    let status = server.0.wait().unwrap();
+    let status = server.child.wait().unwrap();
     assert!(status.success(), "controller exited with {status}");
 }
