@@ -68,17 +68,35 @@ enum Command {
     },
 }
 
-/// The one place this program reads the wall clock.
-#[allow(clippy::disallowed_methods)]
+/// The clock this program runs on: the real one, or `NIGHTCAST_CLOCK`'s (tests, the demo).
+static CLOCK: std::sync::OnceLock<image_tools::clock::Clock> = std::sync::OnceLock::new();
+
 fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    CLOCK
+        .get_or_init(image_tools::clock::Clock::system)
+        .now()
+        .max(0) as u64
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     image_tools::cli::init_logging("info");
+    match image_tools::clock::Clock::from_env() {
+        Ok(clock) => {
+            if clock != image_tools::clock::Clock::system() {
+                tracing::warn!(
+                    now = clock.now(),
+                    speed = clock.speed(),
+                    "running on a test clock"
+                );
+            }
+            let _ = CLOCK.set(clock);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let result = match cli.command {
         Command::Init { data } => controller::init(&DataDir(data.clone())).map(|fp| {
             println!("controller initialised in {}", data.display());

@@ -272,7 +272,7 @@ async fn fetch(args: &Args) -> Result<()> {
     let connect_s = t0.elapsed().as_secs_f64();
     let rate = rate_mbit.map(|m| Arc::new(exchange::RateLimit::new((m * 1e6) as u64)));
     let t1 = Instant::now();
-    let report = fetch_missing(&conn, store, &manifest, opts, rate, &|_| {}).await?;
+    let report = fetch_missing(&conn, store, &manifest, opts.clone(), rate, &|_| {}).await?;
     let fetch_s = t1.elapsed().as_secs_f64();
     let wall_s = t0.elapsed().as_secs_f64();
     conn.close();

@@ -94,6 +94,11 @@ pub fn client_endpoint() -> Result<quinn::Endpoint, ExchangeError> {
 pub trait Catalog: Send + Sync {
     /// The signed bytes of a manifest, if known.
     fn manifest(&self, master: &MasterRef) -> Option<Vec<u8>>;
+    /// When a chunk the store lacks is expected (Unix seconds), if the server knows: a relay
+    /// answers "not yet" instead of "lacking" for chunks it will fetch in its next window.
+    fn expected(&self, _id: &ChunkId) -> Option<i64> {
+        None
+    }
     /// The master versions `peer` may read: for a relay or agent, those scheduled for its site.
     fn allowed(&self, peer: &Identity) -> Vec<MasterRef>;
     /// The fetch plan of `peer`'s site; by default every allowed version, no deadline, no schedule.
@@ -518,8 +523,15 @@ async fn answer(
             // One blocking task reads (and verifies) the request's chunks in order and hands the
             // encoded frames over; a few frames ahead at most.
             let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, ()>>(8);
-            let store = service.store.clone();
+            let (store, catalog) = (service.store.clone(), service.catalog.clone());
             tokio::task::spawn_blocking(move || {
+                let lacking = |id: ChunkId| {
+                    let control = match catalog.expected(&id) {
+                        Some(expected) => Control::NotYet { id, expected },
+                        None => Control::Lacking(id),
+                    };
+                    wire::encode_to_vec(&Frame::Control(control)).map_err(|_| ())
+                };
                 for id in ids {
                     let encoded = match store.get(&id) {
                         Ok(chunk) if *chunk.id() == id => {
@@ -560,10 +572,6 @@ async fn answer(
             send_error(send, ErrorCode::BadRequest, msg).await
         }
     }
-}
-
-fn lacking(id: ChunkId) -> Result<Vec<u8>, ()> {
-    wire::encode_to_vec(&Frame::Control(Control::Lacking(id))).map_err(|_| ())
 }
 
 /// Which of `ids` belong to masters `peer` may read.
@@ -653,6 +661,11 @@ pub enum Received {
     Chunk(VerifiedChunk),
     /// The peer does not hold it.
     Lacking(ChunkId),
+    /// The peer does not hold it yet, and expects to by this time (Unix seconds).
+    NotYet {
+        id: ChunkId,
+        expected: i64,
+    },
     /// The peer sent bytes that are not this chunk.
     Lied {
         id: ChunkId,
@@ -693,6 +706,18 @@ impl Connection {
 
     pub fn close(&self) {
         self.conn.close(0u32.into(), b"done");
+    }
+
+    /// UDP bytes (sent, received) on this connection so far, every overhead included: what the
+    /// link carried.
+    pub fn udp_bytes(&self) -> (u64, u64) {
+        let s = self.conn.stats();
+        (s.udp_tx.bytes, s.udp_rx.bytes)
+    }
+
+    /// Waits until the connection is closed (by either side, or by a dead link's idle timeout).
+    pub async fn closed(&self) -> String {
+        self.conn.closed().await.to_string()
     }
 
     /// Sends one request and returns the reply stream.
@@ -817,6 +842,9 @@ impl Connection {
                 }
                 Some(Frame::Control(Control::Lacking(id))) if pending.remove(&id) => {
                     on(Received::Lacking(id), 0)?
+                }
+                Some(Frame::Control(Control::NotYet { id, expected })) if pending.remove(&id) => {
+                    on(Received::NotYet { id, expected }, 0)?
                 }
                 Some(Frame::Control(Control::End)) if pending.is_empty() => return Ok(()),
                 Some(Frame::Control(Control::Error { code, message })) => {
@@ -973,12 +1001,15 @@ impl RateLimit {
 }
 
 /// How a transfer runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// Chunk ids per request.
     pub batch: usize,
     /// Requests in flight at once on the connection.
     pub in_flight: usize,
+    /// When cancelled, no new request is made; the ones under way finish and are stored, and the
+    /// transfer returns with [`FetchReport::stopped`] set (a night window closing).
+    pub stop: CancellationToken,
 }
 
 impl Default for FetchOptions {
@@ -986,6 +1017,7 @@ impl Default for FetchOptions {
         FetchOptions {
             batch: 64,
             in_flight: 8,
+            stop: CancellationToken::new(),
         }
     }
 }
@@ -1004,6 +1036,10 @@ pub struct FetchReport {
     pub corrupt_received: u64,
     /// Chunks the peer does not have.
     pub lacking: Vec<ChunkId>,
+    /// The earliest time the peer said it expects chunks it does not have yet.
+    pub expected: Option<i64>,
+    /// The transfer was stopped (see [`FetchOptions::stop`]) before it had asked for everything.
+    pub stopped: bool,
 }
 
 /// Bytes a chunk costs on the wire beyond its payload: header, chunk id and frame header.
@@ -1089,6 +1125,7 @@ pub async fn fetch_missing(
     let mut queue: Vec<ChunkId> = want.into_iter().map(|(id, _)| id).collect();
     let mut retried: HashSet<ChunkId> = HashSet::new();
     let mut liars: Vec<ChunkId> = Vec::new();
+    let mut stopped = false;
     let outcome: Result<(), ExchangeError> = async {
         while !queue.is_empty() {
             let batches: Vec<Vec<ChunkId>> = queue.chunks(batch).map(<[ChunkId]>::to_vec).collect();
@@ -1096,17 +1133,23 @@ pub async fn fetch_missing(
             let mut again: Vec<ChunkId> = Vec::new();
             let shared = Mutex::new((&mut report, &mut again));
             let run = |ids: Vec<ChunkId>| {
-                let (tx, rate, shared, size_of) = (tx.clone(), rate.clone(), &shared, &size_of);
+                let (tx, rate, shared, size_of, stop) =
+                    (tx.clone(), rate.clone(), &shared, &size_of, &opts.stop);
                 async move {
                     if let Some(rate) = &rate {
                         // Pay for the request before making it: the bytes then flow at most
                         // one burst ahead of the rate.
-                        rate.acquire(
-                            ids.iter()
-                                .map(|id| size_of.get(id).copied().unwrap_or(0))
-                                .sum(),
-                        )
-                        .await;
+                        let cost = ids
+                            .iter()
+                            .map(|id| size_of.get(id).copied().unwrap_or(0))
+                            .sum();
+                        tokio::select! {
+                            _ = rate.acquire(cost) => {}
+                            _ = stop.cancelled() => return Ok(Some(ids)),
+                        }
+                    }
+                    if stop.is_cancelled() {
+                        return Ok(Some(ids));
                     }
                     let mut got: Vec<VerifiedChunk> = Vec::new();
                     let result = conn
@@ -1122,6 +1165,11 @@ pub async fn fetch_missing(
                                     got.push(c);
                                 }
                                 Received::Lacking(id) => report.lacking.push(id),
+                                Received::NotYet { id, expected } => {
+                                    report.lacking.push(id);
+                                    report.expected =
+                                        Some(report.expected.map_or(expected, |e| e.min(expected)));
+                                }
                                 Received::Lied { id, .. } => {
                                     report.corrupt_received += 1;
                                     again.push(id);
@@ -1141,7 +1189,7 @@ pub async fn fetch_missing(
                             return Err(ExchangeError::Transport("chunk writer stopped".into()));
                         }
                     }
-                    result
+                    result.map(|()| None)
                 }
             };
             let mut first_error = None;
@@ -1152,11 +1200,18 @@ pub async fn fetch_missing(
                 set.push(Box::pin(run(ids)));
             }
             while let Some(result) = set.next().await {
-                if let Err(e) = result {
-                    first_error.get_or_insert(e);
-                    continue;
+                match result {
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
+                    Ok(Some(_not_asked)) => {
+                        stopped = true;
+                        continue;
+                    }
+                    Ok(None) => {}
                 }
-                if first_error.is_none() {
+                if first_error.is_none() && !opts.stop.is_cancelled() {
                     if let Some(ids) = batches.next() {
                         set.push(Box::pin(run(ids)));
                     }
@@ -1165,6 +1220,10 @@ pub async fn fetch_missing(
             drop(set);
             if let Some(e) = first_error {
                 return Err(e);
+            }
+            if stopped || opts.stop.is_cancelled() {
+                stopped = true;
+                break;
             }
             for id in again {
                 if retried.insert(id) {
@@ -1181,6 +1240,7 @@ pub async fn fetch_missing(
     let written = writer.await.map_err(transport)??;
     tracing::debug!(written, "chunks written");
     outcome?;
+    report.stopped = stopped;
     if !liars.is_empty() {
         return Err(ExchangeError::PeerLied {
             peer: conn.peer().to_owned(),
@@ -1269,7 +1329,9 @@ impl ChunkStore for RemoteStore {
             .block_on(self.conn.get_chunks(&[*id], |r, _| {
                 out = Some(match r {
                     Received::Chunk(c) => Ok(c),
-                    Received::Lacking(id) => Err(StoreError::Missing(id)),
+                    Received::Lacking(id) | Received::NotYet { id, .. } => {
+                        Err(StoreError::Missing(id))
+                    }
                     Received::Lied { id, reason } => Err(StoreError::Invalid {
                         id,
                         path: None,

@@ -16,17 +16,20 @@
 //! - [`exchange`]: the protocol over QUIC: server, client, `fetch_missing`, remote and caching stores.
 //! - [`trust`]: the controller's CA, node certificates and identities, enrolment tokens.
 //! - [`windows`]: night windows in a site's time zone (jiff), as absolute openings.
+//! - [`clock`]: the one reading of the wall clock, and the `NIGHTCAST_CLOCK` test clock.
 //! - [`testimage`]: deterministic VM-like images for tests and the demo.
 //! - [`cli`]: the `nightcast-image` command line (the binary is a thin wrapper around it).
 //!
 //! Architecture invariants: this crate knows nothing of calendars or sessions and computes no plan
 //! (it carries plans on the wire, and reads a site's night windows, which relays obey); no chunk
-//! leaves a store unverified; nothing here reads the wall clock (time is passed in).
+//! leaves a store unverified; nothing here reads the wall clock except [`clock`], which only
+//! binaries call (libraries take `now` or a `Clock` as an argument).
 
 pub mod assemble;
 pub mod chunk;
 pub mod chunker;
 pub mod cli;
+pub mod clock;
 pub mod durable;
 pub mod exchange;
 pub mod gc;

@@ -132,6 +132,12 @@ pub enum Control {
     GetPlan,
     /// The site's schedule and its master versions in fetch order (earliest deadline first).
     Plan(SitePlan),
+    /// The server does not hold this chunk yet and expects to by `expected` (Unix seconds): a
+    /// relay outside its night window, asked for a chunk it has not fetched.
+    NotYet {
+        id: ChunkId,
+        expected: i64,
+    },
 }
 
 /// What a relay needs to run its site unattended, kept by the relay for when the controller is away.

@@ -221,13 +221,21 @@ async fn a_cut_link_resumes_and_fetches_only_what_was_missing() {
     let opts = FetchOptions {
         batch: 8,
         in_flight: 2,
+        ..FetchOptions::default()
     };
     let cut = AtomicBool::new(false);
-    let first = fetch_missing(&conn, store.clone(), &manifest, opts, Some(rate), &|p| {
-        if p.chunks >= needed / 3 && !cut.swap(true, Ordering::SeqCst) {
-            stop.cancel();
-        }
-    })
+    let first = fetch_missing(
+        &conn,
+        store.clone(),
+        &manifest,
+        opts.clone(),
+        Some(rate),
+        &|p| {
+            if p.chunks >= needed / 3 && !cut.swap(true, Ordering::SeqCst) {
+                stop.cancel();
+            }
+        },
+    )
     .await;
     assert!(
         matches!(first, Err(ExchangeError::Transport(_))),
@@ -249,6 +257,56 @@ async fn a_cut_link_resumes_and_fetches_only_what_was_missing() {
         "chunks received before the cut were fetched again"
     );
     assert_eq!(second.fetched, needed - kept);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_transfer_keeps_what_it_received_and_asks_for_nothing_more() {
+    // A relay's night window closes in the middle of a transfer.
+    let c = Controller::new(32 << 20);
+    let (addr, _stop) = c.serve(false);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+            .unwrap();
+    let conn = c.client(addr, &relay).await;
+    let manifest =
+        VerifiedManifest::open(conn.manifest(&v("1")).await.unwrap(), &c.key.public()).unwrap();
+    let (_dir, store) = relay_store();
+    let rate = Arc::new(exchange::RateLimit::new(40_000_000));
+    let needed = manifest.unique_chunks().len() as u64;
+    let opts = FetchOptions {
+        batch: 8,
+        in_flight: 2,
+        ..FetchOptions::default()
+    };
+    let stop = opts.stop.clone();
+    let first = fetch_missing(&conn, store.clone(), &manifest, opts, Some(rate), &|p| {
+        if p.chunks >= needed / 3 {
+            stop.cancel();
+        }
+    })
+    .await
+    .unwrap();
+    assert!(first.stopped);
+    assert!(
+        first.fetched >= needed / 3 && first.fetched < needed,
+        "{first:?}"
+    );
+    // Every chunk received is stored, and nothing was asked for after the stop beyond the
+    // requests already under way (2 in flight of 8 chunks).
+    assert_eq!(store.ids().unwrap().len() as u64, first.fetched);
+    assert!(first.fetched <= needed / 3 + 16, "{first:?}");
+    let second = fetch_missing(
+        &conn,
+        store,
+        &manifest,
+        FetchOptions::default(),
+        None,
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    assert!(!second.stopped);
+    assert_eq!(second.fetched, needed - first.fetched);
 }
 
 /// A compromised server that flips a byte in the first chunk it sends (or in every one).
