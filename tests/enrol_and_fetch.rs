@@ -81,23 +81,7 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
     image_tools::testimage::write_sparse(&image, &image_tools::testimage::image_bytes(12 << 20, 4))
         .unwrap();
     let manifest = dir.path().join("demo-1.manifest");
-    ok(
-        "nightcast-image",
-        &[
-            "build",
-            "--store",
-            &format!("{cs}/store"),
-            "--key",
-            &format!("{cs}/signing.key"),
-            "--name",
-            "demo",
-            "--version",
-            "1",
-            image.to_str().unwrap(),
-            "-o",
-            manifest.to_str().unwrap(),
-        ],
-    );
+    util::build_master(&c, &image, "demo", "1", &manifest);
     ok(
         "nightcast-controller",
         &["master-add", "--data", cs, manifest.to_str().unwrap()],

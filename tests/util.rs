@@ -4,8 +4,12 @@
 //! package's binaries (`CARGO_BIN_EXE_*`); the others are built next to it by `cargo test --workspace`.
 
 use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The path of workspace binary `name`, or a panic that says how to build it.
 pub fn workspace_bin(name: &str) -> PathBuf {
@@ -24,6 +28,24 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// Builds `image` into the controller's store (data directory `controller`) as master `name`
+/// `version`, signed with its key, and writes the manifest to `out`.
+#[allow(dead_code)]
+pub fn build_master(controller: &Path, image: &Path, name: &str, version: &str, out: &Path) {
+    let c = controller.to_str().expect("utf-8 path");
+    let status = Command::new(workspace_bin("nightcast-image"))
+        .args(["build", "--store", &format!("{c}/store")])
+        .args(["--key", &format!("{c}/signing.key")])
+        .args(["--name", name, "--version", version])
+        .arg(image)
+        .arg("-o")
+        .arg(out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run nightcast-image");
+    assert!(status.success(), "nightcast-image build failed");
+}
+
 /// A `nightcast-controller serve` on loopback ports, killed when dropped (a test that fails half-way
 /// leaves no process behind).
 #[derive(Debug)]
@@ -40,7 +62,13 @@ pub struct Controller {
 impl Controller {
     /// Serves the data directory `data` (already initialised) and waits for both addresses.
     pub fn start(data: &Path) -> Controller {
+        Controller::start_with(data, &[])
+    }
+
+    /// The same with extra environment variables (e.g. `NIGHTCAST_CLOCK`).
+    pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Controller {
         let mut child = Command::new(workspace_bin("nightcast-controller"))
+            .envs(env.iter().copied())
             .args(["serve", "--data", data.to_str().expect("utf-8 path")])
             .args(["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
             .stdout(Stdio::piped())
@@ -66,5 +94,95 @@ impl Drop for Controller {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The forwarder's clients, each with its own socket towards upstream.
+type Clients = Vec<(SocketAddr, Arc<UdpSocket>)>;
+
+/// A UDP forwarder between a client and `upstream` that counts every byte it carries (both ways),
+/// and can cut the link (drop everything) for a while: the "other end" of a relay's WAN counters.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub struct UdpCounter {
+    pub addr: SocketAddr,
+    pub bytes: Arc<AtomicU64>,
+    pub cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+#[allow(dead_code)]
+impl UdpCounter {
+    pub fn start(upstream: SocketAddr) -> UdpCounter {
+        let front = UdpSocket::bind("127.0.0.1:0").expect("bind the forwarder");
+        front
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let addr = front.local_addr().expect("address");
+        let (bytes, cut, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let front = Arc::new(front);
+        let clients: Arc<Mutex<Clients>> = Arc::default();
+        let (b, c, s) = (bytes.clone(), cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = front.recv_from(&mut buf) else {
+                    continue;
+                };
+                if c.load(Ordering::Relaxed) {
+                    continue;
+                }
+                b.fetch_add(n as u64, Ordering::Relaxed);
+                let back = {
+                    let mut list = clients.lock().expect("clients");
+                    match list.iter().find(|(a, _)| *a == from) {
+                        Some((_, sock)) => sock.clone(),
+                        None => {
+                            let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+                            sock.set_read_timeout(Some(Duration::from_millis(100)))
+                                .expect("timeout");
+                            list.push((from, sock.clone()));
+                            let (front, sock2, b, c, s) =
+                                (front.clone(), sock.clone(), b.clone(), c.clone(), s.clone());
+                            std::thread::spawn(move || {
+                                let mut buf = vec![0u8; 65536];
+                                while !s.load(Ordering::Relaxed) {
+                                    let Ok(n) = sock2.recv(&mut buf) else {
+                                        continue;
+                                    };
+                                    if c.load(Ordering::Relaxed) {
+                                        continue;
+                                    }
+                                    b.fetch_add(n as u64, Ordering::Relaxed);
+                                    let _ = front.send_to(&buf[..n], from);
+                                }
+                            });
+                            sock
+                        }
+                    }
+                };
+                let _ = back.send_to(&buf[..n], upstream);
+            }
+        });
+        UdpCounter {
+            addr,
+            bytes,
+            cut,
+            stop,
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for UdpCounter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }

@@ -65,6 +65,11 @@ impl Clock {
         }
     }
 
+    /// Parses a spec whose default `since` is now.
+    pub fn parse_now(spec: &str) -> Result<Clock, ClockError> {
+        Clock::parse(spec, real_now())
+    }
+
     /// Parses a spec (see the module doc); `real_now` is the default for `since`.
     pub fn parse(spec: &str, real_now: f64) -> Result<Clock, ClockError> {
         let err = |why: String| ClockError {

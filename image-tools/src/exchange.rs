@@ -934,8 +934,12 @@ impl TokenBucket {
         }
     }
 
-    pub fn set_rate(&mut self, bits_per_sec: u64) {
+    /// Changes the rate and the burst; credit saved up under the old rate is cut to the new burst
+    /// (a relay that started unpaced must not go on at full speed on its savings).
+    pub fn set_rate(&mut self, bits_per_sec: u64, burst_bits: u64) {
         self.bits_per_sec = bits_per_sec.max(1);
+        self.burst_bits = burst_bits.max(1);
+        self.tokens = self.tokens.min(self.burst_bits as f64);
     }
 
     pub fn rate(&self) -> u64 {
@@ -969,17 +973,20 @@ pub struct RateLimit {
 
 impl RateLimit {
     pub fn new(bits_per_sec: u64) -> RateLimit {
-        // 100 ms of the rate may go ahead of it (at least 64 KiB).
-        let burst = (bits_per_sec / 10).max(8 * (64 << 10));
         RateLimit {
-            bucket: Mutex::new(TokenBucket::new(bits_per_sec, burst)),
+            bucket: Mutex::new(TokenBucket::new(bits_per_sec, Self::burst(bits_per_sec))),
             origin: tokio::time::Instant::now(),
         }
     }
 
+    /// 100 ms of the rate may go ahead of it (at least 64 KiB).
+    fn burst(bits_per_sec: u64) -> u64 {
+        (bits_per_sec / 10).max(8 * (64 << 10))
+    }
+
     pub fn set_rate(&self, bits_per_sec: u64) {
         if let Ok(mut b) = self.bucket.lock() {
-            b.set_rate(bits_per_sec);
+            b.set_rate(bits_per_sec, Self::burst(bits_per_sec));
         }
     }
 
@@ -1042,6 +1049,9 @@ pub struct FetchReport {
     pub stopped: bool,
 }
 
+/// How often a transfer makes what it received durable, at the least.
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+
 /// Bytes a chunk costs on the wire beyond its payload: header, chunk id and frame header.
 const FRAMING: u64 = (crate::chunk::HEADER_LEN + 32 + 5) as u64;
 
@@ -1103,9 +1113,16 @@ pub async fn fetch_missing(
     let writer = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
         let mut batch = writer_store.batch();
         let mut n = 0;
+        let mut flushed = tokio::time::Instant::now();
         while let Some(chunk) = rx.blocking_recv() {
             batch.put(&chunk)?;
             n += 1;
+            // A slow link fills a group commit slowly: make what arrived durable every few
+            // seconds anyway, so that a crash or kill costs only those seconds.
+            if flushed.elapsed() >= FLUSH_EVERY {
+                batch.flush()?;
+                flushed = tokio::time::Instant::now();
+            }
         }
         batch.commit()?;
         writer_store.sync()?;
@@ -1257,7 +1274,7 @@ mod futures_lite_join {
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
-    type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+    type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
     pub struct JoinAll<'a, T> {
         futures: Vec<Boxed<'a, T>>,
@@ -1438,7 +1455,7 @@ mod tests {
             "rate {rate}"
         );
         // Halving the rate halves the pace from then on.
-        b.set_rate(4_000_000);
+        b.set_rate(4_000_000, 500_000);
         let start = now;
         let mut sent = 0u64;
         while now < start + Duration::from_secs(10) {
@@ -1447,6 +1464,18 @@ mod tests {
         }
         let rate = sent as f64 / (now - start).as_secs_f64();
         assert!((rate - 500_000.0).abs() / 500_000.0 < 0.03, "rate {rate}");
+    }
+
+    #[test]
+    fn lowering_the_rate_cuts_the_credit_saved_under_the_old_one() {
+        // Regression: a relay starts unpaced (no plan yet) with a huge burst; its first plan sets
+        // the site's cap, and the savings of the unpaced start must not carry over.
+        let mut b = TokenBucket::new(100_000_000_000, 10_000_000_000);
+        b.take(Duration::ZERO, 0);
+        b.set_rate(4_000_000, 400_000);
+        // 5 MB at 4 Mbit/s is 10 s, less the 50 KB burst.
+        let wait = b.take(Duration::from_millis(1), 5_000_000);
+        assert!((wait.as_secs_f64() - 9.9).abs() < 0.05, "{wait:?}");
     }
 
     #[test]

@@ -324,6 +324,12 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Hands the chunks put so far to the committer without waiting for them: a slow transfer
+    /// calls this every few seconds, so that a crash loses only the last few seconds of it.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.hand_over()
+    }
+
     fn hand_over(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -423,6 +429,13 @@ impl ChunkStore for LocalStore {
 }
 
 impl LocalStore {
+    /// Every chunk with the length of its file (stored form, header included), in no order.
+    pub fn entries(&self) -> Result<Vec<(ChunkId, u64)>, StoreError> {
+        let mut out = Vec::new();
+        self.walk(|id, len| out.push((id, len)))?;
+        Ok(out)
+    }
+
     /// Calls `f(id, file length)` for every chunk file; ignores anything that is not one.
     fn walk(&self, mut f: impl FnMut(ChunkId, u64)) -> Result<(), StoreError> {
         let fanouts = fs::read_dir(&self.chunks).map_err(StoreError::io(&self.chunks))?;

@@ -1,14 +1,34 @@
-//! nightcast-relay, first stage: enrolment with the controller and fetching a master into the
-//! site cache on demand. The relay issue adds the night-window scheduler, LAN serving, pinning,
-//! eviction and scrubbing.
+//! nightcast-relay: the unattended site cache. It fetches the chunks its site lacks from the
+//! controller during the site's night windows, and serves them to the site's NUCs all day.
+//!
+//! Module map:
+//! - [`daemon`]: `nightcast-relay run`, its tasks (link, fetcher, LAN server, scrub, status).
+//! - [`cache`]: the pure decisions: is the WAN open now, what is pinned, what to evict.
+//! - [`config`]: the TOML configuration (`relay/relay.example.toml`).
+//! - [`wol`]: Wake-on-LAN magic packets.
+//! - this file: the one-shot commands (`enroll`, `plan`, `fetch`).
 //!
 //! Data directory layout:
 //! ```text
 //! DATA/tls/node.key, node.crt, ca.crt   identity from enrolment (node.key mode 0600)
 //! DATA/signing.pub                      the manifest-signing key pinned at enrolment
 //! DATA/store/                           the site's chunk cache
-//! DATA/manifests/NAME-VERSION.manifest  manifests whose chunks are all in the store
+//! DATA/manifests/NAME-VERSION.manifest  verified manifests of the versions being fetched or held;
+//!                                       a version is held when the store has all its chunks
+//! DATA/plan.json                        the last plan from the controller (windows, cap, pins)
+//! DATA/agents.json                      the site's NUCs as they last reported (MAC, needs)
+//! DATA/status.json                      what the relay is doing, rewritten every second
 //! ```
+//!
+//! Architecture invariants: the relay sends nothing on the WAN outside its site's windows but
+//! plan requests and reports (an override opens it for one master version); a chunk is served only
+//! after it was read back and verified; a pinned chunk is never evicted; the relay never accepts a
+//! connection from the WAN side (it dials the controller).
+
+pub mod cache;
+pub mod config;
+pub mod daemon;
+pub mod wol;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -80,8 +100,9 @@ pub async fn plan(controller: SocketAddr, data: &Path) -> Result<image_tools::wi
     Ok(plan)
 }
 
-/// The master versions whose manifests are in `dir` (written only once all chunks were stored).
-fn held_masters(dir: &Path, key: &image_tools::PublicKey) -> Vec<MasterRef> {
+/// The master versions whose manifests are in `dir` and whose chunks are all in `store`.
+fn held_masters(dir: &Path, key: &image_tools::PublicKey, store: &LocalStore) -> Vec<MasterRef> {
+    use image_tools::ChunkStore;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -89,6 +110,11 @@ fn held_masters(dir: &Path, key: &image_tools::PublicKey) -> Vec<MasterRef> {
         .filter_map(Result::ok)
         .filter_map(|e| std::fs::read(e.path()).ok())
         .filter_map(|b| VerifiedManifest::open(b, key).ok())
+        .filter(|m| {
+            m.unique_chunks()
+                .iter()
+                .all(|c| store.has(&c.id).unwrap_or(false))
+        })
         .map(|m| MasterRef {
             name: m.name.to_string(),
             version: m.version.to_string(),
@@ -119,7 +145,7 @@ pub async fn fetch(
     let rate = rate_mbit.map(|m| Arc::new(RateLimit::new(m * 1_000_000)));
     let report = exchange::fetch_missing(
         &conn,
-        store,
+        store.clone(),
         &manifest,
         FetchOptions::default(),
         rate,
@@ -146,7 +172,7 @@ pub async fn fetch(
     // Tell the controller what this site now holds (its planner counts on it).
     let status = image_tools::wire::Status {
         node_id: me.node.to_string(),
-        holding: held_masters(&dir, &key),
+        holding: held_masters(&dir, &key, &store),
         fields: vec![("software".into(), env!("CARGO_PKG_VERSION").into())],
     };
     if let Err(e) = conn.report(status).await {

@@ -11,8 +11,8 @@ use image_tools::NodeId;
 /// The nightcast relay: sits on a site's VLAN, fetches the chunks its site lacks during the night
 /// window, and serves them to the site's NUCs all day.
 ///
-/// This release can enrol with the controller and fetch a master on demand (`fetch`); the
-/// unattended night-window service comes next.
+/// Install: enrol once (`enroll`), then run `run --config /etc/nightcast/relay.toml` as a service
+/// (see relay/nightcast-relay.service). `plan` and `fetch` are for checking things by hand.
 #[derive(Debug, Parser)]
 #[command(name = "nightcast-relay", version)]
 struct Cli {
@@ -22,6 +22,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the relay: fetch what the site lacks during its night windows, serve the site's NUCs at
+    /// any hour. Stops cleanly on SIGTERM or Ctrl-C. Prints "serving the LAN on ADDR" once ready.
+    Run {
+        /// The configuration file (every key is explained in relay.example.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The controller's address (instead of, or overriding, the config file's).
+        #[arg(long)]
+        controller: Option<SocketAddr>,
+        /// The data directory (overrides the config file's).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where the site's NUCs connect (overrides the config file's; default 0.0.0.0:4434).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// Enrol this relay once, with a token printed by `nightcast-controller token --role relay`.
     Enroll {
         /// The controller's address, e.g. 192.0.2.10:4433.
@@ -70,6 +86,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run {
+                config,
+                controller,
+                data,
+                listen,
+            } => run(config, controller, data, listen).await,
             Command::Enroll {
                 controller,
                 token,
@@ -171,4 +193,50 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run(
+    config: Option<PathBuf>,
+    controller: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    use nightcast_relay::config::Config;
+    let mut cfg = match (config, controller) {
+        (Some(path), _) => Config::load(&path)?,
+        (None, Some(c)) => Config::new(c, PathBuf::from("/var/lib/nightcast/relay")),
+        (None, None) => anyhow::bail!("give --config FILE, or at least --controller ADDR"),
+    };
+    cfg.controller = controller.unwrap_or(cfg.controller);
+    cfg.data = data.unwrap_or(cfg.data);
+    cfg.listen = listen.unwrap_or(cfg.listen);
+    cfg.validate()?;
+    let clock = image_tools::clock::Clock::from_env()?;
+    if clock != image_tools::clock::Clock::system() {
+        tracing::warn!(
+            now = clock.now(),
+            speed = clock.speed(),
+            "running on a test clock"
+        );
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            shutdown.cancel();
+        });
+    }
+    nightcast_relay::daemon::run(cfg, clock, shutdown, |addr| {
+        println!("serving the LAN on {addr}");
+    })
+    .await
 }

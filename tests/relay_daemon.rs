@@ -1,0 +1,656 @@
+//! `nightcast-relay run` as a real process between a real controller and test agents, on loopback,
+//! with both on an accelerated clock (`NIGHTCAST_CLOCK`). The WAN is a counting UDP forwarder, so
+//! every byte is counted at both ends: by the relay's own counters and by the forwarder.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use image_tools::clock::Clock;
+use image_tools::exchange::{self, Connection, FetchOptions, FetchReport};
+use image_tools::trust::Credentials;
+use image_tools::wire::{Hello, MasterRef, Role, Status, PROTOCOL_VERSION};
+use image_tools::{ChunkStore, LocalStore, Manifest, PublicKey, VerifiedManifest};
+use serde_json::Value;
+use util::{workspace_bin, Controller, UdpCounter};
+
+/// Relay settings a test changes.
+struct RelayOpts {
+    quota: &'static str,
+    scrub_mib: u64,
+}
+
+const DEFAULT_RELAY: RelayOpts = RelayOpts {
+    quota: "10 GiB",
+    scrub_mib: 0,
+};
+
+/// A controller with site `lyon` (UTC), one master `demo 1` scheduled there for 2030-01-08 08:00,
+/// an enrolled relay (not started), and the WAN forwarder in front of the controller.
+struct Fleet {
+    dir: tempfile::TempDir,
+    controller: Option<Controller>,
+    quic: SocketAddr,
+    api: String,
+    wan: UdpCounter,
+    clock: Clock,
+    clock_spec: String,
+    image: Vec<u8>,
+    manifest: Manifest,
+    key: PublicKey,
+    wol: UdpSocket,
+}
+
+struct Relay {
+    child: Child,
+    lan: SocketAddr,
+    data: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Relay {
+    fn status(&self) -> Value {
+        for _ in 0..50 {
+            if let Ok(bytes) = std::fs::read(self.data.join("status.json")) {
+                if let Ok(v) = serde_json::from_slice(&bytes) {
+                    return v;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no status.json; log:\n{}", self.log_text());
+    }
+
+    fn n(&self, field: &str) -> u64 {
+        self.status()[field].as_u64().unwrap_or(0)
+    }
+
+    fn complete(&self) -> bool {
+        self.status()["masters"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty() && m.iter().all(|m| m["complete"] == true))
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (in real time) until `cond`, or fails with the relay's log.
+    fn wait(&self, what: &str, secs: u64, cond: impl Fn(&Relay) -> bool) {
+        for _ in 0..secs * 20 {
+            if cond(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}; status: {}\nlog:\n{}",
+            self.status(),
+            self.log_text()
+        );
+    }
+
+    fn kill9(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data.clone()
+    }
+
+    /// Every chunk in the relay's store (only while it is stopped, or racing its writes).
+    fn chunks(&self) -> Vec<image_tools::ChunkId> {
+        LocalStore::open(&self.data.join("store"))
+            .unwrap()
+            .ids()
+            .unwrap()
+    }
+}
+
+fn ok(bin: &str, args: &[&str]) -> String {
+    let out = Command::new(workspace_bin(bin))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{bin} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+impl Fleet {
+    fn new(windows: &str, cap_mbit: u64, image_mib: u64, clock: &str) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("controller");
+        let cs = c.to_str().unwrap().to_owned();
+        ok("nightcast-controller", &["init", "--data", &cs]);
+        let clock = Clock::parse_now(clock).unwrap();
+        let clock_spec = clock.spec();
+        let controller = Controller::start_with(&c, &[("NIGHTCAST_CLOCK", &clock_spec)]);
+        let quic: SocketAddr = controller.quic.parse().unwrap();
+        let api = controller.api.clone();
+        let wan = UdpCounter::start(quic);
+        let image = image_tools::testimage::image_bytes(image_mib << 20, 11);
+        let img = dir.path().join("master.img");
+        image_tools::testimage::write_sparse(&img, &image).unwrap();
+        let mpath = dir.path().join("demo-1.manifest");
+        util::build_master(&c, &img, "demo", "1", &mpath);
+        ok(
+            "nightcast-controller",
+            &["master-add", "--data", &cs, mpath.to_str().unwrap()],
+        );
+        let key = PublicKey::load(&c.join("signing.key.pub")).unwrap();
+        let manifest = VerifiedManifest::open(std::fs::read(&mpath).unwrap(), &key)
+            .unwrap()
+            .manifest()
+            .clone();
+        let wol = UdpSocket::bind("127.0.0.1:0").unwrap();
+        wol.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let fleet = Fleet {
+            dir,
+            controller: Some(controller),
+            quic,
+            api,
+            wan,
+            clock,
+            clock_spec,
+            image,
+            manifest,
+            key,
+            wol,
+        };
+        fleet.nightcast(&[
+            "site",
+            "add",
+            "lyon",
+            "--tz",
+            "UTC",
+            "--windows",
+            windows,
+            "--cap-mbit",
+            &cap_mbit.to_string(),
+        ]);
+        fleet.nightcast(&["room", "add", "lyon", "salle-1"]);
+        let calendar = fleet.dir.path().join("term.csv");
+        std::fs::write(
+            &calendar,
+            "site,room,master,version,start,end\nlyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 17:00\n",
+        )
+        .unwrap();
+        fleet.nightcast(&["calendar", "import", calendar.to_str().unwrap()]);
+        let token = fleet.nightcast(&["enroll", "--role", "relay", "--site", "lyon"]);
+        ok(
+            "nightcast-relay",
+            &[
+                "enroll",
+                "--controller",
+                &fleet.quic.to_string(),
+                "--token",
+                token.trim(),
+                "--node-id",
+                "relay-1",
+                "--data",
+                fleet.relay_data().to_str().unwrap(),
+            ],
+        );
+        fleet
+    }
+
+    fn relay_data(&self) -> PathBuf {
+        self.dir.path().join("relay")
+    }
+
+    fn nightcast(&self, args: &[&str]) -> String {
+        let token = self.dir.path().join("controller/admin.token");
+        let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+            .args(["--api", &self.api, "--token-file", token.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts `nightcast-relay run` with a config file, on the fleet's clock.
+    fn relay(&self, opts: &RelayOpts) -> Relay {
+        let data = self.relay_data();
+        let config = self.dir.path().join("relay.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "controller = \"{}\"\ndata = \"{}\"\nlisten = \"127.0.0.1:0\"\nquota = \"{}\"\n\
+                 poll_secs = 1\nreconnect_max_secs = 1\n\
+                 [scrub]\nmib_per_sec = {}\nevery_hours = 0.0003\n\
+                 [wake_on_lan]\ntarget = \"{}\"\ngrace_minutes = 1\n",
+                self.wan.addr,
+                data.display(),
+                opts.quota,
+                opts.scrub_mib,
+                self.wol.local_addr().unwrap()
+            ),
+        )
+        .unwrap();
+        let log = self.dir.path().join(format!(
+            "relay-{}.log",
+            std::fs::read_dir(self.dir.path()).unwrap().count()
+        ));
+        let mut child = Command::new(workspace_bin("nightcast-relay"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("NIGHTCAST_CLOCK", &self.clock_spec)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let lan = line
+            .trim()
+            .strip_prefix("serving the LAN on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{line:?}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .parse()
+            .unwrap();
+        Relay {
+            child,
+            lan,
+            data,
+            log,
+        }
+    }
+
+    fn stored_bytes(&self) -> u64 {
+        self.manifest.summary().unique_stored_bytes
+    }
+
+    fn stop_controller(&mut self) {
+        self.controller = None;
+    }
+
+    /// A NUC's agent of site lyon, enrolled directly with the controller (the agent issue adds
+    /// enrolment through the relay).
+    fn agent(&self, node: &str) -> Agent {
+        let token = self.nightcast(&["enroll", "--role", "agent", "--site", "lyon"]);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (creds, key) = rt
+            .block_on(exchange::enroll(self.quic, token.trim(), Role::Agent, node))
+            .unwrap();
+        assert_eq!(key, self.key);
+        Agent {
+            node: node.to_owned(),
+            creds,
+            rt,
+        }
+    }
+}
+
+struct Agent {
+    node: String,
+    creds: Credentials,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Agent {
+    async fn connect(&self, relay: SocketAddr) -> (quinn::Endpoint, Connection) {
+        let endpoint = exchange::client_endpoint().unwrap();
+        let conn = Connection::connect(&endpoint, relay, self.creds.client_config().unwrap())
+            .await
+            .unwrap();
+        conn.hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            software_version: "test".into(),
+            role: Role::Agent,
+            node_id: self.node.clone(),
+            capabilities: vec![],
+        })
+        .await
+        .unwrap();
+        (endpoint, conn)
+    }
+
+    /// Fetches `demo 1` from the relay into a fresh store: the manifest (verified with the key the
+    /// agent pinned) and every chunk.
+    fn fetch(&self, relay: SocketAddr, key: &PublicKey) -> (FetchReport, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalStore::open(&dir.path().join("store")).unwrap());
+        let report = self.rt.block_on(async {
+            let (endpoint, conn) = self.connect(relay).await;
+            let bytes = conn.manifest(&demo()).await.unwrap();
+            let manifest = VerifiedManifest::open(bytes, key).unwrap();
+            let report = exchange::fetch_missing(
+                &conn,
+                store,
+                &manifest,
+                FetchOptions::default(),
+                None,
+                &|_| {},
+            )
+            .await
+            .unwrap();
+            conn.close();
+            endpoint.wait_idle().await;
+            report
+        });
+        (report, dir)
+    }
+
+    fn report(&self, relay: SocketAddr, fields: &[(&str, &str)]) {
+        self.rt.block_on(async {
+            let (endpoint, conn) = self.connect(relay).await;
+            conn.report(Status {
+                node_id: self.node.clone(),
+                holding: vec![],
+                fields: fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .await
+            .unwrap();
+            conn.close();
+            endpoint.wait_idle().await;
+        });
+    }
+}
+
+fn demo() -> MasterRef {
+    MasterRef {
+        name: "demo".into(),
+        version: "1".into(),
+    }
+}
+
+fn at(s: &str) -> i64 {
+    s.parse::<jiff::Timestamp>().unwrap().as_second()
+}
+
+/// Sleeps (real time) until the fleet's clock shows `t`.
+fn until(f: &Fleet, t: &str) {
+    std::thread::sleep(f.clock.real_until(at(t)));
+}
+
+fn assemble_matches(f: &Fleet, store_dir: &Path) {
+    let m = f.dir.path().join("check.manifest");
+    let out = f.dir.path().join("check.img");
+    let _ = std::fs::remove_file(&out);
+    std::fs::copy(f.dir.path().join("demo-1.manifest"), &m).unwrap();
+    ok(
+        "nightcast-image",
+        &[
+            "assemble",
+            "--store",
+            store_dir.to_str().unwrap(),
+            "--pubkey",
+            f.dir
+                .path()
+                .join("controller/signing.key.pub")
+                .to_str()
+                .unwrap(),
+            m.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == f.image,
+        "assembled image differs"
+    );
+}
+
+/// Flips one byte in the middle of a chunk file, as a failing disk would.
+fn corrupt(store: &Path, id: &image_tools::ChunkId) {
+    let hex = id.to_string();
+    let path = store.join("chunks").join(&hex[..2]).join(&hex);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn the_wan_carries_only_control_traffic_outside_the_night_windows() {
+    // 60x: a virtual minute is a real second. Two windows with a gap between them, a master that
+    // cannot cross in the first one at the cap.
+    let f = Fleet::new(
+        "22:00-22:06,22:12-23:59",
+        4,
+        24,
+        "start=2030-01-07T21:58:00Z speed=60",
+    );
+    let total = f.stored_bytes();
+    assert!(
+        total as f64 > 4e6 / 8.0 * 6.0 * 1.2,
+        "the test master ({total} B) is small enough to cross in one 6-second window"
+    );
+    let relay = f.relay(&DEFAULT_RELAY);
+    // A NUC that lacks the master says so (and gives its MAC), then is powered off.
+    let nuc = f.agent("nuc-1");
+    nuc.report(
+        relay.lan,
+        &[("mac", "52:54:00:12:34:56"), ("needs", "demo 1")],
+    );
+
+    until(&f, "2030-01-07T21:59:40Z");
+    let s = relay.status();
+    assert_eq!(s["fetched_bytes"], 0, "{s}");
+    assert_eq!(s["wan_bytes_open"], 0, "{s}");
+    let closed_before = relay.n("wan_bytes_closed");
+    let wan_before = f.wan.bytes();
+    assert!(
+        closed_before > 0 && wan_before < 100_000,
+        "before the window: relay counted {closed_before} B, the WAN forwarder {wan_before} B"
+    );
+    assert!(s["state"]
+        .as_str()
+        .unwrap()
+        .contains("waiting for the window at 2030-01-07 22:00:00"));
+
+    // The window opens: the NUC is woken, and the transfer starts.
+    let mut packet = [0u8; 200];
+    let n = f.wol.recv(&mut packet).expect("no Wake-on-LAN packet");
+    assert_eq!(n, 102);
+    assert_eq!(&packet[6..12], &[0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+    assert!(f.clock.now() >= at("2030-01-07T22:00:00Z"));
+    relay.wait("the transfer to start", 10, |r| r.n("fetched_bytes") > 0);
+
+    // The window closes before the master is complete: the WAN goes quiet until the next one.
+    until(&f, "2030-01-07T22:06:30Z");
+    let (fetched_a, wan_a, closed_a) = (
+        relay.n("fetched_bytes"),
+        f.wan.bytes(),
+        relay.n("wan_bytes_closed"),
+    );
+    assert!(
+        fetched_a > 0 && fetched_a < total,
+        "fetched {fetched_a} of {total} in the first window"
+    );
+    until(&f, "2030-01-07T22:11:45Z");
+    let (fetched_b, wan_b, closed_b) = (
+        relay.n("fetched_bytes"),
+        f.wan.bytes(),
+        relay.n("wan_bytes_closed"),
+    );
+    assert_eq!(fetched_a, fetched_b, "chunks were fetched between windows");
+    assert!(
+        wan_b - wan_a < 50_000,
+        "{} B crossed the WAN between the windows (control only expected)",
+        wan_b - wan_a
+    );
+    assert!(
+        closed_b - closed_a < 50_000,
+        "the relay counted {} B between the windows",
+        closed_b - closed_a
+    );
+    assert!(relay.status()["state"]
+        .as_str()
+        .unwrap()
+        .contains("22:12:00"));
+
+    // The second window finishes the job, each chunk crossing once.
+    relay.wait("the master to complete", 60, Relay::complete);
+    let fetched = relay.n("fetched_bytes");
+    let chunks = f.manifest.unique_chunks().len() as u64;
+    assert!(
+        fetched >= total && fetched <= total + 5 * chunks,
+        "fetched {fetched} B for a master of {total} B"
+    );
+    // Both ends agree on what crossed the WAN (the relay samples every second).
+    let (relay_wan, forwarder) = (
+        relay.n("wan_bytes_open") + relay.n("wan_bytes_closed"),
+        f.wan.bytes(),
+    );
+    assert!(
+        relay_wan as f64 >= forwarder as f64 * 0.9 && relay_wan <= forwarder + 10_000,
+        "relay counted {relay_wan} B, the forwarder {forwarder} B"
+    );
+    // The woken NUC never answered: the relay says so.
+    relay.wait("the silent NUC to be reported", 10, |r| {
+        r.status()["agents_not_answering"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n == "nuc-1"))
+    });
+    assemble_matches(&f, &relay.data.join("store"));
+}
+
+#[test]
+fn a_relay_killed_mid_transfer_resumes_without_fetching_anything_twice() {
+    let f = Fleet::new("00:00-23:59", 4, 24, "start=2030-01-07T12:00:00Z speed=1");
+    let total = f.stored_bytes();
+    let needed = f.manifest.unique_chunks().len() as u64;
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("a third of the transfer", 30, |r| {
+        r.n("fetched_bytes") > total / 3
+    });
+    let data = relay.kill9();
+    let present = LocalStore::open(&data.join("store"))
+        .unwrap()
+        .ids()
+        .unwrap()
+        .len() as u64;
+    assert!(present > 0 && present < needed, "{present} of {needed}");
+
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("the master to complete", 60, Relay::complete);
+    assert_eq!(
+        relay.n("fetched_chunks"),
+        needed - present,
+        "chunks stored before the kill were fetched again"
+    );
+    assert!(relay.log_text().contains("cache check"));
+    assemble_matches(&f, &relay.data.join("store"));
+    assert_eq!(relay.chunks().len() as u64, needed);
+}
+
+#[test]
+fn a_chunk_rotten_on_the_relays_disk_is_never_served_and_is_fetched_again() {
+    let f = Fleet::new("00:00-23:59", 100, 8, "start=2030-01-07T12:00:00Z speed=1");
+    let relay = f.relay(&RelayOpts {
+        quota: "10 GiB",
+        scrub_mib: 64,
+    });
+    relay.wait("the master to complete", 30, Relay::complete);
+    let ids: Vec<_> = f.manifest.unique_chunks().iter().map(|c| c.id).collect();
+    let store = relay.data.join("store");
+
+    // An agent asks for a chunk whose copy went bad: the relay drops it, gets it again from the
+    // controller (the window is open) and serves the good copy.
+    corrupt(&store, &ids[3]);
+    let nuc = f.agent("nuc-1");
+    let (report, agent_store) = nuc.fetch(relay.lan, &f.key);
+    assert_eq!(
+        report.corrupt_received, 0,
+        "the relay served a corrupt chunk"
+    );
+    assert_eq!(report.fetched, ids.len() as u64);
+    assemble_matches(&f, &agent_store.path().join("store"));
+    relay.wait("the rotten chunk to be counted", 5, |r| {
+        r.n("corrupt_dropped") >= 1
+    });
+
+    // The scrub finds the next one by itself, and the fetcher replaces it.
+    let dropped = relay.n("corrupt_dropped");
+    corrupt(&store, &ids[7]);
+    relay.wait("the scrub to drop the rotten chunk", 30, |r| {
+        r.n("corrupt_dropped") > dropped
+    });
+    relay.wait("the chunk to be fetched again", 30, Relay::complete);
+    assemble_matches(&f, &store);
+}
+
+#[test]
+fn a_quota_below_the_scheduled_masters_keeps_them_all_and_says_so() {
+    let f = Fleet::new("00:00-23:59", 100, 8, "start=2030-01-07T12:00:00Z speed=1");
+    let relay = f.relay(&RelayOpts {
+        quota: "500 KB",
+        scrub_mib: 0,
+    });
+    relay.wait("the master to complete", 30, Relay::complete);
+    relay.wait("the quota to be reported", 10, |r| {
+        r.n("pinned_over_quota") > 0
+    });
+    let s = relay.status();
+    assert!(s["pinned_bytes"].as_u64().unwrap() > 500_000, "{s}");
+    assert_eq!(s["evicted_chunks"], 0, "{s}");
+    assert!(relay.log_text().contains("QUOTA TOO SMALL"));
+    assert_eq!(
+        relay.chunks().len(),
+        f.manifest.unique_chunks().len(),
+        "a pinned chunk was evicted"
+    );
+}
+
+#[test]
+fn agents_are_served_all_day_from_the_cache_while_the_controller_is_down() {
+    // 600x: the 30-minute window lasts 3 real seconds.
+    let mut f = Fleet::new(
+        "22:00-22:30",
+        100,
+        8,
+        "start=2030-01-07T21:59:59Z speed=600",
+    );
+    let nuc = f.agent("nuc-1");
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("the master to complete", 20, Relay::complete);
+    until(&f, "2030-01-07T22:31:00Z");
+    f.stop_controller();
+    relay.wait("the relay to notice", 40, |r| {
+        r.status()["connected"] == false
+    });
+
+    let (report, agent_store) = nuc.fetch(relay.lan, &f.key);
+    assert_eq!(report.fetched, f.manifest.unique_chunks().len() as u64);
+    assert!(report.lacking.is_empty());
+    assemble_matches(&f, &agent_store.path().join("store"));
+
+    // A chunk the relay lost: outside the window it answers "not yet", with the next window.
+    let id = f.manifest.unique_chunks()[2].id;
+    LocalStore::open(&relay.data.join("store"))
+        .unwrap()
+        .remove(&id)
+        .unwrap();
+    let (report, _) = nuc.fetch(relay.lan, &f.key);
+    assert_eq!(report.lacking, vec![id]);
+    assert_eq!(report.expected, Some(at("2030-01-08T22:00:00Z")));
+}
