@@ -4,8 +4,11 @@
 //!
 //! Module map:
 //! - [`identity`]: the machine's stable hardware id (DMI UUID, machine-id, MAC) and its MACs.
+//! - [`slots`]: the master slots (`current`, `next`, `previous`), a crash-safe state machine on
+//!   disk with an event log.
 //!
 //! Architecture invariants: nothing here reads the wall clock (time is passed in); nothing here
-//! opens a network connection.
+//! opens a network connection; nothing here writes to a master image once it is marked ready.
 
 pub mod identity;
+pub mod slots;
