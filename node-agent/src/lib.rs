@@ -6,9 +6,12 @@
 //! - [`identity`]: the machine's stable hardware id (DMI UUID, machine-id, MAC) and its MACs.
 //! - [`slots`]: the master slots (`current`, `next`, `previous`), a crash-safe state machine on
 //!   disk with an event log.
+//! - [`hypervisor`]: the session VM on a throw-away qcow2 overlay over the master: the
+//!   [`hypervisor::Hypervisor`] trait, [`hypervisor::Qemu`] and [`hypervisor::Fake`].
 //!
 //! Architecture invariants: nothing here reads the wall clock (time is passed in); nothing here
 //! opens a network connection; nothing here writes to a master image once it is marked ready.
 
+pub mod hypervisor;
 pub mod identity;
 pub mod slots;
