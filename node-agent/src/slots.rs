@@ -147,6 +147,8 @@ pub enum TransitionError {
     WrongNext { proof_seq: u64, held: Held },
     #[error("slot previous is empty: nothing to roll back to")]
     NoPrevious,
+    #[error("slot {slot} is empty")]
+    Empty { slot: SlotName },
 }
 
 impl Table {
@@ -683,10 +685,9 @@ impl Slots {
         slot: SlotName,
         key: &PublicKey,
     ) -> Result<VerifiedManifest, SlotError> {
-        let path = self.manifest_path(slot).ok_or(match slot {
-            SlotName::Next => TransitionError::NoNext,
-            _ => TransitionError::NoPrevious,
-        })?;
+        let path = self
+            .manifest_path(slot)
+            .ok_or(TransitionError::Empty { slot })?;
         let bytes = read_bounded(&path, MAX_MANIFEST_BYTES).map_err(io_err(&path))?;
         VerifiedManifest::open(bytes, key).map_err(|e| SlotError::Manifest {
             slot,
@@ -1228,6 +1229,12 @@ mod tests {
         f.install(&mut slots, 1, 101);
         assert_eq!(f.holds(&slots, SlotName::Current), Some(1));
         assert_eq!(slots.state()[2].state, SlotState::Empty);
+        assert!(matches!(
+            slots.load_manifest(SlotName::Previous, &f.key.public()),
+            Err(SlotError::Transition(TransitionError::Empty {
+                slot: SlotName::Previous
+            }))
+        ));
 
         f.fetch(&mut slots, 2, 102);
         assert_eq!(slots.state()[1].state, SlotState::Ready);
