@@ -14,3 +14,37 @@ fn help_and_honest_exit() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
 }
+
+#[test]
+fn identity_prints_the_id_and_its_source() {
+    let bin = env!("CARGO_BIN_EXE_nightcast-agent");
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::write(
+        root.path().join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .arg("identity")
+        .arg("--root")
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("id: 0123456789abcdef0123456789abcdef"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("source: machine-id"), "{stdout}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args(["identity", "--root"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no usable hardware id"));
+}

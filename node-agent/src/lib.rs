@@ -1,0 +1,17 @@
+//! nightcast-agent: the node agent's local building blocks, as a library. The binary (`main.rs`)
+//! is a thin command line over it; the network side (enrolment via the relay, fetching chunks over
+//! QUIC) comes later and will drive these blocks.
+//!
+//! Module map:
+//! - [`identity`]: the machine's stable hardware id (DMI UUID, machine-id, MAC) and its MACs.
+//! - [`slots`]: the master slots (`current`, `next`, `previous`), a crash-safe state machine on
+//!   disk with an event log.
+//! - [`hypervisor`]: the session VM on a throw-away qcow2 overlay over the master: the
+//!   [`hypervisor::Hypervisor`] trait, [`hypervisor::Qemu`] and [`hypervisor::Fake`].
+//!
+//! Architecture invariants: nothing here reads the wall clock (time is passed in); nothing here
+//! opens a network connection; nothing here writes to a master image once it is marked ready.
+
+pub mod hypervisor;
+pub mod identity;
+pub mod slots;

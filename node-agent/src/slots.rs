@@ -1,0 +1,1552 @@
+//! The NUC's master slots (`current`, `next`, `previous`): an explicit state machine on disk.
+//!
+//! # Layout
+//! ```text
+//! DATA/slots/
+//!   state                      the only truth: which version directory each slot holds
+//!   events.log                 one line per transition, appended after it is durable
+//!   lock                       flock: one agent at a time
+//!   v/<seq>-<name>@<version>/  one directory per master version ever begun
+//!     master.manifest          the signed manifest bytes, written first
+//!     master.img               the raw, sparse image (written by `assemble`: temp, fsync, rename)
+//! ```
+//! `state` is a few lines of text, replaced as a whole by `image_tools::durable::write_file` (temp
+//! file, fsync, rename, fsync dir), so a reader sees the old table or the new one:
+//! ```text
+//! nightcast-slots 1
+//! gen 7
+//! current 5 win10 2026-11
+//! previous 3 win10 2026-09
+//! next 7 win10 2026-12 fetching
+//! ```
+//! `gen` counts committed transitions; `seq` (the number in a directory's name) is the `gen` of the
+//! `begin_next` that made it, so a directory name is never reused, not even for the same version.
+//! A `@` separates name and version because neither may contain one.
+//!
+//! # Why it survives a crash at any instant
+//! Every transition has the same shape: (1) prepare new files that nothing references yet, and make
+//! them durable; (2) commit the new table with one atomic rename (the switch); (3) append the event
+//! to the log; (4) delete what the new table no longer references. A crash before (2) leaves the old
+//! table and some unreferenced files; after (2), the new table and maybe garbage. [`Slots::open`]
+//! recovers: it removes stale temp files (here and inside the referenced directories: a half-done
+//! assembly), every directory of `v/` the table does not reference, and a torn last line of the log,
+//! and it logs what it found. It never touches a referenced directory's `master.img` or
+//! `master.manifest`, so `current` stays intact. The ready mark is in the table, committed only
+//! after the image and manifest are fsynced and verified (see [`VerifiedImage`]); a swap is a table
+//! commit, so it is as fast for 60 GB as for 6 MB, and a power cut during it boots the old or the new
+//! master, never a mix.
+//!
+//! Slot states: `current` is [`SlotState::Active`]; `next` is [`SlotState::Fetching`] until
+//! [`Slots::mark_ready`], then [`SlotState::Ready`]; `previous` is `Ready` (kept for
+//! [`Slots::rollback`]); any slot may be [`SlotState::Empty`].
+//!
+//! Not decided here: *when* to swap. The caller swaps only at a session boundary, with the VM
+//! stopped; the next session's overlay is then made over the new `current`.
+//!
+//! The table and its transitions are pure ([`Table`]); [`Slots`] is the file-system shell around it.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use image_tools::assemble::{self, AssembleReport, Seed};
+use image_tools::durable;
+use image_tools::manifest::{Entry as ManifestEntry, MAX_MANIFEST_BYTES};
+use image_tools::VerifiedManifest;
+use image_tools::{ChunkId, ChunkStore, Manifest, MasterName, MasterVersion, PublicKey};
+
+const STATE_HEADER: &str = "nightcast-slots 1";
+const STATE_MAX_BYTES: u64 = 4096;
+pub const IMAGE_FILE: &str = "master.img";
+pub const MANIFEST_FILE: &str = "master.manifest";
+
+/// One of the three slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SlotName {
+    Current,
+    Next,
+    Previous,
+}
+
+impl fmt::Display for SlotName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SlotName::Current => "current",
+            SlotName::Next => "next",
+            SlotName::Previous => "previous",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    Empty,
+    /// `next` has its manifest; its image is being fetched and assembled (or is not verified yet).
+    Fetching,
+    /// Complete and verified: `next` after `mark_ready`, and `previous`.
+    Ready,
+    /// `current`: what the sessions run.
+    Active,
+}
+
+/// A master version held in a slot, with the sequence number naming its directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub seq: u64,
+    pub name: MasterName,
+    pub version: MasterVersion,
+}
+
+impl Held {
+    /// `<seq>-<name>@<version>`: unique, and safe as a file name (the ids are validated).
+    pub fn dir_name(&self) -> String {
+        format!("{}-{}@{}", self.seq, self.name, self.version)
+    }
+}
+
+impl fmt::Display for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{} (#{})", self.name, self.version, self.seq)
+    }
+}
+
+/// What `state()` reports for one slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotInfo {
+    pub slot: SlotName,
+    pub state: SlotState,
+    pub held: Option<Held>,
+}
+
+/// The slot table: the pure core of the state machine. Transitions return the new table and never
+/// touch a disk; [`Slots`] commits them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Table {
+    /// Committed transitions so far.
+    pub gen: u64,
+    pub current: Option<Held>,
+    pub next: Option<Held>,
+    pub next_ready: bool,
+    pub previous: Option<Held>,
+}
+
+/// A transition that the table's state does not allow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("slot next already holds {held}: abandon it first")]
+    NextOccupied { held: Held },
+    #[error("slot next is empty")]
+    NoNext,
+    #[error("slot next holds {held}, which is not ready (not fully assembled and verified)")]
+    NextNotReady { held: Held },
+    #[error("slot next holds {held}, which is already ready")]
+    AlreadyReady { held: Held },
+    #[error("the proof of verification is for #{proof_seq}, but slot next holds {held}")]
+    WrongNext { proof_seq: u64, held: Held },
+    #[error("slot previous is empty: nothing to roll back to")]
+    NoPrevious,
+    #[error("slot {slot} is empty")]
+    Empty { slot: SlotName },
+}
+
+impl Table {
+    pub fn info(&self) -> [SlotInfo; 3] {
+        let info = |slot, held: &Option<Held>, full| SlotInfo {
+            slot,
+            state: if held.is_some() {
+                full
+            } else {
+                SlotState::Empty
+            },
+            held: held.clone(),
+        };
+        let next_state = if self.next_ready {
+            SlotState::Ready
+        } else {
+            SlotState::Fetching
+        };
+        [
+            info(SlotName::Current, &self.current, SlotState::Active),
+            info(SlotName::Next, &self.next, next_state),
+            info(SlotName::Previous, &self.previous, SlotState::Ready),
+        ]
+    }
+
+    pub fn get(&self, slot: SlotName) -> Option<&Held> {
+        match slot {
+            SlotName::Current => self.current.as_ref(),
+            SlotName::Next => self.next.as_ref(),
+            SlotName::Previous => self.previous.as_ref(),
+        }
+    }
+
+    /// The versions this table keeps (their directories must not be deleted).
+    pub fn referenced(&self) -> impl Iterator<Item = &Held> {
+        [&self.current, &self.next, &self.previous]
+            .into_iter()
+            .flatten()
+    }
+
+    fn bumped(&self) -> Table {
+        Table {
+            gen: self.gen + 1,
+            ..self.clone()
+        }
+    }
+
+    /// `next`: Empty -> Fetching, for a new directory numbered with the new `gen`.
+    pub fn begin_next(
+        &self,
+        name: MasterName,
+        version: MasterVersion,
+    ) -> Result<Table, TransitionError> {
+        if let Some(held) = &self.next {
+            return Err(TransitionError::NextOccupied { held: held.clone() });
+        }
+        let mut t = self.bumped();
+        t.next = Some(Held {
+            seq: t.gen,
+            name,
+            version,
+        });
+        t.next_ready = false;
+        Ok(t)
+    }
+
+    /// `next`: Fetching -> Ready, for the directory numbered `seq`.
+    pub fn mark_ready(&self, seq: u64) -> Result<Table, TransitionError> {
+        let held = self.next.as_ref().ok_or(TransitionError::NoNext)?;
+        if held.seq != seq {
+            return Err(TransitionError::WrongNext {
+                proof_seq: seq,
+                held: held.clone(),
+            });
+        }
+        if self.next_ready {
+            return Err(TransitionError::AlreadyReady { held: held.clone() });
+        }
+        let mut t = self.bumped();
+        t.next_ready = true;
+        Ok(t)
+    }
+
+    /// next -> current -> previous; returns the new table and the old `previous`, now unreferenced.
+    pub fn swap(&self) -> Result<(Table, Option<Held>), TransitionError> {
+        let next = self.next.clone().ok_or(TransitionError::NoNext)?;
+        if !self.next_ready {
+            return Err(TransitionError::NextNotReady { held: next });
+        }
+        let mut t = self.bumped();
+        let dropped = t.previous.take();
+        t.previous = t.current.take();
+        t.current = Some(next);
+        t.next = None;
+        t.next_ready = false;
+        Ok((t, dropped))
+    }
+
+    /// `previous` becomes `current` again, and `current` becomes `previous` (kept, so the DSI can
+    /// roll forward or inspect it). `next` is left alone.
+    pub fn rollback(&self) -> Result<Table, TransitionError> {
+        if self.previous.is_none() {
+            return Err(TransitionError::NoPrevious);
+        }
+        let mut t = self.bumped();
+        std::mem::swap(&mut t.current, &mut t.previous);
+        Ok(t)
+    }
+
+    /// `next` -> Empty; returns the abandoned version, now unreferenced.
+    pub fn abandon_next(&self) -> Result<(Table, Held), TransitionError> {
+        let held = self.next.clone().ok_or(TransitionError::NoNext)?;
+        let mut t = self.bumped();
+        t.next = None;
+        t.next_ready = false;
+        Ok((t, held))
+    }
+
+    /// The `state` file's text.
+    pub fn encode(&self) -> String {
+        let mut out = format!("{STATE_HEADER}\ngen {}\n", self.gen);
+        let line = |out: &mut String, key: &str, h: &Held, extra: &str| {
+            out.push_str(&format!(
+                "{key} {} {} {}{extra}\n",
+                h.seq, h.name, h.version
+            ));
+        };
+        if let Some(h) = &self.current {
+            line(&mut out, "current", h, "");
+        }
+        if let Some(h) = &self.previous {
+            line(&mut out, "previous", h, "");
+        }
+        if let Some(h) = &self.next {
+            let extra = if self.next_ready {
+                " ready"
+            } else {
+                " fetching"
+            };
+            line(&mut out, "next", h, extra);
+        }
+        out
+    }
+
+    /// Parses what [`Table::encode`] writes, and checks the table's invariants.
+    pub fn decode(text: &str) -> Result<Table, String> {
+        let mut lines = text.lines();
+        if lines.next() != Some(STATE_HEADER) {
+            return Err(format!("first line is not {STATE_HEADER:?}"));
+        }
+        let mut gen = None;
+        let mut t = Table::default();
+        let mut seen_next = false;
+        for (i, line) in lines.enumerate() {
+            let n = i + 2;
+            let words: Vec<&str> = line.split(' ').collect();
+            let held = |w: &[&str]| -> Result<Held, String> {
+                let [seq, name, version] = w else {
+                    return Err(format!("line {n}: expected <seq> <name> <version>"));
+                };
+                Ok(Held {
+                    seq: seq
+                        .parse()
+                        .map_err(|_| format!("line {n}: bad sequence number {seq:?}"))?,
+                    name: MasterName::new(name).map_err(|e| format!("line {n}: {e}"))?,
+                    version: MasterVersion::new(version).map_err(|e| format!("line {n}: {e}"))?,
+                })
+            };
+            let dup = || format!("line {n}: {} given twice", words[0]);
+            match words[0] {
+                "gen" if words.len() == 2 && gen.is_none() => {
+                    gen = Some(
+                        words[1]
+                            .parse::<u64>()
+                            .map_err(|_| format!("line {n}: bad gen"))?,
+                    )
+                }
+                "current" if t.current.is_none() => t.current = Some(held(&words[1..])?),
+                "previous" if t.previous.is_none() => t.previous = Some(held(&words[1..])?),
+                "next" if !seen_next && words.len() == 5 => {
+                    seen_next = true;
+                    t.next = Some(held(&words[1..4])?);
+                    t.next_ready = match words[4] {
+                        "ready" => true,
+                        "fetching" => false,
+                        other => return Err(format!("line {n}: bad next state {other:?}")),
+                    };
+                }
+                "gen" | "current" | "previous" | "next" if words.len() > 1 => return Err(dup()),
+                _ => return Err(format!("line {n}: unexpected {line:?}")),
+            }
+        }
+        t.gen = gen.ok_or("no gen line")?;
+        let seqs: Vec<u64> = t.referenced().map(|h| h.seq).collect();
+        if seqs.iter().any(|&s| s > t.gen) {
+            return Err("a slot's sequence number is above gen".into());
+        }
+        if (1..seqs.len()).any(|i| seqs[..i].contains(&seqs[i])) {
+            return Err("two slots share a directory".into());
+        }
+        if t.previous.is_some() && t.current.is_none() {
+            return Err("previous without current".into());
+        }
+        Ok(t)
+    }
+}
+
+/// Proof that `next`'s image was checked, chunk by chunk, against its verified manifest. Only
+/// [`Slots::assemble_next`] and [`Slots::verify_next`] make one, and [`Slots::mark_ready`] takes
+/// nothing else.
+#[derive(Debug)]
+pub struct VerifiedImage {
+    seq: u64,
+}
+
+/// A transition, as logged (one line each in `events.log`, and through `tracing`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    BeganNext {
+        next: Held,
+    },
+    NextReady {
+        next: Held,
+    },
+    Swapped {
+        current: Held,
+        previous: Option<Held>,
+        removed: Option<Held>,
+    },
+    RolledBack {
+        current: Held,
+        previous: Option<Held>,
+    },
+    AbandonedNext {
+        next: Held,
+    },
+    /// What `open` found and cleaned after a crash (only logged when it found something).
+    Recovered {
+        removed: Vec<String>,
+        temp_files: usize,
+        /// The table's gen, when the log's last line was older (a crash between commit and log).
+        unlogged_gen: Option<u64>,
+    },
+}
+
+fn opt(h: &Option<Held>) -> String {
+    h.as_ref().map_or_else(|| "-".into(), |h| h.dir_name())
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::BeganNext { next } => write!(f, "begin_next next={}", next.dir_name()),
+            Event::NextReady { next } => write!(f, "ready next={}", next.dir_name()),
+            Event::Swapped {
+                current,
+                previous,
+                removed,
+            } => write!(
+                f,
+                "swap current={} previous={} removed={}",
+                current.dir_name(),
+                opt(previous),
+                opt(removed)
+            ),
+            Event::RolledBack { current, previous } => write!(
+                f,
+                "rollback current={} previous={}",
+                current.dir_name(),
+                opt(previous)
+            ),
+            Event::AbandonedNext { next } => write!(f, "abandon_next next={}", next.dir_name()),
+            Event::Recovered {
+                removed,
+                temp_files,
+                unlogged_gen,
+            } => {
+                write!(
+                    f,
+                    "recover removed=[{}] temp_files={temp_files}",
+                    removed.join(",")
+                )?;
+                if let Some(g) = unlogged_gen {
+                    write!(f, " unlogged_gen={g}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("slots in {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("slots in {path} are in use by another agent")]
+    Busy { path: PathBuf },
+    #[error(
+        "slot state file {path} is unreadable ({reason}): refusing to guess, nothing was changed"
+    )]
+    StateCorrupt { path: PathBuf, reason: String },
+    #[error("slot state file {path} is missing but {dir} holds versions: refusing to delete them")]
+    StateMissing { path: PathBuf, dir: PathBuf },
+    #[error("manifest for slot {slot} ({path}) is not the one given (another master or version)")]
+    ManifestMismatch { slot: SlotName, path: PathBuf },
+    #[error("manifest of slot {slot} ({path}): {reason}")]
+    Manifest {
+        slot: SlotName,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "image of slot {slot} ({path}) does not match its manifest at offset {offset}: {what}"
+    )]
+    ImageMismatch {
+        slot: SlotName,
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
+    #[error("assembling slot next ({path}): {source}")]
+    Assemble {
+        path: PathBuf,
+        source: assemble::AssembleError,
+    },
+    #[cfg(test)]
+    #[error("simulated crash before {0}")]
+    Crash(&'static str),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SlotError + '_ {
+    move |source| SlotError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What [`Slots::open`] found and cleaned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Unreferenced entries of `v/` that were removed (directory names).
+    pub removed: Vec<String>,
+    /// Stale temp files removed (in `slots/` and inside referenced directories).
+    pub temp_files: usize,
+    /// Set when the last transition was committed but not logged.
+    pub unlogged_gen: Option<u64>,
+    /// Referenced slots whose files are missing (damaged from outside: nightcast never does this).
+    pub damaged: Vec<(SlotName, PathBuf)>,
+}
+
+/// The slots of one data directory, opened (and recovered) with [`Slots::open`]; holds the lock.
+#[derive(Debug)]
+pub struct Slots {
+    root: PathBuf,
+    table: Table,
+    _lock: File,
+    #[cfg(test)]
+    crash_after: Option<usize>,
+}
+
+impl Slots {
+    /// Opens `data_dir/slots` (creating it on first use), taking the lock and recovering from any
+    /// crash (see the module doc). `now_unix` stamps the recovery event, if any.
+    pub fn open(data_dir: &Path, now_unix: u64) -> Result<(Slots, Recovery), SlotError> {
+        let root = data_dir.join("slots");
+        let versions = root.join("v");
+        fs::create_dir_all(&root).map_err(io_err(&root))?;
+        let lock_path = root.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| SlotError::Busy { path: root.clone() })?;
+
+        let mut recovery = Recovery {
+            temp_files: durable::clean_temp_files(&root).map_err(io_err(&root))?,
+            ..Recovery::default()
+        };
+        let state_path = root.join("state");
+        let table = match read_bounded(&state_path, STATE_MAX_BYTES) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| SlotError::StateCorrupt {
+                    path: state_path.clone(),
+                    reason: "not UTF-8".into(),
+                })?;
+                Table::decode(&text).map_err(|reason| SlotError::StateCorrupt {
+                    path: state_path.clone(),
+                    reason,
+                })?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let holds_versions = fs::read_dir(&versions)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false);
+                if holds_versions {
+                    return Err(SlotError::StateMissing {
+                        path: state_path,
+                        dir: versions,
+                    });
+                }
+                let table = Table::default();
+                durable::write_file(&state_path, table.encode().as_bytes(), 0o644)
+                    .map_err(io_err(&state_path))?;
+                table
+            }
+            Err(e) => return Err(io_err(&state_path)(e)),
+        };
+        fs::create_dir_all(&versions).map_err(io_err(&versions))?;
+
+        let mut slots = Slots {
+            root,
+            table,
+            _lock: lock,
+            #[cfg(test)]
+            crash_after: None,
+        };
+        slots.recover(&mut recovery)?;
+        if !recovery.removed.is_empty()
+            || recovery.temp_files > 0
+            || recovery.unlogged_gen.is_some()
+        {
+            slots.log(
+                now_unix,
+                &Event::Recovered {
+                    removed: recovery.removed.clone(),
+                    temp_files: recovery.temp_files,
+                    unlogged_gen: recovery.unlogged_gen,
+                },
+            )?;
+        }
+        for (slot, path) in &recovery.damaged {
+            tracing::error!(%slot, path = %path.display(), "slot is damaged: a file is missing");
+        }
+        Ok((slots, recovery))
+    }
+
+    fn recover(&mut self, recovery: &mut Recovery) -> Result<(), SlotError> {
+        let versions = self.versions_dir();
+        let keep: Vec<String> = self.table.referenced().map(Held::dir_name).collect();
+        let entries = fs::read_dir(&versions).map_err(io_err(&versions))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(&versions))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep.contains(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let is_dir = entry.file_type().map_err(io_err(&path))?.is_dir();
+            if is_dir {
+                fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            } else {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+            tracing::info!(path = %path.display(), "removed an unreferenced slot directory");
+            recovery.removed.push(name);
+        }
+        recovery.removed.sort();
+        if !recovery.removed.is_empty() {
+            durable::sync_dir(&versions).map_err(io_err(&versions))?;
+        }
+        for info in self.table.info() {
+            let Some(held) = &info.held else { continue };
+            let dir = self.dir_of(held);
+            if !dir.is_dir() {
+                recovery.damaged.push((info.slot, dir));
+                continue;
+            }
+            recovery.temp_files += durable::clean_temp_files(&dir).map_err(io_err(&dir))?;
+            let mut needed = vec![MANIFEST_FILE];
+            if info.state != SlotState::Fetching {
+                needed.push(IMAGE_FILE);
+            }
+            for file in needed {
+                if !dir.join(file).is_file() {
+                    recovery.damaged.push((info.slot, dir.join(file)));
+                }
+            }
+        }
+        // The log: drop a torn last line, and note a transition committed but not logged.
+        let log_path = self.events_path();
+        let last_gen = repair_log(&log_path).map_err(io_err(&log_path))?;
+        if self.table.gen > 0 && last_gen.is_none_or(|g| g < self.table.gen) {
+            recovery.unlogged_gen = Some(self.table.gen);
+        }
+        Ok(())
+    }
+
+    /// The slot table as last committed.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Each slot's state and the version it holds: current, next, previous.
+    pub fn state(&self) -> [SlotInfo; 3] {
+        self.table.info()
+    }
+
+    /// `DATA/slots/events.log`.
+    pub fn events_path(&self) -> PathBuf {
+        self.root.join("events.log")
+    }
+
+    fn versions_dir(&self) -> PathBuf {
+        self.root.join("v")
+    }
+
+    fn dir_of(&self, held: &Held) -> PathBuf {
+        self.versions_dir().join(held.dir_name())
+    }
+
+    /// The directory of the version in `slot`, if any.
+    pub fn dir(&self, slot: SlotName) -> Option<PathBuf> {
+        self.table.get(slot).map(|h| self.dir_of(h))
+    }
+
+    /// The (absolute if the data dir is) path of the image in `slot`, if any; for `next` while
+    /// fetching, where the image is to be assembled.
+    pub fn image_path(&self, slot: SlotName) -> Option<PathBuf> {
+        self.dir(slot).map(|d| d.join(IMAGE_FILE))
+    }
+
+    pub fn manifest_path(&self, slot: SlotName) -> Option<PathBuf> {
+        self.dir(slot).map(|d| d.join(MANIFEST_FILE))
+    }
+
+    /// Reads `slot`'s manifest and checks its signature against `key`.
+    pub fn load_manifest(
+        &self,
+        slot: SlotName,
+        key: &PublicKey,
+    ) -> Result<VerifiedManifest, SlotError> {
+        let path = self
+            .manifest_path(slot)
+            .ok_or(TransitionError::Empty { slot })?;
+        let bytes = read_bounded(&path, MAX_MANIFEST_BYTES).map_err(io_err(&path))?;
+        VerifiedManifest::open(bytes, key).map_err(|e| SlotError::Manifest {
+            slot,
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Transition `next`: Empty -> Fetching. Makes a new version directory holding `manifest`
+    /// and returns where to assemble the image. Called again with the same manifest while `next`
+    /// is still fetching it (after a restart), it returns the same path.
+    pub fn begin_next(
+        &mut self,
+        manifest: &VerifiedManifest,
+        now_unix: u64,
+    ) -> Result<PathBuf, SlotError> {
+        if let Some(held) = &self.table.next {
+            let same = self.next_manifest_is(manifest).unwrap_or(false);
+            if same && !self.table.next_ready {
+                return Ok(self.dir_of(held).join(IMAGE_FILE));
+            }
+        }
+        let table = self
+            .table
+            .begin_next(manifest.name.clone(), manifest.version.clone())?;
+        let Some(held) = table.next.clone() else {
+            return Err(TransitionError::NoNext.into());
+        };
+        let dir = self.dir_of(&held);
+        // An unreferenced directory of this number can only be a failed attempt's: replace it.
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        self.step("mkdir")?;
+        fs::create_dir(&dir).map_err(io_err(&dir))?;
+        self.step("write manifest")?;
+        durable::write_file(&dir.join(MANIFEST_FILE), manifest.bytes(), 0o444)
+            .map_err(io_err(&dir))?;
+        self.step("sync versions dir")?;
+        let versions = self.versions_dir();
+        durable::sync_dir(&versions).map_err(io_err(&versions))?;
+        self.commit(table)?;
+        self.step("log")?;
+        self.log(now_unix, &Event::BeganNext { next: held })?;
+        Ok(dir.join(IMAGE_FILE))
+    }
+
+    /// Whether `next`'s manifest file holds exactly `manifest`'s signed bytes.
+    fn next_manifest_is(&self, manifest: &VerifiedManifest) -> Result<bool, SlotError> {
+        let path = self
+            .manifest_path(SlotName::Next)
+            .ok_or(TransitionError::NoNext)?;
+        let bytes = read_bounded(&path, MAX_MANIFEST_BYTES).map_err(io_err(&path))?;
+        Ok(bytes == manifest.bytes())
+    }
+
+    fn fetching_next(&self, manifest: &VerifiedManifest) -> Result<(u64, PathBuf), SlotError> {
+        let held = self.table.next.as_ref().ok_or(TransitionError::NoNext)?;
+        if self.table.next_ready {
+            return Err(TransitionError::AlreadyReady { held: held.clone() }.into());
+        }
+        if !self.next_manifest_is(manifest)? {
+            return Err(SlotError::ManifestMismatch {
+                slot: SlotName::Next,
+                path: self.dir_of(held).join(MANIFEST_FILE),
+            });
+        }
+        Ok((held.seq, self.dir_of(held).join(IMAGE_FILE)))
+    }
+
+    /// Assembles `next`'s image from `store`, taking every chunk it can from `current`'s image
+    /// (each one hashed: the seed is not trusted). Assembly checks every chunk against its id, so
+    /// its success is the proof [`Slots::mark_ready`] needs.
+    pub fn assemble_next(
+        &self,
+        manifest: &VerifiedManifest,
+        store: &dyn ChunkStore,
+        threads: usize,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<(VerifiedImage, AssembleReport), SlotError> {
+        let (seq, out) = self.fetching_next(manifest)?;
+        let seed_manifest = self.seed_manifest();
+        let seed_image = self.image_path(SlotName::Current);
+        let seed = match (&seed_manifest, &seed_image) {
+            (Some(m), Some(image)) => Some(Seed { image, manifest: m }),
+            _ => None,
+        };
+        let report = assemble::assemble(manifest, store, &out, seed, threads, progress).map_err(
+            |source| SlotError::Assemble {
+                path: out.clone(),
+                source,
+            },
+        )?;
+        Ok((VerifiedImage { seq }, report))
+    }
+
+    /// `current`'s manifest, decoded without its key (only used as a seed, whose chunks are
+    /// hashed anyway); `None` when there is no current or it cannot be read.
+    fn seed_manifest(&self) -> Option<Manifest> {
+        let path = self.manifest_path(SlotName::Current)?;
+        let bytes = read_bounded(&path, MAX_MANIFEST_BYTES).ok()?;
+        Manifest::decode_unverified(&bytes).ok().map(|u| u.manifest)
+    }
+
+    /// Checks an image already in `next` (assembled before a crash, or by other means) against
+    /// `manifest`, chunk by chunk; holes must read as zeros. Reads the whole image's data.
+    pub fn verify_next(&self, manifest: &VerifiedManifest) -> Result<VerifiedImage, SlotError> {
+        let (seq, path) = self.fetching_next(manifest)?;
+        verify_image(&path, manifest)?;
+        Ok(VerifiedImage { seq })
+    }
+
+    /// Transition `next`: Fetching -> Ready. Flushes the image, makes it read-only, then commits
+    /// the ready mark: the mark is the last thing written.
+    pub fn mark_ready(&mut self, proof: VerifiedImage, now_unix: u64) -> Result<(), SlotError> {
+        let table = self.table.mark_ready(proof.seq)?;
+        let Some(held) = table.next.clone() else {
+            return Err(TransitionError::NoNext.into());
+        };
+        let dir = self.dir_of(&held);
+        let image = dir.join(IMAGE_FILE);
+        self.step("sync image")?;
+        let file = File::open(&image).map_err(io_err(&image))?;
+        file.set_permissions(fs::Permissions::from_mode(0o444))
+            .map_err(io_err(&image))?;
+        file.sync_all().map_err(io_err(&image))?;
+        durable::sync_dir(&dir).map_err(io_err(&dir))?;
+        self.commit(table)?;
+        self.step("log")?;
+        self.log(now_unix, &Event::NextReady { next: held })
+    }
+
+    /// Transition: next -> current -> previous, the old previous deleted. Refused unless `next` is
+    /// ready. The switch is one rename of the state file, whatever the images' sizes. Call it only
+    /// between sessions, with the VM stopped.
+    pub fn swap(&mut self, now_unix: u64) -> Result<(), SlotError> {
+        let (table, removed) = self.table.swap()?;
+        let event = Event::Swapped {
+            current: table.current.clone().ok_or(TransitionError::NoNext)?,
+            previous: table.previous.clone(),
+            removed: removed.clone(),
+        };
+        self.commit(table)?;
+        self.step("log")?;
+        self.log(now_unix, &event)?;
+        if let Some(old) = removed {
+            self.step("remove old previous")?;
+            self.remove_version(&old)?;
+        }
+        Ok(())
+    }
+
+    /// Transition: previous <-> current. Refused when `previous` is empty.
+    pub fn rollback(&mut self, now_unix: u64) -> Result<(), SlotError> {
+        let table = self.table.rollback()?;
+        let event = Event::RolledBack {
+            current: table.current.clone().ok_or(TransitionError::NoPrevious)?,
+            previous: table.previous.clone(),
+        };
+        self.commit(table)?;
+        self.step("log")?;
+        self.log(now_unix, &event)
+    }
+
+    /// Transition `next` -> Empty, deleting what was fetched (a newer version replaces it, or the
+    /// DSI withdrew it).
+    pub fn abandon_next(&mut self, now_unix: u64) -> Result<(), SlotError> {
+        let (table, held) = self.table.abandon_next()?;
+        self.commit(table)?;
+        self.step("log")?;
+        self.log(now_unix, &Event::AbandonedNext { next: held.clone() })?;
+        self.step("remove next")?;
+        self.remove_version(&held)
+    }
+
+    fn remove_version(&self, held: &Held) -> Result<(), SlotError> {
+        let dir = self.dir_of(held);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&dir)(e)),
+        }
+        let versions = self.versions_dir();
+        durable::sync_dir(&versions).map_err(io_err(&versions))
+    }
+
+    /// The switch: replaces the state file atomically, then adopts the new table.
+    fn commit(&mut self, table: Table) -> Result<(), SlotError> {
+        self.step("commit")?;
+        let path = self.root.join("state");
+        durable::write_file(&path, table.encode().as_bytes(), 0o644).map_err(io_err(&path))?;
+        self.table = table;
+        Ok(())
+    }
+
+    /// Appends `event` to the log (one line, fsynced) and to the tracing output.
+    fn log(&self, now_unix: u64, event: &Event) -> Result<(), SlotError> {
+        tracing::info!(gen = self.table.gen, "slots: {event}");
+        let path = self.events_path();
+        let line = format!("{now_unix} gen={} {event}\n", self.table.gen);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.write_all(line.as_bytes()).map_err(io_err(&path))?;
+        file.sync_data().map_err(io_err(&path))
+    }
+
+    /// A point where a test may simulate a crash (kill -9 / power cut) before the next fs step.
+    #[cfg(test)]
+    fn step(&mut self, what: &'static str) -> Result<(), SlotError> {
+        match self.crash_after {
+            Some(0) => Err(SlotError::Crash(what)),
+            Some(n) => {
+                self.crash_after = Some(n - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn step(&mut self, _what: &'static str) -> Result<(), SlotError> {
+        Ok(())
+    }
+}
+
+/// Reads a whole file, refusing one larger than `max` bytes before reading it.
+fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > max {
+        return Err(io::Error::other(format!(
+            "{} is {len} bytes, above the {max}-byte limit",
+            path.display()
+        )));
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    file.take(max).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Truncates a torn last line (a crash during an append) and returns the last line's gen.
+fn repair_log(path: &Path) -> io::Result<Option<u64>> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(64 << 10);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    if tail.last().is_some_and(|&b| b != b'\n') {
+        let keep = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        tail.truncate(keep);
+        file.set_len(start + keep as u64)?;
+        file.sync_all()?;
+    }
+    let last = tail
+        .split(|&b| b == b'\n')
+        .rfind(|l| !l.is_empty())
+        .map(String::from_utf8_lossy);
+    Ok(last.and_then(|l| {
+        l.split(' ')
+            .find_map(|w| w.strip_prefix("gen="))
+            .and_then(|g| g.parse().ok())
+    }))
+}
+
+/// Checks `path` against `manifest`: size, every chunk's hash, holes all zero (skipping the file's
+/// own holes with SEEK_DATA, so a sparse 60 GB image costs only its data).
+fn verify_image(path: &Path, manifest: &Manifest) -> Result<(), SlotError> {
+    let mismatch = |offset, what: String| SlotError::ImageMismatch {
+        slot: SlotName::Next,
+        path: path.to_owned(),
+        offset,
+        what,
+    };
+    let file = File::open(path).map_err(io_err(path))?;
+    let len = file.metadata().map_err(io_err(path))?.len();
+    if len != manifest.size {
+        return Err(mismatch(
+            0,
+            format!("image is {len} bytes, manifest says {}", manifest.size),
+        ));
+    }
+    let mut offset = 0u64;
+    let mut buf = Vec::new();
+    for entry in &manifest.entries {
+        match entry {
+            ManifestEntry::Chunk(c) => {
+                buf.resize(c.len as usize, 0);
+                file.read_exact_at(&mut buf, offset).map_err(io_err(path))?;
+                if ChunkId::of(&buf) != c.id {
+                    return Err(mismatch(offset, format!("chunk {} differs", c.id.short())));
+                }
+            }
+            ManifestEntry::Hole { len } => {
+                let end = offset + len;
+                let mut pos = offset;
+                while pos < end {
+                    let data = match rustix::fs::seek(&file, rustix::fs::SeekFrom::Data(pos)) {
+                        Ok(d) => d,
+                        Err(rustix::io::Errno::NXIO) => break,
+                        Err(e) => return Err(io_err(path)(e.into())),
+                    };
+                    if data >= end {
+                        break;
+                    }
+                    let n = (end - data).min(1 << 20);
+                    buf.resize(n as usize, 0);
+                    file.read_exact_at(&mut buf, data).map_err(io_err(path))?;
+                    if !image_tools::chunker::is_zero(&buf) {
+                        return Err(mismatch(data, "a hole holds non-zero bytes".into()));
+                    }
+                    pos = data + n;
+                }
+            }
+        }
+        offset += entry.len();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image_tools::import::{import_reader, ImportOptions};
+    use image_tools::{testimage, ChunkParams, LocalStore, SigningKey};
+
+    /// A store holding three versions of a small master, with their images.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: LocalStore,
+        key: SigningKey,
+        versions: Vec<(VerifiedManifest, Vec<u8>)>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("store")).unwrap();
+        let key = SigningKey::from_seed([7; 32]);
+        let mut image = testimage::image_bytes(2 << 20, 1);
+        let mut versions = Vec::new();
+        for v in 1..=3 {
+            let opts = ImportOptions {
+                name: MasterName::new("win10").unwrap(),
+                version: MasterVersion::new(&format!("v{v}")).unwrap(),
+                params: ChunkParams::DEFAULT,
+                threads: 1,
+            };
+            let report = import_reader(
+                &image[..],
+                image.len() as u64,
+                &store,
+                &key,
+                &opts,
+                &|_, _| {},
+            )
+            .unwrap();
+            versions.push((report.manifest, image.clone()));
+            image = testimage::evolve(&image, 0.2, v);
+        }
+        Fixture {
+            _dir: dir,
+            store,
+            key,
+            versions,
+        }
+    }
+
+    impl Fixture {
+        fn manifest(&self, v: usize) -> &VerifiedManifest {
+            &self.versions[v - 1].0
+        }
+        fn image(&self, v: usize) -> &[u8] {
+            &self.versions[v - 1].1
+        }
+        /// begin_next + assemble + mark_ready.
+        fn fetch(&self, slots: &mut Slots, v: usize, now: u64) {
+            slots.begin_next(self.manifest(v), now).unwrap();
+            let (proof, _) = slots
+                .assemble_next(self.manifest(v), &self.store, 1, &|_, _| {})
+                .unwrap();
+            slots.mark_ready(proof, now).unwrap();
+        }
+        fn install(&self, slots: &mut Slots, v: usize, now: u64) {
+            self.fetch(slots, v, now);
+            slots.swap(now).unwrap();
+        }
+        /// Which fixture version `slot` holds, checking its image byte for byte.
+        fn holds(&self, slots: &Slots, slot: SlotName) -> Option<usize> {
+            let held = slots.table().get(slot)?;
+            let v: usize = held.version.as_str()[1..].parse().unwrap();
+            let image = fs::read(slots.image_path(slot).unwrap()).unwrap();
+            assert!(image == self.image(v), "{slot} image differs from v{v}");
+            let manifest = slots.load_manifest(slot, &self.key.public()).unwrap();
+            assert_eq!(manifest.bytes(), self.manifest(v).bytes());
+            Some(v)
+        }
+    }
+
+    fn held(seq: u64, v: u32) -> Held {
+        Held {
+            seq,
+            name: MasterName::new("m").unwrap(),
+            version: MasterVersion::new(&format!("v{v}")).unwrap(),
+        }
+    }
+
+    fn version_dirs(slots: &Slots) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(slots.versions_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn referenced_dirs(slots: &Slots) -> Vec<String> {
+        let mut names: Vec<String> = slots.table().referenced().map(Held::dir_name).collect();
+        names.sort();
+        names
+    }
+
+    fn log_lines(slots: &Slots) -> Vec<String> {
+        fs::read_to_string(slots.events_path())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn table_transitions_and_refusals() {
+        let t = Table::default();
+        assert_eq!(t.swap(), Err(TransitionError::NoNext));
+        assert_eq!(t.rollback(), Err(TransitionError::NoPrevious));
+        assert_eq!(t.mark_ready(1), Err(TransitionError::NoNext));
+        let t = t.begin_next(held(0, 1).name, held(0, 1).version).unwrap();
+        assert_eq!(t.next, Some(held(1, 1)));
+        assert_eq!(t.info()[1].state, SlotState::Fetching);
+        assert!(matches!(
+            t.begin_next(held(0, 2).name, held(0, 2).version),
+            Err(TransitionError::NextOccupied { .. })
+        ));
+        assert!(matches!(
+            t.swap(),
+            Err(TransitionError::NextNotReady { .. })
+        ));
+        assert!(matches!(
+            t.mark_ready(7),
+            Err(TransitionError::WrongNext { proof_seq: 7, .. })
+        ));
+        let t = t.mark_ready(1).unwrap();
+        assert!(matches!(
+            t.mark_ready(1),
+            Err(TransitionError::AlreadyReady { .. })
+        ));
+        assert_eq!(t.info()[1].state, SlotState::Ready);
+        let (t, dropped) = t.swap().unwrap();
+        assert_eq!(dropped, None);
+        assert_eq!(t.current, Some(held(1, 1)));
+        assert_eq!(t.info()[0].state, SlotState::Active);
+        assert_eq!(t.info()[1].state, SlotState::Empty);
+        assert_eq!(t.gen, 3);
+
+        let t = t.begin_next(held(0, 2).name, held(0, 2).version).unwrap();
+        let (t, _) = t.swap_ready_for_test();
+        let t = t.begin_next(held(0, 3).name, held(0, 3).version).unwrap();
+        let (t, dropped) = t.swap_ready_for_test();
+        assert_eq!(dropped, Some(held(1, 1)));
+        assert_eq!(t.current, Some(held(7, 3)));
+        assert_eq!(t.previous, Some(held(4, 2)));
+        let r = t.rollback().unwrap();
+        assert_eq!(r.current, Some(held(4, 2)));
+        assert_eq!(r.previous, Some(held(7, 3)));
+        let r = r.begin_next(held(0, 9).name, held(0, 9).version).unwrap();
+        let (r, abandoned) = r.abandon_next().unwrap();
+        assert_eq!(abandoned, held(11, 9));
+        assert_eq!(r.next, None);
+    }
+
+    impl Table {
+        fn swap_ready_for_test(&self) -> (Table, Option<Held>) {
+            let seq = self.next.as_ref().unwrap().seq;
+            self.mark_ready(seq).unwrap().swap().unwrap()
+        }
+    }
+
+    #[test]
+    fn state_file_round_trips_and_refuses_junk() {
+        let mut t = Table {
+            gen: 9,
+            current: Some(held(5, 2)),
+            previous: Some(held(3, 1)),
+            next: Some(held(9, 3)),
+            next_ready: true,
+        };
+        assert_eq!(Table::decode(&t.encode()), Ok(t.clone()));
+        t.next_ready = false;
+        assert_eq!(Table::decode(&t.encode()), Ok(t.clone()));
+        assert_eq!(
+            Table::decode(&Table::default().encode()),
+            Ok(Table::default())
+        );
+        let good = t.encode();
+        for bad in [
+            String::new(),
+            "nightcast-slots 2\ngen 1\n".into(),
+            "nightcast-slots 1\n".into(),
+            good.replace("gen 9", "gen 8"),
+            good.replace("gen 9", "gen x"),
+            good.replace("current 5", "current 3"),
+            good.replace(" fetching", " done"),
+            good.replace(" fetching", ""),
+            good.replace("m v2", "../m v2"),
+            good.replace("current 5 m v2\n", ""),
+            format!("{good}current 5 m v2\n"),
+            format!("{good}gen 9\n"),
+            format!("{good}bogus\n"),
+        ] {
+            assert!(Table::decode(&bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn lifecycle_swap_keeps_previous_and_rollback_restores_it() {
+        let f = fixture();
+        let data = tempfile::tempdir().unwrap();
+        let (mut slots, recovery) = Slots::open(data.path(), 100).unwrap();
+        assert_eq!(recovery, Recovery::default());
+        assert!(slots.state().iter().all(|s| s.state == SlotState::Empty));
+
+        f.install(&mut slots, 1, 101);
+        assert_eq!(f.holds(&slots, SlotName::Current), Some(1));
+        assert_eq!(slots.state()[2].state, SlotState::Empty);
+        assert!(matches!(
+            slots.load_manifest(SlotName::Previous, &f.key.public()),
+            Err(SlotError::Transition(TransitionError::Empty {
+                slot: SlotName::Previous
+            }))
+        ));
+
+        f.fetch(&mut slots, 2, 102);
+        assert_eq!(slots.state()[1].state, SlotState::Ready);
+        assert_eq!(f.holds(&slots, SlotName::Next), Some(2));
+        slots.swap(103).unwrap();
+        assert_eq!(f.holds(&slots, SlotName::Current), Some(2));
+        assert_eq!(f.holds(&slots, SlotName::Previous), Some(1));
+        let states: Vec<SlotState> = slots.state().iter().map(|s| s.state).collect();
+        assert_eq!(
+            states,
+            [SlotState::Active, SlotState::Empty, SlotState::Ready]
+        );
+
+        f.install(&mut slots, 3, 104);
+        assert_eq!(f.holds(&slots, SlotName::Current), Some(3));
+        assert_eq!(f.holds(&slots, SlotName::Previous), Some(2));
+        assert_eq!(version_dirs(&slots), referenced_dirs(&slots), "v1 removed");
+
+        slots.rollback(105).unwrap();
+        assert_eq!(f.holds(&slots, SlotName::Current), Some(2));
+        assert_eq!(f.holds(&slots, SlotName::Previous), Some(3));
+
+        // What is on disk is what a restart sees.
+        let table = slots.table().clone();
+        drop(slots);
+        let (slots, recovery) = Slots::open(data.path(), 106).unwrap();
+        assert_eq!(recovery, Recovery::default());
+        assert_eq!(slots.table(), &table);
+
+        let log = log_lines(&slots);
+        let kinds: Vec<&str> = log.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "begin_next",
+                "ready",
+                "swap",
+                "begin_next",
+                "ready",
+                "swap",
+                "begin_next",
+                "ready",
+                "swap",
+                "rollback"
+            ]
+        );
+        assert!(
+            log[0].starts_with("101 gen=1 begin_next next=1-win10@v1"),
+            "{}",
+            log[0]
+        );
+        assert!(
+            log[8].ends_with("swap current=7-win10@v3 previous=4-win10@v2 removed=1-win10@v1"),
+            "{}",
+            log[8]
+        );
+        assert!(log[9].starts_with("105 gen=10 rollback"), "{}", log[9]);
+    }
+
+    #[test]
+    fn swap_is_refused_until_next_is_ready_and_verified() {
+        let f = fixture();
+        let data = tempfile::tempdir().unwrap();
+        let (mut slots, _) = Slots::open(data.path(), 1).unwrap();
+        f.install(&mut slots, 1, 1);
+        let before = slots.table().clone();
+        let err = slots.swap(2).unwrap_err();
+        assert!(
+            matches!(err, SlotError::Transition(TransitionError::NoNext)),
+            "{err}"
+        );
+
+        let path = slots.begin_next(f.manifest(2), 3).unwrap();
+        assert!(matches!(
+            slots.swap(4),
+            Err(SlotError::Transition(TransitionError::NextNotReady { .. }))
+        ));
+        // The same manifest again resumes; another one is refused while next is taken.
+        assert_eq!(slots.begin_next(f.manifest(2), 5).unwrap(), path);
+        assert!(matches!(
+            slots.begin_next(f.manifest(3), 5),
+            Err(SlotError::Transition(TransitionError::NextOccupied { .. }))
+        ));
+        // An image that is not the manifest's cannot be marked ready.
+        let mut wrong = f.image(2).to_vec();
+        wrong[1 << 20] ^= 1;
+        fs::write(&path, &wrong).unwrap();
+        assert!(matches!(
+            slots.verify_next(f.manifest(2)),
+            Err(SlotError::ImageMismatch { .. })
+        ));
+        assert!(matches!(
+            slots.verify_next(f.manifest(3)),
+            Err(SlotError::ManifestMismatch { .. })
+        ));
+        fs::write(&path, f.image(2)).unwrap();
+        let proof = slots.verify_next(f.manifest(2)).unwrap();
+        assert_eq!(slots.state()[1].state, SlotState::Fetching);
+        slots.mark_ready(proof, 6).unwrap();
+        slots.swap(7).unwrap();
+        assert_eq!(f.holds(&slots, SlotName::Current), Some(2));
+        assert_eq!(slots.table().previous, before.current);
+
+        // Abandoning a next removes its directory.
+        slots.begin_next(f.manifest(3), 8).unwrap();
+        let dir = slots.dir(SlotName::Next).unwrap();
+        slots.abandon_next(9).unwrap();
+        assert!(!dir.exists());
+        assert_eq!(slots.state()[1].state, SlotState::Empty);
+    }
+
+    /// The states a transition is tried from, and the transition.
+    #[derive(Clone, Copy, Debug)]
+    enum Case {
+        BeginNext,
+        MarkReady,
+        Swap,
+        SwapDroppingPrevious,
+        Rollback,
+        AbandonNext,
+    }
+
+    fn setup(f: &Fixture, data: &Path, case: Case) -> Option<VerifiedImage> {
+        let (mut slots, _) = Slots::open(data, 1).unwrap();
+        f.install(&mut slots, 1, 1);
+        match case {
+            Case::BeginNext | Case::Rollback => f.install(&mut slots, 2, 2),
+            Case::Swap => f.fetch(&mut slots, 2, 2),
+            Case::SwapDroppingPrevious => {
+                f.install(&mut slots, 2, 2);
+                f.fetch(&mut slots, 3, 3);
+            }
+            Case::MarkReady | Case::AbandonNext => {
+                slots.begin_next(f.manifest(2), 2).unwrap();
+                let (proof, _) = slots
+                    .assemble_next(f.manifest(2), &f.store, 1, &|_, _| {})
+                    .unwrap();
+                return Some(proof);
+            }
+        }
+        None
+    }
+
+    fn run(
+        f: &Fixture,
+        slots: &mut Slots,
+        case: Case,
+        proof: Option<VerifiedImage>,
+    ) -> Result<(), SlotError> {
+        match case {
+            Case::BeginNext => slots.begin_next(f.manifest(3), 10).map(|_| ()),
+            Case::MarkReady => slots.mark_ready(proof.unwrap(), 10),
+            Case::Swap | Case::SwapDroppingPrevious => slots.swap(10),
+            Case::Rollback => slots.rollback(10),
+            Case::AbandonNext => slots.abandon_next(10),
+        }
+    }
+
+    #[test]
+    fn a_crash_between_any_two_steps_leaves_the_old_or_the_new_state() {
+        let f = fixture();
+        for case in [
+            Case::BeginNext,
+            Case::MarkReady,
+            Case::Swap,
+            Case::SwapDroppingPrevious,
+            Case::Rollback,
+            Case::AbandonNext,
+        ] {
+            // Where the transition ends without a crash: the state to expect after it.
+            let after = {
+                let data = tempfile::tempdir().unwrap();
+                let proof = setup(&f, data.path(), case);
+                let (mut slots, _) = Slots::open(data.path(), 5).unwrap();
+                run(&f, &mut slots, case, proof).unwrap();
+                slots.table().clone()
+            };
+            let mut crashes = 0;
+            for n in 0.. {
+                let data = tempfile::tempdir().unwrap();
+                let proof = setup(&f, data.path(), case);
+                let (mut slots, _) = Slots::open(data.path(), 5).unwrap();
+                let before = slots.table().clone();
+                let before_current = f.holds(&slots, SlotName::Current);
+                slots.crash_after = Some(n);
+                match run(&f, &mut slots, case, proof) {
+                    Ok(()) => break,
+                    Err(SlotError::Crash(step)) => {
+                        crashes += 1;
+                        drop(slots);
+                        let (slots, recovery) = Slots::open(data.path(), 11).unwrap();
+                        let t = slots.table();
+                        assert!(
+                            *t == before || *t == after,
+                            "{case:?}, crash before {step}: {t:?}"
+                        );
+                        assert!(recovery.damaged.is_empty(), "{case:?} {step}: {recovery:?}");
+                        // current is intact (and previous, next where they are complete).
+                        let current = f.holds(&slots, SlotName::Current);
+                        if *t == before {
+                            assert_eq!(current, before_current, "{case:?} {step}");
+                        }
+                        if slots.state()[1].state == SlotState::Ready {
+                            f.holds(&slots, SlotName::Next);
+                        }
+                        f.holds(&slots, SlotName::Previous);
+                        assert_eq!(
+                            version_dirs(&slots),
+                            referenced_dirs(&slots),
+                            "{case:?} {step}"
+                        );
+                        // The log accounts for the table's gen: the transition's own line, or a
+                        // recovery line that says the commit was not logged.
+                        let log = log_lines(&slots);
+                        let last = log.last().unwrap();
+                        assert!(
+                            last.contains(&format!(" gen={} ", t.gen)),
+                            "{case:?} {step}: {last}"
+                        );
+                        if step == "log" {
+                            assert!(
+                                last.contains(&format!("unlogged_gen={}", t.gen)),
+                                "{case:?} {step}: {last}"
+                            );
+                        }
+                        // Recovery is done once: a second open finds nothing.
+                        drop(slots);
+                        let (_, again) = Slots::open(data.path(), 12).unwrap();
+                        assert_eq!(again, Recovery::default(), "{case:?} {step}");
+                    }
+                    Err(e) => panic!("{case:?}: {e}"),
+                }
+            }
+            assert!(crashes >= 2, "{case:?}: only {crashes} crash points");
+        }
+    }
+
+    #[test]
+    fn open_cleans_what_a_kill_9_leaves_and_keeps_current() {
+        let f = fixture();
+        let data = tempfile::tempdir().unwrap();
+        let (mut slots, _) = Slots::open(data.path(), 1).unwrap();
+        f.install(&mut slots, 1, 1);
+        slots.begin_next(f.manifest(2), 2).unwrap();
+        let next_dir = slots.dir(SlotName::Next).unwrap();
+        drop(slots);
+        let root = data.path().join("slots");
+        // A half-written state file, a half-assembled image, an unreferenced version directory
+        // (a begin_next that crashed before its commit), a stray file, a torn log line.
+        fs::write(root.join(".nc-tmp-0123"), "nightcast-slots 1\ngen 9").unwrap();
+        fs::write(next_dir.join(".nc-tmp-4567"), vec![1u8; 4096]).unwrap();
+        fs::create_dir(root.join("v/9-win10@v9")).unwrap();
+        fs::write(root.join("v/9-win10@v9/master.manifest"), b"x").unwrap();
+        fs::write(root.join("v/.nc-tmp-89ab"), b"x").unwrap();
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(root.join("events.log"))
+            .unwrap();
+        log.write_all(b"3 gen=3 swap curr").unwrap();
+        drop(log);
+
+        let (slots, recovery) = Slots::open(data.path(), 50).unwrap();
+        assert_eq!(recovery.removed, [".nc-tmp-89ab", "9-win10@v9"]);
+        assert_eq!(recovery.temp_files, 2);
+        assert_eq!(recovery.unlogged_gen, None);
+        assert_eq!(f.holds(&slots, SlotName::Current), Some(1));
+        assert_eq!(slots.state()[1].state, SlotState::Fetching);
+        assert_eq!(fs::read_dir(&next_dir).unwrap().count(), 1, "manifest only");
+        assert_eq!(version_dirs(&slots), referenced_dirs(&slots));
+        let log = log_lines(&slots);
+        assert!(log.iter().all(|l| !l.contains("curr ")), "{log:?}");
+        assert!(
+            log.last()
+                .unwrap()
+                .starts_with("50 gen=4 recover removed=[.nc-tmp-89ab,9-win10@v9] temp_files=2"),
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn open_refuses_to_guess() {
+        let f = fixture();
+        let data = tempfile::tempdir().unwrap();
+        let (mut slots, _) = Slots::open(data.path(), 1).unwrap();
+        f.install(&mut slots, 1, 1);
+        // One agent at a time.
+        assert!(matches!(
+            Slots::open(data.path(), 1),
+            Err(SlotError::Busy { .. })
+        ));
+        let current = slots.dir(SlotName::Current).unwrap();
+        drop(slots);
+        let state = data.path().join("slots/state");
+        let good = fs::read_to_string(&state).unwrap();
+
+        fs::write(&state, good.replace("gen", "gem")).unwrap();
+        let err = Slots::open(data.path(), 2).unwrap_err();
+        assert!(matches!(err, SlotError::StateCorrupt { .. }), "{err}");
+        assert!(current.join(IMAGE_FILE).exists(), "nothing deleted");
+
+        fs::remove_file(&state).unwrap();
+        let err = Slots::open(data.path(), 2).unwrap_err();
+        assert!(matches!(err, SlotError::StateMissing { .. }), "{err}");
+        assert!(current.join(IMAGE_FILE).exists(), "nothing deleted");
+
+        // Damage from outside is reported, not hidden.
+        fs::write(&state, &good).unwrap();
+        fs::remove_file(current.join(IMAGE_FILE)).unwrap();
+        let (_, recovery) = Slots::open(data.path(), 3).unwrap();
+        assert_eq!(
+            recovery.damaged,
+            [(SlotName::Current, current.join(IMAGE_FILE))]
+        );
+    }
+}
