@@ -330,8 +330,24 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             Box::new(|v| {
                 table(
                     v,
-                    &["SITE", "NODE", "ROLE", "LAST SEEN (UTC)", "HOLDS"],
-                    &["site", "node", "role", "last_seen", "holding"],
+                    &[
+                        "SITE",
+                        "NODE",
+                        "ROLE",
+                        "LAST SEEN (UTC)",
+                        "HOLDS",
+                        "STATE",
+                        "ATTENTION",
+                    ],
+                    &[
+                        "site",
+                        "node",
+                        "role",
+                        "last_seen",
+                        "holding",
+                        "state",
+                        "attention",
+                    ],
                 )
             }),
         ),

@@ -614,6 +614,13 @@ fn a_quota_below_the_scheduled_masters_keeps_them_all_and_says_so() {
     assert!(s["pinned_bytes"].as_u64().unwrap() > 500_000, "{s}");
     assert_eq!(s["evicted_chunks"], 0, "{s}");
     assert!(relay.log_text().contains("QUOTA TOO SMALL"));
+    // The DSI sees it too, in the fleet table (the relay reports every second here).
+    std::thread::sleep(Duration::from_millis(1500));
+    let fleet = f.nightcast(&["fleet"]);
+    assert!(
+        fleet.contains("relay-1") && fleet.contains("QUOTA TOO SMALL"),
+        "{fleet}"
+    );
     assert_eq!(
         relay.chunks().len(),
         f.manifest.unique_chunks().len(),

@@ -291,7 +291,9 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
             .map_err(db_error)?
             .iter()
             .map(|n| json!({"site": n.site, "node": n.node, "role": n.role, "enrolled_at": n.enrolled_at,
-                            "last_seen": n.last_seen, "holding": n.holding}))
+                            "last_seen": n.last_seen, "holding": n.holding,
+                            "state": n.status.get("state").cloned().unwrap_or_default(),
+                            "attention": n.attention(), "status": n.status}))
             .collect::<Vec<_>>())),
         ("POST", ["v1", "tokens"]) => {
             let role = match str_field(body, "role")? {

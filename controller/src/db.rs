@@ -112,6 +112,8 @@ const MIGRATIONS: &[&str] = &[
         until INTEGER NOT NULL,
         FOREIGN KEY (master, version) REFERENCES masters(name, version) ON DELETE CASCADE
      );",
+    // 4: the fields of each node's last report (state, disk, errors...), as a JSON object.
+    "ALTER TABLE nodes ADD COLUMN status TEXT NOT NULL DEFAULT '{}';",
 ];
 
 /// The catalogue database.
@@ -137,6 +139,46 @@ pub struct FleetRow {
     pub last_seen: Option<i64>,
     /// "master version, ..." of what it reported holding.
     pub holding: String,
+    /// The fields of its last report.
+    pub status: std::collections::BTreeMap<String, String>,
+}
+
+impl FleetRow {
+    /// What the DSI should look at, from the last report; empty when all is well.
+    pub fn attention(&self) -> String {
+        let f = |k: &str| self.status.get(k).map(String::as_str).unwrap_or("");
+        let n = |k: &str| f(k).parse::<u64>().unwrap_or(0);
+        let mut out = Vec::new();
+        if f("disk_full") == "true" {
+            out.push("DISK FULL: fetching stopped".to_owned());
+        }
+        if n("pinned_over_quota") > 0 {
+            out.push(format!(
+                "QUOTA TOO SMALL by {} MB for the scheduled masters",
+                n("pinned_over_quota").div_ceil(1_000_000)
+            ));
+        }
+        if !f("agents_not_answering").is_empty() {
+            out.push(format!(
+                "woken, not answering: {}",
+                f("agents_not_answering")
+            ));
+        }
+        let missing: Vec<String> = self
+            .status
+            .iter()
+            .filter_map(|(k, v)| {
+                let m = k.strip_prefix("missing ")?;
+                let bytes = v.parse::<u64>().ok().filter(|&b| b > 0)?;
+                Some(format!("{m}: {} MB to fetch", bytes.div_ceil(1_000_000)))
+            })
+            .collect();
+        out.extend(missing);
+        if !f("last_error").is_empty() {
+            out.push(format!("last error: {}", f("last_error")));
+        }
+        out.join("; ")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -562,13 +604,22 @@ impl Db {
         node: &str,
         role: &str,
         holding: &[(String, String)],
+        fields: &[(String, String)],
         now: i64,
     ) -> Result<(), DbError> {
+        let status = serde_json::Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+        .to_string();
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO nodes (site, node, role, enrolled_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT(site, node) DO UPDATE SET last_seen = ?4",
-            params![site, node, role, now],
+            "INSERT INTO nodes (site, node, role, enrolled_at, last_seen, status)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+             ON CONFLICT(site, node) DO UPDATE SET last_seen = ?4, status = ?5",
+            params![site, node, role, now, status],
         )?;
         tx.execute(
             "DELETE FROM holdings WHERE site = ?1 AND node = ?2",
@@ -603,7 +654,7 @@ impl Db {
     pub fn fleet(&self) -> Result<Vec<FleetRow>, DbError> {
         let mut stmt = self.conn.prepare(
             "SELECT n.site, n.node, n.role, n.enrolled_at, n.last_seen,
-                    COALESCE(GROUP_CONCAT(h.master || ' ' || h.version, ', '), '')
+                    COALESCE(GROUP_CONCAT(h.master || ' ' || h.version, ', '), ''), n.status
              FROM nodes n LEFT JOIN holdings h ON h.site = n.site AND h.node = n.node
              GROUP BY n.site, n.node ORDER BY n.site, n.role DESC, n.node",
         )?;
@@ -615,6 +666,7 @@ impl Db {
                 enrolled_at: r.get(3)?,
                 last_seen: r.get(4)?,
                 holding: r.get(5)?,
+                status: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

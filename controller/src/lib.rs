@@ -282,6 +282,7 @@ pub async fn serve(
                         peer.node.as_str(),
                         &peer.role.to_string(),
                         &holding,
+                        &status.fields,
                         now_unix() as i64,
                     )
                 });
