@@ -290,6 +290,17 @@ impl Fleet {
         self.controller = None;
     }
 
+    fn start_controller(&mut self) {
+        let c = Controller::start_with(
+            &self.dir.path().join("controller"),
+            &[("NIGHTCAST_CLOCK", &self.clock_spec)],
+        );
+        self.quic = c.quic.parse().unwrap();
+        self.api = c.api.clone();
+        self.wan.set_upstream(self.quic);
+        self.controller = Some(c);
+    }
+
     /// A NUC's agent of site lyon, enrolled directly with the controller (the agent issue adds
     /// enrolment through the relay).
     fn agent(&self, node: &str) -> Agent {
@@ -642,9 +653,6 @@ fn agents_are_served_all_day_from_the_cache_while_the_controller_is_down() {
     relay.wait("the master to complete", 20, Relay::complete);
     until(&f, "2030-01-07T22:31:00Z");
     f.stop_controller();
-    relay.wait("the relay to notice", 40, |r| {
-        r.status()["connected"] == false
-    });
 
     let (report, agent_store) = nuc.fetch(relay.lan, &f.key);
     assert_eq!(report.fetched, f.manifest.unique_chunks().len() as u64);
@@ -660,4 +668,74 @@ fn agents_are_served_all_day_from_the_cache_while_the_controller_is_down() {
     let (report, _) = nuc.fetch(relay.lan, &f.key);
     assert_eq!(report.lacking, vec![id]);
     assert_eq!(report.expected, Some(at("2030-01-08T22:00:00Z")));
+
+    // The controller comes back (on another port): the relay finds it again by itself.
+    f.start_controller();
+    relay.wait("the relay to notice the old link is dead", 60, |r| {
+        r.log_text().contains("lost the controller")
+    });
+    relay.wait("the relay to reconnect", 30, |r| {
+        r.status()["connected"] == true
+    });
+}
+
+/// A small tmpfs mounted over a directory for one test (root only), unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "nightcast-test",
+            ])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_fetching_says_so_and_the_lan_is_still_served() {
+    let f = Fleet::new("00:00-23:59", 100, 24, "start=2030-01-07T12:00:00Z speed=1");
+    // The cache on its own small partition, smaller than the master.
+    let Some(_disk) = SmallDisk::mount(&f.relay_data().join("store"), "2m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root); CI runs this test as root");
+        return;
+    };
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("the full disk to be reported", 30, |r| {
+        r.status()["disk_full"] == true
+    });
+    let s = relay.status();
+    assert!(
+        s["last_error"].as_str().unwrap_or("").contains("DISK FULL"),
+        "{s}"
+    );
+    assert!(!relay.complete());
+    std::thread::sleep(Duration::from_millis(1500));
+    let fleet = f.nightcast(&["fleet"]);
+    assert!(fleet.contains("DISK FULL"), "{fleet}");
+    // The fetcher stopped: nothing more is fetched while the disk is full.
+    let fetched = relay.n("fetched_bytes");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(relay.n("fetched_bytes"), fetched);
+
+    // A NUC is still served: what the cache holds, and the rest passed through (the WAN is open).
+    let nuc = f.agent("nuc-1");
+    let (report, agent_store) = nuc.fetch(relay.lan, &f.key);
+    assert!(report.lacking.is_empty(), "{report:?}");
+    assemble_matches(&f, &agent_store.path().join("store"));
 }

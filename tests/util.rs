@@ -108,6 +108,7 @@ pub struct UdpCounter {
     pub addr: SocketAddr,
     pub bytes: Arc<AtomicU64>,
     pub cut: Arc<AtomicBool>,
+    upstream: Arc<Mutex<SocketAddr>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -126,7 +127,8 @@ impl UdpCounter {
         );
         let front = Arc::new(front);
         let clients: Arc<Mutex<Clients>> = Arc::default();
-        let (b, c, s) = (bytes.clone(), cut.clone(), stop.clone());
+        let upstream = Arc::new(Mutex::new(upstream));
+        let (b, c, s, up) = (bytes.clone(), cut.clone(), stop.clone(), upstream.clone());
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             while !s.load(Ordering::Relaxed) {
@@ -165,15 +167,22 @@ impl UdpCounter {
                         }
                     }
                 };
-                let _ = back.send_to(&buf[..n], upstream);
+                let to = *up.lock().expect("upstream");
+                let _ = back.send_to(&buf[..n], to);
             }
         });
         UdpCounter {
             addr,
             bytes,
             cut,
+            upstream,
             stop,
         }
+    }
+
+    /// Forwards to another address from now on (a restarted server on a new port).
+    pub fn set_upstream(&self, to: SocketAddr) {
+        *self.upstream.lock().expect("upstream") = to;
     }
 
     pub fn bytes(&self) -> u64 {

@@ -1206,7 +1206,13 @@ impl LanStore {
         });
         match (fetched, got) {
             (Ok(()), Some(chunk)) => {
-                r.store.put(&chunk)?;
+                // Serving does not depend on caching: a full disk still passes the chunk on.
+                if let Err(e) = r.store.put(&chunk) {
+                    tracing::warn!(chunk = %id.short(), error = %e, "cannot cache a chunk fetched on demand");
+                    if is_disk_full(&e) {
+                        r.stat(|s| s.disk_full = true);
+                    }
+                }
                 r.stat(|s| {
                     s.on_demand_chunks += 1;
                     s.fetched_chunks += 1;
