@@ -95,6 +95,8 @@ pub struct Stats {
     pub wan_bytes_closed: u64,
     /// WAN bytes of the window now open, or of the last one.
     pub wan_bytes_this_window: u64,
+    /// The WAN's rate over the last seconds (bits per second, smoothed).
+    pub wan_bits_per_sec: u64,
     pub fetched_chunks: u64,
     pub fetched_bytes: u64,
     /// Chunks asked for by agents and fetched at once (WAN open).
@@ -602,6 +604,7 @@ impl Relay {
                 "wan_bytes_this_window".into(),
                 s.wan_bytes_this_window.to_string(),
             ),
+            ("wan_bits_per_sec".into(), s.wan_bits_per_sec.to_string()),
             ("fetched_bytes".into(), s.fetched_bytes.to_string()),
             ("served_bytes".into(), s.served_bytes.to_string()),
             ("corrupt_dropped".into(), s.corrupt_dropped.to_string()),
@@ -846,6 +849,8 @@ async fn keep_link(r: &Relay, conn: &Connection, shutdown: &CancellationToken) -
             if window.is_some() {
                 s.wan_bytes_this_window += delta;
             }
+            s.wan_bits_per_sec =
+                (s.wan_bits_per_sec as f64 * 0.7 + (delta * 8) as f64 * 0.3) as u64;
         });
         if window.is_some() {
             window_seen = window;
