@@ -345,6 +345,44 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Each site's rooms with their sessions not yet ended at `now`, in start order (what the
+    /// agents of each room run, and when).
+    pub fn room_plans(
+        &self,
+        now: i64,
+    ) -> Result<HashMap<String, Vec<image_tools::wire::RoomPlan>>, DbError> {
+        use image_tools::wire::{MasterRef, RoomPlan, SessionEntry};
+        let mut out: HashMap<String, Vec<RoomPlan>> = HashMap::new();
+        for s in self.sessions(None)?.into_iter().filter(|s| s.end > now) {
+            let rooms = out.entry(s.site).or_default();
+            let i = match rooms.iter().position(|r| r.room == s.room) {
+                Some(i) => i,
+                None => {
+                    rooms.push(RoomPlan {
+                        room: s.room.clone(),
+                        sessions: Vec::new(),
+                    });
+                    rooms.len() - 1
+                }
+            };
+            rooms[i].sessions.push(SessionEntry {
+                master: MasterRef {
+                    name: s.master,
+                    version: s.version,
+                },
+                start: s.start,
+                end: s.end,
+            });
+        }
+        for rooms in out.values_mut() {
+            rooms.sort_by(|a, b| a.room.cmp(&b.room));
+            for r in rooms.iter_mut() {
+                r.sessions.sort_by_key(|s| (s.start, s.end));
+            }
+        }
+        Ok(out)
+    }
+
     /// Imports a calendar in CSV. Every row is checked first; one bad row imports nothing and the
     /// error names its line. Header (in this order):
     /// `site,room,master,version,start,end`, with `start` and `end` as `YYYY-MM-DD HH:MM` in the

@@ -131,6 +131,7 @@ pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<M
         catalog.add_manifest(master, bytes);
     }
     let mut plans = db.relay_plans(now_unix, margin_secs)?;
+    let mut rooms = db.room_plans(now_unix)?;
     for site in db.sites()? {
         let plan = image_tools::wire::SitePlan {
             windows: site
@@ -141,6 +142,8 @@ pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<M
             tz: site.tz,
             cap_mbit: site.cap_mbit,
             entries: plans.remove(&site.name).unwrap_or_default(),
+            rooms: rooms.remove(&site.name).unwrap_or_default(),
+            seats: Vec::new(),
         };
         catalog.set_plan(&site.name, plan);
     }

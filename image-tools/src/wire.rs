@@ -150,6 +150,35 @@ pub struct SitePlan {
     /// WAN cap in Mbit/s.
     pub cap_mbit: u64,
     pub entries: Vec<PlanEntry>,
+    /// Each room's upcoming sessions, in start order: what the agents run, and when.
+    #[serde(default)]
+    pub rooms: Vec<RoomPlan>,
+    /// Which agent sits at which seat; an agent of the site that is in no binding is a spare.
+    #[serde(default)]
+    pub seats: Vec<SeatBinding>,
+}
+
+/// A room's upcoming sessions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomPlan {
+    pub room: String,
+    pub sessions: Vec<SessionEntry>,
+}
+
+/// One session: the master version its NUCs run, from `start` to `end` (Unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEntry {
+    pub master: MasterRef,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// An agent (by node id, its hardware id) bound to a seat of a room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatBinding {
+    pub room: String,
+    pub seat: String,
+    pub node: String,
 }
 
 /// One master version a relay must hold.

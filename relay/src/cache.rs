@@ -154,6 +154,7 @@ mod tests {
                     override_until: *o,
                 })
                 .collect(),
+            ..SitePlan::default()
         }
     }
 
