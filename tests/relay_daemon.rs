@@ -235,7 +235,7 @@ impl Fleet {
         std::fs::write(
             &config,
             format!(
-                "controller = \"{}\"\ndata = \"{}\"\nlisten = \"127.0.0.1:0\"\nquota = \"{}\"\n\
+                "controller = \"{}\"\ndata = \"{}\"\nlisten = \"127.0.0.1:0\"\ndiscovery = \"127.0.0.1:0\"\nquota = \"{}\"\n\
                  poll_secs = 1\nreconnect_max_secs = 1\n\
                  [scrub]\nmib_per_sec = {}\nevery_hours = 0.0003\n\
                  [wake_on_lan]\ntarget = \"{}\"\ngrace_minutes = 1\n",

@@ -269,7 +269,10 @@ pub async fn serve(
                     }
                 })
             },
+            // A spare NUC joins through its site's relay with nobody typing a token.
+            relays_vouch_for_agents: true,
         }),
+        forward_enroll: None,
         on_report: {
             let data = data.clone();
             Box::new(move |peer, status| {

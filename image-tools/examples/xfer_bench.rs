@@ -196,6 +196,7 @@ async fn serve(dir: &Path, listen: SocketAddr) -> Result<()> {
         store,
         catalog,
         enroller: None,
+        forward_enroll: None,
         on_report: Box::new(|_, _| {}),
     });
     let shutdown = CancellationToken::new();

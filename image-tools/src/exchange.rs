@@ -221,7 +221,31 @@ pub struct Enroller {
     pub now_unix: Box<dyn Fn() -> u64 + Send + Sync>,
     /// Told of every node enrolled (the controller records it).
     pub on_enrolled: Box<dyn Fn(&Identity) + Send + Sync>,
+    /// Relays may enrol agents of their own site on their behalf, without a token (a spare NUC
+    /// nobody types anything on): see "Agents vouched for by their relay" in `docs/PROTOCOL.md`.
+    pub relays_vouch_for_agents: bool,
 }
+
+/// An enrolment request a server passes on (a relay, to the controller, for an agent of its site).
+#[derive(Debug, Clone)]
+pub struct EnrollRequest {
+    pub token: String,
+    pub role: Role,
+    pub node_id: String,
+    pub public_key: Vec<u8>,
+}
+
+/// What the upstream answered: the certificate, the CA and the signing key; or why not.
+pub type EnrollOutcome = Result<(Vec<u8>, Vec<u8>, PublicKey), (ErrorCode, String)>;
+
+/// Passes enrolment requests upstream (a relay's link to the controller).
+pub type EnrollForwarder = Box<
+    dyn Fn(
+            EnrollRequest,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = EnrollOutcome> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl std::fmt::Debug for Enroller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -238,6 +262,8 @@ pub struct Service {
     pub store: Arc<dyn ChunkStore>,
     pub catalog: Arc<dyn Catalog>,
     pub enroller: Option<Enroller>,
+    /// Without an enroller: where enrolment requests of peers without a certificate are passed on.
+    pub forward_enroll: Option<EnrollForwarder>,
     /// Called with each status report a peer sends.
     pub on_report: ReportSink,
 }
@@ -609,6 +635,26 @@ async fn answer_enroll(
     public_key: &[u8],
 ) -> Result<(), ExchangeError> {
     let Some(enroller) = &service.enroller else {
+        if let (Some(forward), None) = (&service.forward_enroll, &state.peer) {
+            let request = EnrollRequest {
+                token: token.to_owned(),
+                role,
+                node_id: node_id.to_owned(),
+                public_key: public_key.to_vec(),
+            };
+            tracing::info!(node = %node_id, "enrolment passed upstream");
+            return match forward(request).await {
+                Ok((certificate_der, ca_der, key)) => {
+                    let reply = Control::Enrolled {
+                        certificate_der,
+                        ca_der,
+                        signing_key: key.as_bytes().to_vec(),
+                    };
+                    send_frame(send, &Frame::Control(reply)).await
+                }
+                Err((code, message)) => send_error(send, code, message).await,
+            };
+        }
         return send_error(
             send,
             ErrorCode::Unsupported,
@@ -616,26 +662,41 @@ async fn answer_enroll(
         )
         .await;
     };
-    if state.peer.is_some() {
-        return send_error(send, ErrorCode::BadRequest, "already enrolled").await;
-    }
+    // An enrolled peer may only vouch: a relay, for an agent of its own site.
+    let voucher = match &state.peer {
+        None => None,
+        Some(p)
+            if p.role == Role::Relay && role == Role::Agent && enroller.relays_vouch_for_agents =>
+        {
+            Some(p.clone())
+        }
+        Some(_) => return send_error(send, ErrorCode::BadRequest, "already enrolled").await,
+    };
     let issued = (|| {
-        let token: crate::trust::Token = token.parse()?;
         let node = crate::ids::NodeId::new(node_id).map_err(|e| TrustError::Cert(e.to_string()))?;
-        let grant = enroller
-            .tokens
-            .redeem(&token.secret, role, (enroller.now_unix)())?;
-        let identity = Identity {
-            role,
-            site: grant.site,
-            node,
+        let site = match (&voucher, token) {
+            (Some(relay), "") => relay.site.clone(),
+            (voucher, token) => {
+                let token: crate::trust::Token = token.parse()?;
+                let grant = enroller
+                    .tokens
+                    .redeem(&token.secret, role, (enroller.now_unix)())?;
+                if voucher.as_ref().is_some_and(|r| r.site != grant.site) {
+                    return Err(TrustError::TokenRefused("issued for another site"));
+                }
+                grant.site
+            }
         };
+        let identity = Identity { role, site, node };
         let cert = enroller.ca.sign_public_key(&identity, public_key)?;
         Ok::<_, TrustError>((identity, cert))
     })();
     match issued {
         Ok((identity, certificate_der)) => {
-            tracing::info!(%identity, "enrolled");
+            match &voucher {
+                Some(relay) => tracing::info!(%identity, vouched_by = %relay, "enrolled"),
+                None => tracing::info!(%identity, "enrolled"),
+            }
             (enroller.on_enrolled)(&identity);
             let reply = Control::Enrolled {
                 certificate_der,

@@ -14,6 +14,7 @@
 //! - [`durable`]: the one durable-write helper (temp, fsync, rename, fsync dir).
 //! - [`wire`]: the chunk-exchange protocol's frames, a sans-IO codec.
 //! - [`exchange`]: the protocol over QUIC: server, client, `fetch_missing`, remote and caching stores.
+//! - [`discovery`]: how an agent with nothing configured finds its site's relay (UDP broadcast).
 //! - [`trust`]: the controller's CA, node certificates and identities, enrolment tokens.
 //! - [`windows`]: night windows in a site's time zone (jiff), as absolute openings.
 //! - [`clock`]: the one reading of the wall clock, and the `NIGHTCAST_CLOCK` test clock.
@@ -30,6 +31,7 @@ pub mod chunk;
 pub mod chunker;
 pub mod cli;
 pub mod clock;
+pub mod discovery;
 pub mod durable;
 pub mod exchange;
 pub mod gc;

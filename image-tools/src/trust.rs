@@ -253,9 +253,13 @@ pub fn load_enrolment(dir: &Path) -> Result<(Credentials, crate::keys::PublicKey
 /// TLS for a node that has only a token: no client certificate, and the server's chain must hold
 /// the CA whose fingerprint the token names.
 pub fn enrol_client_config(token: &Token) -> Result<rustls::ClientConfig, TrustError> {
-    let verifier = PinnedCa {
-        fingerprint: token.ca_fingerprint,
-    };
+    pinned_ca_client_config(token.ca_fingerprint)
+}
+
+/// TLS for a node without a certificate that knows the CA only by its fingerprint (from a token, a
+/// relay's discovery answer, or its configuration).
+pub fn pinned_ca_client_config(fingerprint: [u8; 16]) -> Result<rustls::ClientConfig, TrustError> {
+    let verifier = PinnedCa { fingerprint };
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TrustError::Tls(e.to_string()))?

@@ -104,12 +104,14 @@ impl Controller {
             signing_key: self.key.public(),
             now_unix: Box::new(|| 1_000_000),
             on_enrolled: Box::new(|_| {}),
+            relays_vouch_for_agents: true,
         });
         let service = Arc::new(Service {
             hello: hello_for(&me),
             store: self.store.clone(),
             catalog: self.catalog.clone(),
             enroller,
+            forward_enroll: None,
             on_report: Box::new(|_, _| {}),
         });
         let shutdown = CancellationToken::new();
@@ -449,6 +451,63 @@ impl Controller {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_vouches_for_agents_of_its_own_site_only() {
+    let c = Controller::new(4 << 20);
+    let (addr, _stop) = c.serve(true);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+            .unwrap();
+    let conn = c.client(addr, &relay).await;
+    let (key, public) = node_key().unwrap();
+
+    // No token: the agent joins the relay's own site.
+    let (cert, ca, signing) = conn
+        .enroll("", Role::Agent, "nuc-9", public.clone())
+        .await
+        .unwrap();
+    assert_eq!(signing, c.key.public());
+    let creds = Credentials {
+        certificate: cert,
+        key,
+        ca,
+    };
+    assert_eq!(
+        creds.identity(),
+        Some(identity(Role::Agent, "lyon", "nuc-9"))
+    );
+
+    // Never another relay, and never with a token of another site.
+    let err = conn
+        .enroll("", Role::Relay, "relay-2", public.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused(err), ErrorCode::BadRequest);
+    let book = TokenBook::new(c.dir.path().join("tokens.json"));
+    let paris = book
+        .issue(
+            &c.ca,
+            Role::Agent,
+            SiteId::new("paris").unwrap(),
+            1_000_000,
+            3600,
+        )
+        .unwrap();
+    let err = conn
+        .enroll(&paris.to_string(), Role::Agent, "nuc-10", public.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused(err), ErrorCode::Unauthorized);
+
+    // An agent cannot vouch for anybody.
+    let agent = c.client(addr, &creds).await;
+    let err = agent
+        .enroll("", Role::Agent, "nuc-11", public)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(err), ErrorCode::BadRequest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_enrolled_nodes_of_our_ca_get_in() {
     let c = Controller::new(4 << 20);
     let (addr, _stop) = c.serve(true);
@@ -744,6 +803,7 @@ async fn asking_again_for_forbidden_chunks_costs_the_server_nothing_more() {
         store: c.store.clone(),
         catalog: counting.clone(),
         enroller: None,
+        forward_enroll: None,
         on_report: Box::new(|_, _| {}),
     });
     tokio::spawn(exchange::serve(endpoint, service, CancellationToken::new()));

@@ -3,6 +3,7 @@
 //! ```text
 //! lan_agents enroll --controller ADDR --tokens FILE --out DIR [--prefix nuc-]
 //! lan_agents fetch --relay ADDR --agents DIR --n N --master NAME --version V --stores DIR
+//!                  [--in-flight N] [--batch N]
 //! ```
 //!
 //! `enroll` enrols one agent per line of FILE (tokens from `nightcast enroll --role agent --site S`)
@@ -72,6 +73,12 @@ enum Command {
         /// Where each agent's fresh store goes (STORES/NODE/store; must not exist yet).
         #[arg(long)]
         stores: PathBuf,
+        /// Requests each agent keeps in flight (default: the exchange's default).
+        #[arg(long)]
+        in_flight: Option<usize>,
+        /// Chunk ids per request (default: the exchange's default).
+        #[arg(long)]
+        batch: Option<usize>,
     },
 }
 
@@ -117,12 +124,17 @@ fn main() -> Result<()> {
                 master,
                 version,
                 stores,
+                in_flight,
+                batch,
             } => {
                 let master = MasterRef {
                     name: master,
                     version,
                 };
-                fetch(relay, &agents, n, &master, &stores).await
+                let mut opts = FetchOptions::default();
+                opts.in_flight = in_flight.unwrap_or(opts.in_flight);
+                opts.batch = batch.unwrap_or(opts.batch);
+                fetch(relay, &agents, n, &master, &stores, opts).await
             }
         }
     })
@@ -164,6 +176,7 @@ async fn fetch_one(
     relay: SocketAddr,
     master: MasterRef,
     store_dir: PathBuf,
+    opts: FetchOptions,
     start: Instant,
 ) -> Result<AgentRun> {
     let (creds, key) = trust::load_enrolment(&dir)
@@ -191,16 +204,9 @@ async fn fetch_one(
     let manifest = VerifiedManifest::open(bytes, &key)?;
     let connect_s = start.elapsed().as_secs_f64();
     let store = Arc::new(LocalStore::open(&store_dir)?);
-    let report = exchange::fetch_missing(
-        &conn,
-        store,
-        &manifest,
-        FetchOptions::default(),
-        None,
-        &|_| {},
-    )
-    .await
-    .with_context(|| format!("{node}: fetching"))?;
+    let report = exchange::fetch_missing(&conn, store, &manifest, opts, None, &|_| {})
+        .await
+        .with_context(|| format!("{node}: fetching"))?;
     let done_s = start.elapsed().as_secs_f64();
     conn.close();
     endpoint.wait_idle().await;
@@ -227,6 +233,7 @@ async fn fetch(
     n: usize,
     master: &MasterRef,
     stores: &Path,
+    opts: FetchOptions,
 ) -> Result<()> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(agents)
         .with_context(|| format!("cannot read {}", agents.display()))?
@@ -259,7 +266,10 @@ async fn fetch(
     let tasks: Vec<_> = dirs
         .into_iter()
         .zip(store_dirs)
-        .map(|(d, s)| tokio::spawn(fetch_one(d, relay, master.clone(), s, start)))
+        .map(|(d, s)| {
+            let opts = opts.clone();
+            tokio::spawn(fetch_one(d, relay, master.clone(), s, opts, start))
+        })
         .collect();
     let mut runs = Vec::new();
     let mut errors = Vec::new();
@@ -292,6 +302,8 @@ async fn fetch(
             "last_done_s": last,
             "bytes": bytes,
             "mbit_per_s": bytes as f64 * 8.0 / last.max(1e-9) / 1e6,
+            "in_flight": opts.in_flight,
+            "batch": opts.batch,
             "user_s": user1 - user0,
             "sys_s": sys1 - sys0,
             "per_agent": runs,

@@ -25,6 +25,9 @@ pub struct Config {
     /// Where the site's NUCs connect (UDP, QUIC).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Where NUCs with nothing configured ask for their relay (UDP broadcast).
+    #[serde(default = "default_discovery")]
+    pub discovery: SocketAddr,
     /// Disk space the chunk cache may use, e.g. "400 GiB". Chunks of scheduled masters are kept even
     /// beyond it (and that is reported); the rest is evicted least recently used first.
     #[serde(default = "default_quota")]
@@ -68,6 +71,9 @@ fn default_data() -> PathBuf {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 4434))
 }
+fn default_discovery() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], image_tools::discovery::PORT))
+}
 fn default_quota() -> String {
     "200 GiB".into()
 }
@@ -105,6 +111,7 @@ impl Config {
             data,
             site: None,
             listen: default_listen(),
+            discovery: default_discovery(),
             quota: default_quota(),
             poll_secs: default_poll(),
             reconnect_max_secs: default_backoff(),
@@ -139,6 +146,9 @@ impl Config {
         }
         if self.listen.port() != 0 && self.listen == self.controller {
             anyhow::bail!("listen and controller are the same address");
+        }
+        if self.discovery.port() != 0 && self.discovery == self.listen {
+            anyhow::bail!("discovery and listen are the same address");
         }
         Ok(())
     }

@@ -148,6 +148,8 @@ pub struct Relay {
     /// Holdings must be recomputed from the store before they are trusted again.
     dirty: AtomicBool,
     agents: Mutex<BTreeMap<String, Agent>>,
+    /// The last report of each agent, to pass on to the controller (which learns of NUCs only so).
+    forward: Mutex<BTreeMap<String, Status>>,
     stats: Mutex<Stats>,
     runtime: tokio::runtime::Handle,
 }
@@ -163,12 +165,17 @@ pub async fn run(
     cfg: Config,
     clock: Clock,
     shutdown: CancellationToken,
-    listening: impl FnOnce(SocketAddr),
+    listening: impl FnOnce(SocketAddr, SocketAddr),
 ) -> anyhow::Result<()> {
     let relay = Relay::open(cfg, clock)?;
     let endpoint = exchange::server_endpoint(relay.cfg.listen, relay.creds.server_config()?)
         .with_context(|| format!("cannot listen on {}", relay.cfg.listen))?;
-    listening(endpoint.local_addr()?);
+    let lan = endpoint.local_addr()?;
+    let discovery = tokio::net::UdpSocket::bind(relay.cfg.discovery)
+        .await
+        .with_context(|| format!("cannot answer discovery on {}", relay.cfg.discovery))?;
+    let discovery_addr = discovery.local_addr()?;
+    listening(lan, discovery_addr);
     tracing::info!(site = %relay.me.site, quota = relay.quota, "relay started");
     {
         let r = relay.clone();
@@ -183,12 +190,53 @@ pub async fn run(
         store: Arc::new(LanStore(relay.clone())),
         catalog: Arc::new(LanCatalog(relay.clone())),
         enroller: None,
+        forward_enroll: Some({
+            let r = relay.clone();
+            Box::new(move |request| {
+                let conn = r.link.borrow().clone();
+                Box::pin(async move {
+                    let Some(conn) = conn else {
+                        return Err((
+                            image_tools::wire::ErrorCode::Internal,
+                            "the relay cannot reach the controller now: try again later".into(),
+                        ));
+                    };
+                    conn.enroll(
+                        &request.token,
+                        request.role,
+                        &request.node_id,
+                        request.public_key,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        exchange::ExchangeError::Refused { code, message, .. } => (code, message),
+                        other => (image_tools::wire::ErrorCode::Internal, other.to_string()),
+                    })
+                })
+            })
+        }),
         on_report: {
             let r = relay.clone();
             Box::new(move |peer, status| r.agent_reported(peer, status))
         },
     });
     tracker.spawn(exchange::serve(endpoint, service, shutdown.clone()));
+    {
+        let answer = image_tools::discovery::Answer {
+            nightcast: 1,
+            site: relay.me.site.to_string(),
+            relay: relay.me.node.to_string(),
+            port: lan.port(),
+            ca: image_tools::ids::hex(&image_tools::trust::fingerprint(&relay.creds.ca)),
+        };
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = image_tools::discovery::answer(discovery, answer) => {}
+            }
+        });
+    }
     tracker.spawn(link_task(relay.clone(), shutdown.clone()));
     tracker.spawn(fetch_task(relay.clone(), shutdown.clone()));
     tracker.spawn(scrub_task(relay.clone(), shutdown.clone()));
@@ -265,6 +313,7 @@ impl Relay {
             report_now: Notify::new(),
             dirty: AtomicBool::new(false),
             agents: Mutex::new(agents),
+            forward: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(stats),
             runtime: tokio::runtime::Handle::current(),
             cfg,
@@ -561,6 +610,13 @@ impl Relay {
                 let _ = write_quick(&self.cfg.data.join("agents.json"), &bytes);
             }
         }
+        // The certificate says who it is, whatever the report claims.
+        let mut status = status;
+        status.node_id = peer.node.to_string();
+        if let Ok(mut f) = self.forward.lock() {
+            f.insert(status.node_id.clone(), status);
+        }
+        self.report_now.notify_one();
     }
 
     /// Wakes the NUCs that lack a master they need (the window just opened).
@@ -827,6 +883,17 @@ async fn keep_link(r: &Relay, conn: &Connection, shutdown: &CancellationToken) -
                 if let Err(e) = conn.report(r.status()).await {
                     return format!("report: {e}");
                 }
+            }
+        }
+        // Pass on what the site's agents reported since.
+        let pending: Vec<Status> = r
+            .forward
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f).into_values().collect())
+            .unwrap_or_default();
+        for status in pending {
+            if let Err(e) = conn.report(status).await {
+                return format!("report for an agent: {e}");
             }
         }
         // Count what crossed the WAN since the last tick, as open or closed time.

@@ -235,8 +235,9 @@ async fn run(
             shutdown.cancel();
         });
     }
-    nightcast_relay::daemon::run(cfg, clock, shutdown, |addr| {
-        println!("serving the LAN on {addr}");
+    nightcast_relay::daemon::run(cfg, clock, shutdown, |lan, discovery| {
+        println!("serving the LAN on {lan}");
+        println!("answering discovery on {discovery}");
     })
     .await
 }
