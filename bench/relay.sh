@@ -38,7 +38,9 @@
 # ../shared/bench/gen-vm-image.py; CAP_MBIT (20) the site cap; WAN_LINKS ("cap 100mbit");
 # WAN_RTT_MS (40); AGENTS (20); LAN_RATE (1gbit); AGENT_STORES (tmpfs | disk); SAMPLE_S (0.5);
 # WORK (/var/tmp/nightcast-relay-bench) removed at the end unless KEEP=1; OUT (none) a file the
-# tables are appended to. Needs python3, ip, tc (tbf). Uses 10.79.0.0/24, 10.79.1.0/24 and UDP
+# tables are appended to; LAN_DIAG_ARGS (none) extra `lan_agents fetch` arguments for a third LAN run
+# with AGENTS agents, e.g. "--in-flight 1 --batch 16" to see how the relay's memory follows what
+# the agents ask for ahead. Needs python3, ip, tc (tbf). Uses 10.79.0.0/24, 10.79.1.0/24 and UDP
 # ports 4433, 4434, 47300 inside the namespaces only. The whole run takes about 5 minutes here;
 # other load on the machine skews every number, so the load average is printed.
 set -euo pipefail
@@ -252,7 +254,7 @@ start_bg proxy "$NS_RLY" '^listening ' "$BIN/xfer_bench" delay-proxy --listen "$
 # Samples, every SAMPLE_S s until killed: monotonic seconds, controller-side tc bytes (down),
 # relay-side tc bytes (up), the relay's fetched_bytes, wan_bytes_open, and 1 once complete.
 sampler() {
-    python3 - "$@" <<'PY'
+    exec python3 - "$@" <<'PY'
 import json, re, subprocess, sys, time
 out, ns_c, dev_c, ns_r, dev_r, status, every = sys.argv[1:]
 every = float(every)
@@ -396,7 +398,8 @@ done
 # 2) LAN: the last relay serves N agents at once.
 shape "$NS_RLY" "$LAN_R" "$NS_LAN" "$LAN_A" "$LAN_RATE" 1mb
 lan_run() {
-    local n=$1 run=$WORK/lan-$1
+    local n=$1 run=$WORK/lan-$1-$#
+    shift
     rm -rf "$STORES"
     mkdir -p "$STORES"
     sync
@@ -409,7 +412,7 @@ lan_run() {
     local rss_sampler=$!
     log "LAN: $n agent(s) at once (load $load)"
     json=$(ip netns exec "$NS_LAN" "$BIN/lan_agents" fetch --relay "$RLY_LAN_IP:4434" \
-        --agents "$WORK/agents" --n "$n" --master demo --version 1 --stores "$STORES")
+        --agents "$WORK/agents" --n "$n" --master demo --version 1 --stores "$STORES" "$@")
     c1=$(proc_ticks "$RELAY_PID")
     hwm=$(vm "$RELAY_PID" VmHWM)
     kill "$rss_sampler"
@@ -430,6 +433,10 @@ PY
 }
 lan_run 1
 lan_run "$AGENTS"
+if [[ -n ${LAN_DIAG_ARGS:-} ]]; then
+    # shellcheck disable=SC2086 # a list of words
+    lan_run "$AGENTS" $LAN_DIAG_ARGS
+fi
 stop_bg "$RELAY_PID"
 RELAY_PID=
 
@@ -472,15 +479,15 @@ if lan:
     print(f"LAN: the relay's cache holds the master; agents in one process in another namespace, "
           f"veth shaped to {lan_rate} (tbf), agent stores on {stores}; VmHWM reset before each run.")
     print()
-    print("| agents at once | bytes each | all done s | first / median done s | ratio to 1 agent "
+    print("| agents at once | requests in flight x ids each | bytes each | all done s | first / median done s | ratio to 1 agent "
           "| aggregate Mbit/s | relay peak RSS MiB (VmHWM) | relay RSS before MiB | relay CPU s "
           "| agents' CPU s (one process) | load avg |")
-    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for r in lan:
         ratio = r["last_done_s"] / one["last_done_s"] if one else float("nan")
         each = r["bytes"] // max(r["n"], 1)
-        print(f"| {r['n']} | {each:,} | {r['last_done_s']:.2f} | {r['first_done_s']:.2f} / "
-              f"{r['median_done_s']:.2f} | {ratio:.2f} | {r['mbit_per_s']:.0f} "
+        print(f"| {r['n']} | {r['in_flight']} x {r['batch']} | {each:,} | {r['last_done_s']:.2f} "
+              f"| {r['first_done_s']:.2f} / {r['median_done_s']:.2f} | {ratio:.2f} | {r['mbit_per_s']:.0f} "
               f"| {mib(r['hwm_kib']):.1f} | {mib(r['rss0_kib']):.1f} | {r['relay_cpu_s']:.1f} "
               f"| {r['user_s'] + r['sys_s']:.1f} | {r['load']} |")
     print()
@@ -495,6 +502,7 @@ for r in wan:
           f"(1-s intervals): {ok2} (max {r['max1'] / cap:.3f} of the cap)")
 for r in lan:
     ok = "met" if r["hwm_kib"] <= 64 * 1024 else "NOT met"
-    print(f"- LAN, {r['n']} agent(s): relay peak RSS <= 64 MiB: {ok} ({mib(r['hwm_kib']):.1f} MiB)")
+    print(f"- LAN, {r['n']} agent(s) ({r['in_flight']} x {r['batch']} in flight each): relay peak "
+          f"RSS <= 64 MiB: {ok} ({mib(r['hwm_kib']):.1f} MiB)")
 print(f"- load average at the end: {load_end} ({cores} cores, shared with other work)")
 PY

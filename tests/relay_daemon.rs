@@ -50,6 +50,7 @@ struct Fleet {
 struct Relay {
     child: Child,
     lan: SocketAddr,
+    discovery: SocketAddr,
     data: PathBuf,
     log: PathBuf,
 }
@@ -260,8 +261,15 @@ impl Fleet {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        let mut second = String::new();
+        out.read_line(&mut second).unwrap();
+        let discovery: SocketAddr = second
+            .trim()
+            .strip_prefix("answering discovery on ")
+            .unwrap_or_else(|| panic!("{second:?}"))
+            .parse()
             .unwrap();
         let lan = line
             .trim()
@@ -277,6 +285,7 @@ impl Fleet {
         Relay {
             child,
             lan,
+            discovery,
             data,
             log,
         }
@@ -650,6 +659,42 @@ fn agents_are_served_all_day_from_the_cache_while_the_controller_is_down() {
     );
     let nuc = f.agent("nuc-1");
     let relay = f.relay(&DEFAULT_RELAY);
+
+    // A spare with nothing configured finds the relay and enrols through it, no token typed.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let found = rt
+        .block_on(image_tools::discovery::discover(
+            relay.discovery,
+            Duration::from_secs(2),
+        ))
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (service, answer) = &found[0];
+    assert_eq!((*service, answer.site.as_str()), (relay.lan, "lyon"));
+    let fingerprint = answer.ca_fingerprint().unwrap();
+    let ca = Credentials::load(&relay.data.join("tls")).unwrap().ca;
+    assert_eq!(image_tools::trust::fingerprint(&ca), fingerprint);
+    let spare = rt.block_on(async {
+        let endpoint = exchange::client_endpoint().unwrap();
+        let tls = image_tools::trust::pinned_ca_client_config(fingerprint).unwrap();
+        let conn = Connection::connect(&endpoint, *service, tls).await.unwrap();
+        let (key, public) = image_tools::trust::node_key().unwrap();
+        let (certificate, ca, signing) = conn
+            .enroll("", Role::Agent, "spare-1", public)
+            .await
+            .unwrap();
+        assert_eq!(signing, f.key, "the relay passed on another signing key");
+        Credentials {
+            certificate,
+            key,
+            ca,
+        }
+    });
+    assert_eq!(
+        spare.identity().map(|i| i.to_string()),
+        Some("agent lyon/spare-1".to_owned())
+    );
+
     relay.wait("the master to complete", 20, Relay::complete);
     until(&f, "2030-01-07T22:31:00Z");
     f.stop_controller();

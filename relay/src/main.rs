@@ -236,8 +236,12 @@ async fn run(
         });
     }
     nightcast_relay::daemon::run(cfg, clock, shutdown, |lan, discovery| {
-        println!("serving the LAN on {lan}");
-        println!("answering discovery on {discovery}");
+        // Whoever started us may have stopped reading: that must not stop the relay.
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "serving the LAN on {lan}");
+        let _ = writeln!(out, "answering discovery on {discovery}");
+        let _ = out.flush();
     })
     .await
 }
