@@ -23,12 +23,13 @@
 #    and as chunk payload (the relay's `fetched_bytes`), each as a fraction of the cap, and the
 #    highest rate over any 1-second and 2-second interval of consecutive samples (the "never above
 #    the cap by more than 5 %" check), plus the relay's peak RSS (VmHWM) and CPU seconds.
-# 2) LAN: the relay of the last WAN leg (its cache now holds the master) serves N=1 then N=AGENTS
+# 2) LAN: the cache of the last WAN leg's relay (it now holds the master) serves N=1 then N=AGENTS
 #    agents fetching the whole master at once, each with its own QUIC connection into its own fresh
 #    store (on tmpfs by default, AGENT_STORES=disk for WORK), over the LAN veth shaped to LAN_RATE.
-#    Before each run the relay's VmHWM is reset (`echo 5 > /proc/PID/clear_refs`), so the peak RSS
-#    reported is that run's; its RSS is also sampled every 0.1 s. Reported: time until the last
-#    agent is done, ratio to the single agent, relay peak RSS, relay CPU s, agents' CPU s.
+#    Each run gets a fresh relay process (a long-lived one keeps the memory of its last peak), whose
+#    VmHWM is reset (`echo 5 > /proc/PID/clear_refs`) once it is ready, so the peak RSS reported is
+#    that run's; its RSS is also sampled every 0.1 s. Reported: time until the last agent is done,
+#    ratio to the single agent, relay peak RSS, relay CPU s, agents' CPU s.
 # It prints markdown tables (and appends them to OUT if set).
 #
 # Run as root from anywhere (builds the binaries it needs first unless NO_BUILD=1):
@@ -38,9 +39,10 @@
 # ../shared/bench/gen-vm-image.py; CAP_MBIT (20) the site cap; WAN_LINKS ("cap 100mbit");
 # WAN_RTT_MS (40); AGENTS (20); LAN_RATE (1gbit); AGENT_STORES (tmpfs | disk); SAMPLE_S (0.5);
 # WORK (/var/tmp/nightcast-relay-bench) removed at the end unless KEEP=1; OUT (none) a file the
-# tables are appended to; LAN_DIAG_ARGS (none) extra `lan_agents fetch` arguments for a third LAN run
-# with AGENTS agents, e.g. "--in-flight 1 --batch 16" to see how the relay's memory follows what
-# the agents ask for ahead. Needs python3, ip, tc (tbf). Uses 10.79.0.0/24, 10.79.1.0/24 and UDP
+# tables are appended to; LAN_RUNS ("1 $AGENTS") the LAN runs, each N[:IN_FLIGHT[:BATCH[:ARENAS]]]:
+# N agents at once, each keeping IN_FLIGHT requests of BATCH chunk ids in flight (default 8 x 64),
+# the relay run with MALLOC_ARENA_MAX=ARENAS (e.g. "1 20 20:1:16 20:8:64:1", to see what the
+# relay's memory follows). Needs python3, ip, tc (tbf). Uses 10.79.0.0/24, 10.79.1.0/24 and UDP
 # ports 4433, 4434, 47300 inside the namespaces only. The whole run takes about 5 minutes here;
 # other load on the machine skews every number, so the load average is printed.
 set -euo pipefail
@@ -58,6 +60,7 @@ WAN_RTT_MS=${WAN_RTT_MS:-40}
 AGENTS=${AGENTS:-20}
 LAN_RATE=${LAN_RATE:-1gbit}
 AGENT_STORES=${AGENT_STORES:-tmpfs}
+LAN_RUNS=${LAN_RUNS:-1 $AGENTS}
 SAMPLE_S=${SAMPLE_S:-0.5}
 WORK=${WORK:-/var/tmp/nightcast-relay-bench}
 KEEP=${KEEP:-0}
@@ -395,48 +398,70 @@ PY
     log "  $(tail -1 "$RESULTS")"
 done
 
-# 2) LAN: the last relay serves N agents at once.
+# 2) LAN: the last relay's cache serves N agents at once; a fresh relay process for each run.
 shape "$NS_RLY" "$LAN_R" "$NS_LAN" "$LAN_A" "$LAN_RATE" 1mb
+LAN_RUN=0
+# lan_run N [IN_FLIGHT [BATCH [ARENAS]]]
 lan_run() {
-    local n=$1 run=$WORK/lan-$1-$#
-    shift
+    local n=$1 in_flight=${2:-} batch=${3:-} arenas=${4:-}
+    LAN_RUN=$((LAN_RUN + 1))
+    local run=$WORK/lan-$LAN_RUN args=()
+    [[ -n $in_flight ]] && args+=(--in-flight "$in_flight")
+    [[ -n $batch ]] && args+=(--batch "$batch")
+    stop_bg "$RELAY_PID"
+    if [[ -n $arenas ]]; then
+        MALLOC_ARENA_MAX=$arenas RUST_LOG=info start_bg "relay-lan-$LAN_RUN" "$NS_RLY" \
+            '^serving the LAN on' "$BIN/nightcast-relay" run --config "$RELAY_DATA.toml"
+    else
+        RUST_LOG=info start_bg "relay-lan-$LAN_RUN" "$NS_RLY" '^serving the LAN on' \
+            "$BIN/nightcast-relay" run --config "$RELAY_DATA.toml"
+    fi
+    RELAY_PID=$BG_PID
+    local i
+    for i in $(seq 100); do
+        if python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["masters"] and all(m["complete"] for m in s["masters"]) else 1)' \
+            "$RELAY_DATA/status.json" 2>/dev/null; then
+            break
+        fi
+        sleep 0.2
+    done
     rm -rf "$STORES"
     mkdir -p "$STORES"
     sync
-    echo 5 >"/proc/$RELAY_PID/clear_refs" # VmHWM := VmRSS now
+    echo 5 >"/proc/$RELAY_PID/clear_refs" # VmHWM := VmRSS now (forget the start-up)
     local rss0 hwm c0 c1 load json
     rss0=$(vm "$RELAY_PID" VmRSS)
     c0=$(proc_ticks "$RELAY_PID")
     load=$(cut -d' ' -f1-3 /proc/loadavg)
     (while :; do vm "$RELAY_PID" VmRSS; sleep 0.1; done) >"$run.rss" &
     local rss_sampler=$!
-    log "LAN: $n agent(s) at once (load $load)"
+    log "LAN run $LAN_RUN: $n agent(s) at once ${args[*]} ${arenas:+MALLOC_ARENA_MAX=$arenas }(load $load)"
     json=$(ip netns exec "$NS_LAN" "$BIN/lan_agents" fetch --relay "$RLY_LAN_IP:4434" \
-        --agents "$WORK/agents" --n "$n" --master demo --version 1 --stores "$STORES" "$@")
+        --agents "$WORK/agents" --n "$n" --master demo --version 1 --stores "$STORES" "${args[@]}")
     c1=$(proc_ticks "$RELAY_PID")
     hwm=$(vm "$RELAY_PID" VmHWM)
     kill "$rss_sampler"
     wait "$rss_sampler" 2>/dev/null || true
-    python3 - "$RESULTS" "$n" "$rss0" "$hwm" "$((c1 - c0))" "$load" "$run.rss" "$json" <<'PY'
+    python3 - "$RESULTS" "$n" "$rss0" "$hwm" "$((c1 - c0))" "$load" "$run.rss" "$arenas" \
+        "$json" <<'PY'
 import json, sys
-res, n, rss0, hwm, ticks, load, rssf, out = sys.argv[1:]
+res, n, rss0, hwm, ticks, load, rssf, arenas, out = sys.argv[1:]
 r = json.loads(out)
 samples = [int(l) for l in open(rssf) if l.strip().isdigit()]
 with open(res, "a") as f:
     f.write(json.dumps(dict(part="lan", n=int(n), rss0_kib=int(rss0), hwm_kib=int(hwm),
-                            rss_max_sampled_kib=max(samples, default=0), relay_cpu_s=int(ticks) / 100,
-                            load=load, **{k: v for k, v in r.items() if k != "per_agent"},
+                            rss_max_sampled_kib=max(samples, default=0),
+                            relay_cpu_s=int(ticks) / 100, load=load, arenas=arenas,
+                            **{k: v for k, v in r.items() if k != "per_agent"},
                             per_agent=r["per_agent"])) + "\n")
 PY
-    log "  all done in $(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["last_done_s"], 2))' "$json") s"
+    log "  all done in $(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["last_done_s"], 2))' "$json") s, relay VmHWM $hwm KiB"
     rm -rf "$STORES"
 }
-lan_run 1
-lan_run "$AGENTS"
-if [[ -n ${LAN_DIAG_ARGS:-} ]]; then
-    # shellcheck disable=SC2086 # a list of words
-    lan_run "$AGENTS" $LAN_DIAG_ARGS
-fi
+for spec in $LAN_RUNS; do
+    IFS=: read -r n in_flight batch arenas <<<"$spec"
+    lan_run "$n" "$in_flight" "$batch" "$arenas"
+done
 stop_bg "$RELAY_PID"
 RELAY_PID=
 
@@ -477,16 +502,16 @@ if wan:
 if lan:
     one = next((r for r in lan if r["n"] == 1), None)
     print(f"LAN: the relay's cache holds the master; agents in one process in another namespace, "
-          f"veth shaped to {lan_rate} (tbf), agent stores on {stores}; VmHWM reset before each run.")
+          f"veth shaped to {lan_rate} (tbf), agent stores on {stores}; a fresh relay process for each run, its VmHWM reset once it is ready.")
     print()
-    print("| agents at once | requests in flight x ids each | bytes each | all done s | first / median done s | ratio to 1 agent "
+    print("| agents at once | requests in flight x ids each | relay MALLOC_ARENA_MAX | bytes each | all done s | first / median done s | ratio to 1 agent "
           "| aggregate Mbit/s | relay peak RSS MiB (VmHWM) | relay RSS before MiB | relay CPU s "
           "| agents' CPU s (one process) | load avg |")
-    print("|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for r in lan:
         ratio = r["last_done_s"] / one["last_done_s"] if one else float("nan")
         each = r["bytes"] // max(r["n"], 1)
-        print(f"| {r['n']} | {r['in_flight']} x {r['batch']} | {each:,} | {r['last_done_s']:.2f} "
+        print(f"| {r['n']} | {r['in_flight']} x {r['batch']} | {r.get('arenas') or 'default'} | {each:,} | {r['last_done_s']:.2f} "
               f"| {r['first_done_s']:.2f} / {r['median_done_s']:.2f} | {ratio:.2f} | {r['mbit_per_s']:.0f} "
               f"| {mib(r['hwm_kib']):.1f} | {mib(r['rss0_kib']):.1f} | {r['relay_cpu_s']:.1f} "
               f"| {r['user_s'] + r['sys_s']:.1f} | {r['load']} |")
@@ -502,7 +527,8 @@ for r in wan:
           f"(1-s intervals): {ok2} (max {r['max1'] / cap:.3f} of the cap)")
 for r in lan:
     ok = "met" if r["hwm_kib"] <= 64 * 1024 else "NOT met"
-    print(f"- LAN, {r['n']} agent(s) ({r['in_flight']} x {r['batch']} in flight each): relay peak "
+    arenas = f", MALLOC_ARENA_MAX={r['arenas']}" if r.get("arenas") else ""
+    print(f"- LAN, {r['n']} agent(s) ({r['in_flight']} x {r['batch']} in flight each{arenas}): relay peak "
           f"RSS <= 64 MiB: {ok} ({mib(r['hwm_kib']):.1f} MiB)")
 print(f"- load average at the end: {load_end} ({cores} cores, shared with other work)")
 PY

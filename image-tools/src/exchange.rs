@@ -1078,6 +1078,9 @@ pub struct FetchOptions {
     /// When cancelled, no new request is made; the ones under way finish and are stored, and the
     /// transfer returns with [`FetchReport::stopped`] set (a night window closing).
     pub stop: CancellationToken,
+    /// Chunks the caller already has elsewhere (a NUC's running image, its seed): not fetched, and
+    /// counted as already had.
+    pub have: Arc<HashSet<ChunkId>>,
 }
 
 impl Default for FetchOptions {
@@ -1086,6 +1089,7 @@ impl Default for FetchOptions {
             batch: 64,
             in_flight: 8,
             stop: CancellationToken::new(),
+            have: Arc::default(),
         }
     }
 }
@@ -1146,11 +1150,11 @@ pub async fn fetch_missing(
         ..FetchReport::default()
     };
     let (want, bytes_total): (Vec<(ChunkId, u64)>, u64) = {
-        let store = store.clone();
+        let (store, have) = (store.clone(), opts.have.clone());
         tokio::task::spawn_blocking(move || {
             let missing: Vec<_> = unique
                 .iter()
-                .filter(|c| !store.has(&c.id).unwrap_or(false))
+                .filter(|c| !have.contains(&c.id) && !store.has(&c.id).unwrap_or(false))
                 .collect();
             let bytes = missing
                 .iter()

@@ -12,6 +12,8 @@
 //! Architecture invariants: nothing here reads the wall clock (time is passed in); nothing here
 //! opens a network connection; nothing here writes to a master image once it is marked ready.
 
+pub mod config;
+pub mod daemon;
 pub mod hypervisor;
 pub mod identity;
 pub mod slots;

@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 /// The nightcast node agent: keeps the NUC's master current (fetched from the site relay, verified,
 /// swapped in between sessions) and resets the workstation after every session.
 ///
-/// Not built yet: only `identity` works. Running it without a command prints a notice and exits
-/// with code 2.
+/// Run it as a service: `nightcast-agent run` (see node-agent/nightcast-agent.service). With no
+/// configuration it finds its site's relay on the network and enrols through it by itself.
 #[derive(Debug, Parser)]
 #[command(name = "nightcast-agent", version)]
 struct Cli {
@@ -20,6 +20,25 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent: get the seat's masters from the relay, run the sessions, reset after each.
+    /// Stops cleanly on SIGTERM or Ctrl-C.
+    Run {
+        /// The configuration file (every key is explained in agent.example.toml); none is needed.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory (overrides the config file's).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The relay's address (overrides the config file's; default: ask the network).
+        #[arg(long)]
+        relay: Option<std::net::SocketAddr>,
+    },
+    /// Go back to the previous master (the agent must be stopped). The agent also does this by
+    /// itself when a new master fails to start.
+    Rollback {
+        #[arg(long, default_value = "/var/lib/nightcast/agent")]
+        data: PathBuf,
+    },
     /// Print this machine's hardware id (the node id it enrols with), its source, and the MAC
     /// addresses of its network interfaces. Exits 1 when no usable id is found.
     Identity {
@@ -31,11 +50,30 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    image_tools::cli::init_logging("info");
     match cli.command {
         None => {
-            eprintln!("nightcast-agent: not built yet (see --help)");
+            eprintln!("nightcast-agent: give a command (see --help)");
             ExitCode::from(2)
         }
+        Some(Command::Run {
+            config,
+            data,
+            relay,
+        }) => match run(config, data, relay) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("nightcast-agent: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Some(Command::Rollback { data }) => match rollback(&data) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("nightcast-agent: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Some(Command::Identity { root }) => match identity(&root) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -55,5 +93,65 @@ fn identity(root: &std::path::Path) -> anyhow::Result<()> {
         let kind = if m.physical { "physical" } else { "virtual" };
         println!("mac: {} {} {kind}", m.interface, m.mac);
     }
+    Ok(())
+}
+
+fn run(
+    config: Option<PathBuf>,
+    data: Option<PathBuf>,
+    relay: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    use nightcast_agent::config::Config;
+    let mut cfg = match config {
+        Some(path) => Config::load(&path)?,
+        None => Config::default(),
+    };
+    cfg.data = data.unwrap_or(cfg.data);
+    cfg.relay = relay.or(cfg.relay);
+    cfg.validate()?;
+    let clock = image_tools::clock::Clock::from_env()?;
+    if clock != image_tools::clock::Clock::system() {
+        tracing::warn!(
+            now = clock.now(),
+            speed = clock.speed(),
+            "running on a test clock"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                shutdown.cancel();
+            });
+        }
+        nightcast_agent::daemon::run(cfg, clock, shutdown).await
+    })
+}
+
+fn rollback(data: &std::path::Path) -> anyhow::Result<()> {
+    let clock = image_tools::clock::Clock::from_env()?;
+    let now = clock.now().max(0) as u64;
+    let (mut slots, _) = nightcast_agent::slots::Slots::open(data, now)?;
+    slots.rollback(now)?;
+    let current = slots
+        .table()
+        .get(nightcast_agent::slots::SlotName::Current)
+        .map(|h| format!("{} {}", h.name, h.version))
+        .unwrap_or_default();
+    println!("rolled back: current is now {current}");
     Ok(())
 }

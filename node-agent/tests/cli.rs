@@ -1,18 +1,31 @@
-//! The binary explains itself and, until it is built, says so instead of pretending to run.
+//! The binary explains itself, and refuses bad input with a clear message.
 
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 
 #[test]
-fn help_and_honest_exit() {
+fn help_and_usage() {
     let bin = env!("CARGO_BIN_EXE_nightcast-agent");
     let out = Command::new(bin).arg("--help").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("nightcast"));
     let out = Command::new(bin).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give a command"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, "hypervisor = \"vbox\"\n").unwrap();
+    let out = Command::new(bin)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("agent.toml") && err.contains("hypervisor"),
+        "{err}"
+    );
 }
 
 #[test]

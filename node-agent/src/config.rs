@@ -1,0 +1,139 @@
+//! `nightcast-agent run [--config FILE]`: TOML, every key optional, defaults documented in
+//! `node-agent/agent.example.toml`. With no file at all the agent finds its relay by discovery and
+//! enrols through it: a spare NUC needs nothing typed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The agent's data directory: identity, slots, chunk cache, status.
+    pub data: PathBuf,
+    /// The relay's address; unset: ask the VLAN (`discovery`).
+    pub relay: Option<SocketAddr>,
+    /// Where discovery questions go: the VLAN's broadcast address.
+    pub discovery: SocketAddr,
+    /// Hex fingerprint of the controller's CA; set it to refuse discovery answers from any other.
+    pub ca_fingerprint: Option<String>,
+    /// A one-time enrolment token (`nightcast enroll --role agent --site S`); unset: the relay
+    /// vouches for the agent (the site's policy).
+    pub token: Option<String>,
+    /// This NUC's id; unset: its hardware id (DMI product UUID, machine-id, or MAC).
+    pub node_id: Option<String>,
+    /// Where to read the hardware id from (`/` on a NUC; a fake root in tests).
+    pub identity_root: PathBuf,
+    /// How often to ask the relay for the plan and report, in seconds.
+    pub poll_secs: u64,
+    /// The VM: `qemu`, or `fake` (no VM; the overlay is real; tests and dry runs).
+    pub hypervisor: String,
+    /// QEMU's command line (`{overlay}`, `{master}`, `{name}` are replaced); empty: the default.
+    pub qemu_command: Vec<String>,
+    /// Local time at which a VM still running is stopped and reset every day, e.g. "20:00".
+    pub end_of_day: String,
+    /// Threads for assembling a new master.
+    pub threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data: PathBuf::from("/var/lib/nightcast/agent"),
+            relay: None,
+            discovery: SocketAddr::from(([255, 255, 255, 255], image_tools::discovery::PORT)),
+            ca_fingerprint: None,
+            token: None,
+            node_id: None,
+            identity_root: PathBuf::from("/"),
+            poll_secs: 30,
+            hypervisor: "qemu".into(),
+            qemu_command: Vec::new(),
+            end_of_day: "20:00".into(),
+            threads: 2,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.poll_secs == 0 {
+            anyhow::bail!("poll_secs must be at least 1");
+        }
+        if !matches!(self.hypervisor.as_str(), "qemu" | "fake") {
+            anyhow::bail!(
+                "hypervisor = {:?}: use \"qemu\" or \"fake\"",
+                self.hypervisor
+            );
+        }
+        if !self.qemu_command.is_empty()
+            && !self.qemu_command.iter().any(|a| a.contains("{overlay}"))
+        {
+            anyhow::bail!("qemu_command must use {{overlay}} (the session disk)");
+        }
+        self.end_of_day_minutes()?;
+        if let Some(fp) = &self.ca_fingerprint {
+            if image_tools::ids::unhex::<16>(fp).is_none() {
+                anyhow::bail!("ca_fingerprint = {fp:?}: 32 hex digits expected");
+            }
+        }
+        if let Some(id) = &self.node_id {
+            image_tools::NodeId::new(id).map_err(|e| anyhow::anyhow!("node_id: {e}"))?;
+        }
+        if self.threads == 0 {
+            anyhow::bail!("threads must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// `end_of_day` as minutes after midnight.
+    pub fn end_of_day_minutes(&self) -> anyhow::Result<u32> {
+        let bad = || anyhow::anyhow!("end_of_day = {:?}: expected HH:MM", self.end_of_day);
+        let (h, m) = self.end_of_day.split_once(':').ok_or_else(bad)?;
+        let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if h > 23 || m > 59 {
+            return Err(bad());
+        }
+        Ok(h * 60 + m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let parsed = Config::parse(include_str!("../agent.example.toml")).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, says) in [
+            ("hypervisor = \"vbox\"", "hypervisor"),
+            ("end_of_day = \"25:00\"", "end_of_day"),
+            ("ca_fingerprint = \"abc\"", "ca_fingerprint"),
+            ("node_id = \"../x\"", "node_id"),
+            ("qemu_command = [\"qemu-system-x86_64\"]", "{overlay}"),
+            ("relay = \"nowhere\"", "relay"),
+            ("colour = 3", "unknown field `colour`"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+}

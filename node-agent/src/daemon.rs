@@ -1,0 +1,904 @@
+//! `nightcast-agent run`: the NUC's service.
+//!
+//! One loop, ticking at least once a second (and at every session boundary), decides what the
+//! workstation does; one background job at a time prepares the next master:
+//! - **enrolment** (once): the relay from the config or from discovery, the CA pinned from the
+//!   config, the token or the discovery answer; a token, or else the relay vouches.
+//! - **plan** (every `poll_secs`): from the relay; kept in `DATA/plan.json` so a relay that is down
+//!   changes nothing: sessions and resets go on with `current`.
+//! - **sessions**: the VM runs only inside a session of this NUC's room, on a fresh overlay over
+//!   `current`. At the session's end, on a guest power-off and at the end of the day it is stopped
+//!   and the overlay recreated (the reset). A new master is switched in only while no session runs.
+//! - **preparation**: the first upcoming session whose master is not `current` gets it into `next`:
+//!   the manifest is verified with the pinned key (a forged one is refused and reported), only the
+//!   chunks the running image lacks are fetched into `DATA/store`, then `next` is assembled seeded
+//!   from `current` (every chunk hashed) and marked ready.
+//! - **reports** (every `poll_secs`): to the relay, which passes them on to the controller.
+//!
+//! Everything it learns or does is in `DATA/status.json`, rewritten every tick.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use image_tools::clock::Clock;
+use image_tools::exchange::{self, Connection, FetchOptions};
+use image_tools::trust::{self, Credentials, Identity};
+use image_tools::wire::{Hello, MasterRef, Role, SessionEntry, SitePlan, Status, PROTOCOL_VERSION};
+use image_tools::{ChunkStore, LocalStore, NodeId, PublicKey, VerifiedManifest};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::hypervisor::{Fake, Hypervisor, Qemu, QemuConfig, VmStatus};
+use crate::slots::{SlotName, SlotState, Slots};
+
+/// What `DATA/status.json` says.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgentStatus {
+    pub now: i64,
+    pub node: String,
+    pub site: String,
+    /// "room/seat", or "" for a spare.
+    pub seat: String,
+    pub state: String,
+    pub relay: Option<String>,
+    pub connected: bool,
+    pub vm: String,
+    /// The session the VM runs for: "master version start-end".
+    pub session: Option<String>,
+    pub current: Option<String>,
+    pub next: Option<String>,
+    pub next_state: String,
+    pub previous: Option<String>,
+    pub resets: u64,
+    pub last_reset: Option<i64>,
+    pub swaps: u64,
+    pub last_swap: Option<i64>,
+    pub rollbacks: u64,
+    pub fetched_chunks: u64,
+    pub fetched_bytes: u64,
+    /// Chunks taken from the running image instead of the LAN, in the last preparation.
+    pub reused_chunks: u64,
+    pub refused_manifests: u64,
+    pub last_error: Option<String>,
+    pub free_disk_bytes: u64,
+}
+
+fn label(m: &MasterRef) -> String {
+    format!("{} {}", m.name, m.version)
+}
+
+/// Runs the agent until `shutdown`.
+pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data)
+        .with_context(|| format!("cannot create {}", cfg.data.display()))?;
+    let node = match &cfg.node_id {
+        Some(id) => NodeId::new(id)?,
+        None => crate::identity::hardware_id(&cfg.identity_root)?.id,
+    };
+    let (creds, key) = match trust::load_enrolment(&cfg.data) {
+        Ok(e) => e,
+        Err(_) => enrol_until_done(&cfg, &node, &shutdown).await?,
+    };
+    let me = creds
+        .identity()
+        .context("the certificate names no identity")?;
+    if me.role != Role::Agent {
+        anyhow::bail!(
+            "{} holds a {}'s certificate, not an agent's",
+            cfg.data.display(),
+            me.role
+        );
+    }
+    tracing::info!(identity = %me, "agent started");
+    let (slots, recovery) = Slots::open(&cfg.data, clock.now().max(0) as u64)?;
+    if !recovery.damaged.is_empty() {
+        tracing::error!(damaged = ?recovery.damaged, "slot files are damaged");
+    }
+    let store = Arc::new(LocalStore::open(&cfg.data.join("store"))?);
+    let overlay = cfg.data.join("vm").join("overlay.qcow2");
+    std::fs::create_dir_all(cfg.data.join("vm"))?;
+    let hv: Box<dyn Hypervisor + Send> = match cfg.hypervisor.as_str() {
+        "fake" => Box::new(Fake::new(me.node.as_str(), &overlay)),
+        _ => {
+            let mut q = QemuConfig::new(me.node.as_str(), &overlay);
+            if !cfg.qemu_command.is_empty() {
+                q.command = cfg.qemu_command.clone();
+            }
+            Box::new(Qemu::new(q)?)
+        }
+    };
+    let plan = std::fs::read(cfg.data.join("plan.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut agent = Agent {
+        status: AgentStatus {
+            node: me.node.to_string(),
+            site: me.site.to_string(),
+            ..AgentStatus::default()
+        },
+        mac: first_mac(&cfg.identity_root),
+        end_of_day: cfg.end_of_day_minutes()?,
+        cfg,
+        clock,
+        me,
+        creds,
+        key,
+        slots: Arc::new(Mutex::new(slots)),
+        store,
+        hv,
+        plan,
+        session: None,
+        conn: None,
+        relay: None,
+        job: None,
+        shared: Arc::new(Mutex::new(JobNews::default())),
+        last_poll: None,
+        reset_day: None,
+    };
+    agent.refresh_slots();
+    agent.main_loop(&shutdown).await;
+    agent.stop_vm("the agent is stopping");
+    agent.write_status();
+    Ok(())
+}
+
+/// What the background preparation tells the loop.
+#[derive(Debug, Default)]
+struct JobNews {
+    fetched_chunks: u64,
+    fetched_bytes: u64,
+    reused_chunks: u64,
+    refused: u64,
+    error: Option<String>,
+    state: Option<String>,
+    done: bool,
+}
+
+struct Agent {
+    cfg: Config,
+    clock: Clock,
+    me: Identity,
+    creds: Credentials,
+    key: PublicKey,
+    slots: Arc<Mutex<Slots>>,
+    store: Arc<LocalStore>,
+    hv: Box<dyn Hypervisor + Send>,
+    plan: SitePlan,
+    /// The session the VM runs for.
+    session: Option<SessionEntry>,
+    conn: Option<(quinn::Endpoint, Connection)>,
+    relay: Option<SocketAddr>,
+    /// The preparation under way: which version, and its task.
+    job: Option<(MasterRef, tokio::task::JoinHandle<()>)>,
+    shared: Arc<Mutex<JobNews>>,
+    last_poll: Option<tokio::time::Instant>,
+    /// The local day whose end-of-day reset is done.
+    reset_day: Option<jiff::civil::Date>,
+    mac: Option<String>,
+    end_of_day: u32,
+    status: AgentStatus,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Agent({})", self.me)
+    }
+}
+
+fn first_mac(root: &Path) -> Option<String> {
+    let macs = crate::identity::interface_macs(root).ok()?;
+    macs.iter()
+        .find(|m| m.physical)
+        .or_else(|| macs.first())
+        .map(|m| m.mac.to_string())
+}
+
+impl Agent {
+    async fn main_loop(&mut self, shutdown: &CancellationToken) {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let poll_due = self
+                .last_poll
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(self.cfg.poll_secs));
+            if poll_due {
+                self.last_poll = Some(tokio::time::Instant::now());
+                self.poll().await;
+            }
+            self.take_job_news();
+            tokio::task::block_in_place(|| self.manage_sessions());
+            self.prepare_next();
+            self.write_status();
+            let wait = self.next_boundary_wait();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// At most a second, less if a session starts or ends sooner.
+    fn next_boundary_wait(&self) -> Duration {
+        let now = self.clock.now();
+        let next = self
+            .my_sessions()
+            .iter()
+            .flat_map(|s| [s.start, s.end])
+            .filter(|&t| t > now)
+            .min();
+        next.map(|t| self.clock.real_until(t))
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    fn error(&mut self, what: String) {
+        tracing::error!("{what}");
+        self.status.last_error = Some(what);
+    }
+
+    /// This NUC's seat, from the plan's bindings.
+    fn seat(&self) -> Option<(String, String)> {
+        self.plan
+            .seats
+            .iter()
+            .find(|b| b.node == self.me.node.as_str())
+            .map(|b| (b.room.clone(), b.seat.clone()))
+    }
+
+    /// The sessions of this NUC's room not yet ended, in start order.
+    fn my_sessions(&self) -> Vec<SessionEntry> {
+        let Some((room, _)) = self.seat() else {
+            return Vec::new();
+        };
+        let now = self.clock.now();
+        self.plan
+            .rooms
+            .iter()
+            .find(|r| r.room == room)
+            .map(|r| r.sessions.iter().filter(|s| s.end > now).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn connect(&mut self) -> anyhow::Result<Connection> {
+        if let Some((_, c)) = &self.conn {
+            return Ok(c.clone());
+        }
+        let relay = match self.cfg.relay.or(self.relay) {
+            Some(r) => r,
+            None => {
+                let (addr, _) =
+                    find_relay(&self.cfg, Some(self.me.site.as_str()), Some(&self.creds.ca))
+                        .await?;
+                addr
+            }
+        };
+        let endpoint = exchange::client_endpoint()?;
+        let conn = Connection::connect(&endpoint, relay, self.creds.client_config()?).await?;
+        conn.hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            role: Role::Agent,
+            node_id: self.me.node.to_string(),
+            capabilities: vec![],
+        })
+        .await?;
+        tracing::info!(%relay, peer = conn.peer(), "connected to the relay");
+        self.relay = Some(relay);
+        self.status.relay = Some(relay.to_string());
+        self.conn = Some((endpoint, conn.clone()));
+        Ok(conn)
+    }
+
+    /// Plan from the relay, report to it. A relay that is away changes nothing but the report.
+    async fn poll(&mut self) {
+        let result = async {
+            let conn = self.connect().await?;
+            let plan = conn.plan().await?;
+            if plan != self.plan {
+                if let Ok(bytes) = serde_json::to_vec_pretty(&plan) {
+                    image_tools::durable::write_file(
+                        &self.cfg.data.join("plan.json"),
+                        &bytes,
+                        0o644,
+                    )?;
+                }
+                self.plan = plan;
+            }
+            conn.report(self.report()).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        self.status.connected = result.is_ok();
+        if let Err(e) = result {
+            if self.conn.take().is_some() || self.status.relay.is_none() {
+                tracing::warn!(error = %e, "relay unreachable: sessions and resets go on with the current master");
+            }
+            if self.cfg.relay.is_none() {
+                self.relay = None; // ask the VLAN again
+            }
+        }
+    }
+
+    fn report(&self) -> Status {
+        let needs: Vec<String> = {
+            let mut v: Vec<String> = self
+                .my_sessions()
+                .iter()
+                .map(|s| label(&s.master))
+                .collect();
+            v.dedup();
+            v
+        };
+        let s = &self.status;
+        let mut fields: Vec<(String, String)> = vec![
+            ("software".into(), env!("CARGO_PKG_VERSION").into()),
+            ("state".into(), s.state.clone()),
+            ("seat".into(), s.seat.clone()),
+            ("needs".into(), needs.join(",")),
+            ("vm".into(), s.vm.clone()),
+            (
+                "next".into(),
+                format!("{} {}", s.next.clone().unwrap_or_default(), s.next_state),
+            ),
+            ("resets".into(), s.resets.to_string()),
+            (
+                "last_reset".into(),
+                s.last_reset.map(|t| t.to_string()).unwrap_or_default(),
+            ),
+            ("free_disk_bytes".into(), s.free_disk_bytes.to_string()),
+        ];
+        if let Some(mac) = &self.mac {
+            fields.push(("mac".into(), mac.clone()));
+        }
+        if let Some(e) = &s.last_error {
+            fields.push(("last_error".into(), e.clone()));
+        }
+        let mut holding = Vec::new();
+        for v in [&s.current, &s.previous].into_iter().flatten() {
+            if let Some((name, version)) = v.split_once(' ') {
+                holding.push(MasterRef {
+                    name: name.into(),
+                    version: version.into(),
+                });
+            }
+        }
+        if s.next_state == "ready" {
+            if let Some((name, version)) = s.next.as_deref().and_then(|v| v.split_once(' ')) {
+                holding.push(MasterRef {
+                    name: name.into(),
+                    version: version.into(),
+                });
+            }
+        }
+        Status {
+            node_id: self.me.node.to_string(),
+            holding,
+            fields,
+        }
+    }
+
+    /// Copies the slot table into the status, when the preparation is not holding the slots.
+    fn refresh_slots(&mut self) {
+        let Ok(slots) = self.slots.try_lock() else {
+            return;
+        };
+        let text = |slot: SlotName| {
+            slots
+                .table()
+                .get(slot)
+                .map(|h| format!("{} {}", h.name, h.version))
+        };
+        self.status.current = text(SlotName::Current);
+        self.status.next = text(SlotName::Next);
+        self.status.previous = text(SlotName::Previous);
+        self.status.next_state = match slots.state()[1].state {
+            SlotState::Empty => "empty",
+            SlotState::Fetching => "fetching",
+            SlotState::Ready => "ready",
+            SlotState::Active => "active",
+        }
+        .into();
+    }
+
+    fn current_image(&self) -> Option<PathBuf> {
+        self.slots
+            .try_lock()
+            .ok()
+            .and_then(|s| s.image_path(SlotName::Current))
+    }
+
+    fn take_job_news(&mut self) {
+        let finished = self.job.as_ref().is_some_and(|(_, h)| h.is_finished());
+        if let Ok(mut n) = self.shared.lock() {
+            self.status.fetched_chunks = n.fetched_chunks;
+            self.status.fetched_bytes = n.fetched_bytes;
+            self.status.reused_chunks = n.reused_chunks;
+            self.status.refused_manifests = n.refused;
+            if let Some(e) = n.error.take() {
+                self.status.last_error = Some(e);
+            }
+            if let Some(state) = &n.state {
+                if self.session.is_none() {
+                    self.status.state = state.clone();
+                }
+            }
+            if finished {
+                n.done = false;
+                n.state = None;
+            }
+        }
+        if finished {
+            self.job = None;
+        }
+        self.refresh_slots();
+        self.status.free_disk_bytes = free_disk(&self.cfg.data);
+    }
+
+    fn stop_vm(&mut self, why: &str) {
+        if let Err(e) = self.hv.stop() {
+            self.error(format!("cannot stop the VM ({why}): {e}"));
+        }
+    }
+
+    /// The reset: VM stopped, overlay thrown away and made again over `current`.
+    fn reset(&mut self, why: &str) {
+        let now = self.clock.now();
+        self.stop_vm(why);
+        if let Some(image) = self.current_image() {
+            match self.hv.prepare(&image) {
+                Ok(()) => {
+                    self.status.resets += 1;
+                    self.status.last_reset = Some(now);
+                    tracing::info!(%why, "workstation reset: the next session starts from the pristine master");
+                }
+                Err(e) => self.error(format!("reset failed ({why}): {e}")),
+            }
+        }
+        self.session = None;
+    }
+
+    fn manage_sessions(&mut self) {
+        let now = self.clock.now();
+        let seat = self.seat();
+        self.status.seat = seat
+            .as_ref()
+            .map(|(r, s)| format!("{r}/{s}"))
+            .unwrap_or_default();
+        let vm = self.hv.status().unwrap_or(VmStatus::Failed { code: None });
+        self.status.vm = format!("{vm:?}");
+        let sessions = self.my_sessions();
+        let running = sessions
+            .iter()
+            .find(|s| s.start <= now && now < s.end)
+            .cloned();
+
+        // A session ended, or the guest powered off: reset.
+        if let Some(s) = self.session.clone() {
+            if now >= s.end || running.as_ref() != Some(&s) {
+                self.reset("the session ended");
+            } else if matches!(vm, VmStatus::PoweredOff) {
+                self.reset("the guest powered off");
+            } else if let VmStatus::Failed { code } = vm {
+                self.error(format!("the VM failed (exit {code:?})"));
+                self.maybe_rollback();
+                self.reset("the VM failed");
+            }
+        }
+        // End of the day: whatever still runs is stopped and reset, once a day.
+        if let Some(local) = self.local_minutes(now) {
+            let (day, minutes) = local;
+            if minutes >= self.end_of_day && self.reset_day != Some(day) {
+                self.reset_day = Some(day);
+                if self.session.is_some() || matches!(vm, VmStatus::Running) {
+                    self.reset("end of the day");
+                }
+            }
+        }
+        if self.session.is_none() {
+            // Between sessions: the only moment a new master may come in.
+            let wanted = running
+                .as_ref()
+                .or(sessions.first())
+                .map(|s| s.master.clone());
+            self.maybe_swap(wanted.as_ref());
+        }
+        if let (Some(s), None) = (&running, &self.session) {
+            self.start_session(s.clone());
+        }
+        self.status.session = self
+            .session
+            .as_ref()
+            .map(|s| format!("{} {}-{}", label(&s.master), s.start, s.end));
+        self.status.state = match (&seat, &self.session) {
+            (None, _) => "spare: waiting to be given a seat".into(),
+            (_, Some(s)) => format!("in session ({})", label(&s.master)),
+            (_, None) if self.job.is_some() => self.status.state.clone(),
+            (_, None) => match sessions.first() {
+                Some(s) if self.status.current.as_deref() == Some(label(&s.master).as_str()) => {
+                    format!("ready for the next session ({})", label(&s.master))
+                }
+                Some(s) => format!("waiting for {}", label(&s.master)),
+                None => "idle: no session planned".into(),
+            },
+        };
+    }
+
+    fn local_minutes(&self, now: i64) -> Option<(jiff::civil::Date, u32)> {
+        let tz = jiff::tz::TimeZone::get(&self.plan.tz).ok()?;
+        let dt = tz.to_datetime(jiff::Timestamp::from_second(now).ok()?);
+        Some((dt.date(), dt.hour() as u32 * 60 + dt.minute() as u32))
+    }
+
+    /// Swaps `next` in if it is ready and is what the coming session needs.
+    fn maybe_swap(&mut self, wanted: Option<&MasterRef>) {
+        let (Some(wanted), Some(next)) = (wanted, self.status.next.clone()) else {
+            return;
+        };
+        if self.status.next_state != "ready" || next != label(wanted) {
+            return;
+        }
+        if self.status.current.as_deref() == Some(next.as_str()) {
+            return;
+        }
+        let now = self.clock.now();
+        self.stop_vm("a new master comes in");
+        let swapped = match self.slots.try_lock() {
+            Ok(mut slots) => slots.swap(now.max(0) as u64),
+            Err(_) => return,
+        };
+        match swapped {
+            Ok(()) => {
+                self.status.swaps += 1;
+                self.status.last_swap = Some(now);
+                tracing::info!(master = %next, "swapped in between sessions");
+                self.refresh_slots();
+                self.reset("a new master");
+            }
+            Err(e) => self.error(format!("swap failed: {e}")),
+        }
+    }
+
+    /// A master that fails to start right after a swap is rolled back.
+    fn maybe_rollback(&mut self) {
+        let now = self.clock.now();
+        let recent = self.status.last_swap.is_some_and(|t| now - t < 3600);
+        if !recent {
+            return;
+        }
+        if let Ok(mut slots) = self.slots.try_lock() {
+            match slots.rollback(now.max(0) as u64) {
+                Ok(()) => {
+                    self.status.rollbacks += 1;
+                    tracing::error!(
+                        "the new master failed to start: rolled back to the previous one"
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "cannot roll back"),
+            }
+        }
+        self.refresh_slots();
+    }
+
+    fn start_session(&mut self, s: SessionEntry) {
+        let Some(image) = self.current_image() else {
+            self.error(format!(
+                "session {} starts but no master is here yet",
+                label(&s.master)
+            ));
+            return;
+        };
+        if self.status.current.as_deref() != Some(label(&s.master).as_str()) {
+            self.error(format!(
+                "session needs {} but only {} is ready: running it",
+                label(&s.master),
+                self.status.current.clone().unwrap_or_default()
+            ));
+        }
+        match self.hv.start(&image) {
+            Ok(()) => {
+                tracing::info!(master = %label(&s.master), "session started");
+                self.session = Some(s);
+            }
+            Err(e) => self.error(format!("cannot start the VM: {e}")),
+        }
+    }
+
+    /// Starts preparing the first upcoming master that is not `current`, if nothing is under way.
+    fn prepare_next(&mut self) {
+        if self.job.is_some() {
+            return;
+        }
+        let current = self.status.current.clone();
+        let Some(target) = self
+            .my_sessions()
+            .into_iter()
+            .map(|s| s.master)
+            .find(|m| current.as_deref() != Some(label(m).as_str()))
+        else {
+            return;
+        };
+        if self.status.next.as_deref() == Some(label(&target).as_str())
+            && self.status.next_state == "ready"
+        {
+            return;
+        }
+        let Some((_, conn)) = self.conn.clone() else {
+            return;
+        };
+        let job = Job {
+            target: target.clone(),
+            conn,
+            key: self.key,
+            slots: self.slots.clone(),
+            store: self.store.clone(),
+            news: self.shared.clone(),
+            threads: self.cfg.threads,
+            now: self.clock.now().max(0) as u64,
+        };
+        let handle = tokio::spawn(job.run());
+        self.job = Some((target, handle));
+    }
+
+    fn write_status(&mut self) {
+        self.status.now = self.clock.now();
+        if let Ok(bytes) = serde_json::to_vec_pretty(&self.status) {
+            let path = self.cfg.data.join("status.json");
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+    }
+}
+
+fn free_disk(path: &Path) -> u64 {
+    rustix::fs::statvfs(path)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(0)
+}
+
+/// Getting one master version into `next`.
+struct Job {
+    target: MasterRef,
+    conn: Connection,
+    key: PublicKey,
+    slots: Arc<Mutex<Slots>>,
+    store: Arc<LocalStore>,
+    news: Arc<Mutex<JobNews>>,
+    threads: usize,
+    now: u64,
+}
+
+impl Job {
+    fn say(&self, f: impl FnOnce(&mut JobNews)) {
+        if let Ok(mut n) = self.news.lock() {
+            f(&mut n);
+        }
+    }
+
+    async fn run(self) {
+        let what = label(&self.target);
+        self.say(|n| n.state = Some(format!("fetching {what}")));
+        if let Err(e) = self.prepare().await {
+            let msg = format!("preparing {what}: {e:#}");
+            tracing::error!("{msg}");
+            self.say(|n| n.error = Some(msg));
+            // Try again later, not in a tight loop.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        self.say(|n| n.done = true);
+    }
+
+    async fn prepare(&self) -> anyhow::Result<()> {
+        let bytes = self.conn.manifest(&self.target).await?;
+        let manifest = match VerifiedManifest::open(bytes, &self.key) {
+            Ok(m)
+                if m.name.as_str() == self.target.name
+                    && m.version.as_str() == self.target.version =>
+            {
+                m
+            }
+            Ok(m) => {
+                self.say(|n| n.refused += 1);
+                anyhow::bail!(
+                    "REFUSED: the relay sent the manifest of {} {} for {}: the current master keeps running",
+                    m.name,
+                    m.version,
+                    label(&self.target)
+                );
+            }
+            Err(e) => {
+                self.say(|n| n.refused += 1);
+                anyhow::bail!(
+                    "REFUSED a manifest that does not verify with the controller's key ({e}): the current master keeps running"
+                );
+            }
+        };
+        let manifest = Arc::new(manifest);
+        // `next` holds another version (the plan changed): drop it.
+        let (have, key) = {
+            let slots = self.slots.clone();
+            let m = manifest.clone();
+            let (now, key) = (self.now, self.key);
+            tokio::task::spawn_blocking(
+                move || -> anyhow::Result<(HashSet<image_tools::ChunkId>, PublicKey)> {
+                    let mut slots = slots
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("slots lock poisoned"))?;
+                    let next = slots.table().get(SlotName::Next).cloned();
+                    if next.is_some_and(|h| h.name != m.name || h.version != m.version) {
+                        slots.abandon_next(now)?;
+                    }
+                    slots.begin_next(&m, now)?;
+                    // The chunks of the running image are not fetched: assembly takes them from it.
+                    let have = match slots.load_manifest(SlotName::Current, &key) {
+                        Ok(cur) => cur.chunks().map(|c| c.id).collect(),
+                        Err(_) => HashSet::new(),
+                    };
+                    Ok((have, key))
+                },
+            )
+            .await??
+        };
+        let _ = key;
+        let reused = manifest
+            .unique_chunks()
+            .iter()
+            .filter(|c| have.contains(&c.id))
+            .count() as u64;
+        self.say(|n| n.reused_chunks = reused);
+        let news = self.news.clone();
+        let before = std::sync::atomic::AtomicU64::new(0);
+        let progress = move |p: exchange::Progress| {
+            let delta = p.bytes - before.swap(p.bytes, std::sync::atomic::Ordering::Relaxed);
+            if let Ok(mut n) = news.lock() {
+                n.fetched_bytes += delta;
+            }
+        };
+        let opts = FetchOptions {
+            have: Arc::new(have),
+            ..FetchOptions::default()
+        };
+        let report = exchange::fetch_missing(
+            &self.conn,
+            self.store.clone(),
+            &manifest,
+            opts,
+            None,
+            &progress,
+        )
+        .await?;
+        self.say(|n| n.fetched_chunks += report.fetched);
+        if !report.lacking.is_empty() {
+            anyhow::bail!(
+                "the relay does not hold {} chunk(s) of {} yet{}",
+                report.lacking.len(),
+                label(&self.target),
+                report
+                    .expected
+                    .map(|t| format!(" (expected by {t})"))
+                    .unwrap_or_default()
+            );
+        }
+        let what = label(&self.target);
+        self.say(|n| n.state = Some(format!("assembling {what}")));
+        let (slots, store, m, threads, now) = (
+            self.slots.clone(),
+            self.store.clone(),
+            manifest.clone(),
+            self.threads,
+            self.now,
+        );
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut slots = slots.lock().map_err(|_| anyhow::anyhow!("slots lock poisoned"))?;
+            let (proof, report) = slots.assemble_next(&m, &*store, threads, &|_, _| {})?;
+            slots.mark_ready(proof, now)?;
+            tracing::info!(master = %m.name, version = %m.version, from_seed = report.from_seed, from_store = report.from_store, "next master verified and ready");
+            // Every chunk is in the image now: the cache is emptied.
+            for id in store.ids()? {
+                let _ = store.remove(&id);
+            }
+            Ok(())
+        })
+        .await??;
+        self.say(|n| n.state = Some(format!("{what} ready")));
+        Ok(())
+    }
+}
+
+/// Enrols through the relay, retrying until it works (a spare may be powered on before its relay).
+async fn enrol_until_done(
+    cfg: &Config,
+    node: &NodeId,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Credentials, PublicKey)> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match enrol(cfg, node).await {
+            Ok(done) => return Ok(done),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "not enrolled yet; trying again"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => anyhow::bail!("stopped before enrolment"),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn enrol(cfg: &Config, node: &NodeId) -> anyhow::Result<(Credentials, PublicKey)> {
+    let token: Option<trust::Token> = cfg.token.as_deref().map(str::parse).transpose()?;
+    let pinned = cfg
+        .ca_fingerprint
+        .as_deref()
+        .and_then(image_tools::ids::unhex::<16>)
+        .or(token.as_ref().map(|t| t.ca_fingerprint));
+    let (relay, fingerprint) = match (cfg.relay, pinned) {
+        (Some(r), Some(fp)) => (r, fp),
+        _ => {
+            let (addr, answer) = find_relay(cfg, None, None).await?;
+            let fp = answer
+                .ca_fingerprint()
+                .context("the relay's answer has no CA fingerprint")?;
+            if let Some(p) = pinned {
+                if p != fp {
+                    anyhow::bail!(
+                        "the relay at {addr} answers for another CA than the one configured"
+                    );
+                }
+            } else {
+                tracing::warn!(%addr, site = %answer.site, "trusting the first relay that answered (no ca_fingerprint configured)");
+            }
+            (cfg.relay.unwrap_or(addr), fp)
+        }
+    };
+    let endpoint = exchange::client_endpoint()?;
+    let conn = Connection::connect(
+        &endpoint,
+        relay,
+        trust::pinned_ca_client_config(fingerprint)?,
+    )
+    .await?;
+    let (key, public) = trust::node_key()?;
+    let (certificate, ca, signing_key) = conn
+        .enroll(
+            cfg.token.as_deref().unwrap_or(""),
+            Role::Agent,
+            node.as_str(),
+            public,
+        )
+        .await?;
+    conn.close();
+    let creds = Credentials {
+        certificate,
+        key,
+        ca,
+    };
+    trust::save_enrolment(&cfg.data, &creds, &signing_key)?;
+    tracing::info!(%relay, identity = ?creds.identity().map(|i| i.to_string()), "enrolled through the relay");
+    Ok((creds, signing_key))
+}
+
+/// Asks the VLAN for a relay; with `site` and `ca`, only one of that site and CA will do.
+async fn find_relay(
+    cfg: &Config,
+    site: Option<&str>,
+    ca: Option<&[u8]>,
+) -> anyhow::Result<(SocketAddr, image_tools::discovery::Answer)> {
+    let answers = image_tools::discovery::discover(cfg.discovery, Duration::from_secs(2)).await?;
+    let want_fp = ca.map(trust::fingerprint);
+    answers
+        .into_iter()
+        .find(|(_, a)| {
+            site.is_none_or(|s| a.site == s)
+                && want_fp.is_none_or(|fp| a.ca_fingerprint() == Some(fp))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no relay answered on {}", cfg.discovery))
+}
