@@ -67,12 +67,26 @@ impl Controller {
 
     /// The same with extra environment variables (e.g. `NIGHTCAST_CLOCK`).
     pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Controller {
-        let mut child = Command::new(workspace_bin("nightcast-controller"))
-            .envs(env.iter().copied())
-            .args(["serve", "--data", data.to_str().expect("utf-8 path")])
+        Controller::start_full(data, env, None)
+    }
+
+    /// The same with a configuration file; the log goes to `DATA.log`.
+    pub fn start_full(data: &Path, env: &[(&str, &str)], config: Option<&Path>) -> Controller {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .expect("controller log");
+        let mut cmd = Command::new(workspace_bin("nightcast-controller"));
+        cmd.envs(env.iter().copied()).arg("serve");
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        let mut child = cmd
+            .args(["--data", data.to_str().expect("utf-8 path")])
             .args(["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start nightcast-controller");
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
