@@ -61,6 +61,11 @@ pub enum Site {
         /// WAN bandwidth the relay may use in its windows, in Mbit/s.
         #[arg(long)]
         cap_mbit: u64,
+        /// When a NUC goes silent: `auto`, a spare of the site takes its seat by itself (if only
+        /// one seat is silent); `confirm`, the DSI confirms with `nightcast seat replace`.
+        /// Default auto for a new site; unchanged for an existing one.
+        #[arg(long, value_parser = ["auto", "confirm"])]
+        takeover: Option<String>,
     },
     /// List the sites.
     List,
@@ -79,6 +84,29 @@ pub enum Seat {
         site: String,
         room: String,
         seat: String,
+    },
+    /// Put a NUC (an agent of the site, by node id) at a seat: whatever was there becomes a spare,
+    /// and the NUC leaves its previous seat.
+    Assign {
+        site: String,
+        room: String,
+        seat: String,
+        node: String,
+    },
+    /// Confirm a takeover: the spare NUC takes the seat (the seat's NUC becomes a spare).
+    Replace {
+        site: String,
+        room: String,
+        seat: String,
+        /// The spare's node id (see `nightcast seat list` or `nightcast fleet`).
+        #[arg(long = "with")]
+        with: String,
+    },
+    /// Each seat with its NUC and when it was last heard from ("silent" if too long ago), then
+    /// the spares.
+    List {
+        #[arg(long)]
+        site: Option<String>,
     },
 }
 
@@ -177,8 +205,13 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             tz,
             windows,
             cap_mbit,
+            takeover,
         }) => {
-            let body = json!({"name": name, "tz": tz, "windows": windows, "cap_mbit": cap_mbit});
+            let mut body =
+                json!({"name": name, "tz": tz, "windows": windows, "cap_mbit": cap_mbit});
+            if let Some(t) = takeover {
+                body["takeover"] = json!(t);
+            }
             let v = client.call("POST", "/v1/sites", Some(&body))?;
             (v, Box::new(move |_| format!("site {name} saved")))
         }
@@ -187,8 +220,8 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             Box::new(|v| {
                 table(
                     v,
-                    &["SITE", "TIME ZONE", "WINDOWS", "WAN Mbit"],
-                    &["name", "tz", "windows", "cap_mbit"],
+                    &["SITE", "TIME ZONE", "WINDOWS", "WAN Mbit", "TAKEOVER"],
+                    &["name", "tz", "windows", "cap_mbit", "takeover"],
                 )
             }),
         ),
@@ -284,6 +317,25 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 Box::new(move |_| format!("seat {seat} added to {site}/{room}")),
             )
         }
+        Admin::Seat(Seat::Assign {
+            site,
+            room,
+            seat,
+            node,
+        }) => bind(client, "assign", &site, &room, &seat, &node)?,
+        Admin::Seat(Seat::Replace {
+            site,
+            room,
+            seat,
+            with,
+        }) => bind(client, "replace", &site, &room, &seat, &with)?,
+        Admin::Seat(Seat::List { site }) => {
+            let path = match &site {
+                Some(s) => format!("/v1/seats?site={s}"),
+                None => "/v1/seats".to_owned(),
+            };
+            (client.call("GET", &path, None)?, Box::new(seat_table))
+        }
         Admin::Plan => (client.call("GET", "/v1/plan", None)?, Box::new(plan_table)),
         Admin::Override(Override::Push {
             site,
@@ -335,6 +387,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                         "NODE",
                         "ROLE",
                         "LAST SEEN (UTC)",
+                        "SEAT",
                         "HOLDS",
                         "STATE",
                         "ATTENTION",
@@ -344,6 +397,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                         "node",
                         "role",
                         "last_seen",
+                        "seat",
                         "holding",
                         "state",
                         "attention",
@@ -369,6 +423,91 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
         println!("{}", human(&value));
     }
     Ok(())
+}
+
+/// `seat assign` and `seat replace`: one call, and what changed.
+fn bind(
+    client: &Client,
+    how: &str,
+    site: &str,
+    room: &str,
+    seat: &str,
+    node: &str,
+) -> Result<(Value, Render)> {
+    let body = json!({"site": site, "room": room, "seat": seat, "node": node});
+    let v = client.call("POST", &format!("/v1/seats/{how}"), Some(&body))?;
+    let (site, room, seat, node) = (
+        site.to_owned(),
+        room.to_owned(),
+        seat.to_owned(),
+        node.to_owned(),
+    );
+    Ok((
+        v,
+        Box::new(move |v| {
+            let mut out = format!("{node} now sits at {site} {room}/{seat}");
+            if let Some(old) = v["replaced"].as_str() {
+                out.push_str(&format!(", replacing {old} (now a spare)"));
+            }
+            if let Some(from) = v["moved_from"].as_str() {
+                out.push_str(&format!("; {from} is left empty"));
+            }
+            out
+        }),
+    ))
+}
+
+/// `seat list`: the seats, then the spares.
+fn seat_table(v: &Value) -> String {
+    let seats: Vec<Value> = v["seats"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s["node"] = json!(s["node"].as_str().unwrap_or("-"));
+                    if s["node"] == "-" {
+                        s["last_seen"] = json!("-");
+                    }
+                    s["silent"] = json!(if s["silent"] == true { "silent" } else { "" });
+                    s
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let spares: Vec<Value> = v["spares"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    let note = match (s["recent"] == true, s["waiting"].as_str()) {
+                        (_, Some(w)) => w.to_owned(),
+                        (true, None) => String::new(),
+                        (false, None) => "not heard from lately: cannot take over".to_owned(),
+                    };
+                    s["note"] = json!(note);
+                    s
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = table(
+        &json!(seats),
+        &["SITE", "ROOM", "SEAT", "NODE", "LAST SEEN (UTC)", ""],
+        &["site", "room", "seat", "node", "last_seen", "silent"],
+    );
+    out.push_str("\n\n");
+    if spares.is_empty() {
+        out.push_str("no spares");
+    } else {
+        out.push_str(&table(
+            &json!(spares),
+            &["SITE", "SPARE", "LAST SEEN (UTC)", ""],
+            &["site", "node", "last_seen", "note"],
+        ));
+    }
+    out
 }
 
 /// A text table of `keys` from an array of objects; byte counts and times made readable.

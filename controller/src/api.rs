@@ -3,7 +3,8 @@
 //! is its client. Synchronous on purpose: catalogue calls are short SQLite transactions, master
 //! imports run for minutes on their own thread.
 //!
-//! Routes (all under `/v1`): `GET|POST sites`, `POST rooms`, `POST seats`, `GET|POST masters`,
+//! Routes (all under `/v1`): `GET|POST sites`, `POST rooms`, `GET seats[?site=S]`, `POST seats`,
+//! `POST seats/assign`, `POST seats/replace`, `GET|POST masters`,
 //! `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`, `DELETE sessions/ID`,
 //! `GET plan`, `GET fleet`, `GET|POST overrides`, `POST tokens`.
 //! Errors are `{"error": "..."}` with 400 (bad input), 401 (token), 404, 409 (conflict), 413, 500.
@@ -29,6 +30,8 @@ pub struct Api {
     pub token: String,
     pub now_unix: fn() -> u64,
     pub settings: crate::plan::Settings,
+    /// See `takeover`: a seat not heard from for longer is silent.
+    pub silent_after_secs: i64,
     /// Woken after every change, so that relays see it at once (the server reloads its catalogue).
     pub changed: Arc<tokio::sync::Notify>,
     /// Chunk classes, rebuilt only when the set of masters changes.
@@ -137,8 +140,12 @@ fn str_field<'a>(body: &'a Value, key: &str) -> Result<&'a str, Reply> {
 
 fn db_error(e: DbError) -> Reply {
     let status = match &e {
-        DbError::NoSite(_) | DbError::NoRoom { .. } | DbError::NoMaster { .. } => 404,
-        DbError::MasterInUse { .. } => 409,
+        DbError::NoSite(_)
+        | DbError::NoRoom { .. }
+        | DbError::NoMaster { .. }
+        | DbError::NoSeat { .. }
+        | DbError::NoAgent { .. } => 404,
+        DbError::MasterInUse { .. } | DbError::NotSpare { .. } => 409,
         DbError::Invalid(_) | DbError::Calendar { .. } => 400,
         DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>
@@ -166,7 +173,8 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
             let sites = db()?.sites().map_err(db_error)?;
             Ok(json!(sites
                 .iter()
-                .map(|s| json!({"name": s.name, "tz": s.tz, "windows": s.windows, "cap_mbit": s.cap_mbit}))
+                .map(|s| json!({"name": s.name, "tz": s.tz, "windows": s.windows, "cap_mbit": s.cap_mbit,
+                                "takeover": s.takeover.as_str()}))
                 .collect::<Vec<_>>()))
         }
         ("POST", ["v1", "sites"]) => {
@@ -178,12 +186,17 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
                 .get("windows")
                 .and_then(Value::as_str)
                 .unwrap_or("22:00-06:00");
+            let takeover = match body.get("takeover").and_then(Value::as_str) {
+                Some(t) => Some(t.parse().map_err(|e| error(400, e))?),
+                None => None,
+            };
             db()?
                 .add_site(
                     str_field(body, "name")?,
                     str_field(body, "tz")?,
                     windows,
                     cap,
+                    takeover,
                 )
                 .map_err(db_error)?;
             Ok(json!({"ok": true}))
@@ -255,6 +268,29 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
                 .map_err(db_error)?;
             Ok(json!({"ok": true}))
         }
+        ("POST", ["v1", "seats", how @ ("assign" | "replace")]) => {
+            let (site, room, seat, node) = (
+                str_field(body, "site")?,
+                str_field(body, "room")?,
+                str_field(body, "seat")?,
+                str_field(body, "node")?,
+            );
+            let bound = db()?
+                .bind_seat(site, room, seat, node, *how == "replace")
+                .map_err(db_error)?;
+            tracing::info!(%site, %room, %seat, %node, replaced = ?bound.replaced, "seat bound by the DSI");
+            Ok(json!({"site": site, "room": room, "seat": seat, "node": node,
+                      "replaced": bound.replaced,
+                      "moved_from": bound.moved_from.map(|(r, s)| format!("{r}/{s}"))}))
+        }
+        ("GET", ["v1", "seats"]) => {
+            let site = query_param(url, "site");
+            let states = db()?.seat_states(site.as_deref()).map_err(db_error)?;
+            if let (Some(site), true) = (&site, states.is_empty()) {
+                return Err(db_error(DbError::NoSite(site.clone())));
+            }
+            Ok(seats_json(&states, now, api.silent_after_secs))
+        }
         ("GET", ["v1", "plan"]) => {
             let db = db()?;
             let classes = api.classes.get(&db).map_err(db_error)?;
@@ -287,11 +323,17 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
                             "by": o.5, "created_at": o.6, "until": o.7}))
             .collect::<Vec<_>>())),
         ("GET", ["v1", "fleet"]) => Ok(json!(db()?
-            .fleet()
+            .fleet(now, api.silent_after_secs)
             .map_err(db_error)?
             .iter()
             .map(|n| json!({"site": n.site, "node": n.node, "role": n.role, "enrolled_at": n.enrolled_at,
                             "last_seen": n.last_seen, "holding": n.holding,
+                            "seat": match (n.role.as_str(), &n.seat) {
+                                (_, Some(seat)) => seat.as_str(),
+                                ("agent", None) => "spare",
+                                _ => "",
+                            },
+                            "waiting": n.waiting,
                             "state": n.status.get("state").cloned().unwrap_or_default(),
                             "attention": n.attention(), "status": n.status}))
             .collect::<Vec<_>>())),
@@ -320,6 +362,51 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
         Ok(v) => (200, v),
         Err(reply) => reply,
     }
+}
+
+/// `key`'s value in the query string of `url`, if any (values are ids: no percent-decoding).
+fn query_param(url: &str, key: &str) -> Option<String> {
+    url.split_once('?')?
+        .1
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, v)| *k == key && !v.is_empty())
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Seats with their nodes (silent or not) and spares (whether they count, and why they wait).
+fn seats_json(states: &[crate::takeover::Site], now: i64, silent_after: i64) -> Value {
+    use crate::takeover::{decide, Decision};
+    let mut seats = Vec::new();
+    let mut spares = Vec::new();
+    for site in states {
+        let decisions = decide(site, now, silent_after);
+        for s in &site.seats {
+            seats.push(
+                json!({"site": site.name, "room": s.room, "seat": s.seat, "node": s.node,
+                              "last_seen": s.last_seen, "silent": s.is_silent(now, silent_after)}),
+            );
+        }
+        for s in &site.spares {
+            let decision = decisions.iter().find_map(|d| match d {
+                Decision::Wait { spare, reason } if *spare == s.node => Some(reason.clone()),
+                Decision::Bind {
+                    spare, room, seat, ..
+                } if *spare == s.node => {
+                    Some(format!("takes over {room}/{seat} at the next check"))
+                }
+                _ => None,
+            });
+            let recent = s
+                .last_seen
+                .is_some_and(|t| now.saturating_sub(t) <= silent_after);
+            spares.push(
+                json!({"site": site.name, "node": s.node, "last_seen": s.last_seen,
+                               "recent": recent, "waiting": decision}),
+            );
+        }
+    }
+    json!({"seats": seats, "spares": spares})
 }
 
 /// Imports an image on the controller's disk into the store and registers it: chunks are durable

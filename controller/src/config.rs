@@ -19,6 +19,7 @@ pub struct Config {
     /// The admin API (HTTP); keep it on localhost.
     pub api: SocketAddr,
     pub planner: Planner,
+    pub fleet: Fleet,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -30,6 +31,22 @@ pub struct Planner {
     pub risk_slack_minutes: u32,
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fleet {
+    /// A seat whose NUC has not been heard from for longer is silent: a spare heard from within
+    /// this time may take it over.
+    pub silent_after_minutes: u32,
+}
+
+impl Default for Fleet {
+    fn default() -> Fleet {
+        Fleet {
+            silent_after_minutes: 30,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -37,6 +54,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             api: SocketAddr::from(([127, 0, 0, 1], 8644)),
             planner: Planner::default(),
+            fleet: Fleet::default(),
         }
     }
 }
@@ -60,6 +78,14 @@ impl Planner {
 }
 
 impl Config {
+    /// What `serve` runs with.
+    pub fn settings(&self) -> crate::ServeSettings {
+        crate::ServeSettings {
+            planner: self.planner.settings(),
+            silent_after_secs: i64::from(self.fleet.silent_after_minutes) * 60,
+        }
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
@@ -89,6 +115,11 @@ impl Config {
         if self.planner.staging_margin_minutes > 7 * 24 * 60 {
             anyhow::bail!("`planner.staging_margin_minutes` is over a week: is it in minutes?");
         }
+        if self.fleet.silent_after_minutes == 0 {
+            anyhow::bail!(
+                "`fleet.silent_after_minutes` must be above 0: every seat would always be silent"
+            );
+        }
         Ok(())
     }
 }
@@ -105,6 +136,8 @@ mod tests {
         assert_eq!(parsed.listen, defaults.listen);
         assert_eq!(parsed.api, defaults.api);
         assert_eq!(parsed.planner, defaults.planner);
+        assert_eq!(parsed.fleet, defaults.fleet);
+        assert_eq!(parsed, defaults);
         assert_eq!(Config::parse("").unwrap(), defaults);
     }
 
@@ -122,5 +155,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("different ports"), "{e}");
+        let e = Config::parse("[fleet]\nsilent_after_minutes = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fleet.silent_after_minutes"), "{e}");
     }
 }

@@ -12,6 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use image_tools::windows::{Schedule, Window};
 
+use crate::takeover::{self, Decision, Policy};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database: {0}")]
@@ -32,6 +34,22 @@ pub enum DbError {
         version: String,
         sessions: u64,
         first: String,
+    },
+    #[error("no seat {room}/{seat} at site {site:?}: add it first with `nightcast seat add`")]
+    NoSeat {
+        site: String,
+        room: String,
+        seat: String,
+    },
+    #[error("no agent {node:?} at site {site:?}: it must have enrolled or reported (see `nightcast fleet`)")]
+    NoAgent { site: String, node: String },
+    #[error(
+        "{node} is not a spare: it sits at {room}/{seat} (use `nightcast seat assign` to move it)"
+    )]
+    NotSpare {
+        node: String,
+        room: String,
+        seat: String,
     },
     #[error("{file}:{line}: {what}")]
     Calendar {
@@ -114,6 +132,21 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 4: the fields of each node's last report (state, disk, errors...), as a JSON object.
     "ALTER TABLE nodes ADD COLUMN status TEXT NOT NULL DEFAULT '{}';",
+    // 5: which agent sits at which seat (NULL: a spare; a seat holds at most one node and must
+    // exist), and each site's takeover policy.
+    "ALTER TABLE nodes ADD COLUMN room TEXT;
+     ALTER TABLE nodes ADD COLUMN seat TEXT CHECK ((seat IS NULL) = (room IS NULL));
+     CREATE UNIQUE INDEX nodes_one_per_seat ON nodes(site, room, seat) WHERE seat IS NOT NULL;
+     CREATE TRIGGER nodes_seat_exists_on_insert BEFORE INSERT ON nodes
+        WHEN NEW.seat IS NOT NULL AND NOT EXISTS
+            (SELECT 1 FROM seats WHERE site = NEW.site AND room = NEW.room AND name = NEW.seat)
+        BEGIN SELECT RAISE(ABORT, 'no such seat'); END;
+     CREATE TRIGGER nodes_seat_exists_on_update BEFORE UPDATE OF room, seat ON nodes
+        WHEN NEW.seat IS NOT NULL AND NOT EXISTS
+            (SELECT 1 FROM seats WHERE site = NEW.site AND room = NEW.room AND name = NEW.seat)
+        BEGIN SELECT RAISE(ABORT, 'no such seat'); END;
+     ALTER TABLE sites ADD COLUMN takeover TEXT NOT NULL DEFAULT 'auto'
+        CHECK (takeover IN ('auto', 'confirm'));",
 ];
 
 /// The catalogue database.
@@ -128,6 +161,7 @@ pub struct SiteRow {
     pub tz: String,
     pub windows: String,
     pub cap_mbit: u64,
+    pub takeover: Policy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +175,10 @@ pub struct FleetRow {
     pub holding: String,
     /// The fields of its last report.
     pub status: std::collections::BTreeMap<String, String>,
+    /// An agent's seat as `room/seat`; `None` for a spare (and a relay).
+    pub seat: Option<String>,
+    /// Why a spare is not taking over a silent seat by itself (see `takeover`).
+    pub waiting: Option<String>,
 }
 
 impl FleetRow {
@@ -149,6 +187,9 @@ impl FleetRow {
         let f = |k: &str| self.status.get(k).map(String::as_str).unwrap_or("");
         let n = |k: &str| f(k).parse::<u64>().unwrap_or(0);
         let mut out = Vec::new();
+        if let Some(why) = &self.waiting {
+            out.push(format!("waits for the DSI: {why}"));
+        }
         if f("disk_full") == "true" {
             out.push("DISK FULL: fetching stopped".to_owned());
         }
@@ -217,12 +258,15 @@ impl Db {
         Ok(Db { conn })
     }
 
+    /// Adds a site or changes it; `takeover` is `auto` for a new site when not given, and kept as
+    /// it was for an existing one.
     pub fn add_site(
         &self,
         name: &str,
         tz: &str,
         windows: &str,
         cap_mbit: u64,
+        takeover: Option<Policy>,
     ) -> Result<(), DbError> {
         image_tools::SiteId::new(name).map_err(|e| DbError::Invalid(e.to_string()))?;
         parse_schedule(tz, windows)?;
@@ -232,9 +276,17 @@ impl Db {
             ));
         }
         self.conn.execute(
-            "INSERT INTO sites (name, tz, windows, cap_mbit) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(name) DO UPDATE SET tz = ?2, windows = ?3, cap_mbit = ?4",
-            params![name, tz, windows, cap_mbit as i64],
+            "INSERT INTO sites (name, tz, windows, cap_mbit, takeover)
+             VALUES (?1, ?2, ?3, ?4, COALESCE(?5, 'auto'))
+             ON CONFLICT(name) DO UPDATE
+             SET tz = ?2, windows = ?3, cap_mbit = ?4, takeover = COALESCE(?5, takeover)",
+            params![
+                name,
+                tz,
+                windows,
+                cap_mbit as i64,
+                takeover.map(Policy::as_str)
+            ],
         )?;
         Ok(())
     }
@@ -242,13 +294,14 @@ impl Db {
     pub fn sites(&self) -> Result<Vec<SiteRow>, DbError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, tz, windows, cap_mbit FROM sites ORDER BY name")?;
+            .prepare("SELECT name, tz, windows, cap_mbit, takeover FROM sites ORDER BY name")?;
         let rows = stmt.query_map([], |r| {
             Ok(SiteRow {
                 name: r.get(0)?,
                 tz: r.get(1)?,
                 windows: r.get(2)?,
                 cap_mbit: r.get::<_, i64>(3)? as u64,
+                takeover: policy(r, 4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -645,32 +698,141 @@ impl Db {
         fields: &[(String, String)],
         now: i64,
     ) -> Result<(), DbError> {
-        let status = serde_json::Value::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect(),
-        )
-        .to_string();
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO nodes (site, node, role, enrolled_at, last_seen, status)
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5)
-             ON CONFLICT(site, node) DO UPDATE SET last_seen = ?4, status = ?5",
-            params![site, node, role, now, status],
-        )?;
-        tx.execute(
-            "DELETE FROM holdings WHERE site = ?1 AND node = ?2",
-            params![site, node],
-        )?;
-        for (master, version) in holding {
-            tx.execute(
-                "INSERT OR IGNORE INTO holdings (site, node, master, version) VALUES (?1, ?2, ?3, ?4)",
-                params![site, node, master, version],
-            )?;
-        }
+        write_report(&tx, site, node, role, holding, fields, now)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Records the report of an agent of `site` that its relay forwarded. An agent never heard of
+    /// is added (unbound: a spare). Ignored (`false`) when `node` is a node of the site with
+    /// another role: a relay cannot speak as another relay.
+    pub fn record_agent_report(
+        &mut self,
+        site: &str,
+        node: &str,
+        holding: &[(String, String)],
+        fields: &[(String, String)],
+        now: i64,
+    ) -> Result<bool, DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let role: Option<String> = tx
+            .query_row(
+                "SELECT role FROM nodes WHERE site = ?1 AND node = ?2",
+                params![site, node],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if role.is_some_and(|r| r != "agent") {
+            return Ok(false);
+        }
+        write_report(&tx, site, node, "agent", holding, fields, now)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Binds agent `node` of `site` to a seat, unbinding the seat's previous node and the node's
+    /// previous seat, in one transaction. With `only_spare`, `node` must be bound to no seat (the
+    /// DSI confirming a takeover).
+    pub fn bind_seat(
+        &mut self,
+        site: &str,
+        room: &str,
+        seat: &str,
+        node: &str,
+        only_spare: bool,
+    ) -> Result<Bound, DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let agent: Option<(Option<String>, Option<String>)> = tx
+            .query_row(
+                "SELECT room, seat FROM nodes WHERE site = ?1 AND node = ?2 AND role = 'agent'",
+                params![site, node],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((old_room, old_seat)) = agent else {
+            return Err(DbError::NoAgent {
+                site: site.to_owned(),
+                node: node.to_owned(),
+            });
+        };
+        let moved_from = old_room.zip(old_seat);
+        if let (true, Some((room, seat))) = (only_spare, &moved_from) {
+            return Err(DbError::NotSpare {
+                node: node.to_owned(),
+                room: room.clone(),
+                seat: seat.clone(),
+            });
+        }
+        let replaced = bind(&tx, site, room, seat, node)?;
+        tx.commit()?;
+        Ok(Bound {
+            replaced,
+            moved_from: moved_from.filter(|(r, s)| (r.as_str(), s.as_str()) != (room, seat)),
+        })
+    }
+
+    /// Every site's (or one site's) seats with their nodes, and its spares, as the takeover rules
+    /// see them. A node was last heard from at its last report, or else at its enrolment.
+    pub fn seat_states(&self, site: Option<&str>) -> Result<Vec<takeover::Site>, DbError> {
+        seat_states(&self.conn, site)
+    }
+
+    /// Decides takeovers (`takeover::decide`) at every site (or one) and applies the binds, all in
+    /// one transaction. Returns every decision, binds and waits, with its site.
+    pub fn take_over(
+        &mut self,
+        now: i64,
+        silent_after: i64,
+        site: Option<&str>,
+    ) -> Result<Vec<(String, Decision)>, DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::new();
+        for state in seat_states(&tx, site)? {
+            for decision in takeover::decide(&state, now, silent_after) {
+                if let Decision::Bind {
+                    spare, room, seat, ..
+                } = &decision
+                {
+                    bind(&tx, &state.name, room, seat, spare)?;
+                }
+                out.push((state.name.clone(), decision));
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Each site's seat bindings, by room and seat (for the relays' plans).
+    pub fn seat_bindings(
+        &self,
+    ) -> Result<HashMap<String, Vec<image_tools::wire::SeatBinding>>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT site, room, seat, node FROM nodes WHERE seat IS NOT NULL
+             ORDER BY site, room, seat",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                image_tools::wire::SeatBinding {
+                    room: r.get(1)?,
+                    seat: r.get(2)?,
+                    node: r.get(3)?,
+                },
+            ))
+        })?;
+        let mut out: HashMap<String, Vec<_>> = HashMap::new();
+        for row in rows {
+            let (site, binding) = row?;
+            out.entry(site).or_default().push(binding);
+        }
+        Ok(out)
     }
 
     /// What the relays of each site reported holding, for the planner.
@@ -688,11 +850,21 @@ impl Db {
         Ok(out)
     }
 
-    /// Every enrolled node: site, node, role, enrolled at, last seen, what it holds.
-    pub fn fleet(&self) -> Result<Vec<FleetRow>, DbError> {
+    /// Every known node: site, node, role, enrolled at, last seen, what it holds, its seat; and
+    /// for a spare that would take over a silent seat but may not, why (at `now`).
+    pub fn fleet(&self, now: i64, silent_after: i64) -> Result<Vec<FleetRow>, DbError> {
+        let mut waiting: HashMap<(String, String), String> = HashMap::new();
+        for state in self.seat_states(None)? {
+            for d in takeover::decide(&state, now, silent_after) {
+                if let Decision::Wait { spare, reason } = d {
+                    waiting.insert((state.name.clone(), spare), reason);
+                }
+            }
+        }
         let mut stmt = self.conn.prepare(
             "SELECT n.site, n.node, n.role, n.enrolled_at, n.last_seen,
-                    COALESCE(GROUP_CONCAT(h.master || ' ' || h.version, ', '), ''), n.status
+                    COALESCE(GROUP_CONCAT(h.master || ' ' || h.version, ', '), ''), n.status,
+                    n.room || '/' || n.seat
              FROM nodes n LEFT JOIN holdings h ON h.site = n.site AND h.node = n.node
              GROUP BY n.site, n.node ORDER BY n.site, n.role DESC, n.node",
         )?;
@@ -705,9 +877,15 @@ impl Db {
                 last_seen: r.get(4)?,
                 holding: r.get(5)?,
                 status: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+                seat: r.get(7)?,
+                waiting: None,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rows: Vec<FleetRow> = rows.collect::<Result<_, _>>()?;
+        for row in &mut rows {
+            row.waiting = waiting.remove(&(row.site.clone(), row.node.clone()));
+        }
+        Ok(rows)
     }
 
     /// Checks every row against the catalogue and inserts them in one transaction.
@@ -895,6 +1073,157 @@ impl Db {
             .optional()?
             .is_some())
     }
+}
+
+/// What a bind changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Bound {
+    /// The node that held the seat before, now a spare.
+    pub replaced: Option<String>,
+    /// The seat (room, seat) the node held before, now empty.
+    pub moved_from: Option<(String, String)>,
+}
+
+fn policy(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Policy> {
+    r.get::<_, String>(i)?.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn write_report(
+    tx: &rusqlite::Transaction<'_>,
+    site: &str,
+    node: &str,
+    role: &str,
+    holding: &[(String, String)],
+    fields: &[(String, String)],
+    now: i64,
+) -> Result<(), DbError> {
+    let status = serde_json::Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
+    .to_string();
+    tx.execute(
+        "INSERT INTO nodes (site, node, role, enrolled_at, last_seen, status)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+         ON CONFLICT(site, node) DO UPDATE SET last_seen = ?4, status = ?5",
+        params![site, node, role, now, status],
+    )?;
+    tx.execute(
+        "DELETE FROM holdings WHERE site = ?1 AND node = ?2",
+        params![site, node],
+    )?;
+    for (master, version) in holding {
+        tx.execute(
+            "INSERT OR IGNORE INTO holdings (site, node, master, version) VALUES (?1, ?2, ?3, ?4)",
+            params![site, node, master, version],
+        )?;
+    }
+    Ok(())
+}
+
+/// Binds `node` to the seat inside the caller's transaction: whoever held the seat, and whatever
+/// seat `node` held, are unbound first. Returns the node it replaced.
+fn bind(
+    conn: &Connection,
+    site: &str,
+    room: &str,
+    seat: &str,
+    node: &str,
+) -> Result<Option<String>, DbError> {
+    let exists = conn
+        .query_row(
+            "SELECT 1 FROM seats WHERE site = ?1 AND room = ?2 AND name = ?3",
+            params![site, room, seat],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !exists {
+        return Err(DbError::NoSeat {
+            site: site.to_owned(),
+            room: room.to_owned(),
+            seat: seat.to_owned(),
+        });
+    }
+    let replaced: Option<String> = conn
+        .query_row(
+            "SELECT node FROM nodes WHERE site = ?1 AND room = ?2 AND seat = ?3 AND node != ?4",
+            params![site, room, seat, node],
+            |r| r.get(0),
+        )
+        .optional()?;
+    conn.execute(
+        "UPDATE nodes SET room = NULL, seat = NULL
+         WHERE site = ?1 AND ((room = ?2 AND seat = ?3) OR node = ?4)",
+        params![site, room, seat, node],
+    )?;
+    conn.execute(
+        "UPDATE nodes SET room = ?2, seat = ?3 WHERE site = ?1 AND node = ?4",
+        params![site, room, seat, node],
+    )?;
+    Ok(replaced)
+}
+
+fn seat_states(conn: &Connection, only: Option<&str>) -> Result<Vec<takeover::Site>, DbError> {
+    let mut sites: Vec<takeover::Site> = Vec::new();
+    let mut stmt = conn
+        .prepare("SELECT name, takeover FROM sites WHERE ?1 IS NULL OR name = ?1 ORDER BY name")?;
+    for row in stmt.query_map(params![only], |r| Ok((r.get(0)?, policy(r, 1)?)))? {
+        let (name, policy) = row?;
+        sites.push(takeover::Site {
+            name,
+            policy,
+            seats: Vec::new(),
+            spares: Vec::new(),
+        });
+    }
+    let index = |sites: &[takeover::Site], name: &str| sites.iter().position(|s| s.name == name);
+    let mut stmt = conn.prepare(
+        "SELECT s.site, s.room, s.name, n.node, COALESCE(n.last_seen, n.enrolled_at)
+         FROM seats s LEFT JOIN nodes n ON n.site = s.site AND n.room = s.room AND n.seat = s.name
+         WHERE ?1 IS NULL OR s.site = ?1 ORDER BY s.site, s.room, s.name",
+    )?;
+    let rows = stmt.query_map(params![only], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            takeover::Seat {
+                room: r.get(1)?,
+                seat: r.get(2)?,
+                node: r.get(3)?,
+                last_seen: r.get(4)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (site, seat) = row?;
+        if let Some(i) = index(&sites, &site) {
+            sites[i].seats.push(seat);
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT site, node, COALESCE(last_seen, enrolled_at) FROM nodes
+         WHERE role = 'agent' AND seat IS NULL AND (?1 IS NULL OR site = ?1) ORDER BY site, node",
+    )?;
+    let rows = stmt.query_map(params![only], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            takeover::Spare {
+                node: r.get(1)?,
+                last_seen: r.get(2)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (site, spare) = row?;
+        if let Some(i) = index(&sites, &site) {
+            sites[i].spares.push(spare);
+        }
+    }
+    Ok(sites)
 }
 
 /// A session as read from a calendar file, before it is checked against the catalogue.
@@ -1100,7 +1429,7 @@ mod tests {
 
     fn sample(dir: &Path) -> Db {
         let db = Db::open(&dir.join("catalogue.db")).unwrap();
-        db.add_site("lyon", "Europe/Paris", "22:00-06:00", 20)
+        db.add_site("lyon", "Europe/Paris", "22:00-06:00", 20, None)
             .unwrap();
         db.add_room("lyon", "salle-1").unwrap();
         let (m, b) = manifest("win10", "1");
@@ -1328,7 +1657,7 @@ END:VCALENDAR\r
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("catalogue.db")).unwrap();
         // 1 Mbit/s: an 8-hour night moves 3.6 GB.
-        db.add_site("lyon", "Europe/Paris", "22:00-06:00", 1)
+        db.add_site("lyon", "Europe/Paris", "22:00-06:00", 1, None)
             .unwrap();
         db.add_room("lyon", "salle-1").unwrap();
         // a and b: 10,000 chunks each, 8,000 shared (80 %).
@@ -1388,22 +1717,216 @@ lyon,salle-1,a,1,2026-11-24 08:30,2026-11-24 17:00
         );
     }
 
+    /// lyon with salle-1 (pc-1, pc-2) and agents nuc-a, nuc-b, nuc-s reported at `now`.
+    fn seated(dir: &Path, now: i64) -> Db {
+        let mut db = sample(dir);
+        for seat in ["pc-1", "pc-2"] {
+            db.add_seat("lyon", "salle-1", seat).unwrap();
+        }
+        for node in ["nuc-a", "nuc-b", "nuc-s"] {
+            assert!(db.record_agent_report("lyon", node, &[], &[], now).unwrap());
+        }
+        db
+    }
+
+    fn bindings(db: &Db) -> Vec<(String, String, String)> {
+        db.seat_bindings()
+            .unwrap()
+            .remove("lyon")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| (b.room, b.seat, b.node))
+            .collect()
+    }
+
+    fn b(room: &str, seat: &str, node: &str) -> (String, String, String) {
+        (room.into(), seat.into(), node.into())
+    }
+
+    #[test]
+    fn a_node_binds_only_to_an_existing_seat_and_only_if_it_is_a_known_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = seated(dir.path(), 100);
+        assert!(matches!(
+            db.bind_seat("lyon", "salle-1", "pc-9", "nuc-a", false),
+            Err(DbError::NoSeat { .. })
+        ));
+        assert!(matches!(
+            db.bind_seat("lyon", "salle-1", "pc-1", "nuc-unknown", false),
+            Err(DbError::NoAgent { .. })
+        ));
+        db.record_report("lyon", "relay-1", "relay", &[], &[], 100)
+            .unwrap();
+        assert!(matches!(
+            db.bind_seat("lyon", "salle-1", "pc-1", "relay-1", false),
+            Err(DbError::NoAgent { .. })
+        ));
+        // The schema refuses it too, whoever writes.
+        let e = db
+            .conn
+            .execute(
+                "UPDATE nodes SET room = 'salle-1', seat = 'pc-9' WHERE node = 'nuc-a'",
+                [],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("no such seat"), "{e}");
+        assert!(bindings(&db).is_empty());
+    }
+
+    #[test]
+    fn a_seat_holds_one_node_and_rebinding_moves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = seated(dir.path(), 100);
+        let bound = db
+            .bind_seat("lyon", "salle-1", "pc-1", "nuc-a", false)
+            .unwrap();
+        assert_eq!(bound, Bound::default());
+        // Again: nothing changes.
+        db.bind_seat("lyon", "salle-1", "pc-1", "nuc-a", false)
+            .unwrap();
+        // Another node on the same seat replaces it.
+        let bound = db
+            .bind_seat("lyon", "salle-1", "pc-1", "nuc-b", false)
+            .unwrap();
+        assert_eq!(bound.replaced.as_deref(), Some("nuc-a"));
+        assert_eq!(bindings(&db), vec![b("salle-1", "pc-1", "nuc-b")]);
+        // A bound node bound elsewhere moves: its old seat is empty.
+        let bound = db
+            .bind_seat("lyon", "salle-1", "pc-2", "nuc-b", false)
+            .unwrap();
+        assert_eq!(
+            bound.moved_from,
+            Some(("salle-1".to_owned(), "pc-1".to_owned()))
+        );
+        assert_eq!(bindings(&db), vec![b("salle-1", "pc-2", "nuc-b")]);
+        // The schema keeps one node per seat whoever writes.
+        let e = db
+            .conn
+            .execute(
+                "UPDATE nodes SET room = 'salle-1', seat = 'pc-2' WHERE node = 'nuc-a'",
+                [],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("UNIQUE"), "{e}");
+        // Only a spare may replace a seat's node.
+        assert!(matches!(
+            db.bind_seat("lyon", "salle-1", "pc-1", "nuc-b", true),
+            Err(DbError::NotSpare { .. })
+        ));
+        let bound = db
+            .bind_seat("lyon", "salle-1", "pc-2", "nuc-s", true)
+            .unwrap();
+        assert_eq!(bound.replaced.as_deref(), Some("nuc-b"));
+        let fleet = db.fleet(100, 1800).unwrap();
+        let seat = |n: &str| fleet.iter().find(|r| r.node == n).unwrap().seat.clone();
+        assert_eq!(seat("nuc-s").as_deref(), Some("salle-1/pc-2"));
+        assert_eq!(seat("nuc-b"), None);
+    }
+
+    #[test]
+    fn take_over_binds_the_spare_to_the_one_silent_seat_in_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = seated(dir.path(), 100);
+        db.bind_seat("lyon", "salle-1", "pc-1", "nuc-a", false)
+            .unwrap();
+        db.bind_seat("lyon", "salle-1", "pc-2", "nuc-b", false)
+            .unwrap();
+        assert!(db.take_over(200, 1800, None).unwrap().is_empty());
+        // An hour later only nuc-a and the spare have reported.
+        let later = 100 + 3600;
+        db.record_agent_report("lyon", "nuc-a", &[], &[], later)
+            .unwrap();
+        db.record_agent_report("lyon", "nuc-s", &[], &[], later)
+            .unwrap();
+        let decisions = db.take_over(later, 1800, Some("lyon")).unwrap();
+        assert_eq!(
+            decisions,
+            vec![(
+                "lyon".to_owned(),
+                Decision::Bind {
+                    spare: "nuc-s".into(),
+                    room: "salle-1".into(),
+                    seat: "pc-2".into(),
+                    replaced: Some("nuc-b".into()),
+                }
+            )]
+        );
+        assert_eq!(
+            bindings(&db),
+            vec![b("salle-1", "pc-1", "nuc-a"), b("salle-1", "pc-2", "nuc-s")]
+        );
+        // Done: nothing more to decide.
+        assert!(db.take_over(later, 1800, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_confirm_site_keeps_its_policy_and_fleet_shows_why_the_spare_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = seated(dir.path(), 100);
+        db.add_site(
+            "lyon",
+            "Europe/Paris",
+            "22:00-06:00",
+            20,
+            Some(Policy::Confirm),
+        )
+        .unwrap();
+        // Changing the site without a policy keeps it.
+        db.add_site("lyon", "Europe/Paris", "21:00-06:00", 20, None)
+            .unwrap();
+        assert_eq!(db.sites().unwrap()[0].takeover, Policy::Confirm);
+        db.bind_seat("lyon", "salle-1", "pc-1", "nuc-a", false)
+            .unwrap();
+        db.bind_seat("lyon", "salle-1", "pc-2", "nuc-b", false)
+            .unwrap();
+        let later = 100 + 3600;
+        for node in ["nuc-a", "nuc-s"] {
+            db.record_agent_report("lyon", node, &[], &[], later)
+                .unwrap();
+        }
+        let decisions = db.take_over(later, 1800, None).unwrap();
+        assert!(matches!(&decisions[..], [(_, Decision::Wait { .. })]));
+        assert_eq!(bindings(&db).len(), 2, "a confirm site binds nothing");
+        let fleet = db.fleet(later, 1800).unwrap();
+        let s = fleet.iter().find(|r| r.node == "nuc-s").unwrap();
+        assert!(
+            s.attention()
+                .contains("policy confirm: can replace salle-1/pc-2"),
+            "{}",
+            s.attention()
+        );
+    }
+
+    #[test]
+    fn a_relay_cannot_report_as_another_relay_of_its_site() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sample(dir.path());
+        db.record_report("lyon", "relay-2", "relay", &[], &[], 100)
+            .unwrap();
+        assert!(!db
+            .record_agent_report("lyon", "relay-2", &[], &[], 200)
+            .unwrap());
+        let fleet = db.fleet(200, 1800).unwrap();
+        assert_eq!(fleet[0].last_seen, Some(100));
+        assert_eq!(fleet[0].role, "relay");
+    }
+
     #[test]
     fn bad_sites_are_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("c.db")).unwrap();
         assert!(db
-            .add_site("lyon", "Europe/Lyon", "22:00-06:00", 20)
+            .add_site("lyon", "Europe/Lyon", "22:00-06:00", 20, None)
             .unwrap_err()
             .to_string()
             .contains("time zone"));
         assert!(db
-            .add_site("lyon", "Europe/Paris", "22h-6h", 20)
+            .add_site("lyon", "Europe/Paris", "22h-6h", 20, None)
             .unwrap_err()
             .to_string()
             .contains("HH:MM"));
         assert!(db
-            .add_site("../x", "Europe/Paris", "22:00-06:00", 20)
+            .add_site("../x", "Europe/Paris", "22:00-06:00", 20, None)
             .is_err());
         assert!(matches!(
             db.add_room("nowhere", "r"),

@@ -16,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod plan;
+pub mod takeover;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,7 @@ pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<M
     }
     let mut plans = db.relay_plans(now_unix, margin_secs)?;
     let mut rooms = db.room_plans(now_unix)?;
+    let mut seats = db.seat_bindings()?;
     for site in db.sites()? {
         let plan = image_tools::wire::SitePlan {
             windows: site
@@ -143,11 +145,54 @@ pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<M
             cap_mbit: site.cap_mbit,
             entries: plans.remove(&site.name).unwrap_or_default(),
             rooms: rooms.remove(&site.name).unwrap_or_default(),
-            seats: Vec::new(),
+            seats: seats.remove(&site.name).unwrap_or_default(),
         };
         catalog.set_plan(&site.name, plan);
     }
     Ok(catalog)
+}
+
+/// Lets spares take over silent seats (see `takeover`) at every site, or at `site` only, and logs
+/// each bind. Returns how many seats changed hands: the catalogue must then be reloaded, so that
+/// the relay's plan carries the new binding.
+pub fn take_over(
+    data: &DataDir,
+    now_unix: i64,
+    silent_after_secs: i64,
+    site: Option<&str>,
+) -> Result<usize> {
+    let decisions = db::Db::open(&data.database())?.take_over(now_unix, silent_after_secs, site)?;
+    let mut binds = 0;
+    for (site, decision) in decisions {
+        match decision {
+            takeover::Decision::Bind {
+                spare,
+                room,
+                seat,
+                replaced,
+            } => {
+                binds += 1;
+                tracing::warn!(
+                    %site, %room, %seat, %spare,
+                    replaced = replaced.as_deref().unwrap_or("nobody"),
+                    "seat taken over by spare"
+                );
+            }
+            takeover::Decision::Wait { spare, reason } => {
+                tracing::debug!(%site, %spare, %reason, "spare waits for the DSI");
+            }
+        }
+    }
+    Ok(binds)
+}
+
+/// What `serve` runs with, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeSettings {
+    pub planner: plan::Settings,
+    /// A seat whose NUC has not been heard from for longer is silent; a spare heard from within it
+    /// may take it over.
+    pub silent_after_secs: i64,
 }
 
 /// The plan as JSON, for the API and `--json` output.
@@ -200,7 +245,7 @@ pub async fn serve(
     data: &DataDir,
     listen: SocketAddr,
     api: Option<SocketAddr>,
-    settings: plan::Settings,
+    settings: ServeSettings,
     now_unix: fn() -> u64,
     on_listening: impl FnOnce(SocketAddr, Option<SocketAddr>),
     shutdown: CancellationToken,
@@ -208,10 +253,12 @@ pub async fn serve(
     let key = PublicKey::load(&image_tools::keys::public_path(&data.signing_key()))?;
     let creds =
         Credentials::load(&data.tls()).context("no controller certificate: run init first")?;
-    let margin = settings.staging_margin_secs;
+    let margin = settings.planner.staging_margin_secs;
+    let silent_after = settings.silent_after_secs;
     let catalog = Arc::new(load_catalog(data, now_unix() as i64, margin)?);
-    // The calendar changes while we serve: reload it after each admin change, and every minute
-    // (sessions pass, overrides expire).
+    // The calendar changes while we serve: reload it after each admin change, after a spare took
+    // over a seat, and every minute (sessions pass, overrides expire, NUCs go silent). Takeovers
+    // are decided first, so that the plans carry them.
     let changed = Arc::new(tokio::sync::Notify::new());
     {
         let (catalog, data, stop, changed) = (
@@ -226,6 +273,9 @@ pub async fn serve(
                     _ = stop.cancelled() => break,
                     _ = changed.notified() => {}
                     _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                }
+                if let Err(e) = take_over(&data, now_unix() as i64, silent_after, None) {
+                    tracing::warn!(error = %e, "cannot decide seat takeovers");
                 }
                 match load_catalog(&data, now_unix() as i64, margin) {
                     Ok(fresh) => catalog.replace_with(fresh),
@@ -274,22 +324,31 @@ pub async fn serve(
         }),
         forward_enroll: None,
         on_report: {
-            let data = data.clone();
+            let (data, changed) = (data.clone(), changed.clone());
             Box::new(move |peer, status| {
+                let now = now_unix() as i64;
+                if peer.role == Role::Relay && status.node_id != peer.node.as_str() {
+                    // A report the relay forwards for one of its site's agents.
+                    if record_agent_report(&data, peer, &status, now) {
+                        match take_over(&data, now, silent_after, Some(peer.site.as_str())) {
+                            Ok(0) => {}
+                            Ok(_) => changed.notify_one(),
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "cannot decide seat takeovers")
+                            }
+                        }
+                    }
+                    return;
+                }
                 tracing::info!(%peer, holding = status.holding.len(), "report");
-                let holding: Vec<(String, String)> = status
-                    .holding
-                    .iter()
-                    .map(|m| (m.name.clone(), m.version.clone()))
-                    .collect();
                 let recorded = db::Db::open(&data.database()).and_then(|mut db| {
                     db.record_report(
                         peer.site.as_str(),
                         peer.node.as_str(),
                         &peer.role.to_string(),
-                        &holding,
+                        &holdings(&status),
                         &status.fields,
-                        now_unix() as i64,
+                        now,
                     )
                 });
                 if let Err(e) = recorded {
@@ -310,7 +369,8 @@ pub async fn serve(
                 data: data.clone(),
                 token: api::admin_token(data)?,
                 now_unix,
-                settings,
+                settings: settings.planner,
+                silent_after_secs: silent_after,
                 changed: changed.clone(),
                 classes: plan::ClassCache::default(),
             });
@@ -328,4 +388,47 @@ pub async fn serve(
         let _ = t.join();
     }
     Ok(())
+}
+
+fn holdings(status: &image_tools::wire::Status) -> Vec<(String, String)> {
+    status
+        .holding
+        .iter()
+        .map(|m| (m.name.clone(), m.version.clone()))
+        .collect()
+}
+
+/// Records an agent's report forwarded by relay `peer`, as a node of the relay's own site (a relay
+/// speaks only for its site). Returns whether it was recorded.
+fn record_agent_report(
+    data: &DataDir,
+    peer: &Identity,
+    status: &image_tools::wire::Status,
+    now: i64,
+) -> bool {
+    let Ok(node) = NodeId::new(&status.node_id) else {
+        tracing::warn!(%peer, node = %status.node_id.escape_debug(), "forwarded report with an invalid node id: ignored");
+        return false;
+    };
+    tracing::debug!(%peer, %node, "agent report");
+    let recorded = db::Db::open(&data.database()).and_then(|mut db| {
+        db.record_agent_report(
+            peer.site.as_str(),
+            node.as_str(),
+            &holdings(status),
+            &status.fields,
+            now,
+        )
+    });
+    match recorded {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!(%peer, %node, "forwarded report names a node of another role: ignored");
+            false
+        }
+        Err(e) => {
+            tracing::error!(%peer, %node, error = %e, "cannot record the agent's report");
+            false
+        }
+    }
 }

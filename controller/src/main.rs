@@ -163,7 +163,7 @@ fn serve(cfg: controller::config::Config) -> anyhow::Result<()> {
             &data,
             cfg.listen,
             Some(cfg.api),
-            cfg.planner.settings(),
+            cfg.settings(),
             now_unix,
             |addr, api| {
                 println!("listening on {addr}");
