@@ -160,11 +160,8 @@ impl Fleet {
         let clock_spec = clock.spec();
         let config = dir.path().join("controller.toml");
         std::fs::write(&config, controller_toml).unwrap();
-        let controller = Controller::start_full(
-            &c,
-            &[("NIGHTCAST_CLOCK", &clock_spec)],
-            Some(&config),
-        );
+        let controller =
+            Controller::start_full(&c, &[("NIGHTCAST_CLOCK", &clock_spec)], Some(&config));
         let quic: SocketAddr = controller.quic.parse().unwrap();
         let api = controller.api.clone();
         let wan = UdpCounter::start(quic);
@@ -250,7 +247,12 @@ impl Fleet {
         util::build_master(&c, &img, "demo", version, &mpath);
         ok(
             "nightcast-controller",
-            &["master-add", "--data", c.to_str().unwrap(), mpath.to_str().unwrap()],
+            &[
+                "master-add",
+                "--data",
+                c.to_str().unwrap(),
+                mpath.to_str().unwrap(),
+            ],
         );
         VerifiedManifest::open(std::fs::read(&mpath).unwrap(), &self.key)
             .unwrap()
@@ -543,7 +545,6 @@ impl Drop for SmallDisk {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
-
 
 /// A `nightcast-agent run` process, killed when dropped.
 pub struct AgentProc {
