@@ -61,12 +61,15 @@ fn transport(e: impl std::fmt::Display) -> ExchangeError {
     ExchangeError::Transport(e.to_string())
 }
 
-/// Transport settings shared by both ends: windows large enough for a 1 Gbit/s LAN or a long WAN.
+/// Transport settings shared by both ends: windows large enough for a 1 Gbit/s LAN or a long WAN,
+/// small enough that a server's memory stays bounded with many peers.
 fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
-    t.receive_window(quinn::VarInt::from_u32(64 << 20));
-    t.send_window(64 << 20);
+    // The send window bounds what a server holds per peer: 20 NUCs fetching at once must not cost
+    // the relay 20 times a large buffer. 4 MiB still fills 800 Mbit/s at 40 ms round trip.
+    t.stream_receive_window(quinn::VarInt::from_u32(4 << 20));
+    t.receive_window(quinn::VarInt::from_u32(16 << 20));
+    t.send_window(4 << 20);
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     t.max_idle_timeout(Some(quinn::VarInt::from_u32(30_000).into()));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(64));
@@ -547,8 +550,10 @@ async fn answer(
                 .await;
             }
             // One blocking task reads (and verifies) the request's chunks in order and hands the
-            // encoded frames over; a few frames ahead at most.
-            let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, ()>>(8);
+            // encoded frames over, two frames ahead at most. Readers are limited server-wide, so
+            // that memory does not grow with the number of peers asking at once (a room of NUCs).
+            let _reader = chunk_readers().acquire_owned().await.map_err(transport)?;
+            let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, ()>>(2);
             let (store, catalog) = (service.store.clone(), service.catalog.clone());
             tokio::task::spawn_blocking(move || {
                 let lacking = |id: ChunkId| {
@@ -580,7 +585,13 @@ async fn answer(
             });
             while let Some(encoded) = rx.recv().await {
                 match encoded {
-                    Ok(bytes) => send.write_all(&bytes).await.map_err(transport)?,
+                    Ok(bytes) => {
+                        // A peer that stops reading must not keep a reader (and its memory) forever.
+                        tokio::time::timeout(STALLED_PEER, send.write_all(&bytes))
+                            .await
+                            .map_err(|_| transport("the peer stopped reading"))?
+                            .map_err(transport)?
+                    }
                     Err(()) => {
                         return send_error(send, ErrorCode::Internal, "the server's store failed")
                             .await
@@ -598,6 +609,19 @@ async fn answer(
             send_error(send, ErrorCode::BadRequest, msg).await
         }
     }
+}
+
+/// How long a server waits for a peer to take the next chunk before giving up on the request.
+const STALLED_PEER: Duration = Duration::from_secs(30);
+
+/// Chunk requests a server reads from its store at once, whatever the number of peers.
+const CHUNK_READERS: usize = 16;
+
+fn chunk_readers() -> Arc<tokio::sync::Semaphore> {
+    static READERS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    READERS
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(CHUNK_READERS)))
+        .clone()
 }
 
 /// Which of `ids` belong to masters `peer` may read.
@@ -1040,9 +1064,9 @@ impl RateLimit {
         }
     }
 
-    /// 100 ms of the rate may go ahead of it (at least 64 KiB).
+    /// 25 ms of the rate may go ahead of it (at least 64 KiB).
     fn burst(bits_per_sec: u64) -> u64 {
-        (bits_per_sec / 10).max(8 * (64 << 10))
+        (bits_per_sec / 40).max(8 * (64 << 10))
     }
 
     pub fn set_rate(&self, bits_per_sec: u64) {
@@ -1195,12 +1219,12 @@ pub async fn fetch_missing(
     });
 
     let size_of: HashMap<ChunkId, u64> = want.iter().copied().collect();
-    // Under a rate limit a request asks for about 250 ms of the rate, so the link is never
-    // flooded by what was asked for ahead of the limit.
+    // Under a rate limit a request asks for about 50 ms of the rate: what was paid for arrives in
+    // small lumps, so no second of the link carries much more than the rate.
     let batch = match &rate {
         Some(rate) if !want.is_empty() => {
             let avg = (bytes_total / want.len() as u64).max(1);
-            ((rate.rate() / 8 / 4) / avg).clamp(1, opts.batch.max(1) as u64) as usize
+            ((rate.rate() / 8 / 20) / avg).clamp(1, opts.batch.max(1) as u64) as usize
         }
         _ => opts.batch.max(1),
     };

@@ -865,6 +865,7 @@ async fn keep_link(r: &Relay, conn: &Connection, shutdown: &CancellationToken) -
     let poll_every = r.cfg.poll_secs;
     let mut seconds = 0u64;
     let mut window_seen: Option<i64> = None;
+    let mut was_open = false;
     loop {
         if seconds % poll_every == 0 {
             match conn.plan().await {
@@ -905,13 +906,19 @@ async fn keep_link(r: &Relay, conn: &Connection, shutdown: &CancellationToken) -
             Gate::Window { until } => Some(until),
             _ => None,
         };
+        // An interval during which the WAN was open at either end counts as open time: the last
+        // replies of a window arrive just after it closed.
+        let open = !matches!(gate, Gate::Closed { .. });
+        let counted_open = open || was_open;
+        was_open = open;
         r.stat(|s| {
             if window.is_some() && window != window_seen {
                 s.wan_bytes_this_window = 0;
             }
-            match gate {
-                Gate::Closed { .. } => s.wan_bytes_closed += delta,
-                _ => s.wan_bytes_open += delta,
+            if counted_open {
+                s.wan_bytes_open += delta;
+            } else {
+                s.wan_bytes_closed += delta;
             }
             if window.is_some() {
                 s.wan_bytes_this_window += delta;
