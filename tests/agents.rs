@@ -179,3 +179,313 @@ fn a_nuc_gets_its_masters_swaps_only_between_sessions_and_is_reset_after_each() 
         "{fleet}"
     );
 }
+
+/// A relay of the site's own CA that lies: it serves `demo 2` signed by another key, and a plan
+/// that asks nuc-1 to run it. Returns its address; it serves until the runtime is dropped.
+fn compromised_relay(f: &Fleet, rt: &tokio::runtime::Runtime) -> std::net::SocketAddr {
+    use image_tools::exchange::{self, MemoryCatalog, Service};
+    use image_tools::wire::{
+        Hello, MasterRef, Role, RoomPlan, SeatBinding, SessionEntry, SitePlan, PROTOCOL_VERSION,
+    };
+    use std::sync::Arc;
+    // The attacker has a relay's certificate (a stolen relay) and its own signing key.
+    let token = f.nightcast(&["enroll", "--role", "relay", "--site", "lyon"]);
+    let (creds, _) = rt
+        .block_on(exchange::enroll(f.quic, token.trim(), Role::Relay, "evil"))
+        .unwrap();
+    let dir = f.dir.path().join("evil");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("evil.key");
+    let out = Command::new(util::workspace_bin("nightcast-image"))
+        .args(["keygen", "--out", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let img = dir.join("evil.img");
+    image_tools::testimage::write_sparse(&img, &image_tools::testimage::image_bytes(4 << 20, 99))
+        .unwrap();
+    let manifest = dir.join("evil.manifest");
+    let out = Command::new(util::workspace_bin("nightcast-image"))
+        .args(["build", "--store", dir.join("store").to_str().unwrap()])
+        .args([
+            "--key",
+            key.to_str().unwrap(),
+            "--name",
+            "demo",
+            "--version",
+            "2",
+        ])
+        .arg(&img)
+        .arg("-o")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let catalog = Arc::new(MemoryCatalog::default());
+    let demo2 = MasterRef {
+        name: "demo".into(),
+        version: "2".into(),
+    };
+    catalog.add_manifest(demo2.clone(), std::fs::read(&manifest).unwrap());
+    let now = f.clock.now();
+    catalog.set_plan(
+        "lyon",
+        SitePlan {
+            tz: "UTC".into(),
+            windows: vec!["00:00-23:59".into()],
+            cap_mbit: 100,
+            entries: vec![image_tools::wire::PlanEntry {
+                master: demo2.clone(),
+                deadline: now,
+                pin_until: now + 86_400,
+                override_until: None,
+            }],
+            rooms: vec![RoomPlan {
+                room: "salle-1".into(),
+                sessions: vec![SessionEntry {
+                    master: demo2,
+                    start: now + 3600,
+                    end: now + 7200,
+                }],
+            }],
+            seats: vec![SeatBinding {
+                room: "salle-1".into(),
+                seat: "pc-1".into(),
+                node: "nuc-1".into(),
+            }],
+        },
+    );
+    let store = Arc::new(image_tools::LocalStore::open(&dir.join("store")).unwrap());
+    let _guard = rt.enter();
+    let endpoint = exchange::server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        creds.server_config().unwrap(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let service = Arc::new(Service {
+        hello: Hello {
+            protocol_version: PROTOCOL_VERSION,
+            software_version: "evil".into(),
+            role: Role::Relay,
+            node_id: "evil".into(),
+            capabilities: vec![],
+        },
+        store,
+        catalog,
+        enroller: None,
+        forward_enroll: None,
+        on_report: Box::new(|_, _| {}),
+    });
+    rt.spawn(exchange::serve(
+        endpoint,
+        service,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    addr
+}
+
+#[test]
+fn a_forged_master_from_a_compromised_relay_is_refused_and_the_current_one_keeps_running() {
+    if !qemu_tools() {
+        return;
+    }
+    let f = Fleet::build(
+        "00:00-23:59",
+        100,
+        8,
+        "start=2030-01-08T07:00:00Z speed=60",
+        "lyon,salle-1,demo,1,2030-01-08 09:00,2030-01-08 10:00\n",
+        "",
+    );
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    let mut nuc = f.agent_process("nuc-1", &relay);
+    nuc.wait("the agent to enrol", 20, |a| a.s("site") == "lyon");
+    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    nuc.wait("version 1 to be ready", 60, |a| a.s("current") == "demo 1");
+    nuc.kill9();
+
+    // The same NUC, now talking to a compromised relay.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let evil = compromised_relay(&f, &rt);
+    let config = nuc.config.clone();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("relay = \"{evil}\"\n"));
+    std::fs::write(&config, text).unwrap();
+    let nuc = AgentProc::start(&config, &nuc.data.clone(), &f.clock_spec);
+    nuc.wait("the forged manifest to be refused", 30, |a| {
+        a.n("refused_manifests") >= 1
+    });
+    let s = nuc.status();
+    assert!(s["last_error"].as_str().unwrap().contains("REFUSED"), "{s}");
+    assert_eq!(s["current"], "demo 1", "{s}");
+    assert_ne!(s["next_state"], "ready", "{s}");
+    // The master on disk is still exactly version 1.
+    let current = std::fs::read_dir(nuc.data.join("slots/v"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with("demo@1"))
+        .unwrap()
+        .path()
+        .join("master.img");
+    assert!(
+        std::fs::read(current).unwrap() == f.image,
+        "current was altered"
+    );
+}
+
+#[test]
+fn kill_9_at_any_stage_leaves_a_nuc_that_recovers_and_finishes() {
+    if !qemu_tools() {
+        return;
+    }
+    let f = Fleet::build(
+        "00:00-23:59",
+        40,
+        48,
+        "start=2030-01-08T06:00:00Z speed=60",
+        "lyon,salle-1,demo,1,2030-01-08 09:00,2030-01-08 10:00\n",
+        "",
+    );
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("the relay's cache to fill", 60, Relay::complete);
+    let mut nuc = f.agent_process("nuc-1", &relay);
+    nuc.wait("the agent to enrol", 20, |a| a.s("site") == "lyon");
+    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    // Killed again and again while it fetches, assembles and marks ready.
+    let mut seen = std::collections::BTreeSet::new();
+    for ms in [300u64, 600, 250, 900, 400, 1200, 700] {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let s = nuc.status();
+        seen.insert(s["next_state"].as_str().unwrap_or("").to_owned());
+        // Never a half master in `current`.
+        assert!(s["current"].is_null() || s["current"] == "demo 1", "{s}");
+        nuc = nuc.restart_after_kill9();
+    }
+    nuc.wait("version 1 to be ready after all", 60, |a| {
+        a.s("current") == "demo 1"
+    });
+    let current = std::fs::read_dir(nuc.data.join("slots/v"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with("demo@1"))
+        .unwrap()
+        .path()
+        .join("master.img");
+    assert!(
+        std::fs::read(current).unwrap() == f.image,
+        "current differs from the master"
+    );
+    // Nothing half-written is left behind.
+    let leftovers: Vec<_> = walk(&nuc.data.join("slots"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".nc-tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    eprintln!("stages seen at the kills: {seen:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_spare_takes_over_the_dead_nucs_seat_from_the_relays_cache_with_nothing_typed() {
+    if !qemu_tools() {
+        return;
+    }
+    let f = Fleet::build(
+        "00:00-23:59",
+        100,
+        8,
+        "start=2030-01-08T08:15:00Z speed=60",
+        "lyon,salle-1,demo,1,2030-01-08 09:00,2030-01-08 10:00\n",
+        "[fleet]\nsilent_after_minutes = 3\n",
+    );
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    let mut nuc = f.agent_process("nuc-1", &relay);
+    nuc.wait("the agent to enrol", 20, |a| a.s("site") == "lyon");
+    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    nuc.wait("version 1 to be ready", 60, |a| a.s("current") == "demo 1");
+    relay.wait("the relay's cache to be complete", 30, Relay::complete);
+    // The NUC dies. Staff plug in the spare; nobody types anything.
+    nuc.kill9();
+    let (wan, fetched) = (f.wan.bytes(), relay.n("fetched_bytes"));
+    let spare = f.agent_process("spare-1", &relay);
+    spare.wait("the spare to take the seat and be ready", 60, |a| {
+        a.s("seat") == "salle-1/pc-1" && a.s("current") == "demo 1"
+    });
+    // All from the relay's cache: the WAN carried nothing for it but control messages.
+    assert_eq!(relay.n("fetched_bytes"), fetched);
+    assert!(
+        f.wan.bytes() - wan < 200_000,
+        "{} B crossed the WAN",
+        f.wan.bytes() - wan
+    );
+    let fleet = f.nightcast(&["fleet"]);
+    assert!(fleet.contains("spare-1"), "{fleet}");
+    spare.wait("the session to run on the spare", 60, |a| {
+        a.s("session").starts_with("demo 1")
+    });
+}
+
+#[test]
+fn with_two_dead_nucs_the_spare_waits_for_the_dsi() {
+    if !qemu_tools() {
+        return;
+    }
+    let f = Fleet::build(
+        "00:00-23:59",
+        100,
+        8,
+        "start=2030-01-08T07:00:00Z speed=60",
+        "lyon,salle-1,demo,1,2030-01-08 09:00,2030-01-08 10:00\n",
+        "[fleet]\nsilent_after_minutes = 3\n",
+    );
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-2"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    let mut a = f.agent_process("nuc-1", &relay);
+    let mut b = f.agent_process("nuc-2", &relay);
+    a.wait("nuc-1 to enrol", 20, |a| a.s("site") == "lyon");
+    b.wait("nuc-2 to enrol", 20, |a| a.s("site") == "lyon");
+    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-2", "nuc-2"]);
+    a.wait("nuc-1 ready", 60, |a| a.s("current") == "demo 1");
+    a.kill9();
+    b.kill9();
+    let spare = f.agent_process("spare-1", &relay);
+    spare.wait("the spare to enrol", 20, |a| a.s("site") == "lyon");
+    // Long past the silence limit, it is still a spare, and the DSI is told why.
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    assert_eq!(spare.s("seat"), "", "{}", spare.status());
+    assert!(spare.s("state").contains("spare"));
+    let fleet = f.nightcast(&["fleet"]);
+    assert!(
+        fleet.contains("pc-1") && fleet.contains("pc-2") && fleet.contains("waits for the DSI"),
+        "{fleet}"
+    );
+    // The DSI decides; the spare follows.
+    f.nightcast(&[
+        "seat", "replace", "lyon", "salle-1", "pc-2", "--with", "spare-1",
+    ]);
+    spare.wait("the spare at pc-2, ready", 60, |a| {
+        a.s("seat") == "salle-1/pc-2" && a.s("current") == "demo 1"
+    });
+}

@@ -263,6 +263,11 @@ impl Fleet {
     /// Starts `nightcast-agent run` for NUC `node`, with nothing but a data directory and where
     /// to ask for its relay (it enrols through the relay, which vouches for it).
     pub fn agent_process(&self, node: &str, relay: &Relay) -> AgentProc {
+        self.agent_process_with(node, relay, "")
+    }
+
+    /// The same with extra configuration lines (TOML).
+    pub fn agent_process_with(&self, node: &str, relay: &Relay, extra: &str) -> AgentProc {
         let data = self.dir.path().join(format!("agent-{node}"));
         std::fs::create_dir_all(&data).unwrap();
         let config = data.with_extension("toml");
@@ -270,7 +275,7 @@ impl Fleet {
             &config,
             format!(
                 "data = \"{}\"\ndiscovery = \"{}\"\nnode_id = \"{node}\"\nhypervisor = \"fake\"\n\
-                 poll_secs = 1\nend_of_day = \"23:59\"\n",
+                 poll_secs = 1\nend_of_day = \"23:59\"\n{extra}",
                 data.display(),
                 relay.discovery
             ),
