@@ -489,3 +489,37 @@ fn with_two_dead_nucs_the_spare_waits_for_the_dsi() {
         a.s("seat") == "salle-1/pc-2" && a.s("current") == "demo 1"
     });
 }
+
+#[test]
+fn with_the_relay_down_sessions_and_resets_go_on() {
+    if !qemu_tools() {
+        return;
+    }
+    let f = Fleet::build(
+        "00:00-23:59",
+        100,
+        8,
+        "start=2030-01-08T07:40:00Z speed=60",
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 08:10\n\
+         lyon,salle-1,demo,1,2030-01-08 08:15,2030-01-08 08:25\n",
+        "",
+    );
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    let nuc = f.agent_process("nuc-1", &relay);
+    nuc.wait("the agent to enrol", 20, |a| a.s("site") == "lyon");
+    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    nuc.wait("version 1 to be ready", 60, |a| a.s("current") == "demo 1");
+    // The relay dies (power cut on its shelf) before the day starts.
+    drop(relay);
+    nuc.wait("the agent to notice", 20, |a| a.s("connected") == "false");
+    let resets = nuc.n("resets");
+    nuc.wait("session 1 to start without the relay", 40, |a| {
+        a.s("session").starts_with("demo 1")
+    });
+    nuc.wait("the reset after session 1", 30, |a| a.n("resets") > resets);
+    nuc.wait("session 2 to start", 30, |a| {
+        a.s("session").starts_with("demo 1") && a.n("resets") > resets
+    });
+    assert_eq!(nuc.s("current"), "demo 1");
+}

@@ -68,6 +68,9 @@ pub struct AgentStatus {
     pub free_disk_bytes: u64,
 }
 
+/// The longest a plan request and report may take before the relay counts as away.
+const POLL_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn label(m: &MasterRef) -> String {
     format!("{} {}", m.name, m.version)
 }
@@ -313,8 +316,14 @@ impl Agent {
             }
             conn.report(self.report()).await?;
             anyhow::Ok(())
-        }
-        .await;
+        };
+        // A dead relay must not hold the loop (sessions, resets) until QUIC gives up on it.
+        let result = match tokio::time::timeout(POLL_TIMEOUT, result).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!(
+                "the relay did not answer within {POLL_TIMEOUT:?}"
+            )),
+        };
         self.status.connected = result.is_ok();
         if let Err(e) = result {
             if self.conn.take().is_some() || self.status.relay.is_none() {

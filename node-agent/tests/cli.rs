@@ -61,3 +61,46 @@ fn identity_prints_the_id_and_its_source() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no usable hardware id"));
 }
+
+#[test]
+fn the_systemd_unit_restarts_forever_and_needs_no_configuration() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/nightcast-agent.service"
+    ))
+    .unwrap();
+    for line in [
+        "Restart=always",
+        "StartLimitIntervalSec=0",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "missing {line}");
+    }
+    assert!(unit.contains("/usr/local/bin/nightcast-agent run"));
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("skipped systemd-analyze verify: not installed");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("nightcast-agent.service");
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "/usr/local/bin/nightcast-agent",
+            env!("CARGO_BIN_EXE_nightcast-agent"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", copy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("Unknown key")
+            && !err.contains("Unknown section")
+            && !err.contains("Invalid"),
+        "{err}"
+    );
+}
