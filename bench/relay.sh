@@ -32,7 +32,8 @@
 #    ratio to the single agent, relay peak RSS, relay CPU s, agents' CPU s.
 # It prints markdown tables (and appends them to OUT if set).
 #
-# Run as root from anywhere (builds the binaries it needs first unless NO_BUILD=1):
+# Run as root from anywhere (builds the binaries it needs first unless NO_BUILD=1; then TREE, if
+# set, labels the binaries' tree in the tables):
 #   sudo bench/relay.sh
 #   IMAGE_SIZE=256M AGENTS=5 WAN_LINKS=cap bench/relay.sh      # quicker
 # Environment: IMAGE_SIZE (768M: about 200 MB stored, 90 s at 20 Mbit/s) for
@@ -110,13 +111,24 @@ for ns in "$NS_CTL" "$NS_RLY" "$NS_LAN"; do
     ip netns del "$ns" 2>/dev/null || true
 done
 
+# The tree the binaries come from: read just before building (another checkout's commits during
+# the run must not change the label); with NO_BUILD=1 the binaries' tree is unknown, so say so.
+tree_rev() {
+    local rev
+    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+    git -C "$ROOT" diff --quiet HEAD 2>/dev/null || rev="$rev-dirty"
+    echo "$rev"
+}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
 if [[ $NO_BUILD != 1 ]]; then
-    log "building"
+    TREE=$(tree_rev)
+    log "building (tree $TREE)"
     (cd "$ROOT" && cargo build --release -q -p nightcast -p nightcast-controller -p nightcast-relay \
         -p image-tools --bins)
     (cd "$ROOT" && cargo build --release -q -p nightcast-relay --example lan_agents \
         -p image-tools --example xfer_bench)
+else
+    TREE="${TREE:-prebuilt (NO_BUILD=1), HEAD at start $(tree_rev)}"
 fi
 for b in nightcast nightcast-controller nightcast-relay nightcast-image examples/lan_agents \
     examples/xfer_bench; do
@@ -466,7 +478,7 @@ stop_bg "$RELAY_PID"
 RELAY_PID=
 
 python3 - "$RESULTS" "$(cut -d' ' -f1-3 /proc/loadavg)" "$LAN_RATE" "$AGENT_STORES" \
-    "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo -dirty)" \
+    "$TREE" \
     "$(nproc)" <<'PY' | tee -a ${OUT:-/dev/null}
 import json, sys, time
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
