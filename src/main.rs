@@ -37,14 +37,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show nightcast at work on this machine: build a master and its next version from generated
-    /// images, verify them, and assemble them as a NUC would. Needs nothing but a temp directory.
+    /// Show a whole fleet at work on this machine, through one accelerated night: a controller,
+    /// two site relays and three NUCs per site as real processes on loopback. Needs no root and no
+    /// network, only `qemu-img` (package qemu-utils) for the NUCs' session disks; cleans up after
+    /// itself, even on Ctrl-C.
     Demo {
-        /// Keep the demo's files in this directory instead of a temp dir removed at the end.
+        /// Keep the demo's files (data directories, logs) here instead of a temp dir.
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Size of the generated master, in MiB.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 64)]
         size_mib: u64,
     },
     #[command(flatten)]
