@@ -147,6 +147,8 @@ pub struct Relay {
     report_now: Notify,
     /// Holdings must be recomputed from the store before they are trusted again.
     dirty: AtomicBool,
+    /// A night transfer is under way: agents wait for it rather than fetch the same chunks again.
+    transferring: AtomicBool,
     agents: Mutex<BTreeMap<String, Agent>>,
     /// The last report of each agent, to pass on to the controller (which learns of NUCs only so).
     forward: Mutex<BTreeMap<String, Status>>,
@@ -312,6 +314,7 @@ impl Relay {
             wake: Notify::new(),
             report_now: Notify::new(),
             dirty: AtomicBool::new(false),
+            transferring: AtomicBool::new(false),
             agents: Mutex::new(agents),
             forward: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(stats),
@@ -1108,6 +1111,7 @@ async fn fetch_one(
         stop,
         ..FetchOptions::default()
     };
+    r.transferring.store(true, Ordering::SeqCst);
     let result = exchange::fetch_missing(
         conn,
         r.store.clone(),
@@ -1117,6 +1121,7 @@ async fn fetch_one(
         &progress,
     )
     .await;
+    r.transferring.store(false, Ordering::SeqCst);
     timer.abort();
     {
         let rr = r.clone();
@@ -1268,8 +1273,11 @@ impl LanStore {
         let r = &self.0;
         let now = r.clock.now();
         let open = !matches!(r.gate(now), Gate::Closed { .. });
+        // During a transfer the chunk is on its way already: fetching it here too would cross the
+        // WAN twice. The agent is told "not yet" and asks again.
+        let busy = r.transferring.load(Ordering::SeqCst);
         let conn = r.link.borrow().clone();
-        let (true, Some(conn)) = (open, conn) else {
+        let (true, false, Some(conn)) = (open, busy, conn) else {
             return Err(StoreError::Missing(*id));
         };
         let mut got: Option<VerifiedChunk> = None;
