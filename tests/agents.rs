@@ -523,3 +523,40 @@ fn with_the_relay_down_sessions_and_resets_go_on() {
     });
     assert_eq!(nuc.s("current"), "demo 1");
 }
+
+#[test]
+fn a_nuc_woken_for_the_nights_work_powers_itself_off_when_done() {
+    if !qemu_tools() {
+        return;
+    }
+    let f = Fleet::build(
+        "22:00-06:00",
+        100,
+        8,
+        "start=2030-01-07T23:00:00Z speed=60",
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 17:00\n",
+        "",
+    );
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    let flag = f.dir.path().join("powered-off");
+    let nuc = f.agent_process_with(
+        "nuc-1",
+        &relay,
+        &format!(
+            "power_off_after_night_work = true\npower_off_command = [\"touch\", \"{}\"]\n",
+            flag.display()
+        ),
+    );
+    nuc.wait("the agent to enrol", 20, |a| a.s("site") == "lyon");
+    assert!(
+        !flag.exists(),
+        "powered off before having a seat and a master"
+    );
+    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    nuc.wait("the NUC to power itself off once ready", 60, |_| {
+        flag.exists()
+    });
+    assert_eq!(nuc.s("current"), "demo 1");
+    assert!(nuc.log_text().contains("powering off"));
+}

@@ -35,6 +35,11 @@ pub struct Config {
     pub end_of_day: String,
     /// Threads for assembling a new master.
     pub threads: usize,
+    /// Powered on in the night window (woken by the relay) and done preparing, with no session
+    /// within the hour: power the NUC off again.
+    pub power_off_after_night_work: bool,
+    /// How to power off.
+    pub power_off_command: Vec<String>,
 }
 
 impl Default for Config {
@@ -52,6 +57,8 @@ impl Default for Config {
             qemu_command: Vec::new(),
             end_of_day: "20:00".into(),
             threads: 2,
+            power_off_after_night_work: false,
+            power_off_command: vec!["systemctl".into(), "poweroff".into()],
         }
     }
 }
@@ -92,6 +99,9 @@ impl Config {
         }
         if let Some(id) = &self.node_id {
             image_tools::NodeId::new(id).map_err(|e| anyhow::anyhow!("node_id: {e}"))?;
+        }
+        if self.power_off_after_night_work && self.power_off_command.is_empty() {
+            anyhow::bail!("power_off_command is empty but power_off_after_night_work is on");
         }
         if self.threads == 0 {
             anyhow::bail!("threads must be at least 1");

@@ -143,6 +143,8 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         shared: Arc::new(Mutex::new(JobNews::default())),
         last_poll: None,
         reset_day: None,
+        started_at: clock.now(),
+        powered_off: false,
     };
     agent.refresh_slots();
     agent.main_loop(&shutdown).await;
@@ -186,6 +188,9 @@ struct Agent {
     mac: Option<String>,
     end_of_day: u32,
     status: AgentStatus,
+    /// When the agent started (the NUC was powered on, or woken).
+    started_at: i64,
+    powered_off: bool,
 }
 
 impl std::fmt::Debug for Agent {
@@ -218,6 +223,7 @@ impl Agent {
             self.take_job_news();
             tokio::task::block_in_place(|| self.manage_sessions());
             self.prepare_next();
+            self.maybe_power_off();
             self.write_status();
             let wait = self.next_boundary_wait();
             tokio::select! {
@@ -653,6 +659,59 @@ impl Agent {
         };
         let handle = tokio::spawn(job.run());
         self.job = Some((target, handle));
+    }
+
+    /// Started in the night window (woken for the night's work), done, no session within the
+    /// hour, and the site's choice says so: power off.
+    fn maybe_power_off(&mut self) {
+        if !self.cfg.power_off_after_night_work || self.powered_off || self.job.is_some() {
+            return;
+        }
+        let now = self.clock.now();
+        let windows: Vec<image_tools::windows::Window> = self
+            .plan
+            .windows
+            .iter()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let Ok(schedule) = image_tools::windows::Schedule::new(&self.plan.tz, windows) else {
+            return;
+        };
+        let in_window = |t: i64| {
+            schedule
+                .openings(t - 86_400, t + 86_400)
+                .iter()
+                .any(|&(a, b)| a <= t && t < b)
+        };
+        let sessions = self.my_sessions();
+        let soon = sessions.iter().any(|s| s.start <= now + 3600);
+        let done = match sessions.first() {
+            Some(s) => {
+                let want = label(&s.master);
+                self.status.current.as_deref() == Some(want.as_str())
+                    || (self.status.next.as_deref() == Some(want.as_str())
+                        && self.status.next_state == "ready")
+            }
+            None => self.status.current.is_some(),
+        };
+        if !(in_window(self.started_at)
+            && in_window(now)
+            && done
+            && !soon
+            && self.session.is_none())
+        {
+            return;
+        }
+        self.powered_off = true;
+        tracing::warn!(
+            "night work done and no session within the hour: powering off (woken for it)"
+        );
+        self.status.state = "powering off: night work done".into();
+        self.write_status();
+        let cmd = &self.cfg.power_off_command;
+        if let Err(e) = std::process::Command::new(&cmd[0]).args(&cmd[1..]).status() {
+            self.error(format!("cannot power off with {cmd:?}: {e}"));
+        }
     }
 
     fn write_status(&mut self) {
