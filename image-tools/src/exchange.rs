@@ -793,6 +793,11 @@ impl Connection {
         self.conn.close(0u32.into(), b"done");
     }
 
+    /// The connection's current round-trip estimate.
+    pub fn rtt(&self) -> Duration {
+        self.conn.rtt()
+    }
+
     /// UDP bytes (sent, received) on this connection so far, every overhead included: what the
     /// link carried.
     pub fn udp_bytes(&self) -> (u64, u64) {
@@ -1219,14 +1224,19 @@ pub async fn fetch_missing(
     });
 
     let size_of: HashMap<ChunkId, u64> = want.iter().copied().collect();
-    // Under a rate limit a request asks for about 50 ms of the rate: what was paid for arrives in
-    // small lumps, so no second of the link carries much more than the rate.
-    let batch = match &rate {
+    // Under a rate limit a request asks for about 25 ms of the rate, and only about a round trip's
+    // worth of requests is outstanding: what was paid for but not yet received is what arrives in
+    // one lump after a stall, so it bounds how far any second of the link can exceed the rate.
+    let (batch, in_flight) = match &rate {
         Some(rate) if !want.is_empty() => {
             let avg = (bytes_total / want.len() as u64).max(1);
-            ((rate.rate() / 8 / 20) / avg).clamp(1, opts.batch.max(1) as u64) as usize
+            let batch = ((rate.rate() / 8 / 40) / avg).clamp(1, opts.batch.max(1) as u64);
+            let request_secs = (batch * avg * 8) as f64 / rate.rate().max(1) as f64;
+            let round_trips = conn.rtt().as_secs_f64() / request_secs.max(1e-3);
+            let in_flight = (round_trips.ceil() as usize + 1).clamp(2, opts.in_flight.max(2));
+            (batch as usize, in_flight)
         }
-        _ => opts.batch.max(1),
+        _ => (opts.batch.max(1), opts.in_flight.max(1)),
     };
     let mut queue: Vec<ChunkId> = want.into_iter().map(|(id, _)| id).collect();
     let mut retried: HashSet<ChunkId> = HashSet::new();
@@ -1302,7 +1312,7 @@ pub async fn fetch_missing(
             let mut batches = batches.into_iter();
             // Keep `in_flight` requests going; a failed request stops new ones.
             let mut set = futures_lite_join::JoinAll::new();
-            for ids in batches.by_ref().take(opts.in_flight.max(1)) {
+            for ids in batches.by_ref().take(in_flight) {
                 set.push(Box::pin(run(ids)));
             }
             while let Some(result) = set.next().await {
