@@ -304,9 +304,7 @@ fn a_forged_master_from_a_compromised_relay_is_refused_and_the_current_one_keeps
     );
     f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
     let relay = f.relay(&DEFAULT_RELAY);
-    let mut nuc = f.agent_process("nuc-1", &relay);
-    nuc.wait("the agent to enrol", 20, |a| a.s("site") == "lyon");
-    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    let mut nuc = f.seated_agent("nuc-1", "pc-1", &relay, "");
     nuc.wait("version 1 to be ready", 60, |a| a.s("current") == "demo 1");
     nuc.kill9();
 
@@ -355,9 +353,7 @@ fn kill_9_at_any_stage_leaves_a_nuc_that_recovers_and_finishes() {
     f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
     let relay = f.relay(&DEFAULT_RELAY);
     relay.wait("the relay's cache to fill", 60, Relay::complete);
-    let mut nuc = f.agent_process("nuc-1", &relay);
-    nuc.wait("the agent to enrol", 20, |a| a.s("site") == "lyon");
-    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    let mut nuc = f.seated_agent("nuc-1", "pc-1", &relay, "");
     // Killed again and again while it fetches, assembles and marks ready.
     let mut seen = std::collections::BTreeSet::new();
     for ms in [300u64, 600, 250, 900, 400, 1200, 700] {
@@ -419,9 +415,7 @@ fn a_spare_takes_over_the_dead_nucs_seat_from_the_relays_cache_with_nothing_type
     );
     f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
     let relay = f.relay(&DEFAULT_RELAY);
-    let mut nuc = f.agent_process("nuc-1", &relay);
-    nuc.wait("the agent to enrol", 20, |a| a.s("site") == "lyon");
-    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    let mut nuc = f.seated_agent("nuc-1", "pc-1", &relay, "");
     nuc.wait("version 1 to be ready", 60, |a| a.s("current") == "demo 1");
     relay.wait("the relay's cache to be complete", 30, Relay::complete);
     // The NUC dies. Staff plug in the spare; nobody types anything.
@@ -506,9 +500,7 @@ fn with_the_relay_down_sessions_and_resets_go_on() {
     );
     f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
     let relay = f.relay(&DEFAULT_RELAY);
-    let nuc = f.agent_process("nuc-1", &relay);
-    nuc.wait("the agent to enrol", 20, |a| a.s("site") == "lyon");
-    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    let nuc = f.seated_agent("nuc-1", "pc-1", &relay, "");
     nuc.wait("version 1 to be ready", 60, |a| a.s("current") == "demo 1");
     // The relay dies (power cut on its shelf) before the day starts.
     drop(relay);

@@ -313,6 +313,11 @@ fn a_full_disk_stops_fetching_says_so_and_the_lan_is_still_served() {
         "{s}"
     );
     assert!(!relay.complete());
+    relay.wait("the state to say it will retry", 5, |r| {
+        r.status()["state"]
+            .as_str()
+            .is_some_and(|s| s.contains("retrying"))
+    });
     std::thread::sleep(Duration::from_millis(1500));
     let fleet = f.nightcast(&["fleet"]);
     assert!(fleet.contains("DISK FULL"), "{fleet}");

@@ -1233,7 +1233,8 @@ pub async fn fetch_missing(
             let batch = ((rate.rate() / 8 / 40) / avg).clamp(1, opts.batch.max(1) as u64);
             let request_secs = (batch * avg * 8) as f64 / rate.rate().max(1) as f64;
             let round_trips = conn.rtt().as_secs_f64() / request_secs.max(1e-3);
-            let in_flight = (round_trips.ceil() as usize + 1).clamp(2, opts.in_flight.max(2));
+            // A round trip's worth plus a little slack for the client's own pauses.
+            let in_flight = (round_trips.ceil() as usize + 3).clamp(2, opts.in_flight.max(2));
             (batch as usize, in_flight)
         }
         _ => (opts.batch.max(1), opts.in_flight.max(1)),

@@ -791,31 +791,27 @@ impl Job {
         };
         let manifest = Arc::new(manifest);
         // `next` holds another version (the plan changed): drop it.
-        let (have, key) = {
+        let have: HashSet<image_tools::ChunkId> = {
             let slots = self.slots.clone();
             let m = manifest.clone();
             let (now, key) = (self.now, self.key);
-            tokio::task::spawn_blocking(
-                move || -> anyhow::Result<(HashSet<image_tools::ChunkId>, PublicKey)> {
-                    let mut slots = slots
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("slots lock poisoned"))?;
-                    let next = slots.table().get(SlotName::Next).cloned();
-                    if next.is_some_and(|h| h.name != m.name || h.version != m.version) {
-                        slots.abandon_next(now)?;
-                    }
-                    slots.begin_next(&m, now)?;
-                    // The chunks of the running image are not fetched: assembly takes them from it.
-                    let have = match slots.load_manifest(SlotName::Current, &key) {
-                        Ok(cur) => cur.chunks().map(|c| c.id).collect(),
-                        Err(_) => HashSet::new(),
-                    };
-                    Ok((have, key))
-                },
-            )
+            tokio::task::spawn_blocking(move || -> anyhow::Result<HashSet<image_tools::ChunkId>> {
+                let mut slots = slots
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("slots lock poisoned"))?;
+                let next = slots.table().get(SlotName::Next).cloned();
+                if next.is_some_and(|h| h.name != m.name || h.version != m.version) {
+                    slots.abandon_next(now)?;
+                }
+                slots.begin_next(&m, now)?;
+                // The chunks of the running image are not fetched: assembly takes them from it.
+                Ok(match slots.load_manifest(SlotName::Current, &key) {
+                    Ok(cur) => cur.chunks().map(|c| c.id).collect(),
+                    Err(_) => HashSet::new(),
+                })
+            })
             .await??
         };
-        let _ = key;
         let reused = manifest
             .unique_chunks()
             .iter()

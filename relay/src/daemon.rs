@@ -48,7 +48,7 @@ use crate::wol::{self, Mac};
 /// The share of the site's WAN cap the relay paces its requests to: the pacing counts chunk bytes,
 /// the link also carries QUIC and IP headers and acknowledgements (about 6 % measured), and what
 /// is outstanding after a stall arrives at once (docs/BENCHMARKS.md).
-const CAP_SHARE: f64 = 0.90;
+const CAP_SHARE: f64 = 0.92;
 
 type Key = (String, String);
 
@@ -1001,7 +1001,14 @@ async fn fetch_task(r: Arc<Relay>, shutdown: CancellationToken) {
                         format!("waiting for the window at {}", fmt_time(t))
                     }
                     (None, Gate::Closed { next: None }) => "no night window in the plan".to_owned(),
-                    (None, _) => "idle: the cache holds everything planned".to_owned(),
+                    (None, _) => match retry_at.values().copied().filter(|&t| t > now).min() {
+                        // Something failed (a full disk, the controller lacking chunks): say so.
+                        Some(t) => format!(
+                            "retrying at {} after an error (see last_error)",
+                            fmt_time(t)
+                        ),
+                        None => "idle: the cache holds everything planned".to_owned(),
+                    },
                 };
                 r.stat(|s| s.state = state);
                 let next_event = match gate {

@@ -284,6 +284,15 @@ impl Fleet {
         AgentProc::start(&config, &data, &self.clock_spec)
     }
 
+    /// An agent process for `node`, enrolled through `relay` and put at seat `seat` of salle-1 by
+    /// the DSI (the seat must exist).
+    pub fn seated_agent(&self, node: &str, seat: &str, relay: &Relay, extra: &str) -> AgentProc {
+        let agent = self.agent_process_with(node, relay, extra);
+        agent.wait(&format!("{node} to enrol"), 20, |a| a.s("site") == "lyon");
+        self.nightcast(&["seat", "assign", "lyon", "salle-1", seat, node]);
+        agent
+    }
+
     pub fn relay_data(&self) -> PathBuf {
         self.dir.path().join("relay")
     }
