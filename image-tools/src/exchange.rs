@@ -66,10 +66,10 @@ fn transport(e: impl std::fmt::Display) -> ExchangeError {
 fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // The send window bounds what a server holds per peer: 20 NUCs fetching at once must not cost
-    // the relay 20 times a large buffer. 4 MiB still fills 800 Mbit/s at 40 ms round trip.
-    t.stream_receive_window(quinn::VarInt::from_u32(4 << 20));
-    t.receive_window(quinn::VarInt::from_u32(16 << 20));
-    t.send_window(4 << 20);
+    // the relay 20 times a large buffer. 2 MiB still fills 400 Mbit/s at 40 ms round trip.
+    t.stream_receive_window(quinn::VarInt::from_u32(2 << 20));
+    t.receive_window(quinn::VarInt::from_u32(8 << 20));
+    t.send_window(2 << 20);
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     t.max_idle_timeout(Some(quinn::VarInt::from_u32(30_000).into()));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(64));
