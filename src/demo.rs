@@ -415,7 +415,7 @@ impl Demo {
                 self.wait_until(
                     &format!("{node} to enrol"),
                     60,
-                    |_| agent_status(&data)["site"] == site,
+                    |_| status(&data)["site"] == site,
                     |_| format!("{node} enrolling"),
                 )?;
                 self.nightcast(&["seat", "assign", site, "salle-1", &format!("pc-{n}"), &node])?;
@@ -433,7 +433,7 @@ impl Demo {
             move |_: &Demo| {
                 agents
                     .iter()
-                    .all(|a| agent_status(a)["current"] == format!("{MASTER} {v}"))
+                    .all(|a| status(a)["current"] == format!("{MASTER} {v}"))
             }
         };
         let progress = |relays: &[RelayInfo], agents: &[PathBuf]| {
@@ -441,7 +441,7 @@ impl Demo {
                 .iter()
                 .zip(relays)
                 .map(|(s, r)| {
-                    let st = relay_status(&r.data);
+                    let st = status(&r.data);
                     format!(
                         "{s} relay {} fetched",
                         human(st["fetched_bytes"].as_u64().unwrap_or(0))
@@ -451,7 +451,7 @@ impl Demo {
             let ready = agents
                 .iter()
                 .filter(|a| {
-                    agent_status(a)["current"]
+                    status(a)["current"]
                         .as_str()
                         .is_some_and(|c| c.starts_with(MASTER))
                 })
@@ -480,7 +480,7 @@ impl Demo {
         println!("\n{}", indent(&self.nightcast(&["fleet"])?));
         let mut wan_v1 = Vec::new();
         for (site, r) in SITES.iter().zip(&relays) {
-            let st = relay_status(&r.data);
+            let st = status(&r.data);
             let fetched = st["fetched_bytes"].as_u64().unwrap_or(0);
             wan_v1.push(fetched);
             println!(
@@ -495,13 +495,13 @@ impl Demo {
         println!("\n[5/7] the 08:00 session runs; at its end (09:00) every NUC is reset to the pristine master");
         let resets: Vec<u64> = agents
             .iter()
-            .map(|a| agent_status(a)["resets"].as_u64().unwrap_or(0))
+            .map(|a| status(a)["resets"].as_u64().unwrap_or(0))
             .collect();
         let trainee = agents[0].join("vm/overlay.qcow2");
         self.wait_until(
             "the session to start",
             60,
-            |_| agent_status(&agents[0])["session"].is_string(),
+            |_| status(&agents[0])["session"].is_string(),
             |_| "waiting for 08:00".into(),
         )?;
         let _ = self.run(
@@ -525,7 +525,7 @@ impl Demo {
                 agents
                     .iter()
                     .zip(&resets)
-                    .all(|(a, r)| agent_status(a)["resets"].as_u64().unwrap_or(0) > *r)
+                    .all(|(a, r)| status(a)["resets"].as_u64().unwrap_or(0) > *r)
             },
             |_| "session running".into(),
         )?;
@@ -587,7 +587,7 @@ impl Demo {
             progress(&relays, &agents)
         })?;
         for (i, (site, r)) in SITES.iter().zip(&relays).enumerate() {
-            let fetched = relay_status(&r.data)["fetched_bytes"].as_u64().unwrap_or(0) - wan_v1[i];
+            let fetched = status(&r.data)["fetched_bytes"].as_u64().unwrap_or(0) - wan_v1[i];
             println!(
                 "    {site}: version 2 cost the WAN {} ({} of new chunks; version 2 is {} in all): only what changed moved",
                 human(fetched),
@@ -595,7 +595,7 @@ impl Demo {
                 human(m2.summary().unique_stored_bytes)
             );
         }
-        let a = agent_status(&agents[0]);
+        let a = status(&agents[0]);
         println!(
             "    lyon pc-1: {} chunks reused from the running master, {} fetched in all; swapped in at {} between sessions",
             a["reused_chunks"], a["fetched_chunks"], self.local_time()
@@ -696,19 +696,12 @@ impl Demo {
     }
 }
 
-fn read_json(path: &Path) -> Value {
-    std::fs::read(path)
+/// What a relay or agent last wrote to `DATA/status.json` (Null until it has).
+fn status(data: &Path) -> Value {
+    std::fs::read(data.join("status.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null)
-}
-
-fn agent_status(data: &Path) -> Value {
-    read_json(&data.join("status.json"))
-}
-
-fn relay_status(data: &Path) -> Value {
-    read_json(&data.join("status.json"))
 }
 
 fn indent(text: &str) -> String {

@@ -134,15 +134,7 @@ fn tc_sent_bytes(ns: &str, dev: &str) -> u64 {
 }
 
 fn status(data: &Path) -> Value {
-    for _ in 0..50 {
-        if let Ok(b) = std::fs::read(data.join("status.json")) {
-            if let Ok(v) = serde_json::from_slice(&b) {
-                return v;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Value::Null
+    fleet::read_status(data).unwrap_or(Value::Null)
 }
 
 fn wait(what: &str, secs: u64, cond: impl Fn() -> bool, logs: &Path) {

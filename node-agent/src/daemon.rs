@@ -348,6 +348,7 @@ impl Agent {
                 .iter()
                 .map(|s| label(&s.master))
                 .collect();
+            v.sort();
             v.dedup();
             v
         };

@@ -150,6 +150,8 @@ pub struct Relay {
     dirty: AtomicBool,
     /// A night transfer is under way: agents wait for it rather than fetch the same chunks again.
     transferring: AtomicBool,
+    /// `agents` changed since `agents.json` was last written (the status task writes it).
+    agents_changed: AtomicBool,
     agents: Mutex<BTreeMap<String, Agent>>,
     /// The last report of each agent, to pass on to the controller (which learns of NUCs only so).
     forward: Mutex<BTreeMap<String, Status>>,
@@ -254,6 +256,7 @@ pub async fn run(
         tracing::warn!("some tasks did not stop in time");
     }
     relay.write_status();
+    relay.write_agents();
     Ok(())
 }
 
@@ -316,6 +319,7 @@ impl Relay {
             report_now: Notify::new(),
             dirty: AtomicBool::new(false),
             transferring: AtomicBool::new(false),
+            agents_changed: AtomicBool::new(false),
             agents: Mutex::new(agents),
             forward: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(stats),
@@ -610,10 +614,8 @@ impl Relay {
                 .map(|m| format!("{} {}", m.name, m.version))
                 .collect();
             a.last_seen = now;
-            if let Ok(bytes) = serde_json::to_vec_pretty(&*agents) {
-                let _ = write_quick(&self.cfg.data.join("agents.json"), &bytes);
-            }
         }
+        self.agents_changed.store(true, Ordering::SeqCst);
         // The certificate says who it is, whatever the report claims.
         let mut status = status;
         status.node_id = peer.node.to_string();
@@ -645,6 +647,8 @@ impl Relay {
                 Err(e) => tracing::warn!(%node, %mac, error = %e, "Wake-on-LAN failed"),
             }
         }
+        drop(agents);
+        self.agents_changed.store(true, Ordering::SeqCst);
     }
 
     fn status(&self) -> Status {
@@ -708,6 +712,21 @@ impl Relay {
                 }
             })
             .collect()
+    }
+
+    /// Keeps what the agents last reported (MACs for Wake-on-LAN) across restarts.
+    fn write_agents(&self) {
+        if !self.agents_changed.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let bytes = self
+            .agents
+            .lock()
+            .ok()
+            .and_then(|a| serde_json::to_vec_pretty(&*a).ok());
+        if let Some(bytes) = bytes {
+            let _ = write_quick(&self.cfg.data.join("agents.json"), &bytes);
+        }
     }
 
     fn write_status(&self) {
@@ -1265,6 +1284,7 @@ async fn status_task(r: Arc<Relay>, shutdown: CancellationToken) {
             r.stat(|s| s.agents_not_answering = silent);
         }
         r.write_status();
+        r.write_agents();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}

@@ -60,17 +60,47 @@ impl Drop for Relay {
     }
 }
 
+/// `DATA/status.json` of a relay or agent, retried for a second (it is replaced by rename);
+/// `None` if it never appears.
+pub fn read_status(data: &Path) -> Option<Value> {
+    for _ in 0..50 {
+        if let Ok(bytes) = std::fs::read(data.join("status.json")) {
+            if let Ok(v) = serde_json::from_slice(&bytes) {
+                return Some(v);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Polls `cond` every 50 ms for up to `secs` seconds; on timeout fails with `what`, the status and
+/// the log.
+pub fn wait_for<T>(
+    who: &T,
+    what: &str,
+    secs: u64,
+    cond: impl Fn(&T) -> bool,
+    status: impl Fn(&T) -> Value,
+    log: impl Fn(&T) -> String,
+) {
+    for _ in 0..secs * 20 {
+        if cond(who) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "timed out waiting for {what}; status: {}\nlog:\n{}",
+        status(who),
+        log(who)
+    );
+}
+
 impl Relay {
     pub fn status(&self) -> Value {
-        for _ in 0..50 {
-            if let Ok(bytes) = std::fs::read(self.data.join("status.json")) {
-                if let Ok(v) = serde_json::from_slice(&bytes) {
-                    return v;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("no status.json; log:\n{}", self.log_text());
+        read_status(&self.data)
+            .unwrap_or_else(|| panic!("no status.json; log:\n{}", self.log_text()))
     }
 
     pub fn n(&self, field: &str) -> u64 {
@@ -87,19 +117,9 @@ impl Relay {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits (in real time) until `cond`, or fails with the relay's log.
+    /// Waits (in real time) until `cond`, or fails with the status and the log.
     pub fn wait(&self, what: &str, secs: u64, cond: impl Fn(&Relay) -> bool) {
-        for _ in 0..secs * 20 {
-            if cond(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "timed out waiting for {what}; status: {}\nlog:\n{}",
-            self.status(),
-            self.log_text()
-        );
+        wait_for(self, what, secs, cond, Relay::status, Relay::log_text);
     }
 
     pub fn kill9(mut self) -> PathBuf {
@@ -608,15 +628,7 @@ impl AgentProc {
     }
 
     pub fn status(&self) -> Value {
-        for _ in 0..50 {
-            if let Ok(bytes) = std::fs::read(self.data.join("status.json")) {
-                if let Ok(v) = serde_json::from_slice(&bytes) {
-                    return v;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Value::Null
+        read_status(&self.data).unwrap_or(Value::Null)
     }
 
     pub fn s(&self, field: &str) -> String {
@@ -635,17 +647,15 @@ impl AgentProc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (in real time) until `cond`, or fails with the status and the log.
     pub fn wait(&self, what: &str, secs: u64, cond: impl Fn(&AgentProc) -> bool) {
-        for _ in 0..secs * 20 {
-            if cond(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "timed out waiting for {what}; status: {}\nlog:\n{}",
-            self.status(),
-            self.log_text()
+        wait_for(
+            self,
+            what,
+            secs,
+            cond,
+            AgentProc::status,
+            AgentProc::log_text,
         );
     }
 
