@@ -52,6 +52,17 @@ fn qemu_img_info(overlay: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The image file of the version `name@version` the agent keeps under `data`.
+fn slot_image(data: &std::path::Path, version: &str) -> std::path::PathBuf {
+    std::fs::read_dir(data.join("slots/v"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with(version))
+        .unwrap()
+        .path()
+        .join("master.img")
+}
+
 #[test]
 fn a_nuc_gets_its_masters_swaps_only_between_sessions_and_is_reset_after_each() {
     if !qemu_tools() {
@@ -71,7 +82,8 @@ fn a_nuc_gets_its_masters_swaps_only_between_sessions_and_is_reset_after_each() 
     let v2 = f.add_master("2", &v2_image);
     f.calendar(
         "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 08:20\n\
-         lyon,salle-1,demo,2,2030-01-08 08:30,2030-01-08 08:50\n",
+         lyon,salle-1,demo,2,2030-01-08 08:30,2030-01-08 08:50\n\
+         lyon,salle-1,demo,1,2030-01-08 09:00,2030-01-08 09:20\n",
     );
     f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
     let relay = f.relay(&DEFAULT_RELAY);
@@ -177,6 +189,61 @@ fn a_nuc_gets_its_masters_swaps_only_between_sessions_and_is_reset_after_each() 
     assert!(
         fleet.contains("nuc-1") && fleet.contains("demo 2"),
         "{fleet}"
+    );
+
+    // Version 1 comes back for session 3: the NUC still holds it for rollback, nothing crosses.
+    let fetched = nuc.n("fetched_chunks");
+    nuc.wait("version 1 to be ready again", 40, |a| {
+        a.s("next") == "demo 1" && a.s("next_state") == "ready"
+    });
+    let s = nuc.status();
+    assert_eq!(s["fetched_chunks"].as_u64().unwrap(), fetched, "{s}");
+    assert_eq!(
+        s["reused_chunks"].as_u64().unwrap(),
+        v1.unique_chunks().len() as u64,
+        "{s}"
+    );
+    nuc.wait("session 3 on version 1", 40, |a| {
+        a.s("session").starts_with("demo 1") && a.s("current") == "demo 1"
+    });
+}
+
+#[test]
+fn a_damaged_running_image_is_not_trusted_as_a_source_of_chunks() {
+    if !qemu_tools() {
+        return;
+    }
+    let f = Fleet::build(
+        "00:00-23:59",
+        100,
+        8,
+        "start=2030-01-08T07:35:00Z speed=60",
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 08:20\n",
+        "",
+    );
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    let nuc = f.seated_agent("nuc-1", "pc-1", &relay, "");
+    nuc.wait("version 1 to be ready", 60, |a| a.s("current") == "demo 1");
+    // Bit rot in the running master, where version 2 has the same bytes.
+    let current = slot_image(&nuc.data, "demo@1");
+    let mut bytes = std::fs::read(&current).unwrap();
+    for b in bytes.iter_mut().skip(4096).step_by(1 << 20) {
+        *b ^= 0x55;
+    }
+    std::fs::write(&current, &bytes).unwrap();
+
+    let v2_image = image_tools::testimage::evolve(&f.image, 0.05, 7);
+    f.add_master("2", &v2_image);
+    f.calendar("lyon,salle-1,demo,2,2030-01-08 08:30,2030-01-08 08:50\n");
+    nuc.wait("version 2 to be ready in spite of the damage", 60, |a| {
+        a.s("next") == "demo 2" && a.s("next_state") == "ready"
+    });
+    assert!(nuc.log_text().contains("damaged"), "{}", nuc.log_text());
+    let next = slot_image(&nuc.data, "demo@2");
+    assert!(
+        std::fs::read(next).unwrap() == v2_image,
+        "version 2 differs"
     );
 }
 
@@ -324,13 +391,7 @@ fn a_forged_master_from_a_compromised_relay_is_refused_and_the_current_one_keeps
     assert_eq!(s["current"], "demo 1", "{s}");
     assert_ne!(s["next_state"], "ready", "{s}");
     // The master on disk is still exactly version 1.
-    let current = std::fs::read_dir(nuc.data.join("slots/v"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().ends_with("demo@1"))
-        .unwrap()
-        .path()
-        .join("master.img");
+    let current = slot_image(&nuc.data, "demo@1");
     assert!(
         std::fs::read(current).unwrap() == f.image,
         "current was altered"
@@ -367,13 +428,7 @@ fn kill_9_at_any_stage_leaves_a_nuc_that_recovers_and_finishes() {
     nuc.wait("version 1 to be ready after all", 60, |a| {
         a.s("current") == "demo 1"
     });
-    let current = std::fs::read_dir(nuc.data.join("slots/v"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().ends_with("demo@1"))
-        .unwrap()
-        .path()
-        .join("master.img");
+    let current = slot_image(&nuc.data, "demo@1");
     assert!(
         std::fs::read(current).unwrap() == f.image,
         "current differs from the master"

@@ -23,7 +23,7 @@ use crate::store::{ChunkStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
-    #[error("chunk {id} at offset {offset} of the image: {source}")]
+    #[error("chunk {id} at offset {offset} of the image")]
     Chunk {
         id: ChunkId,
         offset: u64,
@@ -51,11 +51,12 @@ pub struct Seed<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AssembleReport {
     pub bytes: u64,
-    /// Distinct chunks taken from the seed image.
+    /// Distinct chunks taken from the seed images.
     pub from_seed: u64,
     /// Distinct chunks read from the store.
     pub from_store: u64,
-    /// Seed chunks whose bytes did not match their id (read from the store instead).
+    /// Seed chunks whose bytes did not match their id or could not be read (read from the store
+    /// instead).
     pub seed_mismatches: u64,
     pub holes: u64,
 }
@@ -124,12 +125,13 @@ fn par_each(
     });
 }
 
-/// Writes `out` from `manifest`, chunks from `seed` first and `store` for the rest.
+/// Writes `out` from `manifest`, chunks from the `seeds` first (the first seed holding a chunk
+/// gives it) and `store` for the rest.
 pub fn assemble(
     manifest: &VerifiedManifest,
     store: &dyn ChunkStore,
     out: &Path,
-    seed: Option<Seed<'_>>,
+    seeds: &[Seed<'_>],
     threads_wanted: usize,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<AssembleReport, AssembleError> {
@@ -144,17 +146,22 @@ pub fn assemble(
     let tmp = TempFile::new_in(dir, 0o644).map_err(write_err)?;
     tmp.file().set_len(manifest.size).map_err(write_err)?;
 
-    let seed_index: HashMap<ChunkId, u64> = seed
-        .as_ref()
-        .map(|s| s.manifest.chunk_offsets().map(|(o, c)| (c.id, o)).collect())
-        .unwrap_or_default();
-    let seed_file = match &seed {
-        Some(s) => Some(File::open(s.image).map_err(|source| AssembleError::Seed {
-            path: s.image.to_owned(),
-            source,
-        })?),
-        None => None,
-    };
+    // Chunk -> (seed, offset); seeds listed first win.
+    let mut seed_index: HashMap<ChunkId, (usize, u64)> = HashMap::new();
+    for (i, s) in seeds.iter().enumerate() {
+        for (offset, c) in s.manifest.chunk_offsets() {
+            seed_index.entry(c.id).or_insert((i, offset));
+        }
+    }
+    let seed_files = seeds
+        .iter()
+        .map(|s| {
+            File::open(s.image).map_err(|source| AssembleError::Seed {
+                path: s.image.to_owned(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     let items = unique_with_offsets(manifest);
     let report = Mutex::new(AssembleReport {
@@ -167,14 +174,14 @@ pub fn assemble(
     let total = manifest.summary().data_bytes;
 
     par_each(&items, threads(threads_wanted), &|chunk, offsets| {
-        let from_seed = seed_file
-            .as_ref()
-            .zip(seed_index.get(&chunk.id))
-            .and_then(|(f, &at)| {
-                let mut raw = vec![0u8; chunk.len as usize];
-                f.read_exact_at(&mut raw, at).ok()?;
-                Some((ChunkId::of(&raw) == chunk.id).then_some(raw))
-            });
+        let from_seed = seed_index.get(&chunk.id).map(|&(i, at)| {
+            let mut raw = vec![0u8; chunk.len as usize];
+            seed_files[i]
+                .read_exact_at(&mut raw, at)
+                .ok()
+                .filter(|_| ChunkId::of(&raw) == chunk.id)
+                .map(|_| raw)
+        });
         let raw = match from_seed {
             Some(Some(raw)) => {
                 count(&report, |r| r.from_seed += 1);

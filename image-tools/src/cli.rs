@@ -508,7 +508,14 @@ fn assemble_cmd(
             manifest,
         });
     let bar = progress_bar("assemble");
-    let result = assemble::assemble(&manifest, &store, out, seed, common.threads, &update(&bar));
+    let result = assemble::assemble(
+        &manifest,
+        &store,
+        out,
+        seed.as_slice(),
+        common.threads,
+        &update(&bar),
+    );
     bar.finish_and_clear();
     let report = result.map_err(|e| match e {
         assemble::AssembleError::Chunk { .. } => integrity(anyhow!(e).context(format!(

@@ -185,7 +185,7 @@ async fn a_master_crosses_loopback_and_assembles_identical() {
     let m = manifest.clone();
     let s = store.clone();
     let o = out.clone();
-    tokio::task::spawn_blocking(move || assemble(&m, &*s, &o, None, 2, &|_, _| {}).unwrap())
+    tokio::task::spawn_blocking(move || assemble(&m, &*s, &o, &[], 2, &|_, _| {}).unwrap())
         .await
         .unwrap();
     assert!(
@@ -398,7 +398,7 @@ async fn a_corrupt_chunk_from_a_peer_is_caught_and_fetched_again() {
     let out = dir.path().join("out.img");
     let s = store.clone();
     let o = out.clone();
-    tokio::task::spawn_blocking(move || assemble(&manifest, &*s, &o, None, 2, &|_, _| {}).unwrap())
+    tokio::task::spawn_blocking(move || assemble(&manifest, &*s, &o, &[], 2, &|_, _| {}).unwrap())
         .await
         .unwrap();
     assert!(std::fs::read(&out).unwrap() == c.v1);

@@ -82,7 +82,7 @@ fn seeded_assembly_reads_from_the_store_exactly_the_missing_chunks() {
         image: &cur,
         manifest: &m1,
     };
-    let report = assemble(&m2, &counting, &out, Some(seed), 2, &none).unwrap();
+    let report = assemble(&m2, &counting, &out, &[seed], 2, &none).unwrap();
     assert_eq!(counting.gets.load(Ordering::Relaxed), lacking);
     assert_eq!(report.from_store, lacking);
     assert!(std::fs::read(&out).unwrap() == v2);
@@ -97,9 +97,66 @@ fn seeded_assembly_reads_from_the_store_exactly_the_missing_chunks() {
         image: &cur,
         manifest: &m1,
     };
-    let report = assemble(&m2, &store, &out, Some(seed), 2, &none).unwrap();
+    let report = assemble(&m2, &store, &out, &[seed], 2, &none).unwrap();
     assert!(report.seed_mismatches > 0);
     assert!(std::fs::read(&out).unwrap() == v2);
+}
+
+#[test]
+fn two_seeds_give_every_chunk_either_holds_and_the_store_only_the_rest() {
+    // A NUC runs course B, keeps course A for rollback, and gets A's version 2.
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&dir.path().join("store")).unwrap();
+    let key = SigningKey::from_seed([5; 32]);
+    let a1 = testimage::image_bytes(8 << 20, 11);
+    let b1 = testimage::image_bytes(8 << 20, 12);
+    let a2 = testimage::evolve(&a1, 0.05, 13);
+    let ma1 = import_reader(&a1[..], 0, &store, &key, &opts("1"), &none)
+        .unwrap()
+        .manifest;
+    let mb1 = import_reader(&b1[..], 0, &store, &key, &opts("b"), &none)
+        .unwrap()
+        .manifest;
+    let ma2 = import_reader(&a2[..], 0, &store, &key, &opts("2"), &none)
+        .unwrap()
+        .manifest;
+    let (cur, prev) = (dir.path().join("b1.img"), dir.path().join("a1.img"));
+    testimage::write_sparse(&cur, &b1).unwrap();
+    testimage::write_sparse(&prev, &a1).unwrap();
+    let held: std::collections::HashSet<_> =
+        ma1.chunks().chain(mb1.chunks()).map(|c| c.id).collect();
+    let lacking = ma2
+        .unique_chunks()
+        .iter()
+        .filter(|c| !held.contains(&c.id))
+        .count() as u64;
+    let from_a1 = ma2
+        .unique_chunks()
+        .iter()
+        .filter(|c| ma1.chunks().any(|o| o.id == c.id))
+        .count() as u64;
+    assert!(lacking > 0 && from_a1 > lacking);
+    let counting = Counting {
+        inner: &store,
+        gets: AtomicU64::new(0),
+    };
+    let out = dir.path().join("next.img");
+    let seeds = [
+        Seed {
+            image: &cur,
+            manifest: &mb1,
+        },
+        Seed {
+            image: &prev,
+            manifest: &ma1,
+        },
+    ];
+    let report = assemble(&ma2, &counting, &out, &seeds, 2, &none).unwrap();
+    assert_eq!(counting.gets.load(Ordering::Relaxed), lacking);
+    assert_eq!(report.from_store, lacking);
+    assert!(report.from_seed >= from_a1, "{report:?}");
+    assert_eq!(report.seed_mismatches, 0);
+    assert!(std::fs::read(&out).unwrap() == a2);
 }
 
 #[test]

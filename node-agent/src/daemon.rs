@@ -791,8 +791,11 @@ impl Job {
             }
         };
         let manifest = Arc::new(manifest);
-        // `next` holds another version (the plan changed): drop it.
-        let have: HashSet<image_tools::ChunkId> = {
+        // `next` holds another version (the plan changed): drop it. The chunks of the images the
+        // NUC holds (the running one, the one kept for rollback) are not fetched: assembly takes
+        // them from there. Should one of those images turn out damaged, a second pass fetches
+        // what it could not give.
+        let held: HashSet<image_tools::ChunkId> = {
             let slots = self.slots.clone();
             let m = manifest.clone();
             let (now, key) = (self.now, self.key);
@@ -805,20 +808,76 @@ impl Job {
                     slots.abandon_next(now)?;
                 }
                 slots.begin_next(&m, now)?;
-                // The chunks of the running image are not fetched: assembly takes them from it.
-                Ok(match slots.load_manifest(SlotName::Current, &key) {
-                    Ok(cur) => cur.chunks().map(|c| c.id).collect(),
-                    Err(_) => HashSet::new(),
-                })
+                let mut held = HashSet::new();
+                for slot in [SlotName::Current, SlotName::Previous] {
+                    if let Ok(m) = slots.load_manifest(slot, &key) {
+                        held.extend(m.chunks().map(|c| c.id));
+                    }
+                }
+                Ok(held)
             })
             .await??
         };
         let reused = manifest
             .unique_chunks()
             .iter()
-            .filter(|c| have.contains(&c.id))
+            .filter(|c| held.contains(&c.id))
             .count() as u64;
         self.say(|n| n.reused_chunks = reused);
+        let mut have = Arc::new(held);
+        loop {
+            self.fetch(&manifest, have.clone()).await?;
+            let what = label(&self.target);
+            self.say(|n| n.state = Some(format!("assembling {what}")));
+            let (slots, store, m, threads, now) = (
+                self.slots.clone(),
+                self.store.clone(),
+                manifest.clone(),
+                self.threads,
+                self.now,
+            );
+            let assembled = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let mut slots = slots
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("slots lock poisoned"))?;
+                let (proof, report) = slots.assemble_next(&m, &*store, threads, &|_, _| {})?;
+                slots.mark_ready(proof, now)?;
+                tracing::info!(master = %m.name, version = %m.version, from_seed = report.from_seed, from_store = report.from_store, seed_mismatches = report.seed_mismatches, "next master verified and ready");
+                // Every chunk is in the image now: the cache is emptied.
+                for id in store.ids()? {
+                    let _ = store.remove(&id);
+                }
+                Ok(())
+            })
+            .await?;
+            let damaged_seed = assembled.as_ref().err().and_then(|e| match e
+                .downcast_ref::<crate::slots::SlotError>()
+            {
+                Some(crate::slots::SlotError::Assemble {
+                    source: image_tools::assemble::AssembleError::Chunk { id, .. },
+                    ..
+                }) => Some(*id),
+                _ => None,
+            });
+            match damaged_seed {
+                Some(id) if !have.is_empty() => {
+                    tracing::warn!(chunk = %id.short(), "a chunk the NUC's own images should hold is damaged there: fetching everything assembly lacks");
+                    have = Arc::default();
+                }
+                _ => break assembled?,
+            }
+        }
+        let what = label(&self.target);
+        self.say(|n| n.state = Some(format!("{what} ready")));
+        Ok(())
+    }
+
+    /// Fetches the chunks of `manifest` that neither the store nor `have` holds.
+    async fn fetch(
+        &self,
+        manifest: &Arc<VerifiedManifest>,
+        have: Arc<HashSet<image_tools::ChunkId>>,
+    ) -> anyhow::Result<()> {
         let news = self.news.clone();
         let before = std::sync::atomic::AtomicU64::new(0);
         let progress = move |p: exchange::Progress| {
@@ -828,13 +887,13 @@ impl Job {
             }
         };
         let opts = FetchOptions {
-            have: Arc::new(have),
+            have,
             ..FetchOptions::default()
         };
         let report = exchange::fetch_missing(
             &self.conn,
             self.store.clone(),
-            &manifest,
+            manifest,
             opts,
             None,
             &progress,
@@ -852,28 +911,6 @@ impl Job {
                     .unwrap_or_default()
             );
         }
-        let what = label(&self.target);
-        self.say(|n| n.state = Some(format!("assembling {what}")));
-        let (slots, store, m, threads, now) = (
-            self.slots.clone(),
-            self.store.clone(),
-            manifest.clone(),
-            self.threads,
-            self.now,
-        );
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let mut slots = slots.lock().map_err(|_| anyhow::anyhow!("slots lock poisoned"))?;
-            let (proof, report) = slots.assemble_next(&m, &*store, threads, &|_, _| {})?;
-            slots.mark_ready(proof, now)?;
-            tracing::info!(master = %m.name, version = %m.version, from_seed = report.from_seed, from_store = report.from_store, "next master verified and ready");
-            // Every chunk is in the image now: the cache is emptied.
-            for id in store.ids()? {
-                let _ = store.remove(&id);
-            }
-            Ok(())
-        })
-        .await??;
-        self.say(|n| n.state = Some(format!("{what} ready")));
         Ok(())
     }
 }

@@ -471,7 +471,7 @@ pub enum SlotError {
         offset: u64,
         what: String,
     },
-    #[error("assembling slot next ({path}): {source}")]
+    #[error("assembling slot next ({path})")]
     Assemble {
         path: PathBuf,
         source: assemble::AssembleError,
@@ -769,13 +769,17 @@ impl Slots {
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<(VerifiedImage, AssembleReport), SlotError> {
         let (seq, out) = self.fetching_next(manifest)?;
-        let seed_manifest = self.seed_manifest();
-        let seed_image = self.image_path(SlotName::Current);
-        let seed = match (&seed_manifest, &seed_image) {
-            (Some(m), Some(image)) => Some(Seed { image, manifest: m }),
-            _ => None,
-        };
-        let report = assemble::assemble(manifest, store, &out, seed, threads, progress).map_err(
+        // The running image first, then the one kept for rollback: a master that comes back
+        // after another (or a version 2 after a different course) takes what they hold.
+        let held: Vec<(Manifest, PathBuf)> = [SlotName::Current, SlotName::Previous]
+            .into_iter()
+            .filter_map(|slot| Some((self.seed_manifest(slot)?, self.image_path(slot)?)))
+            .collect();
+        let seeds: Vec<Seed<'_>> = held
+            .iter()
+            .map(|(manifest, image)| Seed { image, manifest })
+            .collect();
+        let report = assemble::assemble(manifest, store, &out, &seeds, threads, progress).map_err(
             |source| SlotError::Assemble {
                 path: out.clone(),
                 source,
@@ -784,10 +788,10 @@ impl Slots {
         Ok((VerifiedImage { seq }, report))
     }
 
-    /// `current`'s manifest, decoded without its key (only used as a seed, whose chunks are
-    /// hashed anyway); `None` when there is no current or it cannot be read.
-    fn seed_manifest(&self) -> Option<Manifest> {
-        let path = self.manifest_path(SlotName::Current)?;
+    /// `slot`'s manifest, decoded without its key (only used as a seed, whose chunks are hashed
+    /// anyway); `None` when the slot is empty or its manifest cannot be read.
+    fn seed_manifest(&self, slot: SlotName) -> Option<Manifest> {
+        let path = self.manifest_path(slot)?;
         let bytes = read_bounded(&path, MAX_MANIFEST_BYTES).ok()?;
         Manifest::decode_unverified(&bytes).ok().map(|u| u.manifest)
     }
