@@ -1,25 +1,40 @@
-//! The fleet across real network namespaces: a controller namespace; per site a relay namespace
-//! behind a WAN veth shaped by `tc` (tbf), and a LAN bridge in the relay's namespace with agent
-//! namespaces on it, which find their relay by a real UDP broadcast. WAN bytes are read from the
-//! controller side's `tc -s` counters as well as from the relays. Needs root (CI runs as root);
-//! elsewhere it says it is skipped.
+//! A term at two sites, across real network namespaces: a controller namespace; per site a relay
+//! namespace behind a WAN veth shaped by `tc` (tbf, 20 Mbit/s) with 40 ms of round trip added by
+//! a forwarder (the kernel here has no netem), and a LAN bridge in the relay's namespace with
+//! agent namespaces on it, which find their relay by a real UDP broadcast. WAN bytes are read
+//! from the controller side's `tc -s` counters as well as from the relays. On a 600x clock:
+//! two courses sharing chunks on day 1, version 2 of one on day 2; a relay killed mid-night, a
+//! WAN cut for a while, a dead NUC replaced by a spare, and a relay taken over by an attacker.
+//! Needs root (CI runs as root); elsewhere it says it is skipped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fleet;
 mod util;
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleet::at;
 use image_tools::clock::Clock;
+use image_tools::exchange::{self, FrameReader};
+use image_tools::wire::{
+    self, Control, Frame, Hello, MasterRef, Role, RoomPlan, SeatBinding, SessionEntry, SitePlan,
+    PROTOCOL_VERSION,
+};
+use image_tools::{ChunkId, ChunkStore, LocalStore, VerifiedChunk};
 use serde_json::Value;
-use util::workspace_bin;
+use util::{workspace_bin, UdpCounter};
 
 const SITES: usize = 2;
+/// NUCs per site (each site has one more namespace, for a spare).
 const AGENTS: usize = 2;
+/// Virtual seconds per real second.
+const SPEED: i64 = 600;
 
 fn sh(args: &[&str]) -> bool {
     Command::new(args[0])
@@ -79,6 +94,12 @@ impl Net {
             .unwrap();
         self.procs.push(child);
         self.procs.len() - 1
+    }
+
+    /// kill -9 of process `i` (`ip netns exec` runs the program in its own process).
+    fn kill(&mut self, i: usize) {
+        let _ = self.procs[i].kill();
+        let _ = self.procs[i].wait();
     }
 
     fn first_lines(&mut self, i: usize, n: usize) -> Vec<String> {
@@ -159,8 +180,197 @@ fn wait(what: &str, secs: u64, cond: impl Fn() -> bool, logs: &Path) {
     panic!("timed out waiting for {what}\n{all}");
 }
 
+/// A master built into the controller's store, as the test knows it.
+struct Built {
+    manifest: image_tools::Manifest,
+    path: PathBuf,
+}
+
+impl Built {
+    fn ids(&self) -> HashSet<ChunkId> {
+        self.manifest.chunks().map(|c| c.id).collect()
+    }
+
+    /// Stored bytes and count of this master's distinct chunks that none of `held` has.
+    fn new_against(&self, held: &[&Built]) -> (u64, u64) {
+        let old: HashSet<ChunkId> = held.iter().flat_map(|b| b.ids()).collect();
+        self.manifest
+            .unique_chunks()
+            .iter()
+            .filter(|c| !old.contains(&c.id))
+            .fold((0, 0), |(b, n), c| (b + u64::from(c.stored_len), n + 1))
+    }
+}
+
+/// What the test saw of one NUC at one moment (for "never swapped during a session").
+#[derive(Debug, Clone)]
+struct Sample {
+    at: i64,
+    current: String,
+    session: String,
+}
+
+/// Reads every NUC's status every 200 ms until stopped.
+fn sampler(
+    clock: Clock,
+    nucs: Arc<Mutex<Vec<(String, PathBuf)>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<HashMap<String, Vec<Sample>>> {
+    std::thread::spawn(move || {
+        let mut seen: HashMap<String, Vec<Sample>> = HashMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            let list = nucs.lock().unwrap().clone();
+            for (node, data) in list {
+                let at = clock.now();
+                if let Some(st) = fleet::read_status(&data) {
+                    let text = |f: &str| st[f].as_str().unwrap_or("").to_owned();
+                    seen.entry(node).or_default().push(Sample {
+                        at,
+                        current: text("current"),
+                        session: text("session"),
+                    });
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        seen
+    })
+}
+
+/// A relay of site 2 taken over by an attacker: it has the relay's certificate and key (the box
+/// is theirs) and answers on the relay's own ports, with a plan that asks the room to run
+/// `demo 3`. While `junk` is false it serves a `demo 3` manifest the attacker signed; once true,
+/// the genuine `demo 3` manifest with altered bytes for every chunk. Runs in namespace `ns` until
+/// `stop`.
+struct Evil {
+    junk: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Evil {
+    fn start(
+        ns: &str,
+        relay_data: &Path,
+        plan: SitePlan,
+        forged: Vec<u8>,
+        genuine: Vec<u8>,
+    ) -> Evil {
+        let (junk, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (j, st) = (junk.clone(), stop.clone());
+        let (creds, _) = image_tools::trust::load_enrolment(relay_data).unwrap();
+        let ns = ns.to_owned();
+        let (ready, started) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            util::enter_netns(&ns);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let endpoint = exchange::server_endpoint(
+                    "0.0.0.0:4434".parse().unwrap(),
+                    creds.server_config().unwrap(),
+                )
+                .unwrap();
+                let discovery = tokio::net::UdpSocket::bind("0.0.0.0:4435").await.unwrap();
+                let me = creds.identity().unwrap();
+                tokio::spawn(image_tools::discovery::answer(
+                    discovery,
+                    image_tools::discovery::Answer {
+                        nightcast: 1,
+                        site: me.site.to_string(),
+                        relay: me.node.to_string(),
+                        port: 4434,
+                        ca: image_tools::ids::hex(&image_tools::trust::fingerprint(&creds.ca)),
+                    },
+                ));
+                ready.send(()).unwrap();
+                let hello = Hello {
+                    protocol_version: PROTOCOL_VERSION,
+                    software_version: "evil".into(),
+                    role: Role::Relay,
+                    node_id: me.node.to_string(),
+                    capabilities: vec![],
+                };
+                let serve = async {
+                    while let Some(incoming) = endpoint.accept().await {
+                        let Ok(conn) = incoming.await else { continue };
+                        let (hello, plan, forged, genuine, junk) = (
+                            hello.clone(),
+                            plan.clone(),
+                            forged.clone(),
+                            genuine.clone(),
+                            j.clone(),
+                        );
+                        tokio::spawn(async move {
+                            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                                let Ok(Some(Frame::Control(request))) =
+                                    FrameReader::default().next(&mut recv).await
+                                else {
+                                    continue;
+                                };
+                                let lie = junk.load(Ordering::Relaxed);
+                                let mut out = Vec::new();
+                                let mut put = |f: Frame| wire::encode(&f, &mut out).unwrap();
+                                match request {
+                                    Control::Hello(_) => put(Frame::Control(Control::HelloAck(hello.clone()))),
+                                    Control::GetPlan => put(Frame::Control(Control::Plan(plan.clone()))),
+                                    Control::Report(_) => put(Frame::Control(Control::Ack)),
+                                    Control::GetManifest(_) => put(Frame::Manifest(
+                                        if lie { genuine.clone() } else { forged.clone() },
+                                    )),
+                                    Control::Has(ids) => put(Frame::Control(Control::HasReply(
+                                        wire::pack_bits(&vec![true; ids.len()]),
+                                    ))),
+                                    Control::GetChunks(ids) => {
+                                        for (i, id) in ids.into_iter().enumerate() {
+                                            // Well-formed, compressed, and not that chunk.
+                                            let fake = VerifiedChunk::from_raw(vec![i as u8; 4096]);
+                                            let stored = [fake.header().as_slice(), fake.payload()].concat();
+                                            put(Frame::Chunk { id, stored });
+                                        }
+                                        put(Frame::Control(Control::End));
+                                    }
+                                    _ => put(Frame::Control(Control::Error {
+                                        code: image_tools::wire::ErrorCode::Forbidden,
+                                        message: "no".into(),
+                                    })),
+                                }
+                                let _ = send.write_all(&out).await;
+                                let _ = send.finish();
+                            }
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = async { while !st.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(100)).await } } => {}
+                }
+            });
+        });
+        started.recv_timeout(Duration::from_secs(10)).unwrap();
+        Evil { junk, stop }
+    }
+}
+
+impl Drop for Evil {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A site's relay process: its namespace, data, config, and the index of its process in `Net`.
+struct SiteRelay {
+    ns: String,
+    data: PathBuf,
+    config: PathBuf,
+}
+
 #[test]
-fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_is_ready() {
+fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
     let root = Command::new("id")
         .arg("-u")
         .output()
@@ -176,10 +386,6 @@ fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_
         namespaces: Vec::new(),
         procs: Vec::new(),
     };
-    // 60x; the window opens fifteen minutes (real seconds) after the start, the setup's time.
-    let clock = Clock::parse_now("start=2030-01-07T21:45:00Z speed=60").unwrap();
-    let spec = clock.spec();
-    let env = [("NIGHTCAST_CLOCK", spec.as_str()), ("RUST_LOG", "info")];
 
     // Topology.
     let ctl = net.add_ns("ctl");
@@ -212,14 +418,14 @@ fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_
         ]);
         must(&["ip", "-n", &ctl, "link", "set", &a, "up"]);
         must(&["ip", "-n", &rns, "link", "set", &b, "up"]);
-        // The WAN: 20 Mbit/s each way.
+        // The WAN: 20 Mbit/s each way (its 40 ms of round trip: the forwarder below).
         for (ns, dev) in [(&ctl, &a), (&rns, &b)] {
             must(&[
                 "tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", "20mbit",
                 "burst", "32kbit", "latency", "400ms",
             ]);
         }
-        // The LAN: a bridge in the relay's namespace, one namespace per NUC.
+        // The LAN: a bridge in the relay's namespace, one namespace per NUC (and a spare's).
         must(&["ip", "-n", &rns, "link", "add", "br0", "type", "bridge"]);
         must(&[
             "ip",
@@ -232,7 +438,7 @@ fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_
             "br0",
         ]);
         must(&["ip", "-n", &rns, "link", "set", "br0", "up"]);
-        for n in 1..=AGENTS {
+        for n in 1..=AGENTS + 1 {
             let ans = net.add_ns(&format!("s{s}n{n}"));
             let (x, y) = (format!("lan{n}"), format!("eth{n}"));
             must(&[
@@ -256,33 +462,80 @@ fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_
         site_ns.push(rns);
     }
 
-    // The controller, a master, a session tomorrow morning at both sites.
+    // The DSI's masters: two courses sharing chunks, a version 2 of the first (published during
+    // the term), and a `demo 3` that is registered but never scheduled.
     let c = d.join("controller");
     let cs = c.to_str().unwrap();
-    must(&[
-        workspace_bin("nightcast-controller").to_str().unwrap(),
-        "init",
-        "--data",
-        cs,
-    ]);
-    let image = image_tools::testimage::image_bytes(24 << 20, 5);
-    let img = d.join("m1.img");
-    image_tools::testimage::write_sparse(&img, &image).unwrap();
-    util::build_master(&c, &img, "demo", "1", &d.join("m1.manifest"));
-    must(&[
-        workspace_bin("nightcast-controller").to_str().unwrap(),
-        "master-add",
-        "--data",
-        cs,
-        d.join("m1.manifest").to_str().unwrap(),
-    ]);
-    let m1 =
-        image_tools::Manifest::decode_unverified(&std::fs::read(d.join("m1.manifest")).unwrap())
+    let controller_bin = workspace_bin("nightcast-controller");
+    must(&[controller_bin.to_str().unwrap(), "init", "--data", cs]);
+    let demo1_image = image_tools::testimage::image_bytes(16 << 20, 5);
+    let build = |label: &'static str, image: &[u8]| -> Built {
+        let (name, version) = label.split_once(' ').unwrap();
+        let img = d.join(format!("{name}{version}.img"));
+        image_tools::testimage::write_sparse(&img, image).unwrap();
+        let path = d.join(format!("{name}{version}.manifest"));
+        util::build_master(&c, &img, name, version, &path);
+        let manifest = image_tools::Manifest::decode_unverified(&std::fs::read(&path).unwrap())
             .unwrap()
             .manifest;
+        Built { manifest, path }
+    };
+    let demo1 = build("demo 1", &demo1_image);
+    let bureau1 = build(
+        "bureau 1",
+        &image_tools::testimage::evolve(&demo1_image, 0.5, 21),
+    );
+    let demo2 = build(
+        "demo 2",
+        &image_tools::testimage::evolve(&demo1_image, 0.05, 7),
+    );
+    let demo3 = build(
+        "demo 3",
+        &image_tools::testimage::evolve(&demo1_image, 0.3, 9),
+    );
+    let add = |b: &Built| {
+        must(&[
+            controller_bin.to_str().unwrap(),
+            "master-add",
+            "--data",
+            cs,
+            b.path.to_str().unwrap(),
+        ]);
+    };
+    for b in [&demo1, &bureau1, &demo3] {
+        add(b);
+    }
+    // The attacker's `demo 3`: built and signed with a key of their own.
+    let evil_dir = d.join("evil");
+    std::fs::create_dir_all(&evil_dir).unwrap();
+    must(&[
+        workspace_bin("nightcast-image").to_str().unwrap(),
+        "keygen",
+        "--out",
+        evil_dir.join("signing.key").to_str().unwrap(),
+    ]);
+    let forged_img = d.join("forged.img");
+    image_tools::testimage::write_sparse(
+        &forged_img,
+        &image_tools::testimage::image_bytes(4 << 20, 99),
+    )
+    .unwrap();
+    util::build_master(
+        &evil_dir,
+        &forged_img,
+        "demo",
+        "3",
+        &evil_dir.join("demo3.manifest"),
+    );
+
+    // The clock starts now: 600x (a real second is ten minutes), at 17:00 on the day before the
+    // term; the sites' night window is 20:00-06:00 UTC.
+    let clock = Clock::parse_now(&format!("start=2030-01-07T17:00:00Z speed={SPEED}")).unwrap();
+    let spec = clock.spec();
+    let env = [("NIGHTCAST_CLOCK", spec.as_str()), ("RUST_LOG", "info")];
     let i = net.spawn(
         &ctl,
-        &workspace_bin("nightcast-controller"),
+        &controller_bin,
         &[
             "serve",
             "--data",
@@ -316,7 +569,18 @@ fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let mut calendar = String::from("site,room,master,version,start,end\n");
+    let calendar = |name: &str, rows: &[(&str, &str, &str)]| {
+        let mut text = String::from("site,room,master,version,start,end\n");
+        for s in 1..=SITES {
+            for (label, start, end) in rows {
+                let (m, v) = label.split_once(' ').unwrap();
+                text.push_str(&format!("site{s},salle-1,{m},{v},{start},{end}\n"));
+            }
+        }
+        let path = d.join(name);
+        std::fs::write(&path, text).unwrap();
+        admin(&["calendar", "import", path.to_str().unwrap()]);
+    };
     for s in 1..=SITES {
         let site = format!("site{s}");
         admin(&[
@@ -326,7 +590,7 @@ fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_
             "--tz",
             "UTC",
             "--windows",
-            "22:00-06:00",
+            "20:00-06:00",
             "--cap-mbit",
             "18",
         ]);
@@ -334,24 +598,29 @@ fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_
         for n in 1..=AGENTS {
             admin(&["seat", "add", &site, "salle-1", &format!("pc-{n}")]);
         }
-        calendar.push_str(&format!(
-            "{site},salle-1,demo,1,2030-01-08 08:00,2030-01-08 17:00\n"
-        ));
     }
-    std::fs::write(d.join("term.csv"), calendar).unwrap();
-    admin(&["calendar", "import", d.join("term.csv").to_str().unwrap()]);
+    // Day 1: course "demo" in the morning, course "bureau" in the afternoon.
+    let sessions = [
+        ("demo 1", "2030-01-08 08:00", "2030-01-08 11:00"),
+        ("bureau 1", "2030-01-08 13:00", "2030-01-08 16:00"),
+        ("demo 2", "2030-01-09 08:00", "2030-01-09 11:00"),
+    ];
+    calendar("term.csv", &sessions[..2]);
 
-    // Relays, each in its site namespace, reaching the controller over its WAN veth.
+    // Relays, each in its site namespace, reaching the controller over the shaped WAN veth
+    // through a forwarder that adds 20 ms each way.
     let mut relays = Vec::new();
+    let mut relay_procs = Vec::new();
+    let mut delays = Vec::new();
     for s in 1..=SITES {
-        let rns = &site_ns[s - 1];
+        let rns = site_ns[s - 1].clone();
         let data = d.join(format!("relay{s}"));
         let token = admin(&["enroll", "--role", "relay", "--site", &format!("site{s}")]);
         must(&[
             "ip",
             "netns",
             "exec",
-            rns,
+            &rns,
             workspace_bin("nightcast-relay").to_str().unwrap(),
             "enroll",
             "--controller",
@@ -363,37 +632,69 @@ fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_
             "--data",
             data.to_str().unwrap(),
         ]);
-        let cfg = d.join(format!("relay{s}.toml"));
-        std::fs::write(&cfg, format!("controller = \"10.90.{s}.1:4433\"\ndata = \"{}\"\nlisten = \"0.0.0.0:4434\"\ndiscovery = \"0.0.0.0:4435\"\npoll_secs = 1\n[wake_on_lan]\ntarget = \"10.91.{s}.255:9\"\n", data.display())).unwrap();
-        let i = net.spawn(
-            rns,
+        let delay = UdpCounter::start_with(
+            Some(&rns),
+            "127.0.0.1:0",
+            format!("10.90.{s}.1:4433").parse().unwrap(),
+            Duration::from_millis(20),
+        );
+        let config = d.join(format!("relay{s}.toml"));
+        std::fs::write(&config, format!("controller = \"{}\"\ndata = \"{}\"\nlisten = \"0.0.0.0:4434\"\ndiscovery = \"0.0.0.0:4435\"\npoll_secs = 1\n[wake_on_lan]\ntarget = \"10.91.{s}.255:9\"\n", delay.addr, data.display())).unwrap();
+        let proc = net.spawn(
+            &rns,
             &workspace_bin("nightcast-relay"),
-            &["run", "--config", cfg.to_str().unwrap()],
+            &["run", "--config", config.to_str().unwrap()],
             &env,
             &d.join(format!("relay{s}.log")),
         );
-        net.first_lines(i, 2);
-        relays.push(data);
+        net.first_lines(proc, 2);
+        delays.push(delay);
+        relays.push(SiteRelay {
+            ns: rns,
+            data,
+            config,
+        });
+        relay_procs.push(proc);
     }
+    let start_relay = |net: &mut Net, r: &SiteRelay, log: &str| -> usize {
+        let proc = net.spawn(
+            &r.ns,
+            &workspace_bin("nightcast-relay"),
+            &["run", "--config", r.config.to_str().unwrap()],
+            &env,
+            &d.join(log),
+        );
+        net.first_lines(proc, 2);
+        proc
+    };
     // NUCs: nothing configured but their data directory and the LAN's broadcast address.
-    let mut agents: Vec<(usize, String, PathBuf)> = Vec::new();
+    let start_agent = |net: &mut Net, s: usize, n: usize, node: &str| -> (usize, PathBuf) {
+        let data = d.join(node);
+        let cfg = d.join(format!("{node}.toml"));
+        std::fs::write(&cfg, format!("data = \"{}\"\ndiscovery = \"10.91.{s}.255:4435\"\nnode_id = \"{node}\"\nhypervisor = \"fake\"\npoll_secs = 1\nend_of_day = \"23:59\"\n", data.display())).unwrap();
+        let proc = net.spawn(
+            &net.ns(&format!("s{s}n{n}")),
+            &workspace_bin("nightcast-agent"),
+            &["run", "--config", cfg.to_str().unwrap()],
+            &env,
+            &d.join(format!("{node}.log")),
+        );
+        (proc, data)
+    };
+    let nucs: Arc<Mutex<Vec<(String, PathBuf)>>> = Arc::default();
+    let mut agent_procs = HashMap::new();
     for s in 1..=SITES {
         for n in 1..=AGENTS {
             let node = format!("s{s}-nuc{n}");
-            let data = d.join(&node);
-            let cfg = d.join(format!("{node}.toml"));
-            std::fs::write(&cfg, format!("data = \"{}\"\ndiscovery = \"10.91.{s}.255:4435\"\nnode_id = \"{node}\"\nhypervisor = \"fake\"\npoll_secs = 1\nend_of_day = \"23:59\"\n", data.display())).unwrap();
-            net.spawn(
-                &net.ns(&format!("s{s}n{n}")),
-                &workspace_bin("nightcast-agent"),
-                &["run", "--config", cfg.to_str().unwrap()],
-                &env,
-                &d.join(format!("{node}.log")),
-            );
-            agents.push((s, node, data));
+            let (proc, data) = start_agent(&mut net, s, n, &node);
+            agent_procs.insert(node.clone(), proc);
+            nucs.lock().unwrap().push((node, data));
         }
     }
-    for (s, node, data) in &agents {
+    let agents = nucs.lock().unwrap().clone();
+    let site_of = |node: &str| node[1..2].parse::<usize>().unwrap();
+    for (node, data) in &agents {
+        let s = site_of(node);
         wait(
             &format!("{node} to enrol by broadcast"),
             30,
@@ -410,16 +711,25 @@ fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_
             node,
         ]);
     }
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let samples = sampler(clock, nucs.clone(), stop_sampling.clone());
+    let wan = |s: usize| tc_sent_bytes(&ctl, &format!("wan{s}c"));
+    let relay_n = |s: usize, field: &str| status(&relays[s - 1].data)[field].as_u64().unwrap_or(0);
+    let complete = |s: usize| {
+        status(&relays[s - 1].data)["masters"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty() && m.iter().all(|m| m["complete"] == true))
+    };
+    let sleep_until = |t: &str| std::thread::sleep(clock.real_until(at(t)));
 
     // Before the window: only control messages on the WAN.
-    let wan = |s: usize| tc_sent_bytes(&ctl, &format!("wan{s}c"));
     assert!(
-        clock.now() < at("2030-01-07T21:59:00Z"),
+        clock.now() < at("2030-01-07T19:50:00Z"),
         "the setup took longer than the time before the window"
     );
-    std::thread::sleep(clock.real_until(at("2030-01-07T21:59:45Z")));
+    sleep_until("2030-01-07T19:55:00Z");
     for s in 1..=SITES {
-        let st = status(&relays[s - 1]);
+        let st = status(&relays[s - 1].data);
         assert_eq!(
             st["fetched_bytes"], 0,
             "site{s} fetched before its window: {st}"
@@ -431,8 +741,80 @@ fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_
         );
     }
 
-    // The night: every NUC is ready before 08:00.
-    for (_, node, data) in &agents {
+    // Night 1. Site 1's relay is killed mid-transfer and restarted; site 2's WAN goes down a while.
+    let (night1_bytes, night1_chunks) = {
+        let (b, n) = demo1.new_against(&[]);
+        let (b2, n2) = bureau1.new_against(&[&demo1]);
+        (b + b2, n + n2)
+    };
+    let wan_before_night = [wan(1), wan(2)];
+    wait(
+        "site 1 to be a fifth through the night's transfer",
+        60,
+        || relay_n(1, "fetched_bytes") > night1_bytes / 5,
+        d,
+    );
+    let killed_after = relay_n(1, "fetched_bytes");
+    net.kill(relay_procs[0]);
+    let held_at_kill = LocalStore::open(&relays[0].data.join("store"))
+        .unwrap()
+        .ids()
+        .unwrap();
+    relay_procs[0] = start_relay(&mut net, &relays[0], "relay1-restarted.log");
+    wait(
+        "site 2 to be a fifth through",
+        60,
+        || relay_n(2, "fetched_bytes") > night1_bytes / 5,
+        d,
+    );
+    assert!(!complete(2), "site 2 finished before its WAN could be cut");
+    must(&["ip", "-n", &site_ns[1], "link", "set", "wan2r", "down"]);
+    let cut_at = relay_n(2, "fetched_bytes");
+    std::thread::sleep(Duration::from_secs(4));
+    let during_cut = relay_n(2, "fetched_bytes");
+    must(&["ip", "-n", &site_ns[1], "link", "set", "wan2r", "up"]);
+    assert!(
+        during_cut - cut_at < night1_bytes / 10,
+        "site 2 fetched {} B with its WAN down",
+        during_cut - cut_at
+    );
+    for s in 1..=SITES {
+        wait(
+            &format!("site {s}'s relay to hold the term's masters"),
+            120,
+            || complete(s),
+            d,
+        );
+    }
+    // Site 1 fetched after its restart exactly what it did not hold yet; each chunk crossed each
+    // WAN once (the controller's side of the link, every overhead included, counted by tc).
+    // (What it had received but not yet made durable when killed came again.)
+    assert_eq!(
+        relay_n(1, "fetched_chunks"),
+        night1_chunks - held_at_kill.len() as u64,
+        "site 1 fetched again what it held"
+    );
+    let stored_len: HashMap<ChunkId, u64> = demo1
+        .manifest
+        .chunks()
+        .chain(bureau1.manifest.chunks())
+        .map(|c| (c.id, u64::from(c.stored_len)))
+        .collect();
+    let held_bytes: u64 = held_at_kill.iter().map(|id| stored_len[id]).sum();
+    // On the wire: the chunks plus about 6 % of IP, UDP and QUIC overheads; at site 1 also
+    // what was lost with the killed process: received but not yet durable, or still queued in
+    // the WAN (at most 400 ms of tbf queue at 20 Mbit/s, 1 MB).
+    let lost_at_kill = [killed_after.saturating_sub(held_bytes) + 1_000_000, 0];
+    for s in 1..=SITES {
+        let sent = wan(s) - wan_before_night[s - 1];
+        let most = (night1_bytes + lost_at_kill[s - 1]) * 11 / 10;
+        eprintln!("night 1, site{s}: WAN {sent} B (tc) for {night1_bytes} B of chunks; at most {most} B expected");
+        assert!(
+            sent >= night1_bytes && sent < most,
+            "site{s}: the WAN carried {sent} B for {night1_bytes} B of chunks"
+        );
+    }
+    for (node, data) in &agents {
         wait(
             &format!("{node} to hold demo 1"),
             120,
@@ -440,21 +822,270 @@ fn two_sites_in_namespaces_fetch_once_per_site_only_in_the_window_and_every_nuc_
             d,
         );
     }
-    assert!(clock.now() < at("2030-01-08T08:00:00Z"));
-    // Each chunk crossed each site's WAN once: the controller side sent about the unique bytes.
-    let unique = m1.summary().unique_stored_bytes;
+    assert!(
+        clock.now() < at("2030-01-08T08:00:00Z"),
+        "not ready before the first session"
+    );
+
+    // Day 1. During the morning session the DSI publishes demo 2 for tomorrow: nothing moves on
+    // the WAN until the window, and the sessions go on.
+    sleep_until("2030-01-08T08:30:00Z");
+    add(&demo2);
+    calendar("tomorrow.csv", &sessions[2..]);
+    let day = [
+        (wan(1), relay_n(1, "fetched_bytes")),
+        (wan(2), relay_n(2, "fetched_bytes")),
+    ];
+    sleep_until("2030-01-08T19:50:00Z");
     for s in 1..=SITES {
+        eprintln!(
+            "day 1, site{s}: {} B on the WAN (tc), the relay counted {} B while closed",
+            wan(s) - day[s - 1].0,
+            relay_n(s, "wan_bytes_closed")
+        );
+        assert_eq!(
+            relay_n(s, "fetched_bytes"),
+            day[s - 1].1,
+            "site{s} fetched in the daytime"
+        );
+        assert!(
+            wan(s) - day[s - 1].0 < 500_000,
+            "site{s}: {} B on the WAN in the daytime",
+            wan(s) - day[s - 1].0
+        );
+    }
+    let dusk = [wan(1), wan(2)];
+    let agents_fetched: HashMap<String, u64> = agents
+        .iter()
+        .map(|(node, data)| {
+            (
+                node.clone(),
+                status(data)["fetched_chunks"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for (node, data) in &agents {
+        let st = status(data);
+        assert_eq!(st["current"], "bureau 1", "{node}: {st}");
+        assert_ne!(
+            (st["next"].as_str(), st["next_state"].as_str()),
+            (Some("demo 2"), Some("ready")),
+            "{node} got demo 2 before the relay did: {st}"
+        );
+    }
+
+    // Night 2: only demo 2's new chunks cross, on the WAN and on the LAN.
+    let (new_bytes, new_chunks) = demo2.new_against(&[&demo1, &bureau1]);
+    assert!(new_chunks > 0 && new_bytes < night1_bytes / 4);
+    for s in 1..=SITES {
+        wait(
+            &format!("site {s} to fetch demo 2"),
+            120,
+            || complete(s) && relay_n(s, "fetched_bytes") > day[s - 1].1,
+            d,
+        );
         let (sent, fetched) = (
-            wan(s),
-            status(&relays[s - 1])["fetched_bytes"].as_u64().unwrap(),
+            wan(s) - dusk[s - 1],
+            relay_n(s, "fetched_bytes") - day[s - 1].1,
+        );
+        eprintln!("night 2, site{s}: WAN {sent} B (tc, from 19:50), fetched {fetched} B for {new_bytes} B of new chunks");
+        assert!(
+            fetched >= new_bytes && fetched < new_bytes + new_bytes / 20,
+            "site{s} fetched {fetched} B for {new_bytes} B of new chunks"
         );
         assert!(
-            fetched >= unique && fetched < unique + unique / 50,
-            "site{s} fetched {fetched} for {unique}"
+            sent >= new_bytes && sent < new_bytes + new_bytes / 4 + 150_000,
+            "site{s}: the WAN carried {sent} B for {new_bytes} B of new chunks"
         );
+    }
+    for (node, data) in &agents {
+        wait(
+            &format!("{node} to hold demo 2"),
+            60,
+            || {
+                let st = status(data);
+                st["current"] == "demo 2" || (st["next"] == "demo 2" && st["next_state"] == "ready")
+            },
+            d,
+        );
+        let got = status(data)["fetched_chunks"].as_u64().unwrap() - agents_fetched[node];
+        assert_eq!(
+            got, new_chunks,
+            "{node} fetched {got} chunks from its relay for {new_chunks} new ones"
+        );
+    }
+
+    // A NUC of site 1 dies in the night; the spare staff plug in finds the relay, takes the seat
+    // and gets demo 2 from the relay's cache: the WAN carries nothing for it.
+    net.kill(agent_procs["s1-nuc2"]);
+    let (wan1, fetched1) = (wan(1), relay_n(1, "fetched_bytes"));
+    let (_, spare) = start_agent(&mut net, 1, AGENTS + 1, "s1-spare");
+    nucs.lock().unwrap().retain(|(n, _)| n != "s1-nuc2");
+    nucs.lock()
+        .unwrap()
+        .push(("s1-spare".into(), spare.clone()));
+    wait(
+        "the spare to take pc-2 and hold demo 2",
+        90,
+        || {
+            let st = status(&spare);
+            st["seat"] == "salle-1/pc-2"
+                && (st["current"] == "demo 2"
+                    || (st["next"] == "demo 2" && st["next_state"] == "ready"))
+        },
+        d,
+    );
+    assert_eq!(
+        relay_n(1, "fetched_bytes"),
+        fetched1,
+        "the relay fetched for the spare"
+    );
+    assert!(
+        wan(1) - wan1 < 500_000,
+        "{} B crossed site 1's WAN while the spare came up",
+        wan(1) - wan1
+    );
+
+    // Day 2: every seat runs demo 2.
+    sleep_until("2030-01-09T08:20:00Z");
+    let seated: Vec<(String, PathBuf)> = nucs.lock().unwrap().clone();
+    for (node, data) in &seated {
+        let st = status(data);
+        assert_eq!(st["current"], "demo 2", "{node}: {st}");
         assert!(
-            sent >= unique && sent < unique + unique / 10,
-            "site{s}: the WAN carried {sent} B for {unique} B of chunks"
+            st["session"].as_str().unwrap_or("").starts_with("demo 2"),
+            "{node}: {st}"
         );
+    }
+
+    // Site 2's relay is taken over. Its plan asks the room for demo 3 after this session: first
+    // with a manifest the attacker signed, then with the genuine manifest and altered chunks.
+    net.kill(relay_procs[1]);
+    let now = clock.now();
+    let plan = SitePlan {
+        tz: "UTC".into(),
+        windows: vec!["00:00-23:59".into()],
+        cap_mbit: 100,
+        entries: vec![],
+        rooms: vec![RoomPlan {
+            room: "salle-1".into(),
+            sessions: vec![
+                SessionEntry {
+                    master: mref("demo 2"),
+                    start: at("2030-01-09T08:00:00Z"),
+                    end: at("2030-01-09T11:00:00Z"),
+                },
+                SessionEntry {
+                    master: mref("demo 3"),
+                    start: now + 3 * 3600,
+                    end: now + 4 * 3600,
+                },
+            ],
+        }],
+        seats: (1..=AGENTS)
+            .map(|n| SeatBinding {
+                room: "salle-1".into(),
+                seat: format!("pc-{n}"),
+                node: format!("s2-nuc{n}"),
+            })
+            .collect(),
+    };
+    let evil = Evil::start(
+        &site_ns[1],
+        &relays[1].data,
+        plan,
+        std::fs::read(evil_dir.join("demo3.manifest")).unwrap(),
+        std::fs::read(&demo3.path).unwrap(),
+    );
+    let site2: Vec<_> = seated
+        .iter()
+        .filter(|(n, _)| n.starts_with("s2-"))
+        .cloned()
+        .collect();
+    let swaps: Vec<u64> = site2
+        .iter()
+        .map(|(_, data)| status(data)["swaps"].as_u64().unwrap())
+        .collect();
+    for (node, data) in &site2 {
+        wait(
+            &format!("{node} to refuse the forged manifest"),
+            60,
+            || status(data)["refused_manifests"].as_u64().unwrap_or(0) >= 1,
+            d,
+        );
+    }
+    evil.junk.store(true, Ordering::Relaxed);
+    for (node, data) in &site2 {
+        wait(
+            &format!("{node} to reject the altered chunks"),
+            60,
+            || {
+                status(data)["last_error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("corrupt data")
+            },
+            d,
+        );
+    }
+    for ((node, data), swaps) in site2.iter().zip(swaps) {
+        let st = status(data);
+        assert_eq!(st["current"], "demo 2", "{node}: {st}");
+        assert!(
+            st["session"].as_str().unwrap_or("").starts_with("demo 2"),
+            "{node}: {st}"
+        );
+        assert_eq!(st["swaps"].as_u64().unwrap(), swaps, "{node}: {st}");
+        assert_ne!(st["next_state"], "ready", "{node}: {st}");
+        assert_eq!(st["vm"], "Running", "{node}: {st}");
+    }
+    drop(evil);
+
+    // No NUC changed masters while a session ran, and each ran the session's master.
+    stop_sampling.store(true, Ordering::Relaxed);
+    let samples = samples.join().unwrap();
+    let sessions: Vec<(&str, i64, i64)> = sessions
+        .iter()
+        .map(|(l, s, e)| {
+            (
+                *l,
+                at(&format!("{}:00Z", s.replace(' ', "T"))),
+                at(&format!("{}:00Z", e.replace(' ', "T"))),
+            )
+        })
+        .collect();
+    for (node, seen) in &samples {
+        for pair in seen.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            if a.current != b.current {
+                assert!(
+                    !sessions
+                        .iter()
+                        .any(|(_, start, end)| a.at >= *start && b.at < *end),
+                    "{node} swapped {} -> {} during a session (seen between {} and {})",
+                    a.current,
+                    b.current,
+                    a.at,
+                    b.at
+                );
+            }
+        }
+        for x in seen {
+            if let Some((label, ..)) = sessions
+                .iter()
+                .find(|(_, start, end)| x.at >= start + 600 && x.at < *end)
+            {
+                assert_eq!(x.current, *label, "{node} at {}: {x:?}", x.at);
+                assert!(x.session.starts_with(label), "{node} at {}: {x:?}", x.at);
+            }
+        }
+    }
+}
+
+fn mref(label: &str) -> MasterRef {
+    let (name, version) = label.split_once(' ').unwrap();
+    MasterRef {
+        name: name.into(),
+        version: version.into(),
     }
 }

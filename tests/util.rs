@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The path of workspace binary `name`, or a panic that says how to build it.
 pub fn workspace_bin(name: &str) -> PathBuf {
@@ -114,8 +114,12 @@ impl Drop for Controller {
 /// The forwarder's clients, each with its own socket towards upstream.
 type Clients = Vec<(SocketAddr, Arc<UdpSocket>)>;
 
+/// A datagram held back until `due`: (due, socket, bytes, destination).
+type Held = (Instant, Arc<UdpSocket>, Vec<u8>, SocketAddr);
+
 /// A UDP forwarder between a client and `upstream` that counts every byte it carries (both ways),
-/// and can cut the link (drop everything) for a while: the "other end" of a relay's WAN counters.
+/// can cut the link (drop everything) for a while, and can add a fixed delay each way (the
+/// kernel here has no `netem`): the "other end" of a relay's WAN counters, or the WAN's latency.
 #[derive(Debug)]
 #[allow(dead_code)]
 pub struct UdpCounter {
@@ -126,24 +130,56 @@ pub struct UdpCounter {
     stop: Arc<AtomicBool>,
 }
 
+/// Moves the calling thread into network namespace `ns` (made by `ip netns add`); the sockets it
+/// opens afterwards, and the threads it starts, belong to that namespace.
+#[allow(dead_code)]
+pub fn enter_netns(ns: &str) {
+    let path = format!("/var/run/netns/{ns}");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&file),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .unwrap_or_else(|e| panic!("setns {ns}: {e}"));
+}
+
 #[allow(dead_code)]
 impl UdpCounter {
     pub fn start(upstream: SocketAddr) -> UdpCounter {
-        let front = UdpSocket::bind("127.0.0.1:0").expect("bind the forwarder");
-        front
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
-        let addr = front.local_addr().expect("address");
+        UdpCounter::start_with(None, "127.0.0.1:0", upstream, Duration::ZERO)
+    }
+
+    /// Listens on `listen`, inside network namespace `netns` if given, and delays each datagram
+    /// by `one_way` in each direction.
+    pub fn start_with(
+        netns: Option<&str>,
+        listen: &str,
+        upstream: SocketAddr,
+        one_way: Duration,
+    ) -> UdpCounter {
         let (bytes, cut, stop) = (
             Arc::new(AtomicU64::new(0)),
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicBool::new(false)),
         );
-        let front = Arc::new(front);
-        let clients: Arc<Mutex<Clients>> = Arc::default();
         let upstream = Arc::new(Mutex::new(upstream));
+        let (netns, listen) = (netns.map(str::to_owned), listen.to_owned());
         let (b, c, s, up) = (bytes.clone(), cut.clone(), stop.clone(), upstream.clone());
+        let (ready, bound) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            if let Some(ns) = &netns {
+                enter_netns(ns);
+            }
+            let front = UdpSocket::bind(&listen).expect("bind the forwarder");
+            front
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            ready
+                .send(front.local_addr().expect("address"))
+                .expect("send");
+            let front = Arc::new(front);
+            let send = delayed_sender(one_way, s.clone());
+            let mut clients: Clients = Vec::new();
             let mut buf = vec![0u8; 65536];
             while !s.load(Ordering::Relaxed) {
                 let Ok((n, from)) = front.recv_from(&mut buf) else {
@@ -153,38 +189,42 @@ impl UdpCounter {
                     continue;
                 }
                 b.fetch_add(n as u64, Ordering::Relaxed);
-                let back = {
-                    let mut list = clients.lock().expect("clients");
-                    match list.iter().find(|(a, _)| *a == from) {
-                        Some((_, sock)) => sock.clone(),
-                        None => {
-                            let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
-                            sock.set_read_timeout(Some(Duration::from_millis(100)))
-                                .expect("timeout");
-                            list.push((from, sock.clone()));
-                            let (front, sock2, b, c, s) =
-                                (front.clone(), sock.clone(), b.clone(), c.clone(), s.clone());
-                            std::thread::spawn(move || {
-                                let mut buf = vec![0u8; 65536];
-                                while !s.load(Ordering::Relaxed) {
-                                    let Ok(n) = sock2.recv(&mut buf) else {
-                                        continue;
-                                    };
-                                    if c.load(Ordering::Relaxed) {
-                                        continue;
-                                    }
-                                    b.fetch_add(n as u64, Ordering::Relaxed);
-                                    let _ = front.send_to(&buf[..n], from);
+                let back = match clients.iter().find(|(a, _)| *a == from) {
+                    Some((_, sock)) => sock.clone(),
+                    None => {
+                        let sock = Arc::new(UdpSocket::bind("0.0.0.0:0").expect("bind"));
+                        sock.set_read_timeout(Some(Duration::from_millis(100)))
+                            .expect("timeout");
+                        clients.push((from, sock.clone()));
+                        let (front, sock2, b, c, s, send) = (
+                            front.clone(),
+                            sock.clone(),
+                            b.clone(),
+                            c.clone(),
+                            s.clone(),
+                            send.clone(),
+                        );
+                        std::thread::spawn(move || {
+                            let mut buf = vec![0u8; 65536];
+                            while !s.load(Ordering::Relaxed) {
+                                let Ok(n) = sock2.recv(&mut buf) else {
+                                    continue;
+                                };
+                                if c.load(Ordering::Relaxed) {
+                                    continue;
                                 }
-                            });
-                            sock
-                        }
+                                b.fetch_add(n as u64, Ordering::Relaxed);
+                                send(&front, &buf[..n], from);
+                            }
+                        });
+                        sock
                     }
                 };
                 let to = *up.lock().expect("upstream");
-                let _ = back.send_to(&buf[..n], to);
+                send(&back, &buf[..n], to);
             }
         });
+        let addr = bound.recv().expect("the forwarder's address");
         UdpCounter {
             addr,
             bytes,
@@ -208,4 +248,34 @@ impl Drop for UdpCounter {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Sends at once with no delay; else hands datagrams to one thread that sends each `one_way`
+/// after it was handed over (a FIFO, since the delay is the same for all).
+#[allow(clippy::type_complexity, clippy::disallowed_methods)] // a link's delay is real time
+fn delayed_sender(
+    one_way: Duration,
+    stop: Arc<AtomicBool>,
+) -> Arc<dyn Fn(&Arc<UdpSocket>, &[u8], SocketAddr) + Send + Sync> {
+    if one_way.is_zero() {
+        return Arc::new(|sock: &Arc<UdpSocket>, data: &[u8], to: SocketAddr| {
+            let _ = sock.send_to(data, to);
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<Held>();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((due, sock, data, to)) = rx.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let _ = sock.send_to(&data, to);
+        }
+    });
+    let tx = Mutex::new(tx);
+    Arc::new(move |sock: &Arc<UdpSocket>, data: &[u8], to: SocketAddr| {
+        if let Ok(tx) = tx.lock() {
+            let _ = tx.send((Instant::now() + one_way, sock.clone(), data.to_vec(), to));
+        }
+    })
 }
