@@ -836,17 +836,27 @@ fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
         (wan(1), relay_n(1, "fetched_bytes")),
         (wan(2), relay_n(2, "fetched_bytes")),
     ];
+    let closed = [
+        relay_n(1, "wan_bytes_closed"),
+        relay_n(2, "wan_bytes_closed"),
+    ];
     sleep_until("2030-01-08T19:50:00Z");
     for s in 1..=SITES {
         eprintln!(
             "day 1, site{s}: {} B on the WAN (tc), the relay counted {} B while closed",
             wan(s) - day[s - 1].0,
-            relay_n(s, "wan_bytes_closed")
+            relay_n(s, "wan_bytes_closed") - closed[s - 1]
         );
         assert_eq!(
             relay_n(s, "fetched_bytes"),
             day[s - 1].1,
             "site{s} fetched in the daytime"
+        );
+        // The relay counts the same bytes (both ways, at its end) as control only.
+        let counted = relay_n(s, "wan_bytes_closed") - closed[s - 1];
+        assert!(
+            counted > 0 && counted < 500_000,
+            "site{s}: the relay counted {counted} B on its closed WAN in the daytime"
         );
         assert!(
             wan(s) - day[s - 1].0 < 500_000,
