@@ -1054,17 +1054,98 @@ impl TokenBucket {
     }
 }
 
-/// A shared, async [`TokenBucket`] on tokio's clock (so tests can pause and advance time).
+/// A shared, async [`TokenBucket`] on tokio's clock (so tests can pause and advance time), with a
+/// ceiling over any second: what arrived in the last second, plus what was asked for and has not
+/// arrived yet, stays under [`RateLimit::CEILING`] times the rate. The bucket keeps the average;
+/// the ceiling keeps the peaks, whatever pauses the sender or the peer take (a peer that stalls
+/// and then sends everything asked for at once cannot exceed it, as it was never asked for more).
 #[derive(Debug)]
 pub struct RateLimit {
     bucket: Mutex<TokenBucket>,
+    window: Mutex<Window>,
     origin: tokio::time::Instant,
 }
 
+/// Bytes received during the last second, and bytes asked for but not yet received. Pure: times
+/// are durations since any fixed origin.
+#[derive(Debug, Default)]
+struct Window {
+    arrived: std::collections::VecDeque<(Duration, u64)>,
+    in_window: u64,
+    outstanding: u64,
+}
+
+impl Window {
+    /// Records `bytes` arriving at `now` for a request with `remaining` bytes outstanding;
+    /// returns how many of those are settled.
+    fn arrived(&mut self, now: Duration, bytes: u64, remaining: u64) -> u64 {
+        let settled = bytes.min(remaining);
+        self.outstanding -= settled;
+        self.arrived.push_back((now, bytes));
+        self.in_window += bytes;
+        settled
+    }
+
+    /// How long until `bytes` more fit under `ceiling` (zero: now); drops what left the window.
+    fn wait_for(&mut self, now: Duration, bytes: u64, ceiling: u64) -> Duration {
+        while let Some(&(at, n)) = self.arrived.front() {
+            if now.saturating_sub(at) < Duration::from_secs(1) {
+                break;
+            }
+            self.arrived.pop_front();
+            self.in_window -= n;
+        }
+        let used = self.in_window + self.outstanding + bytes;
+        if used <= ceiling || (self.in_window == 0 && self.outstanding == 0) {
+            return Duration::ZERO;
+        }
+        // The moment enough of the window's arrivals have left it; if what is outstanding is
+        // too much alone, after some of it arrived.
+        let mut freed = 0;
+        for &(at, n) in &self.arrived {
+            freed += n;
+            if used - freed <= ceiling {
+                return (at + Duration::from_secs(1)).saturating_sub(now);
+            }
+        }
+        Duration::from_millis(5)
+    }
+}
+
+/// Bytes paid for by [`RateLimit::acquire`] and not yet received; what never arrives is given
+/// back when it is dropped.
+#[derive(Debug)]
+pub struct Ticket<'a> {
+    limit: &'a RateLimit,
+    remaining: u64,
+}
+
+impl Ticket<'_> {
+    /// `bytes` of this request arrived now.
+    pub fn arrived(&mut self, bytes: u64) {
+        let now = self.limit.now();
+        if let Ok(mut w) = self.limit.window.lock() {
+            self.remaining -= w.arrived(now, bytes, self.remaining);
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.limit.window.lock() {
+            w.outstanding -= self.remaining;
+        }
+    }
+}
+
 impl RateLimit {
+    /// Any second may carry at most this many seconds of the rate.
+    pub const CEILING: f64 = 1.05;
+
     pub fn new(bits_per_sec: u64) -> RateLimit {
         RateLimit {
             bucket: Mutex::new(TokenBucket::new(bits_per_sec, Self::burst(bits_per_sec))),
+            window: Mutex::default(),
             origin: tokio::time::Instant::now(),
         }
     }
@@ -1084,14 +1165,39 @@ impl RateLimit {
         self.bucket.lock().map(|b| b.rate()).unwrap_or(1)
     }
 
-    pub async fn acquire(&self, bytes: u64) {
-        let now = tokio::time::Instant::now().duration_since(self.origin);
+    fn now(&self) -> Duration {
+        tokio::time::Instant::now().duration_since(self.origin)
+    }
+
+    /// Waits until `bytes` may be asked for: the bucket's pace, then the ceiling over a second.
+    pub async fn acquire(&self, bytes: u64) -> Ticket<'_> {
+        let now = self.now();
         let wait = self
             .bucket
             .lock()
             .map(|mut b| b.take(now, bytes))
             .unwrap_or_default();
         if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let ceiling = (self.rate() as f64 / 8.0 * Self::CEILING) as u64;
+        loop {
+            let wait = match self.window.lock() {
+                Ok(mut w) => {
+                    let wait = w.wait_for(self.now(), bytes, ceiling);
+                    if wait.is_zero() {
+                        w.outstanding += bytes;
+                    }
+                    wait
+                }
+                Err(_) => Duration::ZERO,
+            };
+            if wait.is_zero() {
+                return Ticket {
+                    limit: self,
+                    remaining: bytes,
+                };
+            }
             tokio::time::sleep(wait).await;
         }
     }
@@ -1253,15 +1359,16 @@ pub async fn fetch_missing(
                 let (tx, rate, shared, size_of, stop) =
                     (tx.clone(), rate.clone(), &shared, &size_of, &opts.stop);
                 async move {
+                    // Pay for the request before making it: the bytes then flow at most one
+                    // burst ahead of the rate, and under its ceiling over any second.
+                    let mut ticket = None;
                     if let Some(rate) = &rate {
-                        // Pay for the request before making it: the bytes then flow at most
-                        // one burst ahead of the rate.
                         let cost = ids
                             .iter()
                             .map(|id| size_of.get(id).copied().unwrap_or(0))
                             .sum();
                         tokio::select! {
-                            _ = rate.acquire(cost) => {}
+                            t = rate.acquire(cost) => ticket = Some(t),
                             _ = stop.cancelled() => return Ok(Some(ids)),
                         }
                     }
@@ -1275,6 +1382,9 @@ pub async fn fetch_missing(
                                 return Ok(());
                             };
                             let (report, again) = &mut *s;
+                            if let Some(t) = ticket.as_mut().filter(|_| len > 0) {
+                                t.arrived(len as u64 + FRAMING);
+                            }
                             match received {
                                 Received::Chunk(c) => {
                                     report.fetched += 1;
@@ -1536,6 +1646,65 @@ impl<L: ChunkStore, R: ChunkStore> ChunkStore for CachingStore<L, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One simulated transfer at 1 MB/s for 10 s, 1 ms steps: ten 25 KB requests outstanding,
+    /// each answered 20 ms after it was made, but the peer stalls from 2.0 s to 2.4 s and then
+    /// sends all it owes at once. Returns the most bytes that arrived in any second, and in all.
+    fn stalled_peer(ceiling: Option<u64>) -> (u64, u64) {
+        const REQ: u64 = 25_000;
+        let mut bucket = TokenBucket::new(8_000_000, 8_000_000 / 40);
+        let mut window = Window::default();
+        let mut owed: Vec<Duration> = Vec::new();
+        let mut ready_at: Option<Duration> = None;
+        let mut arrivals: Vec<(Duration, u64)> = Vec::new();
+        for ms in 0..10_000u64 {
+            let now = Duration::from_millis(ms);
+            if !(2_000..2_400).contains(&ms) {
+                owed.retain(|&due| {
+                    if due > now {
+                        return true;
+                    }
+                    window.arrived(now, REQ, REQ);
+                    arrivals.push((now, REQ));
+                    false
+                });
+            }
+            while owed.len() < 10 {
+                let at = *ready_at.get_or_insert_with(|| now + bucket.take(now, REQ));
+                let fits = ceiling.is_none_or(|c| window.wait_for(now, REQ, c).is_zero());
+                if now < at || !fits {
+                    break;
+                }
+                window.outstanding += REQ;
+                owed.push(now + Duration::from_millis(20));
+                ready_at = None;
+            }
+        }
+        let busiest = arrivals
+            .iter()
+            .map(|&(start, _)| {
+                arrivals
+                    .iter()
+                    .filter(|&&(t, _)| t >= start && t < start + Duration::from_secs(1))
+                    .map(|&(_, n)| n)
+                    .sum::<u64>()
+            })
+            .max()
+            .unwrap_or(0);
+        (busiest, arrivals.iter().map(|&(_, n)| n).sum())
+    }
+
+    #[test]
+    fn a_stalled_peer_cannot_push_any_second_over_the_ceiling() {
+        // Without the ceiling, what was owed lands on top of a full second.
+        let (busiest, _) = stalled_peer(None);
+        assert!(busiest > 1_150_000, "{busiest}");
+        let ceiling = (1_000_000.0 * RateLimit::CEILING) as u64;
+        let (busiest, total) = stalled_peer(Some(ceiling));
+        assert!(busiest <= ceiling, "{busiest} B in one second");
+        // And the link is still used: the stall costs its 0.4 s, little more.
+        assert!(total >= 9_000_000, "{total} B in 10 s");
+    }
 
     #[test]
     fn the_bucket_paces_to_its_rate_in_simulated_time() {

@@ -1310,8 +1310,9 @@ impl LanStore {
         };
         let mut got: Option<VerifiedChunk> = None;
         let fetched = r.runtime.block_on(async {
-            r.rate.acquire(64 << 10).await;
-            conn.get_chunks(&[*id], |received, _| {
+            let mut ticket = r.rate.acquire(64 << 10).await;
+            conn.get_chunks(&[*id], |received, len| {
+                ticket.arrived(len as u64);
                 if let exchange::Received::Chunk(c) = received {
                     got = Some(c);
                 }
