@@ -191,6 +191,32 @@ fn a_chunk_rotten_on_the_relays_disk_is_never_served_and_is_fetched_again() {
 }
 
 #[test]
+fn nucs_asking_at_once_for_a_chunk_the_relay_lacks_cost_the_wan_one_fetch() {
+    let f = Fleet::new("00:00-23:59", 100, 8, "start=2030-01-07T12:00:00Z speed=1");
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("the master to complete", 30, Relay::complete);
+    let ids: Vec<_> = f.manifest.unique_chunks().iter().map(|c| c.id).collect();
+    let nucs: Vec<_> = (1..=6).map(|i| f.agent(&format!("nuc-{i}"))).collect();
+    // The relay's copy of the first chunk went bad; the WAN is slow to answer just then, so that
+    // all six NUCs ask for it while the relay is fetching it again.
+    corrupt(&relay.data.join("store"), &ids[0]);
+    f.wan.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (lan, key) = (relay.lan, f.key);
+    let fetches: Vec<_> = nucs
+        .into_iter()
+        .map(|nuc| std::thread::spawn(move || nuc.fetch(lan, &key).0))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    f.wan.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    for fetch in fetches {
+        let report = fetch.join().unwrap();
+        assert_eq!(report.fetched, ids.len() as u64, "{report:?}");
+        assert_eq!(report.corrupt_received, 0);
+    }
+    assert_eq!(relay.n("on_demand_chunks"), 1, "{}", relay.status());
+}
+
+#[test]
 fn a_quota_below_the_scheduled_masters_keeps_them_all_and_says_so() {
     let f = Fleet::new("00:00-23:59", 100, 8, "start=2030-01-07T12:00:00Z speed=1");
     let relay = f.relay(&RelayOpts {

@@ -192,7 +192,10 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let service = Arc::new(Service {
         hello: relay.hello(),
-        store: Arc::new(LanStore(relay.clone())),
+        store: Arc::new(LanStore {
+            relay: relay.clone(),
+            fetching: Mutex::default(),
+        }),
         catalog: Arc::new(LanCatalog(relay.clone())),
         enroller: None,
         forward_enroll: Some({
@@ -1293,12 +1296,57 @@ async fn status_task(r: Arc<Relay>, shutdown: CancellationToken) {
 }
 
 /// The cache as the LAN sees it: reading a chunk marks it used; a corrupt one is dropped (never
-/// served); a missing one is fetched from the controller at once if the WAN is open.
-struct LanStore(Arc<Relay>);
+/// served); a missing one is fetched from the controller at once if the WAN is open, once
+/// however many NUCs ask for it at the same time.
+struct LanStore {
+    relay: Arc<Relay>,
+    /// The on-demand fetches under way: who asks for one of these waits for its result.
+    fetching: Mutex<HashMap<ChunkId, Arc<Flight>>>,
+}
+
+/// One on-demand fetch and its result (`Some(None)`: it failed).
+#[derive(Default)]
+struct Flight {
+    result: Mutex<Option<Option<VerifiedChunk>>>,
+    done: std::sync::Condvar,
+}
 
 impl LanStore {
     fn on_demand(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
-        let r = &self.0;
+        let (flight, leader) = {
+            let mut fetching = self.fetching.lock().map_err(|_| StoreError::Missing(*id))?;
+            match fetching.get(id) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    fetching.insert(*id, f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if !leader {
+            let mut result = flight.result.lock().map_err(|_| StoreError::Missing(*id))?;
+            while result.is_none() {
+                result = flight
+                    .done
+                    .wait(result)
+                    .map_err(|_| StoreError::Missing(*id))?;
+            }
+            return result.clone().flatten().ok_or(StoreError::Missing(*id));
+        }
+        let got = self.fetch_once(id);
+        if let Ok(mut result) = flight.result.lock() {
+            *result = Some(got.as_ref().ok().cloned());
+        }
+        flight.done.notify_all();
+        if let Ok(mut fetching) = self.fetching.lock() {
+            fetching.remove(id);
+        }
+        got
+    }
+
+    fn fetch_once(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
+        let r = &self.relay;
         let now = r.clock.now();
         let open = !matches!(r.gate(now), Gate::Closed { .. });
         // During a transfer the chunk is on its way already: fetching it here too would cross the
@@ -1344,11 +1392,11 @@ impl LanStore {
 
 impl ChunkStore for LanStore {
     fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        self.0.store.has(id)
+        self.relay.store.has(id)
     }
 
     fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
-        let r = &self.0;
+        let r = &self.relay;
         let chunk = match r.store.get(id) {
             Ok(c) => Ok(c),
             Err(StoreError::Invalid { reason, .. }) => {
@@ -1367,19 +1415,19 @@ impl ChunkStore for LanStore {
     }
 
     fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
-        self.0.store.put(chunk)
+        self.relay.store.put(chunk)
     }
 
     fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
-        self.0.store.remove(id)
+        self.relay.store.remove(id)
     }
 
     fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
-        self.0.store.ids()
+        self.relay.store.ids()
     }
 
     fn size(&self) -> Result<StoreSize, StoreError> {
-        self.0.store.size()
+        self.relay.store.size()
     }
 }
 
