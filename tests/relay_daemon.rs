@@ -107,13 +107,16 @@ fn the_wan_carries_only_control_traffic_outside_the_night_windows() {
         fetched >= total && fetched <= total + 5 * chunks,
         "fetched {fetched} B for a master of {total} B"
     );
-    // Both ends agree on what crossed the WAN (the relay samples every second).
-    let (relay_wan, forwarder) = (
-        relay.n("wan_bytes_open") + relay.n("wan_bytes_closed"),
-        f.wan.bytes(),
-    );
+    // Both ends agree on what crossed the WAN (the relay counts once a second: its count of the
+    // last second may come after the master is complete).
+    let wan = |r: &Relay| r.n("wan_bytes_open") + r.n("wan_bytes_closed");
+    let forwarder = f.wan.bytes();
+    let what =
+        format!("the relay's count of WAN bytes to reach 90 % of the forwarder's {forwarder}");
+    relay.wait(&what, 10, |r| wan(r) as f64 >= forwarder as f64 * 0.9);
+    let (relay_wan, forwarder) = (wan(&relay), f.wan.bytes());
     assert!(
-        relay_wan as f64 >= forwarder as f64 * 0.9 && relay_wan <= forwarder + 10_000,
+        relay_wan <= forwarder + 10_000,
         "relay counted {relay_wan} B, the forwarder {forwarder} B"
     );
     // The woken NUC never answered: the relay says so.

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -65,11 +65,11 @@ fn transport(e: impl std::fmt::Display) -> ExchangeError {
 /// small enough that a server's memory stays bounded with many peers.
 fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    // The send window bounds what a server holds per peer: 20 NUCs fetching at once must not cost
-    // the relay 20 times a large buffer. 2 MiB still fills 400 Mbit/s at 40 ms round trip.
+    // The send window bounds what a server holds per peer; a server shrinks it as peers join
+    // (`SendShares`), so that 20 NUCs fetching at once do not cost the relay 20 large buffers.
     t.stream_receive_window(quinn::VarInt::from_u32(2 << 20));
     t.receive_window(quinn::VarInt::from_u32(8 << 20));
-    t.send_window(2 << 20);
+    t.send_window(SHARE_MAX);
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     t.max_idle_timeout(Some(quinn::VarInt::from_u32(30_000).into()));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(64));
@@ -281,17 +281,22 @@ impl std::fmt::Debug for Service {
 /// requests under way finish for up to 5 seconds, and closes the endpoint.
 pub async fn serve(endpoint: quinn::Endpoint, service: Arc<Service>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
+    let shared = Arc::new(Shared::default());
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
             incoming = endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { break };
-        let (service, shutdown, streams) =
-            (service.clone(), shutdown.child_token(), tracker.clone());
+        let (service, shutdown, streams, shared) = (
+            service.clone(),
+            shutdown.child_token(),
+            tracker.clone(),
+            shared.clone(),
+        );
         tracker.spawn(async move {
             match incoming.await {
-                Ok(conn) => serve_connection(conn, service, shutdown, streams).await,
+                Ok(conn) => serve_connection(conn, service, shared, shutdown, streams).await,
                 Err(e) => tracing::debug!(error = %e, "handshake failed"),
             }
         });
@@ -306,17 +311,103 @@ pub async fn serve(endpoint: quinn::Endpoint, service: Arc<Service>, shutdown: C
     endpoint.close(0u32.into(), b"shutting down");
 }
 
+/// What the connections of one server share.
+#[derive(Debug, Default)]
+struct Shared {
+    lists: ChunkLists,
+    sends: SendShares,
+}
+
+/// All a server's peers may have queued or unacknowledged at once: each connection's send
+/// window is an equal share of it, within [`SHARE_MIN`, `SHARE_MAX`]. 20 NUCs fetching from a relay
+/// over a LAN that is the bottleneck fill their windows; this keeps the relay's memory bounded,
+/// and a share of 800 KiB still fills a 1 Gbit/s LAN (a round trip is well under a millisecond).
+const SEND_BUDGET: u64 = 16 << 20;
+/// A lone peer's send window: fills 400 Mbit/s at 40 ms round trip.
+const SHARE_MAX: u64 = 2 << 20;
+/// The least share, whatever the number of peers: 20 Mbit/s at 100 ms.
+const SHARE_MIN: u64 = 256 << 10;
+
+/// The live connections of a server, whose send windows share [`SEND_BUDGET`].
+#[derive(Debug, Default)]
+struct SendShares(Mutex<Vec<quinn::Connection>>);
+
+impl SendShares {
+    fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> SendShare {
+        if let Ok(mut conns) = shared.sends.0.lock() {
+            conns.push(conn.clone());
+            Self::rebalance(&conns);
+        }
+        SendShare {
+            shared: shared.clone(),
+            id: conn.stable_id(),
+        }
+    }
+
+    fn rebalance(conns: &[quinn::Connection]) {
+        let share = (SEND_BUDGET / conns.len().max(1) as u64).clamp(SHARE_MIN, SHARE_MAX);
+        for c in conns {
+            c.set_send_window(share);
+        }
+    }
+}
+
+/// A connection's place in [`SendShares`]; leaving gives its share back to the others.
+struct SendShare {
+    shared: Arc<Shared>,
+    id: usize,
+}
+
+impl Drop for SendShare {
+    fn drop(&mut self) {
+        if let Ok(mut conns) = self.shared.sends.0.lock() {
+            conns.retain(|c| c.stable_id() != self.id);
+            SendShares::rebalance(&conns);
+        }
+    }
+}
+
+/// The sorted chunk ids of each master version some connection of a server is allowed to read,
+/// built once and shared: a 60 GB master has about a million chunks (32 MB of ids), and a room of
+/// 20 NUCs must not cost the relay 20 copies. A list lives as long as a connection holds it.
+#[derive(Debug, Default)]
+struct ChunkLists(Mutex<HashMap<MasterRef, Weak<[ChunkId]>>>);
+
+/// The sorted, distinct chunk ids of one master version.
+type ChunkList = Arc<[ChunkId]>;
+
+impl ChunkLists {
+    /// The chunk ids of `master`, sorted; `None` if the catalog has no readable manifest for it.
+    fn get(&self, catalog: &dyn Catalog, master: &MasterRef) -> Option<ChunkList> {
+        let mut lists = self.0.lock().ok()?;
+        if let Some(list) = lists.get(master).and_then(Weak::upgrade) {
+            return Some(list);
+        }
+        let bytes = catalog.manifest(master)?;
+        let unverified = Manifest::decode_unverified(&bytes).ok()?;
+        let mut ids: Vec<ChunkId> = unverified.manifest.chunks().map(|c| c.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let list: ChunkList = ids.into();
+        lists.retain(|_, weak| weak.strong_count() > 0);
+        lists.insert(master.clone(), Arc::downgrade(&list));
+        Some(list)
+    }
+}
+
 struct ConnState {
     peer: Option<Identity>,
     hello: Mutex<Option<Hello>>,
-    /// Chunks of the masters this peer may read, and the master list they were built from; rebuilt
-    /// only when that list changes.
-    allowed_chunks: Mutex<(Vec<MasterRef>, HashSet<ChunkId>)>,
+    /// The chunk lists of the masters this peer may read, and the master list they were taken for;
+    /// taken again only when that list changes.
+    allowed_chunks: Mutex<(Vec<MasterRef>, Vec<ChunkList>)>,
+    shared: Arc<Shared>,
 }
 
 async fn serve_connection(
     conn: quinn::Connection,
     service: Arc<Service>,
+    shared: Arc<Shared>,
     shutdown: CancellationToken,
     // Requests run on the server's tracker, so that shutdown waits for them.
     streams: TaskTracker,
@@ -336,8 +427,10 @@ async fn serve_connection(
     let state = Arc::new(ConnState {
         peer,
         hello: Mutex::new(None),
-        allowed_chunks: Mutex::new((Vec::new(), HashSet::new())),
+        allowed_chunks: Mutex::new((Vec::new(), Vec::new())),
+        shared: shared.clone(),
     });
+    let _share = SendShares::join(&shared, &conn);
     async move {
         tracing::info!("connected");
         loop {
@@ -629,23 +722,24 @@ fn permitted(service: &Service, state: &ConnState, peer: &Identity, ids: &[Chunk
     let Ok(mut guard) = state.allowed_chunks.lock() else {
         return vec![false; ids.len()];
     };
-    let (built_from, set) = &mut *guard;
+    let (taken_for, lists) = &mut *guard;
     let allowed = service.catalog.allowed(peer);
-    if allowed != *built_from {
-        // The schedule changed since: rebuild from the manifests now allowed.
-        set.clear();
-        for m in &allowed {
-            if let Some(u) = service
-                .catalog
-                .manifest(m)
-                .and_then(|b| Manifest::decode_unverified(&b).ok())
-            {
-                set.extend(u.manifest.chunks().map(|c| c.id));
-            }
-        }
-        *built_from = allowed;
+    if allowed != *taken_for {
+        // The schedule changed since: take the lists of the masters now allowed (again next
+        // time if a manifest is not there yet).
+        *lists = allowed
+            .iter()
+            .filter_map(|m| state.shared.lists.get(service.catalog.as_ref(), m))
+            .collect();
+        *taken_for = if lists.len() == allowed.len() {
+            allowed
+        } else {
+            Vec::new()
+        };
     }
-    ids.iter().map(|id| set.contains(id)).collect()
+    ids.iter()
+        .map(|id| lists.iter().any(|l| l.binary_search(id).is_ok()))
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1692,6 +1786,36 @@ mod tests {
             .max()
             .unwrap_or(0);
         (busiest, arrivals.iter().map(|&(_, n)| n).sum())
+    }
+
+    #[test]
+    fn connections_share_one_chunk_list_per_master_while_any_holds_it() {
+        let manifest = crate::manifest::tests::sample();
+        let master = MasterRef {
+            name: manifest.name.to_string(),
+            version: manifest.version.to_string(),
+        };
+        let catalog = MemoryCatalog::default();
+        let key = crate::keys::SigningKey::generate().expect("key");
+        catalog.add_manifest(master.clone(), manifest.clone().sign(&key).bytes().to_vec());
+        let lists = ChunkLists::default();
+        let first = lists.get(&catalog, &master).expect("list");
+        // Sorted and without the repeated chunk, so that a lookup is a binary search.
+        let mut ids: Vec<ChunkId> = manifest.chunks().map(|c| c.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(&first[..], &ids[..]);
+        let second = lists.get(&catalog, &master).expect("list");
+        assert!(Arc::ptr_eq(&first, &second), "a second copy was built");
+        // Once no connection holds it, it is freed and built again when asked for.
+        drop((first, second));
+        assert!(lists.0.lock().expect("lock")[&master].upgrade().is_none());
+        assert_eq!(lists.get(&catalog, &master).expect("list").len(), 3);
+        let unknown = MasterRef {
+            name: "other".into(),
+            version: "1".into(),
+        };
+        assert!(lists.get(&catalog, &unknown).is_none());
     }
 
     #[test]
