@@ -371,10 +371,11 @@ impl Drop for SendShare {
 /// built once and shared: a 60 GB master has about a million chunks (32 MB of ids), and a room of
 /// 20 NUCs must not cost the relay 20 copies. A list lives as long as a connection holds it.
 #[derive(Debug, Default)]
-struct ChunkLists(Mutex<HashMap<MasterRef, Weak<[ChunkId]>>>);
+struct ChunkLists(Mutex<HashMap<MasterRef, Weak<Vec<ChunkId>>>>);
 
-/// The sorted, distinct chunk ids of one master version.
-type ChunkList = Arc<[ChunkId]>;
+/// The sorted, distinct chunk ids of one master version. (A `Vec` inside the `Arc`: a `Weak` to an
+/// `Arc<[T]>` would keep the ids' memory allocated after the last connection let go.)
+type ChunkList = Arc<Vec<ChunkId>>;
 
 impl ChunkLists {
     /// The chunk ids of `master`, sorted; `None` if the catalog has no readable manifest for it.
@@ -388,7 +389,7 @@ impl ChunkLists {
         let mut ids: Vec<ChunkId> = unverified.manifest.chunks().map(|c| c.id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let list: ChunkList = ids.into();
+        let list: ChunkList = Arc::new(ids);
         lists.retain(|_, weak| weak.strong_count() > 0);
         lists.insert(master.clone(), Arc::downgrade(&list));
         Some(list)
