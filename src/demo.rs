@@ -90,6 +90,9 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 struct Bins {
+    /// This program, by the path it was started from: building the others may replace its file
+    /// (cargo relinks it), after which the running process's own path reads "... (deleted)".
+    nightcast: PathBuf,
     controller: PathBuf,
     relay: PathBuf,
     agent: PathBuf,
@@ -131,6 +134,7 @@ impl Bins {
             );
         }
         Ok(Bins {
+            nightcast: exe,
             controller: dir.join(names[0]),
             relay: dir.join(names[1]),
             agent: dir.join(names[2]),
@@ -218,13 +222,12 @@ impl Demo {
 
     /// The DSI's command against the demo's controller.
     fn nightcast(&self, args: &[&str]) -> Result<String> {
-        let me = std::env::current_exe()?;
         let token = self.dir.join("controller/admin.token");
         let mut all = vec!["--api", &self.api, "--token-file"];
         let token = token.to_str().context("utf-8 path")?.to_owned();
         all.push(&token);
         all.extend_from_slice(args);
-        self.run(&me, &all)
+        self.run(&self.bins.nightcast, &all)
     }
 
     /// Starts a long-running program; its log goes to DIR/NAME.log; returns its first stdout lines.
