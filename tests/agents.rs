@@ -607,3 +607,44 @@ fn a_nuc_woken_for_the_nights_work_powers_itself_off_when_done() {
     assert_eq!(nuc.s("current"), "demo 1");
     assert!(nuc.log_text().contains("powering off"));
 }
+
+/// A NUC switched on before its relay's night window asks for a master the relay has not fetched
+/// yet: it says it is waiting for the relay, raises no alarm, and once ready shows nothing stale.
+#[test]
+fn a_nuc_that_asks_before_the_relay_has_the_master_waits_without_an_alarm() {
+    if !qemu_tools() {
+        return;
+    }
+    let f = Fleet::build(
+        "22:00-06:00",
+        100,
+        8,
+        "start=2030-01-07T21:30:00Z speed=60",
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 09:00\n",
+        "",
+    );
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    let nuc = f.seated_agent("nuc-1", "pc-1", &relay, "");
+    nuc.wait("the NUC to wait for its relay", 30, |a| {
+        a.s("state").starts_with("waiting for the relay")
+    });
+    let s = nuc.status();
+    assert!(f.clock.now() < at("2030-01-07T22:00:00Z"), "{s}");
+    // Before its window the relay has not even the manifest.
+    assert!(
+        s["state"]
+            .as_str()
+            .unwrap()
+            .contains("does not have demo 1 yet"),
+        "{s}"
+    );
+    assert!(s["last_error"].is_null(), "{s}");
+    nuc.wait("version 1 to be ready once the relay has it", 60, |a| {
+        a.s("current") == "demo 1"
+    });
+    let s = nuc.status();
+    assert!(s["last_error"].is_null(), "{s}");
+    let fleet = f.nightcast(&["fleet"]);
+    assert!(!fleet.contains("last error"), "{fleet}");
+}

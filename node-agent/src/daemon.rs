@@ -27,7 +27,9 @@ use anyhow::Context;
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection, FetchOptions};
 use image_tools::trust::{self, Credentials, Identity};
-use image_tools::wire::{Hello, MasterRef, Role, SessionEntry, SitePlan, Status, PROTOCOL_VERSION};
+use image_tools::wire::{
+    ErrorCode, Hello, MasterRef, Role, SessionEntry, SitePlan, Status, PROTOCOL_VERSION,
+};
 use image_tools::{ChunkStore, LocalStore, NodeId, PublicKey, VerifiedManifest};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -125,6 +127,7 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
             site: me.site.to_string(),
             ..AgentStatus::default()
         },
+        job_error: false,
         mac: first_mac(&cfg.identity_root),
         end_of_day: cfg.end_of_day_minutes()?,
         cfg,
@@ -163,7 +166,15 @@ struct JobNews {
     error: Option<String>,
     state: Option<String>,
     done: bool,
+    /// The job got its master ready: an error it reported earlier is over.
+    succeeded: bool,
 }
+
+/// The relay does not hold the master yet (its night window has not come, or its transfer is
+/// under way): the NUC waits, which is no error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotOnRelayYet(String);
 
 struct Agent {
     cfg: Config,
@@ -188,6 +199,8 @@ struct Agent {
     mac: Option<String>,
     end_of_day: u32,
     status: AgentStatus,
+    /// `status.last_error` came from preparing a master (cleared once one is ready).
+    job_error: bool,
     /// When the agent started (the NUC was powered on, or woken).
     started_at: i64,
     powered_off: bool,
@@ -250,6 +263,7 @@ impl Agent {
     fn error(&mut self, what: String) {
         tracing::error!("{what}");
         self.status.last_error = Some(what);
+        self.job_error = false;
     }
 
     /// This NUC's seat, from the plan's bindings.
@@ -439,6 +453,12 @@ impl Agent {
             self.status.refused_manifests = n.refused;
             if let Some(e) = n.error.take() {
                 self.status.last_error = Some(e);
+                self.job_error = true;
+            }
+            if std::mem::take(&mut n.succeeded) && self.job_error {
+                // The master is ready now: what went wrong getting it is over.
+                self.status.last_error = None;
+                self.job_error = false;
             }
             if let Some(state) = &n.state {
                 if self.session.is_none() {
@@ -755,18 +775,39 @@ impl Job {
     async fn run(self) {
         let what = label(&self.target);
         self.say(|n| n.state = Some(format!("fetching {what}")));
-        if let Err(e) = self.prepare().await {
-            let msg = format!("preparing {what}: {e:#}");
-            tracing::error!("{msg}");
-            self.say(|n| n.error = Some(msg));
-            // Try again later, not in a tight loop.
-            tokio::time::sleep(Duration::from_secs(5)).await;
+        match self.prepare().await {
+            Ok(()) => self.say(|n| n.succeeded = true),
+            Err(e) => {
+                match e.downcast_ref::<NotOnRelayYet>() {
+                    Some(wait) => {
+                        tracing::info!("{wait}: waiting");
+                        let state = format!("waiting for the relay: {wait}");
+                        self.say(|n| n.state = Some(state));
+                    }
+                    None => {
+                        let msg = format!("preparing {what}: {e:#}");
+                        tracing::error!("{msg}");
+                        self.say(|n| n.error = Some(msg));
+                    }
+                }
+                // Try again later, not in a tight loop.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
         }
         self.say(|n| n.done = true);
     }
 
     async fn prepare(&self) -> anyhow::Result<()> {
-        let bytes = self.conn.manifest(&self.target).await?;
+        let bytes = match self.conn.manifest(&self.target).await {
+            Err(exchange::ExchangeError::Refused {
+                code: ErrorCode::NotFound,
+                ..
+            }) => {
+                let what = label(&self.target);
+                return Err(NotOnRelayYet(format!("it does not have {what} yet")).into());
+            }
+            got => got?,
+        };
         let manifest = match VerifiedManifest::open(bytes, &self.key) {
             Ok(m)
                 if m.name.as_str() == self.target.name
@@ -901,15 +942,17 @@ impl Job {
         .await?;
         self.say(|n| n.fetched_chunks += report.fetched);
         if !report.lacking.is_empty() {
-            anyhow::bail!(
-                "the relay does not hold {} chunk(s) of {} yet{}",
+            let when = report
+                .expected
+                .and_then(|t| jiff::Timestamp::from_second(t).ok())
+                .map(|t| format!(", expected at {}", t.strftime("%Y-%m-%d %H:%M UTC")))
+                .unwrap_or_default();
+            return Err(NotOnRelayYet(format!(
+                "{} chunk(s) of {} not there yet{when}",
                 report.lacking.len(),
                 label(&self.target),
-                report
-                    .expected
-                    .map(|t| format!(" (expected by {t})"))
-                    .unwrap_or_default()
-            );
+            ))
+            .into());
         }
         Ok(())
     }
