@@ -100,7 +100,8 @@ struct Bins {
 }
 
 impl Bins {
-    /// The programs next to this one; under `cargo run`, built first if they are not there.
+    /// The programs next to this one; under `cargo run`, built first (cargo does nothing if they
+    /// are up to date), so that the demo never runs programs older than the sources.
     fn find() -> Result<Bins> {
         let exe = std::env::current_exe()?;
         let dir = exe
@@ -114,8 +115,10 @@ impl Bins {
             "nightcast-image",
         ];
         let missing = || names.iter().any(|n| !dir.join(n).exists());
-        if let (true, Ok(cargo)) = (missing(), std::env::var("CARGO")) {
-            println!("building the other nightcast programs once (controller, relay, agent)...");
+        if let Ok(cargo) = std::env::var("CARGO") {
+            println!(
+                "building the other nightcast programs if needed (controller, relay, agent)..."
+            );
             let mut cmd = Command::new(cargo);
             cmd.args(["build", "--workspace", "--bins", "--quiet"]);
             if dir.ends_with("release") {
