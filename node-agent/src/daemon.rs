@@ -942,17 +942,21 @@ impl Job {
         .await?;
         self.say(|n| n.fetched_chunks += report.fetched);
         if !report.lacking.is_empty() {
-            let when = report
+            let (n, what) = (report.lacking.len(), label(&self.target));
+            // A relay that says when it will have them is on its way: a wait. One that does not
+            // know is a problem for the DSI to see.
+            return match report
                 .expected
                 .and_then(|t| jiff::Timestamp::from_second(t).ok())
-                .map(|t| format!(", expected at {}", t.strftime("%Y-%m-%d %H:%M UTC")))
-                .unwrap_or_default();
-            return Err(NotOnRelayYet(format!(
-                "{} chunk(s) of {} not there yet{when}",
-                report.lacking.len(),
-                label(&self.target),
-            ))
-            .into());
+            {
+                Some(t) => {
+                    let when = t.strftime("%Y-%m-%d %H:%M UTC");
+                    Err(NotOnRelayYet(format!("{n} chunk(s) of {what} not there yet, expected at {when}")).into())
+                }
+                None => Err(anyhow::anyhow!(
+                    "the relay lacks {n} chunk(s) of {what} and does not know when it will have them"
+                )),
+            };
         }
         Ok(())
     }
