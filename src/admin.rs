@@ -31,8 +31,12 @@ pub enum Admin {
     Session(Session),
     /// Will every room have its master in time? Per site and session: bytes to fetch, verdict.
     Plan,
-    /// Enrolled relays and NUCs: when they were last heard from and what they hold.
+    /// Enrolled relays and NUCs: when they were last heard from and what they hold; and NUCs
+    /// waiting for the DSI to let them in (PENDING).
     Fleet,
+    /// Let a waiting NUC in, or shut a relay or NUC out for good.
+    #[command(subcommand)]
+    Node(Node),
     /// Daytime pushes: let a site's relay fetch a master outside its night windows.
     #[command(subcommand)]
     Override(Override),
@@ -69,6 +73,51 @@ pub enum Site {
     },
     /// List the sites.
     List,
+    /// Let new NUCs of this site in by themselves for a while (a spare swap with nobody on site
+    /// typing anything); `--for 0` closes it again. Outside such a time, a new NUC waits in
+    /// `nightcast fleet` until `nightcast node approve`.
+    AcceptNew {
+        site: String,
+        /// For how long: e.g. 30m, 2h, 1d (at most 7d).
+        #[arg(long = "for", value_parser = parse_minutes)]
+        for_minutes: u64,
+    },
+}
+
+/// Relays and NUCs by their node id (a NUC's is its hardware id, as `nightcast fleet` shows it).
+#[derive(Debug, Subcommand)]
+pub enum Node {
+    /// Let a NUC that waits (PENDING in `nightcast fleet`) in: it gets its certificate the next
+    /// time it asks (within a minute), for the key shown in the fleet.
+    Approve { node: String },
+    /// Revoke every certificate of a relay or NUC: it is refused at once by the controller and
+    /// within one plan refresh by its relay, also if the controller is unreachable afterwards. It
+    /// cannot enrol again until it is removed.
+    Revoke { node: String },
+    /// Revoke a relay or NUC and forget it (seat, holdings): it may then enrol again as a new NUC
+    /// (re-imaging a known NUC).
+    Rm { node: String },
+}
+
+/// `30m`, `2h`, `1d` or plain minutes.
+fn parse_minutes(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "m"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration such as 30m, 2h or 1d"))?;
+    let factor = match unit {
+        "m" | "min" => 1,
+        "h" => 60,
+        "d" => 24 * 60,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use m, h or d)")),
+    };
+    n.checked_mul(factor)
+        .filter(|m| *m <= 7 * 24 * 60)
+        .ok_or_else(|| format!("{s:?}: at most 7d"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +271,55 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     v,
                     &["SITE", "TIME ZONE", "WINDOWS", "WAN Mbit", "TAKEOVER"],
                     &["name", "tz", "windows", "cap_mbit", "takeover"],
+                )
+            }),
+        ),
+        Admin::Site(Site::AcceptNew { site, for_minutes }) => {
+            let v = client.call(
+                "POST",
+                &format!("/v1/sites/{site}/accept-new"),
+                Some(&json!({ "minutes": for_minutes })),
+            )?;
+            (
+                v,
+                Box::new(move |v| match v["until"].as_i64() {
+                    Some(until) => format!(
+                        "site {site} lets new NUCs in by themselves until {} UTC",
+                        cell("until", &json!(until))
+                    ),
+                    None => format!("site {site} no longer lets new NUCs in by themselves"),
+                }),
+            )
+        }
+        Admin::Node(Node::Approve { node }) => (
+            client.call("POST", &format!("/v1/nodes/{node}/approve"), None)?,
+            Box::new(|v| {
+                format!(
+                    "{} {} of site {} approved (MAC {}, key {}): it gets its certificate at its next request",
+                    v["role"].as_str().unwrap_or(""),
+                    v["node"].as_str().unwrap_or(""),
+                    v["site"].as_str().unwrap_or(""),
+                    v["mac"].as_str().unwrap_or(""),
+                    v["key"].as_str().unwrap_or("")
+                )
+            }),
+        ),
+        Admin::Node(Node::Revoke { node }) => (
+            client.call("POST", &format!("/v1/nodes/{node}/revoke"), None)?,
+            Box::new(|v| {
+                format!(
+                    "{} revoked ({} certificate(s)): refused from now on",
+                    v["node"].as_str().unwrap_or(""),
+                    v["certificates_revoked"]
+                )
+            }),
+        ),
+        Admin::Node(Node::Rm { node }) => (
+            client.call("DELETE", &format!("/v1/nodes/{node}"), None)?,
+            Box::new(|v| {
+                format!(
+                    "{} revoked and removed: it may enrol again as a new NUC",
+                    v["node"].as_str().unwrap_or("")
                 )
             }),
         ),

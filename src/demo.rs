@@ -404,10 +404,11 @@ impl Demo {
         ])?;
         print!("{}", indent(&self.nightcast(&["plan"])?));
 
-        println!("[3/7] each site's relay is installed and enrolled; each NUC is plugged in and enrols through it");
+        println!("[3/7] each site's relay is installed and enrolled; the DSI lets each site's new NUCs in for the night (`site accept-new`), and each NUC is plugged in and enrols through its relay");
         let mut relays = Vec::new();
         for site in SITES {
             relays.push(self.start_relay(site, &quic)?);
+            self.nightcast(&["site", "accept-new", site, "--for", "12h"])?;
         }
         for (site, relay) in SITES.iter().zip(&relays) {
             for n in 1..=NUCS {

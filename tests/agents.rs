@@ -258,7 +258,13 @@ fn compromised_relay(f: &Fleet, rt: &tokio::runtime::Runtime) -> std::net::Socke
     // The attacker has a relay's certificate (a stolen relay) and its own signing key.
     let token = f.nightcast(&["enroll", "--role", "relay", "--site", "lyon"]);
     let (creds, _) = rt
-        .block_on(exchange::enroll(f.quic, token.trim(), Role::Relay, "evil"))
+        .block_on(exchange::enroll(
+            f.quic,
+            token.trim(),
+            Role::Relay,
+            "evil",
+            f.clock,
+        ))
         .unwrap();
     let dir = f.dir.path().join("evil");
     std::fs::create_dir_all(&dir).unwrap();
@@ -324,13 +330,20 @@ fn compromised_relay(f: &Fleet, rt: &tokio::runtime::Runtime) -> std::net::Socke
                 seat: "pc-1".into(),
                 node: "nuc-1".into(),
             }],
+            revoked: vec![],
         },
     );
     let store = Arc::new(image_tools::LocalStore::open(&dir.join("store")).unwrap());
     let _guard = rt.enter();
     let endpoint = exchange::server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
-        creds.server_config().unwrap(),
+        creds
+            .server_config(
+                image_tools::trust::Admit::AgentsOf(image_tools::SiteId::new("lyon").unwrap()),
+                image_tools::trust::Revoked::default(),
+                f.clock,
+            )
+            .unwrap(),
     )
     .unwrap();
     let addr = endpoint.local_addr().unwrap();
@@ -347,6 +360,7 @@ fn compromised_relay(f: &Fleet, rt: &tokio::runtime::Runtime) -> std::net::Socke
         enroller: None,
         forward_enroll: None,
         on_report: Box::new(|_, _| {}),
+        revoked: Default::default(),
     });
     rt.spawn(exchange::serve(
         endpoint,

@@ -254,6 +254,7 @@ impl Evil {
         plan: SitePlan,
         forged: Vec<u8>,
         genuine: Vec<u8>,
+        clock: Clock,
     ) -> Evil {
         let (junk, stop) = (
             Arc::new(AtomicBool::new(false)),
@@ -272,7 +273,15 @@ impl Evil {
             rt.block_on(async move {
                 let endpoint = exchange::server_endpoint(
                     "0.0.0.0:4434".parse().unwrap(),
-                    creds.server_config().unwrap(),
+                    creds
+                        .server_config(
+                            image_tools::trust::Admit::AgentsOf(
+                                creds.identity().unwrap().site,
+                            ),
+                            image_tools::trust::Revoked::default(),
+                            clock,
+                        )
+                        .unwrap(),
                 )
                 .unwrap();
                 let discovery = tokio::net::UdpSocket::bind("0.0.0.0:4435").await.unwrap();
@@ -595,6 +604,8 @@ fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
             "18",
         ]);
         admin(&["room", "add", &site, "salle-1"]);
+        // The DSI lets each site's new NUCs in by themselves for the term.
+        admin(&["site", "accept-new", &site, "--for", "7d"]);
         for n in 1..=AGENTS {
             admin(&["seat", "add", &site, "salle-1", &format!("pc-{n}")]);
         }
@@ -621,6 +632,8 @@ fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
             "netns",
             "exec",
             &rns,
+            "env",
+            &format!("NIGHTCAST_CLOCK={spec}"),
             workspace_bin("nightcast-relay").to_str().unwrap(),
             "enroll",
             "--controller",
@@ -999,6 +1012,7 @@ fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
                 node: format!("s2-nuc{n}"),
             })
             .collect(),
+        revoked: vec![],
     };
     let evil = Evil::start(
         &site_ns[1],
@@ -1006,6 +1020,7 @@ fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
         plan,
         std::fs::read(evil_dir.join("demo3.manifest")).unwrap(),
         std::fs::read(&demo3.path).unwrap(),
+        clock,
     );
     let site2: Vec<_> = seated
         .iter()

@@ -25,6 +25,7 @@ struct Site {
     _dir: tempfile::TempDir,
     data: PathBuf,
     controller: Controller,
+    clock: image_tools::clock::Clock,
 }
 
 impl Site {
@@ -41,13 +42,13 @@ impl Site {
         let clock = image_tools::clock::Clock::parse_now(&format!(
             "start=2030-01-07T12:00:00Z speed={SPEED}"
         ))
-        .unwrap()
-        .spec();
-        let controller = Controller::start_with(&data, &[("NIGHTCAST_CLOCK", &clock)]);
+        .unwrap();
+        let controller = Controller::start_with(&data, &[("NIGHTCAST_CLOCK", &clock.spec())]);
         let site = Site {
             _dir: dir,
             data,
             controller,
+            clock,
         };
         site.ok(&[
             "site",
@@ -58,6 +59,7 @@ impl Site {
             "--cap-mbit",
             "20",
         ]);
+        site.ok(&["site", "accept-new", "lyon", "--for", "7d"]);
         site.ok(&["room", "add", "lyon", "salle-1"]);
         for seat in seats {
             site.ok(&["seat", "add", "lyon", "salle-1", seat]);
@@ -140,6 +142,7 @@ struct Relay {
     runtime: tokio::runtime::Runtime,
     conn: Connection,
     _endpoint: quinn::Endpoint,
+    enrolled: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Relay {
@@ -152,13 +155,15 @@ impl Relay {
             .build()
             .unwrap();
         let (conn, endpoint) = runtime.block_on(async {
-            let (creds, _key) = exchange::enroll(addr, token.trim(), Role::Relay, "relay-1")
-                .await
-                .unwrap();
+            let (creds, _key) =
+                exchange::enroll(addr, token.trim(), Role::Relay, "relay-1", site.clock)
+                    .await
+                    .unwrap();
             let endpoint = exchange::client_endpoint().unwrap();
-            let conn = Connection::connect(&endpoint, addr, creds.client_config().unwrap())
-                .await
+            let tls = creds
+                .client_config(image_tools::trust::Expect::Controller, site.clock)
                 .unwrap();
+            let conn = Connection::connect(&endpoint, addr, tls).await.unwrap();
             conn.hello(Hello {
                 protocol_version: PROTOCOL_VERSION,
                 software_version: "test".into(),
@@ -174,11 +179,27 @@ impl Relay {
             runtime,
             conn,
             _endpoint: endpoint,
+            enrolled: Default::default(),
         }
     }
 
-    /// Forwards a report of agent `node`, as a relay does.
+    /// Forwards a report of agent `node`, as a relay does; the first time, passes on its
+    /// enrolment (the site lets new NUCs in).
     fn report(&self, node: &str) {
+        if self.enrolled.lock().unwrap().insert(node.to_owned()) {
+            let (_, public) = image_tools::trust::node_key().unwrap();
+            // A node id that is not one is refused here (and its report ignored below).
+            let _ = self
+                .runtime
+                .block_on(self.conn.enroll(exchange::EnrollRequest {
+                    token: String::new(),
+                    role: Role::Agent,
+                    node_id: node.into(),
+                    public_key: public,
+                    mac: String::new(),
+                    renewal: false,
+                }));
+        }
         self.runtime
             .block_on(self.conn.report(Status {
                 node_id: node.into(),

@@ -28,7 +28,7 @@ const MAX_BODY: u64 = 16 << 20;
 pub struct Api {
     pub data: DataDir,
     pub token: String,
-    pub now_unix: fn() -> u64,
+    pub clock: image_tools::clock::Clock,
     pub settings: crate::plan::Settings,
     /// See `takeover`: a seat not heard from for longer is silent.
     pub silent_after_secs: i64,
@@ -165,7 +165,7 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
         .trim_matches('/')
         .split('/')
         .collect();
-    let now = (api.now_unix)() as i64;
+    let now = api.clock.now();
     let db = || Db::open(&api.data.database()).map_err(db_error);
     let result: Result<Value, Reply> = (|| {
         match (method, path.as_slice()) {
@@ -336,7 +336,41 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
                             "waiting": n.waiting,
                             "state": n.status.get("state").cloned().unwrap_or_default(),
                             "attention": n.attention(), "status": n.status}))
+            .chain(db()?.pending().map_err(db_error)?.iter().map(|p| json!({
+                "site": p.site, "node": p.node, "role": p.role, "enrolled_at": null,
+                "last_seen": p.requested_at, "holding": "", "seat": "", "waiting": null,
+                "state": if p.approved_at.is_some() { "approved" } else { "pending" },
+                "mac": p.mac, "via": p.via, "key": p.key,
+                "attention": match p.approved_at {
+                    Some(_) => format!("approved: gets its certificate at its next request (MAC {}, key {})", p.mac, p.key),
+                    None => format!("PENDING: asked to enrol via {} (MAC {}, key {}): `nightcast node approve {}`", p.via, p.mac, p.key, p.node),
+                },
+                "status": {}})))
             .collect::<Vec<_>>())),
+        ("POST", ["v1", "nodes", node, "approve"]) => {
+            let p = db()?.approve_node(node, now).map_err(db_error)?;
+            Ok(json!({"node": p.node, "site": p.site, "role": p.role, "mac": p.mac, "key": p.key}))
+        }
+        ("POST", ["v1", "nodes", node, "revoke"]) => {
+            let n = db()?.revoke_node(node, now).map_err(db_error)?;
+            Ok(json!({"node": node, "certificates_revoked": n}))
+        }
+        ("DELETE", ["v1", "nodes", node]) => {
+            db()?.remove_node(node, now).map_err(db_error)?;
+            Ok(json!({"node": node, "removed": true}))
+        }
+        ("POST", ["v1", "sites", site, "accept-new"]) => {
+            let minutes = body
+                .get("minutes")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| error(400, "missing number field \"minutes\" (0 closes)"))?;
+            if minutes > 7 * 24 * 60 {
+                return Err(error(400, "a site is opened for new NUCs for a week at most"));
+            }
+            let until = now.saturating_add(minutes as i64 * 60);
+            db()?.accept_new(site, until).map_err(db_error)?;
+            Ok(json!({"site": site, "until": (minutes > 0).then_some(until)}))
+        }
         ("POST", ["v1", "tokens"]) => {
             let role = match str_field(body, "role")? {
                 "relay" => image_tools::wire::Role::Relay,

@@ -20,6 +20,23 @@ pub struct Config {
     pub api: SocketAddr,
     pub planner: Planner,
     pub fleet: Fleet,
+    pub trust: TrustSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustSettings {
+    /// How long the certificates issued to relays and NUCs are valid; they renew themselves
+    /// when a third of it is left.
+    pub certificate_lifetime_days: u32,
+}
+
+impl Default for TrustSettings {
+    fn default() -> TrustSettings {
+        TrustSettings {
+            certificate_lifetime_days: 365,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -55,6 +72,7 @@ impl Default for Config {
             api: SocketAddr::from(([127, 0, 0, 1], 8644)),
             planner: Planner::default(),
             fleet: Fleet::default(),
+            trust: TrustSettings::default(),
         }
     }
 }
@@ -83,6 +101,7 @@ impl Config {
         crate::ServeSettings {
             planner: self.planner.settings(),
             silent_after_secs: i64::from(self.fleet.silent_after_minutes) * 60,
+            certificate_lifetime_secs: u64::from(self.trust.certificate_lifetime_days) * 86_400,
         }
     }
 
@@ -114,6 +133,12 @@ impl Config {
         }
         if self.planner.staging_margin_minutes > 7 * 24 * 60 {
             anyhow::bail!("`planner.staging_margin_minutes` is over a week: is it in minutes?");
+        }
+        if self.trust.certificate_lifetime_days == 0 || self.trust.certificate_lifetime_days > 3650
+        {
+            anyhow::bail!(
+                "`trust.certificate_lifetime_days` must be between 1 and 3650 (ten years)"
+            );
         }
         if self.fleet.silent_after_minutes == 0 {
             anyhow::bail!(

@@ -147,7 +147,42 @@ const MIGRATIONS: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'no such seat'); END;
      ALTER TABLE sites ADD COLUMN takeover TEXT NOT NULL DEFAULT 'auto'
         CHECK (takeover IN ('auto', 'confirm'));",
+    // 6: trust: enrolment tokens (hashes only), NUCs waiting for the DSI, every certificate
+    // issued (for revocation), sites opened for new NUCs, revoked nodes. See `db::trust`.
+    "CREATE TABLE tokens (
+        secret_hash TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        site TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE TABLE enrolment_requests (
+        node TEXT PRIMARY KEY,
+        site TEXT NOT NULL,
+        role TEXT NOT NULL,
+        public_key BLOB NOT NULL,
+        mac TEXT NOT NULL,
+        via TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        approved_at INTEGER
+     );
+     CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY,
+        site TEXT NOT NULL,
+        node TEXT NOT NULL,
+        role TEXT NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        issued_at INTEGER NOT NULL,
+        revoked_at INTEGER
+     );
+     CREATE INDEX certificates_by_node ON certificates(node);
+     ALTER TABLE sites ADD COLUMN accept_new_until INTEGER;
+     ALTER TABLE nodes ADD COLUMN revoked_at INTEGER;",
 ];
+
+mod trust;
+pub use trust::PendingRow;
 
 /// The catalogue database.
 #[derive(Debug)]
@@ -672,22 +707,6 @@ impl Db {
         Ok(plans)
     }
 
-    /// Records a node the controller just enrolled.
-    pub fn record_enrolment(
-        &self,
-        site: &str,
-        node: &str,
-        role: &str,
-        now: i64,
-    ) -> Result<(), DbError> {
-        self.conn.execute(
-            "INSERT INTO nodes (site, node, role, enrolled_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(site, node) DO UPDATE SET role = ?3, enrolled_at = ?4",
-            params![site, node, role, now],
-        )?;
-        Ok(())
-    }
-
     /// Records a node's report: it was seen now and holds exactly `holding` (complete versions).
     pub fn record_report(
         &mut self,
@@ -704,9 +723,9 @@ impl Db {
         Ok(())
     }
 
-    /// Records the report of an agent of `site` that its relay forwarded. An agent never heard of
-    /// is added (unbound: a spare). Ignored (`false`) when `node` is a node of the site with
-    /// another role: a relay cannot speak as another relay.
+    /// Records the report of an agent of `site` that its relay forwarded. Ignored (`false`) when
+    /// `node` is not an agent enrolled at the site: a relay cannot make NUCs up, nor speak as
+    /// another relay.
     pub fn record_agent_report(
         &mut self,
         site: &str,
@@ -725,7 +744,8 @@ impl Db {
                 |r| r.get(0),
             )
             .optional()?;
-        if role.is_some_and(|r| r != "agent") {
+        // Only an agent enrolled at this site: a relay cannot make up NUCs, nor speak for a relay.
+        if role.is_none_or(|r| r != "agent") {
             return Ok(false);
         }
         write_report(&tx, site, node, "agent", holding, fields, now)?;
@@ -1724,9 +1744,30 @@ lyon,salle-1,a,1,2026-11-24 08:30,2026-11-24 17:00
             db.add_seat("lyon", "salle-1", seat).unwrap();
         }
         for node in ["nuc-a", "nuc-b", "nuc-s"] {
+            enrol_agent(&db, node, now);
             assert!(db.record_agent_report("lyon", node, &[], &[], now).unwrap());
         }
         db
+    }
+
+    /// `node` enrolled as an agent of lyon (what the enrolment rules would have recorded).
+    fn enrol_agent(db: &Db, node: &str, now: i64) {
+        db.conn
+            .execute(
+                "INSERT INTO nodes (site, node, role, enrolled_at) VALUES ('lyon', ?1, 'agent', ?2)",
+                params![node, now],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_relay_cannot_make_up_nucs_that_never_enrolled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sample(dir.path());
+        assert!(!db
+            .record_agent_report("lyon", "nuc-ghost", &[], &[], 100)
+            .unwrap());
+        assert!(db.fleet(100, 1800).unwrap().is_empty());
     }
 
     fn bindings(db: &Db) -> Vec<(String, String, String)> {

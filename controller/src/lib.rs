@@ -15,6 +15,7 @@
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod enrolment;
 pub mod plan;
 pub mod takeover;
 
@@ -23,8 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use image_tools::clock::Clock;
 use image_tools::exchange::{self, Enroller, MemoryCatalog, Service};
-use image_tools::trust::{Ca, Credentials, Identity, Token, TokenBook};
+use image_tools::trust::{
+    Admit, Ca, Credentials, Identity, Revoked, Token, Validity, DEFAULT_LIFETIME_SECS,
+};
 use image_tools::wire::{Hello, MasterRef, Role, PROTOCOL_VERSION};
 use image_tools::{LocalStore, Manifest, NodeId, PublicKey, SigningKey, SiteId, VerifiedManifest};
 use tokio_util::sync::CancellationToken;
@@ -49,9 +53,6 @@ impl DataDir {
     pub fn database(&self) -> PathBuf {
         self.0.join("catalogue.db")
     }
-    fn tokens(&self) -> PathBuf {
-        self.0.join("tokens.json")
-    }
 }
 
 fn controller_identity() -> Result<Identity> {
@@ -64,7 +65,7 @@ fn controller_identity() -> Result<Identity> {
 
 /// Creates the data directory: CA, signing key, the controller's certificate, an empty store.
 /// Refuses to touch a directory that already has a CA.
-pub fn init(data: &DataDir) -> Result<[u8; 16]> {
+pub fn init(data: &DataDir, now_unix: i64) -> Result<[u8; 16]> {
     if data.ca().join("ca.key").exists() {
         bail!(
             "{} already holds a controller (ca/ca.key exists): refusing to replace its keys",
@@ -75,10 +76,14 @@ pub fn init(data: &DataDir) -> Result<[u8; 16]> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let ca = Ca::generate()?;
+    let ca = Ca::generate(Validity::ca(now_unix))?;
     ca.save(&data.ca())?;
     SigningKey::generate()?.save(&data.signing_key())?;
-    ca.issue(&controller_identity()?)?.save(&data.tls())?;
+    ca.issue(
+        &controller_identity()?,
+        Validity::starting(now_unix, DEFAULT_LIFETIME_SECS),
+    )?
+    .save(&data.tls())?;
     LocalStore::open(&data.store())?;
     db::Db::open(&data.database())?;
     api::admin_token(data)?;
@@ -94,7 +99,82 @@ pub fn issue_token(
     ttl_secs: u64,
 ) -> Result<Token> {
     let ca = Ca::load(&data.ca()).context("no CA here: run `nightcast-controller init` first")?;
-    Ok(TokenBook::new(data.tokens()).issue(&ca, role, site, now_unix, ttl_secs)?)
+    let token = Token::generate(ca.fingerprint())?;
+    let now = now_unix as i64;
+    db::Db::open(&data.database())?.add_token(
+        &token,
+        role,
+        site.as_str(),
+        now,
+        now.saturating_add(ttl_secs as i64),
+    )?;
+    Ok(token)
+}
+
+/// The controller's own certificate, renewed first when less than a third of its life is left
+/// (the controller holds the CA: nothing to ask anyone).
+fn own_credentials(data: &DataDir, now: i64, lifetime_secs: u64) -> Result<Credentials> {
+    let creds =
+        Credentials::load(&data.tls()).context("no controller certificate: run init first")?;
+    let left = creds.not_after().unwrap_or(0) - now;
+    if left > (lifetime_secs / 3) as i64 {
+        return Ok(creds);
+    }
+    let ca = Ca::load(&data.ca())?;
+    let fresh = ca.issue(
+        &controller_identity()?,
+        Validity::starting(now, lifetime_secs),
+    )?;
+    fresh.save(&data.tls())?;
+    tracing::info!(
+        not_after = fresh.not_after(),
+        "renewed the controller's certificate"
+    );
+    Ok(fresh)
+}
+
+/// The controller's enrolment rules over its catalogue (see `enrolment` and `db::trust`).
+struct Policy {
+    data: DataDir,
+}
+
+impl image_tools::exchange::EnrolPolicy for Policy {
+    fn decide(
+        &self,
+        ask: &image_tools::exchange::EnrolAsk,
+        now: i64,
+    ) -> image_tools::exchange::EnrolDecision {
+        use image_tools::exchange::EnrolDecision;
+        match db::Db::open(&self.data.database()).and_then(|mut db| db.decide_enrolment(ask, now)) {
+            Ok(enrolment::Outcome::Issue { site }) => EnrolDecision::Issue { site },
+            Ok(enrolment::Outcome::Pending { why, .. }) => EnrolDecision::Pending(why),
+            Ok(enrolment::Outcome::Refuse(why)) => EnrolDecision::Refuse(why),
+            Err(e) => {
+                tracing::error!(node = %ask.node, error = %e, "cannot decide on an enrolment");
+                EnrolDecision::Refuse(format!("the controller cannot decide now: {e}"))
+            }
+        }
+    }
+
+    fn issued(
+        &self,
+        identity: &Identity,
+        serial: &[u8],
+        validity: Validity,
+        now: i64,
+    ) -> std::result::Result<(), String> {
+        db::Db::open(&self.data.database())
+            .and_then(|db| db.record_certificate(identity, serial, validity, now))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The serials every server of ours refuses, as bytes.
+fn revoked_bytes(hex_serials: &[String]) -> Vec<Vec<u8>> {
+    hex_serials
+        .iter()
+        .filter_map(|h| image_tools::ids::unhex_vec(h))
+        .collect()
 }
 
 /// Registers a master version built into `DATA/store` (`nightcast-image build --store DATA/store
@@ -146,6 +226,7 @@ pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<M
             entries: plans.remove(&site.name).unwrap_or_default(),
             rooms: rooms.remove(&site.name).unwrap_or_default(),
             seats: seats.remove(&site.name).unwrap_or_default(),
+            revoked: db.revoked_serials(Some(&site.name), now_unix)?,
         };
         catalog.set_plan(&site.name, plan);
     }
@@ -190,6 +271,8 @@ pub fn take_over(
 #[derive(Debug, Clone, Copy)]
 pub struct ServeSettings {
     pub planner: plan::Settings,
+    /// How long the certificates issued are valid.
+    pub certificate_lifetime_secs: u64,
     /// A seat whose NUC has not been heard from for longer is silent; a spare heard from within it
     /// may take it over.
     pub silent_after_secs: i64,
@@ -246,26 +329,41 @@ pub async fn serve(
     listen: SocketAddr,
     api: Option<SocketAddr>,
     settings: ServeSettings,
-    now_unix: fn() -> u64,
+    clock: Clock,
     on_listening: impl FnOnce(SocketAddr, Option<SocketAddr>),
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let now_unix = move || clock.now().max(0) as u64;
     let key = PublicKey::load(&image_tools::keys::public_path(&data.signing_key()))?;
-    let creds =
-        Credentials::load(&data.tls()).context("no controller certificate: run init first")?;
+    let lifetime = settings.certificate_lifetime_secs;
+    let creds = own_credentials(data, clock.now(), lifetime)?;
     let margin = settings.planner.staging_margin_secs;
     let silent_after = settings.silent_after_secs;
     let catalog = Arc::new(load_catalog(data, now_unix() as i64, margin)?);
+    // Revoked relays and agents are refused at the handshake; the list is read again with the
+    // catalogue.
+    let revoked = Revoked::default();
+    let reload_revoked = {
+        let (data, revoked) = (data.clone(), revoked.clone());
+        move |now: i64| match db::Db::open(&data.database())
+            .and_then(|db| db.revoked_serials(None, now))
+        {
+            Ok(list) => revoked.replace(revoked_bytes(&list)),
+            Err(e) => tracing::warn!(error = %e, "cannot read the revoked certificates"),
+        }
+    };
+    reload_revoked(now_unix() as i64);
     // The calendar changes while we serve: reload it after each admin change, after a spare took
     // over a seat, and every minute (sessions pass, overrides expire, NUCs go silent). Takeovers
     // are decided first, so that the plans carry them.
     let changed = Arc::new(tokio::sync::Notify::new());
     {
-        let (catalog, data, stop, changed) = (
+        let (catalog, data, stop, changed, reload_revoked) = (
             catalog.clone(),
             data.clone(),
             shutdown.clone(),
             changed.clone(),
+            reload_revoked.clone(),
         );
         tokio::spawn(async move {
             loop {
@@ -277,6 +375,7 @@ pub async fn serve(
                 if let Err(e) = take_over(&data, now_unix() as i64, silent_after, None) {
                     tracing::warn!(error = %e, "cannot decide seat takeovers");
                 }
+                reload_revoked(now_unix() as i64);
                 match load_catalog(&data, now_unix() as i64, margin) {
                     Ok(fresh) => catalog.replace_with(fresh),
                     Err(e) => {
@@ -298,30 +397,19 @@ pub async fn serve(
         },
         store,
         catalog,
-        enroller: Some(Enroller {
-            ca: Ca::load(&data.ca())?,
-            tokens: TokenBook::new(data.tokens()),
-            signing_key: key,
-            now_unix: Box::new(now_unix),
-            on_enrolled: {
-                let data = data.clone();
-                Box::new(move |id| {
-                    let recorded = db::Db::open(&data.database()).and_then(|db| {
-                        db.record_enrolment(
-                            id.site.as_str(),
-                            id.node.as_str(),
-                            &id.role.to_string(),
-                            now_unix() as i64,
-                        )
-                    });
-                    if let Err(e) = recorded {
-                        tracing::error!(node = %id, error = %e, "cannot record the enrolment");
-                    }
-                })
-            },
-            // A spare NUC joins through its site's relay with nobody typing a token.
-            relays_vouch_for_agents: true,
+        enroller: Some({
+            let ca = Ca::load(&data.ca())?;
+            let endorsement = ca.endorse(&key)?;
+            Enroller {
+                ca,
+                signing_key: key,
+                endorsement,
+                lifetime_secs: lifetime,
+                clock,
+                policy: Box::new(Policy { data: data.clone() }),
+            }
         }),
+        revoked: revoked.clone(),
         forward_enroll: None,
         on_report: {
             let (data, changed) = (data.clone(), changed.clone());
@@ -357,7 +445,10 @@ pub async fn serve(
             })
         },
     });
-    let endpoint = exchange::server_endpoint(listen, creds.server_config()?)?;
+    let endpoint = exchange::server_endpoint(
+        listen,
+        creds.server_config(Admit::RelaysAndAgents, revoked, clock)?,
+    )?;
     let stop_api = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let api_thread = match api {
         Some(addr) => {
@@ -368,7 +459,7 @@ pub async fn serve(
             let state = Arc::new(api::Api {
                 data: data.clone(),
                 token: api::admin_token(data)?,
-                now_unix,
+                clock,
                 settings: settings.planner,
                 silent_after_secs: silent_after,
                 changed: changed.clone(),

@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Init { data } => controller::init(&DataDir(data.clone())).map(|fp| {
+        Command::Init { data } => controller::init(&DataDir(data.clone()), now_unix() as i64).map(|fp| {
             println!("controller initialised in {}", data.display());
             println!("CA fingerprint: {}", image_tools::ids::hex(&fp));
             println!(
@@ -164,7 +164,7 @@ fn serve(cfg: controller::config::Config) -> anyhow::Result<()> {
             cfg.listen,
             Some(cfg.api),
             cfg.settings(),
-            now_unix,
+            *CLOCK.get_or_init(image_tools::clock::Clock::system),
             |addr, api| {
                 println!("listening on {addr}");
                 if let Some(api) = api {

@@ -28,9 +28,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use image_tools::clock::Clock;
 use image_tools::exchange::{self, fetch_missing, Connection, FetchOptions, MemoryCatalog};
 use image_tools::import::{import_file, ImportOptions};
-use image_tools::trust::{Ca, Credentials, Identity};
+use image_tools::trust::{
+    Admit, Ca, Credentials, Expect, Identity, Revoked, Validity, DEFAULT_LIFETIME_SECS,
+};
 use image_tools::wire::{Hello, MasterRef, Role, PROTOCOL_VERSION};
 use image_tools::{
     ChunkParams, LocalStore, NodeId, PublicKey, SigningKey, SiteId, VerifiedManifest,
@@ -130,7 +133,7 @@ async fn main() -> Result<()> {
 
 fn prepare(dir: &Path, image: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-    let ca = Ca::generate()?;
+    let ca = Ca::generate(Validity::ca(Clock::system().now()))?;
     let server = Identity {
         role: Role::Controller,
         site: SiteId::new("central")?,
@@ -141,8 +144,16 @@ fn prepare(dir: &Path, image: &Path) -> Result<()> {
         site: SiteId::new(SITE)?,
         node: NodeId::new("relay-bench")?,
     };
-    ca.issue(&server)?.save(&dir.join("server"))?;
-    ca.issue(&client)?.save(&dir.join("client"))?;
+    ca.issue(
+        &server,
+        Validity::starting(Clock::system().now(), DEFAULT_LIFETIME_SECS),
+    )?
+    .save(&dir.join("server"))?;
+    ca.issue(
+        &client,
+        Validity::starting(Clock::system().now(), DEFAULT_LIFETIME_SECS),
+    )?
+    .save(&dir.join("client"))?;
     std::fs::create_dir_all(dir.join("ca"))?;
     ca.save(&dir.join("ca"))?;
 
@@ -189,7 +200,10 @@ async fn serve(dir: &Path, listen: SocketAddr) -> Result<()> {
     let catalog = Arc::new(MemoryCatalog::default());
     catalog.add_manifest(master(), manifest);
     catalog.schedule(SITE, vec![master()]);
-    let endpoint = exchange::server_endpoint(listen, creds.server_config()?)?;
+    let endpoint = exchange::server_endpoint(
+        listen,
+        creds.server_config(Admit::RelaysAndAgents, Revoked::default(), Clock::system())?,
+    )?;
     let bound = endpoint.local_addr()?;
     let service = Arc::new(exchange::Service {
         hello: hello_for(&me),
@@ -198,6 +212,7 @@ async fn serve(dir: &Path, listen: SocketAddr) -> Result<()> {
         enroller: None,
         forward_enroll: None,
         on_report: Box::new(|_, _| {}),
+        revoked: Default::default(),
     });
     let shutdown = CancellationToken::new();
     {
@@ -266,7 +281,12 @@ async fn fetch(args: &Args) -> Result<()> {
 
     let t0 = Instant::now();
     let endpoint = exchange::client_endpoint()?;
-    let conn = Connection::connect(&endpoint, addr, creds.client_config()?).await?;
+    let conn = Connection::connect(
+        &endpoint,
+        addr,
+        creds.client_config(Expect::Controller, Clock::system())?,
+    )
+    .await?;
     conn.hello(hello_for(&me)).await?;
     let bytes = conn.manifest(&master()).await?;
     let manifest = VerifiedManifest::open(bytes, &public)?;

@@ -158,6 +158,16 @@ impl Clock {
     }
 }
 
+/// TLS checks certificates' validity on the same clock as everything else, so that a test or the
+/// demo on an accelerated clock sees certificates expire, and renewals happen, on that clock.
+impl rustls::time_provider::TimeProvider for Clock {
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        Some(rustls::pki_types::UnixTime::since_unix_epoch(
+            Duration::try_from_secs_f64(self.now_f64().max(0.0)).unwrap_or(Duration::ZERO),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

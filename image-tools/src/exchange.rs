@@ -22,11 +22,14 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::chunk::VerifiedChunk;
-use crate::ids::ChunkId;
+use crate::clock::Clock;
+use crate::ids::{ChunkId, NodeId, SiteId};
 use crate::keys::PublicKey;
 use crate::manifest::Manifest;
 use crate::store::{ChunkStore, LocalStore, StoreError, StoreSize};
-use crate::trust::{Ca, Credentials, Identity, Token, TokenBook, TrustError, SERVER_NAME};
+use crate::trust::{
+    self, Ca, Credentials, EnrolReply, Identity, Revoked, Token, TrustError, Validity, SERVER_NAME,
+};
 use crate::wire::{
     self, Control, ErrorCode, Frame, Hello, MasterRef, Role, Status, WireError, PROTOCOL_VERSION,
 };
@@ -81,10 +84,24 @@ pub fn server_endpoint(
     addr: SocketAddr,
     tls: rustls::ServerConfig,
 ) -> Result<quinn::Endpoint, ExchangeError> {
+    quinn::Endpoint::server(quic_server_config(tls)?, addr).map_err(transport)
+}
+
+/// Serves new connections of `endpoint` with `tls` from now on (a renewed certificate); the
+/// connections already open keep theirs.
+pub fn set_server_tls(
+    endpoint: &quinn::Endpoint,
+    tls: rustls::ServerConfig,
+) -> Result<(), ExchangeError> {
+    endpoint.set_server_config(Some(quic_server_config(tls)?));
+    Ok(())
+}
+
+fn quic_server_config(tls: rustls::ServerConfig) -> Result<quinn::ServerConfig, ExchangeError> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(transport)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config()));
-    quinn::Endpoint::server(config, addr).map_err(transport)
+    Ok(config)
 }
 
 /// A QUIC endpoint for outgoing connections only.
@@ -214,19 +231,72 @@ impl Catalog for MemoryCatalog {
     }
 }
 
-/// Issues certificates to nodes that present a valid token (the controller only).
+/// Issues certificates (the controller only). Whether a request gets one is the controller's
+/// [`EnrolPolicy`]: a token, the DSI's approval, or a site opened for new NUCs; this type only
+/// checks the request's form and signs what the policy allows.
 pub struct Enroller {
     pub ca: Ca,
-    pub tokens: TokenBook,
-    /// The manifest-signing key nodes pin at enrolment.
+    /// The manifest-signing key nodes pin at enrolment, and the CA's endorsement of it.
     pub signing_key: PublicKey,
-    /// Seconds since the Unix epoch; passed in so that tests control time.
-    pub now_unix: Box<dyn Fn() -> u64 + Send + Sync>,
-    /// Told of every node enrolled (the controller records it).
-    pub on_enrolled: Box<dyn Fn(&Identity) + Send + Sync>,
-    /// Relays may enrol agents of their own site on their behalf, without a token (a spare NUC
-    /// nobody types anything on): see "Agents vouched for by their relay" in `docs/PROTOCOL.md`.
-    pub relays_vouch_for_agents: bool,
+    pub endorsement: Vec<u8>,
+    /// How long an issued certificate is valid.
+    pub lifetime_secs: u64,
+    /// The time certificates are dated from.
+    pub clock: Clock,
+    pub policy: Box<dyn EnrolPolicy>,
+}
+
+/// How an enrolment request reached the controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// From the node itself, with no certificate (it must bring a token).
+    Direct,
+    /// Passed on by an enrolled relay, for an agent of the relay's site.
+    Relay(Identity),
+    /// From the node itself over its authenticated connection (a renewal).
+    Itself(Identity),
+}
+
+/// One enrolment request, checked for form, as the policy sees it.
+#[derive(Clone, Debug)]
+pub struct EnrolAsk {
+    pub token: Option<Token>,
+    pub role: Role,
+    pub node: NodeId,
+    /// The raw P-256 point the certificate will bind.
+    pub public_key: Vec<u8>,
+    /// The node's MAC as it says (shown to the DSI, never trusted).
+    pub mac: String,
+    /// A renewal of an enrolled node's certificate.
+    pub renewal: bool,
+    pub via: Via,
+}
+
+/// What the policy decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnrolDecision {
+    /// Sign a certificate for the node at this site.
+    Issue {
+        site: SiteId,
+    },
+    /// Not yet: the DSI has to let it in (the message says how).
+    Pending(String),
+    Refuse(String),
+}
+
+/// The controller's rules for who gets a certificate.
+pub trait EnrolPolicy: Send + Sync {
+    /// Decides on `ask` at `now` (Unix seconds), and records what it must (a pending request, a
+    /// used token).
+    fn decide(&self, ask: &EnrolAsk, now: i64) -> EnrolDecision;
+    /// Records a certificate issued on `decide`'s word; an error withholds it from the node.
+    fn issued(
+        &self,
+        identity: &Identity,
+        serial: &[u8],
+        validity: Validity,
+        now: i64,
+    ) -> Result<(), String>;
 }
 
 /// An enrolment request a server passes on (a relay, to the controller, for an agent of its site).
@@ -236,10 +306,12 @@ pub struct EnrollRequest {
     pub role: Role,
     pub node_id: String,
     pub public_key: Vec<u8>,
+    pub mac: String,
+    pub renewal: bool,
 }
 
-/// What the upstream answered: the certificate, the CA and the signing key; or why not.
-pub type EnrollOutcome = Result<(Vec<u8>, Vec<u8>, PublicKey), (ErrorCode, String)>;
+/// What the upstream answered: the certificate, the CA and the endorsed signing key; or why not.
+pub type EnrollOutcome = Result<EnrolReply, (ErrorCode, String)>;
 
 /// Passes enrolment requests upstream (a relay's link to the controller).
 pub type EnrollForwarder = Box<
@@ -269,6 +341,9 @@ pub struct Service {
     pub forward_enroll: Option<EnrollForwarder>,
     /// Called with each status report a peer sends.
     pub on_report: ReportSink,
+    /// The serials refused: the same list the TLS configuration checks at the handshake, checked
+    /// again at every request so that a peer revoked while connected is cut off.
+    pub revoked: Revoked,
 }
 
 impl std::fmt::Debug for Service {
@@ -413,13 +488,15 @@ async fn serve_connection(
     // Requests run on the server's tracker, so that shutdown waits for them.
     streams: TaskTracker,
 ) {
-    let peer = conn
+    let certificate = conn
         .peer_identity()
         .and_then(|any| {
             any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                 .ok()
         })
-        .and_then(|chain| chain.first().and_then(|c| Identity::from_certificate(c)));
+        .and_then(|chain| chain.first().map(|c| c.to_vec()));
+    let peer = certificate.as_deref().and_then(Identity::from_certificate);
+    let serial = certificate.as_deref().and_then(trust::certinfo::serial);
     let peer_label = match &peer {
         Some(id) => id.to_string(),
         None => format!("unenrolled {}", conn.remote_address()),
@@ -446,6 +523,14 @@ async fn serve_connection(
                     break;
                 }
             };
+            if serial
+                .as_deref()
+                .is_some_and(|s| service.revoked.contains(s))
+            {
+                tracing::warn!("certificate revoked while connected: closing");
+                conn.close(1u32.into(), b"certificate revoked");
+                break;
+            }
             let (service, state) = (service.clone(), state.clone());
             streams.spawn(
                 async move {
@@ -547,9 +632,19 @@ async fn answer(
         role,
         node_id,
         public_key,
-    } = &request
+        mac,
+        renewal,
+    } = request
     {
-        return answer_enroll(send, service, state, token, *role, node_id, public_key).await;
+        let request = EnrollRequest {
+            token,
+            role,
+            node_id,
+            public_key,
+            mac,
+            renewal,
+        };
+        return answer_enroll(send, service, state, request).await;
     }
     let Some(peer) = &state.peer else {
         return send_error(
@@ -743,89 +838,142 @@ fn permitted(service: &Service, state: &ConnState, peer: &Identity, ids: &[Chunk
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+fn enrolled_frame(reply: EnrolReply) -> Frame {
+    Frame::Control(Control::Enrolled {
+        certificate_der: reply.certificate_der,
+        ca_der: reply.ca_der,
+        signing_key: reply.signing_key.as_bytes().to_vec(),
+        endorsement: reply.endorsement,
+    })
+}
+
 async fn answer_enroll(
     send: &mut quinn::SendStream,
     service: &Service,
     state: &ConnState,
-    token: &str,
-    role: Role,
-    node_id: &str,
-    public_key: &[u8],
+    request: EnrollRequest,
 ) -> Result<(), ExchangeError> {
+    // An enrolled peer asking for itself may only renew its own certificate.
+    let itself = state.peer.as_ref().filter(|p| {
+        request.renewal && p.role == request.role && p.node.as_str() == request.node_id
+    });
     let Some(enroller) = &service.enroller else {
-        if let (Some(forward), None) = (&service.forward_enroll, &state.peer) {
-            let request = EnrollRequest {
-                token: token.to_owned(),
-                role,
-                node_id: node_id.to_owned(),
-                public_key: public_key.to_vec(),
-            };
-            tracing::info!(node = %node_id, "enrolment passed upstream");
+        // A relay passes on the first contact of a node without a certificate, and the renewal
+        // of one of its agents (the only peers it admits).
+        let may_forward = match (&state.peer, itself) {
+            (None, _) => !request.renewal,
+            (Some(_), Some(_)) => true,
+            (Some(_), None) => false,
+        };
+        if let (Some(forward), true) = (&service.forward_enroll, may_forward) {
+            tracing::info!(node = %request.node_id.escape_debug(), renewal = request.renewal, "enrolment passed upstream");
             return match forward(request).await {
-                Ok((certificate_der, ca_der, key)) => {
-                    let reply = Control::Enrolled {
-                        certificate_der,
-                        ca_der,
-                        signing_key: key.as_bytes().to_vec(),
-                    };
-                    send_frame(send, &Frame::Control(reply)).await
-                }
+                Ok(reply) => send_frame(send, &enrolled_frame(reply)).await,
                 Err((code, message)) => send_error(send, code, message).await,
             };
         }
-        return send_error(
-            send,
-            ErrorCode::Unsupported,
-            "this server does not enrol nodes",
-        )
-        .await;
-    };
-    // An enrolled peer may only vouch: a relay, for an agent of its own site.
-    let voucher = match &state.peer {
-        None => None,
-        Some(p)
-            if p.role == Role::Relay && role == Role::Agent && enroller.relays_vouch_for_agents =>
-        {
-            Some(p.clone())
-        }
-        Some(_) => return send_error(send, ErrorCode::BadRequest, "already enrolled").await,
-    };
-    let issued = (|| {
-        let node = crate::ids::NodeId::new(node_id).map_err(|e| TrustError::Cert(e.to_string()))?;
-        let site = match (&voucher, token) {
-            (Some(relay), "") => relay.site.clone(),
-            (voucher, token) => {
-                let token: crate::trust::Token = token.parse()?;
-                let grant = enroller
-                    .tokens
-                    .redeem(&token.secret, role, (enroller.now_unix)())?;
-                if voucher.as_ref().is_some_and(|r| r.site != grant.site) {
-                    return Err(TrustError::TokenRefused("issued for another site"));
-                }
-                grant.site
-            }
+        let why = if service.forward_enroll.is_some() {
+            "enrolled nodes may only renew their own certificate"
+        } else {
+            "this server does not enrol nodes"
         };
-        let identity = Identity { role, site, node };
-        let cert = enroller.ca.sign_public_key(&identity, public_key)?;
-        Ok::<_, TrustError>((identity, cert))
-    })();
+        return send_error(send, ErrorCode::BadRequest, why).await;
+    };
+    let via = match (&state.peer, itself) {
+        (None, _) if !request.renewal => Via::Direct,
+        (Some(_), Some(me)) => Via::Itself(me.clone()),
+        (Some(p), None) if p.role == Role::Relay && request.role == Role::Agent => {
+            Via::Relay(p.clone())
+        }
+        _ => {
+            return send_error(
+                send,
+                ErrorCode::BadRequest,
+                "already enrolled: only a renewal of your own certificate, or a relay's request for an agent of its site",
+            )
+            .await
+        }
+    };
+    let ask = match check_ask(&request, via) {
+        Ok(ask) => ask,
+        Err(message) => return send_error(send, ErrorCode::BadRequest, message).await,
+    };
+    let now = enroller.clock.now();
+    let site = match enroller.policy.decide(&ask, now) {
+        EnrolDecision::Issue { site } => site,
+        EnrolDecision::Pending(message) => {
+            tracing::info!(node = %ask.node, via = ?ask.via, "enrolment pending: {message}");
+            return send_error(send, ErrorCode::Pending, message).await;
+        }
+        EnrolDecision::Refuse(message) => {
+            tracing::warn!(node = %ask.node, via = ?ask.via, "enrolment refused: {message}");
+            return send_error(send, ErrorCode::Unauthorized, message).await;
+        }
+    };
+    let identity = Identity {
+        role: ask.role,
+        site,
+        node: ask.node.clone(),
+    };
+    let validity = Validity::starting(now, enroller.lifetime_secs);
+    let issued = enroller
+        .ca
+        .sign_public_key(&identity, &ask.public_key, validity)
+        .map_err(|e| e.to_string())
+        .and_then(|cert| {
+            let serial = crate::trust::certinfo::serial(&cert)
+                .ok_or_else(|| "the new certificate has no serial".to_owned())?;
+            enroller
+                .policy
+                .issued(&identity, &serial, validity, now)
+                .map(|()| cert)
+        });
     match issued {
-        Ok((identity, certificate_der)) => {
-            match &voucher {
-                Some(relay) => tracing::info!(%identity, vouched_by = %relay, "enrolled"),
-                None => tracing::info!(%identity, "enrolled"),
-            }
-            (enroller.on_enrolled)(&identity);
-            let reply = Control::Enrolled {
+        Ok(certificate_der) => {
+            tracing::info!(%identity, via = ?ask.via, renewal = ask.renewal, "certificate issued");
+            let reply = EnrolReply {
                 certificate_der,
                 ca_der: enroller.ca.certificate().to_vec(),
-                signing_key: enroller.signing_key.as_bytes().to_vec(),
+                signing_key: enroller.signing_key,
+                endorsement: enroller.endorsement.clone(),
             };
-            send_frame(send, &Frame::Control(reply)).await
+            send_frame(send, &enrolled_frame(reply)).await
         }
-        Err(e) => send_error(send, ErrorCode::Unauthorized, e.to_string()).await,
+        Err(e) => {
+            tracing::error!(%identity, error = %e, "cannot issue a certificate");
+            send_error(
+                send,
+                ErrorCode::Internal,
+                format!("cannot issue the certificate: {e}"),
+            )
+            .await
+        }
     }
+}
+
+/// An enrolment request's form: a valid node id, an uncompressed P-256 point, a token that parses
+/// (or none), a MAC of sane length.
+fn check_ask(request: &EnrollRequest, via: Via) -> Result<EnrolAsk, String> {
+    let node = NodeId::new(&request.node_id).map_err(|e| e.to_string())?;
+    if request.public_key.len() != 65 || request.public_key[0] != 4 {
+        return Err("the public key is not an uncompressed P-256 point".into());
+    }
+    let token = match request.token.as_str() {
+        "" => None,
+        t => Some(t.parse::<Token>().map_err(|e| e.to_string())?),
+    };
+    if request.mac.len() > 64 || request.mac.chars().any(|c| c.is_control()) {
+        return Err("the MAC is not a MAC address".into());
+    }
+    Ok(EnrolAsk {
+        token,
+        role: request.role,
+        node,
+        public_key: request.public_key.clone(),
+        mac: request.mac.clone(),
+        renewal: request.renewal,
+        via,
+    })
 }
 
 /// A client's connection to a server.
@@ -1041,62 +1189,78 @@ impl Connection {
         }
     }
 
-    /// Enrols with a one-time token: returns the certificate issued for `public_key`, the CA, and
-    /// the manifest-signing key.
-    pub async fn enroll(
-        &self,
-        token: &str,
-        role: Role,
-        node_id: &str,
-        public_key: Vec<u8>,
-    ) -> Result<(Vec<u8>, Vec<u8>, PublicKey), ExchangeError> {
+    /// Sends an enrolment (or renewal) request: returns the certificate issued, the CA, and the
+    /// endorsed manifest-signing key, none of it checked yet ([`trust::accept_enrolment`]).
+    pub async fn enroll(&self, request: EnrollRequest) -> Result<EnrolReply, ExchangeError> {
         let request = Control::Enroll {
-            token: token.to_owned(),
-            role,
-            node_id: node_id.to_owned(),
-            public_key,
+            token: request.token,
+            role: request.role,
+            node_id: request.node_id,
+            public_key: request.public_key,
+            mac: request.mac,
+            renewal: request.renewal,
         };
         match self.call(request).await? {
             Frame::Control(Control::Enrolled {
                 certificate_der,
                 ca_der,
                 signing_key,
+                endorsement,
             }) => {
                 let key = <[u8; 32]>::try_from(signing_key.as_slice())
                     .ok()
                     .and_then(|k| PublicKey::from_bytes(&k))
                     .ok_or_else(|| self.violation("signing key is not an Ed25519 public key"))?;
-                Ok((certificate_der, ca_der, key))
+                Ok(EnrolReply {
+                    certificate_der,
+                    ca_der,
+                    signing_key: key,
+                    endorsement,
+                })
             }
             _ => Err(self.violation("expected Enrolled")),
         }
     }
 }
 
-/// A new node's whole enrolment: makes its key, connects pinning the token's CA, enrols, and
-/// returns its credentials and the signing key to pin. The caller saves them.
+/// A new node's whole enrolment with a token, straight to the controller: makes its key,
+/// connects pinning the token's CA, enrols, checks the reply against that CA
+/// ([`trust::accept_enrolment`]) and returns its credentials and the signing key to pin. The
+/// caller saves them.
 pub async fn enroll(
     addr: SocketAddr,
     token: &str,
     role: Role,
     node_id: &str,
+    clock: Clock,
 ) -> Result<(Credentials, PublicKey), ExchangeError> {
     let parsed: Token = token.parse()?;
+    let node = NodeId::new(node_id).map_err(|e| TrustError::Cert(e.to_string()))?;
     let endpoint = client_endpoint()?;
     let conn =
-        Connection::connect(&endpoint, addr, crate::trust::enrol_client_config(&parsed)?).await?;
-    let (key, public) = crate::trust::node_key()?;
-    let (certificate, ca, signing_key) = conn.enroll(token, role, node_id, public).await?;
+        Connection::connect(&endpoint, addr, trust::enrol_client_config(&parsed, clock)?).await?;
+    let (key, public) = trust::node_key()?;
+    let reply = conn
+        .enroll(EnrollRequest {
+            token: token.to_owned(),
+            role,
+            node_id: node_id.to_owned(),
+            public_key: public.clone(),
+            mac: String::new(),
+            renewal: false,
+        })
+        .await;
     conn.close();
     endpoint.wait_idle().await;
-    Ok((
-        Credentials {
-            certificate,
-            key,
-            ca,
-        },
-        signing_key,
-    ))
+    Ok(trust::accept_enrolment(
+        parsed.ca_fingerprint,
+        role,
+        &node,
+        key,
+        &public,
+        reply?,
+        clock,
+    )?)
 }
 
 /// A token bucket in bits per second, changeable while running. Pure: time is passed in.

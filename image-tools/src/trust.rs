@@ -6,29 +6,47 @@
 //! role, site and id from the certificate it presented, never from what the peer says. Private keys
 //! are made where they are used: an enrolling node sends only its public key.
 //!
+//! Certificates say what they are for: an agent's is for client authentication only (it can never
+//! serve), a relay's and the controller's for both; every one expires ([`Validity`], one year by
+//! default) and has a random serial that the controller can revoke. Whom each side accepts on the
+//! other end is in [`peer`].
+//!
 //! A token is `nc1-<secret>-<CA fingerprint>`: a node that has nothing else learns from the token
 //! which CA to trust, so its first connection is already authenticated (the server's chain must
-//! contain a CA with that fingerprint). Tokens are single use and expire.
+//! contain a CA with that fingerprint). Tokens are single use and expire; the controller keeps
+//! them (hashes only) in its catalogue.
+//!
+//! The manifest-signing key reaches a node bound to the CA: the CA signs it ([`Ca::endorse`]), and
+//! a node checks that signature against the CA it pinned before it pins the key
+//! ([`accept_enrolment`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256,
+    KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    PKCS_ECDSA_P256_SHA256,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::durable;
 use crate::ids::{hex, unhex, NodeId, SiteId};
+use crate::keys::PublicKey;
 use crate::wire::{Role, ALPN};
+
+pub mod certinfo;
+pub mod peer;
+
+pub use peer::{Admit, Expect, Revoked};
 
 /// The TLS server name every nightcast server certificate holds; clients connect to it.
 pub const SERVER_NAME: &str = "nightcast";
-const URI_PREFIX: &str = "nightcast://";
+pub(crate) const URI_PREFIX: &str = "nightcast://";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
@@ -52,6 +70,9 @@ pub enum TrustError {
     Damaged { path: PathBuf, what: String },
     #[error("enrolment token refused: {0}")]
     TokenRefused(&'static str),
+    /// What an enrolment reply held does not check out against the pinned CA.
+    #[error("the enrolment reply is not to be trusted: {0}")]
+    BadEnrolment(String),
 }
 
 fn cert_err(e: impl std::fmt::Display) -> TrustError {
@@ -71,7 +92,7 @@ impl Identity {
         format!("{URI_PREFIX}{}/{}/{}", self.role, self.site, self.node)
     }
 
-    fn parse_uri(uri: &str) -> Option<Identity> {
+    pub(crate) fn parse_uri(uri: &str) -> Option<Identity> {
         let rest = uri.strip_prefix(URI_PREFIX)?;
         let mut parts = rest.split('/');
         let role = match parts.next()? {
@@ -88,26 +109,60 @@ impl Identity {
             .then_some(Identity { role, site, node })
     }
 
-    /// The identity in a certificate this CA issued. Only call on a certificate whose chain has
-    /// been verified: it looks for the identity URI in the DER without parsing the rest.
+    /// The identity a certificate names (see [`certinfo::identity`]). Only trust it for a
+    /// certificate whose chain has been verified.
     pub fn from_certificate(der: &[u8]) -> Option<Identity> {
-        let prefix = URI_PREFIX.as_bytes();
-        let at = der.windows(prefix.len()).position(|w| w == prefix)?;
-        // A GeneralName URI is [0x86, length, bytes]; our URIs are under 128 bytes, else 0x81 len.
-        let (len, tag_at) = match (at.checked_sub(2), at.checked_sub(3)) {
-            (Some(i), _) if der[i] == 0x86 && der[i + 1] < 0x80 => (usize::from(der[i + 1]), i),
-            (_, Some(i)) if der[i] == 0x86 && der[i + 1] == 0x81 => (usize::from(der[i + 2]), i),
-            _ => return None,
-        };
-        let _ = tag_at;
-        let uri = std::str::from_utf8(der.get(at..at + len)?).ok()?;
-        Identity::parse_uri(uri)
+        certinfo::identity(der)
     }
 }
 
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}/{}", self.role, self.site, self.node)
+    }
+}
+
+/// How long a node's certificate is valid by default: a year, renewed before it ends.
+pub const DEFAULT_LIFETIME_SECS: u64 = 365 * 86_400;
+/// How far back a certificate's validity starts, for clocks that are a little behind.
+const CLOCK_SKEW_SECS: i64 = 3600;
+
+/// From when to when a certificate is valid, in Unix seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Validity {
+    /// A node's certificate issued at `now`: valid from an hour before (clock skew) for
+    /// `lifetime_secs`.
+    pub fn starting(now: i64, lifetime_secs: u64) -> Validity {
+        Validity {
+            not_before: now.saturating_sub(CLOCK_SKEW_SECS),
+            not_after: now.saturating_add(i64::try_from(lifetime_secs).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// A CA made at `now`: valid for 20 years (its nodes' certificates are renewed under it; a
+    /// new CA is rolled in long before).
+    pub fn ca(now: i64) -> Validity {
+        Validity::starting(now, 20 * 365 * 86_400)
+    }
+
+    fn apply(&self, params: &mut CertificateParams) -> Result<(), TrustError> {
+        let at = |t: i64| {
+            time::OffsetDateTime::from_unix_timestamp(t)
+                .map_err(|e| TrustError::Cert(format!("validity {t}: {e}")))
+        };
+        if self.not_after <= self.not_before {
+            return Err(TrustError::Cert(
+                "a certificate must end after it starts".into(),
+            ));
+        }
+        params.not_before = at(self.not_before)?;
+        params.not_after = at(self.not_after)?;
+        Ok(())
     }
 }
 
@@ -176,34 +231,77 @@ impl Credentials {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()))
     }
 
-    /// TLS for a server: presents this certificate, asks clients for one signed by the same CA, and
-    /// also accepts clients without a certificate (who may then only enrol).
-    pub fn server_config(&self) -> Result<rustls::ServerConfig, TrustError> {
+    /// The certificate's serial number.
+    pub fn serial(&self) -> Option<Vec<u8>> {
+        certinfo::serial(&self.certificate)
+    }
+
+    /// When the certificate expires (Unix seconds).
+    pub fn not_after(&self) -> Option<i64> {
+        certinfo::not_after(&self.certificate)
+    }
+
+    /// Whether the certificate should be renewed at `now`: a third of its life or less is left
+    /// (or it cannot be read).
+    pub fn renewal_due(&self, now: i64) -> bool {
+        match certinfo::validity(&self.certificate) {
+            Some(v) => v.not_after - now <= (v.not_after - v.not_before) / 3,
+            None => true,
+        }
+    }
+
+    /// TLS for a server: presents this certificate, lets in clients with a certificate from the
+    /// same CA whom `admit` names and whose serial is not `revoked`, and also clients without a
+    /// certificate (who may then only enrol). Certificates are checked against `clock`'s time.
+    pub fn server_config(
+        &self,
+        admit: Admit,
+        revoked: Revoked,
+        clock: Clock,
+    ) -> Result<rustls::ServerConfig, TrustError> {
         let tls = |e: rustls::Error| TrustError::Tls(e.to_string());
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(self.roots()?),
             provider(),
         )
         .allow_unauthenticated()
         .build()
         .map_err(|e| TrustError::Tls(e.to_string()))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        let verifier = peer::AdmitClient {
+            inner,
+            admit,
+            revoked,
+        };
+        let mut config = rustls::ServerConfig::builder_with_details(provider(), Arc::new(clock))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls)?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(Arc::new(verifier))
             .with_single_cert(self.chain(), self.private_key())
             .map_err(tls)?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
     }
 
-    /// TLS for a client: trusts only this CA, and presents this certificate.
-    pub fn client_config(&self) -> Result<rustls::ClientConfig, TrustError> {
+    /// TLS for a client: trusts only this CA, only a server that `expect` names, and presents this
+    /// certificate.
+    pub fn client_config(
+        &self,
+        expect: Expect,
+        clock: Clock,
+    ) -> Result<rustls::ClientConfig, TrustError> {
         let tls = |e: rustls::Error| TrustError::Tls(e.to_string());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(self.roots()?),
+            provider(),
+        )
+        .build()
+        .map_err(|e| TrustError::Tls(e.to_string()))?;
+        let verifier = peer::ExpectServer { inner, expect };
+        let mut config = rustls::ClientConfig::builder_with_details(provider(), Arc::new(clock))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls)?
-            .with_root_certificates(self.roots()?)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_auth_cert(self.chain(), self.private_key())
             .map_err(tls)?;
         config.alpn_protocols = vec![ALPN.to_vec()];
@@ -228,7 +326,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn save_enrolment(
     dir: &Path,
     creds: &Credentials,
-    signing_key: &crate::keys::PublicKey,
+    signing_key: &PublicKey,
 ) -> Result<(), TrustError> {
     creds.save(&dir.join("tls"))?;
     signing_key
@@ -240,27 +338,37 @@ pub fn save_enrolment(
 }
 
 /// Loads what [`save_enrolment`] wrote.
-pub fn load_enrolment(dir: &Path) -> Result<(Credentials, crate::keys::PublicKey), TrustError> {
+pub fn load_enrolment(dir: &Path) -> Result<(Credentials, PublicKey), TrustError> {
     let creds = Credentials::load(&dir.join("tls"))?;
     let path = dir.join("signing.pub");
-    let key = crate::keys::PublicKey::load(&path).map_err(|e| TrustError::Damaged {
+    let key = PublicKey::load(&path).map_err(|e| TrustError::Damaged {
         path,
         what: e.to_string(),
     })?;
     Ok((creds, key))
 }
 
-/// TLS for a node that has only a token: no client certificate, and the server's chain must hold
-/// the CA whose fingerprint the token names.
-pub fn enrol_client_config(token: &Token) -> Result<rustls::ClientConfig, TrustError> {
-    pinned_ca_client_config(token.ca_fingerprint)
+/// TLS for a node that has only a token: no client certificate, the server's chain must hold the
+/// CA whose fingerprint the token names, and the server must be the controller.
+pub fn enrol_client_config(
+    token: &Token,
+    clock: Clock,
+) -> Result<rustls::ClientConfig, TrustError> {
+    pinned_ca_client_config(token.ca_fingerprint, Expect::Controller, clock)
 }
 
 /// TLS for a node without a certificate that knows the CA only by its fingerprint (from a token, a
-/// relay's discovery answer, or its configuration).
-pub fn pinned_ca_client_config(fingerprint: [u8; 16]) -> Result<rustls::ClientConfig, TrustError> {
-    let verifier = PinnedCa { fingerprint };
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+/// relay's discovery answer, or its configuration), to a server that `expect` names.
+pub fn pinned_ca_client_config(
+    fingerprint: [u8; 16],
+    expect: Expect,
+    clock: Clock,
+) -> Result<rustls::ClientConfig, TrustError> {
+    let verifier = peer::ExpectServer {
+        inner: Arc::new(PinnedCa { fingerprint }),
+        expect,
+    };
+    let mut config = rustls::ClientConfig::builder_with_details(provider(), Arc::new(clock))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TrustError::Tls(e.to_string()))?
         .dangerous()
@@ -275,6 +383,98 @@ pub fn fingerprint(ca_der: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
     out.copy_from_slice(&blake3::hash(ca_der).as_bytes()[..16]);
     out
+}
+
+/// What a node checks before it keeps anything an enrolment reply (from a relay it does not know
+/// yet) gave it: the CA is the one it pinned, the certificate is that CA's, for the role and node
+/// id it asked for and for its own public key, and the manifest-signing key is endorsed by that
+/// CA. Returns the credentials (with `key`, the node's private key) and the key to pin.
+#[allow(clippy::too_many_arguments)]
+pub fn accept_enrolment(
+    pinned: [u8; 16],
+    role: Role,
+    node: &NodeId,
+    key: Vec<u8>,
+    public_key: &[u8],
+    reply: EnrolReply,
+    clock: Clock,
+) -> Result<(Credentials, PublicKey), TrustError> {
+    let bad = |what: String| TrustError::BadEnrolment(what);
+    if fingerprint(&reply.ca_der) != pinned {
+        return Err(bad(format!(
+            "its CA has fingerprint {}, not the pinned {}",
+            hex(&fingerprint(&reply.ca_der)),
+            hex(&pinned)
+        )));
+    }
+    check_endorsement(&reply.ca_der, &reply.signing_key, &reply.endorsement)?;
+    let ca = CertificateDer::from(reply.ca_der.clone());
+    let anchor = webpki::anchor_from_trusted_cert(&ca)
+        .map_err(|e| bad(format!("the CA certificate does not parse: {e}")))?;
+    let cert_der = CertificateDer::from(reply.certificate_der.clone());
+    let cert = webpki::EndEntityCert::try_from(&cert_der)
+        .map_err(|e| bad(format!("the certificate does not parse: {e}")))?;
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(clock.now().max(0) as u64));
+    cert.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &[],
+        now,
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| bad(format!("the certificate is not the pinned CA's: {e}")))?;
+    let identity = certinfo::identity(&reply.certificate_der)
+        .ok_or_else(|| bad("the certificate names no identity".into()))?;
+    if identity.role != role || identity.node != *node {
+        return Err(bad(format!(
+            "the certificate is for {identity}, not {role} {node}"
+        )));
+    }
+    let spki = cert.subject_public_key_info();
+    if !spki.as_ref().ends_with(public_key) {
+        return Err(bad("the certificate is for another key than ours".into()));
+    }
+    Ok((
+        Credentials {
+            certificate: reply.certificate_der,
+            key,
+            ca: reply.ca_der,
+        },
+        reply.signing_key,
+    ))
+}
+
+/// What an enrolment (or a renewal) gives a node.
+#[derive(Clone, Debug)]
+pub struct EnrolReply {
+    pub certificate_der: Vec<u8>,
+    pub ca_der: Vec<u8>,
+    pub signing_key: PublicKey,
+    /// The CA's signature over the signing key ([`Ca::endorse`]).
+    pub endorsement: Vec<u8>,
+}
+
+const ENDORSEMENT_CONTEXT: &[u8] = b"nightcast manifest-signing key v1\0";
+
+/// Checks that the CA in `ca_der` endorsed `key` ([`Ca::endorse`]).
+pub fn check_endorsement(
+    ca_der: &[u8],
+    key: &PublicKey,
+    signature: &[u8],
+) -> Result<(), TrustError> {
+    let ca = CertificateDer::from(ca_der);
+    let cert = webpki::EndEntityCert::try_from(&ca)
+        .map_err(|e| TrustError::BadEnrolment(format!("the CA certificate does not parse: {e}")))?;
+    let message = [ENDORSEMENT_CONTEXT, key.as_bytes()].concat();
+    cert.verify_signature(webpki::ring::ECDSA_P256_SHA256, &message, signature)
+        .map_err(|_| {
+            TrustError::BadEnrolment(format!(
+                "the manifest-signing key {} is not endorsed by the pinned CA",
+                key.short()
+            ))
+        })
 }
 
 #[derive(Debug)]
@@ -352,12 +552,23 @@ impl std::fmt::Debug for Ca {
 }
 
 impl Ca {
-    /// A new CA with a fresh key.
-    pub fn generate() -> Result<Ca, TrustError> {
+    /// A new CA with a fresh key, whose certificate is valid for `validity` (see
+    /// [`Validity::ca`]).
+    pub fn generate(validity: Validity) -> Result<Ca, TrustError> {
         let key = KeyPair::generate().map_err(cert_err)?;
         let params = Ca::params_for(&key)?;
-        let der = params.self_signed(&key).map_err(cert_err)?.der().to_vec();
+        let mut dated = params.clone();
+        validity.apply(&mut dated)?;
+        let der = dated.self_signed(&key).map_err(cert_err)?.der().to_vec();
         Ok(Ca { key, params, der })
+    }
+
+    /// The CA's signature over the manifest-signing public key: what binds that key to the CA a
+    /// node pinned ([`check_endorsement`]).
+    pub fn endorse(&self, key: &PublicKey) -> Result<Vec<u8>, TrustError> {
+        use rcgen::SigningKey as _;
+        let message = [ENDORSEMENT_CONTEXT, key.as_bytes()].concat();
+        self.key.sign(&message).map_err(cert_err)
     }
 
     /// The CA's parameters are derived from its key, so that a saved key is all it takes to sign.
@@ -414,28 +625,50 @@ impl Ca {
         fingerprint(&self.der)
     }
 
-    fn leaf_params(identity: &Identity) -> Result<CertificateParams, TrustError> {
-        let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned()]).map_err(cert_err)?;
+    /// A leaf's parameters: what it is for follows from its role. An agent's certificate is for
+    /// client authentication only and names no server; a relay's and the controller's serve too.
+    fn leaf_params(
+        identity: &Identity,
+        validity: Validity,
+    ) -> Result<CertificateParams, TrustError> {
+        let serves = identity.role != Role::Agent;
+        let dns = if serves {
+            vec![SERVER_NAME.to_owned()]
+        } else {
+            Vec::new()
+        };
+        let mut params = CertificateParams::new(dns).map_err(cert_err)?;
         params
             .distinguished_name
             .push(DnType::CommonName, identity.to_string());
         params
             .subject_alt_names
             .push(SanType::URI(identity.uri().try_into().map_err(cert_err)?));
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = if serves {
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        };
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut serial = [0u8; 16];
+        getrandom::fill(&mut serial).map_err(cert_err)?;
+        serial[0] &= 0x7f; // a positive INTEGER
+        serial[0] |= 0x01; // and never a leading zero byte (DER would drop it)
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        validity.apply(&mut params)?;
         Ok(params)
     }
 
     /// A certificate for `identity` binding `public_key`, the raw P-256 point (65 bytes) of the key
-    /// the node made for itself.
+    /// the node made for itself, valid for `validity`.
     pub fn sign_public_key(
         &self,
         identity: &Identity,
         public_key: &[u8],
+        validity: Validity,
     ) -> Result<Vec<u8>, TrustError> {
         if public_key.len() != 65 || public_key[0] != 4 {
             return Err(TrustError::Cert(
@@ -444,16 +677,20 @@ impl Ca {
         }
         let spki = RawP256(public_key);
         let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = Ca::leaf_params(identity)?
+        let cert = Ca::leaf_params(identity, validity)?
             .signed_by(&spki, &issuer)
             .map_err(cert_err)?;
         Ok(cert.der().to_vec())
     }
 
     /// A key and certificate for `identity`, made here (for the controller itself, and for tests).
-    pub fn issue(&self, identity: &Identity) -> Result<Credentials, TrustError> {
+    pub fn issue(
+        &self,
+        identity: &Identity,
+        validity: Validity,
+    ) -> Result<Credentials, TrustError> {
         let key = KeyPair::generate().map_err(cert_err)?;
-        let certificate = self.sign_public_key(identity, key.public_key_raw())?;
+        let certificate = self.sign_public_key(identity, key.public_key_raw(), validity)?;
         Ok(Credentials {
             certificate,
             key: key.serialize_der(),
@@ -466,6 +703,15 @@ impl Ca {
 pub fn node_key() -> Result<(Vec<u8>, Vec<u8>), TrustError> {
     let key = KeyPair::generate().map_err(cert_err)?;
     Ok((key.serialize_der(), key.public_key_raw().to_vec()))
+}
+
+/// The raw public point of a PKCS#8 P-256 private key (one made by [`node_key`]).
+pub fn public_key_of(pkcs8: &[u8]) -> Result<Vec<u8>, TrustError> {
+    let key = KeyPair::try_from(&PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        pkcs8.to_vec(),
+    )))
+    .map_err(cert_err)?;
+    Ok(key.public_key_raw().to_vec())
 }
 
 /// A node's public key as sent at enrolment (the node keeps the private half).
@@ -519,101 +765,20 @@ impl std::str::FromStr for Token {
     }
 }
 
-/// What a token allows, kept by the controller until the token is used or expires.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenGrant {
-    /// BLAKE3 of the secret (the secret itself is never stored).
-    pub secret_hash: String,
-    pub role: Role,
-    pub site: SiteId,
-    /// Seconds since the Unix epoch after which the token is refused.
-    pub expires_unix: u64,
-}
-
-/// The controller's outstanding tokens, in one JSON file written durably.
-#[derive(Debug)]
-pub struct TokenBook {
-    path: PathBuf,
-}
-
-impl TokenBook {
-    pub fn new(path: PathBuf) -> TokenBook {
-        TokenBook { path }
-    }
-
-    fn read(&self) -> Result<Vec<TokenGrant>, TrustError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| TrustError::Damaged {
-                path: self.path.clone(),
-                what: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(TrustError::Read {
-                path: self.path.clone(),
-                source,
-            }),
-        }
-    }
-
-    fn write(&self, grants: &[TokenGrant]) -> Result<(), TrustError> {
-        let bytes =
-            serde_json::to_vec_pretty(grants).map_err(|e| TrustError::Cert(e.to_string()))?;
-        durable::write_file(&self.path, &bytes, 0o600).map_err(|source| TrustError::Write {
-            path: self.path.clone(),
-            source,
-        })
-    }
-
-    /// A new single-use token for a node of `role` at `site`, valid `ttl_secs` from `now_unix`.
-    pub fn issue(
-        &self,
-        ca: &Ca,
-        role: Role,
-        site: SiteId,
-        now_unix: u64,
-        ttl_secs: u64,
-    ) -> Result<Token, TrustError> {
+impl Token {
+    /// A new token naming the CA `ca_fingerprint`, with a fresh random secret.
+    pub fn generate(ca_fingerprint: [u8; 16]) -> Result<Token, TrustError> {
         let mut secret = [0u8; 16];
         getrandom::fill(&mut secret).map_err(|e| TrustError::Cert(e.to_string()))?;
-        let mut grants: Vec<_> = self
-            .read()?
-            .into_iter()
-            .filter(|g| g.expires_unix > now_unix)
-            .collect();
-        grants.push(TokenGrant {
-            secret_hash: hex(blake3::hash(&secret).as_bytes()),
-            role,
-            site,
-            expires_unix: now_unix.saturating_add(ttl_secs),
-        });
-        self.write(&grants)?;
         Ok(Token {
             secret,
-            ca_fingerprint: ca.fingerprint(),
+            ca_fingerprint,
         })
     }
 
-    /// Uses up the token: returns its grant if it exists, has not expired and is for `role`.
-    pub fn redeem(
-        &self,
-        secret: &[u8; 16],
-        role: Role,
-        now_unix: u64,
-    ) -> Result<TokenGrant, TrustError> {
-        let hash = hex(blake3::hash(secret).as_bytes());
-        let mut grants = self.read()?;
-        let Some(i) = grants.iter().position(|g| g.secret_hash == hash) else {
-            return Err(TrustError::TokenRefused("unknown or already used"));
-        };
-        let grant = grants.remove(i);
-        self.write(&grants)?;
-        if grant.expires_unix <= now_unix {
-            return Err(TrustError::TokenRefused("expired"));
-        }
-        if grant.role != role {
-            return Err(TrustError::TokenRefused("issued for another role"));
-        }
-        Ok(grant)
+    /// What the controller keeps of a token: BLAKE3 of the secret, in hex (never the secret).
+    pub fn secret_hash(&self) -> String {
+        hex(blake3::hash(&self.secret).as_bytes())
     }
 }
 
@@ -629,61 +794,116 @@ mod tests {
         }
     }
 
+    const NOW: i64 = 1_796_164_200;
+
+    fn year() -> Validity {
+        Validity::starting(NOW, DEFAULT_LIFETIME_SECS)
+    }
+
     #[test]
     fn identities_survive_the_certificate() {
-        let ca = Ca::generate().unwrap();
+        let ca = Ca::generate(Validity::ca(NOW)).unwrap();
         for who in [id(Role::Relay, "relay-1"), id(Role::Agent, &"n".repeat(64))] {
-            let creds = ca.issue(&who).unwrap();
+            let creds = ca.issue(&who, year()).unwrap();
             assert_eq!(creds.identity(), Some(who));
+            assert_eq!(creds.not_after(), Some(NOW + DEFAULT_LIFETIME_SECS as i64));
+            assert_eq!(creds.serial().map(|s| s.len()), Some(16));
         }
         assert_eq!(Identity::from_certificate(ca.certificate()), None);
+        assert_eq!(
+            certinfo::not_after(ca.certificate()),
+            Some(Validity::ca(NOW).not_after)
+        );
         assert_eq!(Identity::parse_uri("nightcast://relay/lyon/../x"), None);
         assert_eq!(Identity::parse_uri("nightcast://root/lyon/x"), None);
     }
 
     #[test]
-    fn a_saved_ca_signs_for_the_same_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::generate().unwrap();
-        ca.save(dir.path()).unwrap();
-        let again = Ca::load(dir.path()).unwrap();
-        assert_eq!(again.fingerprint(), ca.fingerprint());
-        // Both configurations build (the chain is consistent enough for rustls to accept the key).
-        let creds = again.issue(&id(Role::Relay, "r")).unwrap();
-        creds.server_config().unwrap();
-        creds.client_config().unwrap();
+    fn every_certificate_has_its_own_serial() {
+        let ca = Ca::generate(Validity::ca(NOW)).unwrap();
+        let a = ca.issue(&id(Role::Agent, "a"), year()).unwrap();
+        let b = ca.issue(&id(Role::Agent, "a"), year()).unwrap();
+        assert_ne!(a.serial(), b.serial());
     }
 
     #[test]
-    fn tokens_are_single_use_expiring_and_role_bound() {
+    fn a_saved_ca_signs_for_the_same_chain() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::generate().unwrap();
-        let book = TokenBook::new(dir.path().join("tokens.json"));
-        let site = SiteId::new("lyon").unwrap();
-        let t = book
-            .issue(&ca, Role::Relay, site.clone(), 1000, 60)
+        let ca = Ca::generate(Validity::ca(NOW)).unwrap();
+        ca.save(dir.path()).unwrap();
+        let again = Ca::load(dir.path()).unwrap();
+        assert_eq!(again.fingerprint(), ca.fingerprint());
+        let creds = again.issue(&id(Role::Relay, "r"), year()).unwrap();
+        let clock = Clock::system();
+        creds
+            .server_config(
+                Admit::AgentsOf(SiteId::new("lyon").unwrap()),
+                Revoked::default(),
+                clock,
+            )
             .unwrap();
+        creds.client_config(Expect::Controller, clock).unwrap();
+    }
+
+    #[test]
+    fn the_signing_key_is_bound_to_the_ca() {
+        let ca = Ca::generate(Validity::ca(NOW)).unwrap();
+        let key = crate::keys::SigningKey::generate().unwrap().public();
+        let other = crate::keys::SigningKey::generate().unwrap().public();
+        let sig = ca.endorse(&key).unwrap();
+        check_endorsement(ca.certificate(), &key, &sig).unwrap();
+        assert!(check_endorsement(ca.certificate(), &other, &sig).is_err());
+        let foreign = Ca::generate(Validity::ca(NOW)).unwrap();
+        assert!(check_endorsement(foreign.certificate(), &key, &sig).is_err());
+    }
+
+    #[test]
+    fn an_enrolment_reply_must_match_the_pinned_ca_the_request_and_the_key() {
+        let ca = Ca::generate(Validity::ca(NOW)).unwrap();
+        let clock = Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap();
+        let signing = crate::keys::SigningKey::generate().unwrap().public();
+        let node = NodeId::new("nuc-1").unwrap();
+        let (key, public) = node_key().unwrap();
+        let reply = |ca: &Ca, who: &Identity, public: &[u8]| EnrolReply {
+            certificate_der: ca.sign_public_key(who, public, year()).unwrap(),
+            ca_der: ca.certificate().to_vec(),
+            signing_key: signing,
+            endorsement: ca.endorse(&signing).unwrap(),
+        };
+        let me = id(Role::Agent, "nuc-1");
+        let accept = |r: EnrolReply| {
+            accept_enrolment(
+                ca.fingerprint(),
+                Role::Agent,
+                &node,
+                key.clone(),
+                &public,
+                r,
+                clock,
+            )
+        };
+        let (creds, pinned) = accept(reply(&ca, &me, &public)).unwrap();
+        assert_eq!(creds.identity(), Some(me.clone()));
+        assert_eq!(pinned, signing);
+        // Another CA (a relay that made its own), another node, another key, an unendorsed key.
+        let evil = Ca::generate(Validity::ca(NOW)).unwrap();
+        assert!(accept(reply(&evil, &me, &public)).is_err());
+        assert!(accept(reply(&ca, &id(Role::Agent, "nuc-2"), &public)).is_err());
+        assert!(accept(reply(&ca, &id(Role::Relay, "nuc-1"), &public)).is_err());
+        let (_, other_public) = node_key().unwrap();
+        assert!(accept(reply(&ca, &me, &other_public)).is_err());
+        let mut forged = reply(&ca, &me, &public);
+        forged.signing_key = crate::keys::SigningKey::generate().unwrap().public();
+        assert!(accept(forged).is_err());
+    }
+
+    #[test]
+    fn tokens_round_trip_and_keep_only_a_hash() {
+        let t = Token::generate([7; 16]).unwrap();
         let parsed: Token = t.to_string().parse().unwrap();
         assert_eq!(parsed, t);
-        assert!(matches!(
-            book.redeem(&t.secret, Role::Agent, 1001),
-            Err(TrustError::TokenRefused(_))
-        ));
-        // A refused attempt still used the token up: guessing roles gives nothing.
-        assert!(book.redeem(&t.secret, Role::Relay, 1001).is_err());
-        let t = book
-            .issue(&ca, Role::Relay, site.clone(), 1000, 60)
-            .unwrap();
-        assert_eq!(
-            book.redeem(&t.secret, Role::Relay, 1001).unwrap().site,
-            site
-        );
-        assert!(book.redeem(&t.secret, Role::Relay, 1002).is_err(), "reused");
-        let t = book.issue(&ca, Role::Relay, site, 1000, 60).unwrap();
-        assert!(matches!(
-            book.redeem(&t.secret, Role::Relay, 1060),
-            Err(TrustError::TokenRefused("expired"))
-        ));
+        assert_eq!(t.secret_hash().len(), 64);
+        assert!(!t.secret_hash().contains(&hex(&t.secret)));
         assert!("nc1-zz-00".parse::<Token>().is_err());
     }
 }

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::ids::ChunkId;
 
 /// Bumped on any incompatible change; both sides send theirs in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The TLS ALPN of this protocol version.
-pub const ALPN: &[u8] = b"nightcast/1";
+pub const ALPN: &[u8] = b"nightcast/2";
 /// Control frames (requests, replies, reports) are at most this long.
 pub const MAX_CONTROL: u32 = 1 << 20;
 /// A chunk frame: id, stored-form header and a payload of at most the largest chunk.
@@ -84,8 +84,12 @@ pub enum ErrorCode {
     Internal,
     /// Protocol version or capability mismatch.
     Unsupported,
-    /// Enrolment refused (unknown, used or expired token).
+    /// Enrolment refused (unknown, used or expired token; a node id that exists elsewhere; a
+    /// revoked node).
     Unauthorized,
+    /// Enrolment waits for the DSI: the node is pending until it is approved, its site is opened
+    /// for new NUCs, or it comes with a token. Ask again later.
+    Pending,
 }
 
 /// Every control message. Variants may be added at the end only (postcard tags by index).
@@ -109,20 +113,26 @@ pub enum Control {
     End,
     Report(Status),
     Ack,
-    /// First contact of a node with no certificate: a one-time token and its public key (the raw
-    /// P-256 point; the node keeps the private key).
+    /// First contact of a node with no certificate: a one-time token (or empty), its public key
+    /// (the raw P-256 point; the node keeps the private key) and its MAC (shown to the DSI while
+    /// it is pending). With `renewal`, an enrolled node asks, over its authenticated connection,
+    /// for a new certificate for the same identity before its own expires.
     Enroll {
         token: String,
         role: Role,
         node_id: String,
         public_key: Vec<u8>,
+        mac: String,
+        renewal: bool,
     },
-    /// The certificate issued at enrolment, the CA that signed it (both DER), and the
-    /// manifest-signing public key (32 bytes) the node pins from now on.
+    /// The certificate issued at enrolment, the CA that signed it (both DER), the
+    /// manifest-signing public key (32 bytes) the node pins from now on, and the CA's signature
+    /// over that key (`trust::Ca::endorse`), which the node checks against the CA it pinned.
     Enrolled {
         certificate_der: Vec<u8>,
         ca_der: Vec<u8>,
         signing_key: Vec<u8>,
+        endorsement: Vec<u8>,
     },
     Error {
         code: ErrorCode,
@@ -156,6 +166,10 @@ pub struct SitePlan {
     /// Which agent sits at which seat; an agent of the site that is in no binding is a spare.
     #[serde(default)]
     pub seats: Vec<SeatBinding>,
+    /// Serial numbers (hex) of the revoked, unexpired certificates of the site's agents: the
+    /// relay refuses them at the handshake, also while the controller is away.
+    #[serde(default)]
+    pub revoked: Vec<String>,
 }
 
 /// A room's upcoming sessions.

@@ -8,12 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use image_tools::assemble::assemble;
+use image_tools::clock::Clock;
 use image_tools::exchange::{
     self, fetch_missing, CachingStore, Connection, ExchangeError, FetchOptions, FrameReader,
     MemoryCatalog, RemoteStore, Service,
 };
+use image_tools::exchange::{EnrolAsk, EnrolDecision, EnrolPolicy, EnrollRequest, Via};
 use image_tools::import::{import_reader, ImportOptions};
-use image_tools::trust::{enrol_client_config, node_key, Ca, Credentials, Identity, TokenBook};
+use image_tools::trust::{
+    accept_enrolment, enrol_client_config, node_key, Admit, Ca, Credentials, Expect, Identity,
+    Revoked, Token, Validity, DEFAULT_LIFETIME_SECS,
+};
 use image_tools::wire::{
     self, Control, ErrorCode, Frame, Hello, MasterRef, Role, PROTOCOL_VERSION,
 };
@@ -21,6 +26,74 @@ use image_tools::{
     testimage, ChunkParams, ChunkStore, LocalStore, NodeId, SigningKey, SiteId, VerifiedManifest,
 };
 use tokio_util::sync::CancellationToken;
+
+fn now() -> i64 {
+    Clock::system().now()
+}
+
+fn valid() -> Validity {
+    Validity::starting(now(), DEFAULT_LIFETIME_SECS)
+}
+
+/// Tokens as the controller keeps them (role, site, expiry by secret hash); a relay vouches for
+/// an agent of its own site by itself here (the controller's real rules are its own tests').
+#[derive(Default)]
+struct TestPolicy {
+    tokens: std::sync::Mutex<std::collections::HashMap<String, (Role, String, i64)>>,
+}
+
+impl TestPolicy {
+    fn token(&self, ca: &Ca, role: Role, site: &str, expires: i64) -> Token {
+        let t = Token::generate(ca.fingerprint()).unwrap();
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(t.secret_hash(), (role, site.to_owned(), expires));
+        t
+    }
+}
+
+impl EnrolPolicy for TestPolicy {
+    fn decide(&self, ask: &EnrolAsk, now: i64) -> EnrolDecision {
+        let grant = ask
+            .token
+            .map(|t| self.tokens.lock().unwrap().remove(&t.secret_hash()));
+        let refuse = |why: &str| EnrolDecision::Refuse(why.to_owned());
+        match (&ask.via, grant) {
+            (_, Some(None)) => refuse("unknown or already used"),
+            (_, Some(Some((_, _, expires)))) if expires <= now => refuse("expired"),
+            (_, Some(Some((role, _, _)))) if role != ask.role => refuse("another role"),
+            (Via::Relay(r), Some(Some((_, site, _)))) if site != r.site.as_str() => {
+                refuse("another site")
+            }
+            (_, Some(Some((_, site, _)))) => EnrolDecision::Issue {
+                site: SiteId::new(&site).unwrap(),
+            },
+            (Via::Relay(r), None) => EnrolDecision::Issue {
+                site: r.site.clone(),
+            },
+            (Via::Itself(me), None) => EnrolDecision::Issue {
+                site: me.site.clone(),
+            },
+            (Via::Direct, None) => refuse("a token is needed"),
+        }
+    }
+
+    fn issued(&self, _: &Identity, _: &[u8], _: Validity, _: i64) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn request(token: &str, role: Role, node: &str, public_key: &[u8]) -> EnrollRequest {
+    EnrollRequest {
+        token: token.to_owned(),
+        role,
+        node_id: node.to_owned(),
+        public_key: public_key.to_vec(),
+        mac: String::new(),
+        renewal: false,
+    }
+}
 
 fn identity(role: Role, site: &str, node: &str) -> Identity {
     Identity {
@@ -47,6 +120,17 @@ fn v(version: &str) -> MasterRef {
     }
 }
 
+struct SharedPolicy(Arc<TestPolicy>);
+
+impl EnrolPolicy for SharedPolicy {
+    fn decide(&self, ask: &EnrolAsk, now: i64) -> EnrolDecision {
+        self.0.decide(ask, now)
+    }
+    fn issued(&self, id: &Identity, serial: &[u8], v: Validity, now: i64) -> Result<(), String> {
+        self.0.issued(id, serial, v, now)
+    }
+}
+
 /// A controller: store with two versions of a master, a catalog scheduling v1 at site "lyon".
 struct Controller {
     dir: tempfile::TempDir,
@@ -55,6 +139,7 @@ struct Controller {
     store: Arc<LocalStore>,
     catalog: Arc<MemoryCatalog>,
     v1: Vec<u8>,
+    policy: Arc<TestPolicy>,
 }
 
 impl Controller {
@@ -80,31 +165,38 @@ impl Controller {
         catalog.schedule("lyon", vec![v("1")]);
         Controller {
             dir,
-            ca: Ca::generate().unwrap(),
+            ca: Ca::generate(Validity::ca(now())).unwrap(),
             key,
             store,
             catalog,
             v1,
+            policy: Arc::default(),
         }
     }
 
     /// Starts serving on a fresh loopback port; returns the address and the shutdown token.
     fn serve(&self, with_enroller: bool) -> (SocketAddr, CancellationToken) {
         let me = identity(Role::Controller, "central", "controller");
-        let creds = self.ca.issue(&me).unwrap();
+        let creds = self.ca.issue(&me, valid()).unwrap();
         let endpoint = exchange::server_endpoint(
             "127.0.0.1:0".parse().unwrap(),
-            creds.server_config().unwrap(),
+            creds
+                .server_config(Admit::RelaysAndAgents, Revoked::default(), Clock::system())
+                .unwrap(),
         )
         .unwrap();
         let addr = endpoint.local_addr().unwrap();
-        let enroller = with_enroller.then(|| exchange::Enroller {
-            ca: image_tools::trust::Ca::load(&self.ca_dir()).unwrap(),
-            tokens: TokenBook::new(self.dir.path().join("tokens.json")),
-            signing_key: self.key.public(),
-            now_unix: Box::new(|| 1_000_000),
-            on_enrolled: Box::new(|_| {}),
-            relays_vouch_for_agents: true,
+        let enroller = with_enroller.then(|| {
+            let ca = image_tools::trust::Ca::load(&self.ca_dir()).unwrap();
+            let endorsement = ca.endorse(&self.key.public()).unwrap();
+            exchange::Enroller {
+                ca,
+                signing_key: self.key.public(),
+                endorsement,
+                lifetime_secs: DEFAULT_LIFETIME_SECS,
+                clock: Clock::system(),
+                policy: Box::new(SharedPolicy(self.policy.clone())),
+            }
         });
         let service = Arc::new(Service {
             hello: hello_for(&me),
@@ -113,6 +205,7 @@ impl Controller {
             enroller,
             forward_enroll: None,
             on_report: Box::new(|_, _| {}),
+            revoked: Revoked::default(),
         });
         let shutdown = CancellationToken::new();
         tokio::spawn(exchange::serve(endpoint, service, shutdown.clone()));
@@ -130,9 +223,15 @@ impl Controller {
 
     async fn client(&self, addr: SocketAddr, creds: &Credentials) -> Connection {
         let endpoint = exchange::client_endpoint().unwrap();
-        let conn = Connection::connect(&endpoint, addr, creds.client_config().unwrap())
-            .await
-            .unwrap();
+        let conn = Connection::connect(
+            &endpoint,
+            addr,
+            creds
+                .client_config(Expect::Controller, Clock::system())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
         conn.hello(hello_for(&creds.identity().unwrap()))
             .await
             .unwrap();
@@ -158,7 +257,7 @@ async fn a_master_crosses_loopback_and_assembles_identical() {
     let c = Controller::new(256 << 20);
     let (addr, _stop) = c.serve(false);
     let relay =
-        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
             .unwrap();
     let conn = c.client(addr, &relay).await;
     assert_eq!(conn.scheduled().await.unwrap(), vec![v("1")]);
@@ -211,7 +310,7 @@ async fn a_cut_link_resumes_and_fetches_only_what_was_missing() {
     let c = Controller::new(32 << 20);
     let (addr, stop) = c.serve(false);
     let relay =
-        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
             .unwrap();
     let conn = c.client(addr, &relay).await;
     let manifest =
@@ -267,7 +366,7 @@ async fn a_stopped_transfer_keeps_what_it_received_and_asks_for_nothing_more() {
     let c = Controller::new(32 << 20);
     let (addr, _stop) = c.serve(false);
     let relay =
-        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
             .unwrap();
     let conn = c.client(addr, &relay).await;
     let manifest =
@@ -314,10 +413,12 @@ async fn a_stopped_transfer_keeps_what_it_received_and_asks_for_nothing_more() {
 /// A compromised server that flips a byte in the first chunk it sends (or in every one).
 async fn lying_server(c: &Controller, always: bool) -> SocketAddr {
     let me = identity(Role::Controller, "central", "liar");
-    let creds = c.ca.issue(&me).unwrap();
+    let creds = c.ca.issue(&me, valid()).unwrap();
     let endpoint = exchange::server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
-        creds.server_config().unwrap(),
+        creds
+            .server_config(Admit::RelaysAndAgents, Revoked::default(), Clock::system())
+            .unwrap(),
     )
     .unwrap();
     let addr = endpoint.local_addr().unwrap();
@@ -376,7 +477,7 @@ async fn lying_server(c: &Controller, always: bool) -> SocketAddr {
 async fn a_corrupt_chunk_from_a_peer_is_caught_and_fetched_again() {
     let c = Controller::new(8 << 20);
     let relay =
-        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
             .unwrap();
     let addr = lying_server(&c, false).await;
     let conn = c.client(addr, &relay).await;
@@ -435,7 +536,7 @@ async fn a_manifest_signed_by_another_key_is_refused() {
     c.catalog.add_manifest(v("1"), forged.bytes().to_vec());
     let (addr, _stop) = c.serve(false);
     let relay =
-        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
             .unwrap();
     let conn = c.client(addr, &relay).await;
     let bytes = conn.manifest(&v("1")).await.unwrap();
@@ -455,22 +556,28 @@ async fn a_relay_vouches_for_agents_of_its_own_site_only() {
     let c = Controller::new(4 << 20);
     let (addr, _stop) = c.serve(true);
     let relay =
-        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
             .unwrap();
     let conn = c.client(addr, &relay).await;
     let (key, public) = node_key().unwrap();
 
-    // No token: the agent joins the relay's own site.
-    let (cert, ca, signing) = conn
-        .enroll("", Role::Agent, "nuc-9", public.clone())
+    // No token: the policy decides for the relay's own site; the reply checks out against the CA.
+    let reply = conn
+        .enroll(request("", Role::Agent, "nuc-9", &public))
         .await
         .unwrap();
-    assert_eq!(signing, c.key.public());
-    let creds = Credentials {
-        certificate: cert,
+    let node = NodeId::new("nuc-9").unwrap();
+    let (creds, signing) = accept_enrolment(
+        c.ca.fingerprint(),
+        Role::Agent,
+        &node,
         key,
-        ca,
-    };
+        &public,
+        reply,
+        Clock::system(),
+    )
+    .unwrap();
+    assert_eq!(signing, c.key.public());
     assert_eq!(
         creds.identity(),
         Some(identity(Role::Agent, "lyon", "nuc-9"))
@@ -478,33 +585,162 @@ async fn a_relay_vouches_for_agents_of_its_own_site_only() {
 
     // Never another relay, and never with a token of another site.
     let err = conn
-        .enroll("", Role::Relay, "relay-2", public.clone())
+        .enroll(request("", Role::Relay, "relay-2", &public))
         .await
         .unwrap_err();
     assert_eq!(refused(err), ErrorCode::BadRequest);
-    let book = TokenBook::new(c.dir.path().join("tokens.json"));
-    let paris = book
-        .issue(
-            &c.ca,
-            Role::Agent,
-            SiteId::new("paris").unwrap(),
-            1_000_000,
-            3600,
-        )
-        .unwrap();
+    let paris = c.policy.token(&c.ca, Role::Agent, "paris", now() + 3600);
     let err = conn
-        .enroll(&paris.to_string(), Role::Agent, "nuc-10", public.clone())
+        .enroll(request(&paris.to_string(), Role::Agent, "nuc-10", &public))
         .await
         .unwrap_err();
     assert_eq!(refused(err), ErrorCode::Unauthorized);
 
-    // An agent cannot vouch for anybody.
+    // An agent cannot vouch for anybody (nor renew anybody but itself).
     let agent = c.client(addr, &creds).await;
     let err = agent
-        .enroll("", Role::Agent, "nuc-11", public)
+        .enroll(request("", Role::Agent, "nuc-11", &public))
         .await
         .unwrap_err();
     assert_eq!(refused(err), ErrorCode::BadRequest);
+    let mut renewal = request("", Role::Agent, "nuc-11", &public);
+    renewal.renewal = true;
+    assert_eq!(
+        refused(agent.enroll(renewal).await.unwrap_err()),
+        ErrorCode::BadRequest
+    );
+    // Its own renewal is passed to the policy.
+    let (_, fresh) = node_key().unwrap();
+    let mut renewal = request("", Role::Agent, "nuc-9", &fresh);
+    renewal.renewal = true;
+    agent.enroll(renewal).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_certificate_cannot_serve_and_clients_check_whom_they_reach() {
+    let c = Controller::new(4 << 20);
+    let (addr, _stop) = c.serve(false);
+    // An agent's certificate is for clients only: a server with it completes no handshake.
+    let agent =
+        c.ca.issue(&identity(Role::Agent, "lyon", "nuc-1"), valid())
+            .unwrap();
+    let posing = exchange::server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        agent
+            .server_config(Admit::RelaysAndAgents, Revoked::default(), Clock::system())
+            .unwrap(),
+    )
+    .unwrap();
+    let posing_addr = posing.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = posing.accept().await {
+            let _ = incoming.await;
+        }
+    });
+    let victim =
+        c.ca.issue(&identity(Role::Agent, "lyon", "nuc-2"), valid())
+            .unwrap();
+    let endpoint = exchange::client_endpoint().unwrap();
+    for expect in [
+        Expect::RelayOf(SiteId::new("lyon").unwrap()),
+        Expect::AnyRelay,
+    ] {
+        let tls = victim
+            .client_config(expect.clone(), Clock::system())
+            .unwrap();
+        let err = Connection::connect(&endpoint, posing_addr, tls)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("certificate"), "{expect:?}: {err}");
+    }
+    // A relay of another site is refused by an agent; a relay will not talk to another relay.
+    let paris_relay =
+        c.ca.issue(&identity(Role::Relay, "paris", "relay-p"), valid())
+            .unwrap();
+    let relay_server = exchange::server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        paris_relay
+            .server_config(
+                Admit::AgentsOf(SiteId::new("paris").unwrap()),
+                Revoked::default(),
+                Clock::system(),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    let relay_addr = relay_server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = relay_server.accept().await {
+            let _ = incoming.await;
+        }
+    });
+    let tls = victim
+        .client_config(
+            Expect::RelayOf(SiteId::new("lyon").unwrap()),
+            Clock::system(),
+        )
+        .unwrap();
+    assert!(Connection::connect(&endpoint, relay_addr, tls)
+        .await
+        .is_err());
+    let lyon_relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
+            .unwrap();
+    let tls = lyon_relay
+        .client_config(Expect::Controller, Clock::system())
+        .unwrap();
+    assert!(Connection::connect(&endpoint, relay_addr, tls)
+        .await
+        .is_err());
+    // The controller itself is reached.
+    c.client(addr, &victim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_at_the_handshake_and_cut_off_when_connected() {
+    let c = Controller::new(4 << 20);
+    let me = identity(Role::Controller, "central", "controller");
+    let creds = c.ca.issue(&me, valid()).unwrap();
+    let revoked = Revoked::default();
+    let endpoint = exchange::server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        creds
+            .server_config(Admit::RelaysAndAgents, revoked.clone(), Clock::system())
+            .unwrap(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let service = Arc::new(Service {
+        hello: hello_for(&me),
+        store: c.store.clone(),
+        catalog: c.catalog.clone(),
+        enroller: None,
+        forward_enroll: None,
+        on_report: Box::new(|_, _| {}),
+        revoked: revoked.clone(),
+    });
+    tokio::spawn(exchange::serve(endpoint, service, CancellationToken::new()));
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
+            .unwrap();
+    let conn = c.client(addr, &relay).await;
+    assert_eq!(conn.scheduled().await.unwrap(), vec![v("1")]);
+    revoked.replace([relay.serial().unwrap()]);
+    // Connected: the next request closes the connection.
+    assert!(conn.scheduled().await.is_err());
+    // A new connection does not get through the handshake.
+    let client = exchange::client_endpoint().unwrap();
+    let attempt = async {
+        let tls = relay.client_config(Expect::Controller, Clock::system())?;
+        let conn = Connection::connect(&client, addr, tls).await?;
+        conn.scheduled().await
+    };
+    assert!(attempt.await.is_err());
+    // Another relay is not affected.
+    let other =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-2"), valid())
+            .unwrap();
+    c.client(addr, &other).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,16 +748,16 @@ async fn only_enrolled_nodes_of_our_ca_get_in() {
     let c = Controller::new(4 << 20);
     let (addr, _stop) = c.serve(true);
     let endpoint = exchange::client_endpoint().unwrap();
-    let book = TokenBook::new(c.dir.path().join("tokens.json"));
-    let lyon = SiteId::new("lyon").unwrap();
 
     // No certificate: only enrolment is open.
-    let token = book
-        .issue(&c.ca, Role::Relay, lyon.clone(), 1_000_000, 3600)
-        .unwrap();
-    let anon = Connection::connect(&endpoint, addr, enrol_client_config(&token).unwrap())
-        .await
-        .unwrap();
+    let token = c.policy.token(&c.ca, Role::Relay, "lyon", now() + 3600);
+    let anon = Connection::connect(
+        &endpoint,
+        addr,
+        enrol_client_config(&token, Clock::system()).unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         refused(anon.manifest(&v("1")).await.unwrap_err()),
         ErrorCode::Unauthorized
@@ -536,55 +772,92 @@ async fn only_enrolled_nodes_of_our_ca_get_in() {
     );
 
     // Enrolment with the token gives a certificate that works; the token is then used up.
-    let (key, public) = node_key().unwrap();
-    let (cert, ca, signing) = anon
-        .enroll(&token.to_string(), Role::Relay, "relay-9", public.clone())
-        .await
-        .unwrap();
+    let (creds, signing) = exchange::enroll(
+        addr,
+        &token.to_string(),
+        Role::Relay,
+        "relay-9",
+        Clock::system(),
+    )
+    .await
+    .unwrap();
     assert_eq!(signing, c.key.public(), "the signing key to pin");
-    let creds = Credentials {
-        certificate: cert,
-        key,
-        ca,
-    };
     assert_eq!(
         creds.identity(),
         Some(identity(Role::Relay, "lyon", "relay-9"))
     );
     let conn = c.client(addr, &creds).await;
     assert_eq!(conn.scheduled().await.unwrap(), vec![v("1")]);
+    let (_, public) = node_key().unwrap();
     let again = anon
-        .enroll(&token.to_string(), Role::Relay, "relay-10", public.clone())
+        .enroll(request(
+            &token.to_string(),
+            Role::Relay,
+            "relay-10",
+            &public,
+        ))
         .await
         .unwrap_err();
     assert_eq!(refused(again), ErrorCode::Unauthorized);
 
-    // An expired token (the server's clock says 1_000_000).
-    let old = book.issue(&c.ca, Role::Relay, lyon, 999_000, 10).unwrap();
+    // An expired token.
+    let old = c.policy.token(&c.ca, Role::Relay, "lyon", now() - 10);
     let err = anon
-        .enroll(&old.to_string(), Role::Relay, "relay-11", public)
+        .enroll(request(&old.to_string(), Role::Relay, "relay-11", &public))
         .await
         .unwrap_err();
     assert_eq!(refused(err), ErrorCode::Unauthorized);
 
+    // A renewal from a peer without a certificate is not one.
+    let mut renewal = request("", Role::Relay, "relay-9", &public);
+    renewal.renewal = true;
+    assert_eq!(
+        refused(anon.enroll(renewal).await.unwrap_err()),
+        ErrorCode::BadRequest
+    );
+
     // A token that names another CA: the client refuses the server during the handshake.
-    let other_ca = Ca::generate().unwrap();
+    let other_ca = Ca::generate(Validity::ca(now())).unwrap();
     let mut foreign_token = token;
     foreign_token.ca_fingerprint = other_ca.fingerprint();
     assert!(Connection::connect(
         &endpoint,
         addr,
-        enrol_client_config(&foreign_token).unwrap()
+        enrol_client_config(&foreign_token, Clock::system()).unwrap()
     )
     .await
     .is_err());
 
     // A certificate from another CA: the server refuses the handshake.
     let stranger = other_ca
-        .issue(&identity(Role::Relay, "lyon", "relay-1"))
+        .issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
         .unwrap();
     let attempt = async {
-        let conn = Connection::connect(&endpoint, addr, stranger.client_config().unwrap()).await?;
+        let conn = Connection::connect(
+            &endpoint,
+            addr,
+            stranger
+                .client_config(Expect::Controller, Clock::system())
+                .unwrap(),
+        )
+        .await?;
+        conn.scheduled().await
+    };
+    assert!(attempt.await.is_err());
+
+    // An expired certificate of our CA: refused too.
+    let expired =
+        c.ca.issue(
+            &identity(Role::Relay, "lyon", "relay-old"),
+            Validity {
+                not_before: now() - 7200,
+                not_after: now() - 60,
+            },
+        )
+        .unwrap();
+    let attempt = async {
+        let tls = expired.client_config(Expect::Controller, Clock::system())?;
+        let conn = Connection::connect(&endpoint, addr, tls).await?;
         conn.scheduled().await
     };
     assert!(attempt.await.is_err());
@@ -607,7 +880,7 @@ async fn nodes_read_only_what_is_scheduled_for_their_site() {
     assert!(!v2_only.is_empty());
 
     let paris =
-        c.ca.issue(&identity(Role::Agent, "paris", "nuc-1"))
+        c.ca.issue(&identity(Role::Agent, "paris", "nuc-1"), valid())
             .unwrap();
     let conn = c.client(addr, &paris).await;
     assert!(conn.scheduled().await.unwrap().is_empty());
@@ -622,7 +895,9 @@ async fn nodes_read_only_what_is_scheduled_for_their_site() {
     assert_eq!(refused(err), ErrorCode::Forbidden);
     assert_eq!(conn.has(&v1_ids[..3]).await.unwrap(), vec![false; 3]);
 
-    let lyon = c.ca.issue(&identity(Role::Agent, "lyon", "nuc-1")).unwrap();
+    let lyon =
+        c.ca.issue(&identity(Role::Agent, "lyon", "nuc-1"), valid())
+            .unwrap();
     let conn = c.client(addr, &lyon).await;
     assert_eq!(
         refused(conn.manifest(&v("2")).await.unwrap_err()),
@@ -653,7 +928,7 @@ async fn garbage_on_a_stream_gets_an_error_and_the_server_lives_on() {
     let c = Controller::new(4 << 20);
     let (addr, _stop) = c.serve(false);
     let relay =
-        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
             .unwrap();
     let endpoint = exchange::client_endpoint().unwrap();
     let raw = quinn_connect(&endpoint, addr, &relay).await;
@@ -687,8 +962,12 @@ async fn quinn_connect(
     addr: SocketAddr,
     creds: &Credentials,
 ) -> quinn::Connection {
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(creds.client_config().unwrap()).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
+        creds
+            .client_config(Expect::Controller, Clock::system())
+            .unwrap(),
+    )
+    .unwrap();
     endpoint
         .connect_with(
             quinn::ClientConfig::new(Arc::new(crypto)),
@@ -705,7 +984,7 @@ async fn a_caching_store_fills_from_upstream_and_repairs_corrupt_copies() {
     let c = Controller::new(4 << 20);
     let (addr, _stop) = c.serve(false);
     let relay =
-        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
             .unwrap();
     let conn = c.client(addr, &relay).await;
     let v1 = VerifiedManifest::open(c.catalog_manifest("1"), &c.key.public()).unwrap();
@@ -738,7 +1017,7 @@ async fn a_request_under_way_at_shutdown_completes() {
     let c = Controller::new(96 << 20);
     let (addr, stop) = c.serve(false);
     let relay =
-        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
             .unwrap();
     let conn = c.client(addr, &relay).await;
     let v1 = VerifiedManifest::open(c.catalog_manifest("1"), &c.key.public()).unwrap();
@@ -791,10 +1070,12 @@ async fn asking_again_for_forbidden_chunks_costs_the_server_nothing_more() {
         reads: Default::default(),
     });
     let me = identity(Role::Controller, "central", "controller");
-    let creds = c.ca.issue(&me).unwrap();
+    let creds = c.ca.issue(&me, valid()).unwrap();
     let endpoint = exchange::server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
-        creds.server_config().unwrap(),
+        creds
+            .server_config(Admit::RelaysAndAgents, Revoked::default(), Clock::system())
+            .unwrap(),
     )
     .unwrap();
     let addr = endpoint.local_addr().unwrap();
@@ -805,10 +1086,11 @@ async fn asking_again_for_forbidden_chunks_costs_the_server_nothing_more() {
         enroller: None,
         forward_enroll: None,
         on_report: Box::new(|_, _| {}),
+        revoked: Revoked::default(),
     });
     tokio::spawn(exchange::serve(endpoint, service, CancellationToken::new()));
     let relay =
-        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"))
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
             .unwrap();
     let conn = c.client(addr, &relay).await;
     let v2 = VerifiedManifest::open(c.catalog_manifest("2"), &c.key.public()).unwrap();

@@ -26,7 +26,7 @@ use std::time::Duration;
 use anyhow::Context;
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection, FetchOptions};
-use image_tools::trust::{self, Credentials, Identity};
+use image_tools::trust::{self, Credentials, Expect, Identity};
 use image_tools::wire::{
     ErrorCode, Hello, MasterRef, Role, SessionEntry, SitePlan, Status, PROTOCOL_VERSION,
 };
@@ -87,7 +87,7 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
     };
     let (creds, key) = match trust::load_enrolment(&cfg.data) {
         Ok(e) => e,
-        Err(_) => enrol_until_done(&cfg, &node, &shutdown).await?,
+        Err(_) => enrol_until_done(&cfg, &node, clock, &shutdown).await?,
     };
     let me = creds
         .identity()
@@ -303,7 +303,10 @@ impl Agent {
             }
         };
         let endpoint = exchange::client_endpoint()?;
-        let conn = Connection::connect(&endpoint, relay, self.creds.client_config()?).await?;
+        let tls = self
+            .creds
+            .client_config(Expect::RelayOf(self.me.site.clone()), self.clock)?;
+        let conn = Connection::connect(&endpoint, relay, tls).await?;
         conn.hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -335,7 +338,7 @@ impl Agent {
                 self.plan = plan;
             }
             conn.report(self.report()).await?;
-            anyhow::Ok(())
+            anyhow::Ok(conn)
         };
         // A dead relay must not hold the loop (sessions, resets) until QUIC gives up on it.
         let result = match tokio::time::timeout(POLL_TIMEOUT, result).await {
@@ -345,14 +348,67 @@ impl Agent {
             )),
         };
         self.status.connected = result.is_ok();
-        if let Err(e) = result {
-            if self.conn.take().is_some() || self.status.relay.is_none() {
-                tracing::warn!(error = %e, "relay unreachable: sessions and resets go on with the current master");
+        match result {
+            Ok(conn) => {
+                if self.creds.renewal_due(self.clock.now()) {
+                    let renewed = tokio::time::timeout(POLL_TIMEOUT, self.renew(&conn)).await;
+                    match renewed {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            self.error(format!("cannot renew this NUC's certificate: {e:#}"))
+                        }
+                        Err(_) => self.error(
+                            "cannot renew this NUC's certificate: the relay did not answer".into(),
+                        ),
+                    }
+                }
             }
-            if self.cfg.relay.is_none() {
-                self.relay = None; // ask the VLAN again
+            Err(e) => {
+                if self.conn.take().is_some() || self.status.relay.is_none() {
+                    tracing::warn!(error = %e, "relay unreachable: sessions and resets go on with the current master");
+                }
+                if self.cfg.relay.is_none() {
+                    self.relay = None; // ask the VLAN again
+                }
             }
         }
+    }
+
+    /// Renews this NUC's certificate through its relay (a third of its life is left): a new key,
+    /// the reply checked against the CA it has, saved; the next connection uses it.
+    async fn renew(&mut self, conn: &Connection) -> anyhow::Result<()> {
+        let (key, public) = trust::node_key()?;
+        let reply = conn
+            .enroll(exchange::EnrollRequest {
+                token: String::new(),
+                role: Role::Agent,
+                node_id: self.me.node.to_string(),
+                public_key: public.clone(),
+                mac: self.mac.clone().unwrap_or_default(),
+                renewal: true,
+            })
+            .await?;
+        let (creds, signing_key) = trust::accept_enrolment(
+            trust::fingerprint(&self.creds.ca),
+            Role::Agent,
+            &self.me.node,
+            key,
+            &public,
+            reply,
+            self.clock,
+        )?;
+        if signing_key != self.key {
+            anyhow::bail!(
+                "the renewal names another manifest-signing key: kept the old certificate"
+            );
+        }
+        trust::save_enrolment(&self.cfg.data, &creds, &signing_key)?;
+        tracing::info!(
+            not_after = creds.not_after(),
+            "renewed this NUC's certificate"
+        );
+        self.creds = creds;
+        Ok(())
     }
 
     fn report(&self) -> Status {
@@ -962,17 +1018,44 @@ impl Job {
     }
 }
 
-/// Enrols through the relay, retrying until it works (a spare may be powered on before its relay).
+/// Enrols through the relay, retrying until it works (a spare may be powered on before its relay,
+/// and a new NUC waits for the DSI). `status.json` says what it waits for.
 async fn enrol_until_done(
     cfg: &Config,
     node: &NodeId,
+    clock: Clock,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Credentials, PublicKey)> {
     let mut wait = Duration::from_secs(1);
+    let mac = first_mac(&cfg.identity_root);
     loop {
-        match enrol(cfg, node).await {
+        let state = match enrol(cfg, node, clock, mac.as_deref()).await {
             Ok(done) => return Ok(done),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "not enrolled yet; trying again"),
+            Err(e) => match e.downcast_ref::<exchange::ExchangeError>() {
+                Some(exchange::ExchangeError::Refused {
+                    code: ErrorCode::Pending,
+                    message,
+                    ..
+                }) => {
+                    tracing::info!("waiting for the DSI to let this NUC in: {message}");
+                    // Asked again soon: the DSI's approval takes effect at the next request.
+                    wait = Duration::from_secs(5);
+                    format!("waiting for the DSI to let this NUC in: {message}")
+                }
+                _ => {
+                    tracing::warn!(error = %format!("{e:#}"), "not enrolled yet; trying again");
+                    format!("enrolling: {e:#}")
+                }
+            },
+        };
+        let status = AgentStatus {
+            now: clock.now(),
+            node: node.to_string(),
+            state,
+            ..AgentStatus::default()
+        };
+        if let Ok(bytes) = serde_json::to_vec_pretty(&status) {
+            let _ = image_tools::durable::write_file(&cfg.data.join("status.json"), &bytes, 0o644);
         }
         tokio::select! {
             _ = shutdown.cancelled() => anyhow::bail!("stopped before enrolment"),
@@ -982,7 +1065,27 @@ async fn enrol_until_done(
     }
 }
 
-async fn enrol(cfg: &Config, node: &NodeId) -> anyhow::Result<(Credentials, PublicKey)> {
+/// The key this NUC enrols with, made once and kept (0600) until it has its certificate: the DSI
+/// approves a request for one key, and a retry must ask for that same key.
+fn enrolment_key(cfg: &Config) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let path = cfg.data.join("enrol.key");
+    if let Ok(der) = std::fs::read(&path) {
+        if let Ok(public) = trust::public_key_of(&der) {
+            return Ok((der, public));
+        }
+        tracing::warn!(path = %path.display(), "the enrolment key is damaged: making a new one");
+    }
+    let (der, public) = trust::node_key()?;
+    image_tools::durable::write_file(&path, &der, 0o600)?;
+    Ok((der, public))
+}
+
+async fn enrol(
+    cfg: &Config,
+    node: &NodeId,
+    clock: Clock,
+    mac: Option<&str>,
+) -> anyhow::Result<(Credentials, PublicKey)> {
     let token: Option<trust::Token> = cfg.token.as_deref().map(str::parse).transpose()?;
     let pinned = cfg
         .ca_fingerprint
@@ -1012,25 +1115,25 @@ async fn enrol(cfg: &Config, node: &NodeId) -> anyhow::Result<(Credentials, Publ
     let conn = Connection::connect(
         &endpoint,
         relay,
-        trust::pinned_ca_client_config(fingerprint)?,
+        trust::pinned_ca_client_config(fingerprint, Expect::AnyRelay, clock)?,
     )
     .await?;
-    let (key, public) = trust::node_key()?;
-    let (certificate, ca, signing_key) = conn
-        .enroll(
-            cfg.token.as_deref().unwrap_or(""),
-            Role::Agent,
-            node.as_str(),
-            public,
-        )
-        .await?;
+    let (key, public) = enrolment_key(cfg)?;
+    let reply = conn
+        .enroll(exchange::EnrollRequest {
+            token: cfg.token.clone().unwrap_or_default(),
+            role: Role::Agent,
+            node_id: node.to_string(),
+            public_key: public.clone(),
+            mac: mac.unwrap_or_default().to_owned(),
+            renewal: false,
+        })
+        .await;
     conn.close();
-    let creds = Credentials {
-        certificate,
-        key,
-        ca,
-    };
+    let (creds, signing_key) =
+        trust::accept_enrolment(fingerprint, Role::Agent, node, key, &public, reply?, clock)?;
     trust::save_enrolment(&cfg.data, &creds, &signing_key)?;
+    let _ = std::fs::remove_file(cfg.data.join("enrol.key"));
     tracing::info!(%relay, identity = ?creds.identity().map(|i| i.to_string()), "enrolled through the relay");
     Ok((creds, signing_key))
 }

@@ -18,6 +18,7 @@
 //! last agent is done, all bytes, and this process's CPU seconds (every agent's verification and
 //! writing runs in this one process). Exits 1 if any agent fails or lacks a chunk.
 
+use image_tools::clock::Clock;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -151,7 +152,7 @@ async fn enroll(controller: SocketAddr, tokens: &Path, out: &Path, prefix: &str)
         .enumerate()
     {
         let node = format!("{prefix}{:02}", i + 1);
-        let (creds, key) = exchange::enroll(controller, token, Role::Agent, &node)
+        let (creds, key) = exchange::enroll(controller, token, Role::Agent, &node, Clock::system())
             .await
             .with_context(|| format!("enrolling {node}"))?;
         trust::save_enrolment(&out.join(&node), &creds, &key)?;
@@ -186,7 +187,8 @@ async fn fetch_one(
         .ok_or_else(|| anyhow!("{}: the certificate names no identity", dir.display()))?;
     let node = me.node.to_string();
     let endpoint = exchange::client_endpoint()?;
-    let conn = Connection::connect(&endpoint, relay, creds.client_config()?)
+    let tls = creds.client_config(trust::Expect::RelayOf(me.site.clone()), Clock::system())?;
+    let conn = Connection::connect(&endpoint, relay, tls)
         .await
         .with_context(|| format!("{node}: connecting to {relay}"))?;
     conn.hello(Hello {

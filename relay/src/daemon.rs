@@ -31,7 +31,7 @@ use anyhow::Context;
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Catalog, Connection, FetchOptions, RateLimit, Service};
 use image_tools::store::StoreSize;
-use image_tools::trust::{Credentials, Identity};
+use image_tools::trust::{Admit, Credentials, Expect, Identity, Revoked};
 use image_tools::wire::{Hello, MasterRef, Role, SitePlan, Status, PROTOCOL_VERSION};
 use image_tools::{
     ChunkId, ChunkStore, LocalStore, PublicKey, StoreError, VerifiedChunk, VerifiedManifest,
@@ -131,8 +131,13 @@ pub struct Relay {
     cfg: Config,
     clock: Clock,
     me: Identity,
-    creds: Credentials,
+    /// Renewed by the link task before they expire.
+    creds: RwLock<Credentials>,
     key: PublicKey,
+    /// The site's agents whose certificates the controller revoked (from the plan).
+    revoked: Revoked,
+    /// The LAN server's endpoint, whose certificate is swapped in place when renewed.
+    lan: std::sync::OnceLock<quinn::Endpoint>,
     quota: u64,
     store: Arc<LocalStore>,
     plan: RwLock<SitePlan>,
@@ -173,8 +178,9 @@ pub async fn run(
     listening: impl FnOnce(SocketAddr, SocketAddr),
 ) -> anyhow::Result<()> {
     let relay = Relay::open(cfg, clock)?;
-    let endpoint = exchange::server_endpoint(relay.cfg.listen, relay.creds.server_config()?)
+    let endpoint = exchange::server_endpoint(relay.cfg.listen, relay.lan_tls()?)
         .with_context(|| format!("cannot listen on {}", relay.cfg.listen))?;
+    let _ = relay.lan.set(endpoint.clone());
     let lan = endpoint.local_addr()?;
     let discovery = tokio::net::UdpSocket::bind(relay.cfg.discovery)
         .await
@@ -209,14 +215,7 @@ pub async fn run(
                             "the relay cannot reach the controller now: try again later".into(),
                         ));
                     };
-                    conn.enroll(
-                        &request.token,
-                        request.role,
-                        &request.node_id,
-                        request.public_key,
-                    )
-                    .await
-                    .map_err(|e| match e {
+                    conn.enroll(request).await.map_err(|e| match e {
                         exchange::ExchangeError::Refused { code, message, .. } => (code, message),
                         other => (image_tools::wire::ErrorCode::Internal, other.to_string()),
                     })
@@ -227,6 +226,7 @@ pub async fn run(
             let r = relay.clone();
             Box::new(move |peer, status| r.agent_reported(peer, status))
         },
+        revoked: relay.revoked.clone(),
     });
     tracker.spawn(exchange::serve(endpoint, service, shutdown.clone()));
     {
@@ -235,7 +235,7 @@ pub async fn run(
             site: relay.me.site.to_string(),
             relay: relay.me.node.to_string(),
             port: lan.port(),
-            ca: image_tools::ids::hex(&image_tools::trust::fingerprint(&relay.creds.ca)),
+            ca: image_tools::ids::hex(&image_tools::trust::fingerprint(&relay.creds().ca)),
         };
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
@@ -305,11 +305,15 @@ impl Relay {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let revoked = Revoked::default();
+        revoked.replace(revoked_serials(&plan));
         Ok(Arc::new(Relay {
             clock,
             me,
-            creds,
+            creds: RwLock::new(creds),
             key,
+            revoked,
+            lan: std::sync::OnceLock::new(),
             quota,
             store,
             plan: RwLock::new(plan),
@@ -776,6 +780,11 @@ impl Relay {
         );
         self.rate.set_rate(cap_bits(&plan));
         self.stat(|s| s.rate_bits_per_sec = cap_bits(&plan));
+        let revoked = revoked_serials(&plan);
+        if revoked.len() != self.revoked.len() {
+            tracing::info!(revoked = revoked.len(), "revoked NUC certificates");
+        }
+        self.revoked.replace(revoked);
         if let Ok(bytes) = serde_json::to_vec_pretty(&plan) {
             if let Err(e) =
                 image_tools::durable::write_file(&self.cfg.data.join("plan.json"), &bytes, 0o644)
@@ -793,15 +802,85 @@ impl Relay {
         &self,
         endpoint: &quinn::Endpoint,
     ) -> Result<Connection, exchange::ExchangeError> {
-        let conn =
-            Connection::connect(endpoint, self.cfg.controller, self.creds.client_config()?).await?;
+        let tls = self.creds().client_config(Expect::Controller, self.clock)?;
+        let conn = Connection::connect(endpoint, self.cfg.controller, tls).await?;
         conn.hello(self.hello()).await?;
         Ok(conn)
+    }
+
+    fn creds(&self) -> Credentials {
+        match self.creds.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// TLS for the LAN server: the site's agents only, revoked ones refused.
+    fn lan_tls(&self) -> anyhow::Result<rustls::ServerConfig> {
+        Ok(self.creds().server_config(
+            Admit::AgentsOf(self.me.site.clone()),
+            self.revoked.clone(),
+            self.clock,
+        )?)
+    }
+
+    /// Renews the relay's certificate over `conn` when a third of its life is left: a new key, the
+    /// certificate checked against the CA it has, saved, and served to the LAN from now on.
+    async fn renew_if_due(&self, conn: &Connection) -> anyhow::Result<()> {
+        let current = self.creds();
+        if !current.renewal_due(self.clock.now()) {
+            return Ok(());
+        }
+        let (key, public) = image_tools::trust::node_key()?;
+        let reply = conn
+            .enroll(exchange::EnrollRequest {
+                token: String::new(),
+                role: Role::Relay,
+                node_id: self.me.node.to_string(),
+                public_key: public.clone(),
+                mac: String::new(),
+                renewal: true,
+            })
+            .await?;
+        let (creds, signing_key) = image_tools::trust::accept_enrolment(
+            image_tools::trust::fingerprint(&current.ca),
+            Role::Relay,
+            &self.me.node,
+            key,
+            &public,
+            reply,
+            self.clock,
+        )?;
+        if signing_key != self.key {
+            anyhow::bail!(
+                "the renewal names another manifest-signing key: kept the old certificate"
+            );
+        }
+        image_tools::trust::save_enrolment(&self.cfg.data, &creds, &signing_key)?;
+        tracing::info!(
+            not_after = creds.not_after(),
+            "renewed this relay's certificate"
+        );
+        if let Ok(mut c) = self.creds.write() {
+            *c = creds;
+        }
+        if let Some(endpoint) = self.lan.get() {
+            exchange::set_server_tls(endpoint, self.lan_tls()?)?;
+        }
+        Ok(())
     }
 }
 
 fn manifests_dir(data: &Path) -> PathBuf {
     data.join("manifests")
+}
+
+/// The serials the plan says to refuse.
+fn revoked_serials(plan: &SitePlan) -> Vec<Vec<u8>> {
+    plan.revoked
+        .iter()
+        .filter_map(|h| image_tools::ids::unhex_vec(h))
+        .collect()
 }
 
 fn load_plan(data: &Path) -> SitePlan {
@@ -897,6 +976,9 @@ async fn keep_link(r: &Relay, conn: &Connection, shutdown: &CancellationToken) -
             match conn.plan().await {
                 Ok(plan) => r.take_plan(plan),
                 Err(e) => return format!("plan: {e}"),
+            }
+            if let Err(e) = r.renew_if_due(conn).await {
+                r.error(format!("cannot renew this relay's certificate: {e:#}"));
             }
             if let Err(e) = conn.report(r.status()).await {
                 return format!("report: {e}");

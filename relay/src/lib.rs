@@ -35,6 +35,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection, FetchOptions, FetchReport, RateLimit};
 use image_tools::trust;
 use image_tools::wire::{Hello, MasterRef, Role, PROTOCOL_VERSION};
@@ -46,10 +47,12 @@ pub async fn enroll(
     token: &str,
     node_id: &NodeId,
     data: &Path,
+    clock: Clock,
 ) -> Result<trust::Identity> {
-    let (creds, signing_key) = exchange::enroll(controller, token, Role::Relay, node_id.as_str())
-        .await
-        .context("enrolment failed")?;
+    let (creds, signing_key) =
+        exchange::enroll(controller, token, Role::Relay, node_id.as_str(), clock)
+            .await
+            .context("enrolment failed")?;
     trust::save_enrolment(data, &creds, &signing_key)?;
     creds
         .identity()
@@ -66,14 +69,15 @@ struct Session {
 }
 
 impl Session {
-    async fn open(controller: SocketAddr, data: &Path) -> Result<Session> {
+    async fn open(controller: SocketAddr, data: &Path, clock: Clock) -> Result<Session> {
         let (creds, key) = trust::load_enrolment(data)
             .context("not enrolled: run `nightcast-relay enroll` first")?;
         let me = creds
             .identity()
             .context("the certificate names no identity")?;
         let endpoint = exchange::client_endpoint()?;
-        let conn = Connection::connect(&endpoint, controller, creds.client_config()?).await?;
+        let tls = creds.client_config(trust::Expect::Controller, clock)?;
+        let conn = Connection::connect(&endpoint, controller, tls).await?;
         conn.hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -92,8 +96,12 @@ impl Session {
 }
 
 /// Asks the controller for this site's fetch plan (earliest deadline first).
-pub async fn plan(controller: SocketAddr, data: &Path) -> Result<image_tools::wire::SitePlan> {
-    let Session { endpoint, conn, .. } = Session::open(controller, data).await?;
+pub async fn plan(
+    controller: SocketAddr,
+    data: &Path,
+    clock: Clock,
+) -> Result<image_tools::wire::SitePlan> {
+    let Session { endpoint, conn, .. } = Session::open(controller, data, clock).await?;
     let plan = conn.plan().await?;
     conn.close();
     endpoint.wait_idle().await;
@@ -131,13 +139,14 @@ pub async fn fetch(
     master: &MasterRef,
     rate_mbit: Option<u64>,
     progress: exchange::FetchProgress<'_>,
+    clock: Clock,
 ) -> Result<FetchReport> {
     let Session {
         endpoint,
         conn,
         key,
         me,
-    } = Session::open(controller, data).await?;
+    } = Session::open(controller, data, clock).await?;
     let bytes = conn.manifest(master).await?;
     let manifest = VerifiedManifest::open(bytes, &key)
         .context("the controller sent a manifest that does not verify")?;

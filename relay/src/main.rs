@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use image_tools::clock::Clock;
 use image_tools::wire::MasterRef;
 use image_tools::NodeId;
 
@@ -97,7 +98,7 @@ fn main() -> ExitCode {
                 token,
                 node_id,
                 data,
-            } => nightcast_relay::enroll(controller, &token, &node_id, &data)
+            } => nightcast_relay::enroll(controller, &token, &node_id, &data, Clock::from_env()?)
                 .await
                 .map(|id| {
                     println!(
@@ -106,34 +107,39 @@ fn main() -> ExitCode {
                     );
                 }),
             Command::Plan { controller, data } => {
-                nightcast_relay::plan(controller, &data).await.map(|plan| {
-                    let when = |t: i64| {
-                        jiff::Timestamp::from_second(t)
-                            .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-                            .unwrap_or_else(|_| "-".into())
-                    };
-                    println!(
-                        "windows {} ({}), WAN cap {} Mbit/s",
-                        plan.windows.join(","),
-                        plan.tz,
-                        plan.cap_mbit
-                    );
-                    if plan.entries.is_empty() {
-                        println!("nothing scheduled for this site");
-                    }
-                    for e in plan.entries {
+                nightcast_relay::plan(controller, &data, Clock::from_env()?)
+                    .await
+                    .map(|plan| {
+                        let when = |t: i64| {
+                            jiff::Timestamp::from_second(t)
+                                .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                                .unwrap_or_else(|_| "-".into())
+                        };
                         println!(
-                            "{} {}  by {}  pinned until {}{}",
-                            e.master.name,
-                            e.master.version,
-                            when(e.deadline),
-                            when(e.pin_until),
-                            e.override_until
-                                .map(|u| format!("  OVERRIDE: may fetch now, until {}", when(u)))
-                                .unwrap_or_default()
+                            "windows {} ({}), WAN cap {} Mbit/s",
+                            plan.windows.join(","),
+                            plan.tz,
+                            plan.cap_mbit
                         );
-                    }
-                })
+                        if plan.entries.is_empty() {
+                            println!("nothing scheduled for this site");
+                        }
+                        for e in plan.entries {
+                            println!(
+                                "{} {}  by {}  pinned until {}{}",
+                                e.master.name,
+                                e.master.version,
+                                when(e.deadline),
+                                when(e.pin_until),
+                                e.override_until
+                                    .map(|u| format!(
+                                        "  OVERRIDE: may fetch now, until {}",
+                                        when(u)
+                                    ))
+                                    .unwrap_or_default()
+                            );
+                        }
+                    })
             }
             Command::Fetch {
                 controller,
@@ -169,8 +175,15 @@ fn main() -> ExitCode {
                         );
                     }
                 };
-                let report =
-                    nightcast_relay::fetch(controller, &data, &master, rate_mbit, &update).await;
+                let report = nightcast_relay::fetch(
+                    controller,
+                    &data,
+                    &master,
+                    rate_mbit,
+                    &update,
+                    Clock::from_env()?,
+                )
+                .await;
                 bar.finish_and_clear();
                 report.map(|r| {
                     println!(
@@ -211,8 +224,8 @@ async fn run(
     cfg.data = data.unwrap_or(cfg.data);
     cfg.listen = listen.unwrap_or(cfg.listen);
     cfg.validate()?;
-    let clock = image_tools::clock::Clock::from_env()?;
-    if clock != image_tools::clock::Clock::system() {
+    let clock = Clock::from_env()?;
+    if clock != Clock::system() {
         tracing::warn!(
             now = clock.now(),
             speed = clock.speed(),

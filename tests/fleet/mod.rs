@@ -138,8 +138,14 @@ impl Relay {
 }
 
 pub fn ok(bin: &str, args: &[&str]) -> String {
+    ok_on(bin, "", args)
+}
+
+/// `ok` on the clock `clock_spec` (`NIGHTCAST_CLOCK`; empty: the real one).
+pub fn ok_on(bin: &str, clock_spec: &str, args: &[&str]) -> String {
     let out = Command::new(workspace_bin(bin))
         .args(args)
+        .env("NIGHTCAST_CLOCK", clock_spec)
         .output()
         .unwrap();
     assert!(
@@ -226,12 +232,15 @@ impl Fleet {
             &cap_mbit.to_string(),
         ]);
         fleet.nightcast(&["room", "add", "lyon", "salle-1"]);
+        // The DSI lets the site's new NUCs in by themselves (they enrol through the relay).
+        fleet.nightcast(&["site", "accept-new", "lyon", "--for", "7d"]);
         if !calendar.is_empty() {
             fleet.calendar(calendar);
         }
         let token = fleet.nightcast(&["enroll", "--role", "relay", "--site", "lyon"]);
-        ok(
+        ok_on(
             "nightcast-relay",
+            &fleet.clock_spec,
             &[
                 "enroll",
                 "--controller",
@@ -419,13 +428,20 @@ impl Fleet {
         let token = self.nightcast(&["enroll", "--role", "agent", "--site", "lyon"]);
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (creds, key) = rt
-            .block_on(exchange::enroll(self.quic, token.trim(), Role::Agent, node))
+            .block_on(exchange::enroll(
+                self.quic,
+                token.trim(),
+                Role::Agent,
+                node,
+                self.clock,
+            ))
             .unwrap();
         assert_eq!(key, self.key);
         Agent {
             node: node.to_owned(),
             creds,
             rt,
+            clock: self.clock,
         }
     }
 }
@@ -434,14 +450,20 @@ pub struct Agent {
     pub node: String,
     pub creds: Credentials,
     pub rt: tokio::runtime::Runtime,
+    pub clock: Clock,
 }
 
 impl Agent {
     pub async fn connect(&self, relay: SocketAddr) -> (quinn::Endpoint, Connection) {
         let endpoint = exchange::client_endpoint().unwrap();
-        let conn = Connection::connect(&endpoint, relay, self.creds.client_config().unwrap())
-            .await
+        let tls = self
+            .creds
+            .client_config(
+                image_tools::trust::Expect::RelayOf(image_tools::SiteId::new("lyon").unwrap()),
+                self.clock,
+            )
             .unwrap();
+        let conn = Connection::connect(&endpoint, relay, tls).await.unwrap();
         conn.hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             software_version: "test".into(),

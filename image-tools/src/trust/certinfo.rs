@@ -1,0 +1,165 @@
+//! What nightcast reads out of a certificate: the holder's [`Identity`] (the one
+//! `nightcast://<role>/<site>/<node>` URI among its subject-alternative names), its serial number
+//! and the end of its validity.
+//!
+//! The names and the serial come from rustls-webpki's parser; the validity from a small DER walk
+//! over the `TBSCertificate` (webpki checks validity but does not expose it). Neither trusts the
+//! certificate: call them on a certificate whose chain was verified, or to show what a file holds.
+//! Every read is bounded by the input (no allocation beyond the names found).
+
+use rustls::pki_types::CertificateDer;
+
+use super::{Identity, Validity, URI_PREFIX};
+
+/// The identity named in `der`: exactly one `nightcast://` URI that parses, else `None`.
+pub fn identity(der: &[u8]) -> Option<Identity> {
+    let owned = CertificateDer::from(der);
+    let cert = webpki::EndEntityCert::try_from(&owned).ok()?;
+    let mut found = cert
+        .valid_uri_names()
+        .filter(|uri| uri.starts_with(URI_PREFIX));
+    let uri = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    Identity::parse_uri(uri)
+}
+
+/// The serial number of `der`, as its big-endian bytes.
+pub fn serial(der: &[u8]) -> Option<Vec<u8>> {
+    let owned = CertificateDer::from(der);
+    let cert = webpki::EndEntityCert::try_from(&owned).ok()?;
+    Some(cert.serial().to_vec())
+}
+
+/// `notAfter` of `der`, in Unix seconds.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    validity(der).map(|v| v.not_after)
+}
+
+/// The validity of `der`, in Unix seconds.
+pub fn validity(der: &[u8]) -> Option<Validity> {
+    let (tag, cert, _) = tlv(der)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, mut tbs, _) = tlv(cert)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    // [0] version (optional), serial, signature algorithm, issuer, then validity.
+    let (tag, _, rest) = tlv(tbs)?;
+    if tag == 0xa0 {
+        tbs = rest;
+        let (_, _, rest) = tlv(tbs)?; // serial
+        tbs = rest;
+    } else {
+        tbs = rest; // that was the serial
+    }
+    for _ in 0..2 {
+        let (_, _, rest) = tlv(tbs)?; // signature algorithm, issuer
+        tbs = rest;
+    }
+    let (tag, validity, _) = tlv(tbs)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, not_before, rest) = tlv(validity)?;
+    let not_before = time_value(tag, not_before)?;
+    let (tag, not_after, _) = tlv(rest)?;
+    Some(Validity {
+        not_before,
+        not_after: time_value(tag, not_after)?,
+    })
+}
+
+const SEQUENCE: u8 = 0x30;
+const UTC_TIME: u8 = 0x17;
+const GENERALIZED_TIME: u8 = 0x18;
+
+/// One DER tag-length-value at the front of `input`: (tag, value, the rest).
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let mut len = 0usize;
+        for &b in &rest[..count] {
+            len = (len << 8) | usize::from(b);
+        }
+        rest = &rest[count..];
+        len
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// A UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) in Unix seconds.
+fn time_value(tag: u8, value: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let digits = text.strip_suffix('Z')?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let num = |s: &str| s.parse::<i64>().ok();
+    let (year, rest) = match (tag, digits.len()) {
+        (UTC_TIME, 12) => {
+            let yy = num(&digits[..2])?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
+        }
+        (GENERALIZED_TIME, 14) => (num(&digits[..4])?, &digits[4..]),
+        _ => return None,
+    };
+    let (month, day) = (num(&rest[0..2])?, num(&rest[2..4])?);
+    let (h, m, s) = (num(&rest[4..6])?, num(&rest[6..8])?, num(&rest[8..10])?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn dates_convert_like_the_calendar() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(time_value(UTC_TIME, b"261201223000Z"), Some(1_796_164_200));
+        assert_eq!(
+            time_value(GENERALIZED_TIME, b"20261201223000Z"),
+            Some(1_796_164_200)
+        );
+        assert_eq!(time_value(UTC_TIME, b"261301223000Z"), None);
+        assert_eq!(time_value(UTC_TIME, b"2612012230Z"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn no_input_makes_the_readers_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = identity(&bytes);
+            let _ = serial(&bytes);
+            let _ = not_after(&bytes);
+        }
+    }
+}
