@@ -427,7 +427,7 @@ fn import_master(api: &Api, body: &Value, now: i64) -> Result<Value, Reply> {
         params: image_tools::ChunkParams::DEFAULT,
         threads: 0,
     };
-    let report = image_tools::import::import_file(&image, &store, &key, &opts, &|_, _| {})
+    let report = image_tools::import::import_file(&image, None, &store, &key, &opts, &|_, _| {})
         .map_err(|e| error(400, format!("{e:#}")))?;
     Db::open(&api.data.database())
         .and_then(|db| db.add_master(&report.manifest, report.manifest.bytes(), now))
