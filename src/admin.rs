@@ -161,13 +161,21 @@ pub enum Seat {
 
 #[derive(Debug, Subcommand)]
 pub enum Master {
-    /// Import a disk image (raw, qcow2, VMDK, VHDX, VDI) that is on the controller's disk.
+    /// Import a disk image (raw, qcow2, VMDK, VHDX, VHD, VDI) that is on the controller's disk.
+    ///
+    /// Only that file is read: an image with a backing file, an external data file or VMDK extents
+    /// in other files is refused. The master is recorded only once its manifest and every chunk
+    /// in the controller's store have been checked.
     Import {
         image: PathBuf,
         #[arg(long)]
         name: String,
         #[arg(long)]
         version: String,
+        /// The image's format: raw, qcow2, vmdk, vhdx, vpc (VHD) or vdi. Without it, it is detected
+        /// from the first bytes (pass `--format raw` for a raw disk that looks like another format).
+        #[arg(long)]
+        format: Option<image_tools::import::ImageFormat>,
     },
     /// List the master versions.
     List,
@@ -335,9 +343,11 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             image,
             name,
             version,
+            format,
         }) => {
             let image = std::fs::canonicalize(&image).unwrap_or(image);
-            let body = json!({"image": image, "name": name, "version": version});
+            let body = json!({"image": image, "name": name, "version": version,
+                              "format": format.map(|f| f.as_str())});
             (
                 client.call("POST", "/v1/masters", Some(&body))?,
                 Box::new(|v| {

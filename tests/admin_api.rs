@@ -279,3 +279,123 @@ fn a_controller_killed_mid_import_restarts_consistent() {
     assert!(out.contains("big 1 imported"), "{out}");
     assert!(ok(&c, &data, &["master", "list"]).contains("big"));
 }
+
+fn init_controller(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("controller");
+    assert!(Command::new(workspace_bin("nightcast-controller"))
+        .args(["init", "--data", data.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+    data
+}
+
+#[test]
+fn a_master_import_of_a_qcow2_backed_by_the_signing_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init_controller(dir.path());
+    let c = Controller::start(&data);
+    let key = data.join("signing.key");
+    let image = dir.path().join("evil.qcow2");
+    let made = Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            key.to_str().unwrap(),
+            "-F",
+            "raw",
+        ])
+        .arg(&image)
+        .output()
+        .expect("qemu-img must be installed to run this test (Debian package qemu-utils)");
+    assert!(made.status.success(), "{made:?}");
+    for extra in [&[][..], &["--format", "qcow2"][..]] {
+        let e = err(
+            &c,
+            &data,
+            &[
+                &[
+                    "master",
+                    "import",
+                    image.to_str().unwrap(),
+                    "--name",
+                    "evil",
+                    "--version",
+                    "1",
+                ][..],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(
+            e.contains("signing.key") && e.contains("evil.qcow2"),
+            "{extra:?}: {e}"
+        );
+    }
+    assert!(!ok(&c, &data, &["master", "list"]).contains("evil"));
+    let store = data.join("store");
+    let stored: usize = std::fs::read_dir(store.join("chunks"))
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(stored, 0, "the refused import left chunks in the store");
+}
+
+#[test]
+fn a_corrupt_chunk_in_the_controller_store_never_ends_up_in_a_recorded_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init_controller(dir.path());
+    let c = Controller::start(&data);
+    let image = dir.path().join("win10.img");
+    image_tools::testimage::write_sparse(&image, &image_tools::testimage::image_bytes(8 << 20, 3))
+        .unwrap();
+    let import = |version: &str| {
+        nightcast(
+            &c,
+            &data,
+            &[
+                "master",
+                "import",
+                image.to_str().unwrap(),
+                "--name",
+                "win10",
+                "--version",
+                version,
+            ],
+        )
+    };
+    assert!(import("1").status.success());
+    // The disk rots a chunk of the store (same size, one byte changed), then version 2 reuses it.
+    let store = image_tools::LocalStore::open(&data.join("store")).unwrap();
+    let victim = image_tools::ChunkStore::ids(&store).unwrap()[0];
+    let path = store.path_of(&victim);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    drop(store);
+    let out = import("2");
+    let masters = ok(&c, &data, &["--json", "master", "list"]);
+    let recorded = masters.contains("\"2\"");
+    assert!(
+        out.status.success() == recorded,
+        "the import said {:?} but version 2 is {}recorded",
+        out.status,
+        if recorded { "" } else { "not " }
+    );
+    if recorded {
+        // Recorded: then every chunk in the store is sound (the import replaced the rotten one).
+        let scrub = Command::new(workspace_bin("nightcast-image"))
+            .args(["scrub", "--store", data.join("store").to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            scrub.status.success(),
+            "version 2 was recorded over a corrupt chunk: {}",
+            String::from_utf8_lossy(&scrub.stderr)
+        );
+    }
+}

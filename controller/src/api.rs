@@ -445,6 +445,8 @@ fn seats_json(states: &[crate::takeover::Site], now: i64, silent_after: i64) -> 
 
 /// Imports an image on the controller's disk into the store and registers it: chunks are durable
 /// before the catalogue names the master, so a crash at any point leaves a consistent catalogue.
+/// Only that file is read (`format`, if given, pins its format; see `image_tools::import`), and the
+/// signed manifest and every chunk are checked again (`crate::check_master`) before the row is written.
 fn import_master(api: &Api, body: &Value, now: i64) -> Result<Value, Reply> {
     let image = PathBuf::from(str_field(body, "image")?);
     let name = str_field(body, "name")?
@@ -453,6 +455,15 @@ fn import_master(api: &Api, body: &Value, now: i64) -> Result<Value, Reply> {
     let version = str_field(body, "version")?
         .parse()
         .map_err(|e| error(400, e))?;
+    let format = match body.get("format") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_str()
+                .ok_or_else(|| error(400, "field \"format\" must be a string"))?
+                .parse::<image_tools::import::ImageFormat>()
+                .map_err(|e| error(400, e))?,
+        ),
+    };
     let key = image_tools::SigningKey::load(&api.data.signing_key()).map_err(|e| error(500, e))?;
     let store = image_tools::LocalStore::open(&api.data.store()).map_err(|e| error(500, e))?;
     let opts = image_tools::import::ImportOptions {
@@ -461,15 +472,18 @@ fn import_master(api: &Api, body: &Value, now: i64) -> Result<Value, Reply> {
         params: image_tools::ChunkParams::DEFAULT,
         threads: 0,
     };
-    let report = image_tools::import::import_file(&image, &store, &key, &opts, &|_, _| {})
+    let report = image_tools::import::import_file(&image, format, &store, &key, &opts, &|_, _| {})
         .map_err(|e| error(400, format!("{e:#}")))?;
+    drop(store);
+    let manifest = crate::check_master(&api.data, report.manifest.bytes().to_vec())
+        .map_err(|e| error(500, format!("{e:#}")))?;
     Db::open(&api.data.database())
-        .and_then(|db| db.add_master(&report.manifest, report.manifest.bytes(), now))
+        .and_then(|db| db.add_master(&manifest, manifest.bytes(), now))
         .map_err(db_error)?;
-    let s = report.manifest.summary();
+    let s = manifest.summary();
     Ok(json!({
         "name": opts.name.as_str(), "version": opts.version.as_str(), "size": report.bytes_read,
         "new_chunks": report.new_chunks, "new_stored_bytes": report.new_stored_bytes,
-        "chunks": s.chunks, "hole_bytes": s.hole_bytes,
+        "replaced_chunks": report.replaced_chunks, "chunks": s.chunks, "hole_bytes": s.hole_bytes,
     }))
 }

@@ -181,26 +181,39 @@ fn revoked_bytes(hex_serials: &[String]) -> Vec<Vec<u8>> {
 /// --key DATA/signing.key ...`): its manifest must verify against our key and every chunk must be
 /// in the store.
 pub fn add_master(data: &DataDir, manifest_path: &Path, now_unix: i64) -> Result<MasterRef> {
-    let key = PublicKey::load(&image_tools::keys::public_path(&data.signing_key()))?;
     let bytes = std::fs::read(manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-    let m = VerifiedManifest::open(bytes, &key)
+    let m = check_master(data, bytes)
         .with_context(|| format!("refusing {}", manifest_path.display()))?;
+    db::Db::open(&data.database())?.add_master(&m, m.bytes(), now_unix)?;
+    Ok(master_ref(&m))
+}
+
+/// What must hold before the catalogue names a master (for `add_master` and the admin API's
+/// import): the manifest verifies against our signing key, and every chunk it lists is in
+/// `DATA/store` and verifies (read, decompressed, hashed).
+pub fn check_master(data: &DataDir, manifest: Vec<u8>) -> Result<VerifiedManifest> {
+    let key = PublicKey::load(&image_tools::keys::public_path(&data.signing_key()))?;
+    let m = VerifiedManifest::open(manifest, &key)
+        .context("the manifest is not signed by this controller's key")?;
     let store = LocalStore::open(&data.store())?;
     let report = image_tools::assemble::verify(&m, &store, 0, &|_, _| {});
     if let Some(f) = report.faults.first() {
         bail!(
-            "{} {}: {} chunks missing or corrupt in {} (first: {} at offset {}): build it into this store first",
+            "{} {}: {} chunks missing or corrupt in {} (first: {} at offset {}: {}); not recorded: \
+             `nightcast-image scrub --store {} --repair` drops corrupt chunks, then build or import it \
+             into this store again",
             m.name,
             m.version,
             report.faults.len(),
             data.store().display(),
             f.id,
-            f.offset
+            f.offset,
+            f.error,
+            data.store().display(),
         );
     }
-    db::Db::open(&data.database())?.add_master(&m, m.bytes(), now_unix)?;
-    Ok(master_ref(&m))
+    Ok(m)
 }
 
 /// What relays may read now, and in which order to fetch it: the master versions their site's

@@ -171,7 +171,7 @@ fn prepare(dir: &Path, image: &Path) -> Result<()> {
         threads: 0,
     };
     let t = Instant::now();
-    let report = import_file(image, &store, &key, &opts, &|_, _| {})?;
+    let report = import_file(image, None, &store, &key, &opts, &|_, _| {})?;
     let manifest_path = dir.join("master.manifest");
     std::fs::write(&manifest_path, report.manifest.bytes())?;
     let summary = report.manifest.summary();

@@ -16,14 +16,15 @@ use serde::Serialize;
 use crate::assemble::{self, Seed};
 use crate::chunker::ChunkParams;
 use crate::ids::{MasterName, MasterVersion};
-use crate::import::{self, ImportOptions};
+use crate::import::{self, ImageFormat, ImportError, ImportOptions};
 use crate::keys::{self, PublicKey, SigningKey};
 use crate::manifest::{self, Manifest, VerifiedManifest};
 use crate::store::{ChunkStore, LocalStore};
 use crate::{durable, gc};
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 operational error (unreadable file, full disk, busy store); \
-2 usage error; 3 integrity failure (bad signature, forged or truncated manifest, corrupt or missing chunk).";
+2 usage error; 3 integrity failure (bad signature, forged or truncated manifest, corrupt or missing chunk, \
+an image that refers to other files).";
 
 /// Build, check and assemble nightcast masters: disk images cut into deduplicated, compressed chunks
 /// and described by a signed manifest.
@@ -48,7 +49,9 @@ pub enum Command {
     /// Import a disk image as a master version: new chunks go into the store, a signed manifest is written.
     ///
     /// Raw images are read directly; qcow2, VMDK, VHD, VHDX and VDI are converted first with
-    /// `qemu-img` (Debian package qemu-utils). Chunks the store already holds cost nothing.
+    /// `qemu-img` (Debian package qemu-utils). Only the image itself is read: one with a backing
+    /// file, an external data file or VMDK extents in other files is refused (exit code 3). Chunks
+    /// the store already holds cost nothing once they verify; corrupt ones are replaced.
     Build {
         #[command(flatten)]
         store: StoreArg,
@@ -63,6 +66,11 @@ pub enum Command {
         version: MasterVersion,
         /// The disk image to import.
         image: PathBuf,
+        /// The image's format: raw, qcow2, vmdk, vhdx, vpc (VHD) or vdi. Without it, it is detected
+        /// from the first bytes (then pass `--format raw` for a raw disk that a guest made look
+        /// like another format).
+        #[arg(long)]
+        format: Option<ImageFormat>,
         /// Where to write the signed manifest.
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
@@ -210,6 +218,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             name,
             version,
             image,
+            format,
             output,
             avg_chunk_kib,
             common,
@@ -218,7 +227,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             &key,
             name,
             version,
-            &image,
+            (&image, format),
             &output,
             avg_chunk_kib,
             &common,
@@ -340,7 +349,7 @@ fn build(
     key: &Path,
     name: MasterName,
     version: MasterVersion,
-    image: &Path,
+    (image, format): (&Path, Option<ImageFormat>),
     output: &Path,
     avg_chunk_kib: Option<u32>,
     common: &Common,
@@ -364,8 +373,12 @@ fn build(
         threads: common.threads,
     };
     let bar = progress_bar("import");
-    let report = import::import_file(image, &store, &key, &opts, &update(&bar))?;
+    let result = import::import_file(image, format, &store, &key, &opts, &update(&bar));
     bar.finish_and_clear();
+    let report = result.map_err(|e| match e {
+        ImportError::Refused { .. } => integrity(e.into()),
+        other => other.into(),
+    })?;
     durable::write_file(output, report.manifest.bytes(), 0o644)
         .with_context(|| format!("cannot write manifest {}", output.display()))?;
     let s = report.manifest.summary();
@@ -381,6 +394,7 @@ fn build(
             new_chunks: u64,
             new_stored_bytes: u64,
             reused_chunks: u64,
+            replaced_chunks: u64,
             summary: manifest::Summary,
         }
         return print_json(&Out {
@@ -388,10 +402,11 @@ fn build(
             name: opts.name.as_str(),
             version: opts.version.as_str(),
             size: report.bytes_read,
-            converted_from: report.converted_from,
+            converted_from: report.converted_from.map(ImageFormat::as_str),
             new_chunks: report.new_chunks,
             new_stored_bytes: report.new_stored_bytes,
             reused_chunks: report.reused_chunks,
+            replaced_chunks: report.replaced_chunks,
             summary: s,
         });
     }
@@ -411,6 +426,12 @@ fn build(
         human(report.new_stored_bytes),
         report.reused_chunks
     );
+    if report.replaced_chunks > 0 {
+        println!(
+            "store: {} corrupt chunk files were replaced by the image's bytes (run scrub to check the rest)",
+            report.replaced_chunks
+        );
+    }
     println!("manifest: {}", output.display());
     Ok(())
 }

@@ -1,14 +1,41 @@
 //! Import: an image in, new chunks in the store and a signed manifest out.
 //!
 //! One thread reads the image sequentially (8 MiB reads) and cuts it ([`crate::chunker`]); one
-//! worker per core hashes each chunk, skips it if the store or this import already has it, and
-//! compresses it otherwise; the calling thread puts entries back in image order and writes new chunks
-//! in group commits. Channels are bounded, so memory is bounded by (cores x 4 + 8 MiB read buffer)
-//! chunks whatever the image size. Chunks are durable before the manifest exists: the write order is
-//! chunks, then `sync`, then the manifest (done by the caller with the returned bytes).
+//! worker per core hashes each chunk, reuses it if the store holds it *and it verifies* (read,
+//! decompressed and hashed: a file that is empty, oversized or corrupt is replaced by the fresh
+//! bytes, never signed over) or this import already has it, and compresses it otherwise; the calling
+//! thread puts entries back in image order and writes new chunks in group commits. Channels are
+//! bounded, so memory is bounded by (cores x 4 + 8 MiB read buffer) chunks whatever the image size.
+//! Chunks are durable before the manifest exists: the write order is chunks, then `sync`, then the
+//! manifest (done by the caller with the returned bytes). Every chunk length in the manifest is that
+//! of the bytes really stored.
 //!
-//! Images in qcow2, VMDK, VHD, VHDX or VDI are recognised by their magic bytes and converted to a
-//! sparse raw temp file with `qemu-img convert` first; anything else is read as raw.
+//! ## Imports read only the file they were given
+//!
+//! The format is stated by the caller ([`ImageFormat`]: raw, qcow2, vmdk, vhdx, vpc, vdi) or
+//! detected from magic bytes ([`crate::probe::sniff`]) and then pinned: qemu-img never probes.
+//! Raw images are read directly and never reach qemu-img. For the others, measured with qemu-img
+//! 10.0 under strace: `qemu-img info` does not open a qcow2 backing file (nor, since qemu 9.0.1, a
+//! qcow2 data file), but it *does* open VMDK extents, those of a text descriptor and those of the
+//! descriptor embedded in a binary VMDK whose header gives no capacity; `qemu-img convert` reads
+//! backing files, data files and extents into its output. `backing: null` stops backing files
+//! (qcow2 and VMDK `parentFileNameHint`) but not data files or extents. So, in this order:
+//!
+//! 1. the headers are checked here, before qemu-img runs at all ([`crate::probe`]): a backing file,
+//!    an external data file, or VMDK extents outside the file refuse the image with
+//!    [`ImportError::Refused`], naming the file and what it references (and, when the format was
+//!    only detected, telling the DSI to pass `--format raw` if it is a raw disk);
+//! 2. qemu-img opens the file only as `json:{"driver": FMT, "backing": null, "file": {"driver":
+//!    "file", "filename": ABSOLUTE PATH}}` (with `-f FMT` too): the format is pinned, no backing file
+//!    is ever opened whatever the header says, and the path is never parsed as a protocol;
+//! 3. `qemu-img info` of that source must show no backing file, no data file and no child node
+//!    other than the file itself (a second opinion for VHDX and VDI, whose headers are not parsed
+//!    here); only then does `qemu-img convert` write a sparse raw temp file in the store.
+//!
+//! Checking headers ourselves was preferred over trusting `qemu-img info` alone because `info`
+//! itself opens VMDK extents (and older qemu opened qcow2 data files), and over `--image-opts`
+//! options alone because there is no option that stops data files or extents.
+//! Not guaranteed: that the image does not change while it is imported.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -25,19 +52,30 @@ use crate::durable::TempFile;
 use crate::ids::{ChunkId, MasterName, MasterVersion};
 use crate::keys::SigningKey;
 use crate::manifest::{ChunkRef, Entry, Manifest, VerifiedManifest};
-use crate::store::{LocalStore, StoreError};
+pub use crate::probe::ImageFormat;
+use crate::probe::{Refusal, Sniffed};
+use crate::store::{ChunkStore, LocalStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("cannot read image {path}")]
     Read { path: PathBuf, source: io::Error },
     #[error("{path} is a {format} image: converting it needs `qemu-img` (Debian package qemu-utils), which is not installed")]
-    NoQemuImg { path: PathBuf, format: &'static str },
-    #[error("qemu-img could not convert {path} ({format}): {stderr}")]
-    Convert {
+    NoQemuImg { path: PathBuf, format: ImageFormat },
+    #[error("qemu-img could not {action} {path} as {format}: {stderr}")]
+    Qemu {
+        action: &'static str,
         path: PathBuf,
-        format: &'static str,
+        format: ImageFormat,
         stderr: String,
+    },
+    /// The image would make qemu-img read another file, or is not a format nightcast imports.
+    #[error("refusing image {path}: {reason}{}", what_to_do(.detected))]
+    Refused {
+        path: PathBuf,
+        reason: Refusal,
+        /// The format it was taken for from its first bytes; `None` if the caller stated it.
+        detected: Option<&'static str>,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -45,6 +83,18 @@ pub enum ImportError {
     Params(String),
     #[error("import stopped: a worker thread failed")]
     Worker,
+}
+
+fn what_to_do(detected: &Option<&'static str>) -> String {
+    match detected {
+        Some(format) => format!(
+            " (it was taken for a {format} image from its first bytes: if it is a raw disk, \
+             import it with --format raw)"
+        ),
+        None => " (make a self-contained image first, e.g. `qemu-img convert -O qcow2` on the \
+                 machine that holds what it references)"
+            .to_owned(),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -64,21 +114,26 @@ pub struct ImportReport {
     pub new_chunks: u64,
     /// Stored (compressed) bytes added to the store.
     pub new_stored_bytes: u64,
-    /// Chunk entries that the store or this import already had.
+    /// Chunk entries that the store (verified) or this import already had.
     pub reused_chunks: u64,
+    /// Chunk files of the store that did not verify and were replaced by this import's bytes.
+    pub replaced_chunks: u64,
     /// The input format, when it went through `qemu-img`.
-    pub converted_from: Option<&'static str>,
+    pub converted_from: Option<ImageFormat>,
 }
 
 enum Done {
     Hole(u64),
     Known(ChunkRef),
-    New(ChunkRef, VerifiedChunk),
+    /// A chunk to write; `true` if the store held a file for it that did not verify.
+    New(ChunkRef, VerifiedChunk, bool),
 }
 
-/// Imports the image at `path` (raw, or any format `qemu-img` reads).
+/// Imports the image at `path` as `format` (`None`: detected from its first bytes). Only that file
+/// is read: see the module documentation.
 pub fn import_file(
     path: &Path,
+    format: Option<ImageFormat>,
     store: &LocalStore,
     key: &SigningKey,
     opts: &ImportOptions,
@@ -88,12 +143,44 @@ pub fn import_file(
         path: path.to_owned(),
         source,
     };
-    let mut file = File::open(path).map_err(read_err)?;
-    let format = sniff_format(&mut file).map_err(read_err)?;
+    let file = File::open(path).map_err(read_err)?;
+    let refused = |reason, detected| ImportError::Refused {
+        path: path.to_owned(),
+        reason,
+        detected,
+    };
+    let (format, detected) = match format {
+        Some(format) => (format, None),
+        None => match crate::probe::sniff(&file).map_err(read_err)? {
+            None => (ImageFormat::Raw, None),
+            Some(Sniffed::Format(f)) => (f, Some(f.as_str())),
+            Some(Sniffed::Unsupported(name)) => {
+                return Err(refused(
+                    Refusal::Unsupported(format!(
+                        "it is a {name} image, a format nightcast does not import: convert it to \
+                         qcow2 or raw first"
+                    )),
+                    Some(name),
+                ))
+            }
+        },
+    };
     let (file, _converted, converted_from) = match format {
-        None => (file, None, None),
-        Some(format) => {
-            let raw = convert_to_raw(path, format, store)?;
+        ImageFormat::Raw => (file, None, None),
+        format => {
+            crate::probe::outside_references(&file, format)
+                .map_err(read_err)?
+                .map_err(|reason| refused(reason, detected))?;
+            let source = QemuSource::new(path, format)?;
+            source.check_info().map_err(|e| match e {
+                ImportError::Refused { path, reason, .. } => ImportError::Refused {
+                    path,
+                    reason,
+                    detected,
+                },
+                other => other,
+            })?;
+            let raw = source.convert_to_raw(store)?;
             let file = File::open(raw.path()).map_err(read_err)?;
             (file, Some(raw), Some(format))
         }
@@ -168,6 +255,7 @@ pub fn import_reader<R: Read + Send>(
             new_chunks: stats.new_chunks,
             new_stored_bytes: stats.new_stored_bytes,
             reused_chunks: stats.reused_chunks,
+            replaced_chunks: stats.replaced_chunks,
             converted_from: None,
         })
     })
@@ -188,25 +276,46 @@ fn process(
     };
     let id = ChunkId::of(&bytes);
     let len = bytes.len() as u32;
+    let known_ref = |stored_len| {
+        Done::Known(ChunkRef {
+            id,
+            len,
+            stored_len,
+        })
+    };
     let seen = known
         .lock()
         .map_err(|_| ImportError::Worker)?
         .get(&id)
         .copied();
-    if let Some(stored_len) = seen.or(store.stored_len(&id)?) {
-        return Ok(Done::Known(ChunkRef {
-            id,
-            len,
-            stored_len,
-        }));
+    if let Some(stored_len) = seen {
+        return Ok(known_ref(stored_len));
     }
+    // A chunk file is reused only if it verifies, and then with its real stored length.
+    let corrupt = match store.get(&id) {
+        Ok(stored) => {
+            let stored_len = stored.stored_len();
+            known
+                .lock()
+                .map_err(|_| ImportError::Worker)?
+                .entry(id)
+                .or_insert(stored_len);
+            return Ok(known_ref(stored_len));
+        }
+        Err(StoreError::Missing(_)) => false,
+        Err(StoreError::Invalid { id, path, reason }) => {
+            tracing::warn!(chunk = %id, path = ?path, %reason, "replacing a corrupt chunk file of the store");
+            true
+        }
+        Err(other) => return Err(other.into()),
+    };
     let chunk = VerifiedChunk::from_hashed(id, bytes);
     let r = ChunkRef {
         id,
         len,
         stored_len: chunk.stored_len(),
     };
-    Ok(Done::New(r, chunk))
+    Ok(Done::New(r, chunk, corrupt))
 }
 
 #[derive(Default)]
@@ -215,6 +324,7 @@ struct Stats {
     new_chunks: u64,
     new_stored_bytes: u64,
     reused_chunks: u64,
+    replaced_chunks: u64,
 }
 
 /// Writes new chunks as they come and puts entries back in image order.
@@ -237,16 +347,18 @@ fn collect(
                 stats.reused_chunks += 1;
                 Entry::Chunk(r)
             }
-            Done::New(r, chunk) => {
+            Done::New(r, chunk, corrupt) => {
                 let first = known
                     .lock()
                     .map_err(|_| ImportError::Worker)?
                     .insert(r.id, r.stored_len)
                     .is_none();
                 if first {
-                    batch.put(&chunk)?;
+                    // Over whatever file is there: a worker found none, or one that did not verify.
+                    batch.replace(&chunk)?;
                     stats.new_chunks += 1;
                     stats.new_stored_bytes += u64::from(r.stored_len);
+                    stats.replaced_chunks += u64::from(corrupt);
                 } else {
                     stats.reused_chunks += 1;
                 }
@@ -335,73 +447,191 @@ impl Read for SparseReader {
     }
 }
 
-/// Recognises the disk-image formats `qemu-img` must convert; `None` means raw.
-pub fn sniff_format(file: &mut File) -> io::Result<Option<&'static str>> {
-    use std::os::unix::fs::FileExt;
-    let mut head = [0u8; 512];
-    let mut got = 0;
-    while got < head.len() {
-        match file.read_at(&mut head[got..], got as u64)? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    let head = &head[..got];
-    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
-    Ok(if at(0, b"QFI\xfb") {
-        Some("qcow2")
-    } else if at(0, b"KDMV") || at(0, b"# Disk DescriptorFile") {
-        Some("vmdk")
-    } else if at(0, b"vhdxfile") {
-        Some("vhdx")
-    } else if at(0x40, &0xbeda_107f_u32.to_le_bytes()) {
-        Some("vdi")
-    } else if at(0, b"conectix") {
-        Some("vpc")
-    } else {
-        None
-    })
+/// An image as qemu-img opens it: format pinned, no backing file, the path never a protocol.
+struct QemuSource<'a> {
+    path: &'a Path,
+    absolute: PathBuf,
+    format: ImageFormat,
+    /// `json:{...}`: see the module documentation.
+    spec: String,
 }
 
-/// `qemu-img convert` into a sparse raw temp file inside the store (same disk, cleaned on restart).
-fn convert_to_raw(
-    path: &Path,
-    format: &'static str,
-    store: &LocalStore,
-) -> Result<TempFile, ImportError> {
-    let tmp =
-        TempFile::new_in(&store.root().join("tmp"), 0o600).map_err(|source| ImportError::Read {
-            path: store.root().to_owned(),
+impl<'a> QemuSource<'a> {
+    fn new(path: &'a Path, format: ImageFormat) -> Result<QemuSource<'a>, ImportError> {
+        let absolute = std::fs::canonicalize(path).map_err(|source| ImportError::Read {
+            path: path.to_owned(),
             source,
         })?;
-    tracing::info!(image = %path.display(), format, "converting to raw with qemu-img");
-    let output = Command::new("qemu-img")
-        .args(["convert", "-q", "-f", format, "-O", "raw"])
-        .arg(path)
-        .arg(tmp.path())
-        .output();
-    match output {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ImportError::NoQemuImg {
-            path: path.to_owned(),
+        let Some(filename) = absolute.to_str() else {
+            return Err(ImportError::Read {
+                path: path.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the path is not UTF-8, which qemu-img needs: rename the file",
+                ),
+            });
+        };
+        let spec = serde_json::json!({
+            "driver": format.as_str(),
+            "backing": null,
+            "file": {"driver": "file", "filename": filename},
+        });
+        Ok(QemuSource {
+            path,
             format,
-        }),
-        Err(source) => Err(ImportError::Read {
-            path: path.to_owned(),
-            source,
-        }),
-        Ok(out) if !out.status.success() => Err(ImportError::Convert {
-            path: path.to_owned(),
-            format,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        }),
-        Ok(_) => Ok(tmp),
+            spec: format!("json:{spec}"),
+            absolute,
+        })
     }
+
+    fn run(&self, action: &'static str, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, ImportError> {
+        let output = Command::new("qemu-img").args(args).output();
+        match output {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ImportError::NoQemuImg {
+                path: self.path.to_owned(),
+                format: self.format,
+            }),
+            Err(source) => Err(ImportError::Read {
+                path: self.path.to_owned(),
+                source,
+            }),
+            Ok(out) if !out.status.success() => Err(ImportError::Qemu {
+                action,
+                path: self.path.to_owned(),
+                format: self.format,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            }),
+            Ok(out) => Ok(out.stdout),
+        }
+    }
+
+    /// `qemu-img info`: no backing file, no data file, no node but the file itself.
+    fn check_info(&self) -> Result<(), ImportError> {
+        let out = self.run(
+            "read",
+            &[
+                "info".as_ref(),
+                "--output=json".as_ref(),
+                "-f".as_ref(),
+                self.format.as_str().as_ref(),
+                self.spec.as_ref(),
+            ],
+        )?;
+        let info: serde_json::Value =
+            serde_json::from_slice(&out).map_err(|e| ImportError::Qemu {
+                action: "read",
+                path: self.path.to_owned(),
+                format: self.format,
+                stderr: format!("unexpected `qemu-img info` output: {e}"),
+            })?;
+        let refusal = info_refusal(&info, &self.absolute);
+        match refusal {
+            Some(reason) => Err(ImportError::Refused {
+                path: self.path.to_owned(),
+                reason,
+                detected: None,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// `qemu-img convert` into a sparse raw temp file inside the store (same disk, cleaned on restart).
+    fn convert_to_raw(&self, store: &LocalStore) -> Result<TempFile, ImportError> {
+        let tmp = TempFile::new_in(&store.root().join("tmp"), 0o600).map_err(|source| {
+            ImportError::Read {
+                path: store.root().to_owned(),
+                source,
+            }
+        })?;
+        tracing::info!(image = %self.path.display(), format = %self.format, "converting to raw with qemu-img");
+        self.run(
+            "convert",
+            &[
+                "convert".as_ref(),
+                "-q".as_ref(),
+                "-f".as_ref(),
+                self.format.as_str().as_ref(),
+                "-O".as_ref(),
+                "raw".as_ref(),
+                self.spec.as_ref(),
+                tmp.path().as_os_str(),
+            ],
+        )?;
+        Ok(tmp)
+    }
+}
+
+/// What in `qemu-img info --output=json` shows that an image reads a file other than `itself`.
+fn info_refusal(info: &serde_json::Value, itself: &Path) -> Option<Refusal> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    if let Some(backing) = info
+        .get("full-backing-filename")
+        .or_else(|| info.get("backing-filename"))
+        .and_then(text)
+    {
+        return Some(Refusal::BackingFile(backing));
+    }
+    let data = info.pointer("/format-specific/data");
+    if let Some(data_file) = data.and_then(|d| d.get("data-file")).and_then(text) {
+        return Some(Refusal::DataFile(data_file));
+    }
+    let itself = itself.to_string_lossy();
+    let children = info.get("children").and_then(|c| c.as_array());
+    let extents = data
+        .and_then(|d| d.get("extents"))
+        .and_then(|e| e.as_array());
+    let others: Vec<String> = children
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.pointer("/info/filename").and_then(text))
+        .chain(
+            extents
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.get("filename").and_then(text)),
+        )
+        .filter(|name| *name != itself)
+        .collect();
+    (!others.is_empty()).then_some(Refusal::Extents(others))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn qemu_img_info_showing_another_file_is_a_refusal() {
+        let me = Path::new("/srv/in/win10.vmdk");
+        // As qemu-img 10.0 prints them (trimmed): a text descriptor, a backing file, a data file.
+        let extents = serde_json::json!({"format": "vmdk", "children": [
+            {"name": "extents.0", "info": {"filename": "/etc/passwd", "format": "file"}},
+            {"name": "file", "info": {"filename": "/srv/in/win10.vmdk", "format": "file"}}],
+            "format-specific": {"type": "vmdk", "data": {"extents": [{"filename": "/etc/passwd"}]}}});
+        assert_eq!(
+            info_refusal(&extents, me),
+            Some(Refusal::Extents(vec![
+                "/etc/passwd".into(),
+                "/etc/passwd".into()
+            ]))
+        );
+        let backing = serde_json::json!({"format": "qcow2", "backing-filename": "key",
+            "full-backing-filename": "/ctl/signing.key", "children": []});
+        assert_eq!(
+            info_refusal(&backing, me),
+            Some(Refusal::BackingFile("/ctl/signing.key".into()))
+        );
+        let data = serde_json::json!({"format": "qcow2",
+            "format-specific": {"type": "qcow2", "data": {"data-file": "/etc/shadow"}}});
+        assert_eq!(
+            info_refusal(&data, me),
+            Some(Refusal::DataFile("/etc/shadow".into()))
+        );
+        let plain = serde_json::json!({"format": "vmdk", "children": [
+            {"name": "file", "info": {"filename": "/srv/in/win10.vmdk"}}],
+            "format-specific": {"type": "vmdk", "data": {"extents": [{"filename": "/srv/in/win10.vmdk"}]}}});
+        assert_eq!(info_refusal(&plain, me), None);
+    }
 
     #[test]
     fn the_sparse_reader_reads_the_same_bytes_as_a_plain_read() {

@@ -8,7 +8,8 @@
 //! - [`store`]: the [`ChunkStore`] trait and [`LocalStore`], chunks in a directory.
 //! - [`manifest`]: the canonical, signed list of a master version's chunks and holes.
 //! - [`keys`]: Ed25519 signing keys and their files.
-//! - [`import`]: image -> chunks in a store + signed manifest, on all cores.
+//! - [`probe`]: disk-image formats, and the files an image refers to besides itself (its headers).
+//! - [`import`]: image -> chunks in a store + signed manifest, on all cores; reads only that image.
 //! - [`assemble`]: manifest + store (+ seed image) -> image, sparse, verified, atomic; and `verify`.
 //! - [`gc`]: garbage collection by reachability and the scrub.
 //! - [`durable`]: the one durable-write helper (temp, fsync, rename, fsync dir).
@@ -39,6 +40,7 @@ pub mod ids;
 pub mod import;
 pub mod keys;
 pub mod manifest;
+pub mod probe;
 pub mod store;
 pub mod testimage;
 pub mod trust;

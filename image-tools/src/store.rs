@@ -310,10 +310,16 @@ impl Batch<'_> {
     const MAX_FILES: usize = 8192;
 
     pub fn put(&mut self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
-        let target = self.store.path_of(chunk.id());
-        if target.exists() {
+        if self.store.path_of(chunk.id()).exists() {
             return Ok(());
         }
+        self.replace(chunk)
+    }
+
+    /// `put`, over whatever file holds the chunk's name now (one that did not verify): the rename
+    /// at commit replaces it whole.
+    pub fn replace(&mut self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        let target = self.store.path_of(chunk.id());
         let mut tmp = self.store.write_temp(chunk)?;
         tmp.close();
         self.pending.push((tmp, target));

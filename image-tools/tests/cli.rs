@@ -422,10 +422,6 @@ fn gc_removes_exactly_the_unreachable_chunks() {
 
 #[test]
 fn qcow2_images_import_like_their_raw_bytes() {
-    if Command::new("qemu-img").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: qemu-img is not installed (Debian package qemu-utils)");
-        return;
-    }
     let f = Fixture::new(8 << 20);
     let status = Command::new("qemu-img")
         .current_dir(f.path())
@@ -557,4 +553,260 @@ fn a_build_without_chunk_options_records_the_default_parameters() {
         (small["chunk_min"].as_u64(), small["chunk_max"].as_u64()),
         (Some(4096), Some(65536))
     );
+}
+
+/// Runs `qemu-img ARGS` in `dir` and insists that it worked (qemu-img is a test requirement).
+fn qemu_img(dir: &Path, args: &[&str]) {
+    let out = Command::new("qemu-img")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("qemu-img must be installed to run these tests (Debian package qemu-utils)");
+    assert!(out.status.success(), "qemu-img {args:?}: {}", stderr(&out));
+}
+
+/// `build` of IMAGE with EXTRA arguments into the fixture's store, writing `bad.m`.
+fn build_image(f: &Fixture, image: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "build",
+        "--store",
+        "store",
+        "--key",
+        "key",
+        "--name",
+        "x",
+        "--version",
+        "1",
+        image,
+        "-o",
+        "bad.m",
+    ];
+    args.extend_from_slice(extra);
+    run(f.path(), &args)
+}
+
+/// A file standing for a host secret (the controller's signing key, /etc/passwd): 1 MiB of random
+/// bytes, so that any of it in a chunk is recognisable.
+fn write_secret(path: &Path) -> Vec<u8> {
+    let mut secret = vec![0u8; 1 << 20];
+    testimage::Rng::new(99).fill(&mut secret);
+    fs::write(path, &secret).unwrap();
+    secret
+}
+
+/// How many of 64 windows of 64 bytes spread over `secret` appear in some chunk of the store.
+fn secret_windows_in_store(f: &Fixture, secret: &[u8]) -> usize {
+    let windows: Vec<&[u8]> = (0..64)
+        .map(|i| &secret[i * (secret.len() / 64)..][..64])
+        .collect();
+    let mut found = 0;
+    for file in f.chunk_files() {
+        let id: image_tools::ChunkId = file.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let Ok(chunk) = image_tools::VerifiedChunk::from_stored(id, &fs::read(&file).unwrap())
+        else {
+            continue;
+        };
+        found += windows
+            .iter()
+            .filter(|w| chunk.raw().windows(64).any(|c| c == **w))
+            .count();
+    }
+    found
+}
+
+fn assert_refused(out: &Output, what: &str, names: &str) {
+    assert_eq!(out.status.code(), Some(3), "{what}: {}", stderr(out));
+    let err = stderr(out);
+    assert!(
+        err.contains(names),
+        "{what}: message does not name {names}: {err}"
+    );
+}
+
+#[test]
+fn a_qcow2_backed_by_a_host_file_is_refused_and_none_of_the_file_reaches_the_store() {
+    let f = Fixture::new(1 << 20);
+    let secret_path = f.path().join("signing.key");
+    let secret = write_secret(&secret_path);
+    let backing = secret_path.to_str().unwrap();
+    qemu_img(
+        f.path(),
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            backing,
+            "-F",
+            "raw",
+            "evil.qcow2",
+        ],
+    );
+    for extra in [&[][..], &["--format", "qcow2"][..]] {
+        let out = build_image(&f, "evil.qcow2", extra);
+        assert_refused(&out, &format!("{extra:?}"), "signing.key");
+        assert!(stderr(&out).contains("evil.qcow2"), "{}", stderr(&out));
+        assert!(!f.path().join("bad.m").exists(), "a manifest was written");
+        assert_eq!(
+            secret_windows_in_store(&f, &secret),
+            0,
+            "the secret is in the store"
+        );
+    }
+}
+
+#[test]
+fn a_qcow2_with_an_external_data_file_is_refused() {
+    let f = Fixture::new(1 << 20);
+    let secret = write_secret(&f.path().join("passwd"));
+    let data_file = format!("data_file={}", f.path().join("passwd").display());
+    qemu_img(
+        f.path(),
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &data_file,
+            "ext.qcow2",
+            "1M",
+        ],
+    );
+    // qemu-img create empties the data file: put the secret back.
+    fs::write(f.path().join("passwd"), &secret).unwrap();
+    let out = build_image(&f, "ext.qcow2", &[]);
+    assert_refused(&out, "data file", "passwd");
+    assert!(!f.path().join("bad.m").exists());
+    assert_eq!(secret_windows_in_store(&f, &secret), 0);
+}
+
+#[test]
+fn a_vmdk_whose_extents_are_host_files_is_refused() {
+    let f = Fixture::new(1 << 20);
+    let secret = write_secret(&f.path().join("passwd"));
+    let passwd = f.path().join("passwd");
+    let descriptor = format!(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\nRW 2048 FLAT \"{}\" 0\n",
+        passwd.display()
+    );
+    fs::write(f.path().join("text.vmdk"), &descriptor).unwrap();
+    // The same descriptor embedded in a binary VMDK whose header gives no capacity: qemu then
+    // opens the embedded descriptor's extents.
+    let mut embedded = Vec::new();
+    embedded.extend_from_slice(b"KDMV");
+    for v in [1u32, 3] {
+        embedded.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [0u64, 128, 1, 20] {
+        embedded.extend_from_slice(&v.to_le_bytes()); // capacity 0, granularity, descriptor at sector 1, 20 sectors
+    }
+    embedded.resize(512, 0);
+    embedded.extend_from_slice(descriptor.as_bytes());
+    embedded.resize(21 * 512, 0);
+    fs::write(f.path().join("embedded.vmdk"), &embedded).unwrap();
+    for (image, extra) in [
+        ("text.vmdk", &[][..]),
+        ("text.vmdk", &["--format", "vmdk"][..]),
+        ("embedded.vmdk", &[][..]),
+        ("embedded.vmdk", &["--format", "vmdk"][..]),
+    ] {
+        let out = build_image(&f, image, extra);
+        assert_refused(&out, &format!("{image} {extra:?}"), "passwd");
+        assert!(stderr(&out).contains(image), "{}", stderr(&out));
+        assert!(!f.path().join("bad.m").exists());
+        assert_eq!(secret_windows_in_store(&f, &secret), 0, "{image}");
+    }
+    // Formats outside the list are refused by name.
+    let out = build_image(&f, "text.vmdk", &["--format", "qed"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn a_raw_disk_that_starts_with_a_qcow2_header_is_refused_unless_stated_raw() {
+    let f = Fixture::new(4 << 20);
+    let secret = write_secret(&f.path().join("signing.key"));
+    let backing = f.path().join("signing.key");
+    qemu_img(
+        f.path(),
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            backing.to_str().unwrap(),
+            "-F",
+            "raw",
+            "h.qcow2",
+        ],
+    );
+    // A guest wrote a qcow2 header at the start of its raw disk.
+    let mut disk = fs::read(f.path().join("v1.img")).unwrap();
+    let header = fs::read(f.path().join("h.qcow2")).unwrap();
+    disk[..header.len()].copy_from_slice(&header);
+    fs::write(f.path().join("guest.img"), &disk).unwrap();
+
+    let out = build_image(&f, "guest.img", &[]);
+    assert_refused(&out, "detected", "signing.key");
+    assert!(stderr(&out).contains("--format raw"), "{}", stderr(&out));
+    assert!(!f.path().join("bad.m").exists());
+    assert_eq!(secret_windows_in_store(&f, &secret), 0);
+
+    let out = build_image(&f, "guest.img", &["--format", "raw"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ok(
+        f.path(),
+        &[
+            "assemble", "--store", "store", "--pubkey", "key.pub", "bad.m", "out.img",
+        ],
+    );
+    assert!(
+        fs::read(f.path().join("out.img")).unwrap() == disk,
+        "assembled bytes differ"
+    );
+}
+
+#[test]
+fn empty_oversized_and_corrupt_chunk_files_are_replaced_not_signed_over() {
+    let f = Fixture::new(8 << 20);
+    f.build("v1.img", "1", "v1.m");
+    let files = f.chunk_files();
+    assert!(files.len() >= 3);
+    // An empty file, one far above the largest legal chunk, one of the right size but corrupt.
+    fs::write(&files[0], b"").unwrap();
+    let mut big = fs::read(&files[1]).unwrap();
+    big.resize(big.len() + (17 << 20), 0x5a);
+    fs::write(&files[1], &big).unwrap();
+    let mut flipped = fs::read(&files[2]).unwrap();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    fs::write(&files[2], &flipped).unwrap();
+
+    let again = f.build("v1.img", "1", "v1b.m");
+    assert_eq!(again["new_chunks"], 3, "{again}");
+    ok(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v1b.m"],
+    );
+    ok(f.path(), &["scrub", "--store", "store"]);
+    ok(
+        f.path(),
+        &[
+            "assemble", "--store", "store", "--pubkey", "key.pub", "v1b.m", "out.img",
+        ],
+    );
+    assert!(
+        fs::read(f.path().join("v1.img")).unwrap() == fs::read(f.path().join("out.img")).unwrap(),
+        "assembled bytes differ"
+    );
+    // The manifest records the stored length of what is really there.
+    let inspect = json(f.path(), &["inspect", "v1b.m", "--json"]);
+    let on_disk: u64 = f
+        .chunk_files()
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len() - 5)
+        .sum();
+    assert_eq!(inspect["summary"]["unique_stored_bytes"], on_disk);
 }
