@@ -279,3 +279,127 @@ fn a_controller_killed_mid_import_restarts_consistent() {
     assert!(out.contains("big 1 imported"), "{out}");
     assert!(ok(&c, &data, &["master", "list"]).contains("big"));
 }
+
+/// An initialised controller's data directory in `dir`, served.
+fn started(dir: &Path) -> (std::path::PathBuf, Controller) {
+    let data = dir.join("controller");
+    assert!(Command::new(workspace_bin("nightcast-controller"))
+        .args(["init", "--data", data.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+    let c = Controller::start(&data);
+    (data, c)
+}
+
+#[test]
+fn a_long_session_list_prints_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, c) = started(dir.path());
+    ok(
+        &c,
+        &data,
+        &[
+            "site",
+            "add",
+            "lyon",
+            "--tz",
+            "Europe/Paris",
+            "--cap-mbit",
+            "20",
+        ],
+    );
+    ok(&c, &data, &["room", "add", "lyon", "salle-1"]);
+    let image = dir.path().join("win10.img");
+    image_tools::testimage::write_sparse(&image, &image_tools::testimage::image_bytes(4 << 20, 2))
+        .unwrap();
+    let import = [
+        "master",
+        "import",
+        image.to_str().unwrap(),
+        "--name",
+        "win10",
+        "--version",
+        "1",
+    ];
+    ok(&c, &data, &import);
+    // Hundreds of rows: every one printed (the old client printed only the header of an answer
+    // sent chunked, as tiny_http did above 32 KiB; see the next test for a chunked answer).
+    let sessions = 600;
+    let mut csv = String::from("site,room,master,version,start,end\n");
+    let first = jiff::civil::date(2030, 1, 1);
+    for i in 0..sessions {
+        let day = first.checked_add(jiff::Span::new().days(i)).unwrap();
+        csv.push_str(&format!("lyon,salle-1,win10,1,{day} 08:30,{day} 17:00\n"));
+    }
+    let term = dir.path().join("term.csv");
+    std::fs::write(&term, csv).unwrap();
+    ok(&c, &data, &["calendar", "import", term.to_str().unwrap()]);
+
+    let list = ok(&c, &data, &["session", "list"]);
+    let rows = list.lines().filter(|l| l.contains("win10")).count();
+    assert_eq!(rows, sessions as usize, "{list}");
+    assert!(list.contains("2031-08-"), "the last sessions are missing");
+}
+
+#[test]
+fn an_answer_sent_chunked_is_printed_in_full() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let rows = 600;
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let mut out = stream;
+        out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        let mut chunk = |s: &str| write!(out, "{:x}\r\n{s}\r\n", s.len()).unwrap();
+        chunk("[");
+        for i in 0..rows {
+            let sep = if i + 1 < rows { "," } else { "" };
+            chunk(&format!(
+                r#"{{"id":{i},"site":"lyon","room":"salle-1","master":"win10","version":"1","start":"row-{i}","end":"x"}}{sep}"#
+            ));
+        }
+        chunk("]");
+        out.write_all(b"0\r\n\r\n").unwrap();
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+        .args(["--api", &api, "session", "list"])
+        .env("NIGHTCAST_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout.lines().filter(|l| l.contains("win10")).count(), rows);
+    assert!(stdout.contains(&format!("row-{}", rows - 1)), "{stdout}");
+}
+
+#[test]
+fn a_controller_that_never_answers_makes_the_command_time_out() {
+    // Accepts connections and holds them, never answering.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+        .args(["--api", &api, "--timeout", "1", "site", "list"])
+        .env("NIGHTCAST_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("timed out") && stderr.contains(&api),
+        "{stderr}"
+    );
+}
