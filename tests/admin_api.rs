@@ -403,3 +403,54 @@ fn a_controller_that_never_answers_makes_the_command_time_out() {
         "{stderr}"
     );
 }
+
+#[test]
+fn room_and_seat_names_that_are_paths_empty_or_control_characters_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, c) = started(dir.path());
+    ok(
+        &c,
+        &data,
+        &[
+            "site",
+            "add",
+            "lyon",
+            "--tz",
+            "Europe/Paris",
+            "--cap-mbit",
+            "20",
+        ],
+    );
+    for bad in ["../x", "", "salle\u{1b}[2J", &"s".repeat(65)] {
+        let e = err(&c, &data, &["room", "add", "lyon", bad]);
+        assert!(
+            e.contains("room name") && e.contains("not allowed"),
+            "{bad:?}: {e}"
+        );
+    }
+    ok(&c, &data, &["room", "add", "lyon", "salle-1"]);
+    for bad in ["", "../../etc", "poste\n01"] {
+        let e = err(&c, &data, &["seat", "add", "lyon", "salle-1", bad]);
+        assert!(
+            e.contains("seat name") && e.contains("not allowed"),
+            "{bad:?}: {e}"
+        );
+        let e = err(
+            &c,
+            &data,
+            &["seat", "assign", "lyon", "salle-1", bad, "nuc-1"],
+        );
+        assert!(e.contains("seat name"), "{bad:?}: {e}");
+    }
+    // A calendar naming such a room is refused with its line.
+    let csv = dir.path().join("term.csv");
+    std::fs::write(
+        &csv,
+        "site,room,master,version,start,end\nlyon,../x,win10,1,2030-01-07 08:30,2030-01-07 17:00\n",
+    )
+    .unwrap();
+    let e = err(&c, &data, &["calendar", "import", csv.to_str().unwrap()]);
+    assert!(e.contains("term.csv:2") && e.contains("room name"), "{e}");
+    let out = ok(&c, &data, &["--json", "seat", "list"]);
+    assert!(!out.contains(".."), "{out}");
+}
