@@ -454,3 +454,79 @@ fn room_and_seat_names_that_are_paths_empty_or_control_characters_are_refused() 
     let out = ok(&c, &data, &["--json", "seat", "list"]);
     assert!(!out.contains(".."), "{out}");
 }
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_flood_of_connections_leaves_the_threads_bounded_and_the_dsi_answered() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, c) = started(dir.path());
+    ok(&c, &data, &["site", "list"]);
+    let pid = c.child.id();
+    let before = threads(pid);
+    let addr = c.api.strip_prefix("http://").unwrap().to_owned();
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+
+    // 150 connections that say nothing, 50 with a wrong token that never send their body, 50
+    // with the right token and a body that never comes: all held open.
+    let mut held = Vec::new();
+    for i in 0..250 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let bearer = if i < 200 { "guess" } else { token.trim() };
+        if i >= 150 {
+            write!(
+                s,
+                "POST /v1/sites HTTP/1.1\r\nAuthorization: Bearer {bearer}\r\nContent-Length: 100\r\n\r\n"
+            )
+            .unwrap();
+        }
+        held.push(s);
+    }
+    // And 40 right requests at once.
+    let asks: Vec<_> = (0..40)
+        .map(|_| {
+            let (addr, token) = (addr.clone(), token.trim().to_owned());
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                write!(
+                    s,
+                    "GET /v1/plan HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+                )
+                .unwrap();
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).unwrap();
+                answer
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let during = threads(pid);
+    // The DSI is still answered while all of that is open.
+    let out = nightcast(&c, &data, &["--json", "site", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for a in asks {
+        let answer = a.join().unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 503"),
+            "{answer}"
+        );
+    }
+    // The wrong token is refused as soon as its head arrived, before any body.
+    let mut answer = String::new();
+    held[160].read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        during <= before + 4,
+        "{before} threads before, {during} with 290 connections open"
+    );
+    drop(held);
+}
