@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::client::Client;
+use crate::client::{Client, IMPORT_TIMEOUT};
 
 #[derive(Debug, Subcommand)]
 pub enum Admin {
@@ -349,7 +349,12 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             let body = json!({"image": image, "name": name, "version": version,
                               "format": format.map(|f| f.as_str())});
             (
-                client.call("POST", "/v1/masters", Some(&body))?,
+                client.call_waiting(
+                    "POST",
+                    "/v1/masters",
+                    Some(&body),
+                    client.timeout.max(IMPORT_TIMEOUT),
+                )?,
                 Box::new(|v| {
                     format!(
                         "{} {} imported: {} chunks, {} new in the store ({})",

@@ -1,64 +1,115 @@
-//! A minimal HTTP/1.1 client for the controller's admin API: one request per connection
-//! (`Connection: close`), JSON in and out, the admin token as a bearer token.
+//! The HTTP client of the controller's admin API (ureq, plain HTTP: the API listens on loopback):
+//! JSON in and out, the admin token as a bearer token, and timeouts, so a controller that accepts
+//! the connection but never answers makes the command fail instead of hang.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Waiting for an import's answer: the controller answers when every chunk is stored, which for a
+/// 60 GB image takes minutes, not hours.
+pub const IMPORT_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
+/// The largest answer read (a calendar of years is a few MiB).
+const MAX_ANSWER: u64 = 64 << 20;
+
 #[derive(Debug)]
 pub struct Client {
-    /// `host:port`
-    pub addr: String,
+    /// `http://host:port`, without a trailing slash.
+    pub url: String,
     pub token: String,
+    /// How long the controller may stay silent while answering (each read).
+    pub timeout: Duration,
 }
 
 impl Client {
     /// `url` is `http://host:port` (the controller's `--api`).
-    pub fn new(url: &str, token: String) -> Result<Client> {
-        let addr = url
-            .strip_prefix("http://")
-            .with_context(|| format!("--api {url:?} must start with http://"))?
-            .trim_end_matches('/')
-            .to_owned();
-        Ok(Client { addr, token })
+    pub fn new(url: &str, token: String, timeout: Duration) -> Result<Client> {
+        if !url.starts_with("http://") {
+            bail!("--api {url:?} must start with http://");
+        }
+        Ok(Client {
+            url: url.trim_end_matches('/').to_owned(),
+            token,
+            timeout,
+        })
     }
 
+    /// One request, answered within the client's timeout.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let mut stream = TcpStream::connect(&self.addr).with_context(|| {
-            format!(
-                "cannot reach the controller's admin API at {}: is `nightcast-controller serve` running there?",
-                self.addr
-            )
-        })?;
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
-            self.token,
-            body.len()
-        );
-        stream.write_all(request.as_bytes())?;
-        let mut raw = Vec::new();
-        stream.take(64 << 20).read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, payload) = text
-            .split_once("\r\n\r\n")
-            .context("the admin API sent no HTTP response")?;
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("the admin API sent no HTTP status")?;
-        let value: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
+        self.call_waiting(method, path, body, self.timeout)
+    }
+
+    /// One request whose answer may take up to `wait` (an import).
+    pub fn call_waiting(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        wait: Duration,
+    ) -> Result<Value> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_per_read(Some(wait))
+            .timeout_per_write(Some(self.timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .body(body.map(Value::to_string).unwrap_or_default())
+            .with_context(|| format!("bad request {method} {path}"))?;
+        let mut response = agent.run(request).map_err(|e| self.explain(e, wait))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_to_string()
+            .map_err(|e| self.explain(e, wait))?;
         if status != 200 {
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let message = value
                 .get("error")
                 .and_then(Value::as_str)
                 .unwrap_or("no details");
             bail!("{message} (HTTP {status})");
         }
-        Ok(value)
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the admin API at {} sent an answer that is not JSON",
+                self.url
+            )
+        })
+    }
+
+    fn explain(&self, e: ureq::Error, wait: Duration) -> anyhow::Error {
+        match e {
+            ureq::Error::Timeout(ureq::Timeout::Connect) => anyhow::anyhow!(
+                "timed out connecting to the controller's admin API at {} (after {}s)",
+                self.url,
+                CONNECT_TIMEOUT.as_secs()
+            ),
+            ureq::Error::Timeout(_) => anyhow::anyhow!(
+                "timed out: the controller's admin API at {} did not answer within {}s (--timeout)",
+                self.url,
+                wait.as_secs()
+            ),
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                anyhow::anyhow!(
+                    "cannot reach the controller's admin API at {}: is `nightcast-controller serve` running there? ({io})",
+                    self.url
+                )
+            }
+            other => anyhow::Error::new(other).context(format!(
+                "talking to the controller's admin API at {}",
+                self.url
+            )),
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,10 @@ struct Cli {
     /// Print results as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Seconds the admin API may stay silent while answering before the command gives up (an
+    /// import waits up to 4 hours).
+    #[arg(long, global = true, default_value_t = 60)]
+    timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,7 +64,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo { dir, size_mib } => demo::run(dir, size_mib),
         Command::Admin(cmd) => admin::token(cli.token_file.as_deref())
-            .and_then(|token| client::Client::new(&cli.api, token))
+            .and_then(|token| {
+                client::Client::new(&cli.api, token, Duration::from_secs(cli.timeout))
+            })
             .and_then(|client| admin::run(&client, cmd, cli.json)),
     };
     match result {

@@ -399,3 +399,249 @@ fn a_corrupt_chunk_in_the_controller_store_never_ends_up_in_a_recorded_master() 
         );
     }
 }
+
+/// An initialised controller's data directory in `dir`, served.
+fn started(dir: &Path) -> (std::path::PathBuf, Controller) {
+    let data = init_controller(dir);
+    let c = Controller::start(&data);
+    (data, c)
+}
+
+#[test]
+fn a_long_session_list_prints_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, c) = started(dir.path());
+    ok(
+        &c,
+        &data,
+        &[
+            "site",
+            "add",
+            "lyon",
+            "--tz",
+            "Europe/Paris",
+            "--cap-mbit",
+            "20",
+        ],
+    );
+    ok(&c, &data, &["room", "add", "lyon", "salle-1"]);
+    let image = dir.path().join("win10.img");
+    image_tools::testimage::write_sparse(&image, &image_tools::testimage::image_bytes(4 << 20, 2))
+        .unwrap();
+    let import = [
+        "master",
+        "import",
+        image.to_str().unwrap(),
+        "--name",
+        "win10",
+        "--version",
+        "1",
+    ];
+    ok(&c, &data, &import);
+    // Hundreds of rows: every one printed (the old client printed only the header of an answer
+    // sent chunked, as tiny_http did above 32 KiB; see the next test for a chunked answer).
+    let sessions = 600;
+    let mut csv = String::from("site,room,master,version,start,end\n");
+    let first = jiff::civil::date(2030, 1, 1);
+    for i in 0..sessions {
+        let day = first.checked_add(jiff::Span::new().days(i)).unwrap();
+        csv.push_str(&format!("lyon,salle-1,win10,1,{day} 08:30,{day} 17:00\n"));
+    }
+    let term = dir.path().join("term.csv");
+    std::fs::write(&term, csv).unwrap();
+    ok(&c, &data, &["calendar", "import", term.to_str().unwrap()]);
+
+    let list = ok(&c, &data, &["session", "list"]);
+    let rows = list.lines().filter(|l| l.contains("win10")).count();
+    assert_eq!(rows, sessions as usize, "{list}");
+    assert!(list.contains("2031-08-"), "the last sessions are missing");
+}
+
+#[test]
+fn an_answer_sent_chunked_is_printed_in_full() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let rows = 600;
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let mut out = stream;
+        out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        let mut chunk = |s: &str| write!(out, "{:x}\r\n{s}\r\n", s.len()).unwrap();
+        chunk("[");
+        for i in 0..rows {
+            let sep = if i + 1 < rows { "," } else { "" };
+            chunk(&format!(
+                r#"{{"id":{i},"site":"lyon","room":"salle-1","master":"win10","version":"1","start":"row-{i}","end":"x"}}{sep}"#
+            ));
+        }
+        chunk("]");
+        out.write_all(b"0\r\n\r\n").unwrap();
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+        .args(["--api", &api, "session", "list"])
+        .env("NIGHTCAST_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout.lines().filter(|l| l.contains("win10")).count(), rows);
+    assert!(stdout.contains(&format!("row-{}", rows - 1)), "{stdout}");
+}
+
+#[test]
+fn a_controller_that_never_answers_makes_the_command_time_out() {
+    // Accepts connections and holds them, never answering.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+        .args(["--api", &api, "--timeout", "1", "site", "list"])
+        .env("NIGHTCAST_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("timed out") && stderr.contains(&api),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn room_and_seat_names_that_are_paths_empty_or_control_characters_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, c) = started(dir.path());
+    ok(
+        &c,
+        &data,
+        &[
+            "site",
+            "add",
+            "lyon",
+            "--tz",
+            "Europe/Paris",
+            "--cap-mbit",
+            "20",
+        ],
+    );
+    for bad in ["../x", "", "salle\u{1b}[2J", &"s".repeat(65)] {
+        let e = err(&c, &data, &["room", "add", "lyon", bad]);
+        assert!(
+            e.contains("room name") && e.contains("not allowed"),
+            "{bad:?}: {e}"
+        );
+    }
+    ok(&c, &data, &["room", "add", "lyon", "salle-1"]);
+    for bad in ["", "../../etc", "poste\n01"] {
+        let e = err(&c, &data, &["seat", "add", "lyon", "salle-1", bad]);
+        assert!(
+            e.contains("seat name") && e.contains("not allowed"),
+            "{bad:?}: {e}"
+        );
+        let e = err(
+            &c,
+            &data,
+            &["seat", "assign", "lyon", "salle-1", bad, "nuc-1"],
+        );
+        assert!(e.contains("seat name"), "{bad:?}: {e}");
+    }
+    // A calendar naming such a room is refused with its line.
+    let csv = dir.path().join("term.csv");
+    std::fs::write(
+        &csv,
+        "site,room,master,version,start,end\nlyon,../x,win10,1,2030-01-07 08:30,2030-01-07 17:00\n",
+    )
+    .unwrap();
+    let e = err(&c, &data, &["calendar", "import", csv.to_str().unwrap()]);
+    assert!(e.contains("term.csv:2") && e.contains("room name"), "{e}");
+    let out = ok(&c, &data, &["--json", "seat", "list"]);
+    assert!(!out.contains(".."), "{out}");
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_flood_of_connections_leaves_the_threads_bounded_and_the_dsi_answered() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, c) = started(dir.path());
+    ok(&c, &data, &["site", "list"]);
+    let pid = c.child.id();
+    let before = threads(pid);
+    let addr = c.api.strip_prefix("http://").unwrap().to_owned();
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+
+    // 150 connections that say nothing, 50 with a wrong token that never send their body, 50
+    // with the right token and a body that never comes: all held open.
+    let mut held = Vec::new();
+    for i in 0..250 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let bearer = if i < 200 { "guess" } else { token.trim() };
+        if i >= 150 {
+            write!(
+                s,
+                "POST /v1/sites HTTP/1.1\r\nAuthorization: Bearer {bearer}\r\nContent-Length: 100\r\n\r\n"
+            )
+            .unwrap();
+        }
+        held.push(s);
+    }
+    // And 40 right requests at once.
+    let asks: Vec<_> = (0..40)
+        .map(|_| {
+            let (addr, token) = (addr.clone(), token.trim().to_owned());
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                write!(
+                    s,
+                    "GET /v1/plan HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+                )
+                .unwrap();
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).unwrap();
+                answer
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let during = threads(pid);
+    // The DSI is still answered while all of that is open.
+    let out = nightcast(&c, &data, &["--json", "site", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for a in asks {
+        let answer = a.join().unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 503"),
+            "{answer}"
+        );
+    }
+    // The wrong token is refused as soon as its head arrived, before any body.
+    let mut answer = String::new();
+    held[160].read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        during <= before + 4,
+        "{before} threads before, {during} with 290 connections open"
+    );
+    drop(held);
+}

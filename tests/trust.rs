@@ -16,7 +16,7 @@ use std::time::Duration;
 use fleet::*;
 use image_tools::exchange::{self, Connection, EnrollRequest, ExchangeError};
 use image_tools::trust::{self, Credentials, Expect};
-use image_tools::wire::{ErrorCode, Role};
+use image_tools::wire::{ErrorCode, Hello, Role, PROTOCOL_VERSION};
 use image_tools::NodeId;
 use serde_json::Value;
 
@@ -243,6 +243,14 @@ fn a_revoked_nuc_is_refused_by_its_relay_also_while_the_controller_is_down() {
             let site = image_tools::SiteId::new("lyon").unwrap();
             let tls = creds.client_config(Expect::RelayOf(site), clock).unwrap();
             let conn = Connection::connect(&endpoint, relay.lan, tls).await?;
+            conn.hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                software_version: "test".into(),
+                role: Role::Agent,
+                node_id: "nuc-1".into(),
+                capabilities: vec![],
+            })
+            .await?;
             conn.plan().await
         })
         .is_ok()

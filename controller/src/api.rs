@@ -1,21 +1,25 @@
 //! The admin API: HTTP with JSON bodies, on localhost by default, every request carrying
 //! `Authorization: Bearer <token>` (the token is `DATA/admin.token`, mode 0600). The `nightcast` CLI
-//! is its client. Synchronous on purpose: catalogue calls are short SQLite transactions, master
-//! imports run for minutes on their own thread.
+//! is its client. Bounded: connections are read by tokio tasks with a timeout (an idle client
+//! costs no thread), a request with the right token runs on one of `WORKERS` threads (catalogue
+//! calls are short SQLite transactions; a master import holds its worker for minutes), and what
+//! exceeds `MAX_CONNECTIONS` or `QUEUE` is answered 503 at once. One request per connection.
 //!
 //! Routes (all under `/v1`): `GET|POST sites`, `POST rooms`, `GET seats[?site=S]`, `POST seats`,
 //! `POST seats/assign`, `POST seats/replace`, `GET|POST masters`,
 //! `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`, `DELETE sessions/ID`,
 //! `GET plan`, `GET fleet`, `GET|POST overrides`, `POST tokens`.
-//! Errors are `{"error": "..."}` with 400 (bad input), 401 (token), 404, 409 (conflict), 413, 500.
+//! Errors are `{"error": "..."}` with 400 (bad input), 401 (token), 404, 408 (too slow), 409
+//! (conflict), 411, 413, 431, 500, 503 (busy).
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 use crate::db::{Db, DbError};
 use crate::DataDir;
@@ -51,21 +55,198 @@ pub fn admin_token(data: &DataDir) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Serves until `stop` is set (checked every 200 ms); one thread per request.
-pub fn serve(server: tiny_http::Server, api: Arc<Api>, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        match server.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(request)) => {
-                let api = api.clone();
-                std::thread::spawn(move || handle(&api, request));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "admin API stopped");
-                break;
-            }
+/// Threads that run admin requests (catalogue transactions, imports).
+pub const WORKERS: usize = 4;
+/// Requests waiting for a worker; one more is answered 503 at once.
+pub const QUEUE: usize = 16;
+/// Connections open at once (each a task, no thread, while it sends its request); one more is
+/// answered 503 at once.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time a client has to send its whole request, and to take the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The request line and headers.
+const MAX_HEAD: usize = 16 << 10;
+
+/// A request read in full, its token already checked.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    pub url: String,
+    pub body: Vec<u8>,
+}
+
+/// A request handed to a worker, and where its answer goes.
+type Job = (Request, tokio::sync::oneshot::Sender<Reply>);
+
+/// Serves until `shutdown`. Connections are read by tasks (an idle or slow client costs no
+/// thread, and has `IO_TIMEOUT` to send its request); a request with the right token goes to a
+/// bounded queue of `WORKERS` threads. Over `MAX_CONNECTIONS` or `QUEUE`, the answer is 503.
+pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationToken) {
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..WORKERS {
+        let (api, queue) = (api.clone(), queue.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("admin-api-{i}"))
+            .spawn(move || loop {
+                let job = match queue.lock() {
+                    Ok(q) => q.recv(),
+                    Err(_) => return,
+                };
+                let Ok((request, reply)) = job else { return };
+                let _ = reply.send(handle(&api, request));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start an admin API worker");
         }
     }
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin API accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "admin API: too many connections, answered 503");
+            tokio::spawn(async move { answer(&mut stream, busy()).await });
+            continue;
+        };
+        let (api, jobs) = (api.clone(), jobs.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let reply =
+                match tokio::time::timeout(IO_TIMEOUT, read_request(&mut stream, &api)).await {
+                    Err(_) => error(408, "the request took too long to arrive"),
+                    Ok(Err(reply)) => reply,
+                    Ok(Ok(request)) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        match jobs.try_send((request, tx)) {
+                            Ok(()) => rx
+                                .await
+                                .unwrap_or_else(|_| error(500, "the admin API is stopping")),
+                            Err(_) => {
+                                tracing::warn!(%peer, "admin API: all workers busy, answered 503");
+                                busy()
+                            }
+                        }
+                    }
+                };
+            answer(&mut stream, reply).await;
+        });
+    }
+}
+
+fn busy() -> Reply {
+    error(503, "the controller is busy: try again in a moment")
+}
+
+/// Reads one request: head (at most `MAX_HEAD`), token, then a body of `Content-Length` bytes
+/// (at most `MAX_BODY`). A request without the right token is refused before its body is read.
+async fn read_request(stream: &mut TcpStream, api: &Api) -> Result<Request, Reply> {
+    let mut buf = Vec::with_capacity(4096);
+    let (head_len, request) = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| error(400, format!("cannot read the request: {e}")))?;
+        if n == 0 {
+            return Err(error(400, "the request ended early"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => break (len, head(&parsed, &api.token)?),
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            Ok(httparse::Status::Partial) => return Err(error(431, "request head too large")),
+            Err(e) => return Err(error(400, format!("not an HTTP request: {e}"))),
+        }
+    };
+    let (method, url, length) = request;
+    if length > MAX_BODY {
+        return Err(error(413, "request body too large"));
+    }
+    let mut body = buf.split_off(head_len);
+    body.truncate(length as usize);
+    let rest = length as usize - body.len();
+    if rest > 0 {
+        let start = body.len();
+        body.resize(length as usize, 0);
+        stream
+            .read_exact(&mut body[start..])
+            .await
+            .map_err(|e| error(400, format!("cannot read the request body: {e}")))?;
+    }
+    Ok(Request { method, url, body })
+}
+
+/// Method, URL and body length of a parsed head, if it carries the admin token.
+fn head(parsed: &httparse::Request, token: &str) -> Result<(String, String, u64), Reply> {
+    let header = |name: &str| {
+        parsed
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let authorized = header("Authorization")
+        .is_some_and(|v| constant_time_eq(v, format!("Bearer {token}").as_bytes()));
+    if !authorized {
+        return Err(error(
+            401,
+            "missing or wrong admin token: use the one in the controller's DATA/admin.token",
+        ));
+    }
+    if header("Transfer-Encoding").is_some() {
+        return Err(error(411, "send the body with a Content-Length"));
+    }
+    let length = match header("Content-Length") {
+        None => 0,
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| error(400, "bad Content-Length"))?,
+    };
+    let (Some(method), Some(url)) = (parsed.method, parsed.path) else {
+        return Err(error(400, "no method or path"));
+    };
+    Ok((method.to_owned(), url.to_owned(), length))
+}
+
+/// Writes the answer (within `IO_TIMEOUT`) and closes the connection.
+async fn answer(stream: &mut TcpStream, (status, body): Reply) {
+    let body = body.to_string();
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Internal Server Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(IO_TIMEOUT, write).await;
 }
 
 /// An answer: status and JSON body.
@@ -75,57 +256,22 @@ fn error(status: u16, message: impl std::fmt::Display) -> Reply {
     (status, json!({ "error": message.to_string() }))
 }
 
-fn handle(api: &Api, mut request: tiny_http::Request) {
-    let method = request.method().as_str().to_owned();
-    let url = request.url().to_owned();
-    let authorized = request.headers().iter().any(|h| {
-        h.field.equiv("Authorization")
-            && constant_time_eq(
-                h.value.as_str().as_bytes(),
-                format!("Bearer {}", api.token).as_bytes(),
-            )
-    });
-    let (status, body) = if !authorized {
-        error(
-            401,
-            "missing or wrong admin token: use the one in the controller's DATA/admin.token",
-        )
+/// Runs one request (its token was checked when it was read).
+pub fn handle(api: &Api, request: Request) -> Reply {
+    let Request { method, url, body } = request;
+    let (status, body) = if body.is_empty() {
+        route(api, &method, &url, &Value::Null)
     } else {
-        let mut raw = Vec::new();
-        let read = request.as_reader().take(MAX_BODY + 1).read_to_end(&mut raw);
-        match read {
-            Err(e) => error(400, format!("cannot read the request: {e}")),
-            Ok(_) if raw.len() as u64 > MAX_BODY => error(413, "request body too large"),
-            Ok(_) => {
-                let body: Value = if raw.is_empty() {
-                    Value::Null
-                } else {
-                    match serde_json::from_slice(&raw) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            respond(request, error(400, format!("the body is not JSON: {e}")));
-                            return;
-                        }
-                    }
-                };
-                route(api, &method, &url, &body)
-            }
+        match serde_json::from_slice(&body) {
+            Ok(v) => route(api, &method, &url, &v),
+            Err(e) => error(400, format!("the body is not JSON: {e}")),
         }
     };
     tracing::info!(%method, %url, status, "admin request");
     if status == 200 && method != "GET" {
         api.changed.notify_one();
     }
-    respond(request, (status, body));
-}
-
-fn respond(request: tiny_http::Request, (status, body): Reply) {
-    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]);
-    let mut response = tiny_http::Response::from_string(body.to_string()).with_status_code(status);
-    if let Ok(h) = header {
-        response.add_header(h);
-    }
-    let _ = request.respond(response);
+    (status, body)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

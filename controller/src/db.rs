@@ -343,6 +343,7 @@ impl Db {
     }
 
     pub fn add_room(&self, site: &str, room: &str) -> Result<(), DbError> {
+        check_room_seat(room, None)?;
         if !self.exists("SELECT 1 FROM sites WHERE name = ?1", params![site])? {
             return Err(DbError::NoSite(site.to_owned()));
         }
@@ -570,6 +571,7 @@ impl Db {
     }
 
     pub fn add_seat(&self, site: &str, room: &str, seat: &str) -> Result<(), DbError> {
+        check_room_seat(room, Some(seat))?;
         if !self.exists(
             "SELECT 1 FROM rooms WHERE site = ?1 AND name = ?2",
             params![site, room],
@@ -764,6 +766,7 @@ impl Db {
         node: &str,
         only_spare: bool,
     ) -> Result<Bound, DbError> {
+        check_room_seat(room, Some(seat))?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -924,6 +927,7 @@ impl Db {
                 line: r.line,
                 what,
             };
+            image_tools::RoomName::new(&r.room).map_err(|e| err(e.to_string()))?;
             let tz: Option<String> = tx
                 .query_row(
                     "SELECT tz FROM sites WHERE name = ?1",
@@ -1411,6 +1415,16 @@ pub fn parse_schedule(tz: &str, windows: &str) -> Result<Schedule, DbError> {
         ));
     }
     Schedule::new(tz, windows).map_err(|e| DbError::Invalid(e.to_string()))
+}
+
+/// Room and seat names enter here (admin API, seat bindings): they are named in URLs, calendars
+/// and logs, so they follow the same rules as master names (`image_tools::ids`).
+fn check_room_seat(room: &str, seat: Option<&str>) -> Result<(), DbError> {
+    image_tools::RoomName::new(room).map_err(|e| DbError::Invalid(e.to_string()))?;
+    if let Some(seat) = seat {
+        image_tools::SeatName::new(seat).map_err(|e| DbError::Invalid(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// `YYYY-MM-DD HH:MM` in time zone `tz`, as Unix seconds.

@@ -462,12 +462,13 @@ pub async fn serve(
         listen,
         creds.server_config(Admit::RelaysAndAgents, revoked, clock)?,
     )?;
-    let stop_api = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let api_thread = match api {
+    let stop_api = CancellationToken::new();
+    let api_task = match api {
         Some(addr) => {
-            let server = tiny_http::Server::http(addr)
-                .map_err(|e| anyhow::anyhow!("admin API on {addr}: {e}"))?;
-            let bound = server.server_addr().to_ip().context("admin API address")?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("admin API on {addr}"))?;
+            let bound = listener.local_addr().context("admin API address")?;
             on_listening(endpoint.local_addr()?, Some(bound));
             let state = Arc::new(api::Api {
                 data: data.clone(),
@@ -478,8 +479,7 @@ pub async fn serve(
                 changed: changed.clone(),
                 classes: plan::ClassCache::default(),
             });
-            let stop = stop_api.clone();
-            Some(std::thread::spawn(move || api::serve(server, state, stop)))
+            Some(tokio::spawn(api::serve(listener, state, stop_api.clone())))
         }
         None => {
             on_listening(endpoint.local_addr()?, None);
@@ -487,9 +487,9 @@ pub async fn serve(
         }
     };
     exchange::serve(endpoint, service, shutdown).await;
-    stop_api.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(t) = api_thread {
-        let _ = t.join();
+    stop_api.cancel();
+    if let Some(t) = api_task {
+        let _ = t.await;
     }
     Ok(())
 }

@@ -52,17 +52,71 @@ impl Answer {
     }
 }
 
-/// Answers discovery questions on `socket` until the future is dropped.
+/// Answers a relay sends per second at most, on average.
+pub const ANSWERS_PER_SEC: u32 = 20;
+/// Answers a relay may send at once (a room of NUCs booting together).
+pub const ANSWER_BURST: u32 = 60;
+
+/// How many answers may go out: a token bucket, pure (time is passed in), without debt: a
+/// question over the budget is not answered at all.
+#[derive(Debug, Clone)]
+pub struct AnswerBudget {
+    per_sec: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<Duration>,
+}
+
+impl AnswerBudget {
+    pub fn new(per_sec: u32, burst: u32) -> AnswerBudget {
+        AnswerBudget {
+            per_sec: f64::from(per_sec),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: None,
+        }
+    }
+
+    /// Whether one more answer may go out at `now` (time since any fixed origin); takes it if so.
+    pub fn allow(&mut self, now: Duration) -> bool {
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_sub(last).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Answers discovery questions on `socket` until the future is dropped: only the exact question,
+/// and at most [`ANSWERS_PER_SEC`] answers a second (bursts of [`ANSWER_BURST`]), so a flood of
+/// questions, or questions with a forged source, get a bounded trickle of answers.
 pub async fn answer(socket: tokio::net::UdpSocket, answer: Answer) {
     let reply = answer.encode();
     let mut buf = [0u8; 64];
+    let mut budget = AnswerBudget::new(ANSWERS_PER_SEC, ANSWER_BURST);
+    let origin = tokio::time::Instant::now();
+    let mut refused = 0u64;
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf).await else {
             continue;
         };
-        if &buf[..n] == QUESTION {
+        if &buf[..n] != QUESTION {
+            continue;
+        }
+        if budget.allow(tokio::time::Instant::now() - origin) {
             tracing::debug!(%from, "discovery question answered");
             let _ = socket.send_to(&reply, from).await;
+        } else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%from, refused, "discovery questions over the answer budget: not answered");
+            }
         }
     }
 }
@@ -127,6 +181,22 @@ mod tests {
             assert_eq!(Answer::decode(junk), None, "{}", String::from_utf8_lossy(junk));
         }
         assert_eq!(Answer::decode(&vec![b' '; 5000]), None);
+    }
+
+    #[test]
+    fn a_flood_of_questions_gets_a_bounded_trickle_of_answers() {
+        let mut budget = AnswerBudget::new(ANSWERS_PER_SEC, ANSWER_BURST);
+        // 10 000 questions in one second: the burst and the second's refill, no more.
+        let answered = (0..10_000u64)
+            .filter(|i| budget.allow(Duration::from_micros(i * 100)))
+            .count() as u32;
+        assert!(answered <= ANSWER_BURST + ANSWERS_PER_SEC, "{answered}");
+        assert!(answered >= ANSWER_BURST, "{answered}");
+        // After a quiet second, a room of NUCs booting together is answered again.
+        let later = Duration::from_secs(10);
+        assert!(
+            (0..ANSWER_BURST).all(|i| budget.allow(later + Duration::from_millis(u64::from(i))))
+        );
     }
 
     #[tokio::test]

@@ -146,6 +146,17 @@ name_type!(
     "node id"
 );
 
+name_type!(
+    /// A training room of a site, such as `salle-1`. Named in URLs, calendars and logs.
+    RoomName,
+    "room name"
+);
+name_type!(
+    /// A seat (one NUC's place) in a room, such as `poste-01`.
+    SeatName,
+    "seat name"
+);
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -205,6 +216,12 @@ mod tests {
             assert!(MasterName::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(MasterName::new(&"a".repeat(65)).is_err());
+        for bad in ["../x", "", "a\u{7}b", "salle\n1", &"s".repeat(65)] {
+            let e = RoomName::new(bad).unwrap_err().to_string();
+            assert!(e.starts_with("room name"), "{e}");
+            let e = SeatName::new(bad).unwrap_err().to_string();
+            assert!(e.starts_with("seat name"), "{e}");
+        }
         for good in ["win10", "Win10-bureautique_v2.1", "7", &"a".repeat(64)] {
             assert!(MasterName::new(good).is_ok(), "{good:?} refused");
         }

@@ -50,6 +50,7 @@ pub mod wire;
 pub use chunk::VerifiedChunk;
 pub use chunker::ChunkParams;
 pub use ids::{ChunkId, MasterName, MasterVersion, NodeId, SiteId};
+pub use ids::{RoomName, SeatName};
 pub use keys::{PublicKey, SigningKey};
 pub use manifest::{Manifest, VerifiedManifest};
 pub use store::{ChunkStore, LocalStore, StoreError};

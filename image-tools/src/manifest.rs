@@ -2,7 +2,8 @@
 //!
 //! Guarantees: the encoding is canonical (one manifest, one byte string; `decode` accepts nothing
 //! that `encode` would not write); decoding is bounded (it checks every count against the bytes
-//! present before allocating, and never panics); a [`VerifiedManifest`] exists only for bytes whose
+//! present before allocating, so what it holds is at most about twice the input; refuses a
+//! non-canonical list at the first offending entry; never panics); a [`VerifiedManifest`] exists only for bytes whose
 //! Ed25519 signature matched the pinned key. Not guaranteed here: that the chunks exist anywhere.
 
 use std::collections::HashSet;
@@ -229,15 +230,16 @@ impl Manifest {
             hole_min: r.u32()?,
         };
         params.validate().or_else(|e| r.malformed(16, e))?;
+        let count_at = r.at;
         let count = r.u64()?;
-        // Every entry takes at least HOLE_ENTRY bytes: bound the count before allocating.
-        let room = r.remaining().saturating_sub(SIGNATURE_BLOCK) / HOLE_ENTRY;
-        if count > room as u64 {
+        // Bound the count before allocating: a canonical list of `count` entries needs at least
+        // `min_entry_bytes(count)` bytes, so what is reserved is at most about twice the input.
+        let room = r.remaining().saturating_sub(SIGNATURE_BLOCK) as u64;
+        if count > max_entries(room) {
             return Err(ManifestError::Truncated {
-                at: r.at,
-                needed: (count as usize)
-                    .saturating_mul(HOLE_ENTRY)
-                    .saturating_sub(r.remaining()),
+                at: count_at,
+                needed: usize::try_from(min_entry_bytes(count).saturating_sub(room))
+                    .unwrap_or(usize::MAX),
             });
         }
         let mut entries = Vec::with_capacity(count as usize);
@@ -253,7 +255,14 @@ impl Manifest {
                         stored_len,
                     })
                 }
-                TAG_HOLE => Entry::Hole { len: r.u64()? },
+                TAG_HOLE => {
+                    // Refused here, not after the whole list: holes in a row are never canonical.
+                    if matches!(entries.last(), Some(Entry::Hole { .. })) {
+                        return r
+                            .malformed(1, format!("entry {}: two holes in a row", entries.len()));
+                    }
+                    Entry::Hole { len: r.u64()? }
+                }
                 tag => return r.malformed(1, format!("unknown entry tag {tag}")),
             };
             entries.push(entry);
@@ -277,6 +286,26 @@ impl Manifest {
             root: *blake3::hash(&bytes[..body_end]).as_bytes(),
             signer,
         })
+    }
+}
+
+/// The fewest bytes a canonical list of `n` entries takes: holes never follow each other, so at
+/// most `(n + 1) / 2` of them are 9-byte holes and the rest are 41-byte chunks.
+fn min_entry_bytes(n: u64) -> u64 {
+    let holes = n.div_ceil(2);
+    (holes.saturating_mul(HOLE_ENTRY as u64))
+        .saturating_add((n - holes).saturating_mul(CHUNK_ENTRY as u64))
+}
+
+/// The most entries a canonical list in `len` bytes can have.
+fn max_entries(len: u64) -> u64 {
+    // A chunk and a hole take 50 bytes; a last lone hole 9 more.
+    let pair = (HOLE_ENTRY + CHUNK_ENTRY) as u64;
+    let pairs = len / pair;
+    if len % pair >= HOLE_ENTRY as u64 {
+        2 * pairs + 1
+    } else {
+        2 * pairs
     }
 }
 
@@ -581,6 +610,82 @@ pub(crate) mod tests {
         let mut evil = bytes.clone();
         evil[9..11].copy_from_slice(b"..");
         assert!(matches!(decode(&evil), ManifestError::Malformed { .. }));
+    }
+
+    /// An unsigned manifest of `count` holes in a row (never canonical: holes alternate with
+    /// chunks), as an attacker would craft to make a decoder allocate 48 bytes per 9 read.
+    fn all_holes(count: u64) -> (Vec<u8>, usize) {
+        let mut m = sample();
+        m.entries.clear();
+        m.size = 0;
+        let mut bytes = m.encode_body();
+        let count_at = bytes.len() - 8;
+        bytes[count_at..].copy_from_slice(&count.to_le_bytes());
+        for _ in 0..count {
+            bytes.push(TAG_HOLE);
+            bytes.extend(65536u64.to_le_bytes());
+        }
+        bytes.extend([0u8; SIGNATURE_BLOCK]);
+        (bytes, count_at)
+    }
+
+    #[test]
+    fn an_all_holes_manifest_is_refused_before_its_entries_are_decoded() {
+        let (bytes, count_at) = all_holes(1_000_000);
+        // With a key, the signature is checked over the bytes before anything is decoded.
+        assert!(matches!(
+            VerifiedManifest::open(bytes.clone(), &key().public()),
+            Err(ManifestError::WrongSigner { .. })
+        ));
+        // Without one (inspect), the count is refused: the bytes cannot hold that many canonical
+        // entries. The error points at the count, not at the end of a decoded list.
+        match Manifest::decode_unverified(&bytes) {
+            Err(ManifestError::Truncated { at, .. }) => assert_eq!(at, count_at),
+            other => panic!("{other:?}"),
+        }
+        // A count the bytes could back, over holes in a row: refused at the second hole.
+        let (mut bytes, count_at) = all_holes(1_000_000);
+        bytes[count_at..count_at + 8].copy_from_slice(&1000u64.to_le_bytes());
+        match Manifest::decode_unverified(&bytes) {
+            Err(ManifestError::Malformed { at, .. }) => {
+                assert_eq!(at, count_at + 8 + HOLE_ENTRY)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_entry_count_bound_is_the_smallest_canonical_list() {
+        assert_eq!(min_entry_bytes(0), 0);
+        assert_eq!(min_entry_bytes(1), HOLE_ENTRY as u64);
+        assert_eq!(min_entry_bytes(2), (HOLE_ENTRY + CHUNK_ENTRY) as u64);
+        assert_eq!(min_entry_bytes(3), (2 * HOLE_ENTRY + CHUNK_ENTRY) as u64);
+        assert_eq!(min_entry_bytes(u64::MAX), u64::MAX);
+        // The largest count admitted for a length is exactly the longest canonical list that fits,
+        // so what a decoder reserves is at most about twice the bytes it was given.
+        for len in [
+            0u64,
+            8,
+            9,
+            49,
+            50,
+            58,
+            59,
+            60,
+            100,
+            1 << 20,
+            MAX_MANIFEST_BYTES,
+        ] {
+            let most = max_entries(len);
+            assert!(
+                min_entry_bytes(most) <= len && min_entry_bytes(most + 1) > len,
+                "{len}"
+            );
+            assert!(
+                most * std::mem::size_of::<Entry>() as u64 <= 2 * len + 48,
+                "{len} bytes admit {most} entries"
+            );
+        }
     }
 
     #[test]
