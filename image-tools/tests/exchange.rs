@@ -1018,7 +1018,7 @@ async fn a_slow_reader_on_many_streams_does_not_hold_up_another_peer() {
     let ids: Vec<_> = v1.unique_chunks().iter().map(|c| c.id).collect();
 
     // The slow peer asks for the whole master on 24 streams and reads 4 KiB from each of them
-    // every 50 ms (about 2 MB/s in all, so each reply takes many minutes).
+    // every 50 ms (about 2 MB/s in all, so each reply takes minutes), each stream on its own.
     let slow_id = identity(Role::Agent, "lyon", "nuc-slow");
     let slow_creds = c.ca.issue(&slow_id).unwrap();
     let endpoint = exchange::client_endpoint().unwrap();
@@ -1028,30 +1028,24 @@ async fn a_slow_reader_on_many_streams_does_not_hold_up_another_peer() {
         FrameReader::default().next(&mut recv).await.unwrap(),
         Some(Frame::Control(Control::HelloAck(_)))
     ));
-    let mut streams = Vec::new();
-    for _ in 0..24 {
-        streams.push(raw_request(&slow, Control::GetChunks(ids.clone())).await);
-    }
     let still_reading = Arc::new(AtomicBool::new(true));
-    let reader = {
+    let mut readers = Vec::new();
+    for _ in 0..24 {
+        let (send, mut recv) = raw_request(&slow, Control::GetChunks(ids.clone())).await;
         let still_reading = still_reading.clone();
-        tokio::spawn(async move {
+        readers.push(tokio::spawn(async move {
+            let _send = send;
             let mut buf = vec![0u8; 4096];
             loop {
-                for (_, recv) in &mut streams {
-                    match recv.read(&mut buf).await {
-                        Ok(Some(_)) => {}
-                        // A reply finished, or the server ended it: no longer slow reading.
-                        _ => {
-                            still_reading.store(false, Ordering::SeqCst);
-                            return;
-                        }
-                    }
+                match recv.read(&mut buf).await {
+                    Ok(Some(_)) => {}
+                    // A reply finished, or the server ended it: no longer slow reading.
+                    _ => return still_reading.store(false, Ordering::SeqCst),
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-        })
-    };
+        }));
+    }
     // Let the slow peer's requests take what they can.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 
@@ -1077,5 +1071,7 @@ async fn a_slow_reader_on_many_streams_does_not_hold_up_another_peer() {
         still_reading.load(Ordering::SeqCst),
         "the slow peer stopped reading first"
     );
-    reader.abort();
+    for r in readers {
+        r.abort();
+    }
 }
