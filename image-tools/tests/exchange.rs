@@ -971,8 +971,17 @@ async fn a_peer_without_a_certificate_gets_few_streams_and_few_connections() {
             turned_away += 1;
             continue;
         };
-        // Ask for something: an accepted connection gets an answer (Unauthorized).
-        let (_send, mut recv) = raw_request(&conn, Control::ListScheduled).await;
+        // Ask for something: an accepted connection gets an answer (Unauthorized); one closed by
+        // the server fails at any step.
+        let request = wire::encode_to_vec(&Frame::Control(Control::ListScheduled)).unwrap();
+        let Ok((mut send, mut recv)) = conn.open_bi().await else {
+            turned_away += 1;
+            continue;
+        };
+        if send.write_all(&request).await.is_err() || send.finish().is_err() {
+            turned_away += 1;
+            continue;
+        }
         match FrameReader::default().next(&mut recv).await {
             Ok(Some(Frame::Control(Control::Error {
                 code: ErrorCode::Unauthorized,
@@ -983,7 +992,10 @@ async fn a_peer_without_a_certificate_gets_few_streams_and_few_connections() {
         }
         kept.push(conn);
     }
-    assert!(served < cap, "{served} connections without a certificate served at once");
+    assert!(
+        served < cap,
+        "{served} connections without a certificate served at once"
+    );
     assert!(turned_away >= 8, "only {turned_away} turned away");
 
     // Meanwhile an enrolled peer connects and fetches a whole master.
@@ -1054,14 +1066,7 @@ async fn a_slow_reader_on_many_streams_does_not_hold_up_another_peer() {
     let (_dir, store) = relay_store();
     let report = tokio::time::timeout(
         std::time::Duration::from_secs(90),
-        fetch_missing(
-            &conn,
-            store,
-            &v1,
-            FetchOptions::default(),
-            None,
-            &|_| {},
-        ),
+        fetch_missing(&conn, store, &v1, FetchOptions::default(), None, &|_| {}),
     )
     .await
     .expect("the second peer's fetch is held up by the slow one")
