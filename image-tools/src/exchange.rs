@@ -359,14 +359,14 @@ impl Limits {
     /// A relay: a site's NUCs on its LAN, within 64 MiB.
     pub const RELAY: Limits = Limits {
         peers: 256,
-        per_node: 8,
+        per_node: 4,
         unenrolled: 32,
         handshakes: 64,
         readers: 16,
         readers_per_peer: 4,
         manifests: 2,
-        request_bytes: 8 << 20,
-        send_budget: 16 << 20,
+        request_bytes: 4 << 20,
+        send_budget: 8 << 20,
     };
     /// The controller: every site's relay, within 256 MiB.
     pub const CONTROLLER: Limits = Limits {
@@ -545,13 +545,14 @@ impl Drop for Admitted {
 /// A lone peer's send window: fills 400 Mbit/s at 40 ms round trip.
 const SHARE_MAX: u64 = 2 << 20;
 /// The least share, whatever the number of peers: 64 KiB fills a 1 Gbit/s LAN (a round trip well
-/// under a millisecond), and 256 peers of a relay at this share are its whole 16 MiB budget.
+/// under a millisecond). (256 peers of a relay at this share are 16 MiB, twice its budget: the
+/// share does not go lower, so that every peer can still be served.)
 const SHARE_MIN: u64 = 64 << 10;
 
 /// The live connections of enrolled peers of a server, whose send windows share
 /// [`Limits::send_budget`]. 20 NUCs fetching from a relay over a LAN that is the bottleneck fill
-/// their windows; this keeps the relay's memory bounded, and a share of 800 KiB still fills a
-/// 1 Gbit/s LAN.
+/// their windows; this keeps the relay's memory bounded, and a share of 400 KiB (a relay's 8 MiB
+/// for 20 NUCs) still fills a 1 Gbit/s LAN.
 #[derive(Debug, Default)]
 struct SendShares(Mutex<Vec<quinn::Connection>>);
 
@@ -773,7 +774,9 @@ async fn read_request(
     recv.read_exact(&mut frame[5..]).await.map_err(transport)?;
     match wire::decode(&frame)? {
         Some((Frame::Control(c), _)) => Ok(Some((c, budget))),
-        _ => Err(ExchangeError::Transport("request frame did not decode".into())),
+        _ => Err(ExchangeError::Transport(
+            "request frame did not decode".into(),
+        )),
     }
 }
 
@@ -1124,8 +1127,8 @@ struct Pace {
 impl Pace {
     /// How long the peer may take to accept the next `len` bytes; `None` if it is already too slow.
     fn allowance(&self, len: u64) -> Option<Duration> {
-        let earned = PACE_GRACE
-            + Duration::from_secs_f64((self.sent + len) as f64 / MIN_PEER_RATE as f64);
+        let earned =
+            PACE_GRACE + Duration::from_secs_f64((self.sent + len) as f64 / MIN_PEER_RATE as f64);
         let left = earned.checked_sub(self.waited)?;
         (!left.is_zero()).then(|| left.min(STALLED_PEER))
     }

@@ -470,9 +470,18 @@ mod tests {
             h.push(kind);
             h
         };
-        assert_eq!(peek_request(&header(100, KIND_CONTROL)[..4], 1000), Ok(None));
-        assert_eq!(peek_request(&header(100, KIND_CONTROL), 1000), Ok(Some(104)));
-        assert_eq!(peek_request(&header(1000, KIND_CONTROL), 1000), Ok(Some(1004)));
+        assert_eq!(
+            peek_request(&header(100, KIND_CONTROL)[..4], 1000),
+            Ok(None)
+        );
+        assert_eq!(
+            peek_request(&header(100, KIND_CONTROL), 1000),
+            Ok(Some(104))
+        );
+        assert_eq!(
+            peek_request(&header(1000, KIND_CONTROL), 1000),
+            Ok(Some(1004))
+        );
         assert!(matches!(
             peek_request(&header(1001, KIND_CONTROL), 1000),
             Err(WireError::TooLarge { limit: 1000, .. })
