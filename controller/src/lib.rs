@@ -382,7 +382,7 @@ pub async fn serve(
             None
         }
     };
-    exchange::serve(endpoint, service, shutdown).await;
+    exchange::serve_with(endpoint, service, exchange::Limits::CONTROLLER, shutdown).await;
     stop_api.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(t) = api_thread {
         let _ = t.join();
