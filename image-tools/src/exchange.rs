@@ -365,7 +365,9 @@ impl Limits {
         readers: 16,
         readers_per_peer: 4,
         manifests: 2,
-        request_bytes: 4 << 20,
+        // Twice what one identity can hold (`per_node` connections of one largest request): a
+        // single enrolled peer cannot keep the others' requests waiting.
+        request_bytes: 8 << 20,
         send_budget: 8 << 20,
     };
     /// The controller: every site's relay, within 256 MiB.
