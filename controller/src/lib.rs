@@ -486,7 +486,7 @@ pub async fn serve(
             None
         }
     };
-    exchange::serve(endpoint, service, shutdown).await;
+    exchange::serve_with(endpoint, service, exchange::Limits::CONTROLLER, shutdown).await;
     stop_api.cancel();
     if let Some(t) = api_task {
         let _ = t.await;

@@ -10,13 +10,21 @@
 //! through [`ChunkStore::get`] (so a rotten disk answers "lacking", it does not spread), and sends
 //! chunks in their stored form. The client checks every chunk against its id before it is used or
 //! stored: a peer that sends wrong bytes is logged by identity and the chunk is asked for again.
+//!
+//! A server's memory is bounded whoever connects, before authentication and after: it admits
+//! handshakes and connections within its [`Limits`], grants a connection without a certificate two
+//! streams and small windows, checks a request's kind and size from its 5-byte header before
+//! making room for it ([`wire::peek_request`]), holds chunk frames in memory only from the store
+//! read until QUIC takes them (a few per connection, a few more per server), and resets a reply
+//! whose peer reads too slowly. Not guaranteed: that an enrolled peer cannot slow others down
+//! within its own share (its few chunk readers, its largest request, its connections).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -79,6 +87,45 @@ fn transport_config() -> quinn::TransportConfig {
     t
 }
 
+/// Streams a connection without a certificate may have open at once: it may only enrol. An
+/// enrolled peer's connection is raised to [`PEER_STREAMS`] once its certificate is seen (QUIC
+/// lets a limit be raised, never lowered, so every connection starts with this one).
+pub const UNENROLLED_STREAMS: u32 = 2;
+/// Streams an enrolled peer may have open at once.
+const PEER_STREAMS: u32 = 64;
+/// The largest request of a peer without a certificate: an `Enroll` (a token, a node id, a public
+/// key) is well under 1 KiB.
+pub const MAX_ENROL_REQUEST: u32 = 16 << 10;
+/// What a connection without a certificate may have sent and the server not yet read, all its
+/// streams together.
+const UNENROLLED_RECEIVE_WINDOW: u32 = 32 << 10;
+/// The same for an enrolled peer: requests are small (64 ids are 2 KiB); the rare large one (up to
+/// [`wire::MAX_CONTROL`]) takes a few round trips more.
+const PEER_RECEIVE_WINDOW: u32 = 64 << 10;
+/// A connection without a certificate gets one reply per request, `Enrolled` being the largest (a
+/// few KiB).
+const UNENROLLED_SEND_WINDOW: u64 = 64 << 10;
+/// A handshake not done by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection without a certificate is closed after this long, whatever it does: enrolment is
+/// one request (passed upstream by a relay).
+const UNENROLLED_LIFETIME: Duration = Duration::from_secs(60);
+/// A request (one control frame) must have arrived whole by then.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server's transport: small windows and two streams until the peer's certificate is seen (see
+/// [`serve_connection`]); no unidirectional streams and no datagrams, which the protocol does not
+/// use and which quinn would otherwise buffer for the peer.
+fn server_transport_config() -> quinn::TransportConfig {
+    let mut t = transport_config();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(UNENROLLED_STREAMS));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    t.datagram_receive_buffer_size(None);
+    t.stream_receive_window(quinn::VarInt::from_u32(PEER_RECEIVE_WINDOW));
+    t.receive_window(quinn::VarInt::from_u32(UNENROLLED_RECEIVE_WINDOW));
+    t
+}
+
 /// A QUIC endpoint that serves with `tls` (from [`crate::trust::Credentials::server_config`]).
 pub fn server_endpoint(
     addr: SocketAddr,
@@ -100,7 +147,12 @@ pub fn set_server_tls(
 fn quic_server_config(tls: rustls::ServerConfig) -> Result<quinn::ServerConfig, ExchangeError> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(transport)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(server_transport_config()));
+    // Connection attempts `serve` has not taken yet, and what quinn keeps of them meanwhile
+    // (`serve` takes each at once and refuses it beyond [`Limits::handshakes`]).
+    config.max_incoming(1024);
+    config.incoming_buffer_size(64 << 10);
+    config.incoming_buffer_size_total(2 << 20);
     Ok(config)
 }
 
@@ -352,17 +404,93 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// Serves `endpoint` until `shutdown`; then stops accepting connections and requests, lets the
-/// requests under way finish for up to 5 seconds, and closes the endpoint.
+/// What a server admits at once, so that its memory stays bounded whoever connects, before and
+/// after authentication (see "Limits" in `docs/PROTOCOL.md` for what each costs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections with a certificate.
+    pub peers: usize,
+    /// Connections with the same certificate identity.
+    pub per_node: usize,
+    /// Connections without a certificate (they may only enrol).
+    pub unenrolled: usize,
+    /// Handshakes under way; connection attempts beyond are refused.
+    pub handshakes: usize,
+    /// Chunk frames read from the store and not yet handed to QUIC, whole server.
+    pub readers: usize,
+    /// The same, per connection: a peer that reads slowly holds at most these.
+    pub readers_per_peer: usize,
+    /// Manifest replies being sent at once (each is a copy of the manifest), whole server.
+    pub manifests: usize,
+    /// Bytes of requests received and being answered, whole server (a connection holds at most
+    /// one largest request's worth).
+    pub request_bytes: usize,
+    /// What all connections may have queued or unacknowledged: each one's QUIC send window is an
+    /// equal share, within [`SHARE_MIN`] and [`SHARE_MAX`].
+    pub send_budget: u64,
+}
+
+impl Limits {
+    /// A relay: a site's NUCs on its LAN, within 64 MiB.
+    pub const RELAY: Limits = Limits {
+        peers: 256,
+        per_node: 4,
+        unenrolled: 32,
+        handshakes: 64,
+        readers: 16,
+        readers_per_peer: 4,
+        manifests: 2,
+        // Twice what one identity can hold (`per_node` connections of one largest request): a
+        // single enrolled peer cannot keep the others' requests waiting.
+        request_bytes: 8 << 20,
+        send_budget: 8 << 20,
+    };
+    /// The controller: every site's relay, within 256 MiB.
+    pub const CONTROLLER: Limits = Limits {
+        peers: 1024,
+        per_node: 8,
+        unenrolled: 64,
+        handshakes: 128,
+        readers: 32,
+        readers_per_peer: 4,
+        manifests: 4,
+        request_bytes: 16 << 20,
+        send_budget: 64 << 20,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::RELAY
+    }
+}
+
+/// Serves `endpoint` within [`Limits::default`] (a relay's) until `shutdown`; see [`serve_with`].
 pub async fn serve(endpoint: quinn::Endpoint, service: Arc<Service>, shutdown: CancellationToken) {
+    serve_with(endpoint, service, Limits::default(), shutdown).await
+}
+
+/// Serves `endpoint` within `limits` until `shutdown`; then stops accepting connections and
+/// requests, lets the requests under way finish for up to 5 seconds, and closes the endpoint.
+pub async fn serve_with(
+    endpoint: quinn::Endpoint,
+    service: Arc<Service>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
     let tracker = TaskTracker::new();
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(limits));
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
             incoming = endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { break };
+        let Some(handshake) = Admitted::take(&shared, Slot::Handshake) else {
+            tracing::debug!(from = %incoming.remote_address(), "too many handshakes at once: refused");
+            incoming.refuse();
+            continue;
+        };
         let (service, shutdown, streams, shared) = (
             service.clone(),
             shutdown.child_token(),
@@ -370,10 +498,18 @@ pub async fn serve(endpoint: quinn::Endpoint, service: Arc<Service>, shutdown: C
             shared.clone(),
         );
         tracker.spawn(async move {
-            match incoming.await {
-                Ok(conn) => serve_connection(conn, service, shared, shutdown, streams).await,
-                Err(e) => tracing::debug!(error = %e, "handshake failed"),
-            }
+            let connecting = match incoming.accept() {
+                Ok(connecting) => connecting,
+                Err(e) => return tracing::debug!(error = %e, "handshake failed"),
+            };
+            // Dropping a handshake that takes too long closes it.
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "handshake failed"),
+                Err(_) => return tracing::debug!("handshake too slow: dropped"),
+            };
+            drop(handshake);
+            serve_connection(conn, service, shared, shutdown, streams).await
         });
     }
     tracker.close();
@@ -387,23 +523,113 @@ pub async fn serve(endpoint: quinn::Endpoint, service: Arc<Service>, shutdown: C
 }
 
 /// What the connections of one server share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
+    limits: Limits,
     lists: ChunkLists,
     sends: SendShares,
+    admitted: Mutex<Admissions>,
+    /// Chunk frames in memory, whole server ([`Limits::readers`]).
+    readers: Arc<Semaphore>,
+    manifests: Arc<Semaphore>,
+    request_bytes: Arc<Semaphore>,
 }
 
-/// All a server's peers may have queued or unacknowledged at once: each connection's send
-/// window is an equal share of it, within [`SHARE_MIN`, `SHARE_MAX`]. 20 NUCs fetching from a relay
-/// over a LAN that is the bottleneck fill their windows; this keeps the relay's memory bounded,
-/// and a share of 800 KiB still fills a 1 Gbit/s LAN (a round trip is well under a millisecond).
-const SEND_BUDGET: u64 = 16 << 20;
+impl Shared {
+    fn new(limits: Limits) -> Shared {
+        Shared {
+            limits,
+            lists: ChunkLists::default(),
+            sends: SendShares::default(),
+            admitted: Mutex::default(),
+            readers: Arc::new(Semaphore::new(limits.readers)),
+            manifests: Arc::new(Semaphore::new(limits.manifests)),
+            request_bytes: Arc::new(Semaphore::new(limits.request_bytes)),
+        }
+    }
+}
+
+/// How many connections of each kind a server holds.
+#[derive(Debug, Default)]
+struct Admissions {
+    handshakes: usize,
+    unenrolled: usize,
+    peers: usize,
+    per_node: HashMap<String, usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    Handshake,
+    Unenrolled,
+    /// An enrolled peer, by its certificate identity.
+    Peer(String),
+}
+
+/// A place taken within [`Limits`]; given back when dropped.
+#[derive(Debug)]
+struct Admitted {
+    shared: Arc<Shared>,
+    slot: Slot,
+}
+
+impl Admitted {
+    /// A place of this kind, if there is one left.
+    fn take(shared: &Arc<Shared>, slot: Slot) -> Option<Admitted> {
+        let limits = &shared.limits;
+        let mut a = shared.admitted.lock().ok()?;
+        match &slot {
+            Slot::Handshake if a.handshakes < limits.handshakes => a.handshakes += 1,
+            Slot::Unenrolled if a.unenrolled < limits.unenrolled => a.unenrolled += 1,
+            Slot::Peer(node) if a.peers < limits.peers => {
+                let n = a.per_node.entry(node.clone()).or_default();
+                if *n >= limits.per_node {
+                    return None;
+                }
+                *n += 1;
+                a.peers += 1;
+            }
+            _ => return None,
+        }
+        Some(Admitted {
+            shared: shared.clone(),
+            slot,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let Ok(mut a) = self.shared.admitted.lock() else {
+            return;
+        };
+        match &self.slot {
+            Slot::Handshake => a.handshakes -= 1,
+            Slot::Unenrolled => a.unenrolled -= 1,
+            Slot::Peer(node) => {
+                a.peers -= 1;
+                if let Some(n) = a.per_node.get_mut(node) {
+                    *n -= 1;
+                    if *n == 0 {
+                        a.per_node.remove(node);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A lone peer's send window: fills 400 Mbit/s at 40 ms round trip.
 const SHARE_MAX: u64 = 2 << 20;
-/// The least share, whatever the number of peers: 20 Mbit/s at 100 ms.
-const SHARE_MIN: u64 = 256 << 10;
+/// The least share, whatever the number of peers: 64 KiB fills a 1 Gbit/s LAN (a round trip well
+/// under a millisecond). (256 peers of a relay at this share are 16 MiB, twice its budget: the
+/// share does not go lower, so that every peer can still be served.)
+const SHARE_MIN: u64 = 64 << 10;
 
-/// The live connections of a server, whose send windows share [`SEND_BUDGET`].
+/// The live connections of enrolled peers of a server, whose send windows share
+/// [`Limits::send_budget`]. 20 NUCs fetching from a relay over a LAN that is the bottleneck fill
+/// their windows; this keeps the relay's memory bounded, and a share of 400 KiB (a relay's 8 MiB
+/// for 20 NUCs) still fills a 1 Gbit/s LAN.
 #[derive(Debug, Default)]
 struct SendShares(Mutex<Vec<quinn::Connection>>);
 
@@ -411,7 +637,7 @@ impl SendShares {
     fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> SendShare {
         if let Ok(mut conns) = shared.sends.0.lock() {
             conns.push(conn.clone());
-            Self::rebalance(&conns);
+            Self::rebalance(shared.limits.send_budget, &conns);
         }
         SendShare {
             shared: shared.clone(),
@@ -419,8 +645,8 @@ impl SendShares {
         }
     }
 
-    fn rebalance(conns: &[quinn::Connection]) {
-        let share = (SEND_BUDGET / conns.len().max(1) as u64).clamp(SHARE_MIN, SHARE_MAX);
+    fn rebalance(budget: u64, conns: &[quinn::Connection]) {
+        let share = (budget / conns.len().max(1) as u64).clamp(SHARE_MIN, SHARE_MAX);
         for c in conns {
             c.set_send_window(share);
         }
@@ -437,7 +663,7 @@ impl Drop for SendShare {
     fn drop(&mut self) {
         if let Ok(mut conns) = self.shared.sends.0.lock() {
             conns.retain(|c| c.stable_id() != self.id);
-            SendShares::rebalance(&conns);
+            SendShares::rebalance(self.shared.limits.send_budget, &conns);
         }
     }
 }
@@ -478,8 +704,18 @@ struct ConnState {
     /// taken again only when that list changes.
     allowed_chunks: Mutex<(Vec<MasterRef>, Vec<ChunkList>)>,
     shared: Arc<Shared>,
+    /// This connection's chunk frames in memory ([`Limits::readers_per_peer`]).
+    readers: Arc<Semaphore>,
+    /// One manifest reply at a time per connection.
+    manifests: Arc<Semaphore>,
+    /// Bytes of this connection's requests being answered: one largest request.
+    request_bytes: Arc<Semaphore>,
 }
 
+/// Serves one connection. Before anything else it takes its place within the server's [`Limits`]
+/// (closed at once if there is none); a peer with a certificate then gets [`PEER_STREAMS`] and a
+/// larger receive window, one without keeps [`UNENROLLED_STREAMS`] and is closed after
+/// [`UNENROLLED_LIFETIME`].
 async fn serve_connection(
     conn: quinn::Connection,
     service: Arc<Service>,
@@ -502,18 +738,56 @@ async fn serve_connection(
         None => format!("unenrolled {}", conn.remote_address()),
     };
     let span = tracing::info_span!("conn", peer = %peer_label);
+    let slot = match &peer {
+        Some(id) => Slot::Peer(id.to_string()),
+        None => Slot::Unenrolled,
+    };
+    let Some(_admitted) = Admitted::take(&shared, slot) else {
+        span.in_scope(|| tracing::info!("too many connections: closed"));
+        conn.close(quinn::VarInt::from_u32(2), b"too many connections");
+        return;
+    };
+    let _share = match &peer {
+        Some(_) => {
+            conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(PEER_STREAMS));
+            conn.set_receive_window(quinn::VarInt::from_u32(PEER_RECEIVE_WINDOW));
+            Some(SendShares::join(&shared, &conn))
+        }
+        None => {
+            conn.set_send_window(UNENROLLED_SEND_WINDOW);
+            None
+        }
+    };
+    let lifetime = match &peer {
+        Some(_) => None,
+        None => Some(UNENROLLED_LIFETIME),
+    };
     let state = Arc::new(ConnState {
         peer,
         hello: Mutex::new(None),
         allowed_chunks: Mutex::new((Vec::new(), Vec::new())),
-        shared: shared.clone(),
+        readers: Arc::new(Semaphore::new(shared.limits.readers_per_peer)),
+        manifests: Arc::new(Semaphore::new(1)),
+        request_bytes: Arc::new(Semaphore::new(MAX_REQUEST_FRAME)),
+        shared,
     });
-    let _share = SendShares::join(&shared, &conn);
     async move {
         tracing::info!("connected");
+        let expired = async {
+            match lifetime {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
         loop {
             let stream = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = &mut expired => {
+                    tracing::info!("no certificate: closed after its time");
+                    conn.close(quinn::VarInt::from_u32(3), b"enrolment takes one request");
+                    break;
+                }
                 s = conn.accept_bi() => s,
             };
             let (send, recv) = match stream {
@@ -544,6 +818,60 @@ async fn serve_connection(
     }
     .instrument(span)
     .await
+}
+
+/// The largest request frame, header included.
+const MAX_REQUEST_FRAME: usize = 4 + wire::MAX_CONTROL as usize;
+
+/// Reads one request: the 5-byte header first, checked with [`wire::peek_request`] against
+/// `limit`, then room for the body taken from the connection's and the server's request budgets
+/// (held until the request is answered), and only then the body. `None` at a clean end of stream.
+async fn read_request(
+    recv: &mut quinn::RecvStream,
+    state: &ConnState,
+    limit: u32,
+) -> Result<Option<(Control, RequestBudget)>, ExchangeError> {
+    let mut header = [0u8; 5];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(transport(e)),
+    }
+    let Some(total) = wire::peek_request(&header, limit)? else {
+        return Err(ExchangeError::Transport("short frame header".into()));
+    };
+    let n = total as u32; // at most MAX_REQUEST_FRAME
+    let budget = RequestBudget {
+        _connection: state
+            .request_bytes
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(transport)?,
+        _server: state
+            .shared
+            .request_bytes
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(transport)?,
+    };
+    let mut frame = vec![0u8; total];
+    frame[..5].copy_from_slice(&header);
+    recv.read_exact(&mut frame[5..]).await.map_err(transport)?;
+    match wire::decode(&frame)? {
+        Some((Frame::Control(c), _)) => Ok(Some((c, budget))),
+        _ => Err(ExchangeError::Transport(
+            "request frame did not decode".into(),
+        )),
+    }
+}
+
+/// A request's room in its connection's and its server's request budgets.
+#[derive(Debug)]
+struct RequestBudget {
+    _connection: OwnedSemaphorePermit,
+    _server: OwnedSemaphorePermit,
 }
 
 /// Reads frames from a stream, buffering only up to each frame's limit.
@@ -597,26 +925,45 @@ async fn serve_stream(
     service: &Service,
     state: &ConnState,
 ) -> Result<(), ExchangeError> {
-    let request = match FrameReader::default().next(&mut recv).await {
-        Ok(Some(Frame::Control(c))) => c,
-        Ok(Some(_)) => {
-            return send_error(
-                &mut send,
-                ErrorCode::BadRequest,
-                "requests are control frames",
-            )
-            .await
+    let limit = match state.peer {
+        Some(_) => wire::MAX_CONTROL,
+        None => MAX_ENROL_REQUEST,
+    };
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut recv, state, limit)).await;
+    let (request, _budget) = match read {
+        Ok(Ok(Some(request))) => request,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(ExchangeError::Wire(e))) => {
+            // Refused from its header or body: the peer may send no more on this stream.
+            let _ = recv.stop(quinn::VarInt::from_u32(1));
+            let sent = send_error(&mut send, ErrorCode::BadRequest, e.to_string()).await;
+            let _ = send.finish();
+            return sent;
         }
-        Ok(None) => return Ok(()),
-        Err(ExchangeError::Wire(e)) => {
-            return send_error(&mut send, ErrorCode::BadRequest, e.to_string()).await
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            let _ = recv.stop(quinn::VarInt::from_u32(1));
+            let _ = send.reset(quinn::VarInt::from_u32(1));
+            return Err(ExchangeError::Transport(
+                "the request did not arrive in time".into(),
+            ));
         }
-        Err(e) => return Err(e),
     };
     let result = answer(request, &mut send, service, state).await;
+    if result.is_err() {
+        // The peer is gone or too slow: drop what is queued for it.
+        let _ = send.reset(quinn::VarInt::from_u32(1));
+        return result;
+    }
     let _ = send.finish();
-    // `write_all` only queued the reply: stay (and keep shutdown waiting) until the peer has it.
-    let _ = send.stopped().await;
+    // `write_all` only queued the reply: stay (and keep shutdown waiting) until the peer has it,
+    // but not for a peer that stopped reading.
+    if tokio::time::timeout(STALLED_PEER, send.stopped())
+        .await
+        .is_err()
+    {
+        let _ = send.reset(quinn::VarInt::from_u32(1));
+    }
     result
 }
 
@@ -693,8 +1040,16 @@ async fn answer(
                 );
                 return send_error(send, ErrorCode::Forbidden, msg).await;
             }
+            // Each reply is a copy of the manifest (up to tens of MiB): few at once.
+            let _permits = (
+                state.manifests.clone().acquire_owned().await,
+                state.shared.manifests.clone().acquire_owned().await,
+            );
             match service.catalog.manifest(&m) {
-                Some(bytes) => send_frame(send, &Frame::Manifest(bytes)).await,
+                Some(bytes) => {
+                    let frame = wire::encode_to_vec(&Frame::Manifest(bytes))?;
+                    write_paced(send, &frame, &mut Pace::default()).await
+                }
                 None => {
                     send_error(
                         send,
@@ -738,56 +1093,7 @@ async fn answer(
                 )
                 .await;
             }
-            // One blocking task reads (and verifies) the request's chunks in order and hands the
-            // encoded frames over, two frames ahead at most. Readers are limited server-wide, so
-            // that memory does not grow with the number of peers asking at once (a room of NUCs).
-            let _reader = chunk_readers().acquire_owned().await.map_err(transport)?;
-            let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, ()>>(2);
-            let (store, catalog) = (service.store.clone(), service.catalog.clone());
-            tokio::task::spawn_blocking(move || {
-                let lacking = |id: ChunkId| {
-                    let control = match catalog.expected(&id) {
-                        Some(expected) => Control::NotYet { id, expected },
-                        None => Control::Lacking(id),
-                    };
-                    wire::encode_to_vec(&Frame::Control(control)).map_err(|_| ())
-                };
-                for id in ids {
-                    let encoded = match store.get(&id) {
-                        Ok(chunk) if *chunk.id() == id => {
-                            Ok(wire::encode_chunk(&id, &chunk.header(), chunk.payload()))
-                        }
-                        Ok(_) | Err(StoreError::Missing(_)) => lacking(id),
-                        Err(StoreError::Invalid { reason, .. }) => {
-                            tracing::warn!(chunk = %id.short(), %reason, "corrupt chunk in our store: not sent");
-                            lacking(id)
-                        }
-                        Err(e) => {
-                            tracing::error!(chunk = %id.short(), error = %e, "store failed");
-                            Err(())
-                        }
-                    };
-                    if tx.blocking_send(encoded).is_err() {
-                        break; // the peer went away
-                    }
-                }
-            });
-            while let Some(encoded) = rx.recv().await {
-                match encoded {
-                    Ok(bytes) => {
-                        // A peer that stops reading must not keep a reader (and its memory) forever.
-                        tokio::time::timeout(STALLED_PEER, send.write_all(&bytes))
-                            .await
-                            .map_err(|_| transport("the peer stopped reading"))?
-                            .map_err(transport)?
-                    }
-                    Err(()) => {
-                        return send_error(send, ErrorCode::Internal, "the server's store failed")
-                            .await
-                    }
-                }
-            }
-            send_frame(send, &Frame::Control(Control::End)).await
+            send_chunks(ids, send, service, state).await
         }
         Control::Report(status) => {
             (service.on_report)(peer, status);
@@ -800,17 +1106,153 @@ async fn answer(
     }
 }
 
-/// How long a server waits for a peer to take the next chunk before giving up on the request.
+/// Sends `ids` in order: per id a chunk frame, `Lacking` or `NotYet`; then `End`.
+///
+/// A task reads (and verifies) the chunks from the store, one blocking read each, a frame or two
+/// ahead of the writer. Every frame read holds a reader of its connection and one of the server
+/// ([`Limits::readers_per_peer`], [`Limits::readers`]) until QUIC has taken it: memory does not
+/// grow with the number of peers or requests, and a peer that reads slowly holds at most its own
+/// few readers, however many streams it opens. A peer that reads too slowly over the request is
+/// dropped ([`Pace`]).
+async fn send_chunks(
+    ids: Vec<ChunkId>,
+    send: &mut quinn::SendStream,
+    service: &Service,
+    state: &ConnState,
+) -> Result<(), ExchangeError> {
+    let (tx, mut rx) = mpsc::channel::<(Result<Vec<u8>, ()>, ReaderPermit)>(1);
+    let (store, catalog) = (service.store.clone(), service.catalog.clone());
+    let (peer_readers, server_readers) = (state.readers.clone(), state.shared.readers.clone());
+    let reader = tokio::spawn(async move {
+        for id in ids {
+            let permit = tokio::select! {
+                p = ReaderPermit::acquire(&peer_readers, &server_readers) => p,
+                _ = tx.closed() => return,
+            };
+            let Some(permit) = permit else { return };
+            let (store, catalog) = (store.clone(), catalog.clone());
+            let encoded = tokio::task::spawn_blocking(move || read_chunk(&*store, &*catalog, id))
+                .await
+                .unwrap_or(Err(()));
+            if tx.send((encoded, permit)).await.is_err() {
+                return; // the request ended
+            }
+        }
+    });
+    let _stop_reading = AbortOnDrop(reader.abort_handle());
+    let mut pace = Pace::default();
+    while let Some((encoded, _permit)) = rx.recv().await {
+        match encoded {
+            Ok(bytes) => write_paced(send, &bytes, &mut pace).await?,
+            Err(()) => {
+                return send_error(send, ErrorCode::Internal, "the server's store failed").await
+            }
+        }
+    }
+    send_frame(send, &Frame::Control(Control::End)).await
+}
+
+/// One chunk's frame, verified by the store's `get`; a missing or corrupt one is `Lacking` (or
+/// `NotYet`); `Err` if the store failed.
+fn read_chunk(store: &dyn ChunkStore, catalog: &dyn Catalog, id: ChunkId) -> Result<Vec<u8>, ()> {
+    let lacking = |id: ChunkId| {
+        let control = match catalog.expected(&id) {
+            Some(expected) => Control::NotYet { id, expected },
+            None => Control::Lacking(id),
+        };
+        wire::encode_to_vec(&Frame::Control(control)).map_err(|_| ())
+    };
+    match store.get(&id) {
+        Ok(chunk) if *chunk.id() == id => {
+            Ok(wire::encode_chunk(&id, &chunk.header(), chunk.payload()))
+        }
+        Ok(_) | Err(StoreError::Missing(_)) => lacking(id),
+        Err(StoreError::Invalid { reason, .. }) => {
+            tracing::warn!(chunk = %id.short(), %reason, "corrupt chunk in our store: not sent");
+            lacking(id)
+        }
+        Err(e) => {
+            tracing::error!(chunk = %id.short(), error = %e, "store failed");
+            Err(())
+        }
+    }
+}
+
+/// A chunk frame's place in memory: a reader of its connection, then one of the server.
+#[derive(Debug)]
+struct ReaderPermit {
+    _peer: OwnedSemaphorePermit,
+    _server: OwnedSemaphorePermit,
+}
+
+impl ReaderPermit {
+    async fn acquire(peer: &Arc<Semaphore>, server: &Arc<Semaphore>) -> Option<ReaderPermit> {
+        let peer = peer.clone().acquire_owned().await.ok()?;
+        let server = server.clone().acquire_owned().await.ok()?;
+        Some(ReaderPermit {
+            _peer: peer,
+            _server: server,
+        })
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The longest a server waits for a peer to take one frame.
 const STALLED_PEER: Duration = Duration::from_secs(30);
+/// Over a whole reply a peer may keep the server waiting [`PACE_GRACE`] plus the time its bytes
+/// take at this rate: 16 KiB/s per request (128 kbit/s; a relay on a 2 Mbit/s WAN with 8 requests
+/// in flight reads twice that).
+const MIN_PEER_RATE: u64 = 16 << 10;
+const PACE_GRACE: Duration = Duration::from_secs(30);
 
-/// Chunk requests a server reads from its store at once, whatever the number of peers.
-const CHUNK_READERS: usize = 16;
+/// How long a reply's peer has kept the server waiting, against what it has been sent. Pure: the
+/// caller measures the waits (on tokio's clock).
+#[derive(Debug, Default, Clone, Copy)]
+struct Pace {
+    waited: Duration,
+    sent: u64,
+}
 
-fn chunk_readers() -> Arc<tokio::sync::Semaphore> {
-    static READERS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
-    READERS
-        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(CHUNK_READERS)))
-        .clone()
+impl Pace {
+    /// How long the peer may take to accept the next `len` bytes; `None` if it is already too slow.
+    fn allowance(&self, len: u64) -> Option<Duration> {
+        let earned =
+            PACE_GRACE + Duration::from_secs_f64((self.sent + len) as f64 / MIN_PEER_RATE as f64);
+        let left = earned.checked_sub(self.waited)?;
+        (!left.is_zero()).then(|| left.min(STALLED_PEER))
+    }
+
+    fn wrote(&mut self, len: u64, took: Duration) {
+        self.sent += len;
+        self.waited += took;
+    }
+}
+
+/// Writes `bytes` within what `pace` allows the peer; an error if it takes longer.
+async fn write_paced(
+    send: &mut quinn::SendStream,
+    bytes: &[u8],
+    pace: &mut Pace,
+) -> Result<(), ExchangeError> {
+    let len = bytes.len() as u64;
+    let allowance = pace
+        .allowance(len)
+        .ok_or_else(|| transport("the peer reads too slowly"))?;
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(allowance, send.write_all(bytes))
+        .await
+        .map_err(|_| transport("the peer reads too slowly"))?
+        .map_err(transport)?;
+    pace.wrote(len, started.elapsed());
+    Ok(())
 }
 
 /// Which of `ids` belong to masters `peer` may read.
@@ -1951,6 +2393,66 @@ mod tests {
             .max()
             .unwrap_or(0);
         (busiest, arrivals.iter().map(|&(_, n)| n).sum())
+    }
+
+    /// Writes 64 KiB frames to a peer that takes `per_frame` for each; the frames sent before the
+    /// pace ends the reply, or `None` if `frames` all went through.
+    fn paced(per_frame: Duration, frames: u64) -> Option<u64> {
+        let mut pace = Pace::default();
+        for n in 0..frames {
+            let allowance = pace.allowance(64 << 10)?;
+            if per_frame > allowance {
+                return Some(n);
+            }
+            pace.wrote(64 << 10, per_frame);
+        }
+        None
+    }
+
+    #[test]
+    fn a_reply_ends_when_its_peer_reads_too_slowly_over_it_not_per_write() {
+        // 64 KiB/s (a slow WAN shared by requests) is served to the end, however long.
+        assert_eq!(paced(Duration::from_secs(1), 100_000), None);
+        // So is a peer that keeps the server waiting less than a frame takes at the least rate.
+        assert_eq!(paced(Duration::from_millis(3_900), 100_000), None);
+        // 8 KiB/s: every write is far under the 30 s a single frame may take, but the reply ends
+        // once the peer is the grace (30 s) behind 16 KiB/s: after 7 frames it has kept the server
+        // waiting 56 s and earned 62 s, so the 8th may take 6 s, not 8.
+        assert_eq!(paced(Duration::from_secs(8), 100_000), Some(7));
+        // A peer that takes longer than 30 s for one frame is dropped at once.
+        assert_eq!(paced(Duration::from_secs(31), 10), Some(0));
+    }
+
+    #[test]
+    fn a_server_admits_within_its_limits_and_gives_places_back() {
+        let limits = Limits {
+            peers: 3,
+            per_node: 2,
+            unenrolled: 1,
+            handshakes: 1,
+            ..Limits::RELAY
+        };
+        let shared = Arc::new(Shared::new(limits));
+        let peer = |n: &str| Slot::Peer(n.to_owned());
+        let h = Admitted::take(&shared, Slot::Handshake).expect("first handshake");
+        assert!(Admitted::take(&shared, Slot::Handshake).is_none());
+        drop(h);
+        assert!(Admitted::take(&shared, Slot::Handshake).is_some());
+        let u = Admitted::take(&shared, Slot::Unenrolled).expect("one unenrolled");
+        assert!(Admitted::take(&shared, Slot::Unenrolled).is_none());
+        // Connections without a certificate take nothing from enrolled peers.
+        let a1 = Admitted::take(&shared, peer("a")).expect("a");
+        let a2 = Admitted::take(&shared, peer("a")).expect("a again");
+        assert!(Admitted::take(&shared, peer("a")).is_none(), "per node");
+        let b = Admitted::take(&shared, peer("b")).expect("b");
+        assert!(Admitted::take(&shared, peer("c")).is_none(), "peers");
+        drop((a1, u));
+        assert!(Admitted::take(&shared, peer("c")).is_some());
+        assert!(Admitted::take(&shared, Slot::Unenrolled).is_some());
+        drop((a2, b));
+        let a = shared.admitted.lock().expect("lock");
+        assert_eq!((a.peers, a.unenrolled, a.handshakes), (0, 0, 0));
+        assert!(a.per_node.is_empty());
     }
 
     #[test]

@@ -238,6 +238,8 @@ pub enum WireError {
     ShortChunk,
     #[error("request lists {0} ids, above the {MAX_IDS} limit")]
     TooManyIds(usize),
+    #[error("a request is a control frame, not a frame of kind {0}")]
+    NotARequest(u8),
 }
 
 fn limit(kind: u8) -> Result<u32, WireError> {
@@ -323,6 +325,24 @@ pub fn peek(buf: &[u8]) -> Result<Option<(u8, usize)>, WireError> {
         });
     }
     Ok(Some((kind, 4 + len as usize)))
+}
+
+/// Like [`peek`], for a request: only a control frame of at most `max` bytes (kind and body, so at
+/// most [`MAX_CONTROL`]) passes. A server reads the 5-byte header, checks it with this, and only
+/// then makes room for the body (a peer without a certificate gets a smaller `max`).
+pub fn peek_request(buf: &[u8], max: u32) -> Result<Option<usize>, WireError> {
+    let Some((kind, total)) = peek(buf)? else {
+        return Ok(None);
+    };
+    if kind != KIND_CONTROL {
+        return Err(WireError::NotARequest(kind));
+    }
+    let len = (total - 4) as u32;
+    let limit = max.min(MAX_CONTROL);
+    if len > limit {
+        return Err(WireError::TooLarge { kind, len, limit });
+    }
+    Ok(Some(total))
 }
 
 /// Decodes one frame from the front of `buf`: `Ok(None)` if incomplete, else the frame and the
@@ -455,6 +475,49 @@ mod tests {
         let many = Frame::Control(Control::Has(vec![ChunkId::of(b""); MAX_IDS + 1]));
         let bytes = encode_to_vec(&many).unwrap();
         assert_eq!(decode(&bytes), Err(WireError::TooManyIds(MAX_IDS + 1)));
+    }
+
+    #[test]
+    fn a_request_is_a_control_frame_within_the_callers_limit_seen_from_its_header() {
+        let header = |len: u32, kind: u8| {
+            let mut h = len.to_le_bytes().to_vec();
+            h.push(kind);
+            h
+        };
+        assert_eq!(
+            peek_request(&header(100, KIND_CONTROL)[..4], 1000),
+            Ok(None)
+        );
+        assert_eq!(
+            peek_request(&header(100, KIND_CONTROL), 1000),
+            Ok(Some(104))
+        );
+        assert_eq!(
+            peek_request(&header(1000, KIND_CONTROL), 1000),
+            Ok(Some(1004))
+        );
+        assert!(matches!(
+            peek_request(&header(1001, KIND_CONTROL), 1000),
+            Err(WireError::TooLarge { limit: 1000, .. })
+        ));
+        // Never above MAX_CONTROL, whatever the caller allows.
+        assert!(matches!(
+            peek_request(&header(MAX_CONTROL + 1, KIND_CONTROL), u32::MAX),
+            Err(WireError::TooLarge { .. })
+        ));
+        // Frames of the other kinds are valid frames, but never requests.
+        assert_eq!(
+            peek_request(&header(MAX_MANIFEST_FRAME, KIND_MANIFEST), MAX_CONTROL),
+            Err(WireError::NotARequest(KIND_MANIFEST))
+        );
+        assert_eq!(
+            peek_request(&header(40, KIND_CHUNK), MAX_CONTROL),
+            Err(WireError::NotARequest(KIND_CHUNK))
+        );
+        assert_eq!(
+            peek_request(&header(5, 77), MAX_CONTROL),
+            Err(WireError::UnknownKind(77))
+        );
     }
 
     #[test]

@@ -1104,3 +1104,253 @@ async fn asking_again_for_forbidden_chunks_costs_the_server_nothing_more() {
     c.catalog.schedule("lyon", vec![v("1"), v("2")]);
     conn.get_chunks(&forbidden, |_, _| Ok(())).await.unwrap();
 }
+
+async fn raw_connect(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    endpoint
+        .connect_with(
+            quinn::ClientConfig::new(Arc::new(crypto)),
+            addr,
+            "nightcast",
+        )
+        .unwrap()
+        .await
+}
+
+/// Sends one request on a new stream of `conn` and finishes the stream's send side.
+async fn raw_request(
+    conn: &quinn::Connection,
+    request: Control,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let bytes = wire::encode_to_vec(&Frame::Control(request)).unwrap();
+    send.write_all(&bytes).await.unwrap();
+    send.finish().unwrap();
+    (send, recv)
+}
+
+/// Regression (security finding 4): a request stream took any frame kind up to its limit, so a
+/// header announcing a 512 MiB manifest frame made the server buffer whatever followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_header_of_another_kind_or_size_is_refused_before_its_body_is_read() {
+    let c = Controller::new(4 << 20);
+    let (addr, _stop) = c.serve(true);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
+            .unwrap();
+    let endpoint = exchange::client_endpoint().unwrap();
+    let enrolled = quinn_connect(&endpoint, addr, &relay).await;
+    let token = c.policy.token(&c.ca, Role::Relay, "lyon", now() + 3600);
+    let anonymous = raw_connect(
+        &endpoint,
+        addr,
+        enrol_client_config(&token, Clock::system()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let header = |len: u32, kind: u8| {
+        let mut h = len.to_le_bytes().to_vec();
+        h.push(kind);
+        h
+    };
+    for (conn, header) in [
+        (&enrolled, header(wire::MAX_MANIFEST_FRAME, 3)), // a 512 MiB manifest frame
+        (&enrolled, header(wire::MAX_CHUNK_FRAME, 2)),    // a 16 MiB chunk frame
+        (&anonymous, header(wire::MAX_MANIFEST_FRAME, 3)),
+        // Without a certificate only an enrolment fits: a 1 MiB control frame is too large.
+        (&anonymous, header(wire::MAX_CONTROL, 1)),
+    ] {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&header).await.unwrap();
+        // Then the body, 8 MiB of it: the server must stop the stream instead of taking it in.
+        let writer = tokio::spawn(async move {
+            let block = vec![0u8; 64 << 10];
+            for _ in 0..128 {
+                send.write_all(&block).await?;
+            }
+            send.finish().unwrap();
+            Ok::<_, quinn::WriteError>(())
+        });
+        let reply = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            FrameReader::default().next(&mut recv),
+        )
+        .await
+        .expect("no answer: the server is reading the body");
+        assert!(
+            matches!(
+                reply,
+                Ok(Some(Frame::Control(Control::Error {
+                    code: ErrorCode::BadRequest,
+                    ..
+                })))
+            ),
+            "{reply:?}"
+        );
+        let written = writer.await.unwrap();
+        assert!(
+            matches!(written, Err(quinn::WriteError::Stopped(_))),
+            "the server took the whole body: {written:?}"
+        );
+    }
+    // Both connections are still served.
+    let conn = c.client(addr, &relay).await;
+    assert_eq!(conn.scheduled().await.unwrap(), vec![v("1")]);
+    let anon = Connection::connect(
+        &endpoint,
+        addr,
+        enrol_client_config(&token, Clock::system()).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refused(anon.scheduled().await.unwrap_err()),
+        ErrorCode::Unauthorized
+    );
+}
+
+/// Regression (security finding 4): a peer without a certificate had 64 streams per connection
+/// and any number of connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_a_certificate_gets_few_streams_and_few_connections() {
+    let c = Controller::new(8 << 20);
+    let (addr, _stop) = c.serve(true);
+    let token = c.policy.token(&c.ca, Role::Relay, "lyon", now() + 3600);
+    let endpoint = exchange::client_endpoint().unwrap();
+    let tls = enrol_client_config(&token, Clock::system()).unwrap();
+
+    // Streams: the ones allowed are open (and kept open); one more is never granted.
+    let anonymous = raw_connect(&endpoint, addr, tls.clone()).await.unwrap();
+    let mut open = Vec::new();
+    for _ in 0..exchange::UNENROLLED_STREAMS {
+        let (mut send, recv) = anonymous.open_bi().await.unwrap();
+        send.write_all(&[1]).await.unwrap(); // a stream exists for the server once it carries data
+        open.push((send, recv));
+    }
+    let more = tokio::time::timeout(std::time::Duration::from_secs(3), anonymous.open_bi()).await;
+    assert!(more.is_err(), "a stream beyond the limit was granted");
+
+    // Connections: beyond the cap they are refused or closed at once, whatever they ask.
+    let cap = exchange::Limits::default().unenrolled;
+    let mut kept = vec![anonymous];
+    let (mut served, mut turned_away) = (0, 0);
+    for _ in 0..cap + 8 {
+        let Ok(conn) = raw_connect(&endpoint, addr, tls.clone()).await else {
+            turned_away += 1;
+            continue;
+        };
+        // Ask for something: an accepted connection gets an answer (Unauthorized); one closed by
+        // the server fails at any step.
+        let request = wire::encode_to_vec(&Frame::Control(Control::ListScheduled)).unwrap();
+        let Ok((mut send, mut recv)) = conn.open_bi().await else {
+            turned_away += 1;
+            continue;
+        };
+        if send.write_all(&request).await.is_err() || send.finish().is_err() {
+            turned_away += 1;
+            continue;
+        }
+        match FrameReader::default().next(&mut recv).await {
+            Ok(Some(Frame::Control(Control::Error {
+                code: ErrorCode::Unauthorized,
+                ..
+            }))) => served += 1,
+            Err(ExchangeError::Transport(_)) => turned_away += 1,
+            other => panic!("{other:?}"),
+        }
+        kept.push(conn);
+    }
+    assert!(
+        served < cap,
+        "{served} connections without a certificate served at once"
+    );
+    assert!(turned_away >= 8, "only {turned_away} turned away");
+
+    // Meanwhile an enrolled peer connects and fetches a whole master.
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
+            .unwrap();
+    let conn = c.client(addr, &relay).await;
+    let manifest =
+        VerifiedManifest::open(conn.manifest(&v("1")).await.unwrap(), &c.key.public()).unwrap();
+    let (_dir, store) = relay_store();
+    let report = fetch_missing(
+        &conn,
+        store,
+        &manifest,
+        FetchOptions::default(),
+        None,
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.fetched, report.needed);
+    drop((open, kept));
+}
+
+/// Regression (security finding 7): 16 chunk readers per server, each held for a whole request
+/// while waiting on the network, so one peer reading slowly on 16 streams stopped every NUC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_on_many_streams_does_not_hold_up_another_peer() {
+    let c = Controller::new(48 << 20);
+    let (addr, _stop) = c.serve(false);
+    let v1 = VerifiedManifest::open(c.catalog_manifest("1"), &c.key.public()).unwrap();
+    let ids: Vec<_> = v1.unique_chunks().iter().map(|c| c.id).collect();
+
+    // The slow peer asks for the whole master on 24 streams and reads 4 KiB from each of them
+    // every 50 ms (about 2 MB/s in all, so each reply takes minutes), each stream on its own.
+    let slow_id = identity(Role::Agent, "lyon", "nuc-slow");
+    let slow_creds = c.ca.issue(&slow_id, valid()).unwrap();
+    let endpoint = exchange::client_endpoint().unwrap();
+    let slow = quinn_connect(&endpoint, addr, &slow_creds).await;
+    let (_send, mut recv) = raw_request(&slow, Control::Hello(hello_for(&slow_id))).await;
+    assert!(matches!(
+        FrameReader::default().next(&mut recv).await.unwrap(),
+        Some(Frame::Control(Control::HelloAck(_)))
+    ));
+    let still_reading = Arc::new(AtomicBool::new(true));
+    let mut readers = Vec::new();
+    for _ in 0..24 {
+        let (send, mut recv) = raw_request(&slow, Control::GetChunks(ids.clone())).await;
+        let still_reading = still_reading.clone();
+        readers.push(tokio::spawn(async move {
+            let _send = send;
+            let mut buf = vec![0u8; 4096];
+            loop {
+                match recv.read(&mut buf).await {
+                    Ok(Some(_)) => {}
+                    // A reply finished, or the server ended it: no longer slow reading.
+                    _ => return still_reading.store(false, Ordering::SeqCst),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    // Let the slow peer's requests take what they can.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+    let nuc =
+        c.ca.issue(&identity(Role::Agent, "lyon", "nuc-2"), valid())
+            .unwrap();
+    let conn = c.client(addr, &nuc).await;
+    let (_dir, store) = relay_store();
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        fetch_missing(&conn, store, &v1, FetchOptions::default(), None, &|_| {}),
+    )
+    .await
+    .expect("the second peer's fetch is held up by the slow one")
+    .unwrap();
+    assert_eq!(report.fetched, report.needed);
+    assert!(
+        still_reading.load(Ordering::SeqCst),
+        "the slow peer stopped reading first"
+    );
+    for r in readers {
+        r.abort();
+    }
+}

@@ -38,6 +38,30 @@ pub struct PendingRow {
     pub key: String,
 }
 
+/// Revokes `node`'s certificates and marks it revoked, inside `tx`.
+fn revoke_in(tx: &rusqlite::Transaction<'_>, node: &str, now: i64) -> Result<usize, DbError> {
+    let known: i64 = tx.query_row(
+        "SELECT (SELECT count(*) FROM nodes WHERE node = ?1)
+              + (SELECT count(*) FROM certificates WHERE node = ?1)",
+        params![node],
+        |r| r.get(0),
+    )?;
+    if known == 0 {
+        return Err(DbError::Invalid(format!(
+            "no node {node:?} (see `nightcast fleet`)"
+        )));
+    }
+    let revoked = tx.execute(
+        "UPDATE certificates SET revoked_at = ?2 WHERE node = ?1 AND revoked_at IS NULL",
+        params![node, now],
+    )?;
+    tx.execute(
+        "UPDATE nodes SET revoked_at = ?2 WHERE node = ?1 AND revoked_at IS NULL",
+        params![node, now],
+    )?;
+    Ok(revoked)
+}
+
 impl Db {
     /// Keeps a new token's hash: a node of `role` at `site` may enrol with it until `expires_at`.
     pub fn add_token(
@@ -239,26 +263,12 @@ impl Db {
     /// it from their next list refresh; it cannot enrol again until it is removed. Returns how
     /// many certificates were revoked.
     pub fn revoke_node(&mut self, node: &str, now: i64) -> Result<usize, DbError> {
-        let tx = self.conn.transaction()?;
-        let known: i64 = tx.query_row(
-            "SELECT (SELECT count(*) FROM nodes WHERE node = ?1)
-                  + (SELECT count(*) FROM certificates WHERE node = ?1)",
-            params![node],
-            |r| r.get(0),
-        )?;
-        if known == 0 {
-            return Err(DbError::Invalid(format!(
-                "no node {node:?} (see `nightcast fleet`)"
-            )));
-        }
-        let revoked = tx.execute(
-            "UPDATE certificates SET revoked_at = ?2 WHERE node = ?1 AND revoked_at IS NULL",
-            params![node, now],
-        )?;
-        tx.execute(
-            "UPDATE nodes SET revoked_at = ?2 WHERE node = ?1 AND revoked_at IS NULL",
-            params![node, now],
-        )?;
+        // Immediate: a deferred transaction that reads, then writes, fails at once ("database is
+        // locked") when another connection wrote meanwhile, instead of waiting its turn.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let revoked = revoke_in(&tx, node, now)?;
         tx.commit()?;
         Ok(revoked)
     }
@@ -266,24 +276,20 @@ impl Db {
     /// Revokes `node` and forgets it (its seat, holdings and any pending request): it may then
     /// enrol again as a new NUC, by the DSI's rules.
     pub fn remove_node(&mut self, node: &str, now: i64) -> Result<(), DbError> {
-        let pending: i64 = self.conn.query_row(
-            "SELECT count(*) FROM enrolment_requests WHERE node = ?1",
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let pending = tx.execute(
+            "DELETE FROM enrolment_requests WHERE node = ?1",
             params![node],
-            |r| r.get(0),
         )?;
-        if pending > 0 {
-            self.conn.execute(
-                "DELETE FROM enrolment_requests WHERE node = ?1",
-                params![node],
-            )?;
-        }
-        match self.revoke_node(node, now) {
+        match revoke_in(&tx, node, now) {
             Ok(_) => {}
-            Err(DbError::Invalid(_)) if pending > 0 => return Ok(()),
+            Err(DbError::Invalid(_)) if pending > 0 => {}
             Err(e) => return Err(e),
         }
-        self.conn
-            .execute("DELETE FROM nodes WHERE node = ?1", params![node])?;
+        tx.execute("DELETE FROM nodes WHERE node = ?1", params![node])?;
+        tx.commit()?;
         Ok(())
     }
 
