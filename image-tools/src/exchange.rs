@@ -1705,6 +1705,51 @@ pub async fn enroll(
     )?)
 }
 
+/// Renews `creds` over `conn` (a relay's connection to the controller, an agent's to its relay):
+/// a fresh key, the same identity, the reply checked against the CA `creds` already has. A reply
+/// naming another manifest-signing key than `pinned` is refused (keys change only by rotation).
+/// The caller saves the result.
+pub async fn renew(
+    conn: &Connection,
+    creds: &Credentials,
+    pinned: &PublicKey,
+    mac: &str,
+    clock: Clock,
+) -> Result<Credentials, ExchangeError> {
+    let me = creds
+        .identity()
+        .ok_or_else(|| TrustError::BadEnrolment("our certificate names no identity".into()))?;
+    let (key, public) = trust::node_key()?;
+    let reply = conn
+        .enroll(EnrollRequest {
+            token: String::new(),
+            role: me.role,
+            node_id: me.node.to_string(),
+            public_key: public.clone(),
+            mac: mac.to_owned(),
+            renewal: true,
+        })
+        .await?;
+    let (fresh, signing_key) = trust::accept_enrolment(
+        trust::fingerprint(&creds.ca),
+        me.role,
+        &me.node,
+        key,
+        &public,
+        reply,
+        clock,
+    )?;
+    if signing_key != *pinned {
+        return Err(TrustError::BadEnrolment(format!(
+            "the renewal names the signing key {}, not the pinned {}",
+            signing_key.short(),
+            pinned.short()
+        ))
+        .into());
+    }
+    Ok(fresh)
+}
+
 /// A token bucket in bits per second, changeable while running. Pure: time is passed in.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {

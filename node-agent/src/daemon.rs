@@ -377,32 +377,9 @@ impl Agent {
     /// Renews this NUC's certificate through its relay (a third of its life is left): a new key,
     /// the reply checked against the CA it has, saved; the next connection uses it.
     async fn renew(&mut self, conn: &Connection) -> anyhow::Result<()> {
-        let (key, public) = trust::node_key()?;
-        let reply = conn
-            .enroll(exchange::EnrollRequest {
-                token: String::new(),
-                role: Role::Agent,
-                node_id: self.me.node.to_string(),
-                public_key: public.clone(),
-                mac: self.mac.clone().unwrap_or_default(),
-                renewal: true,
-            })
-            .await?;
-        let (creds, signing_key) = trust::accept_enrolment(
-            trust::fingerprint(&self.creds.ca),
-            Role::Agent,
-            &self.me.node,
-            key,
-            &public,
-            reply,
-            self.clock,
-        )?;
-        if signing_key != self.key {
-            anyhow::bail!(
-                "the renewal names another manifest-signing key: kept the old certificate"
-            );
-        }
-        trust::save_enrolment(&self.cfg.data, &creds, &signing_key)?;
+        let mac = self.mac.clone().unwrap_or_default();
+        let creds = exchange::renew(conn, &self.creds, &self.key, &mac, self.clock).await?;
+        trust::save_enrolment(&self.cfg.data, &creds, &self.key)?;
         tracing::info!(
             not_after = creds.not_after(),
             "renewed this NUC's certificate"

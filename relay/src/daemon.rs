@@ -831,32 +831,8 @@ impl Relay {
         if !current.renewal_due(self.clock.now()) {
             return Ok(());
         }
-        let (key, public) = image_tools::trust::node_key()?;
-        let reply = conn
-            .enroll(exchange::EnrollRequest {
-                token: String::new(),
-                role: Role::Relay,
-                node_id: self.me.node.to_string(),
-                public_key: public.clone(),
-                mac: String::new(),
-                renewal: true,
-            })
-            .await?;
-        let (creds, signing_key) = image_tools::trust::accept_enrolment(
-            image_tools::trust::fingerprint(&current.ca),
-            Role::Relay,
-            &self.me.node,
-            key,
-            &public,
-            reply,
-            self.clock,
-        )?;
-        if signing_key != self.key {
-            anyhow::bail!(
-                "the renewal names another manifest-signing key: kept the old certificate"
-            );
-        }
-        image_tools::trust::save_enrolment(&self.cfg.data, &creds, &signing_key)?;
+        let creds = exchange::renew(conn, &current, &self.key, "", self.clock).await?;
+        image_tools::trust::save_enrolment(&self.cfg.data, &creds, &self.key)?;
         tracing::info!(
             not_after = creds.not_after(),
             "renewed this relay's certificate"
