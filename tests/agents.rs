@@ -331,6 +331,15 @@ fn compromised_relay(f: &Fleet, rt: &tokio::runtime::Runtime) -> std::net::Socke
                 node: "nuc-1".into(),
             }],
             revoked: vec![],
+            // The attacker's key, "endorsed" by a CA of its own: no NUC takes it.
+            signing_keys: vec![{
+                let evil_ca =
+                    image_tools::trust::Ca::generate(image_tools::trust::Validity::ca(now))
+                        .unwrap();
+                let evil_key =
+                    image_tools::PublicKey::load(&image_tools::keys::public_path(&key)).unwrap();
+                evil_ca.endorse(&evil_key, now + 86_400).unwrap().to_wire()
+            }],
         },
     );
     let store = Arc::new(image_tools::LocalStore::open(&dir.join("store")).unwrap());

@@ -1013,6 +1013,7 @@ fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
             })
             .collect(),
         revoked: vec![],
+        signing_keys: vec![],
     };
     let evil = Evil::start(
         &site_ns[1],

@@ -303,7 +303,10 @@ fn agents_are_served_all_day_from_the_cache_while_the_controller_is_down() {
             f.clock,
         )
         .unwrap();
-        assert_eq!(signing, f.key, "the relay passed on another signing key");
+        assert_eq!(
+            signing.key, f.key,
+            "the relay passed on another signing key"
+        );
         creds
     });
     assert_eq!(

@@ -355,3 +355,86 @@ fn certificates_renew_themselves_before_they_expire() {
         r.status()["connected"] == true
     });
 }
+
+#[test]
+fn the_signing_key_rotates_with_a_relay_cut_off_and_a_nuc_off_during_parts_of_it() {
+    // 60x: a virtual minute is a real second.
+    let mut f = Fleet::build(
+        "00:00-23:59",
+        100,
+        8,
+        "start=2030-01-08T06:00:00Z speed=60",
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 08:20\n",
+        "",
+    );
+    let data = f.dir.path().join("controller");
+    let data = data.to_str().unwrap().to_owned();
+    let keys = || ok("nightcast-controller", &["signing-keys", "--data", &data]);
+    let old = keys().split_whitespace().next().unwrap().to_owned();
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-2"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    let a = f.seated_agent("nuc-a", "pc-1", &relay, "");
+    let b = f.seated_agent("nuc-b", "pc-2", &relay, "");
+    for nuc in [&a, &b] {
+        nuc.wait("version 1 to be ready", 60, |n| n.s("current") == "demo 1");
+    }
+    // nuc-b is off for the whole rotation; the relay is cut off from the controller while the
+    // DSI rotates (the controller is stopped).
+    let mut b = b;
+    b.kill9();
+    f.stop_controller();
+    let out = ok(
+        "nightcast-controller",
+        &["rotate-signing-key", "--data", &data],
+    );
+    assert!(out.contains("new manifest-signing key"), "{out}");
+    let listed = keys();
+    let new = listed.split_whitespace().next().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert!(
+        listed.contains(&old),
+        "the old key stays accepted: {listed}"
+    );
+    f.start_controller();
+
+    // Version 2, signed by the new key, for the next session: the relay and nuc-a learn the new
+    // key from their plans and take it.
+    let v2 = image_tools::testimage::evolve(&f.image, 0.05, 7);
+    f.add_master("2", &v2);
+    f.calendar("lyon,salle-1,demo,2,2030-01-08 09:00,2030-01-08 09:20\n");
+    a.wait("version 2 (new key) to be prepared on nuc-a", 90, |n| {
+        n.s("next") == "demo 2" && n.s("next_state") == "ready"
+    });
+    let ring = |dir: &std::path::Path| -> Vec<Value> {
+        serde_json::from_slice(&std::fs::read(dir.join("signing-keys.json")).unwrap()).unwrap()
+    };
+    assert_eq!(ring(&relay.data).len(), 2, "the relay accepts both keys");
+    assert_eq!(ring(&a.data).len(), 2, "nuc-a accepts both keys");
+    assert_eq!(a.n("refused_manifests"), 0);
+
+    // The DSI retires the old key; the plans stop endorsing it.
+    f.stop_controller();
+    let out = ok(
+        "nightcast-controller",
+        &["retire-signing-key", "--data", &data, &old],
+    );
+    assert!(out.contains("retired"), "{out}");
+    assert_eq!(keys().lines().count(), 1);
+    f.start_controller();
+    // (The relay notices the stopped controller's link is dead within QUIC's 30 s idle timeout.)
+    relay.wait("the relay's plan to endorse only the new key", 90, |r| {
+        std::fs::read_to_string(r.data.join("plan.json"))
+            .ok()
+            .and_then(|p| serde_json::from_str::<Value>(&p).ok())
+            .is_some_and(|p| p["signing_keys"].as_array().is_some_and(|k| k.len() == 1))
+    });
+
+    // nuc-b, off during the whole rotation, comes back: it learns the new key from its first
+    // plan and prepares version 2 like the others.
+    let b = b.restart_after_kill9();
+    b.wait("version 2 (new key) to be prepared on nuc-b", 90, |n| {
+        n.s("next") == "demo 2" && n.s("next_state") == "ready"
+    });
+    assert_eq!(b.n("refused_manifests"), 0);
+}

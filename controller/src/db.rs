@@ -998,6 +998,27 @@ impl Db {
     }
 
     /// Every master version with its signed manifest bytes.
+    /// Replaces a master's signed manifest by the same one signed with another key (a key
+    /// rotation).
+    pub fn replace_manifest(
+        &mut self,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+    ) -> Result<(), DbError> {
+        let changed = self.conn.execute(
+            "UPDATE masters SET manifest = ?3 WHERE name = ?1 AND version = ?2",
+            params![name, version, bytes],
+        )?;
+        if changed == 0 {
+            return Err(DbError::NoMaster {
+                name: name.to_owned(),
+                version: version.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     pub fn manifests(&self) -> Result<Vec<(image_tools::wire::MasterRef, Vec<u8>)>, DbError> {
         let mut stmt = self
             .conn

@@ -17,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod enrolment;
 pub mod plan;
+pub mod signing;
 pub mod takeover;
 
 use std::net::SocketAddr;
@@ -225,6 +226,11 @@ pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<M
         catalog.add_manifest(master, bytes);
     }
     let mut plans = db.relay_plans(now_unix, margin_secs)?;
+    let ca = Ca::load(&data.ca())?;
+    let signing_keys: Vec<_> = signing::endorsed_keys(data, &ca, now_unix)?
+        .iter()
+        .map(|e| e.to_wire())
+        .collect();
     let mut rooms = db.room_plans(now_unix)?;
     let mut seats = db.seat_bindings()?;
     for site in db.sites()? {
@@ -240,6 +246,7 @@ pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<M
             rooms: rooms.remove(&site.name).unwrap_or_default(),
             seats: seats.remove(&site.name).unwrap_or_default(),
             revoked: db.revoked_serials(Some(&site.name), now_unix)?,
+            signing_keys: signing_keys.clone(),
         };
         catalog.set_plan(&site.name, plan);
     }
@@ -412,11 +419,9 @@ pub async fn serve(
         catalog,
         enroller: Some({
             let ca = Ca::load(&data.ca())?;
-            let endorsement = ca.endorse(&key)?;
             Enroller {
                 ca,
                 signing_key: key,
-                endorsement,
                 lifetime_secs: lifetime,
                 clock,
                 policy: Box::new(Policy { data: data.clone() }),

@@ -26,6 +26,26 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Replace the manifest-signing key (stop the controller first): the old key stays accepted
+    /// by relays and NUCs until it is retired, and every manifest is signed again with the new
+    /// one. Relays and NUCs learn the new key with their next plan.
+    RotateSigningKey {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Stop accepting a previous manifest-signing key (stop the controller first): relays and
+    /// NUCs drop it when its endorsement runs out (90 days at most).
+    RetireSigningKey {
+        #[arg(long)]
+        data: PathBuf,
+        /// The key, as `signing-keys` prints it (16 hex digits or more).
+        key: String,
+    },
+    /// The manifest-signing keys in force: the current one first.
+    SigningKeys {
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Create a controller data directory: certificate authority, manifest-signing key, chunk store.
     Init {
         #[arg(long)]
@@ -129,6 +149,22 @@ fn main() -> ExitCode {
                 cfg.validate()?;
                 serve(cfg)
             }),
+        Command::RotateSigningKey { data } => {
+            controller::signing::rotate(&DataDir(data)).map(|(old, new)| {
+                println!("new manifest-signing key {}; {} stays accepted until you retire it", new.short(), old.short());
+                println!("every manifest is now signed by {}; relays and NUCs learn the new key with their next plan", new.short());
+            })
+        }
+        Command::RetireSigningKey { data, key } => {
+            controller::signing::retire(&DataDir(data), &key).map(|k| {
+                println!("{} retired: relays and NUCs stop accepting it when its endorsement runs out", k.short());
+            })
+        }
+        Command::SigningKeys { data } => controller::signing::accepted_keys(&DataDir(data)).map(|keys| {
+            for (i, k) in keys.iter().enumerate() {
+                println!("{}{}", k.short(), if i == 0 { "  (current: signs new manifests)" } else { "  (previous: still accepted)" });
+            }
+        }),
         Command::MasterAdd { data, manifest } => {
             controller::add_master(&DataDir(data), &manifest, now_unix() as i64).map(|m| {
                 println!("registered {} {}", m.name, m.version);

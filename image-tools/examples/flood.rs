@@ -140,7 +140,6 @@ async fn serve(dir: &Path, limits: &str) -> Result<()> {
     let endpoint = exchange::server_endpoint(([127, 0, 0, 1], 0).into(), tls)?;
     let ca = Ca::load(&dir.join("ca"))?;
     let signing_key = PublicKey::load(&dir.join("signing.key.pub"))?;
-    let endorsement = ca.endorse(&signing_key)?;
     let service = Arc::new(exchange::Service {
         hello: hello_for(&me),
         store,
@@ -148,7 +147,6 @@ async fn serve(dir: &Path, limits: &str) -> Result<()> {
         enroller: Some(exchange::Enroller {
             ca,
             signing_key,
-            endorsement,
             lifetime_secs: DEFAULT_LIFETIME_SECS,
             clock: Clock::system(),
             policy: Box::new(Strangers),

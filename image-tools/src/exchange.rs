@@ -288,9 +288,8 @@ impl Catalog for MemoryCatalog {
 /// checks the request's form and signs what the policy allows.
 pub struct Enroller {
     pub ca: Ca,
-    /// The manifest-signing key nodes pin at enrolment, and the CA's endorsement of it.
+    /// The manifest-signing key nodes pin at enrolment (endorsed by `ca` for each reply).
     pub signing_key: PublicKey,
-    pub endorsement: Vec<u8>,
     /// How long an issued certificate is valid.
     pub lifetime_secs: u64,
     /// The time certificates are dated from.
@@ -1284,8 +1283,7 @@ fn enrolled_frame(reply: EnrolReply) -> Frame {
     Frame::Control(Control::Enrolled {
         certificate_der: reply.certificate_der,
         ca_der: reply.ca_der,
-        signing_key: reply.signing_key.as_bytes().to_vec(),
-        endorsement: reply.endorsement,
+        signing_key: reply.signing.to_wire(),
     })
 }
 
@@ -1373,13 +1371,20 @@ async fn answer_enroll(
     match issued {
         Ok(certificate_der) => {
             tracing::info!(%identity, via = ?ask.via, renewal = ask.renewal, "certificate issued");
-            let reply = EnrolReply {
-                certificate_der,
-                ca_der: enroller.ca.certificate().to_vec(),
-                signing_key: enroller.signing_key,
-                endorsement: enroller.endorsement.clone(),
-            };
-            send_frame(send, &enrolled_frame(reply)).await
+            let until = now.saturating_add(trust::ENDORSEMENT_SECS);
+            match enroller.ca.endorse(&enroller.signing_key, until) {
+                Ok(signing) => {
+                    let reply = EnrolReply {
+                        certificate_der,
+                        ca_der: enroller.ca.certificate().to_vec(),
+                        signing,
+                    };
+                    send_frame(send, &enrolled_frame(reply)).await
+                }
+                Err(e) => {
+                    send_error(send, ErrorCode::Internal, format!("cannot endorse: {e}")).await
+                }
+            }
         }
         Err(e) => {
             tracing::error!(%identity, error = %e, "cannot issue a certificate");
@@ -1647,17 +1652,13 @@ impl Connection {
                 certificate_der,
                 ca_der,
                 signing_key,
-                endorsement,
             }) => {
-                let key = <[u8; 32]>::try_from(signing_key.as_slice())
-                    .ok()
-                    .and_then(|k| PublicKey::from_bytes(&k))
+                let signing = trust::Endorsed::from_wire(&signing_key)
                     .ok_or_else(|| self.violation("signing key is not an Ed25519 public key"))?;
                 Ok(EnrolReply {
                     certificate_der,
                     ca_der,
-                    signing_key: key,
-                    endorsement,
+                    signing,
                 })
             }
             _ => Err(self.violation("expected Enrolled")),
@@ -1675,7 +1676,7 @@ pub async fn enroll(
     role: Role,
     node_id: &str,
     clock: Clock,
-) -> Result<(Credentials, PublicKey), ExchangeError> {
+) -> Result<(Credentials, trust::Endorsed), ExchangeError> {
     let parsed: Token = token.parse()?;
     let node = NodeId::new(node_id).map_err(|e| TrustError::Cert(e.to_string()))?;
     let endpoint = client_endpoint()?;
@@ -1707,15 +1708,16 @@ pub async fn enroll(
 
 /// Renews `creds` over `conn` (a relay's connection to the controller, an agent's to its relay):
 /// a fresh key, the same identity, the reply checked against the CA `creds` already has. A reply
-/// naming another manifest-signing key than `pinned` is refused (keys change only by rotation).
-/// The caller saves the result.
+/// naming a manifest-signing key the node's `ring` does not accept at `clock`'s now is refused
+/// (keys change by rotation, through the plan). Returns the new credentials and the endorsed key
+/// (to add to the ring); the caller saves them.
 pub async fn renew(
     conn: &Connection,
     creds: &Credentials,
-    pinned: &PublicKey,
+    ring: &trust::keyring::KeyRing,
     mac: &str,
     clock: Clock,
-) -> Result<Credentials, ExchangeError> {
+) -> Result<(Credentials, trust::Endorsed), ExchangeError> {
     let me = creds
         .identity()
         .ok_or_else(|| TrustError::BadEnrolment("our certificate names no identity".into()))?;
@@ -1730,7 +1732,7 @@ pub async fn renew(
             renewal: true,
         })
         .await?;
-    let (fresh, signing_key) = trust::accept_enrolment(
+    let (fresh, signing) = trust::accept_enrolment(
         trust::fingerprint(&creds.ca),
         me.role,
         &me.node,
@@ -1739,15 +1741,14 @@ pub async fn renew(
         reply,
         clock,
     )?;
-    if signing_key != *pinned {
+    if !ring.contains(&signing.key, clock.now()) {
         return Err(TrustError::BadEnrolment(format!(
-            "the renewal names the signing key {}, not the pinned {}",
-            signing_key.short(),
-            pinned.short()
+            "the renewal names the signing key {}, which this node does not accept",
+            signing.key.short()
         ))
         .into());
     }
-    Ok(fresh)
+    Ok((fresh, signing))
 }
 
 /// A token bucket in bits per second, changeable while running. Pure: time is passed in.

@@ -182,10 +182,11 @@ pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-/// The bytes of a hex string of any even length (at most 128 digits), `None` if it is not one.
+/// The bytes of a hex string of any even length (at most 512 digits: serials, signatures),
+/// `None` if it is not one.
 pub fn unhex_vec(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
-    if s.len() % 2 != 0 || s.len() > 128 {
+    if s.len() % 2 != 0 || s.len() > 512 {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

@@ -348,6 +348,28 @@ impl VerifiedManifest {
         })
     }
 
+    /// [`VerifiedManifest::open`] against whichever of `keys` the manifest names as its signer
+    /// (a node's accepted keys, during a key rotation several); a signer not among them is
+    /// refused like a wrong one.
+    pub fn open_with(
+        bytes: Vec<u8>,
+        keys: &[PublicKey],
+    ) -> Result<VerifiedManifest, ManifestError> {
+        let signer = bytes
+            .len()
+            .checked_sub(SIGNATURE_BLOCK)
+            .and_then(|at| bytes.get(at..at + 32));
+        let key = signer
+            .and_then(|s| keys.iter().find(|k| k.as_bytes() == s))
+            .or(keys.first());
+        match key {
+            Some(key) => VerifiedManifest::open(bytes, key),
+            None => Err(ManifestError::BadSignature {
+                expected: "(no key accepted)".into(),
+            }),
+        }
+    }
+
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }

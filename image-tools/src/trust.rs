@@ -40,6 +40,7 @@ use crate::keys::PublicKey;
 use crate::wire::{Role, ALPN};
 
 pub mod certinfo;
+pub mod keyring;
 pub mod peer;
 
 pub use peer::{Admit, Expect, Revoked};
@@ -321,31 +322,38 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Saves what enrolment gave a node: its credentials in `dir/tls/` and the signing key to pin in
-/// `dir/signing.pub`.
+/// Saves what enrolment gave a node: its credentials in `dir/tls/`, the signing key to pin in
+/// `dir/signing.pub`, and that key with its endorsement in the node's key ring
+/// (`dir/signing-keys.json`, see [`keyring`]).
 pub fn save_enrolment(
     dir: &Path,
     creds: &Credentials,
-    signing_key: &PublicKey,
+    signing: &Endorsed,
 ) -> Result<(), TrustError> {
     creds.save(&dir.join("tls"))?;
-    signing_key
+    signing
+        .key
         .save(&dir.join("signing.pub"))
         .map_err(|e| TrustError::Write {
             path: dir.join("signing.pub"),
             source: std::io::Error::other(e.to_string()),
-        })
+        })?;
+    let mut ring = keyring::KeyRing::load(dir)?;
+    ring.add(signing);
+    ring.save(dir)
 }
 
-/// Loads what [`save_enrolment`] wrote.
-pub fn load_enrolment(dir: &Path) -> Result<(Credentials, PublicKey), TrustError> {
+/// Loads what [`save_enrolment`] wrote: the credentials and the node's key ring.
+pub fn load_enrolment(dir: &Path) -> Result<(Credentials, keyring::KeyRing), TrustError> {
     let creds = Credentials::load(&dir.join("tls"))?;
-    let path = dir.join("signing.pub");
-    let key = PublicKey::load(&path).map_err(|e| TrustError::Damaged {
-        path,
-        what: e.to_string(),
-    })?;
-    Ok((creds, key))
+    let ring = keyring::KeyRing::load(dir)?;
+    if ring.is_empty() {
+        return Err(TrustError::Damaged {
+            path: dir.join("signing.pub"),
+            what: "no manifest-signing key pinned".into(),
+        });
+    }
+    Ok((creds, ring))
 }
 
 /// TLS for a node that has only a token: no client certificate, the server's chain must hold the
@@ -398,7 +406,7 @@ pub fn accept_enrolment(
     public_key: &[u8],
     reply: EnrolReply,
     clock: Clock,
-) -> Result<(Credentials, PublicKey), TrustError> {
+) -> Result<(Credentials, Endorsed), TrustError> {
     let bad = |what: String| TrustError::BadEnrolment(what);
     if fingerprint(&reply.ca_der) != pinned {
         return Err(bad(format!(
@@ -407,7 +415,13 @@ pub fn accept_enrolment(
             hex(&pinned)
         )));
     }
-    check_endorsement(&reply.ca_der, &reply.signing_key, &reply.endorsement)?;
+    reply.signing.check(&reply.ca_der)?;
+    if reply.signing.until <= clock.now() {
+        return Err(bad(format!(
+            "the manifest-signing key {}'s endorsement has expired",
+            reply.signing.key.short()
+        )));
+    }
     let ca = CertificateDer::from(reply.ca_der.clone());
     let anchor = webpki::anchor_from_trusted_cert(&ca)
         .map_err(|e| bad(format!("the CA certificate does not parse: {e}")))?;
@@ -442,7 +456,7 @@ pub fn accept_enrolment(
             key,
             ca: reply.ca_der,
         },
-        reply.signing_key,
+        reply.signing,
     ))
 }
 
@@ -451,31 +465,69 @@ pub fn accept_enrolment(
 pub struct EnrolReply {
     pub certificate_der: Vec<u8>,
     pub ca_der: Vec<u8>,
-    pub signing_key: PublicKey,
-    /// The CA's signature over the signing key ([`Ca::endorse`]).
-    pub endorsement: Vec<u8>,
+    /// The manifest-signing key in force, endorsed by the CA ([`Ca::endorse`]).
+    pub signing: Endorsed,
 }
 
-const ENDORSEMENT_CONTEXT: &[u8] = b"nightcast manifest-signing key v1\0";
+/// How long the controller endorses a manifest-signing key at a time: endorsements are renewed
+/// with every plan, so a key the DSI retired drops out of every node within this time, whatever
+/// a relay replays; and a site whose controller is away for less than this keeps verifying.
+pub const ENDORSEMENT_SECS: i64 = 90 * 86_400;
 
-/// Checks that the CA in `ca_der` endorsed `key` ([`Ca::endorse`]).
-pub fn check_endorsement(
-    ca_der: &[u8],
-    key: &PublicKey,
-    signature: &[u8],
-) -> Result<(), TrustError> {
-    let ca = CertificateDer::from(ca_der);
-    let cert = webpki::EndEntityCert::try_from(&ca)
-        .map_err(|e| TrustError::BadEnrolment(format!("the CA certificate does not parse: {e}")))?;
-    let message = [ENDORSEMENT_CONTEXT, key.as_bytes()].concat();
-    cert.verify_signature(webpki::ring::ECDSA_P256_SHA256, &message, signature)
+/// A manifest-signing key endorsed by the CA until a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endorsed {
+    pub key: PublicKey,
+    pub until: i64,
+    pub signature: Vec<u8>,
+}
+
+impl Endorsed {
+    /// Checks that the CA in `ca_der` made this endorsement.
+    pub fn check(&self, ca_der: &[u8]) -> Result<(), TrustError> {
+        let ca = CertificateDer::from(ca_der);
+        let cert = webpki::EndEntityCert::try_from(&ca).map_err(|e| {
+            TrustError::BadEnrolment(format!("the CA certificate does not parse: {e}"))
+        })?;
+        cert.verify_signature(
+            webpki::ring::ECDSA_P256_SHA256,
+            &endorsement_message(&self.key, self.until),
+            &self.signature,
+        )
         .map_err(|_| {
             TrustError::BadEnrolment(format!(
                 "the manifest-signing key {} is not endorsed by the pinned CA",
-                key.short()
+                self.key.short()
             ))
         })
+    }
+
+    pub fn to_wire(&self) -> crate::wire::EndorsedKey {
+        crate::wire::EndorsedKey {
+            key: self.key.as_bytes().to_vec(),
+            until: self.until,
+            endorsement: self.signature.clone(),
+        }
+    }
+
+    /// The wire form, if its key is an Ed25519 public key (the endorsement is not checked here).
+    pub fn from_wire(w: &crate::wire::EndorsedKey) -> Option<Endorsed> {
+        let key = <[u8; 32]>::try_from(w.key.as_slice())
+            .ok()
+            .and_then(|k| PublicKey::from_bytes(&k))?;
+        Some(Endorsed {
+            key,
+            until: w.until,
+            signature: w.endorsement.clone(),
+        })
+    }
 }
+
+fn endorsement_message(key: &PublicKey, until: i64) -> Vec<u8> {
+    [ENDORSEMENT_CONTEXT, key.as_bytes(), &until.to_le_bytes()].concat()
+}
+
+const ENDORSEMENT_CONTEXT: &[u8] = b"nightcast manifest-signing key v2\0";
 
 #[derive(Debug)]
 struct PinnedCa {
@@ -563,12 +615,19 @@ impl Ca {
         Ok(Ca { key, params, der })
     }
 
-    /// The CA's signature over the manifest-signing public key: what binds that key to the CA a
-    /// node pinned ([`check_endorsement`]).
-    pub fn endorse(&self, key: &PublicKey) -> Result<Vec<u8>, TrustError> {
+    /// The CA's signature over the manifest-signing public key and `until`: what binds that key
+    /// to the CA a node pinned, until then ([`Endorsed::check`]).
+    pub fn endorse(&self, key: &PublicKey, until: i64) -> Result<Endorsed, TrustError> {
         use rcgen::SigningKey as _;
-        let message = [ENDORSEMENT_CONTEXT, key.as_bytes()].concat();
-        self.key.sign(&message).map_err(cert_err)
+        let signature = self
+            .key
+            .sign(&endorsement_message(key, until))
+            .map_err(cert_err)?;
+        Ok(Endorsed {
+            key: *key,
+            until,
+            signature,
+        })
     }
 
     /// The CA's parameters are derived from its key, so that a saved key is all it takes to sign.
@@ -850,11 +909,19 @@ mod tests {
         let ca = Ca::generate(Validity::ca(NOW)).unwrap();
         let key = crate::keys::SigningKey::generate().unwrap().public();
         let other = crate::keys::SigningKey::generate().unwrap().public();
-        let sig = ca.endorse(&key).unwrap();
-        check_endorsement(ca.certificate(), &key, &sig).unwrap();
-        assert!(check_endorsement(ca.certificate(), &other, &sig).is_err());
+        let endorsed = ca.endorse(&key, NOW + 60).unwrap();
+        endorsed.check(ca.certificate()).unwrap();
+        let mut other_key = endorsed.clone();
+        other_key.key = other;
+        assert!(other_key.check(ca.certificate()).is_err());
+        let mut longer = endorsed.clone();
+        longer.until += 1;
+        assert!(
+            longer.check(ca.certificate()).is_err(),
+            "the time is signed too"
+        );
         let foreign = Ca::generate(Validity::ca(NOW)).unwrap();
-        assert!(check_endorsement(foreign.certificate(), &key, &sig).is_err());
+        assert!(endorsed.check(foreign.certificate()).is_err());
     }
 
     #[test]
@@ -867,8 +934,7 @@ mod tests {
         let reply = |ca: &Ca, who: &Identity, public: &[u8]| EnrolReply {
             certificate_der: ca.sign_public_key(who, public, year()).unwrap(),
             ca_der: ca.certificate().to_vec(),
-            signing_key: signing,
-            endorsement: ca.endorse(&signing).unwrap(),
+            signing: ca.endorse(&signing, NOW + ENDORSEMENT_SECS).unwrap(),
         };
         let me = id(Role::Agent, "nuc-1");
         let accept = |r: EnrolReply| {
@@ -884,7 +950,7 @@ mod tests {
         };
         let (creds, pinned) = accept(reply(&ca, &me, &public)).unwrap();
         assert_eq!(creds.identity(), Some(me.clone()));
-        assert_eq!(pinned, signing);
+        assert_eq!(pinned.key, signing);
         // Another CA (a relay that made its own), another node, another key, an unendorsed key.
         let evil = Ca::generate(Validity::ca(NOW)).unwrap();
         assert!(accept(reply(&evil, &me, &public)).is_err());
@@ -893,7 +959,7 @@ mod tests {
         let (_, other_public) = node_key().unwrap();
         assert!(accept(reply(&ca, &me, &other_public)).is_err());
         let mut forged = reply(&ca, &me, &public);
-        forged.signing_key = crate::keys::SigningKey::generate().unwrap().public();
+        forged.signing.key = crate::keys::SigningKey::generate().unwrap().public();
         assert!(accept(forged).is_err());
     }
 

@@ -125,14 +125,13 @@ pub enum Control {
         mac: String,
         renewal: bool,
     },
-    /// The certificate issued at enrolment, the CA that signed it (both DER), the
-    /// manifest-signing public key (32 bytes) the node pins from now on, and the CA's signature
-    /// over that key (`trust::Ca::endorse`), which the node checks against the CA it pinned.
+    /// The certificate issued at enrolment, the CA that signed it (both DER), and the
+    /// manifest-signing public key the node pins from now on, endorsed by the CA (checked against
+    /// the CA the node pinned).
     Enrolled {
         certificate_der: Vec<u8>,
         ca_der: Vec<u8>,
-        signing_key: Vec<u8>,
-        endorsement: Vec<u8>,
+        signing_key: EndorsedKey,
     },
     Error {
         code: ErrorCode,
@@ -170,6 +169,20 @@ pub struct SitePlan {
     /// relay refuses them at the handshake, also while the controller is away.
     #[serde(default)]
     pub revoked: Vec<String>,
+    /// The manifest-signing keys in force, each endorsed by the CA until a time: the current one
+    /// and, during a rotation, the previous ones. Relays and agents check each endorsement against
+    /// the CA they pinned before they accept manifests signed by the key.
+    #[serde(default)]
+    pub signing_keys: Vec<EndorsedKey>,
+}
+
+/// A manifest-signing public key (32 bytes) and the CA's signature over it and `until` (Unix
+/// seconds): `trust::Ca::endorse`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndorsedKey {
+    pub key: Vec<u8>,
+    pub until: i64,
+    pub endorsement: Vec<u8>,
 }
 
 /// A room's upcoming sessions.

@@ -188,11 +188,9 @@ impl Controller {
         let addr = endpoint.local_addr().unwrap();
         let enroller = with_enroller.then(|| {
             let ca = image_tools::trust::Ca::load(&self.ca_dir()).unwrap();
-            let endorsement = ca.endorse(&self.key.public()).unwrap();
             exchange::Enroller {
                 ca,
                 signing_key: self.key.public(),
-                endorsement,
                 lifetime_secs: DEFAULT_LIFETIME_SECS,
                 clock: Clock::system(),
                 policy: Box::new(SharedPolicy(self.policy.clone())),
@@ -577,7 +575,7 @@ async fn a_relay_vouches_for_agents_of_its_own_site_only() {
         Clock::system(),
     )
     .unwrap();
-    assert_eq!(signing, c.key.public());
+    assert_eq!(signing.key, c.key.public());
     assert_eq!(
         creds.identity(),
         Some(identity(Role::Agent, "lyon", "nuc-9"))
@@ -781,7 +779,7 @@ async fn only_enrolled_nodes_of_our_ca_get_in() {
     )
     .await
     .unwrap();
-    assert_eq!(signing, c.key.public(), "the signing key to pin");
+    assert_eq!(signing.key, c.key.public(), "the signing key to pin");
     assert_eq!(
         creds.identity(),
         Some(identity(Role::Relay, "lyon", "relay-9"))

@@ -26,6 +26,7 @@ use std::time::Duration;
 use anyhow::Context;
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection, FetchOptions};
+use image_tools::trust::keyring::KeyRing;
 use image_tools::trust::{self, Credentials, Expect, Identity};
 use image_tools::wire::{
     ErrorCode, Hello, MasterRef, Role, SessionEntry, SitePlan, Status, PROTOCOL_VERSION,
@@ -85,9 +86,12 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         Some(id) => NodeId::new(id)?,
         None => crate::identity::hardware_id(&cfg.identity_root)?.id,
     };
-    let (creds, key) = match trust::load_enrolment(&cfg.data) {
+    let (creds, keys) = match trust::load_enrolment(&cfg.data) {
         Ok(e) => e,
-        Err(_) => enrol_until_done(&cfg, &node, clock, &shutdown).await?,
+        Err(_) => {
+            enrol_until_done(&cfg, &node, clock, &shutdown).await?;
+            trust::load_enrolment(&cfg.data)?
+        }
     };
     let me = creds
         .identity()
@@ -134,7 +138,7 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         clock,
         me,
         creds,
-        key,
+        keys,
         slots: Arc::new(Mutex::new(slots)),
         store,
         hv,
@@ -181,7 +185,8 @@ struct Agent {
     clock: Clock,
     me: Identity,
     creds: Credentials,
-    key: PublicKey,
+    /// The manifest-signing keys accepted (from enrolment, then every plan).
+    keys: KeyRing,
     slots: Arc<Mutex<Slots>>,
     store: Arc<LocalStore>,
     hv: Box<dyn Hypervisor + Send>,
@@ -327,6 +332,7 @@ impl Agent {
         let result = async {
             let conn = self.connect().await?;
             let plan = conn.plan().await?;
+            self.learn_keys(&plan);
             if plan != self.plan {
                 if let Ok(bytes) = serde_json::to_vec_pretty(&plan) {
                     image_tools::durable::write_file(
@@ -374,12 +380,34 @@ impl Agent {
         }
     }
 
+    /// Takes the plan's endorsed signing keys: only those our CA endorsed (a relay cannot add
+    /// one), kept on disk.
+    fn learn_keys(&mut self, plan: &SitePlan) {
+        let (changed, refused) =
+            self.keys
+                .learn(&plan.signing_keys, &self.creds.ca, self.clock.now());
+        for key in refused {
+            tracing::error!(%key, "the plan names a signing key our CA did not endorse: ignored");
+        }
+        if changed {
+            tracing::info!(
+                keys = self.keys.accepted(self.clock.now()).len(),
+                "manifest-signing keys updated"
+            );
+            if let Err(e) = self.keys.save(&self.cfg.data) {
+                self.error(format!("cannot keep the signing keys on disk: {e}"));
+            }
+        }
+    }
+
     /// Renews this NUC's certificate through its relay (a third of its life is left): a new key,
     /// the reply checked against the CA it has, saved; the next connection uses it.
     async fn renew(&mut self, conn: &Connection) -> anyhow::Result<()> {
         let mac = self.mac.clone().unwrap_or_default();
-        let creds = exchange::renew(conn, &self.creds, &self.key, &mac, self.clock).await?;
-        trust::save_enrolment(&self.cfg.data, &creds, &self.key)?;
+        let (creds, signing) =
+            exchange::renew(conn, &self.creds, &self.keys, &mac, self.clock).await?;
+        trust::save_enrolment(&self.cfg.data, &creds, &signing)?;
+        self.keys.add(&signing);
         tracing::info!(
             not_after = creds.not_after(),
             "renewed this NUC's certificate"
@@ -704,7 +732,7 @@ impl Agent {
         let job = Job {
             target: target.clone(),
             conn,
-            key: self.key,
+            keys: self.keys.accepted(self.clock.now()),
             slots: self.slots.clone(),
             store: self.store.clone(),
             news: self.shared.clone(),
@@ -790,7 +818,8 @@ fn free_disk(path: &Path) -> u64 {
 struct Job {
     target: MasterRef,
     conn: Connection,
-    key: PublicKey,
+    /// The manifest-signing keys accepted when the job started.
+    keys: Vec<PublicKey>,
     slots: Arc<Mutex<Slots>>,
     store: Arc<LocalStore>,
     news: Arc<Mutex<JobNews>>,
@@ -841,7 +870,7 @@ impl Job {
             }
             got => got?,
         };
-        let manifest = match VerifiedManifest::open(bytes, &self.key) {
+        let manifest = match VerifiedManifest::open_with(bytes, &self.keys) {
             Ok(m)
                 if m.name.as_str() == self.target.name
                     && m.version.as_str() == self.target.version =>
@@ -872,7 +901,7 @@ impl Job {
         let held: HashSet<image_tools::ChunkId> = {
             let slots = self.slots.clone();
             let m = manifest.clone();
-            let (now, key) = (self.now, self.key);
+            let (now, keys) = (self.now, self.keys.clone());
             tokio::task::spawn_blocking(move || -> anyhow::Result<HashSet<image_tools::ChunkId>> {
                 let mut slots = slots
                     .lock()
@@ -884,7 +913,7 @@ impl Job {
                 slots.begin_next(&m, now)?;
                 let mut held = HashSet::new();
                 for slot in [SlotName::Current, SlotName::Previous] {
-                    if let Ok(m) = slots.load_manifest(slot, &key) {
+                    if let Ok(m) = slots.load_manifest(slot, &keys) {
                         held.extend(m.chunks().map(|c| c.id));
                     }
                 }
@@ -1002,7 +1031,7 @@ async fn enrol_until_done(
     node: &NodeId,
     clock: Clock,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(Credentials, PublicKey)> {
+) -> anyhow::Result<(Credentials, trust::Endorsed)> {
     let mut wait = Duration::from_secs(1);
     let mac = first_mac(&cfg.identity_root);
     loop {
@@ -1062,7 +1091,7 @@ async fn enrol(
     node: &NodeId,
     clock: Clock,
     mac: Option<&str>,
-) -> anyhow::Result<(Credentials, PublicKey)> {
+) -> anyhow::Result<(Credentials, trust::Endorsed)> {
     let token: Option<trust::Token> = cfg.token.as_deref().map(str::parse).transpose()?;
     let pinned = cfg
         .ca_fingerprint

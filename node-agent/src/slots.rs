@@ -683,13 +683,13 @@ impl Slots {
     pub fn load_manifest(
         &self,
         slot: SlotName,
-        key: &PublicKey,
+        keys: &[PublicKey],
     ) -> Result<VerifiedManifest, SlotError> {
         let path = self
             .manifest_path(slot)
             .ok_or(TransitionError::Empty { slot })?;
         let bytes = read_bounded(&path, MAX_MANIFEST_BYTES).map_err(io_err(&path))?;
-        VerifiedManifest::open(bytes, key).map_err(|e| SlotError::Manifest {
+        VerifiedManifest::open_with(bytes, keys).map_err(|e| SlotError::Manifest {
             slot,
             path,
             reason: e.to_string(),
@@ -1092,7 +1092,7 @@ mod tests {
             let v: usize = held.version.as_str()[1..].parse().unwrap();
             let image = fs::read(slots.image_path(slot).unwrap()).unwrap();
             assert!(image == self.image(v), "{slot} image differs from v{v}");
-            let manifest = slots.load_manifest(slot, &self.key.public()).unwrap();
+            let manifest = slots.load_manifest(slot, &[self.key.public()]).unwrap();
             assert_eq!(manifest.bytes(), self.manifest(v).bytes());
             Some(v)
         }
@@ -1234,7 +1234,7 @@ mod tests {
         assert_eq!(f.holds(&slots, SlotName::Current), Some(1));
         assert_eq!(slots.state()[2].state, SlotState::Empty);
         assert!(matches!(
-            slots.load_manifest(SlotName::Previous, &f.key.public()),
+            slots.load_manifest(SlotName::Previous, &[f.key.public()]),
             Err(SlotError::Transition(TransitionError::Empty {
                 slot: SlotName::Previous
             }))

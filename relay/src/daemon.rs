@@ -31,6 +31,7 @@ use anyhow::Context;
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Catalog, Connection, FetchOptions, RateLimit, Service};
 use image_tools::store::StoreSize;
+use image_tools::trust::keyring::KeyRing;
 use image_tools::trust::{Admit, Credentials, Expect, Identity, Revoked};
 use image_tools::wire::{Hello, MasterRef, Role, SitePlan, Status, PROTOCOL_VERSION};
 use image_tools::{
@@ -133,7 +134,8 @@ pub struct Relay {
     me: Identity,
     /// Renewed by the link task before they expire.
     creds: RwLock<Credentials>,
-    key: PublicKey,
+    /// The manifest-signing keys accepted (from enrolment, then every plan).
+    keys: RwLock<KeyRing>,
     /// The site's agents whose certificates the controller revoked (from the plan).
     revoked: Revoked,
     /// The LAN server's endpoint, whose certificate is swapped in place when renewed.
@@ -265,7 +267,7 @@ pub async fn run(
 
 impl Relay {
     fn open(cfg: Config, clock: Clock) -> anyhow::Result<Arc<Relay>> {
-        let (creds, key) = image_tools::trust::load_enrolment(&cfg.data).with_context(|| {
+        let (creds, ring) = image_tools::trust::load_enrolment(&cfg.data).with_context(|| {
             format!(
                 "{} is not enrolled: run `nightcast-relay enroll` first",
                 cfg.data.display()
@@ -311,7 +313,7 @@ impl Relay {
             clock,
             me,
             creds: RwLock::new(creds),
-            key,
+            keys: RwLock::new(ring),
             revoked,
             lan: std::sync::OnceLock::new(),
             quota,
@@ -378,8 +380,9 @@ impl Relay {
             }
             match std::fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| VerifiedManifest::open(b, &self.key).map_err(|e| e.to_string()))
-            {
+                .and_then(|b| {
+                    VerifiedManifest::open_with(b, &self.accepted_keys()).map_err(|e| e.to_string())
+                }) {
                 Ok(m) => {
                     let k = (m.name.to_string(), m.version.to_string());
                     known.insert(k, self.known_from(Arc::new(m))?);
@@ -755,6 +758,8 @@ impl Relay {
 
     /// Takes a new plan from the controller: kept on disk, and the fetcher looks at it.
     fn take_plan(&self, plan: SitePlan) {
+        // Endorsements are renewed in every plan: taken even when nothing else changed.
+        self.learn_keys(&plan);
         if self.plan.read().map(|p| *p == plan).unwrap_or(false) {
             return;
         }
@@ -808,6 +813,36 @@ impl Relay {
         Ok(conn)
     }
 
+    /// The manifest-signing keys accepted now.
+    fn accepted_keys(&self) -> Vec<PublicKey> {
+        self.keys
+            .read()
+            .map(|k| k.accepted(self.clock.now()))
+            .unwrap_or_default()
+    }
+
+    /// Takes the plan's endorsed signing keys (checked against our CA), kept on disk.
+    fn learn_keys(&self, plan: &SitePlan) {
+        let ca = self.creds().ca;
+        let Ok(mut ring) = self.keys.write() else {
+            return;
+        };
+        let (changed, refused) = ring.learn(&plan.signing_keys, &ca, self.clock.now());
+        for key in refused {
+            tracing::error!(%key, "the plan names a signing key our CA did not endorse: ignored");
+        }
+        if changed {
+            tracing::info!(
+                keys = ring.accepted(self.clock.now()).len(),
+                "manifest-signing keys updated"
+            );
+            if let Err(e) = ring.save(&self.cfg.data) {
+                drop(ring);
+                self.error(format!("cannot keep the signing keys on disk: {e}"));
+            }
+        }
+    }
+
     fn creds(&self) -> Credentials {
         match self.creds.read() {
             Ok(c) => c.clone(),
@@ -831,8 +866,9 @@ impl Relay {
         if !current.renewal_due(self.clock.now()) {
             return Ok(());
         }
-        let creds = exchange::renew(conn, &current, &self.key, "", self.clock).await?;
-        image_tools::trust::save_enrolment(&self.cfg.data, &creds, &self.key)?;
+        let ring = self.keys.read().map(|k| k.clone()).unwrap_or_default();
+        let (creds, signing) = exchange::renew(conn, &current, &ring, "", self.clock).await?;
+        image_tools::trust::save_enrolment(&self.cfg.data, &creds, &signing)?;
         tracing::info!(
             not_after = creds.not_after(),
             "renewed this relay's certificate"
@@ -1154,7 +1190,7 @@ async fn fetch_one(
                 .manifest(master)
                 .await
                 .map_err(|e| Retry::Transport(e.to_string()))?;
-            let m = VerifiedManifest::open(bytes, &r.key).map_err(|e| {
+            let m = VerifiedManifest::open_with(bytes, &r.accepted_keys()).map_err(|e| {
                 Retry::Later(format!(
                     "the controller sent a manifest for {} {} that does not verify: {e}",
                     master.name, master.version

@@ -12,6 +12,7 @@
 //! ```text
 //! DATA/tls/node.key, node.crt, ca.crt   identity from enrolment (node.key mode 0600)
 //! DATA/signing.pub                      the manifest-signing key pinned at enrolment
+//! DATA/signing-keys.json                the signing keys accepted, endorsed by the CA (plans renew them)
 //! DATA/store/                           the site's chunk cache
 //! DATA/manifests/NAME-VERSION.manifest  verified manifests of the versions being fetched or held;
 //!                                       a version is held when the store has all its chunks
@@ -63,14 +64,14 @@ pub async fn enroll(
 struct Session {
     endpoint: quinn::Endpoint,
     conn: Connection,
-    /// The signing key pinned at enrolment.
-    key: image_tools::PublicKey,
+    /// The manifest-signing keys accepted now.
+    keys: Vec<image_tools::PublicKey>,
     me: trust::Identity,
 }
 
 impl Session {
     async fn open(controller: SocketAddr, data: &Path, clock: Clock) -> Result<Session> {
-        let (creds, key) = trust::load_enrolment(data)
+        let (creds, ring) = trust::load_enrolment(data)
             .context("not enrolled: run `nightcast-relay enroll` first")?;
         let me = creds
             .identity()
@@ -89,7 +90,7 @@ impl Session {
         Ok(Session {
             endpoint,
             conn,
-            key,
+            keys: ring.accepted(clock.now()),
             me,
         })
     }
@@ -109,7 +110,7 @@ pub async fn plan(
 }
 
 /// The master versions whose manifests are in `dir` and whose chunks are all in `store`.
-fn held_masters(dir: &Path, key: &image_tools::PublicKey, store: &LocalStore) -> Vec<MasterRef> {
+fn held_masters(dir: &Path, keys: &[image_tools::PublicKey], store: &LocalStore) -> Vec<MasterRef> {
     use image_tools::ChunkStore;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -117,7 +118,7 @@ fn held_masters(dir: &Path, key: &image_tools::PublicKey, store: &LocalStore) ->
     let mut out: Vec<MasterRef> = entries
         .filter_map(Result::ok)
         .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| VerifiedManifest::open(b, key).ok())
+        .filter_map(|b| VerifiedManifest::open_with(b, keys).ok())
         .filter(|m| {
             m.unique_chunks()
                 .iter()
@@ -144,11 +145,11 @@ pub async fn fetch(
     let Session {
         endpoint,
         conn,
-        key,
+        keys,
         me,
     } = Session::open(controller, data, clock).await?;
     let bytes = conn.manifest(master).await?;
-    let manifest = VerifiedManifest::open(bytes, &key)
+    let manifest = VerifiedManifest::open_with(bytes, &keys)
         .context("the controller sent a manifest that does not verify")?;
     let store = Arc::new(LocalStore::open(&data.join("store"))?);
     let rate = rate_mbit.map(|m| Arc::new(RateLimit::new(m * 1_000_000)));
@@ -181,7 +182,7 @@ pub async fn fetch(
     // Tell the controller what this site now holds (its planner counts on it).
     let status = image_tools::wire::Status {
         node_id: me.node.to_string(),
-        holding: held_masters(&dir, &key, &store),
+        holding: held_masters(&dir, &keys, &store),
         fields: vec![("software".into(), env!("CARGO_PKG_VERSION").into())],
     };
     if let Err(e) = conn.report(status).await {

@@ -283,7 +283,9 @@ impl Fleet {
                 mpath.to_str().unwrap(),
             ],
         );
-        VerifiedManifest::open(std::fs::read(&mpath).unwrap(), &self.key)
+        // Signed by the controller's key of the moment (a test may have rotated it).
+        let key = PublicKey::load(&c.join("signing.key.pub")).unwrap();
+        VerifiedManifest::open(std::fs::read(&mpath).unwrap(), &key)
             .unwrap()
             .manifest()
             .clone()
@@ -436,7 +438,7 @@ impl Fleet {
                 self.clock,
             ))
             .unwrap();
-        assert_eq!(key, self.key);
+        assert_eq!(key.key, self.key);
         Agent {
             node: node.to_owned(),
             creds,
