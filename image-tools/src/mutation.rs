@@ -29,7 +29,10 @@ impl From<(u8, usize, usize)> for Edit {
                 at: a,
                 mask: (b % 255) as u8 + 1,
             },
-            1 => Edit::Insert { at: a, byte: b as u8 },
+            1 => Edit::Insert {
+                at: a,
+                byte: b as u8,
+            },
             2 => Edit::Remove {
                 at: a,
                 len: b % 16 + 1,
@@ -93,10 +96,20 @@ mod tests {
         let flip = mutate(&base, &[Edit::Flip { at: 0, mask: 0x20 }]);
         assert_eq!(&flip[..4], b"Site");
         assert_eq!(mutate(&base, &[Edit::Truncate { at: 4 }]), b"site");
-        assert_eq!(mutate(&base, &[Edit::Remove { at: 4, len: 5 }]), b"site\nlyon,salle-1\n");
+        assert_eq!(
+            mutate(&base, &[Edit::Remove { at: 4, len: 5 }]),
+            b"site\nlyon,salle-1\n"
+        );
         assert_eq!(mutate(b"ab", &[Edit::Insert { at: 1, byte: b'-' }]), b"a-b");
         assert_eq!(
-            mutate(b"ab\n", &[Edit::Copy { from: 0, len: 3, to: 3 }]),
+            mutate(
+                b"ab\n",
+                &[Edit::Copy {
+                    from: 0,
+                    len: 3,
+                    to: 3
+                }]
+            ),
             b"ab\nab\n"
         );
         for kind in 0..5u8 {

@@ -959,11 +959,22 @@ mod tests {
         }
 
         /// `accept_enrolment` as an agent `nuc-1` pinning `pinned` calls it.
-        fn accept(pinned: [u8; 16], reply: EnrolReply) -> Result<(Credentials, PublicKey), TrustError> {
+        fn accept(
+            pinned: [u8; 16],
+            reply: EnrolReply,
+        ) -> Result<(Credentials, PublicKey), TrustError> {
             let v = valid();
             let clock = Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap();
             let node = NodeId::new("nuc-1").unwrap();
-            accept_enrolment(pinned, Role::Agent, &node, v.key.clone(), &v.public, reply, clock)
+            accept_enrolment(
+                pinned,
+                Role::Agent,
+                &node,
+                v.key.clone(),
+                &v.public,
+                reply,
+                clock,
+            )
         }
 
         proptest! {

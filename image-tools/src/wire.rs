@@ -502,16 +502,24 @@ mod tests {
         let bytes = |n| proptest::collection::vec(any::<u8>(), 0..n);
         let role = prop_oneof![Just(Role::Controller), Just(Role::Relay), Just(Role::Agent)];
         prop_oneof![
-            (".{0,60}", role, ".{0,70}", bytes(80), ".{0,20}", any::<bool>()).prop_map(
-                |(token, role, node_id, public_key, mac, renewal)| Control::Enroll {
-                    token,
-                    role,
-                    node_id,
-                    public_key,
-                    mac,
-                    renewal,
-                }
-            ),
+            (
+                ".{0,60}",
+                role,
+                ".{0,70}",
+                bytes(80),
+                ".{0,20}",
+                any::<bool>()
+            )
+                .prop_map(|(token, role, node_id, public_key, mac, renewal)| {
+                    Control::Enroll {
+                        token,
+                        role,
+                        node_id,
+                        public_key,
+                        mac,
+                        renewal,
+                    }
+                }),
             (bytes(700), bytes(500), bytes(40), bytes(80)).prop_map(
                 |(certificate_der, ca_der, signing_key, endorsement)| Control::Enrolled {
                     certificate_der,
