@@ -305,10 +305,10 @@ impl Db {
     ) -> Result<(), DbError> {
         image_tools::SiteId::new(name).map_err(|e| DbError::Invalid(e.to_string()))?;
         parse_schedule(tz, windows)?;
-        if cap_mbit == 0 {
-            return Err(DbError::Invalid(
-                "the WAN cap must be above 0 Mbit/s".into(),
-            ));
+        if cap_mbit == 0 || cap_mbit > MAX_CAP_MBIT {
+            return Err(DbError::Invalid(format!(
+                "the WAN cap must be between 1 and {MAX_CAP_MBIT} Mbit/s, not {cap_mbit}"
+            )));
         }
         self.conn.execute(
             "INSERT INTO sites (name, tz, windows, cap_mbit, takeover)
@@ -1271,6 +1271,10 @@ fn seat_states(conn: &Connection, only: Option<&str>) -> Result<Vec<takeover::Si
     Ok(sites)
 }
 
+/// A site's WAN cap is at most this (1 Tbit/s): a larger number is a typing error, and would not
+/// fit the database's integer.
+pub const MAX_CAP_MBIT: u64 = 1_000_000;
+
 /// A session as read from a calendar file, before it is checked against the catalogue.
 #[derive(Debug, Clone, PartialEq)]
 struct CalendarRow {
@@ -2008,5 +2012,77 @@ lyon,salle-1,a,1,2026-11-24 08:30,2026-11-24 17:00
             db.add_room("nowhere", "r"),
             Err(DbError::NoSite(_))
         ));
+    }
+
+    mod calendar_input {
+        use super::*;
+        use image_tools::mutation::{mutate_text, Edit};
+        use proptest::prelude::*;
+
+        /// Feeds 256 calendars to one catalogue: each either imports (and the sessions grow by
+        /// what it says) or is refused with an error naming a line of the file, and then nothing
+        /// was written. Never a panic.
+        fn imports_or_names_a_line(
+            text: impl Strategy<Value = String>,
+            import: fn(&mut Db, &str, &str) -> Result<usize, DbError>,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = std::cell::RefCell::new(sample(dir.path()));
+            let mut runner =
+                proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(256));
+            let outcome = runner.run(&text, |text| {
+                let mut db = db.borrow_mut();
+                let before = db.sessions(None).unwrap().len();
+                match import(&mut db, "cal", &text) {
+                    Ok(n) => prop_assert_eq!(db.sessions(None).unwrap().len(), before + n),
+                    Err(DbError::Calendar { file, line, .. }) => {
+                        prop_assert_eq!(file, "cal");
+                        prop_assert!(
+                            line >= 1 && line <= text.lines().count().max(1),
+                            "line {line}"
+                        );
+                        prop_assert_eq!(db.sessions(None).unwrap().len(), before);
+                    }
+                    Err(e) => prop_assert!(false, "not a calendar error: {e}"),
+                }
+                Ok(())
+            });
+            if let Err(e) = outcome {
+                panic!("{e}");
+            }
+        }
+
+        fn edits() -> impl Strategy<Value = Vec<Edit>> {
+            proptest::collection::vec(any::<(u8, usize, usize)>().prop_map(Into::into), 1..6)
+        }
+
+        fn random() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "\\PC{0,300}",
+                proptest::collection::vec(any::<u8>(), 0..300)
+                    .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            ]
+        }
+
+        #[test]
+        fn random_csv_imports_or_names_a_line() {
+            imports_or_names_a_line(random(), Db::import_csv);
+        }
+
+        #[test]
+        fn mutated_csv_imports_or_names_a_line() {
+            imports_or_names_a_line(edits().prop_map(|e| mutate_text(GOOD, &e)), Db::import_csv);
+        }
+
+        #[test]
+        fn random_ics_imports_or_names_a_line() {
+            let with_event = random().prop_map(|t| format!("BEGIN:VEVENT\r\n{t}"));
+            imports_or_names_a_line(prop_oneof![random(), with_event], Db::import_ics);
+        }
+
+        #[test]
+        fn mutated_ics_imports_or_names_a_line() {
+            imports_or_names_a_line(edits().prop_map(|e| mutate_text(ICS, &e)), Db::import_ics);
+        }
     }
 }

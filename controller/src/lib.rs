@@ -91,7 +91,11 @@ pub fn init(data: &DataDir, now_unix: i64) -> Result<[u8; 16]> {
     Ok(ca.fingerprint())
 }
 
-/// A one-time enrolment token for a node of `role` at `site`.
+/// The longest an enrolment token lives: a month (a token is for a NUC or relay about to be set up).
+pub const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// A one-time enrolment token for a node of `role` at `site`, valid for `ttl_secs` (at most
+/// `MAX_TOKEN_TTL_SECS`).
 pub fn issue_token(
     data: &DataDir,
     role: Role,
@@ -99,6 +103,12 @@ pub fn issue_token(
     now_unix: u64,
     ttl_secs: u64,
 ) -> Result<Token> {
+    if ttl_secs == 0 || ttl_secs > MAX_TOKEN_TTL_SECS {
+        anyhow::bail!(
+            "a token lives between 1 second and {} hours, not {ttl_secs} seconds",
+            MAX_TOKEN_TTL_SECS / 3600
+        );
+    }
     let ca = Ca::load(&data.ca()).context("no CA here: run `nightcast-controller init` first")?;
     let token = Token::generate(ca.fingerprint())?;
     let now = now_unix as i64;

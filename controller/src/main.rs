@@ -133,7 +133,7 @@ fn main() -> ExitCode {
             ttl_hours,
         } => {
             let role = if role == "relay" { Role::Relay } else { Role::Agent };
-            controller::issue_token(&DataDir(data), role, site, now_unix(), ttl_hours * 3600).map(|t| println!("{t}"))
+            controller::issue_token(&DataDir(data), role, site, now_unix(), ttl_hours.saturating_mul(3600)).map(|t| println!("{t}"))
         }
         Command::Serve {
             config,

@@ -20,6 +20,7 @@
 //! - [`windows`]: night windows in a site's time zone (jiff), as absolute openings.
 //! - [`clock`]: the one reading of the wall clock, and the `NIGHTCAST_CLOCK` test clock.
 //! - [`testimage`]: deterministic VM-like images for tests and the demo.
+//! - [`mutation`]: byte-level edits of valid inputs, for the parsers' property tests.
 //! - [`cli`]: the `nightcast-image` command line (the binary is a thin wrapper around it).
 //!
 //! Architecture invariants: this crate knows nothing of calendars or sessions and computes no plan
@@ -40,6 +41,7 @@ pub mod ids;
 pub mod import;
 pub mod keys;
 pub mod manifest;
+pub mod mutation;
 pub mod probe;
 pub mod store;
 pub mod testimage;

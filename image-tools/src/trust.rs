@@ -972,4 +972,137 @@ mod tests {
         assert!(!t.secret_hash().contains(&hex(&t.secret)));
         assert!("nc1-zz-00".parse::<Token>().is_err());
     }
+
+    mod outside_input {
+        use super::*;
+        use crate::mutation::{mutate, mutate_text, Edit};
+        use proptest::prelude::*;
+
+        fn edits() -> impl Strategy<Value = Vec<Edit>> {
+            proptest::collection::vec(any::<(u8, usize, usize)>().prop_map(Into::into), 1..6)
+        }
+
+        /// A token typed by the DSI (or found in a config file): parsed, or refused with an error
+        /// that quotes at most 80 characters of it; whatever parses prints back to itself.
+        fn check_token(text: &str) -> Result<(), TestCaseError> {
+            match text.parse::<Token>() {
+                Ok(t) => prop_assert_eq!(t.to_string().parse::<Token>().unwrap(), t),
+                Err(TrustError::BadToken(quoted)) => prop_assert!(quoted.chars().count() <= 80),
+                Err(e) => prop_assert!(false, "unexpected error {e}"),
+            }
+            Ok(())
+        }
+
+        /// A valid enrolment reply for `nuc-1`, and what the node knows when it checks it.
+        struct Valid {
+            ca: [u8; 16],
+            key: Vec<u8>,
+            public: Vec<u8>,
+            reply: EnrolReply,
+        }
+
+        fn valid() -> &'static Valid {
+            static VALID: std::sync::OnceLock<Valid> = std::sync::OnceLock::new();
+            VALID.get_or_init(|| {
+                let ca = Ca::generate(Validity::ca(NOW)).unwrap();
+                let signing = crate::keys::SigningKey::from_seed([3; 32]).public();
+                let (key, public) = node_key().unwrap();
+                let reply = EnrolReply {
+                    certificate_der: ca
+                        .sign_public_key(&id(Role::Agent, "nuc-1"), &public, year())
+                        .unwrap(),
+                    ca_der: ca.certificate().to_vec(),
+                    signing_key: signing,
+                    endorsement: ca.endorse(&signing).unwrap(),
+                };
+                Valid {
+                    ca: ca.fingerprint(),
+                    key,
+                    public,
+                    reply,
+                }
+            })
+        }
+
+        /// `accept_enrolment` as an agent `nuc-1` pinning `pinned` calls it.
+        fn accept(
+            pinned: [u8; 16],
+            reply: EnrolReply,
+        ) -> Result<(Credentials, PublicKey), TrustError> {
+            let v = valid();
+            let clock = Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap();
+            let node = NodeId::new("nuc-1").unwrap();
+            accept_enrolment(
+                pinned,
+                Role::Agent,
+                &node,
+                v.key.clone(),
+                &v.public,
+                reply,
+                clock,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_text_parses_as_a_token_or_is_refused(text in "\\PC{0,120}", prefixed in "nc1-[0-9a-fA-F-]{0,70}") {
+                check_token(&text)?;
+                check_token(&prefixed)?;
+            }
+
+            #[test]
+            fn mutated_tokens_parse_or_are_refused(secret in any::<[u8; 16]>(), ca in any::<[u8; 16]>(), edits in edits()) {
+                let token = Token { secret, ca_fingerprint: ca }.to_string();
+                check_token(&mutate_text(&token, &edits))?;
+            }
+
+            /// Random certificate, CA and endorsement bytes: refused, never a panic, even when
+            /// the node pinned that very (random) CA so that every check runs.
+            #[test]
+            fn random_enrolment_replies_are_refused(
+                cert in proptest::collection::vec(any::<u8>(), 0..800),
+                ca in proptest::collection::vec(any::<u8>(), 0..600),
+                endorsement in proptest::collection::vec(any::<u8>(), 0..80),
+            ) {
+                let v = valid();
+                let reply = EnrolReply {
+                    certificate_der: cert,
+                    ca_der: ca.clone(),
+                    signing_key: v.reply.signing_key,
+                    endorsement,
+                };
+                prop_assert!(accept(v.ca, reply.clone()).is_err());
+                prop_assert!(accept(fingerprint(&ca), reply).is_err());
+            }
+
+            /// A valid reply with its certificate or its endorsement mutated is refused; with its
+            /// CA mutated (and pinned as mutated, so the check goes past the fingerprint) it never
+            /// panics. Parts of a CA certificate that a trust anchor does not use (its own
+            /// signature, its validity) may change without consequence: the node pinned those
+            /// exact bytes.
+            #[test]
+            fn mutated_enrolment_replies_are_refused(part in 0..3u8, edits in edits()) {
+                let v = valid();
+                let mut reply = v.reply.clone();
+                match part {
+                    0 => reply.certificate_der = mutate(&reply.certificate_der, &edits),
+                    1 => reply.endorsement = mutate(&reply.endorsement, &edits),
+                    _ => reply.ca_der = mutate(&reply.ca_der, &edits),
+                }
+                let changed = reply.certificate_der != v.reply.certificate_der
+                    || reply.endorsement != v.reply.endorsement
+                    || reply.ca_der != v.reply.ca_der;
+                let pinned = fingerprint(&reply.ca_der);
+                let outcome = accept(pinned, reply);
+                if part < 2 && changed {
+                    prop_assert!(outcome.is_err());
+                }
+                if !changed {
+                    prop_assert!(outcome.is_ok());
+                }
+            }
+        }
+    }
 }

@@ -571,4 +571,61 @@ mod tests {
             let _ = decode(&bytes);
         }
     }
+
+    /// The enrolment messages a node without a certificate sends (`Enroll`) and receives
+    /// (`Enrolled`): the first bytes a relay or the controller reads from a stranger.
+    fn enrolment() -> impl Strategy<Value = Control> {
+        let bytes = |n| proptest::collection::vec(any::<u8>(), 0..n);
+        let role = prop_oneof![Just(Role::Controller), Just(Role::Relay), Just(Role::Agent)];
+        prop_oneof![
+            (
+                ".{0,60}",
+                role,
+                ".{0,70}",
+                bytes(80),
+                ".{0,20}",
+                any::<bool>()
+            )
+                .prop_map(|(token, role, node_id, public_key, mac, renewal)| {
+                    Control::Enroll {
+                        token,
+                        role,
+                        node_id,
+                        public_key,
+                        mac,
+                        renewal,
+                    }
+                }),
+            (bytes(700), bytes(500), bytes(40), bytes(80)).prop_map(
+                |(certificate_der, ca_der, signing_key, endorsement)| Control::Enrolled {
+                    certificate_der,
+                    ca_der,
+                    signing_key,
+                    endorsement,
+                }
+            ),
+        ]
+    }
+
+    fn edits() -> impl Strategy<Value = Vec<crate::mutation::Edit>> {
+        proptest::collection::vec(any::<(u8, usize, usize)>().prop_map(Into::into), 1..6)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// An enrolment message round-trips; mutated (bytes flipped, inserted, removed, copied,
+        /// cut, in the header or the body), it decodes to an error, "incomplete" or some frame no
+        /// longer than the input, and never panics.
+        #[test]
+        fn mutated_enrolment_frames_never_panic(c in enrolment(), edits in edits()) {
+            let frame = Frame::Control(c);
+            let bytes = encode_to_vec(&frame).unwrap();
+            prop_assert_eq!(decode(&bytes).unwrap(), Some((frame, bytes.len())));
+            let mutated = crate::mutation::mutate(&bytes, &edits);
+            if let Ok(Some((_, used))) = decode(&mutated) {
+                prop_assert!(used <= mutated.len());
+            }
+        }
+    }
 }

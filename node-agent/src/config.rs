@@ -146,4 +146,55 @@ mod tests {
             assert!(e.contains(says), "{text}: {e}");
         }
     }
+
+    mod outside_input {
+        use super::*;
+        use image_tools::mutation::{mutate_text, Edit};
+        use proptest::prelude::*;
+
+        /// Every key of the file: a refusal names one of them, or the line where TOML broke.
+        const KEYS: &[&str] = &[
+            "data",
+            "relay",
+            "discovery",
+            "ca_fingerprint",
+            "token",
+            "node_id",
+            "identity_root",
+            "poll_secs",
+            "hypervisor",
+            "qemu_command",
+            "end_of_day",
+            "threads",
+            "power_off_after_night_work",
+            "power_off_command",
+        ];
+
+        fn check(text: &str) -> Result<(), TestCaseError> {
+            if let Err(e) = Config::parse(text) {
+                let e = format!("{e:#}");
+                prop_assert!(
+                    e.contains("line ") || KEYS.iter().any(|k| e.contains(k)),
+                    "{text:?}: {e}"
+                );
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn random_text_parses_or_names_a_key_or_line(text in "\\PC{0,300}") {
+                check(&text)?;
+            }
+
+            #[test]
+            fn mutated_examples_parse_or_name_a_key_or_line(
+                edits in proptest::collection::vec(any::<(u8, usize, usize)>().prop_map(Edit::from), 1..6),
+            ) {
+                check(&mutate_text(include_str!("../agent.example.toml"), &edits))?;
+            }
+        }
+    }
 }

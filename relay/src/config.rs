@@ -235,4 +235,56 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("-3 GB").is_err());
     }
+
+    mod outside_input {
+        use super::*;
+        use image_tools::mutation::{mutate_text, Edit};
+        use proptest::prelude::*;
+
+        /// Every key of the file: a refusal names one of them, or the line where TOML broke.
+        const KEYS: &[&str] = &[
+            "controller",
+            "data",
+            "site",
+            "listen",
+            "discovery",
+            "quota",
+            "poll_secs",
+            "reconnect_max_secs",
+            "scrub",
+            "mib_per_sec",
+            "every_hours",
+            "wake_on_lan",
+            "enabled",
+            "target",
+            "grace_minutes",
+        ];
+
+        fn check(text: &str) -> Result<(), TestCaseError> {
+            if let Err(e) = Config::parse(text) {
+                let e = format!("{e:#}");
+                prop_assert!(
+                    e.contains("line ") || KEYS.iter().any(|k| e.contains(k)),
+                    "{text:?}: {e}"
+                );
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn random_text_parses_or_names_a_key_or_line(text in "\\PC{0,300}") {
+                check(&text)?;
+            }
+
+            #[test]
+            fn mutated_examples_parse_or_name_a_key_or_line(
+                edits in proptest::collection::vec(any::<(u8, usize, usize)>().prop_map(Edit::from), 1..6),
+            ) {
+                check(&mutate_text(include_str!("../relay.example.toml"), &edits))?;
+            }
+        }
+    }
 }
