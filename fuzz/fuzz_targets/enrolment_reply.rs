@@ -3,9 +3,9 @@
 //! runs). Random bytes never make a valid certificate: it must be refused.
 #![no_main]
 use image_tools::clock::Clock;
-use image_tools::trust::{accept_enrolment, fingerprint, node_key, EnrolReply};
+use image_tools::trust::{accept_enrolment, fingerprint, node_key, Endorsed, EnrolReply};
 use image_tools::wire::{decode, Control, Frame, Role};
-use image_tools::{NodeId, PublicKey};
+use image_tools::NodeId;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -20,17 +20,13 @@ fuzz_target!(|data: &[u8]| {
             certificate_der,
             ca_der,
             signing_key,
-            endorsement,
         }),
         _,
     ))) = decode(data)
     else {
         return;
     };
-    let Some(signing_key) = <[u8; 32]>::try_from(signing_key.as_slice())
-        .ok()
-        .and_then(|k| PublicKey::from_bytes(&k))
-    else {
+    let Some(signing) = Endorsed::from_wire(&signing_key) else {
         return;
     };
     let (key, public) = node();
@@ -38,8 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let reply = EnrolReply {
         certificate_der,
         ca_der,
-        signing_key,
-        endorsement,
+        signing,
     };
     let clock = Clock::parse_now("start=2026-12-01T22:30:00Z").expect("a clock");
     let node = NodeId::new("nuc-1").expect("a node id");

@@ -1012,8 +1012,7 @@ mod tests {
                         .sign_public_key(&id(Role::Agent, "nuc-1"), &public, year())
                         .unwrap(),
                     ca_der: ca.certificate().to_vec(),
-                    signing_key: signing,
-                    endorsement: ca.endorse(&signing).unwrap(),
+                    signing: ca.endorse(&signing, NOW + ENDORSEMENT_SECS).unwrap(),
                 };
                 Valid {
                     ca: ca.fingerprint(),
@@ -1028,7 +1027,7 @@ mod tests {
         fn accept(
             pinned: [u8; 16],
             reply: EnrolReply,
-        ) -> Result<(Credentials, PublicKey), TrustError> {
+        ) -> Result<(Credentials, Endorsed), TrustError> {
             let v = valid();
             let clock = Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap();
             let node = NodeId::new("nuc-1").unwrap();
@@ -1067,11 +1066,12 @@ mod tests {
                 endorsement in proptest::collection::vec(any::<u8>(), 0..80),
             ) {
                 let v = valid();
+                let mut signing = v.reply.signing.clone();
+                signing.signature = endorsement;
                 let reply = EnrolReply {
                     certificate_der: cert,
                     ca_der: ca.clone(),
-                    signing_key: v.reply.signing_key,
-                    endorsement,
+                    signing,
                 };
                 prop_assert!(accept(v.ca, reply.clone()).is_err());
                 prop_assert!(accept(fingerprint(&ca), reply).is_err());
@@ -1088,11 +1088,11 @@ mod tests {
                 let mut reply = v.reply.clone();
                 match part {
                     0 => reply.certificate_der = mutate(&reply.certificate_der, &edits),
-                    1 => reply.endorsement = mutate(&reply.endorsement, &edits),
+                    1 => reply.signing.signature = mutate(&reply.signing.signature, &edits),
                     _ => reply.ca_der = mutate(&reply.ca_der, &edits),
                 }
                 let changed = reply.certificate_der != v.reply.certificate_der
-                    || reply.endorsement != v.reply.endorsement
+                    || reply.signing.signature != v.reply.signing.signature
                     || reply.ca_der != v.reply.ca_der;
                 let pinned = fingerprint(&reply.ca_der);
                 let outcome = accept(pinned, reply);

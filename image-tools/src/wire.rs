@@ -596,12 +596,15 @@ mod tests {
                         renewal,
                     }
                 }),
-            (bytes(700), bytes(500), bytes(40), bytes(80)).prop_map(
-                |(certificate_der, ca_der, signing_key, endorsement)| Control::Enrolled {
+            (bytes(700), bytes(500), bytes(40), any::<i64>(), bytes(80)).prop_map(
+                |(certificate_der, ca_der, key, until, endorsement)| Control::Enrolled {
                     certificate_der,
                     ca_der,
-                    signing_key,
-                    endorsement,
+                    signing_key: EndorsedKey {
+                        key,
+                        until,
+                        endorsement,
+                    },
                 }
             ),
         ]
