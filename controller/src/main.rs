@@ -26,26 +26,6 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Replace the manifest-signing key (stop the controller first): the old key stays accepted
-    /// by relays and NUCs until it is retired, and every manifest is signed again with the new
-    /// one. Relays and NUCs learn the new key with their next plan.
-    RotateSigningKey {
-        #[arg(long)]
-        data: PathBuf,
-    },
-    /// Stop accepting a previous manifest-signing key (stop the controller first): relays and
-    /// NUCs drop it when its endorsement runs out (90 days at most).
-    RetireSigningKey {
-        #[arg(long)]
-        data: PathBuf,
-        /// The key, as `signing-keys` prints it (16 hex digits or more).
-        key: String,
-    },
-    /// The manifest-signing keys in force: the current one first.
-    SigningKeys {
-        #[arg(long)]
-        data: PathBuf,
-    },
     /// Create a controller data directory: certificate authority, manifest-signing key, chunk store.
     Init {
         #[arg(long)]
@@ -85,6 +65,26 @@ enum Command {
         /// Address of the admin API (HTTP); keep it on localhost. Default 127.0.0.1:8644.
         #[arg(long)]
         api: Option<SocketAddr>,
+    },
+    /// Replace the manifest-signing key (stop the controller first): the old key stays accepted
+    /// by relays and NUCs until it is retired, and every manifest is signed again with the new
+    /// one. Relays and NUCs learn the new key with their next plan.
+    RotateSigningKey {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Stop accepting a previous manifest-signing key (stop the controller first): relays and
+    /// NUCs drop it when its endorsement runs out (90 days at most).
+    RetireSigningKey {
+        #[arg(long)]
+        data: PathBuf,
+        /// The key, as `signing-keys` prints it (16 hex digits or more).
+        key: String,
+    },
+    /// The manifest-signing keys in force: the current one first.
+    SigningKeys {
+        #[arg(long)]
+        data: PathBuf,
     },
 }
 
