@@ -152,9 +152,10 @@ async fn enroll(controller: SocketAddr, tokens: &Path, out: &Path, prefix: &str)
         .enumerate()
     {
         let node = format!("{prefix}{:02}", i + 1);
-        let (creds, key) = exchange::enroll(controller, token, Role::Agent, &node, Clock::system())
-            .await
-            .with_context(|| format!("enrolling {node}"))?;
+        let (creds, key) =
+            exchange::enroll(controller, token, Role::Agent, &node, Clock::from_env()?)
+                .await
+                .with_context(|| format!("enrolling {node}"))?;
         trust::save_enrolment(&out.join(&node), &creds, &key)?;
         n += 1;
     }
@@ -187,7 +188,7 @@ async fn fetch_one(
         .ok_or_else(|| anyhow!("{}: the certificate names no identity", dir.display()))?;
     let node = me.node.to_string();
     let endpoint = exchange::client_endpoint()?;
-    let tls = creds.client_config(trust::Expect::RelayOf(me.site.clone()), Clock::system())?;
+    let tls = creds.client_config(trust::Expect::RelayOf(me.site.clone()), Clock::from_env()?)?;
     let conn = Connection::connect(&endpoint, relay, tls)
         .await
         .with_context(|| format!("{node}: connecting to {relay}"))?;
@@ -203,7 +204,7 @@ async fn fetch_one(
         .manifest(&master)
         .await
         .with_context(|| format!("{node}: manifest"))?;
-    let manifest = VerifiedManifest::open_with(bytes, &key.accepted(Clock::system().now()))?;
+    let manifest = VerifiedManifest::open_with(bytes, &key.accepted(Clock::from_env()?.now()))?;
     let connect_s = start.elapsed().as_secs_f64();
     let store = Arc::new(LocalStore::open(&store_dir)?);
     let report = exchange::fetch_missing(&conn, store, &manifest, opts, None, &|_| {})
