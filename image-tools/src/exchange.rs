@@ -290,6 +290,9 @@ pub struct Enroller {
     pub ca: Ca,
     /// The manifest-signing key nodes pin at enrolment (endorsed by `ca` for each reply).
     pub signing_key: PublicKey,
+    /// During a CA rotation, the previous CA's certificate and the cross-certificates between it
+    /// and `ca` (`trust::bridge`), sent with every certificate issued. Empty otherwise.
+    pub bridge: Vec<Vec<u8>>,
     /// How long an issued certificate is valid.
     pub lifetime_secs: u64,
     /// The time certificates are dated from.
@@ -1284,6 +1287,7 @@ fn enrolled_frame(reply: EnrolReply) -> Frame {
         certificate_der: reply.certificate_der,
         ca_der: reply.ca_der,
         signing_key: reply.signing.to_wire(),
+        bridge: reply.bridge,
     })
 }
 
@@ -1378,6 +1382,7 @@ async fn answer_enroll(
                         certificate_der,
                         ca_der: enroller.ca.certificate().to_vec(),
                         signing,
+                        bridge: enroller.bridge.clone(),
                     };
                     send_frame(send, &enrolled_frame(reply)).await
                 }
@@ -1652,6 +1657,7 @@ impl Connection {
                 certificate_der,
                 ca_der,
                 signing_key,
+                bridge,
             }) => {
                 let signing = trust::Endorsed::from_wire(&signing_key)
                     .ok_or_else(|| self.violation("signing key is not an Ed25519 public key"))?;
@@ -1659,6 +1665,7 @@ impl Connection {
                     certificate_der,
                     ca_der,
                     signing,
+                    bridge,
                 })
             }
             _ => Err(self.violation("expected Enrolled")),

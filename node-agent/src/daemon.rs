@@ -302,8 +302,7 @@ impl Agent {
             Some(r) => r,
             None => {
                 let (addr, _) =
-                    find_relay(&self.cfg, Some(self.me.site.as_str()), Some(&self.creds.ca))
-                        .await?;
+                    find_relay(&self.cfg, Some(self.me.site.as_str()), Some(&self.creds)).await?;
                 addr
             }
         };
@@ -332,6 +331,7 @@ impl Agent {
         let result = async {
             let conn = self.connect().await?;
             let plan = conn.plan().await?;
+            self.learn_bridge(&plan);
             self.learn_keys(&plan);
             if plan != self.plan {
                 if let Ok(bytes) = serde_json::to_vec_pretty(&plan) {
@@ -356,7 +356,12 @@ impl Agent {
         self.status.connected = result.is_ok();
         match result {
             Ok(conn) => {
-                if self.creds.renewal_due(self.clock.now()) {
+                let moving = trust::bridge::moved_on(
+                    &self.creds.ca,
+                    &self.creds.bridge,
+                    &self.plan.current_ca,
+                );
+                if self.creds.renewal_due(self.clock.now()) || moving {
                     let renewed = tokio::time::timeout(POLL_TIMEOUT, self.renew(&conn)).await;
                     match renewed {
                         Ok(Ok(())) => {}
@@ -380,12 +385,35 @@ impl Agent {
         }
     }
 
-    /// Takes the plan's endorsed signing keys: only those our CA endorsed (a relay cannot add
-    /// one), kept on disk.
+    /// Takes what the plan says of a CA rotation: the bridge to the other CA, as far as our CA
+    /// vouches for it (a relay cannot add a CA), kept on disk; the next connection uses it.
+    fn learn_bridge(&mut self, plan: &SitePlan) {
+        let bridge = trust::bridge::bridge(
+            &self.creds.ca,
+            &trust::bridge::offered_by(plan),
+            self.clock.now(),
+        );
+        if bridge == self.creds.bridge {
+            return;
+        }
+        tracing::info!(
+            certificates = bridge.len(),
+            "the CA bridge changed (a CA rotation)"
+        );
+        self.creds.bridge = bridge;
+        if let Err(e) = self.creds.save(&self.cfg.data.join("tls")) {
+            self.error(format!("cannot keep the CA bridge on disk: {e}"));
+        }
+    }
+
+    /// Takes the plan's endorsed signing keys: only those a CA we trust endorsed (a relay cannot
+    /// add one), kept on disk.
     fn learn_keys(&mut self, plan: &SitePlan) {
-        let (changed, refused) =
-            self.keys
-                .learn(&plan.signing_keys, &self.creds.ca, self.clock.now());
+        let (changed, refused) = self.keys.learn(
+            &plan.signing_keys,
+            &self.creds.trusted_cas(),
+            self.clock.now(),
+        );
         for key in refused {
             tracing::error!(%key, "the plan names a signing key our CA did not endorse: ignored");
         }
@@ -410,6 +438,7 @@ impl Agent {
         self.keys.add(&signing);
         tracing::info!(
             not_after = creds.not_after(),
+            ca = %image_tools::ids::hex(&trust::fingerprint(&creds.ca)),
             "renewed this NUC's certificate"
         );
         self.creds = creds;
@@ -1144,19 +1173,24 @@ async fn enrol(
     Ok((creds, signing_key))
 }
 
-/// Asks the VLAN for a relay; with `site` and `ca`, only one of that site and CA will do.
+/// Asks the VLAN for a relay; with `site` and `creds`, only one of that site and of a CA these
+/// credentials trust will do.
 async fn find_relay(
     cfg: &Config,
     site: Option<&str>,
-    ca: Option<&[u8]>,
+    creds: Option<&Credentials>,
 ) -> anyhow::Result<(SocketAddr, image_tools::discovery::Answer)> {
     let answers = image_tools::discovery::discover(cfg.discovery, Duration::from_secs(2)).await?;
-    let want_fp = ca.map(trust::fingerprint);
+    let trusted: Option<Vec<[u8; 16]>> = creds.map(|c| {
+        c.trusted_cas()
+            .into_iter()
+            .map(trust::fingerprint)
+            .collect()
+    });
     answers
         .into_iter()
         .find(|(_, a)| {
-            site.is_none_or(|s| a.site == s)
-                && want_fp.is_none_or(|fp| a.ca_fingerprint() == Some(fp))
+            site.is_none_or(|s| a.site == s) && trusted.as_ref().is_none_or(|t| a.names_any(t))
         })
         .ok_or_else(|| anyhow::anyhow!("no relay answered on {}", cfg.discovery))
 }
