@@ -1122,22 +1122,42 @@ async fn send_chunks(
     service: &Service,
     state: &ConnState,
 ) -> Result<(), ExchangeError> {
-    let (tx, mut rx) = mpsc::channel::<(Result<Vec<u8>, ()>, ReaderPermit)>(1);
+    type Read = (Result<Vec<u8>, ()>, Option<ReaderPermit>);
+    let (tx, mut rx) = mpsc::channel::<Read>(1);
     let (store, catalog) = (service.store.clone(), service.catalog.clone());
     let (peer_readers, server_readers) = (state.readers.clone(), state.shared.readers.clone());
     let reader = tokio::spawn(async move {
-        for id in ids {
+        let mut ids = ids.into_iter();
+        loop {
+            // Wait for one reader; take more only if they are free now, so that a batch never
+            // holds back another peer's share. One trip to the blocking pool per batch.
             let permit = tokio::select! {
                 p = ReaderPermit::acquire(&peer_readers, &server_readers) => p,
                 _ = tx.closed() => return,
             };
             let Some(permit) = permit else { return };
+            let Some(id) = ids.next() else { return };
+            let mut batch = vec![(id, permit)];
+            while batch.len() < READ_BATCH {
+                let Some(permit) = ReaderPermit::try_acquire(&peer_readers, &server_readers) else {
+                    break;
+                };
+                let Some(id) = ids.next() else { break };
+                batch.push((id, permit));
+            }
             let (store, catalog) = (store.clone(), catalog.clone());
-            let encoded = tokio::task::spawn_blocking(move || read_chunk(&*store, &*catalog, id))
-                .await
-                .unwrap_or(Err(()));
-            if tx.send((encoded, permit)).await.is_err() {
-                return; // the request ended
+            let read: Vec<Read> = tokio::task::spawn_blocking(move || {
+                batch
+                    .into_iter()
+                    .map(|(id, permit)| (read_chunk(&*store, &*catalog, id), Some(permit)))
+                    .collect()
+            })
+            .await
+            .unwrap_or_else(|_| vec![(Err(()), None)]);
+            for item in read {
+                if tx.send(item).await.is_err() {
+                    return; // the request ended
+                }
             }
         }
     });
@@ -1187,7 +1207,20 @@ struct ReaderPermit {
     _server: OwnedSemaphorePermit,
 }
 
+/// Chunks read in one trip to the blocking pool at most.
+const READ_BATCH: usize = 4;
+
 impl ReaderPermit {
+    /// Both permits if both are free now.
+    fn try_acquire(peer: &Arc<Semaphore>, server: &Arc<Semaphore>) -> Option<ReaderPermit> {
+        let peer = peer.clone().try_acquire_owned().ok()?;
+        let server = server.clone().try_acquire_owned().ok()?;
+        Some(ReaderPermit {
+            _peer: peer,
+            _server: server,
+        })
+    }
+
     async fn acquire(peer: &Arc<Semaphore>, server: &Arc<Semaphore>) -> Option<ReaderPermit> {
         let peer = peer.clone().acquire_owned().await.ok()?;
         let server = server.clone().acquire_owned().await.ok()?;
