@@ -477,59 +477,14 @@ impl Db {
     /// `site,room,master,version,start,end`, with `start` and `end` as `YYYY-MM-DD HH:MM` in the
     /// site's own time zone.
     pub fn import_csv(&mut self, file_name: &str, text: &str) -> Result<usize, DbError> {
-        let err = |line: usize, what: String| DbError::Calendar {
-            file: file_name.to_owned(),
-            line,
-            what,
-        };
-        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
-        let header = lines
-            .by_ref()
-            .find(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-            .ok_or_else(|| err(1, "empty calendar".into()))?;
-        let want = "site,room,master,version,start,end";
-        if header.1.replace(' ', "") != want {
-            return Err(err(header.0, format!("the header must be `{want}`")));
-        }
-        let mut rows = Vec::new();
-        for (line, row) in lines {
-            if row.is_empty() || row.starts_with('#') {
-                continue;
-            }
-            let f: Vec<&str> = row.split(',').map(str::trim).collect();
-            let [site, room, master, version, start, end] = f[..] else {
-                return Err(err(line, format!("expected 6 fields, found {}", f.len())));
-            };
-            let local = |t: &str| {
-                t.replace(' ', "T")
-                    .parse::<jiff::civil::DateTime>()
-                    .map(When::Local)
-                    .map_err(|_| {
-                        err(
-                            line,
-                            format!("{t:?} is not a date and time (YYYY-MM-DD HH:MM)"),
-                        )
-                    })
-            };
-            rows.push(CalendarRow {
-                line,
-                site: site.to_owned(),
-                room: room.to_owned(),
-                master: master.to_owned(),
-                version: version.to_owned(),
-                start: local(start)?,
-                end: local(end)?,
-            });
-        }
+        let rows = crate::calendar::csv::parse(text).map_err(|e| calendar_error(file_name, e))?;
         self.insert_sessions(file_name, rows)
     }
 
-    /// Imports a calendar in iCalendar (`.ics`), all or nothing. Each `VEVENT` is one session:
-    /// `LOCATION` is `SITE/ROOM`; the master is the `X-NIGHTCAST-MASTER` property (`NAME VERSION`),
-    /// or else the `SUMMARY` when it is exactly `NAME VERSION`; `DTSTART`/`DTEND` with a `TZID`, in
-    /// UTC (`...Z`), or floating (then in the site's time zone). Errors name the line.
+    /// Imports a calendar in iCalendar (`.ics`, see `calendar::ics`: recurrences expanded), all
+    /// or nothing. Errors name the line.
     pub fn import_ics(&mut self, file_name: &str, text: &str) -> Result<usize, DbError> {
-        let rows = parse_ics(file_name, text)?;
+        let rows = crate::calendar::ics::parse(text).map_err(|e| calendar_error(file_name, e))?;
         self.insert_sessions(file_name, rows)
     }
 
@@ -915,7 +870,7 @@ impl Db {
     fn insert_sessions(
         &mut self,
         file_name: &str,
-        rows: Vec<CalendarRow>,
+        rows: Vec<crate::calendar::Row>,
     ) -> Result<usize, DbError> {
         let tx = self
             .conn
@@ -1275,156 +1230,12 @@ fn seat_states(conn: &Connection, only: Option<&str>) -> Result<Vec<takeover::Si
 /// fit the database's integer.
 pub const MAX_CAP_MBIT: u64 = 1_000_000;
 
-/// A session as read from a calendar file, before it is checked against the catalogue.
-#[derive(Debug, Clone, PartialEq)]
-struct CalendarRow {
-    line: usize,
-    site: String,
-    room: String,
-    master: String,
-    version: String,
-    start: When,
-    end: When,
-}
-
-/// A calendar time: on the site's wall clock, in a named zone, or absolute.
-#[derive(Debug, Clone, PartialEq)]
-enum When {
-    Local(jiff::civil::DateTime),
-    Zoned(jiff::civil::DateTime, String),
-    Unix(i64),
-}
-
-impl When {
-    fn resolve(&self, site_tz: &str) -> Result<i64, String> {
-        let (dt, tz) = match self {
-            When::Unix(t) => return Ok(*t),
-            When::Local(dt) => (dt, site_tz),
-            When::Zoned(dt, tz) => (dt, tz.as_str()),
-        };
-        let zone = jiff::tz::TimeZone::get(tz).map_err(|_| format!("unknown time zone {tz:?}"))?;
-        zone.to_timestamp(*dt)
-            .map(|t| t.as_second())
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// Parses the `VEVENT`s of an iCalendar file (RFC 5545 line folding, parameters, UTC and TZID times).
-fn parse_ics(file_name: &str, text: &str) -> Result<Vec<CalendarRow>, DbError> {
-    let err = |line: usize, what: String| DbError::Calendar {
+fn calendar_error(file_name: &str, e: crate::calendar::Error) -> DbError {
+    DbError::Calendar {
         file: file_name.to_owned(),
-        line,
-        what,
-    };
-    // Unfold: a line starting with a space or a tab continues the previous one.
-    let mut lines: Vec<(usize, String)> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        match (raw.strip_prefix([' ', '\t']), lines.last_mut()) {
-            (Some(rest), Some(last)) => last.1.push_str(rest),
-            _ => lines.push((i + 1, raw.to_owned())),
-        }
+        line: e.line,
+        what: e.what,
     }
-    let mut rows = Vec::new();
-    let mut event: Option<(usize, Props)> = None;
-    for (line, content) in lines {
-        let Some((head, value)) = content.split_once(':') else {
-            if content.trim().is_empty() {
-                continue;
-            }
-            return Err(err(line, format!("{content:?} is not a NAME:VALUE line")));
-        };
-        let (name, params) = head.split_once(';').unwrap_or((head, ""));
-        let name = name.to_ascii_uppercase();
-        match (name.as_str(), value.trim()) {
-            ("BEGIN", "VEVENT") => event = Some((line, HashMap::new())),
-            ("END", "VEVENT") => {
-                let Some((begin, props)) = event.take() else {
-                    return Err(err(line, "END:VEVENT without BEGIN:VEVENT".into()));
-                };
-                rows.push(event_row(begin, &props).map_err(|(l, w)| err(l, w))?);
-            }
-            _ => {
-                if let Some((_, props)) = event.as_mut() {
-                    props.insert(name, (line, params.to_owned(), value.to_owned()));
-                }
-            }
-        }
-    }
-    if let Some((begin, _)) = event {
-        return Err(err(begin, "BEGIN:VEVENT is never closed".into()));
-    }
-    Ok(rows)
-}
-
-type Props = HashMap<String, (usize, String, String)>;
-
-fn event_row(begin: usize, props: &Props) -> Result<CalendarRow, (usize, String)> {
-    let get = |name: &str| {
-        props
-            .get(name)
-            .ok_or((begin, format!("the event has no {name}")))
-    };
-    let (loc_line, _, location) = get("LOCATION")?;
-    let (site, room) = location
-        .split_once('/')
-        .map(|(s, r)| (s.trim().to_owned(), r.trim().to_owned()))
-        .ok_or((
-            *loc_line,
-            format!("LOCATION {location:?} must be SITE/ROOM"),
-        ))?;
-    let (m_line, _, master) = props
-        .get("X-NIGHTCAST-MASTER")
-        .or_else(|| props.get("SUMMARY"))
-        .ok_or((
-            begin,
-            "the event has no X-NIGHTCAST-MASTER nor SUMMARY".to_owned(),
-        ))?;
-    let words: Vec<&str> = master.split_whitespace().collect();
-    let [name, version] = words[..] else {
-        return Err((
-            *m_line,
-            format!("{master:?} does not name a master as NAME VERSION"),
-        ));
-    };
-    let when = |prop: &str| -> Result<When, (usize, String)> {
-        let (line, params, value) = get(prop)?;
-        let bad = || {
-            (
-                *line,
-                format!("{prop} {value:?} is not a date-time (YYYYMMDDTHHMMSS[Z])"),
-            )
-        };
-        let value = value.trim();
-        let (digits, utc) = match value.strip_suffix('Z') {
-            Some(v) => (v, true),
-            None => (value, false),
-        };
-        let dt = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%S", digits).map_err(|_| bad())?;
-        let tzid = params
-            .split(';')
-            .find_map(|p| p.strip_prefix("TZID="))
-            .map(|t| t.trim_matches('"').to_owned());
-        Ok(match (utc, tzid) {
-            (true, _) => When::Unix(
-                jiff::tz::TimeZone::UTC
-                    .to_timestamp(dt)
-                    .map_err(|_| bad())?
-                    .as_second(),
-            ),
-            (false, Some(tz)) => When::Zoned(dt, tz),
-            (false, None) => When::Local(dt),
-        })
-    };
-    Ok(CalendarRow {
-        line: begin,
-        site,
-        room,
-        master: name.to_owned(),
-        version: version.to_owned(),
-        start: when("DTSTART")?,
-        end: when("DTEND")?,
-    })
 }
 
 /// A site's schedule from its stored columns.
@@ -1612,6 +1423,41 @@ END:VCALENDAR\r
         assert_eq!(utc(s[1].start), "2026-12-02T07:30:00Z");
         assert_eq!(utc(s[2].start), "2026-12-03T07:30:00Z");
         assert!(s.iter().all(|x| x.room == "salle-1" && x.master == "win10"));
+    }
+
+    /// Regression: a weekly course used to import as its first session only (the RRULE was
+    /// ignored without a word).
+    #[test]
+    fn a_weekly_ics_course_imports_every_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sample(dir.path());
+        let ics = "BEGIN:VCALENDAR\r
+BEGIN:VEVENT\r
+SUMMARY:win10 1\r
+LOCATION:lyon/salle-1\r
+DTSTART;TZID=Europe/Paris:20261019T083000\r
+DTEND;TZID=Europe/Paris:20261019T170000\r
+RRULE:FREQ=WEEKLY;COUNT=4\r
+END:VEVENT\r
+END:VCALENDAR\r
+";
+        assert_eq!(db.import_ics("term.ics", ics).unwrap(), 4);
+        let utc: Vec<String> = db
+            .sessions(None)
+            .unwrap()
+            .iter()
+            .map(|s| jiff::Timestamp::from_second(s.start).unwrap().to_string())
+            .collect();
+        // 08:30 in Paris every Monday, across the end of summer time (25 October 2026).
+        assert_eq!(
+            utc,
+            [
+                "2026-10-19T06:30:00Z",
+                "2026-10-26T07:30:00Z",
+                "2026-11-02T07:30:00Z",
+                "2026-11-09T07:30:00Z"
+            ]
+        );
     }
 
     #[test]

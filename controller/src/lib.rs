@@ -13,6 +13,7 @@
 //! ```
 
 pub mod api;
+pub mod calendar;
 pub mod config;
 pub mod db;
 pub mod enrolment;
