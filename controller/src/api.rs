@@ -473,7 +473,12 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
         }
         ("GET", ["v1", "plan"]) => {
             let db = db()?;
-            let classes = api.classes.get(&db).map_err(db_error)?;
+            let masters = db.masters().map_err(db_error)?;
+            let masters = masters.into_iter().map(|m| (m.0, m.1)).collect();
+            let classes = api
+                .classes
+                .get(masters, || db.classes())
+                .map_err(db_error)?;
             let holds = db.holds_by_site().map_err(db_error)?;
             let plan = db
                 .plan_with(now, &api.settings, &holds, &classes)
@@ -515,7 +520,7 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
                             },
                             "waiting": n.waiting,
                             "state": n.status.get("state").cloned().unwrap_or_default(),
-                            "attention": n.attention(), "status": n.status}))
+                            "attention": crate::fleet::attention(n), "status": n.status}))
             .chain(db()?.pending().map_err(db_error)?.iter().map(|p| json!({
                 "site": p.site, "node": p.node, "role": p.role, "enrolled_at": null,
                 "last_seen": p.requested_at, "holding": "", "seat": "", "waiting": null,

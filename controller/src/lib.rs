@@ -17,6 +17,7 @@ pub mod calendar;
 pub mod config;
 pub mod db;
 pub mod enrolment;
+pub mod fleet;
 pub mod plan;
 pub mod signing;
 pub mod takeover;
