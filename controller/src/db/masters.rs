@@ -1,7 +1,7 @@
 //! Master versions: their signed manifests (verified by the caller before they are recorded),
 //! and removal, refused while an upcoming session needs the version.
 
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::{Db, DbError};
 
@@ -92,7 +92,8 @@ impl Db {
         bytes: &[u8],
     ) -> Result<(), DbError> {
         let changed = self.conn.execute(
-            "UPDATE masters SET manifest = ?3 WHERE name = ?1 AND version = ?2",
+            "UPDATE masters SET manifest = ?3, revision = revision + 1
+             WHERE name = ?1 AND version = ?2",
             params![name, version, bytes],
         )?;
         if changed == 0 {
@@ -119,6 +120,28 @@ impl Db {
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every master version with the revision of its manifest (raised each time the manifest is
+    /// signed again): what a reader that keeps manifests in memory compares to know what to read.
+    pub fn manifest_revisions(&self) -> Result<Vec<(crate::plan::MasterKey, i64)>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, version, revision FROM masters ORDER BY name, version")?;
+        let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A master version's signed manifest and its revision, if the version exists.
+    pub fn manifest(&self, name: &str, version: &str) -> Result<Option<(Vec<u8>, i64)>, DbError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT manifest, revision FROM masters WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
     }
 
     /// The chunk classes of every master version (see `plan::Classes`). Costs a pass over every

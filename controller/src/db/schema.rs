@@ -125,6 +125,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX certificates_by_node ON certificates(node);
      ALTER TABLE sites ADD COLUMN accept_new_until INTEGER;
      ALTER TABLE nodes ADD COLUMN revoked_at INTEGER;",
+    // 7: a master's manifest revision, raised when it is signed again (a key rotation), so the
+    // server reads again only the manifests that changed.
+    "ALTER TABLE masters ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Brings the database up to the last migration.
