@@ -202,21 +202,7 @@ mod tests {
     }
 
     fn manifest(name: &str, seed: u8) -> Vec<u8> {
-        use image_tools::manifest::{ChunkRef, Entry};
-        let m = image_tools::Manifest {
-            name: name.parse().unwrap(),
-            version: "1".parse().unwrap(),
-            size: 10,
-            params: image_tools::ChunkParams::DEFAULT,
-            entries: vec![Entry::Chunk(ChunkRef {
-                id: image_tools::ChunkId::of(name.as_bytes()),
-                len: 10,
-                stored_len: 10,
-            })],
-        };
-        m.sign(&image_tools::SigningKey::from_seed([seed; 32]))
-            .bytes()
-            .to_vec()
+        crate::testing::manifest(name, "1", seed).1
     }
 
     #[test]
@@ -226,9 +212,8 @@ mod tests {
         crate::init(&data, 1_800_000_000).unwrap();
         let mut db = Db::open(&data.database()).unwrap();
         let add = |db: &Db, name: &str| {
-            let bytes = manifest(name, 1);
-            let m = image_tools::Manifest::decode_unverified(&bytes).unwrap();
-            db.add_master(&m.manifest, &bytes, 0).unwrap();
+            let (m, bytes) = crate::testing::manifest(name, "1", 1);
+            db.add_master(&m, &bytes, 0).unwrap();
         };
         add(&db, "a");
         add(&db, "b");

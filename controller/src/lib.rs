@@ -22,6 +22,8 @@ pub mod fleet;
 pub mod plan;
 pub mod signing;
 pub mod takeover;
+#[cfg(test)]
+mod testing;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

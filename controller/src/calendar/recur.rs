@@ -68,24 +68,10 @@ impl std::str::FromStr for Rule {
                     })
                     .is_some(),
                 "INTERVAL" => interval
-                    .replace(
-                        v.parse::<i64>()
-                            .ok()
-                            .filter(|&n| (1..=HORIZON_DAYS).contains(&n))
-                            .ok_or_else(|| {
-                                format!("RRULE INTERVAL={v} is not a count of days or weeks")
-                            })?,
-                    )
+                    .replace(count(&key, &v, HORIZON_DAYS as usize)? as i64)
                     .is_some(),
                 "COUNT" => end
-                    .replace(End::Count(
-                        v.parse::<usize>()
-                            .ok()
-                            .filter(|&n| (1..=MAX_OCCURRENCES).contains(&n))
-                            .ok_or_else(|| {
-                                format!("RRULE COUNT={v} is not between 1 and {MAX_OCCURRENCES}")
-                            })?,
-                    ))
+                    .replace(End::Count(count(&key, &v, MAX_OCCURRENCES)?))
                     .is_some(),
                 "UNTIL" => end.replace(End::Until(v.clone())).is_some(),
                 "BYDAY" => by_day
@@ -116,6 +102,14 @@ impl std::str::FromStr for Rule {
             week_start: week_start.unwrap_or(Weekday::Monday),
         })
     }
+}
+
+/// A rule part's number, between 1 and `max`.
+fn count(key: &str, v: &str, max: usize) -> Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("RRULE {key}={v} is not between 1 and {max}"))
 }
 
 fn weekday(day: &str) -> Result<Weekday, String> {

@@ -18,20 +18,7 @@ fn local_time(tz: &str, text: &str) -> Result<i64, String> {
 }
 
 fn manifest(name: &str, version: &str) -> (image_tools::Manifest, Vec<u8>) {
-    use image_tools::manifest::{ChunkRef, Entry};
-    let m = image_tools::Manifest {
-        name: name.parse().unwrap(),
-        version: version.parse().unwrap(),
-        size: 100,
-        params: image_tools::ChunkParams::DEFAULT,
-        entries: vec![Entry::Chunk(ChunkRef {
-            id: image_tools::ChunkId::of(name.as_bytes()),
-            len: 100,
-            stored_len: 50,
-        })],
-    };
-    let signed = m.clone().sign(&image_tools::SigningKey::from_seed([1; 32]));
-    (m, signed.bytes().to_vec())
+    crate::testing::manifest(name, version, 1)
 }
 
 fn sample(dir: &Path) -> Db {
