@@ -196,6 +196,47 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
     assert!(e.contains("needed by 1 upcoming session"), "{e}");
     let token = ok(&c, &data, &["enroll", "--site", "lyon"]);
     assert!(token.trim().starts_with("nc1-"), "{token}");
+    // A weekly course in iCalendar imports every session; a rule that is not expanded is refused
+    // with its line, and nothing of that file is imported.
+    let course = |rule: &str| {
+        format!(
+            "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nSUMMARY:win10 1\r\nLOCATION:lyon/salle-1\r\n\
+             DTSTART;TZID=Europe/Paris:20300114T083000\r\nDTEND;TZID=Europe/Paris:20300114T170000\r\n\
+             {rule}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+        )
+    };
+    let monthly = dir.path().join("monthly.ics");
+    std::fs::write(&monthly, course("RRULE:FREQ=MONTHLY;COUNT=3")).unwrap();
+    let e = err(
+        &c,
+        &data,
+        &["calendar", "import", monthly.to_str().unwrap()],
+    );
+    assert!(
+        e.contains("monthly.ics:7") && e.contains("FREQ=MONTHLY is not supported"),
+        "{e}"
+    );
+    let weekly = dir.path().join("weekly.ics");
+    std::fs::write(&weekly, course("RRULE:FREQ=WEEKLY;BYDAY=MO,WE;COUNT=3")).unwrap();
+    assert!(
+        ok(&c, &data, &["calendar", "import", weekly.to_str().unwrap()])
+            .contains("3 sessions imported")
+    );
+    let sessions: serde_json::Value =
+        serde_json::from_str(&ok(&c, &data, &["--json", "session", "list"])).unwrap();
+    let starts: Vec<i64> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["start"].as_i64().unwrap())
+        .collect();
+    // 08:30 in Paris (07:30 UTC in January) on Monday 14, Wednesday 16 and Monday 21.
+    let monday = 1_894_606_200;
+    assert_eq!(
+        starts[1..],
+        [monday, monday + 2 * 86_400, monday + 7 * 86_400],
+        "{sessions}"
+    );
 }
 
 #[test]

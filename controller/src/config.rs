@@ -95,6 +95,12 @@ impl Planner {
     }
 }
 
+impl image_tools::config::Checked for Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        Config::validate(self)
+    }
+}
+
 impl Config {
     /// What `serve` runs with.
     pub fn settings(&self) -> crate::ServeSettings {
@@ -105,16 +111,13 @@ impl Config {
         }
     }
 
+    /// Reads and checks the file at `path` (see `image_tools::config`).
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        image_tools::config::load(path)
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config = toml::from_str(text)?;
-        config.validate()?;
-        Ok(config)
+        image_tools::config::parse(text)
     }
 
     /// Checks that need several keys at once.
@@ -186,50 +189,23 @@ mod tests {
         assert!(e.contains("fleet.silent_after_minutes"), "{e}");
     }
 
-    mod outside_input {
-        use super::*;
-        use image_tools::mutation::{mutate_text, Edit};
-        use proptest::prelude::*;
+    /// Every key of the file: a refusal names one of them, or the line where TOML broke.
+    const KEYS: &[&str] = &[
+        "data",
+        "listen",
+        "api",
+        "planner",
+        "staging_margin_minutes",
+        "risk_slack_minutes",
+        "fleet",
+        "silent_after_minutes",
+        "trust",
+        "certificate_lifetime_days",
+    ];
 
-        /// Every key of the file: a refusal names one of them, or the line where TOML broke.
-        const KEYS: &[&str] = &[
-            "data",
-            "listen",
-            "api",
-            "planner",
-            "staging_margin_minutes",
-            "risk_slack_minutes",
-            "fleet",
-            "silent_after_minutes",
-            "trust",
-            "certificate_lifetime_days",
-        ];
-
-        fn check(text: &str) -> Result<(), TestCaseError> {
-            if let Err(e) = Config::parse(text) {
-                let e = format!("{e:#}");
-                prop_assert!(
-                    e.contains("line ") || KEYS.iter().any(|k| e.contains(k)),
-                    "{text:?}: {e}"
-                );
-            }
-            Ok(())
-        }
-
-        proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
-
-            #[test]
-            fn random_text_parses_or_names_a_key_or_line(text in "\\PC{0,300}") {
-                check(&text)?;
-            }
-
-            #[test]
-            fn mutated_examples_parse_or_name_a_key_or_line(
-                edits in proptest::collection::vec(any::<(u8, usize, usize)>().prop_map(Edit::from), 1..6),
-            ) {
-                check(&mutate_text(include_str!("../controller.example.toml"), &edits))?;
-            }
-        }
-    }
+    image_tools::config_property_tests!(
+        |text: &str| Config::parse(text),
+        include_str!("../controller.example.toml"),
+        KEYS
+    );
 }

@@ -14,12 +14,17 @@
 
 pub mod api;
 pub mod authority;
+pub mod calendar;
+pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod enrolment;
+pub mod fleet;
 pub mod plan;
 pub mod signing;
 pub mod takeover;
+#[cfg(test)]
+mod testing;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -237,45 +242,6 @@ pub fn check_master(data: &DataDir, manifest: Vec<u8>) -> Result<VerifiedManifes
     Ok(m)
 }
 
-/// What relays may read now, and in which order to fetch it: the master versions their site's
-/// upcoming sessions (and active overrides) need, earliest deadline first.
-pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<MemoryCatalog> {
-    let db = db::Db::open(&data.database())?;
-    let catalog = MemoryCatalog::default();
-    for (master, bytes) in db.manifests()? {
-        catalog.add_manifest(master, bytes);
-    }
-    let mut plans = db.relay_plans(now_unix, margin_secs)?;
-    let cas = authority::load(data)?;
-    let ca = &cas.current;
-    let signing_keys: Vec<_> = signing::endorsed_keys(data, ca, now_unix)?
-        .iter()
-        .map(|e| e.to_wire())
-        .collect();
-    let mut rooms = db.room_plans(now_unix)?;
-    let mut seats = db.seat_bindings()?;
-    for site in db.sites()? {
-        let plan = image_tools::wire::SitePlan {
-            windows: site
-                .windows
-                .split(',')
-                .map(|w| w.trim().to_owned())
-                .collect(),
-            tz: site.tz,
-            cap_mbit: site.cap_mbit,
-            entries: plans.remove(&site.name).unwrap_or_default(),
-            rooms: rooms.remove(&site.name).unwrap_or_default(),
-            seats: seats.remove(&site.name).unwrap_or_default(),
-            revoked: db.revoked_serials(Some(&site.name), now_unix)?,
-            signing_keys: signing_keys.clone(),
-            current_ca: ca.certificate().to_vec(),
-            bridge: cas.bridge.clone(),
-        };
-        catalog.set_plan(&site.name, plan);
-    }
-    Ok(catalog)
-}
-
 /// Lets spares take over silent seats (see `takeover`) at every site, or at `site` only, and logs
 /// each bind. Returns how many seats changed hands: the catalogue must then be reloaded, so that
 /// the relay's plan carries the new binding.
@@ -383,7 +349,9 @@ pub async fn serve(
     let creds = own_credentials(data, &cas, clock.now(), lifetime)?;
     let margin = settings.planner.staging_margin_secs;
     let silent_after = settings.silent_after_secs;
-    let catalog = Arc::new(load_catalog(data, now_unix() as i64, margin)?);
+    let catalog = Arc::new(MemoryCatalog::default());
+    let mut reloader = catalog::Reloader::new(data.clone(), margin);
+    reloader.reload(&catalog, now_unix() as i64)?;
     // Revoked relays and agents are refused at the handshake; the list is read again with the
     // catalogue.
     let revoked = Revoked::default();
@@ -420,8 +388,13 @@ pub async fn serve(
                     tracing::warn!(error = %e, "cannot decide seat takeovers");
                 }
                 reload_revoked(now_unix() as i64);
-                match load_catalog(&data, now_unix() as i64, margin) {
-                    Ok(fresh) => catalog.replace_with(fresh),
+                match reloader.reload(&catalog, now_unix() as i64) {
+                    Ok(r) => tracing::debug!(
+                        manifests_read = r.read,
+                        dropped = r.dropped,
+                        sites = r.sites,
+                        "catalogue reloaded"
+                    ),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot reload the calendar; serving the previous one")
                     }

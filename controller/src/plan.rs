@@ -75,7 +75,7 @@ impl Classes {
 }
 
 /// The master versions the classes were built from, and the classes.
-type CachedClasses = (Vec<(String, String)>, std::sync::Arc<Classes>);
+type CachedClasses = (Vec<MasterKey>, std::sync::Arc<Classes>);
 
 /// The classes of the current set of master versions, rebuilt only when that set changes.
 #[derive(Debug, Default)]
@@ -84,19 +84,24 @@ pub struct ClassCache {
 }
 
 impl ClassCache {
-    /// The classes for the master versions now in `db`.
-    pub fn get(&self, db: &crate::db::Db) -> Result<std::sync::Arc<Classes>, crate::db::DbError> {
-        let key: Vec<(String, String)> = db.masters()?.into_iter().map(|m| (m.0, m.1)).collect();
+    /// The classes of `masters` (the master versions in the catalogue now): the ones kept when
+    /// that set has not changed, else what `build` makes of them (the caller reads the
+    /// manifests; the planner reads no database).
+    pub fn get<E>(
+        &self,
+        masters: Vec<MasterKey>,
+        build: impl FnOnce() -> Result<Classes, E>,
+    ) -> Result<std::sync::Arc<Classes>, E> {
         if let Ok(cached) = self.cached.lock() {
             if let Some((k, classes)) = cached.as_ref() {
-                if *k == key {
+                if *k == masters {
                     return Ok(classes.clone());
                 }
             }
         }
-        let classes = std::sync::Arc::new(db.classes()?);
+        let classes = std::sync::Arc::new(build()?);
         if let Ok(mut cached) = self.cached.lock() {
-            *cached = Some((key, classes.clone()));
+            *cached = Some((masters, classes.clone()));
         }
         Ok(classes)
     }
@@ -470,12 +475,10 @@ mod tests {
 
     #[test]
     fn the_class_cache_rebuilds_only_when_the_masters_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = crate::db::Db::open(&dir.path().join("c.db")).unwrap();
         let cache = ClassCache::default();
-        let add = |name: &str| {
+        let one = |name: &str| {
             use image_tools::manifest::{ChunkRef, Entry};
-            let m = Manifest {
+            Manifest {
                 name: name.parse().unwrap(),
                 version: "1".parse().unwrap(),
                 size: 10,
@@ -485,20 +488,27 @@ mod tests {
                     len: 10,
                     stored_len: 10,
                 })],
-            };
-            let signed = m.clone().sign(&image_tools::SigningKey::from_seed([1; 32]));
-            db.add_master(&m, signed.bytes(), 0).unwrap();
+            }
         };
-        add("a");
-        let first = cache.get(&db).unwrap();
+        let (a, b) = (one("a"), one("b"));
+        let builds = std::cell::Cell::new(0);
+        let build = |ms: &[&Manifest]| {
+            builds.set(builds.get() + 1);
+            Ok::<_, std::convert::Infallible>(Classes::from_manifests(ms))
+        };
+        let first = cache.get(vec![key("a")], || build(&[&a])).unwrap();
+        let again = cache.get(vec![key("a")], || build(&[&a])).unwrap();
         assert!(
-            std::sync::Arc::ptr_eq(&first, &cache.get(&db).unwrap()),
+            std::sync::Arc::ptr_eq(&first, &again),
             "rebuilt without a change"
         );
-        add("b");
-        let second = cache.get(&db).unwrap();
+        assert_eq!(builds.get(), 1);
+        let second = cache
+            .get(vec![key("a"), key("b")], || build(&[&a, &b]))
+            .unwrap();
         assert!(!std::sync::Arc::ptr_eq(&first, &second));
         assert_eq!(second.master_bytes(&key("b")), Some(10));
+        assert_eq!(builds.get(), 2);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! - [`trust`]: the controller's CA, node certificates and identities, enrolment tokens.
 //! - [`windows`]: night windows in a site's time zone (jiff), as absolute openings.
 //! - [`clock`]: the one reading of the wall clock, and the `NIGHTCAST_CLOCK` test clock.
+//! - [`config`]: the daemons' TOML configuration files, loaded and checked one way.
 //! - [`testimage`]: deterministic VM-like images for tests and the demo.
 //! - [`mutation`]: byte-level edits of valid inputs, for the parsers' property tests.
 //! - [`cli`]: the `nightcast-image` command line (the binary is a thin wrapper around it).
@@ -33,6 +34,7 @@ pub mod chunk;
 pub mod chunker;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod discovery;
 pub mod durable;
 pub mod exchange;

@@ -7,6 +7,53 @@
 //! any crate, and positions are taken modulo the input's length, so every edit applies to every
 //! input. The fuzz targets (`fuzz/`) need none of this: libFuzzer mutates by itself.
 
+/// The property test of a configuration file's parser: `$parse` (text -> a `Result` whose error
+/// is `Display`) accepts random text and mutations of `$example`, or refuses them with an error
+/// naming one of `$keys` (`&[&str]`) or a line. Expands to a module `outside_input` holding two
+/// proptests of 256 cases; the calling crate needs `proptest` (as a dev-dependency).
+#[macro_export]
+macro_rules! config_property_tests {
+    ($parse:expr, $example:expr, $keys:expr $(,)?) => {
+        mod outside_input {
+            #[allow(unused_imports)]
+            use super::*;
+            use proptest::prelude::*;
+            use $crate::mutation::{mutate_text, Edit};
+
+            fn check(text: &str) -> Result<(), TestCaseError> {
+                let keys: &[&str] = $keys;
+                if let Err(e) = ($parse)(text) {
+                    let e = format!("{e:#}");
+                    prop_assert!(
+                        e.contains("line ") || keys.iter().any(|k| e.contains(k)),
+                        "{text:?}: {e}"
+                    );
+                }
+                Ok(())
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(256))]
+
+                #[test]
+                fn random_text_parses_or_names_a_key_or_line(text in "\\PC{0,300}") {
+                    check(&text)?;
+                }
+
+                #[test]
+                fn mutated_examples_parse_or_name_a_key_or_line(
+                    edits in proptest::collection::vec(
+                        any::<(u8, usize, usize)>().prop_map(Edit::from),
+                        1..6,
+                    ),
+                ) {
+                    check(&mutate_text($example, &edits))?;
+                }
+            }
+        }
+    };
+}
+
 /// One change to a byte string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Edit {

@@ -1,0 +1,291 @@
+use super::*;
+use proptest::prelude::*;
+
+const TOKEN: &str = "t0ken";
+
+/// An initialised data directory with one site, room and seat, served by an `Api` at a fixed time.
+fn api() -> (tempfile::TempDir, Api) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir(dir.path().to_owned());
+    let now = 1_796_164_200;
+    crate::init(&data, now).unwrap();
+    let db = Db::open(&data.database()).unwrap();
+    db.add_site("lyon", "Europe/Paris", "22:00-06:00", 20, None)
+        .unwrap();
+    db.add_room("lyon", "salle-1").unwrap();
+    db.add_seat("lyon", "salle-1", "s1").unwrap();
+    let api = Api {
+        data,
+        token: TOKEN.into(),
+        clock: image_tools::clock::Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap(),
+        settings: crate::plan::Settings {
+            staging_margin_secs: 7200,
+            risk_slack_secs: 7200,
+        },
+        silent_after_secs: 1800,
+        changed: Arc::new(tokio::sync::Notify::new()),
+        classes: crate::plan::ClassCache::default(),
+    };
+    (dir, api)
+}
+
+/// Field names the routes read (`image` left out: a master import reads the file it names).
+const FIELDS: &[&str] = &[
+    "name",
+    "tz",
+    "windows",
+    "cap_mbit",
+    "takeover",
+    "site",
+    "room",
+    "seat",
+    "node",
+    "master",
+    "version",
+    "start",
+    "end",
+    "file_name",
+    "text",
+    "hours",
+    "reason",
+    "by",
+    "minutes",
+    "role",
+    "ttl_hours",
+    "format",
+];
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| json!(f)),
+        prop::sample::select(vec![
+            "lyon",
+            "salle-1",
+            "s1",
+            "win10",
+            "1",
+            "Europe/Paris",
+            "22:00-06:00",
+            "relay",
+            "agent",
+            "auto",
+            "confirm",
+            "x.ics",
+            "x.csv",
+            "2026-12-03 08:30",
+            "../..",
+            "",
+        ])
+        .prop_map(Value::from),
+        "\\PC{0,40}".prop_map(Value::from),
+    ]
+}
+
+fn body() -> impl Strategy<Value = Value> {
+    let object = proptest::collection::vec((prop::sample::select(FIELDS), leaf()), 0..8)
+        .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()));
+    prop_oneof![
+        3 => object,
+        1 => leaf(),
+        1 => proptest::collection::vec(leaf(), 0..4).prop_map(Value::from),
+    ]
+}
+
+fn url() -> impl Strategy<Value = String> {
+    let segment = prop_oneof![
+        prop::sample::select(vec![
+            "v1",
+            "sites",
+            "rooms",
+            "seats",
+            "assign",
+            "replace",
+            "masters",
+            "calendar",
+            "sessions",
+            "plan",
+            "fleet",
+            "overrides",
+            "tokens",
+            "nodes",
+            "approve",
+            "revoke",
+            "accept-new",
+            "lyon",
+            "win10",
+            "1",
+            "-1",
+            "..",
+            "",
+        ])
+        .prop_map(str::to_owned),
+        "[^/?]{0,12}",
+    ];
+    (
+        proptest::collection::vec(segment, 0..5),
+        "(\\?[a-z=&]{0,12})?",
+    )
+        .prop_map(|(segments, query)| format!("/{}{query}", segments.join("/")))
+}
+
+fn method() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec!["GET", "POST", "DELETE", "PUT"]).prop_map(str::to_owned),
+        "[A-Z]{0,8}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any bytes as a request head: incomplete, an error reply, or a head within the bytes read
+    /// whose body is at most `MAX_BODY`; never a panic.
+    #[test]
+    fn any_head_bytes_parse_or_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        check_head(&bytes)?;
+    }
+
+    /// Mutations of a valid request, head and body, through the reader as a connection feeds it.
+    #[test]
+    fn mutated_requests_are_read_or_refused(
+        edits in proptest::collection::vec(any::<(u8, usize, usize)>().prop_map(image_tools::mutation::Edit::from), 1..6),
+        length in prop_oneof![Just(None), (0u64..64).prop_map(Some), any::<u64>().prop_map(Some)],
+    ) {
+        let body = r#"{"site":"lyon","room":"salle-2"}"#;
+        let length = length.unwrap_or(body.len() as u64);
+        let valid = format!(
+            "POST /v1/rooms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {length}\r\n\r\n{body}"
+        );
+        let bytes = image_tools::mutation::mutate(valid.as_bytes(), &edits);
+        check_head(&bytes)?;
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        match rt.block_on(read_request(&mut &bytes[..], TOKEN)) {
+            Ok(r) => prop_assert!(r.body.len() < bytes.len() && !r.method.is_empty()),
+            Err((status, _)) => prop_assert!(matches!(status, 400 | 401 | 411 | 413 | 431), "{status}"),
+        }
+    }
+}
+
+/// Runs `check` on 256 cases of `strategy` against one data directory (making one costs a CA
+/// and a few fsyncs: too slow for every case).
+fn against_one_api<S: Strategy>(
+    strategy: S,
+    check: impl Fn(&Api, S::Value) -> Result<(), TestCaseError>,
+) {
+    let (_dir, api) = api();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(256));
+    if let Err(e) = runner.run(&strategy, |v| check(&api, v)) {
+        panic!("{e}");
+    }
+}
+
+/// Whatever the method, URL and JSON body, the admin API answers (never panics), and
+/// nonsense is the client's fault (4xx), never the controller's (500).
+#[test]
+fn any_request_gets_an_answer_and_nonsense_a_4xx() {
+    against_one_api((method(), url(), body()), |api, (method, url, body)| {
+        let (status, answer) = route(api, &method, &url, &body);
+        prop_assert!(
+            matches!(status, 200 | 400 | 404 | 409),
+            "{method} {url} {body}: {status} {answer}"
+        );
+        Ok(())
+    });
+}
+
+/// Raw request bodies: anything that is not JSON is a 400.
+#[test]
+fn any_body_bytes_get_an_answer() {
+    let bytes = proptest::collection::vec(any::<u8>(), 1..200);
+    against_one_api((url(), bytes), |api, (url, body)| {
+        let (status, _) = handle(
+            api,
+            Request {
+                method: "POST".into(),
+                url,
+                body,
+            },
+        );
+        prop_assert!(matches!(status, 200 | 400 | 404 | 409), "{status}");
+        Ok(())
+    });
+}
+
+fn check_head(bytes: &[u8]) -> Result<(), TestCaseError> {
+    match parse_head(bytes, TOKEN) {
+        Ok(None) => prop_assert!(bytes.len() < MAX_HEAD),
+        Ok(Some(h)) => prop_assert!(h.len <= bytes.len() && h.length <= MAX_BODY),
+        Err((status, _)) => prop_assert!(matches!(status, 400 | 401 | 411 | 413 | 431)),
+    }
+    Ok(())
+}
+
+#[test]
+fn a_request_is_read_whole_and_a_short_body_is_refused() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let read = |text: &str| rt.block_on(read_request(&mut text.as_bytes(), TOKEN));
+    let r = read(
+        "POST /v1/rooms HTTP/1.1\r\nAuthorization: Bearer t0ken\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.url.as_str(), &r.body[..]),
+        ("POST", "/v1/rooms", &b"{}"[..])
+    );
+    let short = read(
+        "POST /v1/rooms HTTP/1.1\r\nAuthorization: Bearer t0ken\r\nContent-Length: 99\r\n\r\n{}",
+    );
+    assert_eq!(short.unwrap_err().0, 400);
+    let huge = read(
+        "POST / HTTP/1.1\r\nAuthorization: Bearer t0ken\r\nContent-Length: 99999999999\r\n\r\n",
+    );
+    assert_eq!(huge.unwrap_err().0, 413);
+    let stranger =
+        read("POST / HTTP/1.1\r\nAuthorization: Bearer nope\r\nContent-Length: 9\r\n\r\n");
+    assert_eq!(stranger.unwrap_err().0, 401);
+}
+
+#[test]
+fn a_token_lives_a_month_at_most() {
+    let (_dir, api) = api();
+    let ask = |ttl: Value| {
+        route(
+            &api,
+            "POST",
+            "/v1/tokens",
+            &json!({"role": "agent", "site": "lyon", "ttl_hours": ttl}),
+        )
+        .0
+    };
+    assert_eq!(ask(json!(24)), 200);
+    assert_eq!(ask(json!(u64::MAX)), 400);
+    assert_eq!(ask(json!(0)), 400);
+}
+
+#[test]
+fn numbers_beyond_the_database_are_refused() {
+    let (_dir, api) = api();
+    let site = |cap: Value| {
+        route(
+            &api,
+            "POST",
+            "/v1/sites",
+            &json!({"name": "nice", "tz": "Europe/Paris", "cap_mbit": cap}),
+        )
+    };
+    let (status, answer) = site(json!(u64::MAX));
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = route(
+        &api,
+        "DELETE",
+        "/v1/sessions/99999999999999999999",
+        &Value::Null,
+    );
+    assert_eq!(status, 400, "{answer}");
+}

@@ -1,0 +1,256 @@
+//! What relays may read, kept in memory by the server: every master version's signed manifest,
+//! and each site's plan (what to fetch and when, its rooms' sessions, its seats, the serials it
+//! refuses, the signing keys it accepts).
+//!
+//! Reloaded after each admin change and every minute. Plans are computed again each time (they
+//! depend on the time), but a manifest is read from the database once per revision of each
+//! master version (`Db::manifest_revisions`; a key rotation raises it): a reload reads only
+//! what was added or signed again ([`changes`], pure), and drops what was removed.
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::Result;
+use image_tools::exchange::{Catalog, MemoryCatalog};
+use image_tools::wire::{MasterRef, SitePlan};
+
+use crate::db::Db;
+use crate::plan::MasterKey;
+use crate::{signing, DataDir};
+
+/// What a reload must do to the manifests in memory.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// New master versions, or manifests signed again: read them.
+    pub read: Vec<MasterKey>,
+    /// Master versions removed from the catalogue: forget them.
+    pub drop: Vec<MasterKey>,
+}
+
+/// The changes from the revisions `loaded` (in memory) to `current` (in the database).
+pub fn changes(loaded: &HashMap<MasterKey, i64>, current: &HashMap<MasterKey, i64>) -> Changes {
+    let mut read: Vec<MasterKey> = current
+        .iter()
+        .filter(|(k, rev)| loaded.get(*k) != Some(*rev))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut drop: Vec<MasterKey> = loaded
+        .keys()
+        .filter(|k| !current.contains_key(*k))
+        .cloned()
+        .collect();
+    read.sort();
+    drop.sort();
+    Changes { read, drop }
+}
+
+/// What one reload did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Manifests read from the database.
+    pub read: usize,
+    /// Master versions forgotten.
+    pub dropped: usize,
+    /// Sites with a plan.
+    pub sites: usize,
+}
+
+/// Keeps a [`MemoryCatalog`] up to date with the catalogue database.
+#[derive(Debug)]
+pub struct Reloader {
+    data: DataDir,
+    /// Time before a session start by which a relay must hold its master.
+    margin_secs: i64,
+    /// The revision of every manifest in memory.
+    loaded: HashMap<MasterKey, i64>,
+    /// The sites with a plan in memory.
+    sites: BTreeSet<String>,
+}
+
+impl Reloader {
+    pub fn new(data: DataDir, margin_secs: i64) -> Reloader {
+        Reloader {
+            data,
+            margin_secs,
+            loaded: HashMap::new(),
+            sites: BTreeSet::new(),
+        }
+    }
+
+    /// Brings `catalog` up to date at `now`. Manifests are added and plans replaced in place;
+    /// when something was removed (a master version, a site), the catalogue is rebuilt from what
+    /// it holds, and swapped whole.
+    pub fn reload(&mut self, catalog: &MemoryCatalog, now: i64) -> Result<Reloaded> {
+        let db = Db::open(&self.data.database())?;
+        let current: HashMap<MasterKey, i64> = db.manifest_revisions()?.into_iter().collect();
+        let changes = changes(&self.loaded, &current);
+        let mut fresh = Vec::new();
+        for (name, version) in &changes.read {
+            // Gone since `manifest_revisions`: the next reload drops it.
+            if let Some((bytes, revision)) = db.manifest(name, version)? {
+                fresh.push(((name.clone(), version.clone()), revision, bytes));
+            }
+        }
+        let plans = site_plans(&self.data, &db, now, self.margin_secs)?;
+        let sites: BTreeSet<String> = plans.iter().map(|(s, _)| s.clone()).collect();
+        let read = fresh.len();
+        for key in &changes.drop {
+            self.loaded.remove(key);
+        }
+        if changes.drop.is_empty() && self.sites.is_subset(&sites) {
+            for (key, revision, bytes) in fresh {
+                catalog.add_manifest(master_ref(&key), bytes);
+                self.loaded.insert(key, revision);
+            }
+            for (site, plan) in plans {
+                catalog.set_plan(&site, plan);
+            }
+        } else {
+            let rebuilt = MemoryCatalog::default();
+            let kept: Vec<MasterKey> = self.loaded.keys().cloned().collect();
+            for key in kept {
+                match catalog.manifest(&master_ref(&key)) {
+                    Some(bytes) => rebuilt.add_manifest(master_ref(&key), bytes),
+                    // Not in memory after all: read it at the next reload.
+                    None => {
+                        self.loaded.remove(&key);
+                    }
+                }
+            }
+            for (key, revision, bytes) in fresh {
+                rebuilt.add_manifest(master_ref(&key), bytes);
+                self.loaded.insert(key, revision);
+            }
+            for (site, plan) in plans {
+                rebuilt.set_plan(&site, plan);
+            }
+            catalog.replace_with(rebuilt);
+        }
+        self.sites = sites;
+        Ok(Reloaded {
+            read,
+            dropped: changes.drop.len(),
+            sites: self.sites.len(),
+        })
+    }
+}
+
+fn master_ref((name, version): &MasterKey) -> MasterRef {
+    MasterRef {
+        name: name.clone(),
+        version: version.clone(),
+    }
+}
+
+/// Each site's plan at `now`: the master versions its upcoming sessions (and active overrides)
+/// need, earliest deadline first; its rooms' sessions; its seats; what it refuses and accepts.
+fn site_plans(
+    data: &DataDir,
+    db: &Db,
+    now: i64,
+    margin_secs: i64,
+) -> Result<Vec<(String, SitePlan)>> {
+    let mut entries = db.relay_plans(now, margin_secs)?;
+    let cas = crate::authority::load(data)?;
+    let ca = &cas.current;
+    let signing_keys: Vec<_> = signing::endorsed_keys(data, ca, now)?
+        .iter()
+        .map(|e| e.to_wire())
+        .collect();
+    let mut rooms = db.room_plans(now)?;
+    let mut seats = db.seat_bindings()?;
+    let mut out = Vec::new();
+    for site in db.sites()? {
+        let plan = SitePlan {
+            windows: site
+                .windows
+                .split(',')
+                .map(|w| w.trim().to_owned())
+                .collect(),
+            tz: site.tz,
+            cap_mbit: site.cap_mbit,
+            entries: entries.remove(&site.name).unwrap_or_default(),
+            rooms: rooms.remove(&site.name).unwrap_or_default(),
+            seats: seats.remove(&site.name).unwrap_or_default(),
+            revoked: db.revoked_serials(Some(&site.name), now)?,
+            signing_keys: signing_keys.clone(),
+            current_ca: ca.certificate().to_vec(),
+            bridge: cas.bridge.clone(),
+        };
+        out.push((site.name, plan));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> MasterKey {
+        (name.to_owned(), "1".to_owned())
+    }
+
+    #[test]
+    fn changes_read_what_is_new_or_signed_again_and_drop_what_is_gone() {
+        let loaded = HashMap::from([(key("a"), 0), (key("b"), 0), (key("c"), 1)]);
+        let current = HashMap::from([(key("a"), 0), (key("b"), 1), (key("d"), 0)]);
+        assert_eq!(
+            changes(&loaded, &current),
+            Changes {
+                read: vec![key("b"), key("d")],
+                drop: vec![key("c")],
+            }
+        );
+        assert_eq!(changes(&current, &current), Changes::default());
+    }
+
+    fn manifest(name: &str, seed: u8) -> Vec<u8> {
+        crate::testing::manifest(name, "1", seed).1
+    }
+
+    #[test]
+    fn a_reload_reads_each_manifest_once_per_revision_and_forgets_removed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir(dir.path().join("c"));
+        crate::init(&data, 1_800_000_000).unwrap();
+        let mut db = Db::open(&data.database()).unwrap();
+        let add = |db: &Db, name: &str| {
+            let (m, bytes) = crate::testing::manifest(name, "1", 1);
+            db.add_master(&m, &bytes, 0).unwrap();
+        };
+        add(&db, "a");
+        add(&db, "b");
+        db.add_site("lyon", "Europe/Paris", "22:00-06:00", 20, None)
+            .unwrap();
+        let catalog = MemoryCatalog::default();
+        let mut reloader = Reloader::new(data.clone(), 3600);
+        let now = 1_800_000_000;
+        let reload = |r: &mut Reloader| r.reload(&catalog, now).unwrap();
+        let got = |name: &str| catalog.manifest(&master_ref(&key(name)));
+
+        let first = reload(&mut reloader);
+        assert_eq!((first.read, first.dropped, first.sites), (2, 0, 1));
+        assert_eq!(got("a"), Some(manifest("a", 1)));
+        assert_eq!(reload(&mut reloader).read, 0, "read again without a change");
+
+        // Signed again (a key rotation): read again, once.
+        db.replace_manifest("b", "1", &manifest("b", 2)).unwrap();
+        add(&db, "c");
+        assert_eq!(reload(&mut reloader).read, 2);
+        assert_eq!(got("b"), Some(manifest("b", 2)));
+        assert_eq!(reload(&mut reloader).read, 0);
+
+        // Removed: forgotten, the others kept without reading them.
+        db.remove_master("a", "1", now).unwrap();
+        let after = reload(&mut reloader);
+        assert_eq!((after.read, after.dropped), (0, 1));
+        assert_eq!(got("a"), None);
+        assert_eq!(got("b"), Some(manifest("b", 2)));
+        assert_eq!(got("c"), Some(manifest("c", 1)));
+        let relay = image_tools::trust::Identity {
+            role: image_tools::wire::Role::Relay,
+            site: image_tools::SiteId::new("lyon").unwrap(),
+            node: image_tools::NodeId::new("relay-1").unwrap(),
+        };
+        assert_eq!(catalog.plan(&relay).tz, "Europe/Paris");
+    }
+}

@@ -1,0 +1,150 @@
+//! The schema, as the migrations that build it: each moves `PRAGMA user_version` up by one, in
+//! an exclusive transaction. A database newer than this controller is refused, never downgraded.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::DbError;
+
+/// Each entry moves the schema from version i to i+1.
+const MIGRATIONS: &[&str] = &[
+    // 1: the catalogue and the calendar.
+    "CREATE TABLE sites (
+        name TEXT PRIMARY KEY,
+        tz TEXT NOT NULL,
+        windows TEXT NOT NULL,
+        cap_mbit INTEGER NOT NULL CHECK (cap_mbit > 0)
+     );
+     CREATE TABLE rooms (
+        site TEXT NOT NULL REFERENCES sites(name) ON DELETE RESTRICT,
+        name TEXT NOT NULL,
+        PRIMARY KEY (site, name)
+     );
+     CREATE TABLE seats (
+        site TEXT NOT NULL,
+        room TEXT NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (site, room, name),
+        FOREIGN KEY (site, room) REFERENCES rooms(site, name) ON DELETE RESTRICT
+     );
+     CREATE TABLE masters (
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        stored_bytes INTEGER NOT NULL,
+        manifest BLOB NOT NULL,
+        imported_at INTEGER NOT NULL,
+        PRIMARY KEY (name, version)
+     );
+     CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        site TEXT NOT NULL,
+        room TEXT NOT NULL,
+        master TEXT NOT NULL,
+        version TEXT NOT NULL,
+        start INTEGER NOT NULL,
+        end INTEGER NOT NULL CHECK (end > start),
+        FOREIGN KEY (site, room) REFERENCES rooms(site, name) ON DELETE RESTRICT,
+        FOREIGN KEY (master, version) REFERENCES masters(name, version) ON DELETE RESTRICT
+     );
+     CREATE INDEX sessions_by_site ON sessions(site, start);",
+    // 2: enrolled nodes, their last report, and what each relay holds.
+    "CREATE TABLE nodes (
+        site TEXT NOT NULL,
+        node TEXT NOT NULL,
+        role TEXT NOT NULL,
+        enrolled_at INTEGER NOT NULL,
+        last_seen INTEGER,
+        PRIMARY KEY (site, node)
+     );
+     CREATE TABLE holdings (
+        site TEXT NOT NULL,
+        node TEXT NOT NULL,
+        master TEXT NOT NULL,
+        version TEXT NOT NULL,
+        PRIMARY KEY (site, node, master, version),
+        FOREIGN KEY (site, node) REFERENCES nodes(site, node) ON DELETE CASCADE
+     );",
+    // 3: daytime pushes, with who asked and why.
+    "CREATE TABLE overrides (
+        id INTEGER PRIMARY KEY,
+        site TEXT NOT NULL REFERENCES sites(name) ON DELETE CASCADE,
+        master TEXT NOT NULL,
+        version TEXT NOT NULL,
+        reason TEXT NOT NULL CHECK (length(reason) > 0),
+        requested_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        until INTEGER NOT NULL,
+        FOREIGN KEY (master, version) REFERENCES masters(name, version) ON DELETE CASCADE
+     );",
+    // 4: the fields of each node's last report (state, disk, errors...), as a JSON object.
+    "ALTER TABLE nodes ADD COLUMN status TEXT NOT NULL DEFAULT '{}';",
+    // 5: which agent sits at which seat (NULL: a spare; a seat holds at most one node and must
+    // exist), and each site's takeover policy.
+    "ALTER TABLE nodes ADD COLUMN room TEXT;
+     ALTER TABLE nodes ADD COLUMN seat TEXT CHECK ((seat IS NULL) = (room IS NULL));
+     CREATE UNIQUE INDEX nodes_one_per_seat ON nodes(site, room, seat) WHERE seat IS NOT NULL;
+     CREATE TRIGGER nodes_seat_exists_on_insert BEFORE INSERT ON nodes
+        WHEN NEW.seat IS NOT NULL AND NOT EXISTS
+            (SELECT 1 FROM seats WHERE site = NEW.site AND room = NEW.room AND name = NEW.seat)
+        BEGIN SELECT RAISE(ABORT, 'no such seat'); END;
+     CREATE TRIGGER nodes_seat_exists_on_update BEFORE UPDATE OF room, seat ON nodes
+        WHEN NEW.seat IS NOT NULL AND NOT EXISTS
+            (SELECT 1 FROM seats WHERE site = NEW.site AND room = NEW.room AND name = NEW.seat)
+        BEGIN SELECT RAISE(ABORT, 'no such seat'); END;
+     ALTER TABLE sites ADD COLUMN takeover TEXT NOT NULL DEFAULT 'auto'
+        CHECK (takeover IN ('auto', 'confirm'));",
+    // 6: trust: enrolment tokens (hashes only), NUCs waiting for the DSI, every certificate
+    // issued (for revocation), sites opened for new NUCs, revoked nodes. See `db::trust`.
+    "CREATE TABLE tokens (
+        secret_hash TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        site TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE TABLE enrolment_requests (
+        node TEXT PRIMARY KEY,
+        site TEXT NOT NULL,
+        role TEXT NOT NULL,
+        public_key BLOB NOT NULL,
+        mac TEXT NOT NULL,
+        via TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        approved_at INTEGER
+     );
+     CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY,
+        site TEXT NOT NULL,
+        node TEXT NOT NULL,
+        role TEXT NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        issued_at INTEGER NOT NULL,
+        revoked_at INTEGER
+     );
+     CREATE INDEX certificates_by_node ON certificates(node);
+     ALTER TABLE sites ADD COLUMN accept_new_until INTEGER;
+     ALTER TABLE nodes ADD COLUMN revoked_at INTEGER;",
+    // 7: a master's manifest revision, raised when it is signed again (a key rotation), so the
+    // server reads again only the manifests that changed.
+    "ALTER TABLE masters ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
+];
+
+/// Brings the database up to the last migration.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), DbError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(DbError::TooNew {
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
