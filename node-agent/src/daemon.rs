@@ -1,23 +1,25 @@
 //! `nightcast-agent run`: the NUC's service.
 //!
-//! One loop, ticking at least once a second (and at every session boundary), decides what the
-//! workstation does; one background job at a time prepares the next master:
-//! - **enrolment** (once): the relay from the config or from discovery, the CA pinned from the
-//!   config, the token or the discovery answer; a token, or else the relay vouches.
+//! One loop, ticking at least once a second (and at every session boundary), gathers what the
+//! workstation's decisions need and carries them out; one background job at a time prepares the
+//! next master:
+//! - **enrolment** (once, `enrol`): the relay from the config or from discovery, the CA pinned from
+//!   the config, the token or the discovery answer; a token, or else the relay vouches.
 //! - **plan** (every `poll_secs`): from the relay; kept in `DATA/plan.json` so a relay that is down
-//!   changes nothing: sessions and resets go on with `current`.
-//! - **sessions**: the VM runs only inside a session of this NUC's room, on a fresh overlay over
-//!   `current`. At the session's end, on a guest power-off and at the end of the day it is stopped
-//!   and the overlay recreated (the reset). A new master is switched in only while no session runs.
-//! - **preparation**: the first upcoming session whose master is not `current` gets it into `next`:
-//!   the manifest is verified with the pinned key (a forged one is refused and reported), only the
-//!   chunks the running image lacks are fetched into `DATA/store`, then `next` is assembled seeded
-//!   from `current` (every chunk hashed) and marked ready.
+//!   changes nothing: sessions and resets go on with `current`. With it, the CA bridge and the
+//!   manifest-signing keys; the certificate is renewed when due.
+//! - **sessions** (`workstation`, pure): the VM runs only inside a session of this NUC's room, on a
+//!   fresh overlay over `current`; session end, guest power-off, VM failure and the end of the day
+//!   reset it; a new master comes in only between sessions; a failure right after a swap rolls it
+//!   back.
+//! - **preparation** (`prepare`): the first upcoming master that is not `current` gets into `next`:
+//!   the manifest verified with the accepted keys (a forged one is refused and reported), only the
+//!   chunks the NUC's images lack fetched into `DATA/store`, `next` assembled seeded from them
+//!   (every chunk hashed) and marked ready.
 //! - **reports** (every `poll_secs`): to the relay, which passes them on to the controller.
 //!
-//! Everything it learns or does is in `DATA/status.json`, rewritten every tick.
+//! Everything it learns or does is in `DATA/status.json`, rewritten when it changes.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,18 +27,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use image_tools::clock::Clock;
-use image_tools::exchange::{self, Connection, FetchOptions};
+use image_tools::exchange::{self, Connection};
 use image_tools::trust::keyring::KeyRing;
 use image_tools::trust::{self, Credentials, Expect, Identity};
-use image_tools::wire::{
-    ErrorCode, Hello, MasterRef, Role, SessionEntry, SitePlan, Status, PROTOCOL_VERSION,
-};
-use image_tools::{ChunkStore, LocalStore, NodeId, PublicKey, VerifiedManifest};
+use image_tools::wire::{Hello, MasterRef, Role, SessionEntry, SitePlan, Status, PROTOCOL_VERSION};
+use image_tools::{LocalStore, NodeId};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::enrol::{enrol_until_done, find_relay};
 use crate::hypervisor::{Fake, Hypervisor, Qemu, QemuConfig, VmStatus};
+use crate::prepare::{Job, JobNews};
 use crate::slots::{SlotName, SlotState, Slots};
 use crate::workstation::{self, Action, Held, Inputs, Workstation};
 
@@ -75,7 +77,7 @@ pub struct AgentStatus {
 /// The longest a plan request and report may take before the relay counts as away.
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn label(m: &MasterRef) -> String {
+pub(crate) fn label(m: &MasterRef) -> String {
     format!("{} {}", m.name, m.version)
 }
 
@@ -153,6 +155,7 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         last_poll: None,
         started_at: clock.now(),
         powered_off: false,
+        written_status: Vec::new(),
     };
     agent.refresh_slots();
     agent.main_loop(&shutdown).await;
@@ -160,26 +163,6 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
     agent.write_status();
     Ok(())
 }
-
-/// What the background preparation tells the loop.
-#[derive(Debug, Default)]
-struct JobNews {
-    fetched_chunks: u64,
-    fetched_bytes: u64,
-    reused_chunks: u64,
-    refused: u64,
-    error: Option<String>,
-    state: Option<String>,
-    done: bool,
-    /// The job got its master ready: an error it reported earlier is over.
-    succeeded: bool,
-}
-
-/// The relay does not hold the master yet (its night window has not come, or its transfer is
-/// under way): the NUC waits, which is no error.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct NotOnRelayYet(String);
 
 struct Agent {
     cfg: Config,
@@ -209,6 +192,8 @@ struct Agent {
     /// When the agent started (the NUC was powered on, or woken).
     started_at: i64,
     powered_off: bool,
+    /// What `status.json` last got, without its time.
+    written_status: Vec<u8>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -217,7 +202,7 @@ impl std::fmt::Debug for Agent {
     }
 }
 
-fn first_mac(root: &Path) -> Option<String> {
+pub(crate) fn first_mac(root: &Path) -> Option<String> {
     let macs = crate::identity::interface_macs(root).ok()?;
     macs.iter()
         .find(|m| m.physical)
@@ -768,13 +753,22 @@ impl Agent {
         }
     }
 
+    /// Writes `DATA/status.json` (durably, through a temp file) when something in it changed
+    /// apart from the time: not one fsync a second on a NUC's disk for nothing.
     fn write_status(&mut self) {
+        self.status.now = 0;
+        let Ok(unstamped) = serde_json::to_vec(&self.status) else {
+            return;
+        };
         self.status.now = self.clock.now();
+        if unstamped == self.written_status {
+            return;
+        }
         if let Ok(bytes) = serde_json::to_vec_pretty(&self.status) {
             let path = self.cfg.data.join("status.json");
-            let tmp = path.with_extension("tmp");
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, &path);
+            match image_tools::durable::write_file(&path, &bytes, 0o644) {
+                Ok(()) => self.written_status = unstamped,
+                Err(e) => tracing::warn!(error = %e, "cannot write {}", path.display()),
             }
         }
     }
@@ -784,356 +778,4 @@ fn free_disk(path: &Path) -> u64 {
     rustix::fs::statvfs(path)
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
         .unwrap_or(0)
-}
-
-/// Getting one master version into `next`.
-struct Job {
-    target: MasterRef,
-    conn: Connection,
-    /// The manifest-signing keys accepted when the job started.
-    keys: Vec<PublicKey>,
-    slots: Arc<Mutex<Slots>>,
-    store: Arc<LocalStore>,
-    news: Arc<Mutex<JobNews>>,
-    threads: usize,
-    now: u64,
-}
-
-impl Job {
-    fn say(&self, f: impl FnOnce(&mut JobNews)) {
-        if let Ok(mut n) = self.news.lock() {
-            f(&mut n);
-        }
-    }
-
-    async fn run(self) {
-        let what = label(&self.target);
-        self.say(|n| n.state = Some(format!("fetching {what}")));
-        match self.prepare().await {
-            Ok(()) => self.say(|n| n.succeeded = true),
-            Err(e) => {
-                match e.downcast_ref::<NotOnRelayYet>() {
-                    Some(wait) => {
-                        tracing::info!("{wait}: waiting");
-                        let state = format!("waiting for the relay: {wait}");
-                        self.say(|n| n.state = Some(state));
-                    }
-                    None => {
-                        let msg = format!("preparing {what}: {e:#}");
-                        tracing::error!("{msg}");
-                        self.say(|n| n.error = Some(msg));
-                    }
-                }
-                // Try again later, not in a tight loop.
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
-        self.say(|n| n.done = true);
-    }
-
-    async fn prepare(&self) -> anyhow::Result<()> {
-        let bytes = match self.conn.manifest(&self.target).await {
-            Err(exchange::ExchangeError::Refused {
-                code: ErrorCode::NotFound,
-                ..
-            }) => {
-                let what = label(&self.target);
-                return Err(NotOnRelayYet(format!("it does not have {what} yet")).into());
-            }
-            got => got?,
-        };
-        let manifest = match VerifiedManifest::open_with(bytes, &self.keys) {
-            Ok(m)
-                if m.name.as_str() == self.target.name
-                    && m.version.as_str() == self.target.version =>
-            {
-                m
-            }
-            Ok(m) => {
-                self.say(|n| n.refused += 1);
-                anyhow::bail!(
-                    "REFUSED: the relay sent the manifest of {} {} for {}: the current master keeps running",
-                    m.name,
-                    m.version,
-                    label(&self.target)
-                );
-            }
-            Err(e) => {
-                self.say(|n| n.refused += 1);
-                anyhow::bail!(
-                    "REFUSED a manifest that does not verify with the controller's key ({e}): the current master keeps running"
-                );
-            }
-        };
-        let manifest = Arc::new(manifest);
-        // `next` holds another version (the plan changed): drop it. The chunks of the images the
-        // NUC holds (the running one, the one kept for rollback) are not fetched: assembly takes
-        // them from there. Should one of those images turn out damaged, a second pass fetches
-        // what it could not give.
-        let held: HashSet<image_tools::ChunkId> = {
-            let slots = self.slots.clone();
-            let m = manifest.clone();
-            let (now, keys) = (self.now, self.keys.clone());
-            tokio::task::spawn_blocking(move || -> anyhow::Result<HashSet<image_tools::ChunkId>> {
-                let mut slots = slots
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("slots lock poisoned"))?;
-                let next = slots.table().get(SlotName::Next).cloned();
-                if next.is_some_and(|h| h.name != m.name || h.version != m.version) {
-                    slots.abandon_next(now)?;
-                }
-                slots.begin_next(&m, now)?;
-                let mut held = HashSet::new();
-                for slot in [SlotName::Current, SlotName::Previous] {
-                    if let Ok(m) = slots.load_manifest(slot, &keys) {
-                        held.extend(m.chunks().map(|c| c.id));
-                    }
-                }
-                Ok(held)
-            })
-            .await??
-        };
-        let reused = manifest
-            .unique_chunks()
-            .iter()
-            .filter(|c| held.contains(&c.id))
-            .count() as u64;
-        self.say(|n| n.reused_chunks = reused);
-        let mut have = Arc::new(held);
-        loop {
-            self.fetch(&manifest, have.clone()).await?;
-            let what = label(&self.target);
-            self.say(|n| n.state = Some(format!("assembling {what}")));
-            let (slots, store, m, threads, now) = (
-                self.slots.clone(),
-                self.store.clone(),
-                manifest.clone(),
-                self.threads,
-                self.now,
-            );
-            let assembled = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                let mut slots = slots
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("slots lock poisoned"))?;
-                let (proof, report) = slots.assemble_next(&m, &*store, threads, &|_, _| {})?;
-                slots.mark_ready(proof, now)?;
-                tracing::info!(master = %m.name, version = %m.version, from_seed = report.from_seed, from_store = report.from_store, seed_mismatches = report.seed_mismatches, "next master verified and ready");
-                // Every chunk is in the image now: the cache is emptied.
-                for id in store.ids()? {
-                    let _ = store.remove(&id);
-                }
-                Ok(())
-            })
-            .await?;
-            let damaged_seed = assembled.as_ref().err().and_then(|e| match e
-                .downcast_ref::<crate::slots::SlotError>()
-            {
-                Some(crate::slots::SlotError::Assemble {
-                    source: image_tools::assemble::AssembleError::Chunk { id, .. },
-                    ..
-                }) => Some(*id),
-                _ => None,
-            });
-            match damaged_seed {
-                Some(id) if !have.is_empty() => {
-                    tracing::warn!(chunk = %id.short(), "a chunk the NUC's own images should hold is damaged there: fetching everything assembly lacks");
-                    have = Arc::default();
-                }
-                _ => break assembled?,
-            }
-        }
-        let what = label(&self.target);
-        self.say(|n| n.state = Some(format!("{what} ready")));
-        Ok(())
-    }
-
-    /// Fetches the chunks of `manifest` that neither the store nor `have` holds.
-    async fn fetch(
-        &self,
-        manifest: &Arc<VerifiedManifest>,
-        have: Arc<HashSet<image_tools::ChunkId>>,
-    ) -> anyhow::Result<()> {
-        let news = self.news.clone();
-        let before = std::sync::atomic::AtomicU64::new(0);
-        let progress = move |p: exchange::Progress| {
-            let delta = p.bytes - before.swap(p.bytes, std::sync::atomic::Ordering::Relaxed);
-            if let Ok(mut n) = news.lock() {
-                n.fetched_bytes += delta;
-            }
-        };
-        let opts = FetchOptions {
-            have,
-            ..FetchOptions::default()
-        };
-        let report = exchange::fetch_missing(
-            &self.conn,
-            self.store.clone(),
-            manifest,
-            opts,
-            None,
-            &progress,
-        )
-        .await?;
-        self.say(|n| n.fetched_chunks += report.fetched);
-        if !report.lacking.is_empty() {
-            let (n, what) = (report.lacking.len(), label(&self.target));
-            // A relay that says when it will have them is on its way: a wait. One that does not
-            // know is a problem for the DSI to see.
-            return match report
-                .expected
-                .and_then(|t| jiff::Timestamp::from_second(t).ok())
-            {
-                Some(t) => {
-                    let when = t.strftime("%Y-%m-%d %H:%M UTC");
-                    Err(NotOnRelayYet(format!("{n} chunk(s) of {what} not there yet, expected at {when}")).into())
-                }
-                None => Err(anyhow::anyhow!(
-                    "the relay lacks {n} chunk(s) of {what} and does not know when it will have them"
-                )),
-            };
-        }
-        Ok(())
-    }
-}
-
-/// Enrols through the relay, retrying until it works (a spare may be powered on before its relay,
-/// and a new NUC waits for the DSI). `status.json` says what it waits for.
-async fn enrol_until_done(
-    cfg: &Config,
-    node: &NodeId,
-    clock: Clock,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<(Credentials, trust::Endorsed)> {
-    let mut wait = Duration::from_secs(1);
-    let mac = first_mac(&cfg.identity_root);
-    loop {
-        let state = match enrol(cfg, node, clock, mac.as_deref()).await {
-            Ok(done) => return Ok(done),
-            Err(e) => match e.downcast_ref::<exchange::ExchangeError>() {
-                Some(exchange::ExchangeError::Refused {
-                    code: ErrorCode::Pending,
-                    message,
-                    ..
-                }) => {
-                    tracing::info!("waiting for the DSI to let this NUC in: {message}");
-                    // Asked again soon: the DSI's approval takes effect at the next request.
-                    wait = Duration::from_secs(5);
-                    format!("waiting for the DSI to let this NUC in: {message}")
-                }
-                _ => {
-                    tracing::warn!(error = %format!("{e:#}"), "not enrolled yet; trying again");
-                    format!("enrolling: {e:#}")
-                }
-            },
-        };
-        let status = AgentStatus {
-            now: clock.now(),
-            node: node.to_string(),
-            state,
-            ..AgentStatus::default()
-        };
-        if let Ok(bytes) = serde_json::to_vec_pretty(&status) {
-            let _ = image_tools::durable::write_file(&cfg.data.join("status.json"), &bytes, 0o644);
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => anyhow::bail!("stopped before enrolment"),
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(Duration::from_secs(60));
-    }
-}
-
-/// The key this NUC enrols with, made once and kept (0600) until it has its certificate: the DSI
-/// approves a request for one key, and a retry must ask for that same key.
-fn enrolment_key(cfg: &Config) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
-    let path = cfg.data.join("enrol.key");
-    if let Ok(der) = std::fs::read(&path) {
-        if let Ok(public) = trust::public_key_of(&der) {
-            return Ok((der, public));
-        }
-        tracing::warn!(path = %path.display(), "the enrolment key is damaged: making a new one");
-    }
-    let (der, public) = trust::node_key()?;
-    image_tools::durable::write_file(&path, &der, 0o600)?;
-    Ok((der, public))
-}
-
-async fn enrol(
-    cfg: &Config,
-    node: &NodeId,
-    clock: Clock,
-    mac: Option<&str>,
-) -> anyhow::Result<(Credentials, trust::Endorsed)> {
-    let token: Option<trust::Token> = cfg.token.as_deref().map(str::parse).transpose()?;
-    let pinned = cfg
-        .ca_fingerprint
-        .as_deref()
-        .and_then(image_tools::ids::unhex::<16>)
-        .or(token.as_ref().map(|t| t.ca_fingerprint));
-    let (relay, fingerprint) = match (cfg.relay, pinned) {
-        (Some(r), Some(fp)) => (r, fp),
-        _ => {
-            let (addr, answer) = find_relay(cfg, None, None).await?;
-            let fp = answer
-                .ca_fingerprint()
-                .context("the relay's answer has no CA fingerprint")?;
-            if let Some(p) = pinned {
-                if p != fp {
-                    anyhow::bail!(
-                        "the relay at {addr} answers for another CA than the one configured"
-                    );
-                }
-            } else {
-                tracing::warn!(%addr, site = %answer.site, "trusting the first relay that answered (no ca_fingerprint configured)");
-            }
-            (cfg.relay.unwrap_or(addr), fp)
-        }
-    };
-    let endpoint = exchange::client_endpoint()?;
-    let conn = Connection::connect(
-        &endpoint,
-        relay,
-        trust::pinned_ca_client_config(fingerprint, Expect::AnyRelay, clock)?,
-    )
-    .await?;
-    let (key, public) = enrolment_key(cfg)?;
-    let reply = conn
-        .enroll(exchange::EnrollRequest {
-            token: cfg.token.clone().unwrap_or_default(),
-            role: Role::Agent,
-            node_id: node.to_string(),
-            public_key: public.clone(),
-            mac: mac.unwrap_or_default().to_owned(),
-            renewal: false,
-        })
-        .await;
-    conn.close();
-    let (creds, signing_key) =
-        trust::accept_enrolment(fingerprint, Role::Agent, node, key, &public, reply?, clock)?;
-    trust::save_enrolment(&cfg.data, &creds, &signing_key)?;
-    let _ = std::fs::remove_file(cfg.data.join("enrol.key"));
-    tracing::info!(%relay, identity = ?creds.identity().map(|i| i.to_string()), "enrolled through the relay");
-    Ok((creds, signing_key))
-}
-
-/// Asks the VLAN for a relay; with `site` and `creds`, only one of that site and of a CA these
-/// credentials trust will do.
-async fn find_relay(
-    cfg: &Config,
-    site: Option<&str>,
-    creds: Option<&Credentials>,
-) -> anyhow::Result<(SocketAddr, image_tools::discovery::Answer)> {
-    let answers = image_tools::discovery::discover(cfg.discovery, Duration::from_secs(2)).await?;
-    let trusted: Option<Vec<[u8; 16]>> = creds.map(|c| {
-        c.trusted_cas()
-            .into_iter()
-            .map(trust::fingerprint)
-            .collect()
-    });
-    answers
-        .into_iter()
-        .find(|(_, a)| {
-            site.is_none_or(|s| a.site == s) && trusted.as_ref().is_none_or(|t| a.names_any(t))
-        })
-        .ok_or_else(|| anyhow::anyhow!("no relay answered on {}", cfg.discovery))
 }

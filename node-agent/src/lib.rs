@@ -18,7 +18,9 @@
 
 pub mod config;
 pub mod daemon;
+mod enrol;
 pub mod hypervisor;
 pub mod identity;
+mod prepare;
 pub mod slots;
 pub mod workstation;

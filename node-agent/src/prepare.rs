@@ -1,0 +1,245 @@
+//! Preparing the next master in the background: the manifest verified with the accepted keys,
+//! only the chunks the NUC's own images lack fetched from the relay, `next` assembled seeded from
+//! them (every chunk hashed) and marked ready. The daemon's loop reads what it did from
+//! [`JobNews`].
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use image_tools::exchange::{self, Connection, FetchOptions};
+use image_tools::wire::{ErrorCode, MasterRef};
+use image_tools::{ChunkStore, LocalStore, PublicKey, VerifiedManifest};
+
+use crate::daemon::label;
+use crate::slots::{SlotName, Slots};
+
+/// What the background preparation tells the loop.
+#[derive(Debug, Default)]
+pub(crate) struct JobNews {
+    pub(crate) fetched_chunks: u64,
+    pub(crate) fetched_bytes: u64,
+    pub(crate) reused_chunks: u64,
+    pub(crate) refused: u64,
+    pub(crate) error: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) done: bool,
+    /// The job got its master ready: an error it reported earlier is over.
+    pub(crate) succeeded: bool,
+}
+
+/// The relay does not hold the master yet (its night window has not come, or its transfer is
+/// under way): the NUC waits, which is no error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotOnRelayYet(String);
+
+/// Getting one master version into `next`.
+pub(crate) struct Job {
+    pub(crate) target: MasterRef,
+    pub(crate) conn: Connection,
+    /// The manifest-signing keys accepted when the job started.
+    pub(crate) keys: Vec<PublicKey>,
+    pub(crate) slots: Arc<Mutex<Slots>>,
+    pub(crate) store: Arc<LocalStore>,
+    pub(crate) news: Arc<Mutex<JobNews>>,
+    pub(crate) threads: usize,
+    pub(crate) now: u64,
+}
+
+impl Job {
+    fn say(&self, f: impl FnOnce(&mut JobNews)) {
+        if let Ok(mut n) = self.news.lock() {
+            f(&mut n);
+        }
+    }
+
+    pub(crate) async fn run(self) {
+        let what = label(&self.target);
+        self.say(|n| n.state = Some(format!("fetching {what}")));
+        match self.prepare().await {
+            Ok(()) => self.say(|n| n.succeeded = true),
+            Err(e) => {
+                match e.downcast_ref::<NotOnRelayYet>() {
+                    Some(wait) => {
+                        tracing::info!("{wait}: waiting");
+                        let state = format!("waiting for the relay: {wait}");
+                        self.say(|n| n.state = Some(state));
+                    }
+                    None => {
+                        let msg = format!("preparing {what}: {e:#}");
+                        tracing::error!("{msg}");
+                        self.say(|n| n.error = Some(msg));
+                    }
+                }
+                // Try again later, not in a tight loop.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+        self.say(|n| n.done = true);
+    }
+
+    async fn prepare(&self) -> anyhow::Result<()> {
+        let bytes = match self.conn.manifest(&self.target).await {
+            Err(exchange::ExchangeError::Refused {
+                code: ErrorCode::NotFound,
+                ..
+            }) => {
+                let what = label(&self.target);
+                return Err(NotOnRelayYet(format!("it does not have {what} yet")).into());
+            }
+            got => got?,
+        };
+        let manifest = match VerifiedManifest::open_with(bytes, &self.keys) {
+            Ok(m)
+                if m.name.as_str() == self.target.name
+                    && m.version.as_str() == self.target.version =>
+            {
+                m
+            }
+            Ok(m) => {
+                self.say(|n| n.refused += 1);
+                anyhow::bail!(
+                    "REFUSED: the relay sent the manifest of {} {} for {}: the current master keeps running",
+                    m.name,
+                    m.version,
+                    label(&self.target)
+                );
+            }
+            Err(e) => {
+                self.say(|n| n.refused += 1);
+                anyhow::bail!(
+                    "REFUSED a manifest that does not verify with the controller's key ({e}): the current master keeps running"
+                );
+            }
+        };
+        let manifest = Arc::new(manifest);
+        // `next` holds another version (the plan changed): drop it. The chunks of the images the
+        // NUC holds (the running one, the one kept for rollback) are not fetched: assembly takes
+        // them from there. Should one of those images turn out damaged, a second pass fetches
+        // what it could not give.
+        let held: HashSet<image_tools::ChunkId> = {
+            let slots = self.slots.clone();
+            let m = manifest.clone();
+            let (now, keys) = (self.now, self.keys.clone());
+            tokio::task::spawn_blocking(move || -> anyhow::Result<HashSet<image_tools::ChunkId>> {
+                let mut slots = slots
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("slots lock poisoned"))?;
+                let next = slots.table().get(SlotName::Next).cloned();
+                if next.is_some_and(|h| h.name != m.name || h.version != m.version) {
+                    slots.abandon_next(now)?;
+                }
+                slots.begin_next(&m, now)?;
+                let mut held = HashSet::new();
+                for slot in [SlotName::Current, SlotName::Previous] {
+                    if let Ok(m) = slots.load_manifest(slot, &keys) {
+                        held.extend(m.chunks().map(|c| c.id));
+                    }
+                }
+                Ok(held)
+            })
+            .await??
+        };
+        let reused = manifest
+            .unique_chunks()
+            .iter()
+            .filter(|c| held.contains(&c.id))
+            .count() as u64;
+        self.say(|n| n.reused_chunks = reused);
+        let mut have = Arc::new(held);
+        loop {
+            self.fetch(&manifest, have.clone()).await?;
+            let what = label(&self.target);
+            self.say(|n| n.state = Some(format!("assembling {what}")));
+            let (slots, store, m, threads, now) = (
+                self.slots.clone(),
+                self.store.clone(),
+                manifest.clone(),
+                self.threads,
+                self.now,
+            );
+            let assembled = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let mut slots = slots
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("slots lock poisoned"))?;
+                let (proof, report) = slots.assemble_next(&m, &*store, threads, &|_, _| {})?;
+                slots.mark_ready(proof, now)?;
+                tracing::info!(master = %m.name, version = %m.version, from_seed = report.from_seed, from_store = report.from_store, seed_mismatches = report.seed_mismatches, "next master verified and ready");
+                // Every chunk is in the image now: the cache is emptied.
+                for id in store.ids()? {
+                    let _ = store.remove(&id);
+                }
+                Ok(())
+            })
+            .await?;
+            let damaged_seed = assembled.as_ref().err().and_then(|e| match e
+                .downcast_ref::<crate::slots::SlotError>()
+            {
+                Some(crate::slots::SlotError::Assemble {
+                    source: image_tools::assemble::AssembleError::Chunk { id, .. },
+                    ..
+                }) => Some(*id),
+                _ => None,
+            });
+            match damaged_seed {
+                Some(id) if !have.is_empty() => {
+                    tracing::warn!(chunk = %id.short(), "a chunk the NUC's own images should hold is damaged there: fetching everything assembly lacks");
+                    have = Arc::default();
+                }
+                _ => break assembled?,
+            }
+        }
+        let what = label(&self.target);
+        self.say(|n| n.state = Some(format!("{what} ready")));
+        Ok(())
+    }
+
+    /// Fetches the chunks of `manifest` that neither the store nor `have` holds.
+    async fn fetch(
+        &self,
+        manifest: &Arc<VerifiedManifest>,
+        have: Arc<HashSet<image_tools::ChunkId>>,
+    ) -> anyhow::Result<()> {
+        let news = self.news.clone();
+        let before = std::sync::atomic::AtomicU64::new(0);
+        let progress = move |p: exchange::Progress| {
+            let delta = p.bytes - before.swap(p.bytes, std::sync::atomic::Ordering::Relaxed);
+            if let Ok(mut n) = news.lock() {
+                n.fetched_bytes += delta;
+            }
+        };
+        let opts = FetchOptions {
+            have,
+            ..FetchOptions::default()
+        };
+        let report = exchange::fetch_missing(
+            &self.conn,
+            self.store.clone(),
+            manifest,
+            opts,
+            None,
+            &progress,
+        )
+        .await?;
+        self.say(|n| n.fetched_chunks += report.fetched);
+        if !report.lacking.is_empty() {
+            let (n, what) = (report.lacking.len(), label(&self.target));
+            // A relay that says when it will have them is on its way: a wait. One that does not
+            // know is a problem for the DSI to see.
+            return match report
+                .expected
+                .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            {
+                Some(t) => {
+                    let when = t.strftime("%Y-%m-%d %H:%M UTC");
+                    Err(NotOnRelayYet(format!("{n} chunk(s) of {what} not there yet, expected at {when}")).into())
+                }
+                None => Err(anyhow::anyhow!(
+                    "the relay lacks {n} chunk(s) of {what} and does not know when it will have them"
+                )),
+            };
+        }
+        Ok(())
+    }
+}
