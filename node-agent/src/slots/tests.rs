@@ -1,6 +1,7 @@
 use super::*;
 use image_tools::import::{import_reader, ImportOptions};
 use image_tools::{testimage, ChunkParams, LocalStore, SigningKey};
+use image_tools::{MasterName, MasterVersion};
 
 /// A store holding three versions of a small master, with their images.
 struct Fixture {
