@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use image_tools::wire::Role;
 use image_tools::SiteId;
 use nightcast_controller::{self as controller, DataDir};
-use tokio_util::sync::CancellationToken;
 
 /// The nightcast controller: holds the masters and the training calendar, and serves each site's
 /// relay the chunks it lacks during the site's night window.
@@ -217,17 +216,7 @@ fn serve(cfg: controller::config::Config) -> anyhow::Result<()> {
     let data = DataDir(cfg.data.clone());
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-            tracing::info!("shutting down");
-            stop.cancel();
-        });
+        let shutdown = image_tools::signals::cancel_on_signals();
         controller::serve(
             &data,
             cfg.listen,

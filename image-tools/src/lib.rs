@@ -45,6 +45,7 @@ pub mod keys;
 pub mod manifest;
 pub mod mutation;
 pub mod probe;
+pub mod signals;
 pub mod store;
 pub mod testimage;
 pub mod trust;

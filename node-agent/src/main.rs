@@ -122,22 +122,7 @@ fn run(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        {
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                else {
-                    return;
-                };
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                shutdown.cancel();
-            });
-        }
+        let shutdown = image_tools::signals::cancel_on_signals();
         nightcast_agent::daemon::run(cfg, clock, shutdown).await
     })
 }

@@ -232,22 +232,7 @@ async fn run(
             "running on a test clock"
         );
     }
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => return,
-                };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            shutdown.cancel();
-        });
-    }
+    let shutdown = image_tools::signals::cancel_on_signals();
     nightcast_relay::daemon::run(cfg, clock, shutdown, |lan, discovery| {
         // Whoever started us may have stopped reading: that must not stop the relay.
         use std::io::Write;
