@@ -17,6 +17,7 @@
 //! - [`exchange`]: the protocol over QUIC: server, client, `fetch_missing`, remote and caching stores.
 //! - [`discovery`]: how an agent with nothing configured finds its site's relay (UDP broadcast).
 //! - [`trust`]: the controller's CA, node certificates and identities, enrolment tokens.
+//! - [`bandwidth`]: [`Bandwidth`], link rates, and what a relay really moves under a site's cap.
 //! - [`windows`]: night windows in a site's time zone (jiff), as absolute openings.
 //! - [`clock`]: the one reading of the wall clock, and the `NIGHTCAST_CLOCK` test clock.
 //! - [`testimage`]: deterministic VM-like images for tests and the demo.
@@ -29,6 +30,7 @@
 //! binaries call (libraries take `now` or a `Clock` as an argument).
 
 pub mod assemble;
+pub mod bandwidth;
 pub mod chunk;
 pub mod chunker;
 pub mod cli;
@@ -49,6 +51,7 @@ pub mod trust;
 pub mod windows;
 pub mod wire;
 
+pub use bandwidth::Bandwidth;
 pub use chunk::VerifiedChunk;
 pub use chunker::ChunkParams;
 pub use ids::{ChunkId, MasterName, MasterVersion, NodeId, SiteId};

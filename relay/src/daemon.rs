@@ -35,7 +35,8 @@ use image_tools::trust::keyring::KeyRing;
 use image_tools::trust::{Admit, Credentials, Expect, Identity, Revoked};
 use image_tools::wire::{Hello, MasterRef, Role, SitePlan, Status, PROTOCOL_VERSION};
 use image_tools::{
-    ChunkId, ChunkStore, LocalStore, PublicKey, StoreError, VerifiedChunk, VerifiedManifest,
+    Bandwidth, ChunkId, ChunkStore, LocalStore, PublicKey, StoreError, VerifiedChunk,
+    VerifiedManifest,
 };
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
@@ -45,11 +46,6 @@ use tokio_util::task::TaskTracker;
 use crate::cache::{self, Gate};
 use crate::config::Config;
 use crate::wol::{self, Mac};
-
-/// The share of the site's WAN cap the relay paces its requests to: the pacing counts chunk bytes,
-/// the link also carries QUIC and IP headers and acknowledgements (about 6 % measured), and what
-/// is outstanding after a stall arrives at once (docs/BENCHMARKS.md).
-const CAP_SHARE: f64 = 0.92;
 
 type Key = (String, String);
 
@@ -902,12 +898,10 @@ fn load_plan(data: &Path) -> SitePlan {
         .unwrap_or_default()
 }
 
+/// The rate the fetcher paces to: what the planner counts with ([`Bandwidth::usable`] of the
+/// site's cap; no cap given, no pacing: the controller always sends one).
 fn cap_bits(plan: &SitePlan) -> u64 {
-    if plan.cap_mbit == 0 {
-        // No cap given: do not pace (the controller always sends one).
-        return 100_000_000_000;
-    }
-    (plan.cap_mbit as f64 * 1e6 * CAP_SHARE) as u64
+    Bandwidth::site_cap(plan.cap_mbit).usable().bits_per_sec()
 }
 
 /// Replaces a small informative file (status, agents) atomically; not fsynced: losing the last
