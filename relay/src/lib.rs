@@ -3,6 +3,8 @@
 //!
 //! Module map:
 //! - [`daemon`]: `nightcast-relay run`, its tasks (link, fetcher, LAN server, scrub, status).
+//! - [`fetcher`]: the night fetcher's decisions, sans-IO: what to fetch, until when, when to
+//!   look again (window, priority, stop at the window's end, retry, override).
 //! - [`cache`]: the pure decisions: is the WAN open now, what is pinned, what to evict.
 //! - [`config`]: the TOML configuration (`relay/relay.example.toml`).
 //! - [`wol`]: Wake-on-LAN magic packets.
@@ -29,6 +31,7 @@
 pub mod cache;
 pub mod config;
 pub mod daemon;
+pub mod fetcher;
 pub mod wol;
 
 use std::net::SocketAddr;
