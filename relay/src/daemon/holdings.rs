@@ -234,8 +234,14 @@ impl Relay {
 
     /// A chunk on our disk failed its hash: drop it, so that it is fetched again and never served.
     pub(super) fn drop_corrupt(&self, id: &ChunkId, reason: &str) {
-        tracing::warn!(chunk = %id, %reason, "corrupt chunk in the cache: dropped, will be fetched again");
         let _ = self.store.remove(id);
+        self.dropped_corrupt(id, reason);
+    }
+
+    /// A corrupt chunk was removed (here or by the LAN's store graph): counted, and the fetcher
+    /// looks again at what the masters lack.
+    pub(super) fn dropped_corrupt(&self, id: &ChunkId, reason: &str) {
+        tracing::warn!(chunk = %id, %reason, "corrupt chunk in the cache: dropped, will be fetched again");
         self.stat(|s| s.corrupt_dropped += 1);
         self.dirty.store(true, Ordering::SeqCst);
         self.wake.notify_one();

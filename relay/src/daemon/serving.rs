@@ -1,14 +1,27 @@
-//! The LAN side: the store agents read through, and the catalogue of what they may read.
+//! The LAN side: the store graph agents read through, and the catalogue of what they may read.
+//!
+//! The relay's store graph, built in [`graph`] and nowhere else:
+//!
+//! ```text
+//! Counted                          each chunk served: statistics, least-recently-used marks
+//! └─ Caching, single-flight        a corrupt copy dropped (never served); a miss fetched once
+//!    │                             for all the NUCs asking at that moment, and kept
+//!    ├─ local: LocalStore          the site's cache (DATA/store)
+//!    └─ upstream: OnDemand         the controller, only while the WAN is open and no night
+//!                                  transfer runs (else Missing: the agent is told "not yet")
+//! ```
+//!
+//! This is the serving path of every chunk the site's NUCs read.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use image_tools::exchange::{self, Catalog};
+use image_tools::store::layers::{Caching, Counted, StoreEvents};
 use image_tools::store::StoreSize;
 use image_tools::trust::Identity;
 use image_tools::wire::{MasterRef, SitePlan};
-use image_tools::{ChunkId, ChunkStore, StoreError, VerifiedChunk};
+use image_tools::{ChunkId, ChunkStore, LocalStore, StoreError, VerifiedChunk};
 
 use super::fetching::is_disk_full;
 use super::{key, Relay};
@@ -16,68 +29,77 @@ use crate::cache::Gate;
 
 /// The store the LAN server reads.
 pub(super) fn lan_store(relay: &Arc<Relay>) -> Arc<dyn ChunkStore> {
-    Arc::new(LanStore {
-        relay: relay.clone(),
-        fetching: Mutex::default(),
-    })
+    Arc::new(graph(
+        relay.store.clone(),
+        OnDemand(relay.clone()),
+        relay.clone(),
+    ))
 }
 
-/// The cache as the LAN sees it: reading a chunk marks it used; a corrupt one is dropped (never
-/// served); a missing one is fetched from the controller at once if the WAN is open, once
-/// however many NUCs ask for it at the same time.
-struct LanStore {
-    relay: Arc<Relay>,
-    /// The on-demand fetches under way: who asks for one of these waits for its result.
-    fetching: Mutex<HashMap<ChunkId, Arc<Flight>>>,
+/// The relay's store graph over `local` and `upstream`, telling `events` what it serves, drops
+/// and fills (the relay's statistics; tests pass their own parts).
+pub(super) fn graph<U: ChunkStore>(
+    local: Arc<LocalStore>,
+    upstream: U,
+    events: Arc<dyn StoreEvents>,
+) -> Counted<Caching<Arc<LocalStore>, U>> {
+    Counted::new(
+        Caching::new(local, upstream)
+            .single_flight()
+            .with_events(events.clone()),
+    )
+    .with_events(events)
 }
 
-/// One on-demand fetch and its result (`Some(None)`: it failed).
-#[derive(Default)]
-struct Flight {
-    result: Mutex<Option<Option<VerifiedChunk>>>,
-    done: std::sync::Condvar,
-}
-
-impl LanStore {
-    fn on_demand(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
-        let (flight, leader) = {
-            let mut fetching = self.fetching.lock().map_err(|_| StoreError::Missing(*id))?;
-            match fetching.get(id) {
-                Some(f) => (f.clone(), false),
-                None => {
-                    let f = Arc::new(Flight::default());
-                    fetching.insert(*id, f.clone());
-                    (f, true)
-                }
-            }
-        };
-        if !leader {
-            let mut result = flight.result.lock().map_err(|_| StoreError::Missing(*id))?;
-            while result.is_none() {
-                result = flight
-                    .done
-                    .wait(result)
-                    .map_err(|_| StoreError::Missing(*id))?;
-            }
-            return result.clone().flatten().ok_or(StoreError::Missing(*id));
-        }
-        let got = self.fetch_once(id);
-        if let Ok(mut result) = flight.result.lock() {
-            *result = Some(got.as_ref().ok().cloned());
-        }
-        flight.done.notify_all();
-        if let Ok(mut fetching) = self.fetching.lock() {
-            fetching.remove(id);
-        }
-        got
+/// What the store graph tells the relay.
+impl StoreEvents for Relay {
+    fn served(&self, chunk: &VerifiedChunk) {
+        self.touch(chunk.id());
+        self.stat(|s| {
+            s.served_chunks += 1;
+            s.served_bytes += chunk.stored_len() as u64;
+        });
     }
 
-    fn fetch_once(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
-        let r = &self.relay;
+    fn dropped_corrupt(&self, id: &ChunkId, reason: &str) {
+        Relay::dropped_corrupt(self, id, reason);
+    }
+
+    fn filled(&self, chunk: &VerifiedChunk) {
+        self.stat(|s| {
+            s.on_demand_chunks += 1;
+            s.fetched_chunks += 1;
+            s.fetched_bytes += chunk.stored_len() as u64;
+        });
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    fn not_kept(&self, _id: &ChunkId, error: &StoreError) {
+        if is_disk_full(error) {
+            self.stat(|s| s.disk_full = true);
+        }
+    }
+}
+
+/// The controller as the LAN's upstream: a chunk fetched at once, through the WAN's rate limit,
+/// only while the WAN is open, the controller connected, and no night transfer under way (that
+/// transfer brings the chunk: fetching it here too would cross the WAN twice). Otherwise
+/// `Missing`. It claims to have nothing (`has` must not cost the WAN) and is read-only.
+struct OnDemand(Arc<Relay>);
+
+fn read_only() -> StoreError {
+    StoreError::Layout("the controller, seen from the LAN, is read-only".into())
+}
+
+impl ChunkStore for OnDemand {
+    fn has(&self, _id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
+        let r = &self.0;
         let now = r.clock.now();
         let open = !matches!(r.gate(now), Gate::Closed { .. });
-        // During a transfer the chunk is on its way already: fetching it here too would cross the
-        // WAN twice. The agent is told "not yet" and asks again.
         let busy = r.transferring.load(Ordering::SeqCst);
         let conn = r.link.borrow().clone();
         let (true, false, Some(conn)) = (open, busy, conn) else {
@@ -96,65 +118,25 @@ impl LanStore {
             .await
         });
         match (fetched, got) {
-            (Ok(()), Some(chunk)) => {
-                // Serving does not depend on caching: a full disk still passes the chunk on.
-                if let Err(e) = r.store.put(&chunk) {
-                    tracing::warn!(chunk = %id.short(), error = %e, "cannot cache a chunk fetched on demand");
-                    if is_disk_full(&e) {
-                        r.stat(|s| s.disk_full = true);
-                    }
-                }
-                r.stat(|s| {
-                    s.on_demand_chunks += 1;
-                    s.fetched_chunks += 1;
-                    s.fetched_bytes += chunk.stored_len() as u64;
-                });
-                r.dirty.store(true, Ordering::SeqCst);
-                Ok(chunk)
-            }
+            (Ok(()), Some(chunk)) => Ok(chunk),
             _ => Err(StoreError::Missing(*id)),
         }
     }
-}
 
-impl ChunkStore for LanStore {
-    fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        self.relay.store.has(id)
+    fn put(&self, _chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        Err(read_only())
     }
 
-    fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
-        let r = &self.relay;
-        let chunk = match r.store.get(id) {
-            Ok(c) => Ok(c),
-            Err(StoreError::Invalid { reason, .. }) => {
-                r.drop_corrupt(id, &reason.to_string());
-                self.on_demand(id)
-            }
-            Err(StoreError::Missing(_)) => self.on_demand(id),
-            Err(e) => Err(e),
-        }?;
-        r.touch(id);
-        r.stat(|s| {
-            s.served_chunks += 1;
-            s.served_bytes += chunk.stored_len() as u64;
-        });
-        Ok(chunk)
-    }
-
-    fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
-        self.relay.store.put(chunk)
-    }
-
-    fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
-        self.relay.store.remove(id)
+    fn remove(&self, _id: &ChunkId) -> Result<(), StoreError> {
+        Err(read_only())
     }
 
     fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
-        self.relay.store.ids()
+        Err(read_only())
     }
 
     fn size(&self) -> Result<StoreSize, StoreError> {
-        self.relay.store.size()
+        Err(read_only())
     }
 }
 
@@ -196,5 +178,51 @@ impl Catalog for LanCatalog {
             Gate::Closed { next } => next,
             _ => Some(now),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image_tools::store::conformance;
+    use std::path::Path;
+
+    fn flip_last_byte(path: &Path) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn the_relays_store_graph_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalStore::open(&dir.path().join("cache")).unwrap());
+        let controller = LocalStore::open(&dir.path().join("controller")).unwrap();
+        let lan = graph(local.clone(), controller, Arc::new(()));
+        conformance::run(&lan, &|id| flip_last_byte(&local.path_of(id)));
+    }
+
+    #[test]
+    fn the_relays_store_graph_fills_repairs_and_counts_what_it_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalStore::open(&dir.path().join("cache")).unwrap());
+        let controller = LocalStore::open(&dir.path().join("controller")).unwrap();
+        let c = VerifiedChunk::from_raw(b"a master's chunk".repeat(300));
+        controller.put(&c).unwrap();
+        let lan = graph(local.clone(), &controller, Arc::new(()));
+        assert_eq!(lan.get(c.id()).unwrap(), c);
+        assert!(
+            local.has(c.id()).unwrap(),
+            "a chunk fetched on demand was not kept"
+        );
+        flip_last_byte(&local.path_of(c.id()));
+        assert_eq!(lan.get(c.id()).unwrap(), c);
+        assert_eq!(
+            local.get(c.id()).unwrap(),
+            c,
+            "the corrupt copy was not replaced"
+        );
+        assert_eq!(lan.served().chunks, 2);
     }
 }
