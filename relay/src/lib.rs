@@ -43,7 +43,7 @@ use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection, FetchOptions, FetchReport, RateLimit};
 use image_tools::trust;
 use image_tools::wire::{Hello, MasterRef, Role, PROTOCOL_VERSION};
-use image_tools::{LocalStore, NodeId, VerifiedManifest};
+use image_tools::{Bandwidth, LocalStore, NodeId, VerifiedManifest};
 
 /// Enrols this relay with a token from `nightcast-controller token`, and saves its identity.
 pub async fn enroll(
@@ -155,7 +155,7 @@ pub async fn fetch(
     let manifest = VerifiedManifest::open_with(bytes, &keys)
         .context("the controller sent a manifest that does not verify")?;
     let store = Arc::new(LocalStore::open(&data.join("store"))?);
-    let rate = rate_mbit.map(|m| Arc::new(RateLimit::new(m * 1_000_000)));
+    let rate = rate_mbit.map(|m| Arc::new(RateLimit::new(Bandwidth::from_mbit(m).bits_per_sec())));
     let report = exchange::fetch_missing(
         &conn,
         store.clone(),
