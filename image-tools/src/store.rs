@@ -1,4 +1,6 @@
-//! Chunk stores: one small trait, [`ChunkStore`], and the local-directory store every tier keeps.
+//! Chunk stores: one small trait, [`ChunkStore`], and the local-directory store every tier keeps;
+//! [`layers`] composes stores (caching and repair, single-flight, counting), and the
+//! `conformance` suite (feature `conformance`) is what every store must pass.
 //!
 //! Errors keep three outcomes apart because composition branches on them: [`StoreError::Missing`]
 //! (ask elsewhere), [`StoreError::Invalid`] (the bytes are there but are not the chunk: drop them,
@@ -63,7 +65,7 @@ pub struct StoreSize {
 
 /// Where chunks live. Implementations: [`LocalStore`], `exchange::RemoteStore`, and the wrappers
 /// in [`layers`] ([`layers::Caching`], [`layers::SingleFlight`], [`layers::Counted`]), which
-/// compose any of them. The [`conformance`] suite (feature `conformance`) runs against each.
+/// compose any of them. The `conformance` suite (feature `conformance`) runs against each.
 pub trait ChunkStore: Send + Sync {
     fn has(&self, id: &ChunkId) -> Result<bool, StoreError>;
     /// The chunk, checked against `id`; `Invalid` if the stored bytes are not that chunk.
