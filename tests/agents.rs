@@ -340,6 +340,8 @@ fn compromised_relay(f: &Fleet, rt: &tokio::runtime::Runtime) -> std::net::Socke
                     image_tools::PublicKey::load(&image_tools::keys::public_path(&key)).unwrap();
                 evil_ca.endorse(&evil_key, now + 86_400).unwrap().to_wire()
             }],
+            current_ca: vec![],
+            bridge: vec![],
         },
     );
     let store = Arc::new(image_tools::LocalStore::open(&dir.join("store")).unwrap());

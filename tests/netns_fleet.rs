@@ -294,6 +294,7 @@ impl Evil {
                         relay: me.node.to_string(),
                         port: 4434,
                         ca: image_tools::ids::hex(&image_tools::trust::fingerprint(&creds.ca)),
+                        also: Vec::new(),
                     },
                 ));
                 ready.send(()).unwrap();
@@ -1014,6 +1015,8 @@ fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
             .collect(),
         revoked: vec![],
         signing_keys: vec![],
+        current_ca: vec![],
+        bridge: vec![],
     };
     let evil = Evil::start(
         &site_ns[1],

@@ -356,10 +356,11 @@ fn certificates_renew_themselves_before_they_expire() {
     });
 }
 
-#[test]
-fn the_signing_key_rotates_with_a_relay_cut_off_and_a_nuc_off_during_parts_of_it() {
+/// A site with its relay and two seated NUCs (nuc-a, nuc-b) running version 1 of demo, on a 60x
+/// clock (a virtual minute is a real second); with the controller's data directory.
+fn two_nucs_on_version_1() -> (Fleet, String, Relay, AgentProc, AgentProc) {
     // 60x: a virtual minute is a real second.
-    let mut f = Fleet::build(
+    let f = Fleet::build(
         "00:00-23:59",
         100,
         8,
@@ -369,8 +370,6 @@ fn the_signing_key_rotates_with_a_relay_cut_off_and_a_nuc_off_during_parts_of_it
     );
     let data = f.dir.path().join("controller");
     let data = data.to_str().unwrap().to_owned();
-    let keys = || ok("nightcast-controller", &["signing-keys", "--data", &data]);
-    let old = keys().split_whitespace().next().unwrap().to_owned();
     f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
     f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-2"]);
     let relay = f.relay(&DEFAULT_RELAY);
@@ -379,6 +378,14 @@ fn the_signing_key_rotates_with_a_relay_cut_off_and_a_nuc_off_during_parts_of_it
     for nuc in [&a, &b] {
         nuc.wait("version 1 to be ready", 60, |n| n.s("current") == "demo 1");
     }
+    (f, data, relay, a, b)
+}
+
+#[test]
+fn the_signing_key_rotates_with_a_relay_cut_off_and_a_nuc_off_during_parts_of_it() {
+    let (mut f, data, relay, a, b) = two_nucs_on_version_1();
+    let keys = || ok("nightcast-controller", &["signing-keys", "--data", &data]);
+    let old = keys().split_whitespace().next().unwrap().to_owned();
     // nuc-b is off for the whole rotation; the relay is cut off from the controller while the
     // DSI rotates (the controller is stopped).
     let mut b = b;
@@ -437,4 +444,121 @@ fn the_signing_key_rotates_with_a_relay_cut_off_and_a_nuc_off_during_parts_of_it
         n.s("next") == "demo 2" && n.s("next_state") == "ready"
     });
     assert_eq!(b.n("refused_manifests"), 0);
+}
+
+#[test]
+fn the_ca_rotates_with_a_nuc_off_while_its_relay_moves_over() {
+    let (mut f, data, relay, a, mut b) = two_nucs_on_version_1();
+    let ca_of = |dir: &std::path::Path| {
+        trust::fingerprint(&Credentials::load(&dir.join("tls")).unwrap().ca)
+    };
+    let old = ca_of(std::path::Path::new(&data));
+    assert_eq!(ca_of(&relay.data), old);
+    // nuc-b is off while its relay and nuc-a move to the new CA; a copy of its credentials as
+    // they were, to try once the old CA is retired.
+    b.kill9();
+    let stale = Credentials::load(&b.data.join("tls")).unwrap();
+    f.stop_controller();
+    let out = ok_on(
+        "nightcast-controller",
+        &f.clock_spec,
+        &["rotate-ca", "--data", &data, "--overlap-days", "30"],
+    );
+    assert!(out.contains("new CA"), "{out}");
+    let err = fails_on(
+        "nightcast-controller",
+        &f.clock_spec,
+        &["rotate-ca", "--data", &data],
+    );
+    assert!(err.contains("retire it first"), "{err}");
+    assert_eq!(
+        ca_of(std::path::Path::new(&data)),
+        old,
+        "the controller's own certificate moves only when it starts"
+    );
+    f.start_controller();
+    assert_ne!(
+        ca_of(std::path::Path::new(&data)),
+        old,
+        "the controller moved"
+    );
+
+    // The relay and nuc-a move over at their next plan, with nobody on site.
+    relay.wait("the relay to move to the new CA", 90, |r| {
+        ca_of(&r.data) != old
+    });
+    a.wait("nuc-a to move to the new CA", 90, |n| ca_of(&n.data) != old);
+    let new = ca_of(&relay.data);
+    assert_eq!(ca_of(std::path::Path::new(&data)), new);
+
+    // Retiring the old CA now would strand nuc-b: refused, and nuc-b is named.
+    f.stop_controller();
+    let err = fails_on(
+        "nightcast-controller",
+        &f.clock_spec,
+        &["retire-ca", "--data", &data],
+    );
+    assert!(err.contains("nuc-b"), "{err}");
+    f.start_controller();
+
+    // nuc-b comes back with its old certificate: it accepts its relay through the bridge (the
+    // relay's certificate is the new CA's), moves over, and version 2 reaches both NUCs.
+    let b = b.restart_after_kill9();
+    b.wait("nuc-b to move to the new CA", 90, |n| ca_of(&n.data) == new);
+    let v2 = image_tools::testimage::evolve(&f.image, 0.05, 7);
+    f.add_master("2", &v2);
+    f.calendar("lyon,salle-1,demo,2,2030-01-08 09:00,2030-01-08 09:20\n");
+    for nuc in [&a, &b] {
+        nuc.wait("version 2 to be prepared", 90, |n| {
+            n.s("next") == "demo 2" && n.s("next_state") == "ready"
+        });
+        assert_eq!(nuc.n("refused_manifests"), 0);
+    }
+
+    // Every node has moved: the DSI retires the old CA; the bridge goes with the next plans.
+    f.stop_controller();
+    let out = ok_on(
+        "nightcast-controller",
+        &f.clock_spec,
+        &["retire-ca", "--data", &data],
+    );
+    assert!(out.contains("retired"), "{out}");
+    f.start_controller();
+    relay.wait("the relay to drop the bridge", 90, |r| {
+        Credentials::load(&r.data.join("tls"))
+            .unwrap()
+            .bridge
+            .is_empty()
+    });
+    b.wait("nuc-b to drop the bridge", 90, |n| {
+        Credentials::load(&n.data.join("tls"))
+            .unwrap()
+            .bridge
+            .is_empty()
+    });
+    for nuc in [&a, &b] {
+        nuc.wait("the NUC to still reach its relay", 30, |n| {
+            n.status()["connected"] == true
+        });
+    }
+    // A certificate of the retired CA gets nowhere.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let refused = rt.block_on(async {
+        let endpoint = exchange::client_endpoint()?;
+        let tls = stale.client_config(
+            Expect::RelayOf(image_tools::ids::SiteId::new("lyon").unwrap()),
+            f.clock,
+        )?;
+        let conn = Connection::connect(&endpoint, relay.lan, tls).await?;
+        conn.hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            software_version: "test".into(),
+            role: Role::Agent,
+            node_id: "nuc-b".into(),
+            capabilities: vec![],
+        })
+        .await?;
+        conn.plan().await
+    });
+    assert!(refused.is_err(), "the retired CA's certificate was served");
 }

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod api;
+pub mod authority;
 pub mod config;
 pub mod db;
 pub mod enrolment;
@@ -109,7 +110,7 @@ pub fn issue_token(
             MAX_TOKEN_TTL_SECS / 3600
         );
     }
-    let ca = Ca::load(&data.ca()).context("no CA here: run `nightcast-controller init` first")?;
+    let ca = authority::load(data)?.current;
     let token = Token::generate(ca.fingerprint())?;
     let now = now_unix as i64;
     db::Db::open(&data.database())?.add_token(
@@ -122,26 +123,35 @@ pub fn issue_token(
     Ok(token)
 }
 
-/// The controller's own certificate, renewed first when less than a third of its life is left
-/// (the controller holds the CA: nothing to ask anyone).
-fn own_credentials(data: &DataDir, now: i64, lifetime_secs: u64) -> Result<Credentials> {
-    let creds =
+/// The controller's own certificate, renewed first when less than a third of its life is left or
+/// when another CA than the current one issued it (after a CA rotation: the controller holds the
+/// CA, nothing to ask anyone), with the rotation's bridge.
+fn own_credentials(
+    data: &DataDir,
+    cas: &authority::Authorities,
+    now: i64,
+    lifetime_secs: u64,
+) -> Result<Credentials> {
+    let mut creds =
         Credentials::load(&data.tls()).context("no controller certificate: run init first")?;
     let left = creds.not_after().unwrap_or(0) - now;
-    if left > (lifetime_secs / 3) as i64 {
-        return Ok(creds);
+    let renew = left <= (lifetime_secs / 3) as i64 || creds.ca != cas.current.certificate();
+    if renew {
+        creds = cas.current.issue(
+            &controller_identity()?,
+            Validity::starting(now, lifetime_secs),
+        )?;
+        tracing::info!(
+            not_after = creds.not_after(),
+            ca = %image_tools::ids::hex(&cas.current.fingerprint()),
+            "renewed the controller's certificate"
+        );
     }
-    let ca = Ca::load(&data.ca())?;
-    let fresh = ca.issue(
-        &controller_identity()?,
-        Validity::starting(now, lifetime_secs),
-    )?;
-    fresh.save(&data.tls())?;
-    tracing::info!(
-        not_after = fresh.not_after(),
-        "renewed the controller's certificate"
-    );
-    Ok(fresh)
+    if renew || creds.bridge != cas.bridge {
+        creds.bridge = cas.bridge.clone();
+        creds.save(&data.tls())?;
+    }
+    Ok(creds)
 }
 
 /// The controller's enrolment rules over its catalogue (see `enrolment` and `db::trust`).
@@ -236,8 +246,9 @@ pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<M
         catalog.add_manifest(master, bytes);
     }
     let mut plans = db.relay_plans(now_unix, margin_secs)?;
-    let ca = Ca::load(&data.ca())?;
-    let signing_keys: Vec<_> = signing::endorsed_keys(data, &ca, now_unix)?
+    let cas = authority::load(data)?;
+    let ca = &cas.current;
+    let signing_keys: Vec<_> = signing::endorsed_keys(data, ca, now_unix)?
         .iter()
         .map(|e| e.to_wire())
         .collect();
@@ -257,6 +268,8 @@ pub fn load_catalog(data: &DataDir, now_unix: i64, margin_secs: i64) -> Result<M
             seats: seats.remove(&site.name).unwrap_or_default(),
             revoked: db.revoked_serials(Some(&site.name), now_unix)?,
             signing_keys: signing_keys.clone(),
+            current_ca: ca.certificate().to_vec(),
+            bridge: cas.bridge.clone(),
         };
         catalog.set_plan(&site.name, plan);
     }
@@ -366,7 +379,8 @@ pub async fn serve(
     let now_unix = move || clock.now().max(0) as u64;
     let key = PublicKey::load(&image_tools::keys::public_path(&data.signing_key()))?;
     let lifetime = settings.certificate_lifetime_secs;
-    let creds = own_credentials(data, clock.now(), lifetime)?;
+    let cas = authority::load(data)?;
+    let creds = own_credentials(data, &cas, clock.now(), lifetime)?;
     let margin = settings.planner.staging_margin_secs;
     let silent_after = settings.silent_after_secs;
     let catalog = Arc::new(load_catalog(data, now_unix() as i64, margin)?);
@@ -428,9 +442,9 @@ pub async fn serve(
         store,
         catalog,
         enroller: Some({
-            let ca = Ca::load(&data.ca())?;
             Enroller {
-                ca,
+                ca: cas.current,
+                bridge: cas.bridge.clone(),
                 signing_key: key,
                 lifetime_secs: lifetime,
                 clock,

@@ -86,6 +86,26 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Replace the certificate authority (stop the controller first). The old CA stays trusted,
+    /// bridged to the new one, until you retire it; relays and NUCs renew their certificate
+    /// with the new CA at their next plan, with nobody on site.
+    RotateCa {
+        #[arg(long)]
+        data: PathBuf,
+        /// How long the bridge between the two CAs lasts: a relay or NUC that stays off for
+        /// longer must be enrolled again.
+        #[arg(long, default_value_t = 30)]
+        overlap_days: u32,
+    },
+    /// Stop trusting the previous CA (stop the controller first). Refuses while a relay or NUC
+    /// still holds a certificate from it, and names them.
+    RetireCa {
+        #[arg(long)]
+        data: PathBuf,
+        /// Retire anyway: the nodes named must then be enrolled again.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// The clock this program runs on: the real one, or `NIGHTCAST_CLOCK`'s (tests, the demo).
@@ -165,6 +185,19 @@ fn main() -> ExitCode {
                 println!("{}{}", k.short(), if i == 0 { "  (current: signs new manifests)" } else { "  (previous: still accepted)" });
             }
         }),
+        Command::RotateCa { data, overlap_days } => {
+            controller::authority::rotate(&DataDir(data), now_unix() as i64, overlap_days).map(|(old, new)| {
+                let (old, new) = (image_tools::ids::hex(&old), image_tools::ids::hex(&new));
+                println!("new CA {new}: it issues every certificate from now on");
+                println!("the previous CA {old} stays trusted for {overlap_days} days at most; relays and NUCs move to {new} at their next plan");
+                println!("new enrolment tokens name {new}; retire {old} with `nightcast-controller retire-ca` once every node has moved");
+            })
+        }
+        Command::RetireCa { data, force } => {
+            controller::authority::retire(&DataDir(data), now_unix() as i64, force).map(|old| {
+                println!("CA {} retired: relays and NUCs stop trusting it with their next plan", image_tools::ids::hex(&old));
+            })
+        }
         Command::MasterAdd { data, manifest } => {
             controller::add_master(&DataDir(data), &manifest, now_unix() as i64).map(|m| {
                 println!("registered {} {}", m.name, m.version);

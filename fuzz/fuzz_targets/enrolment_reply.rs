@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
             certificate_der,
             ca_der,
             signing_key,
+            bridge,
         }),
         _,
     ))) = decode(data)
@@ -35,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         certificate_der,
         ca_der,
         signing,
+        bridge,
     };
     let clock = Clock::parse_now("start=2026-12-01T22:30:00Z").expect("a clock");
     let node = NodeId::new("nuc-1").expect("a node id");

@@ -147,6 +147,7 @@ async fn serve(dir: &Path, limits: &str) -> Result<()> {
         enroller: Some(exchange::Enroller {
             ca,
             signing_key,
+            bridge: Vec::new(),
             lifetime_secs: DEFAULT_LIFETIME_SECS,
             clock: Clock::system(),
             policy: Box::new(Strangers),

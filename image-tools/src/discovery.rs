@@ -31,6 +31,10 @@ pub struct Answer {
     pub port: u16,
     /// Hex of the first 16 bytes of BLAKE3 of the CA certificate (`trust::fingerprint`).
     pub ca: String,
+    /// During a CA rotation, the fingerprints of the other CAs the relay's bridge holds
+    /// (`trust::bridge`): a NUC still on the other CA recognises its relay by them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
 }
 
 impl Answer {
@@ -49,6 +53,15 @@ impl Answer {
 
     pub fn ca_fingerprint(&self) -> Option<[u8; 16]> {
         crate::ids::unhex::<16>(&self.ca)
+    }
+
+    /// Whether the relay names a CA with one of these fingerprints (its own or, during a CA
+    /// rotation, one its bridge holds).
+    pub fn names_any(&self, fingerprints: &[[u8; 16]]) -> bool {
+        std::iter::once(&self.ca)
+            .chain(&self.also)
+            .filter_map(|h| crate::ids::unhex::<16>(h))
+            .any(|fp| fingerprints.contains(&fp))
     }
 }
 
@@ -97,7 +110,12 @@ impl AnswerBudget {
 /// and at most [`ANSWERS_PER_SEC`] answers a second (bursts of [`ANSWER_BURST`]), so a flood of
 /// questions, or questions with a forged source, get a bounded trickle of answers.
 pub async fn answer(socket: tokio::net::UdpSocket, answer: Answer) {
-    let reply = answer.encode();
+    answer_with(socket, move || answer.clone()).await
+}
+
+/// [`answer`], with the answer made afresh for each question (a relay's CA can change while it
+/// runs: a CA rotation).
+pub async fn answer_with(socket: tokio::net::UdpSocket, make: impl Fn() -> Answer) {
     let mut buf = [0u8; 64];
     let mut budget = AnswerBudget::new(ANSWERS_PER_SEC, ANSWER_BURST);
     let origin = tokio::time::Instant::now();
@@ -111,7 +129,7 @@ pub async fn answer(socket: tokio::net::UdpSocket, answer: Answer) {
         }
         if budget.allow(tokio::time::Instant::now() - origin) {
             tracing::debug!(%from, "discovery question answered");
-            let _ = socket.send_to(&reply, from).await;
+            let _ = socket.send_to(&make().encode(), from).await;
         } else {
             refused += 1;
             if refused.is_power_of_two() {
@@ -162,6 +180,7 @@ mod tests {
             relay: "relay-1".into(),
             port,
             ca: "00112233445566778899aabbccddeeff".into(),
+            also: Vec::new(),
         }
     }
 

@@ -290,6 +290,9 @@ pub struct Enroller {
     pub ca: Ca,
     /// The manifest-signing key nodes pin at enrolment (endorsed by `ca` for each reply).
     pub signing_key: PublicKey,
+    /// During a CA rotation, the previous CA's certificate and the cross-certificates between it
+    /// and `ca` (`trust::bridge`), sent with every certificate issued. Empty otherwise.
+    pub bridge: Vec<Vec<u8>>,
     /// How long an issued certificate is valid.
     pub lifetime_secs: u64,
     /// The time certificates are dated from.
@@ -1119,22 +1122,42 @@ async fn send_chunks(
     service: &Service,
     state: &ConnState,
 ) -> Result<(), ExchangeError> {
-    let (tx, mut rx) = mpsc::channel::<(Result<Vec<u8>, ()>, ReaderPermit)>(1);
+    type Read = (Result<Vec<u8>, ()>, Option<ReaderPermit>);
+    let (tx, mut rx) = mpsc::channel::<Read>(1);
     let (store, catalog) = (service.store.clone(), service.catalog.clone());
     let (peer_readers, server_readers) = (state.readers.clone(), state.shared.readers.clone());
     let reader = tokio::spawn(async move {
-        for id in ids {
+        let mut ids = ids.into_iter();
+        loop {
+            // Wait for one reader; take more only if they are free now, so that a batch never
+            // holds back another peer's share. One trip to the blocking pool per batch.
             let permit = tokio::select! {
                 p = ReaderPermit::acquire(&peer_readers, &server_readers) => p,
                 _ = tx.closed() => return,
             };
             let Some(permit) = permit else { return };
+            let Some(id) = ids.next() else { return };
+            let mut batch = vec![(id, permit)];
+            while batch.len() < READ_BATCH {
+                let Some(permit) = ReaderPermit::try_acquire(&peer_readers, &server_readers) else {
+                    break;
+                };
+                let Some(id) = ids.next() else { break };
+                batch.push((id, permit));
+            }
             let (store, catalog) = (store.clone(), catalog.clone());
-            let encoded = tokio::task::spawn_blocking(move || read_chunk(&*store, &*catalog, id))
-                .await
-                .unwrap_or(Err(()));
-            if tx.send((encoded, permit)).await.is_err() {
-                return; // the request ended
+            let read: Vec<Read> = tokio::task::spawn_blocking(move || {
+                batch
+                    .into_iter()
+                    .map(|(id, permit)| (read_chunk(&*store, &*catalog, id), Some(permit)))
+                    .collect()
+            })
+            .await
+            .unwrap_or_else(|_| vec![(Err(()), None)]);
+            for item in read {
+                if tx.send(item).await.is_err() {
+                    return; // the request ended
+                }
             }
         }
     });
@@ -1184,7 +1207,20 @@ struct ReaderPermit {
     _server: OwnedSemaphorePermit,
 }
 
+/// Chunks read in one trip to the blocking pool at most.
+const READ_BATCH: usize = 4;
+
 impl ReaderPermit {
+    /// Both permits if both are free now.
+    fn try_acquire(peer: &Arc<Semaphore>, server: &Arc<Semaphore>) -> Option<ReaderPermit> {
+        let peer = peer.clone().try_acquire_owned().ok()?;
+        let server = server.clone().try_acquire_owned().ok()?;
+        Some(ReaderPermit {
+            _peer: peer,
+            _server: server,
+        })
+    }
+
     async fn acquire(peer: &Arc<Semaphore>, server: &Arc<Semaphore>) -> Option<ReaderPermit> {
         let peer = peer.clone().acquire_owned().await.ok()?;
         let server = server.clone().acquire_owned().await.ok()?;
@@ -1284,6 +1320,7 @@ fn enrolled_frame(reply: EnrolReply) -> Frame {
         certificate_der: reply.certificate_der,
         ca_der: reply.ca_der,
         signing_key: reply.signing.to_wire(),
+        bridge: reply.bridge,
     })
 }
 
@@ -1378,6 +1415,7 @@ async fn answer_enroll(
                         certificate_der,
                         ca_der: enroller.ca.certificate().to_vec(),
                         signing,
+                        bridge: enroller.bridge.clone(),
                     };
                     send_frame(send, &enrolled_frame(reply)).await
                 }
@@ -1652,6 +1690,7 @@ impl Connection {
                 certificate_der,
                 ca_der,
                 signing_key,
+                bridge,
             }) => {
                 let signing = trust::Endorsed::from_wire(&signing_key)
                     .ok_or_else(|| self.violation("signing key is not an Ed25519 public key"))?;
@@ -1659,6 +1698,7 @@ impl Connection {
                     certificate_der,
                     ca_der,
                     signing,
+                    bridge,
                 })
             }
             _ => Err(self.violation("expected Enrolled")),

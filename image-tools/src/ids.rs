@@ -185,8 +185,13 @@ pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
 /// The bytes of a hex string of any even length (at most 512 digits: serials, signatures),
 /// `None` if it is not one.
 pub fn unhex_vec(s: &str) -> Option<Vec<u8>> {
+    unhex_upto(s, 256)
+}
+
+/// Bytes from hex of at most `max` bytes (a certificate: a few kilobytes).
+pub fn unhex_upto(s: &str, max: usize) -> Option<Vec<u8>> {
     let s = s.as_bytes();
-    if s.len() % 2 != 0 || s.len() > 512 {
+    if s.len() % 2 != 0 || s.len() > max.saturating_mul(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

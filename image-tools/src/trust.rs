@@ -39,6 +39,7 @@ use crate::ids::{hex, unhex, NodeId, SiteId};
 use crate::keys::PublicKey;
 use crate::wire::{Role, ALPN};
 
+pub mod bridge;
 pub mod certinfo;
 pub mod keyring;
 pub mod peer;
@@ -48,6 +49,9 @@ pub use peer::{Admit, Expect, Revoked};
 /// The TLS server name every nightcast server certificate holds; clients connect to it.
 pub const SERVER_NAME: &str = "nightcast";
 pub(crate) const URI_PREFIX: &str = "nightcast://";
+const BRIDGE_FILE: &str = "bridge.json";
+/// The largest certificate read back from a file (ours are under a kilobyte).
+const MAX_CERT: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
@@ -174,6 +178,10 @@ pub struct Credentials {
     pub key: Vec<u8>,
     /// The CA that signed `certificate`, which is also the one this holder trusts.
     pub ca: Vec<u8>,
+    /// During a CA rotation, the other CA's certificate and the cross-certificates that bind it to
+    /// `ca`, as [`bridge::bridge`] kept them: presented after `certificate`, and trusted besides
+    /// `ca`. Empty otherwise.
+    pub bridge: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -187,7 +195,8 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Writes `node.crt`, `node.key` (mode 0600) and `ca.crt` into `dir`.
+    /// Writes `node.crt`, `node.key` (mode 0600), `ca.crt` and `bridge.json` (the bridge's
+    /// certificates in hex; absent when there is none) into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), TrustError> {
         std::fs::create_dir_all(dir).map_err(|source| TrustError::Write {
             path: dir.to_owned(),
@@ -202,7 +211,20 @@ impl Credentials {
             durable::write_file(&path, bytes, mode)
                 .map_err(|source| TrustError::Write { path, source })?;
         }
-        Ok(())
+        let path = dir.join(BRIDGE_FILE);
+        if self.bridge.is_empty() {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(TrustError::Write { path, source: e })
+                }
+                _ => return Ok(()),
+            }
+        }
+        let text: Vec<String> = self.bridge.iter().map(|c| hex(c)).collect();
+        let bytes =
+            serde_json::to_vec_pretty(&text).map_err(|e| TrustError::Cert(e.to_string()))?;
+        durable::write_file(&path, &bytes, 0o644)
+            .map_err(|source| TrustError::Write { path, source })
     }
 
     pub fn load(dir: &Path) -> Result<Credentials, TrustError> {
@@ -210,11 +232,36 @@ impl Credentials {
             let path = dir.join(name);
             std::fs::read(&path).map_err(|source| TrustError::Read { path, source })
         };
+        let path = dir.join(BRIDGE_FILE);
+        let bridge = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Vec<String>>(&bytes)
+                .ok()
+                .and_then(|t| {
+                    t.iter()
+                        .map(|c| crate::ids::unhex_upto(c, MAX_CERT))
+                        .collect()
+                })
+                .ok_or_else(|| TrustError::Damaged {
+                    path: path.clone(),
+                    what: "not a list of certificates in hex".into(),
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(TrustError::Read { path, source }),
+        };
         Ok(Credentials {
             certificate: read("node.crt")?,
             key: read("node.key")?,
             ca: read("ca.crt")?,
+            bridge,
         })
+    }
+
+    /// The CAs this holder trusts: its own, then those its bridge reaches. Also what endorsements
+    /// of manifest-signing keys are checked against.
+    pub fn trusted_cas(&self) -> Vec<&[u8]> {
+        std::iter::once(self.ca.as_slice())
+            .chain(self.bridge.iter().map(Vec::as_slice))
+            .collect()
     }
 
     pub fn identity(&self) -> Option<Identity> {
@@ -222,10 +269,11 @@ impl Credentials {
     }
 
     fn chain(&self) -> Vec<CertificateDer<'static>> {
-        vec![
-            CertificateDer::from(self.certificate.clone()),
-            CertificateDer::from(self.ca.clone()),
-        ]
+        [&self.certificate, &self.ca]
+            .into_iter()
+            .chain(&self.bridge)
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect()
     }
 
     fn private_key(&self) -> PrivateKeyDer<'static> {
@@ -311,9 +359,11 @@ impl Credentials {
 
     fn roots(&self) -> Result<RootCertStore, TrustError> {
         let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(self.ca.clone()))
-            .map_err(|e| TrustError::Tls(e.to_string()))?;
+        for ca in self.trusted_cas() {
+            roots
+                .add(CertificateDer::from(ca.to_vec()))
+                .map_err(|e| TrustError::Tls(e.to_string()))?;
+        }
         Ok(roots)
     }
 }
@@ -408,12 +458,25 @@ pub fn accept_enrolment(
     clock: Clock,
 ) -> Result<(Credentials, Endorsed), TrustError> {
     let bad = |what: String| TrustError::BadEnrolment(what);
+    let now_secs = clock.now();
     if fingerprint(&reply.ca_der) != pinned {
-        return Err(bad(format!(
-            "its CA has fingerprint {}, not the pinned {}",
-            hex(&fingerprint(&reply.ca_der)),
-            hex(&pinned)
-        )));
+        // During a CA rotation, a node pinned to the other CA takes the current one if the reply
+        // bridges them: the pinned CA's own certificate and a cross-certificate it signed.
+        let bridged = reply
+            .bridge
+            .iter()
+            .find(|c| fingerprint(c) == pinned)
+            .is_some_and(|p| {
+                bridge::reaches(&bridge::bridge(p, &reply.bridge, now_secs), &reply.ca_der)
+            });
+        if !bridged {
+            return Err(bad(format!(
+                "its CA has fingerprint {}, not the pinned {}, and nothing the pinned CA signed \
+                 vouches for it",
+                hex(&fingerprint(&reply.ca_der)),
+                hex(&pinned)
+            )));
+        }
     }
     reply.signing.check(&reply.ca_der)?;
     if reply.signing.until <= clock.now() {
@@ -450,11 +513,13 @@ pub fn accept_enrolment(
     if !spki.as_ref().ends_with(public_key) {
         return Err(bad("the certificate is for another key than ours".into()));
     }
+    let bridge = bridge::bridge(&reply.ca_der, &reply.bridge, now_secs);
     Ok((
         Credentials {
             certificate: reply.certificate_der,
             key,
             ca: reply.ca_der,
+            bridge,
         },
         reply.signing,
     ))
@@ -467,6 +532,8 @@ pub struct EnrolReply {
     pub ca_der: Vec<u8>,
     /// The manifest-signing key in force, endorsed by the CA ([`Ca::endorse`]).
     pub signing: Endorsed,
+    /// During a CA rotation, the other CA and the cross-certificates ([`bridge`]).
+    pub bridge: Vec<Vec<u8>>,
 }
 
 /// How long the controller endorses a manifest-signing key at a time: endorsements are renewed
@@ -557,7 +624,9 @@ impl ServerCertVerifier for PinnedCa {
         )
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+        // The rest of the chain may hold a CA rotation's cross-certificate from the pinned CA
+        // to the one that issued the server's certificate.
+        inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -754,6 +823,7 @@ impl Ca {
             certificate,
             key: key.serialize_der(),
             ca: self.der.clone(),
+            bridge: Vec::new(),
         })
     }
 }
@@ -935,6 +1005,7 @@ mod tests {
             certificate_der: ca.sign_public_key(who, public, year()).unwrap(),
             ca_der: ca.certificate().to_vec(),
             signing: ca.endorse(&signing, NOW + ENDORSEMENT_SECS).unwrap(),
+            bridge: Vec::new(),
         };
         let me = id(Role::Agent, "nuc-1");
         let accept = |r: EnrolReply| {
@@ -961,6 +1032,53 @@ mod tests {
         let mut forged = reply(&ca, &me, &public);
         forged.signing.key = crate::keys::SigningKey::generate().unwrap().public();
         assert!(accept(forged).is_err());
+    }
+
+    #[test]
+    fn a_node_pinned_to_the_previous_ca_takes_a_reply_that_the_rotation_bridges() {
+        let (old, new, evil) = (
+            Ca::generate(Validity::ca(NOW - 86_400)).unwrap(),
+            Ca::generate(Validity::ca(NOW - 86_400)).unwrap(),
+            Ca::generate(Validity::ca(NOW - 86_400)).unwrap(),
+        );
+        let clock = Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap();
+        let overlap = Validity::starting(NOW - 60, 30 * 86_400);
+        let forward = old.cross_sign(&new, overlap).unwrap();
+        let back = new.cross_sign(&old, overlap).unwrap();
+        let signing = crate::keys::SigningKey::generate().unwrap().public();
+        let node = NodeId::new("nuc-1").unwrap();
+        let (key, public) = node_key().unwrap();
+        let reply = |bridge: Vec<Vec<u8>>| EnrolReply {
+            certificate_der: new
+                .sign_public_key(&id(Role::Agent, "nuc-1"), &public, year())
+                .unwrap(),
+            ca_der: new.certificate().to_vec(),
+            signing: new.endorse(&signing, NOW + ENDORSEMENT_SECS).unwrap(),
+            bridge,
+        };
+        let accept = |r: EnrolReply| {
+            accept_enrolment(
+                old.fingerprint(),
+                Role::Agent,
+                &node,
+                key.clone(),
+                &public,
+                r,
+                clock,
+            )
+        };
+        let full = vec![old.certificate().to_vec(), forward.clone(), back.clone()];
+        let (creds, _) = accept(reply(full)).unwrap();
+        assert_eq!(creds.ca, new.certificate());
+        assert_eq!(
+            creds.bridge,
+            vec![old.certificate().to_vec(), forward.clone(), back.clone()]
+        );
+        // Nothing bridges, or a CA the pinned one never signed for.
+        assert!(accept(reply(Vec::new())).is_err());
+        assert!(accept(reply(vec![old.certificate().to_vec(), back])).is_err());
+        let foreign = evil.cross_sign(&new, overlap).unwrap();
+        assert!(accept(reply(vec![old.certificate().to_vec(), foreign])).is_err());
     }
 
     #[test]
@@ -1013,6 +1131,7 @@ mod tests {
                         .unwrap(),
                     ca_der: ca.certificate().to_vec(),
                     signing: ca.endorse(&signing, NOW + ENDORSEMENT_SECS).unwrap(),
+                    bridge: Vec::new(),
                 };
                 Valid {
                     ca: ca.fingerprint(),
@@ -1072,6 +1191,7 @@ mod tests {
                     certificate_der: cert,
                     ca_der: ca.clone(),
                     signing,
+                    bridge: Vec::new(),
                 };
                 prop_assert!(accept(v.ca, reply.clone()).is_err());
                 prop_assert!(accept(fingerprint(&ca), reply).is_err());

@@ -132,6 +132,9 @@ pub enum Control {
         certificate_der: Vec<u8>,
         ca_der: Vec<u8>,
         signing_key: EndorsedKey,
+        /// During a CA rotation, the previous CA's certificate and the cross-certificates
+        /// between the two (`trust::bridge`); empty otherwise.
+        bridge: Vec<Vec<u8>>,
     },
     Error {
         code: ErrorCode,
@@ -174,6 +177,15 @@ pub struct SitePlan {
     /// the CA they pinned before they accept manifests signed by the key.
     #[serde(default)]
     pub signing_keys: Vec<EndorsedKey>,
+    /// The CA the controller issues certificates with now (DER): a node certified by another CA
+    /// that its bridge reaches renews its certificate (`trust::bridge::moved_on`).
+    #[serde(default)]
+    pub current_ca: Vec<u8>,
+    /// During a CA rotation, the previous CA's certificate and the cross-certificates between
+    /// it and the current one (`trust::bridge`); empty otherwise. A node keeps what it can check
+    /// of it and drops what a plan no longer carries.
+    #[serde(default)]
+    pub bridge: Vec<Vec<u8>>,
 }
 
 /// A manifest-signing public key (32 bytes) and the CA's signature over it and `until` (Unix
@@ -596,17 +608,28 @@ mod tests {
                         renewal,
                     }
                 }),
-            (bytes(700), bytes(500), bytes(40), any::<i64>(), bytes(80)).prop_map(
-                |(certificate_der, ca_der, key, until, endorsement)| Control::Enrolled {
-                    certificate_der,
-                    ca_der,
-                    signing_key: EndorsedKey {
-                        key,
-                        until,
-                        endorsement,
-                    },
-                }
-            ),
+            (
+                bytes(700),
+                bytes(500),
+                bytes(40),
+                any::<i64>(),
+                bytes(80),
+                proptest::collection::vec(bytes(300), 0..3)
+            )
+                .prop_map(
+                    |(certificate_der, ca_der, key, until, endorsement, bridge)| {
+                        Control::Enrolled {
+                            certificate_der,
+                            ca_der,
+                            signing_key: EndorsedKey {
+                                key,
+                                until,
+                                endorsement,
+                            },
+                            bridge,
+                        }
+                    }
+                ),
         ]
     }
 

@@ -192,6 +192,7 @@ impl Controller {
             exchange::Enroller {
                 ca,
                 signing_key: self.key.public(),
+                bridge: Vec::new(),
                 lifetime_secs: DEFAULT_LIFETIME_SECS,
                 clock: Clock::system(),
                 policy: Box::new(SharedPolicy(self.policy.clone())),

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::hypervisor::{Fake, Hypervisor, Qemu, QemuConfig, VmStatus};
 use crate::slots::{SlotName, SlotState, Slots};
+use crate::workstation::{self, Action, Held, Inputs, Workstation};
 
 /// What `DATA/status.json` says.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -125,6 +126,7 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    let end_of_day = cfg.end_of_day_minutes()?;
     let mut agent = Agent {
         status: AgentStatus {
             node: me.node.to_string(),
@@ -133,7 +135,6 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         },
         job_error: false,
         mac: first_mac(&cfg.identity_root),
-        end_of_day: cfg.end_of_day_minutes()?,
         cfg,
         clock,
         me,
@@ -143,13 +144,13 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         store,
         hv,
         plan,
-        session: None,
+        ws: Workstation::new(end_of_day),
+        held: Held::default(),
         conn: None,
         relay: None,
         job: None,
         shared: Arc::new(Mutex::new(JobNews::default())),
         last_poll: None,
-        reset_day: None,
         started_at: clock.now(),
         powered_off: false,
     };
@@ -191,18 +192,17 @@ struct Agent {
     store: Arc<LocalStore>,
     hv: Box<dyn Hypervisor + Send>,
     plan: SitePlan,
-    /// The session the VM runs for.
-    session: Option<SessionEntry>,
+    /// Sessions, resets, swaps and rollbacks: the decisions (`workstation`).
+    ws: Workstation,
+    /// The masters held, as the slots said when last free.
+    held: Held,
     conn: Option<(quinn::Endpoint, Connection)>,
     relay: Option<SocketAddr>,
     /// The preparation under way: which version, and its task.
     job: Option<(MasterRef, tokio::task::JoinHandle<()>)>,
     shared: Arc<Mutex<JobNews>>,
     last_poll: Option<tokio::time::Instant>,
-    /// The local day whose end-of-day reset is done.
-    reset_day: Option<jiff::civil::Date>,
     mac: Option<String>,
-    end_of_day: u32,
     status: AgentStatus,
     /// `status.last_error` came from preparing a master (cleared once one is ready).
     job_error: bool,
@@ -302,8 +302,7 @@ impl Agent {
             Some(r) => r,
             None => {
                 let (addr, _) =
-                    find_relay(&self.cfg, Some(self.me.site.as_str()), Some(&self.creds.ca))
-                        .await?;
+                    find_relay(&self.cfg, Some(self.me.site.as_str()), Some(&self.creds)).await?;
                 addr
             }
         };
@@ -332,6 +331,7 @@ impl Agent {
         let result = async {
             let conn = self.connect().await?;
             let plan = conn.plan().await?;
+            self.learn_bridge(&plan);
             self.learn_keys(&plan);
             if plan != self.plan {
                 if let Ok(bytes) = serde_json::to_vec_pretty(&plan) {
@@ -356,7 +356,12 @@ impl Agent {
         self.status.connected = result.is_ok();
         match result {
             Ok(conn) => {
-                if self.creds.renewal_due(self.clock.now()) {
+                let moving = trust::bridge::moved_on(
+                    &self.creds.ca,
+                    &self.creds.bridge,
+                    &self.plan.current_ca,
+                );
+                if self.creds.renewal_due(self.clock.now()) || moving {
                     let renewed = tokio::time::timeout(POLL_TIMEOUT, self.renew(&conn)).await;
                     match renewed {
                         Ok(Ok(())) => {}
@@ -380,12 +385,35 @@ impl Agent {
         }
     }
 
-    /// Takes the plan's endorsed signing keys: only those our CA endorsed (a relay cannot add
-    /// one), kept on disk.
+    /// Takes what the plan says of a CA rotation: the bridge to the other CA, as far as our CA
+    /// vouches for it (a relay cannot add a CA), kept on disk; the next connection uses it.
+    fn learn_bridge(&mut self, plan: &SitePlan) {
+        let bridge = trust::bridge::bridge(
+            &self.creds.ca,
+            &trust::bridge::offered_by(plan),
+            self.clock.now(),
+        );
+        if bridge == self.creds.bridge {
+            return;
+        }
+        tracing::info!(
+            certificates = bridge.len(),
+            "the CA bridge changed (a CA rotation)"
+        );
+        self.creds.bridge = bridge;
+        if let Err(e) = self.creds.save(&self.cfg.data.join("tls")) {
+            self.error(format!("cannot keep the CA bridge on disk: {e}"));
+        }
+    }
+
+    /// Takes the plan's endorsed signing keys: only those a CA we trust endorsed (a relay cannot
+    /// add one), kept on disk.
     fn learn_keys(&mut self, plan: &SitePlan) {
-        let (changed, refused) =
-            self.keys
-                .learn(&plan.signing_keys, &self.creds.ca, self.clock.now());
+        let (changed, refused) = self.keys.learn(
+            &plan.signing_keys,
+            &self.creds.trusted_cas(),
+            self.clock.now(),
+        );
         for key in refused {
             tracing::error!(%key, "the plan names a signing key our CA did not endorse: ignored");
         }
@@ -410,6 +438,7 @@ impl Agent {
         self.keys.add(&signing);
         tracing::info!(
             not_after = creds.not_after(),
+            ca = %image_tools::ids::hex(&trust::fingerprint(&creds.ca)),
             "renewed this NUC's certificate"
         );
         self.creds = creds;
@@ -451,23 +480,7 @@ impl Agent {
         if let Some(e) = &s.last_error {
             fields.push(("last_error".into(), e.clone()));
         }
-        let mut holding = Vec::new();
-        for v in [&s.current, &s.previous].into_iter().flatten() {
-            if let Some((name, version)) = v.split_once(' ') {
-                holding.push(MasterRef {
-                    name: name.into(),
-                    version: version.into(),
-                });
-            }
-        }
-        if s.next_state == "ready" {
-            if let Some((name, version)) = s.next.as_deref().and_then(|v| v.split_once(' ')) {
-                holding.push(MasterRef {
-                    name: name.into(),
-                    version: version.into(),
-                });
-            }
-        }
+        let holding = self.held.complete();
         Status {
             node_id: self.me.node.to_string(),
             holding,
@@ -485,6 +498,18 @@ impl Agent {
                 .table()
                 .get(slot)
                 .map(|h| format!("{} {}", h.name, h.version))
+        };
+        let master = |slot: SlotName| {
+            slots.table().get(slot).map(|h| MasterRef {
+                name: h.name.to_string(),
+                version: h.version.to_string(),
+            })
+        };
+        self.held = Held {
+            current: master(SlotName::Current),
+            next: master(SlotName::Next),
+            next_ready: slots.state()[1].state == SlotState::Ready,
+            previous: master(SlotName::Previous),
         };
         self.status.current = text(SlotName::Current);
         self.status.next = text(SlotName::Next);
@@ -522,7 +547,7 @@ impl Agent {
                 self.job_error = false;
             }
             if let Some(state) = &n.state {
-                if self.session.is_none() {
+                if self.ws.session().is_none() {
                     self.status.state = state.clone();
                 }
             }
@@ -558,7 +583,6 @@ impl Agent {
                 Err(e) => self.error(format!("reset failed ({why}): {e}")),
             }
         }
-        self.session = None;
     }
 
     fn manage_sessions(&mut self) {
@@ -571,54 +595,33 @@ impl Agent {
         let vm = self.hv.status().unwrap_or(VmStatus::Failed { code: None });
         self.status.vm = format!("{vm:?}");
         let sessions = self.my_sessions();
-        let running = sessions
-            .iter()
-            .find(|s| s.start <= now && now < s.end)
-            .cloned();
-
-        // A session ended, or the guest powered off: reset.
-        if let Some(s) = self.session.clone() {
-            if now >= s.end || running.as_ref() != Some(&s) {
-                self.reset("the session ended");
-            } else if matches!(vm, VmStatus::PoweredOff) {
-                self.reset("the guest powered off");
-            } else if let VmStatus::Failed { code } = vm {
-                self.error(format!("the VM failed (exit {code:?})"));
-                self.maybe_rollback();
-                self.reset("the VM failed");
+        let held = self.held.clone();
+        let actions = self.ws.step(&Inputs {
+            now,
+            local: self.local_minutes(now),
+            sessions: &sessions,
+            vm,
+            held: &held,
+        });
+        for action in actions {
+            match action {
+                Action::Reset(why) => self.reset(why),
+                Action::VmFailed(code) => self.error(format!("the VM failed (exit {code:?})")),
+                Action::Rollback => self.rollback(),
+                Action::Swap(to) => self.swap(&to),
+                Action::Start(s) => self.start_session(s),
             }
-        }
-        // End of the day: whatever still runs is stopped and reset, once a day.
-        if let Some(local) = self.local_minutes(now) {
-            let (day, minutes) = local;
-            if minutes >= self.end_of_day && self.reset_day != Some(day) {
-                self.reset_day = Some(day);
-                if self.session.is_some() || matches!(vm, VmStatus::Running) {
-                    self.reset("end of the day");
-                }
-            }
-        }
-        if self.session.is_none() {
-            // Between sessions: the only moment a new master may come in.
-            let wanted = running
-                .as_ref()
-                .or(sessions.first())
-                .map(|s| s.master.clone());
-            self.maybe_swap(wanted.as_ref());
-        }
-        if let (Some(s), None) = (&running, &self.session) {
-            self.start_session(s.clone());
         }
         self.status.session = self
-            .session
-            .as_ref()
+            .ws
+            .session()
             .map(|s| format!("{} {}-{}", label(&s.master), s.start, s.end));
-        self.status.state = match (&seat, &self.session) {
+        self.status.state = match (&seat, self.ws.session()) {
             (None, _) => "spare: waiting to be given a seat".into(),
             (_, Some(s)) => format!("in session ({})", label(&s.master)),
             (_, None) if self.job.is_some() => self.status.state.clone(),
             (_, None) => match sessions.first() {
-                Some(s) if self.status.current.as_deref() == Some(label(&s.master).as_str()) => {
+                Some(s) if self.held.current.as_ref() == Some(&s.master) => {
                     format!("ready for the next session ({})", label(&s.master))
                 }
                 Some(s) => format!("waiting for {}", label(&s.master)),
@@ -633,28 +636,20 @@ impl Agent {
         Some((dt.date(), dt.hour() as u32 * 60 + dt.minute() as u32))
     }
 
-    /// Swaps `next` in if it is ready and is what the coming session needs.
-    fn maybe_swap(&mut self, wanted: Option<&MasterRef>) {
-        let (Some(wanted), Some(next)) = (wanted, self.status.next.clone()) else {
-            return;
-        };
-        if self.status.next_state != "ready" || next != label(wanted) {
-            return;
-        }
-        if self.status.current.as_deref() == Some(next.as_str()) {
-            return;
-        }
+    /// Swaps `next` (`to`, ready) in between sessions, and resets onto it.
+    fn swap(&mut self, to: &MasterRef) {
         let now = self.clock.now();
         self.stop_vm("a new master comes in");
         let swapped = match self.slots.try_lock() {
             Ok(mut slots) => slots.swap(now.max(0) as u64),
-            Err(_) => return,
+            Err(_) => return, // the preparation holds the slots: next tick
         };
         match swapped {
             Ok(()) => {
                 self.status.swaps += 1;
                 self.status.last_swap = Some(now);
-                tracing::info!(master = %next, "swapped in between sessions");
+                self.ws.swapped(now);
+                tracing::info!(master = %label(to), "swapped in between sessions");
                 self.refresh_slots();
                 self.reset("a new master");
             }
@@ -662,13 +657,9 @@ impl Agent {
         }
     }
 
-    /// A master that fails to start right after a swap is rolled back.
-    fn maybe_rollback(&mut self) {
+    /// The new master failed to start right after its swap: back to the previous one.
+    fn rollback(&mut self) {
         let now = self.clock.now();
-        let recent = self.status.last_swap.is_some_and(|t| now - t < 3600);
-        if !recent {
-            return;
-        }
         if let Ok(mut slots) = self.slots.try_lock() {
             match slots.rollback(now.max(0) as u64) {
                 Ok(()) => {
@@ -691,7 +682,7 @@ impl Agent {
             ));
             return;
         };
-        if self.status.current.as_deref() != Some(label(&s.master).as_str()) {
+        if self.held.current.as_ref() != Some(&s.master) {
             self.error(format!(
                 "session needs {} but only {} is ready: running it",
                 label(&s.master),
@@ -701,7 +692,7 @@ impl Agent {
         match self.hv.start(&image) {
             Ok(()) => {
                 tracing::info!(master = %label(&s.master), "session started");
-                self.session = Some(s);
+                self.ws.started(s);
             }
             Err(e) => self.error(format!("cannot start the VM: {e}")),
         }
@@ -712,20 +703,9 @@ impl Agent {
         if self.job.is_some() {
             return;
         }
-        let current = self.status.current.clone();
-        let Some(target) = self
-            .my_sessions()
-            .into_iter()
-            .map(|s| s.master)
-            .find(|m| current.as_deref() != Some(label(m).as_str()))
-        else {
+        let Some(target) = workstation::to_prepare(&self.my_sessions(), &self.held) else {
             return;
         };
-        if self.status.next.as_deref() == Some(label(&target).as_str())
-            && self.status.next_state == "ready"
-        {
-            return;
-        }
         let Some((_, conn)) = self.conn.clone() else {
             return;
         };
@@ -767,20 +747,12 @@ impl Agent {
         };
         let sessions = self.my_sessions();
         let soon = sessions.iter().any(|s| s.start <= now + 3600);
-        let done = match sessions.first() {
-            Some(s) => {
-                let want = label(&s.master);
-                self.status.current.as_deref() == Some(want.as_str())
-                    || (self.status.next.as_deref() == Some(want.as_str())
-                        && self.status.next_state == "ready")
-            }
-            None => self.status.current.is_some(),
-        };
+        let done = workstation::night_work_done(&sessions, &self.held);
         if !(in_window(self.started_at)
             && in_window(now)
             && done
             && !soon
-            && self.session.is_none())
+            && self.ws.session().is_none())
         {
             return;
         }
@@ -1144,19 +1116,24 @@ async fn enrol(
     Ok((creds, signing_key))
 }
 
-/// Asks the VLAN for a relay; with `site` and `ca`, only one of that site and CA will do.
+/// Asks the VLAN for a relay; with `site` and `creds`, only one of that site and of a CA these
+/// credentials trust will do.
 async fn find_relay(
     cfg: &Config,
     site: Option<&str>,
-    ca: Option<&[u8]>,
+    creds: Option<&Credentials>,
 ) -> anyhow::Result<(SocketAddr, image_tools::discovery::Answer)> {
     let answers = image_tools::discovery::discover(cfg.discovery, Duration::from_secs(2)).await?;
-    let want_fp = ca.map(trust::fingerprint);
+    let trusted: Option<Vec<[u8; 16]>> = creds.map(|c| {
+        c.trusted_cas()
+            .into_iter()
+            .map(trust::fingerprint)
+            .collect()
+    });
     answers
         .into_iter()
         .find(|(_, a)| {
-            site.is_none_or(|s| a.site == s)
-                && want_fp.is_none_or(|fp| a.ca_fingerprint() == Some(fp))
+            site.is_none_or(|s| a.site == s) && trusted.as_ref().is_none_or(|t| a.names_any(t))
         })
         .ok_or_else(|| anyhow::anyhow!("no relay answered on {}", cfg.discovery))
 }

@@ -1,19 +1,24 @@
-//! nightcast-agent: the node agent's local building blocks, as a library. The binary (`main.rs`)
-//! is a thin command line over it; the network side (enrolment via the relay, fetching chunks over
-//! QUIC) comes later and will drive these blocks.
+//! nightcast-agent: the node agent as a library. The binary (`main.rs`) is a thin command line
+//! over it.
 //!
 //! Module map:
+//! - [`daemon`]: `nightcast-agent run`: enrolment through the relay, the plan, preparation of the
+//!   next master (fetch, seeded assembly), reports; the I/O shell around [`workstation`].
+//! - [`workstation`]: pure: what the workstation does at each tick (sessions, resets, swaps,
+//!   rollbacks), what to prepare, when the night's work is done; tested in simulated time.
 //! - [`identity`]: the machine's stable hardware id (DMI UUID, machine-id, MAC) and its MACs.
 //! - [`slots`]: the master slots (`current`, `next`, `previous`), a crash-safe state machine on
 //!   disk with an event log.
 //! - [`hypervisor`]: the session VM on a throw-away qcow2 overlay over the master: the
 //!   [`hypervisor::Hypervisor`] trait, [`hypervisor::Qemu`] and [`hypervisor::Fake`].
+//! - `config`: `agent.toml`.
 //!
-//! Architecture invariants: nothing here reads the wall clock (time is passed in); nothing here
-//! opens a network connection; nothing here writes to a master image once it is marked ready.
+//! Architecture invariants: nothing but `daemon` reads the clock (time is passed in); nothing but
+//! `daemon` opens a network connection; nothing writes to a master image once it is marked ready.
 
 pub mod config;
 pub mod daemon;
 pub mod hypervisor;
 pub mod identity;
 pub mod slots;
+pub mod workstation;

@@ -156,6 +156,17 @@ pub fn ok_on(bin: &str, clock_spec: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `bin args` on the clock `clock_spec` must fail: returns what it printed on stderr.
+pub fn fails_on(bin: &str, clock_spec: &str, args: &[&str]) -> String {
+    let out = Command::new(workspace_bin(bin))
+        .args(args)
+        .env("NIGHTCAST_CLOCK", clock_spec)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{bin} {args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
 impl Fleet {
     pub fn new(windows: &str, cap_mbit: u64, image_mib: u64, clock: &str) -> Fleet {
         Fleet::build(

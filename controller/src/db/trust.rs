@@ -327,6 +327,28 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The nodes ("role site/node") whose newest certificate, neither revoked nor expired at
+    /// `now`, was issued before `since`: those still certified by the CA a rotation at `since`
+    /// replaced.
+    pub fn certified_before(&self, since: i64, now: i64) -> Result<Vec<String>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT role, site, node FROM certificates
+             WHERE revoked_at IS NULL AND not_after > ?2
+             GROUP BY site, node
+             HAVING max(issued_at) < ?1
+             ORDER BY site, node",
+        )?;
+        let rows = stmt.query_map(params![since, now], |r| {
+            Ok(format!(
+                "{} {}/{}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Nodes waiting for the DSI.
     pub fn pending(&self) -> Result<Vec<PendingRow>, DbError> {
         let mut stmt = self.conn.prepare(

@@ -73,6 +73,78 @@ pub fn validity(der: &[u8]) -> Option<Validity> {
     })
 }
 
+/// The signed part of `der` (the whole `TBSCertificate`, header included) and its signature (the
+/// BIT STRING's bytes): what a signature check over a certificate takes.
+pub fn signed_parts(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (tag, cert, _) = tlv(der)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, _, rest) = tlv(cert)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let tbs = &cert[..cert.len() - rest.len()];
+    let (_, _, rest) = tlv(rest)?; // signature algorithm
+    let (tag, bits, _) = tlv(rest)?;
+    match bits.split_first() {
+        Some((0, signature)) if tag == BIT_STRING => Some((tbs, signature)),
+        _ => None,
+    }
+}
+
+/// Whether `der` is a CA certificate: its basic constraints say `cA: TRUE`.
+pub fn is_ca(der: &[u8]) -> bool {
+    is_ca_inner(der).unwrap_or(false)
+}
+
+fn is_ca_inner(der: &[u8]) -> Option<bool> {
+    let (_, cert, _) = tlv(der)?;
+    let (_, mut tbs, _) = tlv(cert)?;
+    let (tag, _, rest) = tlv(tbs)?;
+    if tag == 0xa0 {
+        tbs = rest; // the serial follows the version
+    }
+    // serial (or what followed the version), signature algorithm, issuer, validity, subject, key.
+    for _ in 0..6 {
+        let (_, _, rest) = tlv(tbs)?;
+        tbs = rest;
+    }
+    while !tbs.is_empty() {
+        let (tag, value, rest) = tlv(tbs)?;
+        tbs = rest;
+        if tag != EXTENSIONS {
+            continue; // issuer and subject unique ids
+        }
+        let (_, mut list, _) = tlv(value)?;
+        while !list.is_empty() {
+            let (_, mut ext, rest) = tlv(list)?;
+            list = rest;
+            let (_, oid, rest) = tlv(ext)?;
+            ext = rest;
+            if oid != BASIC_CONSTRAINTS {
+                continue;
+            }
+            let (mut tag, mut value, rest) = tlv(ext)?;
+            if tag == BOOLEAN {
+                (tag, value, _) = tlv(rest)?; // `critical`, then the value
+            }
+            if tag != OCTET_STRING {
+                return None;
+            }
+            let (_, constraints, _) = tlv(value)?;
+            return Some(matches!(tlv(constraints), Some((BOOLEAN, [0xff], _))));
+        }
+    }
+    Some(false)
+}
+
+const BIT_STRING: u8 = 0x03;
+const BOOLEAN: u8 = 0x01;
+const OCTET_STRING: u8 = 0x04;
+const EXTENSIONS: u8 = 0xa3;
+/// 2.5.29.19
+const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
 const SEQUENCE: u8 = 0x30;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
@@ -160,6 +232,8 @@ mod tests {
             let _ = identity(&bytes);
             let _ = serial(&bytes);
             let _ = not_after(&bytes);
+            let _ = signed_parts(&bytes);
+            let _ = is_ca(&bytes);
         }
     }
 }

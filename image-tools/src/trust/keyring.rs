@@ -110,20 +110,21 @@ impl KeyRing {
         }
     }
 
-    /// Takes a plan's endorsed keys: those that check out against `ca_der` are added or extended;
+    /// Takes a plan's endorsed keys: those that check out against one of `cas` (the node's CA and,
+    /// during a CA rotation, those its bridge reaches) are added or extended;
     /// keys whose time has run out at `now` are dropped. Returns whether the ring changed, and
     /// the keys whose endorsement did not check out (to be logged).
     pub fn learn(
         &mut self,
         plan: &[crate::wire::EndorsedKey],
-        ca_der: &[u8],
+        cas: &[&[u8]],
         now: i64,
     ) -> (bool, Vec<String>) {
         let before = self.clone();
         let mut refused = Vec::new();
         for w in plan {
             match Endorsed::from_wire(w) {
-                Some(e) if e.check(ca_der).is_ok() => {
+                Some(e) if cas.iter().any(|ca| e.check(ca).is_ok()) => {
                     // A legacy entry (pinned before rings, no endorsement) gives way to an
                     // endorsed one of the same key.
                     if let Some(old) = self
@@ -187,14 +188,14 @@ mod tests {
             ca.endorse(&k2, NOW + 200).unwrap().to_wire(),
             ca.endorse(&k1, NOW + 200).unwrap().to_wire(),
         ];
-        assert!(ring.learn(&plan, ca.certificate(), NOW).0);
+        assert!(ring.learn(&plan, &[ca.certificate()], NOW).0);
         assert_eq!(ring.accepted(NOW + 150).len(), 2);
         // Retired: k1 is no longer endorsed; k2's endorsement goes on, k1's runs out.
         let plan = vec![ca.endorse(&k2, NOW + 400).unwrap().to_wire()];
-        ring.learn(&plan, ca.certificate(), NOW + 150);
+        ring.learn(&plan, &[ca.certificate()], NOW + 150);
         assert_eq!(ring.accepted(NOW + 150), vec![k1, k2]);
         assert_eq!(ring.accepted(NOW + 250), vec![k2]);
-        ring.learn(&plan, ca.certificate(), NOW + 250);
+        ring.learn(&plan, &[ca.certificate()], NOW + 250);
         assert_eq!(ring.entries.len(), 1);
     }
 
@@ -210,7 +211,7 @@ mod tests {
             evil.endorse(&key(), NOW + 100).unwrap().to_wire(),
             stretched,
         ];
-        let (changed, refused) = ring.learn(&plan, ca.certificate(), NOW);
+        let (changed, refused) = ring.learn(&plan, &[ca.certificate()], NOW);
         assert!(!changed);
         assert_eq!(refused.len(), 2);
         assert_eq!(ring.accepted(NOW).len(), 1);
@@ -225,7 +226,7 @@ mod tests {
         let mut ring = KeyRing::load(dir.path()).unwrap();
         assert_eq!(ring.accepted(i64::MAX - 1), vec![k1]);
         let plan = vec![ca.endorse(&k1, NOW + 100).unwrap().to_wire()];
-        ring.learn(&plan, ca.certificate(), NOW);
+        ring.learn(&plan, &[ca.certificate()], NOW);
         ring.save(dir.path()).unwrap();
         let again = KeyRing::load(dir.path()).unwrap();
         assert_eq!(again, ring);

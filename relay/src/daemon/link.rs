@@ -15,7 +15,9 @@ use crate::cache::Gate;
 impl Relay {
     /// Takes a new plan from the controller: kept on disk, and the fetcher looks at it.
     pub(super) fn take_plan(&self, plan: SitePlan) {
-        // Endorsements are renewed in every plan: taken even when nothing else changed.
+        // The CA bridge and endorsements are renewed in every plan: taken even when nothing
+        // else changed.
+        self.learn_bridge(&plan);
         self.learn_keys(&plan);
         if self.plan.read().map(|p| *p == plan).unwrap_or(false) {
             return;

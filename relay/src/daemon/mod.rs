@@ -168,18 +168,12 @@ pub async fn run(
     });
     tracker.spawn(exchange::serve(endpoint, service, shutdown.clone()));
     {
-        let answer = image_tools::discovery::Answer {
-            nightcast: 1,
-            site: relay.me.site.to_string(),
-            relay: relay.me.node.to_string(),
-            port: lan.port(),
-            ca: image_tools::ids::hex(&image_tools::trust::fingerprint(&relay.creds().ca)),
-        };
-        let shutdown = shutdown.clone();
+        let (shutdown, r) = (shutdown.clone(), relay.clone());
+        let port = lan.port();
         tracker.spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = image_tools::discovery::answer(discovery, answer) => {}
+                _ = image_tools::discovery::answer_with(discovery, move || r.discovery_answer(port)) => {}
             }
         });
     }

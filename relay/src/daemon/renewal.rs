@@ -1,5 +1,6 @@
-//! The relay's credentials: the manifest-signing keys it accepts, the LAN server's TLS, and the
-//! renewal of its certificate before it expires.
+//! The relay's credentials: the manifest-signing keys it accepts, the CA bridge of a rotation,
+//! the LAN server's TLS and discovery answer, and the renewal of its certificate before it
+//! expires (or to move to a new CA).
 
 use image_tools::exchange::{self, Connection};
 use image_tools::trust::{Admit, Credentials};
@@ -17,13 +18,47 @@ impl Relay {
             .unwrap_or_default()
     }
 
-    /// Takes the plan's endorsed signing keys (checked against our CA), kept on disk.
+    /// Takes what the plan says of a CA rotation: the bridge to the other CA, as far as our CA
+    /// vouches for it (`trust::bridge`), kept on disk and served to the LAN from now on.
+    pub(super) fn learn_bridge(&self, plan: &SitePlan) {
+        let mut creds = self.creds();
+        let bridge = image_tools::trust::bridge::bridge(
+            &creds.ca,
+            &image_tools::trust::bridge::offered_by(plan),
+            self.clock.now(),
+        );
+        if bridge == creds.bridge {
+            return;
+        }
+        tracing::info!(
+            certificates = bridge.len(),
+            "the CA bridge changed (a CA rotation)"
+        );
+        creds.bridge = bridge;
+        if let Err(e) = creds.save(&self.cfg.data.join("tls")) {
+            self.error(format!("cannot keep the CA bridge on disk: {e}"));
+        }
+        if let Ok(mut c) = self.creds.write() {
+            *c = creds;
+        }
+        if let Some(endpoint) = self.lan.get() {
+            let served = self
+                .lan_tls()
+                .and_then(|tls| Ok(exchange::set_server_tls(endpoint, tls)?));
+            if let Err(e) = served {
+                self.error(format!("cannot serve the LAN with the new CA bridge: {e}"));
+            }
+        }
+    }
+
+    /// Takes the plan's endorsed signing keys (checked against the CAs we trust), kept on disk.
     pub(super) fn learn_keys(&self, plan: &SitePlan) {
-        let ca = self.creds().ca;
+        let creds = self.creds();
         let Ok(mut ring) = self.keys.write() else {
             return;
         };
-        let (changed, refused) = ring.learn(&plan.signing_keys, &ca, self.clock.now());
+        let (changed, refused) =
+            ring.learn(&plan.signing_keys, &creds.trusted_cas(), self.clock.now());
         for key in refused {
             tracing::error!(%key, "the plan names a signing key our CA did not endorse: ignored");
         }
@@ -36,6 +71,26 @@ impl Relay {
                 drop(ring);
                 self.error(format!("cannot keep the signing keys on disk: {e}"));
             }
+        }
+    }
+
+    /// What the relay answers a NUC that asks the VLAN for its relay: its CA and, during a CA
+    /// rotation, the other CAs its bridge holds.
+    pub(super) fn discovery_answer(&self, port: u16) -> image_tools::discovery::Answer {
+        let creds = self.creds();
+        let fingerprint = |der: &[u8]| image_tools::ids::hex(&image_tools::trust::fingerprint(der));
+        image_tools::discovery::Answer {
+            nightcast: 1,
+            site: self.me.site.to_string(),
+            relay: self.me.node.to_string(),
+            port,
+            ca: fingerprint(&creds.ca),
+            also: creds
+                .bridge
+                .iter()
+                .filter(|c| image_tools::trust::bridge::self_signed(c))
+                .map(|c| fingerprint(c))
+                .collect(),
         }
     }
 
@@ -55,11 +110,17 @@ impl Relay {
         )?)
     }
 
-    /// Renews the relay's certificate over `conn` when a third of its life is left: a new key, the
-    /// certificate checked against the CA it has, saved, and served to the LAN from now on.
+    /// Renews the relay's certificate over `conn` when a third of its life is left, or to move to
+    /// the controller's new CA after a rotation: a new key, the certificate checked against the
+    /// CA it has, saved, and served to the LAN from now on.
     pub(super) async fn renew_if_due(&self, conn: &Connection) -> anyhow::Result<()> {
         let current = self.creds();
-        if !current.renewal_due(self.clock.now()) {
+        let moving = image_tools::trust::bridge::moved_on(
+            &current.ca,
+            &current.bridge,
+            &self.plan().current_ca,
+        );
+        if !current.renewal_due(self.clock.now()) && !moving {
             return Ok(());
         }
         let ring = self.keys.read().map(|k| k.clone()).unwrap_or_default();
@@ -67,6 +128,7 @@ impl Relay {
         image_tools::trust::save_enrolment(&self.cfg.data, &creds, &signing)?;
         tracing::info!(
             not_after = creds.not_after(),
+            new_ca = moving,
             "renewed this relay's certificate"
         );
         if let Ok(mut c) = self.creds.write() {
