@@ -10,14 +10,14 @@
 //!
 //! Per site, sessions are served earliest deadline first (deadline = session start minus the LAN
 //! staging margin), which is the order the relay fetches in. The cumulative bytes still missing
-//! after each session are compared with what the site's WAN cap moves during the night windows
-//! left: a session is on time (and which night completes it), at risk (completes with less window
+//! after each session are compared with what the relay moves under the site's WAN cap during the
+//! night windows left (`Bandwidth::usable`: the rate the relay paces to, not the cap itself): a session is on time (and which night completes it), at risk (completes with less window
 //! time to spare than the slack), or late (with the shortfall in bytes).
 
 use std::collections::HashMap;
 
 use image_tools::manifest::Manifest;
-use image_tools::ChunkId;
+use image_tools::{Bandwidth, ChunkId};
 
 use image_tools::windows::Schedule;
 
@@ -112,10 +112,18 @@ impl ClassCache {
 pub struct Site {
     pub name: String,
     pub schedule: Schedule,
-    /// The WAN cap, in bits per second.
+    /// The WAN cap, in bits per second (the planner counts with what the relay moves under it:
+    /// [`Site::rate`]).
     pub cap_bps: u64,
     /// Master versions the relay reported complete.
     pub holds: Vec<MasterKey>,
+}
+
+impl Site {
+    /// The rate the site's relay fetches at: what its pacer achieves under the cap.
+    pub fn rate(&self) -> Bandwidth {
+        Bandwidth::from_bits_per_sec(self.cap_bps).usable()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +161,7 @@ pub enum Verdict {
     /// Ready in time, but with only `slack_secs` of window time to spare.
     AtRisk { ready_at: i64, slack_secs: i64 },
     /// `shortfall` bytes will still be missing at the deadline; a daytime override of
-    /// `override_secs` at the site's cap (or an import that much window time earlier) fixes it.
+    /// `override_secs` at the relay's rate under the site's cap (or an import that much window time earlier) fixes it.
     Late { shortfall: u64, override_secs: i64 },
     /// The master version is not in the catalogue.
     Unknown,
@@ -185,7 +193,7 @@ pub fn plan_site(
     };
     let horizon = last.start - settings.staging_margin_secs;
     let openings = site.schedule.openings(now, horizon.max(now));
-    let bytes_per_sec = (site.cap_bps / 8).max(1);
+    let bytes_per_sec = site.rate().bytes_per_sec().max(1);
 
     let mut held = vec![false; classes.bytes.len()];
     for m in &site.holds {
@@ -386,25 +394,25 @@ mod tests {
 
     #[test]
     fn a_master_too_large_for_the_nights_left_is_late_by_the_right_shortfall() {
-        // 20 Mbit/s = 2.5 MB/s; one night of 8 h moves 72 GB... use 10 Mbit/s: 36 GB a night.
-        let classes = two_masters(50_000_000_000, 10_000_000_000);
+        // A 10 Mbit/s cap: the relay moves 9.2 Mbit/s = 1.15 MB/s, 33.12 GB in a night of 8 h.
+        let classes = two_masters(46_000_000_000, 9_200_000_000);
         let s = site(10, vec![]);
         let now = at(&s, date(2026, 11, 23), 12);
-        // Session Wednesday 08:00, margin 2 h: nights of Mon and Tue = 2 x 8 h = 72 GB; a needs 60 GB.
+        // Session Wednesday 08:00, margin 2 h: nights of Mon and Tue = 66.24 GB; a needs 55.2 GB.
         let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 25), 8))];
         let rows = plan_site(now, &s, &sessions, &classes, &Settings::default());
         match rows[0].verdict {
             Verdict::OnTime { night, .. } => assert_eq!(night, Some(date(2026, 11, 24))),
             ref v => panic!("{v:?}"),
         }
-        // Tomorrow 08:00: one night (36 GB) for 60 GB: 24 GB short.
+        // Tomorrow 08:00: one night (33.12 GB) for 55.2 GB: 22.08 GB short.
         let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 24), 8))];
         let rows = plan_site(now, &s, &sessions, &classes, &Settings::default());
         assert_eq!(
             rows[0].verdict,
             Verdict::Late {
-                shortfall: 24_000_000_000,
-                // 24 GB at 1.25 MB/s: 5 h 20 min of override.
+                shortfall: 22_080_000_000,
+                // 22.08 GB at 1.15 MB/s: 5 h 20 min of override.
                 override_secs: 19_200,
             }
         );
@@ -412,9 +420,10 @@ mod tests {
 
     #[test]
     fn finishing_in_the_last_window_with_little_to_spare_is_at_risk() {
-        // 34 GB at 10 Mbit/s: 7.55 h of an 8 h night (deadline 06:00 with margin 2 h at 08:00).
+        // 31.28 GB under a 10 Mbit/s cap (1.15 MB/s): 7.55 h of an 8 h night (deadline 06:00
+        // with margin 2 h at 08:00).
         let mut classes = Classes {
-            bytes: vec![34_000_000_000],
+            bytes: vec![31_280_000_000],
             ..Classes::default()
         };
         classes.masters.insert(key("a"), vec![0]);
@@ -432,10 +441,10 @@ mod tests {
 
     #[test]
     fn a_dst_night_changes_the_verdict_by_its_hour() {
-        // 35 GB at 10 Mbit/s needs 7.78 h: fits the 9-hour night of 24-25 October 2026 (fall back),
-        // not the 7-hour night of 28-29 March 2026 (spring forward).
+        // 32.2 GB under a 10 Mbit/s cap (1.15 MB/s) needs 7.78 h: fits the 9-hour night of 24-25
+        // October 2026 (fall back), not the 7-hour night of 28-29 March 2026 (spring forward).
         let mut classes = Classes {
-            bytes: vec![35_000_000_000],
+            bytes: vec![32_200_000_000],
             ..Classes::default()
         };
         classes.masters.insert(key("a"), vec![0]);
@@ -463,14 +472,42 @@ mod tests {
             &classes,
             &settings,
         );
-        // 7 h at 1.25 MB/s = 31.5 GB: 3.5 GB short.
+        // 7 h at 1.15 MB/s = 28.98 GB: 3.22 GB short.
         assert_eq!(
             spring[0].verdict,
             Verdict::Late {
-                shortfall: 3_500_000_000,
+                shortfall: 3_220_000_000,
                 override_secs: 2_800,
             }
         );
+    }
+
+    #[test]
+    fn a_plan_that_fits_the_whole_cap_but_not_what_the_relay_paces_to_is_late() {
+        // One 8-hour night at 10 Mbit/s moves 36 GB at the full cap, but the relay paces its
+        // requests under the cap (`Bandwidth::usable`): a 36 GB master does not make it in one
+        // night, and the planner must say so rather than promise it.
+        let mut classes = Classes {
+            bytes: vec![36_000_000_000],
+            ..Classes::default()
+        };
+        classes.masters.insert(key("a"), vec![0]);
+        let s = site(10, vec![]);
+        let now = at(&s, date(2026, 11, 23), 12);
+        let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 24), 8))];
+        let rows = plan_site(now, &s, &sessions, &classes, &Settings::default());
+        match rows[0].verdict {
+            Verdict::Late {
+                shortfall,
+                override_secs,
+            } => {
+                // 8 h at the 9.2 Mbit/s the relay achieves: 33.12 GB; 2.88 GB short, which an
+                // override at that same rate fetches in 2,505 s (rounded up).
+                assert_eq!(shortfall, 2_880_000_000);
+                assert_eq!(override_secs, 2_505);
+            }
+            ref v => panic!("a plan counting with 100 % of the cap: {v:?}"),
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::clock::Clock;
 use crate::ids::{ChunkId, NodeId, SiteId};
 use crate::keys::PublicKey;
 use crate::manifest::Manifest;
-use crate::store::{ChunkStore, LocalStore, StoreError, StoreSize};
+use crate::store::{ChunkStore, StoreError, StoreSize};
 use crate::trust::{
     self, Ca, Credentials, EnrolReply, Identity, Revoked, Token, TrustError, Validity, SERVER_NAME,
 };
@@ -2055,12 +2055,13 @@ pub struct Progress {
 /// Progress callback, called after each chunk.
 pub type FetchProgress<'a> = &'a (dyn Fn(Progress) + Sync);
 
-/// Fetches every chunk `manifest` needs that `store` lacks, verifying each and writing them in
-/// group commits. After a failure (a cut link), what was received is kept, and calling again
-/// fetches only the rest.
-pub async fn fetch_missing(
+/// Fetches every chunk `manifest` needs that `store` lacks, verifying each and writing them
+/// through the store's [`ChunkWriter`](crate::store::ChunkWriter) (group commits in a local
+/// store). After a failure (a cut link), what was received is kept, and calling again fetches
+/// only the rest.
+pub async fn fetch_missing<S: ChunkStore + ?Sized + 'static>(
     conn: &Connection,
-    store: Arc<LocalStore>,
+    store: Arc<S>,
     manifest: &Manifest,
     opts: FetchOptions,
     rate: Option<Arc<RateLimit>>,
@@ -2098,7 +2099,7 @@ pub async fn fetch_missing(
     let (tx, mut rx) = mpsc::channel::<VerifiedChunk>(256);
     let writer_store = store.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
-        let mut batch = writer_store.batch();
+        let mut batch = writer_store.writer();
         let mut n = 0;
         let mut flushed = tokio::time::Instant::now();
         while let Some(chunk) = rx.blocking_recv() {
@@ -2112,7 +2113,6 @@ pub async fn fetch_missing(
             }
         }
         batch.commit()?;
-        writer_store.sync()?;
         Ok(n)
     });
 
@@ -2379,54 +2379,6 @@ impl ChunkStore for RemoteStore {
         Err(StoreError::Layout(
             "a remote store cannot report its size".into(),
         ))
-    }
-}
-
-/// A local store in front of a remote one: hits are local; a miss (or a corrupt local copy) is
-/// fetched, verified, kept, and returned.
-#[derive(Debug)]
-pub struct CachingStore<L, R> {
-    pub local: L,
-    pub remote: R,
-}
-
-impl<L: ChunkStore, R: ChunkStore> ChunkStore for CachingStore<L, R> {
-    fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.local.has(id)? || self.remote.has(id)?)
-    }
-
-    fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
-        match self.local.get(id) {
-            Ok(c) => return Ok(c),
-            Err(StoreError::Missing(_)) => {}
-            Err(StoreError::Invalid { reason, .. }) => {
-                tracing::warn!(chunk = %id.short(), %reason, "corrupt local copy replaced from upstream");
-                match self.local.remove(id) {
-                    Ok(()) | Err(StoreError::Missing(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        }
-        let chunk = self.remote.get(id)?;
-        self.local.put(&chunk)?;
-        Ok(chunk)
-    }
-
-    fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
-        self.local.put(chunk)
-    }
-
-    fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
-        self.local.remove(id)
-    }
-
-    fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
-        self.local.ids()
-    }
-
-    fn size(&self) -> Result<StoreSize, StoreError> {
-        self.local.size()
     }
 }
 

@@ -5,7 +5,9 @@
 //! - [`ids`]: validated identifiers ([`ChunkId`], [`MasterName`], [`MasterVersion`]).
 //! - [`chunker`]: splits an image into holes (aligned zero runs) and FastCDC chunks.
 //! - [`chunk`]: the stored form of a chunk and [`VerifiedChunk`], the only way to hold its bytes.
-//! - [`store`]: the [`ChunkStore`] trait and [`LocalStore`], chunks in a directory.
+//! - [`store`]: the [`ChunkStore`] trait, [`LocalStore`] (chunks in a directory), the wrappers
+//!   that compose stores (`store::layers`: caching, single-flight, counted) and the conformance
+//!   suite every store passes (feature `conformance`).
 //! - [`manifest`]: the canonical, signed list of a master version's chunks and holes.
 //! - [`keys`]: Ed25519 signing keys and their files.
 //! - [`probe`]: disk-image formats, and the files an image refers to besides itself (its headers).
@@ -14,9 +16,10 @@
 //! - [`gc`]: garbage collection by reachability and the scrub.
 //! - [`durable`]: the one durable-write helper (temp, fsync, rename, fsync dir).
 //! - [`wire`]: the chunk-exchange protocol's frames, a sans-IO codec.
-//! - [`exchange`]: the protocol over QUIC: server, client, `fetch_missing`, remote and caching stores.
+//! - [`exchange`]: the protocol over QUIC: server, client, `fetch_missing`, the remote store.
 //! - [`discovery`]: how an agent with nothing configured finds its site's relay (UDP broadcast).
 //! - [`trust`]: the controller's CA, node certificates and identities, enrolment tokens.
+//! - [`bandwidth`]: [`Bandwidth`], link rates, and what a relay really moves under a site's cap.
 //! - [`windows`]: night windows in a site's time zone (jiff), as absolute openings.
 //! - [`clock`]: the one reading of the wall clock, and the `NIGHTCAST_CLOCK` test clock.
 //! - [`config`]: the daemons' TOML configuration files, loaded and checked one way.
@@ -30,6 +33,7 @@
 //! binaries call (libraries take `now` or a `Clock` as an argument).
 
 pub mod assemble;
+pub mod bandwidth;
 pub mod chunk;
 pub mod chunker;
 pub mod cli;
@@ -52,6 +56,7 @@ pub mod trust;
 pub mod windows;
 pub mod wire;
 
+pub use bandwidth::Bandwidth;
 pub use chunk::VerifiedChunk;
 pub use chunker::ChunkParams;
 pub use ids::{ChunkId, MasterName, MasterVersion, NodeId, SiteId};

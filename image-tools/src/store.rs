@@ -1,4 +1,6 @@
-//! Chunk stores: one small trait, [`ChunkStore`], and the local-directory store every tier keeps.
+//! Chunk stores: one small trait, [`ChunkStore`], and the local-directory store every tier keeps;
+//! [`layers`] composes stores (caching and repair, single-flight, counting), and the
+//! `conformance` suite (feature `conformance`) is what every store must pass.
 //!
 //! Errors keep three outcomes apart because composition branches on them: [`StoreError::Missing`]
 //! (ask elsewhere), [`StoreError::Invalid`] (the bytes are there but are not the chunk: drop them,
@@ -18,6 +20,10 @@ use rustix::fs::FlockOperation;
 use crate::chunk::{ChunkError, VerifiedChunk, HEADER_LEN, MAX_CHUNK_LEN};
 use crate::durable::{self, TempFile};
 use crate::ids::ChunkId;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod layers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,8 +63,9 @@ pub struct StoreSize {
     pub bytes: u64,
 }
 
-/// Where chunks live. Implementations: [`LocalStore`]; the protocol crate adds remote and caching
-/// stores. The conformance suite in this module's tests runs against each.
+/// Where chunks live. Implementations: [`LocalStore`], `exchange::RemoteStore`, and the wrappers
+/// in [`layers`] ([`layers::Caching`], [`layers::SingleFlight`], [`layers::Counted`]), which
+/// compose any of them. The `conformance` suite (feature `conformance`) runs against each.
 pub trait ChunkStore: Send + Sync {
     fn has(&self, id: &ChunkId) -> Result<bool, StoreError>;
     /// The chunk, checked against `id`; `Invalid` if the stored bytes are not that chunk.
@@ -70,6 +77,39 @@ pub trait ChunkStore: Send + Sync {
     /// Every chunk id present (unverified: use `get` to check one).
     fn ids(&self) -> Result<Vec<ChunkId>, StoreError>;
     fn size(&self) -> Result<StoreSize, StoreError>;
+    /// A writer for many chunks at once (a transfer): by default each is `put` on its own;
+    /// [`LocalStore`] makes group commits ([`Batch`]).
+    fn writer(&self) -> Box<dyn ChunkWriter + '_> {
+        Box::new(EachPut(self))
+    }
+}
+
+/// Chunks written as a group: each is durable under its name once [`ChunkWriter::commit`]
+/// returns (a crash before that loses some of them, never half of one). Dropping a writer
+/// without committing may lose what was put since the last `flush`.
+pub trait ChunkWriter {
+    fn put(&mut self, chunk: &VerifiedChunk) -> Result<(), StoreError>;
+    /// Starts making what was put so far durable, without waiting for it.
+    fn flush(&mut self) -> Result<(), StoreError>;
+    /// Makes everything put durable under its name, and waits for it.
+    fn commit(&mut self) -> Result<(), StoreError>;
+}
+
+/// The default writer: `put` one by one (each already durable).
+struct EachPut<'a, S: ?Sized>(&'a S);
+
+impl<S: ChunkStore + ?Sized> ChunkWriter for EachPut<'_, S> {
+    fn put(&mut self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        self.0.put(chunk)
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 macro_rules! forward_store {
@@ -92,6 +132,9 @@ macro_rules! forward_store {
             }
             fn size(&self) -> Result<StoreSize, StoreError> {
                 (**self).size()
+            }
+            fn writer(&self) -> Box<dyn ChunkWriter + '_> {
+                (**self).writer()
             }
         }
     )*};
@@ -365,6 +408,22 @@ impl Batch<'_> {
     }
 }
 
+impl ChunkWriter for Batch<'_> {
+    fn put(&mut self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        Batch::put(self, chunk)
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Batch::flush(self)
+    }
+
+    /// [`Batch::commit`], then the names made durable too.
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Batch::commit(self)?;
+        self.store.sync()
+    }
+}
+
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         self.pending.clear(); // removes their temp files
@@ -432,6 +491,10 @@ impl ChunkStore for LocalStore {
         })?;
         Ok(size)
     }
+
+    fn writer(&self) -> Box<dyn ChunkWriter + '_> {
+        Box::new(self.batch())
+    }
 }
 
 impl LocalStore {
@@ -463,66 +526,6 @@ impl LocalStore {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod conformance {
-    //! One suite for every `ChunkStore`, with chunk sizes at the boundaries.
-    use super::*;
-    use crate::chunker::ChunkParams;
-
-    fn sizes() -> Vec<usize> {
-        let p = ChunkParams::DEFAULT;
-        let (min, avg, max) = (p.min as usize, p.avg as usize, p.max as usize);
-        vec![1, min - 1, min, avg, max, max + 1]
-    }
-
-    fn chunk(len: usize, seed: u8) -> VerifiedChunk {
-        let raw: Vec<u8> = (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
-            .collect();
-        VerifiedChunk::from_raw(raw)
-    }
-
-    /// `corrupt(id)` damages the stored copy of `id` the way a failing disk would.
-    pub fn run(store: &dyn ChunkStore, corrupt: &dyn Fn(&ChunkId)) {
-        assert_eq!(store.size().unwrap(), StoreSize::default());
-        let mut chunks: Vec<_> = sizes().into_iter().map(|n| chunk(n, 1)).collect();
-        chunks.push(VerifiedChunk::from_raw(vec![0; 65536])); // an all-zero chunk
-        for c in &chunks {
-            assert!(!store.has(c.id()).unwrap());
-            assert!(matches!(store.get(c.id()), Err(StoreError::Missing(id)) if id == *c.id()));
-            store.put(c).unwrap();
-            store.put(c).unwrap(); // idempotent
-            assert!(store.has(c.id()).unwrap());
-            assert_eq!(store.get(c.id()).unwrap(), *c);
-        }
-        let mut ids = store.ids().unwrap();
-        ids.sort();
-        let mut want: Vec<_> = chunks.iter().map(|c| *c.id()).collect();
-        want.sort();
-        assert_eq!(ids, want);
-        let size = store.size().unwrap();
-        assert_eq!(size.chunks, chunks.len() as u64);
-        let stored: u64 = chunks
-            .iter()
-            .map(|c| (HEADER_LEN as u64) + u64::from(c.stored_len()))
-            .sum();
-        assert_eq!(size.bytes, stored);
-
-        // A corrupt copy is an error naming the chunk, never data.
-        let victim = *chunks[3].id();
-        corrupt(&victim);
-        match store.get(&victim) {
-            Err(StoreError::Invalid { id, .. }) => assert_eq!(id, victim),
-            other => panic!("corrupt chunk returned {other:?}"),
-        }
-
-        store.remove(&victim).unwrap();
-        assert!(matches!(store.remove(&victim), Err(StoreError::Missing(_))));
-        assert!(!store.has(&victim).unwrap());
-        assert_eq!(store.ids().unwrap().len(), chunks.len() - 1);
     }
 }
 

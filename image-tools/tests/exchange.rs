@@ -10,11 +10,12 @@ use std::sync::Arc;
 use image_tools::assemble::assemble;
 use image_tools::clock::Clock;
 use image_tools::exchange::{
-    self, fetch_missing, CachingStore, Connection, ExchangeError, FetchOptions, FrameReader,
-    MemoryCatalog, RemoteStore, Service,
+    self, fetch_missing, Connection, ExchangeError, FetchOptions, FrameReader, MemoryCatalog,
+    RemoteStore, Service,
 };
 use image_tools::exchange::{EnrolAsk, EnrolDecision, EnrolPolicy, EnrollRequest, Via};
 use image_tools::import::{import_reader, ImportOptions};
+use image_tools::store::layers::Caching;
 use image_tools::trust::{
     accept_enrolment, enrol_client_config, node_key, Admit, Ca, Credentials, Expect, Identity,
     Revoked, Token, Validity, DEFAULT_LIFETIME_SECS,
@@ -992,10 +993,7 @@ async fn a_caching_store_fills_from_upstream_and_repairs_corrupt_copies() {
     let runtime = tokio::runtime::Handle::current();
     let local2 = local.clone();
     tokio::task::spawn_blocking(move || {
-        let caching = CachingStore {
-            local: &*local2,
-            remote: RemoteStore::new(conn, runtime),
-        };
+        let caching = Caching::new(&*local2, RemoteStore::new(conn, runtime));
         let chunk = caching.get(&id).unwrap();
         assert!(local2.has(&id).unwrap(), "miss was not kept");
         // Rot the local copy: the next read replaces it from upstream.

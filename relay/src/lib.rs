@@ -3,6 +3,8 @@
 //!
 //! Module map:
 //! - [`daemon`]: `nightcast-relay run`, its tasks (link, fetcher, LAN server, scrub, status).
+//! - [`fetcher`]: the night fetcher's decisions, sans-IO: what to fetch, until when, when to
+//!   look again (window, priority, stop at the window's end, retry, override).
 //! - [`cache`]: the pure decisions: is the WAN open now, what is pinned, what to evict.
 //! - [`config`]: the TOML configuration (`relay/relay.example.toml`).
 //! - [`wol`]: Wake-on-LAN magic packets.
@@ -29,6 +31,7 @@
 pub mod cache;
 pub mod config;
 pub mod daemon;
+pub mod fetcher;
 pub mod wol;
 
 use std::net::SocketAddr;
@@ -40,7 +43,7 @@ use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection, FetchOptions, FetchReport, RateLimit};
 use image_tools::trust;
 use image_tools::wire::{Hello, MasterRef, Role, PROTOCOL_VERSION};
-use image_tools::{LocalStore, NodeId, VerifiedManifest};
+use image_tools::{Bandwidth, LocalStore, NodeId, VerifiedManifest};
 
 /// Enrols this relay with a token from `nightcast-controller token`, and saves its identity.
 pub async fn enroll(
@@ -152,7 +155,7 @@ pub async fn fetch(
     let manifest = VerifiedManifest::open_with(bytes, &keys)
         .context("the controller sent a manifest that does not verify")?;
     let store = Arc::new(LocalStore::open(&data.join("store"))?);
-    let rate = rate_mbit.map(|m| Arc::new(RateLimit::new(m * 1_000_000)));
+    let rate = rate_mbit.map(|m| Arc::new(RateLimit::new(Bandwidth::from_mbit(m).bits_per_sec())));
     let report = exchange::fetch_missing(
         &conn,
         store.clone(),

@@ -1,0 +1,208 @@
+//! The link to the controller: connect (backoff with jitter), take plans, send reports (the
+//! relay's and its agents'), count WAN bytes as open or closed time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use image_tools::exchange::{self, Connection};
+use image_tools::trust::Expect;
+use image_tools::wire::{SitePlan, Status};
+use tokio_util::sync::CancellationToken;
+
+use super::{cap_bits, revoked_serials, Relay};
+use crate::cache::Gate;
+
+impl Relay {
+    /// Takes a new plan from the controller: kept on disk, and the fetcher looks at it.
+    pub(super) fn take_plan(&self, plan: SitePlan) {
+        // The CA bridge and endorsements are renewed in every plan: taken even when nothing
+        // else changed.
+        self.learn_bridge(&plan);
+        self.learn_keys(&plan);
+        if self.plan.read().map(|p| *p == plan).unwrap_or(false) {
+            return;
+        }
+        let now = self.clock.now();
+        for e in &plan.entries {
+            if let Some(until) = e.override_until.filter(|&u| u > now) {
+                let was = self
+                    .plan()
+                    .entries
+                    .iter()
+                    .any(|o| o.master == e.master && o.override_until == e.override_until);
+                if !was {
+                    tracing::warn!(master = %e.master.name, version = %e.master.version, until, "OVERRIDE from the controller: fetching this master now, outside the night window");
+                }
+            }
+        }
+        tracing::info!(
+            entries = plan.entries.len(),
+            windows = %plan.windows.join(","),
+            tz = %plan.tz,
+            cap_mbit = plan.cap_mbit,
+            "new plan"
+        );
+        self.rate.set_rate(cap_bits(&plan));
+        self.stat(|s| s.rate_bits_per_sec = cap_bits(&plan));
+        let revoked = revoked_serials(&plan);
+        if revoked.len() != self.revoked.len() {
+            tracing::info!(revoked = revoked.len(), "revoked NUC certificates");
+        }
+        self.revoked.replace(revoked);
+        if let Ok(bytes) = serde_json::to_vec_pretty(&plan) {
+            if let Err(e) =
+                image_tools::durable::write_file(&self.cfg.data.join("plan.json"), &bytes, 0o644)
+            {
+                self.error(format!("cannot keep the plan on disk: {e}"));
+            }
+        }
+        if let Ok(mut p) = self.plan.write() {
+            *p = plan;
+        }
+        self.wake.notify_one();
+    }
+
+    pub(super) async fn connect(
+        &self,
+        endpoint: &quinn::Endpoint,
+    ) -> Result<Connection, exchange::ExchangeError> {
+        let tls = self.creds().client_config(Expect::Controller, self.clock)?;
+        let conn = Connection::connect(endpoint, self.cfg.controller, tls).await?;
+        conn.hello(self.hello()).await?;
+        Ok(conn)
+    }
+}
+
+/// A random factor in [0.5, 1.5) for backoff jitter.
+fn jitter() -> f64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    0.5 + (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+pub(super) async fn link_task(r: Arc<Relay>, shutdown: CancellationToken) {
+    let endpoint = match exchange::client_endpoint() {
+        Ok(e) => e,
+        Err(e) => return r.error(format!("cannot open a UDP socket: {e}")),
+    };
+    let mut backoff = 1.0f64;
+    let mut failures = 0u32;
+    loop {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            c = r.connect(&endpoint) => c,
+        };
+        match attempt {
+            Ok(conn) => {
+                if failures > 0 {
+                    tracing::info!(after_failures = failures, "controller reachable again");
+                } else {
+                    tracing::info!(controller = %r.cfg.controller, "connected to the controller");
+                }
+                backoff = 1.0;
+                failures = 0;
+                r.link.send_replace(Some(conn.clone()));
+                r.wake.notify_one();
+                let reason = keep_link(&r, &conn, &shutdown).await;
+                r.link.send_replace(None);
+                if shutdown.is_cancelled() {
+                    conn.close();
+                    break;
+                }
+                tracing::warn!(%reason, "lost the controller; the LAN is still served from the cache");
+            }
+            Err(e) => {
+                failures += 1;
+                // Loud the first time, then once an hour's worth of attempts.
+                if failures == 1 || failures % 20 == 0 {
+                    tracing::warn!(error = %e, attempts = failures, "cannot reach the controller; the LAN is still served from the cache");
+                }
+            }
+        }
+        let wait = Duration::from_secs_f64(backoff * jitter());
+        backoff = (backoff * 2.0).min(r.cfg.reconnect_max_secs as f64);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    endpoint.close(0u32.into(), b"bye");
+}
+
+/// Polls, reports and counts bytes on one connection until it fails; returns why.
+async fn keep_link(r: &Relay, conn: &Connection, shutdown: &CancellationToken) -> String {
+    let mut counted = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let poll_every = r.cfg.poll_secs;
+    let mut seconds = 0u64;
+    let mut window_seen: Option<i64> = None;
+    let mut was_open = false;
+    loop {
+        if seconds % poll_every == 0 {
+            match conn.plan().await {
+                Ok(plan) => r.take_plan(plan),
+                Err(e) => return format!("plan: {e}"),
+            }
+            if let Err(e) = r.renew_if_due(conn).await {
+                r.error(format!("cannot renew this relay's certificate: {e:#}"));
+            }
+            if let Err(e) = conn.report(r.status()).await {
+                return format!("report: {e}");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return "shutdown".into(),
+            reason = conn.closed() => return reason,
+            _ = tick.tick() => seconds += 1,
+            _ = r.report_now.notified() => {
+                if let Err(e) = conn.report(r.status()).await {
+                    return format!("report: {e}");
+                }
+            }
+        }
+        // Pass on what the site's agents reported since.
+        let pending: Vec<Status> = r
+            .forward
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f).into_values().collect())
+            .unwrap_or_default();
+        for status in pending {
+            if let Err(e) = conn.report(status).await {
+                return format!("report for an agent: {e}");
+            }
+        }
+        // Count what crossed the WAN since the last tick, as open or closed time.
+        let (tx, rx) = conn.udp_bytes();
+        let delta = (tx + rx).saturating_sub(counted);
+        counted = tx + rx;
+        let gate = r.gate(r.clock.now());
+        let window = match gate {
+            Gate::Window { until } => Some(until),
+            _ => None,
+        };
+        // An interval during which the WAN was open at either end counts as open time: the last
+        // replies of a window arrive just after it closed.
+        let open = !matches!(gate, Gate::Closed { .. });
+        let counted_open = open || was_open;
+        was_open = open;
+        r.stat(|s| {
+            if window.is_some() && window != window_seen {
+                s.wan_bytes_this_window = 0;
+            }
+            if counted_open {
+                s.wan_bytes_open += delta;
+            } else {
+                s.wan_bytes_closed += delta;
+            }
+            if window.is_some() {
+                s.wan_bytes_this_window += delta;
+            }
+            s.wan_bits_per_sec =
+                (s.wan_bits_per_sec as f64 * 0.7 + (delta * 8) as f64 * 0.3) as u64;
+        });
+        if window.is_some() {
+            window_seen = window;
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The LAN side: the store graph agents read through, and the catalogue of what they may read.
+//!
+//! The relay's store graph, built in [`graph`] and nowhere else:
+//!
+//! ```text
+//! Counted                          each chunk served: statistics, least-recently-used marks
+//! └─ Caching, single-flight        a corrupt copy dropped (never served); a miss fetched once
+//!    │                             for all the NUCs asking at that moment, and kept
+//!    ├─ local: LocalStore          the site's cache (DATA/store)
+//!    └─ upstream: OnDemand         the controller, only while the WAN is open and no night
+//!                                  transfer runs (else Missing: the agent is told "not yet")
+//! ```
+//!
+//! This is the serving path of every chunk the site's NUCs read.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use image_tools::exchange::{self, Catalog};
+use image_tools::store::layers::{Caching, Counted, StoreEvents};
+use image_tools::store::StoreSize;
+use image_tools::trust::Identity;
+use image_tools::wire::{MasterRef, SitePlan};
+use image_tools::{ChunkId, ChunkStore, LocalStore, StoreError, VerifiedChunk};
+
+use super::fetching::is_disk_full;
+use super::{key, Relay};
+use crate::cache::Gate;
+
+/// The store the LAN server reads.
+pub(super) fn lan_store(relay: &Arc<Relay>) -> Arc<dyn ChunkStore> {
+    Arc::new(graph(
+        relay.store.clone(),
+        OnDemand(relay.clone()),
+        relay.clone(),
+    ))
+}
+
+/// The relay's store graph over `local` and `upstream`, telling `events` what it serves, drops
+/// and fills (the relay's statistics; tests pass their own parts).
+pub(super) fn graph<U: ChunkStore>(
+    local: Arc<LocalStore>,
+    upstream: U,
+    events: Arc<dyn StoreEvents>,
+) -> Counted<Caching<Arc<LocalStore>, U>> {
+    Counted::new(
+        Caching::new(local, upstream)
+            .single_flight()
+            .with_events(events.clone()),
+    )
+    .with_events(events)
+}
+
+/// What the store graph tells the relay.
+impl StoreEvents for Relay {
+    fn served(&self, chunk: &VerifiedChunk) {
+        self.touch(chunk.id());
+        self.stat(|s| {
+            s.served_chunks += 1;
+            s.served_bytes += chunk.stored_len() as u64;
+        });
+    }
+
+    fn dropped_corrupt(&self, id: &ChunkId, reason: &str) {
+        Relay::dropped_corrupt(self, id, reason);
+    }
+
+    fn filled(&self, chunk: &VerifiedChunk) {
+        self.stat(|s| {
+            s.on_demand_chunks += 1;
+            s.fetched_chunks += 1;
+            s.fetched_bytes += chunk.stored_len() as u64;
+        });
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    fn not_kept(&self, _id: &ChunkId, error: &StoreError) {
+        if is_disk_full(error) {
+            self.stat(|s| s.disk_full = true);
+        }
+    }
+}
+
+/// The controller as the LAN's upstream: a chunk fetched at once, through the WAN's rate limit,
+/// only while the WAN is open, the controller connected, and no night transfer under way (that
+/// transfer brings the chunk: fetching it here too would cross the WAN twice). Otherwise
+/// `Missing`. It claims to have nothing (`has` must not cost the WAN) and is read-only.
+struct OnDemand(Arc<Relay>);
+
+fn read_only() -> StoreError {
+    StoreError::Layout("the controller, seen from the LAN, is read-only".into())
+}
+
+impl ChunkStore for OnDemand {
+    fn has(&self, _id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
+        let r = &self.0;
+        let now = r.clock.now();
+        let open = !matches!(r.gate(now), Gate::Closed { .. });
+        let busy = r.transferring.load(Ordering::SeqCst);
+        let conn = r.link.borrow().clone();
+        let (true, false, Some(conn)) = (open, busy, conn) else {
+            return Err(StoreError::Missing(*id));
+        };
+        let mut got: Option<VerifiedChunk> = None;
+        let fetched = r.runtime.block_on(async {
+            let mut ticket = r.rate.acquire(64 << 10).await;
+            conn.get_chunks(&[*id], |received, len| {
+                ticket.arrived(len as u64);
+                if let exchange::Received::Chunk(c) = received {
+                    got = Some(c);
+                }
+                Ok(())
+            })
+            .await
+        });
+        match (fetched, got) {
+            (Ok(()), Some(chunk)) => Ok(chunk),
+            _ => Err(StoreError::Missing(*id)),
+        }
+    }
+
+    fn put(&self, _chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+
+    fn remove(&self, _id: &ChunkId) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+
+    fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
+        Err(read_only())
+    }
+
+    fn size(&self) -> Result<StoreSize, StoreError> {
+        Err(read_only())
+    }
+}
+
+/// What the LAN may read: the master versions in the site's plan, to the site's own nodes.
+pub(super) struct LanCatalog(pub(super) Arc<Relay>);
+
+impl Catalog for LanCatalog {
+    fn manifest(&self, master: &MasterRef) -> Option<Vec<u8>> {
+        self.0
+            .known
+            .read()
+            .ok()?
+            .get(&key(master))
+            .map(|k| k.manifest.bytes().to_vec())
+    }
+
+    fn allowed(&self, peer: &Identity) -> Vec<MasterRef> {
+        if peer.site != self.0.me.site {
+            return Vec::new();
+        }
+        self.0
+            .plan()
+            .entries
+            .into_iter()
+            .map(|e| e.master)
+            .collect()
+    }
+
+    fn plan(&self, peer: &Identity) -> SitePlan {
+        if peer.site != self.0.me.site {
+            return SitePlan::default();
+        }
+        self.0.plan()
+    }
+
+    fn expected(&self, _id: &ChunkId) -> Option<i64> {
+        let now = self.0.clock.now();
+        match self.0.gate(now) {
+            Gate::Closed { next } => next,
+            _ => Some(now),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image_tools::store::conformance;
+    use std::path::Path;
+
+    fn flip_last_byte(path: &Path) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn the_relays_store_graph_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalStore::open(&dir.path().join("cache")).unwrap());
+        let controller = LocalStore::open(&dir.path().join("controller")).unwrap();
+        let lan = graph(local.clone(), controller, Arc::new(()));
+        conformance::run(&lan, &|id| flip_last_byte(&local.path_of(id)));
+    }
+
+    #[test]
+    fn the_relays_store_graph_fills_repairs_and_counts_what_it_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalStore::open(&dir.path().join("cache")).unwrap());
+        let controller = LocalStore::open(&dir.path().join("controller")).unwrap();
+        let c = VerifiedChunk::from_raw(b"a master's chunk".repeat(300));
+        controller.put(&c).unwrap();
+        let lan = graph(local.clone(), &controller, Arc::new(()));
+        assert_eq!(lan.get(c.id()).unwrap(), c);
+        assert!(
+            local.has(c.id()).unwrap(),
+            "a chunk fetched on demand was not kept"
+        );
+        flip_last_byte(&local.path_of(c.id()));
+        assert_eq!(lan.get(c.id()).unwrap(), c);
+        assert_eq!(
+            local.get(c.id()).unwrap(),
+            c,
+            "the corrupt copy was not replaced"
+        );
+        assert_eq!(lan.served().chunks, 2);
+    }
+}

@@ -1,0 +1,280 @@
+//! The site's agents as they report, Wake-on-LAN, the relay's own report to the controller, and
+//! `DATA/status.json`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use image_tools::trust::Identity;
+use image_tools::wire::Status;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{key, write_quick, Relay};
+use crate::wol::{self, Mac};
+
+/// One NUC of the site, as its last report said.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct Agent {
+    pub mac: Option<String>,
+    /// Master versions its seat needs ("name version").
+    pub needs: Vec<String>,
+    pub holding: Vec<String>,
+    pub last_seen: i64,
+    /// When the relay last woke it.
+    pub woken_at: Option<i64>,
+}
+
+impl Agent {
+    pub(super) fn lacks_something(&self) -> bool {
+        self.needs.iter().any(|n| !self.holding.contains(n))
+    }
+}
+
+/// What `DATA/status.json` says, and what the reports to the controller carry.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub now: i64,
+    pub software: String,
+    pub site: String,
+    pub connected: bool,
+    /// "fetching NAME VERSION", "idle", "waiting for the window at ...".
+    pub state: String,
+    /// WAN bytes (UDP, both directions, every overhead) while the WAN was open / closed.
+    pub wan_bytes_open: u64,
+    pub wan_bytes_closed: u64,
+    /// WAN bytes of the window now open, or of the last one.
+    pub wan_bytes_this_window: u64,
+    /// The WAN's rate over the last seconds (bits per second, smoothed).
+    pub wan_bits_per_sec: u64,
+    pub fetched_chunks: u64,
+    pub fetched_bytes: u64,
+    /// Chunks asked for by agents and fetched at once (WAN open).
+    pub on_demand_chunks: u64,
+    pub served_chunks: u64,
+    pub served_bytes: u64,
+    pub corrupt_dropped: u64,
+    pub evicted_chunks: u64,
+    pub disk_bytes: u64,
+    pub quota_bytes: u64,
+    pub pinned_bytes: u64,
+    /// How far the chunks that must be kept exceed the quota (0: they fit).
+    pub pinned_over_quota: u64,
+    pub disk_full: bool,
+    pub rate_bits_per_sec: u64,
+    pub masters: Vec<MasterState>,
+    pub agents_not_answering: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MasterState {
+    pub name: String,
+    pub version: String,
+    pub complete: bool,
+    pub missing_bytes: u64,
+}
+
+impl Relay {
+    pub(super) fn agent_reported(&self, peer: &Identity, status: Status) {
+        if peer.site != self.me.site {
+            return;
+        }
+        let field = |k: &str| {
+            status
+                .fields
+                .iter()
+                .find(|(f, _)| f == k)
+                .map(|(_, v)| v.clone())
+        };
+        let list = |v: Option<String>| -> Vec<String> {
+            v.map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let now = self.clock.now();
+        if let Ok(mut agents) = self.agents.lock() {
+            let a = agents.entry(peer.node.to_string()).or_default();
+            a.mac = field("mac").or(a.mac.take());
+            a.needs = list(field("needs"));
+            a.holding = status
+                .holding
+                .iter()
+                .map(|m| format!("{} {}", m.name, m.version))
+                .collect();
+            a.last_seen = now;
+        }
+        self.agents_changed.store(true, Ordering::SeqCst);
+        // The certificate says who it is, whatever the report claims.
+        let mut status = status;
+        status.node_id = peer.node.to_string();
+        if let Ok(mut f) = self.forward.lock() {
+            f.insert(status.node_id.clone(), status);
+        }
+        self.report_now.notify_one();
+    }
+
+    /// Wakes the NUCs that lack a master they need (the window just opened).
+    pub(super) fn wake_agents(&self) {
+        if !self.cfg.wake_on_lan.enabled {
+            return;
+        }
+        let now = self.clock.now();
+        let Ok(mut agents) = self.agents.lock() else {
+            return;
+        };
+        for (node, a) in agents.iter_mut().filter(|(_, a)| a.lacks_something()) {
+            let Some(mac) = a.mac.as_deref().and_then(|m| m.parse::<Mac>().ok()) else {
+                tracing::warn!(%node, "lacks a master but never reported a MAC address: cannot wake it");
+                continue;
+            };
+            match wol::wake(mac, self.cfg.wake_on_lan.target) {
+                Ok(()) => {
+                    tracing::info!(%node, %mac, "woken (Wake-on-LAN): it lacks a master it needs");
+                    a.woken_at = Some(now);
+                }
+                Err(e) => tracing::warn!(%node, %mac, error = %e, "Wake-on-LAN failed"),
+            }
+        }
+        drop(agents);
+        self.agents_changed.store(true, Ordering::SeqCst);
+    }
+
+    pub(super) fn status(&self) -> Status {
+        let now = self.clock.now();
+        let s = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut fields: Vec<(String, String)> = vec![
+            ("software".into(), s.software.clone()),
+            ("state".into(), s.state.clone()),
+            ("disk_bytes".into(), s.disk_bytes.to_string()),
+            ("quota_bytes".into(), s.quota_bytes.to_string()),
+            ("pinned_bytes".into(), s.pinned_bytes.to_string()),
+            ("pinned_over_quota".into(), s.pinned_over_quota.to_string()),
+            ("disk_full".into(), s.disk_full.to_string()),
+            ("wan_bytes_open".into(), s.wan_bytes_open.to_string()),
+            ("wan_bytes_closed".into(), s.wan_bytes_closed.to_string()),
+            (
+                "wan_bytes_this_window".into(),
+                s.wan_bytes_this_window.to_string(),
+            ),
+            ("wan_bits_per_sec".into(), s.wan_bits_per_sec.to_string()),
+            ("fetched_bytes".into(), s.fetched_bytes.to_string()),
+            ("served_bytes".into(), s.served_bytes.to_string()),
+            ("corrupt_dropped".into(), s.corrupt_dropped.to_string()),
+            (
+                "agents_not_answering".into(),
+                s.agents_not_answering.join(","),
+            ),
+        ];
+        for m in self.master_states() {
+            fields.push((
+                format!("missing {} {}", m.name, m.version),
+                m.missing_bytes.to_string(),
+            ));
+        }
+        if let Some(e) = s.last_error {
+            fields.push(("last_error".into(), e));
+        }
+        fields.push(("time".into(), now.to_string()));
+        Status {
+            node_id: self.me.node.to_string(),
+            holding: self.holding(),
+            fields,
+        }
+    }
+
+    pub(super) fn master_states(&self) -> Vec<MasterState> {
+        let plan = self.plan();
+        let known = match self.known.read() {
+            Ok(k) => k,
+            Err(_) => return Vec::new(),
+        };
+        plan.entries
+            .iter()
+            .map(|e| {
+                let k = known.get(&key(&e.master));
+                MasterState {
+                    name: e.master.name.clone(),
+                    version: e.master.version.clone(),
+                    complete: k.is_some_and(|k| k.missing_chunks == 0),
+                    missing_bytes: k.map_or(0, |k| k.missing_bytes),
+                }
+            })
+            .collect()
+    }
+
+    /// Keeps what the agents last reported (MACs for Wake-on-LAN) across restarts.
+    pub(super) fn write_agents(&self) {
+        if !self.agents_changed.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let bytes = self
+            .agents
+            .lock()
+            .ok()
+            .and_then(|a| serde_json::to_vec_pretty(&*a).ok());
+        if let Some(bytes) = bytes {
+            let _ = write_quick(&self.cfg.data.join("agents.json"), &bytes);
+        }
+    }
+
+    pub(super) fn write_status(&self) {
+        let masters = self.master_states();
+        let now = self.clock.now();
+        let snapshot = match self.stats.lock() {
+            Ok(mut s) => {
+                s.now = now;
+                s.masters = masters;
+                s.connected = self.link.borrow().is_some();
+                s.clone()
+            }
+            Err(_) => return,
+        };
+        if let Ok(bytes) = serde_json::to_vec_pretty(&snapshot) {
+            let _ = write_quick(&self.cfg.data.join("status.json"), &bytes);
+        }
+    }
+}
+
+pub(super) async fn status_task(r: Arc<Relay>, shutdown: CancellationToken) {
+    let grace = r.cfg.wake_on_lan.grace_minutes as i64 * 60;
+    loop {
+        let now = r.clock.now();
+        let silent: Vec<String> = r
+            .agents
+            .lock()
+            .map(|agents| {
+                agents
+                    .iter()
+                    .filter(|(_, a)| {
+                        a.woken_at
+                            .is_some_and(|w| now >= w + grace && a.last_seen < w)
+                    })
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let before = r
+            .stats
+            .lock()
+            .map(|s| s.agents_not_answering.clone())
+            .unwrap_or_default();
+        if silent != before {
+            if !silent.is_empty() {
+                tracing::warn!(nodes = %silent.join(","), "woken NUCs did not answer");
+            }
+            r.stat(|s| s.agents_not_answering = silent);
+        }
+        r.write_status();
+        r.write_agents();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
