@@ -1,0 +1,124 @@
+//! What a server may hand out, and to whom: the `Catalog` trait and `MemoryCatalog`.
+
+use super::*;
+
+/// What a server may hand out, and to whom.
+pub trait Catalog: Send + Sync {
+    /// The signed bytes of a manifest, if known.
+    fn manifest(&self, master: &MasterRef) -> Option<Vec<u8>>;
+    /// When a chunk the store lacks is expected (Unix seconds), if the server knows: a relay
+    /// answers "not yet" instead of "lacking" for chunks it will fetch in its next window.
+    fn expected(&self, _id: &ChunkId) -> Option<i64> {
+        None
+    }
+    /// The master versions `peer` may read: for a relay or agent, those scheduled for its site.
+    fn allowed(&self, peer: &Identity) -> Vec<MasterRef>;
+    /// The fetch plan of `peer`'s site; by default every allowed version, no deadline, no schedule.
+    fn plan(&self, peer: &Identity) -> wire::SitePlan {
+        wire::SitePlan {
+            entries: unplanned(self.allowed(peer)),
+            ..wire::SitePlan::default()
+        }
+    }
+}
+
+/// A plan with no deadlines: every master version, fetch whenever allowed, never evict.
+pub(super) fn unplanned(masters: Vec<MasterRef>) -> Vec<wire::PlanEntry> {
+    masters
+        .into_iter()
+        .map(|master| wire::PlanEntry {
+            master,
+            deadline: i64::MAX,
+            pin_until: i64::MAX,
+            override_until: None,
+        })
+        .collect()
+}
+
+/// A catalog held in memory and changed while serving (the controller feeds it from its calendar).
+#[derive(Debug, Default)]
+pub struct MemoryCatalog {
+    inner: RwLock<CatalogInner>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct CatalogInner {
+    pub(super) manifests: HashMap<(String, String), Vec<u8>>,
+    pub(super) by_site: HashMap<String, Vec<MasterRef>>,
+    pub(super) plans: HashMap<String, wire::SitePlan>,
+}
+
+impl MemoryCatalog {
+    pub fn add_manifest(&self, master: MasterRef, bytes: Vec<u8>) {
+        if let Ok(mut c) = self.inner.write() {
+            c.manifests.insert((master.name, master.version), bytes);
+        }
+    }
+
+    /// Replaces the whole catalogue at once (a reload).
+    pub fn replace_with(&self, fresh: MemoryCatalog) {
+        if let (Ok(mut c), Ok(f)) = (self.inner.write(), fresh.inner.into_inner()) {
+            *c = f;
+        }
+    }
+
+    /// Sets `site`'s fetch plan; what it may read becomes the plan's master versions.
+    pub fn set_plan(&self, site: &str, plan: wire::SitePlan) {
+        if let Ok(mut c) = self.inner.write() {
+            c.by_site.insert(
+                site.to_owned(),
+                plan.entries.iter().map(|e| e.master.clone()).collect(),
+            );
+            c.plans.insert(site.to_owned(), plan);
+        }
+    }
+
+    /// Replaces what `site` may read.
+    pub fn schedule(&self, site: &str, masters: Vec<MasterRef>) {
+        if let Ok(mut c) = self.inner.write() {
+            c.by_site.insert(site.to_owned(), masters);
+        }
+    }
+}
+
+impl Catalog for MemoryCatalog {
+    fn manifest(&self, m: &MasterRef) -> Option<Vec<u8>> {
+        let c = self.inner.read().ok()?;
+        c.manifests
+            .get(&(m.name.clone(), m.version.clone()))
+            .cloned()
+    }
+
+    fn allowed(&self, peer: &Identity) -> Vec<MasterRef> {
+        let Ok(c) = self.inner.read() else {
+            return Vec::new();
+        };
+        match peer.role {
+            Role::Controller => c
+                .manifests
+                .keys()
+                .map(|(name, version)| MasterRef {
+                    name: name.clone(),
+                    version: version.clone(),
+                })
+                .collect(),
+            Role::Relay | Role::Agent => c
+                .by_site
+                .get(peer.site.as_str())
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn plan(&self, peer: &Identity) -> wire::SitePlan {
+        let planned = self
+            .inner
+            .read()
+            .ok()
+            .and_then(|c| c.plans.get(peer.site.as_str()).cloned());
+        planned.unwrap_or_else(|| wire::SitePlan {
+            entries: unplanned(self.allowed(peer)),
+            ..wire::SitePlan::default()
+        })
+    }
+}
