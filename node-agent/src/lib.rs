@@ -8,6 +8,9 @@
 //!   disk with an event log.
 //! - [`hypervisor`]: the session VM on a throw-away qcow2 overlay over the master: the
 //!   [`hypervisor::Hypervisor`] trait, [`hypervisor::Qemu`] and [`hypervisor::Fake`].
+//! - [`profile`]: machine profiles (firmware, acceleration, device models, the seat's identity)
+//!   and the QEMU command line built from them; pure.
+
 //!
 //! Architecture invariants: nothing here reads the wall clock (time is passed in); nothing here
 //! opens a network connection; nothing here writes to a master image once it is marked ready.
@@ -16,4 +19,5 @@ pub mod config;
 pub mod daemon;
 pub mod hypervisor;
 pub mod identity;
+pub mod profile;
 pub mod slots;
