@@ -10,14 +10,17 @@
 //!   [`hypervisor::Hypervisor`] trait, [`hypervisor::Qemu`] and [`hypervisor::Fake`].
 //! - [`profile`]: machine profiles (firmware, acceleration, device models, the seat's identity)
 //!   and the QEMU command line built from them; pure.
-
+//! - [`qmp`]: QMP and guest agent clients (power button, `guest-ping`, `guest-exec`, files).
+//! - [`health`]: did the guest boot (serial marker, guest agent, time limit); pure.
 //!
 //! Architecture invariants: nothing here reads the wall clock (time is passed in); nothing here
 //! opens a network connection; nothing here writes to a master image once it is marked ready.
 
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod hypervisor;
 pub mod identity;
 pub mod profile;
+pub mod qmp;
 pub mod slots;
