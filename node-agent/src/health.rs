@@ -64,7 +64,9 @@ pub enum Health {
     /// Every required signal is in.
     Healthy,
     /// Not yet; still within the limit.
-    Waiting { missing: Vec<&'static str> },
+    Waiting {
+        missing: Vec<&'static str>,
+    },
     Failed(Failure),
 }
 
@@ -176,7 +178,9 @@ mod tests {
             })
         );
         let panicked = Seen {
-            serial: read_serial(b"[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n"),
+            serial: read_serial(
+                b"[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n",
+            ),
             ..Seen::default()
         };
         assert!(matches!(

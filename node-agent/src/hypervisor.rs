@@ -331,11 +331,18 @@ impl Qemu {
                 };
                 let paths = Paths::in_dir(dir, &config.overlay);
                 // Refuse a profile that cannot make a command line now, not at the session.
-                profile::argv(&config.name, &m.profile, &m.seat, &m.host, &paths, Chosen::Tcg)
-                    .map_err(|source| HypervisorError::Profile {
-                        name: config.name.clone(),
-                        source,
-                    })?;
+                profile::argv(
+                    &config.name,
+                    &m.profile,
+                    &m.seat,
+                    &m.host,
+                    &paths,
+                    Chosen::Tcg,
+                )
+                .map_err(|source| HypervisorError::Profile {
+                    name: config.name.clone(),
+                    source,
+                })?;
                 Some(paths)
             }
             None => {
@@ -402,8 +409,15 @@ impl Qemu {
                     .map_or(Chosen::Tcg, |(c, _)| c),
             );
             // Checked in `new`: only the accelerator changes, and it cannot make argv fail.
-            return profile::argv(&self.config.name, &m.profile, &m.seat, &m.host, paths, accel)
-                .unwrap_or_default();
+            return profile::argv(
+                &self.config.name,
+                &m.profile,
+                &m.seat,
+                &m.host,
+                paths,
+                accel,
+            )
+            .unwrap_or_default();
         }
         let overlay = self.overlay.path.display().to_string();
         let master = self
@@ -561,15 +575,13 @@ impl Qemu {
         if self.config.machine.is_none() || self.config.powerdown_grace.is_zero() {
             return false;
         }
-        let pressed = self
-            .qmp(Duration::from_secs(2))
-            .and_then(|mut q| {
-                q.system_powerdown()
-                    .map_err(|source| HypervisorError::Control {
-                        name: self.config.name.clone(),
-                        source,
-                    })
-            });
+        let pressed = self.qmp(Duration::from_secs(2)).and_then(|mut q| {
+            q.system_powerdown()
+                .map_err(|source| HypervisorError::Control {
+                    name: self.config.name.clone(),
+                    source,
+                })
+        });
         if let Err(e) = pressed {
             tracing::warn!(vm = %self.config.name, error = %e, "cannot press the ACPI power button");
             return false;

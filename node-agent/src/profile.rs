@@ -525,7 +525,9 @@ mod tests {
         let devices = values(&a, "-device");
         assert!(devices.contains(&"virtio-blk-pci,drive=disk0,bootindex=1"));
         let mac = seat().mac.to_string();
-        assert!(devices.contains(&format!("virtio-net-pci,netdev=net0,mac={mac},romfile=").as_str()));
+        assert!(
+            devices.contains(&format!("virtio-net-pci,netdev=net0,mac={mac},romfile=").as_str())
+        );
         assert_eq!(values(&a, "-netdev"), ["user,id=net0"]);
         assert_eq!(
             values(&a, "-fw_cfg"),
@@ -572,7 +574,9 @@ mod tests {
         );
         let devices = values(&a, "-device");
         assert!(devices.contains(&"ide-hd,drive=disk0,bus=ide.0,bootindex=1"));
-        assert!(devices.iter().any(|d| d.starts_with("e1000,netdev=net0,mac=")));
+        assert!(devices
+            .iter()
+            .any(|d| d.starts_with("e1000,netdev=net0,mac=")));
         assert_eq!(values(&a, "-netdev"), ["bridge,id=net0,br=br-lan"]);
         assert_eq!(
             values(&a, "-display"),
@@ -597,13 +601,27 @@ mod tests {
             overlay: "/var/vm/a,b.qcow2".into(),
             ..paths()
         };
-        let e = argv("vm", &Profile::default(), &seat(), &host(), &bad, Chosen::Kvm);
+        let e = argv(
+            "vm",
+            &Profile::default(),
+            &seat(),
+            &host(),
+            &bad,
+            Chosen::Kvm,
+        );
         assert_eq!(e, Err(ProfileError::Path("/var/vm/a,b.qcow2".into())));
         let host = Host {
             network: Network::Bridge("br0,x=y".into()),
             ..host()
         };
-        let e = argv("vm", &Profile::default(), &seat(), &host, &paths(), Chosen::Kvm);
+        let e = argv(
+            "vm",
+            &Profile::default(),
+            &seat(),
+            &host,
+            &paths(),
+            Chosen::Kvm,
+        );
         assert_eq!(e, Err(ProfileError::Bridge("br0,x=y".into())));
     }
 
@@ -648,8 +666,14 @@ mod tests {
     fn the_seat_identity_depends_on_the_seat_only() {
         let a = Seat::derive("lyon", "salle-1", "poste-03").unwrap();
         assert_eq!(a, Seat::derive("lyon", "salle-1", "poste-03").unwrap());
-        assert_ne!(a.mac, Seat::derive("lyon", "salle-1", "poste-04").unwrap().mac);
-        assert_ne!(a.mac, Seat::derive("nice", "salle-1", "poste-03").unwrap().mac);
+        assert_ne!(
+            a.mac,
+            Seat::derive("lyon", "salle-1", "poste-04").unwrap().mac
+        );
+        assert_ne!(
+            a.mac,
+            Seat::derive("nice", "salle-1", "poste-03").unwrap().mac
+        );
         // Unicast, locally administered.
         assert_eq!(a.mac.0[0] & 0x03, 0x02);
         assert_eq!(a.hostname.as_str(), "salle-1-poste-03");
@@ -662,7 +686,9 @@ mod tests {
             "salle-a-poste-7"
         );
         assert_eq!(
-            Hostname::derive(&"r".repeat(60), "seat-9").unwrap().as_str(),
+            Hostname::derive(&"r".repeat(60), "seat-9")
+                .unwrap()
+                .as_str(),
             format!("{}-se", "r".repeat(60))
         );
         for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {

@@ -5,7 +5,8 @@
 //! hypervisor calls them from the agent's blocking session code. A guest agent that is not running
 //! (the guest is still booting) never answers, so every call may time out; a fresh connection
 //! starts with `guest-sync` so that an answer left over from an earlier, abandoned call is never
-//! taken for the answer to the next one.
+//! taken for the answer to the next one. QEMU serves one client per socket at a time: a second
+//! connection waits (and times out) until the first is dropped.
 //!
 //! Not covered: QMP events (skipped while waiting for a reply), asynchronous jobs.
 
@@ -186,11 +187,8 @@ impl Qmp {
 
     /// Saves the guest's screen as a PPM file (written by QEMU).
     pub fn screendump(&mut self, file: &Path) -> Result<(), QmpError> {
-        self.execute(
-            "screendump",
-            json!({ "filename": file.to_string_lossy() }),
-        )
-        .map(|_| ())
+        self.execute("screendump", json!({ "filename": file.to_string_lossy() }))
+            .map(|_| ())
     }
 }
 
@@ -312,11 +310,13 @@ impl GuestAgent {
     }
 
     fn string(&self, v: &Value, command: &str) -> Result<String, QmpError> {
-        v.as_str().map(str::to_owned).ok_or_else(|| QmpError::Protocol {
-            path: self.line.path.clone(),
-            command: command.to_owned(),
-            reply: v.to_string(),
-        })
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| QmpError::Protocol {
+                path: self.line.path.clone(),
+                command: command.to_owned(),
+                reply: v.to_string(),
+            })
     }
 }
 
@@ -327,7 +327,11 @@ mod base64 {
     pub fn encode(bytes: &[u8]) -> String {
         let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
         for chunk in bytes.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..4 {
                 if i <= chunk.len() {
@@ -398,7 +402,10 @@ mod tests {
     use std::os::unix::net::UnixListener;
 
     /// A fake QEMU on a socket: answers each request line with the next scripted line.
-    fn serve(dir: &Path, lines: Vec<&'static str>) -> (PathBuf, std::thread::JoinHandle<Vec<String>>) {
+    fn serve(
+        dir: &Path,
+        lines: Vec<&'static str>,
+    ) -> (PathBuf, std::thread::JoinHandle<Vec<String>>) {
         let path = dir.join("s.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let handle = std::thread::spawn(move || {
@@ -440,7 +447,10 @@ mod tests {
         let mut qmp = Qmp::connect(&path, Duration::from_secs(5)).unwrap();
         qmp.system_powerdown().unwrap();
         let e = qmp.quit().unwrap_err();
-        assert!(e.to_string().contains("quit failed: GenericError: nope"), "{e}");
+        assert!(
+            e.to_string().contains("quit failed: GenericError: nope"),
+            "{e}"
+        );
         let got = server.join().unwrap();
         assert_eq!(
             got,

@@ -37,7 +37,10 @@ pub fn debian() -> PathBuf {
         .expect("cannot write the build script");
     let log = dir.join(format!("debian-{key}.log"));
     let log_file = fs::File::create(&log).expect("cannot make the build log");
-    eprintln!("building the Debian test master ({}), a few minutes", image.display());
+    eprintln!(
+        "building the Debian test master ({}), a few minutes",
+        image.display()
+    );
     let status = Command::new("bash")
         .arg(&script)
         .arg(&image)
