@@ -654,6 +654,12 @@ impl Hypervisor for Qemu {
             self.accel = Some(accel);
         }
         let argv = self.command_line();
+        if argv.is_empty() {
+            return Err(HypervisorError::Template {
+                name: self.config.name.clone(),
+                reason: "empty command line".into(),
+            });
+        }
         let start_err = |source| HypervisorError::Start {
             name: self.config.name.clone(),
             command: argv.join(" "),
