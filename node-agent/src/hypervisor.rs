@@ -8,8 +8,8 @@
 //! guaranteed: that an overlay survives an agent restart; the first `start` after construction
 //! always makes a fresh one, since a session does not outlive its agent.
 //!
-//! Implementations: [`Qemu`] (a `qemu-system-x86_64` child process from a command-line template)
-//! and [`Fake`] (no VM; the same overlay code, plus "guest" writes through `qemu-io` and a simulated
+//! Implementations: [`Qemu`] (a `qemu-system-x86_64` child process, its command line built from a
+//! machine profile (`profile`), or from a raw template as an expert override) and [`Fake`] (no VM; the same overlay code, plus "guest" writes through `qemu-io` and a simulated
 //! power-off), for tests where the VM itself is not the subject.
 
 use std::fmt;
@@ -20,6 +20,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use image_tools::durable::TempFile;
+
+use crate::health::{self, Health, Seen};
+use crate::profile::{self, Chosen, Host, Network, Paths, Profile, ProfileError, Seat};
+use crate::qmp::{GuestAgent, Qmp, QmpError};
+
+mod fake;
+pub use fake::Fake;
 
 /// What the VM is doing, as far as the agent can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +78,18 @@ pub enum HypervisorError {
     },
     #[error("VM {name}: bad command template: {reason}")]
     Template { name: String, reason: String },
+    #[error("VM {name}: {source}")]
+    Profile { name: String, source: ProfileError },
+    #[error("VM {name}: cannot make {path}: {source}")]
+    Files {
+        name: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("VM {name} has no profile: {what} needs one")]
+    NoProfile { name: String, what: &'static str },
+    #[error("VM {name}: {source}")]
+    Control { name: String, source: QmpError },
 }
 
 /// A seat's VM. One overlay path per hypervisor; the master may change between sessions (after a
@@ -186,20 +205,35 @@ fn run_tool(cmd: &mut Command, tool: &Path, subject: &Path) -> Result<String, Hy
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A VM built from a machine profile: what the guest needs, who it is, what the NUC has.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    pub profile: Profile,
+    pub seat: Seat,
+    pub host: Host,
+}
+
 /// How [`Qemu`] runs the VM.
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
     /// The VM's name, for `{name}` and logs.
     pub name: String,
-    /// Where the overlay lives (on the same disk as the slots, so a reset never copies).
+    /// Where the overlay lives (on the same disk as the slots, so a reset never copies). Its
+    /// directory also holds the session's sockets, serial log and UEFI variables.
     pub overlay: PathBuf,
-    /// The command line; `{overlay}`, `{master}` and `{name}` are replaced in every argument.
-    /// Must mention `{overlay}`. Default: [`QemuConfig::default_command`].
+    /// The command line is built from this profile when set; `command` is then unused.
+    pub machine: Option<Machine>,
+    /// The expert override: a raw command line; `{overlay}`, `{master}` and `{name}` are replaced
+    /// in every argument. Must mention `{overlay}`. Default: [`QemuConfig::default_command`].
     pub command: Vec<String>,
     /// `qemu-img`, found on `PATH` by default.
     pub qemu_img: PathBuf,
     /// How long `stop` waits after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
+    /// With a profile, `stop` first presses the ACPI power button (QMP `system_powerdown`) and
+    /// gives the guest this long to power off before stopping QEMU. Blocks the caller that long
+    /// at most.
+    pub powerdown_grace: Duration,
 }
 
 impl QemuConfig {
@@ -207,9 +241,19 @@ impl QemuConfig {
         QemuConfig {
             name: name.to_owned(),
             overlay: overlay.to_owned(),
+            machine: None,
             command: QemuConfig::default_command(),
             qemu_img: PathBuf::from("qemu-img"),
             stop_timeout: Duration::from_secs(5),
+            powerdown_grace: Duration::from_secs(30),
+        }
+    }
+
+    /// A VM built from `machine`.
+    pub fn with_machine(name: &str, overlay: &Path, machine: Machine) -> QemuConfig {
+        QemuConfig {
+            machine: Some(machine),
+            ..QemuConfig::new(name, overlay)
         }
     }
 
@@ -246,14 +290,31 @@ impl QemuConfig {
     }
 }
 
+/// How the last `stop` ended the VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The guest powered off after the ACPI power button.
+    Acpi,
+    /// QEMU was stopped (SIGTERM, then SIGKILL): no profile, or the guest ignored the button.
+    Forced,
+}
+
 /// A VM run by QEMU as a child process. The guest powering off shows as the process exiting with
 /// status 0. Dropping it kills the VM.
 #[derive(Debug)]
 pub struct Qemu {
     config: QemuConfig,
     overlay: Overlay,
+    /// With a profile: where the session's files are.
+    paths: Option<Paths>,
     child: Option<Child>,
     last: VmStatus,
+    /// A start under KVM did not come up: `Accel::Auto` uses TCG from now on.
+    kvm_failed: bool,
+    /// The accelerator of the last start (profiles only).
+    accel: Option<Chosen>,
+    started: Option<tokio::time::Instant>,
+    stopped: Option<Stopped>,
 }
 
 impl Qemu {
@@ -262,22 +323,102 @@ impl Qemu {
             name: config.name.clone(),
             reason: reason.to_owned(),
         };
-        if config.command.is_empty() {
-            return Err(template_err("empty command"));
-        }
-        if !config.command.iter().any(|a| a.contains("{overlay}")) {
-            return Err(template_err("no argument mentions {overlay}"));
-        }
+        let paths = match &config.machine {
+            Some(m) => {
+                let dir = match config.overlay.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                let paths = Paths::in_dir(dir, &config.overlay);
+                // Refuse a profile that cannot make a command line now, not at the session.
+                profile::argv(
+                    &config.name,
+                    &m.profile,
+                    &m.seat,
+                    &m.host,
+                    &paths,
+                    Chosen::Tcg,
+                )
+                .map_err(|source| HypervisorError::Profile {
+                    name: config.name.clone(),
+                    source,
+                })?;
+                Some(paths)
+            }
+            None => {
+                if config.command.is_empty() {
+                    return Err(template_err("empty command"));
+                }
+                if !config.command.iter().any(|a| a.contains("{overlay}")) {
+                    return Err(template_err("no argument mentions {overlay}"));
+                }
+                None
+            }
+        };
         Ok(Qemu {
             overlay: Overlay::new(config.qemu_img.clone(), config.overlay.clone()),
             config,
+            paths,
             child: None,
             last: VmStatus::NotStarted,
+            kvm_failed: false,
+            accel: None,
+            started: None,
+            stopped: None,
         })
     }
 
-    /// The command line for the prepared overlay, placeholders replaced.
+    /// The session's files (sockets, serial log, UEFI variables), with a profile.
+    pub fn paths(&self) -> Option<&Paths> {
+        self.paths.as_ref()
+    }
+
+    /// The accelerator of the last start (with a profile).
+    pub fn accel(&self) -> Option<Chosen> {
+        self.accel
+    }
+
+    /// How the last `stop` ended the VM.
+    pub fn stopped(&self) -> Option<Stopped> {
+        self.stopped
+    }
+
+    /// The guest did not come up under KVM: with `Accel::Auto`, later starts use TCG.
+    pub fn mark_kvm_failed(&mut self) {
+        if self.accel == Some(Chosen::Kvm) {
+            self.kvm_failed = true;
+        }
+    }
+
+    fn machine(&self, what: &'static str) -> Result<(&Machine, &Paths), HypervisorError> {
+        match (&self.config.machine, &self.paths) {
+            (Some(m), Some(p)) => Ok((m, p)),
+            _ => Err(HypervisorError::NoProfile {
+                name: self.config.name.clone(),
+                what,
+            }),
+        }
+    }
+
+    /// The command line for the prepared overlay: the template with its placeholders replaced,
+    /// or the profile's (with the accelerator of the last start, or the one it would choose).
     pub fn command_line(&self) -> Vec<String> {
+        if let (Some(m), Some(paths)) = (&self.config.machine, &self.paths) {
+            let accel = self.accel.unwrap_or(
+                profile::choose_accel(m.profile.accel, m.host.kvm, self.kvm_failed)
+                    .map_or(Chosen::Tcg, |(c, _)| c),
+            );
+            // Checked in `new`: only the accelerator changes, and it cannot make argv fail.
+            return profile::argv(
+                &self.config.name,
+                &m.profile,
+                &m.seat,
+                &m.host,
+                paths,
+                accel,
+            )
+            .unwrap_or_default();
+        }
         let overlay = self.overlay.path.display().to_string();
         let master = self
             .overlay
@@ -299,6 +440,28 @@ impl Qemu {
     /// The VM's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    fn files_err(&self, path: &Path) -> impl Fn(io::Error) -> HypervisorError {
+        let (name, path) = (self.config.name.clone(), path.to_owned());
+        move |source| HypervisorError::Files {
+            name: name.clone(),
+            path: path.clone(),
+            source,
+        }
+    }
+
+    /// A fresh copy of OVMF's variables for UEFI profiles: a session never inherits the boot
+    /// entries or settings an earlier one changed.
+    fn fresh_vars(&self) -> Result<(), HypervisorError> {
+        let Ok((m, paths)) = self.machine("UEFI variables") else {
+            return Ok(());
+        };
+        if m.profile.firmware != profile::Firmware::Uefi {
+            return Ok(());
+        }
+        fs::copy(&m.host.ovmf_vars, &paths.vars).map_err(self.files_err(&m.host.ovmf_vars))?;
+        Ok(())
     }
 
     fn refresh(&mut self) -> Result<(), HypervisorError> {
@@ -323,6 +486,116 @@ impl Qemu {
         }
         Ok(())
     }
+
+    /// A QMP connection to the running VM (profiles only).
+    pub fn qmp(&self, timeout: Duration) -> Result<Qmp, HypervisorError> {
+        let (_, paths) = self.machine("QMP")?;
+        Qmp::connect(&paths.qmp, timeout).map_err(|source| HypervisorError::Control {
+            name: self.config.name.clone(),
+            source,
+        })
+    }
+
+    /// A connection to the guest agent (profiles only); times out while the guest boots.
+    pub fn guest_agent(&self, timeout: Duration) -> Result<GuestAgent, HypervisorError> {
+        let (_, paths) = self.machine("the guest agent")?;
+        GuestAgent::connect(&paths.qga, timeout).map_err(|source| HypervisorError::Control {
+            name: self.config.name.clone(),
+            source,
+        })
+    }
+
+    /// Everything the guest wrote to its serial port since the last start (profiles only).
+    pub fn serial_log(&self) -> Result<Vec<u8>, HypervisorError> {
+        let (_, paths) = self.machine("a serial log")?;
+        match fs::read(&paths.serial) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.files_err(&paths.serial)(e)),
+        }
+    }
+
+    /// What can be seen of the boot now: the serial log, one `guest-ping` (waiting at most
+    /// `ping_timeout`), whether QEMU is gone.
+    pub fn observe(&mut self, ping_timeout: Duration) -> Result<Seen, HypervisorError> {
+        self.refresh()?;
+        let serial = health::read_serial(&self.serial_log()?);
+        let exited = match self.last {
+            VmStatus::PoweredOff | VmStatus::Failed { .. } | VmStatus::Stopped => {
+                Some(format!("{:?}", self.last))
+            }
+            _ => None,
+        };
+        let (m, _) = self.machine("a health check")?;
+        let guest_ping = exited.is_none()
+            && m.profile.health.guest_agent
+            && self
+                .guest_agent(ping_timeout)
+                .and_then(|mut qga| {
+                    qga.ping().map_err(|source| HypervisorError::Control {
+                        name: self.config.name.clone(),
+                        source,
+                    })
+                })
+                .is_ok();
+        Ok(Seen {
+            serial,
+            guest_ping,
+            exited,
+        })
+    }
+
+    /// Waits until the guest is healthy or has failed, by its profile's check, timed from the
+    /// start. A failure under KVM is remembered (see [`Qemu::mark_kvm_failed`]).
+    pub fn wait_healthy(&mut self) -> Result<Health, HypervisorError> {
+        let check = self.machine("a health check")?.0.profile.health;
+        let started = self.started.ok_or_else(|| HypervisorError::NotPrepared {
+            name: self.config.name.clone(),
+        })?;
+        loop {
+            let seen = self.observe(Duration::from_secs(1))?;
+            let verdict = health::judge(&check, &seen, started.elapsed());
+            match &verdict {
+                Health::Waiting { .. } => std::thread::sleep(Duration::from_millis(500)),
+                Health::Healthy => {
+                    tracing::info!(vm = %self.config.name, after = ?started.elapsed(), accel = ?self.accel, "guest healthy");
+                    return Ok(verdict);
+                }
+                Health::Failed(why) => {
+                    tracing::warn!(vm = %self.config.name, accel = ?self.accel, %why, "guest did not come up");
+                    self.mark_kvm_failed();
+                    return Ok(verdict);
+                }
+            }
+        }
+    }
+
+    /// The ACPI power button, then up to `powerdown_grace` for QEMU to exit. Whether it did.
+    fn acpi_power_off(&mut self) -> bool {
+        if self.config.machine.is_none() || self.config.powerdown_grace.is_zero() {
+            return false;
+        }
+        let pressed = self.qmp(Duration::from_secs(2)).and_then(|mut q| {
+            q.system_powerdown()
+                .map_err(|source| HypervisorError::Control {
+                    name: self.config.name.clone(),
+                    source,
+                })
+        });
+        if let Err(e) = pressed {
+            tracing::warn!(vm = %self.config.name, error = %e, "cannot press the ACPI power button");
+            return false;
+        }
+        let since = tokio::time::Instant::now();
+        while since.elapsed() < self.config.powerdown_grace {
+            if self.refresh().is_err() || self.child.is_none() {
+                return self.child.is_none();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        tracing::warn!(vm = %self.config.name, grace = ?self.config.powerdown_grace, "the guest ignored the ACPI power button");
+        false
+    }
 }
 
 impl Hypervisor for Qemu {
@@ -346,6 +619,7 @@ impl Hypervisor for Qemu {
             });
         }
         self.overlay.prepare(master)?;
+        self.fresh_vars()?;
         self.last = VmStatus::NotStarted;
         Ok(())
     }
@@ -360,7 +634,32 @@ impl Hypervisor for Qemu {
         if !self.overlay.is_over(master) {
             self.prepare(master)?;
         }
+        if let (Some(m), Some(paths)) = (&self.config.machine, &self.paths) {
+            let (accel, fallback) =
+                profile::choose_accel(m.profile.accel, m.host.kvm, self.kvm_failed).map_err(
+                    |source| HypervisorError::Profile {
+                        name: self.config.name.clone(),
+                        source,
+                    },
+                )?;
+            if let Some(why) = fallback {
+                tracing::warn!(vm = %self.config.name, why, "falling back to TCG (slow): {why}");
+            }
+            for stale in [&paths.qmp, &paths.qga] {
+                let _ = fs::remove_file(stale);
+            }
+            if m.profile.firmware == profile::Firmware::Uefi && !paths.vars.exists() {
+                self.fresh_vars()?;
+            }
+            self.accel = Some(accel);
+        }
         let argv = self.command_line();
+        if argv.is_empty() {
+            return Err(HypervisorError::Template {
+                name: self.config.name.clone(),
+                reason: "empty command line".into(),
+            });
+        }
         let start_err = |source| HypervisorError::Start {
             name: self.config.name.clone(),
             command: argv.join(" "),
@@ -372,14 +671,25 @@ impl Hypervisor for Qemu {
             .stdout(Stdio::null())
             .spawn()
             .map_err(start_err)?;
-        tracing::info!(vm = %self.config.name, pid = child.id(), "VM started");
+        tracing::info!(vm = %self.config.name, pid = child.id(), accel = ?self.accel, "VM started");
         self.child = Some(child);
+        self.started = Some(tokio::time::Instant::now());
+        self.stopped = None;
         self.last = VmStatus::Running;
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), HypervisorError> {
         self.refresh()?;
+        if self.child.is_none() {
+            return Ok(());
+        }
+        if self.acpi_power_off() {
+            tracing::info!(vm = %self.config.name, "VM powered off by ACPI");
+            self.stopped = Some(Stopped::Acpi);
+            self.last = VmStatus::Stopped;
+            return Ok(());
+        }
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -410,6 +720,7 @@ impl Hypervisor for Qemu {
             waited += step;
         }
         tracing::info!(vm = %self.config.name, pid, "VM stopped");
+        self.stopped = Some(Stopped::Forced);
         self.last = VmStatus::Stopped;
         Ok(())
     }
@@ -420,129 +731,39 @@ impl Hypervisor for Qemu {
     }
 }
 
+/// This NUC's facts for profiles: KVM usable (`/dev/kvm` opens read-write), CPUs, memory, Debian's
+/// OVMF files, `qemu-system-x86_64` from `PATH`.
+pub fn host_facts(network: Network) -> Host {
+    let kvm = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let memory_mib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(1024, |kib| kib / 1024);
+    Host {
+        qemu: PathBuf::from("qemu-system-x86_64"),
+        kvm,
+        cpus,
+        memory_mib,
+        ovmf_code: PathBuf::from(Host::OVMF_CODE),
+        ovmf_vars: PathBuf::from(Host::OVMF_VARS),
+        network,
+    }
+}
+
 impl Drop for Qemu {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// A hypervisor without a VM, for tests: real overlays (through `qemu-img`), "guest" writes and
-/// reads through `qemu-io`, and a power-off on demand.
-#[derive(Debug)]
-pub struct Fake {
-    name: String,
-    overlay: Overlay,
-    qemu_io: PathBuf,
-    running: bool,
-    last: VmStatus,
-    /// How many times the VM was started.
-    pub starts: u32,
-}
-
-impl Fake {
-    /// A fake VM whose overlay is `overlay`, using `qemu-img` and `qemu-io` from `PATH`.
-    pub fn new(name: &str, overlay: &Path) -> Fake {
-        Fake {
-            name: name.to_owned(),
-            overlay: Overlay::new(PathBuf::from("qemu-img"), overlay.to_owned()),
-            qemu_io: PathBuf::from("qemu-io"),
-            running: false,
-            last: VmStatus::NotStarted,
-            starts: 0,
-        }
-    }
-
-    fn qemu_io(&self, command: &str) -> Result<String, HypervisorError> {
-        if self.overlay.master.is_none() {
-            return Err(HypervisorError::NotPrepared {
-                name: self.name.clone(),
-            });
-        }
-        let mut cmd = Command::new(&self.qemu_io);
-        cmd.args(["-f", "qcow2", "-c", command])
-            .arg(&self.overlay.path);
-        run_tool(&mut cmd, &self.qemu_io, &self.overlay.path)
-    }
-
-    /// Writes `len` bytes of `pattern` at `offset` of the disk, as the guest would.
-    pub fn guest_write(&self, offset: u64, len: u64, pattern: u8) -> Result<(), HypervisorError> {
-        self.qemu_io(&format!("write -P {pattern} {offset} {len}"))
-            .map(|_| ())
-    }
-
-    /// Whether the guest reads `len` bytes of `pattern` at `offset` of its disk.
-    pub fn guest_reads(&self, offset: u64, len: u64, pattern: u8) -> Result<bool, HypervisorError> {
-        match self.qemu_io(&format!("read -P {pattern} {offset} {len}")) {
-            Ok(out) => Ok(!out.contains("Pattern verification failed")),
-            Err(HypervisorError::ToolFailed { stderr, .. })
-                if stderr.contains("Pattern verification failed") =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The guest shuts itself down.
-    pub fn power_off(&mut self) {
-        if self.running {
-            self.running = false;
-            self.last = VmStatus::PoweredOff;
-        }
-    }
-}
-
-impl Hypervisor for Fake {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn overlay(&self) -> &Path {
-        &self.overlay.path
-    }
-
-    fn master(&self) -> Option<&Path> {
-        self.overlay.master.as_deref()
-    }
-
-    fn prepare(&mut self, master: &Path) -> Result<(), HypervisorError> {
-        if self.running {
-            return Err(HypervisorError::Running {
-                name: self.name.clone(),
-            });
-        }
-        self.overlay.prepare(master)?;
-        self.last = VmStatus::NotStarted;
-        Ok(())
-    }
-
-    fn start(&mut self, master: &Path) -> Result<(), HypervisorError> {
-        if self.running {
-            return Err(HypervisorError::Running {
-                name: self.name.clone(),
-            });
-        }
-        if !self.overlay.is_over(master) {
-            self.prepare(master)?;
-        }
-        self.running = true;
-        self.starts += 1;
-        self.last = VmStatus::Running;
-        Ok(())
-    }
-
-    fn stop(&mut self) -> Result<(), HypervisorError> {
-        if self.running {
-            self.running = false;
-            self.last = VmStatus::Stopped;
-        }
-        Ok(())
-    }
-
-    fn status(&mut self) -> Result<VmStatus, HypervisorError> {
-        Ok(self.last)
     }
 }

@@ -11,6 +11,10 @@
 //!   disk with an event log.
 //! - [`hypervisor`]: the session VM on a throw-away qcow2 overlay over the master: the
 //!   [`hypervisor::Hypervisor`] trait, [`hypervisor::Qemu`] and [`hypervisor::Fake`].
+//! - [`profile`]: machine profiles (firmware, acceleration, device models, the seat's identity)
+//!   and the QEMU command line built from them; pure.
+//! - [`qmp`]: QMP and guest agent clients (power button, `guest-ping`, `guest-exec`, files).
+//! - [`health`]: did the guest boot (serial marker, guest agent, time limit); pure.
 //! - `config`: `agent.toml`.
 //!
 //! Architecture invariants: nothing but `daemon` reads the clock (time is passed in); nothing but
@@ -19,8 +23,11 @@
 pub mod config;
 pub mod daemon;
 mod enrol;
+pub mod health;
 pub mod hypervisor;
 pub mod identity;
 mod prepare;
+pub mod profile;
+pub mod qmp;
 pub mod slots;
 pub mod workstation;

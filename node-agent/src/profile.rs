@@ -1,0 +1,714 @@
+//! Machine profiles: what a master needs from its VM, and the QEMU command line built from it.
+//!
+//! A [`Profile`] says what the guest needs (firmware, acceleration, disk and NIC models, memory and
+//! vCPUs, display, how it proves it booted); a [`Seat`] says who the guest is (hostname and MAC,
+//! derived from the seat, so they stay the same when a spare NUC takes the seat); a [`Host`] says
+//! what this NUC has (KVM, CPUs, memory, firmware files, how the guest reaches the LAN); [`Paths`]
+//! say where the session's files are. [`argv`] turns the four into QEMU's arguments.
+//!
+//! Pure: nothing here reads a file, the clock or the machine. Probing the host and running QEMU is
+//! `hypervisor`'s job. Not covered yet: a virtual TPM, USB policy, audio, persistent disks.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// BIOS (SeaBIOS; Windows 7) or UEFI (OVMF; Windows 10/11, Linux).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+
+/// How the guest's CPU runs: KVM (a NUC), TCG (emulation: slow, works anywhere), or KVM with a
+/// reported fall back to TCG when KVM is missing or could not run the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+    Auto,
+}
+
+/// The accelerator actually used for one start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chosen {
+    Kvm,
+    Tcg,
+}
+
+impl fmt::Display for Chosen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Chosen::Kvm => "kvm",
+            Chosen::Tcg => "tcg",
+        })
+    }
+}
+
+/// The disk controller the guest sees: virtio, or SATA (AHCI) for images without virtio drivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskModel {
+    Virtio,
+    Sata,
+}
+
+/// The network card the guest sees: virtio, or an Intel e1000 that every Windows has a driver for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NicModel {
+    Virtio,
+    E1000,
+}
+
+/// Where the guest's screen goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Display {
+    /// No window (tests, headless NUCs); the screen is still there for QMP `screendump`.
+    None,
+    /// A GTK window, full screen, without menu bar and without a close button.
+    GtkFullScreen,
+}
+
+/// An amount of the NUC's memory (MiB) or CPUs: fixed, or a percentage of what the NUC has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Amount {
+    Fixed(u32),
+    Percent(u8),
+}
+
+impl Amount {
+    /// The amount for a NUC that has `total`, at least `min` and at most `total` (when that is
+    /// at least `min`).
+    pub fn of(self, total: u64, min: u64) -> u64 {
+        let want = match self {
+            Amount::Fixed(n) => u64::from(n),
+            Amount::Percent(p) => total.saturating_mul(u64::from(p.min(100))) / 100,
+        };
+        want.min(total).max(min)
+    }
+}
+
+/// How the guest proves it booted: which signals are required, and how long it may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    /// The line `NIGHTCAST-READY <hostname>` on the first serial port.
+    pub serial_marker: bool,
+    /// The QEMU guest agent answers `guest-ping`.
+    pub guest_agent: bool,
+    /// From QEMU's start; past it without every required signal, the boot failed.
+    pub within_secs: u64,
+}
+
+impl Default for HealthCheck {
+    fn default() -> HealthCheck {
+        HealthCheck {
+            serial_marker: true,
+            guest_agent: true,
+            within_secs: 180,
+        }
+    }
+}
+
+impl HealthCheck {
+    pub fn within(&self) -> Duration {
+        Duration::from_secs(self.within_secs)
+    }
+}
+
+/// What a master needs from its VM. Deserialisable so that a manifest or the catalogue can carry
+/// it; every field has a default (UEFI, automatic acceleration, virtio, 50 % of memory, 2 vCPUs).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Profile {
+    pub firmware: Firmware,
+    pub accel: Accel,
+    pub disk: DiskModel,
+    /// `None`: no NIC at all.
+    pub nic: Option<NicModel>,
+    /// MiB of the NUC's memory.
+    pub memory: Amount,
+    pub vcpus: Amount,
+    pub display: Display,
+    pub health: HealthCheck,
+}
+
+impl Default for Profile {
+    fn default() -> Profile {
+        Profile {
+            firmware: Firmware::Uefi,
+            accel: Accel::Auto,
+            disk: DiskModel::Virtio,
+            nic: Some(NicModel::Virtio),
+            memory: Amount::Percent(50),
+            vcpus: Amount::Fixed(2),
+            display: Display::None,
+            health: HealthCheck::default(),
+        }
+    }
+}
+
+/// A guest hostname: 1 to 63 of `[a-z0-9-]`, not starting or ending with `-` (RFC 1123). Windows
+/// keeps only the first 15 characters as its NetBIOS name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hostname(String);
+
+impl Hostname {
+    pub fn new(value: &str) -> Result<Hostname, ProfileError> {
+        let ok = !value.is_empty()
+            && value.len() <= 63
+            && !value.starts_with('-')
+            && !value.ends_with('-')
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Hostname(value.to_owned()))
+        } else {
+            Err(ProfileError::Hostname(value.chars().take(80).collect()))
+        }
+    }
+
+    /// `room-seat`, lower-cased, with every other character than `[a-z0-9]` made a `-`, runs of
+    /// `-` folded, cut to 63.
+    pub fn derive(room: &str, seat: &str) -> Result<Hostname, ProfileError> {
+        let mut out = String::new();
+        for c in format!("{room}-{seat}").chars() {
+            let c = c.to_ascii_lowercase();
+            let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            };
+            if !(c == '-' && (out.is_empty() || out.ends_with('-'))) {
+                out.push(c);
+            }
+        }
+        out.truncate(63);
+        let out = out.trim_end_matches('-');
+        Hostname::new(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Hostname {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A MAC address; those derived here are unicast and locally administered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+/// Who the guest is: the seat's, never the NUC's, so a spare that takes a seat gives its guest
+/// the same hostname and MAC (and so the same DHCP reservation) as the NUC it replaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seat {
+    pub hostname: Hostname,
+    pub mac: Mac,
+}
+
+impl Seat {
+    /// The seat `room/seat` of `site`: hostname `room-seat`, MAC from a hash of all three.
+    pub fn derive(site: &str, room: &str, seat: &str) -> Result<Seat, ProfileError> {
+        Ok(Seat {
+            hostname: Hostname::derive(room, seat)?,
+            mac: derive_mac(site, room, seat),
+        })
+    }
+}
+
+/// The first 6 bytes of BLAKE3 over the seat's names, made unicast and locally administered.
+pub fn derive_mac(site: &str, room: &str, seat: &str) -> Mac {
+    let mut h = blake3::Hasher::new();
+    for part in ["nightcast seat mac", site, room, seat] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let d = h.finalize();
+    let d = d.as_bytes();
+    Mac([(d[0] & 0xfc) | 0x02, d[1], d[2], d[3], d[4], d[5]])
+}
+
+/// How the guest's NIC reaches a network: QEMU's user-mode NAT (a DHCP server of its own), or a
+/// bridge on the site LAN (the site's DHCP server).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Network {
+    Nat,
+    Bridge(String),
+}
+
+/// What this NUC has and how it is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    /// `qemu-system-x86_64`.
+    pub qemu: PathBuf,
+    /// `/dev/kvm` can be opened.
+    pub kvm: bool,
+    pub cpus: u64,
+    pub memory_mib: u64,
+    /// OVMF's code (read-only); must be the 4 MB build, matching the vars template.
+    pub ovmf_code: PathBuf,
+    /// OVMF's empty variable store, copied per seat.
+    pub ovmf_vars: PathBuf,
+    pub network: Network,
+}
+
+impl Host {
+    /// Debian's file names (package `ovmf`): the 4 MB builds (mixing 2 MB and 4 MB files crashes
+    /// the firmware).
+    pub const OVMF_CODE: &'static str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+    pub const OVMF_VARS: &'static str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+}
+
+/// Where a session's files are. Unix socket paths must stay under 108 bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    /// The qcow2 overlay over the master.
+    pub overlay: PathBuf,
+    /// This seat's copy of OVMF's variables.
+    pub vars: PathBuf,
+    /// QMP (QEMU's control socket).
+    pub qmp: PathBuf,
+    /// The guest agent's channel.
+    pub qga: PathBuf,
+    /// Everything the guest writes to its first serial port.
+    pub serial: PathBuf,
+}
+
+impl Paths {
+    /// The usual names in the VM's directory.
+    pub fn in_dir(dir: &Path, overlay: &Path) -> Paths {
+        Paths {
+            overlay: overlay.to_owned(),
+            vars: dir.join("ovmf-vars.fd"),
+            qmp: dir.join("qmp.sock"),
+            qga: dir.join("qga.sock"),
+            serial: dir.join("serial.log"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProfileError {
+    #[error("{0:?} is not a usable hostname: 1 to 63 of a-z 0-9 -, not starting or ending with -")]
+    Hostname(String),
+    #[error("the profile asks for KVM, and this NUC has no usable /dev/kvm")]
+    NoKvm,
+    #[error("path {0} cannot be passed to QEMU (not UTF-8, or contains a comma)")]
+    Path(PathBuf),
+    #[error("bridge name {0:?} is not an interface name")]
+    Bridge(String),
+}
+
+/// Which accelerator to use: `kvm_failed` says a start under KVM did not come up before (a guest
+/// that nested KVM cannot run), which `Auto` answers with TCG. The second value is the reason of a
+/// fall back, to be reported.
+pub fn choose_accel(
+    want: Accel,
+    kvm: bool,
+    kvm_failed: bool,
+) -> Result<(Chosen, Option<&'static str>), ProfileError> {
+    match want {
+        Accel::Tcg => Ok((Chosen::Tcg, None)),
+        Accel::Kvm if kvm => Ok((Chosen::Kvm, None)),
+        Accel::Kvm => Err(ProfileError::NoKvm),
+        Accel::Auto if !kvm => Ok((Chosen::Tcg, Some("no usable /dev/kvm"))),
+        Accel::Auto if kvm_failed => Ok((
+            Chosen::Tcg,
+            Some("the guest did not come up under KVM before"),
+        )),
+        Accel::Auto => Ok((Chosen::Kvm, None)),
+    }
+}
+
+fn path_arg(p: &Path) -> Result<String, ProfileError> {
+    match p.to_str() {
+        Some(s) if !s.contains(',') => Ok(s.to_owned()),
+        _ => Err(ProfileError::Path(p.to_owned())),
+    }
+}
+
+/// QEMU's arguments (the binary first) for `profile` on `host` as `seat`, with `accel`.
+pub fn argv(
+    name: &str,
+    profile: &Profile,
+    seat: &Seat,
+    host: &Host,
+    paths: &Paths,
+    accel: Chosen,
+) -> Result<Vec<String>, ProfileError> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |args: &[&str]| a.extend(args.iter().map(|s| (*s).to_owned()));
+    let qemu = path_arg(&host.qemu)?;
+    let overlay = path_arg(&paths.overlay)?;
+    let qmp = path_arg(&paths.qmp)?;
+    let qga = path_arg(&paths.qga)?;
+    let serial = path_arg(&paths.serial)?;
+    let memory = profile.memory.of(host.memory_mib, 256).to_string();
+    let vcpus = profile.vcpus.of(host.cpus, 1).to_string();
+    let name = name.replace(',', "_");
+    push(&[&qemu, "-name", &name, "-nodefaults", "-no-user-config"]);
+    push(&["-machine", "q35", "-accel", &accel.to_string()]);
+    // `host` passes the NUC's CPU through; under TCG `max` offers every feature QEMU emulates
+    // (Windows 11 needs more than the default qemu64 has).
+    let cpu = match accel {
+        Chosen::Kvm => "host",
+        Chosen::Tcg => "max",
+    };
+    push(&["-cpu", cpu, "-m", &memory, "-smp", &vcpus]);
+    if profile.firmware == Firmware::Uefi {
+        let code = path_arg(&host.ovmf_code)?;
+        let vars = path_arg(&paths.vars)?;
+        push(&[
+            "-drive",
+            &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
+            "-drive",
+            &format!("if=pflash,format=raw,unit=1,file={vars}"),
+        ]);
+    }
+    // The overlay is thrown away at every reset: no point in flushing it.
+    push(&[
+        "-drive",
+        &format!("file={overlay},format=qcow2,if=none,id=disk0,cache=unsafe,discard=unmap"),
+    ]);
+    match profile.disk {
+        DiskModel::Virtio => push(&["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]),
+        // q35's own AHCI controller (ICH9): buses ide.0 to ide.5.
+        DiskModel::Sata => push(&["-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=1"]),
+    }
+    if let Some(model) = profile.nic {
+        let netdev = match &host.network {
+            Network::Nat => "user,id=net0".to_owned(),
+            Network::Bridge(br) => {
+                let ok = !br.is_empty()
+                    && br.len() < 16
+                    && br
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                if !ok {
+                    return Err(ProfileError::Bridge(br.clone()));
+                }
+                format!("bridge,id=net0,br={br}")
+            }
+        };
+        let device = match model {
+            NicModel::Virtio => "virtio-net-pci",
+            NicModel::E1000 => "e1000",
+        };
+        // No option ROM: the guest never boots from the network (and iPXE costs boot time).
+        push(&[
+            "-netdev",
+            &netdev,
+            "-device",
+            &format!("{device},netdev=net0,mac={},romfile=", seat.mac),
+        ]);
+    }
+    // The seat's identity, twice: fw_cfg for Linux guests, an SMBIOS OEM string (type 11) that
+    // Windows reads through WMI.
+    let hostname = seat.hostname.as_str();
+    push(&[
+        "-fw_cfg",
+        &format!("name=opt/nightcast/hostname,string={hostname}"),
+        "-smbios",
+        &format!("type=11,value=nightcast:hostname={hostname}"),
+    ]);
+    push(&[
+        "-chardev",
+        &format!("socket,id=qga0,path={qga},server=on,wait=off"),
+        "-device",
+        "virtio-serial-pci,id=vser0",
+        "-device",
+        "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+    ]);
+    push(&[
+        "-chardev",
+        &format!("file,id=serial0,path={serial}"),
+        "-serial",
+        "chardev:serial0",
+    ]);
+    push(&[
+        "-chardev",
+        &format!("socket,id=qmp0,path={qmp},server=on,wait=off"),
+        "-mon",
+        "chardev=qmp0,mode=control",
+    ]);
+    push(&["-vga", "std"]);
+    match profile.display {
+        Display::None => push(&["-display", "none"]),
+        Display::GtkFullScreen => push(&[
+            "-display",
+            "gtk,full-screen=on,show-menubar=off,window-close=off",
+        ]),
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Host {
+        Host {
+            qemu: "qemu-system-x86_64".into(),
+            kvm: true,
+            cpus: 4,
+            memory_mib: 16384,
+            ovmf_code: Host::OVMF_CODE.into(),
+            ovmf_vars: Host::OVMF_VARS.into(),
+            network: Network::Nat,
+        }
+    }
+
+    fn paths() -> Paths {
+        Paths::in_dir(Path::new("/var/vm"), Path::new("/var/vm/overlay.qcow2"))
+    }
+
+    fn seat() -> Seat {
+        Seat::derive("lyon", "salle-1", "poste_03").unwrap()
+    }
+
+    /// The value after each occurrence of `flag`.
+    fn values<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
+        argv.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn uefi_virtio_on_kvm() {
+        let a = argv(
+            "vm",
+            &Profile::default(),
+            &seat(),
+            &host(),
+            &paths(),
+            Chosen::Kvm,
+        )
+        .unwrap();
+        assert_eq!(a[0], "qemu-system-x86_64");
+        assert_eq!(values(&a, "-accel"), ["kvm"]);
+        assert_eq!(values(&a, "-cpu"), ["host"]);
+        assert_eq!(values(&a, "-m"), ["8192"]);
+        assert_eq!(values(&a, "-smp"), ["2"]);
+        assert_eq!(
+            values(&a, "-drive"),
+            [
+                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "if=pflash,format=raw,unit=1,file=/var/vm/ovmf-vars.fd",
+                "file=/var/vm/overlay.qcow2,format=qcow2,if=none,id=disk0,cache=unsafe,discard=unmap",
+            ]
+        );
+        let devices = values(&a, "-device");
+        assert!(devices.contains(&"virtio-blk-pci,drive=disk0,bootindex=1"));
+        let mac = seat().mac.to_string();
+        assert!(
+            devices.contains(&format!("virtio-net-pci,netdev=net0,mac={mac},romfile=").as_str())
+        );
+        assert_eq!(values(&a, "-netdev"), ["user,id=net0"]);
+        assert_eq!(
+            values(&a, "-fw_cfg"),
+            ["name=opt/nightcast/hostname,string=salle-1-poste-03"]
+        );
+        assert_eq!(
+            values(&a, "-smbios"),
+            ["type=11,value=nightcast:hostname=salle-1-poste-03"]
+        );
+        assert_eq!(values(&a, "-serial"), ["chardev:serial0"]);
+        assert!(values(&a, "-chardev").contains(&"file,id=serial0,path=/var/vm/serial.log"));
+        assert!(values(&a, "-chardev")
+            .contains(&"socket,id=qga0,path=/var/vm/qga.sock,server=on,wait=off"));
+        assert!(values(&a, "-chardev")
+            .contains(&"socket,id=qmp0,path=/var/vm/qmp.sock,server=on,wait=off"));
+        assert_eq!(values(&a, "-display"), ["none"]);
+        assert!(a.contains(&"-nodefaults".to_owned()));
+    }
+
+    #[test]
+    fn bios_sata_e1000_on_a_bridge_under_tcg() {
+        let profile = Profile {
+            firmware: Firmware::Bios,
+            disk: DiskModel::Sata,
+            nic: Some(NicModel::E1000),
+            memory: Amount::Fixed(2048),
+            vcpus: Amount::Percent(50),
+            display: Display::GtkFullScreen,
+            ..Profile::default()
+        };
+        let host = Host {
+            network: Network::Bridge("br-lan".into()),
+            ..host()
+        };
+        let a = argv("vm", &profile, &seat(), &host, &paths(), Chosen::Tcg).unwrap();
+        assert_eq!(values(&a, "-accel"), ["tcg"]);
+        assert_eq!(values(&a, "-cpu"), ["max"]);
+        assert_eq!(values(&a, "-m"), ["2048"]);
+        assert_eq!(values(&a, "-smp"), ["2"]);
+        // No pflash: SeaBIOS, QEMU's default.
+        assert_eq!(
+            values(&a, "-drive"),
+            ["file=/var/vm/overlay.qcow2,format=qcow2,if=none,id=disk0,cache=unsafe,discard=unmap"]
+        );
+        let devices = values(&a, "-device");
+        assert!(devices.contains(&"ide-hd,drive=disk0,bus=ide.0,bootindex=1"));
+        assert!(devices
+            .iter()
+            .any(|d| d.starts_with("e1000,netdev=net0,mac=")));
+        assert_eq!(values(&a, "-netdev"), ["bridge,id=net0,br=br-lan"]);
+        assert_eq!(
+            values(&a, "-display"),
+            ["gtk,full-screen=on,show-menubar=off,window-close=off"]
+        );
+    }
+
+    #[test]
+    fn no_nic_means_no_network_at_all() {
+        let profile = Profile {
+            nic: None,
+            ..Profile::default()
+        };
+        let a = argv("vm", &profile, &seat(), &host(), &paths(), Chosen::Kvm).unwrap();
+        assert!(values(&a, "-netdev").is_empty());
+        assert!(!values(&a, "-device").iter().any(|d| d.contains("net0")));
+    }
+
+    #[test]
+    fn refuses_what_would_break_the_command_line() {
+        let bad = Paths {
+            overlay: "/var/vm/a,b.qcow2".into(),
+            ..paths()
+        };
+        let e = argv(
+            "vm",
+            &Profile::default(),
+            &seat(),
+            &host(),
+            &bad,
+            Chosen::Kvm,
+        );
+        assert_eq!(e, Err(ProfileError::Path("/var/vm/a,b.qcow2".into())));
+        let host = Host {
+            network: Network::Bridge("br0,x=y".into()),
+            ..host()
+        };
+        let e = argv(
+            "vm",
+            &Profile::default(),
+            &seat(),
+            &host,
+            &paths(),
+            Chosen::Kvm,
+        );
+        assert_eq!(e, Err(ProfileError::Bridge("br0,x=y".into())));
+    }
+
+    #[test]
+    fn acceleration_falls_back_to_tcg_only_when_allowed_and_says_why() {
+        assert_eq!(
+            choose_accel(Accel::Auto, true, false),
+            Ok((Chosen::Kvm, None))
+        );
+        assert_eq!(
+            choose_accel(Accel::Auto, false, false),
+            Ok((Chosen::Tcg, Some("no usable /dev/kvm")))
+        );
+        assert!(matches!(
+            choose_accel(Accel::Auto, true, true),
+            Ok((Chosen::Tcg, Some(_)))
+        ));
+        assert_eq!(
+            choose_accel(Accel::Kvm, false, false),
+            Err(ProfileError::NoKvm)
+        );
+        assert_eq!(
+            choose_accel(Accel::Kvm, true, true),
+            Ok((Chosen::Kvm, None))
+        );
+        assert_eq!(
+            choose_accel(Accel::Tcg, true, false),
+            Ok((Chosen::Tcg, None))
+        );
+    }
+
+    #[test]
+    fn amounts_are_bounded_by_the_nuc() {
+        assert_eq!(Amount::Percent(50).of(16384, 256), 8192);
+        assert_eq!(Amount::Percent(200).of(16384, 256), 16384);
+        assert_eq!(Amount::Fixed(64).of(4, 1), 4);
+        assert_eq!(Amount::Percent(10).of(1, 1), 1);
+        assert_eq!(Amount::Fixed(0).of(16384, 256), 256);
+    }
+
+    #[test]
+    fn the_seat_identity_depends_on_the_seat_only() {
+        let a = Seat::derive("lyon", "salle-1", "poste-03").unwrap();
+        assert_eq!(a, Seat::derive("lyon", "salle-1", "poste-03").unwrap());
+        assert_ne!(
+            a.mac,
+            Seat::derive("lyon", "salle-1", "poste-04").unwrap().mac
+        );
+        assert_ne!(
+            a.mac,
+            Seat::derive("nice", "salle-1", "poste-03").unwrap().mac
+        );
+        // Unicast, locally administered.
+        assert_eq!(a.mac.0[0] & 0x03, 0x02);
+        assert_eq!(a.hostname.as_str(), "salle-1-poste-03");
+    }
+
+    #[test]
+    fn hostnames_are_rfc_1123_labels() {
+        assert_eq!(
+            Hostname::derive("Salle.A", "Poste__7").unwrap().as_str(),
+            "salle-a-poste-7"
+        );
+        assert_eq!(
+            Hostname::derive(&"r".repeat(60), "seat-9")
+                .unwrap()
+                .as_str(),
+            format!("{}-se", "r".repeat(60))
+        );
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(Hostname::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(Hostname::new("poste-01").is_ok());
+    }
+
+    #[test]
+    fn profiles_parse_with_defaults_and_refuse_unknown_keys() {
+        let p: Profile =
+            toml::from_str("firmware = \"bios\"\ndisk = \"sata\"\nnic = \"e1000\"\nmemory = { fixed = 4096 }\n[health]\nwithin_secs = 90\n")
+                .unwrap();
+        assert_eq!(p.firmware, Firmware::Bios);
+        assert_eq!(p.disk, DiskModel::Sata);
+        assert_eq!(p.nic, Some(NicModel::E1000));
+        assert_eq!(p.memory, Amount::Fixed(4096));
+        assert_eq!(p.accel, Accel::Auto);
+        assert_eq!(p.health.within_secs, 90);
+        assert!(p.health.serial_marker && p.health.guest_agent);
+        assert!(toml::from_str::<Profile>("tpm = true").is_err());
+    }
+}
