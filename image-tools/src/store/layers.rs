@@ -19,6 +19,32 @@ use super::{ChunkStore, ChunkWriter, StoreError, StoreSize};
 use crate::chunk::{VerifiedChunk, HEADER_LEN};
 use crate::ids::ChunkId;
 
+/// The `ChunkStore` methods a layer passes straight to its `$store` field: writes, removals,
+/// listing, size and the writer.
+macro_rules! pass_through {
+    ($store:ident) => {
+        fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+            self.$store.put(chunk)
+        }
+
+        fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
+            self.$store.remove(id)
+        }
+
+        fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
+            self.$store.ids()
+        }
+
+        fn size(&self) -> Result<StoreSize, StoreError> {
+            self.$store.size()
+        }
+
+        fn writer(&self) -> Box<dyn ChunkWriter + '_> {
+            self.$store.writer()
+        }
+    };
+}
+
 /// What the wrappers tell their owner. Every method does nothing by default.
 pub trait StoreEvents: Send + Sync {
     /// [`Counted::get`] returned this chunk.
@@ -117,25 +143,7 @@ impl<L: ChunkStore, U: ChunkStore> ChunkStore for Caching<L, U> {
         }
     }
 
-    fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
-        self.local.put(chunk)
-    }
-
-    fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
-        self.local.remove(id)
-    }
-
-    fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
-        self.local.ids()
-    }
-
-    fn size(&self) -> Result<StoreSize, StoreError> {
-        self.local.size()
-    }
-
-    fn writer(&self) -> Box<dyn ChunkWriter + '_> {
-        self.local.writer()
-    }
+    pass_through!(local);
 }
 
 /// One `get` under way per chunk: who asks for a chunk already being got waits for that result.
@@ -165,25 +173,7 @@ impl<S: ChunkStore> ChunkStore for SingleFlight<S> {
         self.flights.run(id, || self.inner.get(id))
     }
 
-    fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
-        self.inner.put(chunk)
-    }
-
-    fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
-        self.inner.remove(id)
-    }
-
-    fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
-        self.inner.ids()
-    }
-
-    fn size(&self) -> Result<StoreSize, StoreError> {
-        self.inner.size()
-    }
-
-    fn writer(&self) -> Box<dyn ChunkWriter + '_> {
-        self.inner.writer()
-    }
+    pass_through!(inner);
 }
 
 /// The gets under way, by chunk.
@@ -285,25 +275,7 @@ impl<S: ChunkStore> ChunkStore for Counted<S> {
         Ok(chunk)
     }
 
-    fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
-        self.inner.put(chunk)
-    }
-
-    fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
-        self.inner.remove(id)
-    }
-
-    fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
-        self.inner.ids()
-    }
-
-    fn size(&self) -> Result<StoreSize, StoreError> {
-        self.inner.size()
-    }
-
-    fn writer(&self) -> Box<dyn ChunkWriter + '_> {
-        self.inner.writer()
-    }
+    pass_through!(inner);
 }
 
 #[cfg(test)]
