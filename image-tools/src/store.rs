@@ -532,13 +532,7 @@ impl LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn flip_last_byte(path: &Path) {
-        let mut bytes = fs::read(path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x40;
-        fs::write(path, bytes).unwrap();
-    }
+    use conformance::flip_last_byte;
 
     #[test]
     fn local_store_conforms() {

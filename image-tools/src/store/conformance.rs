@@ -88,3 +88,13 @@ pub fn run(store: &dyn ChunkStore, corrupt: &dyn Fn(&ChunkId)) {
     assert!(!store.has(victim.id()).unwrap());
     assert_eq!(store.ids().unwrap().len(), chunks.len() - 1);
 }
+
+/// Damages a stored chunk file in place (its last byte flipped): the `corrupt` argument of [`run`]
+/// for stores that keep chunks as files.
+#[allow(clippy::unwrap_used)]
+pub fn flip_last_byte(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}

@@ -282,15 +282,9 @@ impl<S: ChunkStore> ChunkStore for Counted<S> {
 mod tests {
     use super::*;
     use crate::store::conformance;
+    use crate::store::conformance::flip_last_byte;
     use crate::LocalStore;
     use std::path::Path;
-
-    fn flip_last_byte(path: &Path) {
-        let mut bytes = std::fs::read(path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x40;
-        std::fs::write(path, bytes).unwrap();
-    }
 
     /// Counts calls to `get` of the store it wraps, and can be made slow.
     struct Upstream {

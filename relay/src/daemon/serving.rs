@@ -185,14 +185,7 @@ impl Catalog for LanCatalog {
 mod tests {
     use super::*;
     use image_tools::store::conformance;
-    use std::path::Path;
-
-    fn flip_last_byte(path: &Path) {
-        let mut bytes = std::fs::read(path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x40;
-        std::fs::write(path, bytes).unwrap();
-    }
+    use image_tools::store::conformance::flip_last_byte;
 
     #[test]
     fn the_relays_store_graph_conforms() {
