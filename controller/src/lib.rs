@@ -287,44 +287,6 @@ pub struct ServeSettings {
     pub silent_after_secs: i64,
 }
 
-/// The plan as JSON, for the API and `--json` output.
-pub fn plan_json(plan: &[(String, Vec<plan::Row>)]) -> serde_json::Value {
-    use plan::Verdict;
-    let rows: Vec<serde_json::Value> = plan
-        .iter()
-        .flat_map(|(site, rows)| {
-            rows.iter().map(move |r| {
-                let (verdict, detail) = match &r.verdict {
-                    Verdict::OnTime { ready_at, night } => (
-                        "on_time",
-                        serde_json::json!({"ready_at": ready_at, "night": night.map(|d| d.to_string())}),
-                    ),
-                    Verdict::AtRisk { ready_at, slack_secs } => (
-                        "at_risk",
-                        serde_json::json!({"ready_at": ready_at, "slack_secs": slack_secs}),
-                    ),
-                    Verdict::Late {
-                        shortfall,
-                        override_secs,
-                    } => (
-                        "late",
-                        serde_json::json!({"shortfall_bytes": shortfall, "override_secs": override_secs}),
-                    ),
-                    Verdict::Unknown => ("unknown_master", serde_json::json!({})),
-                };
-                serde_json::json!({
-                    "site": site, "session": r.session.id, "room": r.session.room,
-                    "master": r.session.master.0, "version": r.session.master.1,
-                    "start": r.session.start, "deadline": r.deadline,
-                    "new_bytes": r.new_bytes, "cumulative_bytes": r.cumulative,
-                    "verdict": verdict, "detail": detail,
-                })
-            })
-        })
-        .collect();
-    serde_json::Value::Array(rows)
-}
-
 fn master_ref(m: &Manifest) -> MasterRef {
     MasterRef {
         name: m.name.to_string(),

@@ -25,13 +25,15 @@
 //! - [`config`]: the daemons' TOML configuration files, loaded and checked one way.
 //! - [`testimage`]: deterministic VM-like images for tests and the demo.
 //! - [`mutation`]: byte-level edits of valid inputs, for the parsers' property tests.
+//! - [`api`]: the controller's admin API as request and answer types (no I/O, no behaviour).
 //! - [`cli`]: the `nightcast-image` command line (the binary is a thin wrapper around it).
 //!
-//! Architecture invariants: this crate knows nothing of calendars or sessions and computes no plan
-//! (it carries plans on the wire, and reads a site's night windows, which relays obey); no chunk
-//! leaves a store unverified; nothing here reads the wall clock except [`clock`], which only
+//! Architecture invariants: this crate knows nothing of calendars or sessions (beyond the shapes
+//! of the admin API's answers) and computes no plan (it carries plans on the wire, and reads a
+//! site's night windows, which relays obey); no chunk leaves a store unverified; nothing here reads the wall clock except [`clock`], which only
 //! binaries call (libraries take `now` or a `Clock` as an argument).
 
+pub mod api;
 pub mod assemble;
 pub mod bandwidth;
 pub mod chunk;

@@ -1,13 +1,15 @@
 //! The fleet (nodes, pending requests included), node approval, revocation and removal, and
 //! enrolment tokens.
 
-use serde_json::{json, Value};
+use image_tools::api::{Approved, NewToken, NodeRole, Removed, Revoked, Token};
+use image_tools::NodeId;
+use serde_json::json;
 
-use super::{db_error, error, routed, str_field, Answer, Call, NO_ROUTE};
+use super::{db_error, error, ok, path_id, routed, stored, Answer, Call, NO_ROUTE};
 
 /// The answer to `call` if it is one of this module's routes.
 pub(super) fn route(call: &Call) -> Option<Answer> {
-    let (api, body, now) = (call.api, call.body, call.now);
+    let (api, now) = (call.api, call.now);
     let db = || call.db();
     routed((|| {
         match (call.method, call.path) {
@@ -37,32 +39,43 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                 "status": {}})))
             .collect::<Vec<_>>())),
         ("POST", ["v1", "nodes", node, "approve"]) => {
-            let p = db()?.approve_node(node, now).map_err(db_error)?;
-            Ok(json!({"node": p.node, "site": p.site, "role": p.role, "mac": p.mac, "key": p.key}))
+            let node: NodeId = path_id(node)?;
+            let p = db()?.approve_node(node.as_str(), now).map_err(db_error)?;
+            ok(Approved {
+                node,
+                site: stored(&p.site)?,
+                role: stored(&p.role)?,
+                mac: p.mac,
+                key: p.key,
+            })
         }
         ("POST", ["v1", "nodes", node, "revoke"]) => {
-            let n = db()?.revoke_node(node, now).map_err(db_error)?;
-            Ok(json!({"node": node, "certificates_revoked": n}))
+            let node: NodeId = path_id(node)?;
+            let n = db()?.revoke_node(node.as_str(), now).map_err(db_error)?;
+            ok(Revoked {
+                node,
+                certificates_revoked: n as u64,
+            })
         }
         ("DELETE", ["v1", "nodes", node]) => {
-            db()?.remove_node(node, now).map_err(db_error)?;
-            Ok(json!({"node": node, "removed": true}))
+            let node: NodeId = path_id(node)?;
+            db()?.remove_node(node.as_str(), now).map_err(db_error)?;
+            ok(Removed {
+                node,
+                removed: true,
+            })
         }
         ("POST", ["v1", "tokens"]) => {
-            let role = match str_field(body, "role")? {
-                "relay" => image_tools::wire::Role::Relay,
-                "agent" => image_tools::wire::Role::Agent,
-                other => {
-                    return Err(error(
-                        400,
-                        format!("role {other:?} is neither relay nor agent"),
-                    ))
-                }
+            let NewToken {
+                role,
+                site,
+                ttl_hours,
+            } = call.body()?;
+            let role = match role {
+                NodeRole::Relay => image_tools::wire::Role::Relay,
+                NodeRole::Agent => image_tools::wire::Role::Agent,
             };
-            let site =
-                image_tools::SiteId::new(str_field(body, "site")?).map_err(|e| error(400, e))?;
-            let hours = body.get("ttl_hours").and_then(Value::as_u64).unwrap_or(24);
-            if hours == 0 || hours > crate::MAX_TOKEN_TTL_SECS / 3600 {
+            if ttl_hours == 0 || ttl_hours > crate::MAX_TOKEN_TTL_SECS / 3600 {
                 return Err(error(
                     400,
                     format!(
@@ -71,9 +84,11 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                     ),
                 ));
             }
-            let token = crate::issue_token(&api.data, role, site, now as u64, hours * 3600)
+            let token = crate::issue_token(&api.data, role, site, now as u64, ttl_hours * 3600)
                 .map_err(|e| error(500, e))?;
-            Ok(json!({"token": token.to_string()}))
+            ok(Token {
+                token: token.to_string(),
+            })
         }
         _ => Err(NO_ROUTE),
     }

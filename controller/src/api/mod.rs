@@ -5,12 +5,16 @@
 //! calls are short SQLite transactions; a master import holds its worker for minutes), and what
 //! exceeds `MAX_CONNECTIONS` or `QUEUE` is answered 503 at once. One request per connection.
 //!
-//! Routes (all under `/v1`): `GET|POST sites`, `POST rooms`, `GET seats[?site=S]`, `POST seats`,
-//! `POST seats/assign`, `POST seats/replace`, `GET|POST masters`,
-//! `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`, `DELETE sessions/ID`,
-//! `GET plan`, `GET fleet`, `GET|POST overrides`, `POST tokens`.
-//! Errors are `{"error": "..."}` with 400 (bad input), 401 (token), 404, 408 (too slow), 409
-//! (conflict), 411, 413, 431, 500, 503 (busy).
+//! Routes (all under `/v1`): `GET|POST sites`, `POST sites/SITE/accept-new`, `POST rooms`,
+//! `GET seats[?site=S]`, `POST seats`, `POST seats/assign`, `POST seats/replace`,
+//! `GET|POST masters`, `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`,
+//! `DELETE sessions/ID`, `GET plan`, `GET fleet`, `POST nodes/NODE/approve|revoke`,
+//! `DELETE nodes/NODE`, `GET|POST overrides`, `POST tokens`. Their bodies and answers are the
+//! types of `image_tools::api`, which the CLI uses too: a body is read into its request type
+//! (unknown fields and bad ids refused with a 400 naming them) before the route runs, and ids in
+//! the path are checked the same way. Errors are `image_tools::api::ApiError`,
+//! `{"error": "..."}`, with 400 (bad input), 401 (token), 404, 408 (too slow), 409 (conflict),
+//! 411, 413, 431, 500, 503 (busy).
 //!
 //! Modules: `http` (reading requests, writing answers), and the routes by resource: `places`
 //! (sites, rooms, seats), `catalogue` (masters, calendar, sessions), `plan` (plan, overrides),
@@ -19,7 +23,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -163,7 +169,10 @@ fn busy() -> Reply {
 pub type Reply = (u16, Value);
 
 fn error(status: u16, message: impl std::fmt::Display) -> Reply {
-    (status, json!({ "error": message.to_string() }))
+    let body = image_tools::api::ApiError {
+        error: message.to_string(),
+    };
+    (status, serde_json::to_value(body).unwrap_or(Value::Null))
 }
 
 /// Runs one request (its token was checked when it was read).
@@ -184,10 +193,28 @@ pub fn handle(api: &Api, request: Request) -> Reply {
     (status, body)
 }
 
-fn str_field<'a>(body: &'a Value, key: &str) -> Result<&'a str, Reply> {
-    body.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| error(400, format!("missing string field {key:?}")))
+/// A route's answer: `value` as JSON.
+fn ok(value: impl Serialize) -> Answer {
+    serde_json::to_value(value).map_err(|e| error(500, format!("cannot write the answer: {e}")))
+}
+
+/// An id named in the URL (`/v1/sites/SITE/...`), checked as its type: a 400 if it is not one.
+fn path_id<T: std::str::FromStr>(segment: &str) -> Result<T, Reply>
+where
+    T::Err: std::fmt::Display,
+{
+    segment.parse().map_err(|e| error(400, e))
+}
+
+/// An id read back from the database, as its type. The catalogue only holds checked ids, so one
+/// that is not is the controller's fault (500), named.
+fn stored<T: std::str::FromStr>(value: &str) -> Result<T, Reply>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| error(500, format!("the catalogue holds a bad id: {e}")))
 }
 
 fn db_error(e: DbError) -> Reply {
@@ -223,6 +250,18 @@ struct Call<'a> {
 impl Call<'_> {
     fn db(&self) -> Result<Db, Reply> {
         Db::open(&self.api.data.database()).map_err(db_error)
+    }
+
+    /// The body as the route's request type (see `image_tools::api`): a 400 that names the
+    /// field when it is missing, unknown, of the wrong type or not a valid id.
+    fn body<T: DeserializeOwned>(&self) -> Result<T, Reply> {
+        if self.body.is_null() {
+            return Err(error(
+                400,
+                format!("{} {} needs a JSON body", self.method, self.url),
+            ));
+        }
+        T::deserialize(self.body).map_err(|e| error(400, format!("bad request body: {e}")))
     }
 }
 

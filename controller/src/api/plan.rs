@@ -1,12 +1,13 @@
 //! The delivery plan, and daytime overrides.
 
-use serde_json::{json, Value};
+use image_tools::api::{NewOverride, OverrideInfo, OverrideMade, PlanRow, Verdict};
 
-use super::{db_error, routed, str_field, Answer, Call, NO_ROUTE};
+use super::{db_error, ok, routed, stored, Answer, Call, Reply, NO_ROUTE};
+use crate::plan;
 
 /// The answer to `call` if it is one of this module's routes.
 pub(super) fn route(call: &Call) -> Option<Answer> {
-    let (api, body, now) = (call.api, call.body, call.now);
+    let (api, now) = (call.api, call.now);
     let db = || call.db();
     routed((|| match (call.method, call.path) {
         ("GET", ["v1", "plan"]) => {
@@ -21,36 +22,86 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
             let plan = db
                 .plan_with(now, &api.settings, &holds, &classes)
                 .map_err(db_error)?;
-            Ok(crate::plan_json(&plan))
+            ok(plan_rows(&plan)?)
         }
         ("POST", ["v1", "overrides"]) => {
-            let hours = body
-                .get("hours")
-                .and_then(Value::as_u64)
-                .unwrap_or(4)
-                .clamp(1, 72);
+            let o: NewOverride = call.body()?;
+            let until = now + o.hours.clamp(1, 72) as i64 * 3600;
             let id = db()?
                 .add_override(
-                    str_field(body, "site")?,
-                    (str_field(body, "master")?, str_field(body, "version")?),
-                    str_field(body, "reason")?,
-                    body.get("by").and_then(Value::as_str).unwrap_or("unknown"),
+                    o.site.as_str(),
+                    (o.master.as_str(), o.version.as_str()),
+                    &o.reason,
+                    &o.by,
                     now,
-                    now + hours as i64 * 3600,
+                    until,
                 )
                 .map_err(db_error)?;
             tracing::warn!(id, "daytime override recorded");
-            Ok(json!({"id": id, "until": now + hours as i64 * 3600}))
+            ok(OverrideMade { id, until })
         }
-        ("GET", ["v1", "overrides"]) => Ok(json!(db()?
-            .overrides(now)
-            .map_err(db_error)?
-            .iter()
-            .map(
-                |o| json!({"id": o.0, "site": o.1, "master": o.2, "version": o.3, "reason": o.4,
-                            "by": o.5, "created_at": o.6, "until": o.7})
-            )
-            .collect::<Vec<_>>())),
+        ("GET", ["v1", "overrides"]) => {
+            let overrides = db()?.overrides(now).map_err(db_error)?;
+            let overrides = overrides
+                .iter()
+                .map(|o| {
+                    Ok(OverrideInfo {
+                        id: o.0,
+                        site: stored(&o.1)?,
+                        master: stored(&o.2)?,
+                        version: stored(&o.3)?,
+                        reason: o.4.clone(),
+                        by: o.5.clone(),
+                        created_at: o.6,
+                        until: o.7,
+                    })
+                })
+                .collect::<Result<Vec<_>, Reply>>()?;
+            ok(overrides)
+        }
         _ => Err(NO_ROUTE),
     })())
+}
+
+/// The plan's rows, site after site, as the API answers them.
+fn plan_rows(plan: &[(String, Vec<plan::Row>)]) -> Result<Vec<PlanRow>, Reply> {
+    let mut out = Vec::new();
+    for (site, rows) in plan {
+        for r in rows {
+            let verdict = match &r.verdict {
+                plan::Verdict::OnTime { ready_at, night } => Verdict::OnTime {
+                    ready_at: *ready_at,
+                    night: night.map(|d| d.to_string()),
+                },
+                plan::Verdict::AtRisk {
+                    ready_at,
+                    slack_secs,
+                } => Verdict::AtRisk {
+                    ready_at: *ready_at,
+                    slack_secs: *slack_secs,
+                },
+                plan::Verdict::Late {
+                    shortfall,
+                    override_secs,
+                } => Verdict::Late {
+                    shortfall_bytes: *shortfall,
+                    override_secs: *override_secs,
+                },
+                plan::Verdict::Unknown => Verdict::UnknownMaster {},
+            };
+            out.push(PlanRow {
+                site: stored(site)?,
+                session: r.session.id.clone(),
+                room: stored(&r.session.room)?,
+                master: stored(&r.session.master.0)?,
+                version: stored(&r.session.master.1)?,
+                start: r.session.start,
+                deadline: r.deadline,
+                new_bytes: r.new_bytes,
+                cumulative_bytes: r.cumulative,
+                verdict,
+            });
+        }
+    }
+    Ok(out)
 }

@@ -1,5 +1,6 @@
 use super::*;
 use proptest::prelude::*;
+use serde_json::json;
 
 const TOKEN: &str = "t0ken";
 
@@ -288,4 +289,97 @@ fn numbers_beyond_the_database_are_refused() {
         &Value::Null,
     );
     assert_eq!(status, 400, "{answer}");
+}
+
+#[test]
+fn a_body_with_a_bad_id_or_an_unknown_field_is_refused_naming_it() {
+    let (_dir, api) = api();
+    let post = |url: &str, body: Value| route(&api, "POST", url, &body);
+    let (status, answer) = post("/v1/rooms", json!({"site": "../etc", "room": "salle-2"}));
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["error"].as_str().unwrap();
+    assert!(
+        message.contains("site id \"../etc\" is not allowed"),
+        "{message}"
+    );
+    let (status, answer) = post(
+        "/v1/rooms",
+        json!({"site": "lyon", "room": "salle-2", "rooom": "x"}),
+    );
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["error"].as_str().unwrap();
+    assert!(message.contains("unknown field `rooom`"), "{message}");
+    let (status, answer) = post("/v1/seats", json!({"site": "lyon", "room": "salle-1"}));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]
+        .as_str()
+        .unwrap()
+        .contains("missing field `seat`"));
+    let (status, answer) = post("/v1/tokens", json!({"role": "controller", "site": "lyon"}));
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = route(&api, "POST", "/v1/rooms", &Value::Null);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]
+        .as_str()
+        .unwrap()
+        .contains("needs a JSON body"));
+    // Nothing was written by any of them.
+    let rooms = Db::open(&api.data.database())
+        .unwrap()
+        .seat_states(None)
+        .unwrap();
+    assert!(rooms
+        .iter()
+        .all(|s| s.seats.iter().all(|s| s.room == "salle-1")));
+}
+
+#[test]
+fn an_id_in_the_path_or_the_query_is_checked_as_its_type() {
+    let (_dir, api) = api();
+    for (method, url) in [
+        ("POST", "/v1/nodes/..%2f/approve"),
+        ("DELETE", "/v1/nodes/-rf"),
+        ("DELETE", "/v1/masters/.hidden/1"),
+        ("GET", "/v1/seats?site=a%20b"),
+    ] {
+        let (status, answer) = route(&api, method, url, &Value::Null);
+        assert_eq!(status, 400, "{method} {url}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("is not allowed"),
+            "{answer}"
+        );
+    }
+    let (status, answer) = route(
+        &api,
+        "POST",
+        "/v1/sites/..%2f/accept-new",
+        &json!({"minutes": 5}),
+    );
+    assert_eq!(status, 400, "{answer}");
+}
+
+#[test]
+fn answers_read_back_as_the_shared_types() {
+    let (_dir, api) = api();
+    let get = |url: &str| {
+        let (status, answer) = route(&api, "GET", url, &Value::Null);
+        assert_eq!(status, 200, "{url}: {answer}");
+        answer
+    };
+    let sites: Vec<image_tools::api::SiteInfo> = serde_json::from_value(get("/v1/sites")).unwrap();
+    assert_eq!(sites[0].name.as_str(), "lyon");
+    assert_eq!(sites[0].takeover, image_tools::api::Takeover::Auto);
+    let seats: image_tools::api::Seats =
+        serde_json::from_value(get("/v1/seats?site=lyon")).unwrap();
+    assert_eq!((seats.seats.len(), seats.seats[0].node.as_ref()), (1, None));
+    let (status, answer) = route(
+        &api,
+        "POST",
+        "/v1/sites/lyon/accept-new",
+        &json!({"minutes": 30}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let open: image_tools::api::AcceptingNew = serde_json::from_value(answer).unwrap();
+    assert_eq!(open.site.as_str(), "lyon");
+    assert!(open.until.is_some_and(|t| t >= 1_796_164_200 + 1800));
 }

@@ -1,0 +1,108 @@
+//! Masters (list, import, removal), calendars and sessions.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{MasterName, MasterVersion, RoomName, SiteId};
+use crate::probe::ImageFormat;
+
+/// A row of `GET /v1/masters`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterInfo {
+    pub name: MasterName,
+    pub version: MasterVersion,
+    /// The image's size in bytes.
+    pub size: u64,
+    /// What its chunks take in the store (compressed).
+    pub stored_bytes: u64,
+}
+
+/// `POST /v1/masters`: imports an image that is on the controller's disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportMaster {
+    /// A path on the controller's disk; only that file is read.
+    pub image: PathBuf,
+    pub name: MasterName,
+    pub version: MasterVersion,
+    /// Pins the image's format; detected from its first bytes when `None`.
+    #[serde(default, with = "format_name")]
+    pub format: Option<ImageFormat>,
+}
+
+/// The answer to [`ImportMaster`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Imported {
+    pub name: MasterName,
+    pub version: MasterVersion,
+    /// Bytes of the image.
+    pub size: u64,
+    pub new_chunks: u64,
+    pub new_stored_bytes: u64,
+    /// Chunks that were in the store but damaged, written again.
+    pub replaced_chunks: u64,
+    pub chunks: u64,
+    pub hole_bytes: u64,
+}
+
+/// `POST /v1/calendar`: a calendar file, CSV or iCalendar (by its name's `.ics` ending).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarFile {
+    /// Named in errors (`term.csv:12: ...`).
+    pub file_name: String,
+    pub text: String,
+}
+
+/// The answer to [`CalendarFile`]: how many sessions it added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarImported {
+    pub imported: u64,
+}
+
+/// A row of `GET /v1/sessions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: i64,
+    pub site: SiteId,
+    pub room: RoomName,
+    pub master: MasterName,
+    pub version: MasterVersion,
+    /// Unix seconds.
+    pub start: i64,
+    pub end: i64,
+}
+
+/// `POST /v1/sessions`: one session; `start` and `end` are `YYYY-MM-DD HH:MM` in the site's
+/// time zone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    pub site: SiteId,
+    pub room: RoomName,
+    pub master: MasterName,
+    pub version: MasterVersion,
+    pub start: String,
+    pub end: String,
+}
+
+/// An image format by its name (`qcow2`), `null` for none.
+mod format_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::probe::ImageFormat;
+
+    pub fn serialize<S: Serializer>(f: &Option<ImageFormat>, s: S) -> Result<S::Ok, S::Error> {
+        match f {
+            Some(f) => s.serialize_str(f.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ImageFormat>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

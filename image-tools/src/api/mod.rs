@@ -1,0 +1,59 @@
+//! The controller's admin API as types: every request body and every answer of `/v1/...`, shared
+//! by the controller (which reads requests and writes answers with them), the `nightcast` CLI (which
+//! writes requests and reads answers) and the coming web console. Rename a field here and both
+//! sides change together, or fail to compile.
+//!
+//! Requests refuse unknown fields (`deny_unknown_fields`), and their ids are the validated
+//! newtypes of [`crate::ids`], so a bad site id or a misspelt field is a 400 naming it, before any
+//! route runs. Answers accept unknown fields, so that an older CLI still reads a newer
+//! controller's answers.
+//!
+//! Deliberately not here: the routes' behaviour, HTTP, and any I/O (see the controller's `api`).
+//! The map of routes to types:
+//!
+//! | route | request | answer |
+//! |---|---|---|
+//! | `GET sites` | | `Vec<SiteInfo>` |
+//! | `POST sites` | [`NewSite`] | [`Done`] |
+//! | `POST sites/SITE/accept-new` | [`AcceptNew`] | [`AcceptingNew`] |
+//! | `POST rooms` | [`NewRoom`] | [`Done`] |
+//! | `GET seats[?site=S]` | | [`Seats`] |
+//! | `POST seats` | [`NewSeat`] | [`Done`] |
+//! | `POST seats/assign`, `seats/replace` | [`SeatBind`] | [`SeatBound`] |
+//! | `GET masters` | | `Vec<MasterInfo>` |
+//! | `POST masters` | [`ImportMaster`] | [`Imported`] |
+//! | `DELETE masters/NAME/VERSION` | | [`Done`] |
+//! | `POST calendar` | [`CalendarFile`] | [`CalendarImported`] |
+//! | `GET sessions` | | `Vec<SessionInfo>` |
+//! | `POST sessions` | [`NewSession`] | [`Done`] |
+//! | `DELETE sessions/ID` | | [`Done`] |
+//! | `GET plan` | | `Vec<PlanRow>` |
+//! | `GET overrides` | | `Vec<OverrideInfo>` |
+//! | `POST overrides` | [`NewOverride`] | [`OverrideMade`] |
+//! | `GET fleet` | | `Vec<FleetRow>` |
+//! | `POST nodes/NODE/approve` | | [`Approved`] |
+//! | `POST nodes/NODE/revoke` | | [`Revoked`] |
+//! | `DELETE nodes/NODE` | | [`Removed`] |
+//! | `POST tokens` | [`NewToken`] | [`Token`] |
+//!
+//! Any other status than 200 answers an [`ApiError`].
+
+mod catalogue;
+mod errors;
+mod fleet;
+mod places;
+mod plan;
+
+pub use catalogue::{
+    CalendarFile, CalendarImported, ImportMaster, Imported, MasterInfo, NewSession, SessionInfo,
+};
+pub use errors::{ApiError, Done};
+pub use fleet::{Approved, FleetRow, NewToken, NodeRole, Removed, Revoked, Token};
+pub use places::{
+    AcceptNew, AcceptingNew, NewRoom, NewSeat, NewSite, SeatBind, SeatBound, SeatState, Seats,
+    SiteInfo, SpareState, Takeover, DEFAULT_WINDOWS,
+};
+pub use plan::{NewOverride, OverrideInfo, OverrideMade, PlanRow, Verdict};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! Sites (windows, WAN cap, takeover policy, opening for new NUCs), rooms and seats.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{NodeId, RoomName, SeatName, SiteId};
+
+/// The night windows of a site added without any.
+pub const DEFAULT_WINDOWS: &str = "22:00-06:00";
+
+/// What happens when a seat's NUC goes silent: `auto`, a spare of the site takes the seat by
+/// itself (if only one seat is silent); `confirm`, the DSI confirms with `seat replace`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Takeover {
+    Auto,
+    Confirm,
+}
+
+impl Takeover {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Takeover::Auto => "auto",
+            Takeover::Confirm => "confirm",
+        }
+    }
+}
+
+impl std::str::FromStr for Takeover {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Takeover, String> {
+        match s {
+            "auto" => Ok(Takeover::Auto),
+            "confirm" => Ok(Takeover::Confirm),
+            other => Err(format!("takeover {other:?} is neither auto nor confirm")),
+        }
+    }
+}
+
+/// A row of `GET /v1/sites`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteInfo {
+    pub name: SiteId,
+    /// IANA time zone, e.g. `Europe/Paris`.
+    pub tz: String,
+    /// Night windows in local time, e.g. `22:00-06:00,12:00-14:00`.
+    pub windows: String,
+    pub cap_mbit: u64,
+    pub takeover: Takeover,
+}
+
+/// `POST /v1/sites`: adds a site or changes it (`takeover` kept as it was when not given).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSite {
+    pub name: SiteId,
+    pub tz: String,
+    #[serde(default = "default_windows")]
+    pub windows: String,
+    pub cap_mbit: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<Takeover>,
+}
+
+fn default_windows() -> String {
+    DEFAULT_WINDOWS.to_owned()
+}
+
+/// `POST /v1/sites/SITE/accept-new`: lets the site's new NUCs in by themselves for `minutes`
+/// (at most a week; 0 closes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptNew {
+    pub minutes: u64,
+}
+
+/// The answer to [`AcceptNew`]: until when (Unix seconds) the site is open, `None` if closed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptingNew {
+    pub site: SiteId,
+    pub until: Option<i64>,
+}
+
+/// `POST /v1/rooms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRoom {
+    pub site: SiteId,
+    pub room: RoomName,
+}
+
+/// `POST /v1/seats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSeat {
+    pub site: SiteId,
+    pub room: RoomName,
+    pub seat: SeatName,
+}
+
+/// `POST /v1/seats/assign` (any agent of the site) and `POST /v1/seats/replace` (a spare only:
+/// the DSI confirming a takeover).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeatBind {
+    pub site: SiteId,
+    pub room: RoomName,
+    pub seat: SeatName,
+    pub node: NodeId,
+}
+
+/// The answer to [`SeatBind`]: what changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatBound {
+    pub site: SiteId,
+    pub room: RoomName,
+    pub seat: SeatName,
+    pub node: NodeId,
+    /// The node that held the seat before, now a spare.
+    pub replaced: Option<NodeId>,
+    /// The seat (`room/seat`) the node held before, now empty.
+    pub moved_from: Option<String>,
+}
+
+/// The answer to `GET /v1/seats`: every seat with its NUC, then the spares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seats {
+    pub seats: Vec<SeatState>,
+    pub spares: Vec<SpareState>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatState {
+    pub site: SiteId,
+    pub room: RoomName,
+    pub seat: SeatName,
+    pub node: Option<NodeId>,
+    /// Unix seconds; `None`: never heard from.
+    pub last_seen: Option<i64>,
+    /// No NUC, or not heard from for too long.
+    pub silent: bool,
+}
+
+/// An agent of the site bound to no seat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpareState {
+    pub site: SiteId,
+    pub node: NodeId,
+    pub last_seen: Option<i64>,
+    /// Heard from lately enough to take a seat over.
+    pub recent: bool,
+    /// Why it is not taking a silent seat over by itself, or which one it takes next.
+    pub waiting: Option<String>,
+}

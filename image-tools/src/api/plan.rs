@@ -1,0 +1,96 @@
+//! The delivery plan, and daytime overrides.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{MasterName, MasterVersion, RoomName, SiteId};
+
+/// A row of `GET /v1/plan`: one upcoming session of a site, what it adds to fetch, and whether
+/// its master will be there in time. Rows come per site, earliest deadline first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRow {
+    pub site: SiteId,
+    /// The session's id (as `GET /v1/sessions` numbers it), as a string.
+    pub session: String,
+    pub room: RoomName,
+    pub master: MasterName,
+    pub version: MasterVersion,
+    /// Unix seconds.
+    pub start: i64,
+    /// When the master must be at the site.
+    pub deadline: i64,
+    /// Bytes this session adds to what the site must fetch (shared bytes counted once).
+    pub new_bytes: u64,
+    /// Bytes the site must fetch for this and every earlier-deadline session.
+    pub cumulative_bytes: u64,
+    /// On the wire as `"verdict": "on_time", "detail": {...}`.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// Whether a session's master will be at its site in time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", content = "detail", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Ready at `ready_at`, in the night that started on `night` (local `YYYY-MM-DD`; `None` if
+    /// the site already holds it).
+    OnTime {
+        ready_at: i64,
+        night: Option<String>,
+    },
+    /// Ready in time, with only `slack_secs` of window time to spare.
+    AtRisk { ready_at: i64, slack_secs: i64 },
+    /// `shortfall_bytes` will still be missing at the deadline; a daytime override of
+    /// `override_secs` at the site's cap fixes it.
+    Late {
+        shortfall_bytes: u64,
+        override_secs: i64,
+    },
+    /// The master version is not in the catalogue.
+    UnknownMaster {},
+}
+
+/// `POST /v1/overrides`: lets a site's relay fetch a master outside its night windows for
+/// `hours` (1 to 72, default 4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOverride {
+    pub site: SiteId,
+    pub master: MasterName,
+    pub version: MasterVersion,
+    /// Why: kept with the override, shown in `override list`.
+    pub reason: String,
+    /// Who asks.
+    #[serde(default = "unknown")]
+    pub by: String,
+    #[serde(default = "four")]
+    pub hours: u64,
+}
+
+fn unknown() -> String {
+    "unknown".to_owned()
+}
+
+fn four() -> u64 {
+    4
+}
+
+/// The answer to [`NewOverride`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideMade {
+    pub id: i64,
+    /// Unix seconds.
+    pub until: i64,
+}
+
+/// A row of `GET /v1/overrides`: an override in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideInfo {
+    pub id: i64,
+    pub site: SiteId,
+    pub master: MasterName,
+    pub version: MasterVersion,
+    pub reason: String,
+    pub by: String,
+    pub created_at: i64,
+    pub until: i64,
+}
