@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use serde_json::{json, Value};
+use image_tools::api::{self, NodeRole, Takeover};
+use image_tools::{MasterName, MasterVersion, NodeId, RoomName, SeatName, SiteId};
+use serde::Serialize;
 
 use crate::client::{Client, IMPORT_TIMEOUT};
 
@@ -42,10 +44,10 @@ pub enum Admin {
     Override(Override),
     /// Print a one-time token that enrols one relay (or agent) of a site.
     Enroll {
-        #[arg(long, value_parser = ["relay", "agent"], default_value = "relay")]
-        role: String,
+        #[arg(long, default_value = "relay", value_parser = one_of::<NodeRole>(&["relay", "agent"]))]
+        role: NodeRole,
         #[arg(long)]
-        site: String,
+        site: SiteId,
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
     },
@@ -55,7 +57,7 @@ pub enum Admin {
 pub enum Site {
     /// Add a site, or change its time zone, windows or cap.
     Add {
-        name: String,
+        name: SiteId,
         /// IANA time zone, e.g. Europe/Paris.
         #[arg(long)]
         tz: String,
@@ -68,8 +70,8 @@ pub enum Site {
         /// When a NUC goes silent: `auto`, a spare of the site takes its seat by itself (if only
         /// one seat is silent); `confirm`, the DSI confirms with `nightcast seat replace`.
         /// Default auto for a new site; unchanged for an existing one.
-        #[arg(long, value_parser = ["auto", "confirm"])]
-        takeover: Option<String>,
+        #[arg(long, value_parser = one_of::<Takeover>(&["auto", "confirm"]))]
+        takeover: Option<Takeover>,
     },
     /// List the sites.
     List,
@@ -77,7 +79,7 @@ pub enum Site {
     /// typing anything); `--for 0` closes it again. Outside such a time, a new NUC waits in
     /// `nightcast fleet` until `nightcast node approve`.
     AcceptNew {
-        site: String,
+        site: SiteId,
         /// For how long: e.g. 30m, 2h, 1d (at most 7d).
         #[arg(long = "for", value_parser = parse_minutes)]
         for_minutes: u64,
@@ -89,14 +91,23 @@ pub enum Site {
 pub enum Node {
     /// Let a NUC that waits (PENDING in `nightcast fleet`) in: it gets its certificate the next
     /// time it asks (within a minute), for the key shown in the fleet.
-    Approve { node: String },
+    Approve { node: NodeId },
     /// Revoke every certificate of a relay or NUC: it is refused at once by the controller and
     /// within one plan refresh by its relay, also if the controller is unreachable afterwards. It
     /// cannot enrol again until it is removed.
-    Revoke { node: String },
+    Revoke { node: NodeId },
     /// Revoke a relay or NUC and forget it (seat, holdings): it may then enrol again as a new NUC
     /// (re-imaging a known NUC).
-    Rm { node: String },
+    Rm { node: NodeId },
+}
+
+/// An argument among `names` (listed in `--help`), as its type.
+fn one_of<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
 }
 
 /// `30m`, `2h`, `1d` or plain minutes.
@@ -123,39 +134,39 @@ fn parse_minutes(s: &str) -> std::result::Result<u64, String> {
 #[derive(Debug, Subcommand)]
 pub enum Room {
     /// Add a training room to a site.
-    Add { site: String, room: String },
+    Add { site: SiteId, room: RoomName },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Seat {
     /// Add a seat to a room.
     Add {
-        site: String,
-        room: String,
-        seat: String,
+        site: SiteId,
+        room: RoomName,
+        seat: SeatName,
     },
     /// Put a NUC (an agent of the site, by node id) at a seat: whatever was there becomes a spare,
     /// and the NUC leaves its previous seat.
     Assign {
-        site: String,
-        room: String,
-        seat: String,
-        node: String,
+        site: SiteId,
+        room: RoomName,
+        seat: SeatName,
+        node: NodeId,
     },
     /// Confirm a takeover: the spare NUC takes the seat (the seat's NUC becomes a spare).
     Replace {
-        site: String,
-        room: String,
-        seat: String,
+        site: SiteId,
+        room: RoomName,
+        seat: SeatName,
         /// The spare's node id (see `nightcast seat list` or `nightcast fleet`).
         #[arg(long = "with")]
-        with: String,
+        with: NodeId,
     },
     /// Each seat with its NUC and when it was last heard from ("silent" if too long ago), then
     /// the spares.
     List {
         #[arg(long)]
-        site: Option<String>,
+        site: Option<SiteId>,
     },
 }
 
@@ -169,9 +180,9 @@ pub enum Master {
     Import {
         image: PathBuf,
         #[arg(long)]
-        name: String,
+        name: MasterName,
         #[arg(long)]
-        version: String,
+        version: MasterVersion,
         /// The image's format: raw, qcow2, vmdk, vhdx, vpc (VHD) or vdi. Without it, it is detected
         /// from the first bytes (pass `--format raw` for a raw disk that looks like another format).
         #[arg(long)]
@@ -180,7 +191,10 @@ pub enum Master {
     /// List the master versions.
     List,
     /// Remove a master version (refused while an upcoming session needs it).
-    Rm { name: String, version: String },
+    Rm {
+        name: MasterName,
+        version: MasterVersion,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,11 +202,11 @@ pub enum Override {
     /// Push a master to a site now (an emergency): the relay may use the WAN in the daytime for it.
     Push {
         #[arg(long)]
-        site: String,
+        site: SiteId,
         #[arg(long)]
-        master: String,
+        master: MasterName,
         #[arg(long)]
-        version: String,
+        version: MasterVersion,
         /// Why (kept with the override, shown in `override list`).
         #[arg(long)]
         reason: String,
@@ -220,13 +234,13 @@ pub enum Session {
     /// Add one session; times are YYYY-MM-DD HH:MM in the site's time zone.
     Add {
         #[arg(long)]
-        site: String,
+        site: SiteId,
         #[arg(long)]
-        room: String,
+        room: RoomName,
         #[arg(long)]
-        master: String,
+        master: MasterName,
         #[arg(long)]
-        version: String,
+        version: MasterVersion,
         #[arg(long)]
         start: String,
         #[arg(long)]
@@ -252,11 +266,21 @@ pub fn token(file: Option<&Path>) -> Result<String> {
     }
 }
 
-/// How a reply is shown to a person.
-type Render = Box<dyn Fn(&Value) -> String>;
+/// What a command prints: the answer as JSON (`--json`), or in words for a person.
+struct Printed {
+    json: String,
+    human: String,
+}
+
+fn printed(answer: &impl Serialize, human: String) -> Result<Printed> {
+    Ok(Printed {
+        json: serde_json::to_string_pretty(answer)?,
+        human,
+    })
+}
 
 pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
-    let (value, human): (Value, Render) = match cmd {
+    let out = match cmd {
         Admin::Site(Site::Add {
             name,
             tz,
@@ -264,80 +288,78 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             cap_mbit,
             takeover,
         }) => {
-            let mut body =
-                json!({"name": name, "tz": tz, "windows": windows, "cap_mbit": cap_mbit});
-            if let Some(t) = takeover {
-                body["takeover"] = json!(t);
-            }
-            let v = client.call("POST", "/v1/sites", Some(&body))?;
-            (v, Box::new(move |_| format!("site {name} saved")))
+            let body = api::NewSite {
+                name: name.clone(),
+                tz,
+                windows,
+                cap_mbit,
+                takeover,
+            };
+            let done: api::Done = client.send("POST", "/v1/sites", &body)?;
+            printed(&done, format!("site {name} saved"))?
         }
-        Admin::Site(Site::List) => (
-            client.call("GET", "/v1/sites", None)?,
-            Box::new(|v| {
-                table(
-                    v,
-                    &["SITE", "TIME ZONE", "WINDOWS", "WAN Mbit", "TAKEOVER"],
-                    &["name", "tz", "windows", "cap_mbit", "takeover"],
-                )
-            }),
-        ),
+        Admin::Site(Site::List) => {
+            let sites: Vec<api::SiteInfo> = client.ask("GET", "/v1/sites")?;
+            let rows = sites.iter().map(|s| {
+                vec![
+                    s.name.to_string(),
+                    s.tz.clone(),
+                    s.windows.clone(),
+                    s.cap_mbit.to_string(),
+                    s.takeover.as_str().to_owned(),
+                ]
+            });
+            let headers = ["SITE", "TIME ZONE", "WINDOWS", "WAN Mbit", "TAKEOVER"];
+            printed(&sites, table(&headers, rows))?
+        }
         Admin::Site(Site::AcceptNew { site, for_minutes }) => {
-            let v = client.call(
+            let open: api::AcceptingNew = client.send(
                 "POST",
                 &format!("/v1/sites/{site}/accept-new"),
-                Some(&json!({ "minutes": for_minutes })),
+                &api::AcceptNew {
+                    minutes: for_minutes,
+                },
             )?;
-            (
-                v,
-                Box::new(move |v| match v["until"].as_i64() {
-                    Some(until) => format!(
-                        "site {site} lets new NUCs in by themselves until {} UTC",
-                        cell("until", &json!(until))
-                    ),
-                    None => format!("site {site} no longer lets new NUCs in by themselves"),
-                }),
-            )
+            let human = match open.until {
+                Some(until) => format!(
+                    "site {site} lets new NUCs in by themselves until {} UTC",
+                    time(until)
+                ),
+                None => format!("site {site} no longer lets new NUCs in by themselves"),
+            };
+            printed(&open, human)?
         }
-        Admin::Node(Node::Approve { node }) => (
-            client.call("POST", &format!("/v1/nodes/{node}/approve"), None)?,
-            Box::new(|v| {
-                format!(
-                    "{} {} of site {} approved (MAC {}, key {}): it gets its certificate at its next request",
-                    v["role"].as_str().unwrap_or(""),
-                    v["node"].as_str().unwrap_or(""),
-                    v["site"].as_str().unwrap_or(""),
-                    v["mac"].as_str().unwrap_or(""),
-                    v["key"].as_str().unwrap_or("")
-                )
-            }),
-        ),
-        Admin::Node(Node::Revoke { node }) => (
-            client.call("POST", &format!("/v1/nodes/{node}/revoke"), None)?,
-            Box::new(|v| {
-                format!(
-                    "{} revoked ({} certificate(s)): refused from now on",
-                    v["node"].as_str().unwrap_or(""),
-                    v["certificates_revoked"]
-                )
-            }),
-        ),
-        Admin::Node(Node::Rm { node }) => (
-            client.call("DELETE", &format!("/v1/nodes/{node}"), None)?,
-            Box::new(|v| {
-                format!(
-                    "{} revoked and removed: it may enrol again as a new NUC",
-                    v["node"].as_str().unwrap_or("")
-                )
-            }),
-        ),
+        Admin::Node(Node::Approve { node }) => {
+            let a: api::Approved = client.ask("POST", &format!("/v1/nodes/{node}/approve"))?;
+            let human = format!(
+                "{} {} of site {} approved (MAC {}, key {}): it gets its certificate at its next request",
+                a.role, a.node, a.site, a.mac, a.key
+            );
+            printed(&a, human)?
+        }
+        Admin::Node(Node::Revoke { node }) => {
+            let r: api::Revoked = client.ask("POST", &format!("/v1/nodes/{node}/revoke"))?;
+            let human = format!(
+                "{} revoked ({} certificate(s)): refused from now on",
+                r.node, r.certificates_revoked
+            );
+            printed(&r, human)?
+        }
+        Admin::Node(Node::Rm { node }) => {
+            let r: api::Removed = client.ask("DELETE", &format!("/v1/nodes/{node}"))?;
+            let human = format!(
+                "{} revoked and removed: it may enrol again as a new NUC",
+                r.node
+            );
+            printed(&r, human)?
+        }
         Admin::Room(Room::Add { site, room }) => {
-            let v = client.call(
-                "POST",
-                "/v1/rooms",
-                Some(&json!({"site": site, "room": room})),
-            )?;
-            (v, Box::new(move |_| format!("room {room} added to {site}")))
+            let body = api::NewRoom {
+                site: site.clone(),
+                room: room.clone(),
+            };
+            let done: api::Done = client.send("POST", "/v1/rooms", &body)?;
+            printed(&done, format!("room {room} added to {site}"))?
         }
         Admin::Master(Master::Import {
             image,
@@ -346,60 +368,66 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             format,
         }) => {
             let image = std::fs::canonicalize(&image).unwrap_or(image);
-            let body = json!({"image": image, "name": name, "version": version,
-                              "format": format.map(|f| f.as_str())});
-            (
-                client.call_waiting(
-                    "POST",
-                    "/v1/masters",
-                    Some(&body),
-                    client.timeout.max(IMPORT_TIMEOUT),
-                )?,
-                Box::new(|v| {
-                    format!(
-                        "{} {} imported: {} chunks, {} new in the store ({})",
-                        v["name"].as_str().unwrap_or(""),
-                        v["version"].as_str().unwrap_or(""),
-                        v["chunks"],
-                        v["new_chunks"],
-                        image_tools::cli::human(v["new_stored_bytes"].as_u64().unwrap_or(0))
-                    )
-                }),
-            )
+            let body = api::ImportMaster {
+                image,
+                name,
+                version,
+                format,
+            };
+            let wait = client.timeout.max(IMPORT_TIMEOUT);
+            let m: api::Imported = client.send_waiting("POST", "/v1/masters", &body, wait)?;
+            let human = format!(
+                "{} {} imported: {} chunks, {} new in the store ({})",
+                m.name,
+                m.version,
+                m.chunks,
+                m.new_chunks,
+                human(m.new_stored_bytes)
+            );
+            printed(&m, human)?
         }
-        Admin::Master(Master::List) => (
-            client.call("GET", "/v1/masters", None)?,
-            Box::new(|v| {
-                table(
-                    v,
-                    &["MASTER", "VERSION", "SIZE", "STORED"],
-                    &["name", "version", "size", "stored_bytes"],
-                )
-            }),
-        ),
+        Admin::Master(Master::List) => {
+            let masters: Vec<api::MasterInfo> = client.ask("GET", "/v1/masters")?;
+            let rows = masters.iter().map(|m| {
+                vec![
+                    m.name.to_string(),
+                    m.version.to_string(),
+                    human(m.size),
+                    human(m.stored_bytes),
+                ]
+            });
+            let headers = ["MASTER", "VERSION", "SIZE", "STORED"];
+            printed(&masters, table(&headers, rows))?
+        }
         Admin::Master(Master::Rm { name, version }) => {
-            let v = client.call("DELETE", &format!("/v1/masters/{name}/{version}"), None)?;
-            (v, Box::new(move |_| format!("{name} {version} removed")))
+            let done: api::Done = client.ask("DELETE", &format!("/v1/masters/{name}/{version}"))?;
+            printed(&done, format!("{name} {version} removed"))?
         }
         Admin::Calendar(Calendar::Import { file }) => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let body = json!({"file_name": file.display().to_string(), "text": text});
-            (
-                client.call("POST", "/v1/calendar", Some(&body))?,
-                Box::new(|v| format!("{} sessions imported", v["imported"])),
-            )
+            let body = api::CalendarFile {
+                file_name: file.display().to_string(),
+                text,
+            };
+            let n: api::CalendarImported = client.send("POST", "/v1/calendar", &body)?;
+            printed(&n, format!("{} sessions imported", n.imported))?
         }
-        Admin::Session(Session::List) => (
-            client.call("GET", "/v1/sessions", None)?,
-            Box::new(|v| {
-                table(
-                    v,
-                    &["ID", "SITE", "ROOM", "MASTER", "VERSION", "START (UTC)"],
-                    &["id", "site", "room", "master", "version", "start"],
-                )
-            }),
-        ),
+        Admin::Session(Session::List) => {
+            let sessions: Vec<api::SessionInfo> = client.ask("GET", "/v1/sessions")?;
+            let rows = sessions.iter().map(|s| {
+                vec![
+                    s.id.to_string(),
+                    s.site.to_string(),
+                    s.room.to_string(),
+                    s.master.to_string(),
+                    s.version.to_string(),
+                    time(s.start),
+                ]
+            });
+            let headers = ["ID", "SITE", "ROOM", "MASTER", "VERSION", "START (UTC)"];
+            printed(&sessions, table(&headers, rows))?
+        }
         Admin::Session(Session::Add {
             site,
             room,
@@ -408,48 +436,52 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             start,
             end,
         }) => {
-            let body = json!({"site": site, "room": room, "master": master, "version": version,
-                              "start": start, "end": end});
-            let v = client.call("POST", "/v1/sessions", Some(&body))?;
-            (
-                v,
-                Box::new(move |_| {
-                    format!("session added: {site}/{room} {master} {version} from {start}")
-                }),
-            )
+            let human = format!("session added: {site}/{room} {master} {version} from {start}");
+            let body = api::NewSession {
+                site,
+                room,
+                master,
+                version,
+                start,
+                end,
+            };
+            let done: api::Done = client.send("POST", "/v1/sessions", &body)?;
+            printed(&done, human)?
         }
         Admin::Session(Session::Rm { id }) => {
-            let v = client.call("DELETE", &format!("/v1/sessions/{id}"), None)?;
-            (v, Box::new(move |_| format!("session {id} removed")))
+            let done: api::Done = client.ask("DELETE", &format!("/v1/sessions/{id}"))?;
+            printed(&done, format!("session {id} removed"))?
         }
         Admin::Seat(Seat::Add { site, room, seat }) => {
-            let body = json!({"site": site, "room": room, "seat": seat});
-            let v = client.call("POST", "/v1/seats", Some(&body))?;
-            (
-                v,
-                Box::new(move |_| format!("seat {seat} added to {site}/{room}")),
-            )
+            let human = format!("seat {seat} added to {site}/{room}");
+            let body = api::NewSeat { site, room, seat };
+            let done: api::Done = client.send("POST", "/v1/seats", &body)?;
+            printed(&done, human)?
         }
         Admin::Seat(Seat::Assign {
             site,
             room,
             seat,
             node,
-        }) => bind(client, "assign", &site, &room, &seat, &node)?,
+        }) => bind(client, "assign", site, room, seat, node)?,
         Admin::Seat(Seat::Replace {
             site,
             room,
             seat,
             with,
-        }) => bind(client, "replace", &site, &room, &seat, &with)?,
+        }) => bind(client, "replace", site, room, seat, with)?,
         Admin::Seat(Seat::List { site }) => {
             let path = match &site {
                 Some(s) => format!("/v1/seats?site={s}"),
                 None => "/v1/seats".to_owned(),
             };
-            (client.call("GET", &path, None)?, Box::new(seat_table))
+            let seats: api::Seats = client.ask("GET", &path)?;
+            printed(&seats, seat_table(&seats))?
         }
-        Admin::Plan => (client.call("GET", "/v1/plan", None)?, Box::new(plan_table)),
+        Admin::Plan => {
+            let plan: Vec<api::PlanRow> = client.ask("GET", "/v1/plan")?;
+            printed(&plan, plan_table(&plan))?
+        }
         Admin::Override(Override::Push {
             site,
             master,
@@ -458,83 +490,65 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             by,
             hours,
         }) => {
-            let body = json!({"site": site, "master": master, "version": version, "reason": reason,
-                              "by": by, "hours": hours});
-            let v = client.call("POST", "/v1/overrides", Some(&body))?;
-            (
-                v,
-                Box::new(move |v| {
-                    format!(
-                        "override {} recorded: {site} may fetch {master} {version} now, until {}",
-                        v["id"],
-                        cell("start", &v["until"])
-                    )
-                }),
-            )
+            let body = api::NewOverride {
+                site: site.clone(),
+                master: master.clone(),
+                version: version.clone(),
+                reason,
+                by,
+                hours,
+            };
+            let made: api::OverrideMade = client.send("POST", "/v1/overrides", &body)?;
+            let human = format!(
+                "override {} recorded: {site} may fetch {master} {version} now, until {}",
+                made.id,
+                time(made.until)
+            );
+            printed(&made, human)?
         }
-        Admin::Override(Override::List) => (
-            client.call("GET", "/v1/overrides", None)?,
-            Box::new(|v| {
-                table(
-                    v,
-                    &[
-                        "ID",
-                        "SITE",
-                        "MASTER",
-                        "VERSION",
-                        "BY",
-                        "UNTIL (UTC)",
-                        "REASON",
-                    ],
-                    &["id", "site", "master", "version", "by", "until", "reason"],
-                )
-            }),
-        ),
-        Admin::Fleet => (
-            client.call("GET", "/v1/fleet", None)?,
-            Box::new(|v| {
-                table(
-                    v,
-                    &[
-                        "SITE",
-                        "NODE",
-                        "ROLE",
-                        "LAST SEEN (UTC)",
-                        "SEAT",
-                        "HOLDS",
-                        "STATE",
-                        "ATTENTION",
-                    ],
-                    &[
-                        "site",
-                        "node",
-                        "role",
-                        "last_seen",
-                        "seat",
-                        "holding",
-                        "state",
-                        "attention",
-                    ],
-                )
-            }),
-        ),
+        Admin::Override(Override::List) => {
+            let overrides: Vec<api::OverrideInfo> = client.ask("GET", "/v1/overrides")?;
+            let rows = overrides.iter().map(|o| {
+                vec![
+                    o.id.to_string(),
+                    o.site.to_string(),
+                    o.master.to_string(),
+                    o.version.to_string(),
+                    o.by.clone(),
+                    time(o.until),
+                    o.reason.clone(),
+                ]
+            });
+            let headers = [
+                "ID",
+                "SITE",
+                "MASTER",
+                "VERSION",
+                "BY",
+                "UNTIL (UTC)",
+                "REASON",
+            ];
+            printed(&overrides, table(&headers, rows))?
+        }
+        Admin::Fleet => {
+            let fleet: Vec<api::FleetRow> = client.ask("GET", "/v1/fleet")?;
+            printed(&fleet, fleet_table(&fleet))?
+        }
         Admin::Enroll {
             role,
             site,
             ttl_hours,
         } => {
-            let body = json!({"role": role, "site": site, "ttl_hours": ttl_hours});
-            (
-                client.call("POST", "/v1/tokens", Some(&body))?,
-                Box::new(|v| v["token"].as_str().unwrap_or("").to_owned()),
-            )
+            let body = api::NewToken {
+                role,
+                site,
+                ttl_hours,
+            };
+            let token: api::Token = client.send("POST", "/v1/tokens", &body)?;
+            printed(&token, token.token.clone())?
         }
     };
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        println!("{}", human(&value));
-    }
+    println!("{}", if as_json { out.json } else { out.human });
     Ok(())
 }
 
@@ -542,97 +556,99 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
 fn bind(
     client: &Client,
     how: &str,
-    site: &str,
-    room: &str,
-    seat: &str,
-    node: &str,
-) -> Result<(Value, Render)> {
-    let body = json!({"site": site, "room": room, "seat": seat, "node": node});
-    let v = client.call("POST", &format!("/v1/seats/{how}"), Some(&body))?;
-    let (site, room, seat, node) = (
-        site.to_owned(),
-        room.to_owned(),
-        seat.to_owned(),
-        node.to_owned(),
-    );
-    Ok((
-        v,
-        Box::new(move |v| {
-            let mut out = format!("{node} now sits at {site} {room}/{seat}");
-            if let Some(old) = v["replaced"].as_str() {
-                out.push_str(&format!(", replacing {old} (now a spare)"));
-            }
-            if let Some(from) = v["moved_from"].as_str() {
-                out.push_str(&format!("; {from} is left empty"));
-            }
-            out
-        }),
-    ))
+    site: SiteId,
+    room: RoomName,
+    seat: SeatName,
+    node: NodeId,
+) -> Result<Printed> {
+    let body = api::SeatBind {
+        site,
+        room,
+        seat,
+        node,
+    };
+    let b: api::SeatBound = client.send("POST", &format!("/v1/seats/{how}"), &body)?;
+    let mut out = format!("{} now sits at {} {}/{}", b.node, b.site, b.room, b.seat);
+    if let Some(old) = &b.replaced {
+        out.push_str(&format!(", replacing {old} (now a spare)"));
+    }
+    if let Some(from) = &b.moved_from {
+        out.push_str(&format!("; {from} is left empty"));
+    }
+    printed(&b, out)
 }
 
 /// `seat list`: the seats, then the spares.
-fn seat_table(v: &Value) -> String {
-    let seats: Vec<Value> = v["seats"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| {
-                    let mut s = s.clone();
-                    s["node"] = json!(s["node"].as_str().unwrap_or("-"));
-                    if s["node"] == "-" {
-                        s["last_seen"] = json!("-");
-                    }
-                    s["silent"] = json!(if s["silent"] == true { "silent" } else { "" });
-                    s
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let spares: Vec<Value> = v["spares"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| {
-                    let mut s = s.clone();
-                    let note = match (s["recent"] == true, s["waiting"].as_str()) {
-                        (_, Some(w)) => w.to_owned(),
-                        (true, None) => String::new(),
-                        (false, None) => "not heard from lately: cannot take over".to_owned(),
-                    };
-                    s["note"] = json!(note);
-                    s
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut out = table(
-        &json!(seats),
-        &["SITE", "ROOM", "SEAT", "NODE", "LAST SEEN (UTC)", ""],
-        &["site", "room", "seat", "node", "last_seen", "silent"],
-    );
+fn seat_table(v: &api::Seats) -> String {
+    let seats = v.seats.iter().map(|s| {
+        let (node, last_seen) = match &s.node {
+            Some(node) => (node.to_string(), last_seen(s.last_seen)),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        let silent = if s.silent { "silent" } else { "" };
+        vec![
+            s.site.to_string(),
+            s.room.to_string(),
+            s.seat.to_string(),
+            node,
+            last_seen,
+            silent.to_owned(),
+        ]
+    });
+    let headers = ["SITE", "ROOM", "SEAT", "NODE", "LAST SEEN (UTC)", ""];
+    let mut out = table(&headers, seats);
     out.push_str("\n\n");
-    if spares.is_empty() {
+    if v.spares.is_empty() {
         out.push_str("no spares");
-    } else {
-        out.push_str(&table(
-            &json!(spares),
-            &["SITE", "SPARE", "LAST SEEN (UTC)", ""],
-            &["site", "node", "last_seen", "note"],
-        ));
+        return out;
     }
+    let spares = v.spares.iter().map(|s| {
+        let note = match (s.recent, &s.waiting) {
+            (_, Some(w)) => w.clone(),
+            (true, None) => String::new(),
+            (false, None) => "not heard from lately: cannot take over".to_owned(),
+        };
+        vec![
+            s.site.to_string(),
+            s.node.to_string(),
+            last_seen(s.last_seen),
+            note,
+        ]
+    });
+    out.push_str(&table(&["SITE", "SPARE", "LAST SEEN (UTC)", ""], spares));
     out
 }
 
-/// A text table of `keys` from an array of objects; byte counts and times made readable.
-fn table(v: &Value, headers: &[&str], keys: &[&str]) -> String {
-    let rows: Vec<Vec<String>> = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|row| keys.iter().map(|k| cell(k, &row[*k])).collect())
-                .collect()
-        })
-        .unwrap_or_default();
+/// `fleet`: every node, pending requests included.
+fn fleet_table(fleet: &[api::FleetRow]) -> String {
+    let rows = fleet.iter().map(|n| {
+        vec![
+            n.site.to_string(),
+            n.node.to_string(),
+            n.role.to_string(),
+            last_seen(n.last_seen),
+            n.seat.clone(),
+            n.holding.clone(),
+            n.state.clone(),
+            n.attention.clone(),
+        ]
+    });
+    let headers = [
+        "SITE",
+        "NODE",
+        "ROLE",
+        "LAST SEEN (UTC)",
+        "SEAT",
+        "HOLDS",
+        "STATE",
+        "ATTENTION",
+    ];
+    table(&headers, rows)
+}
+
+/// A text table: the headers, then the rows, columns padded to their widest cell.
+fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows.collect();
     let widths: Vec<usize> = (0..headers.len())
         .map(|i| {
             rows.iter()
@@ -657,20 +673,20 @@ fn table(v: &Value, headers: &[&str], keys: &[&str]) -> String {
     out.join("\n")
 }
 
-fn cell(key: &str, v: &Value) -> String {
-    match (key, v) {
-        ("size" | "stored_bytes", Value::Number(n)) => {
-            image_tools::cli::human(n.as_u64().unwrap_or(0))
-        }
-        ("last_seen", Value::Null) => "never".to_owned(),
-        ("start" | "last_seen" | "until", Value::Number(n)) => {
-            jiff::Timestamp::from_second(n.as_i64().unwrap_or(0))
-                .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_default()
-        }
-        (_, Value::String(s)) => s.clone(),
-        (_, other) => other.to_string(),
-    }
+/// Unix seconds as `YYYY-MM-DD HH:MM` (UTC).
+fn time(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+/// When a node was last heard from, or `never`.
+fn last_seen(secs: Option<i64>) -> String {
+    secs.map(time).unwrap_or_else(|| "never".to_owned())
+}
+
+fn human(bytes: u64) -> String {
+    image_tools::cli::human(bytes)
 }
 
 /// `1 h 20 min`, `45 min`.
@@ -683,42 +699,36 @@ fn duration(secs: i64) -> String {
     }
 }
 
-fn plan_table(v: &Value) -> String {
+fn plan_table(plan: &[api::PlanRow]) -> String {
     let mut out = Vec::new();
-    let mut site = "";
-    for row in v.as_array().map(Vec::as_slice).unwrap_or(&[]) {
-        let this = row["site"].as_str().unwrap_or("");
-        if this != site {
-            out.push(this.to_owned());
-            site = this;
+    let mut site = None;
+    for row in plan {
+        if site != Some(&row.site) {
+            out.push(row.site.to_string());
+            site = Some(&row.site);
         }
-        let detail = &row["detail"];
-        let verdict = match row["verdict"].as_str().unwrap_or("") {
-            "on_time" => match detail["night"].as_str() {
-                Some(n) => format!("on time (night of {n})"),
-                None => "on time (already there)".to_owned(),
-            },
-            "at_risk" => format!(
-                "AT RISK: {} min to spare",
-                detail["slack_secs"].as_i64().unwrap_or(0) / 60
-            ),
-            "late" => format!(
+        let verdict = match &row.verdict {
+            api::Verdict::OnTime { night: Some(n), .. } => format!("on time (night of {n})"),
+            api::Verdict::OnTime { night: None, .. } => "on time (already there)".to_owned(),
+            api::Verdict::AtRisk { slack_secs, .. } => {
+                format!("AT RISK: {} min to spare", slack_secs / 60)
+            }
+            api::Verdict::Late {
+                shortfall_bytes,
+                override_secs,
+            } => format!(
                 "LATE: {} short; fix: an override of about {} at the site's cap (`nightcast override push`), or import it earlier",
-                image_tools::cli::human(detail["shortfall_bytes"].as_u64().unwrap_or(0)),
-                duration(detail["override_secs"].as_i64().unwrap_or(0))
+                human(*shortfall_bytes),
+                duration(*override_secs)
             ),
-            other => other.to_owned(),
+            api::Verdict::UnknownMaster {} => "unknown_master".to_owned(),
         };
         out.push(format!(
             "  {}  {:<12} {:<24} {:>11} to fetch  {}",
-            cell("start", &row["start"]),
-            row["room"].as_str().unwrap_or(""),
-            format!(
-                "{} {}",
-                row["master"].as_str().unwrap_or(""),
-                row["version"].as_str().unwrap_or("")
-            ),
-            image_tools::cli::human(row["new_bytes"].as_u64().unwrap_or(0)),
+            time(row.start),
+            row.room.as_str(),
+            format!("{} {}", row.master, row.version),
+            human(row.new_bytes),
             verdict
         ));
     }

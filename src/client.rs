@@ -1,11 +1,14 @@
 //! The HTTP client of the controller's admin API (ureq, plain HTTP: the API listens on loopback):
-//! JSON in and out, the admin token as a bearer token, and timeouts, so a controller that accepts
-//! the connection but never answers makes the command fail instead of hang.
+//! the request and answer types of `image_tools::api` as JSON, the admin token as a bearer token,
+//! and timeouts, so a controller that accepts the connection but never answers makes the command
+//! fail instead of hang.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use image_tools::api::ApiError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,19 +40,42 @@ impl Client {
         })
     }
 
-    /// One request, answered within the client's timeout.
-    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        self.call_waiting(method, path, body, self.timeout)
+    /// A request without a body (`GET`, `DELETE`, an approval), answered within the timeout.
+    pub fn ask<A: DeserializeOwned>(&self, method: &str, path: &str) -> Result<A> {
+        self.exchange(method, path, String::new(), self.timeout)
     }
 
-    /// One request whose answer may take up to `wait` (an import).
-    pub fn call_waiting(
+    /// A request with `body`, answered within the client's timeout.
+    pub fn send<B: Serialize, A: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
-        body: Option<&Value>,
+        body: &B,
+    ) -> Result<A> {
+        self.send_waiting(method, path, body, self.timeout)
+    }
+
+    /// A request with `body` whose answer may take up to `wait` (an import).
+    pub fn send_waiting<B: Serialize, A: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &B,
         wait: Duration,
-    ) -> Result<Value> {
+    ) -> Result<A> {
+        let body = serde_json::to_string(body)
+            .with_context(|| format!("cannot write the body of {method} {path}"))?;
+        self.exchange(method, path, body, wait)
+    }
+
+    /// One request; its answer read as an `A` (a 200) or an `ApiError` (any other status).
+    fn exchange<A: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: String,
+        wait: Duration,
+    ) -> Result<A> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_per_read(Some(wait))
@@ -62,7 +88,7 @@ impl Client {
             .uri(format!("{}{path}", self.url))
             .header("Authorization", format!("Bearer {}", self.token))
             .header("Content-Type", "application/json")
-            .body(body.map(Value::to_string).unwrap_or_default())
+            .body(body)
             .with_context(|| format!("bad request {method} {path}"))?;
         let mut response = agent.run(request).map_err(|e| self.explain(e, wait))?;
         let status = response.status().as_u16();
@@ -73,16 +99,14 @@ impl Client {
             .read_to_string()
             .map_err(|e| self.explain(e, wait))?;
         if status != 200 {
-            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let message = value
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("no details");
+            let message = serde_json::from_str::<ApiError>(&text)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| "no details".to_owned());
             bail!("{message} (HTTP {status})");
         }
         serde_json::from_str(&text).with_context(|| {
             format!(
-                "the admin API at {} sent an answer that is not JSON",
+                "the admin API at {} sent an answer to {method} {path} that this nightcast does not understand",
                 self.url
             )
         })

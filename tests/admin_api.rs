@@ -519,7 +519,7 @@ fn an_answer_sent_chunked_is_printed_in_full() {
         for i in 0..rows {
             let sep = if i + 1 < rows { "," } else { "" };
             chunk(&format!(
-                r#"{{"id":{i},"site":"lyon","room":"salle-1","master":"win10","version":"1","start":"row-{i}","end":"x"}}{sep}"#
+                r#"{{"id":{i},"site":"lyon","room":"row-{i}","master":"win10","version":"1","start":{i},"end":{i}}}{sep}"#
             ));
         }
         chunk("]");
