@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use image_tools::api::{self, NodeRole, Takeover};
 use image_tools::{MasterName, MasterVersion, NodeId, RoomName, SeatName, SiteId};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::client::{Client, IMPORT_TIMEOUT};
@@ -279,6 +280,17 @@ fn printed(answer: &impl Serialize, human: String) -> Result<Printed> {
     })
 }
 
+/// A listing (`GET path`): its rows as a table of `headers`, each row's cells from `cells`.
+fn listed<T: DeserializeOwned + Serialize>(
+    client: &Client,
+    path: &str,
+    headers: &[&str],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> Result<Printed> {
+    let rows: Vec<T> = client.ask("GET", path)?;
+    printed(&rows, table(headers, rows.iter().map(cells)))
+}
+
 pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
     let out = match cmd {
         Admin::Site(Site::Add {
@@ -298,9 +310,11 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             let done: api::Done = client.send("POST", "/v1/sites", &body)?;
             printed(&done, format!("site {name} saved"))?
         }
-        Admin::Site(Site::List) => {
-            let sites: Vec<api::SiteInfo> = client.ask("GET", "/v1/sites")?;
-            let rows = sites.iter().map(|s| {
+        Admin::Site(Site::List) => listed(
+            client,
+            "/v1/sites",
+            &["SITE", "TIME ZONE", "WINDOWS", "WAN Mbit", "TAKEOVER"],
+            |s: &api::SiteInfo| {
                 vec![
                     s.name.to_string(),
                     s.tz.clone(),
@@ -308,10 +322,8 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     s.cap_mbit.to_string(),
                     s.takeover.as_str().to_owned(),
                 ]
-            });
-            let headers = ["SITE", "TIME ZONE", "WINDOWS", "WAN Mbit", "TAKEOVER"];
-            printed(&sites, table(&headers, rows))?
-        }
+            },
+        )?,
         Admin::Site(Site::AcceptNew { site, for_minutes }) => {
             let open: api::AcceptingNew = client.send(
                 "POST",
@@ -386,19 +398,19 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             );
             printed(&m, human)?
         }
-        Admin::Master(Master::List) => {
-            let masters: Vec<api::MasterInfo> = client.ask("GET", "/v1/masters")?;
-            let rows = masters.iter().map(|m| {
+        Admin::Master(Master::List) => listed(
+            client,
+            "/v1/masters",
+            &["MASTER", "VERSION", "SIZE", "STORED"],
+            |m: &api::MasterInfo| {
                 vec![
                     m.name.to_string(),
                     m.version.to_string(),
                     human(m.size),
                     human(m.stored_bytes),
                 ]
-            });
-            let headers = ["MASTER", "VERSION", "SIZE", "STORED"];
-            printed(&masters, table(&headers, rows))?
-        }
+            },
+        )?,
         Admin::Master(Master::Rm { name, version }) => {
             let done: api::Done = client.ask("DELETE", &format!("/v1/masters/{name}/{version}"))?;
             printed(&done, format!("{name} {version} removed"))?
@@ -413,9 +425,11 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             let n: api::CalendarImported = client.send("POST", "/v1/calendar", &body)?;
             printed(&n, format!("{} sessions imported", n.imported))?
         }
-        Admin::Session(Session::List) => {
-            let sessions: Vec<api::SessionInfo> = client.ask("GET", "/v1/sessions")?;
-            let rows = sessions.iter().map(|s| {
+        Admin::Session(Session::List) => listed(
+            client,
+            "/v1/sessions",
+            &["ID", "SITE", "ROOM", "MASTER", "VERSION", "START (UTC)"],
+            |s: &api::SessionInfo| {
                 vec![
                     s.id.to_string(),
                     s.site.to_string(),
@@ -424,10 +438,8 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     s.version.to_string(),
                     time(s.start),
                 ]
-            });
-            let headers = ["ID", "SITE", "ROOM", "MASTER", "VERSION", "START (UTC)"];
-            printed(&sessions, table(&headers, rows))?
-        }
+            },
+        )?,
         Admin::Session(Session::Add {
             site,
             room,
@@ -506,9 +518,19 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             );
             printed(&made, human)?
         }
-        Admin::Override(Override::List) => {
-            let overrides: Vec<api::OverrideInfo> = client.ask("GET", "/v1/overrides")?;
-            let rows = overrides.iter().map(|o| {
+        Admin::Override(Override::List) => listed(
+            client,
+            "/v1/overrides",
+            &[
+                "ID",
+                "SITE",
+                "MASTER",
+                "VERSION",
+                "BY",
+                "UNTIL (UTC)",
+                "REASON",
+            ],
+            |o: &api::OverrideInfo| {
                 vec![
                     o.id.to_string(),
                     o.site.to_string(),
@@ -518,22 +540,23 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     time(o.until),
                     o.reason.clone(),
                 ]
-            });
-            let headers = [
-                "ID",
+            },
+        )?,
+        Admin::Fleet => listed(
+            client,
+            "/v1/fleet",
+            &[
                 "SITE",
-                "MASTER",
-                "VERSION",
-                "BY",
-                "UNTIL (UTC)",
-                "REASON",
-            ];
-            printed(&overrides, table(&headers, rows))?
-        }
-        Admin::Fleet => {
-            let fleet: Vec<api::FleetRow> = client.ask("GET", "/v1/fleet")?;
-            printed(&fleet, fleet_table(&fleet))?
-        }
+                "NODE",
+                "ROLE",
+                "LAST SEEN (UTC)",
+                "SEAT",
+                "HOLDS",
+                "STATE",
+                "ATTENTION",
+            ],
+            fleet_row,
+        )?,
         Admin::Enroll {
             role,
             site,
@@ -619,31 +642,18 @@ fn seat_table(v: &api::Seats) -> String {
     out
 }
 
-/// `fleet`: every node, pending requests included.
-fn fleet_table(fleet: &[api::FleetRow]) -> String {
-    let rows = fleet.iter().map(|n| {
-        vec![
-            n.site.to_string(),
-            n.node.to_string(),
-            n.role.to_string(),
-            last_seen(n.last_seen),
-            n.seat.clone(),
-            n.holding.clone(),
-            n.state.clone(),
-            n.attention.clone(),
-        ]
-    });
-    let headers = [
-        "SITE",
-        "NODE",
-        "ROLE",
-        "LAST SEEN (UTC)",
-        "SEAT",
-        "HOLDS",
-        "STATE",
-        "ATTENTION",
-    ];
-    table(&headers, rows)
+/// A row of `fleet`: a node, or a request to enrol.
+fn fleet_row(n: &api::FleetRow) -> Vec<String> {
+    vec![
+        n.site.to_string(),
+        n.node.to_string(),
+        n.role.to_string(),
+        last_seen(n.last_seen),
+        n.seat.clone(),
+        n.holding.clone(),
+        n.state.clone(),
+        n.attention.clone(),
+    ]
 }
 
 /// A text table: the headers, then the rows, columns padded to their widest cell.
