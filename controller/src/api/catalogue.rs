@@ -58,8 +58,8 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                         id: s.id,
                         site: stored(&s.site)?,
                         room: stored(&s.room)?,
-                        master: stored(&s.master)?,
-                        version: stored(&s.version)?,
+                        master: s.master.clone(),
+                        version: s.version.clone(),
                         start: s.start,
                         end: s.end,
                     })

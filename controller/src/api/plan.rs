@@ -12,8 +12,8 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
     routed((|| match (call.method, call.path) {
         ("GET", ["v1", "plan"]) => {
             let db = db()?;
-            let masters = db.masters().map_err(db_error)?;
-            let masters = masters.into_iter().map(|m| (m.0, m.1)).collect();
+            let masters = db.manifest_revisions().map_err(db_error)?;
+            let masters = masters.into_iter().map(|(m, _)| m).collect();
             let classes = api
                 .classes
                 .get(masters, || db.classes())
@@ -48,8 +48,8 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                     Ok(OverrideInfo {
                         id: o.0,
                         site: stored(&o.1)?,
-                        master: stored(&o.2)?,
-                        version: stored(&o.3)?,
+                        master: o.2.clone(),
+                        version: o.3.clone(),
                         reason: o.4.clone(),
                         by: o.5.clone(),
                         created_at: o.6,
@@ -93,8 +93,8 @@ fn plan_rows(plan: &[(String, Vec<plan::Row>)]) -> Result<Vec<PlanRow>, Reply> {
                 site: stored(site)?,
                 session: r.session.id.clone(),
                 room: stored(&r.session.room)?,
-                master: stored(&r.session.master.0)?,
-                version: stored(&r.session.master.1)?,
+                master: r.session.master.name.clone(),
+                version: r.session.master.version.clone(),
                 start: r.session.start,
                 deadline: r.deadline,
                 new_bytes: r.new_bytes,
