@@ -1,43 +1,26 @@
 //! The fleet (nodes, pending requests included), node approval, revocation and removal, and
 //! enrolment tokens.
 
-use image_tools::api::{Approved, NewToken, NodeRole, Removed, Revoked, Token};
+use image_tools::api::{Approved, FleetRow, NewToken, NodeRole, Removed, Revoked, Token};
+use image_tools::report::Report;
 use image_tools::NodeId;
-use serde_json::json;
 
-use super::{db_error, error, ok, path_id, routed, stored, Answer, Call, NO_ROUTE};
+use super::{db_error, error, ok, path_id, routed, stored, Answer, Call, Reply, NO_ROUTE};
+use crate::db::PendingRow;
 
 /// The answer to `call` if it is one of this module's routes.
 pub(super) fn route(call: &Call) -> Option<Answer> {
     let (api, now) = (call.api, call.now);
     let db = || call.db();
-    routed((|| {
-        match (call.method, call.path) {
-        ("GET", ["v1", "fleet"]) => Ok(json!(db()?
-            .fleet(now, api.silent_after_secs)
-            .map_err(db_error)?
-            .iter()
-            .map(|n| json!({"site": n.site, "node": n.node, "role": n.role, "enrolled_at": n.enrolled_at,
-                            "last_seen": n.last_seen, "holding": n.holding,
-                            "seat": match (n.role.as_str(), &n.seat) {
-                                (_, Some(seat)) => seat.as_str(),
-                                ("agent", None) => "spare",
-                                _ => "",
-                            },
-                            "waiting": n.waiting,
-                            "state": n.status.state(), "software": n.software,
-                            "attention": crate::fleet::attention(n), "status": n.status}))
-            .chain(db()?.pending().map_err(db_error)?.iter().map(|p| json!({
-                "site": p.site, "node": p.node, "role": p.role, "enrolled_at": null,
-                "last_seen": p.requested_at, "holding": "", "seat": "", "waiting": null,
-                "state": if p.approved_at.is_some() { "approved" } else { "pending" },
-                "mac": p.mac, "via": p.via, "key": p.key,
-                "attention": match p.approved_at {
-                    Some(_) => format!("approved: gets its certificate at its next request (MAC {}, key {})", p.mac, p.key),
-                    None => format!("PENDING: asked to enrol via {} (MAC {}, key {}): `nightcast node approve {}`", p.via, p.mac, p.key, p.node),
-                },
-                "status": {}})))
-            .collect::<Vec<_>>())),
+    routed((|| match (call.method, call.path) {
+        ("GET", ["v1", "fleet"]) => {
+            let db = db()?;
+            let nodes = db.fleet(now, api.silent_after_secs).map_err(db_error)?;
+            let pending = db.pending().map_err(db_error)?;
+            let mut rows = nodes.iter().map(enrolled).collect::<Result<Vec<_>, _>>()?;
+            rows.extend(pending.iter().map(asking).collect::<Result<Vec<_>, _>>()?);
+            ok(rows)
+        }
         ("POST", ["v1", "nodes", node, "approve"]) => {
             let node: NodeId = path_id(node)?;
             let p = db()?.approve_node(node.as_str(), now).map_err(db_error)?;
@@ -91,6 +74,69 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
             })
         }
         _ => Err(NO_ROUTE),
-    }
     })())
+}
+
+/// An enrolled node as the fleet shows it.
+fn enrolled(n: &crate::db::FleetRow) -> Result<FleetRow, Reply> {
+    let role: NodeRole = stored(&n.role)?;
+    let seat = match (role, &n.seat) {
+        (_, Some(seat)) => seat.clone(),
+        (NodeRole::Agent, None) => "spare".to_owned(),
+        (NodeRole::Relay, None) => String::new(),
+    };
+    Ok(FleetRow {
+        site: stored(&n.site)?,
+        node: stored(&n.node)?,
+        role,
+        enrolled_at: Some(n.enrolled_at),
+        last_seen: n.last_seen,
+        holding: n.holding.clone(),
+        seat,
+        waiting: n.waiting.clone(),
+        state: n.status.state().to_owned(),
+        software: n.software.clone(),
+        attention: crate::fleet::attention(n),
+        status: n.status.clone(),
+        mac: None,
+        via: None,
+        key: None,
+    })
+}
+
+/// A node that asked to enrol, as the fleet shows it: pending, or approved and not back yet.
+fn asking(p: &PendingRow) -> Result<FleetRow, Reply> {
+    let (state, attention) = match p.approved_at {
+        Some(_) => (
+            "approved",
+            format!(
+                "approved: gets its certificate at its next request (MAC {}, key {})",
+                p.mac, p.key
+            ),
+        ),
+        None => (
+            "pending",
+            format!(
+                "PENDING: asked to enrol via {} (MAC {}, key {}): `nightcast node approve {}`",
+                p.via, p.mac, p.key, p.node
+            ),
+        ),
+    };
+    Ok(FleetRow {
+        site: stored(&p.site)?,
+        node: stored(&p.node)?,
+        role: stored(&p.role)?,
+        enrolled_at: None,
+        last_seen: Some(p.requested_at),
+        holding: String::new(),
+        seat: String::new(),
+        waiting: None,
+        state: state.to_owned(),
+        software: String::new(),
+        attention,
+        status: Report::Bare,
+        mac: Some(p.mac.clone()),
+        via: Some(p.via.clone()),
+        key: Some(p.key.clone()),
+    })
 }

@@ -1,11 +1,10 @@
 //! The fleet (relays and NUCs, pending enrolments included), node approval, revocation and
 //! removal, and enrolment tokens.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{NodeId, SiteId};
+use crate::report::Report;
 
 /// What an enrolled node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,10 +59,13 @@ pub struct FleetRow {
     pub waiting: Option<String>,
     /// The `state` of its last report, or `pending` / `approved` for a request.
     pub state: String,
+    /// Its software version, from its last report (empty for a request).
+    #[serde(default)]
+    pub software: String,
     /// What the DSI should look at, in words; empty when all is well.
     pub attention: String,
-    /// Its last report, as it sent it.
-    pub status: BTreeMap<String, String>,
+    /// Its last report, as it sent it (`bare` before its first, and for a request).
+    pub status: Report,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     /// Which relay passed the request on (or `direct`).

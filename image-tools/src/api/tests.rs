@@ -82,7 +82,7 @@ fn a_pending_node_carries_its_machine_and_an_enrolled_one_does_not() {
     let row: FleetRow = serde_json::from_value(json!({
         "site": "lyon", "node": "nuc-1", "role": "agent", "enrolled_at": null, "last_seen": 5,
         "holding": "", "seat": "", "waiting": null, "state": "pending", "attention": "PENDING",
-        "status": {}, "mac": "aa", "via": "relay-1", "key": "k",
+        "status": "bare", "mac": "aa", "via": "relay-1", "key": "k",
     }))
     .unwrap();
     assert_eq!(row.mac.as_deref(), Some("aa"));
