@@ -4,8 +4,9 @@
 //! - the VM is built from the seat's machine profile ([`Machines`]: the master's profile, the
 //!   seat's hostname and MAC, also on a spare that took the seat, the NUC's facts), unless the
 //!   config gives a raw command line;
-//! - a reset presses the ACPI power button and lets the loop go on while the guest powers off
-//!   (up to the grace time): what comes after the reset waits for it, nothing blocks;
+//! - a reset presses the ACPI power button of a guest that came up and lets the loop go on while
+//!   it powers off (up to the grace time): what comes after the reset waits for it, nothing
+//!   blocks; a guest that did not come up (hung, panicked) is stopped at once;
 //! - a master that did not come up is recorded as bad on this NUC (`verdicts`) before it is
 //!   rolled back; the master on trial is kept there too, so a power cut during its first boot
 //!   resumes the trial instead of forgetting it.
@@ -117,6 +118,9 @@ pub struct Station {
     stopping: Option<Stopping>,
     /// When the VM last started, for the time to its health signal.
     started: Option<tokio::time::Instant>,
+    /// The guest of the VM's current boot was seen healthy: it can take the ACPI power button
+    /// (one that did not come up is stopped at once).
+    healthy: bool,
     pub news: News,
 }
 
@@ -151,6 +155,7 @@ impl Station {
             machines,
             stopping: None,
             started: None,
+            healthy: false,
             news,
         };
         station.refresh_slots();
@@ -286,6 +291,7 @@ impl Station {
                 format!("booting (no {} yet)", missing.join(", no "))
             }
             Some(Health::Healthy) => {
+                self.healthy = true;
                 if self.news.boot_secs.is_none() {
                     self.news.boot_secs = self.started.map(|s| s.elapsed().as_secs_f64());
                 }
@@ -342,6 +348,9 @@ impl Station {
 
     /// The ACPI power button for a reset: how long to give the guest, if it was pressed.
     fn press_power_button(&mut self) -> Option<std::time::Duration> {
+        if !std::mem::take(&mut self.healthy) {
+            return None;
+        }
         match self.hv.power_button() {
             Ok(grace) => grace,
             Err(e) => {
@@ -459,6 +468,7 @@ impl Station {
         match self.hv.start(&image) {
             Ok(()) => {
                 self.started = Some(tokio::time::Instant::now());
+                self.healthy = false;
                 self.news.boot_secs = None;
                 let accel = self.hv.accel();
                 if accel != self.news.accel {

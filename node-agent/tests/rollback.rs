@@ -185,10 +185,30 @@ fn serial(data: &Path) -> String {
         .into_owned()
 }
 
+/// The versions in `current` and `previous`, read from the slots (the agent stopped).
 fn current(data: &Path) -> (Option<String>, Option<String>) {
     let (slots, _) = Slots::open(data, unix_now() as u64).unwrap();
     let v = |s| slots.table().get(s).map(|h| h.version.to_string());
     (v(SlotName::Current), v(SlotName::Previous))
+}
+
+/// The same, as the running station holds them.
+fn held(st: &mut Station) -> (Option<String>, Option<String>) {
+    st.refresh_slots();
+    let v = |m: &Option<MasterRef>| m.as_ref().map(|m| m.version.clone());
+    (v(&st.held().current), v(&st.held().previous))
+}
+
+/// The agent's memory use now (VmRSS of this process: the station, the test harness, and what
+/// the imports left in the allocator), in MiB.
+fn rss_mib() -> f64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
 }
 
 #[test]
@@ -235,7 +255,7 @@ fn a_version_2_that_panics_is_rolled_back_before_the_session_also_after_a_power_
         Duration::from_secs(60),
         |st| st.busy().is_some(),
     );
-    assert_eq!(current(&data), (Some("2".into()), Some("1".into())));
+    assert_eq!(held(&mut st), (Some("2".into()), Some("1".into())));
     let on_disk = Verdicts::load(&data).unwrap();
     assert_eq!(
         on_disk.trial.as_ref().map(|t| (&t.master, t.boots)),
@@ -260,7 +280,7 @@ fn a_version_2_that_panics_is_rolled_back_before_the_session_also_after_a_power_
     assert!(why.contains("panicked"), "{why}");
     assert!(!bad.bad(&m("2")).unwrap().manifest.is_empty());
     assert_eq!(bad.trial, None);
-    assert_eq!(current(&data), (Some("1".into()), Some("2".into())));
+    assert_eq!(held(&mut st), (Some("1".into()), Some("2".into())));
     assert!(serial(&data).contains("Kernel panic"), "{}", serial(&data));
     eprintln!(
         "version 2: resumed trial boot to kernel panic, rollback and reset {:.1} s",
@@ -299,9 +319,11 @@ fn a_version_2_that_panics_is_rolled_back_before_the_session_also_after_a_power_
     let info = String::from_utf8_lossy(&overlay_info.stdout);
     assert!(info.contains("debian@1"), "the session runs on: {info}");
     eprintln!(
-        "version 1: session start to the guest's health signal {:.1} s (station: {:.1} s)",
+        "version 1: session start to the guest's health signal {:.1} s (station: {:.1} s); \
+         this process's RSS with the guest running {:.1} MiB",
         booted.as_secs_f64(),
-        st.news.boot_secs.unwrap()
+        st.news.boot_secs.unwrap(),
+        rss_mib()
     );
 
     // The session ends: the power button, and the loop goes on while the guest powers off.
