@@ -369,7 +369,6 @@ mod tests {
     }
 
     /// The world the workstation acts on, simulated: what the NUC holds, the VM, its guest.
-    #[derive(Default)]
     struct Sim {
         held: Held,
         vm: VmStatus,
@@ -383,9 +382,16 @@ mod tests {
         boot: Option<Health>,
     }
 
-    impl Default for VmStatus {
-        fn default() -> VmStatus {
-            VmStatus::NotStarted
+    impl Default for Sim {
+        fn default() -> Sim {
+            Sim {
+                held: Held::default(),
+                vm: VmStatus::NotStarted,
+                started: None,
+                panics: Vec::new(),
+                kvm_fails: 0,
+                boot: None,
+            }
         }
     }
 
