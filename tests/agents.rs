@@ -299,10 +299,7 @@ fn compromised_relay(f: &Fleet, rt: &tokio::runtime::Runtime) -> std::net::Socke
         String::from_utf8_lossy(&out.stderr)
     );
     let catalog = Arc::new(MemoryCatalog::default());
-    let demo2 = MasterRef {
-        name: "demo".into(),
-        version: "2".into(),
-    };
+    let demo2 = MasterRef::new("demo", "2").unwrap();
     catalog.add_manifest(demo2.clone(), std::fs::read(&manifest).unwrap());
     let now = f.clock.now();
     catalog.set_plan(

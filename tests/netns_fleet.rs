@@ -1113,8 +1113,5 @@ fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
 
 fn mref(label: &str) -> MasterRef {
     let (name, version) = label.split_once(' ').unwrap();
-    MasterRef {
-        name: name.into(),
-        version: version.into(),
-    }
+    MasterRef::new(name, version).unwrap()
 }

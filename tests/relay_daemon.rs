@@ -36,7 +36,11 @@ fn the_wan_carries_only_control_traffic_outside_the_night_windows() {
     let nuc = f.agent("nuc-1");
     nuc.report(
         relay.lan,
-        &[("mac", "52:54:00:12:34:56"), ("needs", "demo 1")],
+        AgentReport {
+            mac: Some("52:54:00:12:34:56".into()),
+            needs: vec![fleet::demo()],
+            ..AgentReport::default()
+        },
     );
 
     assert!(

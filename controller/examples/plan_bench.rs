@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use image_tools::testimage::Rng;
 use image_tools::windows::Schedule;
+use image_tools::wire::MasterRef;
 use nightcast_controller::plan::{plan_site, Classes, Session, Settings, Site, Verdict};
 
 const GB: u64 = 1_000_000_000;
@@ -47,7 +48,7 @@ fn main() {
         list.sort_unstable();
         list.dedup();
         list.push(add(rng.range(2, 10) * GB / 10, &mut classes));
-        let key = (format!("master-{m:03}"), "1".to_owned());
+        let key = MasterRef::new(&format!("master-{m:03}"), "1").expect("a valid name");
         classes.masters.insert(key.clone(), list);
         masters.push(key);
     }

@@ -14,26 +14,25 @@ use image_tools::exchange::{Catalog, MemoryCatalog};
 use image_tools::wire::{MasterRef, SitePlan};
 
 use crate::db::Db;
-use crate::plan::MasterKey;
 use crate::{signing, DataDir};
 
 /// What a reload must do to the manifests in memory.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Changes {
     /// New master versions, or manifests signed again: read them.
-    pub read: Vec<MasterKey>,
+    pub read: Vec<MasterRef>,
     /// Master versions removed from the catalogue: forget them.
-    pub drop: Vec<MasterKey>,
+    pub drop: Vec<MasterRef>,
 }
 
 /// The changes from the revisions `loaded` (in memory) to `current` (in the database).
-pub fn changes(loaded: &HashMap<MasterKey, i64>, current: &HashMap<MasterKey, i64>) -> Changes {
-    let mut read: Vec<MasterKey> = current
+pub fn changes(loaded: &HashMap<MasterRef, i64>, current: &HashMap<MasterRef, i64>) -> Changes {
+    let mut read: Vec<MasterRef> = current
         .iter()
         .filter(|(k, rev)| loaded.get(*k) != Some(*rev))
         .map(|(k, _)| k.clone())
         .collect();
-    let mut drop: Vec<MasterKey> = loaded
+    let mut drop: Vec<MasterRef> = loaded
         .keys()
         .filter(|k| !current.contains_key(*k))
         .cloned()
@@ -61,7 +60,7 @@ pub struct Reloader {
     /// Time before a session start by which a relay must hold its master.
     margin_secs: i64,
     /// The revision of every manifest in memory.
-    loaded: HashMap<MasterKey, i64>,
+    loaded: HashMap<MasterRef, i64>,
     /// The sites with a plan in memory.
     sites: BTreeSet<String>,
 }
@@ -81,13 +80,13 @@ impl Reloader {
     /// it holds, and swapped whole.
     pub fn reload(&mut self, catalog: &MemoryCatalog, now: i64) -> Result<Reloaded> {
         let db = Db::open(&self.data.database())?;
-        let current: HashMap<MasterKey, i64> = db.manifest_revisions()?.into_iter().collect();
+        let current: HashMap<MasterRef, i64> = db.manifest_revisions()?.into_iter().collect();
         let changes = changes(&self.loaded, &current);
         let mut fresh = Vec::new();
-        for (name, version) in &changes.read {
+        for key in &changes.read {
             // Gone since `manifest_revisions`: the next reload drops it.
-            if let Some((bytes, revision)) = db.manifest(name, version)? {
-                fresh.push(((name.clone(), version.clone()), revision, bytes));
+            if let Some((bytes, revision)) = db.manifest(key.name.as_str(), key.version.as_str())? {
+                fresh.push((key.clone(), revision, bytes));
             }
         }
         let plans = site_plans(&self.data, &db, now, self.margin_secs)?;
@@ -98,7 +97,7 @@ impl Reloader {
         }
         if changes.drop.is_empty() && self.sites.is_subset(&sites) {
             for (key, revision, bytes) in fresh {
-                catalog.add_manifest(master_ref(&key), bytes);
+                catalog.add_manifest(key.clone(), bytes);
                 self.loaded.insert(key, revision);
             }
             for (site, plan) in plans {
@@ -106,10 +105,10 @@ impl Reloader {
             }
         } else {
             let rebuilt = MemoryCatalog::default();
-            let kept: Vec<MasterKey> = self.loaded.keys().cloned().collect();
+            let kept: Vec<MasterRef> = self.loaded.keys().cloned().collect();
             for key in kept {
-                match catalog.manifest(&master_ref(&key)) {
-                    Some(bytes) => rebuilt.add_manifest(master_ref(&key), bytes),
+                match catalog.manifest(&key.clone()) {
+                    Some(bytes) => rebuilt.add_manifest(key.clone(), bytes),
                     // Not in memory after all: read it at the next reload.
                     None => {
                         self.loaded.remove(&key);
@@ -117,7 +116,7 @@ impl Reloader {
                 }
             }
             for (key, revision, bytes) in fresh {
-                rebuilt.add_manifest(master_ref(&key), bytes);
+                rebuilt.add_manifest(key.clone(), bytes);
                 self.loaded.insert(key, revision);
             }
             for (site, plan) in plans {
@@ -131,13 +130,6 @@ impl Reloader {
             dropped: changes.drop.len(),
             sites: self.sites.len(),
         })
-    }
-}
-
-fn master_ref((name, version): &MasterKey) -> MasterRef {
-    MasterRef {
-        name: name.clone(),
-        version: version.clone(),
     }
 }
 
@@ -185,8 +177,8 @@ fn site_plans(
 mod tests {
     use super::*;
 
-    fn key(name: &str) -> MasterKey {
-        (name.to_owned(), "1".to_owned())
+    fn key(name: &str) -> MasterRef {
+        MasterRef::new(name, "1").unwrap()
     }
 
     #[test]
@@ -225,7 +217,7 @@ mod tests {
         let mut reloader = Reloader::new(data.clone(), 3600);
         let now = 1_800_000_000;
         let reload = |r: &mut Reloader| r.reload(&catalog, now).unwrap();
-        let got = |name: &str| catalog.manifest(&master_ref(&key(name)));
+        let got = |name: &str| catalog.manifest(&key(name));
 
         let first = reload(&mut reloader);
         assert_eq!((first.read, first.dropped, first.sites), (2, 0, 1));

@@ -36,7 +36,7 @@ use image_tools::exchange::{self, Enroller, MemoryCatalog, Service};
 use image_tools::trust::{
     Admit, Ca, Credentials, Identity, Revoked, Token, Validity, DEFAULT_LIFETIME_SECS,
 };
-use image_tools::wire::{Hello, MasterRef, Role, PROTOCOL_VERSION};
+use image_tools::wire::{Hello, MasterRef, Role};
 use image_tools::{LocalStore, Manifest, NodeId, PublicKey, SigningKey, SiteId, VerifiedManifest};
 use tokio_util::sync::CancellationToken;
 
@@ -182,15 +182,9 @@ impl image_tools::exchange::EnrolPolicy for Policy {
         }
     }
 
-    fn issued(
-        &self,
-        identity: &Identity,
-        serial: &[u8],
-        validity: Validity,
-        now: i64,
-    ) -> std::result::Result<(), String> {
+    fn issued(&self, c: &image_tools::exchange::Issued<'_>) -> std::result::Result<(), String> {
         db::Db::open(&self.data.database())
-            .and_then(|db| db.record_certificate(identity, serial, validity, now))
+            .and_then(|db| db.record_certificate(c.identity, c.serial, c.validity, c.now))
             .map_err(|e| e.to_string())
     }
 }
@@ -212,7 +206,7 @@ pub fn add_master(data: &DataDir, manifest_path: &Path, now_unix: i64) -> Result
     let m = check_master(data, bytes)
         .with_context(|| format!("refusing {}", manifest_path.display()))?;
     db::Db::open(&data.database())?.add_master(&m, m.bytes(), now_unix)?;
-    Ok(master_ref(&m))
+    Ok(Manifest::master(&m))
 }
 
 /// What must hold before the catalogue names a master (for `add_master` and the admin API's
@@ -314,7 +308,7 @@ pub fn plan_json(plan: &[(String, Vec<plan::Row>)]) -> serde_json::Value {
                 };
                 serde_json::json!({
                     "site": site, "session": r.session.id, "room": r.session.room,
-                    "master": r.session.master.0, "version": r.session.master.1,
+                    "master": r.session.master.name, "version": r.session.master.version,
                     "start": r.session.start, "deadline": r.deadline,
                     "new_bytes": r.new_bytes, "cumulative_bytes": r.cumulative,
                     "verdict": verdict, "detail": detail,
@@ -323,13 +317,6 @@ pub fn plan_json(plan: &[(String, Vec<plan::Row>)]) -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Array(rows)
-}
-
-fn master_ref(m: &Manifest) -> MasterRef {
-    MasterRef {
-        name: m.name.to_string(),
-        version: m.version.to_string(),
-    }
 }
 
 /// Serves relays (and enrolments) on `listen` until `shutdown`. `on_listening` gets the bound address.
@@ -405,13 +392,7 @@ pub async fn serve(
     let store = Arc::new(LocalStore::open(&data.store())?);
     let me = controller_identity()?;
     let service = Arc::new(Service {
-        hello: Hello {
-            protocol_version: PROTOCOL_VERSION,
-            software_version: env!("CARGO_PKG_VERSION").to_owned(),
-            role: me.role,
-            node_id: me.node.to_string(),
-            capabilities: vec![],
-        },
+        hello: Hello::new(me.role, &me.node),
         store,
         catalog,
         enroller: Some({
@@ -430,7 +411,7 @@ pub async fn serve(
             let (data, changed) = (data.clone(), changed.clone());
             Box::new(move |peer, status| {
                 let now = now_unix() as i64;
-                if peer.role == Role::Relay && status.node_id != peer.node.as_str() {
+                if peer.role == Role::Relay && status.node_id != peer.node {
                     // A report the relay forwards for one of its site's agents.
                     if record_agent_report(&data, peer, &status, now) {
                         match take_over(&data, now, silent_after, Some(peer.site.as_str())) {
@@ -449,8 +430,8 @@ pub async fn serve(
                         peer.site.as_str(),
                         peer.node.as_str(),
                         &peer.role.to_string(),
-                        &holdings(&status),
-                        &status.fields,
+                        &status.holding,
+                        &reported(&status),
                         now,
                     )
                 });
@@ -496,12 +477,11 @@ pub async fn serve(
     Ok(())
 }
 
-fn holdings(status: &image_tools::wire::Status) -> Vec<(String, String)> {
-    status
-        .holding
-        .iter()
-        .map(|m| (m.name.clone(), m.version.clone()))
-        .collect()
+fn reported(status: &image_tools::wire::Status) -> db::Reported {
+    db::Reported {
+        software: status.software.clone(),
+        report: status.report.clone(),
+    }
 }
 
 /// Records an agent's report forwarded by relay `peer`, as a node of the relay's own site (a relay
@@ -512,17 +492,14 @@ fn record_agent_report(
     status: &image_tools::wire::Status,
     now: i64,
 ) -> bool {
-    let Ok(node) = NodeId::new(&status.node_id) else {
-        tracing::warn!(%peer, node = %status.node_id.escape_debug(), "forwarded report with an invalid node id: ignored");
-        return false;
-    };
+    let node = &status.node_id;
     tracing::debug!(%peer, %node, "agent report");
     let recorded = db::Db::open(&data.database()).and_then(|mut db| {
         db.record_agent_report(
             peer.site.as_str(),
             node.as_str(),
-            &holdings(status),
-            &status.fields,
+            &status.holding,
+            &reported(status),
             now,
         )
     });

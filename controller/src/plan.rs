@@ -21,8 +21,7 @@ use image_tools::{Bandwidth, ChunkId};
 
 use image_tools::windows::Schedule;
 
-/// A master version, as the planner names it.
-pub type MasterKey = (String, String);
+pub use image_tools::wire::MasterRef;
 
 /// Chunk classes and, per master version, the classes it uses.
 #[derive(Debug, Default, Clone)]
@@ -30,7 +29,7 @@ pub struct Classes {
     /// Stored bytes of each class.
     pub bytes: Vec<u64>,
     /// The classes of each master version.
-    pub masters: HashMap<MasterKey, Vec<u32>>,
+    pub masters: HashMap<MasterRef, Vec<u32>>,
 }
 
 impl Classes {
@@ -60,14 +59,19 @@ impl Classes {
             out.bytes[class as usize] += bytes;
         }
         for (m, list) in manifests.iter().zip(lists) {
-            out.masters
-                .insert((m.name.to_string(), m.version.to_string()), list);
+            out.masters.insert(
+                MasterRef {
+                    name: m.name.clone(),
+                    version: m.version.clone(),
+                },
+                list,
+            );
         }
         out
     }
 
     /// Stored bytes of a master version (what a site with nothing would fetch).
-    pub fn master_bytes(&self, master: &MasterKey) -> Option<u64> {
+    pub fn master_bytes(&self, master: &MasterRef) -> Option<u64> {
         self.masters
             .get(master)
             .map(|l| l.iter().map(|&c| self.bytes[c as usize]).sum())
@@ -75,7 +79,7 @@ impl Classes {
 }
 
 /// The master versions the classes were built from, and the classes.
-type CachedClasses = (Vec<MasterKey>, std::sync::Arc<Classes>);
+type CachedClasses = (Vec<MasterRef>, std::sync::Arc<Classes>);
 
 /// The classes of the current set of master versions, rebuilt only when that set changes.
 #[derive(Debug, Default)]
@@ -89,7 +93,7 @@ impl ClassCache {
     /// manifests; the planner reads no database).
     pub fn get<E>(
         &self,
-        masters: Vec<MasterKey>,
+        masters: Vec<MasterRef>,
         build: impl FnOnce() -> Result<Classes, E>,
     ) -> Result<std::sync::Arc<Classes>, E> {
         if let Ok(cached) = self.cached.lock() {
@@ -116,7 +120,7 @@ pub struct Site {
     /// [`Site::rate`]).
     pub cap_bps: u64,
     /// Master versions the relay reported complete.
-    pub holds: Vec<MasterKey>,
+    pub holds: Vec<MasterRef>,
 }
 
 impl Site {
@@ -130,7 +134,7 @@ impl Site {
 pub struct Session {
     pub id: String,
     pub room: String,
-    pub master: MasterKey,
+    pub master: MasterRef,
     pub start: i64,
 }
 
@@ -322,8 +326,8 @@ mod tests {
     use super::*;
     use jiff::civil::date;
 
-    fn key(name: &str) -> MasterKey {
-        (name.to_owned(), "1".to_owned())
+    fn key(name: &str) -> MasterRef {
+        MasterRef::new(name, "1").unwrap()
     }
 
     /// Two masters sharing `shared` bytes, each with `own` more.
@@ -337,7 +341,7 @@ mod tests {
         c
     }
 
-    fn site(cap_mbit: u64, holds: Vec<MasterKey>) -> Site {
+    fn site(cap_mbit: u64, holds: Vec<MasterRef>) -> Site {
         Site {
             name: "lyon".into(),
             schedule: Schedule::new("Europe/Paris", vec!["22:00-06:00".parse().unwrap()]).unwrap(),

@@ -87,7 +87,11 @@ pub fn rotate(data: &DataDir) -> Result<(PublicKey, PublicKey)> {
         let verified = VerifiedManifest::open_with(bytes, &accepted)
             .with_context(|| format!("{} {} does not verify", master.name, master.version))?;
         let resigned = verified.manifest().clone().sign(&new);
-        db.replace_manifest(&master.name, &master.version, resigned.bytes())?;
+        db.replace_manifest(
+            master.name.as_str(),
+            master.version.as_str(),
+            resigned.bytes(),
+        )?;
     }
     Ok((old.public(), new.public()))
 }

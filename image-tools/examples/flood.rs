@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, fetch_missing, Connection, FetchOptions, MemoryCatalog};
-use image_tools::exchange::{EnrolAsk, EnrolDecision, EnrolPolicy};
+use image_tools::exchange::{EnrolAsk, EnrolDecision, EnrolPolicy, Issued};
 use image_tools::import::{import_reader, ImportOptions};
 use image_tools::trust::{
     enrol_client_config, Admit, Ca, Credentials, Expect, Identity, Revoked, Token, Validity,
@@ -53,10 +53,7 @@ const SITE: &str = "lyon";
 const KILL_AT: u64 = 3 << 30;
 
 fn master() -> MasterRef {
-    MasterRef {
-        name: "flood".into(),
-        version: "1".into(),
-    }
+    MasterRef::new("flood", "1").expect("a valid name")
 }
 
 fn id(role: Role, site: &str, node: &str) -> Result<Identity> {
@@ -168,7 +165,7 @@ impl EnrolPolicy for Strangers {
     fn decide(&self, _: &EnrolAsk, _: i64) -> EnrolDecision {
         EnrolDecision::Pending("a stranger waits for the DSI".into())
     }
-    fn issued(&self, _: &Identity, _: &[u8], _: Validity, _: i64) -> Result<(), String> {
+    fn issued(&self, _: &Issued<'_>) -> Result<(), String> {
         Ok(())
     }
 }

@@ -47,10 +47,7 @@ const NAME: &str = "bench";
 const VERSION: &str = "1";
 
 fn master() -> MasterRef {
-    MasterRef {
-        name: NAME.into(),
-        version: VERSION.into(),
-    }
+    MasterRef::new(NAME, VERSION).expect("a valid name")
 }
 
 fn hello_for(id: &Identity) -> Hello {

@@ -49,6 +49,7 @@ pub mod keys;
 pub mod manifest;
 pub mod mutation;
 pub mod probe;
+pub mod report;
 pub mod signals;
 pub mod store;
 pub mod testimage;

@@ -110,6 +110,14 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// The master version this manifest describes, as the wire names it.
+    pub fn master(&self) -> crate::wire::MasterRef {
+        crate::wire::MasterRef {
+            name: self.name.clone(),
+            version: self.version.clone(),
+        }
+    }
+
     /// Checks the invariants `decode` enforces; `import` produces only manifests that pass.
     pub fn check(&self) -> Result<(), String> {
         self.params.validate()?;

@@ -271,6 +271,21 @@ impl Credentials {
         Identity::from_certificate(&self.certificate)
     }
 
+    /// Its identity, which must be a `role`'s: a relay started on a NUC's data directory (or the
+    /// other way round) stops here with a sentence that says so.
+    pub fn identity_as(&self, role: Role) -> Result<Identity, String> {
+        let me = self
+            .identity()
+            .ok_or_else(|| "the certificate names no identity".to_owned())?;
+        if me.role != role {
+            return Err(format!(
+                "the certificate is a {}'s, not a {role}'s",
+                me.role
+            ));
+        }
+        Ok(me)
+    }
+
     fn chain(&self) -> Vec<CertificateDer<'static>> {
         [&self.certificate, &self.ca]
             .into_iter()

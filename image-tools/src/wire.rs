@@ -13,12 +13,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, IdError, MasterName, MasterVersion};
 
 /// Bumped on any incompatible change; both sides send theirs in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The TLS ALPN of this protocol version.
-pub const ALPN: &[u8] = b"nightcast/2";
+pub const ALPN: &[u8] = b"nightcast/3";
 /// Control frames (requests, replies, reports) are at most this long.
 pub const MAX_CONTROL: u32 = 1 << 20;
 /// A chunk frame: id, stored-form header and a payload of at most the largest chunk.
@@ -57,19 +57,45 @@ pub struct Hello {
     pub capabilities: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct MasterRef {
-    pub name: String,
-    pub version: String,
+impl Hello {
+    /// This program's `Hello` as `role` `node`: this protocol version, this software version, no
+    /// optional features.
+    pub fn new(role: Role, node: &crate::ids::NodeId) -> Hello {
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            role,
+            node_id: node.to_string(),
+            capabilities: Vec::new(),
+        }
+    }
 }
 
-/// A free-form typed status record (what I hold, progress, errors); later issues extend it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    pub node_id: String,
-    pub holding: Vec<MasterRef>,
-    pub fields: Vec<(String, String)>,
+/// A master version, as named on the wire, in plans and in reports. Both parts are checked
+/// names (safe in file names), so a frame naming `..` is refused when it is read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MasterRef {
+    pub name: MasterName,
+    pub version: MasterVersion,
 }
+
+impl MasterRef {
+    pub fn new(name: &str, version: &str) -> Result<Self, IdError> {
+        Ok(MasterRef {
+            name: MasterName::new(name)?,
+            version: MasterVersion::new(version)?,
+        })
+    }
+}
+
+/// "name version", as the DSI reads it in logs and status pages.
+impl std::fmt::Display for MasterRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.name, self.version)
+    }
+}
+
+pub use crate::report::Status;
 
 /// Why a request was not served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +137,7 @@ pub enum Control {
     /// The server does not hold this chunk (ask elsewhere).
     Lacking(ChunkId),
     End,
-    Report(Status),
+    Report(Box<Status>),
     Ack,
     /// First contact of a node with no certificate: a one-time token (or empty), its public key
     /// (the raw P-256 point; the node keeps the private key) and its MAC (shown to the DSI while

@@ -13,7 +13,7 @@ use image_tools::exchange::{
     self, fetch_missing, Connection, ExchangeError, FetchOptions, FrameReader, MemoryCatalog,
     RemoteStore, Service,
 };
-use image_tools::exchange::{EnrolAsk, EnrolDecision, EnrolPolicy, EnrollRequest, Via};
+use image_tools::exchange::{EnrolAsk, EnrolDecision, EnrolPolicy, EnrollRequest, Issued, Via};
 use image_tools::import::{import_reader, ImportOptions};
 use image_tools::store::layers::Caching;
 use image_tools::trust::{
@@ -80,7 +80,7 @@ impl EnrolPolicy for TestPolicy {
         }
     }
 
-    fn issued(&self, _: &Identity, _: &[u8], _: Validity, _: i64) -> Result<(), String> {
+    fn issued(&self, _: &Issued<'_>) -> Result<(), String> {
         Ok(())
     }
 }
@@ -115,10 +115,7 @@ fn hello_for(id: &Identity) -> Hello {
 }
 
 fn v(version: &str) -> MasterRef {
-    MasterRef {
-        name: "demo".into(),
-        version: version.into(),
-    }
+    MasterRef::new("demo", version).unwrap()
 }
 
 struct SharedPolicy(Arc<TestPolicy>);
@@ -127,8 +124,8 @@ impl EnrolPolicy for SharedPolicy {
     fn decide(&self, ask: &EnrolAsk, now: i64) -> EnrolDecision {
         self.0.decide(ask, now)
     }
-    fn issued(&self, id: &Identity, serial: &[u8], v: Validity, now: i64) -> Result<(), String> {
-        self.0.issued(id, serial, v, now)
+    fn issued(&self, certificate: &Issued<'_>) -> Result<(), String> {
+        self.0.issued(certificate)
     }
 }
 

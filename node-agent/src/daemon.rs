@@ -30,13 +30,15 @@ use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection};
 use image_tools::trust::keyring::KeyRing;
 use image_tools::trust::{self, Credentials, Expect, Identity};
-use image_tools::wire::{Hello, MasterRef, Role, SessionEntry, SitePlan, Status, PROTOCOL_VERSION};
+use image_tools::wire::{Hello, MasterRef, Role, SessionEntry, SitePlan, Status};
 use image_tools::{LocalStore, NodeId};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::enrol::{enrol_until_done, find_relay};
+use image_tools::report::{AgentReport, Failed, Report};
+
 use crate::hypervisor::{host_facts, Fake, Hypervisor, Qemu, QemuConfig};
 use crate::prepare::{Job, JobNews};
 use crate::slots::Slots;
@@ -322,14 +324,7 @@ impl Agent {
             .creds
             .client_config(Expect::RelayOf(self.me.site.clone()), self.clock)?;
         let conn = Connection::connect(&endpoint, relay, tls).await?;
-        conn.hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            software_version: env!("CARGO_PKG_VERSION").to_owned(),
-            role: Role::Agent,
-            node_id: self.me.node.to_string(),
-            capabilities: vec![],
-        })
-        .await?;
+        conn.hello(Hello::new(Role::Agent, &self.me.node)).await?;
         tracing::info!(%relay, peer = conn.peer(), "connected to the relay");
         self.relay = Some(relay);
         self.status.relay = Some(relay.to_string());
@@ -458,45 +453,38 @@ impl Agent {
     }
 
     fn report(&self) -> Status {
-        let needs: Vec<String> = {
-            let mut v: Vec<String> = self
-                .my_sessions()
-                .iter()
-                .map(|s| label(&s.master))
-                .collect();
-            v.sort();
-            v.dedup();
-            v
-        };
+        let mut needs: Vec<MasterRef> = self.my_sessions().into_iter().map(|s| s.master).collect();
+        needs.sort();
+        needs.dedup();
         let s = &self.status;
-        let mut fields: Vec<(String, String)> = vec![
-            ("software".into(), env!("CARGO_PKG_VERSION").into()),
-            ("state".into(), s.state.clone()),
-            ("seat".into(), s.seat.clone()),
-            ("needs".into(), needs.join(",")),
-            ("vm".into(), s.vm.clone()),
-            (
-                "next".into(),
-                format!("{} {}", s.next.clone().unwrap_or_default(), s.next_state),
-            ),
-            ("resets".into(), s.resets.to_string()),
-            (
-                "last_reset".into(),
-                s.last_reset.map(|t| t.to_string()).unwrap_or_default(),
-            ),
-            ("free_disk_bytes".into(), s.free_disk_bytes.to_string()),
-        ];
-        if let Some(mac) = &self.mac {
-            fields.push(("mac".into(), mac.clone()));
-        }
-        if let Some(e) = &s.last_error {
-            fields.push(("last_error".into(), e.clone()));
-        }
-        let holding = self.station.held().complete();
         Status {
-            node_id: self.me.node.to_string(),
-            holding,
-            fields,
+            node_id: self.me.node.clone(),
+            software: env!("CARGO_PKG_VERSION").into(),
+            holding: self.station.held().complete(),
+            report: Report::Agent(AgentReport {
+                state: s.state.clone(),
+                seat: s.seat.clone(),
+                needs,
+                vm: s.vm.clone(),
+                next: self.station.held().next.clone(),
+                next_state: s.next_state.clone(),
+                resets: s.resets,
+                last_reset: s.last_reset,
+                free_disk_bytes: s.free_disk_bytes,
+                mac: self.mac.clone(),
+                failed: self
+                    .station
+                    .verdicts()
+                    .bad
+                    .iter()
+                    .map(|b| Failed {
+                        master: b.master.clone(),
+                        why: b.why.clone(),
+                        at: b.when,
+                    })
+                    .collect(),
+                last_error: s.last_error.clone(),
+            }),
         }
     }
 

@@ -158,8 +158,8 @@ fn rollback(data: &std::path::Path) -> anyhow::Result<()> {
         verdicts.trial = None;
         verdicts.mark_bad(BadMaster {
             master: image_tools::wire::MasterRef {
-                name: h.name.to_string(),
-                version: h.version.to_string(),
+                name: h.name.clone(),
+                version: h.version.clone(),
             },
             manifest,
             why: "rolled back by hand (nightcast-agent rollback)".into(),

@@ -91,12 +91,7 @@ impl Job {
             got => got?,
         };
         let manifest = match VerifiedManifest::open_with(bytes, &self.keys) {
-            Ok(m)
-                if m.name.as_str() == self.target.name
-                    && m.version.as_str() == self.target.version =>
-            {
-                m
-            }
+            Ok(m) if m.master() == self.target => m,
             Ok(m) => {
                 self.say(|n| n.refused += 1);
                 anyhow::bail!(

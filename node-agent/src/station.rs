@@ -53,7 +53,7 @@ impl Machines {
             None => Seat::derive(&self.site, "spare", &self.node)?,
         };
         let profile = master
-            .and_then(|m| self.by_master.get(&m.name))
+            .and_then(|m| self.by_master.get(m.name.as_str()))
             .unwrap_or(&self.default)
             .clone();
         Ok(Machine {
@@ -216,8 +216,8 @@ impl Station {
         };
         let master = |slot: SlotName| {
             slots.table().get(slot).map(|h| MasterRef {
-                name: h.name.to_string(),
-                version: h.version.to_string(),
+                name: h.name.clone(),
+                version: h.version.clone(),
             })
         };
         self.held = Held {

@@ -108,10 +108,7 @@ mod tests {
     use super::*;
 
     fn m(v: &str) -> MasterRef {
-        MasterRef {
-            name: "demo".into(),
-            version: v.into(),
-        }
+        MasterRef::new("demo", v).unwrap()
     }
 
     fn bad(v: &str, manifest: &[u8]) -> BadMaster {

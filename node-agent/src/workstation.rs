@@ -354,10 +354,7 @@ mod tests {
     const DAY0: i64 = 1_894_060_800;
 
     fn m(v: &str) -> MasterRef {
-        MasterRef {
-            name: "demo".into(),
-            version: v.into(),
-        }
+        MasterRef::new("demo", v).unwrap()
     }
 
     fn session(v: &str, from_h: i64, to_h: i64) -> SessionEntry {

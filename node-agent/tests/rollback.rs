@@ -50,10 +50,7 @@ fn unix_now() -> i64 {
 }
 
 fn m(v: &str) -> MasterRef {
-    MasterRef {
-        name: "debian".into(),
-        version: v.into(),
-    }
+    MasterRef::new("debian", v).unwrap()
 }
 
 /// A copy of `image` whose kernel panics at boot: `init=/bin/false` on the kernel command line
@@ -195,7 +192,7 @@ fn current(data: &Path) -> (Option<String>, Option<String>) {
 /// The same, as the running station holds them.
 fn held(st: &mut Station) -> (Option<String>, Option<String>) {
     st.refresh_slots();
-    let v = |m: &Option<MasterRef>| m.as_ref().map(|m| m.version.clone());
+    let v = |m: &Option<MasterRef>| m.as_ref().map(|m| m.version.to_string());
     (v(&st.held().current), v(&st.held().previous))
 }
 

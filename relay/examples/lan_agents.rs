@@ -68,9 +68,9 @@ enum Command {
         #[arg(long)]
         n: usize,
         #[arg(long)]
-        master: String,
+        master: image_tools::MasterName,
         #[arg(long)]
-        version: String,
+        version: image_tools::MasterVersion,
         /// Where each agent's fresh store goes (STORES/NODE/store; must not exist yet).
         #[arg(long)]
         stores: PathBuf,

@@ -145,10 +145,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, o)| PlanEntry {
-                    master: MasterRef {
-                        name: format!("m{i}"),
-                        version: "1".into(),
-                    },
+                    master: MasterRef::new(&format!("m{i}"), "1").unwrap(),
                     deadline: 0,
                     pin_until: 0,
                     override_until: *o,

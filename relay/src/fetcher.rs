@@ -249,10 +249,7 @@ mod tests {
     use image_tools::wire::PlanEntry;
 
     fn master(name: &str) -> MasterRef {
-        MasterRef {
-            name: name.into(),
-            version: "1".into(),
-        }
+        MasterRef::new(name, "1").unwrap()
     }
 
     fn entry(name: &str, override_until: Option<i64>) -> PlanEntry {

@@ -42,7 +42,7 @@ use anyhow::{Context, Result};
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection, FetchOptions, FetchReport, RateLimit};
 use image_tools::trust;
-use image_tools::wire::{Hello, MasterRef, Role, PROTOCOL_VERSION};
+use image_tools::wire::{Hello, MasterRef, Role};
 use image_tools::{Bandwidth, LocalStore, NodeId, VerifiedManifest};
 
 /// Enrols this relay with a token from `nightcast-controller token`, and saves its identity.
@@ -82,14 +82,7 @@ impl Session {
         let endpoint = exchange::client_endpoint()?;
         let tls = creds.client_config(trust::Expect::Controller, clock)?;
         let conn = Connection::connect(&endpoint, controller, tls).await?;
-        conn.hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            software_version: env!("CARGO_PKG_VERSION").to_owned(),
-            role: me.role,
-            node_id: me.node.to_string(),
-            capabilities: vec![],
-        })
-        .await?;
+        conn.hello(Hello::new(me.role, &me.node)).await?;
         Ok(Session {
             endpoint,
             conn,
@@ -127,12 +120,9 @@ fn held_masters(dir: &Path, keys: &[image_tools::PublicKey], store: &LocalStore)
                 .iter()
                 .all(|c| store.has(&c.id).unwrap_or(false))
         })
-        .map(|m| MasterRef {
-            name: m.name.to_string(),
-            version: m.version.to_string(),
-        })
+        .map(|m| m.master())
         .collect();
-    out.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    out.sort();
     out
 }
 
@@ -184,9 +174,10 @@ pub async fn fetch(
     image_tools::durable::write_file(&path, manifest.bytes(), 0o644)?;
     // Tell the controller what this site now holds (its planner counts on it).
     let status = image_tools::wire::Status {
-        node_id: me.node.to_string(),
+        node_id: me.node.clone(),
+        software: env!("CARGO_PKG_VERSION").into(),
         holding: held_masters(&dir, &keys, &store),
-        fields: vec![("software".into(), env!("CARGO_PKG_VERSION").into())],
+        report: image_tools::report::Report::Bare,
     };
     if let Err(e) = conn.report(status).await {
         tracing::warn!(error = %e, "could not report to the controller");

@@ -66,9 +66,9 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
         #[arg(long)]
-        master: String,
+        master: image_tools::MasterName,
         #[arg(long)]
-        version: String,
+        version: image_tools::MasterVersion,
         /// Cap on the WAN, in Mbit/s.
         #[arg(long)]
         rate_mbit: Option<u64>,

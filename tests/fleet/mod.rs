@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection, FetchOptions, FetchReport};
+pub use image_tools::report::AgentReport;
+use image_tools::report::Report;
 use image_tools::trust::Credentials;
 use image_tools::wire::{Hello, MasterRef, Role, Status, PROTOCOL_VERSION};
+use image_tools::NodeId;
 use image_tools::{ChunkStore, LocalStore, Manifest, PublicKey, VerifiedManifest};
 use serde_json::Value;
 
@@ -515,16 +518,14 @@ impl Agent {
         (report, dir)
     }
 
-    pub fn report(&self, relay: SocketAddr, fields: &[(&str, &str)]) {
+    pub fn report(&self, relay: SocketAddr, report: AgentReport) {
         self.rt.block_on(async {
             let (endpoint, conn) = self.connect(relay).await;
             conn.report(Status {
-                node_id: self.node.clone(),
+                node_id: NodeId::new(&self.node).unwrap(),
+                software: "test".into(),
                 holding: vec![],
-                fields: fields
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                report: Report::Agent(report),
             })
             .await
             .unwrap();
@@ -535,10 +536,7 @@ impl Agent {
 }
 
 pub fn demo() -> MasterRef {
-    MasterRef {
-        name: "demo".into(),
-        version: "1".into(),
-    }
+    MasterRef::new("demo", "1").unwrap()
 }
 
 pub fn at(s: &str) -> i64 {

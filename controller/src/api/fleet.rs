@@ -23,7 +23,7 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                                 _ => "",
                             },
                             "waiting": n.waiting,
-                            "state": n.status.get("state").cloned().unwrap_or_default(),
+                            "state": n.status.state(), "software": n.software,
                             "attention": crate::fleet::attention(n), "status": n.status}))
             .chain(db()?.pending().map_err(db_error)?.iter().map(|p| json!({
                 "site": p.site, "node": p.node, "role": p.role, "enrolled_at": null,

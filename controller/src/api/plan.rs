@@ -11,8 +11,8 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
     routed((|| match (call.method, call.path) {
         ("GET", ["v1", "plan"]) => {
             let db = db()?;
-            let masters = db.masters().map_err(db_error)?;
-            let masters = masters.into_iter().map(|m| (m.0, m.1)).collect();
+            let masters = db.manifest_revisions().map_err(db_error)?;
+            let masters = masters.into_iter().map(|(m, _)| m).collect();
             let classes = api
                 .classes
                 .get(masters, || db.classes())

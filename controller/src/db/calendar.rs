@@ -10,8 +10,8 @@ pub struct SessionRow {
     pub id: i64,
     pub site: String,
     pub room: String,
-    pub master: String,
-    pub version: String,
+    pub master: image_tools::MasterName,
+    pub version: image_tools::MasterVersion,
     pub start: i64,
     pub end: i64,
 }

@@ -1,6 +1,7 @@
 //! Master versions: their signed manifests (verified by the caller before they are recorded),
 //! and removal, refused while an upcoming session needs the version.
 
+use image_tools::wire::MasterRef;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::{Db, DbError};
@@ -106,29 +107,31 @@ impl Db {
     }
 
     /// Every master version with its signed manifest bytes.
-    pub fn manifests(&self) -> Result<Vec<(image_tools::wire::MasterRef, Vec<u8>)>, DbError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, version, manifest FROM masters ORDER BY name, version")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                image_tools::wire::MasterRef {
-                    name: r.get(0)?,
-                    version: r.get(1)?,
-                },
-                r.get(2)?,
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    pub fn manifests(&self) -> Result<Vec<(MasterRef, Vec<u8>)>, DbError> {
+        self.per_version("manifest")
     }
 
     /// Every master version with the revision of its manifest (raised each time the manifest is
     /// signed again): what a reader that keeps manifests in memory compares to know what to read.
-    pub fn manifest_revisions(&self) -> Result<Vec<(crate::plan::MasterKey, i64)>, DbError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, version, revision FROM masters ORDER BY name, version")?;
-        let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
+    pub fn manifest_revisions(&self) -> Result<Vec<(MasterRef, i64)>, DbError> {
+        self.per_version("revision")
+    }
+
+    /// Every master version with one column of its row (`column` is one of ours, never input).
+    fn per_version<T: rusqlite::types::FromSql>(
+        &self,
+        column: &'static str,
+    ) -> Result<Vec<(MasterRef, T)>, DbError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT name, version, {column} FROM masters ORDER BY name, version"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            let master = MasterRef {
+                name: r.get(0)?,
+                version: r.get(1)?,
+            };
+            Ok((master, r.get(2)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -71,7 +71,7 @@ mod sites;
 mod trust;
 
 pub use calendar::SessionRow;
-pub use nodes::{Bound, FleetRow};
+pub use nodes::{Bound, FleetRow, Reported};
 pub use sites::{parse_schedule, SiteRow, MAX_CAP_MBIT};
 pub use trust::PendingRow;
 

@@ -1,10 +1,14 @@
-//! Nodes: their reports (what they hold, their status fields), their seats (one node per seat,
+//! Nodes: their reports (what they hold, their typed report), their seats (one node per seat,
 //! only an existing seat, enforced by the schema), takeovers decided by `crate::takeover` and
 //! applied in one transaction, and the fleet as the DSI sees it.
 
 use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use image_tools::report::Report;
+use image_tools::wire::MasterRef;
+use serde::{Deserialize, Serialize};
 
 use super::sites::check_room_seat;
 use super::{policy, Db, DbError};
@@ -19,12 +23,22 @@ pub struct FleetRow {
     pub last_seen: Option<i64>,
     /// "master version, ..." of what it reported holding.
     pub holding: String,
-    /// The fields of its last report.
-    pub status: std::collections::BTreeMap<String, String>,
+    /// Its software version, from its last report.
+    pub software: String,
+    /// Its last report (`Report::Bare` before its first).
+    pub status: Report,
     /// An agent's seat as `room/seat`; `None` for a spare (and a relay).
     pub seat: Option<String>,
     /// Why a spare is not taking over a silent seat by itself (see `takeover`).
     pub waiting: Option<String>,
+}
+
+/// What is kept of a node's last report (as JSON in `nodes.status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Reported {
+    pub software: String,
+    pub report: Report,
 }
 
 impl Db {
@@ -34,12 +48,12 @@ impl Db {
         site: &str,
         node: &str,
         role: &str,
-        holding: &[(String, String)],
-        fields: &[(String, String)],
+        holding: &[MasterRef],
+        reported: &Reported,
         now: i64,
     ) -> Result<(), DbError> {
         let tx = self.conn.transaction()?;
-        write_report(&tx, site, node, role, holding, fields, now)?;
+        write_report(&tx, site, node, role, holding, reported, now)?;
         tx.commit()?;
         Ok(())
     }
@@ -51,8 +65,8 @@ impl Db {
         &mut self,
         site: &str,
         node: &str,
-        holding: &[(String, String)],
-        fields: &[(String, String)],
+        holding: &[MasterRef],
+        reported: &Reported,
         now: i64,
     ) -> Result<bool, DbError> {
         let tx = self
@@ -69,7 +83,7 @@ impl Db {
         if role.is_none_or(|r| r != "agent") {
             return Ok(false);
         }
-        write_report(&tx, site, node, "agent", holding, fields, now)?;
+        write_report(&tx, site, node, "agent", holding, reported, now)?;
         tx.commit()?;
         Ok(true)
     }
@@ -170,6 +184,9 @@ impl Db {
              GROUP BY n.site, n.node ORDER BY n.site, n.role DESC, n.node",
         )?;
         let rows = stmt.query_map([], |r| {
+            // A row from before typed reports reads as none: the next report replaces it.
+            let stored: Reported =
+                serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default();
             Ok(FleetRow {
                 site: r.get(0)?,
                 node: r.get(1)?,
@@ -177,7 +194,8 @@ impl Db {
                 enrolled_at: r.get(3)?,
                 last_seen: r.get(4)?,
                 holding: r.get(5)?,
-                status: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+                software: stored.software,
+                status: stored.report,
                 seat: r.get(7)?,
                 waiting: None,
             })
@@ -204,17 +222,12 @@ fn write_report(
     site: &str,
     node: &str,
     role: &str,
-    holding: &[(String, String)],
-    fields: &[(String, String)],
+    holding: &[MasterRef],
+    reported: &Reported,
     now: i64,
 ) -> Result<(), DbError> {
-    let status = serde_json::Value::Object(
-        fields
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect(),
-    )
-    .to_string();
+    let status = serde_json::to_string(reported)
+        .map_err(|e| DbError::Invalid(format!("cannot store the report: {e}")))?;
     tx.execute(
         "INSERT INTO nodes (site, node, role, enrolled_at, last_seen, status)
          VALUES (?1, ?2, ?3, ?4, ?4, ?5)
@@ -225,10 +238,10 @@ fn write_report(
         "DELETE FROM holdings WHERE site = ?1 AND node = ?2",
         params![site, node],
     )?;
-    for (master, version) in holding {
+    for MasterRef { name, version } in holding {
         tx.execute(
             "INSERT OR IGNORE INTO holdings (site, node, master, version) VALUES (?1, ?2, ?3, ?4)",
-            params![site, node, master, version],
+            params![site, node, name, version],
         )?;
     }
     Ok(())

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use image_tools::wire::MasterRef;
 use rusqlite::params;
 
 use super::{parse_schedule, Db, DbError};
@@ -15,7 +16,7 @@ impl Db {
         &self,
         now: i64,
     ) -> Result<HashMap<String, Vec<image_tools::wire::RoomPlan>>, DbError> {
-        use image_tools::wire::{MasterRef, RoomPlan, SessionEntry};
+        use image_tools::wire::{RoomPlan, SessionEntry};
         let mut out: HashMap<String, Vec<RoomPlan>> = HashMap::new();
         for s in self.sessions(None)?.into_iter().filter(|s| s.end > now) {
             let rooms = out.entry(s.site).or_default();
@@ -88,7 +89,19 @@ impl Db {
     pub fn overrides(
         &self,
         now: i64,
-    ) -> Result<Vec<(i64, String, String, String, String, String, i64, i64)>, DbError> {
+    ) -> Result<
+        Vec<(
+            i64,
+            String,
+            image_tools::MasterName,
+            image_tools::MasterVersion,
+            String,
+            String,
+            i64,
+            i64,
+        )>,
+        DbError,
+    > {
         let mut stmt = self.conn.prepare(
             "SELECT id, site, master, version, reason, requested_by, created_at, until FROM overrides
              WHERE until > ?1 ORDER BY created_at",
@@ -116,7 +129,7 @@ impl Db {
         now: i64,
         margin: i64,
     ) -> Result<HashMap<String, Vec<image_tools::wire::PlanEntry>>, DbError> {
-        use image_tools::wire::{MasterRef, PlanEntry};
+        use image_tools::wire::PlanEntry;
         let mut plans: HashMap<String, Vec<PlanEntry>> = HashMap::new();
         for s in self.sessions(None)?.into_iter().filter(|s| s.end > now) {
             let entries = plans.entry(s.site).or_default();
@@ -195,16 +208,26 @@ impl Db {
     }
 
     /// What the relays of each site reported holding, for the planner.
-    pub fn holds_by_site(&self) -> Result<HashMap<String, Vec<crate::plan::MasterKey>>, DbError> {
+    pub fn holds_by_site(
+        &self,
+    ) -> Result<HashMap<String, Vec<image_tools::wire::MasterRef>>, DbError> {
         let mut stmt = self.conn.prepare(
             "SELECT DISTINCT h.site, h.master, h.version FROM holdings h
              JOIN nodes n ON n.site = h.site AND n.node = h.node WHERE n.role = 'relay'",
         )?;
-        let mut out: HashMap<String, Vec<crate::plan::MasterKey>> = HashMap::new();
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+        let mut out: HashMap<String, Vec<image_tools::wire::MasterRef>> = HashMap::new();
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                MasterRef {
+                    name: r.get(1)?,
+                    version: r.get(2)?,
+                },
+            ))
+        })?;
         for row in rows {
-            let (site, master, version) = row?;
-            out.entry(site).or_default().push((master, version));
+            let (site, master) = row?;
+            out.entry(site).or_default().push(master);
         }
         Ok(out)
     }
@@ -215,7 +238,7 @@ impl Db {
         &self,
         now: i64,
         settings: &crate::plan::Settings,
-        holds: &std::collections::HashMap<String, Vec<crate::plan::MasterKey>>,
+        holds: &std::collections::HashMap<String, Vec<image_tools::wire::MasterRef>>,
     ) -> Result<Vec<(String, Vec<crate::plan::Row>)>, DbError> {
         self.plan_with(now, settings, holds, &self.classes()?)
     }
@@ -225,7 +248,7 @@ impl Db {
         &self,
         now: i64,
         settings: &crate::plan::Settings,
-        holds: &std::collections::HashMap<String, Vec<crate::plan::MasterKey>>,
+        holds: &std::collections::HashMap<String, Vec<image_tools::wire::MasterRef>>,
         classes: &crate::plan::Classes,
     ) -> Result<Vec<(String, Vec<crate::plan::Row>)>, DbError> {
         use crate::plan::{plan_site, Session, Site};
@@ -234,7 +257,10 @@ impl Db {
             by_site.entry(s.site.clone()).or_default().push(Session {
                 id: s.id.to_string(),
                 room: s.room,
-                master: (s.master, s.version),
+                master: MasterRef {
+                    name: s.master,
+                    version: s.version,
+                },
                 start: s.start,
             });
         }

@@ -43,7 +43,7 @@ pub struct MemoryCatalog {
 
 #[derive(Debug, Default)]
 pub(super) struct CatalogInner {
-    pub(super) manifests: HashMap<(String, String), Vec<u8>>,
+    pub(super) manifests: HashMap<MasterRef, Vec<u8>>,
     pub(super) by_site: HashMap<String, Vec<MasterRef>>,
     pub(super) plans: HashMap<String, wire::SitePlan>,
 }
@@ -51,7 +51,7 @@ pub(super) struct CatalogInner {
 impl MemoryCatalog {
     pub fn add_manifest(&self, master: MasterRef, bytes: Vec<u8>) {
         if let Ok(mut c) = self.inner.write() {
-            c.manifests.insert((master.name, master.version), bytes);
+            c.manifests.insert(master, bytes);
         }
     }
 
@@ -84,9 +84,7 @@ impl MemoryCatalog {
 impl Catalog for MemoryCatalog {
     fn manifest(&self, m: &MasterRef) -> Option<Vec<u8>> {
         let c = self.inner.read().ok()?;
-        c.manifests
-            .get(&(m.name.clone(), m.version.clone()))
-            .cloned()
+        c.manifests.get(m).cloned()
     }
 
     fn allowed(&self, peer: &Identity) -> Vec<MasterRef> {
@@ -94,14 +92,7 @@ impl Catalog for MemoryCatalog {
             return Vec::new();
         };
         match peer.role {
-            Role::Controller => c
-                .manifests
-                .keys()
-                .map(|(name, version)| MasterRef {
-                    name: name.clone(),
-                    version: version.clone(),
-                })
-                .collect(),
+            Role::Controller => c.manifests.keys().cloned().collect(),
             Role::Relay | Role::Agent => c
                 .by_site
                 .get(peer.site.as_str())

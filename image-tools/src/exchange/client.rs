@@ -162,7 +162,7 @@ impl Connection {
     }
 
     pub async fn report(&self, status: Status) -> Result<(), ExchangeError> {
-        match self.call(Control::Report(status)).await? {
+        match self.call(Control::Report(Box::new(status))).await? {
             Frame::Control(Control::Ack) => Ok(()),
             _ => Err(self.violation("expected Ack")),
         }

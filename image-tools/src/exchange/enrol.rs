@@ -64,13 +64,17 @@ pub trait EnrolPolicy: Send + Sync {
     /// used token).
     fn decide(&self, ask: &EnrolAsk, now: i64) -> EnrolDecision;
     /// Records a certificate issued on `decide`'s word; an error withholds it from the node.
-    fn issued(
-        &self,
-        identity: &Identity,
-        serial: &[u8],
-        validity: Validity,
-        now: i64,
-    ) -> Result<(), String>;
+    fn issued(&self, certificate: &Issued<'_>) -> Result<(), String>;
+}
+
+/// A certificate just signed for a node, before it is handed over.
+#[derive(Debug, Clone, Copy)]
+pub struct Issued<'a> {
+    pub identity: &'a Identity,
+    pub serial: &'a [u8],
+    pub validity: Validity,
+    /// When (Unix seconds).
+    pub now: i64,
 }
 
 /// An enrolment request a server passes on (a relay, to the controller, for an agent of its site).
@@ -189,7 +193,12 @@ pub(super) async fn answer_enroll(
                 .ok_or_else(|| "the new certificate has no serial".to_owned())?;
             enroller
                 .policy
-                .issued(&identity, &serial, validity, now)
+                .issued(&Issued {
+                    identity: &identity,
+                    serial: &serial,
+                    validity,
+                    now,
+                })
                 .map(|()| cert)
         });
     match issued {

@@ -486,7 +486,7 @@ pub(super) async fn answer(
             send_chunks(ids, send, service, state).await
         }
         Control::Report(status) => {
-            (service.on_report)(peer, status);
+            (service.on_report)(peer, *status);
             send_frame(send, &Frame::Control(Control::Ack)).await
         }
         other => {

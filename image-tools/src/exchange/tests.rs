@@ -111,8 +111,8 @@ fn a_server_admits_within_its_limits_and_gives_places_back() {
 fn connections_share_one_chunk_list_per_master_while_any_holds_it() {
     let manifest = crate::manifest::tests::sample();
     let master = MasterRef {
-        name: manifest.name.to_string(),
-        version: manifest.version.to_string(),
+        name: manifest.name.clone(),
+        version: manifest.version.clone(),
     };
     let catalog = MemoryCatalog::default();
     let key = crate::keys::SigningKey::generate().expect("key");
@@ -130,10 +130,7 @@ fn connections_share_one_chunk_list_per_master_while_any_holds_it() {
     drop((first, second));
     assert!(lists.0.lock().expect("lock")[&master].upgrade().is_none());
     assert_eq!(lists.get(&catalog, &master).expect("list").len(), 3);
-    let unknown = MasterRef {
-        name: "other".into(),
-        version: "1".into(),
-    };
+    let unknown = MasterRef::new("other", "1").unwrap();
     assert!(lists.get(&catalog, &unknown).is_none());
 }
 

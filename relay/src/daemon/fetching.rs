@@ -10,7 +10,7 @@ use image_tools::wire::MasterRef;
 use image_tools::{StoreError, VerifiedManifest};
 use tokio_util::sync::CancellationToken;
 
-use super::{key, Relay};
+use super::Relay;
 use crate::cache;
 use crate::fetcher::{fmt_time, Action, Event, Fetcher, View};
 
@@ -111,7 +111,7 @@ async fn fetch_one(
         .known
         .read()
         .ok()
-        .and_then(|k| k.get(&key(master)).map(|k| k.manifest.clone()));
+        .and_then(|k| k.get(master).map(|k| k.manifest.clone()));
     let manifest = match known {
         Some(m) => m,
         None => {
@@ -136,7 +136,7 @@ async fn fetch_one(
         .known
         .read()
         .ok()
-        .and_then(|k| k.get(&key(master)).map(|k| k.missing_bytes))
+        .and_then(|k| k.get(master).map(|k| k.missing_bytes))
         .unwrap_or(0);
     {
         let rr = r.clone();

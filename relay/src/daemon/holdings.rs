@@ -8,7 +8,7 @@ use std::sync::Arc;
 use image_tools::wire::MasterRef;
 use image_tools::{ChunkId, ChunkStore, StoreError, VerifiedManifest};
 
-use super::{key, manifests_dir, Key, Relay};
+use super::{manifests_dir, Relay};
 use crate::cache;
 
 /// A master version whose verified manifest the relay keeps.
@@ -37,8 +37,7 @@ impl Relay {
                     VerifiedManifest::open_with(b, &self.accepted_keys()).map_err(|e| e.to_string())
                 }) {
                 Ok(m) => {
-                    let k = (m.name.to_string(), m.version.to_string());
-                    known.insert(k, self.known_from(Arc::new(m))?);
+                    known.insert(m.master(), self.known_from(Arc::new(m))?);
                 }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "dropping a manifest that does not verify");
@@ -46,10 +45,9 @@ impl Relay {
                 }
             }
         }
-        for ((name, version), k) in &known {
+        for (master, k) in &known {
             tracing::info!(
-                master = %name,
-                %version,
+                %master,
                 missing_chunks = k.missing_chunks,
                 missing_bytes = k.missing_bytes,
                 "cache check"
@@ -92,7 +90,7 @@ impl Relay {
         for m in manifests {
             match self.known_from(m.clone()) {
                 Ok(k) => {
-                    fresh.insert((m.name.to_string(), m.version.to_string()), k);
+                    fresh.insert(m.master(), k);
                 }
                 Err(e) => self.error(format!("cannot read the cache: {e}")),
             }
@@ -107,7 +105,7 @@ impl Relay {
     pub(super) fn complete(&self, m: &MasterRef) -> bool {
         self.known
             .read()
-            .map(|k| k.get(&key(m)).is_some_and(|k| k.missing_chunks == 0))
+            .map(|k| k.get(m).is_some_and(|k| k.missing_chunks == 0))
             .unwrap_or(false)
     }
 
@@ -118,10 +116,7 @@ impl Relay {
             .map(|k| {
                 k.iter()
                     .filter(|(_, v)| v.missing_chunks == 0)
-                    .map(|((name, version), _)| MasterRef {
-                        name: name.clone(),
-                        version: version.clone(),
-                    })
+                    .map(|(m, _)| m.clone())
                     .collect()
             })
             .unwrap_or_default()
@@ -137,7 +132,7 @@ impl Relay {
         let m = Arc::new(m);
         let known = self.known_from(m.clone())?;
         if let Ok(mut k) = self.known.write() {
-            k.insert((m.name.to_string(), m.version.to_string()), known);
+            k.insert(m.master(), known);
         }
         Ok(m)
     }
@@ -151,7 +146,7 @@ impl Relay {
         };
         let mut out = HashSet::new();
         for e in plan.entries.iter().filter(|e| e.pin_until > now) {
-            if let Some(k) = known.get(&key(&e.master)) {
+            if let Some(k) = known.get(&e.master) {
                 out.extend(k.manifest.chunks().map(|c| c.id));
             }
         }
@@ -215,20 +210,26 @@ impl Relay {
 
     /// Manifests of versions no longer in the plan, once their chunks start to go, are dropped.
     pub(super) fn forget_unplanned(&self) {
-        let planned: HashSet<Key> = self.plan().entries.iter().map(|e| key(&e.master)).collect();
+        let planned: HashSet<MasterRef> = self
+            .plan()
+            .entries
+            .iter()
+            .map(|e| e.master.clone())
+            .collect();
         let Ok(mut known) = self.known.write() else {
             return;
         };
-        let gone: Vec<Key> = known
+        let gone: Vec<MasterRef> = known
             .keys()
             .filter(|k| !planned.contains(*k))
             .cloned()
             .collect();
         for k in gone {
-            let path = manifests_dir(&self.cfg.data).join(format!("{}-{}.manifest", k.0, k.1));
+            let path =
+                manifests_dir(&self.cfg.data).join(format!("{}-{}.manifest", k.name, k.version));
             let _ = std::fs::remove_file(path);
             known.remove(&k);
-            tracing::info!(master = %k.0, version = %k.1, "no longer scheduled: forgotten");
+            tracing::info!(master = %k, "no longer scheduled: forgotten");
         }
     }
 

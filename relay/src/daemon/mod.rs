@@ -40,8 +40,8 @@ use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection, RateLimit, Service};
 use image_tools::trust::keyring::KeyRing;
 use image_tools::trust::{Credentials, Identity, Revoked};
-use image_tools::wire::{Hello, MasterRef, Role, SitePlan, Status, PROTOCOL_VERSION};
-use image_tools::{Bandwidth, ChunkId, LocalStore};
+use image_tools::wire::{Hello, MasterRef, Role, SitePlan, Status};
+use image_tools::{Bandwidth, ChunkId, LocalStore, NodeId};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,12 +60,6 @@ mod status;
 use holdings::Known;
 pub use status::{Agent, MasterState, Stats};
 
-type Key = (String, String);
-
-fn key(m: &MasterRef) -> Key {
-    (m.name.clone(), m.version.clone())
-}
-
 /// The relay's shared state.
 pub struct Relay {
     cfg: Config,
@@ -82,7 +76,7 @@ pub struct Relay {
     quota: u64,
     store: Arc<LocalStore>,
     plan: RwLock<SitePlan>,
-    known: RwLock<BTreeMap<Key, Known>>,
+    known: RwLock<BTreeMap<MasterRef, Known>>,
     link: watch::Sender<Option<Connection>>,
     /// Last use of each chunk by an agent, as a tick; for least-recently-used eviction.
     last_used: Mutex<HashMap<ChunkId, u64>>,
@@ -100,7 +94,7 @@ pub struct Relay {
     agents_changed: AtomicBool,
     agents: Mutex<BTreeMap<String, Agent>>,
     /// The last report of each agent, to pass on to the controller (which learns of NUCs only so).
-    forward: Mutex<BTreeMap<String, Status>>,
+    forward: Mutex<BTreeMap<NodeId, Status>>,
     stats: Mutex<Stats>,
     runtime: tokio::runtime::Handle,
 }
@@ -204,15 +198,8 @@ impl Relay {
             )
         })?;
         let me = creds
-            .identity()
-            .context("the certificate names no identity")?;
-        if me.role != Role::Relay {
-            anyhow::bail!(
-                "the certificate in {} is a {}'s, not a relay's",
-                cfg.data.display(),
-                me.role
-            );
-        }
+            .identity_as(Role::Relay)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.data.display()))?;
         if let Some(site) = &cfg.site {
             if site != me.site.as_str() {
                 anyhow::bail!(
@@ -268,13 +255,7 @@ impl Relay {
     }
 
     fn hello(&self) -> Hello {
-        Hello {
-            protocol_version: PROTOCOL_VERSION,
-            software_version: env!("CARGO_PKG_VERSION").to_owned(),
-            role: Role::Relay,
-            node_id: self.me.node.to_string(),
-            capabilities: vec![],
-        }
+        Hello::new(Role::Relay, &self.me.node)
     }
 
     fn plan(&self) -> SitePlan {

@@ -24,7 +24,7 @@ use image_tools::wire::{MasterRef, SitePlan};
 use image_tools::{ChunkId, ChunkStore, LocalStore, StoreError, VerifiedChunk};
 
 use super::fetching::is_disk_full;
-use super::{key, Relay};
+use super::Relay;
 use crate::cache::Gate;
 
 /// The store the LAN server reads.
@@ -149,7 +149,7 @@ impl Catalog for LanCatalog {
             .known
             .read()
             .ok()?
-            .get(&key(master))
+            .get(master)
             .map(|k| k.manifest.bytes().to_vec())
     }
 

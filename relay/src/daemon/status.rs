@@ -5,12 +5,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use image_tools::report::{Missing, RelayReport, Report};
 use image_tools::trust::Identity;
-use image_tools::wire::Status;
+use image_tools::wire::{MasterRef, Status};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{key, write_quick, Relay};
+use super::{write_quick, Relay};
 use crate::wol::{self, Mac};
 
 /// One NUC of the site, as its last report said.
@@ -69,8 +70,8 @@ pub struct Stats {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct MasterState {
-    pub name: String,
-    pub version: String,
+    #[serde(flatten)]
+    pub master: MasterRef,
     pub complete: bool,
     pub missing_bytes: u64,
 }
@@ -80,39 +81,26 @@ impl Relay {
         if peer.site != self.me.site {
             return;
         }
-        let field = |k: &str| {
-            status
-                .fields
-                .iter()
-                .find(|(f, _)| f == k)
-                .map(|(_, v)| v.clone())
-        };
-        let list = |v: Option<String>| -> Vec<String> {
-            v.map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
+        let report = match &status.report {
+            Report::Agent(a) => Some(a),
+            _ => None,
         };
         let now = self.clock.now();
         if let Ok(mut agents) = self.agents.lock() {
             let a = agents.entry(peer.node.to_string()).or_default();
-            a.mac = field("mac").or(a.mac.take());
-            a.needs = list(field("needs"));
-            a.holding = status
-                .holding
-                .iter()
-                .map(|m| format!("{} {}", m.name, m.version))
-                .collect();
+            if let Some(mac) = report.and_then(|r| r.mac.clone()) {
+                a.mac = Some(mac);
+            }
+            a.needs = report
+                .map(|r| r.needs.iter().map(MasterRef::to_string).collect())
+                .unwrap_or_default();
+            a.holding = status.holding.iter().map(MasterRef::to_string).collect();
             a.last_seen = now;
         }
         self.agents_changed.store(true, Ordering::SeqCst);
         // The certificate says who it is, whatever the report claims.
         let mut status = status;
-        status.node_id = peer.node.to_string();
+        status.node_id = peer.node.clone();
         if let Ok(mut f) = self.forward.lock() {
             f.insert(status.node_id.clone(), status);
         }
@@ -148,43 +136,37 @@ impl Relay {
     pub(super) fn status(&self) -> Status {
         let now = self.clock.now();
         let s = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
-        let mut fields: Vec<(String, String)> = vec![
-            ("software".into(), s.software.clone()),
-            ("state".into(), s.state.clone()),
-            ("disk_bytes".into(), s.disk_bytes.to_string()),
-            ("quota_bytes".into(), s.quota_bytes.to_string()),
-            ("pinned_bytes".into(), s.pinned_bytes.to_string()),
-            ("pinned_over_quota".into(), s.pinned_over_quota.to_string()),
-            ("disk_full".into(), s.disk_full.to_string()),
-            ("wan_bytes_open".into(), s.wan_bytes_open.to_string()),
-            ("wan_bytes_closed".into(), s.wan_bytes_closed.to_string()),
-            (
-                "wan_bytes_this_window".into(),
-                s.wan_bytes_this_window.to_string(),
-            ),
-            ("wan_bits_per_sec".into(), s.wan_bits_per_sec.to_string()),
-            ("fetched_bytes".into(), s.fetched_bytes.to_string()),
-            ("served_bytes".into(), s.served_bytes.to_string()),
-            ("corrupt_dropped".into(), s.corrupt_dropped.to_string()),
-            (
-                "agents_not_answering".into(),
-                s.agents_not_answering.join(","),
-            ),
-        ];
-        for m in self.master_states() {
-            fields.push((
-                format!("missing {} {}", m.name, m.version),
-                m.missing_bytes.to_string(),
-            ));
-        }
-        if let Some(e) = s.last_error {
-            fields.push(("last_error".into(), e));
-        }
-        fields.push(("time".into(), now.to_string()));
+        let missing = self
+            .master_states()
+            .into_iter()
+            .map(|m| Missing {
+                master: m.master,
+                bytes: m.missing_bytes,
+            })
+            .collect();
         Status {
-            node_id: self.me.node.to_string(),
+            node_id: self.me.node.clone(),
+            software: s.software,
             holding: self.holding(),
-            fields,
+            report: Report::Relay(RelayReport {
+                state: s.state,
+                time: now,
+                disk_bytes: s.disk_bytes,
+                quota_bytes: s.quota_bytes,
+                pinned_bytes: s.pinned_bytes,
+                pinned_over_quota: s.pinned_over_quota,
+                disk_full: s.disk_full,
+                wan_bytes_open: s.wan_bytes_open,
+                wan_bytes_closed: s.wan_bytes_closed,
+                wan_bytes_this_window: s.wan_bytes_this_window,
+                wan_bits_per_sec: s.wan_bits_per_sec,
+                fetched_bytes: s.fetched_bytes,
+                served_bytes: s.served_bytes,
+                corrupt_dropped: s.corrupt_dropped,
+                agents_not_answering: s.agents_not_answering,
+                missing,
+                last_error: s.last_error,
+            }),
         }
     }
 
@@ -197,10 +179,9 @@ impl Relay {
         plan.entries
             .iter()
             .map(|e| {
-                let k = known.get(&key(&e.master));
+                let k = known.get(&e.master);
                 MasterState {
-                    name: e.master.name.clone(),
-                    version: e.master.version.clone(),
+                    master: e.master.clone(),
                     complete: k.is_some_and(|k| k.missing_chunks == 0),
                     missing_bytes: k.map_or(0, |k| k.missing_bytes),
                 }
