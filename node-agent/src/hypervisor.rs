@@ -116,6 +116,12 @@ pub trait Hypervisor: fmt::Debug {
     /// Stops the VM (nothing to do if it is not running).
     fn stop(&mut self) -> Result<(), HypervisorError>;
 
+    /// Stops the VM at once, without asking the guest (one that did not come up, or whose power
+    /// button was pressed already). By default the same as [`Hypervisor::stop`].
+    fn stop_now(&mut self) -> Result<(), HypervisorError> {
+        self.stop()
+    }
+
     /// Whether the VM runs, and if not, why.
     fn status(&mut self) -> Result<VmStatus, HypervisorError>;
 

@@ -369,13 +369,20 @@ impl Station {
     /// The agent stops: the VM too (this may wait for the guest's power-off).
     pub fn shut_down(&mut self, why: &str) {
         self.stopping = None;
-        self.stop_vm(why);
+        if self.healthy {
+            self.stop_vm(why);
+        } else if let Err(e) = self.hv.stop_now() {
+            self.error(format!("cannot stop the VM ({why}): {e}"));
+        }
         self.ws.stopped();
     }
 
-    /// The reset: VM stopped, overlay thrown away and made again over `current`.
+    /// The reset: VM stopped (at once: the guest was asked before, or did not come up), overlay
+    /// thrown away and made again over `current`.
     fn finish_reset(&mut self, now: i64, why: &str) {
-        self.stop_vm(why);
+        if let Err(e) = self.hv.stop_now() {
+            self.error(format!("cannot stop the VM ({why}): {e}"));
+        }
         self.refresh_slots();
         if let Some(image) = self.current_image() {
             match self.hv.prepare(&image) {

@@ -541,57 +541,11 @@ impl Hypervisor for Qemu {
     }
 
     fn stop(&mut self) -> Result<(), HypervisorError> {
-        self.refresh()?;
-        if self.child.is_none() {
-            return Ok(());
-        }
-        if self.button {
-            self.refresh()?;
-            if self.child.is_none() {
-                tracing::info!(vm = %self.config.name, "VM powered off by ACPI");
-                self.stopped = Some(Stopped::Acpi);
-                self.last = VmStatus::Stopped;
-                return Ok(());
-            }
-        } else if self.acpi_power_off() {
-            tracing::info!(vm = %self.config.name, "VM powered off by ACPI");
-            self.stopped = Some(Stopped::Acpi);
-            self.last = VmStatus::Stopped;
-            return Ok(());
-        }
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let pid = child.id();
-        let stop_err = |source| HypervisorError::Stop {
-            name: self.config.name.clone(),
-            pid,
-            source,
-        };
-        // QEMU exits cleanly on SIGTERM; the overlay is thrown away, so there is no guest state to
-        // save. Polled with sleeps: no clock is read.
-        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
-        }
-        let step = Duration::from_millis(20);
-        let mut waited = Duration::ZERO;
-        loop {
-            if child.try_wait().map_err(stop_err)?.is_some() {
-                break;
-            }
-            if waited >= self.config.stop_timeout {
-                tracing::warn!(vm = %self.config.name, pid, "VM ignored SIGTERM: killing it");
-                child.kill().map_err(stop_err)?;
-                child.wait().map_err(stop_err)?;
-                break;
-            }
-            std::thread::sleep(step);
-            waited += step;
-        }
-        tracing::info!(vm = %self.config.name, pid, "VM stopped");
-        self.stopped = Some(Stopped::Forced);
-        self.last = VmStatus::Stopped;
-        Ok(())
+        self.stop_with(true)
+    }
+
+    fn stop_now(&mut self) -> Result<(), HypervisorError> {
+        self.stop_with(false)
     }
 
     fn status(&mut self) -> Result<VmStatus, HypervisorError> {
@@ -668,5 +622,63 @@ impl Drop for Qemu {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Qemu {
+    /// Stops the VM: with `acpi`, the power button first (unless it was pressed already) and up
+    /// to `powerdown_grace` for the guest; then SIGTERM, then SIGKILL.
+    fn stop_with(&mut self, acpi: bool) -> Result<(), HypervisorError> {
+        self.refresh()?;
+        if self.child.is_none() {
+            return Ok(());
+        }
+        if self.button || !acpi {
+            self.refresh()?;
+            if self.child.is_none() {
+                tracing::info!(vm = %self.config.name, "VM powered off by ACPI");
+                self.stopped = Some(Stopped::Acpi);
+                self.last = VmStatus::Stopped;
+                return Ok(());
+            }
+        } else if self.acpi_power_off() {
+            tracing::info!(vm = %self.config.name, "VM powered off by ACPI");
+            self.stopped = Some(Stopped::Acpi);
+            self.last = VmStatus::Stopped;
+            return Ok(());
+        }
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = child.id();
+        let stop_err = |source| HypervisorError::Stop {
+            name: self.config.name.clone(),
+            pid,
+            source,
+        };
+        // QEMU exits cleanly on SIGTERM; the overlay is thrown away, so there is no guest state to
+        // save. Polled with sleeps: no clock is read.
+        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+        }
+        let step = Duration::from_millis(20);
+        let mut waited = Duration::ZERO;
+        loop {
+            if child.try_wait().map_err(stop_err)?.is_some() {
+                break;
+            }
+            if waited >= self.config.stop_timeout {
+                tracing::warn!(vm = %self.config.name, pid, "VM ignored SIGTERM: killing it");
+                child.kill().map_err(stop_err)?;
+                child.wait().map_err(stop_err)?;
+                break;
+            }
+            std::thread::sleep(step);
+            waited += step;
+        }
+        tracing::info!(vm = %self.config.name, pid, "VM stopped");
+        self.stopped = Some(Stopped::Forced);
+        self.last = VmStatus::Stopped;
+        Ok(())
     }
 }
