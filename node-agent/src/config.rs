@@ -2,10 +2,13 @@
 //! `node-agent/agent.example.toml`. With no file at all the agent finds its relay by discovery and
 //! enrols through it: a spare NUC needs nothing typed.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::profile::{Network, Profile};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -29,8 +32,16 @@ pub struct Config {
     pub poll_secs: u64,
     /// The VM: `qemu`, or `fake` (no VM; the overlay is real; tests and dry runs).
     pub hypervisor: String,
-    /// QEMU's command line (`{overlay}`, `{master}`, `{name}` are replaced); empty: the default.
+    /// The expert override: QEMU's raw command line (`{overlay}`, `{master}`, `{name}` are
+    /// replaced). Empty: the command line is built from the machine profile (`profile`).
     pub qemu_command: Vec<String>,
+    /// How the guest's NIC reaches a network: `nat` (QEMU's own NAT and DHCP server) or
+    /// `bridge:NAME` (a bridge on the site LAN, whose DHCP server then serves the guest).
+    pub network: String,
+    /// The machine profile of every master without one of its own (`profile::Profile`).
+    pub profile: Profile,
+    /// Profiles by master name.
+    pub profiles: BTreeMap<String, Profile>,
     /// Local time at which a VM still running is stopped and reset every day, e.g. "20:00".
     pub end_of_day: String,
     /// Threads for assembling a new master.
@@ -55,6 +66,9 @@ impl Default for Config {
             poll_secs: 30,
             hypervisor: "qemu".into(),
             qemu_command: Vec::new(),
+            network: "nat".into(),
+            profile: Profile::default(),
+            profiles: BTreeMap::new(),
             end_of_day: "20:00".into(),
             threads: 2,
             power_off_after_night_work: false,
@@ -95,6 +109,7 @@ impl Config {
             anyhow::bail!("qemu_command must use {{overlay}} (the session disk)");
         }
         self.end_of_day_minutes()?;
+        self.network()?;
         if let Some(fp) = &self.ca_fingerprint {
             if image_tools::ids::unhex::<16>(fp).is_none() {
                 anyhow::bail!("ca_fingerprint = {fp:?}: 32 hex digits expected");
@@ -110,6 +125,26 @@ impl Config {
             anyhow::bail!("threads must be at least 1");
         }
         Ok(())
+    }
+
+    /// `network`, read.
+    pub fn network(&self) -> anyhow::Result<Network> {
+        match self.network.split_once(':') {
+            None if self.network == "nat" => Ok(Network::Nat),
+            Some(("bridge", br))
+                if !br.is_empty()
+                    && br.len() < 16
+                    && br
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+            {
+                Ok(Network::Bridge(br.to_owned()))
+            }
+            _ => anyhow::bail!(
+                "network = {:?}: use \"nat\" or \"bridge:NAME\" (an interface name)",
+                self.network
+            ),
+        }
     }
 
     /// `end_of_day` as minutes after midnight.
@@ -142,6 +177,8 @@ mod tests {
             ("ca_fingerprint = \"abc\"", "ca_fingerprint"),
             ("node_id = \"../x\"", "node_id"),
             ("qemu_command = [\"qemu-system-x86_64\"]", "{overlay}"),
+            ("network = \"bridge:\"", "network"),
+            ("[profile]\nfirmware = \"efi\"", "firmware"),
             ("relay = \"nowhere\"", "relay"),
             ("colour = 3", "unknown field `colour`"),
         ] {
@@ -166,6 +203,20 @@ mod tests {
         "threads",
         "power_off_after_night_work",
         "power_off_command",
+        "network",
+        "profile",
+        "profiles",
+        "firmware",
+        "accel",
+        "disk",
+        "nic",
+        "memory",
+        "vcpus",
+        "display",
+        "health",
+        "serial_marker",
+        "guest_agent",
+        "within_secs",
     ];
 
     image_tools::config_property_tests!(

@@ -21,7 +21,7 @@
 //! Everything it learns or does is in `DATA/status.json`, rewritten when it changes.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,12 +37,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::enrol::{enrol_until_done, find_relay};
-use image_tools::report::{AgentReport, Report};
+use image_tools::report::{AgentReport, Failed, Report};
 
-use crate::hypervisor::{Fake, Hypervisor, Qemu, QemuConfig, VmStatus};
+use crate::hypervisor::{host_facts, Fake, Hypervisor, Qemu, QemuConfig};
 use crate::prepare::{Job, JobNews};
-use crate::slots::{SlotName, SlotState, Slots};
-use crate::workstation::{self, Action, Held, Inputs, Workstation};
+use crate::slots::Slots;
+use crate::station::{Machines, Station, Tick};
+use crate::verdicts::manifest_hash;
+use crate::workstation;
 
 /// What `DATA/status.json` says.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -67,6 +69,16 @@ pub struct AgentStatus {
     pub swaps: u64,
     pub last_swap: Option<i64>,
     pub rollbacks: u64,
+    /// The health check of the VM's boot, in words.
+    pub boot: String,
+    /// Seconds from the VM's last start to its guest's health signal.
+    pub boot_secs: Option<f64>,
+    /// The accelerator of the VM's last start (`kvm`, or `tcg` and why it fell back).
+    pub accel: Option<String>,
+    /// The master on trial (swapped in, its guest not yet seen to boot).
+    pub trial: Option<String>,
+    /// Versions that did not come up on this NUC: "name version: why (Unix time)".
+    pub failed: Vec<String>,
     pub fetched_chunks: u64,
     pub fetched_bytes: u64,
     /// Chunks taken from the running image instead of the LAN, in the last preparation.
@@ -116,11 +128,28 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
     let store = Arc::new(LocalStore::open(&cfg.data.join("store"))?);
     let overlay = cfg.data.join("vm").join("overlay.qcow2");
     std::fs::create_dir_all(cfg.data.join("vm"))?;
+    let mut machines = None;
     let hv: Box<dyn Hypervisor + Send> = match cfg.hypervisor.as_str() {
         "fake" => Box::new(Fake::new(me.node.as_str(), &overlay)),
         _ => {
             let mut q = QemuConfig::new(me.node.as_str(), &overlay);
-            if !cfg.qemu_command.is_empty() {
+            if cfg.qemu_command.is_empty() {
+                let host = host_facts(cfg.network()?);
+                tracing::info!(
+                    kvm = host.kvm,
+                    cpus = host.cpus,
+                    memory_mib = host.memory_mib,
+                    "the VM is built from machine profiles"
+                );
+                machines = Some(Machines {
+                    site: me.site.to_string(),
+                    node: me.node.to_string(),
+                    host,
+                    default: cfg.profile.clone(),
+                    by_master: cfg.profiles.clone(),
+                });
+            } else {
+                tracing::info!("the VM runs the raw qemu_command (no health check)");
                 q.command = cfg.qemu_command.clone();
             }
             Box::new(Qemu::new(q)?)
@@ -131,6 +160,8 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let end_of_day = cfg.end_of_day_minutes()?;
+    let slots = Arc::new(Mutex::new(slots));
+    let station = Station::new(cfg.data.clone(), hv, slots.clone(), end_of_day, machines);
     let mut agent = Agent {
         status: AgentStatus {
             node: me.node.to_string(),
@@ -144,12 +175,10 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         me,
         creds,
         keys,
-        slots: Arc::new(Mutex::new(slots)),
+        slots,
         store,
-        hv,
+        station,
         plan,
-        ws: Workstation::new(end_of_day),
-        held: Held::default(),
         conn: None,
         relay: None,
         job: None,
@@ -161,7 +190,7 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
     };
     agent.refresh_slots();
     agent.main_loop(&shutdown).await;
-    agent.stop_vm("the agent is stopping");
+    tokio::task::block_in_place(|| agent.station.shut_down("the agent is stopping"));
     agent.write_status();
     Ok(())
 }
@@ -175,12 +204,9 @@ struct Agent {
     keys: KeyRing,
     slots: Arc<Mutex<Slots>>,
     store: Arc<LocalStore>,
-    hv: Box<dyn Hypervisor + Send>,
+    /// The seat's VM, its sessions, resets, swaps, trials and rollbacks.
+    station: Station,
     plan: SitePlan,
-    /// Sessions, resets, swaps and rollbacks: the decisions (`workstation`).
-    ws: Workstation,
-    /// The masters held, as the slots said when last free.
-    held: Held,
     conn: Option<(quinn::Endpoint, Connection)>,
     relay: Option<SocketAddr>,
     /// The preparation under way: which version, and its task.
@@ -324,6 +350,7 @@ impl Agent {
                 self.plan = plan;
             }
             conn.report(self.report()).await?;
+            self.check_republished(&conn).await;
             anyhow::Ok(conn)
         };
         // A dead relay must not hold the loop (sessions, resets) until QUIC gives up on it.
@@ -433,19 +460,29 @@ impl Agent {
         Status {
             node_id: self.me.node.clone(),
             software: env!("CARGO_PKG_VERSION").into(),
-            holding: self.held.complete(),
+            holding: self.station.held().complete(),
             report: Report::Agent(AgentReport {
                 state: s.state.clone(),
                 seat: s.seat.clone(),
                 needs,
                 vm: s.vm.clone(),
-                next: self.held.next.clone(),
+                next: self.station.held().next.clone(),
                 next_state: s.next_state.clone(),
                 resets: s.resets,
                 last_reset: s.last_reset,
                 free_disk_bytes: s.free_disk_bytes,
                 mac: self.mac.clone(),
-                failed: Vec::new(),
+                failed: self
+                    .station
+                    .verdicts()
+                    .bad
+                    .iter()
+                    .map(|b| Failed {
+                        master: b.master.clone(),
+                        why: b.why.clone(),
+                        at: b.when,
+                    })
+                    .collect(),
                 last_error: s.last_error.clone(),
             }),
         }
@@ -453,44 +490,53 @@ impl Agent {
 
     /// Copies the slot table into the status, when the preparation is not holding the slots.
     fn refresh_slots(&mut self) {
-        let Ok(slots) = self.slots.try_lock() else {
-            return;
-        };
-        let text = |slot: SlotName| {
-            slots
-                .table()
-                .get(slot)
-                .map(|h| format!("{} {}", h.name, h.version))
-        };
-        let master = |slot: SlotName| {
-            slots.table().get(slot).map(|h| MasterRef {
-                name: h.name.clone(),
-                version: h.version.clone(),
-            })
-        };
-        self.held = Held {
-            current: master(SlotName::Current),
-            next: master(SlotName::Next),
-            next_ready: slots.state()[1].state == SlotState::Ready,
-            previous: master(SlotName::Previous),
-        };
-        self.status.current = text(SlotName::Current);
-        self.status.next = text(SlotName::Next);
-        self.status.previous = text(SlotName::Previous);
-        self.status.next_state = match slots.state()[1].state {
-            SlotState::Empty => "empty",
-            SlotState::Fetching => "fetching",
-            SlotState::Ready => "ready",
-            SlotState::Active => "active",
-        }
-        .into();
+        self.station.refresh_slots();
+        self.copy_station_news();
     }
 
-    fn current_image(&self) -> Option<PathBuf> {
-        self.slots
-            .try_lock()
-            .ok()
-            .and_then(|s| s.image_path(SlotName::Current))
+    /// What the station did and saw, into the status.
+    fn copy_station_news(&mut self) {
+        for e in std::mem::take(&mut self.station.news.errors) {
+            self.error(e);
+        }
+        let n = &self.station.news;
+        let s = &mut self.status;
+        s.current = n.current.clone();
+        s.next = n.next.clone();
+        s.previous = n.previous.clone();
+        s.next_state = n.next_state.clone();
+        s.resets = n.resets;
+        s.last_reset = n.last_reset;
+        s.swaps = n.swaps;
+        s.last_swap = n.last_swap;
+        s.rollbacks = n.rollbacks;
+        s.boot = n.boot.clone();
+        s.boot_secs = n.boot_secs;
+        s.accel = n.accel.clone();
+        let v = self.station.verdicts();
+        s.trial = v.trial.as_ref().map(|t| label(&t.master));
+        s.failed = v
+            .bad
+            .iter()
+            .map(|b| format!("{}: {} ({})", label(&b.master), b.why, b.when))
+            .collect();
+    }
+
+    /// Asks the relay for the manifest of each bad version the sessions still need: one the DSI
+    /// republished (another manifest) may be tried again.
+    async fn check_republished(&mut self, conn: &Connection) {
+        let bad = self.station.verdicts().bad_masters();
+        let needed: Vec<MasterRef> = self
+            .my_sessions()
+            .into_iter()
+            .map(|s| s.master)
+            .filter(|m| bad.contains(m))
+            .collect();
+        for m in needed {
+            if let Ok(bytes) = conn.manifest(&m).await {
+                self.station.republished(&m, &manifest_hash(&bytes));
+            }
+        }
     }
 
     fn take_job_news(&mut self) {
@@ -510,7 +556,7 @@ impl Agent {
                 self.job_error = false;
             }
             if let Some(state) = &n.state {
-                if self.ws.session().is_none() {
+                if self.station.session().is_none() {
                     self.status.state = state.clone();
                 }
             }
@@ -526,28 +572,6 @@ impl Agent {
         self.status.free_disk_bytes = free_disk(&self.cfg.data);
     }
 
-    fn stop_vm(&mut self, why: &str) {
-        if let Err(e) = self.hv.stop() {
-            self.error(format!("cannot stop the VM ({why}): {e}"));
-        }
-    }
-
-    /// The reset: VM stopped, overlay thrown away and made again over `current`.
-    fn reset(&mut self, why: &str) {
-        let now = self.clock.now();
-        self.stop_vm(why);
-        if let Some(image) = self.current_image() {
-            match self.hv.prepare(&image) {
-                Ok(()) => {
-                    self.status.resets += 1;
-                    self.status.last_reset = Some(now);
-                    tracing::info!(%why, "workstation reset: the next session starts from the pristine master");
-                }
-                Err(e) => self.error(format!("reset failed ({why}): {e}")),
-            }
-        }
-    }
-
     fn manage_sessions(&mut self) {
         let now = self.clock.now();
         let seat = self.seat();
@@ -555,38 +579,46 @@ impl Agent {
             .as_ref()
             .map(|(r, s)| format!("{r}/{s}"))
             .unwrap_or_default();
-        let vm = self.hv.status().unwrap_or(VmStatus::Failed { code: None });
-        self.status.vm = format!("{vm:?}");
+        let vm = self.station.hypervisor().status();
+        self.status.vm = match vm {
+            Ok(vm) => format!("{vm:?}"),
+            Err(e) => format!("unknown: {e}"),
+        };
         let sessions = self.my_sessions();
-        let held = self.held.clone();
-        let actions = self.ws.step(&Inputs {
+        self.station.tick(&Tick {
             now,
             local: self.local_minutes(now),
             sessions: &sessions,
-            vm,
-            held: &held,
+            seat: seat.as_ref(),
         });
-        for action in actions {
-            match action {
-                Action::Reset(why) => self.reset(why),
-                Action::VmFailed(code) => self.error(format!("the VM failed (exit {code:?})")),
-                Action::Rollback => self.rollback(),
-                Action::Swap(to) => self.swap(&to),
-                Action::Start(s) => self.start_session(s),
-            }
-        }
+        self.copy_station_news();
         self.status.session = self
-            .ws
+            .station
             .session()
             .map(|s| format!("{} {}-{}", label(&s.master), s.start, s.end));
-        self.status.state = match (&seat, self.ws.session()) {
-            (None, _) => "spare: waiting to be given a seat".into(),
-            (_, Some(s)) => format!("in session ({})", label(&s.master)),
-            (_, None) if self.job.is_some() => self.status.state.clone(),
-            (_, None) => match sessions.first() {
-                Some(s) if self.held.current.as_ref() == Some(&s.master) => {
+        let held = self.station.held();
+        let bad = |m: &MasterRef| self.station.verdicts().bad(m).is_some();
+        self.status.state = match (&seat, self.station.session(), self.station.busy()) {
+            (None, _, _) => "spare: waiting to be given a seat".into(),
+            (_, Some(s), _) if held.current.as_ref() != Some(&s.master) && bad(&s.master) => {
+                format!(
+                    "in session ({}: {} did not come up on this NUC)",
+                    self.status.current.clone().unwrap_or_default(),
+                    label(&s.master)
+                )
+            }
+            (_, Some(s), _) => format!("in session ({})", label(&s.master)),
+            (_, None, Some(busy)) => busy.into(),
+            (_, None, None) if self.job.is_some() => self.status.state.clone(),
+            (_, None, None) => match sessions.first() {
+                Some(s) if held.current.as_ref() == Some(&s.master) => {
                     format!("ready for the next session ({})", label(&s.master))
                 }
+                Some(s) if bad(&s.master) => format!(
+                    "ready for the next session ({}: {} did not come up on this NUC)",
+                    self.status.current.clone().unwrap_or_default(),
+                    label(&s.master)
+                ),
                 Some(s) => format!("waiting for {}", label(&s.master)),
                 None => "idle: no session planned".into(),
             },
@@ -599,74 +631,14 @@ impl Agent {
         Some((dt.date(), dt.hour() as u32 * 60 + dt.minute() as u32))
     }
 
-    /// Swaps `next` (`to`, ready) in between sessions, and resets onto it.
-    fn swap(&mut self, to: &MasterRef) {
-        let now = self.clock.now();
-        self.stop_vm("a new master comes in");
-        let swapped = match self.slots.try_lock() {
-            Ok(mut slots) => slots.swap(now.max(0) as u64),
-            Err(_) => return, // the preparation holds the slots: next tick
-        };
-        match swapped {
-            Ok(()) => {
-                self.status.swaps += 1;
-                self.status.last_swap = Some(now);
-                self.ws.swapped(now);
-                tracing::info!(master = %label(to), "swapped in between sessions");
-                self.refresh_slots();
-                self.reset("a new master");
-            }
-            Err(e) => self.error(format!("swap failed: {e}")),
-        }
-    }
-
-    /// The new master failed to start right after its swap: back to the previous one.
-    fn rollback(&mut self) {
-        let now = self.clock.now();
-        if let Ok(mut slots) = self.slots.try_lock() {
-            match slots.rollback(now.max(0) as u64) {
-                Ok(()) => {
-                    self.status.rollbacks += 1;
-                    tracing::error!(
-                        "the new master failed to start: rolled back to the previous one"
-                    );
-                }
-                Err(e) => tracing::error!(error = %e, "cannot roll back"),
-            }
-        }
-        self.refresh_slots();
-    }
-
-    fn start_session(&mut self, s: SessionEntry) {
-        let Some(image) = self.current_image() else {
-            self.error(format!(
-                "session {} starts but no master is here yet",
-                label(&s.master)
-            ));
-            return;
-        };
-        if self.held.current.as_ref() != Some(&s.master) {
-            self.error(format!(
-                "session needs {} but only {} is ready: running it",
-                label(&s.master),
-                self.status.current.clone().unwrap_or_default()
-            ));
-        }
-        match self.hv.start(&image) {
-            Ok(()) => {
-                tracing::info!(master = %label(&s.master), "session started");
-                self.ws.started(s);
-            }
-            Err(e) => self.error(format!("cannot start the VM: {e}")),
-        }
-    }
-
     /// Starts preparing the first upcoming master that is not `current`, if nothing is under way.
     fn prepare_next(&mut self) {
         if self.job.is_some() {
             return;
         }
-        let Some(target) = workstation::to_prepare(&self.my_sessions(), &self.held) else {
+        let bad = self.station.verdicts().bad_masters();
+        let Some(target) = workstation::to_prepare(&self.my_sessions(), self.station.held(), &bad)
+        else {
             return;
         };
         let Some((_, conn)) = self.conn.clone() else {
@@ -710,12 +682,13 @@ impl Agent {
         };
         let sessions = self.my_sessions();
         let soon = sessions.iter().any(|s| s.start <= now + 3600);
-        let done = workstation::night_work_done(&sessions, &self.held);
+        let done = workstation::night_work_done(&sessions, self.station.held());
         if !(in_window(self.started_at)
             && in_window(now)
             && done
             && !soon
-            && self.ws.session().is_none())
+            && self.station.session().is_none()
+            && self.station.busy().is_none())
         {
             return;
         }

@@ -81,6 +81,17 @@ pub enum Failure {
     Panic(String),
     #[error("QEMU exited during the boot: {0}")]
     Exited(String),
+    /// The guest did not come up under KVM; the hypervisor runs it under TCG from now on, so the
+    /// master is not to blame yet.
+    #[error("under KVM: {0}; trying again under TCG")]
+    UnderKvm(Box<Failure>),
+}
+
+impl Failure {
+    /// Whether the hypervisor tries again another way (the master is not to blame yet).
+    pub fn retry(&self) -> bool {
+        matches!(self, Failure::UnderKvm(_))
+    }
 }
 
 /// The verdict after `elapsed` since QEMU started.

@@ -6,6 +6,11 @@
 //!   next master (fetch, seeded assembly), reports; the I/O shell around [`workstation`].
 //! - [`workstation`]: pure: what the workstation does at each tick (sessions, resets, swaps,
 //!   rollbacks), what to prepare, when the night's work is done; tested in simulated time.
+//! - [`station`]: the seat's workstation carried out (the VM built from the seat's profile, resets
+//!   that do not block the loop, trial boots, bad versions recorded, rollbacks); the shell around
+//!   [`workstation`], used by the daemon.
+//! - [`verdicts`]: the master on trial and the versions that did not come up on this NUC, kept on
+//!   disk.
 //! - [`identity`]: the machine's stable hardware id (DMI UUID, machine-id, MAC) and its MACs.
 //! - [`slots`]: the master slots (`current`, `next`, `previous`), a crash-safe state machine on
 //!   disk with an event log.
@@ -30,4 +35,6 @@ mod prepare;
 pub mod profile;
 pub mod qmp;
 pub mod slots;
+pub mod station;
+pub mod verdicts;
 pub mod workstation;

@@ -33,8 +33,9 @@ enum Command {
         #[arg(long)]
         relay: Option<std::net::SocketAddr>,
     },
-    /// Go back to the previous master (the agent must be stopped). The agent also does this by
-    /// itself when a new master fails to start.
+    /// Go back to the previous master (the agent must be stopped). The version left is marked bad
+    /// on this NUC: not swapped in again until the DSI republishes it. The agent also does this by
+    /// itself when a new master does not come up.
     Rollback {
         #[arg(long, default_value = "/var/lib/nightcast/agent")]
         data: PathBuf,
@@ -128,15 +129,48 @@ fn run(
 }
 
 fn rollback(data: &std::path::Path) -> anyhow::Result<()> {
+    use nightcast_agent::slots::{SlotName, Slots};
+    use nightcast_agent::verdicts::{manifest_hash, BadMaster, Verdicts};
     let clock = image_tools::clock::Clock::from_env()?;
-    let now = clock.now().max(0) as u64;
-    let (mut slots, _) = nightcast_agent::slots::Slots::open(data, now)?;
-    slots.rollback(now)?;
-    let current = slots
-        .table()
-        .get(nightcast_agent::slots::SlotName::Current)
-        .map(|h| format!("{} {}", h.name, h.version))
+    let now = clock.now();
+    let (mut slots, _) = Slots::open(data, now.max(0) as u64)?;
+    let text = |slots: &Slots, slot| {
+        slots
+            .table()
+            .get(slot)
+            .map(|h| format!("{} {}", h.name, h.version))
+            .unwrap_or_default()
+    };
+    let bad = slots.table().get(SlotName::Current).cloned();
+    let manifest = slots
+        .manifest_path(SlotName::Current)
+        .and_then(|p| std::fs::read(p).ok())
+        .map(|b| manifest_hash(&b))
         .unwrap_or_default();
-    println!("rolled back: current is now {current}");
+    slots.rollback(now.max(0) as u64)?;
+    // The version left is not swapped in again here until the DSI republishes it, as when the
+    // agent rolls back by itself.
+    if let Some(h) = bad {
+        let mut verdicts = Verdicts::load(data).unwrap_or_else(|e| {
+            eprintln!("nightcast-agent: {e}: starting a new record");
+            Verdicts::default()
+        });
+        verdicts.trial = None;
+        verdicts.mark_bad(BadMaster {
+            master: image_tools::wire::MasterRef {
+                name: h.name.clone(),
+                version: h.version.clone(),
+            },
+            manifest,
+            why: "rolled back by hand (nightcast-agent rollback)".into(),
+            when: now,
+        });
+        verdicts.save(data)?;
+        println!("marked bad on this NUC: {} {}", h.name, h.version);
+    }
+    println!(
+        "rolled back: current is now {}",
+        text(&slots, SlotName::Current)
+    );
     Ok(())
 }

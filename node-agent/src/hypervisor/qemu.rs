@@ -1,0 +1,684 @@
+//! [`Qemu`]: the session VM as a `qemu-system-x86_64` child process, its command line built from a
+//! machine profile ([`Machine`]: the master's profile, the seat's identity, the NUC's facts), or
+//! from a raw template as an expert override. With a profile it also watches the guest boot
+//! ([`Qemu::boot_health`]: serial markers and `guest-ping`, judged by `health`), presses the ACPI
+//! power button at the session's end, and falls back from KVM to TCG, reported, when the guest
+//! did not come up under KVM.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{Hypervisor, HypervisorError, Overlay, VmStatus};
+use crate::health::{self, Failure, Health, Seen};
+use crate::profile::{self, Accel, Chosen, Host, Paths, Profile, Seat};
+use crate::qmp::{GuestAgent, Qmp};
+
+/// A VM built from a machine profile: what the guest needs, who it is, what the NUC has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    pub profile: Profile,
+    pub seat: Seat,
+    pub host: Host,
+}
+
+/// How [`Qemu`] runs the VM.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    /// The VM's name, for `{name}` and logs.
+    pub name: String,
+    /// Where the overlay lives (on the same disk as the slots, so a reset never copies). Its
+    /// directory also holds the session's sockets, serial log and UEFI variables.
+    pub overlay: PathBuf,
+    /// The command line is built from this profile when set; `command` is then unused.
+    pub machine: Option<Machine>,
+    /// The expert override: a raw command line; `{overlay}`, `{master}` and `{name}` are replaced
+    /// in every argument. Must mention `{overlay}`. Default: [`QemuConfig::default_command`].
+    pub command: Vec<String>,
+    /// `qemu-img`, found on `PATH` by default.
+    pub qemu_img: PathBuf,
+    /// How long `stop` waits after SIGTERM before SIGKILL.
+    pub stop_timeout: Duration,
+    /// With a profile, `stop` first presses the ACPI power button (QMP `system_powerdown`) and
+    /// gives the guest this long to power off before stopping QEMU. Blocks the caller that long
+    /// at most; a caller that must not block presses the button itself
+    /// ([`Hypervisor::power_button`]) and calls `stop` once the guest is off or the time is up.
+    pub powerdown_grace: Duration,
+    /// How long one `guest-ping` of [`Qemu::boot_health`] may wait for an answer.
+    pub ping_timeout: Duration,
+}
+
+impl QemuConfig {
+    pub fn new(name: &str, overlay: &Path) -> QemuConfig {
+        QemuConfig {
+            name: name.to_owned(),
+            overlay: overlay.to_owned(),
+            machine: None,
+            command: QemuConfig::default_command(),
+            qemu_img: PathBuf::from("qemu-img"),
+            stop_timeout: Duration::from_secs(5),
+            powerdown_grace: Duration::from_secs(30),
+            ping_timeout: Duration::from_millis(200),
+        }
+    }
+
+    /// A VM built from `machine`.
+    pub fn with_machine(name: &str, overlay: &Path, machine: Machine) -> QemuConfig {
+        QemuConfig {
+            machine: Some(machine),
+            ..QemuConfig::new(name, overlay)
+        }
+    }
+
+    /// KVM, 4 GiB, 2 vCPUs, the overlay as a virtio disk with host caching off the critical path
+    /// (`cache=unsafe`: the overlay is thrown away anyway), no network, no display, no monitor.
+    /// `-cpu host` suits a NUC; a nested KVM (QEMU inside a VM) may refuse it ("failed to set MSR"),
+    /// where `-cpu qemu64` works.
+    pub fn default_command() -> Vec<String> {
+        [
+            "qemu-system-x86_64",
+            "-name",
+            "{name}",
+            "-machine",
+            "q35,accel=kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "4096",
+            "-smp",
+            "2",
+            "-drive",
+            "file={overlay},format=qcow2,if=virtio,cache=unsafe",
+            "-nic",
+            "none",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "none",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
+/// How the last `stop` ended the VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The guest powered off after the ACPI power button.
+    Acpi,
+    /// QEMU was stopped (SIGTERM, then SIGKILL): no profile, or the guest ignored the button.
+    Forced,
+}
+
+/// A VM run by QEMU as a child process. The guest powering off shows as the process exiting with
+/// status 0. Dropping it kills the VM.
+#[derive(Debug)]
+pub struct Qemu {
+    config: QemuConfig,
+    overlay: Overlay,
+    /// With a profile: where the session's files are.
+    paths: Option<Paths>,
+    child: Option<Child>,
+    last: VmStatus,
+    /// A start under KVM did not come up: `Accel::Auto` uses TCG from now on.
+    kvm_failed: bool,
+    /// The accelerator of the last start (profiles only), and why it is TCG if it fell back.
+    accel: Option<Chosen>,
+    fallback: Option<&'static str>,
+    started: Option<tokio::time::Instant>,
+    stopped: Option<Stopped>,
+    /// The ACPI power button was pressed since the last start.
+    button: bool,
+    /// The health check's final verdict for the last start (healthy or failed).
+    verdict: Option<Health>,
+}
+
+impl Qemu {
+    pub fn new(config: QemuConfig) -> Result<Qemu, HypervisorError> {
+        let template_err = |reason: &str| HypervisorError::Template {
+            name: config.name.clone(),
+            reason: reason.to_owned(),
+        };
+        let paths = match &config.machine {
+            Some(m) => Some(checked_paths(&config, m)?),
+            None => {
+                if config.command.is_empty() {
+                    return Err(template_err("empty command"));
+                }
+                if !config.command.iter().any(|a| a.contains("{overlay}")) {
+                    return Err(template_err("no argument mentions {overlay}"));
+                }
+                None
+            }
+        };
+        Ok(Qemu {
+            overlay: Overlay::new(config.qemu_img.clone(), config.overlay.clone()),
+            config,
+            paths,
+            child: None,
+            last: VmStatus::NotStarted,
+            kvm_failed: false,
+            accel: None,
+            fallback: None,
+            started: None,
+            stopped: None,
+            button: false,
+            verdict: None,
+        })
+    }
+
+    /// The accelerator of the last start, as text for reports: `kvm`, or `tcg` and why.
+    pub fn accel_text(&self) -> Option<String> {
+        self.accel.map(|a| match self.fallback {
+            Some(why) => format!("{a} (fell back from KVM: {why})"),
+            None => a.to_string(),
+        })
+    }
+
+    /// The session's files (sockets, serial log, UEFI variables), with a profile.
+    pub fn paths(&self) -> Option<&Paths> {
+        self.paths.as_ref()
+    }
+
+    /// The accelerator of the last start (with a profile).
+    pub fn accel(&self) -> Option<Chosen> {
+        self.accel
+    }
+
+    /// How the last `stop` ended the VM.
+    pub fn stopped(&self) -> Option<Stopped> {
+        self.stopped
+    }
+
+    /// The guest did not come up under KVM: with `Accel::Auto`, later starts use TCG.
+    pub fn mark_kvm_failed(&mut self) {
+        if self.accel == Some(Chosen::Kvm) {
+            self.kvm_failed = true;
+        }
+    }
+
+    fn machine(&self, what: &'static str) -> Result<(&Machine, &Paths), HypervisorError> {
+        match (&self.config.machine, &self.paths) {
+            (Some(m), Some(p)) => Ok((m, p)),
+            _ => Err(HypervisorError::NoProfile {
+                name: self.config.name.clone(),
+                what,
+            }),
+        }
+    }
+
+    /// The command line for the prepared overlay: the template with its placeholders replaced,
+    /// or the profile's (with the accelerator of the last start, or the one it would choose).
+    pub fn command_line(&self) -> Vec<String> {
+        if let (Some(m), Some(paths)) = (&self.config.machine, &self.paths) {
+            let accel = self.accel.unwrap_or(
+                profile::choose_accel(m.profile.accel, m.host.kvm, self.kvm_failed)
+                    .map_or(Chosen::Tcg, |(c, _)| c),
+            );
+            // Checked in `new`: only the accelerator changes, and it cannot make argv fail.
+            return profile::argv(
+                &self.config.name,
+                &m.profile,
+                &m.seat,
+                &m.host,
+                paths,
+                accel,
+            )
+            .unwrap_or_default();
+        }
+        let overlay = self.overlay.path.display().to_string();
+        let master = self
+            .overlay
+            .master
+            .as_ref()
+            .map(|m| m.display().to_string())
+            .unwrap_or_default();
+        self.config
+            .command
+            .iter()
+            .map(|a| {
+                a.replace("{overlay}", &overlay)
+                    .replace("{master}", &master)
+                    .replace("{name}", &self.config.name)
+            })
+            .collect()
+    }
+
+    /// The VM's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn files_err(&self, path: &Path) -> impl Fn(io::Error) -> HypervisorError {
+        let (name, path) = (self.config.name.clone(), path.to_owned());
+        move |source| HypervisorError::Files {
+            name: name.clone(),
+            path: path.clone(),
+            source,
+        }
+    }
+
+    /// A fresh copy of OVMF's variables for UEFI profiles: a session never inherits the boot
+    /// entries or settings an earlier one changed.
+    fn fresh_vars(&self) -> Result<(), HypervisorError> {
+        let Ok((m, paths)) = self.machine("UEFI variables") else {
+            return Ok(());
+        };
+        if m.profile.firmware != profile::Firmware::Uefi {
+            return Ok(());
+        }
+        fs::copy(&m.host.ovmf_vars, &paths.vars).map_err(self.files_err(&m.host.ovmf_vars))?;
+        Ok(())
+    }
+
+    fn refresh(&mut self) -> Result<(), HypervisorError> {
+        if let Some(child) = &mut self.child {
+            let pid = child.id();
+            let exited = child.try_wait().map_err(|source| HypervisorError::Stop {
+                name: self.config.name.clone(),
+                pid,
+                source,
+            })?;
+            if let Some(status) = exited {
+                self.last = if status.success() {
+                    VmStatus::PoweredOff
+                } else {
+                    VmStatus::Failed {
+                        code: status.code(),
+                    }
+                };
+                tracing::info!(vm = %self.config.name, ?status, "VM exited");
+                self.child = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// A QMP connection to the running VM (profiles only).
+    pub fn qmp(&self, timeout: Duration) -> Result<Qmp, HypervisorError> {
+        let (_, paths) = self.machine("QMP")?;
+        Qmp::connect(&paths.qmp, timeout).map_err(|source| HypervisorError::Control {
+            name: self.config.name.clone(),
+            source,
+        })
+    }
+
+    /// A connection to the guest agent (profiles only); times out while the guest boots.
+    pub fn guest_agent(&self, timeout: Duration) -> Result<GuestAgent, HypervisorError> {
+        let (_, paths) = self.machine("the guest agent")?;
+        GuestAgent::connect(&paths.qga, timeout).map_err(|source| HypervisorError::Control {
+            name: self.config.name.clone(),
+            source,
+        })
+    }
+
+    /// Everything the guest wrote to its serial port since the last start (profiles only).
+    pub fn serial_log(&self) -> Result<Vec<u8>, HypervisorError> {
+        let (_, paths) = self.machine("a serial log")?;
+        match fs::read(&paths.serial) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.files_err(&paths.serial)(e)),
+        }
+    }
+
+    /// What can be seen of the boot now: the serial log, one `guest-ping` (waiting at most
+    /// `ping_timeout`), whether QEMU is gone.
+    pub fn observe(&mut self, ping_timeout: Duration) -> Result<Seen, HypervisorError> {
+        self.refresh()?;
+        let serial = health::read_serial(&self.serial_log()?);
+        let exited = match self.last {
+            VmStatus::PoweredOff | VmStatus::Failed { .. } | VmStatus::Stopped => {
+                Some(format!("{:?}", self.last))
+            }
+            _ => None,
+        };
+        let (m, _) = self.machine("a health check")?;
+        let guest_ping = exited.is_none()
+            && m.profile.health.guest_agent
+            && self
+                .guest_agent(ping_timeout)
+                .and_then(|mut qga| {
+                    qga.ping().map_err(|source| HypervisorError::Control {
+                        name: self.config.name.clone(),
+                        source,
+                    })
+                })
+                .is_ok();
+        Ok(Seen {
+            serial,
+            guest_ping,
+            exited,
+        })
+    }
+
+    /// The health check of the running boot: waiting, healthy or failed, by the profile's check,
+    /// timed from the start; `None` without a profile or a start. One look at a time (the serial
+    /// log, one `guest-ping` of at most `ping_timeout`): it is meant to be called at every tick. A
+    /// final verdict is kept until the next start. A guest that did not come up under KVM with
+    /// `accel = auto` makes later starts use TCG, and the failure says so ([`Failure::UnderKvm`]).
+    pub fn boot_health(&mut self) -> Result<Option<Health>, HypervisorError> {
+        if self.config.machine.is_none() || self.stopped.is_some() {
+            return Ok(None);
+        }
+        let Some(started) = self.started else {
+            return Ok(None);
+        };
+        if let Some(v) = &self.verdict {
+            return Ok(Some(v.clone()));
+        }
+        let check = self.machine("a health check")?.0.profile.health;
+        let seen = self.observe(self.config.ping_timeout)?;
+        let verdict = match health::judge(&check, &seen, started.elapsed()) {
+            Health::Failed(why) => {
+                tracing::warn!(vm = %self.config.name, accel = ?self.accel, %why, "guest did not come up");
+                let auto = self.machine("a health check")?.0.profile.accel == Accel::Auto;
+                if auto && self.accel == Some(Chosen::Kvm) {
+                    self.mark_kvm_failed();
+                    Health::Failed(Failure::UnderKvm(Box::new(why)))
+                } else {
+                    Health::Failed(why)
+                }
+            }
+            v => v,
+        };
+        if verdict == Health::Healthy {
+            tracing::info!(vm = %self.config.name, after = ?started.elapsed(), accel = ?self.accel, "guest healthy");
+        }
+        if !matches!(verdict, Health::Waiting { .. }) {
+            self.verdict = Some(verdict.clone());
+        }
+        Ok(Some(verdict))
+    }
+
+    /// Builds the VM from `machine` from the next start on (refused while it runs): the seat or
+    /// the master's profile changed.
+    pub fn set_machine(&mut self, machine: Machine) -> Result<(), HypervisorError> {
+        self.refresh()?;
+        if self.child.is_some() {
+            return Err(HypervisorError::Running {
+                name: self.config.name.clone(),
+            });
+        }
+        if self.config.machine.as_ref() == Some(&machine) {
+            return Ok(());
+        }
+        self.paths = Some(checked_paths(&self.config, &machine)?);
+        self.config.machine = Some(machine);
+        Ok(())
+    }
+
+    /// Waits until the guest is healthy or has failed ([`Qemu::boot_health`], looked at twice a
+    /// second).
+    pub fn wait_healthy(&mut self) -> Result<Health, HypervisorError> {
+        loop {
+            match self.boot_health()? {
+                Some(Health::Waiting { .. }) => std::thread::sleep(Duration::from_millis(500)),
+                Some(verdict) => return Ok(verdict),
+                None => {
+                    return Err(HypervisorError::NotPrepared {
+                        name: self.config.name.clone(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The ACPI power button, then up to `powerdown_grace` for QEMU to exit. Whether it did.
+    fn acpi_power_off(&mut self) -> bool {
+        if self.config.machine.is_none() || self.config.powerdown_grace.is_zero() {
+            return false;
+        }
+        let pressed = self.qmp(Duration::from_secs(2)).and_then(|mut q| {
+            q.system_powerdown()
+                .map_err(|source| HypervisorError::Control {
+                    name: self.config.name.clone(),
+                    source,
+                })
+        });
+        if let Err(e) = pressed {
+            tracing::warn!(vm = %self.config.name, error = %e, "cannot press the ACPI power button");
+            return false;
+        }
+        let since = tokio::time::Instant::now();
+        while since.elapsed() < self.config.powerdown_grace {
+            if self.refresh().is_err() || self.child.is_none() {
+                return self.child.is_none();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        tracing::warn!(vm = %self.config.name, grace = ?self.config.powerdown_grace, "the guest ignored the ACPI power button");
+        false
+    }
+}
+
+impl Hypervisor for Qemu {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn overlay(&self) -> &Path {
+        &self.overlay.path
+    }
+
+    fn master(&self) -> Option<&Path> {
+        self.overlay.master.as_deref()
+    }
+
+    fn prepare(&mut self, master: &Path) -> Result<(), HypervisorError> {
+        self.refresh()?;
+        if self.child.is_some() {
+            return Err(HypervisorError::Running {
+                name: self.config.name.clone(),
+            });
+        }
+        self.overlay.prepare(master)?;
+        self.fresh_vars()?;
+        self.last = VmStatus::NotStarted;
+        Ok(())
+    }
+
+    fn start(&mut self, master: &Path) -> Result<(), HypervisorError> {
+        self.refresh()?;
+        if self.child.is_some() {
+            return Err(HypervisorError::Running {
+                name: self.config.name.clone(),
+            });
+        }
+        if !self.overlay.is_over(master) {
+            self.prepare(master)?;
+        }
+        if let (Some(m), Some(paths)) = (&self.config.machine, &self.paths) {
+            let (accel, fallback) =
+                profile::choose_accel(m.profile.accel, m.host.kvm, self.kvm_failed).map_err(
+                    |source| HypervisorError::Profile {
+                        name: self.config.name.clone(),
+                        source,
+                    },
+                )?;
+            if let Some(why) = fallback {
+                tracing::warn!(vm = %self.config.name, why, "falling back to TCG (slow): {why}");
+            }
+            self.fallback = fallback;
+            for stale in [&paths.qmp, &paths.qga] {
+                let _ = fs::remove_file(stale);
+            }
+            if m.profile.firmware == profile::Firmware::Uefi && !paths.vars.exists() {
+                self.fresh_vars()?;
+            }
+            self.accel = Some(accel);
+        }
+        let argv = self.command_line();
+        if argv.is_empty() {
+            return Err(HypervisorError::Template {
+                name: self.config.name.clone(),
+                reason: "empty command line".into(),
+            });
+        }
+        let start_err = |source| HypervisorError::Start {
+            name: self.config.name.clone(),
+            command: argv.join(" "),
+            source,
+        };
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(start_err)?;
+        tracing::info!(vm = %self.config.name, pid = child.id(), accel = ?self.accel, "VM started");
+        self.child = Some(child);
+        self.started = Some(tokio::time::Instant::now());
+        self.stopped = None;
+        self.button = false;
+        self.verdict = None;
+        self.last = VmStatus::Running;
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), HypervisorError> {
+        self.stop_with(true)
+    }
+
+    fn stop_now(&mut self) -> Result<(), HypervisorError> {
+        self.stop_with(false)
+    }
+
+    fn status(&mut self) -> Result<VmStatus, HypervisorError> {
+        self.refresh()?;
+        Ok(self.last)
+    }
+
+    fn power_button(&mut self) -> Result<Option<Duration>, HypervisorError> {
+        self.refresh()?;
+        if self.child.is_none()
+            || self.config.machine.is_none()
+            || self.config.powerdown_grace.is_zero()
+        {
+            return Ok(None);
+        }
+        let pressed = self.qmp(Duration::from_secs(2)).and_then(|mut q| {
+            q.system_powerdown()
+                .map_err(|source| HypervisorError::Control {
+                    name: self.config.name.clone(),
+                    source,
+                })
+        });
+        match pressed {
+            Ok(()) => {
+                self.button = true;
+                Ok(Some(self.config.powerdown_grace))
+            }
+            Err(e) => {
+                tracing::warn!(vm = %self.config.name, error = %e, "cannot press the ACPI power button");
+                Ok(None)
+            }
+        }
+    }
+
+    fn boot_health(&mut self) -> Result<Option<Health>, HypervisorError> {
+        Qemu::boot_health(self)
+    }
+
+    fn set_machine(&mut self, machine: &Machine) -> Result<(), HypervisorError> {
+        Qemu::set_machine(self, machine.clone())
+    }
+
+    fn accel(&self) -> Option<String> {
+        self.accel_text()
+    }
+}
+
+/// The session's files for `machine`, after checking that it makes a command line (refused now,
+/// not at the session).
+fn checked_paths(config: &QemuConfig, machine: &Machine) -> Result<Paths, HypervisorError> {
+    let dir = match config.overlay.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let paths = Paths::in_dir(dir, &config.overlay);
+    profile::argv(
+        &config.name,
+        &machine.profile,
+        &machine.seat,
+        &machine.host,
+        &paths,
+        Chosen::Tcg,
+    )
+    .map_err(|source| HypervisorError::Profile {
+        name: config.name.clone(),
+        source,
+    })?;
+    Ok(paths)
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Qemu {
+    /// Stops the VM: with `acpi`, the power button first (unless it was pressed already) and up
+    /// to `powerdown_grace` for the guest; then SIGTERM, then SIGKILL.
+    fn stop_with(&mut self, acpi: bool) -> Result<(), HypervisorError> {
+        self.refresh()?;
+        if self.child.is_none() {
+            return Ok(());
+        }
+        if self.button || !acpi {
+            self.refresh()?;
+            if self.child.is_none() {
+                tracing::info!(vm = %self.config.name, "VM powered off by ACPI");
+                self.stopped = Some(Stopped::Acpi);
+                self.last = VmStatus::Stopped;
+                return Ok(());
+            }
+        } else if self.acpi_power_off() {
+            tracing::info!(vm = %self.config.name, "VM powered off by ACPI");
+            self.stopped = Some(Stopped::Acpi);
+            self.last = VmStatus::Stopped;
+            return Ok(());
+        }
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = child.id();
+        let stop_err = |source| HypervisorError::Stop {
+            name: self.config.name.clone(),
+            pid,
+            source,
+        };
+        // QEMU exits cleanly on SIGTERM; the overlay is thrown away, so there is no guest state to
+        // save. Polled with sleeps: no clock is read.
+        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+        }
+        let step = Duration::from_millis(20);
+        let mut waited = Duration::ZERO;
+        loop {
+            if child.try_wait().map_err(stop_err)?.is_some() {
+                break;
+            }
+            if waited >= self.config.stop_timeout {
+                tracing::warn!(vm = %self.config.name, pid, "VM ignored SIGTERM: killing it");
+                child.kill().map_err(stop_err)?;
+                child.wait().map_err(stop_err)?;
+                break;
+            }
+            std::thread::sleep(step);
+            waited += step;
+        }
+        tracing::info!(vm = %self.config.name, pid, "VM stopped");
+        self.stopped = Some(Stopped::Forced);
+        self.last = VmStatus::Stopped;
+        Ok(())
+    }
+}
