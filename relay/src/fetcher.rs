@@ -1,7 +1,7 @@
 //! The night fetcher's decisions, sans-IO: what to fetch, until when, and when to look again.
 //!
 //! [`Fetcher`] holds what the fetcher remembers between transfers (the window it last saw open,
-//! the versions that failed and when to try them again, a link that just failed); everything
+//! the versions that failed, how often and when to try them again, a link that just failed); everything
 //! else comes in with each call as a [`View`] (the plan, which versions the cache holds in full,
 //! whether the controller is connected) and the time. [`Fetcher::poll`] says what to do now
 //! ([`Action`]s); the shell (`daemon::fetching`) does it and tells the outcome of a transfer back
@@ -16,7 +16,9 @@
 //!   does not hold in full, is allowed now and is not waiting to be retried;
 //! - a transfer the link broke resumes as soon as the link changes, or after [`LINK_SETTLE_SECS`];
 //!   one that failed for another reason (the controller lacks chunks, a full disk, a manifest that
-//!   does not verify) waits [`RETRY_SECS`], and the others go first meanwhile;
+//!   does not verify) waits [`RETRY_FIRST_SECS`], twice as long after each further failure of
+//!   that version up to [`RETRY_MAX_SECS`], and the others go first meanwhile; the count starts
+//!   again when a transfer of that version works or the plan drops it;
 //! - a window that opens wakes the site's NUCs, once per window.
 //!
 //! Not here: how a transfer paces itself (`exchange::fetch_missing` under the relay's
@@ -31,8 +33,24 @@ use image_tools::wire::{MasterRef, SitePlan};
 use crate::cache::{self, Gate};
 
 /// After a transfer failed for a reason other than the link: wait this long before trying that
-/// version again.
-pub const RETRY_SECS: i64 = 600;
+/// version again; each further failure of that version doubles the wait.
+pub const RETRY_FIRST_SECS: i64 = 60;
+
+/// The longest wait between two tries of a version that keeps failing.
+pub const RETRY_MAX_SECS: i64 = 3600;
+
+/// The wait after the `failures`-th failure in a row: 1 min, 2, 4, ... up to an hour.
+fn retry_delay(failures: u32) -> i64 {
+    let doublings = failures.saturating_sub(1).min(20);
+    (RETRY_FIRST_SECS << doublings).min(RETRY_MAX_SECS)
+}
+
+/// A version that failed: how many times in a row, and when to try it again.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    retry_at: i64,
+}
 
 /// After the link broke a transfer: resume once the link changes, or after this long at most.
 pub const LINK_SETTLE_SECS: i64 = 5;
@@ -126,8 +144,8 @@ pub enum Event {
 pub struct Fetcher {
     /// The end of the window last seen open.
     window_seen: Option<i64>,
-    /// Versions that failed, and when to try them again.
-    retry_at: HashMap<MasterRef, i64>,
+    /// Versions that failed, until a transfer of them works or the plan drops them.
+    failed: HashMap<MasterRef, Failures>,
     /// The link broke a transfer at this time, and has not changed since.
     link_failed_at: Option<i64>,
     /// The transfer under way.
@@ -158,7 +176,8 @@ impl Fetcher {
         if self.fetching.is_some() {
             return actions;
         }
-        self.retry_at.retain(|_, &mut t| t > now);
+        self.failed
+            .retain(|m, _| view.plan.entries.iter().any(|e| &e.master == m) && !(view.complete)(m));
         if self
             .link_failed_at
             .is_some_and(|t| now >= t + LINK_SETTLE_SECS)
@@ -166,7 +185,7 @@ impl Fetcher {
             self.link_failed_at = None;
         }
         let job = view.plan.entries.iter().find_map(|e| {
-            if (view.complete)(&e.master) || self.retry_at.contains_key(&e.master) {
+            if (view.complete)(&e.master) || self.waiting(&e.master, now) {
                 return None;
             }
             cache::may_fetch_until(gate, e, now).map(|until| (e.master.clone(), until))
@@ -181,7 +200,7 @@ impl Fetcher {
                     (true, _) => State::WaitingForController,
                     (false, Gate::Closed { next: Some(t) }) => State::WaitingForWindow(t),
                     (false, Gate::Closed { next: None }) => State::NoWindow,
-                    (false, _) => match self.retry_at.values().copied().min() {
+                    (false, _) => match self.next_retry(now) {
                         Some(t) => State::Retrying(t),
                         None => State::Idle,
                     },
@@ -193,6 +212,20 @@ impl Fetcher {
             }
         }
         actions
+    }
+
+    /// `master` failed and its next try is still to come.
+    fn waiting(&self, master: &MasterRef, now: i64) -> bool {
+        self.failed.get(master).is_some_and(|f| f.retry_at > now)
+    }
+
+    /// The first retry still to come.
+    fn next_retry(&self, now: i64) -> Option<i64> {
+        self.failed
+            .values()
+            .map(|f| f.retry_at)
+            .filter(|&t| t > now)
+            .min()
     }
 
     /// The earliest time at which `poll` may answer differently with the same inputs.
@@ -208,7 +241,7 @@ impl Fetcher {
             .iter()
             .filter_map(|e| e.override_until.filter(|&u| u > now))
             .min();
-        let retry = self.retry_at.values().copied().min();
+        let retry = self.next_retry(now);
         let link = self.link_failed_at.map(|t| t + LINK_SETTLE_SECS);
         [gate_change, override_end, retry, link]
             .into_iter()
@@ -220,7 +253,7 @@ impl Fetcher {
     pub fn handle(&mut self, event: Event, now: i64) {
         match event {
             Event::Done(master) => {
-                self.retry_at.remove(&master);
+                self.failed.remove(&master);
                 self.fetching = None;
             }
             Event::LinkFailed(_) => {
@@ -228,7 +261,12 @@ impl Fetcher {
                 self.fetching = None;
             }
             Event::Failed(master) => {
-                self.retry_at.insert(master, now + RETRY_SECS);
+                let f = self.failed.entry(master).or_insert(Failures {
+                    count: 0,
+                    retry_at: now,
+                });
+                f.count = f.count.saturating_add(1);
+                f.retry_at = now + retry_delay(f.count);
                 self.fetching = None;
             }
             Event::LinkChanged => self.link_failed_at = None,
@@ -619,14 +657,98 @@ mod tests {
         assert_eq!(
             fetcher.poll(night + 60, &view),
             vec![Action::Wait {
-                state: State::Retrying(night + 2 + RETRY_SECS),
-                until: Some(night + 2 + RETRY_SECS)
+                state: State::Retrying(night + 2 + RETRY_FIRST_SECS),
+                until: Some(night + 2 + RETRY_FIRST_SECS)
             }]
         );
         assert_eq!(
-            fetcher.poll(night + 2 + RETRY_SECS, &view),
+            fetcher.poll(night + 2 + RETRY_FIRST_SECS, &view),
             vec![fetch("a", end)]
         );
+    }
+
+    #[test]
+    fn a_version_that_keeps_failing_is_tried_less_and_less_often_until_it_works_or_leaves_the_plan()
+    {
+        let night = at("2026-11-23T22:00:00Z");
+        let mut fetcher = Fetcher::new();
+        let mut plan = SitePlan {
+            tz: "Europe/Paris".into(),
+            windows: vec!["22:00-06:00".into()],
+            entries: vec![entry("a", None)],
+            ..SitePlan::default()
+        };
+        let schedule = cache::schedule(&plan);
+        let complete = |_: &MasterRef| false;
+        // Fails at `now`; returns the time `poll` says to try again, checked against the polls
+        // just before it (a wait) and at it (the transfer).
+        let fail = |fetcher: &mut Fetcher, plan: &SitePlan, now: i64| -> i64 {
+            let v = View {
+                plan,
+                schedule: schedule.as_ref(),
+                complete: &complete,
+                connected: true,
+            };
+            assert!(
+                matches!(fetcher.poll(now, &v).last(), Some(Action::Fetch { .. })),
+                "a transfer at {now}"
+            );
+            fetcher.handle(Event::Failed(master("a")), now);
+            let Some(Action::Wait {
+                state: State::Retrying(t),
+                until: Some(u),
+            }) = fetcher.poll(now, &v).pop()
+            else {
+                panic!("no retry after a failure at {now}");
+            };
+            assert_eq!(t, u);
+            assert!(matches!(
+                fetcher.poll(t - 1, &v).last(),
+                Some(Action::Wait { .. })
+            ));
+            t
+        };
+        let mut now = night;
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            let next = fail(&mut fetcher, &plan, now);
+            waits.push(next - now);
+            now = next;
+        }
+        // A minute, doubling, at most an hour: a bad manifest costs the WAN a request an hour,
+        // and a passing fault is tried again soon.
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        // A transfer that works starts the count again.
+        let v = View {
+            plan: &plan,
+            schedule: schedule.as_ref(),
+            complete: &complete,
+            connected: true,
+        };
+        assert!(matches!(
+            fetcher.poll(now, &v).last(),
+            Some(Action::Fetch { .. })
+        ));
+        fetcher.handle(Event::Done(master("a")), now + 30);
+        now += 30;
+        assert_eq!(fail(&mut fetcher, &plan, now) - now, 60);
+        now = fail(&mut fetcher, &plan, now + 60);
+        // So does a plan that drops that version: when it comes back, it is a first failure.
+        plan.entries = vec![entry("b", None)];
+        let v = View {
+            plan: &plan,
+            schedule: schedule.as_ref(),
+            complete: &complete,
+            connected: true,
+        };
+        assert!(matches!(
+            fetcher.poll(now, &v).last(),
+            Some(Action::Fetch { master: m, .. }) if *m == master("b")
+        ));
+        fetcher.handle(Event::Done(master("b")), now + 1);
+        plan.entries = vec![entry("a", None)];
+        now += 10;
+        assert_eq!(fail(&mut fetcher, &plan, now) - now, 60);
     }
 
     #[test]

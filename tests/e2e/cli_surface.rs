@@ -1,8 +1,6 @@
 //! Every binary of the workspace starts and explains itself, and the demo runs end to end.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod util;
+use crate::util;
 
 use std::process::Command;
 

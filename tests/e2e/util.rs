@@ -30,7 +30,6 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 
 /// Builds `image` into the controller's store (data directory `controller`) as master `name`
 /// `version`, signed with its key, and writes the manifest to `out`.
-#[allow(dead_code)]
 pub fn build_master(controller: &Path, image: &Path, name: &str, version: &str, out: &Path) {
     let c = controller.to_str().expect("utf-8 path");
     let status = Command::new(workspace_bin("nightcast-image"))
@@ -49,7 +48,6 @@ pub fn build_master(controller: &Path, image: &Path, name: &str, version: &str, 
 /// A `nightcast-controller serve` on loopback ports, killed when dropped (a test that fails half-way
 /// leaves no process behind).
 #[derive(Debug)]
-#[allow(dead_code)] // not every test file uses it
 pub struct Controller {
     pub child: Child,
     /// Where relays connect (QUIC).
@@ -58,7 +56,6 @@ pub struct Controller {
     pub api: String,
 }
 
-#[allow(dead_code)]
 impl Controller {
     /// Serves the data directory `data` (already initialised) and waits for both addresses.
     pub fn start(data: &Path) -> Controller {
@@ -121,7 +118,6 @@ type Held = (Instant, Arc<UdpSocket>, Vec<u8>, SocketAddr);
 /// can cut the link (drop everything) for a while, and can add a fixed delay each way (the
 /// kernel here has no `netem`): the "other end" of a relay's WAN counters, or the WAN's latency.
 #[derive(Debug)]
-#[allow(dead_code)]
 pub struct UdpCounter {
     pub addr: SocketAddr,
     pub bytes: Arc<AtomicU64>,
@@ -132,7 +128,6 @@ pub struct UdpCounter {
 
 /// Moves the calling thread into network namespace `ns` (made by `ip netns add`); the sockets it
 /// opens afterwards, and the threads it starts, belong to that namespace.
-#[allow(dead_code)]
 pub fn enter_netns(ns: &str) {
     let path = format!("/var/run/netns/{ns}");
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
@@ -143,7 +138,6 @@ pub fn enter_netns(ns: &str) {
     .unwrap_or_else(|e| panic!("setns {ns}: {e}"));
 }
 
-#[allow(dead_code)]
 impl UdpCounter {
     pub fn start(upstream: SocketAddr) -> UdpCounter {
         UdpCounter::start_with(None, "127.0.0.1:0", upstream, Duration::ZERO)

@@ -1,14 +1,11 @@
 //! `nightcast-agent run` as real processes behind a real relay and controller, on loopback, on an
 //! accelerated clock, with the test hypervisor (real qcow2 overlays, guest writes with `qemu-io`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod fleet;
-mod util;
+use crate::util;
 
 use std::process::Command;
 
-use fleet::*;
+use crate::fleet::*;
 
 /// Whether `qemu-img` and `qemu-io` are here (CI installs them).
 fn qemu_tools() -> bool {

@@ -4,16 +4,10 @@
 //! its relay also while the controller is away; a token is redeemed once; certificates renew
 //! themselves before they expire.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod util;
-
-mod fleet;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fleet::*;
+use crate::fleet::*;
 use image_tools::exchange::{self, Connection, EnrollRequest, ExchangeError};
 use image_tools::trust::{self, Credentials, Expect};
 use image_tools::wire::{ErrorCode, Hello, Role, PROTOCOL_VERSION};

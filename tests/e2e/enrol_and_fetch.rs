@@ -1,14 +1,12 @@
 //! A controller and a relay as real processes on loopback: init, token, enrolment, a master fetched
 //! into the site cache and assembled bit for bit, rights enforced, clean shutdown.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod util;
+use crate::util;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
-use util::workspace_bin;
+use crate::util::workspace_bin;
 
 fn run(bin: &str, args: &[&str]) -> Output {
     let out = Command::new(workspace_bin(bin))

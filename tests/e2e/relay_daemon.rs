@@ -2,15 +2,9 @@
 //! with both on an accelerated clock (`NIGHTCAST_CLOCK`). The WAN is a counting UDP forwarder, so
 //! every byte is counted at both ends: by the relay's own counters and by the forwarder.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod util;
-
-mod fleet;
-
 use std::time::Duration;
 
-use fleet::*;
+use crate::fleet::*;
 use image_tools::exchange::{self, Connection};
 use image_tools::trust::Credentials;
 use image_tools::wire::Role;
@@ -38,7 +32,7 @@ fn the_wan_carries_only_control_traffic_outside_the_night_windows() {
         relay.lan,
         AgentReport {
             mac: Some("52:54:00:12:34:56".into()),
-            needs: vec![fleet::demo()],
+            needs: vec![demo()],
             ..AgentReport::default()
         },
     );

@@ -3,20 +3,16 @@
 //! relay forwards them; a NUC goes silent and the site's spare takes its seat by itself (one silent
 //! seat) or waits for the DSI's `nightcast seat replace` (two), and the relay's plan follows.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod util;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::util::{workspace_bin, Controller};
 use image_tools::exchange::{self, Connection};
 use image_tools::report::{AgentReport, Report};
 use image_tools::wire::{Hello, Role, SitePlan, Status, PROTOCOL_VERSION};
 use image_tools::NodeId;
-use util::{workspace_bin, Controller};
 
 /// 600 s per real second: the default `silent_after_minutes = 30` passes in 3 s.
 const SPEED: f64 = 600.0;

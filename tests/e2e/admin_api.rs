@@ -1,15 +1,11 @@
 //! The DSI's `nightcast` command against a real controller's admin API: token, sites, masters,
 //! calendar, plan, refusals; and a controller killed with -9 in the middle of an import.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod util;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use util::{workspace_bin, Controller};
+use crate::util::{workspace_bin, Controller};
 
 fn nightcast(c: &Controller, data: &Path, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))

@@ -1,8 +1,6 @@
 //! A site for end-to-end tests: a controller, its WAN (a counting UDP forwarder), a relay and test
 //! agents, as real processes on loopback on a shared accelerated clock (`NIGHTCAST_CLOCK`).
 
-#![allow(dead_code)] // each test file uses part of it
-
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

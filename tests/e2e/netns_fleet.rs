@@ -7,10 +7,8 @@
 //! WAN cut for a while, a dead NUC replaced by a spare, and a relay taken over by an attacker.
 //! Needs root (CI runs as root); elsewhere it says it is skipped.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod fleet;
-mod util;
+use crate::fleet;
+use crate::util;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleet::at;
+use crate::fleet::at;
+use crate::util::{workspace_bin, UdpCounter};
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, FrameReader};
 use image_tools::wire::{
@@ -28,7 +27,6 @@ use image_tools::wire::{
 };
 use image_tools::{ChunkId, ChunkStore, LocalStore, VerifiedChunk};
 use serde_json::Value;
-use util::{workspace_bin, UdpCounter};
 
 const SITES: usize = 2;
 /// NUCs per site (each site has one more namespace, for a spare).

@@ -1,0 +1,21 @@
+//! The end-to-end tests: real `nightcast-*` processes on loopback and in network namespaces.
+//!
+//! One test binary, one module per subject (`cargo test --test e2e trust::` runs one), so the
+//! whole dependency graph (QUIC, TLS, SQLite) is linked once rather than once per file. Every
+//! test starts its own processes in its own temporary directories, on its own ports, and changes
+//! nothing of this process (no environment variable, no current directory; a thread that enters a
+//! network namespace is one the test spawned for it), so they run side by side like any tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fleet;
+mod util;
+
+mod admin_api;
+mod agents;
+mod cli_surface;
+mod enrol_and_fetch;
+mod netns_fleet;
+mod relay_daemon;
+mod seats;
+mod trust;
