@@ -120,15 +120,8 @@ fn now_unix() -> u64 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     image_tools::cli::init_logging("info");
-    match image_tools::clock::Clock::from_env() {
+    match image_tools::clock::Clock::for_daemon() {
         Ok(clock) => {
-            if clock != image_tools::clock::Clock::system() {
-                tracing::warn!(
-                    now = clock.now(),
-                    speed = clock.speed(),
-                    "running on a test clock"
-                );
-            }
             let _ = CLOCK.set(clock);
         }
         Err(e) => {

@@ -65,6 +65,20 @@ impl Clock {
         }
     }
 
+    /// A daemon's clock: [`Clock::from_env`], with a warning in the log when it is not the
+    /// system's (a test clock in production would plan every night wrong).
+    pub fn for_daemon() -> Result<Clock, ClockError> {
+        let clock = Clock::from_env()?;
+        if clock != Clock::system() {
+            tracing::warn!(
+                now = clock.now(),
+                speed = clock.speed(),
+                "running on a test clock"
+            );
+        }
+        Ok(clock)
+    }
+
     /// Parses a spec whose default `since` is now.
     pub fn parse_now(spec: &str) -> Result<Clock, ClockError> {
         Clock::parse(spec, real_now())

@@ -6,7 +6,7 @@
 //! The property test every config file gets (random text and mutations of its example file:
 //! parsed, or refused naming a key or a line) is `crate::config_property_tests!`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
@@ -28,6 +28,19 @@ pub fn load<C: Checked>(path: &Path) -> anyhow::Result<C> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Where a daemon reads its configuration and keeps its data (`run --config FILE --data DIR`;
+/// the flags override the file).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Files {
+    /// The configuration file. Every key is explained in the example file that comes with the
+    /// program (relay.example.toml, agent.example.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The data directory (overrides the config file's).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 #[cfg(test)]

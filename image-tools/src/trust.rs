@@ -278,9 +278,12 @@ impl Credentials {
             .identity()
             .ok_or_else(|| "the certificate names no identity".to_owned())?;
         if me.role != role {
+            let a = |r: Role| if r == Role::Agent { "an" } else { "a" };
             return Err(format!(
-                "the certificate is a {}'s, not a {role}'s",
-                me.role
+                "the certificate is {} {}'s, not {} {role}'s",
+                a(me.role),
+                me.role,
+                a(role)
             ));
         }
         Ok(me)

@@ -111,15 +111,8 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         }
     };
     let me = creds
-        .identity()
-        .context("the certificate names no identity")?;
-    if me.role != Role::Agent {
-        anyhow::bail!(
-            "{} holds a {}'s certificate, not an agent's",
-            cfg.data.display(),
-            me.role
-        );
-    }
+        .identity_as(Role::Agent)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.data.display()))?;
     tracing::info!(identity = %me, "agent started");
     let (slots, recovery) = Slots::open(&cfg.data, clock.now().max(0) as u64)?;
     if !recovery.damaged.is_empty() {

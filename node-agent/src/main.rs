@@ -21,14 +21,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent: get the seat's masters from the relay, run the sessions, reset after each.
-    /// Stops cleanly on SIGTERM or Ctrl-C.
+    /// Stops cleanly on SIGTERM or Ctrl-C. No configuration file is needed.
     Run {
-        /// The configuration file (every key is explained in agent.example.toml); none is needed.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// The data directory (overrides the config file's).
-        #[arg(long)]
-        data: Option<PathBuf>,
+        #[command(flatten)]
+        files: image_tools::config::Files,
         /// The relay's address (overrides the config file's; default: ask the network).
         #[arg(long)]
         relay: Option<std::net::SocketAddr>,
@@ -57,11 +53,7 @@ fn main() -> ExitCode {
             eprintln!("nightcast-agent: give a command (see --help)");
             ExitCode::from(2)
         }
-        Some(Command::Run {
-            config,
-            data,
-            relay,
-        }) => match run(config, data, relay) {
+        Some(Command::Run { files, relay }) => match run(files, relay) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("nightcast-agent: {e:#}");
@@ -98,26 +90,18 @@ fn identity(root: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn run(
-    config: Option<PathBuf>,
-    data: Option<PathBuf>,
+    files: image_tools::config::Files,
     relay: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     use nightcast_agent::config::Config;
-    let mut cfg = match config {
+    let mut cfg = match files.config {
         Some(path) => Config::load(&path)?,
         None => Config::default(),
     };
-    cfg.data = data.unwrap_or(cfg.data);
+    cfg.data = files.data.unwrap_or(cfg.data);
     cfg.relay = relay.or(cfg.relay);
     cfg.validate()?;
-    let clock = image_tools::clock::Clock::from_env()?;
-    if clock != image_tools::clock::Clock::system() {
-        tracing::warn!(
-            now = clock.now(),
-            speed = clock.speed(),
-            "running on a test clock"
-        );
-    }
+    let clock = image_tools::clock::Clock::for_daemon()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -26,15 +26,11 @@ enum Command {
     /// Run the relay: fetch what the site lacks during its night windows, serve the site's NUCs at
     /// any hour. Stops cleanly on SIGTERM or Ctrl-C. Prints "serving the LAN on ADDR" once ready.
     Run {
-        /// The configuration file (every key is explained in relay.example.toml).
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        files: image_tools::config::Files,
         /// The controller's address (instead of, or overriding, the config file's).
         #[arg(long)]
         controller: Option<SocketAddr>,
-        /// The data directory (overrides the config file's).
-        #[arg(long)]
-        data: Option<PathBuf>,
         /// Where the site's NUCs connect (overrides the config file's; default 0.0.0.0:4434).
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -88,11 +84,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run {
-                config,
+                files,
                 controller,
-                data,
                 listen,
-            } => run(config, controller, data, listen).await,
+            } => run(files, controller, listen).await,
             Command::Enroll {
                 controller,
                 token,
@@ -209,29 +204,21 @@ fn main() -> ExitCode {
 }
 
 async fn run(
-    config: Option<PathBuf>,
+    files: image_tools::config::Files,
     controller: Option<SocketAddr>,
-    data: Option<PathBuf>,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     use nightcast_relay::config::Config;
-    let mut cfg = match (config, controller) {
+    let mut cfg = match (files.config, controller) {
         (Some(path), _) => Config::load(&path)?,
         (None, Some(c)) => Config::new(c, PathBuf::from("/var/lib/nightcast/relay")),
         (None, None) => anyhow::bail!("give --config FILE, or at least --controller ADDR"),
     };
     cfg.controller = controller.unwrap_or(cfg.controller);
-    cfg.data = data.unwrap_or(cfg.data);
+    cfg.data = files.data.unwrap_or(cfg.data);
     cfg.listen = listen.unwrap_or(cfg.listen);
     cfg.validate()?;
-    let clock = Clock::from_env()?;
-    if clock != Clock::system() {
-        tracing::warn!(
-            now = clock.now(),
-            speed = clock.speed(),
-            "running on a test clock"
-        );
-    }
+    let clock = Clock::for_daemon()?;
     let shutdown = image_tools::signals::cancel_on_signals();
     nightcast_relay::daemon::run(cfg, clock, shutdown, |lan, discovery| {
         // Whoever started us may have stopped reading: that must not stop the relay.
