@@ -42,7 +42,7 @@ use image_tools::report::{AgentReport, Failed, Report};
 use crate::hypervisor::{host_facts, Fake, Hypervisor, Qemu, QemuConfig};
 use crate::prepare::{Job, JobNews};
 use crate::slots::Slots;
-use crate::station::{Machines, Station, Tick};
+use crate::station::{Machines, News, Station, Tick};
 use crate::verdicts::manifest_hash;
 use crate::workstation;
 
@@ -60,21 +60,9 @@ pub struct AgentStatus {
     pub vm: String,
     /// The session the VM runs for: "master version start-end".
     pub session: Option<String>,
-    pub current: Option<String>,
-    pub next: Option<String>,
-    pub next_state: String,
-    pub previous: Option<String>,
-    pub resets: u64,
-    pub last_reset: Option<i64>,
-    pub swaps: u64,
-    pub last_swap: Option<i64>,
-    pub rollbacks: u64,
-    /// The health check of the VM's boot, in words.
-    pub boot: String,
-    /// Seconds from the VM's last start to its guest's health signal.
-    pub boot_secs: Option<f64>,
-    /// The accelerator of the VM's last start (`kvm`, or `tcg` and why it fell back).
-    pub accel: Option<String>,
+    /// What the station did and saw: slots, resets, swaps, rollbacks, the boot's health.
+    #[serde(flatten)]
+    pub station: News,
     /// The master on trial (swapped in, its guest not yet seen to boot).
     pub trial: Option<String>,
     /// Versions that did not come up on this NUC: "name version: why (Unix time)".
@@ -460,9 +448,9 @@ impl Agent {
                 needs,
                 vm: s.vm.clone(),
                 next: self.station.held().next.clone(),
-                next_state: s.next_state.clone(),
-                resets: s.resets,
-                last_reset: s.last_reset,
+                next_state: s.station.next_state.clone(),
+                resets: s.station.resets,
+                last_reset: s.station.last_reset,
                 free_disk_bytes: s.free_disk_bytes,
                 mac: self.mac.clone(),
                 failed: self
@@ -492,20 +480,8 @@ impl Agent {
         for e in std::mem::take(&mut self.station.news.errors) {
             self.error(e);
         }
-        let n = &self.station.news;
         let s = &mut self.status;
-        s.current = n.current.clone();
-        s.next = n.next.clone();
-        s.previous = n.previous.clone();
-        s.next_state = n.next_state.clone();
-        s.resets = n.resets;
-        s.last_reset = n.last_reset;
-        s.swaps = n.swaps;
-        s.last_swap = n.last_swap;
-        s.rollbacks = n.rollbacks;
-        s.boot = n.boot.clone();
-        s.boot_secs = n.boot_secs;
-        s.accel = n.accel.clone();
+        s.station = self.station.news.clone();
         let v = self.station.verdicts();
         s.trial = v.trial.as_ref().map(|t| label(&t.master));
         s.failed = v
@@ -596,7 +572,7 @@ impl Agent {
             (_, Some(s), _) if held.current.as_ref() != Some(&s.master) && bad(&s.master) => {
                 format!(
                     "in session ({}: {} did not come up on this NUC)",
-                    self.status.current.clone().unwrap_or_default(),
+                    self.status.station.current.clone().unwrap_or_default(),
                     label(&s.master)
                 )
             }
@@ -609,7 +585,7 @@ impl Agent {
                 }
                 Some(s) if bad(&s.master) => format!(
                     "ready for the next session ({}: {} did not come up on this NUC)",
-                    self.status.current.clone().unwrap_or_default(),
+                    self.status.station.current.clone().unwrap_or_default(),
                     label(&s.master)
                 ),
                 Some(s) => format!("waiting for {}", label(&s.master)),

@@ -65,7 +65,7 @@ impl Machines {
 }
 
 /// What the station did and saw, for the status and the reports.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct News {
     pub resets: u64,
     pub last_reset: Option<i64>,
@@ -83,7 +83,8 @@ pub struct News {
     pub next: Option<String>,
     pub next_state: String,
     pub previous: Option<String>,
-    /// Errors since the daemon last took them.
+    /// Errors since the daemon last took them (they reach `last_error` in the status).
+    #[serde(skip)]
     pub errors: Vec<String>,
 }
 
