@@ -53,33 +53,6 @@ fn m(v: &str) -> MasterRef {
     MasterRef::new("debian", v).unwrap()
 }
 
-/// A copy of `image` whose kernel panics at boot: `init=/bin/false` on the kernel command line
-/// of its GRUB configuration (same length, patched in place: ext4 keeps no checksum of file data).
-fn panicking_copy(image: &Path, out: &Path) {
-    let ok = Command::new("cp")
-        .args(["--sparse=always"])
-        .arg(image)
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let (from, to): (&[u8], &[u8]) = (b" quiet mitigations=off", b" init=/bin/false quiet");
-    assert_eq!(from.len(), to.len());
-    let bytes = fs::read(out).unwrap();
-    let at: Vec<usize> = bytes
-        .windows(from.len())
-        .enumerate()
-        .filter(|(_, w)| *w == from)
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(at.len(), 1, "the kernel command line is not where expected");
-    drop(bytes);
-    use std::os::unix::fs::FileExt;
-    let f = fs::OpenOptions::new().write(true).open(out).unwrap();
-    f.write_all_at(to, at[0] as u64).unwrap();
-    f.sync_all().unwrap();
-}
-
 fn import(store: &LocalStore, key: &SigningKey, image: &Path, v: &str) -> VerifiedManifest {
     let opts = ImportOptions {
         name: MasterName::new("debian").unwrap(),
@@ -213,7 +186,7 @@ fn a_version_2_that_panics_is_rolled_back_before_the_session_also_after_a_power_
     let v1_image = guest::debian();
     let dir = tempfile::tempdir().unwrap();
     let v2_image: PathBuf = dir.path().join("v2.raw");
-    panicking_copy(&v1_image, &v2_image);
+    guest::panicking_copy(&v1_image, &v2_image);
     let store = LocalStore::open(&dir.path().join("store")).unwrap();
     let key = SigningKey::from_seed([9; 32]);
     let t_import = instant();

@@ -7,19 +7,19 @@ use std::process::Command;
 
 use crate::fleet::*;
 
-/// Whether `qemu-img` and `qemu-io` are here (CI installs them).
-fn qemu_tools() -> bool {
-    let ok = |tool: &str| {
-        Command::new(tool)
+/// `qemu-img` and `qemu-io` must be here (`.ci/run` installs them): a test without them fails
+/// and says what to install, it never passes unseen.
+fn qemu_tools() {
+    for tool in ["qemu-img", "qemu-io"] {
+        let ok = Command::new(tool)
             .arg("--version")
             .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if ok("qemu-img") && ok("qemu-io") {
-        return true;
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "{tool} is missing: apt-get install qemu-utils (.ci/run does)"
+        );
     }
-    eprintln!("skipped: qemu-img / qemu-io are missing (apt-get install qemu-utils); CI has them");
-    false
 }
 
 fn qemu_io(overlay: &std::path::Path, cmd: &str) -> String {
@@ -62,9 +62,7 @@ fn slot_image(data: &std::path::Path, version: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_nuc_gets_its_masters_swaps_only_between_sessions_and_is_reset_after_each() {
-    if !qemu_tools() {
-        return;
-    }
+    qemu_tools();
     // 60x: a virtual minute is a real second. Two sessions, the second on version 2.
     let f = Fleet::build(
         "00:00-23:59",
@@ -207,9 +205,7 @@ fn a_nuc_gets_its_masters_swaps_only_between_sessions_and_is_reset_after_each() 
 
 #[test]
 fn a_damaged_running_image_is_not_trusted_as_a_source_of_chunks() {
-    if !qemu_tools() {
-        return;
-    }
+    qemu_tools();
     let f = Fleet::build(
         "00:00-23:59",
         100,
@@ -377,9 +373,7 @@ fn compromised_relay(f: &Fleet, rt: &tokio::runtime::Runtime) -> std::net::Socke
 
 #[test]
 fn a_forged_master_from_a_compromised_relay_is_refused_and_the_current_one_keeps_running() {
-    if !qemu_tools() {
-        return;
-    }
+    qemu_tools();
     let f = Fleet::build(
         "00:00-23:59",
         100,
@@ -419,9 +413,7 @@ fn a_forged_master_from_a_compromised_relay_is_refused_and_the_current_one_keeps
 
 #[test]
 fn kill_9_at_any_stage_leaves_a_nuc_that_recovers_and_finishes() {
-    if !qemu_tools() {
-        return;
-    }
+    qemu_tools();
     let f = Fleet::build(
         "00:00-23:59",
         40,
@@ -476,9 +468,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn a_spare_takes_over_the_dead_nucs_seat_from_the_relays_cache_with_nothing_typed() {
-    if !qemu_tools() {
-        return;
-    }
+    qemu_tools();
     let f = Fleet::build(
         "00:00-23:59",
         100,
@@ -515,9 +505,7 @@ fn a_spare_takes_over_the_dead_nucs_seat_from_the_relays_cache_with_nothing_type
 
 #[test]
 fn with_two_dead_nucs_the_spare_waits_for_the_dsi() {
-    if !qemu_tools() {
-        return;
-    }
+    qemu_tools();
     let f = Fleet::build(
         "00:00-23:59",
         100,
@@ -560,9 +548,7 @@ fn with_two_dead_nucs_the_spare_waits_for_the_dsi() {
 
 #[test]
 fn with_the_relay_down_sessions_and_resets_go_on() {
-    if !qemu_tools() {
-        return;
-    }
+    qemu_tools();
     let f = Fleet::build(
         "00:00-23:59",
         100,
@@ -592,9 +578,7 @@ fn with_the_relay_down_sessions_and_resets_go_on() {
 
 #[test]
 fn a_nuc_woken_for_the_nights_work_powers_itself_off_when_done() {
-    if !qemu_tools() {
-        return;
-    }
+    qemu_tools();
     let f = Fleet::build(
         "22:00-06:00",
         100,
@@ -631,9 +615,7 @@ fn a_nuc_woken_for_the_nights_work_powers_itself_off_when_done() {
 /// yet: it says it is waiting for the relay, raises no alarm, and once ready shows nothing stale.
 #[test]
 fn a_nuc_that_asks_before_the_relay_has_the_master_waits_without_an_alarm() {
-    if !qemu_tools() {
-        return;
-    }
+    qemu_tools();
     let f = Fleet::build(
         "22:00-06:00",
         100,

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -311,13 +312,24 @@ impl Fleet {
 
     /// The same with extra configuration lines (TOML).
     pub fn agent_process_with(&self, node: &str, relay: &Relay, extra: &str) -> AgentProc {
+        self.agent_process_on(node, relay, "fake", extra)
+    }
+
+    /// The same with the hypervisor `hypervisor` (`fake` or `qemu`).
+    pub fn agent_process_on(
+        &self,
+        node: &str,
+        relay: &Relay,
+        hypervisor: &str,
+        extra: &str,
+    ) -> AgentProc {
         let data = self.dir.path().join(format!("agent-{node}"));
         std::fs::create_dir_all(&data).unwrap();
         let config = data.with_extension("toml");
         std::fs::write(
             &config,
             format!(
-                "data = \"{}\"\ndiscovery = \"{}\"\nnode_id = \"{node}\"\nhypervisor = \"fake\"\n\
+                "data = \"{}\"\ndiscovery = \"{}\"\nnode_id = \"{node}\"\nhypervisor = \"{hypervisor}\"\n\
                  poll_secs = 1\nend_of_day = \"23:59\"\n{extra}",
                 data.display(),
                 relay.discovery
@@ -330,7 +342,19 @@ impl Fleet {
     /// An agent process for `node`, enrolled through `relay` and put at seat `seat` of salle-1 by
     /// the DSI (the seat must exist).
     pub fn seated_agent(&self, node: &str, seat: &str, relay: &Relay, extra: &str) -> AgentProc {
-        let agent = self.agent_process_with(node, relay, extra);
+        self.seated_agent_on(node, seat, relay, "fake", extra)
+    }
+
+    /// The same with the hypervisor `hypervisor` (`fake` or `qemu`).
+    pub fn seated_agent_on(
+        &self,
+        node: &str,
+        seat: &str,
+        relay: &Relay,
+        hypervisor: &str,
+        extra: &str,
+    ) -> AgentProc {
+        let agent = self.agent_process_on(node, relay, hypervisor, extra);
         agent.wait(&format!("{node} to enrol"), 20, |a| a.s("site") == "lyon");
         self.nightcast(&["seat", "assign", "lyon", "salle-1", seat, node]);
         agent
@@ -587,9 +611,11 @@ pub fn corrupt(store: &Path, id: &image_tools::ChunkId) {
 pub struct SmallDisk(pub PathBuf);
 
 impl SmallDisk {
-    pub fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+    /// Mounts a tmpfs of `size` at `at`; fails the test, saying why, where it cannot (it needs
+    /// root, as CI runs).
+    pub fn mount(at: &Path, size: &str) -> SmallDisk {
         std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
+        let out = Command::new("mount")
             .args([
                 "-t",
                 "tmpfs",
@@ -598,10 +624,15 @@ impl SmallDisk {
                 "nightcast-test",
             ])
             .arg(at)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| SmallDisk(at.to_owned()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs at {} (this test needs root, as CI runs it): {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(at.to_owned())
     }
 }
 
@@ -627,6 +658,9 @@ impl AgentProc {
             .args(["run", "--config", config.to_str().unwrap()])
             .env("NIGHTCAST_CLOCK", clock_spec)
             .env("RUST_LOG", "info")
+            // Its own process group, killed whole (`kill_all`) as systemd kills the unit's
+            // control group: a VM it started does not outlive it.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
@@ -648,12 +682,15 @@ impl AgentProc {
 
     /// kill -9, then the same agent started again.
     pub fn restart_after_kill9(mut self) -> AgentProc {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
         AgentProc::start(&self.config, &self.data, &self.clock_spec)
     }
 
+    /// kill -9 of the agent and of what it started (its VM): a power cut.
     pub fn kill9(&mut self) {
+        if let Some(group) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -697,7 +734,6 @@ impl AgentProc {
 
 impl Drop for AgentProc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }

@@ -5,7 +5,7 @@
 //! from the controller side's `tc -s` counters as well as from the relays. On a 600x clock:
 //! two courses sharing chunks on day 1, version 2 of one on day 2; a relay killed mid-night, a
 //! WAN cut for a while, a dead NUC replaced by a spare, and a relay taken over by an attacker.
-//! Needs root (CI runs as root); elsewhere it says it is skipped.
+//! Needs root (CI runs as root); elsewhere it fails and says so.
 
 use crate::fleet;
 use crate::util;
@@ -383,10 +383,11 @@ fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
         .arg("-u")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root.unwrap_or(false) || !sh(&["ip", "netns", "list"]) || !sh(&["qemu-img", "--version"]) {
-        eprintln!("skipped: needs root, `ip netns` and qemu-img (CI runs it as root)");
-        return;
-    }
+    assert!(
+        root.unwrap_or(false) && sh(&["ip", "netns", "list"]) && sh(&["qemu-img", "--version"]),
+        "this test needs root, `ip netns` (iproute2) and qemu-img (qemu-utils): CI runs it as root \
+         and .ci/run installs both"
+    );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut net = Net {

@@ -62,6 +62,33 @@ pub fn debian() -> PathBuf {
     image
 }
 
+/// A copy of `image` whose kernel panics at boot: `init=/bin/false` on the kernel command line
+/// of its GRUB configuration (same length, patched in place: ext4 keeps no checksum of file data).
+pub fn panicking_copy(image: &Path, out: &Path) {
+    let ok = Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(image)
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (from, to): (&[u8], &[u8]) = (b" quiet mitigations=off", b" init=/bin/false quiet");
+    assert_eq!(from.len(), to.len());
+    let bytes = fs::read(out).unwrap();
+    let at: Vec<usize> = bytes
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| *w == from)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "the kernel command line is not where expected");
+    drop(bytes);
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(out).unwrap();
+    f.write_all_at(to, at[0] as u64).unwrap();
+    f.sync_all().unwrap();
+}
+
 /// Images and scripts of other versions of the build script.
 fn remove_stale(dir: &Path, keep: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
