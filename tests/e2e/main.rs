@@ -18,4 +18,6 @@ mod enrol_and_fetch;
 mod netns_fleet;
 mod relay_daemon;
 mod seats;
+mod tighten;
 mod trust;
+mod workstation;
