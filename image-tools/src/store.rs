@@ -48,7 +48,7 @@ fn location(path: &Option<PathBuf>) -> String {
 }
 
 impl StoreError {
-    fn io(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
         move |source| StoreError::Io {
             path: path.to_owned(),
             source,
@@ -206,9 +206,15 @@ impl LocalStore {
                 fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
             }
         }
-        let cleaned = durable::clean_temp_files(&store.tmp).map_err(StoreError::io(&store.tmp))?;
-        if cleaned > 0 {
-            tracing::info!(store = %root.display(), cleaned, "removed temp files left by an interrupted write");
+        // Temp files are an interrupted write's leftovers only while nobody writes: an import or a
+        // tighten pass (another process, or this one through another handle) holds the shared
+        // lock and has its own there, about to be renamed into place.
+        if let Ok(_quiet) = store.lock(true) {
+            let cleaned =
+                durable::clean_temp_files(&store.tmp).map_err(StoreError::io(&store.tmp))?;
+            if cleaned > 0 {
+                tracing::info!(store = %root.display(), cleaned, "removed temp files left by an interrupted write");
+            }
         }
         Ok(store)
     }
@@ -577,6 +583,22 @@ mod tests {
         fs::write(foreign.path().join("thesis.odt"), b"x").unwrap();
         let err = LocalStore::open(foreign.path()).unwrap_err().to_string();
         assert!(err.contains("not a nightcast store"), "{err}");
+    }
+
+    #[test]
+    fn opening_leaves_the_temp_files_of_a_running_writer_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let chunk = VerifiedChunk::from_raw(b"a chunk on its way".repeat(50));
+        // An import (or a tighten pass) holds the shared lock, its chunk written to a temp file.
+        let import = store.lock(false).unwrap();
+        let mut batch = store.batch();
+        batch.put(&chunk).unwrap();
+        // Meanwhile another handle opens the store: the import's temp file is not a leftover.
+        let _other = LocalStore::open(dir.path()).unwrap();
+        batch.commit().unwrap();
+        drop(import);
+        assert_eq!(store.get(chunk.id()).unwrap().raw(), chunk.raw());
     }
 
     #[test]
