@@ -21,6 +21,26 @@ pub struct Config {
     pub planner: Planner,
     pub fleet: Fleet,
     pub trust: TrustSettings,
+    pub store: StoreSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// The zstd level chunks are compressed again at after each import (fewer WAN bytes for
+    /// every site, paid once here in CPU time); 0 leaves them as imported (level 3).
+    pub tighten_level: i32,
+    /// Threads for that pass: it runs beside serving and imports.
+    pub tighten_threads: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> StoreSettings {
+        StoreSettings {
+            tighten_level: image_tools::chunk::TIGHT_LEVEL,
+            tighten_threads: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -73,6 +93,7 @@ impl Default for Config {
             planner: Planner::default(),
             fleet: Fleet::default(),
             trust: TrustSettings::default(),
+            store: StoreSettings::default(),
         }
     }
 }
@@ -108,6 +129,10 @@ impl Config {
             planner: self.planner.settings(),
             silent_after_secs: i64::from(self.fleet.silent_after_minutes) * 60,
             certificate_lifetime_secs: u64::from(self.trust.certificate_lifetime_days) * 86_400,
+            tighten: (self.store.tighten_level > 0).then_some(crate::tighten::Tighten {
+                level: self.store.tighten_level,
+                threads: self.store.tighten_threads,
+            }),
         }
     }
 
@@ -141,6 +166,11 @@ impl Config {
         {
             anyhow::bail!(
                 "`trust.certificate_lifetime_days` must be between 1 and 3650 (ten years)"
+            );
+        }
+        if !(0..=22).contains(&self.store.tighten_level) || self.store.tighten_threads == 0 {
+            anyhow::bail!(
+                "`store.tighten_level` must be 0 (off) to 22 and `store.tighten_threads` above 0"
             );
         }
         if self.fleet.silent_after_minutes == 0 {
@@ -201,6 +231,9 @@ mod tests {
         "silent_after_minutes",
         "trust",
         "certificate_lifetime_days",
+        "store",
+        "tighten_level",
+        "tighten_threads",
     ];
 
     image_tools::config_property_tests!(

@@ -25,6 +25,7 @@ pub mod signing;
 pub mod takeover;
 #[cfg(test)]
 mod testing;
+pub mod tighten;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -279,6 +280,8 @@ pub struct ServeSettings {
     /// A seat whose NUC has not been heard from for longer is silent; a spare heard from within it
     /// may take it over.
     pub silent_after_secs: i64,
+    /// The second compression pass over the store (`None`: off).
+    pub tighten: Option<tighten::Tighten>,
 }
 
 /// Serves relays (and enrolments) on `listen` until `shutdown`. `on_listening` gets the bound address.
@@ -318,13 +321,24 @@ pub async fn serve(
     // over a seat, and every minute (sessions pass, overrides expire, NUCs go silent). Takeovers
     // are decided first, so that the plans carry them.
     let changed = Arc::new(tokio::sync::Notify::new());
+    // A new master version read into the catalogue wakes the compression pass.
+    let tighten_wake = Arc::new(tokio::sync::Notify::new());
+    if let Some(t) = settings.tighten {
+        tokio::spawn(tighten::run(
+            data.store(),
+            t,
+            tighten_wake.clone(),
+            shutdown.clone(),
+        ));
+    }
     {
-        let (catalog, data, stop, changed, reload_revoked) = (
+        let (catalog, data, stop, changed, reload_revoked, tighten_wake) = (
             catalog.clone(),
             data.clone(),
             shutdown.clone(),
             changed.clone(),
             reload_revoked.clone(),
+            tighten_wake.clone(),
         );
         tokio::spawn(async move {
             loop {
@@ -338,12 +352,17 @@ pub async fn serve(
                 }
                 reload_revoked(now_unix() as i64);
                 match reloader.reload(&catalog, now_unix() as i64) {
-                    Ok(r) => tracing::debug!(
-                        manifests_read = r.read,
-                        dropped = r.dropped,
-                        sites = r.sites,
-                        "catalogue reloaded"
-                    ),
+                    Ok(r) => {
+                        tracing::debug!(
+                            manifests_read = r.read,
+                            dropped = r.dropped,
+                            sites = r.sites,
+                            "catalogue reloaded"
+                        );
+                        if r.read > 0 {
+                            tighten_wake.notify_one();
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot reload the calendar; serving the previous one")
                     }

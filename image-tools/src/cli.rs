@@ -15,12 +15,14 @@ use serde::Serialize;
 
 use crate::assemble::{self, Seed};
 use crate::chunker::ChunkParams;
+use crate::durable;
 use crate::ids::{MasterName, MasterVersion};
 use crate::import::{self, ImageFormat, ImportError, ImportOptions};
 use crate::keys::{self, PublicKey, SigningKey};
 use crate::manifest::{self, Manifest, VerifiedManifest};
-use crate::store::{ChunkStore, LocalStore};
-use crate::{durable, gc};
+use crate::store::LocalStore;
+
+mod maintain;
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 operational error (unreadable file, full disk, busy store); \
 2 usage error; 3 integrity failure (bad signature, forged or truncated manifest, corrupt or missing chunk, \
@@ -146,6 +148,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compress the store's chunks again, slowly and harder, so that sites download fewer bytes.
+    /// Only chunks not done before are worked on (run it after each import); chunks keep their
+    /// ids and stay readable by every nightcast version; imports and transfers go on meanwhile.
+    Tighten {
+        #[command(flatten)]
+        store: StoreArg,
+        /// zstd level, 1 to 22: higher is smaller and slower (imports use 3).
+        #[arg(long, default_value_t = crate::chunk::TIGHT_LEVEL,
+              value_parser = clap::value_parser!(i32).range(1..=22))]
+        level: i32,
+        /// Worker threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -261,12 +280,18 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             keep,
             dry_run,
             json,
-        } => gc_cmd(&store.dir, &keep, dry_run, json),
+        } => maintain::gc(&store.dir, &keep, dry_run, json),
         Command::Scrub {
             store,
             repair,
             json,
-        } => scrub(&store.dir, repair, json),
+        } => maintain::scrub(&store.dir, repair, json),
+        Command::Tighten {
+            store,
+            level,
+            threads,
+            json,
+        } => maintain::tighten(&store.dir, level, threads, json),
     }
 }
 
@@ -678,72 +703,6 @@ fn inspect(path: &Path, json: bool) -> Result<(), Failure> {
     println!("root:     {}", crate::ids::hex(&u.root));
     println!("signer:   {signer} (not checked here: use verify --pubkey)");
     Ok(())
-}
-
-fn gc_cmd(store_dir: &Path, keep: &[PathBuf], dry_run: bool, json: bool) -> Result<(), Failure> {
-    let manifests = keep
-        .iter()
-        .map(|p| open_unverified(p).map(|u| u.manifest))
-        .collect::<Result<Vec<_>, _>>()?;
-    let store = LocalStore::open(store_dir)?;
-    let refs: Vec<&Manifest> = manifests.iter().collect();
-    let r = gc::gc(&store, &refs, dry_run)?;
-    if json {
-        return print_json(&r);
-    }
-    println!(
-        "{} {} chunks ({}), kept {}{}",
-        if dry_run { "would remove" } else { "removed" },
-        r.removed,
-        human(r.removed_bytes),
-        r.kept,
-        if r.missing > 0 {
-            format!(
-                "; WARNING: {} chunks the kept manifests need are missing",
-                r.missing
-            )
-        } else {
-            String::new()
-        }
-    );
-    Ok(())
-}
-
-fn scrub(store_dir: &Path, repair: bool, json: bool) -> Result<(), Failure> {
-    let store = LocalStore::open(store_dir)?;
-    let r = gc::scrub(&store, repair)?;
-    if json {
-        #[derive(Serialize)]
-        struct Out {
-            checked: u64,
-            corrupt: Vec<String>,
-            repaired: bool,
-        }
-        print_json(&Out {
-            checked: r.checked,
-            corrupt: r.corrupt.iter().map(|(id, _)| id.to_string()).collect(),
-            repaired: repair,
-        })?;
-    } else {
-        for (id, why) in &r.corrupt {
-            eprintln!(
-                "corrupt chunk {id}: {why}{}",
-                if repair { " (removed)" } else { "" }
-            );
-        }
-        println!("{} chunks checked, {} corrupt", r.checked, r.corrupt.len());
-    }
-    let size = store.size()?;
-    tracing::debug!(chunks = size.chunks, bytes = size.bytes, "store size");
-    if r.corrupt.is_empty() || repair {
-        Ok(())
-    } else {
-        Err(integrity(anyhow!(
-            "{} corrupt chunks in {} (run with --repair to remove them)",
-            r.corrupt.len(),
-            store_dir.display()
-        )))
-    }
 }
 
 /// The public key path that `keygen --out KEY` writes.

@@ -55,6 +55,7 @@ pub mod report;
 pub mod signals;
 pub mod store;
 pub mod testimage;
+pub mod tighten;
 pub mod trust;
 pub mod windows;
 pub mod wire;

@@ -1,0 +1,146 @@
+//! The store's upkeep commands: `gc`, `scrub` and `tighten`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::{human, integrity, open_unverified, print_json, Failure};
+use crate::manifest::Manifest;
+use crate::store::{ChunkStore, LocalStore};
+use crate::tighten::TightenReport;
+use crate::{gc as collect, tighten as tight};
+
+pub(super) fn gc(
+    store_dir: &Path,
+    keep: &[PathBuf],
+    dry_run: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let manifests = keep
+        .iter()
+        .map(|p| open_unverified(p).map(|u| u.manifest))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = LocalStore::open(store_dir)?;
+    let refs: Vec<&Manifest> = manifests.iter().collect();
+    let r = collect::gc(&store, &refs, dry_run)?;
+    if json {
+        return print_json(&r);
+    }
+    println!(
+        "{} {} chunks ({}), kept {}{}",
+        if dry_run { "would remove" } else { "removed" },
+        r.removed,
+        human(r.removed_bytes),
+        r.kept,
+        if r.missing > 0 {
+            format!(
+                "; WARNING: {} chunks the kept manifests need are missing",
+                r.missing
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+pub(super) fn scrub(store_dir: &Path, repair: bool, json: bool) -> Result<(), Failure> {
+    let store = LocalStore::open(store_dir)?;
+    let r = collect::scrub(&store, repair)?;
+    if json {
+        #[derive(Serialize)]
+        struct Out {
+            checked: u64,
+            corrupt: Vec<String>,
+            repaired: bool,
+        }
+        print_json(&Out {
+            checked: r.checked,
+            corrupt: r.corrupt.iter().map(|(id, _)| id.to_string()).collect(),
+            repaired: repair,
+        })?;
+    } else {
+        for (id, why) in &r.corrupt {
+            eprintln!(
+                "corrupt chunk {id}: {why}{}",
+                if repair { " (removed)" } else { "" }
+            );
+        }
+        println!("{} chunks checked, {} corrupt", r.checked, r.corrupt.len());
+    }
+    let size = store.size()?;
+    tracing::debug!(chunks = size.chunks, bytes = size.bytes, "store size");
+    if r.corrupt.is_empty() || repair {
+        Ok(())
+    } else {
+        Err(integrity(anyhow!(
+            "{} corrupt chunks in {} (run with --repair to remove them)",
+            r.corrupt.len(),
+            store_dir.display()
+        )))
+    }
+}
+
+pub(super) fn tighten(
+    store_dir: &Path,
+    level: i32,
+    threads: usize,
+    json: bool,
+) -> Result<(), Failure> {
+    let store = LocalStore::open(store_dir)?;
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let bar = ProgressBar::new(0);
+    if let Ok(style) =
+        ProgressStyle::with_template("tighten    [{bar:40}] {pos}/{len} chunks eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let r = tight::tighten(&store, level, threads, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    if json {
+        print_json(&r)?;
+    } else {
+        println!("{}", words(&r, level));
+    }
+    for (id, why) in &r.corrupt {
+        eprintln!("corrupt chunk {id}: {why} (left as it is: run scrub --repair)");
+    }
+    if r.corrupt.is_empty() {
+        Ok(())
+    } else {
+        Err(integrity(anyhow!(
+            "{} corrupt chunks in {} (run `nightcast-image scrub --repair`)",
+            r.corrupt.len(),
+            store_dir.display()
+        )))
+    }
+}
+
+/// The report for a person.
+fn words(r: &TightenReport, level: i32) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    let saved = r.bytes_before.saturating_sub(r.bytes_after);
+    let share = if r.bytes_before > 0 {
+        100.0 * saved as f64 / r.bytes_before as f64
+    } else {
+        0.0
+    };
+    format!(
+        "{} chunks: {} recompressed at level {level} ({:.1} MB -> {:.1} MB, {share:.1} % smaller), \
+         {} final already, {} did not get smaller",
+        r.chunks,
+        r.tightened,
+        mb(r.bytes_before),
+        mb(r.bytes_after),
+        r.already,
+        r.unchanged
+    )
+}

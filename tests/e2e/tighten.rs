@@ -1,0 +1,61 @@
+//! The controller compresses a new master's chunks again after the import (`[store]
+//! tighten_level`), and the site's relay downloads the smaller forms: fewer WAN bytes than the
+//! import's own compression, every chunk still verified and the master assembled bit for bit.
+
+use std::path::Path;
+
+use image_tools::chunk::{is_tight, TIGHT_PROBE_LEN};
+use image_tools::{ChunkStore, LocalStore};
+
+use crate::fleet::*;
+
+/// Chunks of the store at `dir` whose stored form is final (tightened or raw), and all of them.
+fn tight_share(dir: &Path) -> (usize, usize) {
+    let store = LocalStore::open(dir).unwrap();
+    let ids = store.ids().unwrap();
+    let tight = ids
+        .iter()
+        .filter(|id| {
+            let bytes = std::fs::read(store.path_of(id)).unwrap();
+            is_tight(&bytes[..bytes.len().min(TIGHT_PROBE_LEN)])
+        })
+        .count();
+    (tight, ids.len())
+}
+
+#[test]
+fn the_controller_compresses_a_new_master_again_and_the_relay_downloads_less() {
+    let f = Fleet::new("00:00-23:59", 100, 8, "start=2030-01-07T12:00:00Z speed=1");
+    let controller_store = f.dir.path().join("controller/store");
+    let mut share = (0, 1);
+    for _ in 0..600 {
+        share = tight_share(&controller_store);
+        if share.0 == share.1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(share.0, share.1, "chunks left as imported: {share:?}");
+
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("the master to complete", 60, Relay::complete);
+    let imported = f.stored_bytes();
+    let fetched = relay.n("fetched_bytes");
+    assert!(
+        fetched < imported,
+        "the relay fetched {fetched} B, the import's forms are {imported} B"
+    );
+    assert!(
+        f.wan.bytes() < imported + imported / 10,
+        "the WAN carried {} B",
+        f.wan.bytes()
+    );
+    eprintln!(
+        "imported (zstd -3): {imported} B, fetched after tightening: {fetched} B ({:.1} %)",
+        100.0 * fetched as f64 / imported as f64
+    );
+    // The relay keeps the forms it received, and they verify.
+    let (tight, all) = tight_share(&relay.data.join("store"));
+    assert_eq!(tight, all);
+    assemble_matches(&f, &relay.data.join("store"));
+}
