@@ -42,7 +42,9 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
             let CalendarFile { file_name, text } = call.body()?;
             let mut db = db()?;
             let n = if file_name.to_ascii_lowercase().ends_with(".ics") {
-                db.import_ics(&file_name, &text)
+                // The calendar named by its file: see `calendar/sync` for the whole answer.
+                db.sync_ics(&file_name, &file_name, text.as_bytes(), now, true)
+                    .map(|s| s.changes.added.len() + s.changes.moved.len())
             } else {
                 db.import_csv(&file_name, &text)
             }

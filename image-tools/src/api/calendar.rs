@@ -1,0 +1,73 @@
+//! Re-importing an iCalendar export: the sessions of one calendar made what the new file says.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{MasterName, MasterVersion, RoomName, SiteId};
+
+/// `POST /v1/calendar/sync`: an iCalendar file (`.ics`) as the calendar `source` now is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarSync {
+    /// Which calendar this is: the sessions imported before under this name are compared with
+    /// the file's, and only they are moved or removed (the CLI gives the file's name).
+    pub source: String,
+    /// Named in errors (`term.ics:12: ...`).
+    pub file_name: String,
+    /// The file's bytes as they are (a fold may split a UTF-8 character, so an iCalendar file
+    /// is not always text until it is unfolded).
+    pub bytes: Vec<u8>,
+    /// Show what would change and change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The answer to [`CalendarSync`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarSynced {
+    pub source: String,
+    /// False for a dry run: nothing was changed.
+    pub applied: bool,
+    pub added: Vec<SyncedSession>,
+    pub moved: Vec<MovedSession>,
+    pub removed: Vec<SyncedSession>,
+    /// Sessions of the file the catalogue already held as they are.
+    pub unchanged: u64,
+    /// Sessions of the file already over: not imported (and past sessions are never removed).
+    pub past_skipped: u64,
+    /// Cancelled events and occurrences of the file, skipped.
+    pub cancelled: u64,
+    /// What the file holds and was not imported, with its line (an all-day event...).
+    pub notes: Vec<CalendarNote>,
+}
+
+/// A session of a calendar sync.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncedSession {
+    /// The session's id in the catalogue (`None` for one a dry run would add).
+    pub id: Option<i64>,
+    /// The event's `UID` in the calendar.
+    pub uid: String,
+    /// The line of its event in the file (`None` for a removed session).
+    pub line: Option<u64>,
+    pub site: SiteId,
+    pub room: RoomName,
+    pub master: MasterName,
+    pub version: MasterVersion,
+    /// Unix seconds.
+    pub start: i64,
+    pub end: i64,
+}
+
+/// A session the new file moves (another time, room or master): as it was, as it becomes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedSession {
+    pub before: SyncedSession,
+    pub after: SyncedSession,
+}
+
+/// Something of the file read and not imported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarNote {
+    pub line: u64,
+    pub note: String,
+}
