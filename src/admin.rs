@@ -237,6 +237,10 @@ pub enum Calendar {
         /// every new export of one calendar, whatever its file is called.
         #[arg(long)]
         source: Option<String>,
+        /// How many days ahead an event that repeats for ever (no end date) gives sessions
+        /// (.ics only; up to 731). Import a newer export later to go further.
+        #[arg(long, default_value_t = api::DEFAULT_HORIZON_DAYS)]
+        horizon_days: u32,
     },
 }
 
@@ -431,6 +435,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             file,
             dry_run,
             source,
+            horizon_days,
         }) => {
             let is_ics = file
                 .extension()
@@ -458,6 +463,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     file_name: file.display().to_string(),
                     bytes,
                     dry_run,
+                    horizon_days: Some(horizon_days),
                 };
                 let s: api::CalendarSynced = client.send("POST", "/v1/calendar/sync", &body)?;
                 let one = |x: &api::SyncedSession| {

@@ -1,7 +1,9 @@
 //! `POST calendar/sync`: an iCalendar export made the sessions of its calendar (`db::Db::sync_ics`),
 //! or, for a dry run, the difference shown and nothing changed.
 
-use image_tools::api::{CalendarNote, CalendarSync, CalendarSynced, MovedSession, SyncedSession};
+use image_tools::api::{
+    CalendarNote, CalendarSync, CalendarSynced, MovedSession, SyncedSession, DEFAULT_HORIZON_DAYS,
+};
 
 use super::{db_error, ok, routed, stored, Answer, Call, Reply, NO_ROUTE};
 use crate::calendar::sync::{Incoming, Stored};
@@ -19,6 +21,7 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                     &request.file_name,
                     &request.bytes,
                     call.now,
+                    Some(request.horizon_days.unwrap_or(DEFAULT_HORIZON_DAYS)),
                     !request.dry_run,
                 )
                 .map_err(db_error)?;

@@ -42,8 +42,19 @@ pub struct Calendar {
     pub cancelled: usize,
 }
 
-/// Every session of `bytes`, or the first bad line.
+/// Every session of `bytes`, or the first bad line. A rule that repeats for ever (no `COUNT`,
+/// no `UNTIL`) is refused: see [`parse_until`].
 pub fn parse(bytes: &[u8]) -> Result<Calendar, Error> {
+    read(bytes, None)
+}
+
+/// [`parse`], with the occurrences of rules that repeat for ever up to `horizon` (the day
+/// included, on the event's wall clock), and a note for each such event.
+pub fn parse_until(bytes: &[u8], horizon: jiff::civil::Date) -> Result<Calendar, Error> {
+    read(bytes, Some(horizon))
+}
+
+fn read(bytes: &[u8], horizon: Option<jiff::civil::Date>) -> Result<Calendar, Error> {
     let mut calendar = Calendar {
         rows: Vec::new(),
         notes: Vec::new(),
@@ -55,9 +66,18 @@ pub fn parse(bytes: &[u8]) -> Result<Calendar, Error> {
     // UIDs of events left out whole (cancelled, all day): their moved occurrences go too.
     let mut left_out: HashMap<String, usize> = HashMap::new();
     for (begin, props) in vevents {
-        match Event::read(begin, &props, &zones)? {
+        match Event::read(begin, &props, &zones, horizon)? {
             Read::Event(e) if e.moves.is_some() => moves.push(e),
             Read::Event(e) => {
+                if let (true, Some(h)) = (e.open, horizon) {
+                    calendar.notes.push(Note {
+                        line: begin,
+                        what: format!(
+                            "event {:?} repeats for ever: its sessions until {h} imported",
+                            e.uid
+                        ),
+                    });
+                }
                 if let Some(other) = series.iter().find(|s| s.uid == e.uid) {
                     return Err(Error::new(
                         begin,
@@ -250,10 +270,17 @@ struct Event {
     /// `None` for a cancelled occurrence (not read: it is only taken out).
     target: Option<Target>,
     occurrences: Vec<Occurrence>,
+    /// Its rule repeats for ever: cut at the horizon.
+    open: bool,
 }
 
 impl Event {
-    fn read(begin: usize, props: &Props, zones: &Zones) -> Result<Read, Error> {
+    fn read(
+        begin: usize,
+        props: &Props,
+        zones: &Zones,
+        horizon: Option<jiff::civil::Date>,
+    ) -> Result<Read, Error> {
         let last = |name: &str| props.get(name).and_then(|p| p.last());
         let get = |name: &str| {
             last(name).ok_or_else(|| Error::new(begin, format!("the event has no {name}")))
@@ -321,6 +348,7 @@ impl Event {
             cancelled,
             target: None,
             occurrences: Vec::new(),
+            open: false,
         };
         if cancelled {
             return Ok(Read::Event(event));
@@ -368,7 +396,7 @@ impl Event {
         let recurring = rule.is_some() || !rdates.is_empty();
         let mut starts = match rule {
             None => vec![start.clone()],
-            Some(rule) => occurrences(rule, &start)?
+            Some(rule) => occurrences(rule, &start, horizon, &mut event.open)?
                 .into_iter()
                 .map(|day| start.shift_days(day))
                 .collect::<Result<_, _>>()
@@ -490,19 +518,35 @@ fn target(begin: usize, props: &Props) -> Result<Target, Error> {
     })
 }
 
-/// The occurrences of `rule` from `start`, as days after it.
-fn occurrences(rule: &Line, start: &When) -> Result<Vec<i64>, Error> {
+/// The occurrences of `rule` from `start`, as days after it; a rule that repeats for ever up
+/// to `horizon` (`open` set), refused without one.
+fn occurrences(
+    rule: &Line,
+    start: &When,
+    horizon: Option<jiff::civil::Date>,
+    open: &mut bool,
+) -> Result<Vec<i64>, Error> {
     let at = |w: String| Error::new(rule.line, w);
     let parsed: Rule = rule.value.parse().map_err(at)?;
     let until = match &parsed.end {
         End::Until(v) => Some(values::until(v, start).map_err(at)?),
         End::Count(_) => None,
+        End::Open if horizon.is_none() => {
+            return Err(at(
+                "RRULE has neither COUNT nor UNTIL: it would repeat forever".into(),
+            ))
+        }
+        End::Open => {
+            *open = true;
+            None
+        }
     };
     let first = start.civil().map_err(at)?.date();
     parsed
-        .days(first, |day| match &until {
-            Some(u) => Ok(start.shift_days(day)?.compare(u)? == Ordering::Greater),
-            None => Ok(false),
+        .days(first, |day| match (&until, horizon) {
+            (Some(u), _) => Ok(start.shift_days(day)?.compare(u)? == Ordering::Greater),
+            (None, Some(h)) => Ok(start.shift_days(day)?.civil()?.date() > h),
+            (None, None) => Ok(false),
         })
         .map_err(at)
 }

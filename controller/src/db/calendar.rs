@@ -8,6 +8,10 @@ use super::{Db, DbError};
 use crate::calendar::sync::{self, Changes, Incoming, Key, Session, Stored};
 use crate::calendar::{Note, Row};
 
+/// The furthest a rule that repeats for ever is expanded (two years: a daily rule stays under
+/// `recur::MAX_OCCURRENCES`).
+pub const MAX_HORIZON_DAYS: u32 = 731;
+
 /// What [`Db::sync_ics`] found, and did unless it was a dry run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Synced {
@@ -63,14 +67,16 @@ impl Db {
     /// Imports a calendar in iCalendar as the calendar `file_name`, nothing skipped as past (see
     /// [`Db::sync_ics`]): the number of sessions added or moved.
     pub fn import_ics(&mut self, file_name: &str, text: &str) -> Result<usize, DbError> {
-        let s = self.sync_ics(file_name, file_name, text.as_bytes(), i64::MIN, true)?;
+        let s = self.sync_ics(file_name, file_name, text.as_bytes(), i64::MIN, None, true)?;
         Ok(s.changes.added.len() + s.changes.moved.len())
     }
 
     /// Makes the sessions of calendar `source` what the iCalendar file `bytes` says (see
     /// `calendar::ics` and `calendar::sync`): sessions added, moved and removed in one
     /// transaction, committed only if `apply` (else a dry run: the same checks, nothing
-    /// written). Sessions over at `now` are skipped, and the past is never removed. Every
+    /// written). Sessions over at `now` are skipped, and the past is never removed. A rule that
+    /// repeats for ever gives its sessions up to `horizon_days` after `now` (at most
+    /// [`MAX_HORIZON_DAYS`]), and is refused without a horizon. Every
     /// session is checked as a calendar row is (site, room, master, times, no clash in a room);
     /// one bad session changes nothing and the error names its line in `file_name`.
     pub fn sync_ics(
@@ -79,6 +85,7 @@ impl Db {
         file_name: &str,
         bytes: &[u8],
         now: i64,
+        horizon_days: Option<u32>,
         apply: bool,
     ) -> Result<Synced, DbError> {
         if source.trim().is_empty() || source.len() > 200 || source.chars().any(char::is_control) {
@@ -86,8 +93,24 @@ impl Db {
                 "calendar source {source:?}: give a name of 1 to 200 characters, on one line"
             )));
         }
-        let calendar =
-            crate::calendar::ics::parse(bytes).map_err(|e| calendar_error(file_name, e))?;
+        let calendar = match horizon_days {
+            None => crate::calendar::ics::parse(bytes),
+            Some(days) => {
+                if !(1..=MAX_HORIZON_DAYS).contains(&days) {
+                    return Err(DbError::Invalid(format!(
+                        "a horizon of {days} days: give 1 to {MAX_HORIZON_DAYS}"
+                    )));
+                }
+                let horizon = jiff::Timestamp::from_second(now)
+                    .and_then(|t| {
+                        t.checked_add(jiff::SignedDuration::from_hours(24 * i64::from(days)))
+                    })
+                    .map(|t| jiff::tz::TimeZone::UTC.to_datetime(t).date())
+                    .map_err(|e| DbError::Invalid(format!("no horizon from {now}: {e}")))?;
+                crate::calendar::ics::parse_until(bytes, horizon)
+            }
+        }
+        .map_err(|e| calendar_error(file_name, e))?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

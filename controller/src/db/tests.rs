@@ -641,6 +641,7 @@ mod calendar_input {
             name,
             text.as_bytes(),
             i64::MIN,
+            None,
             true,
         )?;
         Ok(s.changes.added.len())

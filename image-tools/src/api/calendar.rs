@@ -19,7 +19,15 @@ pub struct CalendarSync {
     /// Show what would change and change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// How many days ahead an event that repeats for ever (no end in its rule) gives sessions;
+    /// [`DEFAULT_HORIZON_DAYS`] if `None`.
+    #[serde(default)]
+    pub horizon_days: Option<u32>,
 }
+
+/// How far ahead a calendar's never-ending events are imported unless the DSI says otherwise:
+/// about six months (a term and the next); importing a newer export moves it on.
+pub const DEFAULT_HORIZON_DAYS: u32 = 183;
 
 /// The answer to [`CalendarSync`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,7 +46,9 @@ mod fleet;
 mod places;
 mod plan;
 
-pub use calendar::{CalendarNote, CalendarSync, CalendarSynced, MovedSession, SyncedSession};
+pub use calendar::{
+    CalendarNote, CalendarSync, CalendarSynced, MovedSession, SyncedSession, DEFAULT_HORIZON_DAYS,
+};
 pub use catalogue::{
     CalendarFile, CalendarImported, ImportMaster, Imported, MasterInfo, NewSession, SessionInfo,
 };

@@ -42,7 +42,14 @@ fn a_google_export_imports_every_occurrence_skips_the_past_and_again_changes_not
     let dir = tempfile::tempdir().unwrap();
     let mut db = catalogue(dir.path());
     let s = db
-        .sync_ics("google", "google.ics", &fixture("google.ics"), NOW, true)
+        .sync_ics(
+            "google",
+            "google.ics",
+            &fixture("google.ics"),
+            NOW,
+            None,
+            true,
+        )
         .unwrap();
     // 5 weekly (one moved), 3 daily; the 2025 session skipped, the cancelled one and the
     // all-day one left out.
@@ -52,7 +59,14 @@ fn a_google_export_imports_every_occurrence_skips_the_past_and_again_changes_not
     assert_eq!(listed(&db).len(), 8);
     assert!(listed(&db).contains(&"salle-1 2030-02-04 12:30".to_owned()));
     let again = db
-        .sync_ics("google", "google.ics", &fixture("google.ics"), NOW, true)
+        .sync_ics(
+            "google",
+            "google.ics",
+            &fixture("google.ics"),
+            NOW,
+            None,
+            true,
+        )
         .unwrap();
     assert!(again.changes.is_empty(), "{:?}", again.changes);
     assert_eq!(again.changes.unchanged, 8);
@@ -69,6 +83,7 @@ fn a_changed_export_adds_moves_and_removes_exactly_the_difference_and_a_dry_run_
             "thunderbird.ics",
             &fixture("thunderbird.ics"),
             NOW,
+            None,
             true,
         )
         .unwrap();
@@ -76,7 +91,7 @@ fn a_changed_export_adds_moves_and_removes_exactly_the_difference_and_a_dry_run_
     let before = db.sessions(None).unwrap();
     let changed = fixture("thunderbird-changed.ics");
     let dry = db
-        .sync_ics("tb", "thunderbird-changed.ics", &changed, NOW, false)
+        .sync_ics("tb", "thunderbird-changed.ics", &changed, NOW, None, false)
         .unwrap();
     assert!(!dry.applied && dry.added_ids.is_empty());
     assert_eq!(
@@ -85,7 +100,7 @@ fn a_changed_export_adds_moves_and_removes_exactly_the_difference_and_a_dry_run_
         "a dry run changed the catalogue"
     );
     let real = db
-        .sync_ics("tb", "thunderbird-changed.ics", &changed, NOW, true)
+        .sync_ics("tb", "thunderbird-changed.ics", &changed, NOW, None, true)
         .unwrap();
     assert_eq!(real.changes, dry.changes);
     let c = &real.changes;
@@ -110,7 +125,7 @@ fn a_changed_export_adds_moves_and_removes_exactly_the_difference_and_a_dry_run_
     assert_eq!(after.len(), before.len());
     // And the new export once more: nothing.
     let again = db
-        .sync_ics("tb", "thunderbird-changed.ics", &changed, NOW, true)
+        .sync_ics("tb", "thunderbird-changed.ics", &changed, NOW, None, true)
         .unwrap();
     assert!(again.changes.is_empty());
 }
@@ -121,20 +136,30 @@ fn another_calendar_or_a_csv_is_never_touched_and_a_clash_changes_nothing() {
     let mut db = catalogue(dir.path());
     db.import_csv("term.csv", "site,room,master,version,start,end\nlyon,salle-2,win10,1,2030-03-20 08:00,2030-03-20 10:00\n")
         .unwrap();
-    db.sync_ics("outlook", "outlook.ics", &fixture("outlook.ics"), NOW, true)
-        .unwrap();
+    db.sync_ics(
+        "outlook",
+        "outlook.ics",
+        &fixture("outlook.ics"),
+        NOW,
+        None,
+        true,
+    )
+    .unwrap();
     db.sync_ics(
         "tb",
         "thunderbird.ics",
         &fixture("thunderbird.ics"),
         NOW,
+        None,
         true,
     )
     .unwrap();
     assert_eq!(listed(&db).len(), 1 + 3 + 16);
     // An empty export of the Thunderbird calendar removes its sessions, and only them.
     let empty = b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n";
-    let s = db.sync_ics("tb", "empty.ics", empty, NOW, true).unwrap();
+    let s = db
+        .sync_ics("tb", "empty.ics", empty, NOW, None, true)
+        .unwrap();
     assert_eq!(s.changes.removed.len(), 16);
     assert_eq!(listed(&db).len(), 4);
     // A session on top of the CSV one: refused with its line, nothing written.
@@ -143,7 +168,7 @@ fn another_calendar_or_a_csv_is_never_touched_and_a_clash_changes_nothing() {
         .replace("20300318T090000", "20300320T090000")
         .replace("20300318T120000", "20300320T120000");
     let e = db
-        .sync_ics("outlook", "outlook.ics", text.as_bytes(), NOW, true)
+        .sync_ics("outlook", "outlook.ics", text.as_bytes(), NOW, None, true)
         .unwrap_err()
         .to_string();
     assert!(
@@ -184,8 +209,56 @@ fn a_database_of_schema_7_opens_with_its_sessions() {
         "thunderbird.ics",
         &fixture("thunderbird.ics"),
         NOW,
+        None,
         true,
     )
     .unwrap();
     assert_eq!(db.sessions(None).unwrap().len(), 17);
+}
+
+/// Google writes a course "every Tuesday" with no end: its sessions up to the horizon, noted;
+/// a later import with the horizon further on adds the next ones and removes none.
+#[test]
+fn a_course_that_repeats_for_ever_is_imported_up_to_the_horizon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = catalogue(dir.path());
+    let ics = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:tuesdays@google.com\r\n\
+               DTSTART;TZID=Europe/Paris:20261208T090000\r\nDTEND;TZID=Europe/Paris:20261208T120000\r\n\
+               RRULE:FREQ=WEEKLY;BYDAY=TU\r\nSUMMARY:win10 1\r\nLOCATION:lyon/salle-1\r\n\
+               END:VEVENT\r\nEND:VCALENDAR\r\n";
+    let e = db
+        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, None, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("g.ics:6:") && e.contains("repeat forever"),
+        "{e}"
+    );
+    // 1 December 2026 + 28 days: Tuesdays 8, 15, 22 and 29 December.
+    let s = db
+        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, Some(28), true)
+        .unwrap();
+    assert_eq!(s.changes.added.len(), 4);
+    assert!(
+        s.notes[0]
+            .what
+            .contains("repeats for ever: its sessions until 2026-12-29"),
+        "{:?}",
+        s.notes
+    );
+    let later = db
+        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, Some(42), true)
+        .unwrap();
+    assert_eq!(
+        (
+            later.changes.added.len(),
+            later.changes.removed.len(),
+            later.changes.unchanged
+        ),
+        (2, 0, 4)
+    );
+    let e = db
+        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, Some(5_000), true)
+        .unwrap_err();
+    assert!(e.to_string().contains("give 1 to 731"), "{e}");
 }
