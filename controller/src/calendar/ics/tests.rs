@@ -230,3 +230,38 @@ fn an_event_without_uid_is_known_by_its_start_and_place() {
     assert_eq!(id.uid, "no-uid:20261019T083000:lyon/salle-1:win10 1");
     assert_eq!(id.instance, None);
 }
+
+/// The parser on random bytes and on the Google, Outlook and Thunderbird exports changed a
+/// little (`image_tools::mutation`): each either reads or names a line of the file; never a panic.
+mod property {
+    use image_tools::mutation::{mutate, Edit};
+    use proptest::prelude::*;
+
+    use super::super::{parse, parse_until};
+
+    fn exports() -> impl Strategy<Value = Vec<u8>> {
+        let fixtures: Vec<&'static [u8]> = vec![
+            include_bytes!("../../../tests/fixtures/google.ics"),
+            include_bytes!("../../../tests/fixtures/outlook.ics"),
+            include_bytes!("../../../tests/fixtures/thunderbird.ics"),
+        ];
+        let edits =
+            proptest::collection::vec(any::<(u8, usize, usize)>().prop_map(Edit::from), 1..6);
+        (proptest::sample::select(fixtures), edits).prop_map(|(f, e)| mutate(f, &e))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn random_and_mutated_exports_read_or_name_a_line(
+            bytes in prop_oneof![proptest::collection::vec(any::<u8>(), 0..400), exports()],
+        ) {
+            let lines = bytes.split(|b| *b == b'\n').count();
+            for outcome in [parse(&bytes), parse_until(&bytes, jiff::civil::date(2031, 1, 1))] {
+                if let Err(e) = outcome {
+                    prop_assert!(e.line >= 1 && e.line <= lines, "{e} ({lines} lines)");
+                }
+            }
+        }
+    }
+}
