@@ -49,6 +49,7 @@ pub struct Incoming {
     pub session: Session,
 }
 
+/// Each list in order of start.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Changes {
     pub added: Vec<Incoming>,
@@ -98,6 +99,10 @@ pub fn diff(stored: Vec<Stored>, incoming: Vec<Incoming>, now: i64) -> Result<Ch
         .collect();
     gone.sort_by_key(|s| (s.session.start, s.id));
     changes.removed = gone;
+    changes.added.sort_by_key(|n| (n.session.start, n.line));
+    changes
+        .moved
+        .sort_by_key(|(_, n)| (n.session.start, n.line));
     Ok(changes)
 }
 
