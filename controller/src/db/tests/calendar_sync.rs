@@ -262,3 +262,29 @@ fn a_course_that_repeats_for_ever_is_imported_up_to_the_horizon() {
         .unwrap_err();
     assert!(e.to_string().contains("give 1 to 731"), "{e}");
 }
+
+/// An event cancelled in the calendar application (kept in the export with STATUS:CANCELLED)
+/// is removed from the catalogue at the next import, and counted as cancelled.
+#[test]
+fn an_event_cancelled_in_a_new_export_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = catalogue(dir.path());
+    let text = String::from_utf8(fixture("thunderbird.ics")).unwrap();
+    db.sync_ics("tb", "tb.ics", text.as_bytes(), NOW, None, true)
+        .unwrap();
+    let confirmed =
+        "UID:e8f7a6b5-c4d3-4e2f-a1b0-9c8d7e6f5a4b\r\nSUMMARY:win10 1\r\nSTATUS:CONFIRMED";
+    assert!(text.contains(confirmed));
+    let cancelled = text.replace(confirmed, &confirmed.replace("CONFIRMED", "CANCELLED"));
+    let s = db
+        .sync_ics("tb", "tb.ics", cancelled.as_bytes(), NOW, None, true)
+        .unwrap();
+    assert_eq!(
+        (s.changes.removed.len(), s.cancelled, s.changes.unchanged),
+        (1, 1, 15)
+    );
+    assert_eq!(
+        s.changes.removed[0].session.start,
+        local_time("Europe/Paris", "2030-01-28 08:30").unwrap()
+    );
+}
