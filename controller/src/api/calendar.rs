@@ -25,6 +25,18 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                     !request.dry_run,
                 )
                 .map_err(db_error)?;
+            let c = &synced.changes;
+            tracing::info!(
+                source = %request.source,
+                applied = synced.applied,
+                added = c.added.len(),
+                moved = c.moved.len(),
+                removed = c.removed.len(),
+                unchanged = c.unchanged,
+                past = c.past,
+                cancelled = synced.cancelled,
+                "calendar synced"
+            );
             ok(answer(request.source, synced)?)
         }
         _ => Err(NO_ROUTE),
