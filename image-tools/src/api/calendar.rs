@@ -79,3 +79,25 @@ pub struct CalendarNote {
     pub line: u64,
     pub note: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_sync_request_carries_bytes_that_are_not_utf8_and_defaults_to_applying() {
+        // "S\xc3" then a fold then "\xa9ance": not UTF-8 until unfolded.
+        let bytes = b"SUMMARY:S\xc3\r\n \xa9ance\r\n".to_vec();
+        let v = json!({"source": "lyon", "file_name": "g.ics", "bytes": bytes});
+        let r: CalendarSync = serde_json::from_value(v).unwrap();
+        assert_eq!((r.bytes, r.dry_run, r.horizon_days), (bytes, false, None));
+        let e = serde_json::from_value::<CalendarSync>(
+            json!({"source": "lyon", "file_name": "g.ics", "bytes": [], "dryrun": true}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `dryrun`"), "{e}");
+    }
+}
