@@ -225,7 +225,23 @@ pub enum Override {
 #[derive(Debug, Subcommand)]
 pub enum Calendar {
     /// Import sessions from CSV (header site,room,master,version,start,end) or iCalendar (.ics).
-    Import { file: PathBuf },
+    /// An .ics file is a calendar kept in step: importing a newer export of it adds, moves and
+    /// removes sessions so the catalogue holds what it says (past sessions are left alone).
+    Import {
+        /// The calendar file: .ics as Google Calendar, Thunderbird or Outlook export it, or CSV.
+        file: PathBuf,
+        /// Show what the import would add, move and remove, and change nothing (.ics only).
+        #[arg(long)]
+        dry_run: bool,
+        /// Which calendar this is, if not the file's name (.ics only): give the same name to
+        /// every new export of one calendar, whatever its file is called.
+        #[arg(long)]
+        source: Option<String>,
+        /// How many days ahead an event that repeats for ever (no end date) gives sessions
+        /// (.ics only; up to 731). Import a newer export later to go further.
+        #[arg(long, default_value_t = api::DEFAULT_HORIZON_DAYS)]
+        horizon_days: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -415,15 +431,84 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             let done: api::Done = client.ask("DELETE", &format!("/v1/masters/{name}/{version}"))?;
             printed(&done, format!("{name} {version} removed"))?
         }
-        Admin::Calendar(Calendar::Import { file }) => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let body = api::CalendarFile {
-                file_name: file.display().to_string(),
-                text,
-            };
-            let n: api::CalendarImported = client.send("POST", "/v1/calendar", &body)?;
-            printed(&n, format!("{} sessions imported", n.imported))?
+        Admin::Calendar(Calendar::Import {
+            file,
+            dry_run,
+            source,
+            horizon_days,
+        }) => {
+            let is_ics = file
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("ics"));
+            if !is_ics {
+                if dry_run || source.is_some() {
+                    bail!("--dry-run and --source are for iCalendar (.ics) files: a CSV file only adds sessions");
+                }
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let body = api::CalendarFile {
+                    file_name: file.display().to_string(),
+                    text,
+                };
+                let n: api::CalendarImported = client.send("POST", "/v1/calendar", &body)?;
+                printed(&n, format!("{} sessions imported", n.imported))?
+            } else {
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let named = file.file_name().map(|n| n.to_string_lossy().into_owned());
+                let body = api::CalendarSync {
+                    source: source
+                        .or(named)
+                        .unwrap_or_else(|| file.display().to_string()),
+                    file_name: file.display().to_string(),
+                    bytes,
+                    dry_run,
+                    horizon_days: Some(horizon_days),
+                };
+                let s: api::CalendarSynced = client.send("POST", "/v1/calendar/sync", &body)?;
+                let one = |x: &api::SyncedSession| {
+                    format!(
+                        "{}/{} {} {}  {} to {} UTC",
+                        x.site,
+                        x.room,
+                        x.master,
+                        x.version,
+                        time(x.start),
+                        time(x.end)
+                    )
+                };
+                let mut out = format!(
+                    "calendar {}: {} added, {} moved, {} removed, {} unchanged; {} past and {} cancelled skipped",
+                    s.source,
+                    s.added.len(),
+                    s.moved.len(),
+                    s.removed.len(),
+                    s.unchanged,
+                    s.past_skipped,
+                    s.cancelled
+                );
+                for a in &s.added {
+                    out += &format!("\n  + {}", one(a));
+                }
+                for m in &s.moved {
+                    out += &format!("\n  ~ {}\n    -> {}", one(&m.before), one(&m.after));
+                }
+                for r in &s.removed {
+                    out += &format!("\n  - {}", one(r));
+                }
+                for n in &s.notes {
+                    out += &format!("\n  line {}: {}", n.line, n.note);
+                }
+                match (s.applied, s.added.len() + s.moved.len() + s.removed.len()) {
+                    (_, 0) => out += "\nnothing to change",
+                    (false, _) => {
+                        out +=
+                            "\ndry run: nothing changed (run it again without --dry-run to apply)"
+                    }
+                    (true, _) => {}
+                }
+                printed(&s, out)?
+            }
         }
         Admin::Session(Session::List) => listed(
             client,

@@ -214,10 +214,7 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
     );
     let weekly = dir.path().join("weekly.ics");
     std::fs::write(&weekly, course("RRULE:FREQ=WEEKLY;BYDAY=MO,WE;COUNT=3")).unwrap();
-    assert!(
-        ok(&c, &data, &["calendar", "import", weekly.to_str().unwrap()])
-            .contains("3 sessions imported")
-    );
+    assert!(ok(&c, &data, &["calendar", "import", weekly.to_str().unwrap()]).contains("3 added"));
     let sessions: serde_json::Value =
         serde_json::from_str(&ok(&c, &data, &["--json", "session", "list"])).unwrap();
     let starts: Vec<i64> = sessions

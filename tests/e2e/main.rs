@@ -13,6 +13,7 @@ mod util;
 
 mod admin_api;
 mod agents;
+mod calendar_sync;
 mod cli_surface;
 mod enrol_and_fetch;
 mod netns_fleet;

@@ -17,8 +17,8 @@
 //! 411, 413, 431, 500, 503 (busy).
 //!
 //! Modules: `http` (reading requests, writing answers), and the routes by resource: `places`
-//! (sites, rooms, seats), `catalogue` (masters, calendar, sessions), `plan` (plan, overrides),
-//! `fleet` (fleet, nodes, tokens).
+//! (sites, rooms, seats), `catalogue` (masters, calendar, sessions), `calendar` (an iCalendar
+//! export synchronised), `plan` (plan, overrides), `fleet` (fleet, nodes, tokens).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{Db, DbError};
 use crate::DataDir;
 
+mod calendar;
 mod catalogue;
 mod fleet;
 mod http;
@@ -297,6 +298,7 @@ fn route(api: &Api, method: &str, url: &str, body: &Value) -> Reply {
     };
     let answer = places::route(&call)
         .or_else(|| catalogue::route(&call))
+        .or_else(|| calendar::route(&call))
         .or_else(|| plan::route(&call))
         .or_else(|| fleet::route(&call))
         .unwrap_or_else(|| Err(error(404, format!("no route {method} {url}"))));

@@ -122,6 +122,7 @@ pub fn parse(text: &str) -> Result<Vec<Row>, Error> {
             version: value(3)?,
             start: local(4)?,
             end: local(5)?,
+            event: None,
         });
     }
     Ok(rows)

@@ -1,212 +1,552 @@
-//! Calendars in iCalendar (`.ics`, RFC 5545): line folding, parameters, UTC, `TZID` and floating
-//! times, and recurrences.
+//! Calendars in iCalendar (`.ics`, RFC 5545) as Google Calendar, Thunderbird and Outlook export
+//! them: folded lines (a fold may split a UTF-8 character, see `lines`), quoted parameters,
+//! escaped text, `VTIMEZONE`s and Windows zone names (`zones`), UTC, `TZID` and floating times.
 //!
-//! Each `VEVENT` is one session, or one per occurrence of its `RRULE` (see `recur`) less its
-//! `EXDATE`s and the occurrences another `VEVENT` of the same `UID` moves (`RECURRENCE-ID`).
+//! Each `VEVENT` is one session, or one per occurrence: `DTSTART`, the `RRULE`'s (see `recur`)
+//! and the `RDATE`s, less the `EXDATE`s; an event with the same `UID` and a `RECURRENCE-ID`
+//! moves the occurrence it names (or cancels it, with `STATUS:CANCELLED`). The end is `DTEND`,
+//! or `DTSTART` plus `DURATION` on the wall clock. Every session carries its `UID` and, for an
+//! occurrence, the start the rule gave it ([`EventId`]), so a new export of the same calendar is
+//! compared session by session (`super::sync`).
+//!
 //! `LOCATION` is `SITE/ROOM`; the master is the `X-NIGHTCAST-MASTER` property (`NAME VERSION`),
-//! or else the `SUMMARY` when it is exactly `NAME VERSION`; `DTSTART`/`DTEND` with a `TZID`, in
-//! UTC (`...Z`), or floating (then in the site's time zone). `RDATE` and `EXRULE` are refused
-//! with their line, as is every rule `recur` does not expand.
+//! or else the `SUMMARY` when it is exactly `NAME VERSION`.
+//!
+//! Read and deliberately left out, counted or noted in [`Calendar`]: cancelled events
+//! (`STATUS:CANCELLED`), all-day events (a date without a time: a holiday is not a session),
+//! `VTODO`s and `VJOURNAL`s. Refused with their line: `EXRULE`, `RDATE` periods, a
+//! `RECURRENCE-ID` with `RANGE=THISANDFUTURE` or naming no occurrence, two events with one `UID`,
+//! and every rule `recur` does not expand. Whether a session is past is decided where the site's
+//! time zone is known (`db::calendar`).
+
+mod lines;
+mod values;
+mod zones;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use super::recur::{End, Rule};
-use super::{Error, Row, When};
+use super::{Error, EventId, Note, Row, When};
+use lines::Line;
+use zones::Zones;
 
-/// One property as written: its line, its parameters (`TZID=...;VALUE=...`), its value.
-#[derive(Debug)]
-struct Prop {
-    line: usize,
-    params: String,
-    value: String,
+/// What an iCalendar file holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calendar {
+    /// The sessions, every occurrence expanded.
+    pub rows: Vec<Row>,
+    /// What was read and not imported, with its line (all-day events...).
+    pub notes: Vec<Note>,
+    /// Events and occurrences left out because they are cancelled.
+    pub cancelled: usize,
 }
 
-/// An event's properties by name, every occurrence in file order.
-type Props = HashMap<String, Vec<Prop>>;
-
-/// Every session of `text`, or the first bad line.
-pub fn parse(text: &str) -> Result<Vec<Row>, Error> {
-    let mut events = Vec::new();
-    for (begin, props) in events_of(text)? {
-        events.push(Event::read(begin, &props)?);
-    }
-    // A moved occurrence replaces its original: drop the original from its series.
-    for moved in events
-        .iter()
-        .filter_map(|e| e.moved.clone())
-        .collect::<Vec<_>>()
-    {
-        let (line, uid, at) = moved;
-        let mut found = false;
-        for series in events
-            .iter_mut()
-            .filter(|e| e.uid.as_ref() == Some(&uid) && e.moved.is_none())
-        {
-            for (i, row) in series.rows.iter().enumerate() {
-                if row.start.compare(&at).map_err(|w| Error::new(line, w))? == Ordering::Equal {
-                    series.rows.remove(i);
-                    found = true;
-                    break;
-                }
-            }
-        }
-        if !found {
-            return Err(Error::new(
-                line,
-                format!("RECURRENCE-ID names no occurrence of event {uid:?} in this file"),
-            ));
-        }
-    }
-    Ok(events.into_iter().flat_map(|e| e.rows).collect())
+/// Every session of `bytes`, or the first bad line. A rule that repeats for ever (no `COUNT`,
+/// no `UNTIL`) is refused: see [`parse_until`].
+pub fn parse(bytes: &[u8]) -> Result<Calendar, Error> {
+    read(bytes, None)
 }
 
-/// The `VEVENT`s of `text`, unfolded (a line starting with a space or a tab continues the
-/// previous one): the line of each `BEGIN:VEVENT`, and its properties.
-fn events_of(text: &str) -> Result<Vec<(usize, Props)>, Error> {
-    let mut lines: Vec<(usize, String)> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        match (raw.strip_prefix([' ', '\t']), lines.last_mut()) {
-            (Some(rest), Some(last)) => last.1.push_str(rest),
-            _ => lines.push((i + 1, raw.to_owned())),
-        }
-    }
-    let mut events = Vec::new();
-    let mut event: Option<(usize, Props)> = None;
-    for (line, content) in lines {
-        let Some((head, value)) = content.split_once(':') else {
-            if content.trim().is_empty() {
-                continue;
-            }
-            return Err(Error::new(
-                line,
-                format!("{content:?} is not a NAME:VALUE line"),
-            ));
-        };
-        let (name, params) = head.split_once(';').unwrap_or((head, ""));
-        let name = name.to_ascii_uppercase();
-        match (name.as_str(), value.trim()) {
-            ("BEGIN", "VEVENT") => event = Some((line, HashMap::new())),
-            ("END", "VEVENT") => match event.take() {
-                Some(e) => events.push(e),
-                None => return Err(Error::new(line, "END:VEVENT without BEGIN:VEVENT")),
-            },
-            _ => {
-                if let Some((_, props)) = event.as_mut() {
-                    props.entry(name).or_default().push(Prop {
-                        line,
-                        params: params.to_owned(),
-                        value: value.to_owned(),
+/// [`parse`], with the occurrences of rules that repeat for ever up to `horizon` (the day
+/// included, on the event's wall clock), and a note for each such event.
+pub fn parse_until(bytes: &[u8], horizon: jiff::civil::Date) -> Result<Calendar, Error> {
+    read(bytes, Some(horizon))
+}
+
+fn read(bytes: &[u8], horizon: Option<jiff::civil::Date>) -> Result<Calendar, Error> {
+    let mut calendar = Calendar {
+        rows: Vec::new(),
+        notes: Vec::new(),
+        cancelled: 0,
+    };
+    let (zones, vevents) = components(lines::content_lines(bytes)?, &mut calendar.notes)?;
+    let mut series: Vec<Event> = Vec::new();
+    let mut moves: Vec<Event> = Vec::new();
+    // UIDs of events left out whole (cancelled, all day): their moved occurrences go too.
+    let mut left_out: HashMap<String, usize> = HashMap::new();
+    for (begin, props) in vevents {
+        match Event::read(begin, &props, &zones, horizon)? {
+            Read::Event(e) if e.moves.is_some() => moves.push(e),
+            Read::Event(e) => {
+                if let (true, Some(h)) = (e.open, horizon) {
+                    calendar.notes.push(Note {
+                        line: begin,
+                        what: format!(
+                            "event {:?} repeats for ever: its sessions until {h} imported",
+                            e.uid
+                        ),
                     });
                 }
+                if let Some(other) = series.iter().find(|s| s.uid == e.uid) {
+                    return Err(Error::new(
+                        begin,
+                        format!(
+                            "UID {:?} is already the event at line {}: one event per UID \
+                             (its moved occurrences have a RECURRENCE-ID)",
+                            e.uid, other.line
+                        ),
+                    ));
+                }
+                series.push(e);
+            }
+            Read::AllDay(uid, summary) => {
+                calendar.notes.push(Note {
+                    line: begin,
+                    what: format!(
+                        "all-day event {summary:?} ignored: a session needs a start and an end time"
+                    ),
+                });
+                left_out.insert(uid, begin);
+            }
+            Read::Cancelled(uid) => {
+                calendar.cancelled += 1;
+                left_out.insert(uid, begin);
             }
         }
     }
-    if let Some((begin, _)) = event {
-        return Err(Error::new(begin, "BEGIN:VEVENT is never closed"));
+    let mut moved_rows = Vec::new();
+    for moved in moves {
+        let Some((line, original)) = moved.moves.clone() else {
+            continue;
+        };
+        let Some(s) = series.iter_mut().find(|s| s.uid == moved.uid) else {
+            if left_out.contains_key(&moved.uid) {
+                calendar.cancelled += usize::from(moved.cancelled);
+                continue;
+            }
+            // An occurrence whose series is not in the file (an invitation to one occurrence).
+            match moved.cancelled {
+                true => calendar.cancelled += 1,
+                false => moved_rows.extend(moved.rows_with(Some(original))),
+            }
+            continue;
+        };
+        let mut at = None;
+        for (i, o) in s.occurrences.iter().enumerate() {
+            if o.start
+                .compare(&original)
+                .map_err(|w| Error::new(line, w))?
+                == Ordering::Equal
+            {
+                at = Some(i);
+                break;
+            }
+        }
+        let Some(i) = at else {
+            return Err(Error::new(
+                line,
+                format!(
+                    "RECURRENCE-ID names no occurrence of event {:?} (line {}), or one already \
+                     moved",
+                    s.uid, s.line
+                ),
+            ));
+        };
+        let replaced = s.occurrences.remove(i);
+        match moved.cancelled {
+            true => calendar.cancelled += 1,
+            false => moved_rows.extend(moved.rows_with(replaced.instance)),
+        }
     }
-    Ok(events)
+    for s in &series {
+        calendar.rows.extend(s.rows_with_own());
+    }
+    calendar.rows.extend(moved_rows);
+    Ok(calendar)
+}
+
+/// A `VEVENT`'s properties by name, every occurrence in file order.
+type Props = HashMap<String, Vec<Line>>;
+
+/// The zones the file defines, and its `VEVENT`s (the line of each `BEGIN:VEVENT`, and its
+/// own properties: not those of a `VALARM` inside it). Components must nest and close.
+fn components(
+    lines: Vec<Line>,
+    notes: &mut Vec<Note>,
+) -> Result<(Zones, Vec<(usize, Props)>), Error> {
+    let mut zones = Zones::default();
+    let mut events = Vec::new();
+    let mut open: Vec<(usize, String)> = Vec::new();
+    let mut event: Option<(usize, Props)> = None;
+    let mut zone: (Option<String>, Option<String>) = (None, None);
+    for l in lines {
+        let value = l.value.trim().to_ascii_uppercase();
+        match l.name.as_str() {
+            "BEGIN" => {
+                match value.as_str() {
+                    "VEVENT" if open.iter().any(|(_, c)| c == "VEVENT") => {
+                        return Err(Error::new(l.line, "BEGIN:VEVENT inside a VEVENT"))
+                    }
+                    "VEVENT" => event = Some((l.line, HashMap::new())),
+                    "VTIMEZONE" => zone = (None, None),
+                    "VTODO" | "VJOURNAL" => notes.push(Note {
+                        line: l.line,
+                        what: format!("a {value} is not a session: ignored"),
+                    }),
+                    _ => {}
+                }
+                open.push((l.line, value));
+            }
+            "END" => {
+                match open.pop() {
+                    Some((_, c)) if c == value => {}
+                    Some((begin, c)) => {
+                        return Err(Error::new(
+                            l.line,
+                            format!("END:{value} closes BEGIN:{c} of line {begin}"),
+                        ))
+                    }
+                    None => {
+                        return Err(Error::new(
+                            l.line,
+                            format!("END:{value} without BEGIN:{value}"),
+                        ))
+                    }
+                }
+                match value.as_str() {
+                    "VEVENT" => events.extend(event.take()),
+                    "VTIMEZONE" => {
+                        if let (Some(tzid), Some(location)) = std::mem::take(&mut zone) {
+                            zones.define(&tzid, &location);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => match open.last().map(|(_, c)| c.as_str()) {
+                Some("VEVENT") => {
+                    if let Some((_, props)) = event.as_mut() {
+                        props.entry(l.name.clone()).or_default().push(l);
+                    }
+                }
+                Some("VTIMEZONE") if l.name == "TZID" => zone.0 = Some(l.value.trim().to_owned()),
+                Some("VTIMEZONE") if l.name == "X-LIC-LOCATION" => {
+                    zone.1 = Some(l.value.trim().to_owned())
+                }
+                _ => {}
+            },
+        }
+    }
+    if let Some((begin, c)) = open.pop() {
+        return Err(Error::new(begin, format!("BEGIN:{c} is never closed")));
+    }
+    Ok((zones, events))
+}
+
+/// What a `VEVENT` is.
+enum Read {
+    Event(Event),
+    /// A date without a time: its `UID` and `SUMMARY`.
+    AllDay(String, String),
+    /// `STATUS:CANCELLED` (and no `RECURRENCE-ID`): its `UID`.
+    Cancelled(String),
+}
+
+/// Where and what: the parts of a row that are not times.
+#[derive(Debug, Clone, Default)]
+struct Target {
+    site: String,
+    room: String,
+    master: String,
+    version: String,
+}
+
+/// One occurrence: its start and end, and for a recurring event the start the rule gave it.
+#[derive(Debug, Clone)]
+struct Occurrence {
+    instance: Option<When>,
+    start: When,
+    end: When,
 }
 
 /// One `VEVENT`, expanded.
 struct Event {
-    uid: Option<String>,
-    /// For an event that moves one occurrence of a series: its line, the series' `UID`, and the
-    /// occurrence's original start.
-    moved: Option<(usize, String, When)>,
-    rows: Vec<Row>,
+    line: usize,
+    uid: String,
+    /// For an event that moves one occurrence of a series: its `RECURRENCE-ID` line and value.
+    moves: Option<(usize, When)>,
+    cancelled: bool,
+    /// `None` for a cancelled occurrence (not read: it is only taken out).
+    target: Option<Target>,
+    occurrences: Vec<Occurrence>,
+    /// Its rule repeats for ever: cut at the horizon.
+    open: bool,
 }
 
 impl Event {
-    fn read(begin: usize, props: &Props) -> Result<Event, Error> {
+    fn read(
+        begin: usize,
+        props: &Props,
+        zones: &Zones,
+        horizon: Option<jiff::civil::Date>,
+    ) -> Result<Read, Error> {
         let last = |name: &str| props.get(name).and_then(|p| p.last());
         let get = |name: &str| {
             last(name).ok_or_else(|| Error::new(begin, format!("the event has no {name}")))
         };
-        for refused in ["RDATE", "EXRULE"] {
-            if let Some(p) = props.get(refused).and_then(|p| p.first()) {
+        let summary = last("SUMMARY").map(Line::text).unwrap_or_default();
+        let start_line = get("DTSTART")?;
+        let uid = match last("UID") {
+            Some(p) => p.text().trim().to_owned(),
+            // RFC 5545 requires one; without it the event is known by its start and place.
+            None => format!(
+                "no-uid:{}:{}:{summary}",
+                start_line.value.trim(),
+                last("LOCATION").map(Line::text).unwrap_or_default()
+            ),
+        };
+        let cancelled =
+            last("STATUS").is_some_and(|s| s.value.trim().eq_ignore_ascii_case("CANCELLED"));
+        let moves = match last("RECURRENCE-ID") {
+            None => None,
+            Some(p) if last("UID").is_none() => {
                 return Err(Error::new(
                     p.line,
-                    format!(
-                        "{refused} is not supported: list these sessions as events of their own"
-                    ),
-                ));
+                    "RECURRENCE-ID in an event without a UID",
+                ))
             }
-        }
-        let loc = get("LOCATION")?;
-        let (site, room) = loc
-            .value
-            .split_once('/')
-            .map(|(s, r)| (s.trim().to_owned(), r.trim().to_owned()))
-            .ok_or_else(|| {
-                Error::new(
-                    loc.line,
-                    format!("LOCATION {:?} must be SITE/ROOM", loc.value),
-                )
-            })?;
-        let m = last("X-NIGHTCAST-MASTER")
-            .or_else(|| last("SUMMARY"))
-            .ok_or_else(|| Error::new(begin, "the event has no X-NIGHTCAST-MASTER nor SUMMARY"))?;
-        let words: Vec<&str> = m.value.split_whitespace().collect();
-        let [name, version] = words[..] else {
-            return Err(Error::new(
-                m.line,
-                format!("{:?} does not name a master as NAME VERSION", m.value),
-            ));
-        };
-        let start = when("DTSTART", get("DTSTART")?)?;
-        let end = when("DTEND", get("DTEND")?)?;
-        let uid = last("UID").map(|p| p.value.trim().to_owned());
-        let moved = match last("RECURRENCE-ID") {
-            None => None,
             Some(p) => {
-                let uid = uid
-                    .clone()
-                    .ok_or_else(|| Error::new(p.line, "RECURRENCE-ID in an event without a UID"))?;
-                Some((p.line, uid, when("RECURRENCE-ID", p)?))
+                if p.param("RANGE")
+                    .is_some_and(|r| r.eq_ignore_ascii_case("THISANDFUTURE"))
+                {
+                    return Err(Error::new(
+                        p.line,
+                        "RECURRENCE-ID with RANGE=THISANDFUTURE is not supported: export the \
+                         calendar again with the series split",
+                    ));
+                }
+                if values::is_date(p) {
+                    let d = values::date("RECURRENCE-ID", p, &p.value)?;
+                    return match values::is_date(start_line) {
+                        true => Ok(Read::AllDay(format!("{uid}:{d}"), summary)),
+                        false => Err(Error::new(
+                            p.line,
+                            "RECURRENCE-ID is a date but the event has a time",
+                        )),
+                    };
+                }
+                Some((p.line, values::when("RECURRENCE-ID", p, &p.value, zones)?))
             }
         };
-        let days = match props.get("RRULE").map(Vec::as_slice) {
-            None | Some([]) => vec![0],
-            Some([rule]) => occurrences(rule, &start)?,
+        if values::is_date(start_line) && moves.is_none() {
+            return Ok(Read::AllDay(uid, summary));
+        }
+        if cancelled && moves.is_none() {
+            return Ok(Read::Cancelled(uid));
+        }
+        if let Some(p) = props.get("EXRULE").and_then(|p| p.first()) {
+            return Err(Error::new(
+                p.line,
+                "EXRULE is not supported: use EXDATE for the sessions left out",
+            ));
+        }
+        let mut event = Event {
+            line: begin,
+            uid,
+            moves,
+            cancelled,
+            target: None,
+            occurrences: Vec::new(),
+            open: false,
+        };
+        if cancelled {
+            return Ok(Read::Event(event));
+        }
+        event.target = Some(target(begin, props)?);
+        let start = values::when("DTSTART", start_line, &start_line.value, zones)?;
+        let end = match (last("DTEND"), last("DURATION")) {
+            (Some(e), None) => values::when("DTEND", e, &e.value, zones)?,
+            (None, Some(d)) => start
+                .plus(values::duration(d)?)
+                .map_err(|w| Error::new(d.line, w))?,
+            (Some(_), Some(d)) => {
+                return Err(Error::new(
+                    d.line,
+                    "the event has both DTEND and DURATION: keep one",
+                ))
+            }
+            (None, None) => return Err(Error::new(begin, "the event has no DTEND (nor DURATION)")),
+        };
+        let rule = match props.get("RRULE").map(Vec::as_slice) {
+            None | Some([]) => None,
+            Some([rule]) => Some(rule),
             Some([_, second, ..]) => {
                 return Err(Error::new(second.line, "a second RRULE is not supported"))
             }
         };
-        let row = |day: i64| -> Result<Row, String> {
-            Ok(Row {
-                line: begin,
-                site: site.clone(),
-                room: room.clone(),
-                master: name.to_owned(),
-                version: version.to_owned(),
-                start: start.shift_days(day)?,
-                end: end.shift_days(day)?,
-            })
+        let rdates = props.get("RDATE").map(Vec::as_slice).unwrap_or_default();
+        if event.moves.is_some() {
+            if let Some(p) = rule.or(rdates.first()) {
+                return Err(Error::new(
+                    p.line,
+                    format!(
+                        "{} in an event that moves one occurrence (RECURRENCE-ID)",
+                        p.name
+                    ),
+                ));
+            }
+            event.occurrences.push(Occurrence {
+                instance: None,
+                start,
+                end,
+            });
+            return Ok(Read::Event(event));
+        }
+        let recurring = rule.is_some() || !rdates.is_empty();
+        let mut starts = match rule {
+            None => vec![start.clone()],
+            Some(rule) => occurrences(rule, &start, horizon, &mut event.open)?
+                .into_iter()
+                .map(|day| start.shift_days(day))
+                .collect::<Result<_, _>>()
+                .map_err(|w| Error::new(rule.line, w))?,
         };
-        let rows = except(days, &start, props.get("EXDATE").map(Vec::as_slice))?
-            .into_iter()
-            .map(row)
-            .collect::<Result<_, _>>()
-            .map_err(|w| Error::new(begin, w))?;
-        Ok(Event { uid, moved, rows })
+        for p in rdates {
+            if p.param("VALUE")
+                .is_some_and(|v| !v.eq_ignore_ascii_case("DATE-TIME"))
+            {
+                return Err(Error::new(
+                    p.line,
+                    "RDATE as a date or a period is not supported: give date-times",
+                ));
+            }
+            for value in p.value.split(',') {
+                let at = values::when("RDATE", p, value, zones)?;
+                starts.push(at.in_form_of(&start).map_err(|w| Error::new(p.line, w))?);
+            }
+        }
+        let starts = except(starts, props.get("EXDATE").map(Vec::as_slice), zones)?;
+        for s in starts {
+            let e = end
+                .moved_like(&start, &s)
+                .map_err(|w| Error::new(begin, w))?;
+            event.occurrences.push(Occurrence {
+                instance: recurring.then(|| s.clone()),
+                start: s,
+                end: e,
+            });
+        }
+        let mut sorted = Vec::with_capacity(event.occurrences.len());
+        for o in std::mem::take(&mut event.occurrences) {
+            let mut place = sorted.len();
+            for (i, other) in sorted.iter().enumerate() {
+                let other: &Occurrence = other;
+                match o
+                    .start
+                    .compare(&other.start)
+                    .map_err(|w| Error::new(begin, w))?
+                {
+                    Ordering::Less => {
+                        place = i;
+                        break;
+                    }
+                    Ordering::Equal => {
+                        place = usize::MAX;
+                        break;
+                    }
+                    Ordering::Greater => {}
+                }
+            }
+            if place != usize::MAX {
+                sorted.insert(place, o);
+            }
+        }
+        event.occurrences = sorted;
+        Ok(Read::Event(event))
+    }
+
+    /// The rows of a series, each occurrence keyed by its own start.
+    fn rows_with_own(&self) -> Vec<Row> {
+        self.occurrences
+            .iter()
+            .map(|o| self.row(o, o.instance.clone()))
+            .collect()
+    }
+
+    /// The row of a moved occurrence, keyed by the occurrence it replaces.
+    fn rows_with(&self, instance: Option<When>) -> Vec<Row> {
+        self.occurrences
+            .iter()
+            .map(|o| self.row(o, instance.clone()))
+            .collect()
+    }
+
+    fn row(&self, o: &Occurrence, instance: Option<When>) -> Row {
+        let t = self.target.clone().unwrap_or_default();
+        Row {
+            line: self.line,
+            site: t.site,
+            room: t.room,
+            master: t.master,
+            version: t.version,
+            start: o.start.clone(),
+            end: o.end.clone(),
+            event: Some(EventId {
+                uid: self.uid.clone(),
+                instance,
+            }),
+        }
     }
 }
 
-/// The occurrences of `rule` from `start`, as days after it.
-fn occurrences(rule: &Prop, start: &When) -> Result<Vec<i64>, Error> {
+/// The site, room and master an event names.
+fn target(begin: usize, props: &Props) -> Result<Target, Error> {
+    let last = |name: &str| props.get(name).and_then(|p| p.last());
+    let loc = last("LOCATION").ok_or_else(|| Error::new(begin, "the event has no LOCATION"))?;
+    let location = loc.text();
+    let (site, room) = location
+        .split_once('/')
+        .map(|(s, r)| (s.trim().to_owned(), r.trim().to_owned()))
+        .ok_or_else(|| Error::new(loc.line, format!("LOCATION {location:?} must be SITE/ROOM")))?;
+    let m = last("X-NIGHTCAST-MASTER")
+        .or_else(|| last("SUMMARY"))
+        .ok_or_else(|| Error::new(begin, "the event has no X-NIGHTCAST-MASTER nor SUMMARY"))?;
+    let text = m.text();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let [name, version] = words[..] else {
+        return Err(Error::new(
+            m.line,
+            format!("{text:?} does not name a master as NAME VERSION"),
+        ));
+    };
+    Ok(Target {
+        site,
+        room,
+        master: name.to_owned(),
+        version: version.to_owned(),
+    })
+}
+
+/// The occurrences of `rule` from `start`, as days after it; a rule that repeats for ever up
+/// to `horizon` (`open` set), refused without one.
+fn occurrences(
+    rule: &Line,
+    start: &When,
+    horizon: Option<jiff::civil::Date>,
+    open: &mut bool,
+) -> Result<Vec<i64>, Error> {
     let at = |w: String| Error::new(rule.line, w);
     let parsed: Rule = rule.value.parse().map_err(at)?;
     let until = match &parsed.end {
-        End::Until(v) => Some(until(v, start).map_err(at)?),
+        End::Until(v) => Some(values::until(v, start).map_err(at)?),
         End::Count(_) => None,
+        End::Open if horizon.is_none() => {
+            return Err(at(
+                "RRULE has neither COUNT nor UNTIL: it would repeat forever".into(),
+            ))
+        }
+        End::Open => {
+            *open = true;
+            None
+        }
     };
     let first = start.civil().map_err(at)?.date();
     parsed
-        .days(first, |day| match &until {
-            Some(u) => Ok(start.shift_days(day)?.compare(u)? == Ordering::Greater),
-            None => Ok(false),
+        .days(first, |day| match (&until, horizon) {
+            (Some(u), _) => Ok(start.shift_days(day)?.compare(u)? == Ordering::Greater),
+            (None, Some(h)) => Ok(start.shift_days(day)?.civil()?.date() > h),
+            (None, None) => Ok(false),
         })
         .map_err(at)
 }
@@ -226,239 +566,34 @@ impl Excluded {
     }
 }
 
-/// `days` (after `start`) less those the `EXDATE`s take out.
-fn except(days: Vec<i64>, start: &When, exdates: Option<&[Prop]>) -> Result<Vec<i64>, Error> {
+/// `starts` less those the `EXDATE`s take out.
+fn except(starts: Vec<When>, exdates: Option<&[Line]>, zones: &Zones) -> Result<Vec<When>, Error> {
     let mut excluded = Vec::new();
     for ex in exdates.unwrap_or_default() {
-        let date_only = ex.params.to_ascii_uppercase().contains("VALUE=DATE")
-            && !ex.params.to_ascii_uppercase().contains("VALUE=DATE-TIME");
+        let date_only = ex
+            .param("VALUE")
+            .is_some_and(|v| v.eq_ignore_ascii_case("DATE"));
         for value in ex.value.split(',') {
-            let one = Prop {
-                line: ex.line,
-                params: ex.params.clone(),
-                value: value.to_owned(),
-            };
             excluded.push((
                 ex.line,
                 match date_only {
-                    true => Excluded::Day(date("EXDATE", &one)?),
-                    false => Excluded::At(when("EXDATE", &one)?),
+                    true => Excluded::Day(values::date("EXDATE", ex, value)?),
+                    false => Excluded::At(values::when("EXDATE", ex, value, zones)?),
                 },
             ));
         }
     }
-    let mut kept = Vec::with_capacity(days.len());
-    'day: for day in days {
+    let mut kept = Vec::with_capacity(starts.len());
+    'start: for s in starts {
         for (line, ex) in &excluded {
-            let at = |w: String| Error::new(*line, w);
-            if ex.takes(&start.shift_days(day).map_err(at)?).map_err(at)? {
-                continue 'day;
+            if ex.takes(&s).map_err(|w| Error::new(*line, w))? {
+                continue 'start;
             }
         }
-        kept.push(day);
+        kept.push(s);
     }
     Ok(kept)
 }
 
-/// An `UNTIL` value, in the form of `DTSTART` unless it says UTC; a date alone is the end of
-/// that day.
-fn until(value: &str, start: &When) -> Result<When, String> {
-    if let Some(utc) = value.strip_suffix('Z') {
-        let dt = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%S", utc)
-            .map_err(|_| format!("RRULE UNTIL={value} is not a date-time"))?;
-        return When::Unix(0).with_civil(dt);
-    }
-    let dt = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%S", value)
-        .or_else(|_| jiff::civil::Date::strptime("%Y%m%d", value).map(|d| d.at(23, 59, 59, 0)))
-        .map_err(|_| format!("RRULE UNTIL={value} is not a date nor a date-time"))?;
-    start.with_civil(dt)
-}
-
-/// A date-time property: UTC with `Z`, in its `TZID`, or floating.
-fn when(name: &str, p: &Prop) -> Result<When, Error> {
-    let bad = || {
-        Error::new(
-            p.line,
-            format!(
-                "{name} {:?} is not a date-time (YYYYMMDDTHHMMSS[Z])",
-                p.value
-            ),
-        )
-    };
-    let value = p.value.trim();
-    let (digits, utc) = match value.strip_suffix('Z') {
-        Some(v) => (v, true),
-        None => (value, false),
-    };
-    let dt = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%S", digits).map_err(|_| bad())?;
-    let tzid = p
-        .params
-        .split(';')
-        .find_map(|p| p.strip_prefix("TZID="))
-        .map(|t| t.trim_matches('"').to_owned());
-    match (utc, tzid) {
-        (true, _) => When::Unix(0).with_civil(dt).map_err(|_| bad()),
-        (false, Some(tz)) => Ok(When::Zoned(dt, tz)),
-        (false, None) => Ok(When::Local(dt)),
-    }
-}
-
-/// A date property (`VALUE=DATE`: `YYYYMMDD`).
-fn date(name: &str, p: &Prop) -> Result<jiff::civil::Date, Error> {
-    jiff::civil::Date::strptime("%Y%m%d", p.value.trim()).map_err(|_| {
-        Error::new(
-            p.line,
-            format!("{name} {:?} is not a date (YYYYMMDD)", p.value),
-        )
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(lines: &[&str]) -> String {
-        let mut s = String::from(
-            "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nSUMMARY:win10 1\r\nLOCATION:lyon/salle-1\r\n",
-        );
-        for l in lines {
-            s.push_str(l);
-            s.push_str("\r\n");
-        }
-        s.push_str("END:VEVENT\r\nEND:VCALENDAR\r\n");
-        s
-    }
-
-    const PARIS: [&str; 2] = [
-        "DTSTART;TZID=Europe/Paris:20261019T083000",
-        "DTEND;TZID=Europe/Paris:20261019T170000",
-    ];
-
-    /// Each session's start, as `YYYY-MM-DD HH:MM` on its own wall clock.
-    fn starts(text: &str) -> Vec<String> {
-        parse(text)
-            .unwrap()
-            .iter()
-            .map(|r| {
-                r.start
-                    .civil()
-                    .unwrap()
-                    .strftime("%Y-%m-%d %H:%M")
-                    .to_string()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_weekly_course_with_until_and_exdates_keeps_its_wall_clock() {
-        let text = event(&[
-            PARIS[0],
-            PARIS[1],
-            // Until the Monday 16 November (in UTC, as the RFC wants with a TZID), holidays out.
-            "RRULE:FREQ=WEEKLY;BYDAY=MO,TH;UNTIL=20261116T073000Z",
-            "EXDATE;TZID=Europe/Paris:20261029T083000,20261102T083000",
-            "EXDATE;VALUE=DATE:20261105",
-        ]);
-        assert_eq!(
-            starts(&text),
-            [
-                "2026-10-19 08:30",
-                "2026-10-22 08:30",
-                "2026-10-26 08:30",
-                "2026-11-09 08:30",
-                "2026-11-12 08:30",
-                "2026-11-16 08:30",
-            ]
-        );
-        let rows = parse(&text).unwrap();
-        assert!(rows.iter().all(
-            |r| r.line == 2 && r.end.civil().unwrap().time() == jiff::civil::time(17, 0, 0, 0)
-        ));
-    }
-
-    #[test]
-    fn utc_and_floating_courses_repeat_too() {
-        let utc = event(&[
-            "DTSTART:20261201T073000Z",
-            "DTEND:20261201T160000Z",
-            "RRULE:FREQ=DAILY;COUNT=2",
-        ]);
-        let rows = parse(&utc).unwrap();
-        assert_eq!(
-            rows[1].start.resolve("Europe/Paris").unwrap()
-                - rows[0].start.resolve("Europe/Paris").unwrap(),
-            86_400
-        );
-        let floating = event(&[
-            "DTSTART:20261201T083000",
-            "DTEND:20261201T170000",
-            "RRULE:FREQ=DAILY;UNTIL=20261203",
-        ]);
-        assert_eq!(
-            starts(&floating),
-            ["2026-12-01 08:30", "2026-12-02 08:30", "2026-12-03 08:30"]
-        );
-    }
-
-    #[test]
-    fn a_moved_occurrence_replaces_its_original() {
-        let mut text = event(&[
-            PARIS[0],
-            PARIS[1],
-            "UID:compta-1",
-            "RRULE:FREQ=WEEKLY;COUNT=3",
-        ]);
-        text = text.replace(
-            "END:VCALENDAR",
-            "BEGIN:VEVENT\r\nUID:compta-1\r\nRECURRENCE-ID;TZID=Europe/Paris:20261026T083000\r\n\
-             SUMMARY:win10 1\r\nLOCATION:lyon/salle-1\r\n\
-             DTSTART;TZID=Europe/Paris:20261027T133000\r\nDTEND;TZID=Europe/Paris:20261027T170000\r\n\
-             END:VEVENT\r\nEND:VCALENDAR",
-        );
-        assert_eq!(
-            starts(&text),
-            ["2026-10-19 08:30", "2026-11-02 08:30", "2026-10-27 13:30"]
-        );
-        let e = parse(&text.replace("20261026T083000", "20261025T083000")).unwrap_err();
-        assert!(
-            e.line == 12 && e.what.contains("names no occurrence"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn what_is_not_expanded_is_refused_with_its_line() {
-        for (extra, line, what) in [
-            (
-                "RRULE:FREQ=MONTHLY;COUNT=3",
-                7,
-                "FREQ=MONTHLY is not supported",
-            ),
-            ("RRULE:FREQ=WEEKLY", 7, "repeat forever"),
-            ("RDATE:20261201T083000", 7, "RDATE is not supported"),
-            ("EXRULE:FREQ=WEEKLY;COUNT=2", 7, "EXRULE is not supported"),
-            ("EXDATE:3 dec", 7, "not a date-time"),
-            (
-                "RRULE:FREQ=WEEKLY;COUNT=2\r\nRRULE:FREQ=DAILY;COUNT=2",
-                8,
-                "second RRULE",
-            ),
-            (
-                "RRULE:FREQ=WEEKLY;COUNT=2\r\nEXDATE:20261026T083000",
-                8,
-                "floating time",
-            ),
-            ("RECURRENCE-ID:20261026T083000", 7, "without a UID"),
-        ] {
-            let e = parse(&event(&[PARIS[0], PARIS[1], extra])).unwrap_err();
-            assert!(e.line == line && e.what.contains(what), "{extra}: {e}");
-        }
-        let floating = event(&[
-            "DTSTART:20261201T083000",
-            "DTEND:20261201T170000",
-            "RRULE:FREQ=DAILY;UNTIL=20261203T000000Z",
-        ]);
-        let e = parse(&floating).unwrap_err();
-        assert!(e.line == 7 && e.what.contains("floating"), "{e}");
-    }
-}
+mod tests;

@@ -1,5 +1,5 @@
 //! Training calendars as the DSI writes them: CSV (`csv`) and iCalendar (`ics`, with the
-//! recurrence rules of `recur`).
+//! recurrence rules of `recur`); and what a new export of a calendar changes (`sync`).
 //!
 //! Pure: text in, [`Row`]s out, or an [`Error`] naming the line. Nothing here knows the
 //! catalogue: whether a row's site, room and master exist, and what its times are in the site's
@@ -11,6 +11,7 @@
 pub mod csv;
 pub mod ics;
 mod recur;
+pub mod sync;
 
 use std::cmp::Ordering;
 
@@ -25,6 +26,30 @@ pub struct Row {
     pub version: String,
     pub start: When,
     pub end: When,
+    /// Which event of its calendar the session is (iCalendar only: CSV rows have none), so that
+    /// the next export of the same calendar is compared with it rather than added to it.
+    pub event: Option<EventId>,
+}
+
+/// An event of an iCalendar file: its `UID`, and for an occurrence of a recurring event, the
+/// start the rule gave it (what a `RECURRENCE-ID` names; it stays when the occurrence moves).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventId {
+    pub uid: String,
+    pub instance: Option<When>,
+}
+
+/// Something of a calendar that was read and deliberately not imported (an all-day event...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub line: usize,
+    pub what: String,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.what)
+    }
 }
 
 /// A calendar time: on the site's wall clock, in a named zone, or absolute.
@@ -95,6 +120,43 @@ impl When {
                     .and_then(|d| t.checked_add(d))
                     .ok_or("a time beyond the calendar")?,
             ),
+        })
+    }
+
+    /// `self` moved on its wall clock as far as `to` is from `from` (an occurrence's end from
+    /// its start: the same length on the wall clock).
+    fn moved_like(&self, from: &When, to: &When) -> Result<When, String> {
+        let by = to.civil()?.duration_since(from.civil()?);
+        let dt = self.civil()?.checked_add(by).map_err(|e| e.to_string())?;
+        self.with_civil(dt)
+    }
+
+    /// `self` plus a length on its wall clock (`DURATION`).
+    fn plus(&self, by: jiff::Span) -> Result<When, String> {
+        let dt = self.civil()?.checked_add(by).map_err(|e| e.to_string())?;
+        self.with_civil(dt)
+    }
+
+    /// The same time written in the form of `like` (its zone, UTC or floating), to be listed
+    /// with `like`'s occurrences (an `RDATE` in UTC beside a `DTSTART` in Paris).
+    fn in_form_of(&self, like: &When) -> Result<When, String> {
+        Ok(match (self, like) {
+            (When::Local(_), When::Local(_)) => self.clone(),
+            (When::Local(_), _) | (_, When::Local(_)) => {
+                return Err(
+                    "a floating time (no TZID, no Z) cannot be listed with times in a time zone: \
+                 give both the same form"
+                        .into(),
+                )
+            }
+            (_, When::Unix(_)) => When::Unix(self.resolve("UTC")?),
+            (_, When::Zoned(_, tz)) => {
+                let zone =
+                    jiff::tz::TimeZone::get(tz).map_err(|_| format!("unknown time zone {tz:?}"))?;
+                let t = jiff::Timestamp::from_second(self.resolve("UTC")?)
+                    .map_err(|e| e.to_string())?;
+                When::Zoned(zone.to_datetime(t), tz.clone())
+            }
         })
     }
 

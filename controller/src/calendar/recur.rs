@@ -2,8 +2,9 @@
 //! `WEEKLY`, `INTERVAL`, `COUNT` or `UNTIL`, `BYDAY` (plain days, no `1MO`), `WKST`.
 //!
 //! Anything else (`MONTHLY`, `BYMONTH`, `BYSETPOS`...) is refused with the part named, never
-//! ignored: a rule half understood would import a calendar other than the DSI's. A rule must end
-//! (`COUNT` or `UNTIL`) and yields at most [`MAX_OCCURRENCES`] sessions within [`HORIZON_DAYS`].
+//! ignored: a rule half understood would import a calendar other than the DSI's. A rule ends
+//! (`COUNT` or `UNTIL`) or is open ([`End::Open`]: the caller stops it at a horizon), and yields
+//! at most [`MAX_OCCURRENCES`] sessions within [`HORIZON_DAYS`].
 //!
 //! Occurrences are whole days after `DTSTART` on its own wall clock: the caller shifts `DTSTART`
 //! and `DTEND` by them (`When::shift_days`), so a course at 08:30 stays at 08:30 across a change
@@ -29,6 +30,8 @@ pub enum End {
     Count(usize),
     /// No occurrence after this `UNTIL` value (compared by the caller, who knows the zones).
     Until(String),
+    /// Neither: it repeats for ever, and the caller says where to stop.
+    Open,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +100,7 @@ impl std::str::FromStr for Rule {
         Ok(Rule {
             freq: freq.ok_or("RRULE has no FREQ")?,
             interval: interval.unwrap_or(1),
-            end: end.ok_or("RRULE has neither COUNT nor UNTIL: it would repeat forever")?,
+            end: end.unwrap_or(End::Open),
             by_day: by_day.unwrap_or_default(),
             week_start: week_start.unwrap_or(Weekday::Monday),
         })
@@ -137,7 +140,8 @@ fn days_after(a: Weekday, b: Weekday) -> i64 {
 impl Rule {
     /// The occurrences of a rule whose `DTSTART` falls on `start`, as days after it, in order;
     /// `0` (`DTSTART` itself) first. `after_until(days)` says whether an occurrence that many
-    /// days after `DTSTART` is past `UNTIL` (only asked for an `UNTIL` rule).
+    /// days after `DTSTART` is past `UNTIL`, or for an open rule past the caller's horizon (not
+    /// asked for a `COUNT` rule).
     pub fn days(
         &self,
         start: Date,
@@ -183,7 +187,7 @@ impl Rule {
                 if !wanted(day) {
                     continue;
                 }
-                if matches!(self.end, End::Until(_)) && after_until(day)? {
+                if matches!(self.end, End::Until(_) | End::Open) && after_until(day)? {
                     return Ok(out);
                 }
                 if day > HORIZON_DAYS || out.len() >= MAX_OCCURRENCES {
@@ -291,7 +295,6 @@ mod tests {
             ("FREQ=MONTHLY;COUNT=3", "FREQ=MONTHLY is not supported"),
             ("FREQ=WEEKLY;BYMONTH=1;COUNT=3", "BYMONTH is not supported"),
             ("FREQ=WEEKLY;BYDAY=1MO;COUNT=3", "day \"1MO\""),
-            ("FREQ=WEEKLY", "repeat forever"),
             ("COUNT=3", "no FREQ"),
             ("FREQ=WEEKLY;COUNT=3;UNTIL=20270101", "COUNT or UNTIL twice"),
             ("FREQ=WEEKLY;COUNT=0", "COUNT=0"),
@@ -301,6 +304,13 @@ mod tests {
             let e = bad.parse::<Rule>().unwrap_err();
             assert!(e.contains(what), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn an_open_rule_stops_where_the_caller_says() {
+        let r = rule("FREQ=WEEKLY;BYDAY=MO,WE");
+        assert_eq!(r.end, End::Open);
+        assert_eq!(r.days(monday(), |d| Ok(d > 10)).unwrap(), [0, 2, 7, 9]);
     }
 
     #[test]

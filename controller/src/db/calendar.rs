@@ -1,9 +1,30 @@
 //! Sessions: the calendar files of `crate::calendar` checked against the catalogue (site, room,
-//! master, times in the site's time zone, no clash in a room) and inserted all or nothing.
+//! master, times in the site's time zone, no clash in a room) and inserted all or nothing; an
+//! iCalendar file synchronised with what the catalogue holds from it (`sync_ics`).
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{Db, DbError};
+use crate::calendar::sync::{self, Changes, Incoming, Key, Session, Stored};
+use crate::calendar::{Note, Row};
+
+/// The furthest a rule that repeats for ever is expanded (two years: a daily rule stays under
+/// `recur::MAX_OCCURRENCES`).
+pub const MAX_HORIZON_DAYS: u32 = 731;
+
+/// What [`Db::sync_ics`] found, and did unless it was a dry run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    pub changes: Changes,
+    /// The ids the added sessions got, in the order of `changes.added` (none on a dry run).
+    pub added_ids: Vec<i64>,
+    /// What the file holds and was not imported (all-day events...), with its line.
+    pub notes: Vec<Note>,
+    /// Cancelled events and occurrences, skipped.
+    pub cancelled: usize,
+    /// Whether the changes were written (false: a dry run).
+    pub applied: bool,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRow {
@@ -43,11 +64,107 @@ impl Db {
         self.insert_sessions(file_name, rows)
     }
 
-    /// Imports a calendar in iCalendar (`.ics`, see `calendar::ics`: recurrences expanded), all
-    /// or nothing. Errors name the line.
+    /// Imports a calendar in iCalendar as the calendar `file_name`, nothing skipped as past (see
+    /// [`Db::sync_ics`]): the number of sessions added or moved.
     pub fn import_ics(&mut self, file_name: &str, text: &str) -> Result<usize, DbError> {
-        let rows = crate::calendar::ics::parse(text).map_err(|e| calendar_error(file_name, e))?;
-        self.insert_sessions(file_name, rows)
+        let s = self.sync_ics(file_name, file_name, text.as_bytes(), i64::MIN, None, true)?;
+        Ok(s.changes.added.len() + s.changes.moved.len())
+    }
+
+    /// Makes the sessions of calendar `source` what the iCalendar file `bytes` says (see
+    /// `calendar::ics` and `calendar::sync`): sessions added, moved and removed in one
+    /// transaction, committed only if `apply` (else a dry run: the same checks, nothing
+    /// written). Sessions over at `now` are skipped, and the past is never removed. A rule that
+    /// repeats for ever gives its sessions up to `horizon_days` after `now` (at most
+    /// [`MAX_HORIZON_DAYS`]), and is refused without a horizon. Every
+    /// session is checked as a calendar row is (site, room, master, times, no clash in a room);
+    /// one bad session changes nothing and the error names its line in `file_name`.
+    pub fn sync_ics(
+        &mut self,
+        source: &str,
+        file_name: &str,
+        bytes: &[u8],
+        now: i64,
+        horizon_days: Option<u32>,
+        apply: bool,
+    ) -> Result<Synced, DbError> {
+        if source.trim().is_empty() || source.len() > 200 || source.chars().any(char::is_control) {
+            return Err(DbError::Invalid(format!(
+                "calendar source {source:?}: give a name of 1 to 200 characters, on one line"
+            )));
+        }
+        let calendar = match horizon_days {
+            None => crate::calendar::ics::parse(bytes),
+            Some(days) => {
+                if !(1..=MAX_HORIZON_DAYS).contains(&days) {
+                    return Err(DbError::Invalid(format!(
+                        "a horizon of {days} days: give 1 to {MAX_HORIZON_DAYS}"
+                    )));
+                }
+                let horizon = jiff::Timestamp::from_second(now)
+                    .and_then(|t| {
+                        t.checked_add(jiff::SignedDuration::from_hours(24 * i64::from(days)))
+                    })
+                    .map(|t| jiff::tz::TimeZone::UTC.to_datetime(t).date())
+                    .map_err(|e| DbError::Invalid(format!("no horizon from {now}: {e}")))?;
+                crate::calendar::ics::parse_until(bytes, horizon)
+            }
+        }
+        .map_err(|e| calendar_error(file_name, e))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut incoming = Vec::with_capacity(calendar.rows.len());
+        let mut past = 0;
+        for r in &calendar.rows {
+            let err = |what: String| row_error(file_name, r, what);
+            let tz = site_zone(&tx, file_name, r)?;
+            let (start, end) = times(file_name, r, &tz)?;
+            if end <= now {
+                past += 1;
+                continue;
+            }
+            check_row(&tx, file_name, r)?;
+            let id = r
+                .event
+                .as_ref()
+                .ok_or_else(|| err("an event without a UID".into()))?;
+            let instance = id
+                .instance
+                .as_ref()
+                .map(|i| i.resolve(&tz))
+                .transpose()
+                .map_err(&err)?;
+            incoming.push(Incoming {
+                line: r.line,
+                key: Key {
+                    uid: id.uid.clone(),
+                    instance,
+                },
+                session: Session {
+                    site: r.site.clone(),
+                    room: r.room.clone(),
+                    master: r.master.clone(),
+                    version: r.version.clone(),
+                    start,
+                    end,
+                },
+            });
+        }
+        let mut changes = sync::diff(stored(&tx, source)?, incoming, now)
+            .map_err(|e| calendar_error(file_name, e))?;
+        changes.past += past;
+        let added_ids = write(&tx, file_name, source, &changes)?;
+        if apply {
+            tx.commit()?;
+        }
+        Ok(Synced {
+            changes,
+            added_ids: if apply { added_ids } else { Vec::new() },
+            notes: calendar.notes,
+            cancelled: calendar.cancelled,
+            applied: apply,
+        })
     }
 
     /// Adds one session; `start` and `end` are `YYYY-MM-DD HH:MM` in the site's time zone. Checked
@@ -90,74 +207,189 @@ impl Db {
     }
 
     /// Checks every row against the catalogue and inserts them in one transaction.
-    fn insert_sessions(
-        &mut self,
-        file_name: &str,
-        rows: Vec<crate::calendar::Row>,
-    ) -> Result<usize, DbError> {
+    fn insert_sessions(&mut self, file_name: &str, rows: Vec<Row>) -> Result<usize, DbError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = rows.len();
         for r in rows {
-            let err = |what: String| DbError::Calendar {
-                file: file_name.to_owned(),
-                line: r.line,
-                what,
-            };
-            image_tools::RoomName::new(&r.room).map_err(|e| err(e.to_string()))?;
-            let tz: Option<String> = tx
-                .query_row(
-                    "SELECT tz FROM sites WHERE name = ?1",
-                    params![r.site],
-                    |x| x.get(0),
-                )
-                .optional()?;
-            let tz = tz.ok_or_else(|| err(format!("unknown site {:?}", r.site)))?;
-            let exists = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<bool, DbError> {
-                Ok(tx.query_row(sql, p, |_| Ok(())).optional()?.is_some())
-            };
-            if !exists(
-                "SELECT 1 FROM rooms WHERE site = ?1 AND name = ?2",
-                &[&r.site, &r.room],
-            )? {
-                return Err(err(format!(
-                    "unknown room {:?} at site {:?}",
-                    r.room, r.site
-                )));
-            }
-            if !exists(
-                "SELECT 1 FROM masters WHERE name = ?1 AND version = ?2",
-                &[&r.master, &r.version],
-            )? {
-                return Err(err(format!("unknown master {} {}", r.master, r.version)));
-            }
-            let start = r.start.resolve(&tz).map_err(&err)?;
-            let end = r.end.resolve(&tz).map_err(&err)?;
-            if end <= start {
-                return Err(err("the session ends before it starts".into()));
-            }
-            let clash: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM sessions WHERE site = ?1 AND room = ?2 AND start < ?4 AND end > ?3",
-                    params![r.site, r.room, start, end],
-                    |x| x.get(0),
-                )
-                .optional()?;
-            if clash.is_some() {
-                return Err(err(format!(
-                    "room {:?} already has a session at that time",
-                    r.room
-                )));
-            }
+            check_row(&tx, file_name, &r)?;
+            let tz = site_zone(&tx, file_name, &r)?;
+            let (start, end) = times(file_name, &r, &tz)?;
             tx.execute(
                 "INSERT INTO sessions (site, room, master, version, start, end) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![r.site, r.room, r.master, r.version, start, end],
             )?;
+            no_clash(&tx, file_name, r.line, &r.room, tx.last_insert_rowid())?;
         }
         tx.commit()?;
         Ok(n)
     }
+}
+
+fn row_error(file_name: &str, r: &Row, what: String) -> DbError {
+    DbError::Calendar {
+        file: file_name.to_owned(),
+        line: r.line,
+        what,
+    }
+}
+
+/// The time zone of the row's site, or an error if there is no such site.
+fn site_zone(tx: &Transaction<'_>, file_name: &str, r: &Row) -> Result<String, DbError> {
+    let tz: Option<String> = tx
+        .query_row(
+            "SELECT tz FROM sites WHERE name = ?1",
+            params![r.site],
+            |x| x.get(0),
+        )
+        .optional()?;
+    tz.ok_or_else(|| row_error(file_name, r, format!("unknown site {:?}", r.site)))
+}
+
+/// The row's start and end in Unix seconds, the end after the start.
+fn times(file_name: &str, r: &Row, tz: &str) -> Result<(i64, i64), DbError> {
+    let err = |what: String| row_error(file_name, r, what);
+    let start = r.start.resolve(tz).map_err(err)?;
+    let end = r.end.resolve(tz).map_err(err)?;
+    if end <= start {
+        return Err(err("the session ends before it starts".into()));
+    }
+    Ok((start, end))
+}
+
+/// The row's room and master exist.
+fn check_row(tx: &Transaction<'_>, file_name: &str, r: &Row) -> Result<(), DbError> {
+    let err = |what: String| row_error(file_name, r, what);
+    image_tools::RoomName::new(&r.room).map_err(|e| err(e.to_string()))?;
+    site_zone(tx, file_name, r)?;
+    let exists = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<bool, DbError> {
+        Ok(tx.query_row(sql, p, |_| Ok(())).optional()?.is_some())
+    };
+    if !exists(
+        "SELECT 1 FROM rooms WHERE site = ?1 AND name = ?2",
+        &[&r.site, &r.room],
+    )? {
+        return Err(err(format!(
+            "unknown room {:?} at site {:?}",
+            r.room, r.site
+        )));
+    }
+    if !exists(
+        "SELECT 1 FROM masters WHERE name = ?1 AND version = ?2",
+        &[&r.master, &r.version],
+    )? {
+        return Err(err(format!("unknown master {} {}", r.master, r.version)));
+    }
+    Ok(())
+}
+
+/// Session `id` (at `line` of the file) overlaps no other session of its room.
+fn no_clash(
+    tx: &Transaction<'_>,
+    file_name: &str,
+    line: usize,
+    room: &str,
+    id: i64,
+) -> Result<(), DbError> {
+    let clash: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT o.id, o.start FROM sessions s JOIN sessions o
+               ON o.site = s.site AND o.room = s.room AND o.id != s.id
+              AND o.start < s.end AND o.end > s.start
+             WHERE s.id = ?1 ORDER BY o.start LIMIT 1",
+            params![id],
+            |x| Ok((x.get(0)?, x.get(1)?)),
+        )
+        .optional()?;
+    match clash {
+        None => Ok(()),
+        Some((other, start)) => Err(DbError::Calendar {
+            file: file_name.to_owned(),
+            line,
+            what: format!(
+                "room {room:?} already has a session at that time (session {other}, from {} UTC)",
+                jiff::Timestamp::from_second(start)
+                    .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default()
+            ),
+        }),
+    }
+}
+
+/// The sessions of calendar `source`.
+fn stored(tx: &Transaction<'_>, source: &str) -> Result<Vec<Stored>, DbError> {
+    let mut stmt = tx.prepare(
+        "SELECT id, uid, instance, site, room, master, version, start, end FROM sessions
+         WHERE source = ?1",
+    )?;
+    let rows = stmt.query_map(params![source], |r| {
+        Ok(Stored {
+            id: r.get(0)?,
+            key: Key {
+                uid: r.get(1)?,
+                instance: r.get(2)?,
+            },
+            session: Session {
+                site: r.get(3)?,
+                room: r.get(4)?,
+                master: r.get(5)?,
+                version: r.get(6)?,
+                start: r.get(7)?,
+                end: r.get(8)?,
+            },
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Writes `changes` (removals first, so a session may take the time another left), then checks
+/// that no session written clashes with another in its room. The ids of the added sessions.
+fn write(
+    tx: &Transaction<'_>,
+    file_name: &str,
+    source: &str,
+    changes: &Changes,
+) -> Result<Vec<i64>, DbError> {
+    for s in &changes.removed {
+        tx.execute("DELETE FROM sessions WHERE id = ?1", params![s.id])?;
+    }
+    let mut written = Vec::new();
+    for (old, new) in &changes.moved {
+        let s = &new.session;
+        tx.execute(
+            "UPDATE sessions SET site = ?2, room = ?3, master = ?4, version = ?5, start = ?6,
+             end = ?7 WHERE id = ?1",
+            params![old.id, s.site, s.room, s.master, s.version, s.start, s.end],
+        )?;
+        written.push((old.id, new));
+    }
+    let mut added = Vec::with_capacity(changes.added.len());
+    for new in &changes.added {
+        let s = &new.session;
+        tx.execute(
+            "INSERT INTO sessions (site, room, master, version, start, end, source, uid, instance)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                s.site,
+                s.room,
+                s.master,
+                s.version,
+                s.start,
+                s.end,
+                source,
+                new.key.uid,
+                new.key.instance
+            ],
+        )?;
+        added.push(tx.last_insert_rowid());
+        written.push((tx.last_insert_rowid(), new));
+    }
+    written.sort_by_key(|(_, new)| new.line);
+    for (id, new) in written {
+        no_clash(tx, file_name, new.line, &new.session.room, id)?;
+    }
+    Ok(added)
 }
 
 fn calendar_error(file_name: &str, e: crate::calendar::Error) -> DbError {

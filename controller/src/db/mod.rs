@@ -70,7 +70,7 @@ mod schema;
 mod sites;
 mod trust;
 
-pub use calendar::SessionRow;
+pub use calendar::{SessionRow, Synced};
 pub use nodes::{Bound, FleetRow, Reported};
 pub use sites::{parse_schedule, SiteRow, MAX_CAP_MBIT};
 pub use trust::PendingRow;

@@ -128,10 +128,24 @@ const MIGRATIONS: &[&str] = &[
     // 7: a master's manifest revision, raised when it is signed again (a key rotation), so the
     // server reads again only the manifests that changed.
     "ALTER TABLE masters ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
+    // 8: which calendar a session comes from and which of its events it is (`UID`, and the
+    // occurrence's start as its rule gave it, NULL for a single event), so that importing a new
+    // export of that calendar compares instead of adding (see `calendar::sync`). Sessions added
+    // by hand or from CSV have no source.
+    "ALTER TABLE sessions ADD COLUMN source TEXT;
+     ALTER TABLE sessions ADD COLUMN uid TEXT CHECK ((uid IS NULL) = (source IS NULL));
+     ALTER TABLE sessions ADD COLUMN instance INTEGER CHECK (instance IS NULL OR uid IS NOT NULL);
+     CREATE UNIQUE INDEX sessions_by_event ON sessions(source, uid, ifnull(instance, 'single'))
+        WHERE source IS NOT NULL;",
 ];
 
 /// Brings the database up to the last migration.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), DbError> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Brings the database up to migration `last` (tests build the databases of older versions).
+pub(super) fn migrate_to(conn: &mut Connection, last: usize) -> Result<(), DbError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
@@ -140,7 +154,12 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), DbError> {
             known,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(last)
+        .skip(version as usize)
+    {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;

@@ -24,6 +24,7 @@
 //! | `POST masters` | [`ImportMaster`] | [`Imported`] |
 //! | `DELETE masters/NAME/VERSION` | | [`Done`] |
 //! | `POST calendar` | [`CalendarFile`] | [`CalendarImported`] |
+//! | `POST calendar/sync` | [`CalendarSync`] | [`CalendarSynced`] |
 //! | `GET sessions` | | `Vec<SessionInfo>` |
 //! | `POST sessions` | [`NewSession`] | [`Done`] |
 //! | `DELETE sessions/ID` | | [`Done`] |
@@ -38,12 +39,16 @@
 //!
 //! Any other status than 200 answers an [`ApiError`].
 
+mod calendar;
 mod catalogue;
 mod errors;
 mod fleet;
 mod places;
 mod plan;
 
+pub use calendar::{
+    CalendarNote, CalendarSync, CalendarSynced, MovedSession, SyncedSession, DEFAULT_HORIZON_DAYS,
+};
 pub use catalogue::{
     CalendarFile, CalendarImported, ImportMaster, Imported, MasterInfo, NewSession, SessionInfo,
 };
