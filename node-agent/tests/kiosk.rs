@@ -103,6 +103,27 @@ fn save_png(img: &Rgb, path: &Path) {
         .unwrap();
 }
 
+/// `img` at half its size (each pixel the average of four), for the copies in docs/.
+fn half(img: &Rgb) -> Rgb {
+    let (w, h) = (img.width / 2, img.height / 2);
+    let mut data = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            for k in 0..3 {
+                let at = |dx: u32, dy: u32| {
+                    u32::from(img.data[(((2 * y + dy) * img.width + 2 * x + dx) * 3 + k) as usize])
+                };
+                data.push(((at(0, 0) + at(1, 0) + at(0, 1) + at(1, 1)) / 4) as u8);
+            }
+        }
+    }
+    Rgb {
+        width: w,
+        height: h,
+        data,
+    }
+}
+
 /// A P6 PPM file, as QEMU's `screendump` writes it.
 fn read_ppm(path: &Path) -> Rgb {
     let bytes = fs::read(path).unwrap();
@@ -140,8 +161,8 @@ fn cells(img: &Rgb, cols: u32, rows: u32) -> Vec<[f64; 3]> {
             for y in y0..y1 {
                 for x in x0..x1 {
                     let i = ((y * img.width + x) * 3) as usize;
-                    for k in 0..3 {
-                        sum[k] += f64::from(img.data[i + k]);
+                    for (k, total) in sum.iter_mut().enumerate() {
+                        *total += f64::from(img.data[i + k]);
                     }
                 }
             }
@@ -313,7 +334,8 @@ fn the_guest_fills_the_screen_during_its_session_and_the_status_page_shows_betwe
     let mut qga = vm.guest_agent(Duration::from_secs(10)).unwrap();
     let paint = "systemctl stop getty@tty1.service; setterm --blank 0 --cursor off >/dev/tty1 2>/dev/null; \
                  printf '\\033[H\\033[2J' >/dev/tty1; i=0; while [ $i -lt 25 ]; do \
-                 printf '\\033[41m%40s\\033[44m%40s' '' '' ; i=$((i+1)); done >/dev/tty1";
+                 printf '\\033[41m%40s\\033[44m%40s' '' '' ; i=$((i+1)); done >/dev/tty1; \
+                 printf '\\033[12;8H\\033[1;37;41mthe guest: Debian, its console\\033[12;48H\\033[1;37;44mpainted red and blue' >/dev/tty1";
     let done = qga
         .exec("/bin/sh", &["-c", paint], Duration::from_millis(200), 100)
         .unwrap();
@@ -340,6 +362,7 @@ fn the_guest_fills_the_screen_during_its_session_and_the_status_page_shows_betwe
         .unwrap();
     let guest_screen = read_ppm(&qmp_dump);
     save_png(&shown, &out.join("guest-on-screen.png"));
+    save_png(&half(&shown), &out.join("guest-on-screen-half.png"));
     save_png(&guest_screen, &out.join("guest-screendump.png"));
     assert!(
         ok,
@@ -399,6 +422,7 @@ fn the_guest_fills_the_screen_during_its_session_and_the_status_page_shows_betwe
     let (page_again, ok) =
         wait_for_screen(&x.display, Duration::from_secs(10), looks_like_the_page);
     save_png(&page_again, &out.join("page-after-session.png"));
+    save_png(&half(&under), &out.join("page-waiting-half.png"));
     assert!(ok, "no status page after the session");
     let d = difference(&cells(&page_again, 16, 12), &theirs);
     assert!(d > 40.0, "the page looks like the guest's screen ({d:.1})");
