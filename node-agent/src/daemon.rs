@@ -657,12 +657,8 @@ impl Agent {
         let guest_running = in_session && self.status.vm == "Running";
         let ready = self.status.state.starts_with("ready")
             || workstation::night_work_done(sessions, self.station.held());
-        let waiting_for = match self.station.busy() {
-            Some(busy) => Some(busy.to_owned()),
-            None if in_session => Some("starting the workstation".to_owned()),
-            None if ready => None,
-            None => Some(self.status.state.clone()),
-        };
+        let waiting_for =
+            kiosk::waiting_for(in_session, self.station.busy(), ready, &self.status.state);
         let facts = kiosk::Facts {
             seat,
             node: self.me.node.to_string(),

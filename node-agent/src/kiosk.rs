@@ -69,6 +69,24 @@ impl Line {
     }
 }
 
+/// What the NUC waits for before the next session, from what the daemon knows: the station
+/// being busy with the VM (`busy`: a reset, a trial boot), a session whose VM is not running
+/// (yet), or, when the next session's master is not `ready` here, the agent's state (the master
+/// being fetched or assembled). `None`: ready.
+pub fn waiting_for(
+    in_session: bool,
+    busy: Option<&str>,
+    ready: bool,
+    state: &str,
+) -> Option<String> {
+    match busy {
+        Some(busy) => Some(busy.to_owned()),
+        None if in_session => Some("starting the workstation".to_owned()),
+        None if ready => None,
+        None => Some(state.to_owned()),
+    }
+}
+
 /// The guest while its session runs, else the status page.
 pub fn screen(f: &Facts) -> Screen {
     if f.guest_running {
@@ -278,6 +296,32 @@ mod tests {
             ..facts()
         };
         assert_eq!(texts(&screen(&f))[2].0, "No session planned");
+    }
+
+    #[test]
+    fn what_the_nuc_waits_for() {
+        let ready = "ready for the next session (debian 1)";
+        assert_eq!(waiting_for(false, None, true, ready), None);
+        // Busy with the VM between sessions: said, even with the master ready.
+        assert_eq!(
+            waiting_for(
+                false,
+                Some("booting the new master once to check it"),
+                true,
+                ready
+            ),
+            Some("booting the new master once to check it".into())
+        );
+        // The next session's master is not here yet: what the preparation says.
+        assert_eq!(
+            waiting_for(false, None, false, "fetching debian 2"),
+            Some("fetching debian 2".into())
+        );
+        // A session whose VM does not run (yet): never "Ready".
+        assert_eq!(
+            waiting_for(true, None, true, "in session (debian 1)"),
+            Some("starting the workstation".into())
+        );
     }
 
     #[test]
