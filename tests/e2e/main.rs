@@ -15,6 +15,7 @@ mod admin_api;
 mod agents;
 mod cli_surface;
 mod enrol_and_fetch;
+mod kiosk_page;
 mod netns_fleet;
 mod relay_daemon;
 mod seats;
