@@ -51,6 +51,10 @@ pub struct Config {
     pub power_off_after_night_work: bool,
     /// How to power off.
     pub power_off_command: Vec<String>,
+    /// The X display of the NUC's own screen, e.g. ":0" (the X server `nightcast-kiosk-x.service`
+    /// starts): the session's VM is shown full screen on it as a kiosk, and a status page between
+    /// sessions. Unset: the NUC has no screen to manage (the VM is shown nowhere).
+    pub screen: Option<String>,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             threads: 2,
             power_off_after_night_work: false,
             power_off_command: vec!["systemctl".into(), "poweroff".into()],
+            screen: None,
         }
     }
 }

@@ -40,7 +40,9 @@ use crate::enrol::{enrol_until_done, find_relay};
 use image_tools::report::{AgentReport, Failed, Report};
 
 use crate::hypervisor::{host_facts, Fake, Hypervisor, Qemu, QemuConfig};
+use crate::kiosk::{self, x11::Kiosk};
 use crate::prepare::{Job, JobNews};
+use crate::profile::{Display, Profile};
 use crate::slots::Slots;
 use crate::station::{Machines, News, Station, Tick};
 use crate::verdicts::manifest_hash;
@@ -114,6 +116,15 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         "fake" => Box::new(Fake::new(me.node.as_str(), &overlay)),
         _ => {
             let mut q = QemuConfig::new(me.node.as_str(), &overlay);
+            q.x_display = cfg.screen.clone();
+            // A NUC with a screen shows every master's VM on it, as a kiosk.
+            let on_screen = |p: &Profile| match cfg.screen {
+                Some(_) => Profile {
+                    display: Display::Kiosk,
+                    ..p.clone()
+                },
+                None => p.clone(),
+            };
             if cfg.qemu_command.is_empty() {
                 let host = host_facts(cfg.network()?);
                 tracing::info!(
@@ -126,8 +137,12 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
                     site: me.site.to_string(),
                     node: me.node.to_string(),
                     host,
-                    default: cfg.profile.clone(),
-                    by_master: cfg.profiles.clone(),
+                    default: on_screen(&cfg.profile),
+                    by_master: cfg
+                        .profiles
+                        .iter()
+                        .map(|(name, p)| (name.clone(), on_screen(p)))
+                        .collect(),
                 });
             } else {
                 tracing::info!("the VM runs the raw qemu_command (no health check)");
@@ -168,6 +183,8 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         started_at: clock.now(),
         powered_off: false,
         written_status: Vec::new(),
+        kiosk: None,
+        kiosk_said: None,
     };
     agent.refresh_slots();
     agent.main_loop(&shutdown).await;
@@ -203,6 +220,10 @@ struct Agent {
     powered_off: bool,
     /// What `status.json` last got, without its time.
     written_status: Vec<u8>,
+    /// The NUC's screen (`screen` in the config), once its X server answered.
+    kiosk: Option<Kiosk>,
+    /// The last error about the screen (said once, not at every tick).
+    kiosk_said: Option<String>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -592,6 +613,66 @@ impl Agent {
                 None => "idle: no session planned".into(),
             },
         };
+        self.update_screen(now, &sessions, seat);
+    }
+
+    /// The NUC's screen, if it has one: the guest during its session, else the status page. An X
+    /// server that is not there yet (or went away) is tried again at the next tick.
+    fn update_screen(
+        &mut self,
+        now: i64,
+        sessions: &[SessionEntry],
+        seat: Option<(String, String)>,
+    ) {
+        let Some(display) = self.cfg.screen.clone() else {
+            return;
+        };
+        if let Some(why) = self.kiosk.as_ref().and_then(Kiosk::failed) {
+            self.error(format!("lost the screen {display}: {why}"));
+            self.kiosk = None;
+        }
+        if self.kiosk.is_none() {
+            match Kiosk::start(&display) {
+                Ok(k) => {
+                    self.kiosk = Some(k);
+                    self.kiosk_said = None;
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if self.kiosk_said.as_ref() != Some(&e) {
+                        self.error(e.clone());
+                        self.kiosk_said = Some(e);
+                    }
+                    return;
+                }
+            }
+        }
+        let tz = jiff::tz::TimeZone::get(&self.plan.tz).unwrap_or(jiff::tz::TimeZone::UTC);
+        let local = |t: i64| {
+            jiff::Timestamp::from_second(t)
+                .map(|ts| tz.to_datetime(ts))
+                .unwrap_or_default()
+        };
+        let in_session = self.station.session().is_some();
+        let guest_running = in_session && self.status.vm == "Running";
+        let ready = self.status.state.starts_with("ready")
+            || workstation::night_work_done(sessions, self.station.held());
+        let waiting_for =
+            kiosk::waiting_for(in_session, self.station.busy(), ready, &self.status.state);
+        let facts = kiosk::Facts {
+            seat,
+            node: self.me.node.to_string(),
+            now: local(now),
+            guest_running,
+            next: sessions
+                .iter()
+                .find(|s| s.start > now)
+                .map(|s| (local(s.start), label(&s.master))),
+            waiting_for,
+        };
+        if let Some(k) = &mut self.kiosk {
+            k.show(kiosk::screen(&facts));
+        }
     }
 
     fn local_minutes(&self, now: i64) -> Option<(jiff::civil::Date, u32)> {

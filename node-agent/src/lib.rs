@@ -19,6 +19,8 @@
 //! - [`profile`]: machine profiles (firmware, acceleration, device models, the seat's identity)
 //!   and the QEMU command line built from them; pure.
 //! - [`qmp`]: QMP and guest agent clients (power button, `guest-ping`, `guest-exec`, files).
+//! - [`kiosk`]: the NUC's screen: the VM full screen during a session, a status page between
+//!   sessions (what to show: pure; the agent as the X server's window manager: `kiosk::x11`).
 //! - [`health`]: did the guest boot (serial marker, guest agent, time limit); pure.
 //! - `config`: `agent.toml`.
 //!
@@ -31,6 +33,7 @@ mod enrol;
 pub mod health;
 pub mod hypervisor;
 pub mod identity;
+pub mod kiosk;
 mod prepare;
 pub mod profile;
 pub mod qmp;

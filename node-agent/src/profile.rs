@@ -71,8 +71,14 @@ pub enum NicModel {
 pub enum Display {
     /// No window (tests, headless NUCs); the screen is still there for QMP `screendump`.
     None,
-    /// A GTK window, full screen, without menu bar and without a close button.
+    /// A GTK window, full screen, without menu bar and without a close button. Not a kiosk: GTK's
+    /// hotkeys (Ctrl+Alt+M shows the menu, with Quit) cannot be turned off.
     GtkFullScreen,
+    /// The NUC's screen as a kiosk: QEMU's SDL window, full screen, no close button, its hotkeys
+    /// moved to Left Shift+Ctrl+Alt, a USB tablet so the pointer is the guest's at once (no grab).
+    /// The agent lays the window out over the whole X screen and keeps it there (`kiosk`); QEMU
+    /// finds the X server in `DISPLAY` (`QemuConfig::x_display`).
+    Kiosk,
 }
 
 /// An amount of the NUC's memory (MiB) or CPUs: fixed, or a percentage of what the NUC has.
@@ -462,6 +468,15 @@ pub fn argv(
             "-display",
             "gtk,full-screen=on,show-menubar=off,window-close=off",
         ]),
+        Display::Kiosk => push(&[
+            "-display",
+            "sdl,window-close=off,grab-mod=lshift-lctrl-lalt",
+            "-full-screen",
+            "-device",
+            "qemu-xhci,id=kiosk-usb",
+            "-device",
+            "usb-tablet,bus=kiosk-usb.0",
+        ]),
     }
     Ok(a)
 }
@@ -582,6 +597,27 @@ mod tests {
             values(&a, "-display"),
             ["gtk,full-screen=on,show-menubar=off,window-close=off"]
         );
+    }
+
+    #[test]
+    fn the_kiosk_is_sdl_full_screen_without_close_with_a_tablet() {
+        let profile = Profile {
+            display: Display::Kiosk,
+            ..Profile::default()
+        };
+        let a = argv("vm", &profile, &seat(), &host(), &paths(), Chosen::Kvm).unwrap();
+        assert_eq!(
+            values(&a, "-display"),
+            ["sdl,window-close=off,grab-mod=lshift-lctrl-lalt"]
+        );
+        assert!(a.contains(&"-full-screen".to_owned()));
+        let devices = values(&a, "-device");
+        assert!(devices.contains(&"usb-tablet,bus=kiosk-usb.0"));
+        assert!(devices.contains(&"qemu-xhci,id=kiosk-usb"));
+        // Still one VGA screen, as for QMP's screendump.
+        assert_eq!(values(&a, "-vga"), ["std"]);
+        let p: Profile = toml::from_str("display = \"kiosk\"").unwrap();
+        assert_eq!(p.display, Display::Kiosk);
     }
 
     #[test]

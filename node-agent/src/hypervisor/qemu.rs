@@ -48,6 +48,9 @@ pub struct QemuConfig {
     pub powerdown_grace: Duration,
     /// How long one `guest-ping` of [`Qemu::boot_health`] may wait for an answer.
     pub ping_timeout: Duration,
+    /// The X display QEMU shows the guest on (`DISPLAY`, e.g. `:0`), for the kiosk; `None`: the
+    /// agent's own environment.
+    pub x_display: Option<String>,
 }
 
 impl QemuConfig {
@@ -61,6 +64,7 @@ impl QemuConfig {
             stop_timeout: Duration::from_secs(5),
             powerdown_grace: Duration::from_secs(30),
             ping_timeout: Duration::from_millis(200),
+            x_display: None,
         }
     }
 
@@ -524,7 +528,11 @@ impl Hypervisor for Qemu {
             command: argv.join(" "),
             source,
         };
-        let child = Command::new(&argv[0])
+        let mut command = Command::new(&argv[0]);
+        if let Some(display) = &self.config.x_display {
+            command.env("DISPLAY", display);
+        }
+        let child = command
             .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
