@@ -16,6 +16,7 @@ mod agents;
 mod calendar_sync;
 mod cli_surface;
 mod enrol_and_fetch;
+mod metrics;
 mod netns_fleet;
 mod relay_daemon;
 mod seats;
