@@ -264,6 +264,10 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
         relay_wan <= forwarder + 10_000,
         "the relay counted {relay_wan} B on the WAN, the forwarder {forwarder} B"
     );
+    eprintln!(
+        "master {stored} B; relay cache {cache:?}; served {} B; fetched {fetched} B; WAN open {wan} B; forwarder {forwarder} B",
+        served(&c2)
+    );
     assert_eq!(r1.u("nightcast_relay_masters", &[("state", "complete")]), 1);
     assert_eq!(
         r1.u("nightcast_relay_missing_bytes", &[("master", "demo"), ("version", "1")]),
