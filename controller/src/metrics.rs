@@ -179,7 +179,10 @@ pub fn render(metrics: &Metrics, facts: &Facts) -> String {
             .iter()
             .zip(&roles)
             .map(|((_, site, sent), role)| {
-                (vec![("site", site.as_str()), ("role", role)], f(sent).into())
+                (
+                    vec![("site", site.as_str()), ("role", role)],
+                    f(sent).into(),
+                )
             })
             .collect()
     };
@@ -296,7 +299,10 @@ mod tests {
         assert!(before.contains(
             "nightcast_node_last_seen_timestamp_seconds{site=\"lyon\",node=\"relay-1\",role=\"relay\"} 1900000000\n"
         ));
-        assert!(!before.contains("node=\"nuc-1\""), "a node never seen has no last-seen time");
+        assert!(
+            !before.contains("node=\"nuc-1\""),
+            "a node never seen has no last-seen time"
+        );
         assert!(!before.contains("nightcast_served_bytes_total{"));
 
         metrics.served.chunk(&identity("lyon"), 1000);

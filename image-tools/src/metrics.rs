@@ -186,7 +186,10 @@ mod tests {
             vec![
                 (vec![("site", "lyon")], 12_345_678_901_234u64.into()),
                 (
-                    vec![("site", "a \"quoted\", odd\nname \\ here"), ("role", "relay")],
+                    vec![
+                        ("site", "a \"quoted\", odd\nname \\ here"),
+                        ("role", "relay"),
+                    ],
                     7u64.into(),
                 ),
             ],
@@ -195,7 +198,10 @@ mod tests {
             "nightcast_test_rate",
             Kind::Gauge,
             "A rate.",
-            vec![(vec![], 0.25f64.into()), (vec![("x", "nan")], f64::NAN.into())],
+            vec![
+                (vec![], 0.25f64.into()),
+                (vec![("x", "nan")], f64::NAN.into()),
+            ],
         );
         m.family("nightcast_test_empty", Kind::Gauge, "Nothing yet.", vec![]);
         m.finish()
@@ -204,8 +210,14 @@ mod tests {
     #[test]
     fn families_are_described_once_and_values_written_exactly() {
         let text = example();
-        assert_eq!(text.matches("# TYPE nightcast_test_bytes_total counter\n").count(), 1);
-        assert!(text.contains("# HELP nightcast_test_up Whether it runs.\\nSecond line with a \\\\ backslash.\n"));
+        assert_eq!(
+            text.matches("# TYPE nightcast_test_bytes_total counter\n")
+                .count(),
+            1
+        );
+        assert!(text.contains(
+            "# HELP nightcast_test_up Whether it runs.\\nSecond line with a \\\\ backslash.\n"
+        ));
         assert!(text.contains("nightcast_test_bytes_total{site=\"lyon\"} 12345678901234\n"));
         assert!(text.contains(
             "nightcast_test_bytes_total{site=\"a \\\"quoted\\\", odd\\nname \\\\ here\",role=\"relay\"} 7\n"
@@ -217,7 +229,10 @@ mod tests {
         assert!(text.ends_with('\n'));
         // Every line is a comment or a sample: no raw line feed got through.
         for line in text.lines() {
-            assert!(line.starts_with("# ") || line.starts_with("nightcast_test_"), "{line:?}");
+            assert!(
+                line.starts_with("# ") || line.starts_with("nightcast_test_"),
+                "{line:?}"
+            );
         }
     }
 
@@ -233,7 +248,10 @@ mod tests {
                 .unwrap_or_else(|| panic!("no {name} {label:?} in {samples:?}"))
                 .2
         };
-        assert_eq!(find("nightcast_test_bytes_total", ("site", "lyon")), 12_345_678_901_234.0);
+        assert_eq!(
+            find("nightcast_test_bytes_total", ("site", "lyon")),
+            12_345_678_901_234.0
+        );
         assert_eq!(
             find(
                 "nightcast_test_bytes_total",
@@ -276,12 +294,20 @@ mod tests {
              python3-prometheus-client): {}\n{text}",
             String::from_utf8_lossy(&out.stderr)
         );
-        type Row = (String, String, std::collections::BTreeMap<String, String>, Option<f64>);
+        type Row = (
+            String,
+            String,
+            std::collections::BTreeMap<String, String>,
+            Option<f64>,
+        );
         let rows: Vec<Row> = serde_json::from_slice(&out.stdout).unwrap();
         rows.into_iter()
             .map(|(kind, n, l, v)| {
                 // A sample outside its family's lines would be read as a family of its own, untyped.
-                assert!(kind == "counter" || kind == "gauge", "{n} is {kind}:\n{text}");
+                assert!(
+                    kind == "counter" || kind == "gauge",
+                    "{n} is {kind}:\n{text}"
+                );
                 (n, l, v.unwrap_or(f64::NAN))
             })
             .collect()

@@ -264,7 +264,10 @@ mod tests {
             "nightcast_relay_agents 1",
             "nightcast_relay_agent_last_seen_timestamp_seconds{node=\"nuc-1\"} 1900000000",
         ] {
-            assert!(text.contains(&format!("{line}\n")), "{line} not in:\n{text}");
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line} not in:\n{text}"
+            );
         }
     }
 }

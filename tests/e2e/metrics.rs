@@ -45,7 +45,11 @@ impl Scrape {
 fn scrape(addr: &str) -> Scrape {
     let addr = addr.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\n\r\n"
+    )
+    .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
@@ -91,7 +95,10 @@ fn parse_with_prometheus_client(text: &str) -> Vec<(String, BTreeMap<String, Str
     let rows: Vec<Row> = serde_json::from_slice(&out.stdout).unwrap();
     rows.into_iter()
         .map(|(kind, name, labels, value)| {
-            assert!(kind == "counter" || kind == "gauge", "{name}: {kind}\n{text}");
+            assert!(
+                kind == "counter" || kind == "gauge",
+                "{name}: {kind}\n{text}"
+            );
             (name, labels, value)
         })
         .collect()
@@ -172,13 +179,24 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
         f.clock.now() < at("2030-01-07T21:59:00Z"),
         "the setup took longer than the time before the window (a very loaded machine?)"
     );
-    let served = |s: &Scrape| s.u("nightcast_served_bytes_total", &[("site", "lyon"), ("role", "relay")]);
+    let served = |s: &Scrape| {
+        s.u(
+            "nightcast_served_bytes_total",
+            &[("site", "lyon"), ("role", "relay")],
+        )
+    };
     assert_eq!(served(&c0), 0);
     assert_eq!(r0.u("nightcast_relay_fetched_bytes_total", &[]), 0);
-    assert_eq!(r0.u("nightcast_relay_wan_bytes_total", &[("wan", "open")]), 0);
+    assert_eq!(
+        r0.u("nightcast_relay_wan_bytes_total", &[("wan", "open")]),
+        0
+    );
     assert_eq!(r0.u("nightcast_relay_connected", &[]), 1);
     assert_eq!(r0.u("nightcast_relay_cache_quota_bytes", &[]), 10 << 30);
-    assert_eq!(r0.u("nightcast_relay_wan_cap_bits_per_second", &[]), 100_000_000);
+    assert_eq!(
+        r0.u("nightcast_relay_wan_cap_bits_per_second", &[]),
+        100_000_000
+    );
     assert_eq!(c0.u("nightcast_masters", &[]), 1);
     assert_eq!(
         c0.u("nightcast_catalogue_stored_bytes", &[]),
@@ -191,9 +209,16 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
     );
     // demo 1 scheduled at lyon, the relay holding nothing yet: one session, on time.
     let sessions = |s: &Scrape, verdict: &str| {
-        s.u("nightcast_plan_sessions", &[("site", "lyon"), ("verdict", verdict)])
+        s.u(
+            "nightcast_plan_sessions",
+            &[("site", "lyon"), ("verdict", verdict)],
+        )
     };
-    assert_eq!(sessions(&c0, "on_time") + sessions(&c0, "at_risk"), 1, "{c0:?}");
+    assert_eq!(
+        sessions(&c0, "on_time") + sessions(&c0, "at_risk"),
+        1,
+        "{c0:?}"
+    );
     assert_eq!(sessions(&c0, "late"), 0);
 
     // An import through the admin API: its progress and its new bytes are counted.
@@ -217,7 +242,10 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
     assert_eq!(c1.u("nightcast_import_read_bytes_total", &[]), 4 << 20);
     let new_bytes = imported["new_stored_bytes"].as_u64().unwrap();
     assert!(new_bytes > 0, "{imported}");
-    assert_eq!(c1.u("nightcast_import_new_stored_bytes_total", &[]), new_bytes);
+    assert_eq!(
+        c1.u("nightcast_import_new_stored_bytes_total", &[]),
+        new_bytes
+    );
     assert_eq!(c1.u("nightcast_masters", &[]), 2);
     assert_eq!(
         c1.u("nightcast_catalogue_stored_bytes", &[]),
@@ -227,7 +255,10 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
 
     // The window opens: the relay fetches demo 1 through the WAN.
     relay.wait("the master to complete", 60, Relay::complete);
-    let cache = LocalStore::open(&relay.data.join("store")).unwrap().size().unwrap();
+    let cache = LocalStore::open(&relay.data.join("store"))
+        .unwrap()
+        .size()
+        .unwrap();
     assert!(cache.bytes >= stored, "{cache:?} for {stored}");
     // The relay counts its WAN bytes once a second: wait for its count to take in the transfer.
     let mut r1 = scrape(&relay_metrics);
@@ -242,10 +273,16 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
     // The chunk server counted exactly what the relay stored: every chunk once, in stored form.
     assert_eq!(served(&c2), cache.bytes, "{c2:?}");
     assert_eq!(
-        c2.u("nightcast_served_chunks_total", &[("site", "lyon"), ("role", "relay")]),
+        c2.u(
+            "nightcast_served_chunks_total",
+            &[("site", "lyon"), ("role", "relay")]
+        ),
         cache.chunks
     );
-    assert_eq!(r1.u("nightcast_relay_fetched_chunks_total", &[]), cache.chunks);
+    assert_eq!(
+        r1.u("nightcast_relay_fetched_chunks_total", &[]),
+        cache.chunks
+    );
     let fetched = r1.u("nightcast_relay_fetched_bytes_total", &[]);
     assert!(
         fetched >= stored && fetched <= cache.bytes,
@@ -270,7 +307,10 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
     );
     assert_eq!(r1.u("nightcast_relay_masters", &[("state", "complete")]), 1);
     assert_eq!(
-        r1.u("nightcast_relay_missing_bytes", &[("master", "demo"), ("version", "1")]),
+        r1.u(
+            "nightcast_relay_missing_bytes",
+            &[("master", "demo"), ("version", "1")]
+        ),
         0
     );
     assert!(r1.u("nightcast_relay_cache_bytes", &[]) >= stored);
@@ -288,7 +328,10 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
     // A NUC reads the master from the relay over the LAN, and reports.
     let nuc = f.agent("nuc-1");
     let (report, dir) = nuc.fetch(relay.lan, &f.key);
-    let got = LocalStore::open(&dir.path().join("store")).unwrap().size().unwrap();
+    let got = LocalStore::open(&dir.path().join("store"))
+        .unwrap()
+        .size()
+        .unwrap();
     assert_eq!(report.fetched, got.chunks);
     nuc.report(relay.lan, AgentReport::default());
     let r2 = scrape(&relay_metrics);
@@ -322,7 +365,10 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
 fn the_scrape_needs_no_token_and_opens_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let c = dir.path().join("controller");
-    crate::fleet::ok("nightcast-controller", &["init", "--data", c.to_str().unwrap()]);
+    crate::fleet::ok(
+        "nightcast-controller",
+        &["init", "--data", c.to_str().unwrap()],
+    );
     let controller = crate::util::Controller::start(&c);
     let s = scrape(&controller.api);
     assert_eq!(s.u("nightcast_masters", &[]), 0);

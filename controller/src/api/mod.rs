@@ -179,9 +179,9 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                     Ok(Ok(request)) => {
                         let (tx, rx) = tokio::sync::oneshot::channel();
                         match jobs.try_send((request, tx)) {
-                            Ok(()) => rx.await.unwrap_or_else(|_| {
-                                error(500, "the admin API is stopping").into()
-                            }),
+                            Ok(()) => rx
+                                .await
+                                .unwrap_or_else(|_| error(500, "the admin API is stopping").into()),
                             Err(_) => {
                                 tracing::warn!(%peer, "admin API: all workers busy, answered 503");
                                 busy().into()

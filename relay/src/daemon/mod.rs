@@ -193,7 +193,11 @@ pub async fn run(
     tracker.spawn(scrub::scrub_task(relay.clone(), shutdown.clone()));
     tracker.spawn(status::status_task(relay.clone(), shutdown.clone()));
     if let Some(listener) = metrics {
-        tracker.spawn(scrape::scrape_task(relay.clone(), listener, shutdown.clone()));
+        tracker.spawn(scrape::scrape_task(
+            relay.clone(),
+            listener,
+            shutdown.clone(),
+        ));
     }
     tracker.close();
     shutdown.cancelled().await;

@@ -61,7 +61,10 @@ async fn answer(r: &Relay, mut stream: TcpStream) -> std::io::Result<()> {
             Some(Route::Metrics) => break ("200 OK", r.metrics_text()),
             Some(Route::Other(status, why)) => break (status, format!("{why}\n")),
             None if buf.len() >= MAX_HEAD => {
-                break ("431 Request Header Fields Too Large", "head too large\n".into())
+                break (
+                    "431 Request Header Fields Too Large",
+                    "head too large\n".into(),
+                )
             }
             None => {}
         }
