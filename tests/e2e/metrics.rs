@@ -114,7 +114,7 @@ fn relay_with_metrics(f: &Fleet) -> (Relay, String) {
         format!(
             "controller = \"{}\"\ndata = \"{}\"\nlisten = \"127.0.0.1:0\"\ndiscovery = \"127.0.0.1:0\"\n\
              quota = \"10 GiB\"\npoll_secs = 1\nreconnect_max_secs = 1\nmetrics_addr = \"127.0.0.1:0\"\n\
-             [scrub]\nmib_per_sec = 0\n[wake_on_lan]\ntarget = \"{}\"\n",
+             [scrub]\nmib_per_sec = 64\nevery_hours = 0.0003\n[wake_on_lan]\ntarget = \"{}\"\n",
             f.wan.addr,
             data.display(),
             f.wol.local_addr().unwrap()
@@ -358,6 +358,31 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
         r2.u("nightcast_relay_fetched_bytes_total", &[]),
         fetched,
         "the NUC's read crossed the WAN"
+    );
+
+    // The scrub keeps re-reading the cache; a chunk that rots on the relay's disk is found,
+    // counted and dropped (then fetched again: the window is still open).
+    assert!(r2.u("nightcast_relay_scrub_checked_chunks_total", &[]) > 0);
+    assert_eq!(r2.u("nightcast_relay_scrub_corrupt_chunks_total", &[]), 0);
+    let victim = relay.chunks()[0];
+    corrupt(&relay.data.join("store"), &victim);
+    let mut r3 = scrape(&relay_metrics);
+    for _ in 0..200 {
+        if r3.u("nightcast_relay_scrub_corrupt_chunks_total", &[]) > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        r3 = scrape(&relay_metrics);
+    }
+    assert_eq!(
+        r3.u("nightcast_relay_scrub_corrupt_chunks_total", &[]),
+        1,
+        "the scrub did not count the rotten chunk: {r3:?}"
+    );
+    assert!(r3.u("nightcast_relay_corrupt_dropped_total", &[]) >= 1);
+    assert!(
+        r3.u("nightcast_relay_scrub_passes_total", &[]) >= 1,
+        "{r3:?}"
     );
 }
 
