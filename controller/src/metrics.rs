@@ -244,7 +244,7 @@ pub fn render(metrics: &Metrics, facts: &Facts) -> String {
     m.single(
         "nightcast_catalogue_stored_bytes",
         Kind::Gauge,
-        "Stored (compressed) bytes of those chunks: what the store holds for the catalogue.",
+        "Stored (compressed) bytes of those chunks as the manifests list them at import (the store may hold less once they are compressed again).",
         facts.stored_bytes,
     );
     m.finish()
