@@ -11,6 +11,7 @@ use std::time::Instant;
 use image_tools::testimage::Rng;
 use image_tools::windows::Schedule;
 use image_tools::wire::MasterRef;
+use nightcast_controller::metrics::{render, Facts, Metrics, NodeSeen, Verdicts};
 use nightcast_controller::plan::{plan_site, Classes, Session, Settings, Site, Verdict};
 
 const GB: u64 = 1_000_000_000;
@@ -108,18 +109,50 @@ fn main() {
     let started = Instant::now();
     let mut counts = [0usize; 4];
     let mut rows_total = 0;
+    let mut verdicts = Vec::new();
     for (site, sessions) in sites.iter().zip(&sessions_by_site) {
+        let mut v = Verdicts {
+            site: site.name.clone(),
+            ..Verdicts::default()
+        };
         for row in plan_site(now, site, sessions, &classes, &settings) {
             rows_total += 1;
-            counts[match row.verdict {
-                Verdict::OnTime { .. } => 0,
-                Verdict::AtRisk { .. } => 1,
-                Verdict::Late { .. } => 2,
-                Verdict::Unknown => 3,
-            }] += 1;
+            let (i, n) = match row.verdict {
+                Verdict::OnTime { .. } => (0, &mut v.on_time),
+                Verdict::AtRisk { .. } => (1, &mut v.at_risk),
+                Verdict::Late { .. } => (2, &mut v.late),
+                Verdict::Unknown => (3, &mut v.unknown_master),
+            };
+            counts[i] += 1;
+            *n += 1;
         }
+        verdicts.push(v);
     }
     let elapsed = started.elapsed();
+    // The controller's /metrics for this region: the verdicts above, a relay and 25 NUCs a site.
+    let nodes = sites
+        .iter()
+        .flat_map(|site| {
+            (0..26).map(move |i| NodeSeen {
+                site: site.name.clone(),
+                node: if i == 0 {
+                    "relay".into()
+                } else {
+                    format!("nuc-{i:02}")
+                },
+                role: if i == 0 { "relay" } else { "agent" }.into(),
+                last_seen: Some(now - i),
+            })
+        })
+        .collect();
+    let facts = Facts {
+        verdicts,
+        nodes,
+        ..Facts::default()
+    };
+    let rendering = Instant::now();
+    let text = render(&Metrics::default(), &facts);
+    let render_time = rendering.elapsed();
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -146,4 +179,10 @@ fn main() {
         rss
     );
     assert_eq!(rows_total, sessions_total);
+    println!(
+        "\n/metrics of this region ({} nodes): {} KiB rendered in {:.1} ms (after the plan above)",
+        facts.nodes.len(),
+        text.len() >> 10,
+        render_time.as_secs_f64() * 1000.0
+    );
 }

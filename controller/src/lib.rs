@@ -20,6 +20,7 @@ pub mod config;
 pub mod db;
 pub mod enrolment;
 pub mod fleet;
+pub mod metrics;
 pub mod plan;
 pub mod signing;
 pub mod takeover;
@@ -372,6 +373,7 @@ pub async fn serve(
     }
     let store = Arc::new(LocalStore::open(&data.store())?);
     let me = controller_identity()?;
+    let metrics = Arc::new(metrics::Metrics::default());
     let service = Arc::new(Service {
         hello: Hello::new(me.role, &me.node),
         store,
@@ -387,6 +389,7 @@ pub async fn serve(
             }
         }),
         revoked: revoked.clone(),
+        served: metrics.served.clone(),
         forward_enroll: None,
         on_report: {
             let (data, changed) = (data.clone(), changed.clone());
@@ -442,6 +445,7 @@ pub async fn serve(
                 silent_after_secs: silent_after,
                 changed: changed.clone(),
                 classes: plan::ClassCache::default(),
+                metrics,
             });
             Some(tokio::spawn(api::serve(listener, state, stop_api.clone())))
         }

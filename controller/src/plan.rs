@@ -28,6 +28,8 @@ pub use image_tools::wire::MasterRef;
 pub struct Classes {
     /// Stored bytes of each class.
     pub bytes: Vec<u64>,
+    /// Distinct chunks of all the master versions.
+    pub chunks: u64,
     /// The classes of each master version.
     pub masters: HashMap<MasterRef, Vec<u32>>,
 }
@@ -45,7 +47,10 @@ impl Classes {
             }
         }
         let mut class_of: HashMap<Vec<u32>, u32> = HashMap::new();
-        let mut out = Classes::default();
+        let mut out = Classes {
+            chunks: members.len() as u64,
+            ..Classes::default()
+        };
         let mut lists: Vec<Vec<u32>> = vec![Vec::new(); manifests.len()];
         for (who, bytes) in members.into_values() {
             let next = out.bytes.len() as u32;

@@ -152,6 +152,7 @@ async fn serve(dir: &Path, limits: &str) -> Result<()> {
         forward_enroll: None,
         on_report: Box::new(|_, _| {}),
         revoked: Revoked::default(),
+        served: Default::default(),
     });
     println!("listening {}", endpoint.local_addr()?);
     exchange::serve_with(endpoint, service, limits, CancellationToken::new()).await;

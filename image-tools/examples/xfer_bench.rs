@@ -210,6 +210,7 @@ async fn serve(dir: &Path, listen: SocketAddr) -> Result<()> {
         forward_enroll: None,
         on_report: Box::new(|_, _| {}),
         revoked: Default::default(),
+        served: Default::default(),
     });
     let shutdown = CancellationToken::new();
     {

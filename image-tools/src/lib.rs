@@ -25,6 +25,7 @@
 //! - [`config`]: the daemons' TOML configuration files, loaded and checked one way.
 //! - [`testimage`]: deterministic VM-like images for tests and the demo.
 //! - [`mutation`]: byte-level edits of valid inputs, for the parsers' property tests.
+//! - [`metrics`]: the Prometheus text format of the daemons' `/metrics` (pure).
 //! - [`api`]: the controller's admin API as request and answer types (no I/O, no behaviour).
 //! - [`cli`]: the `nightcast-image` command line (the binary is a thin wrapper around it).
 //!
@@ -49,6 +50,7 @@ pub mod ids;
 pub mod import;
 pub mod keys;
 pub mod manifest;
+pub mod metrics;
 pub mod mutation;
 pub mod probe;
 pub mod report;

@@ -203,6 +203,7 @@ impl Controller {
             forward_enroll: None,
             on_report: Box::new(|_, _| {}),
             revoked: Revoked::default(),
+            served: Default::default(),
         });
         let shutdown = CancellationToken::new();
         tokio::spawn(exchange::serve(endpoint, service, shutdown.clone()));
@@ -715,6 +716,7 @@ async fn a_revoked_certificate_is_refused_at_the_handshake_and_cut_off_when_conn
         forward_enroll: None,
         on_report: Box::new(|_, _| {}),
         revoked: revoked.clone(),
+        served: Default::default(),
     });
     tokio::spawn(exchange::serve(endpoint, service, CancellationToken::new()));
     let relay =
@@ -1081,6 +1083,7 @@ async fn asking_again_for_forbidden_chunks_costs_the_server_nothing_more() {
         forward_enroll: None,
         on_report: Box::new(|_, _| {}),
         revoked: Revoked::default(),
+        served: Default::default(),
     });
     tokio::spawn(exchange::serve(endpoint, service, CancellationToken::new()));
     let relay =

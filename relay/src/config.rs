@@ -38,6 +38,10 @@ pub struct Config {
     /// The longest wait between two attempts to reach the controller, in seconds (with jitter).
     #[serde(default = "default_backoff")]
     pub reconnect_max_secs: u64,
+    /// Where Prometheus scrapes `GET /metrics` (TCP, plain HTTP, no authentication); none (the
+    /// default): no metrics listener at all.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
     #[serde(default)]
     pub scrub: Scrub,
     #[serde(default)]
@@ -121,6 +125,7 @@ impl Config {
             quota: default_quota(),
             poll_secs: default_poll(),
             reconnect_max_secs: default_backoff(),
+            metrics_addr: None,
             scrub: Scrub::default(),
             wake_on_lan: WakeOnLan::default(),
         }

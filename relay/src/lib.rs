@@ -7,6 +7,7 @@
 //!   look again (window, priority, stop at the window's end, retry, override).
 //! - [`cache`]: the pure decisions: is the WAN open now, what is pinned, what to evict.
 //! - [`config`]: the TOML configuration (`relay/relay.example.toml`).
+//! - [`metrics`]: what `GET /metrics` answers (Prometheus text), from the relay's own counters.
 //! - [`wol`]: Wake-on-LAN magic packets.
 //! - this file: the one-shot commands (`enroll`, `plan`, `fetch`).
 //!
@@ -32,6 +33,7 @@ pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod fetcher;
+pub mod metrics;
 pub mod wol;
 
 use std::net::SocketAddr;

@@ -220,12 +220,15 @@ async fn run(
     cfg.validate()?;
     let clock = Clock::for_daemon()?;
     let shutdown = image_tools::signals::cancel_on_signals();
-    nightcast_relay::daemon::run(cfg, clock, shutdown, |lan, discovery| {
+    nightcast_relay::daemon::run(cfg, clock, shutdown, |lan, discovery, metrics| {
         // Whoever started us may have stopped reading: that must not stop the relay.
         use std::io::Write;
         let mut out = std::io::stdout();
         let _ = writeln!(out, "serving the LAN on {lan}");
         let _ = writeln!(out, "answering discovery on {discovery}");
+        if let Some(metrics) = metrics {
+            let _ = writeln!(out, "serving metrics on http://{metrics}/metrics");
+        }
         let _ = out.flush();
     })
     .await

@@ -362,6 +362,7 @@ fn compromised_relay(f: &Fleet, rt: &tokio::runtime::Runtime) -> std::net::Socke
         forward_enroll: None,
         on_report: Box::new(|_, _| {}),
         revoked: Default::default(),
+        served: Default::default(),
     });
     rt.spawn(exchange::serve(
         endpoint,

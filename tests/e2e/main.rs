@@ -17,6 +17,7 @@ mod calendar_sync;
 mod cli_surface;
 mod enrol_and_fetch;
 mod kiosk_page;
+mod metrics;
 mod netns_fleet;
 mod relay_daemon;
 mod seats;

@@ -113,7 +113,16 @@ fn import_master(api: &Api, request: ImportMaster, now: i64) -> Result<Imported,
         params: image_tools::ChunkParams::DEFAULT,
         threads: 0,
     };
-    let report = image_tools::import::import_file(&image, format, &store, &key, &opts, &|_, _| {})
+    let import = crate::metrics::ImportStarted {
+        name: opts.name.as_str(),
+        version: opts.version.as_str(),
+        image: &image,
+    }
+    .emit(&api.metrics);
+    let report =
+        image_tools::import::import_file(&image, format, &store, &key, &opts, &|read, _| {
+            import.read(read)
+        })
         .map_err(|e| error(400, format!("{e:#}")))?;
     drop(store);
     let manifest = crate::check_master(&api.data, report.manifest.bytes().to_vec())
@@ -121,6 +130,7 @@ fn import_master(api: &Api, request: ImportMaster, now: i64) -> Result<Imported,
     Db::open(&api.data.database())
         .and_then(|db| db.add_master(&manifest, manifest.bytes(), now))
         .map_err(db_error)?;
+    import.ended(report.new_stored_bytes);
     let s = manifest.summary();
     Ok(Imported {
         name: opts.name,

@@ -5,7 +5,7 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{error, Reply, Request, IO_TIMEOUT, MAX_BODY, MAX_HEAD};
+use super::{error, Reply, Request, Response, IO_TIMEOUT, MAX_BODY, MAX_HEAD};
 
 /// Reads one request: head (at most `MAX_HEAD`), token, then a body of `Content-Length` bytes
 /// (at most `MAX_BODY`). A request without the right token is refused before its body is read.
@@ -84,7 +84,8 @@ pub fn parse_head(buf: &[u8], token: &str) -> Result<Option<Head>, Reply> {
     }
 }
 
-/// Method, URL and body length of a parsed head, if it carries the admin token.
+/// Method, URL and body length of a parsed head, if it carries the admin token or is the scrape
+/// (`GET /metrics` without a body).
 fn head(parsed: &httparse::Request, token: &str) -> Result<(String, String, u64), Reply> {
     let header = |name: &str| {
         parsed
@@ -95,7 +96,11 @@ fn head(parsed: &httparse::Request, token: &str) -> Result<(String, String, u64)
     };
     let authorized = header("Authorization")
         .is_some_and(|v| constant_time_eq(v, format!("Bearer {token}").as_bytes()));
-    if !authorized {
+    let scrape = parsed.method == Some("GET")
+        && parsed.path == Some(super::metrics::PATH)
+        && header("Content-Length").is_none()
+        && header("Transfer-Encoding").is_none();
+    if !(authorized || scrape) {
         return Err(error(
             401,
             "missing or wrong admin token: use the one in the controller's DATA/admin.token",
@@ -118,8 +123,11 @@ fn head(parsed: &httparse::Request, token: &str) -> Result<(String, String, u64)
 }
 
 /// Writes the answer (within `IO_TIMEOUT`) and closes the connection.
-pub(super) async fn answer(stream: &mut TcpStream, (status, body): Reply) {
-    let body = body.to_string();
+pub(super) async fn answer(stream: &mut TcpStream, response: Response) {
+    let (status, content_type, body) = match response {
+        Response::Json((status, body)) => (status, "application/json", body.to_string()),
+        Response::Metrics(text) => (200, image_tools::metrics::CONTENT_TYPE, text),
+    };
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -134,7 +142,7 @@ pub(super) async fn answer(stream: &mut TcpStream, (status, body): Reply) {
         _ => "Internal Server Error",
     };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let write = async {

@@ -9,7 +9,8 @@
 //! `GET seats[?site=S]`, `POST seats`, `POST seats/assign`, `POST seats/replace`,
 //! `GET|POST masters`, `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`,
 //! `DELETE sessions/ID`, `GET plan`, `GET fleet`, `POST nodes/NODE/approve|revoke`,
-//! `DELETE nodes/NODE`, `GET|POST overrides`, `POST tokens`. Their bodies and answers are the
+//! `DELETE nodes/NODE`, `GET|POST overrides`, `POST tokens`; and `GET /metrics` (Prometheus text
+//! format, the one route open without the token: see `metrics`). Their bodies and answers are the
 //! types of `image_tools::api`, which the CLI uses too: a body is read into its request type
 //! (unknown fields and bad ids refused with a 400 naming them) before the route runs, and ids in
 //! the path are checked the same way. Errors are `image_tools::api::ApiError`,
@@ -18,7 +19,8 @@
 //!
 //! Modules: `http` (reading requests, writing answers), and the routes by resource: `places`
 //! (sites, rooms, seats), `catalogue` (masters, calendar, sessions), `calendar` (an iCalendar
-//! export synchronised), `plan` (plan, overrides), `fleet` (fleet, nodes, tokens).
+//! export synchronised), `plan` (plan, overrides), `fleet` (fleet, nodes, tokens); `metrics` (the
+//! scrape).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +38,7 @@ mod calendar;
 mod catalogue;
 mod fleet;
 mod http;
+mod metrics;
 mod places;
 mod plan;
 
@@ -58,6 +61,8 @@ pub struct Api {
     pub changed: Arc<tokio::sync::Notify>,
     /// Chunk classes, rebuilt only when the set of masters changes.
     pub classes: crate::plan::ClassCache,
+    /// The controller's counters (`/metrics`), shared with the chunk server.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The admin token of a data directory, created (32 random bytes, hex, mode 0600) if missing.
@@ -94,7 +99,34 @@ pub struct Request {
 }
 
 /// A request handed to a worker, and where its answer goes.
-type Job = (Request, tokio::sync::oneshot::Sender<Reply>);
+type Job = (Request, tokio::sync::oneshot::Sender<Response>);
+
+/// What goes back to the client: JSON (every route), or the metrics' text.
+#[derive(Debug)]
+pub enum Response {
+    Json(Reply),
+    Metrics(String),
+}
+
+impl From<Reply> for Response {
+    fn from(reply: Reply) -> Response {
+        Response::Json(reply)
+    }
+}
+
+/// Runs one request (its token was checked when it was read, unless it is the scrape).
+pub fn respond(api: &Api, request: Request) -> Response {
+    if request.method == "GET" && request.url == metrics::PATH {
+        return match metrics::scrape(api, api.clock.now()) {
+            Ok(text) => Response::Metrics(text),
+            Err(reply) => {
+                tracing::warn!(status = reply.0, error = %reply.1, "metrics scrape failed");
+                Response::Json(reply)
+            }
+        };
+    }
+    Response::Json(handle(api, request))
+}
 
 /// Serves until `shutdown`. Connections are read by tasks (an idle or slow client costs no
 /// thread, and has `IO_TIMEOUT` to send its request); a request with the right token goes to a
@@ -112,7 +144,7 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                     Err(_) => return,
                 };
                 let Ok((request, reply)) = job else { return };
-                let _ = reply.send(handle(&api, request));
+                let _ = reply.send(respond(&api, request));
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start an admin API worker");
@@ -133,7 +165,7 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "admin API: too many connections, answered 503");
-            tokio::spawn(async move { answer(&mut stream, busy()).await });
+            tokio::spawn(async move { answer(&mut stream, busy().into()).await });
             continue;
         };
         let (api, jobs) = (api.clone(), jobs.clone());
@@ -142,17 +174,17 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
             let reply =
                 match tokio::time::timeout(IO_TIMEOUT, read_request(&mut stream, &api.token)).await
                 {
-                    Err(_) => error(408, "the request took too long to arrive"),
-                    Ok(Err(reply)) => reply,
+                    Err(_) => error(408, "the request took too long to arrive").into(),
+                    Ok(Err(reply)) => reply.into(),
                     Ok(Ok(request)) => {
                         let (tx, rx) = tokio::sync::oneshot::channel();
                         match jobs.try_send((request, tx)) {
                             Ok(()) => rx
                                 .await
-                                .unwrap_or_else(|_| error(500, "the admin API is stopping")),
+                                .unwrap_or_else(|_| error(500, "the admin API is stopping").into()),
                             Err(_) => {
                                 tracing::warn!(%peer, "admin API: all workers busy, answered 503");
-                                busy()
+                                busy().into()
                             }
                         }
                     }

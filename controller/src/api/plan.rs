@@ -2,8 +2,11 @@
 
 use image_tools::api::{NewOverride, OverrideInfo, OverrideMade, PlanRow, Verdict};
 
-use super::{db_error, ok, routed, stored, Answer, Call, Reply, NO_ROUTE};
-use crate::plan;
+use std::sync::Arc;
+
+use super::{db_error, ok, routed, stored, Answer, Api, Call, Reply, NO_ROUTE};
+use crate::db::Db;
+use crate::plan::{self, Classes};
 
 /// The answer to `call` if it is one of this module's routes.
 pub(super) fn route(call: &Call) -> Option<Answer> {
@@ -11,17 +14,7 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
     let db = || call.db();
     routed((|| match (call.method, call.path) {
         ("GET", ["v1", "plan"]) => {
-            let db = db()?;
-            let masters = db.manifest_revisions().map_err(db_error)?;
-            let masters = masters.into_iter().map(|(m, _)| m).collect();
-            let classes = api
-                .classes
-                .get(masters, || db.classes())
-                .map_err(db_error)?;
-            let holds = db.holds_by_site().map_err(db_error)?;
-            let plan = db
-                .plan_with(now, &api.settings, &holds, &classes)
-                .map_err(db_error)?;
+            let (plan, _) = current(api, &db()?, now)?;
             ok(plan_rows(&plan)?)
         }
         ("POST", ["v1", "overrides"]) => {
@@ -62,6 +55,25 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
         _ => Err(NO_ROUTE),
     })())
 }
+
+/// Every site's plan at `now`, and the chunk classes it was computed with (kept while the set of
+/// masters does not change).
+pub(super) fn current(api: &Api, db: &Db, now: i64) -> Result<(SitePlans, Arc<Classes>), Reply> {
+    let masters = db.manifest_revisions().map_err(db_error)?;
+    let masters = masters.into_iter().map(|(m, _)| m).collect();
+    let classes = api
+        .classes
+        .get(masters, || db.classes())
+        .map_err(db_error)?;
+    let holds = db.holds_by_site().map_err(db_error)?;
+    let plan = db
+        .plan_with(now, &api.settings, &holds, &classes)
+        .map_err(db_error)?;
+    Ok((plan, classes))
+}
+
+/// Each site's rows.
+pub(super) type SitePlans = Vec<(String, Vec<plan::Row>)>;
 
 /// The plan's rows, site after site, as the API answers them.
 fn plan_rows(plan: &[(String, Vec<plan::Row>)]) -> Result<Vec<PlanRow>, Reply> {

@@ -26,6 +26,7 @@ fn api() -> (tempfile::TempDir, Api) {
         silent_after_secs: 1800,
         changed: Arc::new(tokio::sync::Notify::new()),
         classes: crate::plan::ClassCache::default(),
+        metrics: Default::default(),
     };
     (dir, api)
 }

@@ -165,6 +165,22 @@ impl Db {
         Ok(out)
     }
 
+    /// Every enrolled node with its role and its last report, if any (for `/metrics`).
+    pub fn nodes_seen(&self) -> Result<Vec<crate::metrics::NodeSeen>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT site, node, role, last_seen FROM nodes ORDER BY site, node")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(crate::metrics::NodeSeen {
+                site: r.get(0)?,
+                node: r.get(1)?,
+                role: r.get(2)?,
+                last_seen: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every known node: site, node, role, enrolled at, last seen, what it holds, its seat; and
     /// for a spare that would take over a silent seat but may not, why (at `now`).
     pub fn fleet(&self, now: i64, silent_after: i64) -> Result<Vec<FleetRow>, DbError> {

@@ -17,7 +17,7 @@ pub(super) async fn send_chunks(
     service: &Service,
     state: &ConnState,
 ) -> Result<(), ExchangeError> {
-    type Read = (Result<Vec<u8>, ()>, Option<ReaderPermit>);
+    type Read = (Result<Encoded, ()>, Option<ReaderPermit>);
     let (tx, mut rx) = mpsc::channel::<Read>(1);
     let (store, catalog) = (service.store.clone(), service.catalog.clone());
     let (peer_readers, server_readers) = (state.readers.clone(), state.shared.readers.clone());
@@ -60,7 +60,12 @@ pub(super) async fn send_chunks(
     let mut pace = Pace::default();
     while let Some((encoded, _permit)) = rx.recv().await {
         match encoded {
-            Ok(bytes) => write_paced(send, &bytes, &mut pace).await?,
+            Ok((bytes, chunk)) => {
+                write_paced(send, &bytes, &mut pace).await?;
+                if let (Some(stored), Some(peer)) = (chunk, &state.peer) {
+                    service.served.chunk(peer, stored);
+                }
+            }
             Err(()) => {
                 return send_error(send, ErrorCode::Internal, "the server's store failed").await
             }
@@ -69,23 +74,33 @@ pub(super) async fn send_chunks(
     send_frame(send, &Frame::Control(Control::End)).await
 }
 
+/// An encoded frame to send, and the stored size of the chunk it carries (none for `Lacking` or
+/// `NotYet`).
+pub(super) type Encoded = (Vec<u8>, Option<u64>);
+
 /// One chunk's frame, verified by the store's `get`; a missing or corrupt one is `Lacking` (or
 /// `NotYet`); `Err` if the store failed.
 pub(super) fn read_chunk(
     store: &dyn ChunkStore,
     catalog: &dyn Catalog,
     id: ChunkId,
-) -> Result<Vec<u8>, ()> {
+) -> Result<Encoded, ()> {
     let lacking = |id: ChunkId| {
         let control = match catalog.expected(&id) {
             Some(expected) => Control::NotYet { id, expected },
             None => Control::Lacking(id),
         };
-        wire::encode_to_vec(&Frame::Control(control)).map_err(|_| ())
+        wire::encode_to_vec(&Frame::Control(control))
+            .map(|frame| (frame, None))
+            .map_err(|_| ())
     };
     match store.get(&id) {
         Ok(chunk) if *chunk.id() == id => {
-            Ok(wire::encode_chunk(&id, &chunk.header(), chunk.payload()))
+            let stored = crate::chunk::HEADER_LEN as u64 + u64::from(chunk.stored_len());
+            Ok((
+                wire::encode_chunk(&id, &chunk.header(), chunk.payload()),
+                Some(stored),
+            ))
         }
         Ok(_) | Err(StoreError::Missing(_)) => lacking(id),
         Err(StoreError::Invalid { reason, .. }) => {

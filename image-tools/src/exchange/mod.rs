@@ -23,7 +23,8 @@
 //! (`Service`, `serve`), `admission` (`Limits` and what a server's connections share), `chunks`
 //! (sending chunks at the peer's pace), `enrol` (`Enroller`, answering `Enroll`, `enroll`,
 //! `renew`), `catalog`, `client` (`Connection`), `rate` (`TokenBucket`, `RateLimit`), `fetch`
-//! (`fetch_missing`), `remote` (`RemoteStore`).
+//! (`fetch_missing`), `remote` (`RemoteStore`), `served` (`Served`: what went to
+//! each site).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -176,6 +177,7 @@ mod enrol;
 mod fetch;
 mod rate;
 mod remote;
+mod served;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -188,4 +190,5 @@ pub use self::enrol::*;
 pub use self::fetch::*;
 pub use self::rate::*;
 pub use self::remote::*;
+pub use self::served::*;
 pub use self::server::*;

@@ -19,6 +19,9 @@ pub struct Service {
     /// The serials refused: the same list the TLS configuration checks at the handshake, checked
     /// again at every request so that a peer revoked while connected is cut off.
     pub revoked: Revoked,
+    /// What was sent to each site's peers (chunks and their stored bytes), for the owner's
+    /// metrics; `Served::default()` when nobody reads it.
+    pub served: Served,
 }
 
 impl std::fmt::Debug for Service {

@@ -13,7 +13,9 @@
 //! - **scrub**: re-reads every cached chunk at a bounded rate; a corrupt one is dropped (and so
 //!   fetched again); the LAN server drops one the same way the moment it reads it;
 //! - **status**: writes `DATA/status.json` four times a second and reports NUCs that were woken and did
-//!   not answer.
+//!   not answer;
+//! - **scrape** (only with `metrics_addr`): answers Prometheus' `GET /metrics` from the same
+//!   counters.
 //!
 //! Files, one idea each: this one holds [`Relay`] (the shared state), its opening and [`run`];
 //! `holdings` what the cache holds (kept manifests, what each master lacks, pins, eviction,
@@ -21,7 +23,7 @@
 //! `renewal` the relay's credentials (signing keys, LAN TLS, certificate renewal); `fetching` the
 //! shell around the pure [`crate::fetcher::Fetcher`]; `serving` the LAN side (the store graph
 //! and the catalogue agents read); `status` the agents' reports, Wake-on-LAN and `status.json`;
-//! `scrub` the background re-read.
+//! `scrub` the background re-read; `scrape` the metrics listener.
 //!
 //! Durability: chunks are stored before anything says they are there; a manifest is kept as soon as
 //! it is verified (so that a restart resumes and agents can start), and whether a master is complete
@@ -53,6 +55,7 @@ mod fetching;
 mod holdings;
 mod link;
 mod renewal;
+mod scrape;
 mod scrub;
 mod serving;
 mod status;
@@ -105,12 +108,13 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// Runs the relay until `shutdown`; `listening` is told the LAN address once it is bound.
+/// Runs the relay until `shutdown`; `listening` is told the LAN, discovery and metrics addresses
+/// once they are bound.
 pub async fn run(
     cfg: Config,
     clock: Clock,
     shutdown: CancellationToken,
-    listening: impl FnOnce(SocketAddr, SocketAddr),
+    listening: impl FnOnce(SocketAddr, SocketAddr, Option<SocketAddr>),
 ) -> anyhow::Result<()> {
     let relay = Relay::open(cfg, clock)?;
     let endpoint = exchange::server_endpoint(relay.cfg.listen, relay.lan_tls()?)
@@ -121,7 +125,19 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot answer discovery on {}", relay.cfg.discovery))?;
     let discovery_addr = discovery.local_addr()?;
-    listening(lan, discovery_addr);
+    let metrics = match relay.cfg.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr} (metrics_addr)"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    listening(lan, discovery_addr, metrics_addr);
     tracing::info!(site = %relay.me.site, quota = relay.quota, "relay started");
     {
         let r = relay.clone();
@@ -159,6 +175,7 @@ pub async fn run(
             Box::new(move |peer, status| r.agent_reported(peer, status))
         },
         revoked: relay.revoked.clone(),
+        served: exchange::Served::default(),
     });
     tracker.spawn(exchange::serve(endpoint, service, shutdown.clone()));
     {
@@ -175,6 +192,13 @@ pub async fn run(
     tracker.spawn(fetching::fetch_task(relay.clone(), shutdown.clone()));
     tracker.spawn(scrub::scrub_task(relay.clone(), shutdown.clone()));
     tracker.spawn(status::status_task(relay.clone(), shutdown.clone()));
+    if let Some(listener) = metrics {
+        tracker.spawn(scrape::scrape_task(
+            relay.clone(),
+            listener,
+            shutdown.clone(),
+        ));
+    }
     tracker.close();
     shutdown.cancelled().await;
     tracing::info!("stopping");

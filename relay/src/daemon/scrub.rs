@@ -26,6 +26,7 @@ pub(super) async fn scrub_task(r: Arc<Relay>, shutdown: CancellationToken) {
         for batch in ids.chunks(32) {
             let rr = r.clone();
             let batch = batch.to_vec();
+            let n = batch.len() as u64;
             let read = tokio::task::spawn_blocking(move || {
                 let (mut bytes, mut bad) = (0u64, 0u64);
                 for id in batch {
@@ -42,18 +43,19 @@ pub(super) async fn scrub_task(r: Arc<Relay>, shutdown: CancellationToken) {
             })
             .await
             .unwrap_or((0, 0));
-            checked += 32;
+            checked += n;
             bad += read.1;
+            r.stat(|s| {
+                s.scrub_checked_chunks += n;
+                s.scrub_corrupt_chunks += read.1;
+            });
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs_f64(read.0 as f64 / rate)) => {}
             }
         }
-        tracing::info!(
-            checked = checked.min(ids.len() as u64),
-            corrupt = bad,
-            "scrub pass done"
-        );
+        tracing::info!(checked, corrupt = bad, "scrub pass done");
+        r.stat(|s| s.scrub_passes += 1);
         let pause = Duration::from_secs_f64(r.cfg.scrub.every_hours * 3600.0)
             .max(Duration::from_millis(100));
         tokio::select! {

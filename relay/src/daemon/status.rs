@@ -55,6 +55,11 @@ pub struct Stats {
     pub served_chunks: u64,
     pub served_bytes: u64,
     pub corrupt_dropped: u64,
+    /// Chunks the scrub re-read and checked, and those it found corrupt (and dropped).
+    pub scrub_checked_chunks: u64,
+    pub scrub_corrupt_chunks: u64,
+    /// Full scrub passes finished.
+    pub scrub_passes: u64,
     pub evicted_chunks: u64,
     pub disk_bytes: u64,
     pub quota_bytes: u64,
