@@ -21,7 +21,8 @@ fn api() -> (tempfile::TempDir, Api) {
         clock: image_tools::clock::Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap(),
         settings: crate::plan::Settings {
             staging_margin_secs: 7200,
-            risk_slack_secs: 7200,
+            risk_share_percent: 80,
+            relay_silent_after_secs: 86_400,
         },
         silent_after_secs: 1800,
         changed: Arc::new(tokio::sync::Notify::new()),
@@ -135,7 +136,7 @@ fn url() -> impl Strategy<Value = String> {
 
 fn method() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec!["GET", "POST", "DELETE", "PUT"]).prop_map(str::to_owned),
+        prop::sample::select(vec!["GET", "POST", "DELETE", "PUT", "PATCH"]).prop_map(str::to_owned),
         "[A-Z]{0,8}",
     ]
 }
