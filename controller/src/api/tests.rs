@@ -384,3 +384,51 @@ fn answers_read_back_as_the_shared_types() {
     assert_eq!(open.site.as_str(), "lyon");
     assert!(open.until.is_some_and(|t| t >= 1_796_164_200 + 1800));
 }
+
+#[test]
+fn places_are_changed_listed_and_removed_with_the_shared_types() {
+    let (_dir, api) = api();
+    let call = |method: &str, url: &str, body: Value| route(&api, method, url, &body);
+    let (status, answer) = call("PATCH", "/v1/sites/lyon", json!({"cap_mbit": 50}));
+    assert_eq!(status, 200, "{answer}");
+    let site: image_tools::api::SiteInfo = serde_json::from_value(answer).unwrap();
+    assert_eq!((site.cap_mbit, site.windows.as_str()), (50, "22:00-06:00"));
+    let (status, answer) = call("PATCH", "/v1/sites/lyon", json!({"cap": 50}));
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = call(
+        "POST",
+        "/v1/sites",
+        json!({"name": "lyon", "tz": "Europe/Paris", "cap_mbit": 5}),
+    );
+    assert_eq!(status, 409, "{answer}");
+    let (status, answer) = call("GET", "/v1/rooms?site=lyon", Value::Null);
+    assert_eq!(status, 200, "{answer}");
+    let rooms: Vec<image_tools::api::RoomInfo> = serde_json::from_value(answer).unwrap();
+    assert_eq!((rooms.len(), rooms[0].seats), (1, 1));
+    let (status, answer) = call("DELETE", "/v1/rooms/lyon/salle-1", Value::Null);
+    assert_eq!(status, 409, "{answer}");
+    let (status, answer) = call("DELETE", "/v1/rooms/lyon/salle-1?force=yes", Value::Null);
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = call("DELETE", "/v1/seats/lyon/salle-1/s1", Value::Null);
+    assert_eq!(status, 200, "{answer}");
+    let removed: image_tools::api::PlaceRemoved = serde_json::from_value(answer).unwrap();
+    assert_eq!(removed.seat.map(|s| s.to_string()), Some("s1".into()));
+    let (status, answer) = call("DELETE", "/v1/sites/lyon?force=true", Value::Null);
+    assert_eq!(status, 200, "{answer}");
+    let removed: image_tools::api::PlaceRemoved = serde_json::from_value(answer).unwrap();
+    assert_eq!(removed.rooms, 1);
+    // A token for a site that is no more: a 404 that says there is none.
+    let (status, answer) = call(
+        "POST",
+        "/v1/tokens",
+        json!({"role": "relay", "site": "lyon"}),
+    );
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("there is no site yet"),
+        "{answer}"
+    );
+}
