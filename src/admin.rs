@@ -45,10 +45,13 @@ pub enum Admin {
     Override(Override),
     /// Print a one-time token that enrols one relay (or agent) of a site.
     Enroll {
+        /// What the token enrols: the site's relay, or one NUC (agent).
         #[arg(long, default_value = "relay", value_parser = one_of::<NodeRole>(&["relay", "agent"]))]
         role: NodeRole,
+        /// The site it enrols at; it must exist (see `nightcast site list`).
         #[arg(long)]
         site: SiteId,
+        /// How many hours the token stays usable.
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
     },
@@ -56,8 +59,9 @@ pub enum Admin {
 
 #[derive(Debug, Subcommand)]
 pub enum Site {
-    /// Add a site, or change its time zone, windows or cap.
+    /// Add a site. An existing site is refused: change it with `nightcast site set`.
     Add {
+        /// The site's name, e.g. lyon (letters, digits, `-`, `_`, `.`).
         name: SiteId,
         /// IANA time zone, e.g. Europe/Paris.
         #[arg(long)]
@@ -70,12 +74,39 @@ pub enum Site {
         cap_mbit: u64,
         /// When a NUC goes silent: `auto`, a spare of the site takes its seat by itself (if only
         /// one seat is silent); `confirm`, the DSI confirms with `nightcast seat replace`.
-        /// Default auto for a new site; unchanged for an existing one.
+        /// Default auto (change it later with `nightcast site set`).
+        #[arg(long, value_parser = one_of::<Takeover>(&["auto", "confirm"]))]
+        takeover: Option<Takeover>,
+    },
+    /// Change a site: only what is given changes (the rest, night windows included, stays).
+    Set {
+        /// The site to change (see `nightcast site list`).
+        name: SiteId,
+        /// IANA time zone, e.g. Europe/Paris.
+        #[arg(long)]
+        tz: Option<String>,
+        /// Night windows in local time, e.g. 22:00-06:00 or 20:00-07:00,12:00-14:00.
+        #[arg(long)]
+        windows: Option<String>,
+        /// WAN bandwidth the relay may use in its windows, in Mbit/s.
+        #[arg(long)]
+        cap_mbit: Option<u64>,
+        /// When a NUC goes silent: `auto` (a spare takes its seat by itself) or `confirm` (the
+        /// DSI confirms with `nightcast seat replace`).
         #[arg(long, value_parser = one_of::<Takeover>(&["auto", "confirm"]))]
         takeover: Option<Takeover>,
     },
     /// List the sites.
     List,
+    /// Remove a site. Refused while it has rooms, seats, sessions or enrolled relays and NUCs
+    /// (the refusal names them); `--force` removes them with it (its relays and NUCs revoked).
+    Rm {
+        /// The site to remove.
+        name: SiteId,
+        /// Also remove its rooms, seats and sessions, and revoke and forget its relays and NUCs.
+        #[arg(long)]
+        force: bool,
+    },
     /// Let new NUCs of this site in by themselves for a while (a spare swap with nobody on site
     /// typing anything); `--for 0` closes it again. Outside such a time, a new NUC waits in
     /// `nightcast fleet` until `nightcast node approve`.
@@ -135,7 +166,29 @@ fn parse_minutes(s: &str) -> std::result::Result<u64, String> {
 #[derive(Debug, Subcommand)]
 pub enum Room {
     /// Add a training room to a site.
-    Add { site: SiteId, room: RoomName },
+    Add {
+        /// The site (see `nightcast site list`).
+        site: SiteId,
+        /// The room's name, e.g. salle-1.
+        room: RoomName,
+    },
+    /// List the rooms, with their seats and sessions to come.
+    List {
+        /// Only this site's rooms.
+        #[arg(long)]
+        site: Option<SiteId>,
+    },
+    /// Remove a room. Refused while it has seats or sessions (the refusal names them);
+    /// `--force` removes them with it (its NUCs become spares).
+    Rm {
+        /// The room's site.
+        site: SiteId,
+        /// The room to remove.
+        room: RoomName,
+        /// Also remove its seats and sessions (past ones too).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +216,19 @@ pub enum Seat {
         #[arg(long = "with")]
         with: NodeId,
     },
+    /// Remove a seat. Refused while a NUC sits at it; `--force` removes it all the same (the
+    /// NUC becomes a spare of the site).
+    Rm {
+        /// The seat's site.
+        site: SiteId,
+        /// The seat's room.
+        room: RoomName,
+        /// The seat to remove.
+        seat: SeatName,
+        /// Remove it even if a NUC sits at it.
+        #[arg(long)]
+        force: bool,
+    },
     /// Each seat with its NUC and when it was last heard from ("silent" if too long ago), then
     /// the spares.
     List {
@@ -188,6 +254,10 @@ pub enum Master {
         /// from the first bytes (pass `--format raw` for a raw disk that looks like another format).
         #[arg(long)]
         format: Option<image_tools::import::ImageFormat>,
+        /// Import a raw file even if it does not look like a disk (under 1 MiB, or no partition
+        /// table or file system recognised at its start).
+        #[arg(long)]
+        force: bool,
     },
     /// List the master versions.
     List,
@@ -326,6 +396,74 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             let done: api::Done = client.send("POST", "/v1/sites", &body)?;
             printed(&done, format!("site {name} saved"))?
         }
+        Admin::Site(Site::Set {
+            name,
+            tz,
+            windows,
+            cap_mbit,
+            takeover,
+        }) => {
+            let change = api::SiteChange {
+                tz,
+                windows,
+                cap_mbit,
+                takeover,
+            };
+            if change == api::SiteChange::default() {
+                bail!("nothing to change: give --tz, --windows, --cap-mbit or --takeover");
+            }
+            let s: api::SiteInfo = client.send("PATCH", &format!("/v1/sites/{name}"), &change)?;
+            let human = format!(
+                "site {} is now: {}, windows {}, WAN cap {} Mbit/s, takeover {}",
+                s.name,
+                s.tz,
+                s.windows,
+                s.cap_mbit,
+                s.takeover.as_str()
+            );
+            printed(&s, human)?
+        }
+        Admin::Site(Site::Rm { name, force }) => {
+            let r: api::PlaceRemoved =
+                client.ask("DELETE", &format!("/v1/sites/{name}{}", forced(force)))?;
+            printed(&r, removed(&format!("site {name}"), &r))?
+        }
+        Admin::Room(Room::List { site }) => {
+            let path = match &site {
+                Some(s) => format!("/v1/rooms?site={s}"),
+                None => "/v1/rooms".to_owned(),
+            };
+            listed(
+                client,
+                &path,
+                &["SITE", "ROOM", "SEATS", "SESSIONS TO COME"],
+                |r: &api::RoomInfo| {
+                    vec![
+                        r.site.to_string(),
+                        r.room.to_string(),
+                        r.seats.to_string(),
+                        r.upcoming_sessions.to_string(),
+                    ]
+                },
+            )?
+        }
+        Admin::Room(Room::Rm { site, room, force }) => {
+            let r: api::PlaceRemoved = client.ask(
+                "DELETE",
+                &format!("/v1/rooms/{site}/{room}{}", forced(force)),
+            )?;
+            printed(&r, removed(&format!("room {site}/{room}"), &r))?
+        }
+        Admin::Seat(Seat::Rm {
+            site,
+            room,
+            seat,
+            force,
+        }) => {
+            let path = format!("/v1/seats/{site}/{room}/{seat}{}", forced(force));
+            let r: api::PlaceRemoved = client.ask("DELETE", &path)?;
+            printed(&r, removed(&format!("seat {site}/{room}/{seat}"), &r))?
+        }
         Admin::Site(Site::List) => listed(
             client,
             "/v1/sites",
@@ -394,6 +532,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             name,
             version,
             format,
+            force,
         }) => {
             let image = std::fs::canonicalize(&image).unwrap_or(image);
             let body = api::ImportMaster {
@@ -401,6 +540,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 name,
                 version,
                 format,
+                force,
             };
             let wait = client.timeout.max(IMPORT_TIMEOUT);
             let m: api::Imported = client.send_waiting("POST", "/v1/masters", &body, wait)?;
@@ -660,6 +800,52 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The query of a removal.
+fn forced(force: bool) -> &'static str {
+    if force {
+        "?force=true"
+    } else {
+        ""
+    }
+}
+
+/// What a removal took with it, in words.
+fn removed(what: &str, r: &api::PlaceRemoved) -> String {
+    let mut with = Vec::new();
+    for (n, kind) in [
+        (r.rooms, "room(s)"),
+        (r.seats, "seat(s)"),
+        (r.sessions, "session(s)"),
+    ] {
+        // A room's own row, or a seat's, is not "with" it.
+        let own = (r.seat.is_none() && r.room.is_some() && kind == "room(s)")
+            || (r.seat.is_some() && kind == "seat(s)");
+        if n > 0 && !own {
+            with.push(format!("{n} {kind}"));
+        }
+    }
+    let names = |v: &[NodeId]| {
+        v.iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !r.nodes_removed.is_empty() {
+        with.push(format!(
+            "relays and NUCs revoked and forgotten: {}",
+            names(&r.nodes_removed)
+        ));
+    }
+    let mut out = format!("{what} removed");
+    if !with.is_empty() {
+        out.push_str(&format!(" with {}", with.join(", ")));
+    }
+    if !r.unseated.is_empty() {
+        out.push_str(&format!("; now spares: {}", names(&r.unseated)));
+    }
+    out
+}
+
 /// `seat assign` and `seat replace`: one call, and what changed.
 fn bind(
     client: &Client,
@@ -794,6 +980,62 @@ fn duration(secs: i64) -> String {
     }
 }
 
+/// A plan row's verdict in words, with what to do about it.
+fn verdict(row: &api::PlanRow) -> String {
+    use api::{Reason, Verdict};
+    let silent = |since: &Option<i64>| match since {
+        Some(t) => format!("relay silent since {} UTC", time(*t)),
+        None => "relay silent since it enrolled (it never reported)".to_owned(),
+    };
+    match &row.verdict {
+        Verdict::OnTime { night: Some(n), .. } => format!("on time (night of {n})"),
+        Verdict::OnTime { night: None, .. } => "on time (already there)".to_owned(),
+        Verdict::AtRisk {
+            reason: Reason::RelaySilent { since },
+            ..
+        } => format!(
+            "AT RISK: {}: see `nightcast fleet` and the relay's own status",
+            silent(since)
+        ),
+        Verdict::AtRisk {
+            slack_secs,
+            needed_secs,
+            ..
+        } => {
+            let left = needed_secs + slack_secs;
+            let share = (needed_secs * 100).checked_div(left).unwrap_or(100);
+            format!(
+                "AT RISK: needs {} of the {} of night window left ({share} %)",
+                duration(*needed_secs),
+                duration(left)
+            )
+        }
+        Verdict::Late {
+            reason: Reason::NoRelay,
+            ..
+        } => format!(
+            "LATE: no relay: nothing reaches {} until one is enrolled (`nightcast enroll --site {}`, then `nightcast-relay enroll` on the relay)",
+            row.site, row.site
+        ),
+        Verdict::Late {
+            shortfall_bytes,
+            override_secs,
+            reason,
+        } => {
+            let mut out = format!(
+                "LATE: {} short; fix: an override of about {} at the site's cap (`nightcast override push`), or import it earlier",
+                human(*shortfall_bytes),
+                duration(*override_secs)
+            );
+            if let Reason::RelaySilent { since } = reason {
+                out.push_str(&format!("; and the {}", silent(since)));
+            }
+            out
+        }
+        Verdict::UnknownMaster {} => "unknown_master".to_owned(),
+    }
+}
+
 fn plan_table(plan: &[api::PlanRow]) -> String {
     let mut out = Vec::new();
     let mut site = None;
@@ -802,22 +1044,7 @@ fn plan_table(plan: &[api::PlanRow]) -> String {
             out.push(row.site.to_string());
             site = Some(&row.site);
         }
-        let verdict = match &row.verdict {
-            api::Verdict::OnTime { night: Some(n), .. } => format!("on time (night of {n})"),
-            api::Verdict::OnTime { night: None, .. } => "on time (already there)".to_owned(),
-            api::Verdict::AtRisk { slack_secs, .. } => {
-                format!("AT RISK: {} min to spare", slack_secs / 60)
-            }
-            api::Verdict::Late {
-                shortfall_bytes,
-                override_secs,
-            } => format!(
-                "LATE: {} short; fix: an override of about {} at the site's cap (`nightcast override push`), or import it earlier",
-                human(*shortfall_bytes),
-                duration(*override_secs)
-            ),
-            api::Verdict::UnknownMaster {} => "unknown_master".to_owned(),
-        };
+        let verdict = verdict(row);
         out.push(format!(
             "  {}  {:<12} {:<24} {:>11} to fetch  {}",
             time(row.start),

@@ -12,7 +12,7 @@ use image_tools::testimage::Rng;
 use image_tools::windows::Schedule;
 use image_tools::wire::MasterRef;
 use nightcast_controller::metrics::{render, Facts, Metrics, NodeSeen, Verdicts};
-use nightcast_controller::plan::{plan_site, Classes, Session, Settings, Site, Verdict};
+use nightcast_controller::plan::{plan_site, Classes, Relay, Session, Settings, Site, Verdict};
 
 const GB: u64 = 1_000_000_000;
 
@@ -101,6 +101,9 @@ fn main() {
             schedule,
             cap_bps: rng.range(10, 100) * 1_000_000,
             holds,
+            relay: Relay::Enrolled {
+                last_seen: Some(now),
+            },
         });
         sessions_by_site.push(sessions);
     }

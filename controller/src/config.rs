@@ -64,8 +64,11 @@ impl Default for TrustSettings {
 pub struct Planner {
     /// How long before a session its site's relay must hold the master (LAN staging).
     pub staging_margin_minutes: u32,
-    /// Less window time to spare than this and a session is "at risk".
-    pub risk_slack_minutes: u32,
+    /// A session whose bytes still to move need more than this share (percent) of the night
+    /// window time left before its deadline is "at risk".
+    pub risk_share_percent: u8,
+    /// A site whose relay has not been heard from for longer is never "on time".
+    pub relay_silent_after_hours: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -102,7 +105,8 @@ impl Default for Planner {
     fn default() -> Planner {
         Planner {
             staging_margin_minutes: 120,
-            risk_slack_minutes: 120,
+            risk_share_percent: 80,
+            relay_silent_after_hours: 24,
         }
     }
 }
@@ -111,7 +115,8 @@ impl Planner {
     pub fn settings(&self) -> Settings {
         Settings {
             staging_margin_secs: i64::from(self.staging_margin_minutes) * 60,
-            risk_slack_secs: i64::from(self.risk_slack_minutes) * 60,
+            risk_share_percent: self.risk_share_percent,
+            relay_silent_after_secs: i64::from(self.relay_silent_after_hours) * 3600,
         }
     }
 }
@@ -161,6 +166,16 @@ impl Config {
         }
         if self.planner.staging_margin_minutes > 7 * 24 * 60 {
             anyhow::bail!("`planner.staging_margin_minutes` is over a week: is it in minutes?");
+        }
+        if self.planner.risk_share_percent == 0 || self.planner.risk_share_percent > 100 {
+            anyhow::bail!(
+                "`planner.risk_share_percent` must be between 1 and 100 (a share of the window time left)"
+            );
+        }
+        if self.planner.relay_silent_after_hours == 0 {
+            anyhow::bail!(
+                "`planner.relay_silent_after_hours` must be above 0: every relay would always be silent"
+            );
         }
         if self.trust.certificate_lifetime_days == 0 || self.trust.certificate_lifetime_days > 3650
         {
@@ -213,6 +228,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("different ports"), "{e}");
+        let e = Config::parse("[planner]\nrisk_share_percent = 150")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("planner.risk_share_percent"), "{e}");
+        let e = Config::parse("[planner]\nrelay_silent_after_hours = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("planner.relay_silent_after_hours"), "{e}");
         let e = Config::parse("[fleet]\nsilent_after_minutes = 0")
             .unwrap_err()
             .to_string();
@@ -226,7 +249,8 @@ mod tests {
         "api",
         "planner",
         "staging_margin_minutes",
-        "risk_slack_minutes",
+        "risk_share_percent",
+        "relay_silent_after_hours",
         "fleet",
         "silent_after_minutes",
         "trust",

@@ -11,8 +11,15 @@
 //! Per site, sessions are served earliest deadline first (deadline = session start minus the LAN
 //! staging margin), which is the order the relay fetches in. The cumulative bytes still missing
 //! after each session are compared with what the relay moves under the site's WAN cap during the
-//! night windows left (`Bandwidth::usable`: the rate the relay paces to, not the cap itself): a session is on time (and which night completes it), at risk (completes with less window
-//! time to spare than the slack), or late (with the shortfall in bytes).
+//! night windows left (`Bandwidth::usable`: the rate the relay paces to, not the cap itself): a
+//! session is on time (and which night completes it), at risk (the bytes still to move need more
+//! than `Settings::risk_share_percent` of the window time left before its deadline), or late
+//! (with the shortfall in bytes).
+//!
+//! A verdict never counts on a relay that is not there: a site with no enrolled relay is late
+//! (`Reason::NoRelay`: nothing reaches its rooms), and one whose relay never reported, or has not
+//! been heard from within `Settings::relay_silent_after_secs`, is at risk at best
+//! (`Reason::RelaySilent`), never on time, even for a master its last report said it held.
 
 use std::collections::HashMap;
 
@@ -126,6 +133,17 @@ pub struct Site {
     pub cap_bps: u64,
     /// Master versions the relay reported complete.
     pub holds: Vec<MasterRef>,
+    /// The site's relay, as far as the controller knows it.
+    pub relay: Relay,
+}
+
+/// What the planner knows of a site's relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// No relay enrolled at the site (or every one revoked).
+    None,
+    /// Enrolled; its last report came at `last_seen` (Unix seconds), `None` if it never reported.
+    Enrolled { last_seen: Option<i64> },
 }
 
 impl Site {
@@ -147,15 +165,20 @@ pub struct Session {
 pub struct Settings {
     /// Time before a session start by which the relay must hold the master (LAN staging).
     pub staging_margin_secs: i64,
-    /// A session that completes with less window time than this to spare is "at risk".
-    pub risk_slack_secs: i64,
+    /// A session whose bytes still to move (its own and those of every earlier deadline) need
+    /// more than this share, in percent, of the window time left before its deadline is "at
+    /// risk": a one-hour window with a megabyte to move is on time, a night 90 % full is not.
+    pub risk_share_percent: u8,
+    /// A relay not heard from for longer than this is silent: its site is never on time.
+    pub relay_silent_after_secs: i64,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
             staging_margin_secs: 2 * 3600,
-            risk_slack_secs: 2 * 3600,
+            risk_share_percent: 80,
+            relay_silent_after_secs: 24 * 3600,
         }
     }
 }
@@ -167,13 +190,36 @@ pub enum Verdict {
         ready_at: i64,
         night: Option<jiff::civil::Date>,
     },
-    /// Ready in time, but with only `slack_secs` of window time to spare.
-    AtRisk { ready_at: i64, slack_secs: i64 },
+    /// Ready in time by the numbers (at `ready_at`, the transfer taking `needed_secs` of window
+    /// time with `slack_secs` to spare), but `reason` makes it uncertain: the transfer needs too
+    /// large a share of the window time left (`Reason::Transfer`), or the relay is silent.
+    AtRisk {
+        ready_at: i64,
+        slack_secs: i64,
+        needed_secs: i64,
+        reason: Reason,
+    },
     /// `shortfall` bytes will still be missing at the deadline; a daytime override of
-    /// `override_secs` at the relay's rate under the site's cap (or an import that much window time earlier) fixes it.
-    Late { shortfall: u64, override_secs: i64 },
+    /// `override_secs` at the relay's rate under the site's cap (or an import that much window
+    /// time earlier) fixes it, once the site has a relay that answers (`reason`).
+    Late {
+        shortfall: u64,
+        override_secs: i64,
+        reason: Reason,
+    },
     /// The master version is not in the catalogue.
     Unknown,
+}
+
+/// Why a session is at risk or late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The bytes against the window time left at the site's rate.
+    Transfer,
+    /// No relay is enrolled at the site: nothing reaches its rooms (every byte is missing).
+    NoRelay,
+    /// The site's relay has not been heard from since `since` (`None`: never reported).
+    RelaySilent { since: Option<i64> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +257,16 @@ pub fn plan_site(
         }
     }
     let walker = Capacity::new(now, &openings, bytes_per_sec);
+    let relay = match site.relay {
+        Relay::None => Some(Reason::NoRelay),
+        Relay::Enrolled { last_seen }
+            if last_seen
+                .is_none_or(|t| now.saturating_sub(t) > settings.relay_silent_after_secs) =>
+        {
+            Some(Reason::RelaySilent { since: last_seen })
+        }
+        Relay::Enrolled { .. } => None,
+    };
     let mut cumulative = 0u64;
     let mut rows = Vec::with_capacity(upcoming.len());
     for s in upcoming {
@@ -232,30 +288,12 @@ pub fn plan_site(
             }
         }
         cumulative += new_bytes;
-        let verdict = match walker.ready_at(cumulative) {
-            Some(t) if t <= deadline => {
-                let slack = walker.window_secs_between(t, deadline);
-                if cumulative > 0 && slack < settings.risk_slack_secs {
-                    Verdict::AtRisk {
-                        ready_at: t,
-                        slack_secs: slack,
-                    }
-                } else {
-                    let night = (cumulative > 0)
-                        .then(|| walker.opening_containing(t))
-                        .flatten()
-                        .and_then(|start| site.schedule.local_date(start));
-                    Verdict::OnTime { ready_at: t, night }
-                }
-            }
-            _ => {
-                let shortfall = cumulative.saturating_sub(walker.bytes_until(deadline));
-                Verdict::Late {
-                    shortfall,
-                    override_secs: shortfall.div_ceil(bytes_per_sec) as i64,
-                }
-            }
-        };
+        let verdict = verdict(
+            by_numbers(&walker, site, cumulative, deadline, settings),
+            relay,
+            cumulative,
+            bytes_per_sec,
+        );
         rows.push(Row {
             session: s.clone(),
             deadline,
@@ -265,6 +303,108 @@ pub fn plan_site(
         });
     }
     rows
+}
+
+/// The verdict of the bytes and windows alone, as if the relay were there and answering.
+fn by_numbers(
+    walker: &Capacity,
+    site: &Site,
+    cumulative: u64,
+    deadline: i64,
+    settings: &Settings,
+) -> Numbers {
+    let Some(t) = walker.ready_at(cumulative).filter(|&t| t <= deadline) else {
+        let shortfall = cumulative.saturating_sub(walker.bytes_until(deadline));
+        return Numbers {
+            verdict: Verdict::Late {
+                shortfall,
+                override_secs: shortfall.div_ceil(walker.rate) as i64,
+                reason: Reason::Transfer,
+            },
+            slack: 0,
+            needed: 0,
+        };
+    };
+    let slack = walker.window_secs_between(t, deadline);
+    let needed = walker.window_secs_between(walker.now, t);
+    // At risk when the transfer needs more than the share of the window time left.
+    let left = i128::from(needed) + i128::from(slack);
+    let too_large = i128::from(needed) * 100 > left * i128::from(settings.risk_share_percent);
+    let verdict = if cumulative > 0 && too_large {
+        Verdict::AtRisk {
+            ready_at: t,
+            slack_secs: slack,
+            needed_secs: needed,
+            reason: Reason::Transfer,
+        }
+    } else {
+        let night = (cumulative > 0)
+            .then(|| walker.opening_containing(t))
+            .flatten()
+            .and_then(|start| site.schedule.local_date(start));
+        Verdict::OnTime { ready_at: t, night }
+    };
+    Numbers {
+        verdict,
+        slack,
+        needed,
+    }
+}
+
+/// What the bytes and windows alone say: the verdict, and for a transfer that fits, its window
+/// time to spare and needed (0 otherwise).
+struct Numbers {
+    verdict: Verdict,
+    slack: i64,
+    needed: i64,
+}
+
+/// The verdict by the numbers, corrected for the relay: none, and every byte is missing (late);
+/// silent, and nothing is on time (at risk, or late with the silence as its reason).
+fn verdict(numbers: Numbers, relay: Option<Reason>, cumulative: u64, rate: u64) -> Verdict {
+    let Some(reason) = relay else {
+        return numbers.verdict;
+    };
+    match (reason, numbers.verdict) {
+        (_, Verdict::Unknown) => Verdict::Unknown,
+        (Reason::NoRelay, _) => Verdict::Late {
+            shortfall: cumulative,
+            override_secs: cumulative.div_ceil(rate) as i64,
+            reason,
+        },
+        (
+            _,
+            Verdict::Late {
+                shortfall,
+                override_secs,
+                ..
+            },
+        ) => Verdict::Late {
+            shortfall,
+            override_secs,
+            reason,
+        },
+        (
+            _,
+            Verdict::AtRisk {
+                ready_at,
+                slack_secs,
+                needed_secs,
+                ..
+            },
+        ) => Verdict::AtRisk {
+            ready_at,
+            slack_secs,
+            needed_secs,
+            reason,
+        },
+        (_, Verdict::OnTime { ready_at, .. }) => Verdict::AtRisk {
+            ready_at,
+            slack_secs: numbers.slack,
+            needed_secs: numbers.needed,
+            reason,
+        },
+    }
 }
 
 /// Transfer capacity over a list of openings, answered by forward walks.
@@ -346,13 +486,32 @@ mod tests {
         c
     }
 
+    /// A site with a night window of 22:00-06:00 whose relay answers (heard from at every
+    /// instant of these tests).
     fn site(cap_mbit: u64, holds: Vec<MasterRef>) -> Site {
+        site_with("22:00-06:00", cap_mbit, holds)
+    }
+
+    fn site_with(window: &str, cap_mbit: u64, holds: Vec<MasterRef>) -> Site {
         Site {
             name: "lyon".into(),
-            schedule: Schedule::new("Europe/Paris", vec!["22:00-06:00".parse().unwrap()]).unwrap(),
+            schedule: Schedule::new("Europe/Paris", vec![window.parse().unwrap()]).unwrap(),
             cap_bps: cap_mbit * 1_000_000,
             holds,
+            relay: Relay::Enrolled {
+                last_seen: Some(i64::MAX),
+            },
         }
+    }
+
+    /// One master `a` of `bytes`.
+    fn one_master(bytes: u64) -> Classes {
+        let mut classes = Classes {
+            bytes: vec![bytes],
+            ..Classes::default()
+        };
+        classes.masters.insert(key("a"), vec![0]);
+        classes
     }
 
     fn at(s: &Site, d: jiff::civil::Date, h: i8) -> i64 {
@@ -410,6 +569,21 @@ mod tests {
         // Session Wednesday 08:00, margin 2 h: nights of Mon and Tue = 66.24 GB; a needs 55.2 GB.
         let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 25), 8))];
         let rows = plan_site(now, &s, &sessions, &classes, &Settings::default());
+        // 48,000 s of the 57,600 s of window left (83 %): in time, but at risk.
+        assert_eq!(
+            rows[0].verdict,
+            Verdict::AtRisk {
+                ready_at: at(&s, date(2026, 11, 25), 3) + 20 * 60,
+                slack_secs: 9_600,
+                needed_secs: 48_000,
+                reason: Reason::Transfer,
+            }
+        );
+        let relaxed = Settings {
+            risk_share_percent: 90,
+            ..Settings::default()
+        };
+        let rows = plan_site(now, &s, &sessions, &classes, &relaxed);
         match rows[0].verdict {
             Verdict::OnTime { night, .. } => assert_eq!(night, Some(date(2026, 11, 24))),
             ref v => panic!("{v:?}"),
@@ -423,6 +597,7 @@ mod tests {
                 shortfall: 22_080_000_000,
                 // 22.08 GB at 1.15 MB/s: 5 h 20 min of override.
                 override_secs: 19_200,
+                reason: Reason::Transfer,
             }
         );
     }
@@ -441,8 +616,14 @@ mod tests {
         let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 24), 8))];
         let rows = plan_site(now, &s, &sessions, &classes, &Settings::default());
         match rows[0].verdict {
-            Verdict::AtRisk { slack_secs, .. } => {
-                assert!(slack_secs > 0 && slack_secs < 3600, "{slack_secs}")
+            Verdict::AtRisk {
+                slack_secs,
+                needed_secs,
+                reason: Reason::Transfer,
+                ..
+            } => {
+                assert!(slack_secs > 0 && slack_secs < 3600, "{slack_secs}");
+                assert_eq!(needed_secs + slack_secs, 8 * 3600);
             }
             ref v => panic!("{v:?}"),
         }
@@ -459,8 +640,8 @@ mod tests {
         classes.masters.insert(key("a"), vec![0]);
         let s = site(10, vec![]);
         let settings = Settings {
-            staging_margin_secs: 2 * 3600,
-            risk_slack_secs: 0,
+            risk_share_percent: 100,
+            ..Settings::default()
         };
         let autumn = plan_site(
             at(&s, date(2026, 10, 24), 12),
@@ -487,6 +668,7 @@ mod tests {
             Verdict::Late {
                 shortfall: 3_220_000_000,
                 override_secs: 2_800,
+                reason: Reason::Transfer,
             }
         );
     }
@@ -509,6 +691,7 @@ mod tests {
             Verdict::Late {
                 shortfall,
                 override_secs,
+                reason: Reason::Transfer,
             } => {
                 // 8 h at the 9.2 Mbit/s the relay achieves: 33.12 GB; 2.88 GB short, which an
                 // override at that same rate fetches in 2,505 s (rounded up).
@@ -516,6 +699,179 @@ mod tests {
                 assert_eq!(override_secs, 2_505);
             }
             ref v => panic!("a plan counting with 100 % of the cap: {v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_one_hour_window_with_a_megabyte_to_move_is_on_time() {
+        // A site with one hour of window a night, 02:00-03:00: a megabyte takes a second of it.
+        let s = site_with("02:00-03:00", 10, vec![]);
+        let now = at(&s, date(2026, 11, 23), 12);
+        let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 24), 8))];
+        let rows = plan_site(
+            now,
+            &s,
+            &sessions,
+            &one_master(1_000_000),
+            &Settings::default(),
+        );
+        assert_eq!(
+            rows[0].verdict,
+            Verdict::OnTime {
+                ready_at: at(&s, date(2026, 11, 24), 2) + 1,
+                night: Some(date(2026, 11, 24)),
+            }
+        );
+    }
+
+    #[test]
+    fn at_risk_is_more_than_the_share_of_the_window_time_left() {
+        // 10 Mbit/s: the relay moves 1.15 MB/s; one hour of window before the deadline. 80 % of
+        // it is 2,880 s = 3.312 GB: on time; a second more is at risk.
+        let s = site_with("02:00-03:00", 10, vec![]);
+        let now = at(&s, date(2026, 11, 23), 12);
+        let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 24), 8))];
+        let plan = |bytes| plan_site(now, &s, &sessions, &one_master(bytes), &Settings::default());
+        assert!(
+            matches!(plan(3_312_000_000)[0].verdict, Verdict::OnTime { .. }),
+            "{:?}",
+            plan(3_312_000_000)[0].verdict
+        );
+        assert_eq!(
+            plan(3_313_150_000)[0].verdict,
+            Verdict::AtRisk {
+                ready_at: at(&s, date(2026, 11, 24), 2) + 2_881,
+                slack_secs: 719,
+                needed_secs: 2_881,
+                reason: Reason::Transfer,
+            }
+        );
+        // The share is the setting: at 90 %, the same transfer is on time.
+        let relaxed = Settings {
+            risk_share_percent: 90,
+            ..Settings::default()
+        };
+        let rows = plan_site(now, &s, &sessions, &one_master(3_313_150_000), &relaxed);
+        assert!(matches!(rows[0].verdict, Verdict::OnTime { .. }));
+    }
+
+    #[test]
+    fn a_site_without_a_relay_is_late_whatever_the_bytes() {
+        // A megabyte, a week of nights: by the numbers on time, but nothing reaches the site.
+        let s = Site {
+            relay: Relay::None,
+            ..site(100, vec![])
+        };
+        let now = at(&s, date(2026, 11, 23), 12);
+        let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 30), 8))];
+        let rows = plan_site(
+            now,
+            &s,
+            &sessions,
+            &one_master(1_000_000),
+            &Settings::default(),
+        );
+        assert_eq!(
+            rows[0].verdict,
+            Verdict::Late {
+                shortfall: 1_000_000,
+                // 1 MB at 11.5 MB/s, rounded up.
+                override_secs: 1,
+                reason: Reason::NoRelay,
+            }
+        );
+        // A master the catalogue does not know stays unknown.
+        let rows = plan_site(
+            now,
+            &s,
+            &sessions,
+            &Classes::default(),
+            &Settings::default(),
+        );
+        assert_eq!(rows[0].verdict, Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_relay_that_never_reported_is_at_risk_never_on_time() {
+        let s = Site {
+            relay: Relay::Enrolled { last_seen: None },
+            ..site(100, vec![])
+        };
+        let now = at(&s, date(2026, 11, 23), 12);
+        let sessions = vec![session("s1", "a", at(&s, date(2026, 11, 30), 8))];
+        let rows = plan_site(
+            now,
+            &s,
+            &sessions,
+            &one_master(1_000_000),
+            &Settings::default(),
+        );
+        match rows[0].verdict {
+            Verdict::AtRisk {
+                reason: Reason::RelaySilent { since: None },
+                needed_secs: 1,
+                ..
+            } => {}
+            ref v => panic!("a relay never heard from, yet {v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_relay_silent_beyond_the_threshold_is_never_on_time_even_for_what_it_held() {
+        let settings = Settings::default(); // silent after 24 h
+        let held = site(100, vec![key("a")]);
+        let now = at(&held, date(2026, 11, 23), 12);
+        let with = |last_seen: i64, holds: Vec<MasterRef>| Site {
+            relay: Relay::Enrolled {
+                last_seen: Some(last_seen),
+            },
+            ..site(100, holds)
+        };
+        let sessions = vec![session("s1", "a", at(&held, date(2026, 11, 24), 8))];
+        let classes = one_master(1_000_000);
+        // Heard from 23 h ago: its report counts, the master is already there.
+        let rows = plan_site(
+            now,
+            &with(now - 23 * 3600, vec![key("a")]),
+            &sessions,
+            &classes,
+            &settings,
+        );
+        assert!(matches!(
+            rows[0].verdict,
+            Verdict::OnTime { night: None, .. }
+        ));
+        // 25 h ago: what it said it held may be gone with it.
+        let since = now - 25 * 3600;
+        let rows = plan_site(
+            now,
+            &with(since, vec![key("a")]),
+            &sessions,
+            &classes,
+            &settings,
+        );
+        match rows[0].verdict {
+            Verdict::AtRisk {
+                reason: Reason::RelaySilent { since: Some(t) },
+                ..
+            } => assert_eq!(t, since),
+            ref v => panic!("a relay silent for 25 h, yet {v:?}"),
+        }
+        // Late by the numbers and silent: late, and the silence is the reason given.
+        let rows = plan_site(
+            now,
+            &with(since, vec![]),
+            &sessions,
+            &one_master(400_000_000_000),
+            &settings,
+        );
+        match rows[0].verdict {
+            Verdict::Late {
+                shortfall,
+                reason: Reason::RelaySilent { since: Some(t) },
+                ..
+            } => assert!(shortfall > 0 && t == since, "{shortfall}"),
+            ref v => panic!("{v:?}"),
         }
     }
 

@@ -22,7 +22,8 @@ fn api() -> &'static Api {
                 .expect("a clock"),
             settings: nightcast_controller::plan::Settings {
                 staging_margin_secs: 7200,
-                risk_slack_secs: 7200,
+                risk_share_percent: 80,
+                relay_silent_after_secs: 86_400,
             },
             silent_after_secs: 1800,
             changed: Arc::new(tokio::sync::Notify::new()),

@@ -19,6 +19,9 @@
 //! are refused by qemu, VDI names parents by UUID only), and the import additionally opens every
 //! image with `backing: null` and checks `qemu-img info` (see `import`).
 //!
+//! [`layout_of`] tells a raw disk (partition table, boot sector, file system) from a file that is
+//! no disk at all, for the controller's `master import` (the DSI may override it).
+//!
 //! Not guaranteed: that the file does not change between this check and qemu-img's read of it (an
 //! image must not be written during its import).
 
@@ -136,6 +139,40 @@ fn le64(b: &[u8], at: usize) -> u64 {
     b.get(at..at + 8)
         .and_then(|s| s.try_into().ok())
         .map_or(0, u64::from_le_bytes)
+}
+
+/// A raw image smaller than this is not a disk (the smallest floppy image is 1.44 MB).
+pub const MIN_RAW_DISK: u64 = 1 << 20;
+
+/// How far [`disk_layout`] reads.
+const LAYOUT_HEAD: usize = 0x10048;
+
+/// What a raw image starts with, if it is a disk: a partition table, a boot sector or a file
+/// system nightcast recognises by its magic bytes; `None` for anything else (a text file, an
+/// archive, random bytes). Pure: `head` is the image's first bytes (64 KiB and a little more).
+pub fn layout_of(head: &[u8]) -> Option<&'static str> {
+    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
+    [
+        (512, &b"EFI PART"[..], "a GPT partition table"),
+        (
+            510,
+            &[0x55, 0xaa][..],
+            "an MBR partition table or boot sector",
+        ),
+        (512, &b"LABELONE"[..], "an LVM physical volume"),
+        (1080, &[0x53, 0xef][..], "an ext2/3/4 file system"),
+        (0, &b"XFSB"[..], "an XFS file system"),
+        (0x8001, &b"CD001"[..], "an ISO 9660 file system"),
+        (0x10040, &b"_BHRfS_M"[..], "a Btrfs file system"),
+    ]
+    .into_iter()
+    .find(|(offset, magic, _)| at(*offset, magic))
+    .map(|(_, _, name)| name)
+}
+
+/// [`layout_of`] the first bytes of `file`.
+pub fn disk_layout(file: &File) -> io::Result<Option<&'static str>> {
+    Ok(layout_of(&read_at(file, 0, LAYOUT_HEAD)?))
 }
 
 /// Recognises disk-image formats by their magic bytes; `None` means raw.
@@ -333,6 +370,28 @@ fn vpc(file: &File) -> io::Result<Result<(), Refusal>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disk_is_told_from_a_file_that_is_no_disk() {
+        let with = |offset: usize, magic: &[u8]| {
+            let mut head = vec![0u8; LAYOUT_HEAD];
+            head[offset..offset + magic.len()].copy_from_slice(magic);
+            layout_of(&head)
+        };
+        assert_eq!(
+            with(510, &[0x55, 0xaa]),
+            Some("an MBR partition table or boot sector")
+        );
+        assert_eq!(with(512, b"EFI PART"), Some("a GPT partition table"));
+        assert_eq!(with(1080, &[0x53, 0xef]), Some("an ext2/3/4 file system"));
+        assert_eq!(with(0x10040, b"_BHRfS_M"), Some("a Btrfs file system"));
+        assert_eq!(with(0x8001, b"CD001"), Some("an ISO 9660 file system"));
+        // A text file, zeros, random bytes, a short file: none.
+        assert_eq!(layout_of(b"hello\n"), None);
+        assert_eq!(layout_of(&[0u8; LAYOUT_HEAD]), None);
+        assert_eq!(layout_of(&crate::testimage::image_bytes(1 << 20, 3)), None);
+        assert_eq!(layout_of(&[0x55; 511]), None);
+    }
 
     #[test]
     fn every_format_name_parses_back_and_others_are_refused() {

@@ -108,6 +108,24 @@ pub fn image_bytes(size: u64, seed: u64) -> Vec<u8> {
     out
 }
 
+/// [`image_bytes`] with an MBR partition table in its first sector (one Linux partition from
+/// sector 2048 to the end, and the boot signature), as a disk image the controller's
+/// `master import` takes without `--force` (`probe::layout_of`).
+pub fn disk_bytes(size: u64, seed: u64) -> Vec<u8> {
+    let mut out = image_bytes(size, seed);
+    if out.len() >= 512 {
+        let sectors = u32::try_from(size / 512).unwrap_or(u32::MAX);
+        let mut entry = [0u8; 16];
+        entry[4] = 0x83;
+        entry[8..12].copy_from_slice(&2048u32.to_le_bytes());
+        entry[12..16].copy_from_slice(&sectors.saturating_sub(2048).to_le_bytes());
+        out[446..462].copy_from_slice(&entry);
+        out[462..510].fill(0);
+        out[510..512].copy_from_slice(&[0x55, 0xaa]);
+    }
+    out
+}
+
 /// Version 2 of `image`: about `fraction` of it rewritten in scattered 64 KiB-1 MiB regions, and
 /// a few short insertions that shift everything after them, as a software update would.
 pub fn evolve(image: &[u8], fraction: f64, seed: u64) -> Vec<u8> {

@@ -94,9 +94,10 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
         nightcast(&["calendar", "import", calendar.to_str().unwrap()])
             .contains("1 sessions imported")
     );
+    // Before its relay enrols, nothing reaches lyon.
     let plan = nightcast(&["plan"]);
     assert!(
-        plan.contains("lyon") && plan.contains("demo 1") && plan.contains("on time"),
+        plan.contains("lyon") && plan.contains("demo 1") && plan.contains("LATE: no relay"),
         "{plan}"
     );
 
@@ -305,7 +306,7 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
 
     // A master whose chunks the controller itself lacks is not recorded as held by the relay.
     let v2 = dir.path().join("v2.img");
-    image_tools::testimage::write_sparse(&v2, &image_tools::testimage::image_bytes(4 << 20, 99))
+    image_tools::testimage::write_sparse(&v2, &image_tools::testimage::disk_bytes(4 << 20, 99))
         .unwrap();
     nightcast(&[
         "master",

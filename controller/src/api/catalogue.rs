@@ -104,7 +104,24 @@ fn import_master(api: &Api, request: ImportMaster, now: i64) -> Result<Imported,
         name,
         version,
         format,
+        force,
     } = request;
+    // Before any work: a version that exists already is refused now, not after the import.
+    let known = Db::open(&api.data.database())
+        .and_then(|db| db.manifest(name.as_str(), version.as_str()))
+        .map_err(db_error)?;
+    if known.is_some() {
+        return Err(error(
+            409,
+            format!(
+                "master {name} {version} already exists: import the image as a new version \
+                 (--version), or remove this one first (`nightcast master rm {name} {version}`)"
+            ),
+        ));
+    }
+    if !force {
+        looks_like_a_disk(&image, format)?;
+    }
     let key = image_tools::SigningKey::load(&api.data.signing_key()).map_err(|e| error(500, e))?;
     let store = image_tools::LocalStore::open(&api.data.store()).map_err(|e| error(500, e))?;
     let opts = image_tools::import::ImportOptions {
@@ -142,4 +159,44 @@ fn import_master(api: &Api, request: ImportMaster, now: i64) -> Result<Imported,
         chunks: s.chunks,
         hole_bytes: s.hole_bytes,
     })
+}
+
+/// Refuses a file that would be imported as raw and is no disk: too small, or with no partition
+/// table or file system `probe::layout_of` recognises. Other formats are left to the import.
+fn looks_like_a_disk(
+    image: &std::path::Path,
+    format: Option<image_tools::import::ImageFormat>,
+) -> Result<(), Reply> {
+    use image_tools::import::ImageFormat;
+    use image_tools::probe::{disk_layout, sniff, MIN_RAW_DISK};
+    let path = image.display();
+    let file =
+        std::fs::File::open(image).map_err(|e| error(400, format!("cannot read {path}: {e}")))?;
+    let read = |e: std::io::Error| error(400, format!("cannot read {path}: {e}"));
+    let raw = match format {
+        Some(f) => f == ImageFormat::Raw,
+        None => sniff(&file).map_err(read)?.is_none(),
+    };
+    if !raw {
+        return Ok(());
+    }
+    let size = file.metadata().map_err(read)?.len();
+    let hint = "if it really is the disk to import, pass --force";
+    if size < MIN_RAW_DISK {
+        return Err(error(
+            400,
+            format!("{path} is {size} bytes: too small to be a disk image ({hint})"),
+        ));
+    }
+    if disk_layout(&file).map_err(read)?.is_none() {
+        return Err(error(
+            400,
+            format!(
+                "{path} is not a disk image nightcast recognises: no partition table (MBR, GPT), \
+                 LVM volume or file system (ext, XFS, Btrfs, ISO 9660) at its start, and not a \
+                 qcow2, VMDK, VHDX, VHD or VDI file ({hint})"
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -54,6 +54,7 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                 site,
                 ttl_hours,
             } = call.body()?;
+            super::places::known_site(&db()?, &site)?;
             let role = match role {
                 NodeRole::Relay => image_tools::wire::Role::Relay,
                 NodeRole::Agent => image_tools::wire::Role::Agent,

@@ -5,8 +5,10 @@
 //! calls are short SQLite transactions; a master import holds its worker for minutes), and what
 //! exceeds `MAX_CONNECTIONS` or `QUEUE` is answered 503 at once. One request per connection.
 //!
-//! Routes (all under `/v1`): `GET|POST sites`, `POST sites/SITE/accept-new`, `POST rooms`,
-//! `GET seats[?site=S]`, `POST seats`, `POST seats/assign`, `POST seats/replace`,
+//! Routes (all under `/v1`): `GET|POST sites`, `PATCH|DELETE sites/SITE`,
+//! `POST sites/SITE/accept-new`, `GET rooms[?site=S]`, `POST rooms`, `DELETE rooms/SITE/ROOM`,
+//! `GET seats[?site=S]`, `POST seats`, `DELETE seats/SITE/ROOM/SEAT`, `POST seats/assign`,
+//! `POST seats/replace`,
 //! `GET|POST masters`, `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`,
 //! `DELETE sessions/ID`, `GET plan`, `GET fleet`, `POST nodes/NODE/approve|revoke`,
 //! `DELETE nodes/NODE`, `GET|POST overrides`, `POST tokens`; and `GET /metrics` (Prometheus text
@@ -257,7 +259,10 @@ fn db_error(e: DbError) -> Reply {
         | DbError::NoMaster { .. }
         | DbError::NoSeat { .. }
         | DbError::NoAgent { .. } => 404,
-        DbError::MasterInUse { .. } | DbError::NotSpare { .. } => 409,
+        DbError::MasterInUse { .. }
+        | DbError::NotSpare { .. }
+        | DbError::SiteExists(_)
+        | DbError::PlaceInUse { .. } => 409,
         DbError::Invalid(_) | DbError::Calendar { .. } => 400,
         DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>

@@ -1,11 +1,12 @@
 //! Sites (their windows, cap, takeover policy, opening for new NUCs), rooms and seats (with
-//! their nodes, the spares, and the DSI's binds).
+//! their nodes, the spares, and the DSI's binds); added, changed (a site, only what is given),
+//! listed and removed (refused while in use unless forced: `db::removal`).
 
 use image_tools::api::{
-    AcceptNew, AcceptingNew, Done, NewRoom, NewSeat, NewSite, SeatBind, SeatBound, SeatState,
-    Seats, SiteInfo, SpareState, Takeover,
+    AcceptNew, AcceptingNew, Done, NewRoom, NewSeat, NewSite, PlaceRemoved, RoomInfo, SeatBind,
+    SeatBound, SeatState, Seats, SiteChange, SiteInfo, SpareState, Takeover,
 };
-use image_tools::SiteId;
+use image_tools::{RoomName, SeatName, SiteId};
 
 use super::{
     db_error, error, ok, path_id, query_param, routed, stored, Answer, Call, Reply, NO_ROUTE,
@@ -22,27 +23,13 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
             let sites = db()?.sites().map_err(db_error)?;
             let sites = sites
                 .iter()
-                .map(|s| {
-                    Ok(SiteInfo {
-                        name: stored(&s.name)?,
-                        tz: s.tz.clone(),
-                        windows: s.windows.clone(),
-                        cap_mbit: s.cap_mbit,
-                        takeover: match s.takeover {
-                            Policy::Auto => Takeover::Auto,
-                            Policy::Confirm => Takeover::Confirm,
-                        },
-                    })
-                })
+                .map(site_info)
                 .collect::<Result<Vec<_>, Reply>>()?;
             ok(sites)
         }
         ("POST", ["v1", "sites"]) => {
             let site: NewSite = call.body()?;
-            let policy = site.takeover.map(|t| match t {
-                Takeover::Auto => Policy::Auto,
-                Takeover::Confirm => Policy::Confirm,
-            });
+            let policy = site.takeover.map(policy);
             db()?
                 .add_site(
                     site.name.as_str(),
@@ -53,6 +40,68 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                 )
                 .map_err(db_error)?;
             ok(Done::YES)
+        }
+        ("PATCH", ["v1", "sites", site]) => {
+            let site: SiteId = path_id(site)?;
+            let change: SiteChange = call.body()?;
+            let change = crate::db::SiteChange {
+                tz: change.tz,
+                windows: change.windows,
+                cap_mbit: change.cap_mbit,
+                takeover: change.takeover.map(policy),
+            };
+            let row = db()?.set_site(site.as_str(), &change).map_err(db_error)?;
+            tracing::info!(%site, tz = %row.tz, windows = %row.windows, cap_mbit = row.cap_mbit, "site changed");
+            ok(site_info(&row)?)
+        }
+        ("DELETE", ["v1", "sites", site]) => {
+            let site: SiteId = path_id(site)?;
+            let removal = db()?
+                .remove_site(site.as_str(), force(url)?, now)
+                .map_err(db_error)?;
+            tracing::warn!(%site, ?removal, "site removed");
+            ok(removed(site, None, None, &removal)?)
+        }
+        ("GET", ["v1", "rooms"]) => {
+            let site = query_param(url, "site")
+                .map(|s| path_id::<SiteId>(&s))
+                .transpose()?;
+            let db = db()?;
+            if let Some(site) = &site {
+                known_site(&db, site)?;
+            }
+            let rooms = db
+                .rooms(site.as_ref().map(SiteId::as_str), now)
+                .map_err(db_error)?;
+            let rooms = rooms
+                .iter()
+                .map(|r| {
+                    Ok(RoomInfo {
+                        site: stored(&r.site)?,
+                        room: stored(&r.room)?,
+                        seats: r.seats,
+                        upcoming_sessions: r.upcoming_sessions,
+                    })
+                })
+                .collect::<Result<Vec<_>, Reply>>()?;
+            ok(rooms)
+        }
+        ("DELETE", ["v1", "rooms", site, room]) => {
+            let (site, room): (SiteId, RoomName) = (path_id(site)?, path_id(room)?);
+            let removal = db()?
+                .remove_room(site.as_str(), room.as_str(), force(url)?)
+                .map_err(db_error)?;
+            tracing::warn!(%site, %room, ?removal, "room removed");
+            ok(removed(site, Some(room), None, &removal)?)
+        }
+        ("DELETE", ["v1", "seats", site, room, seat]) => {
+            let (site, room, seat): (SiteId, RoomName, SeatName) =
+                (path_id(site)?, path_id(room)?, path_id(seat)?);
+            let removal = db()?
+                .remove_seat(site.as_str(), room.as_str(), seat.as_str(), force(url)?)
+                .map_err(db_error)?;
+            tracing::warn!(%site, %room, %seat, ?removal, "seat removed");
+            ok(removed(site, Some(room), Some(seat), &removal)?)
         }
         ("POST", ["v1", "rooms"]) => {
             let room: NewRoom = call.body()?;
@@ -123,6 +172,72 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
         }
         _ => Err(NO_ROUTE),
     })())
+}
+
+fn policy(t: Takeover) -> Policy {
+    match t {
+        Takeover::Auto => Policy::Auto,
+        Takeover::Confirm => Policy::Confirm,
+    }
+}
+
+fn site_info(s: &crate::db::SiteRow) -> Result<SiteInfo, Reply> {
+    Ok(SiteInfo {
+        name: stored(&s.name)?,
+        tz: s.tz.clone(),
+        windows: s.windows.clone(),
+        cap_mbit: s.cap_mbit,
+        takeover: match s.takeover {
+            Policy::Auto => Takeover::Auto,
+            Policy::Confirm => Takeover::Confirm,
+        },
+    })
+}
+
+/// `?force=true` (or `false`, the default) of a removal.
+fn force(url: &str) -> Result<bool, Reply> {
+    match query_param(url, "force").as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(error(400, format!("force={other}: expected true or false"))),
+    }
+}
+
+fn removed(
+    site: SiteId,
+    room: Option<RoomName>,
+    seat: Option<SeatName>,
+    r: &crate::db::Removal,
+) -> Result<PlaceRemoved, Reply> {
+    let nodes = |v: &[String]| v.iter().map(|n| stored(n)).collect::<Result<Vec<_>, _>>();
+    Ok(PlaceRemoved {
+        site,
+        room,
+        seat,
+        rooms: r.rooms,
+        seats: r.seats,
+        sessions: r.sessions,
+        unseated: nodes(&r.unseated)?,
+        nodes_removed: nodes(&r.nodes)?,
+    })
+}
+
+/// `Ok` if `site` is in the catalogue; else a 404 that lists the sites there are.
+pub(super) fn known_site(db: &crate::db::Db, site: &SiteId) -> Result<(), Reply> {
+    let sites = db.sites().map_err(db_error)?;
+    if sites.iter().any(|s| s.name == site.as_str()) {
+        return Ok(());
+    }
+    let known = if sites.is_empty() {
+        "there is no site yet: add one with `nightcast site add`".to_owned()
+    } else {
+        let names: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+        format!(
+            "the sites are: {} (`nightcast site list`)",
+            names.join(", ")
+        )
+    };
+    Err(error(404, format!("no site {:?}: {known}", site.as_str())))
 }
 
 /// Seats with their nodes (silent or not) and spares (whether they count, and why they wait).

@@ -1,6 +1,6 @@
 //! The delivery plan, and daytime overrides.
 
-use image_tools::api::{NewOverride, OverrideInfo, OverrideMade, PlanRow, Verdict};
+use image_tools::api::{NewOverride, OverrideInfo, OverrideMade, PlanRow, Reason, Verdict};
 
 use std::sync::Arc;
 
@@ -88,16 +88,22 @@ fn plan_rows(plan: &[(String, Vec<plan::Row>)]) -> Result<Vec<PlanRow>, Reply> {
                 plan::Verdict::AtRisk {
                     ready_at,
                     slack_secs,
+                    needed_secs,
+                    reason,
                 } => Verdict::AtRisk {
                     ready_at: *ready_at,
                     slack_secs: *slack_secs,
+                    needed_secs: *needed_secs,
+                    reason: wire_reason(*reason),
                 },
                 plan::Verdict::Late {
                     shortfall,
                     override_secs,
+                    reason,
                 } => Verdict::Late {
                     shortfall_bytes: *shortfall,
                     override_secs: *override_secs,
+                    reason: wire_reason(*reason),
                 },
                 plan::Verdict::Unknown => Verdict::UnknownMaster {},
             };
@@ -116,4 +122,12 @@ fn plan_rows(plan: &[(String, Vec<plan::Row>)]) -> Result<Vec<PlanRow>, Reply> {
         }
     }
     Ok(out)
+}
+
+fn wire_reason(reason: plan::Reason) -> Reason {
+    match reason {
+        plan::Reason::Transfer => Reason::Transfer,
+        plan::Reason::NoRelay => Reason::NoRelay,
+        plan::Reason::RelaySilent { since } => Reason::RelaySilent { since },
+    }
 }

@@ -21,7 +21,8 @@ fn api() -> (tempfile::TempDir, Api) {
         clock: image_tools::clock::Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap(),
         settings: crate::plan::Settings {
             staging_margin_secs: 7200,
-            risk_slack_secs: 7200,
+            risk_share_percent: 80,
+            relay_silent_after_secs: 86_400,
         },
         silent_after_secs: 1800,
         changed: Arc::new(tokio::sync::Notify::new()),
@@ -136,7 +137,7 @@ fn url() -> impl Strategy<Value = String> {
 
 fn method() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec!["GET", "POST", "DELETE", "PUT"]).prop_map(str::to_owned),
+        prop::sample::select(vec!["GET", "POST", "DELETE", "PUT", "PATCH"]).prop_map(str::to_owned),
         "[A-Z]{0,8}",
     ]
 }
@@ -383,4 +384,52 @@ fn answers_read_back_as_the_shared_types() {
     let open: image_tools::api::AcceptingNew = serde_json::from_value(answer).unwrap();
     assert_eq!(open.site.as_str(), "lyon");
     assert!(open.until.is_some_and(|t| t >= 1_796_164_200 + 1800));
+}
+
+#[test]
+fn places_are_changed_listed_and_removed_with_the_shared_types() {
+    let (_dir, api) = api();
+    let call = |method: &str, url: &str, body: Value| route(&api, method, url, &body);
+    let (status, answer) = call("PATCH", "/v1/sites/lyon", json!({"cap_mbit": 50}));
+    assert_eq!(status, 200, "{answer}");
+    let site: image_tools::api::SiteInfo = serde_json::from_value(answer).unwrap();
+    assert_eq!((site.cap_mbit, site.windows.as_str()), (50, "22:00-06:00"));
+    let (status, answer) = call("PATCH", "/v1/sites/lyon", json!({"cap": 50}));
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = call(
+        "POST",
+        "/v1/sites",
+        json!({"name": "lyon", "tz": "Europe/Paris", "cap_mbit": 5}),
+    );
+    assert_eq!(status, 409, "{answer}");
+    let (status, answer) = call("GET", "/v1/rooms?site=lyon", Value::Null);
+    assert_eq!(status, 200, "{answer}");
+    let rooms: Vec<image_tools::api::RoomInfo> = serde_json::from_value(answer).unwrap();
+    assert_eq!((rooms.len(), rooms[0].seats), (1, 1));
+    let (status, answer) = call("DELETE", "/v1/rooms/lyon/salle-1", Value::Null);
+    assert_eq!(status, 409, "{answer}");
+    let (status, answer) = call("DELETE", "/v1/rooms/lyon/salle-1?force=yes", Value::Null);
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = call("DELETE", "/v1/seats/lyon/salle-1/s1", Value::Null);
+    assert_eq!(status, 200, "{answer}");
+    let removed: image_tools::api::PlaceRemoved = serde_json::from_value(answer).unwrap();
+    assert_eq!(removed.seat.map(|s| s.to_string()), Some("s1".into()));
+    let (status, answer) = call("DELETE", "/v1/sites/lyon?force=true", Value::Null);
+    assert_eq!(status, 200, "{answer}");
+    let removed: image_tools::api::PlaceRemoved = serde_json::from_value(answer).unwrap();
+    assert_eq!(removed.rooms, 1);
+    // A token for a site that is no more: a 404 that says there is none.
+    let (status, answer) = call(
+        "POST",
+        "/v1/tokens",
+        json!({"role": "relay", "site": "lyon"}),
+    );
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("there is no site yet"),
+        "{answer}"
+    );
 }

@@ -5,7 +5,8 @@
 //! Times are Unix seconds; a site's windows are stored as text (`22:00-06:00,12:00-14:00`) and
 //! checked when written.
 //!
-//! By table group: `schema` (the migrations), `sites` (sites, rooms, seats), `masters` (the
+//! By table group: `schema` (the migrations), `sites` (sites, rooms, seats), `removal` (sites,
+//! rooms and seats removed, refused while in use unless forced), `masters` (the
 //! catalogue of master versions and their manifests), `calendar` (sessions, and the calendar
 //! files of `crate::calendar` checked and inserted), `plans` (overrides, and what each site is
 //! told or planned from), `nodes` (reports, seat bindings, takeovers, the fleet), `trust`
@@ -27,6 +28,10 @@ pub enum DbError {
     Invalid(String),
     #[error("no site {0:?}: add it first with `nightcast site add`")]
     NoSite(String),
+    #[error("site {0:?} already exists: change it with `nightcast site set {0}` (only what you give changes)")]
+    SiteExists(String),
+    #[error("{place} is still used by {blockers}: remove them first, or pass --force to remove them with it")]
+    PlaceInUse { place: String, blockers: String },
     #[error("no room {room:?} at site {site:?}: add it first with `nightcast room add`")]
     NoRoom { site: String, room: String },
     #[error("no master {name} {version}: import it first with `nightcast master import`")]
@@ -66,13 +71,15 @@ mod calendar;
 mod masters;
 mod nodes;
 mod plans;
+mod removal;
 mod schema;
 mod sites;
 mod trust;
 
 pub use calendar::{SessionRow, Synced};
 pub use nodes::{Bound, FleetRow, Reported};
-pub use sites::{parse_schedule, SiteRow, MAX_CAP_MBIT};
+pub use removal::Removal;
+pub use sites::{parse_schedule, RoomRow, SiteChange, SiteRow, MAX_CAP_MBIT};
 pub use trust::PendingRow;
 
 /// The catalogue database.

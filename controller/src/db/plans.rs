@@ -232,8 +232,21 @@ impl Db {
         Ok(out)
     }
 
+    /// Each site's relay as the planner sees it: a site with no relay enrolled (or only revoked
+    /// ones) is missing; otherwise the last report of its most recently heard relay (`None`:
+    /// none ever reported).
+    pub fn relays_by_site(&self) -> Result<HashMap<String, Option<i64>>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT site, MAX(last_seen) FROM nodes
+             WHERE role = 'relay' AND revoked_at IS NULL GROUP BY site",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The plan for every site from `now` on. `holds` lists, per site, the master versions its relay
-    /// reported complete (sites not in it hold nothing).
+    /// reported complete (sites not in it hold nothing); each site's relay is read here
+    /// (`relays_by_site`).
     pub fn plan(
         &self,
         now: i64,
@@ -251,7 +264,8 @@ impl Db {
         holds: &std::collections::HashMap<String, Vec<image_tools::wire::MasterRef>>,
         classes: &crate::plan::Classes,
     ) -> Result<Vec<(String, Vec<crate::plan::Row>)>, DbError> {
-        use crate::plan::{plan_site, Session, Site};
+        use crate::plan::{plan_site, Relay, Session, Site};
+        let relays = self.relays_by_site()?;
         let mut by_site: std::collections::HashMap<String, Vec<Session>> = Default::default();
         for s in self.sessions(None)?.into_iter().filter(|s| s.start >= now) {
             by_site.entry(s.site.clone()).or_default().push(Session {
@@ -270,6 +284,10 @@ impl Db {
                 schedule: parse_schedule(&row.tz, &row.windows)?,
                 cap_bps: row.cap_mbit * 1_000_000,
                 holds: holds.get(&row.name).cloned().unwrap_or_default(),
+                relay: match relays.get(&row.name) {
+                    Some(&last_seen) => Relay::Enrolled { last_seen },
+                    None => Relay::None,
+                },
                 name: row.name,
             };
             let sessions = by_site.remove(&site.name).unwrap_or_default();

@@ -1,6 +1,6 @@
 //! Sites (time zone, night windows, WAN cap, takeover policy), their rooms and seats.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use image_tools::windows::{Schedule, Window};
 
@@ -17,8 +17,8 @@ pub struct SiteRow {
 }
 
 impl Db {
-    /// Adds a site or changes it; `takeover` is `auto` for a new site when not given, and kept as
-    /// it was for an existing one.
+    /// Adds a site (`takeover` is `auto` when not given). An existing site is refused
+    /// (`SiteExists`): `set_site` changes one, and only what it is given.
     pub fn add_site(
         &self,
         name: &str,
@@ -28,17 +28,13 @@ impl Db {
         takeover: Option<Policy>,
     ) -> Result<(), DbError> {
         image_tools::SiteId::new(name).map_err(|e| DbError::Invalid(e.to_string()))?;
-        parse_schedule(tz, windows)?;
-        if cap_mbit == 0 || cap_mbit > MAX_CAP_MBIT {
-            return Err(DbError::Invalid(format!(
-                "the WAN cap must be between 1 and {MAX_CAP_MBIT} Mbit/s, not {cap_mbit}"
-            )));
+        check_site(tz, windows, cap_mbit)?;
+        if self.exists("SELECT 1 FROM sites WHERE name = ?1", params![name])? {
+            return Err(DbError::SiteExists(name.to_owned()));
         }
         self.conn.execute(
             "INSERT INTO sites (name, tz, windows, cap_mbit, takeover)
-             VALUES (?1, ?2, ?3, ?4, COALESCE(?5, 'auto'))
-             ON CONFLICT(name) DO UPDATE
-             SET tz = ?2, windows = ?3, cap_mbit = ?4, takeover = COALESCE(?5, takeover)",
+             VALUES (?1, ?2, ?3, ?4, COALESCE(?5, 'auto'))",
             params![
                 name,
                 tz,
@@ -50,17 +46,65 @@ impl Db {
         Ok(())
     }
 
+    /// Changes what `change` gives of an existing site, keeping the rest; the site as it is now.
+    pub fn set_site(&mut self, name: &str, change: &SiteChange) -> Result<SiteRow, DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let row = tx
+            .query_row(
+                "SELECT name, tz, windows, cap_mbit, takeover FROM sites WHERE name = ?1",
+                params![name],
+                site_row,
+            )
+            .optional()?
+            .ok_or_else(|| DbError::NoSite(name.to_owned()))?;
+        let row = SiteRow {
+            tz: change.tz.clone().unwrap_or(row.tz),
+            windows: change.windows.clone().unwrap_or(row.windows),
+            cap_mbit: change.cap_mbit.unwrap_or(row.cap_mbit),
+            takeover: change.takeover.unwrap_or(row.takeover),
+            name: row.name,
+        };
+        check_site(&row.tz, &row.windows, row.cap_mbit)?;
+        tx.execute(
+            "UPDATE sites SET tz = ?2, windows = ?3, cap_mbit = ?4, takeover = ?5 WHERE name = ?1",
+            params![
+                name,
+                row.tz,
+                row.windows,
+                row.cap_mbit as i64,
+                row.takeover.as_str()
+            ],
+        )?;
+        tx.commit()?;
+        Ok(row)
+    }
+
     pub fn sites(&self) -> Result<Vec<SiteRow>, DbError> {
         let mut stmt = self
             .conn
             .prepare("SELECT name, tz, windows, cap_mbit, takeover FROM sites ORDER BY name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(SiteRow {
-                name: r.get(0)?,
-                tz: r.get(1)?,
-                windows: r.get(2)?,
-                cap_mbit: r.get::<_, i64>(3)? as u64,
-                takeover: policy(r, 4)?,
+        let rows = stmt.query_map([], site_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Each room of every site (or of one), with its seats and its sessions not yet ended at
+    /// `now`.
+    pub fn rooms(&self, site: Option<&str>, now: i64) -> Result<Vec<RoomRow>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.site, r.name,
+                (SELECT count(*) FROM seats s WHERE s.site = r.site AND s.room = r.name),
+                (SELECT count(*) FROM sessions x
+                 WHERE x.site = r.site AND x.room = r.name AND x.end > ?2)
+             FROM rooms r WHERE ?1 IS NULL OR r.site = ?1 ORDER BY r.site, r.name",
+        )?;
+        let rows = stmt.query_map(params![site, now], |r| {
+            Ok(RoomRow {
+                site: r.get(0)?,
+                room: r.get(1)?,
+                seats: r.get::<_, i64>(2)? as u64,
+                upcoming_sessions: r.get::<_, i64>(3)? as u64,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -97,6 +141,45 @@ impl Db {
     }
 }
 
+/// What `Db::set_site` changes: only the fields given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteChange {
+    pub tz: Option<String>,
+    pub windows: Option<String>,
+    pub cap_mbit: Option<u64>,
+    pub takeover: Option<Policy>,
+}
+
+/// A room, with how many seats and sessions to come it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRow {
+    pub site: String,
+    pub room: String,
+    pub seats: u64,
+    pub upcoming_sessions: u64,
+}
+
+fn site_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SiteRow> {
+    Ok(SiteRow {
+        name: r.get(0)?,
+        tz: r.get(1)?,
+        windows: r.get(2)?,
+        cap_mbit: r.get::<_, i64>(3)? as u64,
+        takeover: policy(r, 4)?,
+    })
+}
+
+/// A site's time zone, windows and cap, checked.
+fn check_site(tz: &str, windows: &str, cap_mbit: u64) -> Result<(), DbError> {
+    parse_schedule(tz, windows)?;
+    if cap_mbit == 0 || cap_mbit > MAX_CAP_MBIT {
+        return Err(DbError::Invalid(format!(
+            "the WAN cap must be between 1 and {MAX_CAP_MBIT} Mbit/s, not {cap_mbit}"
+        )));
+    }
+    Ok(())
+}
+
 /// A site's WAN cap is at most this (1 Tbit/s): a larger number is a typing error, and would not
 /// fit the database's integer.
 pub const MAX_CAP_MBIT: u64 = 1_000_000;
@@ -124,4 +207,113 @@ pub(super) fn check_room_seat(room: &str, seat: Option<&str>) -> Result<(), DbEr
         image_tools::SeatName::new(seat).map_err(|e| DbError::Invalid(e.to_string()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lyon(dir: &std::path::Path) -> Db {
+        let db = Db::open(&dir.join("c.db")).unwrap();
+        db.add_site("lyon", "Europe/Paris", "20:00-07:00,12:00-14:00", 20, None)
+            .unwrap();
+        db
+    }
+
+    #[test]
+    fn adding_an_existing_site_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = lyon(dir.path());
+        let e = db
+            .add_site("lyon", "Europe/Paris", "22:00-06:00", 50, None)
+            .unwrap_err();
+        assert!(matches!(e, DbError::SiteExists(_)), "{e}");
+        assert!(e.to_string().contains("nightcast site set lyon"), "{e}");
+        let site = &db.sites().unwrap()[0];
+        assert_eq!(
+            (site.windows.as_str(), site.cap_mbit),
+            ("20:00-07:00,12:00-14:00", 20)
+        );
+    }
+
+    #[test]
+    fn setting_a_cap_keeps_the_night_windows_and_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = lyon(dir.path());
+        let change = SiteChange {
+            cap_mbit: Some(50),
+            ..SiteChange::default()
+        };
+        let row = db.set_site("lyon", &change).unwrap();
+        let expected = SiteRow {
+            name: "lyon".into(),
+            tz: "Europe/Paris".into(),
+            windows: "20:00-07:00,12:00-14:00".into(),
+            cap_mbit: 50,
+            takeover: Policy::Auto,
+        };
+        assert_eq!(row, expected);
+        assert_eq!(db.sites().unwrap(), vec![expected]);
+    }
+
+    #[test]
+    fn a_bad_change_or_an_unknown_site_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = lyon(dir.path());
+        let before = db.sites().unwrap();
+        for change in [
+            SiteChange {
+                windows: Some("22h-6h".into()),
+                ..SiteChange::default()
+            },
+            SiteChange {
+                tz: Some("Europe/Lyon".into()),
+                cap_mbit: Some(30),
+                ..SiteChange::default()
+            },
+            SiteChange {
+                cap_mbit: Some(0),
+                ..SiteChange::default()
+            },
+        ] {
+            let e = db.set_site("lyon", &change).unwrap_err();
+            assert!(matches!(e, DbError::Invalid(_)), "{change:?}: {e}");
+        }
+        assert_eq!(db.sites().unwrap(), before);
+        assert!(matches!(
+            db.set_site("lyyon", &SiteChange::default()),
+            Err(DbError::NoSite(_))
+        ));
+    }
+
+    #[test]
+    fn rooms_are_listed_with_their_seats_and_sessions_to_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = lyon(dir.path());
+        db.add_site("nice", "Europe/Paris", "22:00-06:00", 20, None)
+            .unwrap();
+        for (site, room) in [("lyon", "salle-2"), ("lyon", "salle-1"), ("nice", "a")] {
+            db.add_room(site, room).unwrap();
+        }
+        db.add_seat("lyon", "salle-1", "pc-1").unwrap();
+        db.add_seat("lyon", "salle-1", "pc-2").unwrap();
+        let room = |site: &str, room: &str, seats| RoomRow {
+            site: site.into(),
+            room: room.into(),
+            seats,
+            upcoming_sessions: 0,
+        };
+        assert_eq!(
+            db.rooms(None, 0).unwrap(),
+            vec![
+                room("lyon", "salle-1", 2),
+                room("lyon", "salle-2", 0),
+                room("nice", "a", 0)
+            ]
+        );
+        assert_eq!(
+            db.rooms(Some("nice"), 0).unwrap(),
+            vec![room("nice", "a", 0)]
+        );
+    }
 }

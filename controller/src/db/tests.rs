@@ -306,21 +306,28 @@ lyon,salle-1,a,1,2026-11-24 08:30,2026-11-24 17:00
     )
     .unwrap();
     let now = local_time("Europe/Paris", "2026-11-23 12:00").unwrap();
+    // lyon's relay reported an hour ago, holding nothing.
+    db.record_report(
+        "lyon",
+        "relay-1",
+        "relay",
+        &[],
+        &Reported::default(),
+        now - 3600,
+    )
+    .unwrap();
     let plan = db
         .plan(now, &crate::plan::Settings::default(), &Default::default())
         .unwrap();
     let rows = &plan[0].1;
     let chunk = 256u64 << 10;
     // Tomorrow's session needs all of a (2.62 GB): one night (3.31 GB at the 0.92 Mbit/s the
-    // relay moves under the cap) is enough, with 1.67 h to spare: at risk.
+    // relay moves under the cap) is enough, in 79 % of it: on time (at risk beyond 80 %).
     assert_eq!(rows[0].new_bytes, 10_000 * chunk);
     assert!(
         matches!(
             rows[0].verdict,
-            crate::plan::Verdict::AtRisk {
-                slack_secs: 6004,
-                ..
-            }
+            crate::plan::Verdict::OnTime { night: Some(_), .. }
         ),
         "{:?}",
         rows[0].verdict
@@ -351,8 +358,60 @@ lyon,salle-1,a,1,2026-11-24 08:30,2026-11-24 17:00
         crate::plan::Verdict::Late {
             shortfall: big.cumulative - capacity,
             override_secs: (big.cumulative - capacity).div_ceil(115_000) as i64,
+            reason: crate::plan::Reason::Transfer,
         }
     );
+}
+
+#[test]
+fn the_plan_reads_each_sites_relay_from_the_nodes_it_enrolled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = sample(dir.path());
+    let now = 1_800_000_000;
+    // No relay: missing. An agent does not count as one.
+    enrol_agent(&db, "nuc-a", now);
+    assert_eq!(db.relays_by_site().unwrap().get("lyon"), None);
+    // Enrolled, never reported: known, never heard from.
+    db.conn
+        .execute(
+            "INSERT INTO nodes (site, node, role, enrolled_at) VALUES ('lyon', 'relay-1', 'relay', ?1)",
+            params![now],
+        )
+        .unwrap();
+    assert_eq!(db.relays_by_site().unwrap().get("lyon"), Some(&None));
+    // Two relays: the one heard from last.
+    db.record_report(
+        "lyon",
+        "relay-2",
+        "relay",
+        &[],
+        &Reported::default(),
+        now - 60,
+    )
+    .unwrap();
+    db.record_report(
+        "lyon",
+        "relay-1",
+        "relay",
+        &[],
+        &Reported::default(),
+        now - 600,
+    )
+    .unwrap();
+    assert_eq!(
+        db.relays_by_site().unwrap().get("lyon"),
+        Some(&Some(now - 60))
+    );
+    // Revoked relays do not count.
+    for relay in ["relay-1", "relay-2"] {
+        db.conn
+            .execute(
+                "UPDATE nodes SET revoked_at = ?2 WHERE node = ?1",
+                params![relay, now],
+            )
+            .unwrap();
+    }
+    assert_eq!(db.relays_by_site().unwrap().get("lyon"), None);
 }
 
 /// lyon with salle-1 (pc-1, pc-2) and agents nuc-a, nuc-b, nuc-s reported at `now`.
@@ -524,17 +583,23 @@ fn take_over_binds_the_spare_to_the_one_silent_seat_in_the_database() {
 fn a_confirm_site_keeps_its_policy_and_fleet_shows_why_the_spare_waits() {
     let dir = tempfile::tempdir().unwrap();
     let mut db = seated(dir.path(), 100);
-    db.add_site(
+    db.set_site(
         "lyon",
-        "Europe/Paris",
-        "22:00-06:00",
-        20,
-        Some(Policy::Confirm),
+        &SiteChange {
+            takeover: Some(Policy::Confirm),
+            ..SiteChange::default()
+        },
     )
     .unwrap();
     // Changing the site without a policy keeps it.
-    db.add_site("lyon", "Europe/Paris", "21:00-06:00", 20, None)
-        .unwrap();
+    db.set_site(
+        "lyon",
+        &SiteChange {
+            windows: Some("21:00-06:00".into()),
+            ..SiteChange::default()
+        },
+    )
+    .unwrap();
     assert_eq!(db.sites().unwrap()[0].takeover, Policy::Confirm);
     db.bind_seat("lyon", "salle-1", "pc-1", "nuc-a", false)
         .unwrap();

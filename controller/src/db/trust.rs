@@ -39,7 +39,11 @@ pub struct PendingRow {
 }
 
 /// Revokes `node`'s certificates and marks it revoked, inside `tx`.
-fn revoke_in(tx: &rusqlite::Transaction<'_>, node: &str, now: i64) -> Result<usize, DbError> {
+pub(super) fn revoke_in(
+    tx: &rusqlite::Transaction<'_>,
+    node: &str,
+    now: i64,
+) -> Result<usize, DbError> {
     let known: i64 = tx.query_row(
         "SELECT (SELECT count(*) FROM nodes WHERE node = ?1)
               + (SELECT count(*) FROM certificates WHERE node = ?1)",

@@ -18,7 +18,8 @@ pub struct MasterInfo {
     pub stored_bytes: u64,
 }
 
-/// `POST /v1/masters`: imports an image that is on the controller's disk.
+/// `POST /v1/masters`: imports an image that is on the controller's disk. Refused before any
+/// work when the name and version exist already (409), or when a raw file is no disk (400).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportMaster {
@@ -29,6 +30,11 @@ pub struct ImportMaster {
     /// Pins the image's format; detected from its first bytes when `None`.
     #[serde(default, with = "format_name")]
     pub format: Option<ImageFormat>,
+    /// Import a raw file even if it looks like no disk: smaller than 1 MiB, or with no partition
+    /// table or file system recognised (`probe::layout_of`). Without it, such a file is refused
+    /// before any work.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// The answer to [`ImportMaster`].

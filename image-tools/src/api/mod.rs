@@ -14,11 +14,16 @@
 //! | route | request | answer |
 //! |---|---|---|
 //! | `GET sites` | | `Vec<SiteInfo>` |
-//! | `POST sites` | [`NewSite`] | [`Done`] |
+//! | `POST sites` | [`NewSite`] (refused if it exists) | [`Done`] |
+//! | `PATCH sites/SITE` | [`SiteChange`] | [`SiteInfo`] |
+//! | `DELETE sites/SITE[?force=true]` | | [`PlaceRemoved`] |
 //! | `POST sites/SITE/accept-new` | [`AcceptNew`] | [`AcceptingNew`] |
+//! | `GET rooms[?site=S]` | | `Vec<RoomInfo>` |
 //! | `POST rooms` | [`NewRoom`] | [`Done`] |
+//! | `DELETE rooms/SITE/ROOM[?force=true]` | | [`PlaceRemoved`] |
 //! | `GET seats[?site=S]` | | [`Seats`] |
 //! | `POST seats` | [`NewSeat`] | [`Done`] |
+//! | `DELETE seats/SITE/ROOM/SEAT[?force=true]` | | [`PlaceRemoved`] |
 //! | `POST seats/assign`, `seats/replace` | [`SeatBind`] | [`SeatBound`] |
 //! | `GET masters` | | `Vec<MasterInfo>` |
 //! | `POST masters` | [`ImportMaster`] | [`Imported`] |
@@ -55,10 +60,10 @@ pub use catalogue::{
 pub use errors::{ApiError, Done};
 pub use fleet::{Approved, FleetRow, NewToken, NodeRole, Removed, Revoked, Token};
 pub use places::{
-    AcceptNew, AcceptingNew, NewRoom, NewSeat, NewSite, SeatBind, SeatBound, SeatState, Seats,
-    SiteInfo, SpareState, Takeover, DEFAULT_WINDOWS,
+    AcceptNew, AcceptingNew, NewRoom, NewSeat, NewSite, PlaceRemoved, RoomInfo, SeatBind,
+    SeatBound, SeatState, Seats, SiteChange, SiteInfo, SpareState, Takeover, DEFAULT_WINDOWS,
 };
-pub use plan::{NewOverride, OverrideInfo, OverrideMade, PlanRow, Verdict};
+pub use plan::{NewOverride, OverrideInfo, OverrideMade, PlanRow, Reason, Verdict};
 
 #[cfg(test)]
 mod tests;

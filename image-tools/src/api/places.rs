@@ -48,7 +48,8 @@ pub struct SiteInfo {
     pub takeover: Takeover,
 }
 
-/// `POST /v1/sites`: adds a site or changes it (`takeover` kept as it was when not given).
+/// `POST /v1/sites`: adds a site; an existing one is refused (409: change it with
+/// [`SiteChange`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewSite {
@@ -63,6 +64,50 @@ pub struct NewSite {
 
 fn default_windows() -> String {
     DEFAULT_WINDOWS.to_owned()
+}
+
+/// `PATCH /v1/sites/SITE`: changes only the fields given, and answers the site as it now is
+/// ([`SiteInfo`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_mbit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<Takeover>,
+}
+
+/// A row of `GET /v1/rooms[?site=S]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub site: SiteId,
+    pub room: RoomName,
+    pub seats: u64,
+    /// Its sessions not yet ended.
+    pub upcoming_sessions: u64,
+}
+
+/// The answer to `DELETE /v1/sites/SITE`, `DELETE /v1/rooms/SITE/ROOM` and
+/// `DELETE /v1/seats/SITE/ROOM/SEAT`. Without `?force=true`, a place still in use (rooms, seats,
+/// sessions, nodes) is refused with a 409 naming what uses it; with it, these go too, and this
+/// says what went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceRemoved {
+    pub site: SiteId,
+    pub room: Option<RoomName>,
+    pub seat: Option<SeatName>,
+    /// Rooms, seats and sessions (past ones too) removed with it.
+    pub rooms: u64,
+    pub seats: u64,
+    pub sessions: u64,
+    /// NUCs that sat at a removed seat: spares now.
+    pub unseated: Vec<NodeId>,
+    /// A site's relays and NUCs, revoked and forgotten (as `DELETE /v1/nodes/NODE`).
+    pub nodes_removed: Vec<NodeId>,
 }
 
 /// `POST /v1/sites/SITE/accept-new`: lets the site's new NUCs in by themselves for `minutes`

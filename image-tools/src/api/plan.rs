@@ -37,16 +37,42 @@ pub enum Verdict {
         ready_at: i64,
         night: Option<String>,
     },
-    /// Ready in time, with only `slack_secs` of window time to spare.
-    AtRisk { ready_at: i64, slack_secs: i64 },
+    /// Ready in time by the numbers (at `ready_at`, the transfer taking `needed_secs` of window
+    /// time with `slack_secs` to spare), but uncertain for `reason`: the transfer needs too large
+    /// a share of the window time left (`transfer`), or the site's relay is silent.
+    AtRisk {
+        ready_at: i64,
+        slack_secs: i64,
+        #[serde(default)]
+        needed_secs: i64,
+        #[serde(default)]
+        reason: Reason,
+    },
     /// `shortfall_bytes` will still be missing at the deadline; a daytime override of
-    /// `override_secs` at the site's cap fixes it.
+    /// `override_secs` at the site's cap fixes it, once the site has a relay that answers
+    /// (`reason`: `no_relay`, every byte is missing; `relay_silent`; `transfer`, the bytes alone).
     Late {
         shortfall_bytes: u64,
         override_secs: i64,
+        #[serde(default)]
+        reason: Reason,
     },
     /// The master version is not in the catalogue.
     UnknownMaster {},
+}
+
+/// Why a session is at risk or late. On the wire as `{"kind": "relay_silent", "since": ...}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// The bytes to move against the night-window time left at the site's rate.
+    #[default]
+    Transfer,
+    /// No relay is enrolled at the site: nothing reaches its rooms.
+    NoRelay,
+    /// The site's relay has not been heard from since `since` (Unix seconds; `None`: it never
+    /// reported).
+    RelaySilent { since: Option<i64> },
 }
 
 /// `POST /v1/overrides`: lets a site's relay fetch a master outside its night windows for

@@ -31,6 +31,44 @@ fn a_plan_row_keeps_its_verdict_and_detail_on_the_wire() {
 }
 
 #[test]
+fn a_verdict_names_its_reason_on_the_wire_and_an_older_answer_still_reads() {
+    let late = Verdict::Late {
+        shortfall_bytes: 9,
+        override_secs: 1,
+        reason: Reason::NoRelay,
+    };
+    let value = serde_json::to_value(&late).unwrap();
+    assert_eq!(
+        value,
+        json!({"verdict": "late", "detail": {"shortfall_bytes": 9, "override_secs": 1,
+            "reason": {"kind": "no_relay"}}})
+    );
+    let silent = Verdict::AtRisk {
+        ready_at: 5,
+        slack_secs: 6,
+        needed_secs: 7,
+        reason: Reason::RelaySilent { since: Some(4) },
+    };
+    let value = serde_json::to_value(&silent).unwrap();
+    assert_eq!(
+        value["detail"]["reason"],
+        json!({"kind": "relay_silent", "since": 4})
+    );
+    assert_eq!(serde_json::from_value::<Verdict>(value).unwrap(), silent);
+    // A controller from before reasons: the numbers were the reason.
+    let old = json!({"verdict": "at_risk", "detail": {"ready_at": 5, "slack_secs": 6}});
+    assert_eq!(
+        serde_json::from_value::<Verdict>(old).unwrap(),
+        Verdict::AtRisk {
+            ready_at: 5,
+            slack_secs: 6,
+            needed_secs: 0,
+            reason: Reason::Transfer,
+        }
+    );
+}
+
+#[test]
 fn a_request_with_an_unknown_field_is_refused_by_name() {
     let e = serde_json::from_value::<NewRoom>(json!({"site": "lyon", "room": "a", "rooom": "b"}))
         .unwrap_err()
