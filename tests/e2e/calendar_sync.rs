@@ -63,7 +63,7 @@ fn a_changed_thunderbird_export_moves_adds_and_removes_exactly_what_changed() {
     run(&["room", "add", "lyon", "salle-1"]);
     run(&["room", "add", "lyon", "salle-2"]);
     let image = dir.path().join("win10.img");
-    image_tools::testimage::write_sparse(&image, &image_tools::testimage::image_bytes(4 << 20, 2))
+    image_tools::testimage::write_sparse(&image, &image_tools::testimage::disk_bytes(4 << 20, 2))
         .unwrap();
     let img = image.to_str().unwrap();
     run(&["master", "import", img, "--name", "win10", "--version", "1"]);

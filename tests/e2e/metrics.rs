@@ -222,7 +222,7 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
     assert_eq!(sessions(&c0, "late"), 0);
 
     // An import through the admin API: its progress and its new bytes are counted.
-    let image = image_tools::testimage::image_bytes(4 << 20, 12);
+    let image = image_tools::testimage::disk_bytes(4 << 20, 12);
     let path = f.dir.path().join("demo-2.img");
     image_tools::testimage::write_sparse(&path, &image).unwrap();
     let imported: serde_json::Value = serde_json::from_str(&f.nightcast(&[
