@@ -2,41 +2,10 @@
 //! calendar, plan, refusals; and a controller killed with -9 in the middle of an import.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{workspace_bin, Controller};
-
-fn nightcast(c: &Controller, data: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
-        .args([
-            "--api",
-            &c.api,
-            "--token-file",
-            data.join("admin.token").to_str().unwrap(),
-        ])
-        .args(args)
-        .env_remove("NIGHTCAST_TOKEN")
-        .output()
-        .unwrap();
-    assert_ne!(
-        out.status.code(),
-        Some(101),
-        "panicked: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn ok(c: &Controller, data: &Path, args: &[&str]) -> String {
-    let out = nightcast(c, data, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::util::{nightcast, nightcast_ok, workspace_bin, Controller};
 
 fn err(c: &Controller, data: &Path, args: &[&str]) -> String {
     let out = nightcast(c, data, args);
@@ -76,7 +45,7 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
         "{out:?}"
     );
 
-    ok(
+    nightcast_ok(
         &c,
         &data,
         &[
@@ -103,13 +72,13 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
         ]
     )
     .contains("time zone"));
-    assert!(ok(&c, &data, &["site", "list"]).contains("Europe/Paris"));
-    ok(&c, &data, &["room", "add", "lyon", "salle-1"]);
+    assert!(nightcast_ok(&c, &data, &["site", "list"]).contains("Europe/Paris"));
+    nightcast_ok(&c, &data, &["room", "add", "lyon", "salle-1"]);
 
     let image = dir.path().join("win10.img");
     image_tools::testimage::write_sparse(&image, &image_tools::testimage::disk_bytes(8 << 20, 2))
         .unwrap();
-    let out = ok(
+    let out = nightcast_ok(
         &c,
         &data,
         &[
@@ -123,7 +92,7 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
         ],
     );
     assert!(out.contains("win10 1 imported"), "{out}");
-    assert!(ok(&c, &data, &["master", "list"]).contains("win10"));
+    assert!(nightcast_ok(&c, &data, &["master", "list"]).contains("win10"));
 
     // A calendar with a bad row imports nothing and names the line.
     let bad = dir.path().join("bad.csv");
@@ -134,11 +103,14 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
     .unwrap();
     let e = err(&c, &data, &["calendar", "import", bad.to_str().unwrap()]);
     assert!(e.contains("bad.csv:3") && e.contains("unknown room"), "{e}");
-    assert_eq!(ok(&c, &data, &["--json", "session", "list"]).trim(), "[]");
+    assert_eq!(
+        nightcast_ok(&c, &data, &["--json", "session", "list"]).trim(),
+        "[]"
+    );
     let good = dir.path().join("term.csv");
     std::fs::write(&good, "site,room,master,version,start,end\nlyon,salle-1,win10,1,2030-01-07 08:30,2030-01-07 17:00\n").unwrap();
     assert!(
-        ok(&c, &data, &["calendar", "import", good.to_str().unwrap()])
+        nightcast_ok(&c, &data, &["calendar", "import", good.to_str().unwrap()])
             .contains("1 sessions imported")
     );
 
@@ -155,7 +127,7 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
         "--version",
         "1",
     ];
-    ok(
+    nightcast_ok(
         &c,
         &data,
         &[
@@ -175,23 +147,23 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
     );
     assert!(e.contains("already has a session"), "{e}");
     let sessions: serde_json::Value =
-        serde_json::from_str(&ok(&c, &data, &["--json", "session", "list"])).unwrap();
+        serde_json::from_str(&nightcast_ok(&c, &data, &["--json", "session", "list"])).unwrap();
     assert_eq!(sessions.as_array().unwrap().len(), 2);
     let id = sessions[1]["id"].to_string();
-    ok(&c, &data, &["session", "rm", &id]);
+    nightcast_ok(&c, &data, &["session", "rm", &id]);
     assert!(err(&c, &data, &["session", "rm", &id]).contains("no session"));
-    ok(&c, &data, &["seat", "add", "lyon", "salle-1", "poste-01"]);
+    nightcast_ok(&c, &data, &["seat", "add", "lyon", "salle-1", "poste-01"]);
     assert!(err(&c, &data, &["seat", "add", "lyon", "salle-9", "poste-01"]).contains("no room"));
 
     // No relay is enrolled at lyon yet: nothing reaches it (see `verdicts`).
-    let plan = ok(&c, &data, &["plan"]);
+    let plan = nightcast_ok(&c, &data, &["plan"]);
     assert!(
         plan.contains("lyon") && plan.contains("win10 1") && plan.contains("LATE: no relay"),
         "{plan}"
     );
     let e = err(&c, &data, &["master", "rm", "win10", "1"]);
     assert!(e.contains("needed by 1 upcoming session"), "{e}");
-    let token = ok(&c, &data, &["enroll", "--site", "lyon"]);
+    let token = nightcast_ok(&c, &data, &["enroll", "--site", "lyon"]);
     assert!(token.trim().starts_with("nc1-"), "{token}");
     // A weekly course in iCalendar imports every session; a rule that is not expanded is refused
     // with its line, and nothing of that file is imported.
@@ -215,9 +187,12 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
     );
     let weekly = dir.path().join("weekly.ics");
     std::fs::write(&weekly, course("RRULE:FREQ=WEEKLY;BYDAY=MO,WE;COUNT=3")).unwrap();
-    assert!(ok(&c, &data, &["calendar", "import", weekly.to_str().unwrap()]).contains("3 added"));
+    assert!(
+        nightcast_ok(&c, &data, &["calendar", "import", weekly.to_str().unwrap()])
+            .contains("3 added")
+    );
     let sessions: serde_json::Value =
-        serde_json::from_str(&ok(&c, &data, &["--json", "session", "list"])).unwrap();
+        serde_json::from_str(&nightcast_ok(&c, &data, &["--json", "session", "list"])).unwrap();
     let starts: Vec<i64> = sessions
         .as_array()
         .unwrap()
@@ -235,17 +210,17 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
     // Spreadsheet exports as they are. French Excel (semicolons, French column names, quotes,
     // DD/MM/YYYY and 8:30, CRLF) imports; Excel's "CSV UTF-8" (BOM, CRLF, a quoted room holding a
     // comma) is read past its header, and its first row refused for that room's name, with its line.
-    ok(&c, &data, &["room", "add", "lyon", "salle-2"]);
+    nightcast_ok(&c, &data, &["room", "add", "lyon", "salle-2"]);
     let fixture = |name: &str| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("controller/tests/fixtures")
             .join(name)
     };
     let fr = fixture("excel-fr.csv");
-    let out = ok(&c, &data, &["calendar", "import", fr.to_str().unwrap()]);
+    let out = nightcast_ok(&c, &data, &["calendar", "import", fr.to_str().unwrap()]);
     assert!(out.contains("2 sessions imported"), "{out}");
     let sessions: serde_json::Value =
-        serde_json::from_str(&ok(&c, &data, &["--json", "session", "list"])).unwrap();
+        serde_json::from_str(&nightcast_ok(&c, &data, &["--json", "session", "list"])).unwrap();
     let rows: Vec<_> = sessions.as_array().unwrap()[4..]
         .iter()
         .map(|s| {
@@ -347,7 +322,7 @@ fn a_controller_killed_mid_import_restarts_consistent() {
     // Restarted: the catalogue does not know the half-imported master, the store has no bad chunk,
     // and the import can simply be run again.
     let c = Controller::start(&data);
-    assert!(!ok(&c, &data, &["master", "list"]).contains("big"));
+    assert!(!nightcast_ok(&c, &data, &["master", "list"]).contains("big"));
     let scrub = Command::new(workspace_bin("nightcast-image"))
         .args(["scrub", "--store", data.join("store").to_str().unwrap()])
         .output()
@@ -357,7 +332,7 @@ fn a_controller_killed_mid_import_restarts_consistent() {
         "{}",
         String::from_utf8_lossy(&scrub.stderr)
     );
-    let out = ok(
+    let out = nightcast_ok(
         &c,
         &data,
         &[
@@ -371,7 +346,7 @@ fn a_controller_killed_mid_import_restarts_consistent() {
         ],
     );
     assert!(out.contains("big 1 imported"), "{out}");
-    assert!(ok(&c, &data, &["master", "list"]).contains("big"));
+    assert!(nightcast_ok(&c, &data, &["master", "list"]).contains("big"));
 }
 
 fn init_controller(dir: &Path) -> std::path::PathBuf {
@@ -429,7 +404,7 @@ fn a_master_import_of_a_qcow2_backed_by_the_signing_key_is_refused() {
             "{extra:?}: {e}"
         );
     }
-    assert!(!ok(&c, &data, &["master", "list"]).contains("evil"));
+    assert!(!nightcast_ok(&c, &data, &["master", "list"]).contains("evil"));
     let store = data.join("store");
     let stored: usize = std::fs::read_dir(store.join("chunks"))
         .unwrap()
@@ -472,7 +447,7 @@ fn a_corrupt_chunk_in_the_controller_store_never_ends_up_in_a_recorded_master() 
     std::fs::write(&path, &bytes).unwrap();
     drop(store);
     let out = import("2");
-    let masters = ok(&c, &data, &["--json", "master", "list"]);
+    let masters = nightcast_ok(&c, &data, &["--json", "master", "list"]);
     let recorded = masters.contains("\"2\"");
     assert!(
         out.status.success() == recorded,
@@ -505,7 +480,7 @@ fn started(dir: &Path) -> (std::path::PathBuf, Controller) {
 fn a_long_session_list_prints_every_row() {
     let dir = tempfile::tempdir().unwrap();
     let (data, c) = started(dir.path());
-    ok(
+    nightcast_ok(
         &c,
         &data,
         &[
@@ -518,7 +493,7 @@ fn a_long_session_list_prints_every_row() {
             "20",
         ],
     );
-    ok(&c, &data, &["room", "add", "lyon", "salle-1"]);
+    nightcast_ok(&c, &data, &["room", "add", "lyon", "salle-1"]);
     let image = dir.path().join("win10.img");
     image_tools::testimage::write_sparse(&image, &image_tools::testimage::disk_bytes(4 << 20, 2))
         .unwrap();
@@ -531,7 +506,7 @@ fn a_long_session_list_prints_every_row() {
         "--version",
         "1",
     ];
-    ok(&c, &data, &import);
+    nightcast_ok(&c, &data, &import);
     // Hundreds of rows: every one printed (the old client printed only the header of an answer
     // sent chunked, as tiny_http did above 32 KiB; see the next test for a chunked answer).
     let sessions = 600;
@@ -543,9 +518,9 @@ fn a_long_session_list_prints_every_row() {
     }
     let term = dir.path().join("term.csv");
     std::fs::write(&term, csv).unwrap();
-    ok(&c, &data, &["calendar", "import", term.to_str().unwrap()]);
+    nightcast_ok(&c, &data, &["calendar", "import", term.to_str().unwrap()]);
 
-    let list = ok(&c, &data, &["session", "list"]);
+    let list = nightcast_ok(&c, &data, &["session", "list"]);
     let rows = list.lines().filter(|l| l.contains("win10")).count();
     assert_eq!(rows, sessions as usize, "{list}");
     assert!(list.contains("2031-08-"), "the last sessions are missing");
@@ -617,7 +592,7 @@ fn a_controller_that_never_answers_makes_the_command_time_out() {
 fn room_and_seat_names_that_are_paths_empty_or_control_characters_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (data, c) = started(dir.path());
-    ok(
+    nightcast_ok(
         &c,
         &data,
         &[
@@ -637,7 +612,7 @@ fn room_and_seat_names_that_are_paths_empty_or_control_characters_are_refused() 
             "{bad:?}: {e}"
         );
     }
-    ok(&c, &data, &["room", "add", "lyon", "salle-1"]);
+    nightcast_ok(&c, &data, &["room", "add", "lyon", "salle-1"]);
     for bad in ["", "../../etc", "poste\n01"] {
         let e = err(&c, &data, &["seat", "add", "lyon", "salle-1", bad]);
         assert!(
@@ -660,7 +635,7 @@ fn room_and_seat_names_that_are_paths_empty_or_control_characters_are_refused() 
     .unwrap();
     let e = err(&c, &data, &["calendar", "import", csv.to_str().unwrap()]);
     assert!(e.contains("term.csv:2") && e.contains("room name"), "{e}");
-    let out = ok(&c, &data, &["--json", "seat", "list"]);
+    let out = nightcast_ok(&c, &data, &["--json", "seat", "list"]);
     assert!(!out.contains(".."), "{out}");
 }
 
@@ -675,7 +650,7 @@ fn a_flood_of_connections_leaves_the_threads_bounded_and_the_dsi_answered() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let (data, c) = started(dir.path());
-    ok(&c, &data, &["site", "list"]);
+    nightcast_ok(&c, &data, &["site", "list"]);
     let pid = c.child.id();
     let before = threads(pid);
     let addr = c.api.strip_prefix("http://").unwrap().to_owned();

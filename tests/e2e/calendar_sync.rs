@@ -8,30 +8,10 @@ use std::process::Command;
 
 use image_tools::api::{CalendarSynced, SessionInfo};
 
-use crate::util::{workspace_bin, Controller};
-
-fn nightcast(c: &Controller, data: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
-        .args([
-            "--api",
-            &c.api,
-            "--token-file",
-            data.join("admin.token").to_str().unwrap(),
-        ])
-        .args(args)
-        .env_remove("NIGHTCAST_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::util::{nightcast_ok, workspace_bin, Controller};
 
 fn sessions(c: &Controller, data: &Path) -> Vec<SessionInfo> {
-    serde_json::from_str(&nightcast(c, data, &["--json", "session", "list"])).unwrap()
+    serde_json::from_str(&nightcast_ok(c, data, &["--json", "session", "list"])).unwrap()
 }
 
 /// `YYYY-MM-DD HH:MM` in Paris, as Unix seconds.
@@ -50,7 +30,7 @@ fn a_changed_thunderbird_export_moves_adds_and_removes_exactly_what_changed() {
         .unwrap()
         .success());
     let c = Controller::start(&data);
-    let run = |args: &[&str]| nightcast(&c, &data, args);
+    let run = |args: &[&str]| nightcast_ok(&c, &data, args);
     run(&[
         "site",
         "add",

@@ -3,31 +3,9 @@
 //! that exist, rooms listed and removed, seats removed, and a site removed: refused while in use
 //! with what uses it named, then with `--force`, its relay revoked and shut out.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::util::{workspace_bin, Controller};
-
-fn nightcast(c: &Controller, data: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
-        .args([
-            "--api",
-            &c.api,
-            "--token-file",
-            data.join("admin.token").to_str().unwrap(),
-        ])
-        .args(args)
-        .env_remove("NIGHTCAST_TOKEN")
-        .output()
-        .unwrap();
-    assert_ne!(
-        out.status.code(),
-        Some(101),
-        "panicked: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use crate::util::{nightcast, workspace_bin, Controller};
 
 #[test]
 fn a_dsi_changes_lists_and_removes_sites_rooms_and_seats() {

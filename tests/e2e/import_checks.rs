@@ -5,21 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::util::{workspace_bin, Controller};
-
-fn nightcast(c: &Controller, data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nightcast"))
-        .args([
-            "--api",
-            &c.api,
-            "--token-file",
-            data.join("admin.token").to_str().unwrap(),
-        ])
-        .args(args)
-        .env_remove("NIGHTCAST_TOKEN")
-        .output()
-        .unwrap()
-}
+use crate::util::{nightcast, workspace_bin, Controller};
 
 /// Chunks in the controller's store.
 fn stored(data: &Path) -> usize {

@@ -273,3 +273,37 @@ fn delayed_sender(
         }
     })
 }
+
+/// `nightcast ARGS` against the controller `c` with the admin token of its data directory `data`:
+/// its output, whatever the exit code (a panic fails the test).
+pub fn nightcast(c: &Controller, data: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+        .args([
+            "--api",
+            &c.api,
+            "--token-file",
+            data.join("admin.token").to_str().expect("utf-8 path"),
+        ])
+        .args(args)
+        .env_remove("NIGHTCAST_TOKEN")
+        .output()
+        .expect("run nightcast");
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "nightcast {args:?} panicked: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `nightcast`, which must succeed: its stdout.
+pub fn nightcast_ok(c: &Controller, data: &Path, args: &[&str]) -> String {
+    let out = nightcast(c, data, args);
+    assert!(
+        out.status.success(),
+        "nightcast {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}

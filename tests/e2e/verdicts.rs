@@ -2,45 +2,8 @@
 //! a relay that enrolled but never reported leaves its site at risk, and a relay that reports puts
 //! it back on time. A real controller and a real relay on loopback, driven by the DSI's commands.
 
-use std::path::Path;
-use std::process::Command;
-
-use crate::util::{workspace_bin, Controller};
-
-/// A command of the workspace, which must succeed: its stdout.
-fn ok(bin: &str, args: &[&str]) -> String {
-    let out = Command::new(workspace_bin(bin))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{bin} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// `nightcast ARGS` against `c`, which must succeed: its stdout.
-fn nightcast(c: &Controller, data: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
-        .args([
-            "--api",
-            &c.api,
-            "--token-file",
-            data.join("admin.token").to_str().unwrap(),
-        ])
-        .args(args)
-        .env_remove("NIGHTCAST_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nightcast {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::fleet::ok;
+use crate::util::{nightcast_ok, Controller};
 
 #[test]
 fn a_site_without_a_relay_is_late_and_a_relay_that_never_reported_is_at_risk() {
@@ -52,7 +15,7 @@ fn a_site_without_a_relay_is_late_and_a_relay_that_never_reported_is_at_risk() {
         &["init", "--data", data.to_str().unwrap()],
     );
     let c = Controller::start(&data);
-    let run = |args: &[&str]| nightcast(&c, &data, args);
+    let run = |args: &[&str]| nightcast_ok(&c, &data, args);
 
     // A small master, a session years ahead: by the numbers, nothing could be easier.
     run(&[
