@@ -69,6 +69,9 @@ pub struct Planner {
     pub risk_share_percent: u8,
     /// A site whose relay has not been heard from for longer is never "on time".
     pub relay_silent_after_hours: u32,
+    /// The at-risk rule before `risk_share_percent`: still read, so that an older config file
+    /// starts, and ignored with a warning.
+    pub risk_slack_minutes: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -107,6 +110,7 @@ impl Default for Planner {
             staging_margin_minutes: 120,
             risk_share_percent: 80,
             relay_silent_after_hours: 24,
+            risk_slack_minutes: None,
         }
     }
 }
@@ -183,6 +187,13 @@ impl Config {
                 "`trust.certificate_lifetime_days` must be between 1 and 3650 (ten years)"
             );
         }
+        if self.planner.risk_slack_minutes.is_some() {
+            tracing::warn!(
+                "`planner.risk_slack_minutes` is no longer used: a session is at risk when its bytes \
+                 need more than `planner.risk_share_percent` (default 80) of the window time left; \
+                 remove the key"
+            );
+        }
         if !(0..=22).contains(&self.store.tighten_level) || self.store.tighten_threads == 0 {
             anyhow::bail!(
                 "`store.tighten_level` must be 0 (off) to 22 and `store.tighten_threads` above 0"
@@ -220,6 +231,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+        // The key of the older at-risk rule still starts the controller (with a warning).
+        let old = Config::parse("[planner]\nrisk_slack_minutes = 120").unwrap();
+        assert_eq!(old.planner.risk_slack_minutes, Some(120));
+        assert_eq!(old.planner.risk_share_percent, 80);
         let e = Config::parse("[planner]\nrisk_slack = 5")
             .unwrap_err()
             .to_string();
