@@ -1053,6 +1053,7 @@ fn plan_table(plan: &[api::PlanRow]) -> String {
             human(row.new_bytes),
             verdict
         ));
+        out.extend(row.failed.iter().map(|f| format!("      {f}")));
     }
     if out.is_empty() {
         "no upcoming sessions".to_owned()

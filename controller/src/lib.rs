@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod enrolment;
+pub mod failures;
 pub mod fleet;
 pub mod metrics;
 pub mod plan;

@@ -26,6 +26,7 @@ use crate::profile::{Host, Network, ProfileError};
 use crate::qmp::QmpError;
 
 mod fake;
+mod kvm_memory;
 mod qemu;
 pub use fake::Fake;
 pub use qemu::{Machine, Qemu, QemuConfig, Stopped};

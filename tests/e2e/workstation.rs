@@ -128,6 +128,14 @@ fn a_version_that_does_not_boot_is_rolled_back_and_the_fleet_names_it() {
         .unwrap_or_else(|| panic!("nuc-1 is not in the fleet: {fleet}"));
     assert!(row.contains("FAILED here: debian 2"), "{fleet}");
     assert!(row.contains("panic"), "the reason is not given: {fleet}");
+    // So does the plan, under the session: which NUC and seat, why, and that it runs version 1.
+    let plan = f.nightcast(&["plan"]);
+    let failed = plan
+        .lines()
+        .find(|l| l.contains("FAILED on nuc-1 (pc-1)"))
+        .unwrap_or_else(|| panic!("the plan does not name nuc-1: {plan}"));
+    assert!(failed.contains("panic"), "the reason is not given: {plan}");
+    assert!(failed.contains("previous version"), "{plan}");
     // And it stays on version 1: version 2 is not tried again on this NUC.
     std::thread::sleep(std::time::Duration::from_secs(5));
     let s = nuc.status();

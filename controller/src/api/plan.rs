@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{db_error, ok, routed, stored, Answer, Api, Call, Reply, NO_ROUTE};
 use crate::db::Db;
+use crate::failures::{failed_on, SeatFailure};
 use crate::plan::{self, Classes};
 
 /// The answer to `call` if it is one of this module's routes.
@@ -14,8 +15,10 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
     let db = || call.db();
     routed((|| match (call.method, call.path) {
         ("GET", ["v1", "plan"]) => {
-            let (plan, _) = current(api, &db()?, now)?;
-            ok(plan_rows(&plan)?)
+            let db = db()?;
+            let (plan, _) = current(api, &db, now)?;
+            let failures = db.seat_failures().map_err(db_error)?;
+            ok(plan_rows(&plan, &failures)?)
         }
         ("POST", ["v1", "overrides"]) => {
             let o: NewOverride = call.body()?;
@@ -75,8 +78,12 @@ pub(super) fn current(api: &Api, db: &Db, now: i64) -> Result<(SitePlans, Arc<Cl
 /// Each site's rows.
 pub(super) type SitePlans = Vec<(String, Vec<plan::Row>)>;
 
-/// The plan's rows, site after site, as the API answers them.
-fn plan_rows(plan: &[(String, Vec<plan::Row>)]) -> Result<Vec<PlanRow>, Reply> {
+/// The plan's rows, site after site, as the API answers them, each with the seats of its room
+/// where its master version failed.
+fn plan_rows(
+    plan: &[(String, Vec<plan::Row>)],
+    failures: &[SeatFailure],
+) -> Result<Vec<PlanRow>, Reply> {
     let mut out = Vec::new();
     for (site, rows) in plan {
         for r in rows {
@@ -117,6 +124,7 @@ fn plan_rows(plan: &[(String, Vec<plan::Row>)]) -> Result<Vec<PlanRow>, Reply> {
                 deadline: r.deadline,
                 new_bytes: r.new_bytes,
                 cumulative_bytes: r.cumulative,
+                failed: failed_on(site, &r.session.room, &r.session.master, failures),
                 verdict,
             });
         }

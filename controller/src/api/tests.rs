@@ -433,3 +433,83 @@ fn places_are_changed_listed_and_removed_with_the_shared_types() {
         "{answer}"
     );
 }
+
+#[test]
+fn the_plan_names_the_seats_where_the_sessions_version_failed() {
+    use image_tools::report::{AgentReport, Failed, Report};
+    let (_dir, api) = api();
+    let mut db = Db::open(&api.data.database()).unwrap();
+    db.add_seat("lyon", "salle-1", "pc-3").unwrap();
+    for node in ["nuc-1", "nuc-3"] {
+        // What the enrolment rules would have recorded.
+        rusqlite::Connection::open(api.data.database())
+            .unwrap()
+            .execute(
+                "INSERT INTO nodes (site, node, role, enrolled_at) VALUES ('lyon', ?1, 'agent', 0)",
+                [node],
+            )
+            .unwrap();
+    }
+    db.bind_seat("lyon", "salle-1", "s1", "nuc-1", false)
+        .unwrap();
+    db.bind_seat("lyon", "salle-1", "pc-3", "nuc-3", false)
+        .unwrap();
+    let failed = |version: &str| Failed {
+        master: image_tools::wire::MasterRef::new("win10", version).unwrap(),
+        why: "the guest's kernel panicked (serial: Kernel panic - not syncing)".into(),
+        at: 1_796_160_000,
+    };
+    let report = |failed: Vec<Failed>| crate::db::Reported {
+        software: "0.1.0".into(),
+        report: Report::Agent(AgentReport {
+            failed,
+            ..AgentReport::default()
+        }),
+    };
+    assert!(db
+        .record_agent_report("lyon", "nuc-3", &[], &report(vec![failed("2")]), 100)
+        .unwrap());
+    assert!(db
+        .record_agent_report("lyon", "nuc-1", &[], &report(vec![failed("9")]), 100)
+        .unwrap());
+    for (version, start) in [("2", "2026-12-03 08:30"), ("1", "2026-12-04 08:30")] {
+        let (m, bytes) = crate::testing::manifest("win10", version, 1);
+        db.add_master(&m, &bytes, 0).unwrap();
+        db.add_session(
+            "lyon",
+            "salle-1",
+            ("win10", version),
+            start,
+            &start.replace("08:30", "12:00"),
+        )
+        .unwrap();
+    }
+    let (status, answer) = route(&api, "GET", "/v1/plan", &Value::Null);
+    assert_eq!(status, 200, "{answer}");
+    let plan: Vec<image_tools::api::PlanRow> = serde_json::from_value(answer).unwrap();
+    let said: Vec<(String, Vec<String>)> = plan
+        .iter()
+        .map(|r| {
+            (
+                r.version.to_string(),
+                r.failed.iter().map(|f| f.to_string()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            (
+                "2".to_owned(),
+                vec![
+                    "FAILED on nuc-3 (pc-3): the guest's kernel panicked (serial: Kernel panic - \
+                     not syncing): this seat runs the previous version (see `nightcast fleet`; \
+                     republish the master to retry it)"
+                        .to_owned()
+                ]
+            ),
+            ("1".to_owned(), vec![]),
+        ]
+    );
+    assert_eq!(plan[0].failed[0].at, 1_796_160_000);
+}

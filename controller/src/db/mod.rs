@@ -68,6 +68,7 @@ pub enum DbError {
 }
 
 mod calendar;
+mod failures;
 mod masters;
 mod nodes;
 mod plans;

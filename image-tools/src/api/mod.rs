@@ -47,6 +47,7 @@
 mod calendar;
 mod catalogue;
 mod errors;
+mod failed;
 mod fleet;
 mod places;
 mod plan;
@@ -58,6 +59,7 @@ pub use catalogue::{
     CalendarFile, CalendarImported, ImportMaster, Imported, MasterInfo, NewSession, SessionInfo,
 };
 pub use errors::{ApiError, Done};
+pub use failed::FailedOn;
 pub use fleet::{Approved, FleetRow, NewToken, NodeRole, Removed, Revoked, Token};
 pub use places::{
     AcceptNew, AcceptingNew, NewRoom, NewSeat, NewSite, PlaceRemoved, RoomInfo, SeatBind,

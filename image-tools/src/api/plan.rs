@@ -22,6 +22,10 @@ pub struct PlanRow {
     pub new_bytes: u64,
     /// Bytes the site must fetch for this and every earlier-deadline session.
     pub cumulative_bytes: u64,
+    /// The seats of the session's room whose NUC could not bring this master version up (they
+    /// run the previous one); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<super::FailedOn>,
     /// On the wire as `"verdict": "on_time", "detail": {...}`.
     #[serde(flatten)]
     pub verdict: Verdict,

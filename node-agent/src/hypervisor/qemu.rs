@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::kvm_memory::{self, Decision};
 use super::{Hypervisor, HypervisorError, Overlay, VmStatus};
 use crate::health::{self, Failure, Health, Seen};
 use crate::profile::{self, Accel, Chosen, Host, Paths, Profile, Seat};
@@ -128,7 +129,8 @@ pub struct Qemu {
     paths: Option<Paths>,
     child: Option<Child>,
     last: VmStatus,
-    /// A start under KVM did not come up: `Accel::Auto` uses TCG from now on.
+    /// A start under KVM did not come up (now, or before with the same QEMU and kernel, as
+    /// `kvm_memory` remembers it): `Accel::Auto` uses TCG from now on.
     kvm_failed: bool,
     /// The accelerator of the last start (profiles only), and why it is TCG if it fell back.
     accel: Option<Chosen>,
@@ -159,13 +161,17 @@ impl Qemu {
                 None
             }
         };
+        let kvm_failed = config
+            .machine
+            .as_ref()
+            .is_some_and(|m| kvm_failed_before(&config, m));
         Ok(Qemu {
             overlay: Overlay::new(config.qemu_img.clone(), config.overlay.clone()),
             config,
             paths,
             child: None,
             last: VmStatus::NotStarted,
-            kvm_failed: false,
+            kvm_failed,
             accel: None,
             fallback: None,
             started: None,
@@ -198,10 +204,24 @@ impl Qemu {
         self.stopped
     }
 
-    /// The guest did not come up under KVM: with `Accel::Auto`, later starts use TCG.
-    pub fn mark_kvm_failed(&mut self) {
-        if self.accel == Some(Chosen::Kvm) {
-            self.kvm_failed = true;
+    /// The guest did not come up under KVM (for `why`): with `Accel::Auto`, later starts use TCG,
+    /// after a restart of the agent too, until QEMU or the kernel changes (`kvm_memory`).
+    pub fn mark_kvm_failed(&mut self, why: &str) {
+        if self.accel != Some(Chosen::Kvm) {
+            return;
+        }
+        self.kvm_failed = true;
+        let Some(m) = &self.config.machine else {
+            return;
+        };
+        let path = kvm_memory::path_for(&self.config.overlay);
+        let record = kvm_memory::Record {
+            versions: kvm_memory::current(&m.host.qemu),
+            why: why.to_owned(),
+        };
+        if let Err(e) = kvm_memory::save(&path, &record) {
+            tracing::warn!(vm = %self.config.name, path = %path.display(), error = %e,
+                "cannot remember the KVM fall back: KVM will be tried again after a restart");
         }
     }
 
@@ -382,7 +402,7 @@ impl Qemu {
                 tracing::warn!(vm = %self.config.name, accel = ?self.accel, %why, "guest did not come up");
                 let auto = self.machine("a health check")?.0.profile.accel == Accel::Auto;
                 if auto && self.accel == Some(Chosen::Kvm) {
-                    self.mark_kvm_failed();
+                    self.mark_kvm_failed(&why.to_string());
                     Health::Failed(Failure::UnderKvm(Box::new(why)))
                 } else {
                     Health::Failed(why)
@@ -412,6 +432,7 @@ impl Qemu {
             return Ok(());
         }
         self.paths = Some(checked_paths(&self.config, &machine)?);
+        self.kvm_failed |= kvm_failed_before(&self.config, &machine);
         self.config.machine = Some(machine);
         Ok(())
     }
@@ -601,6 +622,28 @@ impl Hypervisor for Qemu {
     }
 }
 
+/// Whether `machine` must start under TCG because its guest did not come up under KVM before,
+/// with this QEMU and kernel (`kvm_memory`); only asked with `accel = "auto"` and a usable KVM.
+fn kvm_failed_before(config: &QemuConfig, machine: &Machine) -> bool {
+    if machine.profile.accel != Accel::Auto || !machine.host.kvm {
+        return false;
+    }
+    let path = kvm_memory::path_for(&config.overlay);
+    let Some(stored) = kvm_memory::load(&path) else {
+        return false;
+    };
+    match kvm_memory::decide(Some(&stored), &kvm_memory::current(&machine.host.qemu)) {
+        Decision::Tcg(why) => {
+            tracing::warn!(vm = %config.name, path = %path.display(), "TCG from the start: {why}");
+            true
+        }
+        Decision::Kvm(why) => {
+            tracing::info!(vm = %config.name, "{why}");
+            false
+        }
+    }
+}
+
 /// The session's files for `machine`, after checking that it makes a command line (refused now,
 /// not at the session).
 fn checked_paths(config: &QemuConfig, machine: &Machine) -> Result<Paths, HypervisorError> {
@@ -690,3 +733,6 @@ impl Qemu {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
