@@ -71,3 +71,42 @@ fn the_walk_notices_an_entry_without_a_description() {
     );
     assert_eq!(entries(text, "Options:"), [("-h, --help", "Print help")]);
 }
+
+/// What `nightcast-controller init` suggests next exists: the README's `serve --data DIR` and the
+/// admin token it wrote, not a manifests directory and a by-hand build.
+#[test]
+fn controller_init_suggests_what_the_readme_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ctl");
+    let out = Command::new(crate::util::workspace_bin("nightcast-controller"))
+        .args(["init", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let data = data.display();
+    assert!(
+        text.contains(&format!("nightcast-controller serve --data {data}`")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("NIGHTCAST_TOKEN_FILE={data}/admin.token")),
+        "{text}"
+    );
+    assert!(dir.path().join("ctl/admin.token").is_file());
+    assert!(!text.contains("manifests"), "{text}");
+    assert!(text.contains("nightcast master import"), "{text}");
+}
+
+/// The relay's enrolment points to where the README gets the token: `nightcast enroll`.
+#[test]
+fn relay_enroll_help_names_the_dsis_command() {
+    let out = Command::new(crate::util::workspace_bin("nightcast-relay"))
+        .args(["enroll", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("nightcast enroll --site SITE"), "{text}");
+    assert!(!text.contains("nightcast-controller token"), "{text}");
+}
