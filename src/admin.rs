@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::client::{Client, IMPORT_TIMEOUT};
+use crate::local_time::Zones;
 
 #[derive(Debug, Subcommand)]
 pub enum Admin {
@@ -111,6 +112,7 @@ pub enum Site {
     /// typing anything); `--for 0` closes it again. Outside such a time, a new NUC waits in
     /// `nightcast fleet` until `nightcast node approve`.
     AcceptNew {
+        /// The site whose new NUCs may come in (see `nightcast site list`).
         site: SiteId,
         /// For how long: e.g. 30m, 2h, 1d (at most 7d).
         #[arg(long = "for", value_parser = parse_minutes)]
@@ -123,14 +125,23 @@ pub enum Site {
 pub enum Node {
     /// Let a NUC that waits (PENDING in `nightcast fleet`) in: it gets its certificate the next
     /// time it asks (within a minute), for the key shown in the fleet.
-    Approve { node: NodeId },
+    Approve {
+        /// The waiting NUC's id (its hardware id, as `nightcast fleet` shows it).
+        node: NodeId,
+    },
     /// Revoke every certificate of a relay or NUC: it is refused at once by the controller and
     /// within one plan refresh by its relay, also if the controller is unreachable afterwards. It
     /// cannot enrol again until it is removed.
-    Revoke { node: NodeId },
+    Revoke {
+        /// The relay's or NUC's id (see `nightcast fleet`).
+        node: NodeId,
+    },
     /// Revoke a relay or NUC and forget it (seat, holdings): it may then enrol again as a new NUC
     /// (re-imaging a known NUC).
-    Rm { node: NodeId },
+    Rm {
+        /// The relay's or NUC's id (see `nightcast fleet`).
+        node: NodeId,
+    },
 }
 
 /// An argument among `names` (listed in `--help`), as its type.
@@ -195,22 +206,32 @@ pub enum Room {
 pub enum Seat {
     /// Add a seat to a room.
     Add {
+        /// The room's site (see `nightcast site list`).
         site: SiteId,
+        /// The room (see `nightcast room list`).
         room: RoomName,
+        /// The seat's name, e.g. pc-1.
         seat: SeatName,
     },
     /// Put a NUC (an agent of the site, by node id) at a seat: whatever was there becomes a spare,
     /// and the NUC leaves its previous seat.
     Assign {
+        /// The seat's site.
         site: SiteId,
+        /// The seat's room.
         room: RoomName,
+        /// The seat (see `nightcast seat list`).
         seat: SeatName,
+        /// The NUC's node id (see `nightcast fleet`).
         node: NodeId,
     },
     /// Confirm a takeover: the spare NUC takes the seat (the seat's NUC becomes a spare).
     Replace {
+        /// The seat's site.
         site: SiteId,
+        /// The seat's room.
         room: RoomName,
+        /// The seat whose NUC went silent (see `nightcast seat list`).
         seat: SeatName,
         /// The spare's node id (see `nightcast seat list` or `nightcast fleet`).
         #[arg(long = "with")]
@@ -232,6 +253,7 @@ pub enum Seat {
     /// Each seat with its NUC and when it was last heard from ("silent" if too long ago), then
     /// the spares.
     List {
+        /// Only this site's seats and spares.
         #[arg(long)]
         site: Option<SiteId>,
     },
@@ -245,9 +267,12 @@ pub enum Master {
     /// in other files is refused. The master is recorded only once its manifest and every chunk
     /// in the controller's store have been checked.
     Import {
+        /// The disk image, a path on the controller's machine (e.g. /srv/masters/win10.qcow2).
         image: PathBuf,
+        /// The master's name, e.g. win10 (one name per kind of training PC).
         #[arg(long)]
         name: MasterName,
+        /// The new version's name, e.g. 1 or 2026-11 (a version already there is refused).
         #[arg(long)]
         version: MasterVersion,
         /// The image's format: raw, qcow2, vmdk, vhdx, vpc (VHD) or vdi. Without it, it is detected
@@ -263,7 +288,9 @@ pub enum Master {
     List,
     /// Remove a master version (refused while an upcoming session needs it).
     Rm {
+        /// The master's name (see `nightcast master list`).
         name: MasterName,
+        /// The version to remove.
         version: MasterVersion,
     },
 }
@@ -272,10 +299,13 @@ pub enum Master {
 pub enum Override {
     /// Push a master to a site now (an emergency): the relay may use the WAN in the daytime for it.
     Push {
+        /// The site whose relay fetches it (see `nightcast site list`).
         #[arg(long)]
         site: SiteId,
+        /// The master's name (see `nightcast master list`).
         #[arg(long)]
         master: MasterName,
+        /// The master's version.
         #[arg(long)]
         version: MasterVersion,
         /// Why (kept with the override, shown in `override list`).
@@ -320,21 +350,30 @@ pub enum Session {
     List,
     /// Add one session; times are YYYY-MM-DD HH:MM in the site's time zone.
     Add {
+        /// The site (see `nightcast site list`).
         #[arg(long)]
         site: SiteId,
+        /// The training room (see `nightcast room list`).
         #[arg(long)]
         room: RoomName,
+        /// The master the room's NUCs run (see `nightcast master list`).
         #[arg(long)]
         master: MasterName,
+        /// The master's version.
         #[arg(long)]
         version: MasterVersion,
+        /// When the session starts, e.g. "2030-01-08 08:30" (the site's time zone).
         #[arg(long)]
         start: String,
+        /// When it ends, e.g. "2030-01-08 17:00" (the site's time zone).
         #[arg(long)]
         end: String,
     },
     /// Remove a session by its id (see `session list`).
-    Rm { id: i64 },
+    Rm {
+        /// The session's id (the first column of `nightcast session list`).
+        id: i64,
+    },
 }
 
 /// The admin token: from `--token-file`, else from NIGHTCAST_TOKEN.
@@ -488,8 +527,8 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             )?;
             let human = match open.until {
                 Some(until) => format!(
-                    "site {site} lets new NUCs in by themselves until {} UTC",
-                    time(until)
+                    "site {site} lets new NUCs in by themselves until {}",
+                    zones(client)?.time(&site, until)
                 ),
                 None => format!("site {site} no longer lets new NUCs in by themselves"),
             };
@@ -606,15 +645,15 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     horizon_days: Some(horizon_days),
                 };
                 let s: api::CalendarSynced = client.send("POST", "/v1/calendar/sync", &body)?;
+                let zones = zones(client)?;
                 let one = |x: &api::SyncedSession| {
                     format!(
-                        "{}/{} {} {}  {} to {} UTC",
+                        "{}/{} {} {}  {}",
                         x.site,
                         x.room,
                         x.master,
                         x.version,
-                        time(x.start),
-                        time(x.end)
+                        zones.span(&x.site, x.start, x.end)
                     )
                 };
                 let mut out = format!(
@@ -650,21 +689,24 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 printed(&s, out)?
             }
         }
-        Admin::Session(Session::List) => listed(
-            client,
-            "/v1/sessions",
-            &["ID", "SITE", "ROOM", "MASTER", "VERSION", "START (UTC)"],
-            |s: &api::SessionInfo| {
-                vec![
-                    s.id.to_string(),
-                    s.site.to_string(),
-                    s.room.to_string(),
-                    s.master.to_string(),
-                    s.version.to_string(),
-                    time(s.start),
-                ]
-            },
-        )?,
+        Admin::Session(Session::List) => {
+            let zones = zones(client)?;
+            listed(
+                client,
+                "/v1/sessions",
+                &["ID", "SITE", "ROOM", "MASTER", "VERSION", "START"],
+                |s: &api::SessionInfo| {
+                    vec![
+                        s.id.to_string(),
+                        s.site.to_string(),
+                        s.room.to_string(),
+                        s.master.to_string(),
+                        s.version.to_string(),
+                        zones.time(&s.site, s.start),
+                    ]
+                },
+            )?
+        }
         Admin::Session(Session::Add {
             site,
             room,
@@ -713,11 +755,11 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 None => "/v1/seats".to_owned(),
             };
             let seats: api::Seats = client.ask("GET", &path)?;
-            printed(&seats, seat_table(&seats))?
+            printed(&seats, seat_table(&seats, &zones(client)?))?
         }
         Admin::Plan => {
             let plan: Vec<api::PlanRow> = client.ask("GET", "/v1/plan")?;
-            printed(&plan, plan_table(&plan))?
+            printed(&plan, plan_table(&plan, &zones(client)?))?
         }
         Admin::Override(Override::Push {
             site,
@@ -739,49 +781,47 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             let human = format!(
                 "override {} recorded: {site} may fetch {master} {version} now, until {}",
                 made.id,
-                time(made.until)
+                zones(client)?.time(&site, made.until)
             );
             printed(&made, human)?
         }
-        Admin::Override(Override::List) => listed(
-            client,
-            "/v1/overrides",
-            &[
-                "ID",
-                "SITE",
-                "MASTER",
-                "VERSION",
-                "BY",
-                "UNTIL (UTC)",
-                "REASON",
-            ],
-            |o: &api::OverrideInfo| {
-                vec![
-                    o.id.to_string(),
-                    o.site.to_string(),
-                    o.master.to_string(),
-                    o.version.to_string(),
-                    o.by.clone(),
-                    time(o.until),
-                    o.reason.clone(),
-                ]
-            },
-        )?,
-        Admin::Fleet => listed(
-            client,
-            "/v1/fleet",
-            &[
-                "SITE",
-                "NODE",
-                "ROLE",
-                "LAST SEEN (UTC)",
-                "SEAT",
-                "HOLDS",
-                "STATE",
-                "ATTENTION",
-            ],
-            fleet_row,
-        )?,
+        Admin::Override(Override::List) => {
+            let zones = zones(client)?;
+            listed(
+                client,
+                "/v1/overrides",
+                &["ID", "SITE", "MASTER", "VERSION", "BY", "UNTIL", "REASON"],
+                |o: &api::OverrideInfo| {
+                    vec![
+                        o.id.to_string(),
+                        o.site.to_string(),
+                        o.master.to_string(),
+                        o.version.to_string(),
+                        o.by.clone(),
+                        zones.time(&o.site, o.until),
+                        o.reason.clone(),
+                    ]
+                },
+            )?
+        }
+        Admin::Fleet => {
+            let zones = zones(client)?;
+            listed(
+                client,
+                "/v1/fleet",
+                &[
+                    "SITE",
+                    "NODE",
+                    "ROLE",
+                    "LAST SEEN",
+                    "SEAT",
+                    "HOLDS",
+                    "STATE",
+                    "ATTENTION",
+                ],
+                |n: &api::FleetRow| fleet_row(n, &zones),
+            )?
+        }
         Admin::Enroll {
             role,
             site,
@@ -873,10 +913,10 @@ fn bind(
 }
 
 /// `seat list`: the seats, then the spares.
-fn seat_table(v: &api::Seats) -> String {
+fn seat_table(v: &api::Seats, zones: &Zones) -> String {
     let seats = v.seats.iter().map(|s| {
         let (node, last_seen) = match &s.node {
-            Some(node) => (node.to_string(), last_seen(s.last_seen)),
+            Some(node) => (node.to_string(), zones.last_seen(&s.site, s.last_seen)),
             None => ("-".to_owned(), "-".to_owned()),
         };
         let silent = if s.silent { "silent" } else { "" };
@@ -889,7 +929,7 @@ fn seat_table(v: &api::Seats) -> String {
             silent.to_owned(),
         ]
     });
-    let headers = ["SITE", "ROOM", "SEAT", "NODE", "LAST SEEN (UTC)", ""];
+    let headers = ["SITE", "ROOM", "SEAT", "NODE", "LAST SEEN", ""];
     let mut out = table(&headers, seats);
     out.push_str("\n\n");
     if v.spares.is_empty() {
@@ -905,21 +945,21 @@ fn seat_table(v: &api::Seats) -> String {
         vec![
             s.site.to_string(),
             s.node.to_string(),
-            last_seen(s.last_seen),
+            zones.last_seen(&s.site, s.last_seen),
             note,
         ]
     });
-    out.push_str(&table(&["SITE", "SPARE", "LAST SEEN (UTC)", ""], spares));
+    out.push_str(&table(&["SITE", "SPARE", "LAST SEEN", ""], spares));
     out
 }
 
 /// A row of `fleet`: a node, or a request to enrol.
-fn fleet_row(n: &api::FleetRow) -> Vec<String> {
+fn fleet_row(n: &api::FleetRow, zones: &Zones) -> Vec<String> {
     vec![
         n.site.to_string(),
         n.node.to_string(),
         n.role.to_string(),
-        last_seen(n.last_seen),
+        zones.last_seen(&n.site, n.last_seen),
         n.seat.clone(),
         n.holding.clone(),
         n.state.clone(),
@@ -954,16 +994,10 @@ fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
     out.join("\n")
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM` (UTC).
-fn time(secs: i64) -> String {
-    jiff::Timestamp::from_second(secs)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
-        .unwrap_or_default()
-}
-
-/// When a node was last heard from, or `never`.
-fn last_seen(secs: Option<i64>) -> String {
-    secs.map(time).unwrap_or_else(|| "never".to_owned())
+/// Each site's time zone, for times in words (one `GET /v1/sites` per command).
+fn zones(client: &Client) -> Result<Zones> {
+    let sites: Vec<api::SiteInfo> = client.ask("GET", "/v1/sites")?;
+    Ok(Zones::new(&sites))
 }
 
 fn human(bytes: u64) -> String {
@@ -981,10 +1015,10 @@ fn duration(secs: i64) -> String {
 }
 
 /// A plan row's verdict in words, with what to do about it.
-fn verdict(row: &api::PlanRow) -> String {
+fn verdict(row: &api::PlanRow, zones: &Zones) -> String {
     use api::{Reason, Verdict};
     let silent = |since: &Option<i64>| match since {
-        Some(t) => format!("relay silent since {} UTC", time(*t)),
+        Some(t) => format!("relay silent since {}", zones.time(&row.site, *t)),
         None => "relay silent since it enrolled (it never reported)".to_owned(),
     };
     match &row.verdict {
@@ -1036,7 +1070,7 @@ fn verdict(row: &api::PlanRow) -> String {
     }
 }
 
-fn plan_table(plan: &[api::PlanRow]) -> String {
+fn plan_table(plan: &[api::PlanRow], zones: &Zones) -> String {
     let mut out = Vec::new();
     let mut site = None;
     for row in plan {
@@ -1044,10 +1078,10 @@ fn plan_table(plan: &[api::PlanRow]) -> String {
             out.push(row.site.to_string());
             site = Some(&row.site);
         }
-        let verdict = verdict(row);
+        let verdict = verdict(row, zones);
         out.push(format!(
             "  {}  {:<12} {:<24} {:>11} to fetch  {}",
-            time(row.start),
+            zones.time(&row.site, row.start),
             row.room.as_str(),
             format!("{} {}", row.master, row.version),
             human(row.new_bytes),

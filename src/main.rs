@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod client;
 mod demo;
+mod local_time;
 
 /// nightcast distributes training-room masters (VM disk images) to mini-PC fleets: chunked,
 /// deduplicated and signed at the controller, fetched by each site's relay at night, swapped in by

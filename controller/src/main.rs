@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Create a controller data directory: certificate authority, manifest-signing key, chunk store.
     Init {
+        /// The controller's data directory to create (CA, signing key, chunk store, catalogue,
+        /// admin token), e.g. /var/lib/nightcast/controller.
         #[arg(long)]
         data: PathBuf,
     },
@@ -134,7 +136,7 @@ fn main() -> ExitCode {
             println!("controller initialised in {}", data.display());
             println!("CA fingerprint: {}", image_tools::ids::hex(&fp));
             println!(
-                "next: import masters with `nightcast-image build --store {0}/store --key {0}/signing.key ... -o {0}/manifests/NAME-VERSION.manifest`",
+                "next: start it with `nightcast-controller serve --data {0}`, then, with `export NIGHTCAST_TOKEN_FILE={0}/admin.token`, `nightcast site add ...` and `nightcast master import ...` (see the README)",
                 data.display()
             );
         }),

@@ -35,34 +35,44 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Enrol this relay once, with a token printed by `nightcast-controller token --role relay`.
+    /// Enrol this relay once, with a one-time token the DSI prints with
+    /// `nightcast enroll --site SITE`.
     Enroll {
         /// The controller's address, e.g. 192.0.2.10:4433.
         #[arg(long)]
         controller: SocketAddr,
+        /// The one-time token (nc1-...) from `nightcast enroll --site SITE`.
         #[arg(long)]
         token: String,
         /// A name for this relay, unique in its site (e.g. its host name).
         #[arg(long)]
         node_id: NodeId,
+        /// The relay's data directory (its key, certificate and chunk cache), e.g.
+        /// /var/lib/nightcast/relay.
         #[arg(long)]
         data: PathBuf,
     },
     /// Show this site's fetch plan from the controller: which master versions, by when, pinned until when.
     Plan {
+        /// The controller's address, e.g. 192.0.2.10:4433.
         #[arg(long)]
         controller: SocketAddr,
+        /// The relay's data directory (as given to `enroll`).
         #[arg(long)]
         data: PathBuf,
     },
     /// Fetch a master version into the site cache now (only the chunks it lacks), verifying every chunk.
     Fetch {
+        /// The controller's address, e.g. 192.0.2.10:4433.
         #[arg(long)]
         controller: SocketAddr,
+        /// The relay's data directory (as given to `enroll`).
         #[arg(long)]
         data: PathBuf,
+        /// The master's name, e.g. win10.
         #[arg(long)]
         master: image_tools::MasterName,
+        /// The master's version, e.g. 1.
         #[arg(long)]
         version: image_tools::MasterVersion,
         /// Cap on the WAN, in Mbit/s.

@@ -524,6 +524,8 @@ fn a_long_session_list_prints_every_row() {
     let rows = list.lines().filter(|l| l.contains("win10")).count();
     assert_eq!(rows, sessions as usize, "{list}");
     assert!(list.contains("2031-08-"), "the last sessions are missing");
+    // In the site's time, named: the CSV's 08:30 in Paris.
+    assert!(list.contains(" 08:30 Europe/Paris"), "{list}");
 }
 
 #[test]
@@ -532,14 +534,31 @@ fn an_answer_sent_chunked_is_printed_in_full() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
     let rows = 600;
+    // The sessions, chunked; the sites (asked for their time zones) are none: times in UTC.
     std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap() > 2 {
-            line.clear();
+        for stream in listener.incoming() {
+            let stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut out = stream;
+            loop {
+                let mut request = String::new();
+                if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                    break;
+                }
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                if request.starts_with("GET /v1/sites ") {
+                    out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]")
+                        .unwrap();
+                } else {
+                    sessions_chunked(&mut out, rows);
+                }
+            }
         }
-        let mut out = stream;
+    });
+    fn sessions_chunked(out: &mut std::net::TcpStream, rows: usize) {
         out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
             .unwrap();
         let mut chunk = |s: &str| write!(out, "{:x}\r\n{s}\r\n", s.len()).unwrap();
@@ -552,7 +571,7 @@ fn an_answer_sent_chunked_is_printed_in_full() {
         }
         chunk("]");
         out.write_all(b"0\r\n\r\n").unwrap();
-    });
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
         .args(["--api", &api, "session", "list"])
         .env("NIGHTCAST_TOKEN", "t")
@@ -562,6 +581,7 @@ fn an_answer_sent_chunked_is_printed_in_full() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(stdout.lines().filter(|l| l.contains("win10")).count(), rows);
     assert!(stdout.contains(&format!("row-{}", rows - 1)), "{stdout}");
+    assert!(stdout.contains("1970-01-01 00:00 UTC"), "{stdout}");
 }
 
 #[test]

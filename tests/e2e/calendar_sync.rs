@@ -68,22 +68,23 @@ fn a_changed_thunderbird_export_moves_adds_and_removes_exactly_what_changed() {
     let before = sessions(&c, &data);
     assert_eq!(before.len(), 16);
 
-    // The dry run shows the difference and changes nothing.
+    // The dry run shows the difference and changes nothing; its times are the calendar's own,
+    // in the site's zone.
     let out = run(&["calendar", "import", "--dry-run", second.to_str().unwrap()]);
     assert!(
         out.contains("1 added, 1 moved, 1 removed, 14 unchanged") && out.contains("dry run"),
         "{out}"
     );
     assert!(
-        out.contains("+ lyon/salle-2 win10 1  2030-02-20 13:00 to 2030-02-20 16:30 UTC"),
+        out.contains("+ lyon/salle-2 win10 1  2030-02-20 14:00 to 2030-02-20 17:30 Europe/Paris"),
         "{out}"
     );
     assert!(
-        out.contains("- lyon/salle-2 win10 1  2030-01-28 07:30 to 2030-01-28 16:00 UTC"),
+        out.contains("- lyon/salle-2 win10 1  2030-01-28 08:30 to 2030-01-28 17:00 Europe/Paris"),
         "{out}"
     );
     assert!(
-        out.contains("~ lyon/salle-1 win10 1  2030-01-16 08:00 to 2030-01-16 11:00 UTC\n    -> lyon/salle-1 win10 1  2030-01-17 08:00"),
+        out.contains("~ lyon/salle-1 win10 1  2030-01-16 09:00 to 2030-01-16 12:00 Europe/Paris\n    -> lyon/salle-1 win10 1  2030-01-17 09:00"),
         "{out}"
     );
     assert_eq!(

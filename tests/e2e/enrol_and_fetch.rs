@@ -201,8 +201,11 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
         fleet.contains("relay-1") && fleet.contains("demo 1") && !fleet.contains("never"),
         "{fleet}"
     );
+    // Times in words are the site's local time, its zone named (the session is 08:30 in Paris).
+    assert!(fleet.contains(" Europe/Paris"), "{fleet}");
     let plan = nightcast(&["plan"]);
     assert!(plan.contains("already there"), "{plan}");
+    assert!(plan.contains("2030-01-07 08:30 Europe/Paris"), "{plan}");
 
     // The relay's fetch plan: what, by when (08:30 in Paris = 07:30 UTC, minus 2 h of staging),
     // pinned until the session ends. An emergency override shows up at once.
@@ -234,7 +237,12 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
         "dsi",
     ]);
     assert!(out.contains("may fetch demo 1 now"), "{out}");
-    assert!(nightcast(&["override", "list"]).contains("fix at noon"));
+    assert!(out.trim_end().ends_with(" Europe/Paris"), "{out}");
+    let overrides = nightcast(&["override", "list"]);
+    assert!(
+        overrides.contains("fix at noon") && overrides.contains(" Europe/Paris"),
+        "{overrides}"
+    );
     let relay_plan = ok(
         "nightcast-relay",
         &["plan", "--controller", &addr, "--data", rs],

@@ -17,6 +17,7 @@ mod calendar_sync;
 mod cli_surface;
 mod cli_undo;
 mod enrol_and_fetch;
+mod help_texts;
 mod import_checks;
 mod kiosk_page;
 mod metrics;
