@@ -368,7 +368,16 @@ fn metrics_move_as_bytes_move_at_the_controller_and_the_relay() {
 
     // The scrub keeps re-reading the cache; a chunk that rots on the relay's disk is found,
     // counted and dropped (then fetched again: the window is still open).
-    assert!(r2.u("nightcast_relay_scrub_checked_chunks_total", &[]) > 0);
+    // (Its first pass may not have run yet on a loaded machine: wait for it.)
+    let mut scrubbed = r2.u("nightcast_relay_scrub_checked_chunks_total", &[]);
+    for _ in 0..600 {
+        if scrubbed > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        scrubbed = scrape(&relay_metrics).u("nightcast_relay_scrub_checked_chunks_total", &[]);
+    }
+    assert!(scrubbed > 0, "the scrub never checked a chunk");
     assert_eq!(r2.u("nightcast_relay_scrub_corrupt_chunks_total", &[]), 0);
     let victim = relay.chunks()[0];
     corrupt(&relay.data.join("store"), &victim);
