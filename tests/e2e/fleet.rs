@@ -198,6 +198,14 @@ impl Fleet {
         let clock = Clock::parse_now(clock).unwrap();
         let clock_spec = clock.spec();
         let config = dir.path().join("controller.toml");
+        // The second compression pass (on by default) costs seconds of CPU per controller: off
+        // unless the test is about it (`[store]` given), so that some fifty tests running side by
+        // side on two cores keep their timings (tighten.rs and the netns fleet run it).
+        let controller_toml = if controller_toml.contains("[store]") {
+            controller_toml.to_owned()
+        } else {
+            format!("{controller_toml}\n[store]\ntighten_level = 0\n")
+        };
         std::fs::write(&config, controller_toml).unwrap();
         let controller =
             Controller::start_full(&c, &[("NIGHTCAST_CLOCK", &clock_spec)], Some(&config));

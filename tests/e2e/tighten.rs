@@ -25,7 +25,14 @@ fn tight_share(dir: &Path) -> (usize, usize) {
 
 #[test]
 fn the_controller_compresses_a_new_master_again_and_the_relay_downloads_less() {
-    let f = Fleet::new("00:00-23:59", 100, 8, "start=2030-01-07T12:00:00Z speed=1");
+    let f = Fleet::build(
+        "00:00-23:59",
+        100,
+        8,
+        "start=2030-01-07T12:00:00Z speed=1",
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 17:00\n",
+        "[store]\ntighten_level = 19\n",
+    );
     let controller_store = f.dir.path().join("controller/store");
     let mut share = (0, 1);
     for _ in 0..600 {
