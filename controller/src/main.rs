@@ -34,6 +34,7 @@ enum Command {
     },
     /// Print a one-time token that enrols one relay (or agent) of a site. Give it to whoever installs it.
     Token {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
         /// relay or agent
@@ -48,8 +49,10 @@ enum Command {
     },
     /// Register a master version built into DATA/store (its manifest must verify and all its chunks be there).
     MasterAdd {
+        /// The controller's data directory (as given to `init` and `serve`).
         #[arg(long)]
         data: PathBuf,
+        /// The manifest file `nightcast-image build` wrote.
         manifest: PathBuf,
     },
     /// Serve relays: enrolment, and the manifests and chunks their sites' upcoming sessions need;
@@ -58,6 +61,7 @@ enum Command {
         /// A TOML configuration (see controller/controller.example.toml); flags override it.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The controller's data directory (as given to `init`; `data` in the configuration).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Address to listen on for relays (UDP, QUIC). Default 0.0.0.0:4433.
@@ -71,12 +75,14 @@ enum Command {
     /// by relays and NUCs until it is retired, and every manifest is signed again with the new
     /// one. Relays and NUCs learn the new key with their next plan.
     RotateSigningKey {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
     },
     /// Stop accepting a previous manifest-signing key (stop the controller first): relays and
     /// NUCs drop it when its endorsement runs out (90 days at most).
     RetireSigningKey {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
         /// The key, as `signing-keys` prints it (16 hex digits or more).
@@ -84,6 +90,7 @@ enum Command {
     },
     /// The manifest-signing keys in force: the current one first.
     SigningKeys {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
     },
@@ -91,6 +98,7 @@ enum Command {
     /// bridged to the new one, until you retire it; relays and NUCs renew their certificate
     /// with the new CA at their next plan, with nobody on site.
     RotateCa {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
         /// How long the bridge between the two CAs lasts: a relay or NUC that stays off for
@@ -101,6 +109,7 @@ enum Command {
     /// Stop trusting the previous CA (stop the controller first). Refuses while a relay or NUC
     /// still holds a certificate from it, and names them.
     RetireCa {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
         /// Retire anyway: the nodes named must then be enrolled again.

@@ -109,6 +109,8 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         tracing::error!(damaged = ?recovery.damaged, "slot files are damaged");
     }
     let store = Arc::new(LocalStore::open(&cfg.data.join("store"))?);
+    // Held while the agent runs: the store tools keep off what it writes.
+    let _writing = store.lock(false)?;
     let overlay = cfg.data.join("vm").join("overlay.qcow2");
     std::fs::create_dir_all(cfg.data.join("vm"))?;
     let mut machines = None;

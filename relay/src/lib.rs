@@ -147,6 +147,7 @@ pub async fn fetch(
     let manifest = VerifiedManifest::open_with(bytes, &keys)
         .context("the controller sent a manifest that does not verify")?;
     let store = Arc::new(LocalStore::open(&data.join("store"))?);
+    let _writing = store.lock(false)?;
     let rate = rate_mbit.map(|m| Arc::new(RateLimit::new(Bandwidth::from_mbit(m).bits_per_sec())));
     let report = exchange::fetch_missing(
         &conn,

@@ -78,6 +78,9 @@ pub struct Relay {
     lan: std::sync::OnceLock<quinn::Endpoint>,
     quota: u64,
     store: Arc<LocalStore>,
+    /// The store's shared lock, for as long as the relay runs: a `nightcast-image gc` would drop
+    /// what it fetches, another process opening the store would clean its writes in progress.
+    _writing: image_tools::store::StoreLock,
     plan: RwLock<SitePlan>,
     known: RwLock<BTreeMap<MasterRef, Known>>,
     link: watch::Sender<Option<Connection>>,
@@ -235,6 +238,7 @@ impl Relay {
         let quota = cfg.quota_bytes()?;
         std::fs::create_dir_all(manifests_dir(&cfg.data))?;
         let store = Arc::new(LocalStore::open(&cfg.data.join("store"))?);
+        let writing = store.lock(false)?;
         let plan = load_plan(&cfg.data);
         let rate = Arc::new(RateLimit::new(cap_bits(&plan)));
         let stats = Stats {
@@ -259,6 +263,7 @@ impl Relay {
             lan: std::sync::OnceLock::new(),
             quota,
             store,
+            _writing: writing,
             plan: RwLock::new(plan),
             known: RwLock::new(BTreeMap::new()),
             link: watch::Sender::new(None),
