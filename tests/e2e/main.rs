@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fleet;
+mod netns;
 mod util;
 
 mod admin_api;
@@ -23,6 +24,7 @@ mod kiosk_page;
 mod metrics;
 mod netns_fleet;
 mod relay_daemon;
+mod room_fill;
 mod seats;
 mod tighten;
 mod trust;
