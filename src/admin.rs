@@ -13,6 +13,8 @@ use serde::Serialize;
 use crate::client::{Client, IMPORT_TIMEOUT};
 use crate::local_time::Zones;
 
+mod mapping;
+
 #[derive(Debug, Subcommand)]
 pub enum Admin {
     /// Sites: a building with its own VLAN, relay, time zone, night windows and WAN cap.
@@ -341,7 +343,15 @@ pub enum Calendar {
         /// (.ics only; up to 731). Import a newer export later to go further.
         #[arg(long, default_value_t = api::DEFAULT_HORIZON_DAYS)]
         horizon_days: u32,
+        /// Import the events the mapping rules can read even if some match no rule (.ics
+        /// only); those are still listed, with their line and title, and not imported.
+        #[arg(long)]
+        partial: bool,
     },
+    /// The mapping rules: which course titles or categories run which master, and which
+    /// places are which room, for calendars that do not use nightcast's own names.
+    #[command(subcommand)]
+    Map(mapping::Map),
 }
 
 #[derive(Debug, Subcommand)]
@@ -615,13 +625,14 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             dry_run,
             source,
             horizon_days,
+            partial,
         }) => {
             let is_ics = file
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("ics"));
             if !is_ics {
-                if dry_run || source.is_some() {
-                    bail!("--dry-run and --source are for iCalendar (.ics) files: a CSV file only adds sessions");
+                if dry_run || source.is_some() || partial {
+                    bail!("--dry-run, --source and --partial are for iCalendar (.ics) files: a CSV file only adds sessions");
                 }
                 let text = std::fs::read_to_string(&file)
                     .with_context(|| format!("cannot read {}", file.display()))?;
@@ -643,6 +654,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     bytes,
                     dry_run,
                     horizon_days: Some(horizon_days),
+                    partial,
                 };
                 let s: api::CalendarSynced = client.send("POST", "/v1/calendar/sync", &body)?;
                 let zones = zones(client)?;
@@ -678,6 +690,14 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 for n in &s.notes {
                     out += &format!("\n  line {}: {}", n.line, n.note);
                 }
+                if !s.unmatched.is_empty() {
+                    for u in &s.unmatched {
+                        out += &format!("\n  not imported, no mapping rule: {u}");
+                    }
+                    if !s.applied && !partial {
+                        out += "\nwithout --partial, this import will be refused for them (or add rules with `nightcast calendar map`)";
+                    }
+                }
                 match (s.applied, s.added.len() + s.moved.len() + s.removed.len()) {
                     (_, 0) => out += "\nnothing to change",
                     (false, _) => {
@@ -689,6 +709,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 printed(&s, out)?
             }
         }
+        Admin::Calendar(Calendar::Map(cmd)) => mapping::run(client, cmd)?,
         Admin::Session(Session::List) => {
             let zones = zones(client)?;
             listed(

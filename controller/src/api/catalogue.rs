@@ -7,7 +7,7 @@ use image_tools::api::{
 use image_tools::{MasterName, MasterVersion};
 
 use super::{db_error, error, ok, path_id, routed, stored, Answer, Api, Call, Reply, NO_ROUTE};
-use crate::db::Db;
+use crate::db::{Apply, Db};
 
 /// The answer to `call` if it is one of this module's routes.
 pub(super) fn route(call: &Call) -> Option<Answer> {
@@ -44,8 +44,15 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
             let n = if file_name.to_ascii_lowercase().ends_with(".ics") {
                 // The calendar named by its file: see `calendar/sync` for the whole answer.
                 let horizon = Some(image_tools::api::DEFAULT_HORIZON_DAYS);
-                db.sync_ics(&file_name, &file_name, text.as_bytes(), now, horizon, true)
-                    .map(|s| s.changes.added.len() + s.changes.moved.len())
+                db.sync_ics(
+                    &file_name,
+                    &file_name,
+                    text.as_bytes(),
+                    now,
+                    horizon,
+                    Apply::Whole,
+                )
+                .map(|s| s.changes.added.len() + s.changes.moved.len())
             } else {
                 db.import_csv(&file_name, &text)
             }

@@ -258,12 +258,13 @@ fn db_error(e: DbError) -> Reply {
         | DbError::NoRoom { .. }
         | DbError::NoMaster { .. }
         | DbError::NoSeat { .. }
-        | DbError::NoAgent { .. } => 404,
+        | DbError::NoAgent { .. }
+        | DbError::NoRule(_) => 404,
         DbError::MasterInUse { .. }
         | DbError::NotSpare { .. }
         | DbError::SiteExists(_)
         | DbError::PlaceInUse { .. } => 409,
-        DbError::Invalid(_) | DbError::Calendar { .. } => 400,
+        DbError::Invalid(_) | DbError::Calendar { .. } | DbError::Unmatched { .. } => 400,
         DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>
         {

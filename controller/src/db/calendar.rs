@@ -2,15 +2,29 @@
 //! master, times in the site's time zone, no clash in a room) and inserted all or nothing; an
 //! iCalendar file synchronised with what the catalogue holds from it (`sync_ics`).
 
+use std::collections::HashSet;
+
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{Db, DbError};
+use crate::calendar::mapping::{self, Unmatched};
 use crate::calendar::sync::{self, Changes, Incoming, Key, Session, Stored};
 use crate::calendar::{Note, Row};
 
 /// The furthest a rule that repeats for ever is expanded (two years: a daily rule stays under
 /// `recur::MAX_OCCURRENCES`).
 pub const MAX_HORIZON_DAYS: u32 = 731;
+
+/// What [`Db::sync_ics`] does with what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    /// Change nothing: show what would change, and the events no rule reads.
+    DryRun,
+    /// Apply, or change nothing if an event is read by no rule (`DbError::Unmatched`).
+    Whole,
+    /// Apply what is read, and list the events no rule reads.
+    Partial,
+}
 
 /// What [`Db::sync_ics`] found, and did unless it was a dry run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +38,9 @@ pub struct Synced {
     pub cancelled: usize,
     /// Whether the changes were written (false: a dry run).
     pub applied: bool,
+    /// Events that nightcast's own forms and the mapping rules could not read, by line: not
+    /// imported, their sessions in the catalogue left as they were.
+    pub unmatched: Vec<Unmatched>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,14 +84,24 @@ impl Db {
     /// Imports a calendar in iCalendar as the calendar `file_name`, nothing skipped as past (see
     /// [`Db::sync_ics`]): the number of sessions added or moved.
     pub fn import_ics(&mut self, file_name: &str, text: &str) -> Result<usize, DbError> {
-        let s = self.sync_ics(file_name, file_name, text.as_bytes(), i64::MIN, None, true)?;
+        let s = self.sync_ics(
+            file_name,
+            file_name,
+            text.as_bytes(),
+            i64::MIN,
+            None,
+            Apply::Whole,
+        )?;
         Ok(s.changes.added.len() + s.changes.moved.len())
     }
 
     /// Makes the sessions of calendar `source` what the iCalendar file `bytes` says (see
     /// `calendar::ics` and `calendar::sync`): sessions added, moved and removed in one
-    /// transaction, committed only if `apply` (else a dry run: the same checks, nothing
-    /// written). Sessions over at `now` are skipped, and the past is never removed. A rule that
+    /// transaction, committed unless a dry run (`Apply`: the same checks, nothing written).
+    /// Each event is read through the mapping rules (`calendar::mapping`); one that no rule
+    /// reads refuses the import ([`DbError::Unmatched`], every such event listed), unless
+    /// `Apply::Partial` or a dry run: then it is listed, and its sessions already in the
+    /// catalogue are neither moved nor removed. Sessions over at `now` are skipped, and the past is never removed. A rule that
     /// repeats for ever gives its sessions up to `horizon_days` after `now` (at most
     /// [`MAX_HORIZON_DAYS`]), and is refused without a horizon. Every
     /// session is checked as a calendar row is (site, room, master, times, no clash in a room);
@@ -86,7 +113,7 @@ impl Db {
         bytes: &[u8],
         now: i64,
         horizon_days: Option<u32>,
-        apply: bool,
+        how: Apply,
     ) -> Result<Synced, DbError> {
         if source.trim().is_empty() || source.len() > 200 || source.chars().any(char::is_control) {
             return Err(DbError::Invalid(format!(
@@ -114,9 +141,30 @@ impl Db {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rules = super::rules::mapping_rules(&tx)?;
+        let known = super::rules::known(&tx)?;
         let mut incoming = Vec::with_capacity(calendar.rows.len());
+        let mut unmatched: Vec<Unmatched> = Vec::new();
         let mut past = 0;
-        for r in &calendar.rows {
+        for mut row in calendar.rows {
+            if let Err(why) = mapping::resolve(&mut row, &rules, &known) {
+                if !unmatched.iter().any(|u| u.line == row.line) {
+                    let texts = row.texts.clone().unwrap_or_default();
+                    unmatched.push(Unmatched {
+                        line: row.line,
+                        uid: row
+                            .event
+                            .as_ref()
+                            .map(|e| e.uid.clone())
+                            .unwrap_or_default(),
+                        title: texts.title,
+                        location: texts.location.unwrap_or_default(),
+                        why,
+                    });
+                }
+                continue;
+            }
+            let r = &row;
             let err = |what: String| row_error(file_name, r, what);
             let tz = site_zone(&tx, file_name, r)?;
             let (start, end) = times(file_name, r, &tz)?;
@@ -151,10 +199,23 @@ impl Db {
                 },
             });
         }
-        let mut changes = sync::diff(stored(&tx, source)?, incoming, now)
-            .map_err(|e| calendar_error(file_name, e))?;
+        if how == Apply::Whole && !unmatched.is_empty() {
+            return Err(DbError::Unmatched {
+                file: file_name.to_owned(),
+                events: unmatched,
+            });
+        }
+        // The sessions of an event that could not be read stay as they are: out of the
+        // comparison, unless the file gives them again through another of its events.
+        let unread: HashSet<&str> = unmatched.iter().map(|u| u.uid.as_str()).collect();
+        let given: HashSet<&Key> = incoming.iter().map(|n| &n.key).collect();
+        let mut before = stored(&tx, source)?;
+        before.retain(|s| !unread.contains(s.key.uid.as_str()) || given.contains(&s.key));
+        let mut changes =
+            sync::diff(before, incoming, now).map_err(|e| calendar_error(file_name, e))?;
         changes.past += past;
         let added_ids = write(&tx, file_name, source, &changes)?;
+        let apply = how != Apply::DryRun;
         if apply {
             tx.commit()?;
         }
@@ -164,6 +225,7 @@ impl Db {
             notes: calendar.notes,
             cancelled: calendar.cancelled,
             applied: apply,
+            unmatched,
         })
     }
 

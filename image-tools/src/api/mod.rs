@@ -30,6 +30,9 @@
 //! | `DELETE masters/NAME/VERSION` | | [`Done`] |
 //! | `POST calendar` | [`CalendarFile`] | [`CalendarImported`] |
 //! | `POST calendar/sync` | [`CalendarSync`] | [`CalendarSynced`] |
+//! | `GET calendar/rules` | | `Vec<MappingRule>` |
+//! | `POST calendar/rules` | [`NewMappingRule`] | [`MappingRule`] |
+//! | `DELETE calendar/rules/ID` | | [`Done`] |
 //! | `GET sessions` | | `Vec<SessionInfo>` |
 //! | `POST sessions` | [`NewSession`] | [`Done`] |
 //! | `DELETE sessions/ID` | | [`Done`] |
@@ -49,6 +52,7 @@ mod catalogue;
 mod errors;
 mod failed;
 mod fleet;
+mod mapping;
 mod places;
 mod plan;
 
@@ -61,6 +65,7 @@ pub use catalogue::{
 pub use errors::{ApiError, Done};
 pub use failed::FailedOn;
 pub use fleet::{Approved, FleetRow, NewToken, NodeRole, Removed, Revoked, Token};
+pub use mapping::{MappingRule, NewMappingRule, UnmatchedEvent};
 pub use places::{
     AcceptNew, AcceptingNew, NewRoom, NewSeat, NewSite, PlaceRemoved, RoomInfo, SeatBind,
     SeatBound, SeatState, Seats, SiteChange, SiteInfo, SpareState, Takeover, DEFAULT_WINDOWS,
