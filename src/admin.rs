@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::client::{Client, IMPORT_TIMEOUT};
 use crate::local_time::Zones;
 
+mod feeds;
 mod mapping;
 
 #[derive(Debug, Subcommand)]
@@ -352,6 +353,31 @@ pub enum Calendar {
     /// places are which room, for calendars that do not use nightcast's own names.
     #[command(subcommand)]
     Map(mapping::Map),
+    /// Subscribe to a calendar feed (an https:// link a training-management tool publishes):
+    /// the controller polls it and applies it as an import of that calendar each time.
+    Subscribe {
+        /// The feed's https:// URL (plain HTTP is refused).
+        url: String,
+        /// The calendar's name (letters, digits, '.', '_', '-'): the sessions it gives are
+        /// this calendar's. Give the name of an imported calendar to have the feed take it over.
+        #[arg(long)]
+        source: String,
+        /// Apply what the mapping rules can read even if some events match no rule (they are
+        /// listed in `calendar subscriptions`). Without it, such an event makes the poll fail.
+        #[arg(long)]
+        partial: bool,
+        /// How many days ahead an event that repeats for ever gives sessions (up to 731).
+        #[arg(long, default_value_t = api::DEFAULT_HORIZON_DAYS)]
+        horizon_days: u32,
+    },
+    /// Stop polling a calendar feed; the sessions it gave stay.
+    Unsubscribe {
+        /// The calendar's name, as `calendar subscriptions` lists it.
+        source: String,
+    },
+    /// The calendar feeds, and how each one's last poll went (what it changed, or why it
+    /// changed nothing).
+    Subscriptions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -710,6 +736,14 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             }
         }
         Admin::Calendar(Calendar::Map(cmd)) => mapping::run(client, cmd)?,
+        Admin::Calendar(Calendar::Subscribe {
+            url,
+            source,
+            partial,
+            horizon_days,
+        }) => feeds::subscribe(client, url, source, partial, horizon_days)?,
+        Admin::Calendar(Calendar::Unsubscribe { source }) => feeds::unsubscribe(client, &source)?,
+        Admin::Calendar(Calendar::Subscriptions) => feeds::list(client)?,
         Admin::Session(Session::List) => {
             let zones = zones(client)?;
             listed(

@@ -13,6 +13,7 @@ mod util;
 
 mod admin_api;
 mod agents;
+mod calendar_feed;
 mod calendar_rules;
 mod calendar_sync;
 mod cli_surface;

@@ -1,16 +1,17 @@
 //! `POST calendar/sync`: an iCalendar export made the sessions of its calendar (`db::Db::sync_ics`),
 //! or, for a dry run, the difference shown and nothing changed. `calendar/rules`: the mapping
 //! rules it reads events through (`db::Db::add_rule`, `rules`, `remove_rule`).
+//! `calendar/feeds`: the subscribed feeds `crate::feeds` polls, and how their last poll went.
 
 use image_tools::api::{
-    CalendarNote, CalendarSync, CalendarSynced, Done, MappingRule, MovedSession, NewMappingRule,
-    SyncedSession, UnmatchedEvent, DEFAULT_HORIZON_DAYS,
+    CalendarNote, CalendarSync, CalendarSynced, Done, FeedInfo, MappingRule, MovedSession, NewFeed,
+    NewMappingRule, SyncedSession, UnmatchedEvent, DEFAULT_HORIZON_DAYS,
 };
 
 use super::{db_error, error, ok, routed, stored, Answer, Call, Reply, NO_ROUTE};
 use crate::calendar::mapping::Target;
 use crate::calendar::sync::{Incoming, Stored};
-use crate::db::{Apply, RuleRow, Synced};
+use crate::db::{Apply, FeedRow, RuleRow, Synced};
 
 /// The answer to `call` if it is this module's route.
 pub(super) fn route(call: &Call) -> Option<Answer> {
@@ -97,6 +98,31 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
             tracing::info!(id = added.id, kind, pattern = %added.pattern, "calendar rule written");
             ok(rule(&added, replaced.as_ref())?)
         }
+        ("GET", ["v1", "calendar", "feeds"]) => {
+            let feeds = call.db()?.feeds().map_err(db_error)?;
+            let poll = call.api.feed_poll_minutes;
+            ok(feeds.iter().map(|f| feed(f, poll)).collect::<Vec<_>>())
+        }
+        ("POST", ["v1", "calendar", "feeds"]) => {
+            let request: NewFeed = call.body()?;
+            let made = call
+                .db()?
+                .add_feed(
+                    &request.source,
+                    &request.url,
+                    request.partial,
+                    request.horizon_days.unwrap_or(DEFAULT_HORIZON_DAYS),
+                    call.now,
+                )
+                .map_err(db_error)?;
+            tracing::info!(source = %made.source, url = %made.url, "calendar feed subscribed");
+            ok(feed(&made, call.api.feed_poll_minutes))
+        }
+        ("DELETE", ["v1", "calendar", "feeds", source]) => {
+            call.db()?.remove_feed(source).map_err(db_error)?;
+            tracing::info!(source, "calendar feed unsubscribed");
+            ok(Done::YES)
+        }
         ("DELETE", ["v1", "calendar", "rules", id]) => {
             let id: i64 = id
                 .parse()
@@ -107,6 +133,21 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
         }
         _ => Err(NO_ROUTE),
     })())
+}
+
+/// A feed as the API gives it.
+fn feed(f: &FeedRow, poll_minutes: u32) -> FeedInfo {
+    FeedInfo {
+        source: f.source.clone(),
+        url: f.url.clone(),
+        partial: f.partial,
+        horizon_days: f.horizon_days,
+        poll_minutes,
+        last_poll: f.last_poll,
+        last_ok: f.last_ok,
+        last_result: f.last_result.clone(),
+        last_error: f.last_error.clone(),
+    }
 }
 
 /// A rule as the API gives it.

@@ -59,6 +59,8 @@ pub struct Api {
     pub settings: crate::plan::Settings,
     /// See `takeover`: a seat not heard from for longer is silent.
     pub silent_after_secs: i64,
+    /// How often calendar feeds are polled (`[calendar] feed_poll_minutes`), for their listing.
+    pub feed_poll_minutes: u32,
     /// Woken after every change, so that relays see it at once (the server reloads its catalogue).
     pub changed: Arc<tokio::sync::Notify>,
     /// Chunk classes, rebuilt only when the set of masters changes.
@@ -259,7 +261,8 @@ fn db_error(e: DbError) -> Reply {
         | DbError::NoMaster { .. }
         | DbError::NoSeat { .. }
         | DbError::NoAgent { .. }
-        | DbError::NoRule(_) => 404,
+        | DbError::NoRule(_)
+        | DbError::NoFeed(_) => 404,
         DbError::MasterInUse { .. }
         | DbError::NotSpare { .. }
         | DbError::SiteExists(_)

@@ -74,10 +74,13 @@ pub enum DbError {
     },
     #[error("no mapping rule {0}: see `nightcast calendar map list`")]
     NoRule(i64),
+    #[error("no calendar subscription {0:?}: see `nightcast calendar subscriptions`")]
+    NoFeed(String),
 }
 
 mod calendar;
 mod failures;
+mod feeds;
 mod masters;
 mod nodes;
 mod plans;
@@ -88,6 +91,7 @@ mod sites;
 mod trust;
 
 pub use calendar::{Apply, SessionRow, Synced};
+pub use feeds::FeedRow;
 pub use nodes::{Bound, FleetRow, Reported};
 pub use removal::Removal;
 pub use rules::RuleRow;

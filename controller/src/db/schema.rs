@@ -154,6 +154,19 @@ const MIGRATIONS: &[&str] = &[
         CHECK ((kind = 'location') = (master IS NULL AND version IS NULL)),
         UNIQUE (kind, key)
      );",
+    // 10: calendar feeds the controller polls (`feeds`), each the calendar `source` of the
+    // sessions it gives, and how its last poll went.
+    "CREATE TABLE calendar_feeds (
+        source TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        partial INTEGER NOT NULL DEFAULT 0,
+        horizon_days INTEGER NOT NULL,
+        added_at INTEGER NOT NULL,
+        last_poll INTEGER,
+        last_ok INTEGER,
+        last_result TEXT,
+        last_error TEXT
+     );",
 ];
 
 /// Brings the database up to the last migration.

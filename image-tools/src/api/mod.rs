@@ -33,6 +33,9 @@
 //! | `GET calendar/rules` | | `Vec<MappingRule>` |
 //! | `POST calendar/rules` | [`NewMappingRule`] | [`MappingRule`] |
 //! | `DELETE calendar/rules/ID` | | [`Done`] |
+//! | `GET calendar/feeds` | | `Vec<FeedInfo>` |
+//! | `POST calendar/feeds` | [`NewFeed`] | [`FeedInfo`] |
+//! | `DELETE calendar/feeds/SOURCE` | | [`Done`] |
 //! | `GET sessions` | | `Vec<SessionInfo>` |
 //! | `POST sessions` | [`NewSession`] | [`Done`] |
 //! | `DELETE sessions/ID` | | [`Done`] |
@@ -51,6 +54,7 @@ mod calendar;
 mod catalogue;
 mod errors;
 mod failed;
+mod feeds;
 mod fleet;
 mod mapping;
 mod places;
@@ -64,6 +68,7 @@ pub use catalogue::{
 };
 pub use errors::{ApiError, Done};
 pub use failed::FailedOn;
+pub use feeds::{FeedInfo, NewFeed};
 pub use fleet::{Approved, FleetRow, NewToken, NodeRole, Removed, Revoked, Token};
 pub use mapping::{MappingRule, NewMappingRule, UnmatchedEvent};
 pub use places::{
