@@ -219,8 +219,8 @@ mod tests {
         let feeds = [feed(None), feed(Some(1_000)), feed(Some(5_000))];
         let due_at = |now| due(&feeds, now, 900).len();
         assert_eq!(due_at(1_899), 2, "never polled, and polled in the future");
-        assert_eq!(due_at(1_900), 2);
-        assert_eq!(due_at(5_899), 2);
+        assert_eq!(due_at(1_900), 3);
+        assert_eq!(due_at(5_899), 2, "the one polled at 5000 not again yet");
         assert_eq!(due_at(5_900), 3);
     }
 
