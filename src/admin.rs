@@ -15,6 +15,7 @@ use crate::local_time::Zones;
 
 mod feeds;
 mod mapping;
+mod progress;
 
 #[derive(Debug, Subcommand)]
 pub enum Admin {
@@ -612,13 +613,15 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             let image = std::fs::canonicalize(&image).unwrap_or(image);
             let body = api::ImportMaster {
                 image,
-                name,
-                version,
+                name: name.clone(),
+                version: version.clone(),
                 format,
                 force,
             };
             let wait = client.timeout.max(IMPORT_TIMEOUT);
-            let m: api::Imported = client.send_waiting("POST", "/v1/masters", &body, wait)?;
+            let m = progress::while_importing(client, &name, &version, || {
+                client.send_waiting("POST", "/v1/masters", &body, wait)
+            })?;
             let human = format!(
                 "{} {} imported: {} chunks, {} new in the store ({})",
                 m.name,

@@ -22,6 +22,7 @@ pub mod enrolment;
 pub mod failures;
 pub mod feeds;
 pub mod fleet;
+pub mod imports;
 pub mod metrics;
 pub mod plan;
 pub mod signing;
@@ -455,6 +456,7 @@ pub async fn serve(
                 settings: settings.planner,
                 silent_after_secs: silent_after,
                 feed_poll_minutes: settings.feeds.poll_minutes,
+                imports: imports::Running::default(),
                 changed: changed.clone(),
                 classes: plan::ClassCache::default(),
                 metrics,

@@ -21,6 +21,7 @@ mod cli_undo;
 mod enrol_and_fetch;
 mod help_texts;
 mod import_checks;
+mod import_progress;
 mod kiosk_page;
 mod metrics;
 mod netns_fleet;

@@ -30,6 +30,7 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
             ok(masters)
         }
         ("POST", ["v1", "masters"]) => ok(import_master(api, call.body()?, now)?),
+        ("GET", ["v1", "masters", "imports"]) => ok(api.imports.list(api.clock.now_f64())),
         ("DELETE", ["v1", "masters", name, version]) => {
             let name: MasterName = path_id(name)?;
             let version: MasterVersion = path_id(version)?;
@@ -143,9 +144,18 @@ fn import_master(api: &Api, request: ImportMaster, now: i64) -> Result<Imported,
         image: &image,
     }
     .emit(&api.metrics);
+    let listed = api.imports.start(
+        opts.name.clone(),
+        opts.version.clone(),
+        image.clone(),
+        api.clock.now_f64(),
+    );
+    // The file's size until the importer gives the image's (a qcow2 is converted first).
+    listed.update(0, std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0));
     let report =
-        image_tools::import::import_file(&image, format, &store, &key, &opts, &|read, _| {
-            import.read(read)
+        image_tools::import::import_file(&image, format, &store, &key, &opts, &|read, size| {
+            import.read(read);
+            listed.update(read, size);
         })
         .map_err(|e| error(400, format!("{e:#}")))?;
     drop(store);

@@ -61,6 +61,8 @@ pub struct Api {
     pub silent_after_secs: i64,
     /// How often calendar feeds are polled (`[calendar] feed_poll_minutes`), for their listing.
     pub feed_poll_minutes: u32,
+    /// The master imports under way (`GET masters/imports`).
+    pub imports: crate::imports::Running,
     /// Woken after every change, so that relays see it at once (the server reloads its catalogue).
     pub changed: Arc<tokio::sync::Notify>,
     /// Chunk classes, rebuilt only when the set of masters changes.

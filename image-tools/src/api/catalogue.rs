@@ -52,6 +52,21 @@ pub struct Imported {
     pub hole_bytes: u64,
 }
 
+/// An import under way (`GET /v1/masters/imports`), for a progress line: how far the
+/// controller has read the image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImportProgress {
+    pub name: MasterName,
+    pub version: MasterVersion,
+    pub image: PathBuf,
+    /// Bytes of the image (0 until the import knows it).
+    pub size: u64,
+    /// Bytes read and chunked so far.
+    pub read: u64,
+    /// Seconds since the import started, on the controller's clock.
+    pub elapsed_secs: f64,
+}
+
 /// `POST /v1/calendar`: a calendar file, CSV or iCalendar (by its name's `.ics` ending).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -27,6 +27,7 @@
 //! | `POST seats/assign`, `seats/replace` | [`SeatBind`] | [`SeatBound`] |
 //! | `GET masters` | | `Vec<MasterInfo>` |
 //! | `POST masters` | [`ImportMaster`] | [`Imported`] |
+//! | `GET masters/imports` | | `Vec<ImportProgress>` |
 //! | `DELETE masters/NAME/VERSION` | | [`Done`] |
 //! | `POST calendar` | [`CalendarFile`] | [`CalendarImported`] |
 //! | `POST calendar/sync` | [`CalendarSync`] | [`CalendarSynced`] |
@@ -64,7 +65,8 @@ pub use calendar::{
     CalendarNote, CalendarSync, CalendarSynced, MovedSession, SyncedSession, DEFAULT_HORIZON_DAYS,
 };
 pub use catalogue::{
-    CalendarFile, CalendarImported, ImportMaster, Imported, MasterInfo, NewSession, SessionInfo,
+    CalendarFile, CalendarImported, ImportMaster, ImportProgress, Imported, MasterInfo, NewSession,
+    SessionInfo,
 };
 pub use errors::{ApiError, Done};
 pub use failed::FailedOn;
