@@ -752,7 +752,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             listed(
                 client,
                 "/v1/sessions",
-                &["ID", "SITE", "ROOM", "MASTER", "VERSION", "START"],
+                &["ID", "SITE", "ROOM", "MASTER", "VERSION", "START", "SOURCE"],
                 |s: &api::SessionInfo| {
                     vec![
                         s.id.to_string(),
@@ -761,6 +761,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                         s.master.to_string(),
                         s.version.to_string(),
                         zones.time(&s.site, s.start),
+                        origin(&s.origin),
                     ]
                 },
             )?
@@ -896,6 +897,23 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
     };
     println!("{}", if as_json { out.json } else { out.human });
     Ok(())
+}
+
+/// Where a session came from, in words (a file by its name, not its path).
+fn origin(o: &api::SessionOrigin) -> String {
+    let name = |f: &str| {
+        Path::new(f)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| f.to_owned())
+    };
+    match o {
+        api::SessionOrigin::Calendar { source, feed: true } => format!("feed {source}"),
+        api::SessionOrigin::Calendar { source, .. } => format!("calendar {source}"),
+        api::SessionOrigin::Csv { file } => format!("CSV {}", name(file)),
+        api::SessionOrigin::Hand => "by hand".to_owned(),
+        api::SessionOrigin::Unknown => "-".to_owned(),
+    }
 }
 
 /// The query of a removal.

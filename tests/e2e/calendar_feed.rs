@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use image_tools::api::{FeedInfo, SessionInfo};
+use image_tools::api::{FeedInfo, SessionInfo, SessionOrigin};
 
 use crate::util::{nightcast, nightcast_ok, workspace_bin, Controller};
 
@@ -218,6 +218,9 @@ fn a_subscribed_https_feed_is_polled_and_synced_and_a_bad_feed_changes_nothing()
         listed.contains("formations") && listed.contains(&url) && listed.contains("16 added"),
         "{listed}"
     );
+    // `session list` says the feed keeps these sessions.
+    let listed = run(&["session", "list"]);
+    assert!(listed.contains("feed formations"), "{listed}");
 
     // The tool publishes a changed calendar: the sessions follow, exactly as for an import.
     let before = sessions(&c, &data);
@@ -274,7 +277,19 @@ fn a_subscribed_https_feed_is_polled_and_synced_and_a_bad_feed_changes_nothing()
     let seen = hits.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(5));
     assert!(hits.load(Ordering::SeqCst) <= seen + 1, "still polled");
-    assert_eq!(sessions(&c, &data), after);
+    // The sessions stay, now a calendar no feed keeps in step.
+    let kept = sessions(&c, &data);
+    let when = |s: &[SessionInfo]| -> Vec<(i64, String, i64, i64)> {
+        s.iter()
+            .map(|s| (s.id, s.room.to_string(), s.start, s.end))
+            .collect()
+    };
+    assert_eq!(when(&kept), when(&after));
+    assert!(kept.iter().all(|s| s.origin
+        == SessionOrigin::Calendar {
+            source: "formations".into(),
+            feed: false
+        }));
     let out = nightcast(&c, &data, &["calendar", "unsubscribe", "formations"]);
     assert!(!out.status.success());
 }

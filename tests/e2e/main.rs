@@ -27,6 +27,7 @@ mod metrics;
 mod netns_fleet;
 mod relay_daemon;
 mod seats;
+mod session_origin;
 mod tighten;
 mod trust;
 mod verdicts;

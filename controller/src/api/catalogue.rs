@@ -2,7 +2,7 @@
 
 use image_tools::api::{
     CalendarFile, CalendarImported, Done, ImportMaster, Imported, MasterInfo, NewSession,
-    SessionInfo,
+    SessionInfo, SessionOrigin,
 };
 use image_tools::{MasterName, MasterVersion};
 
@@ -73,6 +73,20 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                         version: s.version.clone(),
                         start: s.start,
                         end: s.end,
+                        origin: match (&s.source, s.origin.as_deref()) {
+                            (Some((source, feed)), _) => SessionOrigin::Calendar {
+                                source: source.clone(),
+                                feed: *feed,
+                            },
+                            (None, Some("hand")) => SessionOrigin::Hand,
+                            (None, Some(o)) => match o.strip_prefix("csv:") {
+                                Some(file) => SessionOrigin::Csv {
+                                    file: file.to_owned(),
+                                },
+                                None => SessionOrigin::Unknown,
+                            },
+                            (None, None) => SessionOrigin::Unknown,
+                        },
                     })
                 })
                 .collect::<Result<Vec<_>, Reply>>()?;

@@ -52,15 +52,23 @@ pub struct SessionRow {
     pub version: image_tools::MasterVersion,
     pub start: i64,
     pub end: i64,
+    /// The iCalendar calendar it came from, and whether a feed keeps that calendar.
+    pub source: Option<(String, bool)>,
+    /// Else: `hand`, or `csv:FILE` (`None`: added before nightcast recorded it).
+    pub origin: Option<String>,
 }
 
 impl Db {
     pub fn sessions(&self, site: Option<&str>) -> Result<Vec<SessionRow>, DbError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, site, room, master, version, start, end FROM sessions
+            "SELECT id, site, room, master, version, start, end, source,
+                EXISTS (SELECT 1 FROM calendar_feeds f WHERE f.source = sessions.source), origin
+             FROM sessions
              WHERE ?1 IS NULL OR site = ?1 ORDER BY site, start, room",
         )?;
         let rows = stmt.query_map(params![site], |r| {
+            let source: Option<String> = r.get(7)?;
+            let feed: bool = r.get(8)?;
             Ok(SessionRow {
                 id: r.get(0)?,
                 site: r.get(1)?,
@@ -69,6 +77,8 @@ impl Db {
                 version: r.get(4)?,
                 start: r.get(5)?,
                 end: r.get(6)?,
+                source: source.map(|s| (s, feed)),
+                origin: r.get(9)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -78,7 +88,7 @@ impl Db {
     /// imports nothing and the error names its line.
     pub fn import_csv(&mut self, file_name: &str, text: &str) -> Result<usize, DbError> {
         let rows = crate::calendar::csv::parse(text).map_err(|e| calendar_error(file_name, e))?;
-        self.insert_sessions(file_name, rows)
+        self.insert_sessions(file_name, rows, &format!("csv:{file_name}"))
     }
 
     /// Imports a calendar in iCalendar as the calendar `file_name`, nothing skipped as past (see
@@ -253,7 +263,8 @@ impl Db {
                 "fields may not contain commas or line breaks".into(),
             ));
         }
-        self.import_csv("session", &csv).map(|_| ())
+        let rows = crate::calendar::csv::parse(&csv).map_err(|e| calendar_error("session", e))?;
+        self.insert_sessions("session", rows, "hand").map(|_| ())
     }
 
     pub fn remove_session(&self, id: i64) -> Result<(), DbError> {
@@ -269,7 +280,13 @@ impl Db {
     }
 
     /// Checks every row against the catalogue and inserts them in one transaction.
-    fn insert_sessions(&mut self, file_name: &str, rows: Vec<Row>) -> Result<usize, DbError> {
+    /// `origin`: see [`SessionRow::origin`].
+    fn insert_sessions(
+        &mut self,
+        file_name: &str,
+        rows: Vec<Row>,
+        origin: &str,
+    ) -> Result<usize, DbError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -279,8 +296,9 @@ impl Db {
             let tz = site_zone(&tx, file_name, &r)?;
             let (start, end) = times(file_name, &r, &tz)?;
             tx.execute(
-                "INSERT INTO sessions (site, room, master, version, start, end) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![r.site, r.room, r.master, r.version, start, end],
+                "INSERT INTO sessions (site, room, master, version, start, end, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![r.site, r.room, r.master, r.version, start, end, origin],
             )?;
             no_clash(&tx, file_name, r.line, &r.room, tx.last_insert_rowid())?;
         }

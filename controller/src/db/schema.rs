@@ -167,6 +167,9 @@ const MIGRATIONS: &[&str] = &[
         last_result TEXT,
         last_error TEXT
      );",
+    // 11: where a session not from an iCalendar calendar came from: 'hand' (`session add`) or
+    // 'csv:FILE'; NULL for a calendar's (its `source` says) and for sessions added before.
+    "ALTER TABLE sessions ADD COLUMN origin TEXT;",
 ];
 
 /// Brings the database up to the last migration.

@@ -93,6 +93,25 @@ pub struct SessionInfo {
     /// Unix seconds.
     pub start: i64,
     pub end: i64,
+    /// Where the session came from.
+    #[serde(default)]
+    pub origin: SessionOrigin,
+}
+
+/// Where a session came from: whether a calendar will move it again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionOrigin {
+    /// An iCalendar calendar (`calendar import`, or a feed when `feed`): its next export or poll
+    /// may move or remove the session.
+    Calendar { source: String, feed: bool },
+    /// A CSV file: only added, never synced.
+    Csv { file: String },
+    /// `session add`.
+    Hand,
+    /// Added before nightcast recorded where sessions come from.
+    #[default]
+    Unknown,
 }
 
 /// `POST /v1/sessions`: one session; `start` and `end` are `YYYY-MM-DD HH:MM` in the site's

@@ -66,7 +66,7 @@ pub use calendar::{
 };
 pub use catalogue::{
     CalendarFile, CalendarImported, ImportMaster, ImportProgress, Imported, MasterInfo, NewSession,
-    SessionInfo,
+    SessionInfo, SessionOrigin,
 };
 pub use errors::{ApiError, Done};
 pub use failed::FailedOn;
