@@ -71,7 +71,7 @@ fn read(bytes: &[u8], horizon: Option<jiff::civil::Date>) -> Result<Calendar, Er
     let mut left_out: HashMap<String, usize> = HashMap::new();
     for (begin, props) in vevents {
         match Event::read(begin, &props, &zones, horizon)? {
-            Read::Event(e) if e.moves.is_some() => moves.push(e),
+            Read::Event(e) if e.moves.is_some() => moves.push(*e),
             Read::Event(e) => {
                 if let (true, Some(h)) = (e.open, horizon) {
                     calendar.notes.push(Note {
@@ -92,7 +92,7 @@ fn read(bytes: &[u8], horizon: Option<jiff::civil::Date>) -> Result<Calendar, Er
                         ),
                     ));
                 }
-                series.push(e);
+                series.push(*e);
             }
             Read::AllDay(uid, summary) => {
                 calendar.notes.push(Note {
@@ -240,7 +240,7 @@ fn components(
 
 /// What a `VEVENT` is.
 enum Read {
-    Event(Event),
+    Event(Box<Event>),
     /// A date without a time: its `UID` and `SUMMARY`.
     AllDay(String, String),
     /// `STATUS:CANCELLED` (and no `RECURRENCE-ID`): its `UID`.
@@ -356,7 +356,7 @@ impl Event {
             open: false,
         };
         if cancelled {
-            return Ok(Read::Event(event));
+            return Ok(Read::Event(Box::new(event)));
         }
         event.target = Some(target(props)?);
         let start = values::when("DTSTART", start_line, &start_line.value, zones)?;
@@ -396,7 +396,7 @@ impl Event {
                 start,
                 end,
             });
-            return Ok(Read::Event(event));
+            return Ok(Read::Event(Box::new(event)));
         }
         let recurring = rule.is_some() || !rdates.is_empty();
         let mut starts = match rule {
@@ -458,7 +458,7 @@ impl Event {
             }
         }
         event.occurrences = sorted;
-        Ok(Read::Event(event))
+        Ok(Read::Event(Box::new(event)))
     }
 
     /// The rows of a series, each occurrence keyed by its own start.
