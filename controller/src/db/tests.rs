@@ -766,3 +766,4 @@ mod calendar_input {
 }
 
 mod calendar_sync;
+mod rules;
