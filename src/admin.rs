@@ -787,8 +787,21 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             printed(&done, human)?
         }
         Admin::Session(Session::Rm { id }) => {
+            let sessions: Vec<api::SessionInfo> = client.ask("GET", "/v1/sessions")?;
+            let origin = sessions.into_iter().find(|s| s.id == id).map(|s| s.origin);
             let done: api::Done = client.ask("DELETE", &format!("/v1/sessions/{id}"))?;
-            printed(&done, format!("session {id} removed"))?
+            let mut human = format!("session {id} removed");
+            if let Some(api::SessionOrigin::Calendar { source, feed }) = origin {
+                human += &format!(
+                    "\nnote: it came from calendar {source}: its next {} adds it again unless \
+                     its event is removed or cancelled there",
+                    match feed {
+                        true => "poll",
+                        false => "import",
+                    }
+                );
+            }
+            printed(&done, human)?
         }
         Admin::Seat(Seat::Add { site, room, seat }) => {
             let human = format!("seat {seat} added to {site}/{room}");

@@ -97,4 +97,30 @@ fn session_list_names_where_each_session_came_from() {
     for expected in ["by hand", "CSV term.csv", "calendar formations.ics"] {
         assert!(text.contains(expected), "{expected:?} not in:\n{text}");
     }
+
+    // Removing a calendar's session by hand: the DSI is told it comes back with the calendar.
+    let listed: Vec<SessionInfo> =
+        serde_json::from_str(&run(&["--json", "session", "list"])).unwrap();
+    let id = |o: &SessionOrigin| {
+        listed
+            .iter()
+            .find(|s| s.origin == *o)
+            .unwrap()
+            .id
+            .to_string()
+    };
+    let out = run(&[
+        "session",
+        "rm",
+        &id(&SessionOrigin::Calendar {
+            source: "formations.ics".into(),
+            feed: false,
+        }),
+    ]);
+    assert!(
+        out.contains("came from calendar formations.ics: its next import adds it again"),
+        "{out}"
+    );
+    let out = run(&["session", "rm", &id(&SessionOrigin::Hand)]);
+    assert!(!out.contains("note:"), "{out}");
 }
