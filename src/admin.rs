@@ -13,6 +13,10 @@ use serde::Serialize;
 use crate::client::{Client, IMPORT_TIMEOUT};
 use crate::local_time::Zones;
 
+mod feeds;
+mod mapping;
+mod progress;
+
 #[derive(Debug, Subcommand)]
 pub enum Admin {
     /// Sites: a building with its own VLAN, relay, time zone, night windows and WAN cap.
@@ -341,7 +345,40 @@ pub enum Calendar {
         /// (.ics only; up to 731). Import a newer export later to go further.
         #[arg(long, default_value_t = api::DEFAULT_HORIZON_DAYS)]
         horizon_days: u32,
+        /// Import the events the mapping rules can read even if some match no rule (.ics
+        /// only); those are still listed, with their line and title, and not imported.
+        #[arg(long)]
+        partial: bool,
     },
+    /// The mapping rules: which course titles or categories run which master, and which
+    /// places are which room, for calendars that do not use nightcast's own names.
+    #[command(subcommand)]
+    Map(mapping::Map),
+    /// Subscribe to a calendar feed (an https:// link a training-management tool publishes):
+    /// the controller polls it and applies it as an import of that calendar each time.
+    Subscribe {
+        /// The feed's https:// URL (plain HTTP is refused).
+        url: String,
+        /// The calendar's name (letters, digits, '.', '_', '-'): the sessions it gives are
+        /// this calendar's. Give the name of an imported calendar to have the feed take it over.
+        #[arg(long)]
+        source: String,
+        /// Apply what the mapping rules can read even if some events match no rule (they are
+        /// listed in `calendar subscriptions`). Without it, such an event makes the poll fail.
+        #[arg(long)]
+        partial: bool,
+        /// How many days ahead an event that repeats for ever gives sessions (up to 731).
+        #[arg(long, default_value_t = api::DEFAULT_HORIZON_DAYS)]
+        horizon_days: u32,
+    },
+    /// Stop polling a calendar feed; the sessions it gave stay.
+    Unsubscribe {
+        /// The calendar's name, as `calendar subscriptions` lists it.
+        source: String,
+    },
+    /// The calendar feeds, and how each one's last poll went (what it changed, or why it
+    /// changed nothing).
+    Subscriptions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -576,13 +613,15 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             let image = std::fs::canonicalize(&image).unwrap_or(image);
             let body = api::ImportMaster {
                 image,
-                name,
-                version,
+                name: name.clone(),
+                version: version.clone(),
                 format,
                 force,
             };
             let wait = client.timeout.max(IMPORT_TIMEOUT);
-            let m: api::Imported = client.send_waiting("POST", "/v1/masters", &body, wait)?;
+            let m = progress::while_importing(client, &name, &version, || {
+                client.send_waiting("POST", "/v1/masters", &body, wait)
+            })?;
             let human = format!(
                 "{} {} imported: {} chunks, {} new in the store ({})",
                 m.name,
@@ -615,13 +654,14 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             dry_run,
             source,
             horizon_days,
+            partial,
         }) => {
             let is_ics = file
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("ics"));
             if !is_ics {
-                if dry_run || source.is_some() {
-                    bail!("--dry-run and --source are for iCalendar (.ics) files: a CSV file only adds sessions");
+                if dry_run || source.is_some() || partial {
+                    bail!("--dry-run, --source and --partial are for iCalendar (.ics) files: a CSV file only adds sessions");
                 }
                 let text = std::fs::read_to_string(&file)
                     .with_context(|| format!("cannot read {}", file.display()))?;
@@ -643,6 +683,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     bytes,
                     dry_run,
                     horizon_days: Some(horizon_days),
+                    partial,
                 };
                 let s: api::CalendarSynced = client.send("POST", "/v1/calendar/sync", &body)?;
                 let zones = zones(client)?;
@@ -678,6 +719,14 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 for n in &s.notes {
                     out += &format!("\n  line {}: {}", n.line, n.note);
                 }
+                if !s.unmatched.is_empty() {
+                    for u in &s.unmatched {
+                        out += &format!("\n  not imported, no mapping rule: {u}");
+                    }
+                    if !s.applied && !partial {
+                        out += "\nwithout --partial, this import will be refused for them (or add rules with `nightcast calendar map`)";
+                    }
+                }
                 match (s.applied, s.added.len() + s.moved.len() + s.removed.len()) {
                     (_, 0) => out += "\nnothing to change",
                     (false, _) => {
@@ -689,12 +738,21 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 printed(&s, out)?
             }
         }
+        Admin::Calendar(Calendar::Map(cmd)) => mapping::run(client, cmd)?,
+        Admin::Calendar(Calendar::Subscribe {
+            url,
+            source,
+            partial,
+            horizon_days,
+        }) => feeds::subscribe(client, url, source, partial, horizon_days)?,
+        Admin::Calendar(Calendar::Unsubscribe { source }) => feeds::unsubscribe(client, &source)?,
+        Admin::Calendar(Calendar::Subscriptions) => feeds::list(client)?,
         Admin::Session(Session::List) => {
             let zones = zones(client)?;
             listed(
                 client,
                 "/v1/sessions",
-                &["ID", "SITE", "ROOM", "MASTER", "VERSION", "START"],
+                &["ID", "SITE", "ROOM", "MASTER", "VERSION", "START", "SOURCE"],
                 |s: &api::SessionInfo| {
                     vec![
                         s.id.to_string(),
@@ -703,6 +761,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                         s.master.to_string(),
                         s.version.to_string(),
                         zones.time(&s.site, s.start),
+                        origin(&s.origin),
                     ]
                 },
             )?
@@ -728,8 +787,21 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             printed(&done, human)?
         }
         Admin::Session(Session::Rm { id }) => {
+            let sessions: Vec<api::SessionInfo> = client.ask("GET", "/v1/sessions")?;
+            let origin = sessions.into_iter().find(|s| s.id == id).map(|s| s.origin);
             let done: api::Done = client.ask("DELETE", &format!("/v1/sessions/{id}"))?;
-            printed(&done, format!("session {id} removed"))?
+            let mut human = format!("session {id} removed");
+            if let Some(api::SessionOrigin::Calendar { source, feed }) = origin {
+                human += &format!(
+                    "\nnote: it came from calendar {source}: its next {} adds it again unless \
+                     its event is removed or cancelled there",
+                    match feed {
+                        true => "poll",
+                        false => "import",
+                    }
+                );
+            }
+            printed(&done, human)?
         }
         Admin::Seat(Seat::Add { site, room, seat }) => {
             let human = format!("seat {seat} added to {site}/{room}");
@@ -838,6 +910,23 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
     };
     println!("{}", if as_json { out.json } else { out.human });
     Ok(())
+}
+
+/// Where a session came from, in words (a file by its name, not its path).
+fn origin(o: &api::SessionOrigin) -> String {
+    let name = |f: &str| {
+        Path::new(f)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| f.to_owned())
+    };
+    match o {
+        api::SessionOrigin::Calendar { source, feed: true } => format!("feed {source}"),
+        api::SessionOrigin::Calendar { source, .. } => format!("calendar {source}"),
+        api::SessionOrigin::Csv { file } => format!("CSV {}", name(file)),
+        api::SessionOrigin::Hand => "by hand".to_owned(),
+        api::SessionOrigin::Unknown => "-".to_owned(),
+    }
 }
 
 /// The query of a removal.

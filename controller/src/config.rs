@@ -22,6 +22,26 @@ pub struct Config {
     pub fleet: Fleet,
     pub trust: TrustSettings,
     pub store: StoreSettings,
+    pub calendar: CalendarSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalendarSettings {
+    /// How often each subscribed calendar feed (`nightcast calendar subscribe`) is polled.
+    pub feed_poll_minutes: u32,
+    /// The certificate authorities (PEM) a feed's HTTPS certificate must chain to: the system's
+    /// bundle by default (Debian's path), or the file of an internal CA.
+    pub feed_roots: PathBuf,
+}
+
+impl Default for CalendarSettings {
+    fn default() -> CalendarSettings {
+        CalendarSettings {
+            feed_poll_minutes: 15,
+            feed_roots: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -100,6 +120,7 @@ impl Default for Config {
             fleet: Fleet::default(),
             trust: TrustSettings::default(),
             store: StoreSettings::default(),
+            calendar: CalendarSettings::default(),
         }
     }
 }
@@ -142,6 +163,10 @@ impl Config {
                 level: self.store.tighten_level,
                 threads: self.store.tighten_threads,
             }),
+            feeds: crate::feeds::Settings {
+                poll_minutes: self.calendar.feed_poll_minutes,
+                roots: self.calendar.feed_roots.clone(),
+            },
         }
     }
 
@@ -156,6 +181,12 @@ impl Config {
 
     /// Checks that need several keys at once.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=1440).contains(&self.calendar.feed_poll_minutes) {
+            anyhow::bail!(
+                "`calendar.feed_poll_minutes` is {}: give 1 to 1440 (a day)",
+                self.calendar.feed_poll_minutes
+            );
+        }
         if self.listen.port() != 0
             && self.listen.port() == self.api.port()
             && self.listen.ip() == self.api.ip()

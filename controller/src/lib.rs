@@ -20,7 +20,9 @@ pub mod config;
 pub mod db;
 pub mod enrolment;
 pub mod failures;
+pub mod feeds;
 pub mod fleet;
+pub mod imports;
 pub mod metrics;
 pub mod plan;
 pub mod signing;
@@ -274,7 +276,7 @@ pub fn take_over(
 }
 
 /// What `serve` runs with, from the configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub planner: plan::Settings,
     /// How long the certificates issued are valid.
@@ -284,6 +286,8 @@ pub struct ServeSettings {
     pub silent_after_secs: i64,
     /// The second compression pass over the store (`None`: off).
     pub tighten: Option<tighten::Tighten>,
+    /// The subscribed calendar feeds' polls.
+    pub feeds: feeds::Settings,
 }
 
 /// Serves relays (and enrolments) on `listen` until `shutdown`. `on_listening` gets the bound address.
@@ -325,6 +329,13 @@ pub async fn serve(
     let changed = Arc::new(tokio::sync::Notify::new());
     // A new master version read into the catalogue wakes the compression pass.
     let tighten_wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(feeds::run(
+        data.clone(),
+        settings.feeds.clone(),
+        clock,
+        changed.clone(),
+        shutdown.clone(),
+    ));
     if let Some(t) = settings.tighten {
         tokio::spawn(tighten::run(
             data.store(),
@@ -444,6 +455,8 @@ pub async fn serve(
                 clock,
                 settings: settings.planner,
                 silent_after_secs: silent_after,
+                feed_poll_minutes: settings.feeds.poll_minutes,
+                imports: imports::Running::default(),
                 changed: changed.clone(),
                 classes: plan::ClassCache::default(),
                 metrics,

@@ -33,6 +33,7 @@ pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod fetcher;
+pub mod local_time;
 pub mod metrics;
 pub mod wol;
 

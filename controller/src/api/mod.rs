@@ -59,6 +59,10 @@ pub struct Api {
     pub settings: crate::plan::Settings,
     /// See `takeover`: a seat not heard from for longer is silent.
     pub silent_after_secs: i64,
+    /// How often calendar feeds are polled (`[calendar] feed_poll_minutes`), for their listing.
+    pub feed_poll_minutes: u32,
+    /// The master imports under way (`GET masters/imports`).
+    pub imports: crate::imports::Running,
     /// Woken after every change, so that relays see it at once (the server reloads its catalogue).
     pub changed: Arc<tokio::sync::Notify>,
     /// Chunk classes, rebuilt only when the set of masters changes.
@@ -258,12 +262,14 @@ fn db_error(e: DbError) -> Reply {
         | DbError::NoRoom { .. }
         | DbError::NoMaster { .. }
         | DbError::NoSeat { .. }
-        | DbError::NoAgent { .. } => 404,
+        | DbError::NoAgent { .. }
+        | DbError::NoRule(_)
+        | DbError::NoFeed(_) => 404,
         DbError::MasterInUse { .. }
         | DbError::NotSpare { .. }
         | DbError::SiteExists(_)
         | DbError::PlaceInUse { .. } => 409,
-        DbError::Invalid(_) | DbError::Calendar { .. } => 400,
+        DbError::Invalid(_) | DbError::Calendar { .. } | DbError::Unmatched { .. } => 400,
         DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>
         {

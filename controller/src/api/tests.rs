@@ -16,6 +16,8 @@ fn api() -> (tempfile::TempDir, Api) {
     db.add_room("lyon", "salle-1").unwrap();
     db.add_seat("lyon", "salle-1", "s1").unwrap();
     let api = Api {
+        feed_poll_minutes: 15,
+        imports: Default::default(),
         data,
         token: TOKEN.into(),
         clock: image_tools::clock::Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap(),

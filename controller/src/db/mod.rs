@@ -65,21 +65,36 @@ pub enum DbError {
         line: usize,
         what: String,
     },
+    #[error("{file}: {}, nothing imported (add rules with `nightcast calendar map`, or import the rest with --partial):{}",
+        match events.len() { 1 => "1 event matches no mapping rule".to_owned(), n => format!("{n} events match no mapping rule") },
+        events.iter().map(|e| format!("\n  {e}")).collect::<String>())]
+    Unmatched {
+        file: String,
+        events: Vec<crate::calendar::mapping::Unmatched>,
+    },
+    #[error("no mapping rule {0}: see `nightcast calendar map list`")]
+    NoRule(i64),
+    #[error("no calendar subscription {0:?}: see `nightcast calendar subscriptions`")]
+    NoFeed(String),
 }
 
 mod calendar;
 mod failures;
+mod feeds;
 mod masters;
 mod nodes;
 mod plans;
 mod removal;
+mod rules;
 mod schema;
 mod sites;
 mod trust;
 
-pub use calendar::{SessionRow, Synced};
+pub use calendar::{Apply, SessionRow, Synced};
+pub use feeds::FeedRow;
 pub use nodes::{Bound, FleetRow, Reported};
 pub use removal::Removal;
+pub use rules::RuleRow;
 pub use sites::{parse_schedule, RoomRow, SiteChange, SiteRow, MAX_CAP_MBIT};
 pub use trust::PendingRow;
 
