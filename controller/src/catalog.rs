@@ -150,6 +150,7 @@ fn site_plans(
         .collect();
     let mut rooms = db.room_plans(now)?;
     let mut seats = db.seat_bindings()?;
+    let mut pushes = pushes(db, now)?;
     let mut out = Vec::new();
     for site in db.sites()? {
         let plan = SitePlan {
@@ -167,8 +168,45 @@ fn site_plans(
             signing_keys: signing_keys.clone(),
             current_ca: ca.certificate().to_vec(),
             bridge: cas.bridge.clone(),
+            emergency_cap_mbit: site.emergency_cap_mbit,
+            pushes: pushes.remove(&site.name).unwrap_or_default(),
         };
         out.push((site.name, plan));
+    }
+    Ok(out)
+}
+
+/// Each site's emergency pushes in force, with when the controller expects the relay to hold
+/// each (`crate::push`; the chunk classes are built only when there is a push).
+fn pushes(db: &Db, now: i64) -> Result<HashMap<String, Vec<image_tools::wire::Push>>> {
+    let overrides: Vec<_> = db
+        .overrides(now)?
+        .into_iter()
+        .filter(|o| o.deadline.is_some())
+        .collect();
+    let mut out: HashMap<String, Vec<image_tools::wire::Push>> = HashMap::new();
+    if overrides.is_empty() {
+        return Ok(out);
+    }
+    let classes = db.classes()?;
+    let lan = image_tools::Bandwidth::from_mbit(crate::push::LAN_MBIT);
+    for o in overrides {
+        let deadline = o.deadline.unwrap_or(o.until);
+        let rooms = db.push_plan(
+            now,
+            &o.site,
+            &o.master,
+            deadline,
+            &classes,
+            &crate::plan::Settings::default(),
+            lan,
+        )?;
+        let expected = rooms.first().map_or(now, |r| r.relay_ready_at);
+        out.entry(o.site).or_default().push(image_tools::wire::Push {
+            master: o.master,
+            deadline,
+            expected,
+        });
     }
     Ok(out)
 }

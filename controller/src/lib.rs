@@ -23,6 +23,7 @@ pub mod failures;
 pub mod fleet;
 pub mod metrics;
 pub mod plan;
+pub mod push;
 pub mod signing;
 pub mod takeover;
 #[cfg(test)]

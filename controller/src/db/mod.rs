@@ -72,6 +72,7 @@ mod failures;
 mod masters;
 mod nodes;
 mod plans;
+pub mod pushes;
 mod removal;
 mod schema;
 mod sites;
@@ -79,6 +80,7 @@ mod trust;
 
 pub use calendar::{SessionRow, Synced};
 pub use nodes::{Bound, FleetRow, Reported};
+pub use plans::OverrideRow;
 pub use removal::Removal;
 pub use sites::{parse_schedule, RoomRow, SiteChange, SiteRow, MAX_CAP_MBIT};
 pub use trust::PendingRow;

@@ -137,6 +137,11 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE sessions ADD COLUMN instance INTEGER CHECK (instance IS NULL OR uid IS NOT NULL);
      CREATE UNIQUE INDEX sessions_by_event ON sessions(source, uid, ifnull(instance, 'single'))
         WHERE source IS NOT NULL;",
+    // 9: emergency pushes: an override's deadline (NULL: a plain override), and each site's WAN
+    // cap for them in the daytime (0: the night cap).
+    "ALTER TABLE overrides ADD COLUMN deadline INTEGER;
+     ALTER TABLE sites ADD COLUMN emergency_cap_mbit INTEGER NOT NULL DEFAULT 0
+        CHECK (emergency_cap_mbit >= 0);",
 ];
 
 /// Brings the database up to the last migration.

@@ -1,0 +1,257 @@
+//! Emergency pushes: overrides with a deadline, checked and recorded together, and the facts
+//! `crate::push::plan_push` decides from (the site's caps and relay, the rooms running the
+//! version, their sessions, seats, NUCs and what each NUC holds).
+
+use std::collections::HashMap;
+
+use image_tools::wire::MasterRef;
+use image_tools::Bandwidth;
+use rusqlite::params;
+
+use super::plans::insert_override;
+use super::{Db, DbError, Reported};
+use crate::plan::{Classes, Relay, Settings};
+use crate::push::{self, plan_push, RoomOutcome};
+
+/// A push asked for, before it is recorded.
+#[derive(Debug, Clone)]
+pub struct NewPush<'a> {
+    pub master: &'a MasterRef,
+    pub reason: &'a str,
+    pub by: &'a str,
+    pub until: i64,
+    pub deadline: i64,
+}
+
+impl Db {
+    /// The sites whose calendar runs `master` in a session not yet ended at `now`.
+    pub fn sites_running(&self, master: &MasterRef, now: i64) -> Result<Vec<String>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT site FROM sessions
+             WHERE master = ?1 AND version = ?2 AND end > ?3 ORDER BY site",
+        )?;
+        let rows = stmt.query_map(
+            params![master.name.as_str(), master.version.as_str(), now],
+            |r| r.get(0),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Checks a push to each of `sites` (a reason, the site, the master version, a session of it
+    /// to come at the site, a deadline ahead), then records one override per site in one
+    /// transaction: all or nothing. The ids, in the order of `sites`.
+    pub fn add_pushes(
+        &mut self,
+        sites: &[String],
+        push: &NewPush<'_>,
+        now: i64,
+    ) -> Result<Vec<i64>, DbError> {
+        let master = (push.master.name.as_str(), push.master.version.as_str());
+        self.check_pushes(sites, push.master, push.reason, push.deadline, now)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut ids = Vec::with_capacity(sites.len());
+        for site in sites {
+            ids.push(insert_override(
+                &tx,
+                site,
+                master,
+                push.reason,
+                push.by,
+                now,
+                push.until,
+                Some(push.deadline),
+            )?);
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// What [`Db::add_pushes`] checks, for a dry run too.
+    pub fn check_pushes(
+        &self,
+        sites: &[String],
+        master: &MasterRef,
+        reason: &str,
+        deadline: i64,
+        now: i64,
+    ) -> Result<(), DbError> {
+        if deadline <= now {
+            return Err(DbError::Invalid(format!(
+                "the deadline is past (it is {} s ago): give a time still to come today, or a date",
+                now - deadline
+            )));
+        }
+        let running = self.sites_running(master, now)?;
+        for site in sites {
+            self.check_override(
+                site,
+                (master.name.as_str(), master.version.as_str()),
+                reason,
+            )?;
+            if !running.contains(site) {
+                return Err(DbError::Invalid(format!(
+                    "site {site:?} has no session of {} {} to come: a push reaches the NUCs of \
+                     the rooms whose sessions run it (schedule it first: `nightcast session add`, \
+                     or `nightcast calendar import`)",
+                    master.name, master.version
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each room of `site` running `master` from `now` on, with the verdict of a push due at
+    /// `deadline` (see `crate::push`); the LAN counted at `lan`.
+    pub fn push_plan(
+        &self,
+        now: i64,
+        site: &str,
+        master: &MasterRef,
+        deadline: i64,
+        classes: &Classes,
+        settings: &Settings,
+        lan: Bandwidth,
+    ) -> Result<Vec<RoomOutcome>, DbError> {
+        let (facts, rooms) = self.push_facts(now, site, master, classes, lan)?;
+        Ok(plan_push(now, deadline, &facts, &rooms, settings))
+    }
+
+    /// The facts of a push of `master` to `site`.
+    fn push_facts(
+        &self,
+        now: i64,
+        site: &str,
+        master: &MasterRef,
+        classes: &Classes,
+        lan: Bandwidth,
+    ) -> Result<(push::Site, Vec<push::Room>), DbError> {
+        let row = self
+            .sites()?
+            .into_iter()
+            .find(|s| s.name == site)
+            .ok_or_else(|| DbError::NoSite(site.to_owned()))?;
+        let master_bytes = classes.master_bytes(master).unwrap_or(0);
+        let relay = match self.relays_by_site()?.get(site) {
+            Some(&last_seen) => Relay::Enrolled { last_seen },
+            None => Relay::None,
+        };
+        let relay_holds = self
+            .holds_by_site()?
+            .get(site)
+            .is_some_and(|h| h.contains(master));
+        let relay_missing = if relay_holds {
+            0
+        } else {
+            self.relay_missing(site, master)?.unwrap_or(master_bytes)
+        };
+        let facts = push::Site {
+            cap_mbit: match row.emergency_cap_mbit {
+                0 => row.cap_mbit,
+                e => e,
+            },
+            relay_missing,
+            relay,
+            lan,
+            master_bytes,
+        };
+        let mut rooms: Vec<push::Room> = Vec::new();
+        let sessions: Vec<_> = self
+            .sessions(Some(site))?
+            .into_iter()
+            .filter(|s| s.end > now)
+            .collect();
+        let runs = |s: &super::SessionRow| s.master == master.name && s.version == master.version;
+        let mut names: Vec<&String> = sessions
+            .iter()
+            .filter(|s| runs(s))
+            .map(|s| &s.room)
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let nucs = self
+                .room_nucs(site, name)?
+                .into_iter()
+                .map(|(seat, node, last_seen, held)| push::Nuc {
+                    missing: last_seen
+                        .and(classes.missing_bytes(master, &held))
+                        .filter(|_| node.is_some()),
+                    seat,
+                    node,
+                    last_seen,
+                })
+                .collect();
+            rooms.push(push::Room {
+                name: name.clone(),
+                sessions: sessions
+                    .iter()
+                    .filter(|s| &s.room == name)
+                    .map(|s| (s.start, s.end, runs(s)))
+                    .collect(),
+                nucs,
+            });
+        }
+        Ok((facts, rooms))
+    }
+
+    /// What the site's relay last reported it still lacks of `master`, if it said.
+    fn relay_missing(&self, site: &str, master: &MasterRef) -> Result<Option<u64>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT status FROM nodes WHERE site = ?1 AND role = 'relay' AND revoked_at IS NULL
+             ORDER BY last_seen DESC LIMIT 1",
+        )?;
+        let mut rows = stmt.query_map(params![site], |r| r.get::<_, String>(0))?;
+        let Some(status) = rows.next().transpose()? else {
+            return Ok(None);
+        };
+        let stored: Reported = serde_json::from_str(&status).unwrap_or_default();
+        Ok(match stored.report {
+            image_tools::report::Report::Relay(r) => r
+                .missing
+                .iter()
+                .find(|m| &m.master == master)
+                .map(|m| m.bytes),
+            _ => None,
+        })
+    }
+
+    /// Each seat of a room: its NUC (if any), its last report, and the versions it holds.
+    #[allow(clippy::type_complexity)]
+    fn room_nucs(
+        &self,
+        site: &str,
+        room: &str,
+    ) -> Result<Vec<(String, Option<String>, Option<i64>, Vec<MasterRef>)>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.name, n.node, n.last_seen, h.master, h.version FROM seats s
+             LEFT JOIN nodes n ON n.site = s.site AND n.room = s.room AND n.seat = s.name
+                AND n.revoked_at IS NULL
+             LEFT JOIN holdings h ON h.site = n.site AND h.node = n.node
+             WHERE s.site = ?1 AND s.room = ?2 ORDER BY s.name",
+        )?;
+        let rows = stmt.query_map(params![site, room], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<image_tools::MasterName>>(3)?,
+                r.get::<_, Option<image_tools::MasterVersion>>(4)?,
+            ))
+        })?;
+        let mut out: Vec<(String, Option<String>, Option<i64>, Vec<MasterRef>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for row in rows {
+            let (seat, node, last_seen, name, version) = row?;
+            let i = *index.entry(seat.clone()).or_insert_with(|| {
+                out.push((seat, node, last_seen, Vec::new()));
+                out.len() - 1
+            });
+            if let (Some(name), Some(version)) = (name, version) {
+                out[i].3.push(MasterRef { name, version });
+            }
+        }
+        Ok(out)
+    }
+}
