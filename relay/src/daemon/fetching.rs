@@ -52,6 +52,7 @@ pub(super) async fn fetch_task(r: Arc<Relay>, shutdown: CancellationToken) {
                 }
                 Action::WindowClosed => tracing::info!("night window closed"),
                 Action::Fetch { master, until } => {
+                    r.pace(r.clock.now());
                     let conn = r.link.borrow().clone();
                     let outcome = match conn {
                         Some(conn) => fetch_one(&r, &conn, &master, until, &shutdown).await,
