@@ -703,6 +703,7 @@ impl Agent {
             news: self.shared.clone(),
             threads: self.cfg.threads,
             now: self.clock.now().max(0) as u64,
+            expected: crate::expect::expected(&self.plan, &target, self.clock.now()),
         };
         let handle = tokio::spawn(job.run());
         self.job = Some((target, handle));
