@@ -18,6 +18,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod config;
 pub mod db;
+pub mod deadline;
 pub mod enrolment;
 pub mod failures;
 pub mod fleet;

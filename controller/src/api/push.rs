@@ -9,13 +9,13 @@ use image_tools::Bandwidth;
 use super::plan::override_info;
 use super::{db_error, error, ok, stored, Answer, Call, Reply};
 use crate::db::pushes::NewPush;
-use crate::db::Db;
+use crate::db::{Db, DbError};
 use crate::push::{RoomOutcome, Verdict, Why, LAN_MBIT};
 
 /// `POST /v1/overrides` with a deadline, `all_sites` or `dry_run`.
 pub(super) fn new_push(call: &Call, o: &NewOverride) -> Answer {
     let now = call.now;
-    let Some(deadline) = o.deadline else {
+    let Some(deadline) = &o.deadline else {
         return Err(error(
             400,
             "an emergency push to all sites, or a dry run, needs a deadline (`deadline`)",
@@ -26,53 +26,57 @@ pub(super) fn new_push(call: &Call, o: &NewOverride) -> Answer {
         version: o.version.clone(),
     };
     let mut db = call.db()?;
-    let sites = match (&o.site, o.all_sites) {
-        (Some(_), true) => {
-            return Err(error(400, "give a site or all sites, not both"));
-        }
+    let names = match (&o.site, o.all_sites) {
+        (Some(_), true) => return Err(error(400, "give a site or all sites, not both")),
         (Some(site), false) => vec![site.to_string()],
-        (None, true) => {
-            let sites = db.sites_running(&master, now).map_err(db_error)?;
-            if sites.is_empty() {
-                // The master itself first: a version that does not exist says so.
-                db.check_pushes(&[], &master, &o.reason, deadline, now)
-                    .map_err(db_error)?;
-                if !db
-                    .masters()
-                    .map_err(db_error)?
-                    .iter()
-                    .any(|m| m.0 == master.name.as_str() && m.1 == master.version.as_str())
-                {
-                    return Err(db_error(crate::db::DbError::NoMaster {
-                        name: master.name.to_string(),
-                        version: master.version.to_string(),
-                    }));
-                }
-                return Err(error(
-                    400,
-                    format!(
-                        "no site has a session of {} {} to come: schedule it first",
-                        master.name, master.version
-                    ),
-                ));
-            }
-            sites
-        }
+        (None, true) => db.sites_running(&master, now).map_err(db_error)?,
         (None, false) => {
             return Err(error(
                 400,
                 "name the site (`site`), or push to every site running the master (`all_sites`)",
-            ));
+            ))
         }
     };
-    db.check_pushes(&sites, &master, &o.reason, deadline, now)
+    if names.is_empty() {
+        let known = db.masters().map_err(db_error)?.iter().any(|m| {
+            m.0 == master.name.as_str() && m.1 == master.version.as_str()
+        });
+        return Err(match known {
+            false => db_error(DbError::NoMaster {
+                name: master.name.to_string(),
+                version: master.version.to_string(),
+            }),
+            true => error(
+                400,
+                format!(
+                    "no site has a session of {} {} to come: a push reaches the NUCs of the \
+                     rooms whose sessions run it (schedule it first)",
+                    master.name, master.version
+                ),
+            ),
+        });
+    }
+    let all = db.sites().map_err(db_error)?;
+    let mut sites = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(row) = all.iter().find(|s| s.name == name) else {
+            return Err(db_error(DbError::NoSite(name)));
+        };
+        let at = crate::deadline::resolve(deadline, &row.tz, now).map_err(|e| error(400, e))?;
+        sites.push((name, at));
+    }
+    db.check_pushes(&sites, &master, &o.reason, now)
         .map_err(db_error)?;
-    let until = (now + o.hours.clamp(1, 72) as i64 * 3600).max(deadline);
-    let rooms = rooms(call, &db, &sites, &master, deadline)?;
+    let until = now + o.hours.clamp(1, 72) as i64 * 3600;
+    let mut rooms = Vec::new();
+    for (site, at) in &sites {
+        rooms.extend(site_rooms(call, &db, site, &master, *at)?);
+    }
+    let longest = sites.iter().map(|s| s.1).max().unwrap_or(until).max(until);
     if o.dry_run {
         return ok(OverrideMade {
             id: 0,
-            until,
+            until: longest,
             made: Vec::new(),
             rooms,
         });
@@ -82,11 +86,10 @@ pub(super) fn new_push(call: &Call, o: &NewOverride) -> Answer {
         reason: &o.reason,
         by: &o.by,
         until,
-        deadline,
     };
     let ids = db.add_pushes(&sites, &push, now).map_err(db_error)?;
-    for (site, id) in sites.iter().zip(&ids) {
-        tracing::warn!(id, %site, master = %master.name, version = %master.version, deadline, "emergency push recorded");
+    for ((site, at), id) in sites.iter().zip(&ids) {
+        tracing::warn!(id, %site, master = %master.name, version = %master.version, deadline = at, "emergency push recorded");
     }
     call.api.changed.notify_one();
     let made = db
@@ -98,7 +101,7 @@ pub(super) fn new_push(call: &Call, o: &NewOverride) -> Answer {
         .collect::<Result<Vec<_>, Reply>>()?;
     ok(OverrideMade {
         id: ids.first().copied().unwrap_or(0),
-        until,
+        until: longest,
         made,
         rooms,
     })
@@ -112,16 +115,16 @@ pub(super) fn pushes(call: &Call) -> Result<Vec<PushRoom>, Reply> {
         let Some(deadline) = o.deadline else {
             continue;
         };
-        out.extend(rooms(call, &db, &[o.site], &o.master, deadline)?);
+        out.extend(site_rooms(call, &db, &o.site, &o.master, deadline)?);
     }
     Ok(out)
 }
 
-/// The verdict of a push of `master` due at `deadline`, per room of each of `sites`.
-fn rooms(
+/// The verdict of a push of `master` to `site` due at `deadline`, per room.
+fn site_rooms(
     call: &Call,
     db: &Db,
-    sites: &[String],
+    site: &str,
     master: &MasterRef,
     deadline: i64,
 ) -> Result<Vec<PushRoom>, Reply> {
@@ -129,10 +132,10 @@ fn rooms(
     let lan = Bandwidth::from_mbit(LAN_MBIT);
     let caps: Vec<_> = db.sites().map_err(db_error)?;
     let mut out = Vec::new();
-    for site in sites {
+    {
         let cap_mbit = caps
             .iter()
-            .find(|s| &s.name == site)
+            .find(|s| s.name == site)
             .map(|s| match s.emergency_cap_mbit {
                 0 => s.cap_mbit,
                 e => e,

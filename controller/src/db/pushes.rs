@@ -19,8 +19,8 @@ pub struct NewPush<'a> {
     pub master: &'a MasterRef,
     pub reason: &'a str,
     pub by: &'a str,
+    /// How long the override lasts at least (each lasts until its deadline at least).
     pub until: i64,
-    pub deadline: i64,
 }
 
 impl Db {
@@ -37,22 +37,22 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Checks a push to each of `sites` (a reason, the site, the master version, a session of it
-    /// to come at the site, a deadline ahead), then records one override per site in one
-    /// transaction: all or nothing. The ids, in the order of `sites`.
+    /// Checks a push to each of `sites` with its deadline (a reason, the site, the master
+    /// version, a session of it to come at the site, a deadline ahead), then records one override
+    /// per site in one transaction: all or nothing. The ids, in the order of `sites`.
     pub fn add_pushes(
         &mut self,
-        sites: &[String],
+        sites: &[(String, i64)],
         push: &NewPush<'_>,
         now: i64,
     ) -> Result<Vec<i64>, DbError> {
         let master = (push.master.name.as_str(), push.master.version.as_str());
-        self.check_pushes(sites, push.master, push.reason, push.deadline, now)?;
+        self.check_pushes(sites, push.master, push.reason, now)?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut ids = Vec::with_capacity(sites.len());
-        for site in sites {
+        for (site, deadline) in sites {
             ids.push(insert_override(
                 &tx,
                 site,
@@ -60,8 +60,8 @@ impl Db {
                 push.reason,
                 push.by,
                 now,
-                push.until,
-                Some(push.deadline),
+                push.until.max(*deadline),
+                Some(*deadline),
             )?);
         }
         tx.commit()?;
@@ -71,20 +71,20 @@ impl Db {
     /// What [`Db::add_pushes`] checks, for a dry run too.
     pub fn check_pushes(
         &self,
-        sites: &[String],
+        sites: &[(String, i64)],
         master: &MasterRef,
         reason: &str,
-        deadline: i64,
         now: i64,
     ) -> Result<(), DbError> {
-        if deadline <= now {
-            return Err(DbError::Invalid(format!(
-                "the deadline is past (it is {} s ago): give a time still to come today, or a date",
-                now - deadline
-            )));
-        }
         let running = self.sites_running(master, now)?;
-        for site in sites {
+        for (site, deadline) in sites {
+            if *deadline <= now {
+                return Err(DbError::Invalid(format!(
+                    "the deadline at {site} is past ({} min ago): give a time still to come \
+                     today (HH:MM, the site's time), or a date (YYYY-MM-DD HH:MM)",
+                    (now - deadline) / 60
+                )));
+            }
             self.check_override(
                 site,
                 (master.name.as_str(), master.version.as_str()),

@@ -100,9 +100,10 @@ pub struct NewOverride {
     pub by: String,
     #[serde(default = "four")]
     pub hours: u64,
-    /// Unix seconds by which every NUC of the rooms running the master must have it.
+    /// When every NUC of the rooms running the master must run it, in each site's time zone:
+    /// `HH:MM` (today, the site's today) or `YYYY-MM-DD HH:MM`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline: Option<i64>,
+    pub deadline: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
