@@ -14,7 +14,7 @@ pub fn resolve(text: &str, tz: &str, now: i64) -> Result<i64, String> {
     let zone = jiff::tz::TimeZone::get(tz).map_err(|_| format!("unknown time zone {tz:?}"))?;
     let civil = match text.len() {
         4 | 5 => {
-            let time: jiff::civil::Time = text.parse().map_err(|_| bad())?;
+            let time: jiff::civil::Time = format!("{text:0>5}").parse().map_err(|_| bad())?;
             let today = zone
                 .to_datetime(jiff::Timestamp::from_second(now).map_err(|e| e.to_string())?)
                 .date();
