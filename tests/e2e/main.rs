@@ -20,6 +20,7 @@ mod enrol_and_fetch;
 mod help_texts;
 mod import_checks;
 mod kiosk_page;
+mod lunchtime_push;
 mod metrics;
 mod netns_fleet;
 mod relay_daemon;

@@ -137,14 +137,18 @@ impl Db {
             Some(&last_seen) => Relay::Enrolled { last_seen },
             None => Relay::None,
         };
-        let relay_holds = self
-            .holds_by_site()?
-            .get(site)
-            .is_some_and(|h| h.contains(master));
-        let relay_missing = if relay_holds {
+        let relay_holds = self.holds_by_site()?.remove(site).unwrap_or_default();
+        // What the relay said it lacks while fetching; before it has the manifest it says 0 (it
+        // does not know the chunks yet): then what none of the versions it holds shares.
+        let relay_missing = if relay_holds.contains(master) {
             0
         } else {
-            self.relay_missing(site, master)?.unwrap_or(master_bytes)
+            match self.relay_missing(site, master)? {
+                Some(bytes) if bytes > 0 => bytes,
+                _ => classes
+                    .missing_bytes(master, &relay_holds)
+                    .unwrap_or(master_bytes),
+            }
         };
         let facts = push::Site {
             cap_mbit: match row.emergency_cap_mbit {
