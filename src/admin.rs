@@ -96,9 +96,9 @@ pub enum Site {
         /// DSI confirms with `nightcast seat replace`).
         #[arg(long, value_parser = one_of::<Takeover>(&["auto", "confirm"]))]
         takeover: Option<Takeover>,
-        /// WAN bandwidth the relay may use in the daytime for an emergency push
-        /// (`nightcast override push --deadline`), in Mbit/s; 0 means the night cap (the default).
-        #[arg(long)]
+        /// Daytime WAN cap of an emergency push (`override push --deadline`), in Mbit/s; 0 (the
+        /// default): the night cap.
+        #[arg(long, value_name = "MBIT")]
         emergency_cap_mbit: Option<u64>,
     },
     /// List the sites.
