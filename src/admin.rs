@@ -310,7 +310,11 @@ pub enum Override {
     /// runs).
     Push {
         /// The site whose relay fetches it (see `nightcast site list`).
-        #[arg(long, required_unless_present = "all_sites", conflicts_with = "all_sites")]
+        #[arg(
+            long,
+            required_unless_present = "all_sites",
+            conflicts_with = "all_sites"
+        )]
         site: Option<SiteId>,
         /// Every site whose calendar runs this master version from now on (needs --deadline).
         #[arg(long, requires = "deadline")]

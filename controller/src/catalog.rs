@@ -189,7 +189,6 @@ fn pushes(db: &Db, now: i64) -> Result<HashMap<String, Vec<image_tools::wire::Pu
         return Ok(out);
     }
     let classes = db.classes()?;
-    let lan = image_tools::Bandwidth::from_mbit(crate::push::LAN_MBIT);
     for o in overrides {
         let deadline = o.deadline.unwrap_or(o.until);
         let rooms = db.push_plan(
@@ -199,14 +198,15 @@ fn pushes(db: &Db, now: i64) -> Result<HashMap<String, Vec<image_tools::wire::Pu
             deadline,
             &classes,
             &crate::plan::Settings::default(),
-            lan,
         )?;
         let expected = rooms.first().map_or(now, |r| r.relay_ready_at);
-        out.entry(o.site).or_default().push(image_tools::wire::Push {
-            master: o.master,
-            deadline,
-            expected,
-        });
+        out.entry(o.site)
+            .or_default()
+            .push(image_tools::wire::Push {
+                master: o.master,
+                deadline,
+                expected,
+            });
     }
     Ok(out)
 }

@@ -5,9 +5,8 @@
 /// Unix seconds of `text` at a site in zone `tz` whose today is the day of `now`.
 pub fn resolve(text: &str, tz: &str, now: i64) -> Result<i64, String> {
     let text = text.trim();
-    let bad = || {
-        format!("deadline {text:?}: give HH:MM (today, the site's time) or YYYY-MM-DD HH:MM")
-    };
+    let bad =
+        || format!("deadline {text:?}: give HH:MM (today, the site's time) or YYYY-MM-DD HH:MM");
     if let Ok(secs) = text.parse::<i64>() {
         return Ok(secs);
     }

@@ -336,10 +336,7 @@ mod tests {
     fn too_much_for_the_gap_is_late_and_names_the_nucs_and_when_they_will_run_it() {
         // 20 GB at 18.4 Mbit/s: 8,696 s, past 14:00: the afternoon session has begun, the NUCs
         // lacking it swap at its end (17:00); the one that holds it already runs it at 12:00.
-        let room = gap_room(
-            "salle-1",
-            vec![nuc("pc-1", 20_000_000_000), nuc("pc-2", 0)],
-        );
+        let room = gap_room("salle-1", vec![nuc("pc-1", 20_000_000_000), nuc("pc-2", 0)]);
         let out = plan_push(
             at(12, 0),
             at(14, 0),
@@ -430,7 +427,7 @@ mod tests {
             at(12, 5),
             at(14, 0),
             &site(20, 0),
-            &[room.clone()],
+            std::slice::from_ref(&room),
             &Settings::default(),
         );
         assert!(

@@ -530,10 +530,25 @@ mod tests {
         assert_eq!(usize::from(body[0]), 16, "Plan is the 17th control");
         let old: SitePlanBeforePushes = postcard::from_bytes(&body[1..]).unwrap();
         assert_eq!(
-            (old.tz.as_str(), old.cap_mbit, &old.entries, &old.revoked, &old.bridge),
-            (plan.tz.as_str(), 20, &plan.entries, &plan.revoked, &plan.bridge)
+            (
+                old.tz.as_str(),
+                old.cap_mbit,
+                &old.entries,
+                &old.revoked,
+                &old.bridge
+            ),
+            (
+                plan.tz.as_str(),
+                20,
+                &plan.entries,
+                &plan.revoked,
+                &plan.bridge
+            )
         );
-        assert_eq!((old.windows.len(), old.rooms.len(), old.seats.len()), (1, 1, 0));
+        assert_eq!(
+            (old.windows.len(), old.rooms.len(), old.seats.len()),
+            (1, 1, 0)
+        );
         assert!(old.signing_keys.is_empty() && old.current_ca.is_empty());
         // And the new relay reads it whole.
         let (back, _) = decode(&frame).unwrap().unwrap();

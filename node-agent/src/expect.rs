@@ -58,10 +58,7 @@ mod tests {
             }],
             ..SitePlan::default()
         };
-        assert_eq!(
-            expected(&plan, &m, noon),
-            Some(at("2030-01-08T22:00:00Z"))
-        );
+        assert_eq!(expected(&plan, &m, noon), Some(at("2030-01-08T22:00:00Z")));
         // In the window: now.
         let night = at("2030-01-08T23:00:00Z");
         assert_eq!(expected(&plan, &m, night), Some(night));

@@ -45,6 +45,7 @@ fn push<'a>(version: &'a str, site: &'a str, deadline: &'a str) -> Vec<&'a str> 
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // the WAN's rate is measured in real time
 fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before_the_deadline() {
     // Night window 04:00-11:00 UTC at 100 Mbit/s; the morning session on version 1 runs from
     // 10:58 to 11:40, the afternoon one on the fixed version 2 starts at 12:10.
@@ -79,7 +80,10 @@ fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before
         .filter(|c| !v1_ids.contains(&c.id))
         .map(|c| u64::from(c.stored_len))
         .sum();
-    assert!(new_bytes > 2_000_000, "too little to measure a rate: {new_bytes}");
+    assert!(
+        new_bytes > 2_000_000,
+        "too little to measure a rate: {new_bytes}"
+    );
 
     // No silent wait: the NUC asks for version 2 and says when its relay expects it (the next
     // window, tomorrow 04:00), and `fleet` says so too.
@@ -117,7 +121,10 @@ fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before
 
     // A daytime cap for emergencies: 4 Mbit/s (the night cap is 100).
     let set = f.nightcast(&["site", "set", "lyon", "--emergency-cap-mbit", "4"]);
-    assert!(set.contains("emergency pushes in the daytime at 4 Mbit/s"), "{set}");
+    assert!(
+        set.contains("emergency pushes in the daytime at 4 Mbit/s"),
+        "{set}"
+    );
 
     // Before pressing the button: the verdict per room, nothing pushed.
     let mut args = push("2", "lyon", "12:10");
@@ -143,7 +150,10 @@ fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before
     let wan_before = f.wan.bytes();
     let started = Instant::now();
     let pushed = f.nightcast(&push("2", "lyon", "12:10"));
-    assert!(pushed.contains("override") && pushed.contains("recorded"), "{pushed}");
+    assert!(
+        pushed.contains("override") && pushed.contains("recorded"),
+        "{pushed}"
+    );
     assert!(pushed.contains("READY by"), "{pushed}");
     let list = f.nightcast(&["override", "list"]);
     assert!(
@@ -173,25 +183,41 @@ fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before
         rate / 1e6
     );
     assert!(wan >= new_bytes, "{wan} < {new_bytes}");
-    assert!(rate <= 4.0e6 * 1.05, "{rate} bit/s over the 4 Mbit/s emergency cap");
+    assert!(
+        rate <= 4.0e6 * 1.05,
+        "{rate} bit/s over the 4 Mbit/s emergency cap"
+    );
     assert!(
         secs >= new_bytes as f64 * 8.0 / 4.0e6 * 0.9,
         "{secs} s: faster than the emergency cap allows"
     );
-    assert_eq!(relay.n("rate_bits_per_sec"), 3_680_000, "paced to 92 % of 4 Mbit/s");
+    assert_eq!(
+        relay.n("rate_bits_per_sec"),
+        3_680_000,
+        "paced to 92 % of 4 Mbit/s"
+    );
 
     // The NUC gets it during the morning session and never swaps during it.
     let swaps = nuc.n("swaps");
-    nuc.wait("version 2 ready in `next` during the morning session", 60, |a| {
-        a.s("next") == "demo 2" && a.s("next_state") == "ready"
-    });
+    nuc.wait(
+        "version 2 ready in `next` during the morning session",
+        60,
+        |a| a.s("next") == "demo 2" && a.s("next_state") == "ready",
+    );
     let s = nuc.status();
     assert!(f.clock.now() < at("2030-01-08T11:40:00Z"), "{s}");
     assert_eq!(s["current"], "demo 1", "{s}");
-    assert_eq!(s["swaps"].as_u64().unwrap(), swaps, "swapped during the session: {s}");
+    assert_eq!(
+        s["swaps"].as_u64().unwrap(),
+        swaps,
+        "swapped during the session: {s}"
+    );
     while f.clock.now() < at("2030-01-08T11:39:30Z") {
         let s = nuc.status();
-        assert_eq!(s["current"], "demo 1", "swapped during the morning session: {s}");
+        assert_eq!(
+            s["current"], "demo 1",
+            "swapped during the morning session: {s}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     // At the end of the morning session it swaps, before the deadline.
@@ -200,7 +226,10 @@ fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before
     });
     let now = f.clock.now();
     assert!(now >= at("2030-01-08T11:40:00Z"), "swapped at {now}");
-    assert!(now < at("2030-01-08T12:10:00Z"), "not ready by the deadline: {now}");
+    assert!(
+        now < at("2030-01-08T12:10:00Z"),
+        "not ready by the deadline: {now}"
+    );
     nuc.wait("the afternoon session on version 2", 60, |a| {
         a.s("session").starts_with("demo 2")
     });

@@ -4,7 +4,6 @@
 
 use image_tools::api::{NewOverride, OverrideMade, PushNuc, PushRoom, PushVerdict};
 use image_tools::wire::MasterRef;
-use image_tools::Bandwidth;
 
 use super::plan::override_info;
 use super::{db_error, error, ok, stored, Answer, Call, Reply};
@@ -26,21 +25,22 @@ pub(super) fn new_push(call: &Call, o: &NewOverride) -> Answer {
         version: o.version.clone(),
     };
     let mut db = call.db()?;
-    let names = match (&o.site, o.all_sites) {
-        (Some(_), true) => return Err(error(400, "give a site or all sites, not both")),
-        (Some(site), false) => vec![site.to_string()],
-        (None, true) => db.sites_running(&master, now).map_err(db_error)?,
-        (None, false) => {
-            return Err(error(
+    let names =
+        match (&o.site, o.all_sites) {
+            (Some(_), true) => return Err(error(400, "give a site or all sites, not both")),
+            (Some(site), false) => vec![site.to_string()],
+            (None, true) => db.sites_running(&master, now).map_err(db_error)?,
+            (None, false) => return Err(error(
                 400,
                 "name the site (`site`), or push to every site running the master (`all_sites`)",
-            ))
-        }
-    };
+            )),
+        };
     if names.is_empty() {
-        let known = db.masters().map_err(db_error)?.iter().any(|m| {
-            m.0 == master.name.as_str() && m.1 == master.version.as_str()
-        });
+        let known = db
+            .masters()
+            .map_err(db_error)?
+            .iter()
+            .any(|m| m.0 == master.name.as_str() && m.1 == master.version.as_str());
         return Err(match known {
             false => db_error(DbError::NoMaster {
                 name: master.name.to_string(),
@@ -129,7 +129,6 @@ fn site_rooms(
     deadline: i64,
 ) -> Result<Vec<PushRoom>, Reply> {
     let (_, classes) = super::plan::current(call.api, db, call.now)?;
-    let lan = Bandwidth::from_mbit(LAN_MBIT);
     let caps: Vec<_> = db.sites().map_err(db_error)?;
     let mut out = Vec::new();
     {
@@ -149,7 +148,6 @@ fn site_rooms(
                 deadline,
                 &classes,
                 &call.api.settings,
-                lan,
             )
             .map_err(db_error)?;
         for r in outcomes {

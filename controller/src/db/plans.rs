@@ -317,7 +317,16 @@ pub(super) fn insert_override(
         "INSERT INTO overrides (site, master, version, reason, requested_by, created_at, until,
             deadline)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![site, master.0, master.1, reason.trim(), by, now, until, deadline],
+        params![
+            site,
+            master.0,
+            master.1,
+            reason.trim(),
+            by,
+            now,
+            until,
+            deadline
+        ],
     )?;
     Ok(conn.last_insert_rowid())
 }

@@ -103,7 +103,7 @@ impl Db {
     }
 
     /// Each room of `site` running `master` from `now` on, with the verdict of a push due at
-    /// `deadline` (see `crate::push`); the LAN counted at `lan`.
+    /// `deadline` (see `crate::push`; the LAN counted at `push::LAN_MBIT`).
     pub fn push_plan(
         &self,
         now: i64,
@@ -112,8 +112,8 @@ impl Db {
         deadline: i64,
         classes: &Classes,
         settings: &Settings,
-        lan: Bandwidth,
     ) -> Result<Vec<RoomOutcome>, DbError> {
+        let lan = Bandwidth::from_mbit(push::LAN_MBIT);
         let (facts, rooms) = self.push_facts(now, site, master, classes, lan)?;
         Ok(plan_push(now, deadline, &facts, &rooms, settings))
     }

@@ -67,9 +67,7 @@ impl Db {
             windows: change.windows.clone().unwrap_or(row.windows),
             cap_mbit: change.cap_mbit.unwrap_or(row.cap_mbit),
             takeover: change.takeover.unwrap_or(row.takeover),
-            emergency_cap_mbit: change
-                .emergency_cap_mbit
-                .unwrap_or(row.emergency_cap_mbit),
+            emergency_cap_mbit: change.emergency_cap_mbit.unwrap_or(row.emergency_cap_mbit),
             name: row.name,
         };
         check_site(&row.tz, &row.windows, row.cap_mbit)?;
@@ -96,12 +94,10 @@ impl Db {
     }
 
     pub fn sites(&self) -> Result<Vec<SiteRow>, DbError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit FROM sites
+        let mut stmt = self.conn.prepare(
+            "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit FROM sites
                  ORDER BY name",
-            )?;
+        )?;
         let rows = stmt.query_map([], site_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

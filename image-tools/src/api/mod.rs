@@ -67,7 +67,8 @@ pub use places::{
     SeatBound, SeatState, Seats, SiteChange, SiteInfo, SpareState, Takeover, DEFAULT_WINDOWS,
 };
 pub use plan::{
-    NewOverride, OverrideInfo, OverrideMade, PlanRow, PushNuc, PushRoom, PushVerdict, Reason, Verdict,
+    NewOverride, OverrideInfo, OverrideMade, PlanRow, PushNuc, PushRoom, PushVerdict, Reason,
+    Verdict,
 };
 
 #[cfg(test)]
