@@ -179,6 +179,8 @@ pub fn plan_push(
                 .collect();
             let verdict = if nucs.iter().any(|n| !n.in_time && n.why != Why::NoNuc) {
                 Verdict::Late
+            } else if nucs.iter().all(|n| n.why == Why::NoNuc) {
+                Verdict::AtRisk("no NUC sits at any seat of the room".to_owned())
             } else if let Some(why) = &relay_doubt {
                 Verdict::AtRisk(why.clone())
             } else if !silent.is_empty() {

@@ -259,3 +259,122 @@ impl Db {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_893_974_400 + 11 * 3600; // 2030-01-08 11:00 UTC
+
+    /// lyon runs win10 1 this afternoon in salle-1 (pc-1, pc-2); nice runs nothing.
+    fn db(dir: &std::path::Path) -> Db {
+        let mut db = Db::open(&dir.join("c.db")).unwrap();
+        for site in ["lyon", "nice"] {
+            db.add_site(site, "UTC", "22:00-06:00", 20, None).unwrap();
+        }
+        db.add_room("lyon", "salle-1").unwrap();
+        db.add_seat("lyon", "salle-1", "pc-1").unwrap();
+        db.add_seat("lyon", "salle-1", "pc-2").unwrap();
+        let (m, bytes) = crate::testing::manifest("win10", "1", 1);
+        db.add_master(&m, &bytes, 0).unwrap();
+        db.add_session(
+            "lyon",
+            "salle-1",
+            ("win10", "1"),
+            "2030-01-08 14:00",
+            "2030-01-08 17:00",
+        )
+        .unwrap();
+        db
+    }
+
+    fn win10() -> MasterRef {
+        MasterRef::new("win10", "1").unwrap()
+    }
+
+    fn push(master: &MasterRef) -> NewPush<'_> {
+        NewPush {
+            master,
+            reason: "fix at noon",
+            by: "dsi",
+            until: NOW + 3600,
+        }
+    }
+
+    #[test]
+    fn a_push_to_several_sites_is_stored_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = db(dir.path());
+        let m = win10();
+        assert_eq!(db.sites_running(&m, NOW).unwrap(), vec!["lyon".to_owned()]);
+        // nice has no session of it: refused, and lyon's push with it.
+        let both = [
+            ("lyon".to_owned(), NOW + 3 * 3600),
+            ("nice".to_owned(), NOW + 3 * 3600),
+        ];
+        let e = db.add_pushes(&both, &push(&m), NOW).unwrap_err();
+        assert!(
+            e.to_string().contains("\"nice\" has no session of win10 1"),
+            "{e}"
+        );
+        assert!(db.overrides(NOW).unwrap().is_empty());
+        // A deadline gone by: refused.
+        let past = [("lyon".to_owned(), NOW - 60)];
+        let e = db.add_pushes(&past, &push(&m), NOW).unwrap_err();
+        assert!(e.to_string().contains("past"), "{e}");
+        // A version that does not exist: refused, naming it.
+        let v9 = MasterRef::new("win10", "9").unwrap();
+        let lyon = [("lyon".to_owned(), NOW + 3 * 3600)];
+        let e = db.add_pushes(&lyon, &push(&v9), NOW).unwrap_err();
+        assert!(matches!(e, DbError::NoMaster { .. }), "{e}");
+        assert!(db.overrides(NOW).unwrap().is_empty());
+        // The good one: kept with its deadline, and lasting until it at least.
+        let ids = db.add_pushes(&lyon, &push(&m), NOW).unwrap();
+        let o = &db.overrides(NOW).unwrap()[0];
+        assert_eq!((o.id, o.deadline), (ids[0], Some(NOW + 3 * 3600)));
+        assert_eq!(o.until, NOW + 3 * 3600);
+    }
+
+    #[test]
+    fn the_facts_of_a_push_are_the_rooms_running_it_and_their_seats() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(dir.path());
+        let classes = db.classes().unwrap();
+        let rooms = db
+            .push_plan(
+                NOW,
+                "lyon",
+                &win10(),
+                NOW + 3 * 3600,
+                &classes,
+                &Settings::default(),
+            )
+            .unwrap();
+        assert_eq!(rooms.len(), 1);
+        let r = &rooms[0];
+        assert_eq!(r.room, "salle-1");
+        // No NUC at any seat yet: nobody to run it, which is no verdict of ready.
+        assert_eq!(
+            r.verdict,
+            push::Verdict::AtRisk("no NUC sits at any seat of the room".into())
+        );
+        let seats: Vec<_> = r.nucs.iter().map(|n| (n.seat.as_str(), &n.why)).collect();
+        assert_eq!(
+            seats,
+            vec![("pc-1", &push::Why::NoNuc), ("pc-2", &push::Why::NoNuc)]
+        );
+        assert_eq!(r.relay_missing, classes.master_bytes(&win10()).unwrap());
+        // nice runs nothing of it: no room.
+        assert!(db
+            .push_plan(
+                NOW,
+                "nice",
+                &win10(),
+                NOW + 3600,
+                &classes,
+                &Settings::default()
+            )
+            .unwrap()
+            .is_empty());
+    }
+}
