@@ -145,6 +145,26 @@ fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before
         "{dry}"
     );
     assert!(!f.nightcast(&["override", "list"]).contains("fix at noon"));
+    // Every site whose calendar runs it: lyon only (nice has no session of it).
+    let all = f.nightcast(&[
+        "override",
+        "push",
+        "--all-sites",
+        "--master",
+        "demo",
+        "--version",
+        "2",
+        "--deadline",
+        "12:10",
+        "--reason",
+        "fix at noon",
+        "--dry-run",
+    ]);
+    assert!(
+        all.contains("lyon salle-1  demo 2") && !all.contains("nice"),
+        "{all}"
+    );
+    assert!(!f.nightcast(&["override", "list"]).contains("fix at noon"));
 
     // The push.
     let wan_before = f.wan.bytes();
@@ -196,6 +216,17 @@ fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before
         3_680_000,
         "paced to 92 % of 4 Mbit/s"
     );
+
+    // `plan` follows it: once the relay reported holding it, nothing is left to fetch.
+    let mut plan = String::new();
+    for _ in 0..100 {
+        plan = f.nightcast(&["plan"]);
+        if plan.contains("relay: 0 B to fetch") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(plan.contains("relay: 0 B to fetch"), "{plan}");
 
     // The NUC gets it during the morning session and never swaps during it.
     let swaps = nuc.n("swaps");
