@@ -537,7 +537,14 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
         Admin::Site(Site::List) => listed(
             client,
             "/v1/sites",
-            &["SITE", "TIME ZONE", "WINDOWS", "WAN Mbit", "TAKEOVER"],
+            &[
+                "SITE",
+                "TIME ZONE",
+                "WINDOWS",
+                "WAN Mbit",
+                "TAKEOVER",
+                "EMERGENCY Mbit",
+            ],
             |s: &api::SiteInfo| {
                 vec![
                     s.name.to_string(),
@@ -545,6 +552,10 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     s.windows.clone(),
                     s.cap_mbit.to_string(),
                     s.takeover.as_str().to_owned(),
+                    match s.emergency_cap_mbit {
+                        0 => "night cap".to_owned(),
+                        e => e.to_string(),
+                    },
                 ]
             },
         )?,
