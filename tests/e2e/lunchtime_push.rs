@@ -168,6 +168,8 @@ fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before
 
     // The push.
     let wan_before = f.wan.bytes();
+    let relay_wan = |r: &crate::fleet::Relay| r.n("wan_bytes_open") + r.n("wan_bytes_closed");
+    let relay_before = relay_wan(&relay);
     let started = Instant::now();
     let pushed = f.nightcast(&push("2", "lyon", "12:10"));
     assert!(
@@ -215,6 +217,13 @@ fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before
         relay.n("rate_bits_per_sec"),
         3_680_000,
         "paced to 92 % of 4 Mbit/s"
+    );
+    // The relay's own counters say the same (UDP both ways, every overhead).
+    let counted = relay_wan(&relay) - relay_before;
+    assert!(counted >= new_bytes, "{counted} < {new_bytes}");
+    assert!(
+        counted as f64 * 8.0 / secs <= 4.0e6 * 1.05,
+        "the relay counted {counted} bytes in {secs:.1} s"
     );
 
     // `plan` follows it: once the relay reported holding it, nothing is left to fetch.
