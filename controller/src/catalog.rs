@@ -63,6 +63,8 @@ pub struct Reloader {
     loaded: HashMap<MasterRef, i64>,
     /// The sites with a plan in memory.
     sites: BTreeSet<String>,
+    /// Chunk classes for the pushes' estimates, rebuilt only when the set of masters changes.
+    classes: crate::plan::ClassCache,
 }
 
 impl Reloader {
@@ -72,6 +74,7 @@ impl Reloader {
             margin_secs,
             loaded: HashMap::new(),
             sites: BTreeSet::new(),
+            classes: crate::plan::ClassCache::default(),
         }
     }
 
@@ -89,7 +92,10 @@ impl Reloader {
                 fresh.push((key.clone(), revision, bytes));
             }
         }
-        let plans = site_plans(&self.data, &db, now, self.margin_secs)?;
+        let mut masters: Vec<MasterRef> = current.keys().cloned().collect();
+        masters.sort();
+        let classes = || self.classes.get(masters, || db.classes());
+        let plans = site_plans(&self.data, &db, now, self.margin_secs, classes)?;
         let sites: BTreeSet<String> = plans.iter().map(|(s, _)| s.clone()).collect();
         let read = fresh.len();
         for key in &changes.drop {
@@ -140,6 +146,7 @@ fn site_plans(
     db: &Db,
     now: i64,
     margin_secs: i64,
+    classes: impl FnOnce() -> Result<std::sync::Arc<crate::plan::Classes>, crate::db::DbError>,
 ) -> Result<Vec<(String, SitePlan)>> {
     let mut entries = db.relay_plans(now, margin_secs)?;
     let cas = crate::authority::load(data)?;
@@ -150,7 +157,7 @@ fn site_plans(
         .collect();
     let mut rooms = db.room_plans(now)?;
     let mut seats = db.seat_bindings()?;
-    let mut pushes = pushes(db, now)?;
+    let mut pushes = pushes(db, now, classes)?;
     let mut out = Vec::new();
     for site in db.sites()? {
         let plan = SitePlan {
@@ -177,8 +184,12 @@ fn site_plans(
 }
 
 /// Each site's emergency pushes in force, with when the controller expects the relay to hold
-/// each (`crate::push`; the chunk classes are built only when there is a push).
-fn pushes(db: &Db, now: i64) -> Result<HashMap<String, Vec<image_tools::wire::Push>>> {
+/// each (`crate::push`; the chunk classes are asked for only when there is a push).
+fn pushes(
+    db: &Db,
+    now: i64,
+    classes: impl FnOnce() -> Result<std::sync::Arc<crate::plan::Classes>, crate::db::DbError>,
+) -> Result<HashMap<String, Vec<image_tools::wire::Push>>> {
     let overrides: Vec<_> = db
         .overrides(now)?
         .into_iter()
@@ -188,7 +199,7 @@ fn pushes(db: &Db, now: i64) -> Result<HashMap<String, Vec<image_tools::wire::Pu
     if overrides.is_empty() {
         return Ok(out);
     }
-    let classes = db.classes()?;
+    let classes = classes()?;
     for o in overrides {
         let deadline = o.deadline.unwrap_or(o.until);
         let rooms = db.push_plan(
