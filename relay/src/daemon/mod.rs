@@ -297,7 +297,14 @@ impl Relay {
         let plan = self.plan();
         let gate = cache::gate(cache::schedule(&plan).as_ref(), &plan, now);
         let bits = cache::cap_in_force(gate, &plan).usable().bits_per_sec();
-        self.rate.set_rate(bits);
+        if self.rate.rate() != bits {
+            tracing::info!(
+                bits_per_sec = bits,
+                ?gate,
+                "pacing the WAN to the cap in force"
+            );
+            self.rate.set_rate(bits);
+        }
         self.stat(|s| s.rate_bits_per_sec = bits);
     }
 
