@@ -100,6 +100,10 @@ pub enum Site {
         /// DSI confirms with `nightcast seat replace`).
         #[arg(long, value_parser = one_of::<Takeover>(&["auto", "confirm"]))]
         takeover: Option<Takeover>,
+        /// Daytime WAN cap of an emergency push (`override push --deadline`), in Mbit/s; 0 (the
+        /// default): the night cap.
+        #[arg(long, value_name = "MBIT")]
+        emergency_cap_mbit: Option<u64>,
     },
     /// List the sites.
     List,
@@ -302,10 +306,23 @@ pub enum Master {
 #[derive(Debug, Subcommand)]
 pub enum Override {
     /// Push a master to a site now (an emergency): the relay may use the WAN in the daytime for it.
+    ///
+    /// With `--deadline`, the NUCs of the rooms whose sessions run it must run it by then: the
+    /// relay fetches at the site's emergency cap (`nightcast site set --emergency-cap-mbit`), the
+    /// NUCs swap at the end of their session, and the answer says, room by room, whether every
+    /// NUC will make it (`--dry-run` first to see it without pushing; `nightcast plan` while it
+    /// runs).
     Push {
         /// The site whose relay fetches it (see `nightcast site list`).
-        #[arg(long)]
-        site: SiteId,
+        #[arg(
+            long,
+            required_unless_present = "all_sites",
+            conflicts_with = "all_sites"
+        )]
+        site: Option<SiteId>,
+        /// Every site whose calendar runs this master version from now on (needs --deadline).
+        #[arg(long, requires = "deadline")]
+        all_sites: bool,
         /// The master's name (see `nightcast master list`).
         #[arg(long)]
         master: MasterName,
@@ -318,9 +335,17 @@ pub enum Override {
         /// Who asks (defaults to $USER).
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
-        /// How long the override lasts, in hours (1-72).
+        /// How long the override lasts, in hours (1-72); with --deadline, at least until then.
         #[arg(long, default_value_t = 4)]
         hours: u64,
+        /// When every NUC must run it, in the site's time: HH:MM today (e.g. 14:00, the start of
+        /// the afternoon session) or "YYYY-MM-DD HH:MM".
+        #[arg(long)]
+        deadline: Option<String>,
+        /// Show the verdict per room (who will run it by the deadline, who will not and when),
+        /// and push nothing.
+        #[arg(long, requires = "deadline")]
+        dry_run: bool,
     },
     /// The overrides in force.
     List,
@@ -478,19 +503,25 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             windows,
             cap_mbit,
             takeover,
+            emergency_cap_mbit,
         }) => {
             let change = api::SiteChange {
                 tz,
                 windows,
                 cap_mbit,
                 takeover,
+                emergency_cap_mbit,
             };
             if change == api::SiteChange::default() {
-                bail!("nothing to change: give --tz, --windows, --cap-mbit or --takeover");
+                bail!("nothing to change: give --tz, --windows, --cap-mbit, --takeover or --emergency-cap-mbit");
             }
             let s: api::SiteInfo = client.send("PATCH", &format!("/v1/sites/{name}"), &change)?;
+            let emergency = match s.emergency_cap_mbit {
+                0 => "the night cap".to_owned(),
+                e => format!("{e} Mbit/s"),
+            };
             let human = format!(
-                "site {} is now: {}, windows {}, WAN cap {} Mbit/s, takeover {}",
+                "site {} is now: {}, windows {}, WAN cap {} Mbit/s, takeover {}, emergency pushes in the daytime at {emergency}",
                 s.name,
                 s.tz,
                 s.windows,
@@ -543,7 +574,14 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
         Admin::Site(Site::List) => listed(
             client,
             "/v1/sites",
-            &["SITE", "TIME ZONE", "WINDOWS", "WAN Mbit", "TAKEOVER"],
+            &[
+                "SITE",
+                "TIME ZONE",
+                "WINDOWS",
+                "WAN Mbit",
+                "TAKEOVER",
+                "EMERGENCY Mbit",
+            ],
             |s: &api::SiteInfo| {
                 vec![
                     s.name.to_string(),
@@ -551,6 +589,10 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     s.windows.clone(),
                     s.cap_mbit.to_string(),
                     s.takeover.as_str().to_owned(),
+                    match s.emergency_cap_mbit {
+                        0 => "night cap".to_owned(),
+                        e => e.to_string(),
+                    },
                 ]
             },
         )?,
@@ -831,38 +873,80 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
         }
         Admin::Plan => {
             let plan: Vec<api::PlanRow> = client.ask("GET", "/v1/plan")?;
-            printed(&plan, plan_table(&plan, &zones(client)?))?
+            let zones = zones(client)?;
+            let mut human = plan_table(&plan, &zones);
+            // Emergency pushes in force, room by room (a controller without them: none).
+            let pushes: Vec<api::PushRoom> = client.ask("GET", "/v1/pushes").unwrap_or_default();
+            if !pushes.is_empty() {
+                human.push_str("\n\nEmergency pushes:\n");
+                human.push_str(&crate::push_words::push_table(&pushes, &zones, true));
+            }
+            printed(&plan, human)?
         }
         Admin::Override(Override::Push {
             site,
+            all_sites,
             master,
             version,
             reason,
             by,
             hours,
+            deadline,
+            dry_run,
         }) => {
             let body = api::NewOverride {
                 site: site.clone(),
+                all_sites,
                 master: master.clone(),
                 version: version.clone(),
                 reason,
                 by,
                 hours,
+                deadline,
+                dry_run,
             };
             let made: api::OverrideMade = client.send("POST", "/v1/overrides", &body)?;
-            let human = format!(
-                "override {} recorded: {site} may fetch {master} {version} now, until {}",
-                made.id,
-                zones(client)?.time(&site, made.until)
-            );
-            printed(&made, human)?
+            let zones = zones(client)?;
+            let mut human: Vec<String> = if dry_run {
+                vec![format!(
+                    "dry run: nothing pushed; {master} {version} would reach these rooms:"
+                )]
+            } else if made.made.is_empty() {
+                site.iter()
+                    .map(|site| {
+                        format!(
+                            "override {} recorded: {site} may fetch {master} {version} now, until {}",
+                            made.id,
+                            zones.time(site, made.until)
+                        )
+                    })
+                    .collect()
+            } else {
+                made.made
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "override {} recorded: {} may fetch {master} {version} now, until {}",
+                            o.id,
+                            o.site,
+                            zones.time(&o.site, o.until)
+                        )
+                    })
+                    .collect()
+            };
+            if !made.rooms.is_empty() {
+                human.push(crate::push_words::push_table(&made.rooms, &zones, true));
+            }
+            printed(&made, human.join("\n"))?
         }
         Admin::Override(Override::List) => {
             let zones = zones(client)?;
             listed(
                 client,
                 "/v1/overrides",
-                &["ID", "SITE", "MASTER", "VERSION", "BY", "UNTIL", "REASON"],
+                &[
+                    "ID", "SITE", "MASTER", "VERSION", "BY", "UNTIL", "DEADLINE", "REASON",
+                ],
                 |o: &api::OverrideInfo| {
                     vec![
                         o.id.to_string(),
@@ -871,6 +955,8 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                         o.version.to_string(),
                         o.by.clone(),
                         zones.time(&o.site, o.until),
+                        o.deadline
+                            .map_or_else(|| "-".to_owned(), |d| zones.time(&o.site, d)),
                         o.reason.clone(),
                     ]
                 },

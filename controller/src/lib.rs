@@ -18,6 +18,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod config;
 pub mod db;
+pub mod deadline;
 pub mod enrolment;
 pub mod failures;
 pub mod feeds;
@@ -25,6 +26,7 @@ pub mod fleet;
 pub mod imports;
 pub mod metrics;
 pub mod plan;
+pub mod push;
 pub mod signing;
 pub mod takeover;
 #[cfg(test)]

@@ -45,6 +45,8 @@ pub(crate) struct Job {
     pub(crate) news: Arc<Mutex<JobNews>>,
     pub(crate) threads: usize,
     pub(crate) now: u64,
+    /// When the relay expects to hold the target, from the plan (`crate::expect`).
+    pub(crate) expected: Option<i64>,
 }
 
 impl Job {
@@ -86,7 +88,12 @@ impl Job {
                 ..
             }) => {
                 let what = label(&self.target);
-                return Err(NotOnRelayYet(format!("it does not have {what} yet")).into());
+                let when = self
+                    .expected
+                    .and_then(|t| jiff::Timestamp::from_second(t).ok())
+                    .map(|t| format!(", expected at {}", t.strftime("%Y-%m-%d %H:%M UTC")))
+                    .unwrap_or_default();
+                return Err(NotOnRelayYet(format!("it does not have {what} yet{when}")).into());
             }
             got => got?,
         };

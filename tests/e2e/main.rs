@@ -24,6 +24,7 @@ mod help_texts;
 mod import_checks;
 mod import_progress;
 mod kiosk_page;
+mod lunchtime_push;
 mod metrics;
 mod netns_fleet;
 mod relay_daemon;

@@ -905,6 +905,7 @@ fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
         signing_keys: vec![],
         current_ca: vec![],
         bridge: vec![],
+        ..SitePlan::default()
     };
     let evil = Evil::start(
         &site_ns[1],

@@ -11,7 +11,7 @@
 //! `POST seats/replace`,
 //! `GET|POST masters`, `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`,
 //! `DELETE sessions/ID`, `GET plan`, `GET fleet`, `POST nodes/NODE/approve|revoke`,
-//! `DELETE nodes/NODE`, `GET|POST overrides`, `POST tokens`; and `GET /metrics` (Prometheus text
+//! `DELETE nodes/NODE`, `GET|POST overrides`, `GET pushes`, `POST tokens`; and `GET /metrics` (Prometheus text
 //! format, the one route open without the token: see `metrics`). Their bodies and answers are the
 //! types of `image_tools::api`, which the CLI uses too: a body is read into its request type
 //! (unknown fields and bad ids refused with a 400 naming them) before the route runs, and ids in
@@ -21,7 +21,8 @@
 //!
 //! Modules: `http` (reading requests, writing answers), and the routes by resource: `places`
 //! (sites, rooms, seats), `catalogue` (masters, calendar, sessions), `calendar` (an iCalendar
-//! export synchronised), `plan` (plan, overrides), `fleet` (fleet, nodes, tokens); `metrics` (the
+//! export synchronised), `plan` (plan, overrides), `push` (emergency pushes: checked, recorded, their verdict
+//! per room), `fleet` (fleet, nodes, tokens); `metrics` (the
 //! scrape).
 
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,7 @@ mod http;
 mod metrics;
 mod places;
 mod plan;
+mod push;
 
 use http::{answer, read_request};
 pub use http::{parse_head, Head};

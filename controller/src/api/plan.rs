@@ -22,10 +22,19 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
         }
         ("POST", ["v1", "overrides"]) => {
             let o: NewOverride = call.body()?;
+            if o.deadline.is_some() || o.all_sites || o.dry_run {
+                return super::push::new_push(call, &o);
+            }
+            let Some(site) = &o.site else {
+                return Err(super::error(
+                    400,
+                    "name the site (`site`), or push to every site running the master (`all_sites`)",
+                ));
+            };
             let until = now + o.hours.clamp(1, 72) as i64 * 3600;
             let id = db()?
                 .add_override(
-                    o.site.as_str(),
+                    site.as_str(),
                     (o.master.as_str(), o.version.as_str()),
                     &o.reason,
                     &o.by,
@@ -34,29 +43,46 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                 )
                 .map_err(db_error)?;
             tracing::warn!(id, "daytime override recorded");
-            ok(OverrideMade { id, until })
+            let made = db()?
+                .overrides(now)
+                .map_err(db_error)?
+                .iter()
+                .filter(|r| r.id == id)
+                .map(override_info)
+                .collect::<Result<Vec<_>, Reply>>()?;
+            ok(OverrideMade {
+                id,
+                until,
+                made,
+                rooms: Vec::new(),
+            })
         }
         ("GET", ["v1", "overrides"]) => {
             let overrides = db()?.overrides(now).map_err(db_error)?;
             let overrides = overrides
                 .iter()
-                .map(|o| {
-                    Ok(OverrideInfo {
-                        id: o.0,
-                        site: stored(&o.1)?,
-                        master: o.2.clone(),
-                        version: o.3.clone(),
-                        reason: o.4.clone(),
-                        by: o.5.clone(),
-                        created_at: o.6,
-                        until: o.7,
-                    })
-                })
+                .map(override_info)
                 .collect::<Result<Vec<_>, Reply>>()?;
             ok(overrides)
         }
+        ("GET", ["v1", "pushes"]) => ok(super::push::pushes(call)?),
         _ => Err(NO_ROUTE),
     })())
+}
+
+/// An override as the API answers it.
+pub(super) fn override_info(o: &crate::db::OverrideRow) -> Result<OverrideInfo, Reply> {
+    Ok(OverrideInfo {
+        id: o.id,
+        site: stored(&o.site)?,
+        master: o.master.name.clone(),
+        version: o.master.version.clone(),
+        reason: o.reason.clone(),
+        by: o.by.clone(),
+        created_at: o.created_at,
+        until: o.until,
+        deadline: o.deadline,
+    })
 }
 
 /// Every site's plan at `now`, and the chunk classes it was computed with (kept while the set of

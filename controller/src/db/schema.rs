@@ -170,6 +170,11 @@ const MIGRATIONS: &[&str] = &[
     // 11: where a session not from an iCalendar calendar came from: 'hand' (`session add`) or
     // 'csv:FILE'; NULL for a calendar's (its `source` says) and for sessions added before.
     "ALTER TABLE sessions ADD COLUMN origin TEXT;",
+    // 12: emergency pushes: an override's deadline (NULL: a plain override), and each site's WAN
+    // cap for them in the daytime (0: the night cap).
+    "ALTER TABLE overrides ADD COLUMN deadline INTEGER;
+     ALTER TABLE sites ADD COLUMN emergency_cap_mbit INTEGER NOT NULL DEFAULT 0
+        CHECK (emergency_cap_mbit >= 0);",
 ];
 
 /// Brings the database up to the last migration.

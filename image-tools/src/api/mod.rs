@@ -43,6 +43,7 @@
 //! | `GET plan` | | `Vec<PlanRow>` |
 //! | `GET overrides` | | `Vec<OverrideInfo>` |
 //! | `POST overrides` | [`NewOverride`] | [`OverrideMade`] |
+//! | `GET pushes` | | `Vec<PushRoom>` |
 //! | `GET fleet` | | `Vec<FleetRow>` |
 //! | `POST nodes/NODE/approve` | | [`Approved`] |
 //! | `POST nodes/NODE/revoke` | | [`Revoked`] |
@@ -77,7 +78,10 @@ pub use places::{
     AcceptNew, AcceptingNew, NewRoom, NewSeat, NewSite, PlaceRemoved, RoomInfo, SeatBind,
     SeatBound, SeatState, Seats, SiteChange, SiteInfo, SpareState, Takeover, DEFAULT_WINDOWS,
 };
-pub use plan::{NewOverride, OverrideInfo, OverrideMade, PlanRow, Reason, Verdict};
+pub use plan::{
+    NewOverride, OverrideInfo, OverrideMade, PlanRow, PushNuc, PushRoom, PushVerdict, Reason,
+    Verdict,
+};
 
 #[cfg(test)]
 mod tests;

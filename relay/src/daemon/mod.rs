@@ -296,6 +296,23 @@ impl Relay {
         cache::gate(cache::schedule(&plan).as_ref(), &plan, now)
     }
 
+    /// Paces the fetcher to the cap in force at `now` (`cache::cap_in_force`: the emergency cap
+    /// under an override in the daytime, else the night cap).
+    fn pace(&self, now: i64) {
+        let plan = self.plan();
+        let gate = cache::gate(cache::schedule(&plan).as_ref(), &plan, now);
+        let bits = cache::cap_in_force(gate, &plan).usable().bits_per_sec();
+        if self.rate.rate() != bits {
+            tracing::info!(
+                bits_per_sec = bits,
+                ?gate,
+                "pacing the WAN to the cap in force"
+            );
+            self.rate.set_rate(bits);
+        }
+        self.stat(|s| s.rate_bits_per_sec = bits);
+    }
+
     fn stat(&self, f: impl FnOnce(&mut Stats)) {
         if let Ok(mut s) = self.stats.lock() {
             f(&mut s);
