@@ -45,6 +45,9 @@ mod places;
 mod plan;
 
 use http::{answer, read_request};
+pub(crate) use fleet::rows as fleet_rows;
+pub use plan::plan_rows;
+pub(crate) use plan::rows as plan_rows_now;
 pub use http::{parse_head, Head};
 
 /// Bodies above this are refused (a term's calendar is far smaller).

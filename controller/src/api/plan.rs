@@ -14,12 +14,7 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
     let (api, now) = (call.api, call.now);
     let db = || call.db();
     routed((|| match (call.method, call.path) {
-        ("GET", ["v1", "plan"]) => {
-            let db = db()?;
-            let (plan, _) = current(api, &db, now)?;
-            let failures = db.seat_failures().map_err(db_error)?;
-            ok(plan_rows(&plan, &failures)?)
-        }
+        ("GET", ["v1", "plan"]) => ok(rows(api, now)?),
         ("POST", ["v1", "overrides"]) => {
             let o: NewOverride = call.body()?;
             let until = now + o.hours.clamp(1, 72) as i64 * 3600;
@@ -59,6 +54,14 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
     })())
 }
 
+/// The plan's rows at `now`, as `GET /v1/plan` answers them (the console's board reads them too).
+pub(crate) fn rows(api: &Api, now: i64) -> Result<Vec<PlanRow>, Reply> {
+    let db = Db::open(&api.data.database()).map_err(db_error)?;
+    let (plan, _) = current(api, &db, now)?;
+    let failures = db.seat_failures().map_err(db_error)?;
+    plan_rows(&plan, &failures)
+}
+
 /// Every site's plan at `now`, and the chunk classes it was computed with (kept while the set of
 /// masters does not change).
 pub(super) fn current(api: &Api, db: &Db, now: i64) -> Result<(SitePlans, Arc<Classes>), Reply> {
@@ -80,7 +83,7 @@ pub(super) type SitePlans = Vec<(String, Vec<plan::Row>)>;
 
 /// The plan's rows, site after site, as the API answers them, each with the seats of its room
 /// where its master version failed.
-fn plan_rows(
+pub fn plan_rows(
     plan: &[(String, Vec<plan::Row>)],
     failures: &[SeatFailure],
 ) -> Result<Vec<PlanRow>, Reply> {

@@ -10,7 +10,7 @@
 //! catalogue of master versions and their manifests), `calendar` (sessions, and the calendar
 //! files of `crate::calendar` checked and inserted), `plans` (overrides, and what each site is
 //! told or planned from), `nodes` (reports, seat bindings, takeovers, the fleet), `trust`
-//! (tokens, enrolments, certificates).
+//! (tokens, enrolments, certificates), `users` (the web console's users).
 
 use std::path::Path;
 
@@ -76,12 +76,14 @@ mod removal;
 mod schema;
 mod sites;
 mod trust;
+mod users;
 
 pub use calendar::{SessionRow, Synced};
 pub use nodes::{Bound, FleetRow, Reported};
 pub use removal::Removal;
 pub use sites::{parse_schedule, RoomRow, SiteChange, SiteRow, MAX_CAP_MBIT};
 pub use trust::PendingRow;
+pub use users::UserRow;
 
 /// The catalogue database.
 #[derive(Debug)]

@@ -137,6 +137,15 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE sessions ADD COLUMN instance INTEGER CHECK (instance IS NULL OR uid IS NOT NULL);
      CREATE UNIQUE INDEX sessions_by_event ON sessions(source, uid, ifnull(instance, 'single'))
         WHERE source IS NOT NULL;",
+    // 9: the web console's users: a role, the sites an operator or a read-only user sees (empty:
+    // every site), and an argon2id hash in PHC form (never the password).
+    "CREATE TABLE console_users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'readonly')),
+        sites TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );",
 ];
 
 /// Brings the database up to the last migration.

@@ -1,0 +1,402 @@
+//! The readiness board, pure: the plan's rows of the coming week, grouped by site and room, each
+//! session with its verdict in words, worst rooms first. Times are in each site's zone.
+
+use std::collections::BTreeMap;
+
+use image_tools::api::{PlanRow, Reason, Verdict};
+use image_tools::local_time;
+
+use super::users::User;
+
+/// How far ahead the board looks.
+pub const HORIZON_SECS: i64 = 7 * 86_400;
+
+/// A verdict's kind, worst first (the order of the board).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Late,
+    Unknown,
+    AtRisk,
+    OnTime,
+    Ready,
+}
+
+impl Kind {
+    /// The CSS class and the word shown.
+    pub fn class(self) -> &'static str {
+        match self {
+            Kind::Late => "late",
+            Kind::Unknown => "unknown",
+            Kind::AtRisk => "at_risk",
+            Kind::OnTime => "on_time",
+            Kind::Ready => "ready",
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Kind::Late => "late",
+            Kind::Unknown => "unknown master",
+            Kind::AtRisk => "at risk",
+            Kind::OnTime => "on time",
+            Kind::Ready => "ready",
+        }
+    }
+}
+
+/// One session on the board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub start: i64,
+    /// `YYYY-MM-DD HH:MM ZONE`.
+    pub when: String,
+    /// Starts on the site's today.
+    pub today: bool,
+    pub master: String,
+    pub version: String,
+    pub kind: Kind,
+    /// Why, in words (and when the bytes arrive).
+    pub reason: String,
+}
+
+/// A room and its coming sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub site: String,
+    pub room: String,
+    pub tz: String,
+    /// Its worst session's kind.
+    pub worst: Kind,
+    pub lines: Vec<Line>,
+}
+
+/// The board for `user` at `now`: the rooms of the sites they see with a session starting within
+/// `HORIZON_SECS`, the worst first (late, unknown, at risk, on time, ready), then by their first
+/// session, then by name. `zone` gives a site's IANA zone.
+pub fn board(rows: &[PlanRow], zone: &dyn Fn(&str) -> String, user: &User, now: i64) -> Vec<Room> {
+    let mut rooms: BTreeMap<(String, String), Room> = BTreeMap::new();
+    for r in rows {
+        let site = r.site.as_str();
+        if !user.sees(site) || r.start >= now + HORIZON_SECS || r.start < now - 86_400 {
+            continue;
+        }
+        let tz = zone(site);
+        let (kind, reason) = words(r, &tz, now);
+        let room = rooms
+            .entry((site.to_owned(), r.room.as_str().to_owned()))
+            .or_insert_with(|| Room {
+                site: site.to_owned(),
+                room: r.room.as_str().to_owned(),
+                tz: tz.clone(),
+                worst: kind,
+                lines: Vec::new(),
+            });
+        room.worst = room.worst.min(kind);
+        room.lines.push(Line {
+            start: r.start,
+            when: local_time::local(r.start, &tz),
+            today: local_time::date(r.start, &tz) == local_time::date(now, &tz),
+            master: r.master.as_str().to_owned(),
+            version: r.version.as_str().to_owned(),
+            kind,
+            reason,
+        });
+    }
+    let mut out: Vec<Room> = rooms.into_values().collect();
+    for room in &mut out {
+        room.lines.sort_by_key(|l| l.start);
+    }
+    out.sort_by(|a, b| {
+        (a.worst, a.lines.first().map(|l| l.start), &a.site, &a.room).cmp(&(
+            b.worst,
+            b.lines.first().map(|l| l.start),
+            &b.site,
+            &b.room,
+        ))
+    });
+    out
+}
+
+/// A row's verdict as a kind and a sentence.
+pub fn words(r: &PlanRow, tz: &str, now: i64) -> (Kind, String) {
+    let at = |t: i64| local_time::local(t, tz);
+    let mut failed = String::new();
+    if !r.failed.is_empty() {
+        let seats: Vec<String> = r.failed.iter().map(|f| f.seat.clone()).collect();
+        failed = format!(
+            "; did not come up on {} (they run the previous version)",
+            seats.join(", ")
+        );
+    }
+    let (kind, text) = match &r.verdict {
+        Verdict::OnTime {
+            night: None,
+            ready_at,
+        } if *ready_at <= now => (Kind::Ready, "the site's relay holds it".to_owned()),
+        Verdict::OnTime { ready_at, night } => (
+            Kind::OnTime,
+            match night {
+                Some(n) => format!("arrives in the night of {n}, ready at {}", at(*ready_at)),
+                None => format!("ready at {}", at(*ready_at)),
+            },
+        ),
+        Verdict::AtRisk {
+            ready_at,
+            slack_secs,
+            needed_secs,
+            reason,
+        } => (
+            Kind::AtRisk,
+            match reason {
+                Reason::Transfer => format!(
+                    "ready at {} by the numbers, but the transfer needs {} of the night-window time left ({} to spare)",
+                    at(*ready_at),
+                    duration(*needed_secs),
+                    duration(*slack_secs)
+                ),
+                other => format!("ready at {} if {}", at(*ready_at), relay_words(other, tz)),
+            },
+        ),
+        Verdict::Late {
+            shortfall_bytes,
+            override_secs,
+            reason,
+        } => (
+            Kind::Late,
+            match reason {
+                Reason::Transfer => format!(
+                    "{} still missing at the deadline ({}): a daytime override of {} fixes it",
+                    bytes(*shortfall_bytes),
+                    at(r.deadline),
+                    duration(*override_secs)
+                ),
+                other => format!(
+                    "{}: {} missing at the deadline ({})",
+                    relay_words(other, tz),
+                    bytes(*shortfall_bytes),
+                    at(r.deadline)
+                ),
+            },
+        ),
+        Verdict::UnknownMaster {} => (
+            Kind::Unknown,
+            "this master version is not in the catalogue: import it or change the session".to_owned(),
+        ),
+    };
+    (kind, format!("{text}{failed}"))
+}
+
+fn relay_words(reason: &Reason, tz: &str) -> String {
+    match reason {
+        Reason::Transfer => "the bytes arrive".to_owned(),
+        Reason::NoRelay => "no relay is enrolled at the site".to_owned(),
+        Reason::RelaySilent { since: Some(t) } => format!(
+            "the site's relay answers (silent since {})",
+            local_time::local(*t, tz)
+        ),
+        Reason::RelaySilent { since: None } => {
+            "the site's relay reports (it never has)".to_owned()
+        }
+    }
+}
+
+/// `3 h 20 min`, `45 min`, `2 d 4 h`.
+pub fn duration(secs: i64) -> String {
+    let m = secs.max(0) / 60;
+    match (m / 1440, (m % 1440) / 60, m % 60) {
+        (0, 0, m) => format!("{m} min"),
+        (0, h, 0) => format!("{h} h"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
+/// `1.2 GB`, `340 MB`, `12 kB` (decimal, as disks are sold).
+pub fn bytes(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.1} GB", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.0} MB", n / 1e6)
+    } else {
+        format!("{:.0} kB", (n / 1e3).ceil())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::users::Role;
+
+    const NOW: i64 = 1_894_017_600; // 2030-01-07 12:00 UTC, a Monday
+
+    fn row(site: &str, room: &str, start: i64, verdict: Verdict) -> PlanRow {
+        PlanRow {
+            site: site.parse().unwrap(),
+            session: "1".into(),
+            room: room.parse().unwrap(),
+            master: "win11".parse().unwrap(),
+            version: "3".parse().unwrap(),
+            start,
+            deadline: start - 7200,
+            new_bytes: 0,
+            cumulative_bytes: 0,
+            failed: Vec::new(),
+            verdict,
+        }
+    }
+
+    fn on_time(ready_at: i64) -> Verdict {
+        Verdict::OnTime {
+            ready_at,
+            night: Some("2030-01-07".into()),
+        }
+    }
+
+    fn late(reason: Reason) -> Verdict {
+        Verdict::Late {
+            shortfall_bytes: 3_400_000_000,
+            override_secs: 4 * 3600,
+            reason,
+        }
+    }
+
+    fn admin() -> User {
+        User {
+            name: "a".into(),
+            role: Role::Admin,
+            sites: Vec::new(),
+        }
+    }
+
+    fn paris(_: &str) -> String {
+        "Europe/Paris".into()
+    }
+
+    #[test]
+    fn red_rooms_come_first_then_the_earliest() {
+        let rows = vec![
+            row("lyon", "salle-1", NOW + 3600, on_time(NOW)),
+            row("lyon", "salle-2", NOW + 5 * 86_400, late(Reason::Transfer)),
+            row("paris", "b12", NOW + 2 * 86_400, on_time(NOW)),
+            row(
+                "paris",
+                "b12",
+                NOW + 3 * 86_400,
+                Verdict::AtRisk {
+                    ready_at: NOW,
+                    slack_secs: 600,
+                    needed_secs: 7200,
+                    reason: Reason::Transfer,
+                },
+            ),
+            row("nantes", "a", NOW + 4 * 86_400, late(Reason::NoRelay)),
+        ];
+        let b = board(&rows, &paris, &admin(), NOW);
+        let order: Vec<(&str, &str, Kind)> = b
+            .iter()
+            .map(|r| (r.site.as_str(), r.room.as_str(), r.worst))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("nantes", "a", Kind::Late),
+                ("lyon", "salle-2", Kind::Late),
+                ("paris", "b12", Kind::AtRisk),
+                ("lyon", "salle-1", Kind::OnTime),
+            ]
+        );
+        // Within a room, by start.
+        assert_eq!(b[2].lines[0].kind, Kind::OnTime);
+        assert_eq!(b[2].lines[1].kind, Kind::AtRisk);
+    }
+
+    #[test]
+    fn only_the_coming_week_of_the_sites_the_user_sees() {
+        let rows = vec![
+            row("lyon", "salle-1", NOW + 8 * 86_400, late(Reason::Transfer)),
+            row("paris", "b12", NOW + 3600, late(Reason::Transfer)),
+            row("lyon", "salle-1", NOW + 3600, on_time(NOW)),
+        ];
+        let lyon_only = User {
+            name: "o".into(),
+            role: Role::Operator,
+            sites: vec!["lyon".parse().unwrap()],
+        };
+        let b = board(&rows, &paris, &lyon_only, NOW);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].site, "lyon");
+        assert_eq!(b[0].lines.len(), 1);
+        assert_eq!(b[0].worst, Kind::OnTime);
+    }
+
+    #[test]
+    fn times_are_in_the_sites_zone_and_today_is_the_sites_today() {
+        let rows = vec![
+            // 2030-01-07 22:30 UTC: the 7th in London, the 7th 23:30 in Paris.
+            row("lyon", "salle-1", NOW + 10 * 3600 + 1800, on_time(NOW)),
+            // 2030-01-07 23:30 UTC: already the 8th in Paris.
+            row("lyon", "salle-1", NOW + 11 * 3600 + 1800, on_time(NOW)),
+        ];
+        let b = board(&rows, &paris, &admin(), NOW);
+        assert_eq!(b[0].lines[0].when, "2030-01-07 23:30 Europe/Paris");
+        assert!(b[0].lines[0].today);
+        assert_eq!(b[0].lines[1].when, "2030-01-08 00:30 Europe/Paris");
+        assert!(!b[0].lines[1].today);
+    }
+
+    #[test]
+    fn each_verdict_says_why() {
+        let r = row("lyon", "salle-1", NOW + 86_400, late(Reason::NoRelay));
+        let (k, w) = words(&r, "UTC", NOW);
+        assert_eq!(k, Kind::Late);
+        assert_eq!(
+            w,
+            "no relay is enrolled at the site: 3.4 GB missing at the deadline (2030-01-08 10:00 UTC)"
+        );
+        let r = row("lyon", "salle-1", NOW + 86_400, late(Reason::Transfer));
+        assert!(words(&r, "UTC", NOW)
+            .1
+            .contains("a daytime override of 4 h fixes it"));
+        let r = row(
+            "lyon",
+            "salle-1",
+            NOW + 86_400,
+            late(Reason::RelaySilent { since: Some(NOW - 86_400) }),
+        );
+        assert!(words(&r, "UTC", NOW)
+            .1
+            .starts_with("the site's relay answers (silent since 2030-01-06 12:00 UTC)"));
+        let held = Verdict::OnTime {
+            ready_at: NOW - 10,
+            night: None,
+        };
+        assert_eq!(
+            words(&row("lyon", "s", NOW + 60, held), "UTC", NOW).0,
+            Kind::Ready
+        );
+        assert_eq!(
+            words(&row("lyon", "s", NOW + 60, on_time(NOW + 30)), "UTC", NOW).1,
+            "arrives in the night of 2030-01-07, ready at 2030-01-07 12:00 UTC"
+        );
+        let mut r = row("lyon", "s", NOW + 60, on_time(NOW));
+        r.failed = vec![image_tools::api::FailedOn {
+            seat: "salle-1/pc-3".into(),
+            node: "nuc-3".into(),
+            why: "kernel panic".into(),
+            at: NOW,
+        }];
+        assert!(words(&r, "UTC", NOW).1.contains("did not come up on salle-1/pc-3"));
+    }
+
+    #[test]
+    fn durations_and_sizes_read_as_words() {
+        assert_eq!(duration(45 * 60), "45 min");
+        assert_eq!(duration(3 * 3600), "3 h");
+        assert_eq!(duration(3 * 3600 + 1200), "3 h 20 min");
+        assert_eq!(duration(2 * 86_400 + 4 * 3600), "2 d 4 h");
+        assert_eq!(bytes(1_234_000_000), "1.2 GB");
+        assert_eq!(bytes(340_000_000), "340 MB");
+        assert_eq!(bytes(1), "1 kB");
+    }
+}
