@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use image_tools::api::SiteInfo;
-use image_tools::SiteId;
 pub use image_tools::local_time::{local, span};
+use image_tools::SiteId;
 
 /// Each site's time zone, fetched once per command (`GET /v1/sites`).
 #[derive(Debug, Default)]

@@ -237,7 +237,10 @@ impl Config {
             );
         }
         if let Some(listen) = self.console.listen {
-            if listen.port() != 0 && (listen == self.api || listen.port() == self.listen.port() && listen.ip() == self.listen.ip()) {
+            if listen.port() != 0
+                && (listen == self.api
+                    || listen.port() == self.listen.port() && listen.ip() == self.listen.ip())
+            {
                 anyhow::bail!("`console.listen` {listen} is already the address of `api` or `listen`: give it its own port");
             }
             match (&self.console.cert, &self.console.key) {
@@ -309,7 +312,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("console.key"), "{e}");
-        let ok = Config::parse("[console]\nlisten = \"0.0.0.0:8443\"\nhosts = [\"nc.example\"]").unwrap();
+        let ok = Config::parse("[console]\nlisten = \"0.0.0.0:8443\"\nhosts = [\"nc.example\"]")
+            .unwrap();
         assert!(ok.settings().console.is_some());
         assert!(Config::default().settings().console.is_none());
         let e = Config::parse("[fleet]\nsilent_after_minutes = 0")

@@ -377,7 +377,11 @@ pub async fn serve(
     }
     // The console's certificate, issued by the CA in force if it is to be issued.
     let console_tls = match &settings.console {
-        Some(c) => Some(console::tls::server_config(&c.certificate, &cas.current, clock.now())?),
+        Some(c) => Some(console::tls::server_config(
+            &c.certificate,
+            &cas.current,
+            clock.now(),
+        )?),
         None => None,
     };
     let store = Arc::new(LocalStore::open(&data.store())?);

@@ -120,6 +120,7 @@ enum UserCommand {
     /// Add a console user, or replace an existing one's role, sites and password. The password
     /// is read from standard input (asked twice, not shown, on a terminal); 10 characters at least.
     Add {
+        /// The controller's data directory (its catalogue.db keeps the users).
         #[arg(long)]
         data: PathBuf,
         /// The name typed at the login, e.g. `alice` or `alice@example.org`.
@@ -134,6 +135,7 @@ enum UserCommand {
     },
     /// Remove a console user (their open sessions end at the controller's next restart).
     Remove {
+        /// The controller's data directory (its catalogue.db keeps the users).
         #[arg(long)]
         data: PathBuf,
         /// The user's name.
@@ -141,6 +143,7 @@ enum UserCommand {
     },
     /// List the console's users with their role and sites.
     List {
+        /// The controller's data directory (its catalogue.db keeps the users).
         #[arg(long)]
         data: PathBuf,
     },
@@ -286,7 +289,11 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
             let sites = if sites.is_empty() || role == users::Role::Admin {
                 "every site".to_owned()
             } else {
-                sites.iter().map(SiteId::as_str).collect::<Vec<_>>().join(", ")
+                sites
+                    .iter()
+                    .map(SiteId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             println!(
                 "{} {name}: {} of {sites}",
@@ -307,7 +314,11 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::List { data } => {
             for (name, role, sites) in open(&data)?.users()? {
-                let sites = if sites.is_empty() { "every site".to_owned() } else { sites };
+                let sites = if sites.is_empty() {
+                    "every site".to_owned()
+                } else {
+                    sites
+                };
                 println!("{name}  {role}  {sites}");
             }
             Ok(())

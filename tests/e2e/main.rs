@@ -10,12 +10,14 @@
 
 mod fleet;
 mod util;
+mod webdriver;
 
 mod admin_api;
 mod agents;
 mod calendar_sync;
 mod cli_surface;
 mod cli_undo;
+mod console;
 mod enrol_and_fetch;
 mod help_texts;
 mod import_checks;

@@ -72,7 +72,11 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
 }
 
 /// The fleet at `now`, as `GET /v1/fleet` answers it (the console's room pages read it too).
-pub(crate) fn rows(db: &crate::db::Db, now: i64, silent_after_secs: i64) -> Result<Vec<FleetRow>, Reply> {
+pub(crate) fn rows(
+    db: &crate::db::Db,
+    now: i64,
+    silent_after_secs: i64,
+) -> Result<Vec<FleetRow>, Reply> {
     let nodes = db.fleet(now, silent_after_secs).map_err(db_error)?;
     let pending = db.pending().map_err(db_error)?;
     let mut rows = nodes.iter().map(enrolled).collect::<Result<Vec<_>, _>>()?;

@@ -44,11 +44,11 @@ mod metrics;
 mod places;
 mod plan;
 
-use http::{answer, read_request};
 pub(crate) use fleet::rows as fleet_rows;
+use http::{answer, read_request};
+pub use http::{parse_head, Head};
 pub use plan::plan_rows;
 pub(crate) use plan::rows as plan_rows_now;
-pub use http::{parse_head, Head};
 
 /// Bodies above this are refused (a term's calendar is far smaller).
 pub const MAX_BODY: u64 = 16 << 20;

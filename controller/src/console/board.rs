@@ -117,6 +117,46 @@ pub fn board(rows: &[PlanRow], zone: &dyn Fn(&str) -> String, user: &User, now: 
     out
 }
 
+/// Sessions on the board beyond which rooms with nothing to worry about (every session on time
+/// or ready) are folded into one line per site, so that a region of a thousand sites still fits a
+/// page: what needs the DSI stays in full.
+pub const MAX_FULL_LINES: usize = 300;
+
+/// A site's rooms with nothing to worry about, folded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folded {
+    pub site: String,
+    pub rooms: Vec<String>,
+    pub sessions: usize,
+}
+
+/// The board as shown: rooms in full (all of them while the board has at most `max_lines`
+/// sessions; beyond, only those with a session late, at risk or of an unknown master), and the
+/// other rooms folded by site, by site name.
+pub fn fold(rooms: Vec<Room>, max_lines: usize) -> (Vec<Room>, Vec<Folded>) {
+    let lines: usize = rooms.iter().map(|r| r.lines.len()).sum();
+    if lines <= max_lines {
+        return (rooms, Vec::new());
+    }
+    let (full, good): (Vec<Room>, Vec<Room>) =
+        rooms.into_iter().partition(|r| r.worst < Kind::OnTime);
+    let mut folded: BTreeMap<String, Folded> = BTreeMap::new();
+    for r in good {
+        let f = folded.entry(r.site.clone()).or_insert_with(|| Folded {
+            site: r.site.clone(),
+            rooms: Vec::new(),
+            sessions: 0,
+        });
+        f.rooms.push(r.room);
+        f.sessions += r.lines.len();
+    }
+    let mut folded: Vec<Folded> = folded.into_values().collect();
+    for f in &mut folded {
+        f.rooms.sort();
+    }
+    (full, folded)
+}
+
 /// A row's verdict as a kind and a sentence.
 pub fn words(r: &PlanRow, tz: &str, now: i64) -> (Kind, String) {
     let at = |t: i64| local_time::local(t, tz);
@@ -194,9 +234,7 @@ fn relay_words(reason: &Reason, tz: &str) -> String {
             "the site's relay answers (silent since {})",
             local_time::local(*t, tz)
         ),
-        Reason::RelaySilent { since: None } => {
-            "the site's relay reports (it never has)".to_owned()
-        }
+        Reason::RelaySilent { since: None } => "the site's relay reports (it never has)".to_owned(),
     }
 }
 
@@ -362,7 +400,9 @@ mod tests {
             "lyon",
             "salle-1",
             NOW + 86_400,
-            late(Reason::RelaySilent { since: Some(NOW - 86_400) }),
+            late(Reason::RelaySilent {
+                since: Some(NOW - 86_400),
+            }),
         );
         assert!(words(&r, "UTC", NOW)
             .1
@@ -386,7 +426,44 @@ mod tests {
             why: "kernel panic".into(),
             at: NOW,
         }];
-        assert!(words(&r, "UTC", NOW).1.contains("did not come up on salle-1/pc-3"));
+        assert!(words(&r, "UTC", NOW)
+            .1
+            .contains("did not come up on salle-1/pc-3"));
+    }
+
+    #[test]
+    fn a_large_board_folds_the_rooms_that_are_fine_and_keeps_the_others_in_full() {
+        let mut rows = Vec::new();
+        for site in ["lyon", "paris"] {
+            for room in ["a", "b"] {
+                rows.push(row(site, room, NOW + 3600, on_time(NOW)));
+                rows.push(row(site, room, NOW + 7200, on_time(NOW)));
+            }
+        }
+        rows.push(row("paris", "c", NOW + 3600, late(Reason::Transfer)));
+        let b = board(&rows, &paris, &admin(), NOW);
+        // Small: everything in full.
+        let (full, folded) = fold(b.clone(), 9);
+        assert_eq!((full.len(), folded.len()), (5, 0));
+        // Beyond the limit: the late room in full, the others one line per site.
+        let (full, folded) = fold(b, 8);
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].room, "c");
+        assert_eq!(
+            folded,
+            [
+                Folded {
+                    site: "lyon".into(),
+                    rooms: vec!["a".into(), "b".into()],
+                    sessions: 4
+                },
+                Folded {
+                    site: "paris".into(),
+                    rooms: vec!["a".into(), "b".into()],
+                    sessions: 4
+                },
+            ]
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub fn page(title: &str, who: Option<(&str, &str, &str)>, body: &str) -> String 
             esc(csrf)
         );
     }
-    let _ = write!(out, "</header><main>{body}</main></body></html>\n");
+    let _ = writeln!(out, "</header><main>{body}</main></body></html>");
     out
 }
 
@@ -62,7 +62,7 @@ pub fn page(title: &str, who: Option<(&str, &str, &str)>, body: &str) -> String 
 pub const CSS: &str = "\
 *{box-sizing:border-box}\
 body{margin:0;font:15px/1.4 system-ui,sans-serif;color:#1d2430;background:#f4f5f7}\
-header{display:flex;justify-content:space-between;align-items:center;padding:.6em 1.2em;background:#1d2430;color:#fff}\
+header{display:flex;justify-content:space-between;align-items:center;min-height:3.2em;padding:.4em 1.2em;background:#1d2430;color:#fff}\
 header a.brand{color:#fff;font-weight:700;text-decoration:none;letter-spacing:.05em}\
 .who{margin:0}.who .role{opacity:.7;margin-right:.8em}\
 main{max-width:72em;margin:1.2em auto;padding:0 1em}\
@@ -71,7 +71,8 @@ section.room{background:#fff;border-radius:6px;margin:0 0 1em;padding:.6em 1em;b
 section.late{border-left-color:#c62828}section.at_risk{border-left-color:#ef8f00}\
 section.on_time{border-left-color:#2e7d32}section.ready{border-left-color:#2e7d32}\
 section.room h2{margin:.2em 0 .4em}section.room h2 a{color:inherit}\
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3em .5em;border-bottom:1px solid #e3e6ea;vertical-align:top}\
+table{border-collapse:collapse;width:100%;table-layout:fixed}table.sessions th:nth-child(1){width:22%}table.sessions th:nth-child(2){width:14%}table.sessions th:nth-child(3){width:10em}\
+th,td{text-align:left;padding:.3em .5em;border-bottom:1px solid #e3e6ea;vertical-align:top}\
 th{font-weight:600;color:#5b6573;font-size:.9em}\
 .v{display:inline-block;padding:.05em .5em;border-radius:3px;font-weight:600;font-size:.9em;white-space:nowrap}\
 .v.late{background:#fde0e0;color:#8e1b1b}.v.at_risk{background:#ffefd2;color:#7a4600}\
@@ -83,6 +84,7 @@ form.login label{display:block;margin:.6em 0 .2em}form.login input{width:100%;pa
 form.login button{margin-top:1em;width:100%}\
 button{font:inherit;padding:.3em .9em;border:1px solid #1d2430;border-radius:4px;background:#fff;cursor:pointer}\
 header button{background:transparent;color:#fff;border-color:#fff}\
+ul.folded{background:#fff;border-radius:6px;padding:.6em 1em .6em 2em;border-left:6px solid #2e7d32}ul.folded a{margin-left:.3em}\
 .note{background:#fff4d6;padding:.6em 1em;border-radius:6px}.flash{background:#e0f2e3;padding:.6em 1em;border-radius:6px}\
 ";
 

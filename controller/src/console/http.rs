@@ -197,7 +197,8 @@ mod tests {
 
     #[test]
     fn a_head_is_read_with_its_cookie_query_and_length() {
-        let req = b"POST /login?x=1 HTTP/1.1\r\nHost: a\r\nCookie: k=v\r\nContent-Length: 5\r\n\r\nab";
+        let req =
+            b"POST /login?x=1 HTTP/1.1\r\nHost: a\r\nCookie: k=v\r\nContent-Length: 5\r\n\r\nab";
         let h = parse(req).unwrap().unwrap();
         assert_eq!(h.method, "POST");
         assert_eq!(h.path, "/login");

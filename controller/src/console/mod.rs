@@ -116,7 +116,9 @@ pub async fn serve(
 }
 
 /// Reads one request: its head, then a body of `Content-Length` bytes (a form).
-async fn read<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Result<(http::Head, Vec<u8>), u16> {
+async fn read<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<(http::Head, Vec<u8>), u16> {
     let mut buf = Vec::with_capacity(4096);
     let head = loop {
         let mut chunk = [0u8; 4096];

@@ -7,7 +7,7 @@ use image_tools::api::FleetRow;
 use image_tools::local_time;
 use image_tools::report::Report;
 
-use super::board::{Kind, Room};
+use super::board::{Folded, Kind, Room};
 use super::html::{esc, page, seg};
 use super::session::Session;
 
@@ -44,8 +44,9 @@ fn verdict(kind: Kind) -> String {
     format!("<span class=\"v {}\">{}</span>", kind.class(), kind.word())
 }
 
-/// The readiness board: the rooms, worst first, each with its coming sessions.
-pub fn board(session: &Session, rooms: &[Room], now: i64) -> String {
+/// The readiness board: the rooms, worst first, each with its coming sessions; then the rooms
+/// with nothing to worry about, folded by site (see `board::fold`).
+pub fn board(session: &Session, rooms: &[Room], folded: &[Folded], now: i64) -> String {
     let mut body = String::new();
     let count = |k: Kind| rooms.iter().filter(|r| r.worst == k).count();
     let _ = write!(
@@ -55,16 +56,20 @@ pub fn board(session: &Session, rooms: &[Room], now: i64) -> String {
         esc(&local_time::local(now, "UTC")),
         count(Kind::Late) + count(Kind::Unknown),
         count(Kind::AtRisk),
-        count(Kind::OnTime) + count(Kind::Ready),
+        count(Kind::OnTime)
+            + count(Kind::Ready)
+            + folded.iter().map(|f| f.rooms.len()).sum::<usize>(),
     );
-    if rooms.is_empty() {
-        body.push_str("<p class=\"note\">No session in the coming 7 days at the sites you see.</p>");
+    if rooms.is_empty() && folded.is_empty() {
+        body.push_str(
+            "<p class=\"note\">No session in the coming 7 days at the sites you see.</p>",
+        );
     }
     for room in rooms {
         let _ = write!(
             body,
             "<section class=\"room {}\"><h2><a href=\"/rooms/{}/{}\">{} · {}</a></h2>\
-             <table><tr><th>Starts</th><th>Master</th><th>Verdict</th><th>Why</th></tr>",
+             <table class=\"sessions\"><tr><th>Starts</th><th>Master</th><th>Verdict</th><th>Why</th></tr>",
             room.worst.class(),
             seg(&room.site),
             seg(&room.room),
@@ -85,6 +90,28 @@ pub fn board(session: &Session, rooms: &[Room], now: i64) -> String {
             );
         }
         body.push_str("</table></section>");
+    }
+    if !folded.is_empty() {
+        body.push_str("<h2>On time or ready</h2><ul class=\"folded\">");
+        for f in folded {
+            let _ = write!(
+                body,
+                "<li><b>{}</b> ({} sessions):",
+                esc(&f.site),
+                f.sessions
+            );
+            for r in &f.rooms {
+                let _ = write!(
+                    body,
+                    " <a href=\"/rooms/{}/{}\">{}</a>",
+                    seg(&f.site),
+                    seg(r),
+                    esc(r)
+                );
+            }
+            body.push_str("</li>");
+        }
+        body.push_str("</ul>");
     }
     page("Readiness", who(session), &body)
 }
@@ -122,7 +149,7 @@ pub fn room(session: &Session, p: &RoomPage) -> String {
     }
     if let Some(b) = p.board {
         body.push_str(
-            "<h2>Coming sessions</h2><table><tr><th>Starts</th><th>Master</th><th>Verdict</th><th>Why</th></tr>",
+            "<h2>Coming sessions</h2><table class=\"sessions\"><tr><th>Starts</th><th>Master</th><th>Verdict</th><th>Why</th></tr>",
         );
         for l in &b.lines {
             let _ = write!(
@@ -144,7 +171,9 @@ pub fn room(session: &Session, p: &RoomPage) -> String {
         esc(p.room)
     );
     if p.nucs.is_empty() {
-        body.push_str("<tr><td colspan=\"7\" class=\"muted\">No NUC sits in this room yet.</td></tr>");
+        body.push_str(
+            "<tr><td colspan=\"7\" class=\"muted\">No NUC sits in this room yet.</td></tr>",
+        );
     }
     for n in &p.nucs {
         let runs = match &n.status {
@@ -163,7 +192,7 @@ pub fn room(session: &Session, p: &RoomPage) -> String {
             esc(&n.seat),
             esc(n.node.as_str()),
             esc(&n.state),
-            esc(&n.holding),
+            esc(if n.holding.is_empty() { "nothing yet" } else { &n.holding }),
             esc(&runs),
             esc(&at(n.last_seen)),
             esc(&error),
@@ -294,7 +323,16 @@ mod tests {
         let (seated, pending) = (nuc("ready", "salle-1/pc-1"), nuc("pending", ""));
         let pages = [
             login(Some(EVIL), EVIL, EVIL),
-            board(&s, std::slice::from_ref(&b), 0),
+            board(
+                &s,
+                std::slice::from_ref(&b),
+                &[Folded {
+                    site: EVIL.into(),
+                    rooms: vec![EVIL.into()],
+                    sessions: 1,
+                }],
+                0,
+            ),
             room(
                 &s,
                 &RoomPage {

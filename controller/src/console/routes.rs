@@ -71,7 +71,8 @@ fn login_form(code: u16, error: Option<&str>, name: &str) -> Response {
     let Some((_, token)) = random_hex() else {
         return status(500);
     };
-    Response::html(code, pages::login(error, name, &token)).with_cookie(session::login_cookie(&token))
+    Response::html(code, pages::login(error, name, &token))
+        .with_cookie(session::login_cookie(&token))
 }
 
 fn login(console: &Console, cookie: Option<&str>, body: &[u8], now: i64) -> Response {
@@ -130,7 +131,7 @@ fn login(console: &Console, cookie: Option<&str>, body: &[u8], now: i64) -> Resp
             let cookie = sessions.open(user, id, csrf, now);
             Response::see_other("/")
                 .with_cookie(cookie)
-                .with_cookie(session::login_cookie("").replace("Max-Age=3600", "Max-Age=0"))
+                .with_cookie(session::login_cookie_removed())
         }
         Some(Err(e)) => {
             tracing::error!(user = %name, error = %e, "console login: the stored user is not valid");
@@ -235,7 +236,8 @@ pub fn render_board(
 ) -> String {
     let zone = |site: &str| zones.get(site).cloned().unwrap_or_default();
     let rooms = board::board(rows, &zone, user, now);
-    pages::board(session, &rooms, now)
+    let (rooms, folded) = board::fold(rooms, board::MAX_FULL_LINES);
+    pages::board(session, &rooms, &folded, now)
 }
 
 fn room_page(
@@ -325,7 +327,10 @@ fn approve(
         Err(e) => return failed(session, "open the catalogue", e),
     };
     let site = match db.pending() {
-        Ok(p) => p.into_iter().find(|p| p.node == node.as_str()).map(|p| p.site),
+        Ok(p) => p
+            .into_iter()
+            .find(|p| p.node == node.as_str())
+            .map(|p| p.site),
         Err(e) => return failed(session, "read the enrolment requests", e),
     };
     let Some(site) = site.filter(|s| session.user.sees(s)) else {

@@ -155,6 +155,11 @@ pub fn login_cookie(token: &str) -> String {
     format!("{LOGIN_COOKIE}={token}; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite=Strict")
 }
 
+/// The `Set-Cookie` value that removes the login form's token (once logged in).
+pub fn login_cookie_removed() -> String {
+    format!("{LOGIN_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict")
+}
+
 /// Whether a posted login form carries the token of the login cookie.
 pub fn login_token_ok(cookie_header: Option<&str>, form_token: Option<&str>) -> bool {
     let cookie = cookie_header.and_then(|h| {
@@ -166,7 +171,10 @@ pub fn login_token_ok(cookie_header: Option<&str>, form_token: Option<&str>) -> 
     match (cookie, form_token) {
         (Some(c), Some(f)) if c.len() == 64 => {
             c.len() == f.len()
-                && c.bytes().zip(f.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+                && c.bytes()
+                    .zip(f.bytes())
+                    .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                    == 0
         }
         _ => false,
     }
@@ -231,7 +239,13 @@ mod tests {
     fn the_cookie_is_secure_http_only_strict_and_random() {
         let mut s = Sessions::default();
         let c = s.open(alice(), [7; 32], [9; 32], 1000);
-        for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        for attr in [
+            "Secure",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Path=/",
+            "Max-Age=43200",
+        ] {
             assert!(c.contains(attr), "{c}");
         }
         assert!(c.starts_with("__Host-nightcast=0707"), "{c}");

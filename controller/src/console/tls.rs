@@ -52,13 +52,19 @@ pub fn server_config(certificate: &Certificate, ca: &Ca, now: i64) -> Result<rus
     Ok(config)
 }
 
-fn read_pem(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+fn read_pem(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let chain = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("cannot read the console certificate {}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
     if chain.is_empty() {
-        anyhow::bail!("{} holds no certificate (PEM, `-----BEGIN CERTIFICATE-----`)", cert.display());
+        anyhow::bail!(
+            "{} holds no certificate (PEM, `-----BEGIN CERTIFICATE-----`)",
+            cert.display()
+        );
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("{} is not a PEM private key", key.display()))?;
@@ -73,7 +79,14 @@ mod tests {
     fn an_issued_certificate_serves_and_is_no_nightcast_identity() {
         let ca = Ca::generate(Validity::ca(1_900_000_000)).unwrap();
         let names = vec!["console.example".to_owned(), "127.0.0.1".to_owned()];
-        server_config(&Certificate::Issued { names: names.clone() }, &ca, 1_900_000_000).unwrap();
+        server_config(
+            &Certificate::Issued {
+                names: names.clone(),
+            },
+            &ca,
+            1_900_000_000,
+        )
+        .unwrap();
         let creds = ca
             .issue_web(&names, Validity::starting(1_900_000_000, 3600))
             .unwrap();
@@ -85,7 +98,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::generate(Validity::ca(1_900_000_000)).unwrap();
         let creds = ca
-            .issue_web(&["intranet.example".to_owned()], Validity::starting(1_900_000_000, 3600))
+            .issue_web(
+                &["intranet.example".to_owned()],
+                Validity::starting(1_900_000_000, 3600),
+            )
             .unwrap();
         let pem = |label: &str, der: &[u8]| {
             let b64 = base64_lines(der);
@@ -109,7 +125,10 @@ mod tests {
         const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut s = String::new();
         for c in der.chunks(3) {
-            let n = c.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            let n = c
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
             for i in 0..4 {
                 if i <= c.len() {
                     s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);

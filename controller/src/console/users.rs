@@ -135,8 +135,14 @@ pub fn add(
         anyhow::bail!("an admin sees every site: give --sites to an operator or a readonly user");
     }
     let known: Vec<String> = db.sites()?.into_iter().map(|s| s.name).collect();
-    if let Some(s) = sites.iter().find(|s| !known.iter().any(|k| k == s.as_str())) {
-        anyhow::bail!("no site {:?}: add it first with `nightcast site add`", s.as_str());
+    if let Some(s) = sites
+        .iter()
+        .find(|s| !known.iter().any(|k| k == s.as_str()))
+    {
+        anyhow::bail!(
+            "no site {:?}: add it first with `nightcast site add`",
+            s.as_str()
+        );
     }
     let row = UserRow {
         name: name.to_owned(),

@@ -174,9 +174,15 @@ impl Ca {
     /// A key and certificate for a web server answering to `names` (DNS names, or IP addresses
     /// written as such): the controller's console. Server authentication only, and no nightcast
     /// identity in it, so it can never pass for a relay or the controller on the QUIC side.
-    pub fn issue_web(&self, names: &[String], validity: Validity) -> Result<Credentials, TrustError> {
+    pub fn issue_web(
+        &self,
+        names: &[String],
+        validity: Validity,
+    ) -> Result<Credentials, TrustError> {
         if names.is_empty() {
-            return Err(TrustError::Cert("a web certificate needs a host name".into()));
+            return Err(TrustError::Cert(
+                "a web certificate needs a host name".into(),
+            ));
         }
         let key = KeyPair::generate().map_err(cert_err)?;
         let mut params = CertificateParams::new(names.to_vec()).map_err(cert_err)?;
