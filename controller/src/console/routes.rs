@@ -24,9 +24,13 @@ pub fn status(code: u16) -> Response {
     Response::html(code, pages::problem(None, "Error", text))
 }
 
-/// Answers one request.
+/// Answers one request, now.
 pub fn handle(console: &Console, head: &Head, body: &[u8]) -> Response {
-    let now = console.api.clock.now();
+    handle_at(console, head, body, console.api.clock.now())
+}
+
+/// Answers one request at `now` (tests move time).
+pub fn handle_at(console: &Console, head: &Head, body: &[u8], now: i64) -> Response {
     let cookie = head.cookie.as_deref();
     let response = match (head.method.as_str(), head.path.as_str()) {
         ("GET", "/console.css") => Response {
@@ -363,4 +367,298 @@ fn approve(
         })
         .unwrap_or("/");
     Response::see_other(&format!("{back}?approved={}", html::seg(node.as_str())))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use image_tools::exchange::{EnrolAsk, Via};
+    use image_tools::trust::Identity;
+    use image_tools::wire::Role as NodeRole;
+
+    use super::*;
+    use crate::console::users::Role;
+    use crate::DataDir;
+
+    const NOW: i64 = 1_796_164_200;
+
+    /// A controller's data directory with site lyon (room salle-1), site paris, a NUC of each
+    /// waiting for approval, and users `dsi` (admin), `viewer` (readonly) and `paris-op`
+    /// (operator of paris).
+    fn console() -> (tempfile::TempDir, Console) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir(dir.path().to_owned());
+        crate::init(&data, NOW).unwrap();
+        let mut db = Db::open(&data.database()).unwrap();
+        for site in ["lyon", "paris"] {
+            db.add_site(site, "Europe/Paris", "22:00-06:00", 20, None)
+                .unwrap();
+            let ask = EnrolAsk {
+                token: None,
+                role: NodeRole::Agent,
+                node: format!("nuc-{site}").parse().unwrap(),
+                public_key: vec![4; 65],
+                mac: "02:00:00:00:00:01".into(),
+                renewal: false,
+                via: Via::Relay(Identity {
+                    role: NodeRole::Relay,
+                    site: site.parse().unwrap(),
+                    node: format!("relay-{site}").parse().unwrap(),
+                }),
+            };
+            db.decide_enrolment(&ask, NOW).unwrap();
+        }
+        db.add_room("lyon", "salle-1").unwrap();
+        users::add(&db, "dsi", Role::Admin, &[], "correct horse battery", NOW).unwrap();
+        users::add(
+            &db,
+            "viewer",
+            Role::ReadOnly,
+            &[],
+            "read only password",
+            NOW,
+        )
+        .unwrap();
+        let paris = vec!["paris".parse().unwrap()];
+        users::add(
+            &db,
+            "paris-op",
+            Role::Operator,
+            &paris,
+            "operator password",
+            NOW,
+        )
+        .unwrap();
+        let api = crate::api::Api {
+            data,
+            token: "t".into(),
+            clock: image_tools::clock::Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap(),
+            settings: crate::plan::Settings::default(),
+            silent_after_secs: 1800,
+            changed: Arc::new(tokio::sync::Notify::new()),
+            classes: crate::plan::ClassCache::default(),
+            metrics: Default::default(),
+        };
+        (dir, Console::new(Arc::new(api)))
+    }
+
+    fn head(method: &str, target: &str, cookie: &str, length: usize) -> Head {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Head {
+            len: 0,
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            cookie: (!cookie.is_empty()).then(|| cookie.to_owned()),
+            length,
+        }
+    }
+
+    fn get(c: &Console, target: &str, cookie: &str, now: i64) -> Response {
+        handle_at(c, &head("GET", target, cookie, 0), b"", now)
+    }
+
+    fn post(c: &Console, target: &str, cookie: &str, body: &str, now: i64) -> Response {
+        handle_at(
+            c,
+            &head("POST", target, cookie, body.len()),
+            body.as_bytes(),
+            now,
+        )
+    }
+
+    /// The `name=value` of each `Set-Cookie`, joined as a browser sends them back.
+    fn cookies(r: &Response) -> String {
+        r.set_cookie
+            .iter()
+            .map(|c| c.split(';').next().unwrap())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The hidden `csrf` field of a page.
+    fn csrf(page: &str) -> String {
+        let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+        page[at..at + 64].to_owned()
+    }
+
+    /// Logs in as the browser does (the form's token, then the password): the session's cookie
+    /// and CSRF token.
+    fn log_in(c: &Console, name: &str, password: &str, now: i64) -> (String, String) {
+        let form = get(c, "/login", "", now);
+        let body = format!(
+            "name={name}&password={}&csrf={}",
+            password.replace(' ', "+"),
+            csrf(&form.body)
+        );
+        let r = post(c, "/login", &cookies(&form), &body, now);
+        assert_eq!(r.status, 303, "{}", r.body);
+        let cookie = r.set_cookie[0].split(';').next().unwrap().to_owned();
+        let board = get(c, "/", &cookie, now);
+        assert_eq!(board.status, 200, "{}", board.body);
+        (cookie, csrf(&board.body))
+    }
+
+    fn pending(c: &Console, node: &str) -> bool {
+        let db = Db::open(&c.api.data.database()).unwrap();
+        db.pending()
+            .unwrap()
+            .iter()
+            .any(|p| p.node == node && p.approved_at.is_none())
+    }
+
+    #[test]
+    fn pages_need_a_session_and_an_expired_one_says_so() {
+        let (_d, c) = console();
+        let r = get(&c, "/", "", NOW);
+        assert_eq!((r.status, r.location.as_deref()), (303, Some("/login")));
+        let (cookie, _) = log_in(&c, "dsi", "correct horse battery", NOW);
+        assert_eq!(
+            get(&c, "/rooms/lyon/salle-1", &cookie, NOW + 60).status,
+            200
+        );
+        let r = get(&c, "/", &cookie, NOW + 60 + session::IDLE_SECS);
+        assert_eq!(r.location.as_deref(), Some("/login?expired=1"));
+        assert!(get(&c, "/login?expired=1", "", NOW)
+            .body
+            .contains("Your session ended"));
+    }
+
+    #[test]
+    fn a_login_without_its_forms_token_is_refused() {
+        let (_d, c) = console();
+        let r = post(
+            &c,
+            "/login",
+            "",
+            "name=dsi&password=correct+horse+battery",
+            NOW,
+        );
+        assert_eq!(r.status, 403);
+        assert!(r
+            .set_cookie
+            .iter()
+            .all(|k| !k.starts_with(&format!("{}=", session::COOKIE))));
+    }
+
+    #[test]
+    fn wrong_passwords_are_braked_and_then_even_the_right_one_waits() {
+        let (_d, c) = console();
+        for _ in 0..session::MAX_FAILURES {
+            let form = get(&c, "/login", "", NOW);
+            let body = format!("name=dsi&password=nope&csrf={}", csrf(&form.body));
+            let r = post(&c, "/login", &cookies(&form), &body, NOW);
+            assert_eq!(r.status, 401);
+            assert!(r.body.contains("Wrong user name or password."));
+        }
+        let form = get(&c, "/login", "", NOW);
+        let body = format!(
+            "name=dsi&password=correct+horse+battery&csrf={}",
+            csrf(&form.body)
+        );
+        let r = post(&c, "/login", &cookies(&form), &body, NOW + 60);
+        assert_eq!(r.status, 429);
+        assert!(r.body.contains("Too many wrong passwords"), "{}", r.body);
+        // After the window, the right password works.
+        log_in(
+            &c,
+            "dsi",
+            "correct horse battery",
+            NOW + session::FAILURE_WINDOW_SECS + 1,
+        );
+    }
+
+    #[test]
+    fn an_approval_needs_the_csrf_token_and_a_role_that_acts_at_the_site() {
+        let (_d, c) = console();
+        let (admin, token) = log_in(&c, "dsi", "correct horse battery", NOW);
+        // No token, or another's: refused, nothing changed.
+        let r = post(
+            &c,
+            "/nodes/nuc-lyon/approve",
+            &admin,
+            "back=/rooms/lyon/salle-1",
+            NOW,
+        );
+        assert_eq!(r.status, 403);
+        let other = "0".repeat(64);
+        let r = post(
+            &c,
+            "/nodes/nuc-lyon/approve",
+            &admin,
+            &format!("csrf={other}"),
+            NOW,
+        );
+        assert_eq!(r.status, 403);
+        assert!(pending(&c, "nuc-lyon"));
+
+        // Read-only, with its own valid token: refused.
+        let (viewer, vtoken) = log_in(&c, "viewer", "read only password", NOW);
+        let r = post(
+            &c,
+            "/nodes/nuc-lyon/approve",
+            &viewer,
+            &format!("csrf={vtoken}"),
+            NOW,
+        );
+        assert_eq!(r.status, 403);
+        assert!(r.body.contains("Your role (readonly)"), "{}", r.body);
+        assert!(pending(&c, "nuc-lyon"));
+        // An operator of paris: lyon's NUC is not theirs (not even shown), paris's is.
+        let (op, otoken) = log_in(&c, "paris-op", "operator password", NOW);
+        let r = post(
+            &c,
+            "/nodes/nuc-lyon/approve",
+            &op,
+            &format!("csrf={otoken}"),
+            NOW,
+        );
+        assert_eq!(r.status, 404);
+        assert!(pending(&c, "nuc-lyon"));
+        let r = post(
+            &c,
+            "/nodes/nuc-paris/approve",
+            &op,
+            &format!("csrf={otoken}"),
+            NOW,
+        );
+        assert_eq!(r.status, 303);
+        assert!(!pending(&c, "nuc-paris"));
+
+        // The admin, with the token: approved, back to the room, which says so.
+        let body = format!("csrf={token}&back=%2Frooms%2Flyon%2Fsalle-1");
+        let r = post(&c, "/nodes/nuc-lyon/approve", &admin, &body, NOW);
+        assert_eq!(
+            r.location.as_deref(),
+            Some("/rooms/lyon/salle-1?approved=nuc-lyon")
+        );
+        assert!(!pending(&c, "nuc-lyon"));
+        let page = get(&c, "/rooms/lyon/salle-1?approved=nuc-lyon", &admin, NOW).body;
+        assert!(page.contains("nuc-lyon approved"), "{page}");
+        // Never back to somewhere else.
+        let body = format!("csrf={token}&back=https%3A%2F%2Fevil.example%2F");
+        let r = post(&c, "/nodes/nuc-paris/approve", &admin, &body, NOW);
+        assert_eq!(r.location.as_deref(), Some("/?approved=nuc-paris"));
+    }
+
+    #[test]
+    fn logout_ends_the_session() {
+        let (_d, c) = console();
+        let (cookie, token) = log_in(&c, "dsi", "correct horse battery", NOW);
+        let r = post(&c, "/logout", &cookie, &format!("csrf={token}"), NOW);
+        assert_eq!(r.location.as_deref(), Some("/login"));
+        assert_eq!(
+            get(&c, "/", &cookie, NOW).location.as_deref(),
+            Some("/login")
+        );
+    }
+
+    #[test]
+    fn a_user_sees_only_their_sites_rooms() {
+        let (_d, c) = console();
+        let (op, _) = log_in(&c, "paris-op", "operator password", NOW);
+        assert_eq!(get(&c, "/rooms/lyon/salle-1", &op, NOW).status, 404);
+        assert_eq!(get(&c, "/rooms/lyon/nowhere", &op, NOW).status, 404);
+    }
 }
