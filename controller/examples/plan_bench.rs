@@ -221,6 +221,7 @@ fn board_vs_json(
     };
     let session = Session {
         user: user.clone(),
+        stamp: String::new(),
         csrf: "0".repeat(64),
         created: now,
         last_used: now,

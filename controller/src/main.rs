@@ -133,7 +133,7 @@ enum UserCommand {
         #[arg(long, value_delimiter = ',')]
         sites: Vec<SiteId>,
     },
-    /// Remove a console user (their open sessions end at the controller's next restart).
+    /// Remove a console user (their open sessions end at their next request).
     Remove {
         /// The controller's data directory (its catalogue.db keeps the users).
         #[arg(long)]
@@ -301,7 +301,7 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
                 role.as_str()
             );
             if existed {
-                println!("their open console sessions end when the controller restarts");
+                println!("their open console sessions end at their next request");
             }
             Ok(())
         }

@@ -268,6 +268,7 @@ mod tests {
                 role,
                 sites: Vec::new(),
             },
+            stamp: String::new(),
             csrf: "c".repeat(64),
             created: 0,
             last_used: 0,

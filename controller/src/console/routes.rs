@@ -57,11 +57,36 @@ pub fn handle_at(console: &Console, head: &Head, body: &[u8], now: i64) -> Respo
         {
             Err(NoSession::Expired) => Response::see_other("/login?expired=1"),
             Err(NoSession::Unknown) => Response::see_other("/login"),
-            Ok(session) => logged_in(console, &session, method, path, head, body, now),
+            Ok(session) if still_valid(console, &session) => {
+                logged_in(console, &session, method, path, head, body, now)
+            }
+            Ok(session) => {
+                tracing::info!(user = %session.user.name, "console session ended: the user was changed or removed");
+                if let Ok(mut s) = console.sessions.lock() {
+                    s.close_user(&session.user.name);
+                }
+                Response::see_other("/login?expired=1")
+            }
         },
     };
     tracing::debug!(method = %head.method, path = %head.path, status = response.status, "console request");
     response
+}
+
+/// Whether the session's user is still as they logged in: same role, sites and password (read
+/// again at every request, so that `user add` or `user remove` on a running controller acts).
+fn still_valid(console: &Console, session: &Session) -> bool {
+    match Db::open(&console.api.data.database()).and_then(|db| db.user(&session.user.name)) {
+        Ok(Some(row)) => {
+            row.password_hash == session.stamp
+                && User::from_row(&row).is_ok_and(|u| u == session.user)
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "console: cannot read the users");
+            false
+        }
+    }
 }
 
 fn random_hex() -> Option<([u8; 32], String)> {
@@ -122,6 +147,7 @@ fn login(console: &Console, cookie: Option<&str>, body: &[u8], now: i64) -> Resp
     let user = row.as_ref().filter(|_| right).map(User::from_row);
     match user {
         Some(Ok(user)) => {
+            let stamp = hash.to_owned();
             if let Ok(mut t) = console.throttle.lock() {
                 t.succeeded(name);
             }
@@ -132,7 +158,7 @@ fn login(console: &Console, cookie: Option<&str>, body: &[u8], now: i64) -> Resp
             let Ok(mut sessions) = console.sessions.lock() else {
                 return status(500);
             };
-            let cookie = sessions.open(user, id, csrf, now);
+            let cookie = sessions.open(user, stamp, id, csrf, now);
             Response::see_other("/")
                 .with_cookie(cookie)
                 .with_cookie(session::login_cookie_removed())
@@ -652,6 +678,19 @@ mod tests {
             get(&c, "/", &cookie, NOW).location.as_deref(),
             Some("/login")
         );
+    }
+
+    #[test]
+    fn a_user_changed_or_removed_on_a_running_controller_is_logged_out() {
+        let (_d, c) = console();
+        let (cookie, _) = log_in(&c, "viewer", "read only password", NOW);
+        let db = Db::open(&c.api.data.database()).unwrap();
+        users::add(&db, "viewer", Role::ReadOnly, &[], "a new password!", NOW).unwrap();
+        let r = get(&c, "/", &cookie, NOW + 1);
+        assert_eq!(r.location.as_deref(), Some("/login?expired=1"));
+        let (cookie, _) = log_in(&c, "dsi", "correct horse battery", NOW);
+        db.remove_user("dsi").unwrap();
+        assert_eq!(get(&c, "/", &cookie, NOW + 1).status, 303);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub const MAX_SESSIONS: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub user: User,
+    /// The user's stored password hash when they logged in: a new password (or the user
+    /// removed, or given another role or sites) ends their sessions at their next request.
+    pub stamp: String,
     /// The token every form of this session carries (hex, 32 bytes).
     pub csrf: String,
     pub created: i64,
@@ -55,7 +58,14 @@ pub enum NoSession {
 impl Sessions {
     /// Opens a session for `user` with the id and CSRF token drawn by the caller (32 random bytes
     /// each); returns the `Set-Cookie` value.
-    pub fn open(&mut self, user: User, id: [u8; 32], csrf: [u8; 32], now: i64) -> String {
+    pub fn open(
+        &mut self,
+        user: User,
+        stamp: String,
+        id: [u8; 32],
+        csrf: [u8; 32],
+        now: i64,
+    ) -> String {
         self.open.retain(|_, s| s.expires() > now);
         if self.open.len() >= MAX_SESSIONS {
             if let Some(oldest) = self
@@ -72,6 +82,7 @@ impl Sessions {
             id.clone(),
             Session {
                 user,
+                stamp,
                 csrf: image_tools::ids::hex(&csrf),
                 created: now,
                 last_used: now,
@@ -238,7 +249,7 @@ mod tests {
     #[test]
     fn the_cookie_is_secure_http_only_strict_and_random() {
         let mut s = Sessions::default();
-        let c = s.open(alice(), [7; 32], [9; 32], 1000);
+        let c = s.open(alice(), String::new(), [7; 32], [9; 32], 1000);
         for attr in [
             "Secure",
             "HttpOnly",
@@ -249,14 +260,14 @@ mod tests {
             assert!(c.contains(attr), "{c}");
         }
         assert!(c.starts_with("__Host-nightcast=0707"), "{c}");
-        let other = s.open(alice(), [8; 32], [9; 32], 1000);
+        let other = s.open(alice(), String::new(), [8; 32], [9; 32], 1000);
         assert_ne!(cookie_of(&c), cookie_of(&other));
     }
 
     #[test]
     fn a_session_is_found_by_its_cookie_among_others() {
         let mut s = Sessions::default();
-        let c = cookie_of(&s.open(alice(), [7; 32], [9; 32], 1000));
+        let c = cookie_of(&s.open(alice(), String::new(), [7; 32], [9; 32], 1000));
         let header = format!("theme=dark; {c}; other=1");
         assert_eq!(s.check(Some(&header), 1001).unwrap().user, alice());
         assert_eq!(s.check(None, 1001), Err(NoSession::Unknown));
@@ -273,7 +284,7 @@ mod tests {
     #[test]
     fn a_session_expires_after_an_idle_hour_and_after_a_day_of_work() {
         let mut s = Sessions::default();
-        let c = cookie_of(&s.open(alice(), [7; 32], [9; 32], 0));
+        let c = cookie_of(&s.open(alice(), String::new(), [7; 32], [9; 32], 0));
         // Used every 50 minutes: alive until the lifetime ends.
         let mut t = 0;
         while t + 3000 < LIFETIME_SECS {
@@ -284,7 +295,7 @@ mod tests {
         // And gone after that: a second look does not know it.
         assert_eq!(s.check(Some(&c), LIFETIME_SECS), Err(NoSession::Unknown));
 
-        let c = cookie_of(&s.open(alice(), [8; 32], [9; 32], 0));
+        let c = cookie_of(&s.open(alice(), String::new(), [8; 32], [9; 32], 0));
         assert!(s.check(Some(&c), IDLE_SECS - 1).is_ok());
         assert_eq!(
             s.check(Some(&c), 2 * IDLE_SECS - 1),
@@ -295,7 +306,7 @@ mod tests {
     #[test]
     fn logout_ends_the_session_and_removes_the_cookie() {
         let mut s = Sessions::default();
-        let c = cookie_of(&s.open(alice(), [7; 32], [9; 32], 0));
+        let c = cookie_of(&s.open(alice(), String::new(), [7; 32], [9; 32], 0));
         let gone = s.close(Some(&c));
         assert!(gone.contains("Max-Age=0"), "{gone}");
         assert_eq!(s.check(Some(&c), 1), Err(NoSession::Unknown));
@@ -304,7 +315,7 @@ mod tests {
     #[test]
     fn the_csrf_token_must_be_the_sessions_own() {
         let mut s = Sessions::default();
-        let c = cookie_of(&s.open(alice(), [7; 32], [9; 32], 0));
+        let c = cookie_of(&s.open(alice(), String::new(), [7; 32], [9; 32], 0));
         let session = s.check(Some(&c), 1).unwrap();
         assert!(csrf_ok(&session, Some(&"09".repeat(32))));
         assert!(!csrf_ok(&session, Some(&"08".repeat(32))));
