@@ -54,12 +54,17 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
     })())
 }
 
-/// The plan's rows at `now`, as `GET /v1/plan` answers them (the console's board reads them too).
-pub(crate) fn rows(api: &Api, now: i64) -> Result<Vec<PlanRow>, Reply> {
+/// The plan's rows at `now`, as `GET /v1/plan` answers them.
+fn rows(api: &Api, now: i64) -> Result<Vec<PlanRow>, Reply> {
+    rows_until(api, now, i64::MAX)
+}
+
+/// The same, of the sessions starting before `until` only (the console's board: its week).
+pub(crate) fn rows_until(api: &Api, now: i64, until: i64) -> Result<Vec<PlanRow>, Reply> {
     let db = Db::open(&api.data.database()).map_err(db_error)?;
     let (plan, _) = current(api, &db, now)?;
     let failures = db.seat_failures().map_err(db_error)?;
-    plan_rows(&plan, &failures)
+    plan_rows(&plan, &failures, until)
 }
 
 /// Every site's plan at `now`, and the chunk classes it was computed with (kept while the set of
@@ -81,15 +86,16 @@ pub(super) fn current(api: &Api, db: &Db, now: i64) -> Result<(SitePlans, Arc<Cl
 /// Each site's rows.
 pub(super) type SitePlans = Vec<(String, Vec<plan::Row>)>;
 
-/// The plan's rows, site after site, as the API answers them, each with the seats of its room
-/// where its master version failed.
+/// The plan's rows of the sessions starting before `until`, site after site, as the API answers
+/// them, each with the seats of its room where its master version failed.
 pub fn plan_rows(
     plan: &[(String, Vec<plan::Row>)],
     failures: &[SeatFailure],
+    until: i64,
 ) -> Result<Vec<PlanRow>, Reply> {
     let mut out = Vec::new();
     for (site, rows) in plan {
-        for r in rows {
+        for r in rows.iter().filter(|r| r.session.start < until) {
             let verdict = match &r.verdict {
                 plan::Verdict::OnTime { ready_at, night } => Verdict::OnTime {
                     ready_at: *ready_at,

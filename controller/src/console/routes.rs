@@ -248,7 +248,7 @@ fn board_page(console: &Console, session: &Session, now: i64) -> Response {
         Ok(z) => z,
         Err(e) => return failed(session, "read the sites", e),
     };
-    let rows = match crate::api::plan_rows_now(&console.api, now) {
+    let rows = match crate::api::plan_rows_until(&console.api, now, now + board::HORIZON_SECS) {
         Ok(r) => r,
         Err((_, e)) => return failed(session, "compute the plan", e),
     };
@@ -306,7 +306,7 @@ fn room_page(
         Ok(f) => f,
         Err((_, e)) => return failed(session, "read the fleet", e),
     };
-    let rows = match crate::api::plan_rows_now(&console.api, now) {
+    let rows = match crate::api::plan_rows_until(&console.api, now, now + board::HORIZON_SECS) {
         Ok(r) => r,
         Err((_, e)) => return failed(session, "compute the plan", e),
     };
