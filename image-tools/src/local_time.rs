@@ -4,43 +4,74 @@
 
 use jiff::tz::TimeZone;
 
+/// A site's zone, looked up once (the console words thousands of times per page).
+#[derive(Debug, Clone)]
+pub struct Zone {
+    zone: TimeZone,
+    name: String,
+}
+
+impl Zone {
+    /// The IANA zone `tz`; a zone this machine does not know (or an empty one) is UTC, named
+    /// `UTC`.
+    pub fn named(tz: &str) -> Zone {
+        match TimeZone::get(tz) {
+            Ok(zone) if !tz.is_empty() => Zone {
+                zone,
+                name: tz.to_owned(),
+            },
+            _ => Zone {
+                zone: TimeZone::UTC,
+                name: "UTC".to_owned(),
+            },
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `YYYY-MM-DD HH:MM ZONE`.
+    pub fn local(&self, secs: i64) -> String {
+        format!("{} {}", self.time(secs), self.name)
+    }
+
+    /// `YYYY-MM-DD HH:MM`, the zone unnamed.
+    pub fn time(&self, secs: i64) -> String {
+        match jiff::Timestamp::from_second(secs) {
+            Ok(t) => self
+                .zone
+                .to_datetime(t)
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string(),
+            Err(_) => format!("{secs} (not a time)"),
+        }
+    }
+
+    /// The local date, `YYYY-MM-DD` (empty for a time out of range).
+    pub fn date(&self, secs: i64) -> String {
+        match jiff::Timestamp::from_second(secs) {
+            Ok(t) => self.zone.to_datetime(t).date().to_string(),
+            Err(_) => String::new(),
+        }
+    }
+}
+
 /// Unix seconds as `YYYY-MM-DD HH:MM ZONE` in the IANA zone `tz`; a zone this machine does not
 /// know (or an empty one) gives the time in UTC, labelled `UTC`.
 pub fn local(secs: i64, tz: &str) -> String {
-    let (time, zone) = parts(secs, tz);
-    format!("{time} {zone}")
+    Zone::named(tz).local(secs)
 }
 
 /// `START to END ZONE`, both in the zone `tz` (as [`local`]), the zone named once.
 pub fn span(start: i64, end: i64, tz: &str) -> String {
-    let (start, zone) = parts(start, tz);
-    let (end, _) = parts(end, tz);
-    format!("{start} to {end} {zone}")
-}
-
-/// The time in the zone, and the zone's name (`UTC` when the zone is unknown).
-pub fn parts(secs: i64, tz: &str) -> (String, &str) {
-    let (zone, name) = match TimeZone::get(tz) {
-        Ok(zone) if !tz.is_empty() => (zone, tz),
-        _ => (TimeZone::UTC, "UTC"),
-    };
-    let time = match jiff::Timestamp::from_second(secs) {
-        Ok(t) => zone.to_datetime(t).strftime("%Y-%m-%d %H:%M").to_string(),
-        Err(_) => format!("{secs} (not a time)"),
-    };
-    (time, name)
+    let zone = Zone::named(tz);
+    format!("{} to {} {}", zone.time(start), zone.time(end), zone.name())
 }
 
 /// The local date (`YYYY-MM-DD`) of `secs` in the zone `tz` (UTC when unknown).
 pub fn date(secs: i64, tz: &str) -> String {
-    let zone = match TimeZone::get(tz) {
-        Ok(zone) if !tz.is_empty() => zone,
-        _ => TimeZone::UTC,
-    };
-    match jiff::Timestamp::from_second(secs) {
-        Ok(t) => zone.to_datetime(t).date().to_string(),
-        Err(_) => String::new(),
-    }
+    Zone::named(tz).date(secs)
 }
 
 #[cfg(test)]

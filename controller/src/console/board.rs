@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use image_tools::api::{PlanRow, Reason, Verdict};
-use image_tools::local_time;
+use image_tools::local_time::Zone;
 
 use super::users::User;
 
@@ -75,13 +75,20 @@ pub struct Room {
 /// session, then by name. `zone` gives a site's IANA zone.
 pub fn board(rows: &[PlanRow], zone: &dyn Fn(&str) -> String, user: &User, now: i64) -> Vec<Room> {
     let mut rooms: BTreeMap<(String, String), Room> = BTreeMap::new();
+    // Each site's zone, looked up once, and its today.
+    let mut zones: std::collections::HashMap<&str, (Zone, String)> = Default::default();
     for r in rows {
         let site = r.site.as_str();
         if !user.sees(site) || r.start >= now + HORIZON_SECS || r.start < now - 86_400 {
             continue;
         }
-        let tz = zone(site);
-        let (kind, reason) = words(r, &tz, now);
+        let (z, today) = zones.entry(site).or_insert_with(|| {
+            let z = Zone::named(&zone(site));
+            let today = z.date(now);
+            (z, today)
+        });
+        let tz = z.name().to_owned();
+        let (kind, reason) = words_in(r, z, now);
         let room = rooms
             .entry((site.to_owned(), r.room.as_str().to_owned()))
             .or_insert_with(|| Room {
@@ -94,8 +101,8 @@ pub fn board(rows: &[PlanRow], zone: &dyn Fn(&str) -> String, user: &User, now: 
         room.worst = room.worst.min(kind);
         room.lines.push(Line {
             start: r.start,
-            when: local_time::local(r.start, &tz),
-            today: local_time::date(r.start, &tz) == local_time::date(now, &tz),
+            when: z.local(r.start),
+            today: z.date(r.start) == *today,
             master: r.master.as_str().to_owned(),
             version: r.version.as_str().to_owned(),
             kind,
@@ -157,9 +164,13 @@ pub fn fold(rooms: Vec<Room>, max_lines: usize) -> (Vec<Room>, Vec<Folded>) {
     (full, folded)
 }
 
-/// A row's verdict as a kind and a sentence.
+/// A row's verdict as a kind and a sentence, times in the IANA zone `tz`.
 pub fn words(r: &PlanRow, tz: &str, now: i64) -> (Kind, String) {
-    let at = |t: i64| local_time::local(t, tz);
+    words_in(r, &Zone::named(tz), now)
+}
+
+fn words_in(r: &PlanRow, zone: &Zone, now: i64) -> (Kind, String) {
+    let at = |t: i64| zone.local(t);
     let mut failed = String::new();
     if !r.failed.is_empty() {
         let seats: Vec<String> = r.failed.iter().map(|f| f.seat.clone()).collect();
@@ -194,7 +205,7 @@ pub fn words(r: &PlanRow, tz: &str, now: i64) -> (Kind, String) {
                     duration(*needed_secs),
                     duration(*slack_secs)
                 ),
-                other => format!("ready at {} if {}", at(*ready_at), relay_words(other, tz)),
+                other => format!("ready at {} if {}", at(*ready_at), relay_words(other, zone)),
             },
         ),
         Verdict::Late {
@@ -212,7 +223,7 @@ pub fn words(r: &PlanRow, tz: &str, now: i64) -> (Kind, String) {
                 ),
                 other => format!(
                     "{}: {} missing at the deadline ({})",
-                    relay_words(other, tz),
+                    relay_words(other, zone),
                     bytes(*shortfall_bytes),
                     at(r.deadline)
                 ),
@@ -226,14 +237,13 @@ pub fn words(r: &PlanRow, tz: &str, now: i64) -> (Kind, String) {
     (kind, format!("{text}{failed}"))
 }
 
-fn relay_words(reason: &Reason, tz: &str) -> String {
+fn relay_words(reason: &Reason, zone: &Zone) -> String {
     match reason {
         Reason::Transfer => "the bytes arrive".to_owned(),
         Reason::NoRelay => "no relay is enrolled at the site".to_owned(),
-        Reason::RelaySilent { since: Some(t) } => format!(
-            "the site's relay answers (silent since {})",
-            local_time::local(*t, tz)
-        ),
+        Reason::RelaySilent { since: Some(t) } => {
+            format!("the site's relay answers (silent since {})", zone.local(*t))
+        }
         Reason::RelaySilent { since: None } => "the site's relay reports (it never has)".to_owned(),
     }
 }
