@@ -210,11 +210,15 @@ fn board_vs_json(
         session::Session,
         users::{Role, User},
     };
-    let started = Instant::now();
-    let rows = nightcast_controller::api::plan_rows(plan, &[], i64::MAX).unwrap();
-    let all = rows.len();
-    let json = serde_json::to_value(&rows).unwrap().to_string();
-    let json_time = started.elapsed();
+    // The fastest of 3 (JSON) and of 5 (board): the machine is shared.
+    let (mut json_time, mut json, mut all) = (std::time::Duration::MAX, String::new(), 0);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let rows = nightcast_controller::api::plan_rows(plan, &[], i64::MAX).unwrap();
+        all = rows.len();
+        json = serde_json::to_value(&rows).unwrap().to_string();
+        json_time = json_time.min(started.elapsed());
+    }
 
     let user = User {
         name: "dsi".into(),
@@ -233,12 +237,16 @@ fn board_vs_json(
         .enumerate()
         .map(|(i, (site, _))| (site.clone(), zones[i % zones.len()].to_owned()))
         .collect();
-    let started = Instant::now();
     let horizon = now + nightcast_controller::console::board::HORIZON_SECS;
-    let rows = nightcast_controller::api::plan_rows(plan, &[], horizon).unwrap();
-    let html = routes::render_board(&rows, &site_zones, &user, &session, now);
-    let board_time = started.elapsed();
-    println!("\n| from the same plan | rows | time | bytes |");
+    let (mut board_time, mut html, mut rows) =
+        (std::time::Duration::MAX, String::new(), Vec::new());
+    for _ in 0..5 {
+        let started = Instant::now();
+        rows = nightcast_controller::api::plan_rows(plan, &[], horizon).unwrap();
+        html = routes::render_board(&rows, &site_zones, &user, &session, now);
+        board_time = board_time.min(started.elapsed());
+    }
+    println!("\n| from the same plan | rows | time (fastest of 3 / 5) | bytes |");
     println!("|---|---|---|---|");
     println!(
         "| `GET /v1/plan` JSON (`nightcast plan`) | {all} | {:.1} ms | {} |",
