@@ -45,12 +45,23 @@ pub struct Settings {
 }
 
 /// The console's state: the admin API's (database, clock, planner settings and cached chunk
-/// classes, the reload signal), the open sessions and the wrong-password counts.
+/// classes, the reload signal), the open sessions, the wrong-password counts, and the last plan.
 #[derive(Debug)]
 pub struct Console {
     pub api: Arc<crate::api::Api>,
     pub sessions: Mutex<session::Sessions>,
     pub throttle: Mutex<session::Throttle>,
+    /// The week's plan rows and when they were computed (see `PLAN_FRESH_SECS`).
+    pub plan: Mutex<Option<(i64, Arc<Vec<image_tools::api::PlanRow>>)>>,
+}
+
+/// How long the board shows a plan before computing it again: a region of a thousand sites takes
+/// a few hundred milliseconds to plan, and pages follow each other faster than the plan changes.
+pub const PLAN_FRESH_SECS: i64 = 30;
+
+/// Whether a plan computed at `computed` may still be shown at `now`.
+pub fn plan_fresh(computed: i64, now: i64) -> bool {
+    computed <= now && now < computed + PLAN_FRESH_SECS
 }
 
 impl Console {
@@ -59,6 +70,35 @@ impl Console {
             api,
             sessions: Mutex::default(),
             throttle: Mutex::default(),
+            plan: Mutex::default(),
+        }
+    }
+
+    /// The plan rows of the sessions starting within `board::HORIZON_SECS` of `now` (past the
+    /// horizon's first `PLAN_FRESH_SECS` too): the last ones if still fresh, else computed now.
+    pub fn week_plan(
+        &self,
+        now: i64,
+    ) -> Result<Arc<Vec<image_tools::api::PlanRow>>, crate::api::Reply> {
+        if let Ok(cached) = self.plan.lock() {
+            if let Some((at, rows)) = cached.as_ref() {
+                if plan_fresh(*at, now) {
+                    return Ok(rows.clone());
+                }
+            }
+        }
+        let until = now + board::HORIZON_SECS + PLAN_FRESH_SECS;
+        let rows = Arc::new(crate::api::plan_rows_until(&self.api, now, until)?);
+        if let Ok(mut cached) = self.plan.lock() {
+            *cached = Some((now, rows.clone()));
+        }
+        Ok(rows)
+    }
+
+    /// Forgets the last plan (after an action that changes it).
+    pub fn plan_changed(&self) {
+        if let Ok(mut cached) = self.plan.lock() {
+            *cached = None;
         }
     }
 }
@@ -143,4 +183,18 @@ async fn read<S: tokio::io::AsyncRead + Unpin>(
         return Err(400);
     }
     Ok((head, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_is_shown_for_thirty_seconds_and_never_from_the_future() {
+        assert!(plan_fresh(100, 100));
+        assert!(plan_fresh(100, 100 + PLAN_FRESH_SECS - 1));
+        assert!(!plan_fresh(100, 100 + PLAN_FRESH_SECS));
+        // A clock that went back: computed "later" than now is not trusted.
+        assert!(!plan_fresh(100, 99));
+    }
 }

@@ -248,7 +248,7 @@ fn board_page(console: &Console, session: &Session, now: i64) -> Response {
         Ok(z) => z,
         Err(e) => return failed(session, "read the sites", e),
     };
-    let rows = match crate::api::plan_rows_until(&console.api, now, now + board::HORIZON_SECS) {
+    let rows = match console.week_plan(now) {
         Ok(r) => r,
         Err((_, e)) => return failed(session, "compute the plan", e),
     };
@@ -306,13 +306,14 @@ fn room_page(
         Ok(f) => f,
         Err((_, e)) => return failed(session, "read the fleet", e),
     };
-    let rows = match crate::api::plan_rows_until(&console.api, now, now + board::HORIZON_SECS) {
+    let rows = match console.week_plan(now) {
         Ok(r) => r,
         Err((_, e)) => return failed(session, "compute the plan", e),
     };
     let rows: Vec<_> = rows
-        .into_iter()
+        .iter()
         .filter(|r| r.site == site && r.room == room)
+        .cloned()
         .collect();
     let zone = |_: &str| tz.clone();
     let rooms = board::board(&rows, &zone, &session.user, now);
@@ -384,6 +385,7 @@ fn approve(
         return failed(session, "approve the NUC", e);
     }
     console.api.changed.notify_one();
+    console.plan_changed();
     tracing::info!(user = %session.user.name, %node, %site, "NUC approved from the console");
     let back = field(fields, "back")
         .filter(|b| {
