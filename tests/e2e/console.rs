@@ -1,7 +1,8 @@
 //! The web console in a real browser: headless Chromium driven through chromedriver (WebDriver)
 //! against a real controller serving HTTPS with a certificate from its own CA, a running relay,
 //! a NUC reporting through it and another waiting for approval. As the DSI would: a wrong
-//! password, the board with the late room on top and its reason, the room's NUCs, an approval;
+//! password, the board with the late room on top and its reason, that room's NUC (silent), the
+//! other room's NUCs and an approval;
 //! as a read-only user: no button, and a forged POST refused. Every page is checked for size and
 //! for requests outside the controller; screenshots go to `target/console-screenshots/`.
 
@@ -111,6 +112,20 @@ fn the_dsi_sees_the_late_room_first_follows_it_and_approves_a_nuc_a_read_only_us
     ]);
     f.nightcast(&["room", "add", "grenoble", "amphi-a"]);
     f.calendar("grenoble,amphi-a,demo,1,2030-01-09 08:00,2030-01-09 12:00\n");
+    // A NUC sits in the late room: enrolled with a token, it never reported (no relay there).
+    let token = f.nightcast(&["enroll", "--role", "agent", "--site", "grenoble"]);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(image_tools::exchange::enroll(
+            f.quic,
+            token.trim(),
+            image_tools::wire::Role::Agent,
+            "nuc-g1",
+            f.clock,
+        ))
+        .unwrap();
+    f.nightcast(&["seat", "add", "grenoble", "amphi-a", "pc-1"]);
+    f.nightcast(&["seat", "assign", "grenoble", "amphi-a", "pc-1", "nuc-g1"]);
     // Lyon's relay runs and holds the master; a NUC sits at salle-1/pc-1 and reports.
     let relay = f.relay(&DEFAULT_RELAY);
     relay.wait("the master to complete", 60, Relay::complete);
@@ -203,7 +218,19 @@ fn the_dsi_sees_the_late_room_first_follows_it_and_approves_a_nuc_a_read_only_us
     b.screenshot(&shots.join("board.png"));
     check_page(&b, &origin, "board");
 
-    // One click down: the room's NUCs, and the NUC waiting at the site.
+    // One click down from the late session: its room's NUC, which never reported.
+    b.click(&b.find("section.room h2 a").unwrap());
+    b.wait_url(&format!("{origin}/rooms/grenoble/amphi-a"));
+    let nucs = b.text_of(&b.find("#nucs").unwrap());
+    assert!(nucs.contains("amphi-a/pc-1"), "{nucs}");
+    assert!(nucs.contains("nuc-g1"), "{nucs}");
+    assert!(nucs.contains("never reported"), "{nucs}");
+    b.screenshot(&shots.join("late-room.png"));
+    check_page(&b, &origin, "late room page");
+
+    // Back to the board and into lyon's room: its NUCs, and the NUC waiting at the site.
+    b.click(&b.find("main a[href='/']").unwrap());
+    b.wait_url(&format!("{origin}/"));
     b.click(&b.find("a[href='/rooms/lyon/salle-1']").unwrap());
     assert_eq!(b.url(), format!("{origin}/rooms/lyon/salle-1"));
     let nucs = b.text_of(&b.find("#nucs").unwrap());

@@ -191,7 +191,11 @@ pub fn room(session: &Session, p: &RoomPage) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"err\">{}</td></tr>",
             esc(&n.seat),
             esc(n.node.as_str()),
-            esc(&n.state),
+            esc(if n.state.is_empty() && n.last_seen.is_none() {
+                "never reported"
+            } else {
+                &n.state
+            }),
             esc(if n.holding.is_empty() { "nothing yet" } else { &n.holding }),
             esc(&runs),
             esc(&at(n.last_seen)),
