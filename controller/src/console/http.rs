@@ -194,6 +194,7 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{prop_assert, Strategy};
 
     #[test]
     fn a_head_is_read_with_its_cookie_query_and_length() {
@@ -232,6 +233,46 @@ mod tests {
         assert_eq!(field(&f, "csrf"), Some(""));
         assert_eq!(field(&f, "broken"), None);
         assert_eq!(field(&f, "bad"), Some("%zz%4"));
+    }
+
+    /// What `parse` may answer for `bytes`: incomplete, a refusal with a known status, or a head
+    /// within the bytes whose body is at most `MAX_FORM`.
+    fn check(bytes: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+        match parse(bytes) {
+            Ok(None) => prop_assert!(bytes.len() < MAX_HEAD),
+            Ok(Some(h)) => {
+                prop_assert!(h.len <= bytes.len() && h.length <= MAX_FORM);
+                prop_assert!(h.path.starts_with('/') || !h.method.is_empty());
+            }
+            Err(status) => prop_assert!(matches!(status, 400 | 411 | 413 | 431), "{status}"),
+        }
+        let _ = form(bytes);
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any bytes as a request or a form: an answer, never a panic.
+        #[test]
+        fn any_bytes_parse_or_are_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            check(&bytes)?;
+        }
+
+        /// Mutations of a login as a browser posts it.
+        #[test]
+        fn mutated_logins_parse_or_are_refused(
+            edits in proptest::collection::vec(proptest::prelude::any::<(u8, usize, usize)>().prop_map(image_tools::mutation::Edit::from), 1..6),
+        ) {
+            let body = "name=alice&password=p%C3%A9+x&csrf=00ff";
+            let valid = format!(
+                "POST /login HTTP/1.1\r\nHost: x\r\nCookie: __Host-nightcast-login=00ff\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            check(&image_tools::mutation::mutate(valid.as_bytes(), &edits))?;
+            let fields = form(&image_tools::mutation::mutate(body.as_bytes(), &edits));
+            prop_assert!(fields.len() <= body.len());
+        }
     }
 
     #[test]

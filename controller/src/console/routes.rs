@@ -695,6 +695,63 @@ mod tests {
         assert_eq!(get(&c, "/", &cookie, NOW + 1).status, 303);
     }
 
+    /// Whatever the method, path, query and form body, logged in or not, as admin or read-only:
+    /// an answer, never a panic, and nonsense is never the controller's fault (500).
+    #[test]
+    fn any_request_gets_an_answer_and_never_a_500() {
+        use proptest::prelude::*;
+        let (_d, c) = console();
+        let (admin, token) = log_in(&c, "dsi", "correct horse battery", NOW);
+        let (viewer, _) = log_in(&c, "viewer", "read only password", NOW);
+        let segment = prop_oneof![
+            prop::sample::select(vec![
+                "",
+                "rooms",
+                "lyon",
+                "paris",
+                "salle-1",
+                "nodes",
+                "nuc-lyon",
+                "approve",
+                "login",
+                "logout",
+                "console.css",
+                "..",
+                "%2F",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z0-9%./-]{0,10}",
+        ];
+        let path =
+            proptest::collection::vec(segment, 0..4).prop_map(|s| format!("/{}", s.join("/")));
+        let method = prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", ""]);
+        let body = prop_oneof![
+            Just(format!("csrf={token}&back=/rooms/lyon/salle-1")),
+            "[a-z=&%0-9/+]{0,40}",
+        ];
+        let who = prop::sample::select(vec![0usize, 1, 2]);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(256));
+        let result = runner.run(
+            &(method, path, "(\\?[a-z=&]{0,12})?", body, who),
+            |(method, path, query, body, who)| {
+                let cookie = ["", admin.as_str(), viewer.as_str()][who];
+                let target = format!("{path}{query}");
+                let h = head(method, &target, cookie, body.len());
+                let r = handle_at(&c, &h, body.as_bytes(), NOW + 1);
+                prop_assert!(
+                    matches!(r.status, 200 | 303 | 401 | 403 | 404 | 429),
+                    "{method} {target} {body:?} as {who}: {} {}",
+                    r.status,
+                    r.body
+                );
+                Ok(())
+            },
+        );
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+
     #[test]
     fn a_user_sees_only_their_sites_rooms() {
         let (_d, c) = console();
