@@ -17,6 +17,7 @@ pub mod authority;
 pub mod calendar;
 pub mod catalog;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod deadline;
 pub mod enrolment;
@@ -290,6 +291,8 @@ pub struct ServeSettings {
     pub tighten: Option<tighten::Tighten>,
     /// The subscribed calendar feeds' polls.
     pub feeds: feeds::Settings,
+    /// The web console (`None`: off).
+    pub console: Option<console::Settings>,
 }
 
 /// Serves relays (and enrolments) on `listen` until `shutdown`. `on_listening` gets the bound address.
@@ -385,6 +388,15 @@ pub async fn serve(
             }
         });
     }
+    // The console's certificate, issued by the CA in force if it is to be issued.
+    let console_tls = match &settings.console {
+        Some(c) => Some(console::tls::server_config(
+            &c.certificate,
+            &cas.current,
+            clock.now(),
+        )?),
+        None => None,
+    };
     let store = Arc::new(LocalStore::open(&data.store())?);
     let me = controller_identity()?;
     let metrics = Arc::new(metrics::Metrics::default());
@@ -444,6 +456,35 @@ pub async fn serve(
         creds.server_config(Admit::RelaysAndAgents, revoked, clock)?,
     )?;
     let stop_api = CancellationToken::new();
+    let state = Arc::new(api::Api {
+        data: data.clone(),
+        token: api::admin_token(data)?,
+        clock,
+        settings: settings.planner,
+        silent_after_secs: silent_after,
+        feed_poll_minutes: settings.feeds.poll_minutes,
+        imports: imports::Running::default(),
+        changed: changed.clone(),
+        classes: plan::ClassCache::default(),
+        metrics,
+    });
+    let console_task = match (&settings.console, console_tls) {
+        (Some(c), Some(tls)) => {
+            let listener = tokio::net::TcpListener::bind(c.listen)
+                .await
+                .with_context(|| format!("web console on {}", c.listen))?;
+            let bound = listener.local_addr().context("web console address")?;
+            tracing::info!("web console on https://{bound}");
+            let console = Arc::new(console::Console::new(state.clone()));
+            Some(tokio::spawn(console::serve(
+                listener,
+                tls,
+                console,
+                stop_api.clone(),
+            )))
+        }
+        _ => None,
+    };
     let api_task = match api {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -451,18 +492,6 @@ pub async fn serve(
                 .with_context(|| format!("admin API on {addr}"))?;
             let bound = listener.local_addr().context("admin API address")?;
             on_listening(endpoint.local_addr()?, Some(bound));
-            let state = Arc::new(api::Api {
-                data: data.clone(),
-                token: api::admin_token(data)?,
-                clock,
-                settings: settings.planner,
-                silent_after_secs: silent_after,
-                feed_poll_minutes: settings.feeds.poll_minutes,
-                imports: imports::Running::default(),
-                changed: changed.clone(),
-                classes: plan::ClassCache::default(),
-                metrics,
-            });
             Some(tokio::spawn(api::serve(listener, state, stop_api.clone())))
         }
         None => {
@@ -472,7 +501,7 @@ pub async fn serve(
     };
     exchange::serve_with(endpoint, service, exchange::Limits::CONTROLLER, shutdown).await;
     stop_api.cancel();
-    if let Some(t) = api_task {
+    for t in [api_task, console_task].into_iter().flatten() {
         let _ = t.await;
     }
     Ok(())

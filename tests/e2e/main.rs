@@ -11,6 +11,7 @@
 mod fleet;
 mod netns;
 mod util;
+mod webdriver;
 
 mod admin_api;
 mod agents;
@@ -19,6 +20,7 @@ mod calendar_rules;
 mod calendar_sync;
 mod cli_surface;
 mod cli_undo;
+mod console;
 mod enrol_and_fetch;
 mod help_texts;
 mod import_checks;

@@ -46,8 +46,11 @@ mod places;
 mod plan;
 mod push;
 
+pub(crate) use fleet::rows as fleet_rows;
 use http::{answer, read_request};
 pub use http::{parse_head, Head};
+pub use plan::plan_rows;
+pub(crate) use plan::rows_until as plan_rows_until;
 
 /// Bodies above this are refused (a term's calendar is far smaller).
 pub const MAX_BODY: u64 = 16 << 20;

@@ -14,12 +14,7 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
     let (api, now) = (call.api, call.now);
     let db = || call.db();
     routed((|| match (call.method, call.path) {
-        ("GET", ["v1", "plan"]) => {
-            let db = db()?;
-            let (plan, _) = current(api, &db, now)?;
-            let failures = db.seat_failures().map_err(db_error)?;
-            ok(plan_rows(&plan, &failures)?)
-        }
+        ("GET", ["v1", "plan"]) => ok(rows(api, now)?),
         ("POST", ["v1", "overrides"]) => {
             let o: NewOverride = call.body()?;
             if o.deadline.is_some() || o.all_sites || o.dry_run {
@@ -85,6 +80,19 @@ pub(super) fn override_info(o: &crate::db::OverrideRow) -> Result<OverrideInfo, 
     })
 }
 
+/// The plan's rows at `now`, as `GET /v1/plan` answers them.
+fn rows(api: &Api, now: i64) -> Result<Vec<PlanRow>, Reply> {
+    rows_until(api, now, i64::MAX)
+}
+
+/// The same, of the sessions starting before `until` only (the console's board: its week).
+pub(crate) fn rows_until(api: &Api, now: i64, until: i64) -> Result<Vec<PlanRow>, Reply> {
+    let db = Db::open(&api.data.database()).map_err(db_error)?;
+    let (plan, _) = current(api, &db, now)?;
+    let failures = db.seat_failures().map_err(db_error)?;
+    plan_rows(&plan, &failures, until)
+}
+
 /// Every site's plan at `now`, and the chunk classes it was computed with (kept while the set of
 /// masters does not change).
 pub(super) fn current(api: &Api, db: &Db, now: i64) -> Result<(SitePlans, Arc<Classes>), Reply> {
@@ -104,15 +112,16 @@ pub(super) fn current(api: &Api, db: &Db, now: i64) -> Result<(SitePlans, Arc<Cl
 /// Each site's rows.
 pub(super) type SitePlans = Vec<(String, Vec<plan::Row>)>;
 
-/// The plan's rows, site after site, as the API answers them, each with the seats of its room
-/// where its master version failed.
-fn plan_rows(
+/// The plan's rows of the sessions starting before `until`, site after site, as the API answers
+/// them, each with the seats of its room where its master version failed.
+pub fn plan_rows(
     plan: &[(String, Vec<plan::Row>)],
     failures: &[SeatFailure],
+    until: i64,
 ) -> Result<Vec<PlanRow>, Reply> {
     let mut out = Vec::new();
     for (site, rows) in plan {
-        for r in rows {
+        for r in rows.iter().filter(|r| r.session.start < until) {
             let verdict = match &r.verdict {
                 plan::Verdict::OnTime { ready_at, night } => Verdict::OnTime {
                     ready_at: *ready_at,

@@ -10,7 +10,7 @@
 //! catalogue of master versions and their manifests), `calendar` (sessions, and the calendar
 //! files of `crate::calendar` checked and inserted), `plans` (overrides, and what each site is
 //! told or planned from), `nodes` (reports, seat bindings, takeovers, the fleet), `trust`
-//! (tokens, enrolments, certificates).
+//! (tokens, enrolments, certificates), `users` (the web console's users).
 
 use std::path::Path;
 
@@ -90,6 +90,7 @@ mod rules;
 mod schema;
 mod sites;
 mod trust;
+mod users;
 
 pub use calendar::{Apply, SessionRow, Synced};
 pub use feeds::FeedRow;
@@ -99,6 +100,7 @@ pub use removal::Removal;
 pub use rules::RuleRow;
 pub use sites::{parse_schedule, RoomRow, SiteChange, SiteRow, MAX_CAP_MBIT};
 pub use trust::PendingRow;
+pub use users::UserRow;
 
 /// The catalogue database.
 #[derive(Debug)]

@@ -175,6 +175,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE overrides ADD COLUMN deadline INTEGER;
      ALTER TABLE sites ADD COLUMN emergency_cap_mbit INTEGER NOT NULL DEFAULT 0
         CHECK (emergency_cap_mbit >= 0);",
+    // 13: the web console's users: a role, the sites an operator or a read-only user sees (empty:
+    // every site), and an argon2id hash in PHC form (never the password).
+    "CREATE TABLE console_users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'readonly')),
+        sites TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );",
 ];
 
 /// Brings the database up to the last migration.
