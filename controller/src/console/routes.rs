@@ -464,6 +464,8 @@ mod tests {
             clock: image_tools::clock::Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap(),
             settings: crate::plan::Settings::default(),
             silent_after_secs: 1800,
+            feed_poll_minutes: 15,
+            imports: Default::default(),
             changed: Arc::new(tokio::sync::Notify::new()),
             classes: crate::plan::ClassCache::default(),
             metrics: Default::default(),
