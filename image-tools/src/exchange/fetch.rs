@@ -130,18 +130,10 @@ pub async fn fetch_missing<S: ChunkStore + ?Sized + 'static>(
     });
 
     let size_of: HashMap<ChunkId, u64> = want.iter().copied().collect();
-    // Under a rate limit a request asks for about 25 ms of the rate, and only about a round trip's
-    // worth of requests is outstanding: what was paid for but not yet received is what arrives in
-    // one lump after a stall, so it bounds how far any second of the link can exceed the rate.
     let (batch, in_flight) = match &rate {
         Some(rate) if !want.is_empty() => {
             let avg = (bytes_total / want.len() as u64).max(1);
-            let batch = ((rate.rate() / 8 / 40) / avg).clamp(1, opts.batch.max(1) as u64);
-            let request_secs = (batch * avg * 8) as f64 / rate.rate().max(1) as f64;
-            let round_trips = conn.rtt().as_secs_f64() / request_secs.max(1e-3);
-            // A round trip's worth plus a little slack for the client's own pauses.
-            let in_flight = (round_trips.ceil() as usize + 3).clamp(2, opts.in_flight.max(2));
-            (batch as usize, in_flight)
+            super::pipeline::paced(rate.rate(), avg, conn.rtt(), opts.batch)
         }
         _ => (opts.batch.max(1), opts.in_flight.max(1)),
     };
