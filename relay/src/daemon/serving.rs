@@ -13,6 +13,8 @@
 //!
 //! This is the serving path of every chunk the site's NUCs read.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,12 +22,13 @@ use image_tools::exchange::{self, Catalog};
 use image_tools::store::layers::{Caching, Counted, StoreEvents};
 use image_tools::store::StoreSize;
 use image_tools::trust::Identity;
-use image_tools::wire::{MasterRef, SitePlan};
+use image_tools::wire::{Hello, MasterRef, PeerList, Role, SitePlan};
 use image_tools::{ChunkId, ChunkStore, LocalStore, StoreError, VerifiedChunk};
 
 use super::fetching::is_disk_full;
 use super::Relay;
 use crate::cache::Gate;
+use crate::tracker::Reported;
 
 /// The store the LAN server reads.
 pub(super) fn lan_store(relay: &Arc<Relay>) -> Arc<dyn ChunkStore> {
@@ -170,6 +173,48 @@ impl Catalog for LanCatalog {
             return SitePlan::default();
         }
         self.0.plan()
+    }
+
+    fn hello(&self, peer: &Identity, remote: SocketAddr, hello: &Hello) {
+        if peer.site != self.0.me.site || peer.role != Role::Agent {
+            return;
+        }
+        let addr = hello
+            .peer_port()
+            .map(|port| SocketAddr::new(remote.ip(), port));
+        if let Ok(mut t) = self.0.tracker.lock() {
+            t.hello(peer.node.as_str(), addr);
+        }
+    }
+
+    fn peers(&self, peer: &Identity, master: &MasterRef) -> Option<PeerList> {
+        if peer.site != self.0.me.site || peer.role != Role::Agent {
+            return None;
+        }
+        let name = master.to_string();
+        let reported: BTreeMap<String, Reported> = self
+            .0
+            .agents
+            .lock()
+            .ok()?
+            .iter()
+            .map(|(node, a)| {
+                let r = Reported {
+                    holds: a.holding.contains(&name),
+                    needs: a.needs.contains(&name),
+                };
+                (node.clone(), r)
+            })
+            .collect();
+        let now = self.0.clock.now();
+        let list = self
+            .0
+            .tracker
+            .lock()
+            .ok()?
+            .ask(peer.node.as_str(), master, now, &reported);
+        tracing::debug!(asker = %peer.node, %master, peers = list.peers.len(), stripe = list.stripe, stripes = list.stripes, "peers");
+        Some(list)
     }
 
     fn expected(&self, _id: &ChunkId) -> Option<i64> {
