@@ -22,6 +22,7 @@ mod import_checks;
 mod kiosk_page;
 mod metrics;
 mod netns_fleet;
+mod peers;
 mod relay_daemon;
 mod seats;
 mod tighten;

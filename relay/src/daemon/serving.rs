@@ -192,7 +192,7 @@ impl Catalog for LanCatalog {
             return None;
         }
         let name = master.to_string();
-        let reported: BTreeMap<String, Reported> = self
+        let mut reported: BTreeMap<String, Reported> = self
             .0
             .agents
             .lock()
@@ -206,6 +206,11 @@ impl Catalog for LanCatalog {
                 (node.clone(), r)
             })
             .collect();
+        // The plan says which seats need it before their NUCs report it: every NUC of the room
+        // gets the same split from the first question on.
+        for node in needing(&self.0.plan(), master) {
+            reported.entry(node).or_default().needs = true;
+        }
         let now = self.0.clock.now();
         let list = self
             .0
@@ -224,6 +229,21 @@ impl Catalog for LanCatalog {
             _ => Some(now),
         }
     }
+}
+
+/// The agents whose seat's room has an upcoming session of `master`, by the plan.
+fn needing(plan: &SitePlan, master: &MasterRef) -> Vec<String> {
+    let rooms: Vec<&str> = plan
+        .rooms
+        .iter()
+        .filter(|r| r.sessions.iter().any(|s| s.master == *master))
+        .map(|r| r.room.as_str())
+        .collect();
+    plan.seats
+        .iter()
+        .filter(|b| rooms.contains(&b.room.as_str()))
+        .map(|b| b.node.clone())
+        .collect()
 }
 
 #[cfg(test)]
