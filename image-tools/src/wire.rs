@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{ChunkId, IdError, MasterName, MasterVersion};
 
 /// Bumped on any incompatible change; both sides send theirs in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The TLS ALPN of this protocol version.
-pub const ALPN: &[u8] = b"nightcast/3";
+pub const ALPN: &[u8] = b"nightcast/4";
 /// Control frames (requests, replies, reports) are at most this long.
 pub const MAX_CONTROL: u32 = 1 << 20;
 /// A chunk frame: id, stored-form header and a payload of at most the largest chunk.
