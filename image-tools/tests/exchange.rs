@@ -627,7 +627,11 @@ async fn an_agent_serves_only_its_sites_agents_and_clients_check_whom_they_reach
     let posing = exchange::server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
         agent
-            .server_config(Admit::AgentsOf(lyon.clone()), Revoked::default(), Clock::system())
+            .server_config(
+                Admit::AgentsOf(lyon.clone()),
+                Revoked::default(),
+                Clock::system(),
+            )
             .unwrap(),
     )
     .unwrap();
@@ -661,7 +665,10 @@ async fn an_agent_serves_only_its_sites_agents_and_clients_check_whom_they_reach
         .await
         .unwrap();
     let tls = victim
-        .client_config(Expect::AgentOf(SiteId::new("paris").unwrap()), Clock::system())
+        .client_config(
+            Expect::AgentOf(SiteId::new("paris").unwrap()),
+            Clock::system(),
+        )
         .unwrap();
     assert!(Connection::connect(&endpoint, posing_addr, tls)
         .await

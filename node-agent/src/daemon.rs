@@ -615,7 +615,9 @@ impl Agent {
             self.status.peer_chunks = n.peer_chunks;
             self.status.peer_bytes = n.peer_bytes;
             for (node, master) in std::mem::take(&mut n.liars) {
-                self.status.bad_peers.push(format!("{node} ({})", label(&master)));
+                self.status
+                    .bad_peers
+                    .push(format!("{node} ({})", label(&master)));
                 self.bad_peers.push(BadPeer {
                     node,
                     master,
@@ -792,7 +794,11 @@ impl Agent {
         if let Ok(mut o) = self.offer.write() {
             o.open = open;
             if let Some((table, held, places)) = indexed {
-                tracing::info!(versions = held.len(), chunks = places.len(), "offered to peers");
+                tracing::info!(
+                    versions = held.len(),
+                    chunks = places.len(),
+                    "offered to peers"
+                );
                 o.held = held;
                 o.places = places;
                 self.indexed = Some(table);

@@ -94,7 +94,10 @@ pub(crate) fn start_server(
 pub(crate) fn index_slots(
     slots: &Slots,
     keys: &[PublicKey],
-) -> (BTreeMap<MasterRef, Arc<Vec<u8>>>, HashMap<image_tools::ChunkId, Place>) {
+) -> (
+    BTreeMap<MasterRef, Arc<Vec<u8>>>,
+    HashMap<image_tools::ChunkId, Place>,
+) {
     let mut held = BTreeMap::new();
     let mut places = HashMap::new();
     for info in slots.state() {

@@ -242,8 +242,12 @@ impl Job {
                     n.fetched_chunks += swarm.peer_chunks;
                     n.peer_chunks += swarm.peer_chunks;
                     n.peer_bytes += swarm.peer_bytes;
-                    n.liars
-                        .extend(swarm.liars.iter().map(|node| (node.clone(), master.clone())));
+                    n.liars.extend(
+                        swarm
+                            .liars
+                            .iter()
+                            .map(|node| (node.clone(), master.clone())),
+                    );
                 });
                 swarm.relay
             }

@@ -64,13 +64,18 @@ fn start_rogue(agent: &Agent) -> SocketAddr {
                         };
                         let reply = match request {
                             Control::Hello(_) => {
-                                vec![Frame::Control(Control::HelloAck(Hello::new(Role::Agent, &me)))]
+                                vec![Frame::Control(Control::HelloAck(Hello::new(
+                                    Role::Agent,
+                                    &me,
+                                )))]
                             }
                             Control::Has(ids) => vec![Frame::Control(Control::HasReply(
                                 wire::pack_bits(&vec![true; ids.len()]),
                             ))],
                             Control::GetChunks(ids) => {
-                                let fake = VerifiedChunk::from_raw(b"not the chunk you asked for".repeat(40));
+                                let fake = VerifiedChunk::from_raw(
+                                    b"not the chunk you asked for".repeat(40),
+                                );
                                 let mut out: Vec<Frame> = ids
                                     .into_iter()
                                     .map(|id| Frame::Chunk {
@@ -154,7 +159,9 @@ fn room_fill(n: usize, image_mib: u64, rogue: bool) -> (f64, Fleet, Relay, Vec<A
         })
         .collect();
     for a in &agents {
-        a.wait("the agent to serve its peers", 20, |a| !a.s("peer_listen").is_empty());
+        a.wait("the agent to serve its peers", 20, |a| {
+            !a.s("peer_listen").is_empty()
+        });
     }
     if rogue {
         let bad = f.agent("nuc-rogue");
@@ -185,7 +192,12 @@ fn a_room_fills_itself_from_about_one_copy_and_a_lying_peer_is_dropped() {
     // Unicast would be 4 copies; each NUC fetched its quarter from the relay, the rest from peers.
     assert!(ratio < 2.0, "the relay served {ratio:.2} copies for 4 NUCs");
     for a in &agents {
-        assert!(a.n("peer_chunks") > 0, "{} took nothing from its peers: {}", a.s("node"), a.status());
+        assert!(
+            a.n("peer_chunks") > 0,
+            "{} took nothing from its peers: {}",
+            a.s("node"),
+            a.status()
+        );
     }
     // The rogue peer was caught by its chunks' ids, dropped, and named; every master verified.
     let named: Vec<&AgentProc> = agents
@@ -197,7 +209,12 @@ fn a_room_fills_itself_from_about_one_copy_and_a_lying_peer_is_dropped() {
         "nobody caught the rogue peer: {}",
         agents
             .iter()
-            .flat_map(|a| a.log_text().lines().filter(|l| l.contains("peer")).map(str::to_owned).collect::<Vec<_>>())
+            .flat_map(|a| a
+                .log_text()
+                .lines()
+                .filter(|l| l.contains("peer"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>())
             .collect::<Vec<_>>()
             .join("\n")
     );
@@ -300,7 +317,15 @@ fn an_agent_of_another_site_is_refused_and_a_nuc_in_session_serves_nothing() {
 
     // An agent of another site is refused at the handshake, whatever it expects of the server.
     f.nightcast(&[
-        "site", "add", "paris", "--tz", "UTC", "--windows", "00:00-23:59", "--cap-mbit", "100",
+        "site",
+        "add",
+        "paris",
+        "--tz",
+        "UTC",
+        "--windows",
+        "00:00-23:59",
+        "--cap-mbit",
+        "100",
     ]);
     let token = f.nightcast(&["enroll", "--role", "agent", "--site", "paris"]);
     let (paris, _) = probe
@@ -330,8 +355,12 @@ fn an_agent_of_another_site_is_refused_and_a_nuc_in_session_serves_nothing() {
     });
 
     // In session: nothing is offered.
-    nuc.wait("the session to start", 60, |a| a.s("session").starts_with("demo 1"));
-    nuc.wait("the peer server to close", 10, |a| a.status()["peer_serving"] == false);
+    nuc.wait("the session to start", 60, |a| {
+        a.s("session").starts_with("demo 1")
+    });
+    nuc.wait("the peer server to close", 10, |a| {
+        a.status()["peer_serving"] == false
+    });
     probe.rt.block_on(async {
         let endpoint = exchange::client_endpoint().unwrap();
         let conn = Connection::connect(&endpoint, peer_addr, peer_tls(&probe.creds, lyon()))
@@ -353,7 +382,13 @@ fn an_agent_of_another_site_is_refused_and_a_nuc_in_session_serves_nothing() {
         .await
         .unwrap_err();
         assert!(
-            matches!(err, ExchangeError::Refused { code: ErrorCode::Forbidden, .. }),
+            matches!(
+                err,
+                ExchangeError::Refused {
+                    code: ErrorCode::Forbidden,
+                    ..
+                }
+            ),
             "{err}"
         );
     });

@@ -467,7 +467,9 @@ pub(super) async fn answer(
             }
             match service.catalog.peers(peer, &m) {
                 Some(list) => send_frame(send, &Frame::Control(Control::Peers(list))).await,
-                None => send_error(send, ErrorCode::Unsupported, "this server tracks no peers").await,
+                None => {
+                    send_error(send, ErrorCode::Unsupported, "this server tracks no peers").await
+                }
             }
         }
         Control::ListScheduled => {

@@ -120,8 +120,7 @@ impl Ca {
         identity: &Identity,
         validity: Validity,
     ) -> Result<CertificateParams, TrustError> {
-        let mut params =
-            CertificateParams::new(vec![SERVER_NAME.to_owned()]).map_err(cert_err)?;
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned()]).map_err(cert_err)?;
         params
             .distinguished_name
             .push(DnType::CommonName, identity.to_string());

@@ -77,7 +77,12 @@ pub struct Swarm {
 
 impl Swarm {
     /// `wanted`: each chunk with its position among the version's `total` distinct chunks.
-    pub fn new(wanted: Vec<(ChunkId, usize)>, total: usize, now: Duration, patience: Duration) -> Swarm {
+    pub fn new(
+        wanted: Vec<(ChunkId, usize)>,
+        total: usize,
+        now: Duration,
+        patience: Duration,
+    ) -> Swarm {
         let (chunks, positions): (Vec<_>, Vec<_>) = wanted.into_iter().unzip();
         let n = chunks.len();
         Swarm {
@@ -176,7 +181,9 @@ impl Swarm {
                         !(full && peer.requests + open.len() >= PEER_REQUESTS)
                     }
                 })
-                .min_by_key(|&p| self.peers[p].requests * BATCH + to_peer[p].iter().map(Vec::len).sum::<usize>());
+                .min_by_key(|&p| {
+                    self.peers[p].requests * BATCH + to_peer[p].iter().map(Vec::len).sum::<usize>()
+                });
             if let Some(p) = best {
                 let open = &mut to_peer[p];
                 match open.last_mut() {
@@ -276,9 +283,7 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     fn swarm(n: usize) -> Swarm {
-        let wanted = (0..n)
-            .map(|i| (ChunkId::of(&i.to_le_bytes()), i))
-            .collect();
+        let wanted = (0..n).map(|i| (ChunkId::of(&i.to_le_bytes()), i)).collect();
         Swarm::new(wanted, n, Duration::ZERO, 10 * S)
     }
 
@@ -298,7 +303,9 @@ mod tests {
         let mut s = swarm(BATCH * 10);
         let reqs = s.next(Duration::ZERO);
         assert_eq!(reqs.len(), RELAY_REQUESTS);
-        assert!(reqs.iter().all(|r| r.source == Source::Relay && r.chunks.len() == BATCH));
+        assert!(reqs
+            .iter()
+            .all(|r| r.source == Source::Relay && r.chunks.len() == BATCH));
         // Nothing more until one comes back.
         assert!(s.next(Duration::ZERO).is_empty());
         let mut now = Duration::ZERO;
@@ -324,7 +331,10 @@ mod tests {
         // The peer says it holds 0..100: they go to it, at most two requests at once.
         s.has(a, &(0..100).collect::<Vec<_>>(), &[true; 100], S);
         let reqs = s.next(S);
-        assert_eq!(sources(&reqs), vec![(Source::Peer(a), BATCH), (Source::Peer(a), BATCH)]);
+        assert_eq!(
+            sources(&reqs),
+            vec![(Source::Peer(a), BATCH), (Source::Peer(a), BATCH)]
+        );
         // A chunk of another stripe that no peer holds is not asked of the relay before patience.
         assert!(s.next(5 * S).is_empty());
     }
@@ -362,7 +372,10 @@ mod tests {
         let all: Vec<usize> = (0..64).collect();
         s.has(liar, &all, &[true; 64], S);
         let reqs = s.next(S);
-        assert!(reqs.iter().all(|r| r.source == Source::Peer(liar)), "{reqs:?}");
+        assert!(
+            reqs.iter().all(|r| r.source == Source::Peer(liar)),
+            "{reqs:?}"
+        );
         // It sent garbage: nothing arrived, it is dropped, and its chunks are wanted again.
         for r in &reqs {
             s.done(r, &[], S);
