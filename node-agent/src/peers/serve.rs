@@ -74,6 +74,11 @@ impl Catalog for PeerCatalog {
             _ => Vec::new(),
         }
     }
+
+    /// A NUC has no plan to give: its site's plan comes from the relay.
+    fn plan(&self, _peer: &Identity) -> image_tools::wire::SitePlan {
+        image_tools::wire::SitePlan::default()
+    }
 }
 
 /// The chunks a peer reads: the fetch cache, then the slot images; read-only. Every chunk sent

@@ -253,6 +253,45 @@ mod tests {
     use image_tools::store::conformance::flip_last_byte;
 
     #[test]
+    fn the_seats_of_rooms_with_a_session_of_a_version_need_it() {
+        use image_tools::wire::{RoomPlan, SeatBinding, SessionEntry};
+        let (v1, v2) = (
+            MasterRef::new("demo", "1").unwrap(),
+            MasterRef::new("demo", "2").unwrap(),
+        );
+        let session = |master: &MasterRef| SessionEntry {
+            master: master.clone(),
+            start: 0,
+            end: 1,
+        };
+        let seat = |room: &str, node: &str| SeatBinding {
+            room: room.into(),
+            seat: node.into(),
+            node: node.into(),
+        };
+        let plan = SitePlan {
+            rooms: vec![
+                RoomPlan {
+                    room: "salle-1".into(),
+                    sessions: vec![session(&v1)],
+                },
+                RoomPlan {
+                    room: "salle-2".into(),
+                    sessions: vec![session(&v2)],
+                },
+            ],
+            seats: vec![
+                seat("salle-1", "nuc-1"),
+                seat("salle-1", "nuc-2"),
+                seat("salle-2", "nuc-3"),
+            ],
+            ..SitePlan::default()
+        };
+        assert_eq!(needing(&plan, &v1), vec!["nuc-1", "nuc-2"]);
+        assert_eq!(needing(&plan, &v2), vec!["nuc-3"]);
+    }
+
+    #[test]
     fn the_relays_store_graph_conforms() {
         let dir = tempfile::tempdir().unwrap();
         let local = Arc::new(LocalStore::open(&dir.path().join("cache")).unwrap());
