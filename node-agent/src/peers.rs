@@ -90,14 +90,14 @@ pub(crate) fn start_server(
     Ok((bound, endpoint))
 }
 
+/// Versions with their signed manifests.
+pub type Manifests = BTreeMap<MasterRef, Arc<Vec<u8>>>;
+
 /// The versions held in complete slot images, with their manifests and where each chunk is.
 pub(crate) fn index_slots(
     slots: &Slots,
     keys: &[PublicKey],
-) -> (
-    BTreeMap<MasterRef, Arc<Vec<u8>>>,
-    HashMap<image_tools::ChunkId, Place>,
-) {
+) -> (Manifests, HashMap<image_tools::ChunkId, Place>) {
     let mut held = BTreeMap::new();
     let mut places = HashMap::new();
     for info in slots.state() {

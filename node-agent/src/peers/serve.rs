@@ -103,7 +103,7 @@ impl PeerStore {
     }
 
     /// The chunk read from its place in a slot image, hashed (and compressed) here.
-    fn from_image(&self, id: &ChunkId, place: &Place) -> Result<VerifiedChunk, StoreError> {
+    fn read_image(&self, id: &ChunkId, place: &Place) -> Result<VerifiedChunk, StoreError> {
         let io = |source| StoreError::Io {
             path: place.image.as_ref().clone(),
             source,
@@ -142,7 +142,7 @@ impl ChunkStore for PeerStore {
         let chunk = match self.cache.get(id) {
             Ok(c) => c,
             Err(StoreError::Missing(_)) | Err(StoreError::Invalid { .. }) => match self.place(id) {
-                Some(place) => self.from_image(id, &place)?,
+                Some(place) => self.read_image(id, &place)?,
                 None => return Err(StoreError::Missing(*id)),
             },
             Err(e) => return Err(e),
