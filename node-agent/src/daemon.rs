@@ -91,6 +91,9 @@ pub struct AgentStatus {
     pub free_disk_bytes: u64,
 }
 
+/// Peers dropped for lying that a report and `status.json` name at most (the latest).
+const MAX_BAD_PEERS: usize = 16;
+
 /// The longest a plan request and report may take before the relay counts as away.
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -624,6 +627,11 @@ impl Agent {
                     at: self.clock.now(),
                 });
             }
+            // The latest few: a report stays small whatever a rogue peer keeps doing.
+            let excess = self.bad_peers.len().saturating_sub(MAX_BAD_PEERS);
+            self.bad_peers.drain(..excess);
+            let excess = self.status.bad_peers.len().saturating_sub(MAX_BAD_PEERS);
+            self.status.bad_peers.drain(..excess);
             if let Some(e) = n.error.take() {
                 self.status.last_error = Some(e);
                 self.job_error = true;
