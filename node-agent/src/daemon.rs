@@ -440,7 +440,13 @@ impl Agent {
                     &self.creds.bridge,
                     &self.plan.current_ca,
                 );
-                if self.creds.renewal_due(self.clock.now()) || moving {
+                // A certificate issued before peer sharing is for clients only: a new one serves.
+                let serves =
+                    self.peer_server.is_none() || trust::certinfo::serves(&self.creds.certificate);
+                if !serves {
+                    tracing::warn!("this NUC's certificate cannot serve its peers (issued before peer sharing): renewing it");
+                }
+                if self.creds.renewal_due(self.clock.now()) || moving || !serves {
                     let renewed = tokio::time::timeout(POLL_TIMEOUT, self.renew(&conn)).await;
                     match renewed {
                         Ok(Ok(())) => {}
