@@ -13,6 +13,10 @@ use serde::Serialize;
 use crate::client::{Client, IMPORT_TIMEOUT};
 use crate::local_time::Zones;
 
+mod feeds;
+mod mapping;
+mod progress;
+
 #[derive(Debug, Subcommand)]
 pub enum Admin {
     /// Sites: a building with its own VLAN, relay, time zone, night windows and WAN cap.
@@ -96,6 +100,10 @@ pub enum Site {
         /// DSI confirms with `nightcast seat replace`).
         #[arg(long, value_parser = one_of::<Takeover>(&["auto", "confirm"]))]
         takeover: Option<Takeover>,
+        /// Daytime WAN cap of an emergency push (`override push --deadline`), in Mbit/s; 0 (the
+        /// default): the night cap.
+        #[arg(long, value_name = "MBIT")]
+        emergency_cap_mbit: Option<u64>,
     },
     /// List the sites.
     List,
@@ -298,10 +306,23 @@ pub enum Master {
 #[derive(Debug, Subcommand)]
 pub enum Override {
     /// Push a master to a site now (an emergency): the relay may use the WAN in the daytime for it.
+    ///
+    /// With `--deadline`, the NUCs of the rooms whose sessions run it must run it by then: the
+    /// relay fetches at the site's emergency cap (`nightcast site set --emergency-cap-mbit`), the
+    /// NUCs swap at the end of their session, and the answer says, room by room, whether every
+    /// NUC will make it (`--dry-run` first to see it without pushing; `nightcast plan` while it
+    /// runs).
     Push {
         /// The site whose relay fetches it (see `nightcast site list`).
-        #[arg(long)]
-        site: SiteId,
+        #[arg(
+            long,
+            required_unless_present = "all_sites",
+            conflicts_with = "all_sites"
+        )]
+        site: Option<SiteId>,
+        /// Every site whose calendar runs this master version from now on (needs --deadline).
+        #[arg(long, requires = "deadline")]
+        all_sites: bool,
         /// The master's name (see `nightcast master list`).
         #[arg(long)]
         master: MasterName,
@@ -314,9 +335,17 @@ pub enum Override {
         /// Who asks (defaults to $USER).
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
-        /// How long the override lasts, in hours (1-72).
+        /// How long the override lasts, in hours (1-72); with --deadline, at least until then.
         #[arg(long, default_value_t = 4)]
         hours: u64,
+        /// When every NUC must run it, in the site's time: HH:MM today (e.g. 14:00, the start of
+        /// the afternoon session) or "YYYY-MM-DD HH:MM".
+        #[arg(long)]
+        deadline: Option<String>,
+        /// Show the verdict per room (who will run it by the deadline, who will not and when),
+        /// and push nothing.
+        #[arg(long, requires = "deadline")]
+        dry_run: bool,
     },
     /// The overrides in force.
     List,
@@ -341,7 +370,40 @@ pub enum Calendar {
         /// (.ics only; up to 731). Import a newer export later to go further.
         #[arg(long, default_value_t = api::DEFAULT_HORIZON_DAYS)]
         horizon_days: u32,
+        /// Import the events the mapping rules can read even if some match no rule (.ics
+        /// only); those are still listed, with their line and title, and not imported.
+        #[arg(long)]
+        partial: bool,
     },
+    /// The mapping rules: which course titles or categories run which master, and which
+    /// places are which room, for calendars that do not use nightcast's own names.
+    #[command(subcommand)]
+    Map(mapping::Map),
+    /// Subscribe to a calendar feed (an https:// link a training-management tool publishes):
+    /// the controller polls it and applies it as an import of that calendar each time.
+    Subscribe {
+        /// The feed's https:// URL (plain HTTP is refused).
+        url: String,
+        /// The calendar's name (letters, digits, '.', '_', '-'): the sessions it gives are
+        /// this calendar's. Give the name of an imported calendar to have the feed take it over.
+        #[arg(long)]
+        source: String,
+        /// Apply what the mapping rules can read even if some events match no rule (they are
+        /// listed in `calendar subscriptions`). Without it, such an event makes the poll fail.
+        #[arg(long)]
+        partial: bool,
+        /// How many days ahead an event that repeats for ever gives sessions (up to 731).
+        #[arg(long, default_value_t = api::DEFAULT_HORIZON_DAYS)]
+        horizon_days: u32,
+    },
+    /// Stop polling a calendar feed; the sessions it gave stay.
+    Unsubscribe {
+        /// The calendar's name, as `calendar subscriptions` lists it.
+        source: String,
+    },
+    /// The calendar feeds, and how each one's last poll went (what it changed, or why it
+    /// changed nothing).
+    Subscriptions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -441,19 +503,25 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             windows,
             cap_mbit,
             takeover,
+            emergency_cap_mbit,
         }) => {
             let change = api::SiteChange {
                 tz,
                 windows,
                 cap_mbit,
                 takeover,
+                emergency_cap_mbit,
             };
             if change == api::SiteChange::default() {
-                bail!("nothing to change: give --tz, --windows, --cap-mbit or --takeover");
+                bail!("nothing to change: give --tz, --windows, --cap-mbit, --takeover or --emergency-cap-mbit");
             }
             let s: api::SiteInfo = client.send("PATCH", &format!("/v1/sites/{name}"), &change)?;
+            let emergency = match s.emergency_cap_mbit {
+                0 => "the night cap".to_owned(),
+                e => format!("{e} Mbit/s"),
+            };
             let human = format!(
-                "site {} is now: {}, windows {}, WAN cap {} Mbit/s, takeover {}",
+                "site {} is now: {}, windows {}, WAN cap {} Mbit/s, takeover {}, emergency pushes in the daytime at {emergency}",
                 s.name,
                 s.tz,
                 s.windows,
@@ -506,7 +574,14 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
         Admin::Site(Site::List) => listed(
             client,
             "/v1/sites",
-            &["SITE", "TIME ZONE", "WINDOWS", "WAN Mbit", "TAKEOVER"],
+            &[
+                "SITE",
+                "TIME ZONE",
+                "WINDOWS",
+                "WAN Mbit",
+                "TAKEOVER",
+                "EMERGENCY Mbit",
+            ],
             |s: &api::SiteInfo| {
                 vec![
                     s.name.to_string(),
@@ -514,6 +589,10 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     s.windows.clone(),
                     s.cap_mbit.to_string(),
                     s.takeover.as_str().to_owned(),
+                    match s.emergency_cap_mbit {
+                        0 => "night cap".to_owned(),
+                        e => e.to_string(),
+                    },
                 ]
             },
         )?,
@@ -576,13 +655,15 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             let image = std::fs::canonicalize(&image).unwrap_or(image);
             let body = api::ImportMaster {
                 image,
-                name,
-                version,
+                name: name.clone(),
+                version: version.clone(),
                 format,
                 force,
             };
             let wait = client.timeout.max(IMPORT_TIMEOUT);
-            let m: api::Imported = client.send_waiting("POST", "/v1/masters", &body, wait)?;
+            let m = progress::while_importing(client, &name, &version, || {
+                client.send_waiting("POST", "/v1/masters", &body, wait)
+            })?;
             let human = format!(
                 "{} {} imported: {} chunks, {} new in the store ({})",
                 m.name,
@@ -615,13 +696,14 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             dry_run,
             source,
             horizon_days,
+            partial,
         }) => {
             let is_ics = file
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("ics"));
             if !is_ics {
-                if dry_run || source.is_some() {
-                    bail!("--dry-run and --source are for iCalendar (.ics) files: a CSV file only adds sessions");
+                if dry_run || source.is_some() || partial {
+                    bail!("--dry-run, --source and --partial are for iCalendar (.ics) files: a CSV file only adds sessions");
                 }
                 let text = std::fs::read_to_string(&file)
                     .with_context(|| format!("cannot read {}", file.display()))?;
@@ -643,6 +725,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     bytes,
                     dry_run,
                     horizon_days: Some(horizon_days),
+                    partial,
                 };
                 let s: api::CalendarSynced = client.send("POST", "/v1/calendar/sync", &body)?;
                 let zones = zones(client)?;
@@ -678,6 +761,14 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 for n in &s.notes {
                     out += &format!("\n  line {}: {}", n.line, n.note);
                 }
+                if !s.unmatched.is_empty() {
+                    for u in &s.unmatched {
+                        out += &format!("\n  not imported, no mapping rule: {u}");
+                    }
+                    if !s.applied && !partial {
+                        out += "\nwithout --partial, this import will be refused for them (or add rules with `nightcast calendar map`)";
+                    }
+                }
                 match (s.applied, s.added.len() + s.moved.len() + s.removed.len()) {
                     (_, 0) => out += "\nnothing to change",
                     (false, _) => {
@@ -689,12 +780,21 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 printed(&s, out)?
             }
         }
+        Admin::Calendar(Calendar::Map(cmd)) => mapping::run(client, cmd)?,
+        Admin::Calendar(Calendar::Subscribe {
+            url,
+            source,
+            partial,
+            horizon_days,
+        }) => feeds::subscribe(client, url, source, partial, horizon_days)?,
+        Admin::Calendar(Calendar::Unsubscribe { source }) => feeds::unsubscribe(client, &source)?,
+        Admin::Calendar(Calendar::Subscriptions) => feeds::list(client)?,
         Admin::Session(Session::List) => {
             let zones = zones(client)?;
             listed(
                 client,
                 "/v1/sessions",
-                &["ID", "SITE", "ROOM", "MASTER", "VERSION", "START"],
+                &["ID", "SITE", "ROOM", "MASTER", "VERSION", "START", "SOURCE"],
                 |s: &api::SessionInfo| {
                     vec![
                         s.id.to_string(),
@@ -703,6 +803,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                         s.master.to_string(),
                         s.version.to_string(),
                         zones.time(&s.site, s.start),
+                        origin(&s.origin),
                     ]
                 },
             )?
@@ -728,8 +829,21 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             printed(&done, human)?
         }
         Admin::Session(Session::Rm { id }) => {
+            let sessions: Vec<api::SessionInfo> = client.ask("GET", "/v1/sessions")?;
+            let origin = sessions.into_iter().find(|s| s.id == id).map(|s| s.origin);
             let done: api::Done = client.ask("DELETE", &format!("/v1/sessions/{id}"))?;
-            printed(&done, format!("session {id} removed"))?
+            let mut human = format!("session {id} removed");
+            if let Some(api::SessionOrigin::Calendar { source, feed }) = origin {
+                human += &format!(
+                    "\nnote: it came from calendar {source}: its next {} adds it again unless \
+                     its event is removed or cancelled there",
+                    match feed {
+                        true => "poll",
+                        false => "import",
+                    }
+                );
+            }
+            printed(&done, human)?
         }
         Admin::Seat(Seat::Add { site, room, seat }) => {
             let human = format!("seat {seat} added to {site}/{room}");
@@ -759,38 +873,80 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
         }
         Admin::Plan => {
             let plan: Vec<api::PlanRow> = client.ask("GET", "/v1/plan")?;
-            printed(&plan, plan_table(&plan, &zones(client)?))?
+            let zones = zones(client)?;
+            let mut human = plan_table(&plan, &zones);
+            // Emergency pushes in force, room by room (a controller without them: none).
+            let pushes: Vec<api::PushRoom> = client.ask("GET", "/v1/pushes").unwrap_or_default();
+            if !pushes.is_empty() {
+                human.push_str("\n\nEmergency pushes:\n");
+                human.push_str(&crate::push_words::push_table(&pushes, &zones, true));
+            }
+            printed(&plan, human)?
         }
         Admin::Override(Override::Push {
             site,
+            all_sites,
             master,
             version,
             reason,
             by,
             hours,
+            deadline,
+            dry_run,
         }) => {
             let body = api::NewOverride {
                 site: site.clone(),
+                all_sites,
                 master: master.clone(),
                 version: version.clone(),
                 reason,
                 by,
                 hours,
+                deadline,
+                dry_run,
             };
             let made: api::OverrideMade = client.send("POST", "/v1/overrides", &body)?;
-            let human = format!(
-                "override {} recorded: {site} may fetch {master} {version} now, until {}",
-                made.id,
-                zones(client)?.time(&site, made.until)
-            );
-            printed(&made, human)?
+            let zones = zones(client)?;
+            let mut human: Vec<String> = if dry_run {
+                vec![format!(
+                    "dry run: nothing pushed; {master} {version} would reach these rooms:"
+                )]
+            } else if made.made.is_empty() {
+                site.iter()
+                    .map(|site| {
+                        format!(
+                            "override {} recorded: {site} may fetch {master} {version} now, until {}",
+                            made.id,
+                            zones.time(site, made.until)
+                        )
+                    })
+                    .collect()
+            } else {
+                made.made
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "override {} recorded: {} may fetch {master} {version} now, until {}",
+                            o.id,
+                            o.site,
+                            zones.time(&o.site, o.until)
+                        )
+                    })
+                    .collect()
+            };
+            if !made.rooms.is_empty() {
+                human.push(crate::push_words::push_table(&made.rooms, &zones, true));
+            }
+            printed(&made, human.join("\n"))?
         }
         Admin::Override(Override::List) => {
             let zones = zones(client)?;
             listed(
                 client,
                 "/v1/overrides",
-                &["ID", "SITE", "MASTER", "VERSION", "BY", "UNTIL", "REASON"],
+                &[
+                    "ID", "SITE", "MASTER", "VERSION", "BY", "UNTIL", "DEADLINE", "REASON",
+                ],
                 |o: &api::OverrideInfo| {
                     vec![
                         o.id.to_string(),
@@ -799,6 +955,8 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                         o.version.to_string(),
                         o.by.clone(),
                         zones.time(&o.site, o.until),
+                        o.deadline
+                            .map_or_else(|| "-".to_owned(), |d| zones.time(&o.site, d)),
                         o.reason.clone(),
                     ]
                 },
@@ -838,6 +996,23 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
     };
     println!("{}", if as_json { out.json } else { out.human });
     Ok(())
+}
+
+/// Where a session came from, in words (a file by its name, not its path).
+fn origin(o: &api::SessionOrigin) -> String {
+    let name = |f: &str| {
+        Path::new(f)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| f.to_owned())
+    };
+    match o {
+        api::SessionOrigin::Calendar { source, feed: true } => format!("feed {source}"),
+        api::SessionOrigin::Calendar { source, .. } => format!("calendar {source}"),
+        api::SessionOrigin::Csv { file } => format!("CSV {}", name(file)),
+        api::SessionOrigin::Hand => "by hand".to_owned(),
+        api::SessionOrigin::Unknown => "-".to_owned(),
+    }
 }
 
 /// The query of a removal.

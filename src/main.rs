@@ -11,6 +11,7 @@ mod admin;
 mod client;
 mod demo;
 mod local_time;
+mod push_words;
 
 /// nightcast distributes training-room masters (VM disk images) to mini-PC fleets: chunked,
 /// deduplicated and signed at the controller, fetched by each site's relay at night, swapped in by

@@ -1,6 +1,8 @@
 //! Planner scale bench: a synthetic region of 1,000 sites (5 rooms each, 50 sessions per room over a
 //! 16-week term) and 200 masters that share chunks through common base and application layers.
-//! Prints a markdown table: what was planned, how long the whole plan took, the verdicts, peak RSS.
+//! Prints a markdown table: what was planned, how long the whole plan took, the verdicts, peak RSS;
+//! then, from the same plan, the `/metrics` rendering, and the web console's readiness board
+//! against the plan's JSON as `GET /v1/plan` (what `nightcast plan` reads) writes it.
 //!
 //!     cargo run --release -p nightcast-controller --example plan_bench [SITES]
 
@@ -113,14 +115,16 @@ fn main() {
     let mut counts = [0usize; 4];
     let mut rows_total = 0;
     let mut verdicts = Vec::new();
+    let mut plan = Vec::new();
     for (site, sessions) in sites.iter().zip(&sessions_by_site) {
         let mut v = Verdicts {
             site: site.name.clone(),
             ..Verdicts::default()
         };
-        for row in plan_site(now, site, sessions, &classes, &settings) {
+        let rows = plan_site(now, site, sessions, &classes, &settings);
+        for row in &rows {
             rows_total += 1;
-            let (i, n) = match row.verdict {
+            let (i, n) = match &row.verdict {
                 Verdict::OnTime { .. } => (0, &mut v.on_time),
                 Verdict::AtRisk { .. } => (1, &mut v.at_risk),
                 Verdict::Late { .. } => (2, &mut v.late),
@@ -130,6 +134,7 @@ fn main() {
             *n += 1;
         }
         verdicts.push(v);
+        plan.push((site.name.clone(), rows));
     }
     let elapsed = started.elapsed();
     // The controller's /metrics for this region: the verdicts above, a relay and 25 NUCs a site.
@@ -187,5 +192,71 @@ fn main() {
         facts.nodes.len(),
         text.len() >> 10,
         render_time.as_secs_f64() * 1000.0
+    );
+    board_vs_json(&plan, &zones, now);
+}
+
+/// The board and the plan's JSON from the same plan, each timed from the planner's rows: the
+/// board (the coming week's rows as the API types, its rooms worst first, folded, as HTML)
+/// against `GET /v1/plan`'s answer (every row as the API types, then JSON as the admin API
+/// writes it).
+fn board_vs_json(
+    plan: &[(String, Vec<nightcast_controller::plan::Row>)],
+    zones: &[&str],
+    now: i64,
+) {
+    use nightcast_controller::console::{
+        routes,
+        session::Session,
+        users::{Role, User},
+    };
+    // The fastest of 3 (JSON) and of 5 (board): the machine is shared.
+    let (mut json_time, mut json, mut all) = (std::time::Duration::MAX, String::new(), 0);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let rows = nightcast_controller::api::plan_rows(plan, &[], i64::MAX).unwrap();
+        all = rows.len();
+        json = serde_json::to_value(&rows).unwrap().to_string();
+        json_time = json_time.min(started.elapsed());
+    }
+
+    let user = User {
+        name: "dsi".into(),
+        role: Role::Admin,
+        sites: Vec::new(),
+    };
+    let session = Session {
+        user: user.clone(),
+        stamp: String::new(),
+        csrf: "0".repeat(64),
+        created: now,
+        last_used: now,
+    };
+    let site_zones: std::collections::HashMap<String, String> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, (site, _))| (site.clone(), zones[i % zones.len()].to_owned()))
+        .collect();
+    let horizon = now + nightcast_controller::console::board::HORIZON_SECS;
+    let (mut board_time, mut html, mut rows) =
+        (std::time::Duration::MAX, String::new(), Vec::new());
+    for _ in 0..5 {
+        let started = Instant::now();
+        rows = nightcast_controller::api::plan_rows(plan, &[], horizon).unwrap();
+        html = routes::render_board(&rows, &site_zones, &user, &session, now);
+        board_time = board_time.min(started.elapsed());
+    }
+    println!("\n| from the same plan | rows | time (fastest of 3 / 5) | bytes |");
+    println!("|---|---|---|---|");
+    println!(
+        "| `GET /v1/plan` JSON (`nightcast plan`) | {all} | {:.1} ms | {} |",
+        json_time.as_secs_f64() * 1000.0,
+        json.len()
+    );
+    println!(
+        "| console board, the coming 7 days (HTML) | {} | {:.1} ms | {} |",
+        rows.len(),
+        board_time.as_secs_f64() * 1000.0,
+        html.len()
     );
 }

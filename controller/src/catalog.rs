@@ -63,6 +63,8 @@ pub struct Reloader {
     loaded: HashMap<MasterRef, i64>,
     /// The sites with a plan in memory.
     sites: BTreeSet<String>,
+    /// Chunk classes for the pushes' estimates, rebuilt only when the set of masters changes.
+    classes: crate::plan::ClassCache,
 }
 
 impl Reloader {
@@ -72,6 +74,7 @@ impl Reloader {
             margin_secs,
             loaded: HashMap::new(),
             sites: BTreeSet::new(),
+            classes: crate::plan::ClassCache::default(),
         }
     }
 
@@ -89,7 +92,10 @@ impl Reloader {
                 fresh.push((key.clone(), revision, bytes));
             }
         }
-        let plans = site_plans(&self.data, &db, now, self.margin_secs)?;
+        let mut masters: Vec<MasterRef> = current.keys().cloned().collect();
+        masters.sort();
+        let classes = || self.classes.get(masters, || db.classes());
+        let plans = site_plans(&self.data, &db, now, self.margin_secs, classes)?;
         let sites: BTreeSet<String> = plans.iter().map(|(s, _)| s.clone()).collect();
         let read = fresh.len();
         for key in &changes.drop {
@@ -140,6 +146,7 @@ fn site_plans(
     db: &Db,
     now: i64,
     margin_secs: i64,
+    classes: impl FnOnce() -> Result<std::sync::Arc<crate::plan::Classes>, crate::db::DbError>,
 ) -> Result<Vec<(String, SitePlan)>> {
     let mut entries = db.relay_plans(now, margin_secs)?;
     let cas = crate::authority::load(data)?;
@@ -150,6 +157,7 @@ fn site_plans(
         .collect();
     let mut rooms = db.room_plans(now)?;
     let mut seats = db.seat_bindings()?;
+    let mut pushes = pushes(db, now, classes)?;
     let mut out = Vec::new();
     for site in db.sites()? {
         let plan = SitePlan {
@@ -167,8 +175,49 @@ fn site_plans(
             signing_keys: signing_keys.clone(),
             current_ca: ca.certificate().to_vec(),
             bridge: cas.bridge.clone(),
+            emergency_cap_mbit: site.emergency_cap_mbit,
+            pushes: pushes.remove(&site.name).unwrap_or_default(),
         };
         out.push((site.name, plan));
+    }
+    Ok(out)
+}
+
+/// Each site's emergency pushes in force, with when the controller expects the relay to hold
+/// each (`crate::push`; the chunk classes are asked for only when there is a push).
+fn pushes(
+    db: &Db,
+    now: i64,
+    classes: impl FnOnce() -> Result<std::sync::Arc<crate::plan::Classes>, crate::db::DbError>,
+) -> Result<HashMap<String, Vec<image_tools::wire::Push>>> {
+    let overrides: Vec<_> = db
+        .overrides(now)?
+        .into_iter()
+        .filter(|o| o.deadline.is_some())
+        .collect();
+    let mut out: HashMap<String, Vec<image_tools::wire::Push>> = HashMap::new();
+    if overrides.is_empty() {
+        return Ok(out);
+    }
+    let classes = classes()?;
+    for o in overrides {
+        let deadline = o.deadline.unwrap_or(o.until);
+        let rooms = db.push_plan(
+            now,
+            &o.site,
+            &o.master,
+            deadline,
+            &classes,
+            &crate::plan::Settings::default(),
+        )?;
+        let expected = rooms.first().map_or(now, |r| r.relay_ready_at);
+        out.entry(o.site)
+            .or_default()
+            .push(image_tools::wire::Push {
+                master: o.master,
+                deadline,
+                expected,
+            });
     }
     Ok(out)
 }

@@ -22,6 +22,61 @@ pub struct Config {
     pub fleet: Fleet,
     pub trust: TrustSettings,
     pub store: StoreSettings,
+    pub calendar: CalendarSettings,
+    pub console: ConsoleSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalendarSettings {
+    /// How often each subscribed calendar feed (`nightcast calendar subscribe`) is polled.
+    pub feed_poll_minutes: u32,
+    /// The certificate authorities (PEM) a feed's HTTPS certificate must chain to: the system's
+    /// bundle by default (Debian's path), or the file of an internal CA.
+    pub feed_roots: PathBuf,
+}
+
+impl Default for CalendarSettings {
+    fn default() -> CalendarSettings {
+        CalendarSettings {
+            feed_poll_minutes: 15,
+            feed_roots: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+        }
+    }
+}
+
+/// `[console]`: the web console, off unless `listen` is set (see docs/CONSOLE.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// Where the console answers (HTTPS); unset: no console.
+    pub listen: Option<SocketAddr>,
+    /// The DSI's certificate chain (PEM, the server's certificate first) and its key (PEM).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Without `cert` and `key`: the names the browsers use to reach the console (DNS names or
+    /// IP addresses); the controller's CA issues a certificate for them at each start.
+    pub hosts: Vec<String>,
+}
+
+impl ConsoleSettings {
+    /// What `serve` runs with (`None`: off). Checked by `Config::validate` first.
+    pub fn settings(&self) -> Option<crate::console::Settings> {
+        let listen = self.listen?;
+        let certificate = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => crate::console::tls::Certificate::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => crate::console::tls::Certificate::Issued {
+                names: self.hosts.clone(),
+            },
+        };
+        Some(crate::console::Settings {
+            listen,
+            certificate,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -100,6 +155,8 @@ impl Default for Config {
             fleet: Fleet::default(),
             trust: TrustSettings::default(),
             store: StoreSettings::default(),
+            calendar: CalendarSettings::default(),
+            console: ConsoleSettings::default(),
         }
     }
 }
@@ -142,6 +199,11 @@ impl Config {
                 level: self.store.tighten_level,
                 threads: self.store.tighten_threads,
             }),
+            feeds: crate::feeds::Settings {
+                poll_minutes: self.calendar.feed_poll_minutes,
+                roots: self.calendar.feed_roots.clone(),
+            },
+            console: self.console.settings(),
         }
     }
 
@@ -156,6 +218,12 @@ impl Config {
 
     /// Checks that need several keys at once.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=1440).contains(&self.calendar.feed_poll_minutes) {
+            anyhow::bail!(
+                "`calendar.feed_poll_minutes` is {}: give 1 to 1440 (a day)",
+                self.calendar.feed_poll_minutes
+            );
+        }
         if self.listen.port() != 0
             && self.listen.port() == self.api.port()
             && self.listen.ip() == self.api.ip()
@@ -198,6 +266,22 @@ impl Config {
             anyhow::bail!(
                 "`store.tighten_level` must be 0 (off) to 22 and `store.tighten_threads` above 0"
             );
+        }
+        if let Some(listen) = self.console.listen {
+            if listen.port() != 0
+                && (listen == self.api
+                    || listen.port() == self.listen.port() && listen.ip() == self.listen.ip())
+            {
+                anyhow::bail!("`console.listen` {listen} is already the address of `api` or `listen`: give it its own port");
+            }
+            match (&self.console.cert, &self.console.key) {
+                (Some(_), Some(_)) => {}
+                (None, None) if !self.console.hosts.is_empty() => {}
+                (None, None) => anyhow::bail!(
+                    "`console.listen` is set but the console has no certificate: give `console.cert` and `console.key` (PEM files), or `console.hosts` (the names browsers use, e.g. [\"nightcast.example.org\"]) for one from the controller's CA"
+                ),
+                _ => anyhow::bail!("`console.cert` and `console.key` go together: give both, or neither"),
+            }
         }
         if self.fleet.silent_after_minutes == 0 {
             anyhow::bail!(
@@ -251,6 +335,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("planner.relay_silent_after_hours"), "{e}");
+        let e = Config::parse("[console]\nlisten = \"0.0.0.0:8443\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("console.hosts"), "{e}");
+        let e = Config::parse("[console]\nlisten = \"0.0.0.0:8443\"\ncert = \"/etc/c.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("console.key"), "{e}");
+        let ok = Config::parse("[console]\nlisten = \"0.0.0.0:8443\"\nhosts = [\"nc.example\"]")
+            .unwrap();
+        assert!(ok.settings().console.is_some());
+        assert!(Config::default().settings().console.is_none());
         let e = Config::parse("[fleet]\nsilent_after_minutes = 0")
             .unwrap_err()
             .to_string();
@@ -273,6 +369,9 @@ mod tests {
         "store",
         "tighten_level",
         "tighten_threads",
+        "console",
+        "listen",
+        "hosts",
     ];
 
     image_tools::config_property_tests!(

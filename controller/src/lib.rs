@@ -17,12 +17,17 @@ pub mod authority;
 pub mod calendar;
 pub mod catalog;
 pub mod config;
+pub mod console;
 pub mod db;
+pub mod deadline;
 pub mod enrolment;
 pub mod failures;
+pub mod feeds;
 pub mod fleet;
+pub mod imports;
 pub mod metrics;
 pub mod plan;
+pub mod push;
 pub mod signing;
 pub mod takeover;
 #[cfg(test)]
@@ -274,7 +279,7 @@ pub fn take_over(
 }
 
 /// What `serve` runs with, from the configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub planner: plan::Settings,
     /// How long the certificates issued are valid.
@@ -284,6 +289,10 @@ pub struct ServeSettings {
     pub silent_after_secs: i64,
     /// The second compression pass over the store (`None`: off).
     pub tighten: Option<tighten::Tighten>,
+    /// The subscribed calendar feeds' polls.
+    pub feeds: feeds::Settings,
+    /// The web console (`None`: off).
+    pub console: Option<console::Settings>,
 }
 
 /// Serves relays (and enrolments) on `listen` until `shutdown`. `on_listening` gets the bound address.
@@ -325,6 +334,13 @@ pub async fn serve(
     let changed = Arc::new(tokio::sync::Notify::new());
     // A new master version read into the catalogue wakes the compression pass.
     let tighten_wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(feeds::run(
+        data.clone(),
+        settings.feeds.clone(),
+        clock,
+        changed.clone(),
+        shutdown.clone(),
+    ));
     if let Some(t) = settings.tighten {
         tokio::spawn(tighten::run(
             data.store(),
@@ -372,6 +388,15 @@ pub async fn serve(
             }
         });
     }
+    // The console's certificate, issued by the CA in force if it is to be issued.
+    let console_tls = match &settings.console {
+        Some(c) => Some(console::tls::server_config(
+            &c.certificate,
+            &cas.current,
+            clock.now(),
+        )?),
+        None => None,
+    };
     let store = Arc::new(LocalStore::open(&data.store())?);
     let me = controller_identity()?;
     let metrics = Arc::new(metrics::Metrics::default());
@@ -431,6 +456,35 @@ pub async fn serve(
         creds.server_config(Admit::RelaysAndAgents, revoked, clock)?,
     )?;
     let stop_api = CancellationToken::new();
+    let state = Arc::new(api::Api {
+        data: data.clone(),
+        token: api::admin_token(data)?,
+        clock,
+        settings: settings.planner,
+        silent_after_secs: silent_after,
+        feed_poll_minutes: settings.feeds.poll_minutes,
+        imports: imports::Running::default(),
+        changed: changed.clone(),
+        classes: plan::ClassCache::default(),
+        metrics,
+    });
+    let console_task = match (&settings.console, console_tls) {
+        (Some(c), Some(tls)) => {
+            let listener = tokio::net::TcpListener::bind(c.listen)
+                .await
+                .with_context(|| format!("web console on {}", c.listen))?;
+            let bound = listener.local_addr().context("web console address")?;
+            tracing::info!("web console on https://{bound}");
+            let console = Arc::new(console::Console::new(state.clone()));
+            Some(tokio::spawn(console::serve(
+                listener,
+                tls,
+                console,
+                stop_api.clone(),
+            )))
+        }
+        _ => None,
+    };
     let api_task = match api {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -438,16 +492,6 @@ pub async fn serve(
                 .with_context(|| format!("admin API on {addr}"))?;
             let bound = listener.local_addr().context("admin API address")?;
             on_listening(endpoint.local_addr()?, Some(bound));
-            let state = Arc::new(api::Api {
-                data: data.clone(),
-                token: api::admin_token(data)?,
-                clock,
-                settings: settings.planner,
-                silent_after_secs: silent_after,
-                changed: changed.clone(),
-                classes: plan::ClassCache::default(),
-                metrics,
-            });
             Some(tokio::spawn(api::serve(listener, state, stop_api.clone())))
         }
         None => {
@@ -457,7 +501,7 @@ pub async fn serve(
     };
     exchange::serve_with(endpoint, service, exchange::Limits::CONTROLLER, shutdown).await;
     stop_api.cancel();
-    if let Some(t) = api_task {
+    for t in [api_task, console_task].into_iter().flatten() {
         let _ = t.await;
     }
     Ok(())

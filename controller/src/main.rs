@@ -34,6 +34,7 @@ enum Command {
     },
     /// Print a one-time token that enrols one relay (or agent) of a site. Give it to whoever installs it.
     Token {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
         /// relay or agent
@@ -46,10 +47,18 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
     },
+    /// The web console's users (docs/CONSOLE.md): add one (or reset their password), remove one,
+    /// list them.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Register a master version built into DATA/store (its manifest must verify and all its chunks be there).
     MasterAdd {
+        /// The controller's data directory (as given to `init` and `serve`).
         #[arg(long)]
         data: PathBuf,
+        /// The manifest file `nightcast-image build` wrote.
         manifest: PathBuf,
     },
     /// Serve relays: enrolment, and the manifests and chunks their sites' upcoming sessions need;
@@ -58,6 +67,7 @@ enum Command {
         /// A TOML configuration (see controller/controller.example.toml); flags override it.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The controller's data directory (as given to `init`; `data` in the configuration).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Address to listen on for relays (UDP, QUIC). Default 0.0.0.0:4433.
@@ -71,12 +81,14 @@ enum Command {
     /// by relays and NUCs until it is retired, and every manifest is signed again with the new
     /// one. Relays and NUCs learn the new key with their next plan.
     RotateSigningKey {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
     },
     /// Stop accepting a previous manifest-signing key (stop the controller first): relays and
     /// NUCs drop it when its endorsement runs out (90 days at most).
     RetireSigningKey {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
         /// The key, as `signing-keys` prints it (16 hex digits or more).
@@ -84,6 +96,7 @@ enum Command {
     },
     /// The manifest-signing keys in force: the current one first.
     SigningKeys {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
     },
@@ -91,6 +104,7 @@ enum Command {
     /// bridged to the new one, until you retire it; relays and NUCs renew their certificate
     /// with the new CA at their next plan, with nobody on site.
     RotateCa {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
         /// How long the bridge between the two CAs lasts: a relay or NUC that stays off for
@@ -101,11 +115,46 @@ enum Command {
     /// Stop trusting the previous CA (stop the controller first). Refuses while a relay or NUC
     /// still holds a certificate from it, and names them.
     RetireCa {
+        /// The controller's data directory (as given to `init`).
         #[arg(long)]
         data: PathBuf,
         /// Retire anyway: the nodes named must then be enrolled again.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a console user, or replace an existing one's role, sites and password. The password
+    /// is read from standard input (asked twice, not shown, on a terminal); 10 characters at least.
+    Add {
+        /// The controller's data directory (its catalogue.db keeps the users).
+        #[arg(long)]
+        data: PathBuf,
+        /// The name typed at the login, e.g. `alice` or `alice@example.org`.
+        name: String,
+        /// admin (every site, every action), operator (acts at its sites) or readonly (sees its
+        /// sites, changes nothing).
+        #[arg(long)]
+        role: controller::console::users::Role,
+        /// The sites an operator or a readonly user sees, comma-separated (default: every site).
+        #[arg(long, value_delimiter = ',')]
+        sites: Vec<SiteId>,
+    },
+    /// Remove a console user (their open sessions end at their next request).
+    Remove {
+        /// The controller's data directory (its catalogue.db keeps the users).
+        #[arg(long)]
+        data: PathBuf,
+        /// The user's name.
+        name: String,
+    },
+    /// List the console's users with their role and sites.
+    List {
+        /// The controller's data directory (its catalogue.db keeps the users).
+        #[arg(long)]
+        data: PathBuf,
     },
 }
 
@@ -192,6 +241,7 @@ fn main() -> ExitCode {
                 println!("CA {} retired: relays and NUCs stop trusting it with their next plan", image_tools::ids::hex(&old));
             })
         }
+        Command::User { command } => user(command),
         Command::MasterAdd { data, manifest } => {
             controller::add_master(&DataDir(data), &manifest, now_unix() as i64).map(|m| {
                 println!("registered {} {}", m.name, m.version);
@@ -229,4 +279,93 @@ fn serve(cfg: controller::config::Config) -> anyhow::Result<()> {
         )
         .await
     })
+}
+
+fn user(command: UserCommand) -> anyhow::Result<()> {
+    use controller::console::users;
+    use controller::db::Db;
+    let open = |data: &PathBuf| Db::open(&DataDir(data.clone()).database());
+    match command {
+        UserCommand::Add {
+            data,
+            name,
+            role,
+            sites,
+        } => {
+            let db = open(&data)?;
+            let password = read_password(&name)?;
+            let existed = users::add(&db, &name, role, &sites, &password, now_unix() as i64)?;
+            let sites = if sites.is_empty() || role == users::Role::Admin {
+                "every site".to_owned()
+            } else {
+                sites
+                    .iter()
+                    .map(SiteId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!(
+                "{} {name}: {} of {sites}",
+                if existed { "changed" } else { "added" },
+                role.as_str()
+            );
+            if existed {
+                println!("their open console sessions end at their next request");
+            }
+            Ok(())
+        }
+        UserCommand::Remove { data, name } => {
+            if !open(&data)?.remove_user(&name)? {
+                anyhow::bail!("no console user {name:?} (see `nightcast-controller user list`)");
+            }
+            println!("removed {name}");
+            Ok(())
+        }
+        UserCommand::List { data } => {
+            for (name, role, sites) in open(&data)?.users()? {
+                let sites = if sites.is_empty() {
+                    "every site".to_owned()
+                } else {
+                    sites
+                };
+                println!("{name}  {role}  {sites}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A new password from standard input: asked twice without echo on a terminal, else the first
+/// line (for scripts: `printf '%s\n' "$PW" | nightcast-controller user add ...`).
+fn read_password(name: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    let line = |prompt: &str| -> anyhow::Result<String> {
+        if stdin.is_terminal() {
+            eprint!("{prompt}");
+            let _ = std::io::stderr().flush();
+        }
+        let mut l = String::new();
+        stdin.lock().read_line(&mut l)?;
+        if stdin.is_terminal() {
+            eprintln!();
+        }
+        Ok(l.trim_end_matches(['\r', '\n']).to_owned())
+    };
+    if !stdin.is_terminal() {
+        return line("");
+    }
+    let fd = std::io::stdin();
+    let before = rustix::termios::tcgetattr(&fd)?;
+    let mut quiet = before.clone();
+    quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+    rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &quiet)?;
+    let first = line(&format!("password for {name}: "));
+    let second = line("again: ");
+    rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &before)?;
+    let (first, second) = (first?, second?);
+    if first != second {
+        anyhow::bail!("the two passwords differ: nothing changed");
+    }
+    Ok(first)
 }

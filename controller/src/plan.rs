@@ -82,6 +82,23 @@ impl Classes {
         out
     }
 
+    /// Stored bytes of `master` that none of `held` shares (what a node holding those lacks);
+    /// `None` for a master version the classes do not know.
+    pub fn missing_bytes(&self, master: &MasterRef, held: &[MasterRef]) -> Option<u64> {
+        let held: std::collections::HashSet<u32> = held
+            .iter()
+            .filter_map(|m| self.masters.get(m))
+            .flatten()
+            .copied()
+            .collect();
+        self.masters.get(master).map(|l| {
+            l.iter()
+                .filter(|c| !held.contains(c))
+                .map(|&c| self.bytes[c as usize])
+                .sum()
+        })
+    }
+
     /// Stored bytes of a master version (what a site with nothing would fetch).
     pub fn master_bytes(&self, master: &MasterRef) -> Option<u64> {
         self.masters
@@ -936,6 +953,10 @@ mod tests {
         assert_eq!(c.master_bytes(&key("a")), Some(300));
         assert_eq!(c.master_bytes(&key("b")), Some(500));
         assert_eq!(c.bytes.iter().sum::<u64>(), 600);
+        // A node holding b lacks only a's own chunk.
+        assert_eq!(c.missing_bytes(&key("a"), &[key("b")]), Some(100));
+        assert_eq!(c.missing_bytes(&key("a"), &[key("a")]), Some(0));
+        assert_eq!(c.missing_bytes(&key("c"), &[]), None);
         assert_eq!(c.bytes.len(), 3);
     }
 }

@@ -2,7 +2,9 @@
 //! work: once at start, whenever the catalogue reads a new master version (an import through the
 //! admin API, or `nightcast-controller master-add`), and every hour, on threads of its own while
 //! relays are served. Chunks done before are skipped, so a pass after an import costs only the
-//! import's new chunks.
+//! import's new chunks. A pass runs at the lowest CPU priority (nice 19, on a thread of its own
+//! whose workers inherit it): zstd -19 takes the CPU only when serving, imports and the admin API
+//! leave it idle.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ const EVERY: Duration = Duration::from_secs(3600);
 pub async fn run(store: PathBuf, settings: Tighten, wake: Arc<Notify>, stop: CancellationToken) {
     loop {
         let dir = store.clone();
-        let pass = tokio::task::spawn_blocking(move || {
+        let pass = at_lowest_priority(move || {
             let store = LocalStore::open(&dir)?;
             image_tools::tighten::tighten(&store, settings.level, settings.threads, &|_, _| {})
         });
@@ -55,5 +57,52 @@ pub async fn run(store: PathBuf, settings: Tighten, wake: Arc<Notify>, stop: Can
             _ = wake.notified() => {}
             _ = tokio::time::sleep(EVERY) => {}
         }
+    }
+}
+
+/// The lowest CPU priority a process may take without privileges.
+const LOWEST: i32 = 19;
+
+/// Runs `work` on a thread of its own at nice 19 (Linux keeps a nice value per thread and the
+/// threads it starts inherit it) and hands back its result. Not tokio's blocking pool: a pool
+/// thread keeps its priority for the next task, and the runtime's shutdown would wait for a pass.
+fn at_lowest_priority<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("tighten".into())
+        .spawn(move || {
+            if let Err(e) =
+                rustix::process::setpriority_process(Some(rustix::thread::gettid()), LOWEST)
+            {
+                tracing::warn!(error = %e, "the compression pass runs at normal priority");
+            }
+            let _ = tx.send(work());
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the compression pass");
+    }
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pass_and_the_workers_it_starts_run_at_nice_19_and_the_caller_keeps_its_own() {
+        let mine = rustix::process::getpriority_process(None).unwrap();
+        let seen = at_lowest_priority(|| {
+            let here = rustix::process::getpriority_process(None).unwrap();
+            let worker = std::thread::spawn(|| rustix::process::getpriority_process(None).unwrap())
+                .join()
+                .unwrap();
+            (here, worker)
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, (LOWEST, LOWEST));
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), mine);
     }
 }

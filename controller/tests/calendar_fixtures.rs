@@ -27,6 +27,7 @@ fn row(line: usize, f: [&str; 4], start: &str, end: &str) -> Row {
         start: When::Local(start.parse().unwrap()),
         end: When::Local(end.parse().unwrap()),
         event: None,
+        texts: None,
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! xfer_bench prepare --dir D --image IMG
-//! xfer_bench serve --dir D --listen ADDR
+//! xfer_bench serve --dir D --listen ADDR [--cc cubic|newreno|bbr]
 //! xfer_bench fetch --dir D --connect ADDR --out STOREDIR [--rate-mbit N] [--in-flight N] [--batch N]
-//! xfer_bench delay-proxy --listen ADDR --to ADDR --delay-ms N
+//! xfer_bench delay-proxy --listen ADDR --to ADDR --delay-ms N [--loss-permille N]
 //! ```
 //!
 //! `prepare` makes a CA, server (controller) and client (relay, site "bench") credentials, a signing
@@ -17,7 +17,10 @@
 //! into a fresh store, then prints one JSON line with chunk and byte counts, wall time and the
 //! process's user/system CPU seconds.
 //! `delay-proxy` forwards UDP between one client at a time (the latest sender) and one server, adding a fixed one-way delay in
-//! each direction (netem is not available on the bench machine).
+//! each direction (netem is not available on the bench machine), and dropping each datagram with
+//! probability N/1000 (random loss, as on a satellite or 4G link; a fixed-seed generator, so runs
+//! drop the same pattern). `serve --cc` picks the server's congestion controller (it sends the
+//! chunks).
 
 #![allow(clippy::disallowed_methods)] // a benchmark reads the wall clock
 
@@ -105,9 +108,9 @@ impl Args {
 }
 
 const USAGE: &str = "usage: xfer_bench prepare --dir D --image IMG
-       xfer_bench serve --dir D --listen ADDR
+       xfer_bench serve --dir D --listen ADDR [--cc cubic|newreno|bbr]
        xfer_bench fetch --dir D --connect ADDR --out STOREDIR [--rate-mbit N] [--in-flight N] [--batch N]
-       xfer_bench delay-proxy --listen ADDR --to ADDR --delay-ms N";
+       xfer_bench delay-proxy --listen ADDR --to ADDR --delay-ms N [--loss-permille N]";
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -118,11 +121,19 @@ async fn main() -> Result<()> {
     let args = Args::parse(rest)?;
     match cmd.as_str() {
         "prepare" => prepare(&args.path("dir")?, &args.path("image")?),
-        "serve" => serve(&args.path("dir")?, args.addr("listen")?).await,
+        "serve" => {
+            let cc = match args.0.get("cc") {
+                None => exchange::Congestion::default(),
+                Some(name) => exchange::Congestion::parse(name)
+                    .ok_or_else(|| anyhow!("--cc {name:?}: cubic, newreno or bbr"))?,
+            };
+            serve(&args.path("dir")?, args.addr("listen")?, cc).await
+        }
         "fetch" => fetch(&args).await,
         "delay-proxy" => {
             let delay = Duration::from_millis(args.num::<u64>("delay-ms")?.unwrap_or(0));
-            delay_proxy(args.addr("listen")?, args.addr("to")?, delay).await
+            let loss = args.num::<u32>("loss-permille")?.unwrap_or(0);
+            delay_proxy(args.addr("listen")?, args.addr("to")?, delay, loss).await
         }
         _ => bail!("{USAGE}"),
     }
@@ -187,7 +198,7 @@ fn prepare(dir: &Path, image: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn serve(dir: &Path, listen: SocketAddr) -> Result<()> {
+async fn serve(dir: &Path, listen: SocketAddr, cc: exchange::Congestion) -> Result<()> {
     let creds = Credentials::load(&dir.join("server"))?;
     let me = creds
         .identity()
@@ -197,9 +208,10 @@ async fn serve(dir: &Path, listen: SocketAddr) -> Result<()> {
     let catalog = Arc::new(MemoryCatalog::default());
     catalog.add_manifest(master(), manifest);
     catalog.schedule(SITE, vec![master()]);
-    let endpoint = exchange::server_endpoint(
+    let endpoint = exchange::server_endpoint_with(
         listen,
         creds.server_config(Admit::RelaysAndAgents, Revoked::default(), Clock::system())?,
+        cc,
     )?;
     let bound = endpoint.local_addr()?;
     let service = Arc::new(exchange::Service {
@@ -328,7 +340,12 @@ type Queue = mpsc::UnboundedSender<(tokio::time::Instant, Vec<u8>)>;
 /// The proxy's client address, once it has sent something.
 type ClientAddr = Arc<Mutex<Option<SocketAddr>>>;
 
-async fn delay_proxy(listen: SocketAddr, to: SocketAddr, delay: Duration) -> Result<()> {
+async fn delay_proxy(
+    listen: SocketAddr,
+    to: SocketAddr,
+    delay: Duration,
+    loss_permille: u32,
+) -> Result<()> {
     let front = Arc::new(UdpSocket::bind(listen).await?);
     let back_bind: SocketAddr = if to.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
@@ -343,15 +360,23 @@ async fn delay_proxy(listen: SocketAddr, to: SocketAddr, delay: Duration) -> Res
     let (up_tx, mut up_rx) = mpsc::unbounded_channel();
     let (down_tx, mut down_rx) = mpsc::unbounded_channel();
 
-    // Readers: stamp each datagram with its departure time.
-    let reader = |sock: Arc<UdpSocket>, tx: Queue, client: Option<ClientAddr>| async move {
+    // Readers: stamp each datagram with its departure time, or drop it (random loss).
+    let reader = |sock: Arc<UdpSocket>, tx: Queue, client: Option<ClientAddr>, seed: u64| async move {
         let mut buf = vec![0u8; 65_536];
+        let mut rng = seed;
         loop {
             let (n, from) = sock.recv_from(&mut buf).await?;
             if let Some(client) = &client {
                 if let Ok(mut c) = client.lock() {
                     *c = Some(from);
                 }
+            }
+            // xorshift64: uniform enough for a loss rate, the same pattern every run.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            if (rng % 1000) < u64::from(loss_permille) {
+                continue;
             }
             if tx
                 .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
@@ -361,8 +386,13 @@ async fn delay_proxy(listen: SocketAddr, to: SocketAddr, delay: Duration) -> Res
             }
         }
     };
-    let r_up = tokio::spawn(reader(front.clone(), up_tx, Some(client.clone())));
-    let r_down = tokio::spawn(reader(back.clone(), down_tx, None));
+    let r_up = tokio::spawn(reader(
+        front.clone(),
+        up_tx,
+        Some(client.clone()),
+        0x9e37_79b9,
+    ));
+    let r_down = tokio::spawn(reader(back.clone(), down_tx, None, 0x85eb_ca6b));
 
     let w_up = {
         let back = back.clone();

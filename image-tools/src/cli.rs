@@ -90,6 +90,7 @@ pub enum Command {
         /// The controller's public key (KEY.pub).
         #[arg(long)]
         pubkey: PathBuf,
+        /// The manifest file (`.m`) to check.
         manifest: PathBuf,
         #[command(flatten)]
         common: Common,
@@ -101,6 +102,7 @@ pub enum Command {
         /// The controller's public key (KEY.pub).
         #[arg(long)]
         pubkey: PathBuf,
+        /// The manifest file (`.m`) of the master version to write.
         manifest: PathBuf,
         /// The image file to write.
         out: PathBuf,
@@ -115,18 +117,24 @@ pub enum Command {
     },
     /// What NEW needs beyond OLD: the chunks and bytes a site holding OLD would download.
     Diff {
+        /// The manifest of the version the site holds.
         old: PathBuf,
+        /// The manifest of the version it would get.
         new: PathBuf,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show what a manifest describes: master, version, size, chunks, holes, signer.
     Inspect {
+        /// The manifest file (`.m`).
         manifest: PathBuf,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Remove every chunk that none of the kept manifests uses. Refuses to run during an import.
+    /// Remove every chunk that none of the kept manifests uses. Refuses to run while anything writes
+    /// to the store (an import, a running relay or agent).
     Gc {
         #[command(flatten)]
         store: StoreArg,
@@ -136,6 +144,7 @@ pub enum Command {
         /// Only report what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -143,8 +152,11 @@ pub enum Command {
     Scrub {
         #[command(flatten)]
         store: StoreArg,
+        /// Remove the corrupt chunks (a relay or NUC fetches them again; on the controller,
+        /// import the master again).
         #[arg(long)]
         repair: bool,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },

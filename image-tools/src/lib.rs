@@ -10,6 +10,7 @@
 //!   suite every store passes (feature `conformance`).
 //! - [`manifest`]: the canonical, signed list of a master version's chunks and holes.
 //! - [`keys`]: Ed25519 signing keys and their files.
+//! - [`local_time`]: Unix seconds worded in a site's time zone, the zone named (CLI and console).
 //! - [`probe`]: disk-image formats, and the files an image refers to besides itself (its headers).
 //! - [`import`]: image -> chunks in a store + signed manifest, on all cores; reads only that image.
 //! - [`assemble`]: manifest + store (+ seed image) -> image, sparse, verified, atomic; and `verify`.
@@ -49,6 +50,7 @@ pub mod gc;
 pub mod ids;
 pub mod import;
 pub mod keys;
+pub mod local_time;
 pub mod manifest;
 pub mod metrics;
 pub mod mutation;

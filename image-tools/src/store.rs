@@ -154,7 +154,8 @@ pub struct LocalStore {
     tmp: PathBuf,
 }
 
-/// Held while importing (shared) or collecting garbage (exclusive); released on drop.
+/// Held while writing (shared: an import, a tighten pass, a relay or agent for as long as it runs)
+/// or collecting garbage (exclusive); released on drop.
 #[derive(Debug)]
 pub struct StoreLock(#[allow(dead_code)] File);
 
@@ -279,7 +280,7 @@ impl LocalStore {
                 "store {} is busy ({}): try again when it has finished",
                 self.root.display(),
                 if exclusive {
-                    "an import is writing to it"
+                    "something writes to it: an import, a compression pass, a running relay or agent"
                 } else {
                     "garbage collection is running"
                 }

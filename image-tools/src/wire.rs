@@ -258,6 +258,27 @@ pub struct SitePlan {
     /// of it and drops what a plan no longer carries.
     #[serde(default)]
     pub bridge: Vec<Vec<u8>>,
+    /// The WAN cap in Mbit/s the relay paces to while an override lets it fetch outside its night
+    /// windows (an emergency in the daytime); 0: the night cap (`cap_mbit`). New fields go at the
+    /// end of this struct only: a `Plan` is the last thing in its frame, so an older relay reads
+    /// a newer plan and ignores them (postcard reads a struct's fields in order and ignores the
+    /// bytes after the last one it knows).
+    #[serde(default)]
+    pub emergency_cap_mbit: u64,
+    /// The emergency pushes in force at the site (overrides with a deadline): the master version,
+    /// the deadline the DSI gave and when the controller expects the relay to hold it. The relay
+    /// tells its NUCs this when they ask for what it has not fetched yet.
+    #[serde(default)]
+    pub pushes: Vec<Push>,
+}
+
+/// An emergency push: `master` must be on every NUC of the rooms that run it by `deadline` (Unix
+/// seconds); the controller expects the relay to hold it at `expected`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Push {
+    pub master: MasterRef,
+    pub deadline: i64,
+    pub expected: i64,
 }
 
 /// A manifest-signing public key (32 bytes) and the CA's signature over it and `until` (Unix
@@ -506,6 +527,79 @@ pub fn unpack_bits(bytes: &[u8], n: usize) -> Option<Vec<bool>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `SitePlan` as relays before emergency pushes knew it.
+    #[derive(Debug, Deserialize)]
+    struct SitePlanBeforePushes {
+        tz: String,
+        windows: Vec<String>,
+        cap_mbit: u64,
+        entries: Vec<PlanEntry>,
+        rooms: Vec<RoomPlan>,
+        seats: Vec<SeatBinding>,
+        revoked: Vec<String>,
+        signing_keys: Vec<EndorsedKey>,
+        current_ca: Vec<u8>,
+        bridge: Vec<Vec<u8>>,
+    }
+
+    #[test]
+    fn an_older_relay_reads_a_plan_with_an_emergency_cap_and_pushes() {
+        let master = MasterRef::new("win10", "2").unwrap();
+        let plan = SitePlan {
+            tz: "Europe/Paris".into(),
+            windows: vec!["22:00-06:00".into()],
+            cap_mbit: 20,
+            entries: vec![PlanEntry {
+                master: master.clone(),
+                deadline: 100,
+                pin_until: 200,
+                override_until: Some(300),
+            }],
+            rooms: vec![RoomPlan {
+                room: "salle-1".into(),
+                sessions: vec![],
+            }],
+            revoked: vec!["0a".into()],
+            bridge: vec![vec![7]],
+            emergency_cap_mbit: 8,
+            pushes: vec![Push {
+                master,
+                deadline: 400,
+                expected: 350,
+            }],
+            ..SitePlan::default()
+        };
+        let frame = encode_to_vec(&Frame::Control(Control::Plan(plan.clone()))).unwrap();
+        // The frame's body: the control's variant tag (one byte), then the plan.
+        let body = &frame[5..];
+        assert_eq!(usize::from(body[0]), 16, "Plan is the 17th control");
+        let old: SitePlanBeforePushes = postcard::from_bytes(&body[1..]).unwrap();
+        assert_eq!(
+            (
+                old.tz.as_str(),
+                old.cap_mbit,
+                &old.entries,
+                &old.revoked,
+                &old.bridge
+            ),
+            (
+                plan.tz.as_str(),
+                20,
+                &plan.entries,
+                &plan.revoked,
+                &plan.bridge
+            )
+        );
+        assert_eq!(
+            (old.windows.len(), old.rooms.len(), old.seats.len()),
+            (1, 1, 0)
+        );
+        assert!(old.signing_keys.is_empty() && old.current_ca.is_empty());
+        // And the new relay reads it whole.
+        let (back, _) = decode(&frame).unwrap().unwrap();
+        assert_eq!(back, Frame::Control(Control::Plan(plan)));
+    }
 
     fn samples() -> Vec<Frame> {
         let id = ChunkId::of(b"x");

@@ -161,6 +161,8 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
             }
         },
     };
+    // Held while the agent runs: the store tools keep off what it writes.
+    let _writing = store.lock(false)?;
     let overlay = cfg.data.join("vm").join("overlay.qcow2");
     std::fs::create_dir_all(cfg.data.join("vm"))?;
     let mut machines = None;
@@ -220,6 +222,7 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         indexed: None,
         bad_peers: Vec::new(),
         job_error: false,
+        waiting: None,
         mac: first_mac(&cfg.identity_root),
         cfg,
         clock,
@@ -270,6 +273,10 @@ struct Agent {
     status: AgentStatus,
     /// `status.last_error` came from preparing a master (cleared once one is ready).
     job_error: bool,
+    /// The last preparation waited for the relay: for which version, and what it said (when
+    /// the relay expects it). Shown after the state until that version is ready or no longer
+    /// needed, so that a wait between two tries is never silent.
+    waiting: Option<(MasterRef, String)>,
     /// When the agent started (the NUC was powered on, or woken).
     started_at: i64,
     powered_off: bool,
@@ -642,7 +649,11 @@ impl Agent {
                 self.status.last_error = Some(e);
                 self.job_error = true;
             }
-            if std::mem::take(&mut n.succeeded) && self.job_error {
+            let succeeded = std::mem::take(&mut n.succeeded);
+            if succeeded {
+                self.waiting = None;
+            }
+            if succeeded && self.job_error {
                 // The master is ready now: what went wrong getting it is over.
                 self.status.last_error = None;
                 self.job_error = false;
@@ -650,6 +661,11 @@ impl Agent {
             if let Some(state) = &n.state {
                 if self.station.session().is_none() {
                     self.status.state = state.clone();
+                }
+                if let Some((target, _)) = &self.job {
+                    self.waiting = state
+                        .starts_with("waiting for the relay")
+                        .then(|| (target.clone(), state.clone()));
                 }
             }
             if finished {
@@ -719,6 +735,19 @@ impl Agent {
                 None => "idle: no session planned".into(),
             },
         };
+        // What the next version waits for, after the state (`nightcast fleet` shows it).
+        if self
+            .waiting
+            .as_ref()
+            .is_some_and(|(m, _)| !sessions.iter().any(|s| &s.master == m))
+        {
+            self.waiting = None;
+        }
+        if let Some((_, note)) = &self.waiting {
+            if !self.status.state.starts_with("waiting for the relay") {
+                self.status.state = format!("{}; next: {note}", self.status.state);
+            }
+        }
         self.update_screen(now, &sessions, seat);
     }
 
@@ -863,6 +892,7 @@ impl Agent {
             news: self.shared.clone(),
             threads: self.cfg.threads,
             now: self.clock.now().max(0) as u64,
+            expected: crate::expect::expected(&self.plan, &target, self.clock.now()),
         };
         let handle = tokio::spawn(job.run());
         self.job = Some((target, handle));

@@ -262,5 +262,6 @@ pub fn host_facts(network: Network) -> Host {
         ovmf_code: PathBuf::from(Host::OVMF_CODE),
         ovmf_vars: PathBuf::from(Host::OVMF_VARS),
         network,
+        screen: None,
     }
 }

@@ -32,6 +32,7 @@
 pub mod config;
 pub mod daemon;
 mod enrol;
+pub mod expect;
 pub mod health;
 pub mod hypervisor;
 pub mod identity;

@@ -57,6 +57,8 @@ pub(crate) struct Job {
     pub(crate) peers: Option<PeerFetch>,
     /// What this NUC offers its peers: the version fetched is added once its manifest verified.
     pub(crate) offer: SharedOffer,
+    /// When the relay expects to hold the target, from the plan (`crate::expect`).
+    pub(crate) expected: Option<i64>,
 }
 
 impl Job {
@@ -98,7 +100,12 @@ impl Job {
                 ..
             }) => {
                 let what = label(&self.target);
-                return Err(NotOnRelayYet(format!("it does not have {what} yet")).into());
+                let when = self
+                    .expected
+                    .and_then(|t| jiff::Timestamp::from_second(t).ok())
+                    .map(|t| format!(", expected at {}", t.strftime("%Y-%m-%d %H:%M UTC")))
+                    .unwrap_or_default();
+                return Err(NotOnRelayYet(format!("it does not have {what} yet{when}")).into());
             }
             got => got?,
         };

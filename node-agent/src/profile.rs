@@ -280,6 +280,9 @@ pub struct Host {
     /// OVMF's empty variable store, copied per seat.
     pub ovmf_vars: PathBuf,
     pub network: Network,
+    /// The size in pixels of the screen the VM is shown on (read when it starts), which the
+    /// guest's virtual screen takes as its preferred mode; `None`: QEMU's default (1280 x 800).
+    pub screen: Option<(u32, u32)>,
 }
 
 impl Host {
@@ -355,6 +358,13 @@ fn path_arg(p: &Path) -> Result<String, ProfileError> {
         Some(s) if !s.contains(',') => Ok(s.to_owned()),
         _ => Err(ProfileError::Path(p.to_owned())),
     }
+}
+
+/// Video memory for a `w` x `h` screen: two frames of 32-bit pixels, as a power of two from QEMU's
+/// default 16 MiB to its largest, 256 MiB.
+fn vga_memory_mib(w: u32, h: u32) -> u64 {
+    let needed = (u64::from(w) * u64::from(h) * 4 * 2).div_ceil(1 << 20);
+    needed.next_power_of_two().clamp(16, 256)
 }
 
 /// QEMU's arguments (the binary first) for `profile` on `host` as `seat`, with `accel`.
@@ -462,6 +472,19 @@ pub fn argv(
         "chardev=qmp0,mode=control",
     ]);
     push(&["-vga", "std"]);
+    if let Some((w, h)) = host.screen.filter(|_| profile.display != Display::None) {
+        // The screen's size as the preferred mode of the EDID the virtual VGA gives: a guest
+        // with a display driver (a Windows or Linux desktop, the Linux console) takes it and
+        // fills the screen, where a mode of another shape would leave bars on two sides.
+        push(&[
+            "-global",
+            &format!("VGA.xres={w}"),
+            "-global",
+            &format!("VGA.yres={h}"),
+            "-global",
+            &format!("VGA.vgamem_mb={}", vga_memory_mib(w, h)),
+        ]);
+    }
     match profile.display {
         Display::None => push(&["-display", "none"]),
         Display::GtkFullScreen => push(&[
@@ -494,6 +517,7 @@ mod tests {
             ovmf_code: Host::OVMF_CODE.into(),
             ovmf_vars: Host::OVMF_VARS.into(),
             network: Network::Nat,
+            screen: None,
         }
     }
 
@@ -618,6 +642,31 @@ mod tests {
         assert_eq!(values(&a, "-vga"), ["std"]);
         let p: Profile = toml::from_str("display = \"kiosk\"").unwrap();
         assert_eq!(p.display, Display::Kiosk);
+    }
+
+    #[test]
+    fn a_guest_on_a_screen_takes_its_size_as_the_preferred_mode_of_its_edid() {
+        let on = |display, screen| {
+            let profile = Profile {
+                display,
+                ..Profile::default()
+            };
+            let host = Host { screen, ..host() };
+            argv("vm", &profile, &seat(), &host, &paths(), Chosen::Kvm).unwrap()
+        };
+        let a = on(Display::Kiosk, Some((1920, 1080)));
+        assert_eq!(
+            values(&a, "-global"),
+            ["VGA.xres=1920", "VGA.yres=1080", "VGA.vgamem_mb=16"]
+        );
+        // A 4K screen needs more video memory than QEMU's default.
+        let a = on(Display::Kiosk, Some((3840, 2160)));
+        assert!(values(&a, "-global").contains(&"VGA.vgamem_mb=64"));
+        // No screen known, or no display: QEMU's own default mode.
+        assert!(values(&on(Display::Kiosk, None), "-global").is_empty());
+        assert!(values(&on(Display::None, Some((1920, 1080))), "-global").is_empty());
+        assert_eq!(vga_memory_mib(1, 1), 16);
+        assert_eq!(vga_memory_mib(16384, 16384), 256);
     }
 
     #[test]

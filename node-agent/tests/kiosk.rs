@@ -241,9 +241,10 @@ fn the_guest_fills_the_screen_during_its_session_and_the_status_page_shows_betwe
     let master = guest::debian();
     let out = artefacts();
     eprintln!("kiosk screenshots: {}", out.display());
-    // The guest's console is 720 x 400; QEMU keeps its aspect ratio (bars where the screen's
-    // differs), so the screen here has the same: twice the console each way.
-    let x = Xvfb::start(1440, 800);
+    // A screen of another shape than QEMU's default mode (1280 x 800) and than the VGA text
+    // console (720 x 400): the guest takes its size from the EDID, or there are bars.
+    let (width, height) = (1280, 1024);
+    let x = Xvfb::start(width, height);
     let me = std::process::id();
     let rss_before = rss_kib(me);
 
@@ -332,10 +333,12 @@ fn the_guest_fills_the_screen_during_its_session_and_the_status_page_shows_betwe
 
     // 3. The session: the guest's console painted red on the left, blue on the right.
     let mut qga = vm.guest_agent(Duration::from_secs(10)).unwrap();
+    // Every row of the console, whatever its size: the left half red, the right half blue.
     let paint = "systemctl stop getty@tty1.service; setterm --blank 0 --cursor off >/dev/tty1 2>/dev/null; \
-                 printf '\\033[H\\033[2J' >/dev/tty1; i=0; while [ $i -lt 25 ]; do \
-                 printf '\\033[41m%40s\\033[44m%40s' '' '' ; i=$((i+1)); done >/dev/tty1; \
-                 printf '\\033[12;8H\\033[1;37;41mthe guest: Debian, its console\\033[12;48H\\033[1;37;44mpainted red and blue' >/dev/tty1";
+                 set -- $(stty size </dev/tty1); rows=$1; cols=$2; left=$((cols / 2)); right=$((cols - left)); \
+                 printf '\\033[H\\033[2J' >/dev/tty1; i=0; while [ $i -lt $rows ]; do \
+                 printf \"\\033[41m%${left}s\\033[44m%${right}s\" '' ''; i=$((i+1)); done >/dev/tty1; \
+                 printf '\\033[2;3H\\033[1;37;41mthe guest: Debian, its console\\033[2;%dH\\033[1;37;44mpainted red and blue' $((left + 3)) >/dev/tty1";
     let done = qga
         .exec("/bin/sh", &["-c", paint], Duration::from_millis(200), 100)
         .unwrap();
@@ -361,6 +364,12 @@ fn the_guest_fills_the_screen_during_its_session_and_the_status_page_shows_betwe
         .screendump(&qmp_dump)
         .unwrap();
     let guest_screen = read_ppm(&qmp_dump);
+    // The guest's screen is the display's own size: nothing scaled, no bars.
+    assert_eq!(
+        (guest_screen.width, guest_screen.height),
+        (width, height),
+        "the guest did not take the screen's size"
+    );
     save_png(&shown, &out.join("guest-on-screen.png"));
     save_png(&half(&shown), &out.join("guest-on-screen-half.png"));
     save_png(&guest_screen, &out.join("guest-screendump.png"));

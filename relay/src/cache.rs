@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use image_tools::windows::{Schedule, Window};
 use image_tools::wire::{PlanEntry, SitePlan};
-use image_tools::ChunkId;
+use image_tools::{Bandwidth, ChunkId};
 
 /// The site's night windows from its plan, or `None` when the plan has none (or a bad one: the
 /// relay then fetches only under an override, and says so).
@@ -66,6 +66,39 @@ pub fn may_fetch_until(gate: Gate, entry: &PlanEntry, now: i64) -> Option<i64> {
     match (gate, by_override) {
         (Gate::Window { until }, o) => Some(o.map_or(until, |o| o.max(until))),
         (_, o) => o,
+    }
+}
+
+/// The WAN cap in force under `gate`: the night cap in a window; outside it, under an override,
+/// the site's emergency cap (the night cap when the plan gives none, or comes from a controller
+/// that knows none). The relay paces to [`Bandwidth::usable`] of it, as the planner counts.
+pub fn cap_in_force(gate: Gate, plan: &SitePlan) -> Bandwidth {
+    let mbit = match gate {
+        Gate::Overrides if plan.emergency_cap_mbit > 0 => plan.emergency_cap_mbit,
+        _ => plan.cap_mbit,
+    };
+    Bandwidth::site_cap(mbit)
+}
+
+/// When the relay expects to hold what it lacks, for the NUCs it answers "not yet": now in a
+/// window; under an override, the latest of the controller's estimates for the pushes in force
+/// (`SitePlan::pushes`; now when it gives none); otherwise the next window (`None`: none ahead).
+pub fn expected(gate: Gate, plan: &SitePlan, now: i64) -> Option<i64> {
+    match gate {
+        Gate::Window { .. } => Some(now),
+        Gate::Overrides => Some(
+            plan.pushes
+                .iter()
+                .filter(|p| {
+                    plan.entries
+                        .iter()
+                        .any(|e| e.master == p.master && overridden(e, now))
+                })
+                .map(|p| p.expected.max(now))
+                .max()
+                .unwrap_or(now),
+        ),
+        Gate::Closed { next } => next,
     }
 }
 
@@ -202,6 +235,50 @@ mod tests {
         let bare = plan(&[], &[Some(noon + 60)]);
         assert_eq!(gate(None, &bare, noon), Gate::Overrides);
         assert_eq!(gate(None, &bare, noon + 60), Gate::Closed { next: None });
+    }
+
+    #[test]
+    fn in_the_daytime_an_override_paces_to_the_emergency_cap_and_at_night_to_the_night_cap() {
+        let noon = at("2026-11-24T11:00:00Z");
+        let mut p = plan(&["22:00-06:00"], &[Some(noon + 3600)]);
+        p.emergency_cap_mbit = 8;
+        let s = schedule(&p);
+        let day = gate(s.as_ref(), &p, noon);
+        assert_eq!(day, Gate::Overrides);
+        assert_eq!(cap_in_force(day, &p), Bandwidth::from_mbit(8));
+        let night = gate(s.as_ref(), &p, at("2026-11-23T22:30:00Z"));
+        assert_eq!(cap_in_force(night, &p), Bandwidth::from_mbit(20));
+        // No emergency cap (0, or a controller that sends none): the night cap.
+        p.emergency_cap_mbit = 0;
+        assert_eq!(cap_in_force(day, &p), Bandwidth::from_mbit(20));
+    }
+
+    #[test]
+    fn a_nuc_is_told_the_pushs_estimate_under_an_override_and_the_next_window_otherwise() {
+        let noon = at("2026-11-24T11:00:00Z");
+        let mut p = plan(&["22:00-06:00"], &[Some(noon + 3600)]);
+        let s = schedule(&p);
+        p.pushes = vec![image_tools::wire::Push {
+            master: p.entries[0].master.clone(),
+            deadline: noon + 7200,
+            expected: noon + 1200,
+        }];
+        let g = gate(s.as_ref(), &p, noon);
+        assert_eq!(expected(g, &p, noon), Some(noon + 1200));
+        // Past the estimate, and still not there: now, not a time gone by.
+        assert_eq!(expected(g, &p, noon + 1800), Some(noon + 1800));
+        // An override without an estimate: now.
+        p.pushes.clear();
+        assert_eq!(expected(g, &p, noon), Some(noon));
+        // Closed: the next window; open: now.
+        let night = plan(&["22:00-06:00"], &[None]);
+        let g = gate(s.as_ref(), &night, noon);
+        assert_eq!(expected(g, &night, noon), Some(at("2026-11-24T21:00:00Z")));
+        let late = at("2026-11-23T22:30:00Z");
+        assert_eq!(
+            expected(gate(s.as_ref(), &night, late), &night, late),
+            Some(late)
+        );
     }
 
     #[test]

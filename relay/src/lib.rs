@@ -35,6 +35,7 @@ pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod fetcher;
+pub mod local_time;
 pub mod metrics;
 pub mod tracker;
 pub mod wol;
@@ -150,6 +151,7 @@ pub async fn fetch(
     let manifest = VerifiedManifest::open_with(bytes, &keys)
         .context("the controller sent a manifest that does not verify")?;
     let store = Arc::new(LocalStore::open(&data.join("store"))?);
+    let _writing = store.lock(false)?;
     let rate = rate_mbit.map(|m| Arc::new(RateLimit::new(Bandwidth::from_mbit(m).bits_per_sec())));
     let report = exchange::fetch_missing(
         &conn,

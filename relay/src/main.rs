@@ -115,11 +115,7 @@ fn main() -> ExitCode {
                 nightcast_relay::plan(controller, &data, Clock::from_env()?)
                     .await
                     .map(|plan| {
-                        let when = |t: i64| {
-                            jiff::Timestamp::from_second(t)
-                                .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
-                                .unwrap_or_else(|_| "-".into())
-                        };
+                        let when = |t: i64| nightcast_relay::local_time::local(t, &plan.tz);
                         println!(
                             "windows {} ({}), WAN cap {} Mbit/s",
                             plan.windows.join(","),

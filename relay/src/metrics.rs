@@ -59,7 +59,7 @@ pub fn render(s: &Stats, extra: &Extra) -> String {
     m.single(
         "nightcast_relay_wan_cap_bits_per_second",
         Kind::Gauge,
-        "The site's WAN cap set on the controller, in bits per second (0: none).",
+        "The site's WAN cap in force, set on the controller, in bits per second: the emergency cap while an override fetches outside the night windows, else the night cap.",
         extra.cap_bits_per_sec,
     );
     m.single(

@@ -332,6 +332,7 @@ fn compromised_relay(f: &Fleet, rt: &tokio::runtime::Runtime) -> std::net::Socke
             }],
             current_ca: vec![],
             bridge: vec![],
+            ..SitePlan::default()
         },
     );
     let store = Arc::new(image_tools::LocalStore::open(&dir.join("store")).unwrap());

@@ -207,14 +207,16 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
     assert!(plan.contains("already there"), "{plan}");
     assert!(plan.contains("2030-01-07 08:30 Europe/Paris"), "{plan}");
 
-    // The relay's fetch plan: what, by when (08:30 in Paris = 07:30 UTC, minus 2 h of staging),
-    // pinned until the session ends. An emergency override shows up at once.
+    // The relay's fetch plan: what, by when (08:30 in Paris, minus 2 h of staging), pinned until
+    // the session ends, in the site's zone, named. An emergency override shows up at once.
     let relay_plan = ok(
         "nightcast-relay",
         &["plan", "--controller", &addr, "--data", rs],
     );
     assert!(
-        relay_plan.contains("demo 1  by 2030-01-07 05:30 UTC  pinned until 2030-01-07 16:00 UTC"),
+        relay_plan.contains(
+            "demo 1  by 2030-01-07 06:30 Europe/Paris  pinned until 2030-01-07 17:00 Europe/Paris"
+        ),
         "{relay_plan}"
     );
     assert!(!relay_plan.contains("OVERRIDE"));

@@ -1,18 +1,43 @@
-//! Every subcommand, argument and flag of `nightcast` says what it is for in `--help` (a DSI
-//! reads the help, not the source).
+//! Every subcommand, argument and flag of every nightcast program says what it is for in
+//! `--help` (a DSI reads the help, not the source).
 
 use std::process::Command;
 
-/// `nightcast ARGS -h`, as text: the short help, one line per entry (`--help` of a command with a
+/// `PROGRAM ARGS -h`, as text: the short help, one line per entry (`--help` of a command with a
 /// long description puts each entry's description on lines of its own).
-fn help(args: &[String]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
+fn help(program: &str, args: &[String]) -> String {
+    let out = Command::new(crate::util::workspace_bin(program))
         .args(args)
         .arg("-h")
         .output()
         .unwrap();
-    assert!(out.status.success(), "nightcast {args:?} -h failed");
+    assert!(out.status.success(), "{program} {args:?} -h failed");
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Walks every subcommand's help of `program`: how many pages, and the entries without a
+/// description.
+fn undescribed(program: &str) -> (usize, Vec<String>) {
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    let mut seen = 0;
+    let mut missing = Vec::new();
+    while let Some(path) = todo.pop() {
+        let text = help(program, &path);
+        seen += 1;
+        for section in ["Commands:", "Arguments:", "Options:"] {
+            for (name, about) in entries(&text, section) {
+                if about.is_empty() {
+                    missing.push(format!("{program} {} {name}", path.join(" ")));
+                }
+                if section == "Commands:" && name != "help" {
+                    let mut sub = path.clone();
+                    sub.push(name.to_owned());
+                    todo.push(sub);
+                }
+            }
+        }
+    }
+    (seen, missing)
 }
 
 /// The entries of a help section (`Commands:`, `Arguments:`, `Options:`), as
@@ -34,27 +59,19 @@ fn entries<'a>(text: &'a str, section: &str) -> Vec<(&'a str, &'a str)> {
 
 #[test]
 fn every_subcommand_argument_and_flag_has_a_description() {
-    let mut todo: Vec<Vec<String>> = vec![vec![]];
-    let mut seen = 0;
-    let mut missing = Vec::new();
-    while let Some(path) = todo.pop() {
-        let text = help(&path);
-        seen += 1;
-        for section in ["Commands:", "Arguments:", "Options:"] {
-            for (name, about) in entries(&text, section) {
-                if about.is_empty() {
-                    missing.push(format!("nightcast {} {name}", path.join(" ")));
-                }
-                if section == "Commands:" && name != "help" {
-                    let mut sub = path.clone();
-                    sub.push(name.to_owned());
-                    todo.push(sub);
-                }
-            }
-        }
-    }
     // The top level, demo, 11 command groups and enroll, and their subcommands.
-    assert!(seen > 30, "walked only {seen} help pages");
+    let (seen, mut missing) = undescribed("nightcast");
+    assert!(seen > 30, "walked only {seen} help pages of nightcast");
+    for program in [
+        "nightcast-image",
+        "nightcast-controller",
+        "nightcast-relay",
+        "nightcast-agent",
+    ] {
+        let (seen, more) = undescribed(program);
+        assert!(seen > 3, "walked only {seen} help pages of {program}");
+        missing.extend(more);
+    }
     assert!(
         missing.is_empty(),
         "no description in --help for:\n{}",

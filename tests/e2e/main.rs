@@ -9,22 +9,31 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fleet;
+mod netns;
 mod util;
+mod webdriver;
 
 mod admin_api;
 mod agents;
+mod calendar_feed;
+mod calendar_rules;
 mod calendar_sync;
 mod cli_surface;
 mod cli_undo;
+mod console;
 mod enrol_and_fetch;
 mod help_texts;
 mod import_checks;
+mod import_progress;
 mod kiosk_page;
+mod lunchtime_push;
 mod metrics;
 mod netns_fleet;
 mod peers;
 mod relay_daemon;
+mod room_fill;
 mod seats;
+mod session_origin;
 mod tighten;
 mod trust;
 mod verdicts;

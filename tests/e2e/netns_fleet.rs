@@ -8,11 +8,12 @@
 //! Needs root (CI runs as root); elsewhere it fails and says so.
 
 use crate::fleet;
+use crate::netns::*;
 use crate::util;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,157 +27,12 @@ use image_tools::wire::{
     PROTOCOL_VERSION,
 };
 use image_tools::{ChunkId, ChunkStore, LocalStore, VerifiedChunk};
-use serde_json::Value;
 
 const SITES: usize = 2;
 /// NUCs per site (each site has one more namespace, for a spare).
 const AGENTS: usize = 2;
 /// Virtual seconds per real second.
 const SPEED: i64 = 600;
-
-fn sh(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn must(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Namespaces and processes of one test, removed when dropped.
-struct Net {
-    prefix: String,
-    namespaces: Vec<String>,
-    procs: Vec<Child>,
-}
-
-impl Net {
-    fn ns(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
-    fn add_ns(&mut self, name: &str) -> String {
-        let ns = self.ns(name);
-        must(&["ip", "netns", "add", &ns]);
-        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        self.namespaces.push(ns.clone());
-        ns
-    }
-
-    /// Runs `program args` in namespace `ns` in the background, stderr to `log`.
-    fn spawn(
-        &mut self,
-        ns: &str,
-        program: &Path,
-        args: &[&str],
-        env: &[(&str, &str)],
-        log: &Path,
-    ) -> usize {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(program)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        self.procs.push(child);
-        self.procs.len() - 1
-    }
-
-    /// kill -9 of process `i` (`ip netns exec` runs the program in its own process).
-    fn kill(&mut self, i: usize) {
-        let _ = self.procs[i].kill();
-        let _ = self.procs[i].wait();
-    }
-
-    fn first_lines(&mut self, i: usize, n: usize) -> Vec<String> {
-        use std::io::{BufRead, BufReader};
-        let mut r = BufReader::new(self.procs[i].stdout.take().unwrap());
-        let mut out = Vec::new();
-        for _ in 0..n {
-            let mut l = String::new();
-            r.read_line(&mut l).unwrap();
-            out.push(l.trim().to_owned());
-        }
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            while r.read_line(&mut s).is_ok_and(|n| n > 0) {
-                s.clear();
-            }
-        });
-        out
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-        // `ip netns exec` children may outlive their parent: kill what runs in our namespaces.
-        for ns in &self.namespaces {
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-        }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn tc_sent_bytes(ns: &str, dev: &str) -> u64 {
-    let out = Command::new("tc")
-        .args(["-n", ns, "-s", "qdisc", "show", "dev", dev])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != "Sent")
-        .nth(1)
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(0)
-}
-
-fn status(data: &Path) -> Value {
-    fleet::read_status(data).unwrap_or(Value::Null)
-}
-
-fn wait(what: &str, secs: u64, cond: impl Fn() -> bool, logs: &Path) {
-    for _ in 0..secs * 10 {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut all = String::new();
-    for e in std::fs::read_dir(logs).unwrap().flatten() {
-        if e.path().extension().is_some_and(|x| x == "log") {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            all.push_str(&format!(
-                "== {}\n{}\n",
-                e.path().display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        }
-    }
-    panic!("timed out waiting for {what}\n{all}");
-}
 
 /// A master built into the controller's store, as the test knows it.
 struct Built {
@@ -411,15 +267,7 @@ struct SiteRelay {
 
 #[test]
 fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    assert!(
-        root.unwrap_or(false) && sh(&["ip", "netns", "list"]) && sh(&["qemu-img", "--version"]),
-        "this test needs root, `ip netns` (iproute2) and qemu-img (qemu-utils): CI runs it as root \
-         and .ci/run installs both"
-    );
+    require_root_and(&["qemu-img"]);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut net = Net {
@@ -1057,6 +905,7 @@ fn a_term_at_two_sites_behind_slow_wans_in_namespaces() {
         signing_keys: vec![],
         current_ca: vec![],
         bridge: vec![],
+        ..SitePlan::default()
     };
     let evil = Evil::start(
         &site_ns[1],

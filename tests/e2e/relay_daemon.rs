@@ -164,6 +164,52 @@ fn a_relay_killed_mid_transfer_resumes_without_fetching_anything_twice() {
     assert_eq!(relay.chunks().len() as u64, needed);
 }
 
+/// A DSI running the store tools on the relay's box while it works: garbage collection is refused
+/// (it would drop what the relay is fetching), and opening the store elsewhere leaves the relay's
+/// writes in progress alone. Once the relay is gone, an interrupted write's leftovers are cleaned.
+#[test]
+fn the_store_tools_keep_off_the_store_of_a_running_relay() {
+    let f = Fleet::new("00:00-23:59", 4, 24, "start=2030-01-07T12:00:00Z speed=1");
+    let total = f.stored_bytes();
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("a third of the transfer", 30, |r| {
+        r.n("fetched_bytes") > total / 3
+    });
+    let store = relay.data.join("store");
+    // A write in progress, as the relay's writer leaves one between its write and its rename.
+    let in_flight = store.join(format!(
+        "tmp/{}in-flight",
+        image_tools::durable::TEMP_PREFIX
+    ));
+    std::fs::write(&in_flight, b"half a chunk").unwrap();
+    let keep = f.dir.path().join("demo-1.manifest");
+    let gc = std::process::Command::new(crate::util::workspace_bin("nightcast-image"))
+        .arg("gc")
+        .arg("--store")
+        .arg(&store)
+        .arg("--keep")
+        .arg(&keep)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&gc.stderr);
+    assert_eq!(gc.status.code(), Some(1), "{said}");
+    assert!(said.contains("busy"), "{said}");
+    LocalStore::open(&store).unwrap();
+    assert!(
+        in_flight.exists(),
+        "opening the store removed the relay's write in progress"
+    );
+
+    relay.wait("the master to complete", 60, Relay::complete);
+    assemble_matches(&f, &store);
+    let data = relay.kill9();
+    LocalStore::open(&data.join("store")).unwrap();
+    assert!(
+        !in_flight.exists(),
+        "an interrupted write's leftover stayed"
+    );
+}
+
 #[test]
 fn a_chunk_rotten_on_the_relays_disk_is_never_served_and_is_fetched_again() {
     let f = Fleet::new("00:00-23:59", 100, 8, "start=2030-01-07T12:00:00Z speed=1");

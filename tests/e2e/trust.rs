@@ -54,7 +54,7 @@ fn ask(
 }
 
 /// `ask`, again while the relay cannot reach the controller yet; the first real answer.
-fn ask_until_answered(
+pub(crate) fn ask_until_answered(
     f: &Fleet,
     relay: &Relay,
     node: &str,

@@ -2,12 +2,12 @@
 
 use image_tools::api::{
     CalendarFile, CalendarImported, Done, ImportMaster, Imported, MasterInfo, NewSession,
-    SessionInfo,
+    SessionInfo, SessionOrigin,
 };
 use image_tools::{MasterName, MasterVersion};
 
 use super::{db_error, error, ok, path_id, routed, stored, Answer, Api, Call, Reply, NO_ROUTE};
-use crate::db::Db;
+use crate::db::{Apply, Db};
 
 /// The answer to `call` if it is one of this module's routes.
 pub(super) fn route(call: &Call) -> Option<Answer> {
@@ -30,6 +30,7 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
             ok(masters)
         }
         ("POST", ["v1", "masters"]) => ok(import_master(api, call.body()?, now)?),
+        ("GET", ["v1", "masters", "imports"]) => ok(api.imports.list(api.clock.now_f64())),
         ("DELETE", ["v1", "masters", name, version]) => {
             let name: MasterName = path_id(name)?;
             let version: MasterVersion = path_id(version)?;
@@ -44,8 +45,15 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
             let n = if file_name.to_ascii_lowercase().ends_with(".ics") {
                 // The calendar named by its file: see `calendar/sync` for the whole answer.
                 let horizon = Some(image_tools::api::DEFAULT_HORIZON_DAYS);
-                db.sync_ics(&file_name, &file_name, text.as_bytes(), now, horizon, true)
-                    .map(|s| s.changes.added.len() + s.changes.moved.len())
+                db.sync_ics(
+                    &file_name,
+                    &file_name,
+                    text.as_bytes(),
+                    now,
+                    horizon,
+                    Apply::Whole,
+                )
+                .map(|s| s.changes.added.len() + s.changes.moved.len())
             } else {
                 db.import_csv(&file_name, &text)
             }
@@ -65,6 +73,20 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                         version: s.version.clone(),
                         start: s.start,
                         end: s.end,
+                        origin: match (&s.source, s.origin.as_deref()) {
+                            (Some((source, feed)), _) => SessionOrigin::Calendar {
+                                source: source.clone(),
+                                feed: *feed,
+                            },
+                            (None, Some("hand")) => SessionOrigin::Hand,
+                            (None, Some(o)) => match o.strip_prefix("csv:") {
+                                Some(file) => SessionOrigin::Csv {
+                                    file: file.to_owned(),
+                                },
+                                None => SessionOrigin::Unknown,
+                            },
+                            (None, None) => SessionOrigin::Unknown,
+                        },
                     })
                 })
                 .collect::<Result<Vec<_>, Reply>>()?;
@@ -136,9 +158,18 @@ fn import_master(api: &Api, request: ImportMaster, now: i64) -> Result<Imported,
         image: &image,
     }
     .emit(&api.metrics);
+    let listed = api.imports.start(
+        opts.name.clone(),
+        opts.version.clone(),
+        image.clone(),
+        api.clock.now_f64(),
+    );
+    // The file's size until the importer gives the image's (a qcow2 is converted first).
+    listed.update(0, std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0));
     let report =
-        image_tools::import::import_file(&image, format, &store, &key, &opts, &|read, _| {
-            import.read(read)
+        image_tools::import::import_file(&image, format, &store, &key, &opts, &|read, size| {
+            import.read(read);
+            listed.update(read, size);
         })
         .map_err(|e| error(400, format!("{e:#}")))?;
     drop(store);

@@ -13,14 +13,7 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
     let (api, now) = (call.api, call.now);
     let db = || call.db();
     routed((|| match (call.method, call.path) {
-        ("GET", ["v1", "fleet"]) => {
-            let db = db()?;
-            let nodes = db.fleet(now, api.silent_after_secs).map_err(db_error)?;
-            let pending = db.pending().map_err(db_error)?;
-            let mut rows = nodes.iter().map(enrolled).collect::<Result<Vec<_>, _>>()?;
-            rows.extend(pending.iter().map(asking).collect::<Result<Vec<_>, _>>()?);
-            ok(rows)
-        }
+        ("GET", ["v1", "fleet"]) => ok(rows(&db()?, now, api.silent_after_secs)?),
         ("POST", ["v1", "nodes", node, "approve"]) => {
             let node: NodeId = path_id(node)?;
             let p = db()?.approve_node(node.as_str(), now).map_err(db_error)?;
@@ -76,6 +69,19 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
         }
         _ => Err(NO_ROUTE),
     })())
+}
+
+/// The fleet at `now`, as `GET /v1/fleet` answers it (the console's room pages read it too).
+pub(crate) fn rows(
+    db: &crate::db::Db,
+    now: i64,
+    silent_after_secs: i64,
+) -> Result<Vec<FleetRow>, Reply> {
+    let nodes = db.fleet(now, silent_after_secs).map_err(db_error)?;
+    let pending = db.pending().map_err(db_error)?;
+    let mut rows = nodes.iter().map(enrolled).collect::<Result<Vec<_>, _>>()?;
+    rows.extend(pending.iter().map(asking).collect::<Result<Vec<_>, _>>()?);
+    Ok(rows)
 }
 
 /// An enrolled node as the fleet shows it.

@@ -11,7 +11,7 @@
 //! `POST seats/replace`,
 //! `GET|POST masters`, `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`,
 //! `DELETE sessions/ID`, `GET plan`, `GET fleet`, `POST nodes/NODE/approve|revoke`,
-//! `DELETE nodes/NODE`, `GET|POST overrides`, `POST tokens`; and `GET /metrics` (Prometheus text
+//! `DELETE nodes/NODE`, `GET|POST overrides`, `GET pushes`, `POST tokens`; and `GET /metrics` (Prometheus text
 //! format, the one route open without the token: see `metrics`). Their bodies and answers are the
 //! types of `image_tools::api`, which the CLI uses too: a body is read into its request type
 //! (unknown fields and bad ids refused with a 400 naming them) before the route runs, and ids in
@@ -21,7 +21,8 @@
 //!
 //! Modules: `http` (reading requests, writing answers), and the routes by resource: `places`
 //! (sites, rooms, seats), `catalogue` (masters, calendar, sessions), `calendar` (an iCalendar
-//! export synchronised), `plan` (plan, overrides), `fleet` (fleet, nodes, tokens); `metrics` (the
+//! export synchronised), `plan` (plan, overrides), `push` (emergency pushes: checked, recorded, their verdict
+//! per room), `fleet` (fleet, nodes, tokens); `metrics` (the
 //! scrape).
 
 use std::sync::{Arc, Mutex};
@@ -43,9 +44,13 @@ mod http;
 mod metrics;
 mod places;
 mod plan;
+mod push;
 
+pub(crate) use fleet::rows as fleet_rows;
 use http::{answer, read_request};
 pub use http::{parse_head, Head};
+pub use plan::plan_rows;
+pub(crate) use plan::rows_until as plan_rows_until;
 
 /// Bodies above this are refused (a term's calendar is far smaller).
 pub const MAX_BODY: u64 = 16 << 20;
@@ -59,6 +64,10 @@ pub struct Api {
     pub settings: crate::plan::Settings,
     /// See `takeover`: a seat not heard from for longer is silent.
     pub silent_after_secs: i64,
+    /// How often calendar feeds are polled (`[calendar] feed_poll_minutes`), for their listing.
+    pub feed_poll_minutes: u32,
+    /// The master imports under way (`GET masters/imports`).
+    pub imports: crate::imports::Running,
     /// Woken after every change, so that relays see it at once (the server reloads its catalogue).
     pub changed: Arc<tokio::sync::Notify>,
     /// Chunk classes, rebuilt only when the set of masters changes.
@@ -258,12 +267,14 @@ fn db_error(e: DbError) -> Reply {
         | DbError::NoRoom { .. }
         | DbError::NoMaster { .. }
         | DbError::NoSeat { .. }
-        | DbError::NoAgent { .. } => 404,
+        | DbError::NoAgent { .. }
+        | DbError::NoRule(_)
+        | DbError::NoFeed(_) => 404,
         DbError::MasterInUse { .. }
         | DbError::NotSpare { .. }
         | DbError::SiteExists(_)
         | DbError::PlaceInUse { .. } => 409,
-        DbError::Invalid(_) | DbError::Calendar { .. } => 400,
+        DbError::Invalid(_) | DbError::Calendar { .. } | DbError::Unmatched { .. } => 400,
         DbError::Sql(rusqlite::Error::SqliteFailure(f, _))
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>
         {

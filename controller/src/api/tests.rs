@@ -16,6 +16,8 @@ fn api() -> (tempfile::TempDir, Api) {
     db.add_room("lyon", "salle-1").unwrap();
     db.add_seat("lyon", "salle-1", "s1").unwrap();
     let api = Api {
+        feed_poll_minutes: 15,
+        imports: Default::default(),
         data,
         token: TOKEN.into(),
         clock: image_tools::clock::Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap(),
@@ -56,6 +58,10 @@ const FIELDS: &[&str] = &[
     "role",
     "ttl_hours",
     "format",
+    "deadline",
+    "all_sites",
+    "dry_run",
+    "emergency_cap_mbit",
 ];
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -113,6 +119,7 @@ fn url() -> impl Strategy<Value = String> {
             "plan",
             "fleet",
             "overrides",
+            "pushes",
             "tokens",
             "nodes",
             "approve",
@@ -512,4 +519,72 @@ fn the_plan_names_the_seats_where_the_sessions_version_failed() {
         ]
     );
     assert_eq!(plan[0].failed[0].at, 1_796_160_000);
+}
+
+#[test]
+fn a_dry_run_push_answers_the_verdict_per_room_and_stores_nothing() {
+    use image_tools::api::{OverrideInfo, OverrideMade, PushRoom, PushVerdict};
+    let (_dir, api) = api();
+    let mut db = Db::open(&api.data.database()).unwrap();
+    let (m, bytes) = crate::testing::manifest("win10", "2", 1);
+    db.add_master(&m, &bytes, 0).unwrap();
+    // The clock says 2026-12-01 23:30 in Paris; the session is tomorrow morning.
+    db.add_session(
+        "lyon",
+        "salle-1",
+        ("win10", "2"),
+        "2026-12-02 08:30",
+        "2026-12-02 12:00",
+    )
+    .unwrap();
+    let body = |extra: Value| {
+        let mut b = json!({"site": "lyon", "master": "win10", "version": "2",
+            "reason": "fix", "deadline": "2026-12-02 08:30"});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let (status, answer) = route(
+        &api,
+        "POST",
+        "/v1/overrides",
+        &body(json!({"dry_run": true})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let made: OverrideMade = serde_json::from_value(answer).unwrap();
+    assert_eq!((made.id, made.made.len(), made.rooms.len()), (0, 0, 1));
+    let room: &PushRoom = &made.rooms[0];
+    // Its seat has no NUC: at risk, never ready; 08:30 Paris is 07:30 UTC.
+    assert!(
+        matches!(room.verdict, PushVerdict::AtRisk { .. }),
+        "{room:?}"
+    );
+    assert_eq!(room.deadline, 1_796_196_600);
+    let (_, listed) = route(&api, "GET", "/v1/overrides", &Value::Null);
+    assert_eq!(listed, json!([]));
+    // Bad input: a past deadline, a version not there, a deadline that is no time; none stored.
+    for (extra, status, says) in [
+        (json!({"deadline": "2026-12-01 08:30"}), 400, "past"),
+        (json!({"version": "9"}), 404, "no master win10 9"),
+        (json!({"deadline": "tomorrow"}), 400, "HH:MM"),
+        (json!({"all_sites": true}), 400, "not both"),
+    ] {
+        let (got, answer) = route(&api, "POST", "/v1/overrides", &body(extra.clone()));
+        assert_eq!(got, status, "{extra}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(says), "{answer}");
+    }
+    let (_, listed) = route(&api, "GET", "/v1/overrides", &Value::Null);
+    assert_eq!(listed, json!([]));
+    // The push: listed with its deadline, and its progress under `pushes`.
+    let (status, answer) = route(&api, "POST", "/v1/overrides", &body(json!({})));
+    assert_eq!(status, 200, "{answer}");
+    let (_, listed) = route(&api, "GET", "/v1/overrides", &Value::Null);
+    let listed: Vec<OverrideInfo> = serde_json::from_value(listed).unwrap();
+    assert_eq!(listed[0].deadline, Some(1_796_196_600));
+    let (status, answer) = route(&api, "GET", "/v1/pushes", &Value::Null);
+    assert_eq!(status, 200, "{answer}");
+    let pushes: Vec<PushRoom> = serde_json::from_value(answer).unwrap();
+    assert_eq!(pushes.len(), 1);
+    assert_eq!(pushes[0].room.as_str(), "salle-1");
 }

@@ -123,6 +123,7 @@ pub fn parse(text: &str) -> Result<Vec<Row>, Error> {
             start: local(4)?,
             end: local(5)?,
             event: None,
+            texts: None,
         });
     }
     Ok(rows)

@@ -9,8 +9,11 @@
 //! occurrence, the start the rule gave it ([`EventId`]), so a new export of the same calendar is
 //! compared session by session (`super::sync`).
 //!
-//! `LOCATION` is `SITE/ROOM`; the master is the `X-NIGHTCAST-MASTER` property (`NAME VERSION`),
-//! or else the `SUMMARY` when it is exactly `NAME VERSION`.
+//! Each row carries the event's words (`SUMMARY`, `LOCATION`, `CATEGORIES`: `super::mapping`'s
+//! `Texts`) and, where the file uses nightcast's own forms, the site, room and master they name:
+//! `LOCATION` `SITE/ROOM`, the `X-NIGHTCAST-MASTER` property (`NAME VERSION`, required in that
+//! form), else a `SUMMARY` of two words. Which of these the catalogue holds, and what the DSI's
+//! rules make of the rest, is decided by `super::mapping::resolve`, not here.
 //!
 //! Read and deliberately left out, counted or noted in [`Calendar`]: cancelled events
 //! (`STATUS:CANCELLED`), all-day events (a date without a time: a holiday is not a session),
@@ -26,6 +29,7 @@ mod zones;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
+use super::mapping::Texts;
 use super::recur::{End, Rule};
 use super::{Error, EventId, Note, Row, When};
 use lines::Line;
@@ -67,7 +71,7 @@ fn read(bytes: &[u8], horizon: Option<jiff::civil::Date>) -> Result<Calendar, Er
     let mut left_out: HashMap<String, usize> = HashMap::new();
     for (begin, props) in vevents {
         match Event::read(begin, &props, &zones, horizon)? {
-            Read::Event(e) if e.moves.is_some() => moves.push(e),
+            Read::Event(e) if e.moves.is_some() => moves.push(*e),
             Read::Event(e) => {
                 if let (true, Some(h)) = (e.open, horizon) {
                     calendar.notes.push(Note {
@@ -88,7 +92,7 @@ fn read(bytes: &[u8], horizon: Option<jiff::civil::Date>) -> Result<Calendar, Er
                         ),
                     ));
                 }
-                series.push(e);
+                series.push(*e);
             }
             Read::AllDay(uid, summary) => {
                 calendar.notes.push(Note {
@@ -236,7 +240,7 @@ fn components(
 
 /// What a `VEVENT` is.
 enum Read {
-    Event(Event),
+    Event(Box<Event>),
     /// A date without a time: its `UID` and `SUMMARY`.
     AllDay(String, String),
     /// `STATUS:CANCELLED` (and no `RECURRENCE-ID`): its `UID`.
@@ -250,6 +254,7 @@ struct Target {
     room: String,
     master: String,
     version: String,
+    texts: Texts,
 }
 
 /// One occurrence: its start and end, and for a recurring event the start the rule gave it.
@@ -351,9 +356,9 @@ impl Event {
             open: false,
         };
         if cancelled {
-            return Ok(Read::Event(event));
+            return Ok(Read::Event(Box::new(event)));
         }
-        event.target = Some(target(begin, props)?);
+        event.target = Some(target(props)?);
         let start = values::when("DTSTART", start_line, &start_line.value, zones)?;
         let end = match (last("DTEND"), last("DURATION")) {
             (Some(e), None) => values::when("DTEND", e, &e.value, zones)?,
@@ -391,7 +396,7 @@ impl Event {
                 start,
                 end,
             });
-            return Ok(Read::Event(event));
+            return Ok(Read::Event(Box::new(event)));
         }
         let recurring = rule.is_some() || !rdates.is_empty();
         let mut starts = match rule {
@@ -453,7 +458,7 @@ impl Event {
             }
         }
         event.occurrences = sorted;
-        Ok(Read::Event(event))
+        Ok(Read::Event(Box::new(event)))
     }
 
     /// The rows of a series, each occurrence keyed by its own start.
@@ -486,35 +491,54 @@ impl Event {
                 uid: self.uid.clone(),
                 instance,
             }),
+            texts: Some(t.texts),
         }
     }
 }
 
-/// The site, room and master an event names.
-fn target(begin: usize, props: &Props) -> Result<Target, Error> {
+/// The event's words, and the site, room and master it names in nightcast's own forms (empty
+/// where it does not); an `X-NIGHTCAST-MASTER` not in its form is refused.
+fn target(props: &Props) -> Result<Target, Error> {
     let last = |name: &str| props.get(name).and_then(|p| p.last());
-    let loc = last("LOCATION").ok_or_else(|| Error::new(begin, "the event has no LOCATION"))?;
-    let location = loc.text();
+    let location = last("LOCATION").map(Line::text);
     let (site, room) = location
-        .split_once('/')
+        .as_deref()
+        .and_then(|l| l.split_once('/'))
         .map(|(s, r)| (s.trim().to_owned(), r.trim().to_owned()))
-        .ok_or_else(|| Error::new(loc.line, format!("LOCATION {location:?} must be SITE/ROOM")))?;
-    let m = last("X-NIGHTCAST-MASTER")
-        .or_else(|| last("SUMMARY"))
-        .ok_or_else(|| Error::new(begin, "the event has no X-NIGHTCAST-MASTER nor SUMMARY"))?;
-    let text = m.text();
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let [name, version] = words[..] else {
-        return Err(Error::new(
-            m.line,
-            format!("{text:?} does not name a master as NAME VERSION"),
-        ));
+        .unwrap_or_default();
+    let title = last("SUMMARY").map(Line::text).unwrap_or_default();
+    let two_words = |text: &str| match text.split_whitespace().collect::<Vec<_>>()[..] {
+        [name, version] => Some((name.to_owned(), version.to_owned())),
+        _ => None,
     };
+    let given = last("X-NIGHTCAST-MASTER");
+    let (master, version) = match given {
+        Some(m) => two_words(&m.text()).ok_or_else(|| {
+            Error::new(
+                m.line,
+                format!("{:?} does not name a master as NAME VERSION", m.text()),
+            )
+        })?,
+        None => two_words(&title).unwrap_or_default(),
+    };
+    let categories = props
+        .get("CATEGORIES")
+        .into_iter()
+        .flatten()
+        .flat_map(|l| lines::split_text_list(&l.value))
+        .filter(|c| !c.trim().is_empty())
+        .collect();
     Ok(Target {
         site,
         room,
-        master: name.to_owned(),
-        version: version.to_owned(),
+        master,
+        version,
+        texts: Texts {
+            title,
+            location,
+            categories,
+            master_given: given.is_some(),
+        },
     })
 }
 

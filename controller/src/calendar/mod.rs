@@ -1,5 +1,6 @@
 //! Training calendars as the DSI writes them: CSV (`csv`) and iCalendar (`ics`, with the
-//! recurrence rules of `recur`); and what a new export of a calendar changes (`sync`).
+//! recurrence rules of `recur`); what an event's words mean (`mapping`: the DSI's rules); and
+//! what a new export of a calendar changes (`sync`).
 //!
 //! Pure: text in, [`Row`]s out, or an [`Error`] naming the line. Nothing here knows the
 //! catalogue: whether a row's site, room and master exist, and what its times are in the site's
@@ -10,6 +11,7 @@
 
 pub mod csv;
 pub mod ics;
+pub mod mapping;
 mod recur;
 pub mod sync;
 
@@ -29,6 +31,9 @@ pub struct Row {
     /// Which event of its calendar the session is (iCalendar only: CSV rows have none), so that
     /// the next export of the same calendar is compared with it rather than added to it.
     pub event: Option<EventId>,
+    /// What the event says in words (iCalendar only), for `mapping::resolve`: until then the
+    /// site, room and master are what nightcast's own forms in the file name, or empty.
+    pub texts: Option<mapping::Texts>,
 }
 
 /// An event of an iCalendar file: its `UID`, and for an occurrence of a recurring event, the

@@ -2,15 +2,29 @@
 //! master, times in the site's time zone, no clash in a room) and inserted all or nothing; an
 //! iCalendar file synchronised with what the catalogue holds from it (`sync_ics`).
 
+use std::collections::HashSet;
+
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{Db, DbError};
+use crate::calendar::mapping::{self, Unmatched};
 use crate::calendar::sync::{self, Changes, Incoming, Key, Session, Stored};
 use crate::calendar::{Note, Row};
 
 /// The furthest a rule that repeats for ever is expanded (two years: a daily rule stays under
 /// `recur::MAX_OCCURRENCES`).
 pub const MAX_HORIZON_DAYS: u32 = 731;
+
+/// What [`Db::sync_ics`] does with what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    /// Change nothing: show what would change, and the events no rule reads.
+    DryRun,
+    /// Apply, or change nothing if an event is read by no rule (`DbError::Unmatched`).
+    Whole,
+    /// Apply what is read, and list the events no rule reads.
+    Partial,
+}
 
 /// What [`Db::sync_ics`] found, and did unless it was a dry run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +38,9 @@ pub struct Synced {
     pub cancelled: usize,
     /// Whether the changes were written (false: a dry run).
     pub applied: bool,
+    /// Events that nightcast's own forms and the mapping rules could not read, by line: not
+    /// imported, their sessions in the catalogue left as they were.
+    pub unmatched: Vec<Unmatched>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,15 +52,23 @@ pub struct SessionRow {
     pub version: image_tools::MasterVersion,
     pub start: i64,
     pub end: i64,
+    /// The iCalendar calendar it came from, and whether a feed keeps that calendar.
+    pub source: Option<(String, bool)>,
+    /// Else: `hand`, or `csv:FILE` (`None`: added before nightcast recorded it).
+    pub origin: Option<String>,
 }
 
 impl Db {
     pub fn sessions(&self, site: Option<&str>) -> Result<Vec<SessionRow>, DbError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, site, room, master, version, start, end FROM sessions
+            "SELECT id, site, room, master, version, start, end, source,
+                EXISTS (SELECT 1 FROM calendar_feeds f WHERE f.source = sessions.source), origin
+             FROM sessions
              WHERE ?1 IS NULL OR site = ?1 ORDER BY site, start, room",
         )?;
         let rows = stmt.query_map(params![site], |r| {
+            let source: Option<String> = r.get(7)?;
+            let feed: bool = r.get(8)?;
             Ok(SessionRow {
                 id: r.get(0)?,
                 site: r.get(1)?,
@@ -52,6 +77,8 @@ impl Db {
                 version: r.get(4)?,
                 start: r.get(5)?,
                 end: r.get(6)?,
+                source: source.map(|s| (s, feed)),
+                origin: r.get(9)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -61,20 +88,30 @@ impl Db {
     /// imports nothing and the error names its line.
     pub fn import_csv(&mut self, file_name: &str, text: &str) -> Result<usize, DbError> {
         let rows = crate::calendar::csv::parse(text).map_err(|e| calendar_error(file_name, e))?;
-        self.insert_sessions(file_name, rows)
+        self.insert_sessions(file_name, rows, &format!("csv:{file_name}"))
     }
 
     /// Imports a calendar in iCalendar as the calendar `file_name`, nothing skipped as past (see
     /// [`Db::sync_ics`]): the number of sessions added or moved.
     pub fn import_ics(&mut self, file_name: &str, text: &str) -> Result<usize, DbError> {
-        let s = self.sync_ics(file_name, file_name, text.as_bytes(), i64::MIN, None, true)?;
+        let s = self.sync_ics(
+            file_name,
+            file_name,
+            text.as_bytes(),
+            i64::MIN,
+            None,
+            Apply::Whole,
+        )?;
         Ok(s.changes.added.len() + s.changes.moved.len())
     }
 
     /// Makes the sessions of calendar `source` what the iCalendar file `bytes` says (see
     /// `calendar::ics` and `calendar::sync`): sessions added, moved and removed in one
-    /// transaction, committed only if `apply` (else a dry run: the same checks, nothing
-    /// written). Sessions over at `now` are skipped, and the past is never removed. A rule that
+    /// transaction, committed unless a dry run (`Apply`: the same checks, nothing written).
+    /// Each event is read through the mapping rules (`calendar::mapping`); one that no rule
+    /// reads refuses the import ([`DbError::Unmatched`], every such event listed), unless
+    /// `Apply::Partial` or a dry run: then it is listed, and its sessions already in the
+    /// catalogue are neither moved nor removed. Sessions over at `now` are skipped, and the past is never removed. A rule that
     /// repeats for ever gives its sessions up to `horizon_days` after `now` (at most
     /// [`MAX_HORIZON_DAYS`]), and is refused without a horizon. Every
     /// session is checked as a calendar row is (site, room, master, times, no clash in a room);
@@ -86,7 +123,7 @@ impl Db {
         bytes: &[u8],
         now: i64,
         horizon_days: Option<u32>,
-        apply: bool,
+        how: Apply,
     ) -> Result<Synced, DbError> {
         if source.trim().is_empty() || source.len() > 200 || source.chars().any(char::is_control) {
             return Err(DbError::Invalid(format!(
@@ -114,9 +151,30 @@ impl Db {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rules = super::rules::mapping_rules(&tx)?;
+        let known = super::rules::known(&tx)?;
         let mut incoming = Vec::with_capacity(calendar.rows.len());
+        let mut unmatched: Vec<Unmatched> = Vec::new();
         let mut past = 0;
-        for r in &calendar.rows {
+        for mut row in calendar.rows {
+            if let Err(why) = mapping::resolve(&mut row, &rules, &known) {
+                if !unmatched.iter().any(|u| u.line == row.line) {
+                    let texts = row.texts.clone().unwrap_or_default();
+                    unmatched.push(Unmatched {
+                        line: row.line,
+                        uid: row
+                            .event
+                            .as_ref()
+                            .map(|e| e.uid.clone())
+                            .unwrap_or_default(),
+                        title: texts.title,
+                        location: texts.location.unwrap_or_default(),
+                        why,
+                    });
+                }
+                continue;
+            }
+            let r = &row;
             let err = |what: String| row_error(file_name, r, what);
             let tz = site_zone(&tx, file_name, r)?;
             let (start, end) = times(file_name, r, &tz)?;
@@ -151,10 +209,23 @@ impl Db {
                 },
             });
         }
-        let mut changes = sync::diff(stored(&tx, source)?, incoming, now)
-            .map_err(|e| calendar_error(file_name, e))?;
+        if how == Apply::Whole && !unmatched.is_empty() {
+            return Err(DbError::Unmatched {
+                file: file_name.to_owned(),
+                events: unmatched,
+            });
+        }
+        // The sessions of an event that could not be read stay as they are: out of the
+        // comparison, unless the file gives them again through another of its events.
+        let unread: HashSet<&str> = unmatched.iter().map(|u| u.uid.as_str()).collect();
+        let given: HashSet<&Key> = incoming.iter().map(|n| &n.key).collect();
+        let mut before = stored(&tx, source)?;
+        before.retain(|s| !unread.contains(s.key.uid.as_str()) || given.contains(&s.key));
+        let mut changes =
+            sync::diff(before, incoming, now).map_err(|e| calendar_error(file_name, e))?;
         changes.past += past;
         let added_ids = write(&tx, file_name, source, &changes)?;
+        let apply = how != Apply::DryRun;
         if apply {
             tx.commit()?;
         }
@@ -164,6 +235,7 @@ impl Db {
             notes: calendar.notes,
             cancelled: calendar.cancelled,
             applied: apply,
+            unmatched,
         })
     }
 
@@ -191,7 +263,8 @@ impl Db {
                 "fields may not contain commas or line breaks".into(),
             ));
         }
-        self.import_csv("session", &csv).map(|_| ())
+        let rows = crate::calendar::csv::parse(&csv).map_err(|e| calendar_error("session", e))?;
+        self.insert_sessions("session", rows, "hand").map(|_| ())
     }
 
     pub fn remove_session(&self, id: i64) -> Result<(), DbError> {
@@ -207,7 +280,13 @@ impl Db {
     }
 
     /// Checks every row against the catalogue and inserts them in one transaction.
-    fn insert_sessions(&mut self, file_name: &str, rows: Vec<Row>) -> Result<usize, DbError> {
+    /// `origin`: see [`SessionRow::origin`].
+    fn insert_sessions(
+        &mut self,
+        file_name: &str,
+        rows: Vec<Row>,
+        origin: &str,
+    ) -> Result<usize, DbError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -217,8 +296,9 @@ impl Db {
             let tz = site_zone(&tx, file_name, &r)?;
             let (start, end) = times(file_name, &r, &tz)?;
             tx.execute(
-                "INSERT INTO sessions (site, room, master, version, start, end) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![r.site, r.room, r.master, r.version, start, end],
+                "INSERT INTO sessions (site, room, master, version, start, end, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![r.site, r.room, r.master, r.version, start, end, origin],
             )?;
             no_clash(&tx, file_name, r.line, &r.room, tx.last_insert_rowid())?;
         }

@@ -10,7 +10,7 @@
 //! catalogue of master versions and their manifests), `calendar` (sessions, and the calendar
 //! files of `crate::calendar` checked and inserted), `plans` (overrides, and what each site is
 //! told or planned from), `nodes` (reports, seat bindings, takeovers, the fleet), `trust`
-//! (tokens, enrolments, certificates).
+//! (tokens, enrolments, certificates), `users` (the web console's users).
 
 use std::path::Path;
 
@@ -65,23 +65,42 @@ pub enum DbError {
         line: usize,
         what: String,
     },
+    #[error("{file}: {}, nothing imported (add rules with `nightcast calendar map`, or import the rest with --partial):{}",
+        match events.len() { 1 => "1 event matches no mapping rule".to_owned(), n => format!("{n} events match no mapping rule") },
+        events.iter().map(|e| format!("\n  {e}")).collect::<String>())]
+    Unmatched {
+        file: String,
+        events: Vec<crate::calendar::mapping::Unmatched>,
+    },
+    #[error("no mapping rule {0}: see `nightcast calendar map list`")]
+    NoRule(i64),
+    #[error("no calendar subscription {0:?}: see `nightcast calendar subscriptions`")]
+    NoFeed(String),
 }
 
 mod calendar;
 mod failures;
+mod feeds;
 mod masters;
 mod nodes;
 mod plans;
+pub mod pushes;
 mod removal;
+mod rules;
 mod schema;
 mod sites;
 mod trust;
+mod users;
 
-pub use calendar::{SessionRow, Synced};
+pub use calendar::{Apply, SessionRow, Synced};
+pub use feeds::FeedRow;
 pub use nodes::{Bound, FleetRow, Reported};
+pub use plans::OverrideRow;
 pub use removal::Removal;
+pub use rules::RuleRow;
 pub use sites::{parse_schedule, RoomRow, SiteChange, SiteRow, MAX_CAP_MBIT};
 pub use trust::PendingRow;
+pub use users::UserRow;
 
 /// The catalogue database.
 #[derive(Debug)]

@@ -59,6 +59,17 @@ impl Db {
         now: i64,
         until: i64,
     ) -> Result<i64, DbError> {
+        self.check_override(site, master, reason)?;
+        insert_override(&self.conn, site, master, reason, by, now, until, None)
+    }
+
+    /// What every override needs: a reason, its site, its master version.
+    pub(super) fn check_override(
+        &self,
+        site: &str,
+        master: (&str, &str),
+        reason: &str,
+    ) -> Result<(), DbError> {
         if reason.trim().is_empty() {
             return Err(DbError::Invalid(
                 "say why: an override needs a reason".into(),
@@ -76,47 +87,29 @@ impl Db {
                 version: master.1.to_owned(),
             });
         }
-        self.conn.execute(
-            "INSERT INTO overrides (site, master, version, reason, requested_by, created_at, until)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![site, master.0, master.1, reason.trim(), by, now, until],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        Ok(())
     }
 
-    /// Overrides still in force at `now`: (id, site, master, version, reason, by, created, until).
-    #[allow(clippy::type_complexity)]
-    pub fn overrides(
-        &self,
-        now: i64,
-    ) -> Result<
-        Vec<(
-            i64,
-            String,
-            image_tools::MasterName,
-            image_tools::MasterVersion,
-            String,
-            String,
-            i64,
-            i64,
-        )>,
-        DbError,
-    > {
+    /// Overrides still in force at `now`, oldest first.
+    pub fn overrides(&self, now: i64) -> Result<Vec<OverrideRow>, DbError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, site, master, version, reason, requested_by, created_at, until FROM overrides
-             WHERE until > ?1 ORDER BY created_at",
+            "SELECT id, site, master, version, reason, requested_by, created_at, until, deadline
+             FROM overrides WHERE until > ?1 ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map(params![now], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
+            Ok(OverrideRow {
+                id: r.get(0)?,
+                site: r.get(1)?,
+                master: MasterRef {
+                    name: r.get(2)?,
+                    version: r.get(3)?,
+                },
+                reason: r.get(4)?,
+                by: r.get(5)?,
+                created_at: r.get(6)?,
+                until: r.get(7)?,
+                deadline: r.get(8)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -150,12 +143,9 @@ impl Db {
                 }),
             }
         }
-        for (_, site, master, version, _, _, created, until) in self.overrides(now)? {
-            let entries = plans.entry(site).or_default();
-            let master = MasterRef {
-                name: master,
-                version,
-            };
+        for o in self.overrides(now)? {
+            let (created, until, master) = (o.created_at, o.until, o.master);
+            let entries = plans.entry(o.site).or_default();
             match entries.iter_mut().find(|e| e.master == master) {
                 Some(e) => {
                     e.override_until = Some(e.override_until.unwrap_or(until).max(until));
@@ -296,4 +286,47 @@ impl Db {
         }
         Ok(out)
     }
+}
+
+/// An override in force: a site's relay may fetch `master` outside its night windows until
+/// `until`; with a `deadline`, an emergency push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverrideRow {
+    pub id: i64,
+    pub site: String,
+    pub master: MasterRef,
+    pub reason: String,
+    pub by: String,
+    pub created_at: i64,
+    pub until: i64,
+    pub deadline: Option<i64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn insert_override(
+    conn: &rusqlite::Connection,
+    site: &str,
+    master: (&str, &str),
+    reason: &str,
+    by: &str,
+    now: i64,
+    until: i64,
+    deadline: Option<i64>,
+) -> Result<i64, DbError> {
+    conn.execute(
+        "INSERT INTO overrides (site, master, version, reason, requested_by, created_at, until,
+            deadline)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            site,
+            master.0,
+            master.1,
+            reason.trim(),
+            by,
+            now,
+            until,
+            deadline
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
 }

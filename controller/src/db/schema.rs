@@ -137,6 +137,53 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE sessions ADD COLUMN instance INTEGER CHECK (instance IS NULL OR uid IS NOT NULL);
      CREATE UNIQUE INDEX sessions_by_event ON sessions(source, uid, ifnull(instance, 'single'))
         WHERE source IS NOT NULL;",
+    // 9: the DSI's mapping rules (see `calendar::mapping`): a title pattern or a category to a
+    // master version, a location pattern to a room. `key` is the pattern or category as rules
+    // compare it (`mapping::normalize`): one rule per kind and key. No foreign keys: a rule
+    // never blocks removing a master or a room; one that names what is gone reads nothing.
+    "CREATE TABLE calendar_rules (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('title', 'category', 'location')),
+        pattern TEXT NOT NULL,
+        key TEXT NOT NULL,
+        master TEXT,
+        version TEXT,
+        site TEXT,
+        room TEXT,
+        CHECK ((kind = 'location') = (site IS NOT NULL AND room IS NOT NULL)),
+        CHECK ((kind = 'location') = (master IS NULL AND version IS NULL)),
+        UNIQUE (kind, key)
+     );",
+    // 10: calendar feeds the controller polls (`feeds`), each the calendar `source` of the
+    // sessions it gives, and how its last poll went.
+    "CREATE TABLE calendar_feeds (
+        source TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        partial INTEGER NOT NULL DEFAULT 0,
+        horizon_days INTEGER NOT NULL,
+        added_at INTEGER NOT NULL,
+        last_poll INTEGER,
+        last_ok INTEGER,
+        last_result TEXT,
+        last_error TEXT
+     );",
+    // 11: where a session not from an iCalendar calendar came from: 'hand' (`session add`) or
+    // 'csv:FILE'; NULL for a calendar's (its `source` says) and for sessions added before.
+    "ALTER TABLE sessions ADD COLUMN origin TEXT;",
+    // 12: emergency pushes: an override's deadline (NULL: a plain override), and each site's WAN
+    // cap for them in the daytime (0: the night cap).
+    "ALTER TABLE overrides ADD COLUMN deadline INTEGER;
+     ALTER TABLE sites ADD COLUMN emergency_cap_mbit INTEGER NOT NULL DEFAULT 0
+        CHECK (emergency_cap_mbit >= 0);",
+    // 13: the web console's users: a role, the sites an operator or a read-only user sees (empty:
+    // every site), and an argon2id hash in PHC form (never the password).
+    "CREATE TABLE console_users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'readonly')),
+        sites TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );",
 ];
 
 /// Brings the database up to the last migration.

@@ -14,6 +14,8 @@ pub struct SiteRow {
     pub windows: String,
     pub cap_mbit: u64,
     pub takeover: Policy,
+    /// The WAN cap of an emergency push in the daytime; 0: the night cap.
+    pub emergency_cap_mbit: u64,
 }
 
 impl Db {
@@ -53,7 +55,8 @@ impl Db {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let row = tx
             .query_row(
-                "SELECT name, tz, windows, cap_mbit, takeover FROM sites WHERE name = ?1",
+                "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit FROM sites
+                 WHERE name = ?1",
                 params![name],
                 site_row,
             )
@@ -64,17 +67,26 @@ impl Db {
             windows: change.windows.clone().unwrap_or(row.windows),
             cap_mbit: change.cap_mbit.unwrap_or(row.cap_mbit),
             takeover: change.takeover.unwrap_or(row.takeover),
+            emergency_cap_mbit: change.emergency_cap_mbit.unwrap_or(row.emergency_cap_mbit),
             name: row.name,
         };
         check_site(&row.tz, &row.windows, row.cap_mbit)?;
+        if row.emergency_cap_mbit > MAX_CAP_MBIT {
+            return Err(DbError::Invalid(format!(
+                "the emergency cap must be at most {MAX_CAP_MBIT} Mbit/s (0: the night cap), not {}",
+                row.emergency_cap_mbit
+            )));
+        }
         tx.execute(
-            "UPDATE sites SET tz = ?2, windows = ?3, cap_mbit = ?4, takeover = ?5 WHERE name = ?1",
+            "UPDATE sites SET tz = ?2, windows = ?3, cap_mbit = ?4, takeover = ?5,
+                emergency_cap_mbit = ?6 WHERE name = ?1",
             params![
                 name,
                 row.tz,
                 row.windows,
                 row.cap_mbit as i64,
-                row.takeover.as_str()
+                row.takeover.as_str(),
+                row.emergency_cap_mbit as i64
             ],
         )?;
         tx.commit()?;
@@ -82,9 +94,10 @@ impl Db {
     }
 
     pub fn sites(&self) -> Result<Vec<SiteRow>, DbError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, tz, windows, cap_mbit, takeover FROM sites ORDER BY name")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit FROM sites
+                 ORDER BY name",
+        )?;
         let rows = stmt.query_map([], site_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -148,6 +161,7 @@ pub struct SiteChange {
     pub windows: Option<String>,
     pub cap_mbit: Option<u64>,
     pub takeover: Option<Policy>,
+    pub emergency_cap_mbit: Option<u64>,
 }
 
 /// A room, with how many seats and sessions to come it has.
@@ -166,6 +180,7 @@ fn site_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SiteRow> {
         windows: r.get(2)?,
         cap_mbit: r.get::<_, i64>(3)? as u64,
         takeover: policy(r, 4)?,
+        emergency_cap_mbit: r.get::<_, i64>(5)? as u64,
     })
 }
 
@@ -251,9 +266,33 @@ mod tests {
             windows: "20:00-07:00,12:00-14:00".into(),
             cap_mbit: 50,
             takeover: Policy::Auto,
+            emergency_cap_mbit: 0,
         };
         assert_eq!(row, expected);
         assert_eq!(db.sites().unwrap(), vec![expected]);
+    }
+
+    #[test]
+    fn an_emergency_cap_is_kept_apart_from_the_night_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = lyon(dir.path());
+        assert_eq!(db.sites().unwrap()[0].emergency_cap_mbit, 0);
+        let change = SiteChange {
+            emergency_cap_mbit: Some(8),
+            ..SiteChange::default()
+        };
+        let row = db.set_site("lyon", &change).unwrap();
+        assert_eq!((row.cap_mbit, row.emergency_cap_mbit), (20, 8));
+        assert_eq!(db.sites().unwrap()[0].emergency_cap_mbit, 8);
+        let too_much = SiteChange {
+            emergency_cap_mbit: Some(MAX_CAP_MBIT + 1),
+            ..SiteChange::default()
+        };
+        assert!(matches!(
+            db.set_site("lyon", &too_much),
+            Err(DbError::Invalid(_))
+        ));
+        assert_eq!(db.sites().unwrap()[0].emergency_cap_mbit, 8);
     }
 
     #[test]

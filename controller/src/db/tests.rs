@@ -192,12 +192,6 @@ fn a_bad_ics_event_imports_nothing_and_names_its_line() {
     let mut db = sample(dir.path());
     for (from, to, line, what) in [
         (
-            "LOCATION:lyon/salle-1\r\nDTSTART:20261203",
-            "LOCATION:salle-1\r\nDTSTART:20261203",
-            19,
-            "SITE/ROOM",
-        ),
-        (
             "DTSTART:20261203T083000",
             "DTSTART:3 dec",
             20,
@@ -205,7 +199,7 @@ fn a_bad_ics_event_imports_nothing_and_names_its_line() {
         ),
         (
             "SUMMARY:win10 1\r\nLOCATION:lyon/salle-1\r\nDTSTART:20261203",
-            "SUMMARY:Excel niveau 2\r\nLOCATION:lyon/salle-1\r\nDTSTART:20261203",
+            "X-NIGHTCAST-MASTER:Excel niveau 2\r\nLOCATION:lyon/salle-1\r\nDTSTART:20261203",
             18,
             "NAME VERSION",
         ),
@@ -231,6 +225,20 @@ fn a_bad_ics_event_imports_nothing_and_names_its_line() {
         );
         assert!(db.sessions(None).unwrap().is_empty());
     }
+    // A location nightcast cannot read, and no rule for it: the event is named, nothing
+    // imported.
+    let text = ICS.replacen(
+        "LOCATION:lyon/salle-1\r\nDTSTART:20261203",
+        "LOCATION:salle-1\r\nDTSTART:20261203",
+        1,
+    );
+    let e = db.import_ics("term.ics", &text).unwrap_err().to_string();
+    assert!(
+        e.starts_with("term.ics: 1 event matches no mapping rule, nothing imported")
+            && e.contains("\n  line 17: \"win10 1\" at \"salle-1\": no rule for its location"),
+        "{e}"
+    );
+    assert!(db.sessions(None).unwrap().is_empty());
 }
 
 #[test]
@@ -687,6 +695,17 @@ mod calendar_input {
                     );
                     prop_assert_eq!(db.sessions(None).unwrap().len(), before);
                 }
+                Err(DbError::Unmatched { file, events }) => {
+                    prop_assert_eq!(file, "cal");
+                    for e in events {
+                        prop_assert!(
+                            e.line >= 1 && e.line <= text.lines().count().max(1),
+                            "line {}",
+                            e.line
+                        );
+                    }
+                    prop_assert_eq!(db.sessions(None).unwrap().len(), before);
+                }
                 Err(e) => prop_assert!(false, "not a calendar error: {e}"),
             }
             Ok(())
@@ -707,7 +726,7 @@ mod calendar_input {
             text.as_bytes(),
             i64::MIN,
             None,
-            true,
+            Apply::Whole,
         )?;
         Ok(s.changes.added.len())
     }
@@ -747,3 +766,4 @@ mod calendar_input {
 }
 
 mod calendar_sync;
+mod rules;

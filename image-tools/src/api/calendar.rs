@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::UnmatchedEvent;
 use crate::ids::{MasterName, MasterVersion, RoomName, SiteId};
 
 /// `POST /v1/calendar/sync`: an iCalendar file (`.ics`) as the calendar `source` now is.
@@ -23,6 +24,10 @@ pub struct CalendarSync {
     /// [`DEFAULT_HORIZON_DAYS`] if `None`.
     #[serde(default)]
     pub horizon_days: Option<u32>,
+    /// Import what the rules can read even if some events match none (they are still listed
+    /// in [`CalendarSynced::unmatched`]). Without it, one such event and nothing is imported.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// How far ahead a calendar's never-ending events are imported unless the DSI says otherwise:
@@ -46,6 +51,11 @@ pub struct CalendarSynced {
     pub cancelled: u64,
     /// What the file holds and was not imported, with its line (an all-day event...).
     pub notes: Vec<CalendarNote>,
+    /// Events that no mapping rule (and no name of nightcast's own) could read: not imported,
+    /// their sessions already in the catalogue left as they were. Only with `partial` or a dry
+    /// run: otherwise such events refuse the import.
+    #[serde(default)]
+    pub unmatched: Vec<UnmatchedEvent>,
 }
 
 /// A session of a calendar sync.
@@ -92,7 +102,10 @@ mod tests {
         let bytes = b"SUMMARY:S\xc3\r\n \xa9ance\r\n".to_vec();
         let v = json!({"source": "lyon", "file_name": "g.ics", "bytes": bytes});
         let r: CalendarSync = serde_json::from_value(v).unwrap();
-        assert_eq!((r.bytes, r.dry_run, r.horizon_days), (bytes, false, None));
+        assert_eq!(
+            (r.bytes, r.dry_run, r.horizon_days, r.partial),
+            (bytes, false, None, false)
+        );
         let e = serde_json::from_value::<CalendarSync>(
             json!({"source": "lyon", "file_name": "g.ics", "bytes": [], "dryrun": true}),
         )

@@ -52,6 +52,21 @@ pub struct Imported {
     pub hole_bytes: u64,
 }
 
+/// An import under way (`GET /v1/masters/imports`), for a progress line: how far the
+/// controller has read the image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImportProgress {
+    pub name: MasterName,
+    pub version: MasterVersion,
+    pub image: PathBuf,
+    /// Bytes of the image (0 until the import knows it).
+    pub size: u64,
+    /// Bytes read and chunked so far.
+    pub read: u64,
+    /// Seconds since the import started, on the controller's clock.
+    pub elapsed_secs: f64,
+}
+
 /// `POST /v1/calendar`: a calendar file, CSV or iCalendar (by its name's `.ics` ending).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +93,25 @@ pub struct SessionInfo {
     /// Unix seconds.
     pub start: i64,
     pub end: i64,
+    /// Where the session came from.
+    #[serde(default)]
+    pub origin: SessionOrigin,
+}
+
+/// Where a session came from: whether a calendar will move it again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionOrigin {
+    /// An iCalendar calendar (`calendar import`, or a feed when `feed`): its next export or poll
+    /// may move or remove the session.
+    Calendar { source: String, feed: bool },
+    /// A CSV file: only added, never synced.
+    Csv { file: String },
+    /// `session add`.
+    Hand,
+    /// Added before nightcast recorded where sessions come from.
+    #[default]
+    Unknown,
 }
 
 /// `POST /v1/sessions`: one session; `start` and `end` are `YYYY-MM-DD HH:MM` in the site's

@@ -27,15 +27,23 @@
 //! | `POST seats/assign`, `seats/replace` | [`SeatBind`] | [`SeatBound`] |
 //! | `GET masters` | | `Vec<MasterInfo>` |
 //! | `POST masters` | [`ImportMaster`] | [`Imported`] |
+//! | `GET masters/imports` | | `Vec<ImportProgress>` |
 //! | `DELETE masters/NAME/VERSION` | | [`Done`] |
 //! | `POST calendar` | [`CalendarFile`] | [`CalendarImported`] |
 //! | `POST calendar/sync` | [`CalendarSync`] | [`CalendarSynced`] |
+//! | `GET calendar/rules` | | `Vec<MappingRule>` |
+//! | `POST calendar/rules` | [`NewMappingRule`] | [`MappingRule`] |
+//! | `DELETE calendar/rules/ID` | | [`Done`] |
+//! | `GET calendar/feeds` | | `Vec<FeedInfo>` |
+//! | `POST calendar/feeds` | [`NewFeed`] | [`FeedInfo`] |
+//! | `DELETE calendar/feeds/SOURCE` | | [`Done`] |
 //! | `GET sessions` | | `Vec<SessionInfo>` |
 //! | `POST sessions` | [`NewSession`] | [`Done`] |
 //! | `DELETE sessions/ID` | | [`Done`] |
 //! | `GET plan` | | `Vec<PlanRow>` |
 //! | `GET overrides` | | `Vec<OverrideInfo>` |
 //! | `POST overrides` | [`NewOverride`] | [`OverrideMade`] |
+//! | `GET pushes` | | `Vec<PushRoom>` |
 //! | `GET fleet` | | `Vec<FleetRow>` |
 //! | `POST nodes/NODE/approve` | | [`Approved`] |
 //! | `POST nodes/NODE/revoke` | | [`Revoked`] |
@@ -48,7 +56,9 @@ mod calendar;
 mod catalogue;
 mod errors;
 mod failed;
+mod feeds;
 mod fleet;
+mod mapping;
 mod places;
 mod plan;
 
@@ -56,16 +66,22 @@ pub use calendar::{
     CalendarNote, CalendarSync, CalendarSynced, MovedSession, SyncedSession, DEFAULT_HORIZON_DAYS,
 };
 pub use catalogue::{
-    CalendarFile, CalendarImported, ImportMaster, Imported, MasterInfo, NewSession, SessionInfo,
+    CalendarFile, CalendarImported, ImportMaster, ImportProgress, Imported, MasterInfo, NewSession,
+    SessionInfo, SessionOrigin,
 };
 pub use errors::{ApiError, Done};
 pub use failed::FailedOn;
+pub use feeds::{FeedInfo, NewFeed};
 pub use fleet::{Approved, FleetRow, NewToken, NodeRole, Removed, Revoked, Token};
+pub use mapping::{MappingRule, NewMappingRule, UnmatchedEvent};
 pub use places::{
     AcceptNew, AcceptingNew, NewRoom, NewSeat, NewSite, PlaceRemoved, RoomInfo, SeatBind,
     SeatBound, SeatState, Seats, SiteChange, SiteInfo, SpareState, Takeover, DEFAULT_WINDOWS,
 };
-pub use plan::{NewOverride, OverrideInfo, OverrideMade, PlanRow, Reason, Verdict};
+pub use plan::{
+    NewOverride, OverrideInfo, OverrideMade, PlanRow, PushNuc, PushRoom, PushVerdict, Reason,
+    Verdict,
+};
 
 #[cfg(test)]
 mod tests;

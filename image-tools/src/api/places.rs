@@ -46,6 +46,9 @@ pub struct SiteInfo {
     pub windows: String,
     pub cap_mbit: u64,
     pub takeover: Takeover,
+    /// The WAN cap of an emergency push in the daytime, in Mbit/s; 0: the night cap.
+    #[serde(default)]
+    pub emergency_cap_mbit: u64,
 }
 
 /// `POST /v1/sites`: adds a site; an existing one is refused (409: change it with
@@ -79,6 +82,9 @@ pub struct SiteChange {
     pub cap_mbit: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub takeover: Option<Takeover>,
+    /// The WAN cap of an emergency push in the daytime, in Mbit/s; 0: the night cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency_cap_mbit: Option<u64>,
 }
 
 /// A row of `GET /v1/rooms[?site=S]`.

@@ -102,6 +102,9 @@ fn defaults_fill_what_a_request_leaves_out() {
     )
     .unwrap();
     assert_eq!((o.by.as_str(), o.hours), ("unknown", 4));
+    // An override without a deadline is no emergency push, and an older CLI's body still reads.
+    assert_eq!((o.deadline, o.all_sites, o.dry_run), (None, false, false));
+    assert_eq!(o.site.as_ref().map(|s| s.as_str()), Some("lyon"));
     let import: ImportMaster = serde_json::from_value(
         json!({"image": "/x", "name": "win10", "version": "1", "format": "qcow2"}),
     )

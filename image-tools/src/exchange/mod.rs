@@ -141,6 +141,20 @@ pub fn server_endpoint(
     quinn::Endpoint::server(quic_server_config(tls)?, addr).map_err(transport)
 }
 
+/// The same, sending with congestion controller `congestion` (a certificate renewed with
+/// [`set_server_tls`] goes back to the default: for benchmarks until a site setting carries it).
+pub fn server_endpoint_with(
+    addr: SocketAddr,
+    tls: rustls::ServerConfig,
+    congestion: Congestion,
+) -> Result<quinn::Endpoint, ExchangeError> {
+    let mut config = quic_server_config(tls)?;
+    let mut t = server_transport_config();
+    congestion.apply(&mut t);
+    config.transport_config(Arc::new(t));
+    quinn::Endpoint::server(config, addr).map_err(transport)
+}
+
 /// Serves new connections of `endpoint` with `tls` from now on (a renewed certificate); the
 /// connections already open keep theirs.
 pub fn set_server_tls(
@@ -173,6 +187,7 @@ mod admission;
 mod catalog;
 mod chunks;
 mod client;
+mod congestion;
 mod enrol;
 mod fetch;
 mod rate;
@@ -186,6 +201,7 @@ pub use self::admission::*;
 pub use self::catalog::*;
 use self::chunks::*;
 pub use self::client::*;
+pub use self::congestion::Congestion;
 pub use self::enrol::*;
 pub use self::fetch::*;
 pub use self::rate::*;

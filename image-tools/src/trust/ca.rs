@@ -162,6 +162,42 @@ impl Ca {
         Ok(cert.der().to_vec())
     }
 
+    /// A key and certificate for a web server answering to `names` (DNS names, or IP addresses
+    /// written as such): the controller's console. Server authentication only, and no nightcast
+    /// identity in it, so it can never pass for a relay or the controller on the QUIC side.
+    pub fn issue_web(
+        &self,
+        names: &[String],
+        validity: Validity,
+    ) -> Result<Credentials, TrustError> {
+        if names.is_empty() {
+            return Err(TrustError::Cert(
+                "a web certificate needs a host name".into(),
+            ));
+        }
+        let key = KeyPair::generate().map_err(cert_err)?;
+        let mut params = CertificateParams::new(names.to_vec()).map_err(cert_err)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names[0].clone());
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut serial = [0u8; 16];
+        getrandom::fill(&mut serial).map_err(cert_err)?;
+        serial[0] &= 0x7f;
+        serial[0] |= 0x01;
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        validity.apply(&mut params)?;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
+        Ok(Credentials {
+            certificate: cert.der().to_vec(),
+            key: key.serialize_der(),
+            ca: self.der.clone(),
+            bridge: Vec::new(),
+        })
+    }
+
     /// A key and certificate for `identity`, made here (for the controller itself, and for tests).
     pub fn issue(
         &self,

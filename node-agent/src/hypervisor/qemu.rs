@@ -141,6 +141,8 @@ pub struct Qemu {
     button: bool,
     /// The health check's final verdict for the last start (healthy or failed).
     verdict: Option<Health>,
+    /// The size of the X screen the VM was last started on, if it shows on one.
+    screen: Option<(u32, u32)>,
 }
 
 impl Qemu {
@@ -178,6 +180,7 @@ impl Qemu {
             stopped: None,
             button: false,
             verdict: None,
+            screen: None,
         })
     }
 
@@ -243,16 +246,13 @@ impl Qemu {
                 profile::choose_accel(m.profile.accel, m.host.kvm, self.kvm_failed)
                     .map_or(Chosen::Tcg, |(c, _)| c),
             );
+            let host = profile::Host {
+                screen: self.screen.or(m.host.screen),
+                ..m.host.clone()
+            };
             // Checked in `new`: only the accelerator changes, and it cannot make argv fail.
-            return profile::argv(
-                &self.config.name,
-                &m.profile,
-                &m.seat,
-                &m.host,
-                paths,
-                accel,
-            )
-            .unwrap_or_default();
+            return profile::argv(&self.config.name, &m.profile, &m.seat, &host, paths, accel)
+                .unwrap_or_default();
         }
         let overlay = self.overlay.path.display().to_string();
         let master = self
@@ -536,6 +536,16 @@ impl Hypervisor for Qemu {
                 self.fresh_vars()?;
             }
             self.accel = Some(accel);
+            // The guest takes the screen's size (read now: the screen may have changed).
+            if let Some(display) = &self.config.x_display {
+                self.screen = match crate::kiosk::x11::screen_size(display) {
+                    Ok(size) => Some(size),
+                    Err(e) => {
+                        tracing::warn!(vm = %self.config.name, error = %e, "the guest gets QEMU's default screen size");
+                        None
+                    }
+                };
+            }
         }
         let argv = self.command_line();
         if argv.is_empty() {

@@ -495,6 +495,27 @@ pub struct Rgb {
     pub data: Vec<u8>,
 }
 
+/// The size in pixels of X display `display`'s screen: what a guest shown on it should take as
+/// its own screen's size.
+pub fn screen_size(display: &str) -> Result<(u32, u32), KioskError> {
+    let (conn, screen_num) = x11rb::connect(Some(display)).map_err(|e| KioskError::Connect {
+        display: display.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let screen = conn
+        .setup()
+        .roots
+        .get(screen_num)
+        .ok_or_else(|| KioskError::X {
+            display: display.to_owned(),
+            reason: "no screen".into(),
+        })?;
+    Ok((
+        u32::from(screen.width_in_pixels),
+        u32::from(screen.height_in_pixels),
+    ))
+}
+
 /// A screenshot of X display `display`'s root window, for tests and for support: what the
 /// trainee sees.
 pub fn screenshot(display: &str) -> Result<Rgb, KioskError> {

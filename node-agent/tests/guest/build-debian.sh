@@ -148,9 +148,16 @@ search --no-floppy --label $label --set=root
 set prefix=(\$root)/boot/grub
 EOF
 
+# Of the graphics drivers, only QEMU's standard VGA (bochs) and what it needs: the guest's console
+# then takes the screen's size from the EDID the host gives (a real master's desktop does the same).
+kernel_keeps="drivers/gpu/drm/drm.ko drivers/gpu/drm/drm_kms_helper.ko drivers/gpu/drm/drm_vram_helper.ko
+    drivers/gpu/drm/drm_ttm_helper.ko drivers/gpu/drm/ttm/ttm.ko drivers/gpu/drm/tiny/bochs.ko"
 module_excludes=()
 for d in $kernel_excludes; do
     for lib in /lib /usr/lib; do module_excludes+=("--dpkgopt=path-exclude=$lib/modules/*/kernel/$d/*"); done
+done
+for f in $kernel_keeps; do
+    for lib in /lib /usr/lib; do module_excludes+=("--dpkgopt=path-include=$lib/modules/*/kernel/$f*"); done
 done
 
 mmdebstrap \

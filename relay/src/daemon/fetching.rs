@@ -52,6 +52,7 @@ pub(super) async fn fetch_task(r: Arc<Relay>, shutdown: CancellationToken) {
                 }
                 Action::WindowClosed => tracing::info!("night window closed"),
                 Action::Fetch { master, until } => {
+                    r.pace(r.clock.now());
                     let conn = r.link.borrow().clone();
                     let outcome = match conn {
                         Some(conn) => fetch_one(&r, &conn, &master, until, &shutdown).await,
@@ -150,6 +151,17 @@ async fn fetch_one(
             stop.cancel();
         })
     };
+    // The cap in force follows the gate during the transfer too (a night window opening under a
+    // daytime push: the night cap; closing under an override: the emergency cap).
+    let pacer = {
+        let r = r.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                r.pace(r.clock.now());
+            }
+        })
+    };
     tracing::info!(master = %master.name, version = %master.version, missing_bytes = missing, until = %fmt_time(until), "fetching");
     r.stat(|s| s.state = format!("fetching {} {}", master.name, master.version));
     let before = std::sync::atomic::AtomicU64::new(0);
@@ -176,6 +188,7 @@ async fn fetch_one(
     .await;
     r.transferring.store(false, Ordering::SeqCst);
     timer.abort();
+    pacer.abort();
     {
         let rr = r.clone();
         let _ = tokio::task::spawn_blocking(move || rr.recheck()).await;

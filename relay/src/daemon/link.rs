@@ -9,7 +9,7 @@ use image_tools::trust::Expect;
 use image_tools::wire::{SitePlan, Status};
 use tokio_util::sync::CancellationToken;
 
-use super::{cap_bits, revoked_serials, Relay};
+use super::{revoked_serials, Relay};
 use crate::cache::Gate;
 
 impl Relay {
@@ -40,10 +40,10 @@ impl Relay {
             windows = %plan.windows.join(","),
             tz = %plan.tz,
             cap_mbit = plan.cap_mbit,
+            emergency_cap_mbit = plan.emergency_cap_mbit,
+            pushes = plan.pushes.len(),
             "new plan"
         );
-        self.rate.set_rate(cap_bits(&plan));
-        self.stat(|s| s.rate_bits_per_sec = cap_bits(&plan));
         let revoked = revoked_serials(&plan);
         if revoked.len() != self.revoked.len() {
             tracing::info!(revoked = revoked.len(), "revoked NUC certificates");
@@ -59,6 +59,7 @@ impl Relay {
         if let Ok(mut p) = self.plan.write() {
             *p = plan;
         }
+        self.pace(now);
         self.wake.notify_one();
     }
 

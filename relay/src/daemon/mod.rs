@@ -78,6 +78,9 @@ pub struct Relay {
     lan: std::sync::OnceLock<quinn::Endpoint>,
     quota: u64,
     store: Arc<LocalStore>,
+    /// The store's shared lock, for as long as the relay runs: a `nightcast-image gc` would drop
+    /// what it fetches, another process opening the store would clean its writes in progress.
+    _writing: image_tools::store::StoreLock,
     plan: RwLock<SitePlan>,
     known: RwLock<BTreeMap<MasterRef, Known>>,
     link: watch::Sender<Option<Connection>>,
@@ -237,6 +240,7 @@ impl Relay {
         let quota = cfg.quota_bytes()?;
         std::fs::create_dir_all(manifests_dir(&cfg.data))?;
         let store = Arc::new(LocalStore::open(&cfg.data.join("store"))?);
+        let writing = store.lock(false)?;
         let plan = load_plan(&cfg.data);
         let rate = Arc::new(RateLimit::new(cap_bits(&plan)));
         let stats = Stats {
@@ -261,6 +265,7 @@ impl Relay {
             lan: std::sync::OnceLock::new(),
             quota,
             store,
+            _writing: writing,
             plan: RwLock::new(plan),
             known: RwLock::new(BTreeMap::new()),
             link: watch::Sender::new(None),
@@ -292,6 +297,23 @@ impl Relay {
     fn gate(&self, now: i64) -> Gate {
         let plan = self.plan();
         cache::gate(cache::schedule(&plan).as_ref(), &plan, now)
+    }
+
+    /// Paces the fetcher to the cap in force at `now` (`cache::cap_in_force`: the emergency cap
+    /// under an override in the daytime, else the night cap).
+    fn pace(&self, now: i64) {
+        let plan = self.plan();
+        let gate = cache::gate(cache::schedule(&plan).as_ref(), &plan, now);
+        let bits = cache::cap_in_force(gate, &plan).usable().bits_per_sec();
+        if self.rate.rate() != bits {
+            tracing::info!(
+                bits_per_sec = bits,
+                ?gate,
+                "pacing the WAN to the cap in force"
+            );
+            self.rate.set_rate(bits);
+        }
+        self.stat(|s| s.rate_bits_per_sec = bits);
     }
 
     fn stat(&self, f: impl FnOnce(&mut Stats)) {

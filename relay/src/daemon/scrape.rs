@@ -117,8 +117,11 @@ impl Relay {
             .map(|a| a.iter().map(|(n, a)| (n.clone(), a.last_seen)).collect())
             .unwrap_or_default();
         let extra = Extra {
-            cap_bits_per_sec: image_tools::Bandwidth::from_mbit(self.plan().cap_mbit)
-                .bits_per_sec(),
+            cap_bits_per_sec: {
+                let plan = self.plan();
+                let gate = self.gate(self.clock.now());
+                crate::cache::cap_in_force(gate, &plan).bits_per_sec()
+            },
             agents,
         };
         render(&stats, &extra)

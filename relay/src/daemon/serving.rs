@@ -224,10 +224,7 @@ impl Catalog for LanCatalog {
 
     fn expected(&self, _id: &ChunkId) -> Option<i64> {
         let now = self.0.clock.now();
-        match self.0.gate(now) {
-            Gate::Closed { next } => next,
-            _ => Some(now),
-        }
+        crate::cache::expected(self.0.gate(now), &self.0.plan(), now)
     }
 }
 

@@ -111,6 +111,26 @@ fn parse(line: usize, text: &str) -> Result<Line, Error> {
     })
 }
 
+/// A list of TEXT values (`CATEGORIES:a,b\\,c`), each unescaped: split at the commas that
+/// are not escaped.
+pub(super) fn split_text_list(value: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut escaped = false;
+    for (i, c) in value.char_indices() {
+        match (c, escaped) {
+            ('\\', false) => escaped = true,
+            (',', false) => {
+                parts.push(unescape(&value[start..i]));
+                start = i + 1;
+            }
+            _ => escaped = false,
+        }
+    }
+    parts.push(unescape(&value[start..]));
+    parts
+}
+
 fn unescape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     let mut chars = value.chars();
@@ -133,6 +153,14 @@ fn unescape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_list_splits_at_unescaped_commas_only() {
+        assert_eq!(
+            split_text_list(r"Bureautique,Excel\, Word,a\\"),
+            ["Bureautique", "Excel, Word", "a\\"]
+        );
+    }
 
     #[test]
     fn a_fold_inside_a_utf8_character_is_unfolded_before_decoding() {

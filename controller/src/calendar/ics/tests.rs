@@ -167,15 +167,24 @@ fn what_is_not_expanded_is_refused_with_its_line() {
 }
 
 #[test]
-fn errors_quote_what_the_dsi_wrote_unescaped() {
+fn words_are_kept_unescaped_for_the_rules_and_errors_quote_them_so() {
     let text = event(&[PARIS[0], PARIS[1]]).replace(
         "LOCATION:lyon/salle-1",
         "LOCATION:Lyon\\, Salle 1 (bâtiment A)",
     );
-    let e = parse(text.as_bytes()).unwrap_err();
+    // A location in words is for the mapping rules: kept as the DSI wrote it, unescaped.
+    let r = &rows(&text)[0];
+    let texts = r.texts.as_ref().unwrap();
+    assert_eq!(
+        texts.location.as_deref(),
+        Some("Lyon, Salle 1 (bâtiment A)")
+    );
+    assert_eq!((r.site.as_str(), r.room.as_str()), ("", ""));
+    let given = event(&[PARIS[0], PARIS[1], "X-NIGHTCAST-MASTER:Excel\\, niveau 2"]);
+    let e = parse(given.as_bytes()).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "line 4: LOCATION \"Lyon, Salle 1 (bâtiment A)\" must be SITE/ROOM"
+        "line 7: \"Excel, niveau 2\" does not name a master as NAME VERSION"
     );
 }
 

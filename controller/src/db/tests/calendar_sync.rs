@@ -48,7 +48,7 @@ fn a_google_export_imports_every_occurrence_skips_the_past_and_again_changes_not
             &fixture("google.ics"),
             NOW,
             None,
-            true,
+            Apply::Whole,
         )
         .unwrap();
     // 5 weekly (one moved), 3 daily; the 2025 session skipped, the cancelled one and the
@@ -65,7 +65,7 @@ fn a_google_export_imports_every_occurrence_skips_the_past_and_again_changes_not
             &fixture("google.ics"),
             NOW,
             None,
-            true,
+            Apply::Whole,
         )
         .unwrap();
     assert!(again.changes.is_empty(), "{:?}", again.changes);
@@ -84,14 +84,21 @@ fn a_changed_export_adds_moves_and_removes_exactly_the_difference_and_a_dry_run_
             &fixture("thunderbird.ics"),
             NOW,
             None,
-            true,
+            Apply::Whole,
         )
         .unwrap();
     assert_eq!(first.changes.added.len(), 16);
     let before = db.sessions(None).unwrap();
     let changed = fixture("thunderbird-changed.ics");
     let dry = db
-        .sync_ics("tb", "thunderbird-changed.ics", &changed, NOW, None, false)
+        .sync_ics(
+            "tb",
+            "thunderbird-changed.ics",
+            &changed,
+            NOW,
+            None,
+            Apply::DryRun,
+        )
         .unwrap();
     assert!(!dry.applied && dry.added_ids.is_empty());
     assert_eq!(
@@ -100,7 +107,14 @@ fn a_changed_export_adds_moves_and_removes_exactly_the_difference_and_a_dry_run_
         "a dry run changed the catalogue"
     );
     let real = db
-        .sync_ics("tb", "thunderbird-changed.ics", &changed, NOW, None, true)
+        .sync_ics(
+            "tb",
+            "thunderbird-changed.ics",
+            &changed,
+            NOW,
+            None,
+            Apply::Whole,
+        )
         .unwrap();
     assert_eq!(real.changes, dry.changes);
     let c = &real.changes;
@@ -125,7 +139,14 @@ fn a_changed_export_adds_moves_and_removes_exactly_the_difference_and_a_dry_run_
     assert_eq!(after.len(), before.len());
     // And the new export once more: nothing.
     let again = db
-        .sync_ics("tb", "thunderbird-changed.ics", &changed, NOW, None, true)
+        .sync_ics(
+            "tb",
+            "thunderbird-changed.ics",
+            &changed,
+            NOW,
+            None,
+            Apply::Whole,
+        )
         .unwrap();
     assert!(again.changes.is_empty());
 }
@@ -142,7 +163,7 @@ fn another_calendar_or_a_csv_is_never_touched_and_a_clash_changes_nothing() {
         &fixture("outlook.ics"),
         NOW,
         None,
-        true,
+        Apply::Whole,
     )
     .unwrap();
     db.sync_ics(
@@ -151,14 +172,14 @@ fn another_calendar_or_a_csv_is_never_touched_and_a_clash_changes_nothing() {
         &fixture("thunderbird.ics"),
         NOW,
         None,
-        true,
+        Apply::Whole,
     )
     .unwrap();
     assert_eq!(listed(&db).len(), 1 + 3 + 16);
     // An empty export of the Thunderbird calendar removes its sessions, and only them.
     let empty = b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n";
     let s = db
-        .sync_ics("tb", "empty.ics", empty, NOW, None, true)
+        .sync_ics("tb", "empty.ics", empty, NOW, None, Apply::Whole)
         .unwrap();
     assert_eq!(s.changes.removed.len(), 16);
     assert_eq!(listed(&db).len(), 4);
@@ -168,7 +189,14 @@ fn another_calendar_or_a_csv_is_never_touched_and_a_clash_changes_nothing() {
         .replace("20300318T090000", "20300320T090000")
         .replace("20300318T120000", "20300320T120000");
     let e = db
-        .sync_ics("outlook", "outlook.ics", text.as_bytes(), NOW, None, true)
+        .sync_ics(
+            "outlook",
+            "outlook.ics",
+            text.as_bytes(),
+            NOW,
+            None,
+            Apply::Whole,
+        )
         .unwrap_err()
         .to_string();
     assert!(
@@ -210,7 +238,7 @@ fn a_database_of_schema_7_opens_with_its_sessions() {
         &fixture("thunderbird.ics"),
         NOW,
         None,
-        true,
+        Apply::Whole,
     )
     .unwrap();
     assert_eq!(db.sessions(None).unwrap().len(), 17);
@@ -227,7 +255,7 @@ fn a_course_that_repeats_for_ever_is_imported_up_to_the_horizon() {
                RRULE:FREQ=WEEKLY;BYDAY=TU\r\nSUMMARY:win10 1\r\nLOCATION:lyon/salle-1\r\n\
                END:VEVENT\r\nEND:VCALENDAR\r\n";
     let e = db
-        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, None, true)
+        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, None, Apply::Whole)
         .unwrap_err()
         .to_string();
     assert!(
@@ -236,7 +264,7 @@ fn a_course_that_repeats_for_ever_is_imported_up_to_the_horizon() {
     );
     // 1 December 2026 + 28 days: Tuesdays 8, 15, 22 and 29 December.
     let s = db
-        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, Some(28), true)
+        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, Some(28), Apply::Whole)
         .unwrap();
     assert_eq!(s.changes.added.len(), 4);
     assert!(
@@ -247,7 +275,7 @@ fn a_course_that_repeats_for_ever_is_imported_up_to_the_horizon() {
         s.notes
     );
     let later = db
-        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, Some(42), true)
+        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, Some(42), Apply::Whole)
         .unwrap();
     assert_eq!(
         (
@@ -258,7 +286,7 @@ fn a_course_that_repeats_for_ever_is_imported_up_to_the_horizon() {
         (2, 0, 4)
     );
     let e = db
-        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, Some(5_000), true)
+        .sync_ics("g", "g.ics", ics.as_bytes(), NOW, Some(5_000), Apply::Whole)
         .unwrap_err();
     assert!(e.to_string().contains("give 1 to 731"), "{e}");
 }
@@ -270,14 +298,21 @@ fn an_event_cancelled_in_a_new_export_is_removed() {
     let dir = tempfile::tempdir().unwrap();
     let mut db = catalogue(dir.path());
     let text = String::from_utf8(fixture("thunderbird.ics")).unwrap();
-    db.sync_ics("tb", "tb.ics", text.as_bytes(), NOW, None, true)
+    db.sync_ics("tb", "tb.ics", text.as_bytes(), NOW, None, Apply::Whole)
         .unwrap();
     let confirmed =
         "UID:e8f7a6b5-c4d3-4e2f-a1b0-9c8d7e6f5a4b\r\nSUMMARY:win10 1\r\nSTATUS:CONFIRMED";
     assert!(text.contains(confirmed));
     let cancelled = text.replace(confirmed, &confirmed.replace("CONFIRMED", "CANCELLED"));
     let s = db
-        .sync_ics("tb", "tb.ics", cancelled.as_bytes(), NOW, None, true)
+        .sync_ics(
+            "tb",
+            "tb.ics",
+            cancelled.as_bytes(),
+            NOW,
+            None,
+            Apply::Whole,
+        )
         .unwrap();
     assert_eq!(
         (s.changes.removed.len(), s.cancelled, s.changes.unchanged),

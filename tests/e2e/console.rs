@@ -1,0 +1,250 @@
+//! The web console in a real browser: headless Chromium driven through chromedriver (WebDriver)
+//! against a real controller serving HTTPS with a certificate from its own CA, a running relay,
+//! a NUC reporting through it and another waiting for approval. As the DSI would: a wrong
+//! password, the board with the late room on top and its reason, that room's NUC (silent), the
+//! other room's NUCs and an approval;
+//! as a read-only user: no button, and a forged POST refused. Every page is checked for size and
+//! for requests outside the controller; screenshots go to `target/console-screenshots/`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use image_tools::report::AgentReport;
+use serde_json::Value;
+
+use crate::fleet::*;
+use crate::util::workspace_bin;
+use crate::webdriver::{free_port, Browser};
+
+/// Where the screenshots go: `target/console-screenshots/`.
+fn screenshots() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target
+    exe.ancestors().nth(3).unwrap().join("console-screenshots")
+}
+
+/// `nightcast-controller user add` with the password on standard input.
+fn add_user(f: &Fleet, name: &str, role: &str, password: &str) {
+    let mut child = Command::new(workspace_bin("nightcast-controller"))
+        .args(["user", "add", "--data"])
+        .arg(f.dir.path().join("controller"))
+        .args([name, "--role", role])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn fleet_row(f: &Fleet, node: &str) -> Option<Value> {
+    let fleet: Value = serde_json::from_str(&f.nightcast(&["--json", "fleet"])).unwrap();
+    fleet
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"] == node)
+        .cloned()
+}
+
+/// What every page must be: no request beyond the controller, under 500 KB in all.
+fn check_page(b: &Browser, origin: &str, what: &str) {
+    let urls = b.requests();
+    assert!(
+        urls.iter().any(|u| u.starts_with(origin)),
+        "{what}: the performance log shows no request at all: {urls:?}"
+    );
+    for url in urls {
+        assert!(
+            url.starts_with(origin) || url.starts_with("data:") || url == "about:blank",
+            "{what}: the browser asked for {url}, outside the controller {origin}"
+        );
+    }
+    let bytes = b.run(
+        "const n = performance.getEntriesByType('navigation')[0];
+         const r = performance.getEntriesByType('resource');
+         return n.decodedBodySize + r.reduce((s, e) => s + e.decodedBodySize, 0);",
+    );
+    let bytes = bytes.as_u64().unwrap();
+    assert!(bytes > 0 && bytes < 500_000, "{what}: {bytes} bytes");
+}
+
+fn log_in(b: &Browser, origin: &str, name: &str, password: &str) {
+    b.goto(&format!("{origin}/login"));
+    b.type_into(&b.find("#name").unwrap(), name);
+    b.type_into(&b.find("#password").unwrap(), password);
+    b.click(&b.find("button[type=submit]").unwrap());
+}
+
+#[test]
+fn the_dsi_sees_the_late_room_first_follows_it_and_approves_a_nuc_a_read_only_user_cannot() {
+    let port = free_port();
+    let origin = format!("https://127.0.0.1:{port}");
+    let f = Fleet::build(
+        "00:00-23:59",
+        100,
+        4,
+        "start=2030-01-07T12:00:00Z speed=1",
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 17:00\n",
+        &format!(
+            "[console]\nlisten = \"127.0.0.1:{port}\"\nhosts = [\"127.0.0.1\", \"localhost\"]\n"
+        ),
+    );
+    // A second site, in Paris, with no relay: its session is late, and must come first.
+    f.nightcast(&[
+        "site",
+        "add",
+        "grenoble",
+        "--tz",
+        "Europe/Paris",
+        "--windows",
+        "22:00-06:00",
+        "--cap-mbit",
+        "50",
+    ]);
+    f.nightcast(&["room", "add", "grenoble", "amphi-a"]);
+    f.calendar("grenoble,amphi-a,demo,1,2030-01-09 08:00,2030-01-09 12:00\n");
+    // A NUC sits in the late room: enrolled with a token, it never reported (no relay there).
+    let token = f.nightcast(&["enroll", "--role", "agent", "--site", "grenoble"]);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(image_tools::exchange::enroll(
+            f.quic,
+            token.trim(),
+            image_tools::wire::Role::Agent,
+            "nuc-g1",
+            f.clock,
+        ))
+        .unwrap();
+    f.nightcast(&["seat", "add", "grenoble", "amphi-a", "pc-1"]);
+    f.nightcast(&["seat", "assign", "grenoble", "amphi-a", "pc-1", "nuc-g1"]);
+    // Lyon's relay runs and holds the master; a NUC sits at salle-1/pc-1 and reports.
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("the master to complete", 60, Relay::complete);
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let nuc = f.agent("nuc-1");
+    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    nuc.report(
+        relay.lan,
+        AgentReport {
+            state: "ready".into(),
+            seat: "salle-1/pc-1".into(),
+            vm: "stopped".into(),
+            last_error: Some("disk nearly full <90%>".into()),
+            ..AgentReport::default()
+        },
+    );
+    // A stranger's NUC asks to enrol at lyon: it waits for the DSI.
+    f.nightcast(&["site", "accept-new", "lyon", "--for", "0"]);
+    let key = image_tools::trust::node_key().unwrap();
+    let _ = crate::trust::ask_until_answered(&f, &relay, "nuc-new", &key);
+    assert_eq!(fleet_row(&f, "nuc-new").unwrap()["state"], "pending");
+    for _ in 0..100 {
+        if fleet_row(&f, "nuc-1")
+            .is_some_and(|r| !r["last_seen"].is_null() && r["state"] == "ready")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    add_user(&f, "dsi", "admin", "correct horse battery");
+    add_user(&f, "viewer", "readonly", "a long read-only password");
+
+    let shots = screenshots();
+    let b = Browser::start();
+
+    // A wrong password: an error on the login page, and no session.
+    log_in(&b, &origin, "dsi", "wrong password!");
+    let error = b.text_of(&b.wait_find("#error"));
+    assert!(b.url().ends_with("/login"), "{}", b.url());
+    assert_eq!(error, "Wrong user name or password.");
+    b.screenshot(&shots.join("login.png"));
+    check_page(&b, &origin, "login page");
+
+    // The read-only user: the board and the room, no approve button, and a forged POST refused.
+    log_in(&b, &origin, "viewer", "a long read-only password");
+    b.wait_url(&format!("{origin}/"));
+    b.goto(&format!("{origin}/rooms/lyon/salle-1"));
+    let page = b.text();
+    assert!(page.contains("nuc-new"), "{page}");
+    assert!(
+        b.find("#approve-nuc-new").is_none(),
+        "a read-only user sees no button"
+    );
+    assert!(!b.source().contains("/approve"));
+    let forged = b.run(
+        "const csrf = document.querySelector('input[name=csrf]').value;
+         const f = document.createElement('form');
+         f.method = 'post'; f.action = '/nodes/nuc-new/approve';
+         const i = document.createElement('input');
+         i.type = 'hidden'; i.name = 'csrf'; i.value = csrf; f.appendChild(i);
+         document.body.appendChild(f); f.submit(); return csrf.length;",
+    );
+    assert_eq!(forged, 64);
+    let refused = b.text_of(&b.wait_find("main p.err"));
+    assert!(
+        refused.contains("Your role (readonly) does not let you approve NUCs at lyon."),
+        "{refused}"
+    );
+    assert_eq!(fleet_row(&f, "nuc-new").unwrap()["state"], "pending");
+    b.click(&b.find("header form button").unwrap());
+    b.wait_url(&format!("{origin}/login"));
+    b.clear_cookies();
+
+    // The DSI: the late room first, with its reason, in its site's zone.
+    log_in(&b, &origin, "dsi", "correct horse battery");
+    b.wait_url(&format!("{origin}/"));
+    let rooms = b.find_all("section.room");
+    assert_eq!(rooms.len(), 2, "{}", b.text());
+    let first = b.text_of(&rooms[0]);
+    assert!(first.starts_with("grenoble · amphi-a"), "{first}");
+    assert!(first.contains("late"), "{first}");
+    assert!(
+        first.contains("no relay is enrolled at the site"),
+        "the reason: {first}"
+    );
+    assert!(first.contains("2030-01-09 08:00 Europe/Paris"), "{first}");
+    let second = b.text_of(&rooms[1]);
+    assert!(second.starts_with("lyon · salle-1"), "{second}");
+    b.screenshot(&shots.join("board.png"));
+    check_page(&b, &origin, "board");
+
+    // One click down from the late session: its room's NUC, which never reported.
+    b.click(&b.find("section.room h2 a").unwrap());
+    b.wait_url(&format!("{origin}/rooms/grenoble/amphi-a"));
+    let nucs = b.text_of(&b.find("#nucs").unwrap());
+    assert!(nucs.contains("amphi-a/pc-1"), "{nucs}");
+    assert!(nucs.contains("nuc-g1"), "{nucs}");
+    assert!(nucs.contains("never reported"), "{nucs}");
+    b.screenshot(&shots.join("late-room.png"));
+    check_page(&b, &origin, "late room page");
+
+    // Back to the board and into lyon's room: its NUCs, and the NUC waiting at the site.
+    b.click(&b.find("main a[href='/']").unwrap());
+    b.wait_url(&format!("{origin}/"));
+    b.click(&b.find("a[href='/rooms/lyon/salle-1']").unwrap());
+    assert_eq!(b.url(), format!("{origin}/rooms/lyon/salle-1"));
+    let nucs = b.text_of(&b.find("#nucs").unwrap());
+    assert!(nucs.contains("salle-1/pc-1"), "{nucs}");
+    assert!(nucs.contains("nuc-1"), "{nucs}");
+    assert!(nucs.contains("disk nearly full <90%>"), "{nucs}");
+    b.screenshot(&shots.join("room.png"));
+    check_page(&b, &origin, "room page");
+    b.click(
+        &b.find("#approve-nuc-new")
+            .expect("the admin's approve button"),
+    );
+    let flash = b.text_of(&b.wait_find("#flash"));
+    assert!(flash.starts_with("nuc-new approved"), "{flash}");
+    assert_eq!(fleet_row(&f, "nuc-new").unwrap()["state"], "approved");
+    b.screenshot(&shots.join("room-approved.png"));
+}
