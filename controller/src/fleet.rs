@@ -49,15 +49,19 @@ fn relay(r: &RelayReport) -> Vec<String> {
 }
 
 fn agent(a: &AgentReport) -> Vec<String> {
-    a.failed
-        .iter()
-        .map(|f| {
-            format!(
-                "FAILED here: {} ({}), not retried until it is published again",
-                f.master, f.why
-            )
-        })
-        .collect()
+    let failed = a.failed.iter().map(|f| {
+        format!(
+            "FAILED here: {} ({}), not retried until it is published again",
+            f.master, f.why
+        )
+    });
+    let liars = a.bad_peers.iter().map(|b| {
+        format!(
+            "PEER {} sent corrupt chunks of {} (refused; it is not asked again for it): check that NUC's disk",
+            b.node, b.master
+        )
+    });
+    failed.chain(liars).collect()
 }
 
 #[cfg(test)]
@@ -124,19 +128,25 @@ mod tests {
     }
 
     #[test]
-    fn a_version_that_failed_on_a_nuc_is_named() {
+    fn a_version_that_failed_on_a_nuc_and_a_peer_that_lied_are_named() {
         let nuc = AgentReport {
             failed: vec![Failed {
                 master: m("3"),
                 why: "no health signal within 120 s".into(),
                 at: 0,
             }],
+            bad_peers: vec![image_tools::report::BadPeer {
+                node: "nuc-7".into(),
+                master: m("3"),
+                at: 2,
+            }],
             ..AgentReport::default()
         };
         assert_eq!(
             attention(&row(Report::Agent(nuc), None)),
             "FAILED here: win10 3 (no health signal within 120 s), not retried until it is \
-             published again"
+             published again; PEER nuc-7 sent corrupt chunks of win10 3 (refused; it is not asked \
+             again for it): check that NUC's disk"
         );
     }
 }

@@ -113,6 +113,18 @@ pub struct AgentReport {
     /// Versions that failed to come up on this NUC and are not retried there.
     pub failed: Vec<Failed>,
     pub last_error: Option<String>,
+    /// Peers of its site it dropped for sending chunks that are not what their ids say (each
+    /// refused before use). New in this version: kept last, defaulted when absent (stored JSON).
+    #[serde(default)]
+    pub bad_peers: Vec<BadPeer>,
+}
+
+/// A peer that sent a corrupt chunk of a master version, and when (unix time).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadPeer {
+    pub node: String,
+    pub master: MasterRef,
+    pub at: i64,
 }
 
 /// A master version that did not come up on a NUC, why, and when (unix time).
@@ -154,6 +166,11 @@ mod tests {
                     master: m("win10", "3"),
                     why: "no health signal within 120 s".into(),
                     at: 1,
+                }],
+                bad_peers: vec![BadPeer {
+                    node: "nuc-7".into(),
+                    master: m("win10", "3"),
+                    at: 2,
                 }],
                 ..AgentReport::default()
             }),

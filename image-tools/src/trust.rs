@@ -6,8 +6,9 @@
 //! role, site and id from the certificate it presented, never from what the peer says. Private keys
 //! are made where they are used: an enrolling node sends only its public key.
 //!
-//! Certificates say what they are for: an agent's is for client authentication only (it can never
-//! serve), a relay's and the controller's for both; every one expires ([`Validity`], one year by
+//! Certificates are for client and server authentication (an agent serves its site's other agents
+//! chunks: peer sharing; what a client accepts as server is decided by the role and site in the
+//! certificate, [`peer::Expect`], so an agent never passes for a relay); every one expires ([`Validity`], one year by
 //! default) and has a random serial that the controller can revoke. Whom each side accepts on the
 //! other end is in [`peer`].
 //!
@@ -359,6 +360,17 @@ impl Credentials {
         expect: Expect,
         clock: Clock,
     ) -> Result<rustls::ClientConfig, TrustError> {
+        self.client_config_refusing(expect, Revoked::default(), clock)
+    }
+
+    /// [`Credentials::client_config`] that also refuses servers whose serial is `revoked` (an
+    /// agent fetching from its peers, with its site's list from the plan).
+    pub fn client_config_refusing(
+        &self,
+        expect: Expect,
+        revoked: Revoked,
+        clock: Clock,
+    ) -> Result<rustls::ClientConfig, TrustError> {
         let tls = |e: rustls::Error| TrustError::Tls(e.to_string());
         let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(self.roots()?),
@@ -366,7 +378,11 @@ impl Credentials {
         )
         .build()
         .map_err(|e| TrustError::Tls(e.to_string()))?;
-        let verifier = peer::ExpectServer { inner, expect };
+        let verifier = peer::ExpectServer {
+            inner,
+            expect,
+            revoked,
+        };
         let mut config = rustls::ClientConfig::builder_with_details(provider(), Arc::new(clock))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls)?
@@ -446,6 +462,7 @@ pub fn pinned_ca_client_config(
     let verifier = peer::ExpectServer {
         inner: Arc::new(pinned::PinnedCa { fingerprint }),
         expect,
+        revoked: Revoked::default(),
     };
     let mut config = rustls::ClientConfig::builder_with_details(provider(), Arc::new(clock))
         .with_protocol_versions(&[&rustls::version::TLS13])

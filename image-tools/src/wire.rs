@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{ChunkId, IdError, MasterName, MasterVersion};
 
 /// Bumped on any incompatible change; both sides send theirs in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The TLS ALPN of this protocol version.
-pub const ALPN: &[u8] = b"nightcast/3";
+pub const ALPN: &[u8] = b"nightcast/4";
 /// Control frames (requests, replies, reports) are at most this long.
 pub const MAX_CONTROL: u32 = 1 << 20;
 /// A chunk frame: id, stored-form header and a payload of at most the largest chunk.
@@ -176,6 +176,52 @@ pub enum Control {
         id: ChunkId,
         expected: i64,
     },
+    /// An agent asks its relay (the tracker) which agents of the site hold or are fetching this
+    /// master version, and which part it should fetch from the relay itself.
+    GetPeers(MasterRef),
+    Peers(PeerList),
+}
+
+/// The capability by which an agent tells its relay, in `Hello`, the UDP port it serves its peers
+/// on: `peer-port=7105`. A relay that does not know it ignores it; the address a peer is given is
+/// the connection's remote IP with this port.
+pub const PEER_PORT_CAPABILITY: &str = "peer-port=";
+
+impl Hello {
+    /// This hello advertising a peer port ([`PEER_PORT_CAPABILITY`]).
+    pub fn with_peer_port(mut self, port: u16) -> Hello {
+        self.capabilities
+            .push(format!("{PEER_PORT_CAPABILITY}{port}"));
+        self
+    }
+
+    /// The peer port it advertises, if any (the first well-formed one, not 0).
+    pub fn peer_port(&self) -> Option<u16> {
+        self.capabilities
+            .iter()
+            .filter_map(|c| c.strip_prefix(PEER_PORT_CAPABILITY)?.parse().ok())
+            .find(|&p| p != 0)
+    }
+}
+
+/// The tracker's answer to `GetPeers`: the site's agents that hold or are fetching a master
+/// version (never the asker), and the asker's stripe: of the master's distinct chunks, in manifest
+/// order, cut into `stripes` equal runs, the asker fetches run `stripe` from the relay first and
+/// the rest from its peers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerList {
+    pub peers: Vec<PeerEntry>,
+    pub stripe: u32,
+    pub stripes: u32,
+}
+
+/// One agent of the site, where it serves its peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    pub node: String,
+    pub addr: std::net::SocketAddr,
+    /// It holds the whole master (else it is fetching it).
+    pub complete: bool,
 }
 
 /// What a relay needs to run its site unattended, kept by the relay for when the controller is away.
@@ -566,6 +612,15 @@ mod tests {
                 capabilities: vec!["zstd".into()],
             })),
             Frame::Control(Control::GetChunks(vec![id; 3])),
+            Frame::Control(Control::Peers(PeerList {
+                peers: vec![PeerEntry {
+                    node: "nuc-2".into(),
+                    addr: "192.0.2.7:7105".parse().unwrap(),
+                    complete: false,
+                }],
+                stripe: 1,
+                stripes: 4,
+            })),
             Frame::Control(Control::HasReply(pack_bits(&[true, false, true]))),
             Frame::Control(Control::Error {
                 code: ErrorCode::Forbidden,
@@ -577,6 +632,19 @@ mod tests {
             },
             Frame::Manifest(vec![9; 100]),
         ]
+    }
+
+    #[test]
+    fn a_hello_carries_its_peer_port_as_a_capability() {
+        let node = crate::ids::NodeId::new("nuc-1").unwrap();
+        let plain = Hello::new(Role::Agent, &node);
+        assert_eq!(plain.peer_port(), None);
+        let h = Hello {
+            capabilities: vec!["zstd".into(), "peer-port=x".into(), "peer-port=0".into()],
+            ..plain.clone()
+        };
+        assert_eq!(h.peer_port(), None);
+        assert_eq!(h.with_peer_port(7105).peer_port(), Some(7105));
     }
 
     #[test]

@@ -615,34 +615,40 @@ async fn a_relay_vouches_for_agents_of_its_own_site_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_certificate_cannot_serve_and_clients_check_whom_they_reach() {
+async fn an_agent_serves_only_its_sites_agents_and_clients_check_whom_they_reach() {
     let c = Controller::new(4 << 20);
     let (addr, _stop) = c.serve(false);
-    // An agent's certificate is for clients only: a server with it completes no handshake.
+    // An agent's certificate serves its site's other agents (peer sharing), and nobody else takes
+    // it for a server: an agent that expects a relay refuses it.
+    let lyon = SiteId::new("lyon").unwrap();
     let agent =
         c.ca.issue(&identity(Role::Agent, "lyon", "nuc-1"), valid())
             .unwrap();
     let posing = exchange::server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
         agent
-            .server_config(Admit::RelaysAndAgents, Revoked::default(), Clock::system())
+            .server_config(
+                Admit::AgentsOf(lyon.clone()),
+                Revoked::default(),
+                Clock::system(),
+            )
             .unwrap(),
     )
     .unwrap();
     let posing_addr = posing.local_addr().unwrap();
     tokio::spawn(async move {
         while let Some(incoming) = posing.accept().await {
-            let _ = incoming.await;
+            if let Ok(conn) = incoming.await {
+                // Keep the connection until the client goes.
+                tokio::spawn(async move { conn.closed().await });
+            }
         }
     });
     let victim =
         c.ca.issue(&identity(Role::Agent, "lyon", "nuc-2"), valid())
             .unwrap();
     let endpoint = exchange::client_endpoint().unwrap();
-    for expect in [
-        Expect::RelayOf(SiteId::new("lyon").unwrap()),
-        Expect::AnyRelay,
-    ] {
+    for expect in [Expect::RelayOf(lyon.clone()), Expect::AnyRelay] {
         let tls = victim
             .client_config(expect.clone(), Clock::system())
             .unwrap();
@@ -651,6 +657,32 @@ async fn an_agent_certificate_cannot_serve_and_clients_check_whom_they_reach() {
             .unwrap_err();
         assert!(err.to_string().contains("certificate"), "{expect:?}: {err}");
     }
+    // A peer of the same site reaches it; one that expects a peer of another site does not.
+    let tls = victim
+        .client_config(Expect::AgentOf(lyon.clone()), Clock::system())
+        .unwrap();
+    Connection::connect(&endpoint, posing_addr, tls)
+        .await
+        .unwrap();
+    let tls = victim
+        .client_config(
+            Expect::AgentOf(SiteId::new("paris").unwrap()),
+            Clock::system(),
+        )
+        .unwrap();
+    assert!(Connection::connect(&endpoint, posing_addr, tls)
+        .await
+        .is_err());
+    // A revoked peer is refused by the client too.
+    let revoked = Revoked::default();
+    revoked.replace([agent.serial().unwrap()]);
+    let tls = victim
+        .client_config_refusing(Expect::AgentOf(lyon.clone()), revoked, Clock::system())
+        .unwrap();
+    let err = Connection::connect(&endpoint, posing_addr, tls)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("revoked"), "{err}");
     // A relay of another site is refused by an agent; a relay will not talk to another relay.
     let paris_relay =
         c.ca.issue(&identity(Role::Relay, "paris", "relay-p"), valid())

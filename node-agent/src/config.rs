@@ -55,6 +55,16 @@ pub struct Config {
     /// starts): the session's VM is shown full screen on it as a kiosk, and a status page between
     /// sessions. Unset: the NUC has no screen to manage (the VM is shown nowhere).
     pub screen: Option<String>,
+    /// Peer sharing: serve verified chunks to the site's other NUCs, and fetch from them.
+    pub peer_sharing: bool,
+    /// Where this NUC serves its peers (QUIC over UDP).
+    pub peer_listen: SocketAddr,
+    /// The upload to peers at most, in Mbit/s; 0: no cap.
+    pub peer_upload_mbit: u64,
+    /// Serve peers while a session runs here too.
+    pub peer_share_in_session: bool,
+    /// Seconds to wait for peers to bring what this NUC does not fetch from the relay itself.
+    pub peer_patience_secs: u64,
 }
 
 impl Default for Config {
@@ -78,9 +88,18 @@ impl Default for Config {
             power_off_after_night_work: false,
             power_off_command: vec!["systemctl".into(), "poweroff".into()],
             screen: None,
+            peer_sharing: true,
+            peer_listen: SocketAddr::from(([0, 0, 0, 0], PEER_PORT)),
+            peer_upload_mbit: 300,
+            peer_share_in_session: false,
+            peer_patience_secs: 10,
         }
     }
 }
+
+/// The UDP port a NUC serves its peers on by default (the relay's LAN port is 4434, discovery
+/// 4435).
+pub const PEER_PORT: u16 = 4436;
 
 impl image_tools::config::Checked for Config {
     fn validate(&self) -> anyhow::Result<()> {
@@ -128,6 +147,9 @@ impl Config {
         }
         if self.threads == 0 {
             anyhow::bail!("threads must be at least 1");
+        }
+        if self.peer_patience_secs == 0 || self.peer_patience_secs > 3600 {
+            anyhow::bail!("peer_patience_secs must be between 1 and 3600");
         }
         Ok(())
     }
@@ -185,6 +207,8 @@ mod tests {
             ("network = \"bridge:\"", "network"),
             ("[profile]\nfirmware = \"efi\"", "firmware"),
             ("relay = \"nowhere\"", "relay"),
+            ("peer_listen = \"4436\"", "peer_listen"),
+            ("peer_patience_secs = 0", "peer_patience_secs"),
             ("colour = 3", "unknown field `colour`"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
@@ -209,6 +233,11 @@ mod tests {
         "power_off_after_night_work",
         "power_off_command",
         "network",
+        "peer_sharing",
+        "peer_listen",
+        "peer_upload_mbit",
+        "peer_share_in_session",
+        "peer_patience_secs",
         "profile",
         "profiles",
         "firmware",

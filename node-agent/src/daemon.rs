@@ -17,6 +17,9 @@
 //!   chunks the NUC's images lack fetched into `DATA/store`, `next` assembled seeded from them
 //!   (every chunk hashed) and marked ready.
 //! - **reports** (every `poll_secs`): to the relay, which passes them on to the controller.
+//! - **peers** (`peers`): the other agents of the site are served the chunks this NUC holds (not
+//!   during a session unless allowed), and a preparation fetches from them what they hold, its own
+//!   stripe from the relay.
 //!
 //! Everything it learns or does is in `DATA/status.json`, rewritten when it changes.
 
@@ -29,7 +32,7 @@ use anyhow::Context;
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection};
 use image_tools::trust::keyring::KeyRing;
-use image_tools::trust::{self, Credentials, Expect, Identity};
+use image_tools::trust::{self, Credentials, Expect, Identity, Revoked};
 use image_tools::wire::{Hello, MasterRef, Role, SessionEntry, SitePlan, Status};
 use image_tools::{LocalStore, NodeId};
 use serde::Serialize;
@@ -37,10 +40,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::enrol::{enrol_until_done, find_relay};
-use image_tools::report::{AgentReport, Failed, Report};
+use image_tools::report::{AgentReport, BadPeer, Failed, Report};
 
 use crate::hypervisor::{host_facts, Fake, Hypervisor, Qemu, QemuConfig};
 use crate::kiosk::{self, x11::Kiosk};
+use crate::peers::{self, SharedOffer};
 use crate::prepare::{Job, JobNews};
 use crate::profile::{Display, Profile};
 use crate::slots::Slots;
@@ -74,9 +78,21 @@ pub struct AgentStatus {
     /// Chunks taken from the running image instead of the LAN, in the last preparation.
     pub reused_chunks: u64,
     pub refused_manifests: u64,
+    /// Of `fetched_chunks` and `fetched_bytes`, what came from peers (the rest from the relay).
+    pub peer_chunks: u64,
+    pub peer_bytes: u64,
+    /// Where this NUC serves its peers; none: it does not.
+    pub peer_listen: Option<String>,
+    /// Whether it serves them now (not during a session, unless allowed).
+    pub peer_serving: bool,
+    /// Peers dropped for sending corrupt chunks: "node (master version)".
+    pub bad_peers: Vec<String>,
     pub last_error: Option<String>,
     pub free_disk_bytes: u64,
 }
+
+/// Peers dropped for lying that a report and `status.json` name at most (the latest).
+const MAX_BAD_PEERS: usize = 16;
 
 /// The longest a plan request and report may take before the relay counts as away.
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -109,6 +125,42 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         tracing::error!(damaged = ?recovery.damaged, "slot files are damaged");
     }
     let store = Arc::new(LocalStore::open(&cfg.data.join("store"))?);
+    let plan: SitePlan = std::fs::read(cfg.data.join("plan.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let revoked = Revoked::default();
+    revoked.replace(revoked_serials(&plan));
+    let offer = SharedOffer::default();
+    let mut peer_error = None;
+    let peer_server = match cfg.peer_sharing {
+        false => None,
+        true => match peers::start_server(
+            cfg.peer_listen,
+            &creds,
+            &me,
+            revoked.clone(),
+            store.clone(),
+            offer.clone(),
+            cfg.peer_upload_mbit,
+            clock,
+            shutdown.child_token(),
+        ) {
+            Ok((addr, endpoint)) => {
+                tracing::info!(%addr, "serving the site's agents (peer sharing)");
+                Some((addr, endpoint))
+            }
+            Err(e) => {
+                let msg = format!(
+                    "cannot serve peers on {} (peer_listen): {e:#}; this NUC fetches from them but serves none",
+                    cfg.peer_listen
+                );
+                tracing::error!("{msg}");
+                peer_error = Some(msg);
+                None
+            }
+        },
+    };
     // Held while the agent runs: the store tools keep off what it writes.
     let _writing = store.lock(false)?;
     let overlay = cfg.data.join("vm").join("overlay.qcow2");
@@ -153,10 +205,6 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
             Box::new(Qemu::new(q)?)
         }
     };
-    let plan = std::fs::read(cfg.data.join("plan.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
     let end_of_day = cfg.end_of_day_minutes()?;
     let slots = Arc::new(Mutex::new(slots));
     let station = Station::new(cfg.data.clone(), hv, slots.clone(), end_of_day, machines);
@@ -164,8 +212,15 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         status: AgentStatus {
             node: me.node.to_string(),
             site: me.site.to_string(),
+            peer_listen: peer_server.as_ref().map(|(a, _)| a.to_string()),
+            last_error: peer_error,
             ..AgentStatus::default()
         },
+        peer_server,
+        revoked,
+        offer,
+        indexed: None,
+        bad_peers: Vec::new(),
         job_error: false,
         waiting: None,
         mac: first_mac(&cfg.identity_root),
@@ -231,6 +286,16 @@ struct Agent {
     kiosk: Option<Kiosk>,
     /// The last error about the screen (said once, not at every tick).
     kiosk_said: Option<String>,
+    /// Where this NUC serves its peers, and the endpoint (its certificate swapped when renewed).
+    peer_server: Option<(SocketAddr, quinn::Endpoint)>,
+    /// The site's revoked agent certificates (from the plan): refused as peers, both ways.
+    revoked: Revoked,
+    /// What the peer server offers.
+    offer: SharedOffer,
+    /// The slot table the offer's images were indexed for.
+    indexed: Option<crate::slots::Table>,
+    /// Peers dropped for sending corrupt chunks, reported.
+    bad_peers: Vec<BadPeer>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -333,7 +398,11 @@ impl Agent {
             .creds
             .client_config(Expect::RelayOf(self.me.site.clone()), self.clock)?;
         let conn = Connection::connect(&endpoint, relay, tls).await?;
-        conn.hello(Hello::new(Role::Agent, &self.me.node)).await?;
+        let mut hello = Hello::new(Role::Agent, &self.me.node);
+        if let Some((addr, _)) = &self.peer_server {
+            hello = hello.with_peer_port(addr.port());
+        }
+        conn.hello(hello).await?;
         tracing::info!(%relay, peer = conn.peer(), "connected to the relay");
         self.relay = Some(relay);
         self.status.relay = Some(relay.to_string());
@@ -348,6 +417,7 @@ impl Agent {
             let plan = conn.plan().await?;
             self.learn_bridge(&plan);
             self.learn_keys(&plan);
+            self.revoked.replace(revoked_serials(&plan));
             if plan != self.plan {
                 if let Ok(bytes) = serde_json::to_vec_pretty(&plan) {
                     image_tools::durable::write_file(
@@ -377,7 +447,13 @@ impl Agent {
                     &self.creds.bridge,
                     &self.plan.current_ca,
                 );
-                if self.creds.renewal_due(self.clock.now()) || moving {
+                // A certificate issued before peer sharing is for clients only: a new one serves.
+                let serves =
+                    self.peer_server.is_none() || trust::certinfo::serves(&self.creds.certificate);
+                if !serves {
+                    tracing::warn!("this NUC's certificate cannot serve its peers (issued before peer sharing): renewing it");
+                }
+                if self.creds.renewal_due(self.clock.now()) || moving || !serves {
                     let renewed = tokio::time::timeout(POLL_TIMEOUT, self.renew(&conn)).await;
                     match renewed {
                         Ok(Ok(())) => {}
@@ -458,6 +534,14 @@ impl Agent {
             "renewed this NUC's certificate"
         );
         self.creds = creds;
+        if let Some((_, endpoint)) = &self.peer_server {
+            let tls = self.creds.server_config(
+                trust::Admit::AgentsOf(self.me.site.clone()),
+                self.revoked.clone(),
+                self.clock,
+            )?;
+            exchange::set_server_tls(endpoint, tls)?;
+        }
         Ok(())
     }
 
@@ -493,6 +577,7 @@ impl Agent {
                     })
                     .collect(),
                 last_error: s.last_error.clone(),
+                bad_peers: self.bad_peers.clone(),
             }),
         }
     }
@@ -543,6 +628,23 @@ impl Agent {
             self.status.fetched_bytes = n.fetched_bytes;
             self.status.reused_chunks = n.reused_chunks;
             self.status.refused_manifests = n.refused;
+            self.status.peer_chunks = n.peer_chunks;
+            self.status.peer_bytes = n.peer_bytes;
+            for (node, master) in std::mem::take(&mut n.liars) {
+                self.status
+                    .bad_peers
+                    .push(format!("{node} ({})", label(&master)));
+                self.bad_peers.push(BadPeer {
+                    node,
+                    master,
+                    at: self.clock.now(),
+                });
+            }
+            // The latest few: a report stays small whatever a rogue peer keeps doing.
+            let excess = self.bad_peers.len().saturating_sub(MAX_BAD_PEERS);
+            self.bad_peers.drain(..excess);
+            let excess = self.status.bad_peers.len().saturating_sub(MAX_BAD_PEERS);
+            self.status.bad_peers.drain(..excess);
             if let Some(e) = n.error.take() {
                 self.status.last_error = Some(e);
                 self.job_error = true;
@@ -573,8 +675,12 @@ impl Agent {
         }
         if finished {
             self.job = None;
+            if let Ok(mut o) = self.offer.write() {
+                o.fetching.clear();
+            }
         }
         self.refresh_slots();
+        self.refresh_offer();
         self.status.free_disk_bytes = free_disk(&self.cfg.data);
     }
 
@@ -710,6 +816,39 @@ impl Agent {
         Some((dt.date(), dt.hour() as u32 * 60 + dt.minute() as u32))
     }
 
+    /// What the peer server offers: the versions of the complete slot images (indexed again when
+    /// the slot table changed), and nothing while a session runs unless the site allows it.
+    fn refresh_offer(&mut self) {
+        if self.peer_server.is_none() {
+            return;
+        }
+        let open = self.station.session().is_none() || self.cfg.peer_share_in_session;
+        self.status.peer_serving = open;
+        let keys = self.keys.accepted(self.clock.now());
+        let indexed = tokio::task::block_in_place(|| {
+            let slots = self.slots.try_lock().ok()?;
+            let table = slots.table().clone();
+            if self.indexed.as_ref() == Some(&table) {
+                return None;
+            }
+            let (held, places) = peers::index_slots(&slots, &keys);
+            Some((table, held, places))
+        });
+        if let Ok(mut o) = self.offer.write() {
+            o.open = open;
+            if let Some((table, held, places)) = indexed {
+                tracing::info!(
+                    versions = held.len(),
+                    chunks = places.len(),
+                    "offered to peers"
+                );
+                o.held = held;
+                o.places = places;
+                self.indexed = Some(table);
+            }
+        }
+    }
+
     /// Starts preparing the first upcoming master that is not `current`, if nothing is under way.
     fn prepare_next(&mut self) {
         if self.job.is_some() {
@@ -720,10 +859,31 @@ impl Agent {
         else {
             return;
         };
-        let Some((_, conn)) = self.conn.clone() else {
+        let Some((endpoint, conn)) = self.conn.clone() else {
             return;
         };
+        let peer_fetch = match self.cfg.peer_sharing {
+            false => None,
+            true => match self.creds.client_config_refusing(
+                Expect::AgentOf(self.me.site.clone()),
+                self.revoked.clone(),
+                self.clock,
+            ) {
+                Ok(tls) => Some(peers::fetch::PeerFetch {
+                    me: self.me.node.clone(),
+                    endpoint,
+                    tls,
+                    patience: Duration::from_secs(self.cfg.peer_patience_secs),
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "no TLS for peers: fetching from the relay only");
+                    None
+                }
+            },
+        };
         let job = Job {
+            peers: peer_fetch,
+            offer: self.offer.clone(),
             target: target.clone(),
             conn,
             keys: self.keys.accepted(self.clock.now()),
@@ -803,6 +963,14 @@ impl Agent {
             }
         }
     }
+}
+
+/// The plan's revoked serials (hex), as bytes.
+fn revoked_serials(plan: &SitePlan) -> Vec<Vec<u8>> {
+    plan.revoked
+        .iter()
+        .filter_map(|h| image_tools::ids::unhex_vec(h))
+        .collect()
 }
 
 fn free_disk(path: &Path) -> u64 {

@@ -21,11 +21,13 @@
 //! - [`qmp`]: QMP and guest agent clients (power button, `guest-ping`, `guest-exec`, files).
 //! - [`kiosk`]: the NUC's screen: the VM full screen during a session, a status page between
 //!   sessions (what to show: pure; the agent as the X server's window manager: `kiosk::x11`).
+//! - [`peers`]: peer sharing inside a site: the agent's peer server (verified chunks of what it
+//!   holds, to its site's agents only), which chunk from whom (pure), the multi-source fetch.
 //! - [`health`]: did the guest boot (serial marker, guest agent, time limit); pure.
 //! - `config`: `agent.toml`.
 //!
 //! Architecture invariants: nothing but `daemon` reads the clock (time is passed in); nothing but
-//! `daemon` opens a network connection; nothing writes to a master image once it is marked ready.
+//! `daemon` and what it runs (`prepare`, `peers`) opens a network connection; nothing writes to a master image once it is marked ready.
 
 pub mod config;
 pub mod daemon;
@@ -35,6 +37,7 @@ pub mod health;
 pub mod hypervisor;
 pub mod identity;
 pub mod kiosk;
+pub mod peers;
 mod prepare;
 pub mod profile;
 pub mod qmp;

@@ -1,6 +1,7 @@
 //! Preparing the next master in the background: the manifest verified with the accepted keys,
-//! only the chunks the NUC's own images lack fetched from the relay, `next` assembled seeded from
-//! them (every chunk hashed) and marked ready. The daemon's loop reads what it did from
+//! only the chunks the NUC's own images lack fetched (from the relay, or with peer sharing from
+//! the site's other NUCs too, `peers::fetch`), `next` assembled seeded from them (every chunk
+//! hashed) and marked ready. The daemon's loop reads what it did from
 //! [`JobNews`].
 
 use std::collections::HashSet;
@@ -12,6 +13,8 @@ use image_tools::wire::{ErrorCode, MasterRef};
 use image_tools::{ChunkStore, LocalStore, PublicKey, VerifiedManifest};
 
 use crate::daemon::label;
+use crate::peers::fetch::PeerFetch;
+use crate::peers::SharedOffer;
 use crate::slots::{SlotName, Slots};
 
 /// What the background preparation tells the loop.
@@ -21,6 +24,11 @@ pub(crate) struct JobNews {
     pub(crate) fetched_bytes: u64,
     pub(crate) reused_chunks: u64,
     pub(crate) refused: u64,
+    /// Of the chunks fetched, those from peers, and their stored bytes.
+    pub(crate) peer_chunks: u64,
+    pub(crate) peer_bytes: u64,
+    /// Peers dropped for sending corrupt chunks, and of which version (taken by the loop).
+    pub(crate) liars: Vec<(String, MasterRef)>,
     pub(crate) error: Option<String>,
     pub(crate) state: Option<String>,
     pub(crate) done: bool,
@@ -45,6 +53,10 @@ pub(crate) struct Job {
     pub(crate) news: Arc<Mutex<JobNews>>,
     pub(crate) threads: usize,
     pub(crate) now: u64,
+    /// Peer sharing: how to reach the site's other agents (none: the relay only).
+    pub(crate) peers: Option<PeerFetch>,
+    /// What this NUC offers its peers: the version fetched is added once its manifest verified.
+    pub(crate) offer: SharedOffer,
     /// When the relay expects to hold the target, from the plan (`crate::expect`).
     pub(crate) expected: Option<i64>,
 }
@@ -116,6 +128,11 @@ impl Job {
             }
         };
         let manifest = Arc::new(manifest);
+        // Peers may read this version's chunks from our cache while we fetch it.
+        if let Ok(mut o) = self.offer.write() {
+            o.fetching
+                .insert(manifest.master(), Arc::new(manifest.bytes().to_vec()));
+        }
         // `next` holds another version (the plan changed): drop it. The chunks of the images the
         // NUC holds (the running one, the one kept for rollback) are not fetched: assembly takes
         // them from there. Should one of those images turn out damaged, a second pass fetches
@@ -211,19 +228,52 @@ impl Job {
                 n.fetched_bytes += delta;
             }
         };
-        let opts = FetchOptions {
-            have,
-            ..FetchOptions::default()
+        let report = match &self.peers {
+            Some(peers) => {
+                let progress = |bytes: u64| {
+                    if let Ok(mut n) = self.news.lock() {
+                        n.fetched_bytes += bytes;
+                    }
+                };
+                let swarm = crate::peers::fetch::fetch(
+                    &self.conn,
+                    peers,
+                    self.store.clone(),
+                    manifest,
+                    have,
+                    &progress,
+                )
+                .await?;
+                let master = manifest.master();
+                self.say(|n| {
+                    n.fetched_chunks += swarm.peer_chunks;
+                    n.peer_chunks += swarm.peer_chunks;
+                    n.peer_bytes += swarm.peer_bytes;
+                    n.liars.extend(
+                        swarm
+                            .liars
+                            .iter()
+                            .map(|node| (node.clone(), master.clone())),
+                    );
+                });
+                swarm.relay
+            }
+            None => {
+                let opts = FetchOptions {
+                    have,
+                    ..FetchOptions::default()
+                };
+                exchange::fetch_missing(
+                    &self.conn,
+                    self.store.clone(),
+                    manifest,
+                    opts,
+                    None,
+                    &progress,
+                )
+                .await?
+            }
         };
-        let report = exchange::fetch_missing(
-            &self.conn,
-            self.store.clone(),
-            manifest,
-            opts,
-            None,
-            &progress,
-        )
-        .await?;
         self.say(|n| n.fetched_chunks += report.fetched);
         if !report.lacking.is_empty() {
             let (n, what) = (report.lacking.len(), label(&self.target));

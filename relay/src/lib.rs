@@ -7,6 +7,8 @@
 //!   look again (window, priority, stop at the window's end, retry, override).
 //! - [`cache`]: the pure decisions: is the WAN open now, what is pinned, what to evict.
 //! - [`config`]: the TOML configuration (`relay/relay.example.toml`).
+//! - [`tracker`]: which of the site's agents a NUC may fetch a master from, and its stripe
+//!   (peer sharing), pure.
 //! - [`metrics`]: what `GET /metrics` answers (Prometheus text), from the relay's own counters.
 //! - [`wol`]: Wake-on-LAN magic packets.
 //! - this file: the one-shot commands (`enroll`, `plan`, `fetch`).
@@ -35,6 +37,7 @@ pub mod daemon;
 pub mod fetcher;
 pub mod local_time;
 pub mod metrics;
+pub mod tracker;
 pub mod wol;
 
 use std::net::SocketAddr;

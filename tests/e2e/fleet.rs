@@ -334,6 +334,12 @@ impl Fleet {
         let data = self.dir.path().join(format!("agent-{node}"));
         std::fs::create_dir_all(&data).unwrap();
         let config = data.with_extension("toml");
+        // Several agents on one host: each serves its peers on a port of its own.
+        let extra = if extra.contains("peer_listen") {
+            extra.to_owned()
+        } else {
+            format!("peer_listen = \"127.0.0.1:0\"\n{extra}")
+        };
         std::fs::write(
             &config,
             format!(

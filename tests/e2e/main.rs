@@ -29,6 +29,7 @@ mod kiosk_page;
 mod lunchtime_push;
 mod metrics;
 mod netns_fleet;
+mod peers;
 mod relay_daemon;
 mod room_fill;
 mod seats;

@@ -13,6 +13,14 @@ pub trait Catalog: Send + Sync {
     }
     /// The master versions `peer` may read: for a relay or agent, those scheduled for its site.
     fn allowed(&self, peer: &Identity) -> Vec<MasterRef>;
+    /// `peer` said hello from `remote`: a relay notes where an agent serves its peers
+    /// ([`Hello::peer_port`]). By default nothing.
+    fn hello(&self, _peer: &Identity, _remote: SocketAddr, _hello: &Hello) {}
+    /// The tracker's answer to `peer` asking who holds or fetches `master` (one it may read);
+    /// `None`: this server is no tracker (the default).
+    fn peers(&self, _peer: &Identity, _master: &MasterRef) -> Option<wire::PeerList> {
+        None
+    }
     /// The fetch plan of `peer`'s site; by default every allowed version, no deadline, no schedule.
     fn plan(&self, peer: &Identity) -> wire::SitePlan {
         wire::SitePlan {

@@ -140,6 +140,14 @@ impl Connection {
         }
     }
 
+    /// The tracker's list of the site's agents holding or fetching `master`, and our stripe.
+    pub async fn peers(&self, master: &MasterRef) -> Result<wire::PeerList, ExchangeError> {
+        match self.call(Control::GetPeers(master.clone())).await? {
+            Frame::Control(Control::Peers(list)) => Ok(list),
+            _ => Err(self.violation("expected Peers")),
+        }
+    }
+
     pub async fn scheduled(&self) -> Result<Vec<MasterRef>, ExchangeError> {
         match self.call(Control::ListScheduled).await? {
             Frame::Control(Control::Scheduled(list)) => Ok(list),

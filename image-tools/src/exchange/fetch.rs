@@ -81,31 +81,50 @@ pub async fn fetch_missing<S: ChunkStore + ?Sized + 'static>(
     progress: FetchProgress<'_>,
 ) -> Result<FetchReport, ExchangeError> {
     let unique = manifest.unique_chunks();
-    let mut report = FetchReport {
-        needed: unique.len() as u64,
-        ..FetchReport::default()
-    };
-    let (want, bytes_total): (Vec<(ChunkId, u64)>, u64) = {
+    let needed = unique.len() as u64;
+    let want: Vec<(ChunkId, u32)> = {
         let (store, have) = (store.clone(), opts.have.clone());
         tokio::task::spawn_blocking(move || {
-            let missing: Vec<_> = unique
+            unique
                 .iter()
                 .filter(|c| !have.contains(&c.id) && !store.has(&c.id).unwrap_or(false))
-                .collect();
-            let bytes = missing
-                .iter()
-                .map(|c| u64::from(c.stored_len) + crate::chunk::HEADER_LEN as u64)
-                .sum();
-            let want = missing
-                .iter()
-                .map(|c| (c.id, u64::from(c.stored_len) + FRAMING))
-                .collect();
-            (want, bytes)
+                .map(|c| (c.id, c.stored_len))
+                .collect()
         })
         .await
         .map_err(transport)?
     };
-    report.already_had = report.needed - want.len() as u64;
+    let already_had = needed - want.len() as u64;
+    let mut report = fetch_these(conn, store, want, opts, rate, progress).await?;
+    report.needed = needed;
+    report.already_had = already_had;
+    Ok(report)
+}
+
+/// Fetches the chunks `want` (id and stored length, from a verified manifest) from `conn`,
+/// verifying each and writing them through the store's writer, as [`fetch_missing`] does (which
+/// calls it); `FetchOptions::have` is not consulted. The building block of a fetch from several
+/// sources (a NUC's peers and its relay): every chunk from any source is checked here.
+pub async fn fetch_these<S: ChunkStore + ?Sized + 'static>(
+    conn: &Connection,
+    store: Arc<S>,
+    want: Vec<(ChunkId, u32)>,
+    opts: FetchOptions,
+    rate: Option<Arc<RateLimit>>,
+    progress: FetchProgress<'_>,
+) -> Result<FetchReport, ExchangeError> {
+    let mut report = FetchReport {
+        needed: want.len() as u64,
+        ..FetchReport::default()
+    };
+    let bytes_total: u64 = want
+        .iter()
+        .map(|&(_, len)| u64::from(len) + crate::chunk::HEADER_LEN as u64)
+        .sum();
+    let want: Vec<(ChunkId, u64)> = want
+        .into_iter()
+        .map(|(id, len)| (id, u64::from(len) + FRAMING))
+        .collect();
     let total = want.len() as u64;
 
     // One writer thread owns the group commit; chunks reach it through a bounded channel.

@@ -89,6 +89,8 @@ pub async fn serve_with(
 
 pub(super) struct ConnState {
     pub(super) peer: Option<Identity>,
+    /// Where the connection comes from (a tracker gives a peer's address from it).
+    pub(super) remote: SocketAddr,
     pub(super) hello: Mutex<Option<Hello>>,
     /// The chunk lists of the masters this peer may read, and the master list they were taken for;
     /// taken again only when that list changes.
@@ -154,6 +156,7 @@ pub(super) async fn serve_connection(
     };
     let state = Arc::new(ConnState {
         peer,
+        remote: conn.remote_address(),
         hello: Mutex::new(None),
         allowed_chunks: Mutex::new((Vec::new(), Vec::new())),
         readers: Arc::new(Semaphore::new(shared.limits.readers_per_peer)),
@@ -411,6 +414,7 @@ pub(super) async fn answer(
             .await;
         }
         tracing::info!(software = %h.software_version, "hello");
+        service.catalog.hello(peer, state.remote, h);
         if let Ok(mut slot) = state.hello.lock() {
             *slot = Some(h.clone());
         }
@@ -450,6 +454,21 @@ pub(super) async fn answer(
                         format!("no manifest {} {}", m.name, m.version),
                     )
                     .await
+                }
+            }
+        }
+        Control::GetPeers(m) => {
+            if !allowed.contains(&m) {
+                let msg = format!(
+                    "{} {} is not scheduled for {}",
+                    m.name, m.version, peer.site
+                );
+                return send_error(send, ErrorCode::Forbidden, msg).await;
+            }
+            match service.catalog.peers(peer, &m) {
+                Some(list) => send_frame(send, &Frame::Control(Control::Peers(list))).await,
+                None => {
+                    send_error(send, ErrorCode::Unsupported, "this server tracks no peers").await
                 }
             }
         }

@@ -17,7 +17,6 @@ use super::{
 use crate::durable;
 use crate::ids::hex;
 use crate::keys::PublicKey;
-use crate::wire::Role;
 
 /// The controller's certificate authority.
 pub struct Ca {
@@ -113,33 +112,25 @@ impl Ca {
         fingerprint(&self.der)
     }
 
-    /// A leaf's parameters: what it is for follows from its role. An agent's certificate is for
-    /// client authentication only and names no server; a relay's and the controller's serve too.
+    /// A leaf's parameters: every certificate is for client and server authentication. An
+    /// agent's serves only its site's other agents (peer sharing): whom a client accepts as server
+    /// is decided by the identity in the certificate (`peer::Expect`), and nothing that expects a
+    /// relay or the controller accepts an agent.
     fn leaf_params(
         identity: &Identity,
         validity: Validity,
     ) -> Result<CertificateParams, TrustError> {
-        let serves = identity.role != Role::Agent;
-        let dns = if serves {
-            vec![SERVER_NAME.to_owned()]
-        } else {
-            Vec::new()
-        };
-        let mut params = CertificateParams::new(dns).map_err(cert_err)?;
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned()]).map_err(cert_err)?;
         params
             .distinguished_name
             .push(DnType::CommonName, identity.to_string());
         params
             .subject_alt_names
             .push(SanType::URI(identity.uri().try_into().map_err(cert_err)?));
-        params.extended_key_usages = if serves {
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ]
-        } else {
-            vec![ExtendedKeyUsagePurpose::ClientAuth]
-        };
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let mut serial = [0u8; 16];
         getrandom::fill(&mut serial).map_err(cert_err)?;

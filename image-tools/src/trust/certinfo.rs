@@ -139,7 +139,72 @@ fn is_ca_inner(der: &[u8]) -> Option<bool> {
     Some(false)
 }
 
+/// Whether `der` may serve TLS: its extended key usage names server authentication, or it has no
+/// such extension (any use). An agent enrolled before peer sharing holds one for clients only.
+pub fn serves(der: &[u8]) -> bool {
+    match extension(der, EXTENDED_KEY_USAGE) {
+        Some(Some(value)) => {
+            let Some((SEQUENCE, mut list, _)) = tlv(value) else {
+                return false;
+            };
+            while let Some((tag, oid, rest)) = tlv(list) {
+                if tag == OID && oid == SERVER_AUTH {
+                    return true;
+                }
+                list = rest;
+            }
+            false
+        }
+        Some(None) => true,
+        None => false,
+    }
+}
+
+/// The value (the OCTET STRING's content) of the extension `oid` of `der`: `Some(None)` when the
+/// certificate has no such extension, `None` when it does not parse.
+fn extension<'a>(der: &'a [u8], oid: &[u8]) -> Option<Option<&'a [u8]>> {
+    let (_, cert, _) = tlv(der)?;
+    let (_, mut tbs, _) = tlv(cert)?;
+    let (tag, _, rest) = tlv(tbs)?;
+    if tag == 0xa0 {
+        tbs = rest; // the serial follows the version
+    }
+    // serial (or what followed the version), signature algorithm, issuer, validity, subject, key.
+    for _ in 0..6 {
+        let (_, _, rest) = tlv(tbs)?;
+        tbs = rest;
+    }
+    while !tbs.is_empty() {
+        let (tag, value, rest) = tlv(tbs)?;
+        tbs = rest;
+        if tag != EXTENSIONS {
+            continue; // issuer and subject unique ids
+        }
+        let (_, mut list, _) = tlv(value)?;
+        while !list.is_empty() {
+            let (_, mut ext, rest) = tlv(list)?;
+            list = rest;
+            let (_, found, rest) = tlv(ext)?;
+            ext = rest;
+            if found != oid {
+                continue;
+            }
+            let (mut tag, mut value, rest) = tlv(ext)?;
+            if tag == BOOLEAN {
+                (tag, value, _) = tlv(rest)?; // `critical`, then the value
+            }
+            return (tag == OCTET_STRING).then_some(Some(value));
+        }
+    }
+    Some(None)
+}
+
 const BIT_STRING: u8 = 0x03;
+const OID: u8 = 0x06;
+/// 2.5.29.37
+const EXTENDED_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
+/// 1.3.6.1.5.5.7.3.1
+const SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
 const BOOLEAN: u8 = 0x01;
 const OCTET_STRING: u8 = 0x04;
 const EXTENSIONS: u8 = 0xa3;
@@ -234,6 +299,32 @@ mod tests {
             let _ = not_after(&bytes);
             let _ = signed_parts(&bytes);
             let _ = is_ca(&bytes);
+            let _ = serves(&bytes);
         }
+    }
+
+    #[test]
+    fn a_certificate_for_clients_only_does_not_serve() {
+        use crate::trust::Validity;
+        let now = 1_796_164_200;
+        let ca = crate::trust::Ca::generate(Validity::ca(now)).unwrap();
+        let agent = crate::trust::Identity {
+            role: crate::wire::Role::Agent,
+            site: crate::ids::SiteId::new("lyon").unwrap(),
+            node: crate::ids::NodeId::new("nuc-1").unwrap(),
+        };
+        let issued = ca.issue(&agent, Validity::starting(now, 86_400)).unwrap();
+        assert!(serves(&issued.certificate));
+        // As agents' certificates were issued before peer sharing.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let old = params.self_signed(&key).unwrap();
+        assert!(!serves(old.der()));
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.extended_key_usages = Vec::new();
+        let any = params.self_signed(&key).unwrap();
+        assert!(serves(any.der()));
+        assert!(!serves(b"not a certificate"));
     }
 }

@@ -1,12 +1,13 @@
 //! Who may be on the other end of a connection, checked during the TLS handshake.
 //!
 //! A client says which server it expects ([`Expect`]): a relay talks only to the controller; an
-//! agent only to a relay of its own site or to the controller. A server says whom it admits
-//! ([`Admit`]): the controller admits relays and agents; a relay admits only agents of its own
-//! site. Both wrap rustls-webpki's chain verification (which also checks each certificate's
-//! extended key usage, so an agent's client-only certificate can never serve) and then compare the
-//! identity in the certificate, and the server refuses serials on its [`Revoked`] list, all before
-//! the handshake completes. A peer without a certificate is still let in by a server, to enrol and
+//! agent only to a relay of its own site or to the controller, and, to fetch chunks from a peer,
+//! only to another agent of its own site ([`Expect::AgentOf`]). A server says whom it admits
+//! ([`Admit`]): the controller admits relays and agents; a relay, and an agent serving its peers,
+//! admit only agents of their own site. Both wrap rustls-webpki's chain verification and then
+//! compare the identity in the certificate (an agent's certificate can serve, but no client that
+//! expects a relay or the controller accepts it), and both refuse serials on their [`Revoked`]
+//! list, all before the handshake completes. A peer without a certificate is still let in by a server, to enrol and
 //! nothing else (`exchange`).
 
 use std::collections::HashSet;
@@ -30,11 +31,14 @@ pub enum Expect {
     RelayOf(SiteId),
     /// Any relay, or the controller (an agent enrolling through whichever relay answered).
     AnyRelay,
+    /// Another agent of this site, and nothing else (an agent fetching chunks from a peer).
+    AgentOf(SiteId),
 }
 
 impl Expect {
     pub fn admits(&self, server: &Identity) -> bool {
         match (self, server.role) {
+            (Expect::AgentOf(site), role) => role == Role::Agent && server.site == *site,
             (_, Role::Controller) => true,
             (Expect::Controller, _) | (_, Role::Agent) => false,
             (Expect::RelayOf(site), Role::Relay) => server.site == *site,
@@ -48,7 +52,7 @@ impl Expect {
 pub enum Admit {
     /// The controller: relays and agents of any site.
     RelaysAndAgents,
-    /// A relay: agents of its own site only.
+    /// A relay, or an agent serving its peers: agents of its own site only.
     AgentsOf(SiteId),
 }
 
@@ -102,11 +106,13 @@ fn refused(what: String) -> rustls::Error {
 #[error("{0}")]
 struct PeerRefused(String);
 
-/// A server verifier that checks the chain with `inner`, then the identity against `expect`.
+/// A server verifier that checks the chain with `inner`, then the identity against `expect` and
+/// the serial against `revoked`.
 #[derive(Debug)]
 pub(super) struct ExpectServer {
     pub inner: Arc<dyn ServerCertVerifier>,
     pub expect: Expect,
+    pub revoked: Revoked,
 }
 
 impl ServerCertVerifier for ExpectServer {
@@ -125,6 +131,9 @@ impl ServerCertVerifier for ExpectServer {
             ocsp_response,
             now,
         )?;
+        if self.revoked.covers(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
         match certinfo::identity(end_entity) {
             Some(id) if self.expect.admits(&id) => Ok(verified),
             Some(id) => Err(refused(format!(
@@ -256,6 +265,12 @@ mod tests {
         assert!(!Expect::RelayOf(lyon.clone()).admits(&agent));
         assert!(!Expect::AnyRelay.admits(&agent));
         assert!(Expect::AnyRelay.admits(&paris_relay));
+        // A peer: only another agent of the same site, not even the controller.
+        let paris_agent = id(Role::Agent, "paris");
+        assert!(Expect::AgentOf(lyon.clone()).admits(&agent));
+        assert!(!Expect::AgentOf(lyon.clone()).admits(&paris_agent));
+        assert!(!Expect::AgentOf(lyon.clone()).admits(&relay));
+        assert!(!Expect::AgentOf(lyon.clone()).admits(&ctl));
 
         assert!(Admit::RelaysAndAgents.admits(&relay));
         assert!(!Admit::RelaysAndAgents.admits(&ctl));

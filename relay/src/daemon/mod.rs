@@ -99,6 +99,8 @@ pub struct Relay {
     /// `agents` changed since `agents.json` was last written (the status task writes it).
     agents_changed: AtomicBool,
     agents: Mutex<BTreeMap<String, Agent>>,
+    /// Where the site's agents serve their peers and what they fetch (`GetPeers`).
+    tracker: Mutex<crate::tracker::Tracker>,
     /// The last report of each agent, to pass on to the controller (which learns of NUCs only so).
     forward: Mutex<BTreeMap<NodeId, Status>>,
     stats: Mutex<Stats>,
@@ -276,6 +278,7 @@ impl Relay {
             transferring: AtomicBool::new(false),
             agents_changed: AtomicBool::new(false),
             agents: Mutex::new(agents),
+            tracker: Mutex::default(),
             forward: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(stats),
             runtime: tokio::runtime::Handle::current(),

@@ -13,6 +13,8 @@
 //!
 //! This is the serving path of every chunk the site's NUCs read.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,12 +22,13 @@ use image_tools::exchange::{self, Catalog};
 use image_tools::store::layers::{Caching, Counted, StoreEvents};
 use image_tools::store::StoreSize;
 use image_tools::trust::Identity;
-use image_tools::wire::{MasterRef, SitePlan};
+use image_tools::wire::{Hello, MasterRef, PeerList, Role, SitePlan};
 use image_tools::{ChunkId, ChunkStore, LocalStore, StoreError, VerifiedChunk};
 
 use super::fetching::is_disk_full;
 use super::Relay;
 use crate::cache::Gate;
+use crate::tracker::Reported;
 
 /// The store the LAN server reads.
 pub(super) fn lan_store(relay: &Arc<Relay>) -> Arc<dyn ChunkStore> {
@@ -172,10 +175,72 @@ impl Catalog for LanCatalog {
         self.0.plan()
     }
 
+    fn hello(&self, peer: &Identity, remote: SocketAddr, hello: &Hello) {
+        if peer.site != self.0.me.site || peer.role != Role::Agent {
+            return;
+        }
+        let addr = hello
+            .peer_port()
+            .map(|port| SocketAddr::new(remote.ip(), port));
+        if let Ok(mut t) = self.0.tracker.lock() {
+            t.hello(peer.node.as_str(), addr);
+        }
+    }
+
+    fn peers(&self, peer: &Identity, master: &MasterRef) -> Option<PeerList> {
+        if peer.site != self.0.me.site || peer.role != Role::Agent {
+            return None;
+        }
+        let name = master.to_string();
+        let mut reported: BTreeMap<String, Reported> = self
+            .0
+            .agents
+            .lock()
+            .ok()?
+            .iter()
+            .map(|(node, a)| {
+                let r = Reported {
+                    holds: a.holding.contains(&name),
+                    needs: a.needs.contains(&name),
+                };
+                (node.clone(), r)
+            })
+            .collect();
+        // The plan says which seats need it before their NUCs report it: every NUC of the room
+        // gets the same split from the first question on.
+        for node in needing(&self.0.plan(), master) {
+            reported.entry(node).or_default().needs = true;
+        }
+        let now = self.0.clock.now();
+        let list = self
+            .0
+            .tracker
+            .lock()
+            .ok()?
+            .ask(peer.node.as_str(), master, now, &reported);
+        tracing::debug!(asker = %peer.node, %master, peers = list.peers.len(), stripe = list.stripe, stripes = list.stripes, "peers");
+        Some(list)
+    }
+
     fn expected(&self, _id: &ChunkId) -> Option<i64> {
         let now = self.0.clock.now();
         crate::cache::expected(self.0.gate(now), &self.0.plan(), now)
     }
+}
+
+/// The agents whose seat's room has an upcoming session of `master`, by the plan.
+fn needing(plan: &SitePlan, master: &MasterRef) -> Vec<String> {
+    let rooms: Vec<&str> = plan
+        .rooms
+        .iter()
+        .filter(|r| r.sessions.iter().any(|s| s.master == *master))
+        .map(|r| r.room.as_str())
+        .collect();
+    plan.seats
+        .iter()
+        .filter(|b| rooms.contains(&b.room.as_str()))
+        .map(|b| b.node.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -183,6 +248,45 @@ mod tests {
     use super::*;
     use image_tools::store::conformance;
     use image_tools::store::conformance::flip_last_byte;
+
+    #[test]
+    fn the_seats_of_rooms_with_a_session_of_a_version_need_it() {
+        use image_tools::wire::{RoomPlan, SeatBinding, SessionEntry};
+        let (v1, v2) = (
+            MasterRef::new("demo", "1").unwrap(),
+            MasterRef::new("demo", "2").unwrap(),
+        );
+        let session = |master: &MasterRef| SessionEntry {
+            master: master.clone(),
+            start: 0,
+            end: 1,
+        };
+        let seat = |room: &str, node: &str| SeatBinding {
+            room: room.into(),
+            seat: node.into(),
+            node: node.into(),
+        };
+        let plan = SitePlan {
+            rooms: vec![
+                RoomPlan {
+                    room: "salle-1".into(),
+                    sessions: vec![session(&v1)],
+                },
+                RoomPlan {
+                    room: "salle-2".into(),
+                    sessions: vec![session(&v2)],
+                },
+            ],
+            seats: vec![
+                seat("salle-1", "nuc-1"),
+                seat("salle-1", "nuc-2"),
+                seat("salle-2", "nuc-3"),
+            ],
+            ..SitePlan::default()
+        };
+        assert_eq!(needing(&plan, &v1), vec!["nuc-1", "nuc-2"]);
+        assert_eq!(needing(&plan, &v2), vec!["nuc-3"]);
+    }
 
     #[test]
     fn the_relays_store_graph_conforms() {

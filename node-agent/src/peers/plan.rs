@@ -1,0 +1,424 @@
+//! Which chunk from whom, pure: [`Swarm`] decides, for the chunks a NUC still wants of one master
+//! version, which to ask the relay for and which each peer, from what the peers said they hold
+//! and the NUC's stripe; the shell (`peers::fetch`) asks, and tells it what came back. Time is an
+//! input (`now`: time since any fixed origin).
+//!
+//! The rules, in order, for each wanted chunk not already asked for:
+//! 1. a live peer that said it holds it, and has room for a request, gets it (the least busy
+//!    first);
+//! 2. otherwise the relay gets it if it is in the NUC's stripe, if no live peer is left, or if the
+//!    peers have brought nothing new for `patience` (a peer fetching that part is gone or slow);
+//! 3. otherwise it waits for a peer to have it.
+//!
+//! A peer that sent a chunk that is not what its id says is dropped for this version (and named
+//! in [`Swarm::liars`]); one whose connection failed is dropped without blame. What a dropped
+//! peer was asked for is wanted again.
+
+use std::time::Duration;
+
+use image_tools::ChunkId;
+
+/// Chunks in one request.
+pub const BATCH: usize = 32;
+/// Requests under way to one peer at once.
+pub const PEER_REQUESTS: usize = 2;
+/// Requests under way to the relay at once.
+pub const RELAY_REQUESTS: usize = 4;
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    Relay,
+    /// A peer, by its index in the swarm.
+    Peer(usize),
+}
+
+/// Ask `source` for these chunks (indices into the swarm's list).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub source: Source,
+    pub chunks: Vec<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Wanted,
+    Asked,
+    Done,
+}
+
+#[derive(Debug)]
+struct Peer {
+    node: String,
+    /// What it said it holds, per chunk.
+    has: Vec<bool>,
+    dropped: bool,
+    lied: bool,
+    requests: usize,
+}
+
+/// The chunks one NUC still wants of one version, and who may give them.
+#[derive(Debug)]
+pub struct Swarm {
+    chunks: Vec<ChunkId>,
+    /// Each chunk's position among the version's distinct chunks (what stripes cut).
+    positions: Vec<usize>,
+    /// The version's distinct chunks.
+    total: usize,
+    state: Vec<State>,
+    left: usize,
+    stripe: (usize, usize),
+    peers: Vec<Peer>,
+    relay_requests: usize,
+    patience: Duration,
+    /// The last time a peer brought something (a chunk, or news that it holds more).
+    progress: Duration,
+}
+
+impl Swarm {
+    /// `wanted`: each chunk with its position among the version's `total` distinct chunks.
+    pub fn new(
+        wanted: Vec<(ChunkId, usize)>,
+        total: usize,
+        now: Duration,
+        patience: Duration,
+    ) -> Swarm {
+        let (chunks, positions): (Vec<_>, Vec<_>) = wanted.into_iter().unzip();
+        let n = chunks.len();
+        Swarm {
+            chunks,
+            positions,
+            total: total.max(1),
+            state: vec![State::Wanted; n],
+            left: n,
+            stripe: (0, 1),
+            peers: Vec::new(),
+            relay_requests: 0,
+            patience,
+            progress: now,
+        }
+    }
+
+    pub fn id(&self, chunk: usize) -> ChunkId {
+        self.chunks[chunk]
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.left == 0
+    }
+
+    /// The chunks not received yet (asked for or not): what to ask the peers about.
+    pub fn remaining(&self) -> Vec<usize> {
+        (0..self.chunks.len())
+            .filter(|&i| self.state[i] != State::Done)
+            .collect()
+    }
+
+    /// The NUC's stripe, from the tracker (`stripes` 0 counts as 1).
+    pub fn set_stripe(&mut self, stripe: usize, stripes: usize) {
+        let stripes = stripes.max(1);
+        self.stripe = (stripe.min(stripes - 1), stripes);
+    }
+
+    fn mine(&self, chunk: usize) -> bool {
+        let (stripe, stripes) = self.stripe;
+        self.positions[chunk] * stripes / self.total == stripe
+    }
+
+    /// The peer `node`'s index, added if new (a dropped one stays dropped).
+    pub fn peer(&mut self, node: &str) -> usize {
+        if let Some(i) = self.peers.iter().position(|p| p.node == node) {
+            return i;
+        }
+        self.peers.push(Peer {
+            node: node.to_owned(),
+            has: vec![false; self.chunks.len()],
+            dropped: false,
+            lied: false,
+            requests: 0,
+        });
+        self.peers.len() - 1
+    }
+
+    pub fn node(&self, peer: usize) -> &str {
+        &self.peers[peer].node
+    }
+
+    pub fn is_live(&self, peer: usize) -> bool {
+        !self.peers[peer].dropped
+    }
+
+    /// `peer` answered `Has` for `asked` with `holds`.
+    pub fn has(&mut self, peer: usize, asked: &[usize], holds: &[bool], now: Duration) {
+        let p = &mut self.peers[peer];
+        let mut news = false;
+        for (&i, &h) in asked.iter().zip(holds) {
+            news |= h && !p.has[i] && self.state[i] != State::Done;
+            p.has[i] = h;
+        }
+        if news && !p.dropped {
+            self.progress = now;
+        }
+    }
+
+    /// What to ask for now.
+    pub fn next(&mut self, now: Duration) -> Vec<Request> {
+        let live = self.peers.iter().any(|p| !p.dropped);
+        let stalled = now.saturating_sub(self.progress) >= self.patience;
+        let mut to_peer: Vec<Vec<Vec<usize>>> = vec![Vec::new(); self.peers.len()];
+        let mut to_relay: Vec<Vec<usize>> = Vec::new();
+        for i in 0..self.chunks.len() {
+            if self.state[i] != State::Wanted {
+                continue;
+            }
+            // The least busy live peer holding it with room for one more chunk.
+            let best = (0..self.peers.len())
+                .filter(|&p| {
+                    let peer = &self.peers[p];
+                    !peer.dropped && peer.has[i] && {
+                        let open = &to_peer[p];
+                        let full = open.last().is_none_or(|b| b.len() >= BATCH);
+                        !(full && peer.requests + open.len() >= PEER_REQUESTS)
+                    }
+                })
+                .min_by_key(|&p| {
+                    self.peers[p].requests * BATCH + to_peer[p].iter().map(Vec::len).sum::<usize>()
+                });
+            if let Some(p) = best {
+                let open = &mut to_peer[p];
+                match open.last_mut() {
+                    Some(b) if b.len() < BATCH => b.push(i),
+                    _ => open.push(vec![i]),
+                }
+                self.state[i] = State::Asked;
+                continue;
+            }
+            let holder = self.peers.iter().any(|p| !p.dropped && p.has[i]);
+            if holder || !(self.mine(i) || !live || stalled) {
+                continue;
+            }
+            let open = to_relay.last().is_some_and(|b| b.len() < BATCH);
+            if open {
+                if let Some(b) = to_relay.last_mut() {
+                    b.push(i);
+                }
+            } else if self.relay_requests + to_relay.len() < RELAY_REQUESTS {
+                to_relay.push(vec![i]);
+            } else {
+                continue;
+            }
+            self.state[i] = State::Asked;
+        }
+        let mut out = Vec::new();
+        for (p, batches) in to_peer.into_iter().enumerate() {
+            self.peers[p].requests += batches.len();
+            out.extend(batches.into_iter().map(|chunks| Request {
+                source: Source::Peer(p),
+                chunks,
+            }));
+        }
+        self.relay_requests += to_relay.len();
+        out.extend(to_relay.into_iter().map(|chunks| Request {
+            source: Source::Relay,
+            chunks,
+        }));
+        out
+    }
+
+    /// `request` ended: `got` arrived (verified and stored); the rest is wanted again, and a peer
+    /// that did not give them is taken not to hold them.
+    pub fn done(&mut self, request: &Request, got: &[usize], now: Duration) {
+        self.end(request.source);
+        for &i in got {
+            if self.state[i] != State::Done {
+                self.state[i] = State::Done;
+                self.left -= 1;
+            }
+        }
+        for &i in &request.chunks {
+            if self.state[i] == State::Asked {
+                self.state[i] = State::Wanted;
+                if let Source::Peer(p) = request.source {
+                    self.peers[p].has[i] = false;
+                }
+            }
+        }
+        if matches!(request.source, Source::Peer(_)) && !got.is_empty() {
+            self.progress = now;
+        }
+    }
+
+    /// `peer` failed (its connection broke, it was too slow, or, with `lied`, it sent a chunk
+    /// that is not what its id says): dropped for this version.
+    pub fn drop_peer(&mut self, peer: usize, lied: bool) {
+        let p = &mut self.peers[peer];
+        p.dropped = true;
+        p.lied |= lied;
+    }
+
+    fn end(&mut self, source: Source) {
+        match source {
+            Source::Relay => self.relay_requests = self.relay_requests.saturating_sub(1),
+            Source::Peer(p) => {
+                let peer = &mut self.peers[p];
+                peer.requests = peer.requests.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The peers dropped for sending corrupt chunks.
+    pub fn liars(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|p| p.lied)
+            .map(|p| p.node.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn swarm(n: usize) -> Swarm {
+        let wanted = (0..n).map(|i| (ChunkId::of(&i.to_le_bytes()), i)).collect();
+        Swarm::new(wanted, n, Duration::ZERO, 10 * S)
+    }
+
+    fn sources(reqs: &[Request]) -> Vec<(Source, usize)> {
+        reqs.iter().map(|r| (r.source, r.chunks.len())).collect()
+    }
+
+    /// Runs requests to completion: every chunk asked for arrives.
+    fn complete(s: &mut Swarm, reqs: &[Request], now: Duration) {
+        for r in reqs {
+            s.done(r, &r.chunks, now);
+        }
+    }
+
+    #[test]
+    fn alone_a_nuc_fetches_everything_from_the_relay_a_few_requests_at_a_time() {
+        let mut s = swarm(BATCH * 10);
+        let reqs = s.next(Duration::ZERO);
+        assert_eq!(reqs.len(), RELAY_REQUESTS);
+        assert!(reqs
+            .iter()
+            .all(|r| r.source == Source::Relay && r.chunks.len() == BATCH));
+        // Nothing more until one comes back.
+        assert!(s.next(Duration::ZERO).is_empty());
+        let mut now = Duration::ZERO;
+        let mut pending = reqs;
+        while !s.is_done() {
+            now += S / 10;
+            complete(&mut s, &pending, now);
+            pending = s.next(now);
+        }
+        assert!(s.next(now).is_empty());
+    }
+
+    #[test]
+    fn with_peers_a_nuc_takes_its_stripe_from_the_relay_and_waits_for_the_rest() {
+        let mut s = swarm(400);
+        s.set_stripe(1, 4);
+        let a = s.peer("nuc-1");
+        let reqs = s.next(Duration::ZERO);
+        // Only chunks 100..200 go to the relay; nobody holds the rest yet.
+        let asked: Vec<usize> = reqs.iter().flat_map(|r| r.chunks.clone()).collect();
+        assert!(asked.iter().all(|&i| (100..200).contains(&i)), "{asked:?}");
+        assert!(reqs.iter().all(|r| r.source == Source::Relay));
+        // The peer says it holds 0..100: they go to it, at most two requests at once.
+        s.has(a, &(0..100).collect::<Vec<_>>(), &[true; 100], S);
+        let reqs = s.next(S);
+        assert_eq!(
+            sources(&reqs),
+            vec![(Source::Peer(a), BATCH), (Source::Peer(a), BATCH)]
+        );
+        // A chunk of another stripe that no peer holds is not asked of the relay before patience.
+        assert!(s.next(5 * S).is_empty());
+    }
+
+    #[test]
+    fn what_no_peer_brings_in_time_comes_from_the_relay() {
+        let mut s = swarm(200);
+        s.set_stripe(0, 2);
+        s.peer("nuc-2");
+        let first = s.next(Duration::ZERO);
+        complete(&mut s, &first, S);
+        let mut now = S;
+        let mut from_relay: Vec<usize> = first.iter().flat_map(|r| r.chunks.clone()).collect();
+        while !s.is_done() {
+            now += S;
+            let reqs = s.next(now);
+            assert!(reqs.iter().all(|r| r.source == Source::Relay));
+            from_relay.extend(reqs.iter().flat_map(|r| r.chunks.clone()));
+            complete(&mut s, &reqs, now);
+            assert!(now < 60 * S, "never finished");
+        }
+        from_relay.sort_unstable();
+        from_relay.dedup();
+        assert_eq!(from_relay.len(), 200);
+        // The other stripe waited for the peer for `patience`.
+        assert!(now >= 10 * S, "{now:?}");
+    }
+
+    #[test]
+    fn a_peer_that_lies_is_dropped_and_what_it_had_comes_from_elsewhere() {
+        let mut s = swarm(64);
+        s.set_stripe(0, 2);
+        let liar = s.peer("nuc-bad");
+        let honest = s.peer("nuc-good");
+        let all: Vec<usize> = (0..64).collect();
+        s.has(liar, &all, &[true; 64], S);
+        let reqs = s.next(S);
+        assert!(
+            reqs.iter().all(|r| r.source == Source::Peer(liar)),
+            "{reqs:?}"
+        );
+        // It sent garbage: nothing arrived, it is dropped, and its chunks are wanted again.
+        for r in &reqs {
+            s.done(r, &[], S);
+        }
+        s.drop_peer(liar, true);
+        assert_eq!(s.liars(), vec!["nuc-bad".to_owned()]);
+        s.has(honest, &all[32..], &[true; 32], 2 * S);
+        let reqs = s.next(2 * S);
+        for r in &reqs {
+            assert_ne!(r.source, Source::Peer(liar));
+            match r.source {
+                Source::Relay => assert!(r.chunks.iter().all(|&i| i < 32)),
+                Source::Peer(p) => assert!(p == honest && r.chunks.iter().all(|&i| i >= 32)),
+            }
+        }
+        complete(&mut s, &reqs, 2 * S);
+        assert!(s.is_done());
+    }
+
+    #[test]
+    fn a_peer_that_lacks_what_it_was_asked_is_not_asked_again_for_it() {
+        let mut s = swarm(10);
+        s.set_stripe(1, 2);
+        let p = s.peer("nuc-1");
+        let all: Vec<usize> = (0..10).collect();
+        s.has(p, &all, &[true; 10], S);
+        let reqs = s.next(S);
+        assert_eq!(sources(&reqs), vec![(Source::Peer(p), 10)]);
+        // It gave only half (a session started there): the rest is not asked of it again.
+        s.done(&reqs[0], &all[..5], S);
+        let reqs = s.next(S);
+        // Chunks 5..10 are in our stripe (positions 5..10 of 10, stripe 1 of 2): the relay.
+        assert_eq!(sources(&reqs), vec![(Source::Relay, 5)]);
+    }
+
+    #[test]
+    fn when_every_peer_is_gone_the_relay_gives_everything_at_once() {
+        let mut s = swarm(100);
+        s.set_stripe(0, 4);
+        let p = s.peer("nuc-1");
+        s.drop_peer(p, false);
+        let asked: usize = s.next(Duration::ZERO).iter().map(|r| r.chunks.len()).sum();
+        assert_eq!(asked, 100.min(RELAY_REQUESTS * BATCH));
+        assert!(s.liars().is_empty());
+    }
+}

@@ -1,0 +1,221 @@
+//! The agent's peer server: the chunk-exchange protocol (`exchange::serve_with`) for the other
+//! agents of its site, from what it holds, within an upload cap.
+//!
+//! What it offers ([`Offer`], kept up to date by the daemon): the master versions it holds in its
+//! slots and the one it is fetching, each with its signed manifest (which is what the exchange
+//! server's rights are computed from: a peer may read only chunks of those versions), and where
+//! each chunk is. A chunk is read from the fetch cache (its stored form, checked by the store) or
+//! from a slot image at the chunk's offset in the manifest, hashed, and compressed before it is
+//! sent ([`PeerStore::get`]): no byte leaves unverified. While a session runs on the NUC it offers
+//! nothing, unless the configuration allows it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use image_tools::chunk::MAX_CHUNK_LEN;
+use image_tools::exchange::{Catalog, RateLimit};
+use image_tools::store::StoreSize;
+use image_tools::trust::Identity;
+use image_tools::wire::{MasterRef, Role};
+use image_tools::{ChunkId, ChunkStore, LocalStore, SiteId, StoreError, VerifiedChunk};
+
+/// Where a chunk of a slot image is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub image: Arc<PathBuf>,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// What the agent offers its peers now.
+#[derive(Debug, Default)]
+pub struct Offer {
+    /// Off while a session runs (unless allowed) or when the NUC does not share.
+    pub open: bool,
+    /// The versions in its slots (complete, verified images), with their signed manifests.
+    pub held: BTreeMap<MasterRef, Arc<Vec<u8>>>,
+    /// The version being fetched (its chunks are in the fetch cache), with its manifest.
+    pub fetching: BTreeMap<MasterRef, Arc<Vec<u8>>>,
+    /// Where each chunk of the slot images is.
+    pub places: HashMap<ChunkId, Place>,
+}
+
+impl Offer {
+    fn manifest(&self, master: &MasterRef) -> Option<&Arc<Vec<u8>>> {
+        self.held.get(master).or_else(|| self.fetching.get(master))
+    }
+}
+
+/// The offer, shared between the daemon (which changes it) and the server (which reads it).
+pub type SharedOffer = Arc<RwLock<Offer>>;
+
+/// What a peer may read: the offered versions, to agents of our site, while the offer is open.
+#[derive(Debug)]
+pub struct PeerCatalog {
+    pub site: SiteId,
+    pub offer: SharedOffer,
+}
+
+impl Catalog for PeerCatalog {
+    fn manifest(&self, master: &MasterRef) -> Option<Vec<u8>> {
+        let offer = self.offer.read().ok()?;
+        offer.manifest(master).map(|b| b.as_ref().clone())
+    }
+
+    fn allowed(&self, peer: &Identity) -> Vec<MasterRef> {
+        if peer.role != Role::Agent || peer.site != self.site {
+            return Vec::new();
+        }
+        match self.offer.read() {
+            Ok(o) if o.open => o.held.keys().chain(o.fetching.keys()).cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A NUC has no plan to give: its site's plan comes from the relay.
+    fn plan(&self, _peer: &Identity) -> image_tools::wire::SitePlan {
+        image_tools::wire::SitePlan::default()
+    }
+}
+
+/// The chunks a peer reads: the fetch cache, then the slot images; read-only. Every chunk sent
+/// is paid for in the upload cap first.
+#[derive(Debug)]
+pub struct PeerStore {
+    pub cache: Arc<LocalStore>,
+    pub offer: SharedOffer,
+    /// The upload cap (none: uncapped).
+    pub rate: Option<Arc<RateLimit>>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+fn read_only() -> StoreError {
+    StoreError::Layout("a NUC's peer server is read-only".into())
+}
+
+impl PeerStore {
+    fn place(&self, id: &ChunkId) -> Option<Place> {
+        let offer = self.offer.read().ok()?;
+        offer.places.get(id).cloned()
+    }
+
+    /// The chunk read from its place in a slot image, hashed (and compressed) here.
+    fn read_image(&self, id: &ChunkId, place: &Place) -> Result<VerifiedChunk, StoreError> {
+        let io = |source| StoreError::Io {
+            path: place.image.as_ref().clone(),
+            source,
+        };
+        if place.len > MAX_CHUNK_LEN {
+            return Err(StoreError::Missing(*id));
+        }
+        let file = File::open(place.image.as_ref()).map_err(io)?;
+        let mut raw = vec![0u8; place.len as usize];
+        file.read_exact_at(&mut raw, place.offset).map_err(io)?;
+        let chunk = VerifiedChunk::from_raw(raw);
+        if chunk.id() != id {
+            tracing::warn!(chunk = %id.short(), image = %place.image.display(), offset = place.offset, "a slot image does not hold the chunk its manifest says: not sent");
+            return Err(StoreError::Missing(*id));
+        }
+        Ok(chunk)
+    }
+
+    fn pay(&self, chunk: &VerifiedChunk) {
+        if let Some(rate) = &self.rate {
+            let bytes = u64::from(chunk.stored_len()) + 64;
+            self.runtime.block_on(async {
+                let mut ticket = rate.acquire(bytes).await;
+                ticket.arrived(bytes);
+            });
+        }
+    }
+}
+
+impl ChunkStore for PeerStore {
+    fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.place(id).is_some() || self.cache.has(id)?)
+    }
+
+    fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
+        let chunk = match self.cache.get(id) {
+            Ok(c) => c,
+            Err(StoreError::Missing(_)) | Err(StoreError::Invalid { .. }) => match self.place(id) {
+                Some(place) => self.read_image(id, &place)?,
+                None => return Err(StoreError::Missing(*id)),
+            },
+            Err(e) => return Err(e),
+        };
+        self.pay(&chunk);
+        Ok(chunk)
+    }
+
+    fn put(&self, _chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+
+    fn remove(&self, _id: &ChunkId) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+
+    fn ids(&self) -> Result<Vec<ChunkId>, StoreError> {
+        Err(read_only())
+    }
+
+    fn size(&self) -> Result<StoreSize, StoreError> {
+        Err(read_only())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_read_from_its_place_in_an_image_and_checked_before_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LocalStore::open(&dir.path().join("store")).unwrap());
+        let image = dir.path().join("master.img");
+        let (a, b) = (b"first chunk ".repeat(100), b"second chunk".repeat(100));
+        std::fs::write(&image, [a.clone(), b.clone()].concat()).unwrap();
+        let (ca, cb) = (VerifiedChunk::from_raw(a), VerifiedChunk::from_raw(b));
+        let image = Arc::new(image);
+        let offer: SharedOffer = Arc::default();
+        {
+            let mut o = offer.write().unwrap();
+            o.places.insert(
+                *ca.id(),
+                Place {
+                    image: image.clone(),
+                    offset: 0,
+                    len: ca.len(),
+                },
+            );
+            o.places.insert(
+                *cb.id(),
+                Place {
+                    image: image.clone(),
+                    offset: u64::from(ca.len()),
+                    len: cb.len(),
+                },
+            );
+        }
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = PeerStore {
+            cache,
+            offer,
+            rate: None,
+            runtime: rt.handle().clone(),
+        };
+        assert_eq!(store.get(ca.id()).unwrap(), ca);
+        assert!(store.has(cb.id()).unwrap());
+        // The image changed under it (a disk going bad): the chunk is not sent.
+        let mut bytes = std::fs::read(image.as_ref()).unwrap();
+        bytes[1300] ^= 1;
+        std::fs::write(image.as_ref(), bytes).unwrap();
+        assert!(matches!(store.get(cb.id()), Err(StoreError::Missing(_))));
+        let unknown = ChunkId::of(b"nothing");
+        assert!(!store.has(&unknown).unwrap());
+    }
+}
