@@ -243,15 +243,6 @@ fn a_room_fills_itself_from_about_one_copy_and_a_lying_peer_is_dropped() {
 }
 
 #[test]
-#[ignore = "a measurement, not a check: cargo test --test e2e -- --ignored peers::relay_bytes"]
-fn relay_bytes_for_1_4_and_8_nucs() {
-    for n in [1, 4, 8] {
-        let (ratio, ..) = room_fill(n, 32, false);
-        eprintln!("MEASURED {n} NUCs: relay served {ratio:.2} x the master");
-    }
-}
-
-#[test]
 fn an_agent_of_another_site_is_refused_and_a_nuc_in_session_serves_nothing() {
     let f = Fleet::build(
         "00:00-23:59",

@@ -1,5 +1,5 @@
 //! A room fills itself (issue 16): one relay and a room of NUCs on one switch, in network
-//! namespaces. Every port is shaped by `tbf` to the same rate in both directions (the relay's and
+//! namespaces, the NUCs sharing what they hold with each other (peer sharing). Every port is shaped by `tbf` to the same rate in both directions (the relay's and
 //! each NUC's veth, as the ports of one switch), so the links and not the two shared cores set the
 //! pace. The relay holds the master before the room starts (its WAN is not what is measured here);
 //! then the DSI schedules the master for the room and every NUC fetches, verifies and assembles it.
@@ -378,7 +378,7 @@ fn a_room_of_nucs_on_shaped_switch_ports_fills_with_the_master_verified_on_every
         f.agents_cpu,
         f.agents_cpu / (received / 1e9),
     );
-    // The relay's port carried at least one copy (nothing came from elsewhere), and every NUC's
-    // copy was checked above.
-    assert!(copies >= 0.95, "{f:?}");
+    // The relay's port carried about one copy, not one per NUC: the NUCs shared the rest among
+    // themselves (every NUC's copy was checked above). At least one: nothing came from elsewhere.
+    assert!((0.95..=1.5).contains(&copies), "{f:?}");
 }
