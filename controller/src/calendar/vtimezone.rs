@@ -264,11 +264,12 @@ impl Yearly {
                 v.trim().to_ascii_uppercase(),
             );
             let bad = || format!("VTIMEZONE RRULE {key}={v} is not understood");
-            let number = |s: &str, lo: i64, hi: i64| {
+            // Between 1 and `max`, or (`from_end`) between -`max` and -1 too.
+            let number = |s: &str, max: i64, from_end: bool| {
                 s.trim()
                     .parse::<i64>()
                     .ok()
-                    .filter(|n| (lo..=hi).contains(&n.abs()) && *n != 0)
+                    .filter(|n| (1..=max).contains(n) || (from_end && (-max..=-1).contains(n)))
                     .ok_or_else(bad)
             };
             match key.as_str() {
@@ -278,19 +279,16 @@ impl Yearly {
                         "VTIMEZONE RRULE FREQ={v} is not supported (YEARLY, as time zones change)"
                     ))
                 }
-                "INTERVAL" => rule.interval = number(&v, 1, 100)? as i16,
-                "COUNT" => rule.count = Some(number(&v, 1, MAX_COUNT as i64)? as usize),
+                "INTERVAL" => rule.interval = number(&v, 100, false)? as i16,
+                "COUNT" => rule.count = Some(number(&v, MAX_COUNT as i64, false)? as usize),
                 "BYMONTH" => {
                     for m in v.split(',') {
-                        rule.months.push(number(m, 1, 12).map_err(|_| bad())? as i8);
-                    }
-                    if rule.months.iter().any(|m| *m < 0) {
-                        return Err(bad());
+                        rule.months.push(number(m, 12, false)? as i8);
                     }
                 }
                 "BYMONTHDAY" => {
                     for d in v.split(',') {
-                        rule.month_days.push(number(d, 1, 31)? as i8);
+                        rule.month_days.push(number(d, 31, true)? as i8);
                     }
                 }
                 "BYDAY" => {

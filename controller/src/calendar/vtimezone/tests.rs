@@ -264,6 +264,10 @@ fn rule_days_as_zones_write_them() {
         days("FREQ=YEARLY;BYMONTH=9;BYMONTHDAY=22", 2030),
         [date(2030, 9, 22)]
     );
+    assert_eq!(
+        days("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=-1", 2032),
+        [date(2032, 2, 29)]
+    );
     // Neither BYDAY nor BYMONTHDAY: the day of DTSTART.
     assert_eq!(days("FREQ=YEARLY;BYMONTH=4", 2030), [date(2030, 4, 1)]);
 }
@@ -288,6 +292,18 @@ fn what_is_not_understood_is_refused_with_its_line() {
             "RRULE:FREQ=YEARLY;BYDAY=-6SU;BYMONTH=10",
             6,
             "BYDAY=-6SU is not understood",
+        ),
+        (
+            "RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=10",
+            "RRULE:FREQ=YEARLY;INTERVAL=-1;BYDAY=-1SU;BYMONTH=10",
+            6,
+            "INTERVAL=-1 is not understood",
+        ),
+        (
+            "RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=10",
+            "RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=13",
+            6,
+            "BYMONTH=13 is not understood",
         ),
         (
             "TZOFFSETTO:+0100",
