@@ -1,5 +1,5 @@
 //! Training calendars as the DSI writes them: CSV (`csv`) and iCalendar (`ics`, with the
-//! recurrence rules of `recur`); what an event's words mean (`mapping`: the DSI's rules); and
+//! recurrence rules of `recur` and the zones a file states by their rules, `vtimezone`); what an event's words mean (`mapping`: the DSI's rules); and
 //! what a new export of a calendar changes (`sync`).
 //!
 //! Pure: text in, [`Row`]s out, or an [`Error`] naming the line. Nothing here knows the
