@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use nightcast_controller::calendar::{csv, ics, Row, When};
+use nightcast_controller::calendar::{csv, ics, Row, When, Zone};
 
 fn bytes(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -245,4 +245,131 @@ fn an_error_in_an_export_names_its_line() {
         let e = ics::parse(changed.as_bytes()).unwrap_err();
         assert!(e.line == line && e.what.contains(what), "{to}: {e}");
     }
+}
+
+const OUTLOOK_PARIS: &str = "(UTC+01:00) Brussels, Copenhagen, Madrid, Paris";
+
+/// Each session as `UID START END (of INSTANCE)` in Unix seconds, sorted: what the catalogue
+/// stores of it.
+fn instants(cal: &ics::Calendar) -> Vec<(String, i64, i64, Option<i64>)> {
+    let mut out: Vec<_> = cal
+        .rows
+        .iter()
+        .map(|r| {
+            let id = r.event.as_ref().unwrap();
+            (
+                id.uid.clone(),
+                r.start.resolve("UTC").unwrap(),
+                r.end.resolve("UTC").unwrap(),
+                id.instance.as_ref().map(|i| i.resolve("UTC").unwrap()),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn outlook_display_name_zone_is_read_by_its_vtimezone_as_europe_paris() {
+    let raw = bytes("outlook-display-name.ics");
+    let text = String::from_utf8(raw.clone()).unwrap();
+    assert!(
+        text.contains(&format!("TZID:{OUTLOOK_PARIS}\r\n"))
+            && text.contains(&format!(
+                "DTSTART;TZID=\"{OUTLOOK_PARIS}\":20300114T083\r\n 000"
+            )),
+        "the fixture lost its display name, its CRLF or its folding"
+    );
+    let cal = ics::parse(&raw).unwrap();
+    let p = OUTLOOK_PARIS;
+    assert_eq!(
+        sessions(&cal),
+        [
+            format!("2030-01-14 08:30 {p} 0400 lyon/salle-1 win10 1-17:00"),
+            // Mondays across the night summer time starts; the second moved to the afternoon.
+            format!(
+                "2030-03-25 08:30 {p} 0400 lyon/salle-1 win10 1-17:00 (of 2030-03-25 08:30 {p})"
+            ),
+            format!(
+                "2030-04-01 13:30 {p} 0400 lyon/salle-1 win10 1-17:00 (of 2030-04-01 08:30 {p})"
+            ),
+            format!(
+                "2030-04-08 08:30 {p} 0400 lyon/salle-1 win10 1-17:00 (of 2030-04-08 08:30 {p})"
+            ),
+            format!("2030-06-17 09:00 {p} 0400 lyon/salle-2 win10 1-12:30"),
+            // Mondays across the night summer time ends, less the EXDATE of 4 November.
+            format!(
+                "2030-10-21 08:30 {p} 0400 lyon/salle-2 win10 1-17:00 (of 2030-10-21 08:30 {p})"
+            ),
+            format!(
+                "2030-10-28 08:30 {p} 0400 lyon/salle-2 win10 1-17:00 (of 2030-10-28 08:30 {p})"
+            ),
+            format!(
+                "2030-11-11 08:30 {p} 0400 lyon/salle-2 win10 1-17:00 (of 2030-11-11 08:30 {p})"
+            ),
+        ]
+    );
+    // The same calendar with TZID Europe/Paris: the same instants, session by session.
+    let unfolded = text.replace("\r\n ", "");
+    let paris = unfolded.replace(&format!("\"{OUTLOOK_PARIS}\""), "Europe/Paris");
+    assert!(!paris.contains(&format!("TZID=\"{OUTLOOK_PARIS}")));
+    let paris = ics::parse(paris.as_bytes()).unwrap();
+    assert_eq!(instants(&cal), instants(&paris));
+    let utc = |s: &str| {
+        jiff::tz::TimeZone::UTC
+            .to_timestamp(s.parse().unwrap())
+            .unwrap()
+            .as_second()
+    };
+    let starts: Vec<i64> = instants(&cal).iter().map(|s| s.1).collect();
+    for (winter_or_summer, at) in [
+        ("CET", "2030-03-25T07:30"),
+        ("CEST", "2030-04-01T11:30"),
+        ("CEST", "2030-10-21T06:30"),
+        ("CET", "2030-10-28T07:30"),
+    ] {
+        assert!(
+            starts.contains(&utc(at)),
+            "{winter_or_summer} {at}: {starts:?}"
+        );
+    }
+    // And the zone itself, every hour of 2030 on the wall clock.
+    let When::Zoned(_, Zone::Rules(rules)) = &cal.rows[0].start else {
+        panic!("not read by its VTIMEZONE: {:?}", cal.rows[0].start)
+    };
+    let europe_paris = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+    let mut t: jiff::civil::DateTime = "2030-01-01T00:00".parse().unwrap();
+    while t.year() == 2030 {
+        let want = europe_paris.to_timestamp(t).unwrap().as_second();
+        assert_eq!(rules.to_seconds(t), Ok(want), "{t}");
+        t = t.checked_add(jiff::Span::new().hours(1)).unwrap();
+    }
+}
+
+#[test]
+fn a_zone_name_no_one_knows_without_its_vtimezone_is_refused_with_its_line() {
+    let text = fixture("outlook-display-name.ics");
+    let begin = text.find("BEGIN:VTIMEZONE").unwrap();
+    let end = text.find("END:VTIMEZONE\r\n").unwrap() + "END:VTIMEZONE\r\n".len();
+    let without = format!("{}{}", &text[..begin], &text[end..]);
+    let line = 1 + without[..without.find("DTSTART;TZID=").unwrap()]
+        .matches('\n')
+        .count();
+    let e = ics::parse(without.as_bytes()).unwrap_err();
+    assert!(
+        e.line == line
+            && e.what
+                .contains("DTSTART: unknown time zone \"(UTC+01:00) Brussels"),
+        "{e}"
+    );
+    // A VTIMEZONE whose rules are not understood: refused at its own line.
+    let monthly = text.replacen("FREQ=YEARLY;INTERVAL=1", "FREQ=MONTHLY;INTERVAL=1", 1);
+    let line = 1 + monthly[..monthly.find("FREQ=MONTHLY").unwrap()]
+        .matches('\n')
+        .count();
+    let e = ics::parse(monthly.as_bytes()).unwrap_err();
+    assert!(
+        e.line == line && e.what.contains("FREQ=MONTHLY is not supported"),
+        "{e}"
+    );
 }

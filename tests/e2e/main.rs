@@ -18,6 +18,7 @@ mod agents;
 mod calendar_feed;
 mod calendar_rules;
 mod calendar_sync;
+mod calendar_vtimezone;
 mod cli_surface;
 mod cli_undo;
 mod console;

@@ -31,6 +31,7 @@ use std::collections::HashMap;
 
 use super::mapping::Texts;
 use super::recur::{End, Rule};
+use super::vtimezone::Block;
 use super::{Error, EventId, Note, Row, When};
 use lines::Line;
 use zones::Zones;
@@ -173,7 +174,7 @@ fn components(
     let mut events = Vec::new();
     let mut open: Vec<(usize, String)> = Vec::new();
     let mut event: Option<(usize, Props)> = None;
-    let mut zone: (Option<String>, Option<String>) = (None, None);
+    let mut zone = ZoneRead::default();
     for l in lines {
         let value = l.value.trim().to_ascii_uppercase();
         match l.name.as_str() {
@@ -183,7 +184,20 @@ fn components(
                         return Err(Error::new(l.line, "BEGIN:VEVENT inside a VEVENT"))
                     }
                     "VEVENT" => event = Some((l.line, HashMap::new())),
-                    "VTIMEZONE" => zone = (None, None),
+                    "VTIMEZONE" => {
+                        zone = ZoneRead {
+                            block: Block {
+                                line: l.line,
+                                ..Block::default()
+                            },
+                            location: None,
+                        }
+                    }
+                    "STANDARD" | "DAYLIGHT"
+                        if open.last().is_some_and(|(_, c)| c == "VTIMEZONE") =>
+                    {
+                        zone.block.observances.push((l.line, Vec::new()))
+                    }
                     "VTODO" | "VJOURNAL" => notes.push(Note {
                         line: l.line,
                         what: format!("a {value} is not a session: ignored"),
@@ -211,9 +225,8 @@ fn components(
                 match value.as_str() {
                     "VEVENT" => events.extend(event.take()),
                     "VTIMEZONE" => {
-                        if let (Some(tzid), Some(location)) = std::mem::take(&mut zone) {
-                            zones.define(&tzid, &location);
-                        }
+                        let read = std::mem::take(&mut zone);
+                        zones.define(read.block, read.location);
                     }
                     _ => {}
                 }
@@ -224,9 +237,18 @@ fn components(
                         props.entry(l.name.clone()).or_default().push(l);
                     }
                 }
-                Some("VTIMEZONE") if l.name == "TZID" => zone.0 = Some(l.value.trim().to_owned()),
+                Some("VTIMEZONE") if l.name == "TZID" => {
+                    zone.block.tzid = l.value.trim().to_owned()
+                }
                 Some("VTIMEZONE") if l.name == "X-LIC-LOCATION" => {
-                    zone.1 = Some(l.value.trim().to_owned())
+                    zone.location = Some(l.value.trim().to_owned())
+                }
+                Some("STANDARD" | "DAYLIGHT")
+                    if open.len() >= 2 && open[open.len() - 2].1 == "VTIMEZONE" =>
+                {
+                    if let Some((_, props)) = zone.block.observances.last_mut() {
+                        props.push((l.line, l.name, l.value));
+                    }
                 }
                 _ => {}
             },
@@ -236,6 +258,13 @@ fn components(
         return Err(Error::new(begin, format!("BEGIN:{c} is never closed")));
     }
     Ok((zones, events))
+}
+
+/// A `VTIMEZONE` being read: its rules, and the IANA name its `X-LIC-LOCATION` gives.
+#[derive(Default)]
+struct ZoneRead {
+    block: Block,
+    location: Option<String>,
 }
 
 /// What a `VEVENT` is.

@@ -1,5 +1,5 @@
 //! Training calendars as the DSI writes them: CSV (`csv`) and iCalendar (`ics`, with the
-//! recurrence rules of `recur`); what an event's words mean (`mapping`: the DSI's rules); and
+//! recurrence rules of `recur` and the zones a file states by their rules, `vtimezone`); what an event's words mean (`mapping`: the DSI's rules); and
 //! what a new export of a calendar changes (`sync`).
 //!
 //! Pure: text in, [`Row`]s out, or an [`Error`] naming the line. Nothing here knows the
@@ -14,6 +14,7 @@ pub mod ics;
 pub mod mapping;
 mod recur;
 pub mod sync;
+pub mod vtimezone;
 
 use std::cmp::Ordering;
 
@@ -62,10 +63,57 @@ impl std::fmt::Display for Note {
 pub enum When {
     /// Floating: in the site's time zone, known only once the site is.
     Local(jiff::civil::DateTime),
-    /// In a named IANA time zone.
-    Zoned(jiff::civil::DateTime, String),
+    /// In a named time zone.
+    Zoned(jiff::civil::DateTime, Zone),
     /// Unix seconds (UTC in the file).
     Unix(i64),
+}
+
+/// A time zone a calendar names: an IANA zone, or the rules a `VTIMEZONE` of the file states
+/// for a `TZID` no name tells (`vtimezone`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Zone {
+    Iana(String),
+    Rules(std::sync::Arc<vtimezone::Rules>),
+}
+
+impl From<&str> for Zone {
+    fn from(name: &str) -> Zone {
+        Zone::Iana(name.to_owned())
+    }
+}
+
+impl std::fmt::Display for Zone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Zone::Iana(name) => f.write_str(name),
+            Zone::Rules(rules) => rules.fmt(f),
+        }
+    }
+}
+
+impl Zone {
+    /// Unix seconds of `dt` on this zone's wall clock (a skipped or repeated time as jiff's
+    /// `compatible` reads it).
+    fn to_seconds(&self, dt: jiff::civil::DateTime) -> Result<i64, String> {
+        match self {
+            Zone::Iana(name) => zoned_seconds(dt, name),
+            Zone::Rules(rules) => rules.to_seconds(dt),
+        }
+    }
+
+    /// The wall clock of Unix seconds `t` in this zone.
+    fn to_civil(&self, t: i64) -> Result<jiff::civil::DateTime, String> {
+        match self {
+            Zone::Iana(name) => {
+                let zone = jiff::tz::TimeZone::get(name)
+                    .map_err(|_| format!("unknown time zone {name:?}"))?;
+                let t = jiff::Timestamp::from_second(t).map_err(|e| e.to_string())?;
+                Ok(zone.to_datetime(t))
+            }
+            Zone::Rules(rules) => rules.to_civil(t),
+        }
+    }
 }
 
 /// Why a calendar was refused: the line, and what is wrong there.
@@ -88,12 +136,11 @@ impl Error {
 impl When {
     /// Unix seconds, with `site_tz` for a floating time.
     pub fn resolve(&self, site_tz: &str) -> Result<i64, String> {
-        let (dt, tz) = match self {
-            When::Unix(t) => return Ok(*t),
-            When::Local(dt) => (dt, site_tz),
-            When::Zoned(dt, tz) => (dt, tz.as_str()),
-        };
-        zoned_seconds(*dt, tz)
+        match self {
+            When::Unix(t) => Ok(*t),
+            When::Local(dt) => zoned_seconds(*dt, site_tz),
+            When::Zoned(dt, zone) => zone.to_seconds(*dt),
+        }
     }
 
     /// The wall-clock time this is read as (UTC for an absolute time).
@@ -155,12 +202,8 @@ impl When {
                 )
             }
             (_, When::Unix(_)) => When::Unix(self.resolve("UTC")?),
-            (_, When::Zoned(_, tz)) => {
-                let zone =
-                    jiff::tz::TimeZone::get(tz).map_err(|_| format!("unknown time zone {tz:?}"))?;
-                let t = jiff::Timestamp::from_second(self.resolve("UTC")?)
-                    .map_err(|e| e.to_string())?;
-                When::Zoned(zone.to_datetime(t), tz.clone())
+            (_, When::Zoned(_, zone)) => {
+                When::Zoned(zone.to_civil(self.resolve("UTC")?)?, zone.clone())
             }
         })
     }

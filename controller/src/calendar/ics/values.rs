@@ -29,12 +29,7 @@ pub(super) fn when(name: &str, p: &Line, value: &str, zones: &Zones) -> Result<W
     let dt = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%S", digits).map_err(|_| bad())?;
     match (utc, p.param("TZID")) {
         (true, _) => When::Unix(0).with_civil(dt).map_err(|_| bad()),
-        (false, Some(tzid)) => {
-            let tz = zones
-                .iana(tzid)
-                .map_err(|w| Error::new(p.line, format!("{name}: {w}")))?;
-            Ok(When::Zoned(dt, tz))
-        }
+        (false, Some(tzid)) => Ok(When::Zoned(dt, zones.zone(name, tzid, p.line)?)),
         (false, None) => Ok(When::Local(dt)),
     }
 }

@@ -5,11 +5,16 @@
 //! [`WINDOWS`], from CLDR's `windowsZones.xml` (the zone of territory `001`); an IANA name at the
 //! end of a prefixed one (`/mozilla.org/20050126_1/Europe/Paris`, older Thunderbird).
 //!
-//! The `VTIMEZONE`'s own rules (offsets and their `RRULE`s) are not read: the zone is taken by
-//! name, and its transitions from the IANA database, which knows every year's rules where the
-//! file's block gives only the current ones. A name none of these know is refused.
+//! A zone known by name takes its transitions from the IANA database, which knows every year's
+//! rules where the file's block gives only the current ones. Only a `TZID` none of these know
+//! (Outlook's display names, `(UTC+01:00) Brussels, Copenhagen, Madrid, Paris`) is read by its
+//! `VTIMEZONE`'s own rules (`super::super::vtimezone`); one without a `VTIMEZONE` is refused.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::super::vtimezone::{Block, Rules};
+use super::super::{Error, Zone};
 
 /// Windows time zone names to IANA zones (CLDR `windowsZones.xml`, territory `001`): Europe,
 /// the Mediterranean, and the zones of the Americas, Africa and Asia a French or European
@@ -72,42 +77,66 @@ const WINDOWS: &[(&str, &str)] = &[
     ("UTC", "Etc/UTC"),
 ];
 
-/// The zones a file defines (`VTIMEZONE`), by `TZID`, with the IANA name they give.
+/// The zones a file defines (`VTIMEZONE`), by `TZID`: the IANA name they give, and their rules
+/// (or why these cannot be read: said only if a time needs them).
 #[derive(Debug, Default)]
 pub(super) struct Zones {
     located: HashMap<String, String>,
+    rules: HashMap<String, Result<Arc<Rules>, Error>>,
 }
 
 impl Zones {
-    /// A `VTIMEZONE` named `tzid` says it is `location` (`X-LIC-LOCATION`).
-    pub fn define(&mut self, tzid: &str, location: &str) {
-        self.located
-            .insert(tzid.trim().to_owned(), location.trim().to_owned());
+    /// A `VTIMEZONE`: its rules, and the IANA zone its `X-LIC-LOCATION` names, if any.
+    pub fn define(&mut self, block: Block, location: Option<String>) {
+        let tzid = block.tzid.trim().to_owned();
+        if let Some(location) = location {
+            self.located
+                .insert(tzid.clone(), location.trim().to_owned());
+        }
+        self.rules.insert(tzid, Rules::read(&block).map(Arc::new));
     }
 
-    /// The IANA zone `tzid` means, or why it is refused.
-    pub fn iana(&self, tzid: &str) -> Result<String, String> {
+    /// The zone `tzid` means, for the property `name` at `line`, or why it is refused.
+    pub fn zone(&self, name: &str, tzid: &str, line: usize) -> Result<Zone, Error> {
+        match self.iana(tzid) {
+            Some(iana) => Ok(Zone::Iana(iana)),
+            None => match self.rules.get(tzid.trim()) {
+                Some(Ok(rules)) => Ok(Zone::Rules(rules.clone())),
+                Some(Err(e)) => Err(Error::new(
+                    e.line,
+                    format!(
+                        "the VTIMEZONE of {tzid:?} (used by {name} at line {line}): {}",
+                        e.what
+                    ),
+                )),
+                None => Err(Error::new(
+                    line,
+                    format!(
+                        "{name}: unknown time zone {tzid:?}: neither an IANA name (Europe/Paris), \
+                         nor a Windows name this controller knows (Romance Standard Time), nor \
+                         the TZID of a VTIMEZONE in the file"
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// The IANA zone `tzid` names, if it names one.
+    fn iana(&self, tzid: &str) -> Option<String> {
         let tzid = tzid.trim();
         if known(tzid) {
-            return Ok(tzid.to_owned());
+            return Some(tzid.to_owned());
         }
         if let Some(location) = self.located.get(tzid).filter(|l| known(l)) {
-            return Ok(location.clone());
+            return Some(location.clone());
         }
         if let Some((_, iana)) = WINDOWS.iter().find(|(w, _)| w.eq_ignore_ascii_case(tzid)) {
-            return Ok((*iana).to_owned());
+            return Some((*iana).to_owned());
         }
-        if let Some(iana) = tzid
-            .match_indices('/')
+        tzid.match_indices('/')
             .map(|(i, _)| &tzid[i + 1..])
             .find(|s| s.contains('/') && known(s))
-        {
-            return Ok(iana.to_owned());
-        }
-        Err(format!(
-            "unknown time zone {tzid:?}: neither an IANA name (Europe/Paris) nor a Windows \
-             name this controller knows (Romance Standard Time)"
-        ))
+            .map(str::to_owned)
     }
 }
 
@@ -129,7 +158,12 @@ mod tests {
     #[test]
     fn names_as_outlook_thunderbird_and_google_write_them() {
         let mut zones = Zones::default();
-        zones.define("Custom Paris", "Europe/Paris");
+        let block = Block {
+            line: 3,
+            tzid: "Custom Paris".into(),
+            observances: vec![],
+        };
+        zones.define(block, Some("Europe/Paris".into()));
         for (tzid, iana) in [
             ("Europe/Paris", "Europe/Paris"),
             ("Romance Standard Time", "Europe/Paris"),
@@ -138,9 +172,18 @@ mod tests {
             ("Custom Paris", "Europe/Paris"),
             ("UTC", "UTC"),
         ] {
-            assert_eq!(zones.iana(tzid).unwrap(), iana, "{tzid}");
+            assert_eq!(
+                zones.zone("DTSTART", tzid, 9),
+                Ok(Zone::from(iana)),
+                "{tzid}"
+            );
         }
-        let e = zones.iana("Europe/Lyon").unwrap_err();
-        assert!(e.contains("unknown time zone \"Europe/Lyon\""), "{e}");
+        let e = zones.zone("DTSTART", "Europe/Lyon", 9).unwrap_err();
+        assert!(
+            e.line == 9
+                && e.what
+                    .contains("DTSTART: unknown time zone \"Europe/Lyon\""),
+            "{e}"
+        );
     }
 }
