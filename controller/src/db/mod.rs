@@ -78,6 +78,7 @@ pub enum DbError {
     NoFeed(String),
 }
 
+mod alerts;
 mod calendar;
 mod failures;
 mod feeds;
