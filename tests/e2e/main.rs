@@ -14,6 +14,7 @@ mod util;
 mod webdriver;
 
 mod admin_api;
+mod alerts;
 mod agents;
 mod calendar_feed;
 mod calendar_rules;
