@@ -251,3 +251,91 @@ fn a_late_session_is_sent_once_to_the_webhook_and_by_mail_and_once_resolved() {
     assert_eq!(changes(&bodies).len(), 2);
     assert_eq!(mails(&received).len(), 2);
 }
+
+/// The webhook bodies that are daily digests, parsed.
+fn digests(bodies: &Received) -> Vec<serde_json::Value> {
+    bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str::<serde_json::Value>(b).unwrap())
+        .filter(|v| v["kind"] == "digest")
+        .collect()
+}
+
+#[test]
+fn the_daily_digest_lists_what_is_open_once_at_its_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("controller");
+    ok(
+        "nightcast-controller",
+        &["init", "--data", data.to_str().unwrap()],
+    );
+    let (url, bodies, _) = webhook_receiver(0);
+    let (smtp, received) = smtp_sink();
+    let config = dir.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nwebhook = \"{url}\"\nsmtp = \"{smtp}\"\nto = [\"dsi@example.org\"]\n\
+             check_seconds = 1\ndigest_at = \"07:00\"\ntime_zone = \"UTC\"\n"
+        ),
+    )
+    .unwrap();
+    // An hour before the digest: the late session is sent as a change, no digest yet.
+    let c = Controller::start_full(
+        &data,
+        &[("NIGHTCAST_CLOCK", "start=2030-01-06T06:00:00Z")],
+        Some(&config),
+    );
+    let run = |c: &Controller, args: &[&str]| nightcast_ok(c, &data, args);
+    run(
+        &c,
+        &["site", "add", "lyon", "--tz", "Europe/Paris", "--cap-mbit", "20"],
+    );
+    run(&c, &["room", "add", "lyon", "salle-1"]);
+    let image = dir.path().join("win10.img");
+    image_tools::testimage::write_sparse(&image, &image_tools::testimage::disk_bytes(8 << 20, 2))
+        .unwrap();
+    run(
+        &c,
+        &[
+            "master", "import", image.to_str().unwrap(), "--name", "win10", "--version", "1",
+        ],
+    );
+    run(
+        &c,
+        &[
+            "session", "add", "--site", "lyon", "--room", "salle-1", "--master", "win10",
+            "--version", "1", "--start", "2030-01-07 08:30", "--end", "2030-01-07 17:00",
+        ],
+    );
+    wait_for("the late session at the webhook", || changes(&bodies).len() == 1);
+    assert!(digests(&bodies).is_empty());
+    drop(c);
+
+    // Two seconds before 07:00 UTC: the digest comes once, listing the late session.
+    let _c = Controller::start_full(
+        &data,
+        &[("NIGHTCAST_CLOCK", "start=2030-01-06T06:59:58Z")],
+        Some(&config),
+    );
+    wait_for("the digest at the webhook", || digests(&bodies).len() == 1);
+    wait_for("the digest by mail", || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("Subject: nightcast daily digest: 1 open"))
+    });
+    let digest = &digests(&bodies)[0];
+    assert_eq!(digest["open"].as_array().unwrap().len(), 1, "{digest}");
+    assert_eq!(digest["open"][0]["condition"]["verdict"], "late", "{digest}");
+    let at = digest["at"].as_i64().unwrap();
+    assert!(at >= 1_893_913_200, "sent at {at}, before 07:00 UTC");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(digests(&bodies).len(), 1);
+    assert_eq!(changes(&bodies).len(), 1, "the late session is not sent again");
+    let mails = received.lock().unwrap().len();
+    assert_eq!(mails, 2, "one change, one digest");
+}
