@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::fleet::ok;
 use crate::util::{nightcast_ok, Controller};
@@ -135,12 +135,15 @@ fn mails(received: &Received) -> Vec<String> {
         .collect()
 }
 
+/// Waits up to 30 s (polled every 100 ms) for `done`.
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    panic!("never: {what}");
 }
 
 #[test]
@@ -169,7 +172,15 @@ fn a_late_session_is_sent_once_to_the_webhook_and_by_mail_and_once_resolved() {
 
     run(
         &c,
-        &["site", "add", "lyon", "--tz", "Europe/Paris", "--cap-mbit", "20"],
+        &[
+            "site",
+            "add",
+            "lyon",
+            "--tz",
+            "Europe/Paris",
+            "--cap-mbit",
+            "20",
+        ],
     );
     run(&c, &["room", "add", "lyon", "salle-1"]);
     let image = dir.path().join("win10.img");
@@ -188,17 +199,34 @@ fn a_late_session_is_sent_once_to_the_webhook_and_by_mail_and_once_resolved() {
         ],
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert!(changes(&bodies).is_empty() && mails(&received).is_empty(), "nothing is wrong yet");
+    assert!(
+        changes(&bodies).is_empty() && mails(&received).is_empty(),
+        "nothing is wrong yet"
+    );
     run(
         &c,
         &[
-            "session", "add", "--site", "lyon", "--room", "salle-1", "--master", "win10",
-            "--version", "1", "--start", "2030-01-07 08:30", "--end", "2030-01-07 17:00",
+            "session",
+            "add",
+            "--site",
+            "lyon",
+            "--room",
+            "salle-1",
+            "--master",
+            "win10",
+            "--version",
+            "1",
+            "--start",
+            "2030-01-07 08:30",
+            "--end",
+            "2030-01-07 17:00",
         ],
     );
 
     // The late session arrives at both, the webhook's after its refusal.
-    wait_for("the late session at the webhook", || changes(&bodies).len() == 1);
+    wait_for("the late session at the webhook", || {
+        changes(&bodies).len() == 1
+    });
     wait_for("the late session by mail", || mails(&received).len() == 1);
     assert_eq!(refused.load(Ordering::SeqCst), 1);
     let sent = &changes(&bodies)[0];
@@ -237,7 +265,9 @@ fn a_late_session_is_sent_once_to_the_webhook_and_by_mail_and_once_resolved() {
 
     // The DSI removes the session: resolved, once at each.
     run(&c, &["session", "rm", "1"]);
-    wait_for("the resolution at the webhook", || changes(&bodies).len() == 2);
+    wait_for("the resolution at the webhook", || {
+        changes(&bodies).len() == 2
+    });
     wait_for("the resolution by mail", || mails(&received).len() == 2);
     let resolved = &changes(&bodies)[1]["changes"][0];
     assert_eq!(resolved["change"], "resolved", "{resolved}");
@@ -291,7 +321,15 @@ fn the_daily_digest_lists_what_is_open_once_at_its_hour() {
     let run = |c: &Controller, args: &[&str]| nightcast_ok(c, &data, args);
     run(
         &c,
-        &["site", "add", "lyon", "--tz", "Europe/Paris", "--cap-mbit", "20"],
+        &[
+            "site",
+            "add",
+            "lyon",
+            "--tz",
+            "Europe/Paris",
+            "--cap-mbit",
+            "20",
+        ],
     );
     run(&c, &["room", "add", "lyon", "salle-1"]);
     let image = dir.path().join("win10.img");
@@ -300,17 +338,37 @@ fn the_daily_digest_lists_what_is_open_once_at_its_hour() {
     run(
         &c,
         &[
-            "master", "import", image.to_str().unwrap(), "--name", "win10", "--version", "1",
+            "master",
+            "import",
+            image.to_str().unwrap(),
+            "--name",
+            "win10",
+            "--version",
+            "1",
         ],
     );
     run(
         &c,
         &[
-            "session", "add", "--site", "lyon", "--room", "salle-1", "--master", "win10",
-            "--version", "1", "--start", "2030-01-07 08:30", "--end", "2030-01-07 17:00",
+            "session",
+            "add",
+            "--site",
+            "lyon",
+            "--room",
+            "salle-1",
+            "--master",
+            "win10",
+            "--version",
+            "1",
+            "--start",
+            "2030-01-07 08:30",
+            "--end",
+            "2030-01-07 17:00",
         ],
     );
-    wait_for("the late session at the webhook", || changes(&bodies).len() == 1);
+    wait_for("the late session at the webhook", || {
+        changes(&bodies).len() == 1
+    });
     assert!(digests(&bodies).is_empty());
     drop(c);
 
@@ -330,12 +388,19 @@ fn the_daily_digest_lists_what_is_open_once_at_its_hour() {
     });
     let digest = &digests(&bodies)[0];
     assert_eq!(digest["open"].as_array().unwrap().len(), 1, "{digest}");
-    assert_eq!(digest["open"][0]["condition"]["verdict"], "late", "{digest}");
+    assert_eq!(
+        digest["open"][0]["condition"]["verdict"], "late",
+        "{digest}"
+    );
     let at = digest["at"].as_i64().unwrap();
     assert!(at >= 1_893_913_200, "sent at {at}, before 07:00 UTC");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(digests(&bodies).len(), 1);
-    assert_eq!(changes(&bodies).len(), 1, "the late session is not sent again");
+    assert_eq!(
+        changes(&bodies).len(),
+        1,
+        "the late session is not sent again"
+    );
     let mails = received.lock().unwrap().len();
     assert_eq!(mails, 2, "one change, one digest");
 }

@@ -14,8 +14,8 @@ mod util;
 mod webdriver;
 
 mod admin_api;
-mod alerts;
 mod agents;
+mod alerts;
 mod calendar_feed;
 mod calendar_rules;
 mod calendar_sync;

@@ -85,7 +85,9 @@ impl AlertsConfig {
             .map_err(|e| anyhow::anyhow!("`alerts.digest_at` {e}"))?;
         if let Some(zone) = &self.time_zone {
             TimeZone::get(zone).map_err(|_| {
-                anyhow::anyhow!("`alerts.time_zone` {zone:?} is not an IANA time zone (e.g. \"Europe/Paris\")")
+                anyhow::anyhow!(
+                    "`alerts.time_zone` {zone:?} is not an IANA time zone (e.g. \"Europe/Paris\")"
+                )
             })?;
         }
         if self.relay_silent_hours == 0 {
@@ -148,14 +150,20 @@ mod tests {
     #[test]
     fn off_by_default_and_each_refusal_names_its_key() {
         assert!(AlertsConfig::default().settings().is_none());
-        let on = parse("smtp = \"localhost:25\"\nto = [\"dsi@example.org\"]\ntime_zone = \"Europe/Paris\"").unwrap();
+        let on = parse(
+            "smtp = \"localhost:25\"\nto = [\"dsi@example.org\"]\ntime_zone = \"Europe/Paris\"",
+        )
+        .unwrap();
         assert_eq!(on.settings().unwrap().channels.len(), 1);
         for (text, key) in [
             ("webhook = \"http://chat.example.org/x\"", "alerts.webhook"),
             ("smtp = \"localhost\"\nto = [\"a@b\"]", "alerts.smtp"),
             ("smtp = \"localhost:25\"", "alerts.to"),
             ("smtp = \"localhost:25\"\nto = [\"dsi\"]", "alerts.to"),
-            ("smtp = \"localhost:25\"\nto = [\"a@b\"]\nfrom = \"x <y@z>\"", "alerts.from"),
+            (
+                "smtp = \"localhost:25\"\nto = [\"a@b\"]\nfrom = \"x <y@z>\"",
+                "alerts.from",
+            ),
             ("digest_at = \"7h\"", "alerts.digest_at"),
             ("time_zone = \"Paris\"", "alerts.time_zone"),
             ("relay_silent_hours = 0", "alerts.relay_silent_hours"),

@@ -210,10 +210,7 @@ pub struct Change {
 
 /// What to send: the conditions open now that were not sent (opened), and those sent that no
 /// longer hold (resolved), resolved first, each in key order. Empty: nothing to send.
-pub fn diff(
-    sent: &BTreeMap<String, Condition>,
-    now: &BTreeMap<String, Condition>,
-) -> Vec<Change> {
+pub fn diff(sent: &BTreeMap<String, Condition>, now: &BTreeMap<String, Condition>) -> Vec<Change> {
     let resolved = sent
         .iter()
         .filter(|(k, _)| !now.contains_key(*k))
@@ -333,16 +330,27 @@ mod tests {
     }
 
     #[test]
-    fn a_relay_is_silent_only_after_the_threshold_counting_from_enrolment_if_it_never_reported()
-    {
+    fn a_relay_is_silent_only_after_the_threshold_counting_from_enrolment_if_it_never_reported() {
         let heard = node(NodeRole::Relay, Some(10), Report::Bare);
         let never = FleetRow {
             node: "relay-2".parse().unwrap(),
             ..node(NodeRole::Relay, None, Report::Bare)
         };
-        let at = |now| keys(&conditions(&[], &[heard.clone(), never.clone()], now, &RULES)).len();
+        let at = |now| {
+            keys(&conditions(
+                &[],
+                &[heard.clone(), never.clone()],
+                now,
+                &RULES,
+            ))
+            .len()
+        };
         assert_eq!(at(24 * HOUR), 0);
-        assert_eq!(at(24 * HOUR + 1), 1, "relay-2 enrolled at 0 and never reported");
+        assert_eq!(
+            at(24 * HOUR + 1),
+            1,
+            "relay-2 enrolled at 0 and never reported"
+        );
         assert_eq!(at(24 * HOUR + 11), 2);
         let c = conditions(&[], &[never], 24 * HOUR + 1, &RULES);
         assert_eq!(keys(&c), ["relay_silent/lyon/relay-2"]);

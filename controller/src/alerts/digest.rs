@@ -80,7 +80,10 @@ mod tests {
         let skipped = parse_time("02:30").unwrap();
         let after = unix("2026-03-29T01:30:00Z"); // 03:30 CEST
         assert_eq!(last_occurrence(after, skipped, &paris()), after);
-        assert_eq!(last_occurrence(after, at, &TimeZone::UTC), unix("2026-03-28T07:00:00Z"));
+        assert_eq!(
+            last_occurrence(after, at, &TimeZone::UTC),
+            unix("2026-03-28T07:00:00Z")
+        );
     }
 
     #[test]
@@ -89,6 +92,9 @@ mod tests {
             let e = parse_time(bad).unwrap_err();
             assert!(e.contains("HH:MM") && e.contains(bad), "{e}");
         }
-        assert_eq!(parse_time("23:59").unwrap(), Time::new(23, 59, 0, 0).unwrap());
+        assert_eq!(
+            parse_time("23:59").unwrap(),
+            Time::new(23, 59, 0, 0).unwrap()
+        );
     }
 }

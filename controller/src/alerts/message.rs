@@ -20,7 +20,11 @@ pub enum Alert {
         changes: Vec<Sent>,
     },
     /// The daily digest: every condition open at `at` (none: all is well).
-    Digest { at: i64, text: String, open: Vec<Sent> },
+    Digest {
+        at: i64,
+        text: String,
+        open: Vec<Sent>,
+    },
 }
 
 /// One condition in a message.
@@ -107,7 +111,11 @@ fn lines(sent: &[Sent]) -> String {
 fn time(unix: i64, zone: &TimeZone) -> String {
     Timestamp::from_second(unix).map_or_else(
         |_| format!("@{unix}"),
-        |t| t.to_zoned_datetime(zone.clone()).strftime("%Y-%m-%d %H:%M %Z").to_string(),
+        |t| {
+            t.to_zoned_datetime(zone.clone())
+                .strftime("%Y-%m-%d %H:%M %Z")
+                .to_string()
+        },
     )
 }
 
@@ -232,7 +240,10 @@ mod tests {
         assert_eq!(json["kind"], "changes");
         assert_eq!(json["changes"][0]["change"], "resolved");
         assert_eq!(json["changes"][0]["condition"]["kind"], "session");
-        assert_eq!(json["changes"][0]["key"], "session/lyon/salle-1/1894001400/late");
+        assert_eq!(
+            json["changes"][0]["key"],
+            "session/lyon/salle-1/1894001400/late"
+        );
         let back: Alert = serde_json::from_value(json).unwrap();
         assert_eq!(back, alert);
     }
@@ -244,5 +255,32 @@ mod tests {
         assert_eq!(d.subject(), "nightcast daily digest: 0 open");
         let d = Alert::digest(5, &[late()], &TimeZone::UTC);
         assert!(d.text().contains("1 open\nlyon salle-1"), "{}", d.text());
+    }
+
+    #[test]
+    fn the_example_in_the_docs_is_what_the_controller_sends() {
+        let doc = include_str!("../../../docs/ALERTS.md");
+        let json = doc
+            .split("```json\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap();
+        let example: Alert = serde_json::from_str(json).unwrap();
+        let Alert::Changes { at, changes, .. } = &example else {
+            panic!("{example:?}");
+        };
+        let changes: Vec<Change> = changes
+            .iter()
+            .map(|s| Change {
+                kind: {
+                    assert_eq!(s.key, s.condition.key());
+                    s.change
+                },
+                key: s.key.clone(),
+                condition: s.condition.clone(),
+            })
+            .collect();
+        let zone = TimeZone::get("Europe/Paris").unwrap();
+        assert_eq!(Alert::changes(*at, &changes, &zone), example);
     }
 }

@@ -64,7 +64,9 @@ impl Channel {
             Channel::Email(smtp) => {
                 let date = jiff::Timestamp::from_second(now)
                     .ok()
-                    .and_then(|t| jiff::fmt::rfc2822::to_string(&t.to_zoned_datetime(zone.clone())).ok())
+                    .and_then(|t| {
+                        jiff::fmt::rfc2822::to_string(&t.to_zoned_datetime(zone.clone())).ok()
+                    })
                     .unwrap_or_default();
                 smtp.send(&alert.subject(), alert.text(), &date)
                     .map_err(|e| e.to_string())

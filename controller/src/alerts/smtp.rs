@@ -159,7 +159,8 @@ mod tests {
 
     #[test]
     fn a_multiline_reply_is_read_whole_and_garbage_is_refused() {
-        let mut r = std::io::Cursor::new(b"250-smtp.example\r\n250-8BITMIME\r\n250 OK\r\n".to_vec());
+        let mut r =
+            std::io::Cursor::new(b"250-smtp.example\r\n250-8BITMIME\r\n250 OK\r\n".to_vec());
         assert_eq!(
             read_reply(&mut r).unwrap(),
             (250, "250-smtp.example 250-8BITMIME 250 OK".to_owned())

@@ -94,7 +94,10 @@ mod tests {
             assert_eq!(check_url(ok), Ok(()), "{ok}");
         }
         let e = check_url("http://chat.example.org/hooks").unwrap_err();
-        assert!(e.contains("only to this machine") && e.contains("https://"), "{e}");
+        assert!(
+            e.contains("only to this machine") && e.contains("https://"),
+            "{e}"
+        );
         assert!(check_url("ftp://x/").is_err());
         assert!(check_url("chat.example.org").is_err());
     }
