@@ -170,4 +170,67 @@ mod tests {
         let mut r = std::io::Cursor::new(Vec::new());
         assert!(read_reply(&mut r).is_err());
     }
+
+    /// A server that answers `replies` in turn, one per line it reads (the greeting first), and
+    /// hands back what it read.
+    fn server(replies: &'static [&'static str]) -> (String, std::thread::JoinHandle<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let (mut out, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(out.try_clone().unwrap());
+            let mut read = String::new();
+            for (i, reply) in replies.iter().enumerate() {
+                if i > 0 {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 {
+                        break;
+                    }
+                    read.push_str(&line);
+                }
+                out.write_all(reply.as_bytes()).unwrap();
+            }
+            read
+        });
+        (addr, t)
+    }
+
+    #[test]
+    fn a_refused_recipient_fails_the_mail_and_names_the_step_and_the_reply() {
+        let (addr, t) = server(&[
+            "220 hi\r\n",
+            "250 hello\r\n",
+            "250 ok\r\n",
+            "550 5.1.1 no such user\r\n",
+        ]);
+        let smtp = Smtp {
+            server: addr.clone(),
+            from: "nc@example.org".into(),
+            to: vec!["nobody@example.org".into()],
+        };
+        let e = smtp.send("s", "b", "d").unwrap_err().to_string();
+        assert!(
+            e.contains(&addr) && e.contains("RCPT TO") && e.contains("550 5.1.1 no such user"),
+            "{e}"
+        );
+        let read = t.join().unwrap();
+        assert!(
+            read.starts_with("EHLO example.org\r\nMAIL FROM:<nc@example.org>\r\n"),
+            "{read}"
+        );
+    }
+
+    #[test]
+    fn no_server_is_an_error_naming_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let smtp = Smtp {
+            server: addr.clone(),
+            from: "nc@example.org".into(),
+            to: vec!["dsi@example.org".into()],
+        };
+        let e = smtp.send("s", "b", "d").unwrap_err().to_string();
+        assert!(e.contains(&addr), "{e}");
+    }
 }
