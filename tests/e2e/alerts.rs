@@ -404,3 +404,127 @@ fn the_daily_digest_lists_what_is_open_once_at_its_hour() {
     let mails = received.lock().unwrap().len();
     assert_eq!(mails, 2, "one change, one digest");
 }
+
+#[test]
+fn a_relay_enrolled_turns_late_into_at_risk_and_a_silent_relay_is_an_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("controller");
+    let relay = dir.path().join("relay");
+    ok(
+        "nightcast-controller",
+        &["init", "--data", data.to_str().unwrap()],
+    );
+    let (url, bodies, _) = webhook_receiver(0);
+    let config = dir.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!("[alerts]\nwebhook = \"{url}\"\ncheck_seconds = 1\nrelay_silent_hours = 1\n"),
+    )
+    .unwrap();
+    let c = Controller::start_full(&data, &[], Some(&config));
+    let run = |c: &Controller, args: &[&str]| nightcast_ok(c, &data, args);
+    run(
+        &c,
+        &[
+            "site",
+            "add",
+            "lyon",
+            "--tz",
+            "Europe/Paris",
+            "--cap-mbit",
+            "20",
+        ],
+    );
+    run(&c, &["room", "add", "lyon", "salle-1"]);
+    let image = dir.path().join("win10.img");
+    image_tools::testimage::write_sparse(&image, &image_tools::testimage::disk_bytes(8 << 20, 2))
+        .unwrap();
+    run(
+        &c,
+        &[
+            "master",
+            "import",
+            image.to_str().unwrap(),
+            "--name",
+            "win10",
+            "--version",
+            "1",
+        ],
+    );
+    run(
+        &c,
+        &[
+            "session",
+            "add",
+            "--site",
+            "lyon",
+            "--room",
+            "salle-1",
+            "--master",
+            "win10",
+            "--version",
+            "1",
+            "--start",
+            "2030-01-07 08:30",
+            "--end",
+            "2030-01-07 17:00",
+        ],
+    );
+    wait_for("the late session", || changes(&bodies).len() == 1);
+
+    // The DSI enrols a relay: no longer late, but at risk until it reports: one message.
+    let token = run(&c, &["enroll", "--site", "lyon"]);
+    ok(
+        "nightcast-relay",
+        &[
+            "enroll",
+            "--controller",
+            &c.quic,
+            "--token",
+            token.trim(),
+            "--node-id",
+            "relay-1",
+            "--data",
+            relay.to_str().unwrap(),
+        ],
+    );
+    wait_for("late resolved, at risk opened", || {
+        changes(&bodies).len() == 2
+    });
+    let kinds: Vec<(String, String)> = changes(&bodies)[1]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap().to_owned(),
+                c["condition"]["verdict"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("resolved".to_owned(), "late".to_owned()),
+            ("opened".to_owned(), "at_risk".to_owned())
+        ]
+    );
+    drop(c);
+
+    // Two hours later (a test clock) the relay has still not reported: silent, sent once.
+    let _c = Controller::start_full(&data, &[("NIGHTCAST_CLOCK", "offset=7200")], Some(&config));
+    wait_for("the silent relay", || changes(&bodies).len() == 3);
+    let silent = &changes(&bodies)[2]["changes"];
+    assert_eq!(silent.as_array().unwrap().len(), 1, "{silent}");
+    assert_eq!(silent[0]["key"], "relay_silent/lyon/relay-1", "{silent}");
+    assert_eq!(silent[0]["condition"]["last_seen"], serde_json::Value::Null);
+    assert!(
+        silent[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("relay relay-1 never reported since it enrolled"),
+        "{silent}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(changes(&bodies).len(), 3);
+}
