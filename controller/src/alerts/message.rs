@@ -139,10 +139,10 @@ pub fn words(kind: ChangeKind, c: &Condition, zone: &TimeZone) -> String {
                 other => other,
             };
             let reason = match reason.as_str() {
-                "no_relay" => ": no relay (enrol one: `nightcast enroll --site SITE`)",
-                "relay_silent" => ": relay silent",
-                "transfer" => ": too many bytes for the night windows left",
-                _ => "",
+                "no_relay" => format!(": no relay (enrol one: `nightcast enroll --site {site}`)"),
+                "relay_silent" => ": relay silent".to_owned(),
+                "transfer" => ": too many bytes for the night windows left".to_owned(),
+                _ => String::new(),
             };
             format!(
                 "{site} {room}: session of {} with {master} {version} is {verdict}{reason}",
@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(
             alert.text(),
             "RESOLVED: lyon salle-1: session of 2030-01-07 08:30 CET with win10 1 is LATE: no \
-             relay (enrol one: `nightcast enroll --site SITE`)"
+             relay (enrol one: `nightcast enroll --site lyon`)"
         );
         assert_eq!(alert.subject(), "nightcast: 1 resolved");
         let json = serde_json::to_value(&alert).unwrap();
