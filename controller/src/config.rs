@@ -24,6 +24,7 @@ pub struct Config {
     pub store: StoreSettings,
     pub calendar: CalendarSettings,
     pub console: ConsoleSettings,
+    pub alerts: crate::alerts::config::AlertsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -157,6 +158,7 @@ impl Default for Config {
             store: StoreSettings::default(),
             calendar: CalendarSettings::default(),
             console: ConsoleSettings::default(),
+            alerts: Default::default(),
         }
     }
 }
@@ -204,6 +206,7 @@ impl Config {
                 roots: self.calendar.feed_roots.clone(),
             },
             console: self.console.settings(),
+            alerts: self.alerts.settings(),
         }
     }
 
@@ -283,6 +286,7 @@ impl Config {
                 _ => anyhow::bail!("`console.cert` and `console.key` go together: give both, or neither"),
             }
         }
+        self.alerts.validate()?;
         if self.fleet.silent_after_minutes == 0 {
             anyhow::bail!(
                 "`fleet.silent_after_minutes` must be above 0: every seat would always be silent"
@@ -372,6 +376,17 @@ mod tests {
         "console",
         "listen",
         "hosts",
+        "alerts",
+        "webhook",
+        "webhook_roots",
+        "smtp",
+        "from",
+        "to",
+        "relay_silent_hours",
+        "disk_full_percent",
+        "digest_at",
+        "time_zone",
+        "check_seconds",
     ];
 
     image_tools::config_property_tests!(

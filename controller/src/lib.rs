@@ -12,6 +12,7 @@
 //! DATA/tokens.json               outstanding enrolment tokens (hashes only)
 //! ```
 
+pub mod alerts;
 pub mod api;
 pub mod authority;
 pub mod calendar;
@@ -293,6 +294,8 @@ pub struct ServeSettings {
     pub feeds: feeds::Settings,
     /// The web console (`None`: off).
     pub console: Option<console::Settings>,
+    /// Alerts by webhook and e-mail (`None`: off).
+    pub alerts: Option<alerts::Settings>,
 }
 
 /// Serves relays (and enrolments) on `listen` until `shutdown`. `on_listening` gets the bound address.
@@ -334,6 +337,8 @@ pub async fn serve(
     let changed = Arc::new(tokio::sync::Notify::new());
     // A new master version read into the catalogue wakes the compression pass.
     let tighten_wake = Arc::new(tokio::sync::Notify::new());
+    // The alerts are checked again after each reload (an admin change, or the minute).
+    let alerts_wake = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(feeds::run(
         data.clone(),
         settings.feeds.clone(),
@@ -350,13 +355,14 @@ pub async fn serve(
         ));
     }
     {
-        let (catalog, data, stop, changed, reload_revoked, tighten_wake) = (
+        let (catalog, data, stop, changed, reload_revoked, tighten_wake, alerts_wake) = (
             catalog.clone(),
             data.clone(),
             shutdown.clone(),
             changed.clone(),
             reload_revoked.clone(),
             tighten_wake.clone(),
+            alerts_wake.clone(),
         );
         tokio::spawn(async move {
             loop {
@@ -385,6 +391,7 @@ pub async fn serve(
                         tracing::warn!(error = %e, "cannot reload the calendar; serving the previous one")
                     }
                 }
+                alerts_wake.notify_one();
             }
         });
     }
@@ -468,6 +475,9 @@ pub async fn serve(
         classes: plan::ClassCache::default(),
         metrics,
     });
+    if let Some(a) = settings.alerts {
+        tokio::spawn(alerts::run(state.clone(), a, alerts_wake, shutdown.clone()));
+    }
     let console_task = match (&settings.console, console_tls) {
         (Some(c), Some(tls)) => {
             let listener = tokio::net::TcpListener::bind(c.listen)

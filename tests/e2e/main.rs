@@ -15,6 +15,7 @@ mod webdriver;
 
 mod admin_api;
 mod agents;
+mod alerts;
 mod calendar_feed;
 mod calendar_rules;
 mod calendar_sync;

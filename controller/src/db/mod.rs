@@ -10,7 +10,8 @@
 //! catalogue of master versions and their manifests), `calendar` (sessions, and the calendar
 //! files of `crate::calendar` checked and inserted), `plans` (overrides, and what each site is
 //! told or planned from), `nodes` (reports, seat bindings, takeovers, the fleet), `trust`
-//! (tokens, enrolments, certificates), `users` (the web console's users).
+//! (tokens, enrolments, certificates), `users` (the web console's users), `alerts` (what each
+//! alert channel was told).
 
 use std::path::Path;
 
@@ -78,6 +79,7 @@ pub enum DbError {
     NoFeed(String),
 }
 
+mod alerts;
 mod calendar;
 mod failures;
 mod feeds;

@@ -184,6 +184,19 @@ const MIGRATIONS: &[&str] = &[
         password_hash TEXT NOT NULL,
         created_at INTEGER NOT NULL
      );",
+    // 14: alerts: the conditions each channel (`webhook`, `email`) was last told are open, and
+    // its last daily digest, so that a restart resends nothing.
+    "CREATE TABLE alerts_sent (
+        channel TEXT NOT NULL,
+        key TEXT NOT NULL,
+        condition TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        PRIMARY KEY (channel, key)
+     );
+     CREATE TABLE alert_digests (
+        channel TEXT PRIMARY KEY,
+        last_at INTEGER NOT NULL
+     );",
 ];
 
 /// Brings the database up to the last migration.
