@@ -5,7 +5,8 @@
 # Runs the e2e test `room_fill` (tests/e2e/room_fill.rs: one relay and N NUCs in network
 # namespaces on one bridge, every port shaped by tbf to MBIT in both directions) once per room
 # size in SIZES, and prints a markdown table from the line each run prints. Run as root from
-# anywhere; builds the workspace first unless NO_BUILD=1.
+# anywhere; builds the workspace (release: the NUCs' CPU is part of what is measured) first
+# unless NO_BUILD=1.
 #   sudo bench/room.sh
 #   SIZES="1 20" MBIT=50 MIB=96 bench/room.sh
 # Environment: SIZES ("1 5 10 20"), MBIT (100) the port rate, MIB (48) the master's size (a
@@ -18,13 +19,13 @@ MBIT=${MBIT:-100}
 MIB=${MIB:-48}
 cd "$ROOT"
 if [[ ${NO_BUILD:-0} != 1 ]]; then
-    cargo build --workspace --quiet
-    cargo test --test e2e --no-run --quiet
+    cargo build --release --workspace --quiet
+    cargo test --release --test e2e --no-run --quiet
 fi
 rows=()
 for n in $SIZES; do
     line=$(ROOM_FILL_NUCS=$n ROOM_FILL_MBIT=$MBIT ROOM_FILL_MIB=$MIB \
-        cargo test --quiet --test e2e -- room_fill --nocapture 2>&1 | grep '^ROOM-FILL' || true)
+        cargo test --release --quiet --test e2e -- room_fill:: --nocapture 2>&1 | grep '^ROOM-FILL' || true)
     if [[ -z $line ]]; then
         echo "room.sh: the run with $n NUCs failed (run the test by hand to see why)" >&2
         exit 1
