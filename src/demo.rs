@@ -685,10 +685,12 @@ impl Demo {
         let data = self.dir.join(format!("agent-{node}"));
         std::fs::create_dir_all(&data)?;
         let config = self.dir.join(format!("agent-{node}.toml"));
+        // Six NUCs on one machine: each serves its peers on a port of its own (a real NUC uses
+        // the default, 0.0.0.0:4436).
         std::fs::write(
             &config,
             format!(
-                "data = \"{}\"\ndiscovery = \"{}\"\nnode_id = \"{node}\"\nhypervisor = \"fake\"\npoll_secs = 1\nend_of_day = \"23:59\"\n",
+                "data = \"{}\"\ndiscovery = \"{}\"\nnode_id = \"{node}\"\nhypervisor = \"fake\"\npoll_secs = 1\nend_of_day = \"23:59\"\npeer_listen = \"127.0.0.1:0\"\n",
                 data.display(),
                 relay.discovery
             ),
