@@ -95,48 +95,12 @@ pub fn signed_parts(der: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// Whether `der` is a CA certificate: its basic constraints say `cA: TRUE`.
 pub fn is_ca(der: &[u8]) -> bool {
-    is_ca_inner(der).unwrap_or(false)
-}
-
-fn is_ca_inner(der: &[u8]) -> Option<bool> {
-    let (_, cert, _) = tlv(der)?;
-    let (_, mut tbs, _) = tlv(cert)?;
-    let (tag, _, rest) = tlv(tbs)?;
-    if tag == 0xa0 {
-        tbs = rest; // the serial follows the version
-    }
-    // serial (or what followed the version), signature algorithm, issuer, validity, subject, key.
-    for _ in 0..6 {
-        let (_, _, rest) = tlv(tbs)?;
-        tbs = rest;
-    }
-    while !tbs.is_empty() {
-        let (tag, value, rest) = tlv(tbs)?;
-        tbs = rest;
-        if tag != EXTENSIONS {
-            continue; // issuer and subject unique ids
-        }
-        let (_, mut list, _) = tlv(value)?;
-        while !list.is_empty() {
-            let (_, mut ext, rest) = tlv(list)?;
-            list = rest;
-            let (_, oid, rest) = tlv(ext)?;
-            ext = rest;
-            if oid != BASIC_CONSTRAINTS {
-                continue;
-            }
-            let (mut tag, mut value, rest) = tlv(ext)?;
-            if tag == BOOLEAN {
-                (tag, value, _) = tlv(rest)?; // `critical`, then the value
-            }
-            if tag != OCTET_STRING {
-                return None;
-            }
-            let (_, constraints, _) = tlv(value)?;
-            return Some(matches!(tlv(constraints), Some((BOOLEAN, [0xff], _))));
-        }
-    }
-    Some(false)
+    let Some(Some(value)) = extension(der, BASIC_CONSTRAINTS) else {
+        return false;
+    };
+    tlv(value)
+        .and_then(|(_, constraints, _)| tlv(constraints))
+        .is_some_and(|first| matches!(first, (BOOLEAN, [0xff], _)))
 }
 
 /// Whether `der` may serve TLS: its extended key usage names server authentication, or it has no
