@@ -28,6 +28,12 @@ pub struct Config {
     /// Where NUCs with nothing configured ask for their relay (UDP broadcast).
     #[serde(default = "default_discovery")]
     pub discovery: SocketAddr,
+    /// Where to ask for the site's other relays (the VLAN's broadcast address and their discovery
+    /// port, e.g. "10.0.0.255:4435"); unset (the default): this is the site's only relay. Relays
+    /// that find each other fetch over the WAN once: the one whose name sorts first fetches from
+    /// the controller, the others from it over the LAN (`relay::siblings`).
+    #[serde(default)]
+    pub sibling_discovery: Option<SocketAddr>,
     /// Disk space the chunk cache may use, e.g. "400 GiB". Chunks of scheduled masters are kept even
     /// beyond it (and that is reported); the rest is evicted least recently used first.
     #[serde(default = "default_quota")]
@@ -122,6 +128,7 @@ impl Config {
             site: None,
             listen: default_listen(),
             discovery: default_discovery(),
+            sibling_discovery: None,
             quota: default_quota(),
             poll_secs: default_poll(),
             reconnect_max_secs: default_backoff(),
@@ -251,6 +258,7 @@ mod tests {
         "site",
         "listen",
         "discovery",
+        "sibling_discovery",
         "quota",
         "poll_secs",
         "reconnect_max_secs",

@@ -97,6 +97,8 @@ pub enum State {
     WaitingForController,
     WaitingForWindow(i64),
     NoWindow,
+    /// The site's other relay, which this one fetches from, does not hold it all yet.
+    WaitingForSibling,
     /// Everything allowed failed; the first retry is at this time.
     Retrying(i64),
     Idle,
@@ -107,6 +109,9 @@ impl fmt::Display for State {
         match self {
             State::Fetching(m) => write!(f, "fetching {} {}", m.name, m.version),
             State::WaitingForController => f.write_str("waiting for the controller"),
+            State::WaitingForSibling => {
+                f.write_str("waiting for the site's other relay, which fetches over the WAN")
+            }
             State::WaitingForWindow(t) => write!(f, "waiting for the window at {}", fmt_time(*t)),
             State::NoWindow => f.write_str("no night window in the plan"),
             State::Retrying(t) => write!(
@@ -135,6 +140,9 @@ pub enum Event {
     LinkFailed(MasterRef),
     /// Something only time or a human fixes: try this version again later.
     Failed(MasterRef),
+    /// The site's other relay, fetched from, lacks part of it still: ask it again soon
+    /// ([`LINK_SETTLE_SECS`]), without counting a failure.
+    Behind(MasterRef),
     /// The connection to the controller changed (up or down).
     LinkChanged,
 }
@@ -150,6 +158,8 @@ pub struct Fetcher {
     link_failed_at: Option<i64>,
     /// The transfer under way.
     fetching: Option<MasterRef>,
+    /// The last transfer ended with the sibling relay behind (and the link has not changed since).
+    behind: bool,
 }
 
 impl Fetcher {
@@ -197,6 +207,7 @@ impl Fetcher {
             }
             job => {
                 let state = match (job.is_some(), gate) {
+                    (true, _) if self.behind => State::WaitingForSibling,
                     (true, _) => State::WaitingForController,
                     (false, Gate::Closed { next: Some(t) }) => State::WaitingForWindow(t),
                     (false, Gate::Closed { next: None }) => State::NoWindow,
@@ -255,10 +266,17 @@ impl Fetcher {
             Event::Done(master) => {
                 self.failed.remove(&master);
                 self.fetching = None;
+                self.behind = false;
             }
             Event::LinkFailed(_) => {
                 self.link_failed_at = Some(now);
                 self.fetching = None;
+                self.behind = false;
+            }
+            Event::Behind(_) => {
+                self.link_failed_at = Some(now);
+                self.fetching = None;
+                self.behind = true;
             }
             Event::Failed(master) => {
                 let f = self.failed.entry(master).or_insert(Failures {
@@ -269,7 +287,10 @@ impl Fetcher {
                 f.retry_at = now + retry_delay(f.count);
                 self.fetching = None;
             }
-            Event::LinkChanged => self.link_failed_at = None,
+            Event::LinkChanged => {
+                self.link_failed_at = None;
+                self.behind = false;
+            }
         }
     }
 
@@ -617,6 +638,37 @@ mod tests {
             site.fetcher.poll(night + 11, &v).last(),
             Some(Action::Fetch { .. })
         ));
+    }
+
+    #[test]
+    fn a_sibling_relay_that_is_behind_is_asked_again_soon_without_counting_a_failure() {
+        let night = at("2026-11-23T22:00:00Z");
+        let mut site = Site::new(vec![entry("a", None)], &[("a", 100)], night);
+        let complete = |_: &MasterRef| false;
+        let v = View {
+            plan: &site.plan,
+            schedule: site.schedule.as_ref(),
+            complete: &complete,
+            connected: true,
+        };
+        for round in 0..5 {
+            let now = night + round * LINK_SETTLE_SECS;
+            assert!(
+                matches!(
+                    site.fetcher.poll(now, &v).last(),
+                    Some(Action::Fetch { .. })
+                ),
+                "round {round}: a sibling behind must not back off like a failure"
+            );
+            site.fetcher.handle(Event::Behind(master("a")), now);
+            assert_eq!(
+                site.fetcher.poll(now + 1, &v),
+                vec![Action::Wait {
+                    state: State::WaitingForSibling,
+                    until: Some(now + LINK_SETTLE_SECS)
+                }]
+            );
+        }
     }
 
     #[test]

@@ -38,5 +38,6 @@ mod seats;
 mod session_origin;
 mod tighten;
 mod trust;
+mod two_relays;
 mod verdicts;
 mod workstation;

@@ -167,3 +167,86 @@ pub fn wait(what: &str, secs: u64, cond: impl Fn() -> bool, logs: &Path) {
     }
     panic!("timed out waiting for {what}\n{all}");
 }
+
+/// A switch: a bridge `br0` in a namespace of its own, whose ports are veth pairs.
+pub struct Switch {
+    pub ns: String,
+}
+
+impl Switch {
+    pub fn new(net: &mut Net) -> Switch {
+        let ns = net.add_ns("sw");
+        must(&["ip", "-n", &ns, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", &ns, "link", "set", "br0", "up"]);
+        Switch { ns }
+    }
+
+    /// Plugs namespace `ns` into port `port` (`p<port>` on the switch's side) as device `dev`
+    /// with address `ip` (/24).
+    pub fn plug(&self, ns: &str, port: usize, ip: &str, dev: &str) {
+        let (sw, p) = (&self.ns, format!("p{port}"));
+        must(&[
+            "ip", "-n", sw, "link", "add", &p, "type", "veth", "peer", "name", dev, "netns", ns,
+        ]);
+        must(&["ip", "-n", sw, "link", "set", &p, "master", "br0"]);
+        must(&["ip", "-n", sw, "link", "set", &p, "up"]);
+        must(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            dev,
+        ]);
+        must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+}
+
+/// The `nightcast` admin CLI run in namespace `ns` against the controller whose data directory
+/// is `controller` and whose admin API is on that namespace's 127.0.0.1:8644; its output.
+pub fn admin_in(ns: &str, controller: &Path, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(env!("CARGO_BIN_EXE_nightcast"))
+        .args(["--api", "http://127.0.0.1:8644", "--token-file"])
+        .arg(controller.join("admin.token"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `nightcast-controller serve` on data directory `c` in namespace `ns`, QUIC on `listen`, the admin
+/// API on the namespace's 127.0.0.1:8644 (`admin_in`), without the second compression pass
+/// (tests count the bytes of the import's chunks); its log in `c`'s parent. Returns once it
+/// listens.
+pub fn serve_controller(net: &mut Net, ns: &str, c: &Path, listen: &str, env: &[(&str, &str)]) {
+    let dir = c.parent().unwrap_or(c);
+    let config = dir.join("controller.toml");
+    std::fs::write(&config, "[store]\ntighten_level = 0\n").unwrap();
+    let i = net.spawn(
+        ns,
+        &crate::util::workspace_bin("nightcast-controller"),
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            c.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--api",
+            "127.0.0.1:8644",
+        ],
+        env,
+        &dir.join("controller.log"),
+    );
+    net.first_lines(i, 2);
+}

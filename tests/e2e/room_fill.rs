@@ -12,7 +12,6 @@
 //! root (CI runs as root).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use image_tools::clock::Clock;
@@ -95,31 +94,13 @@ fn fill(nucs: usize, mbit: u64, mib: u64, peers: bool) -> Filled {
         ]);
     };
 
-    // The switch: a bridge in a namespace of its own; port 0 is the relay's, port k NUC k's.
-    let sw = net.add_ns("sw");
-    must(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]);
-    must(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
+    // The switch: port 0 is the relay's, port k NUC k's.
+    let sw = Switch::new(&mut net);
     let rly = net.add_ns("rly");
     let plug = |ns: &str, port: usize, ip: &str, dev: &str| {
-        let p = format!("p{port}");
-        must(&[
-            "ip", "-n", &sw, "link", "add", &p, "type", "veth", "peer", "name", dev, "netns", ns,
-        ]);
-        must(&["ip", "-n", &sw, "link", "set", &p, "master", "br0"]);
-        must(&["ip", "-n", &sw, "link", "set", &p, "up"]);
-        must(&[
-            "ip",
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{ip}/24"),
-            "dev",
-            dev,
-        ]);
-        must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        sw.plug(ns, port, ip, dev);
         // Into the device and out of it, at the port's rate.
-        shape(&sw, &p);
+        shape(&sw.ns, &format!("p{port}"));
         shape(ns, dev);
     };
     plug(&rly, 0, "10.92.0.1", "lan0");
@@ -157,44 +138,10 @@ fn fill(nucs: usize, mbit: u64, mib: u64, peers: bool) -> Filled {
         cs,
         mpath.to_str().unwrap(),
     ]);
-    let config = d.join("controller.toml");
-    std::fs::write(&config, "[store]\ntighten_level = 0\n").unwrap();
     let spec = "start=2030-01-07T12:00:00Z speed=1";
     let env = [("NIGHTCAST_CLOCK", spec), ("RUST_LOG", "info")];
-    let i = net.spawn(
-        &rly,
-        &controller_bin,
-        &[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--data",
-            cs,
-            "--listen",
-            "127.0.0.1:4433",
-            "--api",
-            "127.0.0.1:8644",
-        ],
-        &env,
-        &d.join("controller.log"),
-    );
-    net.first_lines(i, 2);
-    let admin = |args: &[&str]| -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &rly])
-            .arg(env!("CARGO_BIN_EXE_nightcast"))
-            .args(["--api", "http://127.0.0.1:8644", "--token-file"])
-            .arg(c.join("admin.token"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    serve_controller(&mut net, &rly, &c, "127.0.0.1:4433", &env);
+    let admin = |args: &[&str]| admin_in(&rly, &c, args);
     admin(&[
         "site",
         "add",

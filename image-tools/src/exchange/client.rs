@@ -62,6 +62,11 @@ impl Connection {
         self.conn.close(0u32.into(), b"done");
     }
 
+    /// The connection is closed (by either side, or timed out): a new one is needed.
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
     /// The connection's current round-trip estimate.
     pub fn rtt(&self) -> Duration {
         self.conn.rtt()

@@ -3,8 +3,8 @@
 //! A client says which server it expects ([`Expect`]): a relay talks only to the controller; an
 //! agent only to a relay of its own site or to the controller, and, to fetch chunks from a peer,
 //! only to another agent of its own site ([`Expect::AgentOf`]). A server says whom it admits
-//! ([`Admit`]): the controller admits relays and agents; a relay, and an agent serving its peers,
-//! admit only agents of their own site. Both wrap rustls-webpki's chain verification and then
+//! ([`Admit`]): the controller admits relays and agents; a relay admits the agents and the other
+//! relays of its own site; an agent serving its peers admits only agents of its own site. Both wrap rustls-webpki's chain verification and then
 //! compare the identity in the certificate (an agent's certificate can serve, but no client that
 //! expects a relay or the controller accepts it), and both refuse serials on their [`Revoked`]
 //! list, all before the handshake completes. A peer without a certificate is still let in by a server, to enrol and
@@ -52,8 +52,11 @@ impl Expect {
 pub enum Admit {
     /// The controller: relays and agents of any site.
     RelaysAndAgents,
-    /// A relay, or an agent serving its peers: agents of its own site only.
+    /// An agent serving its peers: agents of its own site only.
     AgentsOf(SiteId),
+    /// A relay: agents and the other relays of its own site (a second relay fetches what the
+    /// first already holds over the LAN, `relay::siblings`).
+    SiteOf(SiteId),
 }
 
 impl Admit {
@@ -61,6 +64,9 @@ impl Admit {
         match self {
             Admit::RelaysAndAgents => matches!(client.role, Role::Relay | Role::Agent),
             Admit::AgentsOf(site) => client.role == Role::Agent && client.site == *site,
+            Admit::SiteOf(site) => {
+                matches!(client.role, Role::Relay | Role::Agent) && client.site == *site
+            }
         }
     }
 }
@@ -277,5 +283,11 @@ mod tests {
         assert!(Admit::AgentsOf(lyon.clone()).admits(&agent));
         assert!(!Admit::AgentsOf(lyon.clone()).admits(&relay));
         assert!(!Admit::AgentsOf(SiteId::new("paris").unwrap()).admits(&agent));
+        // A relay: its site's agents and relays, no other site's, never the controller.
+        assert!(Admit::SiteOf(lyon.clone()).admits(&agent));
+        assert!(Admit::SiteOf(lyon.clone()).admits(&relay));
+        assert!(!Admit::SiteOf(lyon.clone()).admits(&paris_relay));
+        assert!(!Admit::SiteOf(lyon.clone()).admits(&paris_agent));
+        assert!(!Admit::SiteOf(lyon.clone()).admits(&ctl));
     }
 }

@@ -5,11 +5,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_tools::exchange::{self, Connection, FetchOptions};
+use image_tools::exchange::{self, FetchOptions};
 use image_tools::wire::MasterRef;
-use image_tools::{StoreError, VerifiedManifest};
+use image_tools::{ChunkId, ChunkStore, StoreError, VerifiedManifest};
 use tokio_util::sync::CancellationToken;
 
+use super::siblings::Upstream;
 use super::Relay;
 use crate::cache;
 use crate::fetcher::{fmt_time, Action, Event, Fetcher, View};
@@ -17,6 +18,16 @@ use crate::fetcher::{fmt_time, Action, Event, Fetcher, View};
 pub(super) async fn fetch_task(r: Arc<Relay>, shutdown: CancellationToken) {
     let mut fetcher = Fetcher::new();
     let mut link = r.link.subscribe();
+    let mut siblings = r.siblings.subscribe();
+    if r.cfg.sibling_discovery.is_some() {
+        // Not a byte over the WAN before the site's other relays had a chance to answer: the one
+        // that crosses it may be another.
+        let first = tokio::time::timeout(Duration::from_secs(10), siblings.changed());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = first => {}
+        }
+    }
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -26,8 +37,9 @@ pub(super) async fn fetch_task(r: Arc<Relay>, shutdown: CancellationToken) {
             let _ = tokio::task::spawn_blocking(move || rr.recheck()).await;
         }
         let now = r.clock.now();
-        if link.has_changed().unwrap_or(false) {
+        if link.has_changed().unwrap_or(false) || siblings.has_changed().unwrap_or(false) {
             link.borrow_and_update();
+            siblings.borrow_and_update();
             fetcher.handle(Event::LinkChanged, now);
         }
         let actions = {
@@ -38,7 +50,7 @@ pub(super) async fn fetch_task(r: Arc<Relay>, shutdown: CancellationToken) {
                 plan: &plan,
                 schedule: schedule.as_ref(),
                 complete: &complete,
-                connected: r.link.borrow().is_some(),
+                connected: r.link.borrow().is_some() || !r.siblings.borrow().is_empty(),
             };
             fetcher.poll(now, &view)
         };
@@ -53,13 +65,13 @@ pub(super) async fn fetch_task(r: Arc<Relay>, shutdown: CancellationToken) {
                 Action::WindowClosed => tracing::info!("night window closed"),
                 Action::Fetch { master, until } => {
                     r.pace(r.clock.now());
-                    let conn = r.link.borrow().clone();
-                    let outcome = match conn {
-                        Some(conn) => fetch_one(&r, &conn, &master, until, &shutdown).await,
-                        None => Err(Retry::Transport("the controller went away".into())),
-                    };
+                    let outcome = fetch_one(&r, &master, until, &shutdown).await;
                     let event = match outcome {
                         Ok(()) => Event::Done(master),
+                        Err(Retry::Behind(sibling)) => {
+                            tracing::info!(%sibling, master = %master.name, version = %master.version, "the site's other relay does not hold it all yet: asking again soon");
+                            Event::Behind(master)
+                        }
                         Err(Retry::Transport(e)) => {
                             tracing::warn!(error = %e, "transfer interrupted; resuming when the controller answers");
                             Event::LinkFailed(master)
@@ -88,6 +100,7 @@ pub(super) async fn fetch_task(r: Arc<Relay>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = r.wake.notified() => {}
             _ = link.changed() => fetcher.handle(Event::LinkChanged, r.clock.now()),
+            _ = siblings.changed() => fetcher.handle(Event::LinkChanged, r.clock.now()),
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -96,6 +109,8 @@ pub(super) async fn fetch_task(r: Arc<Relay>, shutdown: CancellationToken) {
 enum Retry {
     /// The link failed: wait for it to come back, then resume.
     Transport(String),
+    /// The site's other relay (named) lacks some of it yet: ask it again soon.
+    Behind(String),
     /// Something only time or a human fixes: try again later, and say so.
     Later(String),
 }
@@ -103,7 +118,6 @@ enum Retry {
 /// Fetches what `master` lacks, until `until` (the window's or the override's end).
 async fn fetch_one(
     r: &Arc<Relay>,
-    conn: &Connection,
     master: &MasterRef,
     until: i64,
     shutdown: &CancellationToken,
@@ -116,13 +130,10 @@ async fn fetch_one(
     let manifest = match known {
         Some(m) => m,
         None => {
-            let bytes = conn
-                .manifest(master)
-                .await
-                .map_err(|e| Retry::Transport(e.to_string()))?;
+            let (from, bytes) = manifest_from(r, master).await?;
             let m = VerifiedManifest::open_with(bytes, &r.accepted_keys()).map_err(|e| {
                 Retry::Later(format!(
-                    "the controller sent a manifest for {} {} that does not verify: {e}",
+                    "{from} sent a manifest for {} {} that does not verify: {e}",
                     master.name, master.version
                 ))
             })?;
@@ -162,43 +173,98 @@ async fn fetch_one(
             }
         })
     };
+    // A relay of the site coming or going ends this transfer: the fetcher starts the next one
+    // from the right sources.
+    let turned = {
+        let (stop, mut siblings) = (stop.clone(), r.siblings.subscribe());
+        tokio::spawn(async move {
+            if siblings.changed().await.is_ok() {
+                stop.cancel();
+            }
+        })
+    };
     tracing::info!(master = %master.name, version = %master.version, missing_bytes = missing, until = %fmt_time(until), "fetching");
     r.stat(|s| s.state = format!("fetching {} {}", master.name, master.version));
-    let before = std::sync::atomic::AtomicU64::new(0);
-    let progress = |p: exchange::Progress| {
-        let delta = p.bytes - before.swap(p.bytes, Ordering::Relaxed);
-        r.stat(|s| {
-            s.fetched_bytes += delta;
-            s.disk_bytes += delta;
-        });
-    };
-    let opts = FetchOptions {
-        stop,
-        ..FetchOptions::default()
+    // Each transfer reports its own running total: counted into the statistics as it grows.
+    let progress = |lan: bool| {
+        let before = std::sync::atomic::AtomicU64::new(0);
+        let r = r.clone();
+        move |p: exchange::Progress| {
+            let delta = p.bytes - before.swap(p.bytes, Ordering::Relaxed);
+            r.stat(|s| {
+                s.fetched_bytes += delta;
+                s.disk_bytes += delta;
+                if lan {
+                    s.sibling_bytes += delta;
+                }
+            });
+        }
     };
     r.transferring.store(true, Ordering::SeqCst);
-    let result = exchange::fetch_missing(
-        conn,
-        r.store.clone(),
-        &manifest,
-        opts,
-        Some(r.rate.clone()),
-        &progress,
-    )
+    let result = async {
+        // What the site's other relays hold, over the LAN first, unpaced.
+        let siblings = r.siblings.borrow().clone();
+        let mut from_siblings = exchange::FetchReport::default();
+        for s in &siblings {
+            let got = from_sibling(r, s, &manifest, &stop, &progress(true)).await;
+            match got {
+                Ok(report) => {
+                    from_siblings.fetched += report.fetched;
+                    from_siblings.fetched_bytes += report.fetched_bytes;
+                }
+                // That relay is going away: the others, or the WAN, bring the rest.
+                Err(exchange::ExchangeError::Transport(e)) => {
+                    tracing::info!(sibling = %s.name, error = %e, "the site's other relay stopped answering")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(leader) = r.leader() {
+            // The rest comes over the WAN through the relay that crosses it, not this one.
+            let lacking = lacking(r, &manifest).await;
+            return Ok((from_siblings, Some((leader.name, lacking))));
+        }
+        let Some(conn) = r.link.borrow().clone() else {
+            return Err(exchange::ExchangeError::Transport(
+                "the controller went away".into(),
+            ));
+        };
+        let opts = FetchOptions {
+            stop: stop.clone(),
+            ..FetchOptions::default()
+        };
+        let mut report = exchange::fetch_missing(
+            &conn,
+            r.store.clone(),
+            &manifest,
+            opts,
+            Some(r.rate.clone()),
+            &progress(false),
+        )
+        .await?;
+        report.fetched += from_siblings.fetched;
+        report.fetched_bytes += from_siblings.fetched_bytes;
+        Ok((report, None))
+    }
     .await;
     r.transferring.store(false, Ordering::SeqCst);
     timer.abort();
     pacer.abort();
+    turned.abort();
     {
         let rr = r.clone();
         let _ = tokio::task::spawn_blocking(move || rr.recheck()).await;
     }
     match result {
-        Ok(report) => {
+        Ok((report, behind)) => {
             r.stat(|s| {
                 s.fetched_chunks += report.fetched;
                 s.disk_full = false;
             });
+            if let Some((leader, lacking)) = behind.filter(|(_, l)| *l > 0) {
+                tracing::info!(master = %master.name, version = %master.version, fetched = report.fetched, lacking, "waiting for {leader}, which crosses the WAN for this site");
+                return Err(Retry::Behind(leader));
+            }
             if !report.lacking.is_empty() {
                 return Err(Retry::Later(format!(
                     "the controller lacks {} chunk(s) of {} {}: check its store (`nightcast-image scrub`)",
@@ -230,6 +296,79 @@ async fn fetch_one(
             master.name, master.version
         ))),
     }
+}
+
+/// Where the manifest of `master` comes from: the controller, or else the site's other relays.
+async fn manifest_from(r: &Arc<Relay>, master: &MasterRef) -> Result<(String, Vec<u8>), Retry> {
+    let controller = r.link.borrow().clone();
+    let mut error = None;
+    if let Some(conn) = controller {
+        match conn.manifest(master).await {
+            Ok(bytes) => return Ok(("the controller".into(), bytes)),
+            Err(e) => error = Some(e.to_string()),
+        }
+    }
+    let siblings = r.siblings.borrow().clone();
+    for s in siblings {
+        match s.conn.manifest(master).await {
+            Ok(bytes) => return Ok((format!("the site's other relay {}", s.name), bytes)),
+            Err(e) => error = Some(e.to_string()),
+        }
+    }
+    Err(Retry::Transport(
+        error.unwrap_or_else(|| "the controller went away".into()),
+    ))
+}
+
+/// The chunks of `manifest` the relay's store lacks, with their stored lengths.
+async fn missing_chunks(r: &Arc<Relay>, manifest: &VerifiedManifest) -> Vec<(ChunkId, u32)> {
+    let (store, unique) = (r.store.clone(), manifest.unique_chunks());
+    tokio::task::spawn_blocking(move || {
+        unique
+            .iter()
+            .filter(|c| !store.has(&c.id).unwrap_or(false))
+            .map(|c| (c.id, c.stored_len))
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// How many chunks of `manifest` the store still lacks.
+async fn lacking(r: &Arc<Relay>, manifest: &VerifiedManifest) -> usize {
+    missing_chunks(r, manifest).await.len()
+}
+
+/// What `sibling` holds of what the store lacks, fetched and verified like any chunk.
+async fn from_sibling(
+    r: &Arc<Relay>,
+    sibling: &Upstream,
+    manifest: &VerifiedManifest,
+    stop: &CancellationToken,
+    progress: exchange::FetchProgress<'_>,
+) -> Result<exchange::FetchReport, exchange::ExchangeError> {
+    let missing = missing_chunks(r, manifest).await;
+    let mut held = Vec::new();
+    for batch in missing.chunks(image_tools::wire::MAX_IDS) {
+        let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
+        let bits = sibling.conn.has(&ids).await?;
+        held.extend(
+            batch
+                .iter()
+                .zip(bits)
+                .filter(|(_, has)| *has)
+                .map(|(c, _)| *c),
+        );
+    }
+    if held.is_empty() {
+        return Ok(exchange::FetchReport::default());
+    }
+    tracing::info!(sibling = %sibling.name, chunks = held.len(), "fetching what the site's other relay holds, over the LAN");
+    let opts = FetchOptions {
+        stop: stop.clone(),
+        ..FetchOptions::default()
+    };
+    exchange::fetch_these(&sibling.conn, r.store.clone(), held, opts, None, progress).await
 }
 
 pub(super) fn is_disk_full(e: &StoreError) -> bool {

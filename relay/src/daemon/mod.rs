@@ -15,7 +15,11 @@
 //! - **status**: writes `DATA/status.json` four times a second and reports NUCs that were woken and did
 //!   not answer;
 //! - **scrape** (only with `metrics_addr`): answers Prometheus' `GET /metrics` from the same
-//!   counters.
+//!   counters;
+//! - **siblings** (only with `sibling_discovery`): finds the site's other relays and keeps a
+//!   connection to each (`crate::siblings`): the fetcher takes what they hold over the LAN first,
+//!   and a relay that is not the one crossing the WAN takes the rest from the one that is (as do
+//!   its LAN's on-demand reads).
 //!
 //! Files, one idea each: this one holds [`Relay`] (the shared state), its opening and [`run`];
 //! `holdings` what the cache holds (kept manifests, what each master lacks, pins, eviction,
@@ -58,6 +62,7 @@ mod renewal;
 mod scrape;
 mod scrub;
 mod serving;
+mod siblings;
 mod status;
 
 use holdings::Known;
@@ -84,6 +89,10 @@ pub struct Relay {
     plan: RwLock<SitePlan>,
     known: RwLock<BTreeMap<MasterRef, Known>>,
     link: watch::Sender<Option<Connection>>,
+    /// The site's other relays, connected, by name (`siblings`; empty without
+    /// `sibling_discovery`): what they hold is fetched from them over the LAN, and the first one
+    /// by name, if before this one, crosses the WAN for both.
+    siblings: watch::Sender<Vec<siblings::Upstream>>,
     /// Last use of each chunk by an agent, as a tick; for least-recently-used eviction.
     last_used: Mutex<HashMap<ChunkId, u64>>,
     tick: AtomicU64,
@@ -194,6 +203,13 @@ pub async fn run(
         });
     }
     tracker.spawn(link::link_task(relay.clone(), shutdown.clone()));
+    if let Some(ask) = relay.cfg.sibling_discovery {
+        tracker.spawn(siblings::siblings_task(
+            relay.clone(),
+            ask,
+            shutdown.clone(),
+        ));
+    }
     tracker.spawn(fetching::fetch_task(relay.clone(), shutdown.clone()));
     tracker.spawn(scrub::scrub_task(relay.clone(), shutdown.clone()));
     tracker.spawn(status::status_task(relay.clone(), shutdown.clone()));
@@ -269,6 +285,7 @@ impl Relay {
             plan: RwLock::new(plan),
             known: RwLock::new(BTreeMap::new()),
             link: watch::Sender::new(None),
+            siblings: watch::Sender::new(Vec::new()),
             last_used: Mutex::new(HashMap::new()),
             tick: AtomicU64::new(1),
             rate,

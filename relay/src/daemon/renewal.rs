@@ -101,10 +101,10 @@ impl Relay {
         }
     }
 
-    /// TLS for the LAN server: the site's agents only, revoked ones refused.
+    /// TLS for the LAN server: the site's agents and its other relays only, revoked ones refused.
     pub(super) fn lan_tls(&self) -> anyhow::Result<rustls::ServerConfig> {
         Ok(self.creds().server_config(
-            Admit::AgentsOf(self.me.site.clone()),
+            Admit::SiteOf(self.me.site.clone()),
             self.revoked.clone(),
             self.clock,
         )?)

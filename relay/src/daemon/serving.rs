@@ -87,7 +87,8 @@ impl StoreEvents for Relay {
 /// The controller as the LAN's upstream: a chunk fetched at once, through the WAN's rate limit,
 /// only while the WAN is open, the controller connected, and no night transfer under way (that
 /// transfer brings the chunk: fetching it here too would cross the WAN twice). Otherwise
-/// `Missing`. It claims to have nothing (`has` must not cost the WAN) and is read-only.
+/// `Missing`. When the site's other relay crosses the WAN for it (`siblings`), that relay instead,
+/// at any hour. It claims to have nothing (`has` must not cost the WAN) and is read-only.
 struct OnDemand(Arc<Relay>);
 
 fn read_only() -> StoreError {
@@ -101,6 +102,11 @@ impl ChunkStore for OnDemand {
 
     fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
         let r = &self.0;
+        // The site's other relay crosses the WAN for the site: ask it, over the LAN, at any hour
+        // (it answers "not yet" itself when it lacks the chunk).
+        if let Some(leader) = r.leader() {
+            return fetch_one_chunk(r, &leader.conn, id, false);
+        }
         let now = r.clock.now();
         let open = !matches!(r.gate(now), Gate::Closed { .. });
         let busy = r.transferring.load(Ordering::SeqCst);
@@ -108,22 +114,7 @@ impl ChunkStore for OnDemand {
         let (true, false, Some(conn)) = (open, busy, conn) else {
             return Err(StoreError::Missing(*id));
         };
-        let mut got: Option<VerifiedChunk> = None;
-        let fetched = r.runtime.block_on(async {
-            let mut ticket = r.rate.acquire(64 << 10).await;
-            conn.get_chunks(&[*id], |received, len| {
-                ticket.arrived(len as u64);
-                if let exchange::Received::Chunk(c) = received {
-                    got = Some(c);
-                }
-                Ok(())
-            })
-            .await
-        });
-        match (fetched, got) {
-            (Ok(()), Some(chunk)) => Ok(chunk),
-            _ => Err(StoreError::Missing(*id)),
-        }
+        fetch_one_chunk(r, &conn, id, true)
     }
 
     fn put(&self, _chunk: &VerifiedChunk) -> Result<(), StoreError> {
@@ -140,6 +131,36 @@ impl ChunkStore for OnDemand {
 
     fn size(&self) -> Result<StoreSize, StoreError> {
         Err(read_only())
+    }
+}
+
+/// Chunk `id` from `conn`, through the WAN's rate limit when `wan`; `Missing` when it did not come.
+fn fetch_one_chunk(
+    r: &Relay,
+    conn: &exchange::Connection,
+    id: &ChunkId,
+    wan: bool,
+) -> Result<VerifiedChunk, StoreError> {
+    let mut got: Option<VerifiedChunk> = None;
+    let fetched = r.runtime.block_on(async {
+        let mut ticket = match wan {
+            true => Some(r.rate.acquire(64 << 10).await),
+            false => None,
+        };
+        conn.get_chunks(&[*id], |received, len| {
+            if let Some(t) = ticket.as_mut() {
+                t.arrived(len as u64);
+            }
+            if let exchange::Received::Chunk(c) = received {
+                got = Some(c);
+            }
+            Ok(())
+        })
+        .await
+    });
+    match (fetched, got) {
+        (Ok(()), Some(chunk)) => Ok(chunk),
+        _ => Err(StoreError::Missing(*id)),
     }
 }
 

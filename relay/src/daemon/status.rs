@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use image_tools::report::{Missing, RelayReport, Report};
 use image_tools::trust::Identity;
-use image_tools::wire::{MasterRef, Status};
+use image_tools::wire::{MasterRef, Role, Status};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +50,12 @@ pub struct Stats {
     pub wan_bits_per_sec: u64,
     pub fetched_chunks: u64,
     pub fetched_bytes: u64,
+    /// The site's other relays found on the LAN (`sibling_discovery`).
+    pub siblings: Vec<String>,
+    /// Of those, the one that crosses the WAN for this relay; none: this relay crosses it.
+    pub upstream: Option<String>,
+    /// Of `fetched_bytes`, what came from the site's other relays over the LAN.
+    pub sibling_bytes: u64,
     /// Chunks asked for by agents and fetched at once (WAN open).
     pub on_demand_chunks: u64,
     pub served_chunks: u64,
@@ -83,7 +89,8 @@ pub struct MasterState {
 
 impl Relay {
     pub(super) fn agent_reported(&self, peer: &Identity, status: Status) {
-        if peer.site != self.me.site {
+        // A sibling relay has no report to give here: only the site's agents count.
+        if peer.site != self.me.site || peer.role != Role::Agent {
             return;
         }
         let report = match &status.report {
