@@ -169,11 +169,17 @@ pub(super) const SHARE_MAX: u64 = 2 << 20;
 pub(super) const SHARE_MIN: u64 = 64 << 10;
 
 /// The live connections of enrolled peers of a server, whose send windows share
-/// [`Limits::send_budget`]. 20 NUCs fetching from a relay over a LAN that is the bottleneck fill
-/// their windows; this keeps the relay's memory bounded, and a share of 400 KiB (a relay's 8 MiB
-/// for 20 NUCs) still fills a 1 Gbit/s LAN.
+/// [`Limits::send_budget`] in proportion to their round trips ([`shares`]). 20 NUCs fetching from
+/// a relay over a LAN that is the bottleneck fill their windows; this keeps the relay's memory
+/// bounded, and a share of 400 KiB (a relay's 8 MiB for 20 NUCs) still fills a 1 Gbit/s LAN. At
+/// the controller, a satellite site's relay (600 ms) gets the window its link needs, not the same
+/// as a wired site's (30 ms).
 #[derive(Debug, Default)]
 pub(super) struct SendShares(Mutex<Vec<quinn::Connection>>);
+
+/// How often the shares follow the connections' round trips (they are also set again whenever a
+/// connection comes or goes).
+pub(super) const REBALANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl SendShares {
     pub(super) fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> SendShare {
@@ -188,10 +194,49 @@ impl SendShares {
     }
 
     pub(super) fn rebalance(budget: u64, conns: &[quinn::Connection]) {
-        let share = (budget / conns.len().max(1) as u64).clamp(SHARE_MIN, SHARE_MAX);
-        for c in conns {
+        let rtts: Vec<std::time::Duration> = conns.iter().map(quinn::Connection::rtt).collect();
+        for (c, share) in conns.iter().zip(shares(budget, &rtts)) {
             c.set_send_window(share);
         }
+    }
+
+    /// Sets the shares again from the round trips measured now.
+    pub(super) fn refresh(shared: &Shared) {
+        if let Ok(conns) = shared.sends.0.lock() {
+            Self::rebalance(shared.limits.send_budget, &conns);
+        }
+    }
+}
+
+/// Each connection's send window, in the order of `rtts`: `budget` split in proportion to the
+/// round trips (what a link needs in flight grows with its round trip), each within
+/// [`SHARE_MIN`] and [`SHARE_MAX`]; what a connection cannot use above [`SHARE_MAX`] goes to the
+/// others. Round trips under a millisecond count as one. The shares add up to at most `budget`,
+/// unless the floors alone exceed it (more connections than `budget / SHARE_MIN`).
+pub(super) fn shares(budget: u64, rtts: &[std::time::Duration]) -> Vec<u64> {
+    let weight: Vec<u128> = rtts.iter().map(|r| r.as_micros().max(1_000)).collect();
+    let mut share = vec![0u64; rtts.len()];
+    let mut open: Vec<usize> = (0..rtts.len()).collect();
+    let mut left = u128::from(budget);
+    // Water-filling: those whose proportional share is above the ceiling get the ceiling, and
+    // the rest is split again among the others, until nobody is above it.
+    loop {
+        let total: u128 = open.iter().map(|&i| weight[i]).sum::<u128>().max(1);
+        let (capped, rest): (Vec<usize>, Vec<usize>) = open
+            .iter()
+            .partition(|&&i| left * weight[i] / total >= u128::from(SHARE_MAX));
+        if capped.is_empty() {
+            for &i in &rest {
+                let s = u64::try_from(left * weight[i] / total).unwrap_or(SHARE_MAX);
+                share[i] = s.clamp(SHARE_MIN, SHARE_MAX);
+            }
+            return share;
+        }
+        for &i in &capped {
+            share[i] = SHARE_MAX;
+            left = left.saturating_sub(u128::from(SHARE_MAX));
+        }
+        open = rest;
     }
 }
 
@@ -236,5 +281,59 @@ impl ChunkLists {
         lists.retain(|_, weak| weak.strong_count() > 0);
         lists.insert(master.clone(), Arc::downgrade(&list));
         Some(list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn a_far_link_gets_the_window_its_round_trip_needs_where_an_equal_share_would_starve_it() {
+        // The controller with 200 relays fetching: 190 wired sites (30 ms), 10 satellite ones
+        // (600 ms). An equal share (335 KiB) would let a satellite relay move 4.5 Mbit/s at most.
+        let budget = Limits::CONTROLLER.send_budget;
+        let mut rtts = vec![ms(30); 190];
+        rtts.extend(vec![ms(600); 10]);
+        let s = shares(budget, &rtts);
+        let satellite_mbit = s[199] as f64 * 8.0 / 0.6 / 1e6;
+        assert!(satellite_mbit >= 20.0, "{satellite_mbit} Mbit/s");
+        // A wired site still fills 20 Mbit/s at its round trip.
+        let wired_mbit = s[0] as f64 * 8.0 / 0.03 / 1e6;
+        assert!(wired_mbit >= 20.0, "{wired_mbit} Mbit/s");
+        assert!(s.iter().sum::<u64>() <= budget);
+    }
+
+    #[test]
+    fn equal_round_trips_share_equally_within_the_floor_and_the_ceiling() {
+        let s = shares(8 << 20, &[ms(1); 20]);
+        assert!(s.iter().all(|&x| x == s[0]));
+        assert_eq!(s[0], (8 << 20) / 20);
+        // A lone peer gets the ceiling, a crowd the floor.
+        assert_eq!(shares(64 << 20, &[ms(5)]), vec![SHARE_MAX]);
+        assert!(shares(8 << 20, &[ms(1); 256])
+            .iter()
+            .all(|&x| x == SHARE_MIN));
+        assert!(shares(8 << 20, &[]).is_empty());
+    }
+
+    #[test]
+    fn what_a_capped_connection_cannot_use_goes_to_the_others() {
+        // One connection at 2 s round trip would take almost all by proportion: it is capped, and
+        // the four at 10 ms share the rest equally (not the few KiB their proportion gave).
+        let s = shares(4 << 20, &[ms(2000), ms(10), ms(10), ms(10), ms(10)]);
+        assert_eq!(s[0], SHARE_MAX);
+        assert_eq!(s[1], ((4 << 20) - SHARE_MAX) / 4);
+        assert!(s.iter().sum::<u64>() <= 4 << 20);
+        // Sub-millisecond round trips count as one millisecond.
+        assert_eq!(
+            shares(1 << 20, &[Duration::from_micros(10), ms(1)]),
+            vec![512 << 10, 512 << 10]
+        );
     }
 }

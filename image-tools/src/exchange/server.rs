@@ -45,9 +45,14 @@ pub async fn serve_with(
 ) {
     let tracker = TaskTracker::new();
     let shared = Arc::new(Shared::new(limits));
+    let mut rebalance = tokio::time::interval(admission::REBALANCE_EVERY);
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = rebalance.tick() => {
+                SendShares::refresh(&shared);
+                continue;
+            }
             incoming = endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { break };
