@@ -16,6 +16,9 @@ pub struct Config {
     pub data: PathBuf,
     /// Where relays connect (UDP, QUIC).
     pub listen: SocketAddr,
+    /// Where the relays of far sites (satellite, 4G: long round trips, random loss) connect
+    /// instead, to be sent to with BBR; off unless set.
+    pub far_listen: Option<SocketAddr>,
     /// The admin API (HTTP); keep it on localhost.
     pub api: SocketAddr,
     pub planner: Planner,
@@ -151,6 +154,7 @@ impl Default for Config {
         Config {
             data: PathBuf::from("/var/lib/nightcast/controller"),
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            far_listen: None,
             api: SocketAddr::from(([127, 0, 0, 1], 8644)),
             planner: Planner::default(),
             fleet: Fleet::default(),
@@ -207,6 +211,7 @@ impl Config {
             },
             console: self.console.settings(),
             alerts: self.alerts.settings(),
+            far_listen: self.far_listen,
         }
     }
 
@@ -269,6 +274,13 @@ impl Config {
             anyhow::bail!(
                 "`store.tighten_level` must be 0 (off) to 22 and `store.tighten_threads` above 0"
             );
+        }
+        if let Some(far) = self.far_listen {
+            if far.port() != 0 && (far == self.listen || far == self.api) {
+                anyhow::bail!(
+                    "`far_listen` {far} is already the address of `listen` or `api`: give it its own port"
+                );
+            }
         }
         if let Some(listen) = self.console.listen {
             if listen.port() != 0
@@ -361,6 +373,7 @@ mod tests {
     const KEYS: &[&str] = &[
         "data",
         "listen",
+        "far_listen",
         "api",
         "planner",
         "staging_margin_minutes",

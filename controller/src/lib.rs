@@ -296,6 +296,9 @@ pub struct ServeSettings {
     pub console: Option<console::Settings>,
     /// Alerts by webhook and e-mail (`None`: off).
     pub alerts: Option<alerts::Settings>,
+    /// A second address for the relays of far sites (satellite, 4G), sending with BBR (`None`:
+    /// off).
+    pub far_listen: Option<SocketAddr>,
 }
 
 /// Serves relays (and enrolments) on `listen` until `shutdown`. `on_listening` gets the bound address.
@@ -460,8 +463,29 @@ pub async fn serve(
     });
     let endpoint = exchange::server_endpoint(
         listen,
-        creds.server_config(Admit::RelaysAndAgents, revoked, clock)?,
+        creds.server_config(Admit::RelaysAndAgents, revoked.clone(), clock)?,
     )?;
+    // Relays of far sites connect here: the same service, but the chunks go out under BBR, which
+    // a satellite's or a 4G link's random loss does not slow down as it does Cubic
+    // (docs/BENCHMARKS.md, "Far links").
+    let far = match settings.far_listen {
+        Some(addr) => {
+            let far = exchange::server_endpoint_with(
+                addr,
+                creds.server_config(Admit::RelaysAndAgents, revoked, clock)?,
+                exchange::Congestion::Bbr,
+            )
+            .with_context(|| format!("cannot listen on far_listen {addr}"))?;
+            tracing::info!(addr = %far.local_addr()?, "far links (satellite, 4G): relays that connect here are sent to with BBR");
+            Some(tokio::spawn(exchange::serve_with(
+                far,
+                service.clone(),
+                exchange::Limits::CONTROLLER,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let stop_api = CancellationToken::new();
     let state = Arc::new(api::Api {
         data: data.clone(),
@@ -510,6 +534,9 @@ pub async fn serve(
         }
     };
     exchange::serve_with(endpoint, service, exchange::Limits::CONTROLLER, shutdown).await;
+    if let Some(far) = far {
+        let _ = far.await;
+    }
     stop_api.cancel();
     for t in [api_task, console_task].into_iter().flatten() {
         let _ = t.await;

@@ -438,3 +438,31 @@ fn a_full_disk_stops_fetching_says_so_and_the_lan_is_still_served() {
     assert!(report.lacking.is_empty(), "{report:?}");
     assemble_matches(&f, &agent_store.path().join("store"));
 }
+
+/// A far site (satellite, 4G): the DSI points its relay at the controller's `far_listen` port,
+/// where the controller sends with BBR, and the relay fetches its master there as on `listen`.
+#[test]
+fn a_far_sites_relay_fetches_through_the_controllers_bbr_port() {
+    let far = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap();
+    let f = Fleet::build(
+        "00:00-23:59",
+        8,
+        8,
+        "start=2030-01-07T12:00:00Z speed=1",
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 17:00\n",
+        &format!("far_listen = \"{far}\"\n"),
+    );
+    // The WAN now leads to the far port only.
+    f.wan.set_upstream(far);
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("the master to complete", 60, Relay::complete);
+    assemble_matches(&f, &relay.data.join("store"));
+    let log = std::fs::read_to_string(f.dir.path().join("controller.log")).unwrap();
+    assert!(
+        log.contains("far links (satellite, 4G): relays that connect here are sent to with BBR")
+            && log.contains(&far.port().to_string()),
+        "{log}"
+    );
+}

@@ -141,8 +141,9 @@ pub fn server_endpoint(
     quinn::Endpoint::server(quic_server_config(tls)?, addr).map_err(transport)
 }
 
-/// The same, sending with congestion controller `congestion` (a certificate renewed with
-/// [`set_server_tls`] goes back to the default: for benchmarks until a site setting carries it).
+/// The same, sending with congestion controller `congestion` (the controller's `far_listen`, the
+/// benchmarks). A certificate renewed with [`set_server_tls`] goes back to the default controller:
+/// not for an endpoint whose certificate is renewed while it runs (relays, agents).
 pub fn server_endpoint_with(
     addr: SocketAddr,
     tls: rustls::ServerConfig,
