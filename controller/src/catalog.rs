@@ -158,6 +158,10 @@ fn site_plans(
     let mut rooms = db.room_plans(now)?;
     let mut seats = db.seat_bindings()?;
     let mut pushes = pushes(db, now, classes)?;
+    let mut orders: HashMap<String, Vec<image_tools::wire::Order>> = HashMap::new();
+    for o in db.orders_since(now - crate::db::ORDER_KEPT_SECS)? {
+        orders.entry(o.site.clone()).or_default().push(o.to_wire());
+    }
     let mut out = Vec::new();
     for site in db.sites()? {
         let plan = SitePlan {
@@ -177,6 +181,7 @@ fn site_plans(
             bridge: cas.bridge.clone(),
             emergency_cap_mbit: site.emergency_cap_mbit,
             pushes: pushes.remove(&site.name).unwrap_or_default(),
+            orders: orders.remove(&site.name).unwrap_or_default(),
         };
         out.push((site.name, plan));
     }
