@@ -313,6 +313,21 @@ fn the_dsi_imports_a_calendar_pushes_a_master_and_resets_a_nuc_a_read_only_user_
     b.screenshot(&shots.join("calendar-error.png"));
     check_page(&b, &origin, "calendar page with an error");
 
+    // Not a calendar, and a file too large to be one: each refused with a clear message.
+    let photo = f.dir.path().join("photo.png");
+    std::fs::write(&photo, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR").unwrap();
+    b.type_into(&b.find("#file").unwrap(), photo.to_str().unwrap());
+    b.click(&b.find("#import").unwrap());
+    let error = b.text_of(&b.wait_find("#error"));
+    assert!(error.starts_with("photo.png is not a calendar"), "{error}");
+    let huge = f.dir.path().join("huge.csv");
+    std::fs::write(&huge, header.repeat(150_000)).unwrap();
+    b.type_into(&b.find("#file").unwrap(), huge.to_str().unwrap());
+    b.click(&b.find("#import").unwrap());
+    let error = b.text_of(&b.wait_find("main p.err"));
+    assert!(error.contains("a calendar file at most 4 MB"), "{error}");
+    b.goto(&format!("{origin}/calendar"));
+
     // The same without the error: imported, and its session on the board.
     let good = f.dir.path().join("extra-fixed.csv");
     std::fs::write(

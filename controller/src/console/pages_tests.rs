@@ -235,3 +235,140 @@ fn the_masters_page_lists_each_version() {
     let page = get(&c, "/masters", &admin, NOW).body;
     assert!(page.contains("<b>demo</b> 1"), "{page}");
 }
+
+/// Whatever a node, a user, a master or an override says, it reaches the new pages escaped.
+#[test]
+fn no_outside_string_reaches_the_fleet_calendar_or_masters_page_unescaped() {
+    use std::collections::{BTreeMap, HashMap};
+
+    use image_tools::api::{FleetRow, ImportProgress, MasterInfo, NodeRole, OverrideInfo};
+
+    use super::calendar_page::{self, CalendarPage, Outcome};
+    use super::fleet_page::{self, FleetPage};
+    use super::masters_page::{self, Held, MasterLine};
+    use super::session::Session;
+    use super::users::{Role, User};
+    use crate::db::OrderRow;
+
+    const EVIL: &str = "<script>alert(1)</script>";
+    let session = Session {
+        user: User {
+            name: format!("eve{EVIL}"),
+            role: Role::Admin,
+            sites: Vec::new(),
+        },
+        stamp: String::new(),
+        csrf: "c".repeat(64),
+        created: 0,
+        last_used: 0,
+    };
+    let node = FleetRow {
+        site: "lyon".parse().unwrap(),
+        node: "nuc-1".parse().unwrap(),
+        role: NodeRole::Agent,
+        enrolled_at: Some(0),
+        last_seen: Some(0),
+        holding: EVIL.into(),
+        seat: EVIL.into(),
+        waiting: None,
+        state: EVIL.into(),
+        software: String::new(),
+        attention: EVIL.into(),
+        status: Report::Agent(AgentReport {
+            next: Some(image_tools::wire::MasterRef::new("demo", "2").unwrap()),
+            next_state: EVIL.into(),
+            last_error: Some(EVIL.into()),
+            ..AgentReport::default()
+        }),
+        mac: None,
+        via: None,
+        key: None,
+    };
+    let orders = HashMap::from([(
+        "nuc-1".to_owned(),
+        OrderRow {
+            id: 1,
+            site: "lyon".into(),
+            node: "nuc-1".into(),
+            kind: OrderKind::Reset,
+            asked_by: EVIL.into(),
+            asked_at: 0,
+        },
+    )]);
+    let zones = HashMap::from([("lyon".to_owned(), EVIL.to_owned())]);
+    let master = MasterInfo {
+        name: "demo".parse().unwrap(),
+        version: "1".parse().unwrap(),
+        size: 1,
+        stored_bytes: 1,
+    };
+    let o = OverrideInfo {
+        id: 1,
+        site: "lyon".parse().unwrap(),
+        master: "demo".parse().unwrap(),
+        version: "1".parse().unwrap(),
+        reason: EVIL.into(),
+        by: EVIL.into(),
+        created_at: 0,
+        until: 0,
+        deadline: Some(0),
+    };
+    let import = ImportProgress {
+        name: "demo".parse().unwrap(),
+        version: "2".parse().unwrap(),
+        image: EVIL.into(),
+        size: 10_000_000,
+        read: 5_000_000,
+        elapsed_secs: 3.0,
+    };
+    let held = BTreeMap::from([(
+        EVIL.to_owned(),
+        Held {
+            relay: true,
+            nucs: 2,
+        },
+    )]);
+    let pages = [
+        fleet_page::fleet(
+            &session,
+            &FleetPage {
+                nodes: vec![&node],
+                zones: &zones,
+                orders: &orders,
+                user: &session.user,
+                flash: Some(EVIL),
+                now: 100,
+            },
+        ),
+        fleet_page::confirm_revoke(&session, &node),
+        calendar_page::calendar(
+            &session,
+            &CalendarPage {
+                may_import: true,
+                push_sites: vec![EVIL],
+                masters: std::slice::from_ref(&master),
+                overrides: vec![&o],
+                zones: &zones,
+                outcome: Outcome::Refused(EVIL.into()),
+            },
+        ),
+        masters_page::masters(
+            &session,
+            &[MasterLine {
+                info: &master,
+                shared: 1,
+                held,
+            }],
+            &[import],
+        ),
+    ];
+    for p in &pages {
+        assert!(!p.contains("<script"), "{p}");
+        assert!(p.contains("&lt;script&gt;"), "{p}");
+    }
+    assert!(
+        pages[3].contains("5 MB of 10 MB (50%)"),
+        "the import's progress: {}",
+        pages[3]
+    );
+}
