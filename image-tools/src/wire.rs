@@ -617,6 +617,11 @@ mod tests {
                 deadline: 400,
                 expected: 350,
             }],
+            orders: vec![Order {
+                id: 7,
+                node: "nuc-1".into(),
+                kind: OrderKind::Rollback,
+            }],
             ..SitePlan::default()
         };
         let frame = encode_to_vec(&Frame::Control(Control::Plan(Box::new(plan.clone())))).unwrap();
