@@ -144,12 +144,43 @@ pub enum Node {
         /// The relay's or NUC's id (see `nightcast fleet`).
         node: NodeId,
     },
+    /// Reset a NUC now: its VM is stopped and what the guest wrote is thrown away; a session
+    /// under way starts again from the pristine master. Done at the NUC's next plan (seconds).
+    Reset {
+        /// The NUC's id (see `nightcast fleet`).
+        node: NodeId,
+    },
+    /// Put a NUC back on the master it ran before the last swap, then reset it (a new version
+    /// that misbehaves there). Done at the NUC's next plan.
+    Rollback {
+        /// The NUC's id (see `nightcast fleet`).
+        node: NodeId,
+    },
+    /// Wake a NUC that is off: its site's relay sends the Wake-on-LAN packet to the MAC address
+    /// the NUC last reported, at its next plan.
+    Wake {
+        /// The NUC's id (see `nightcast fleet`).
+        node: NodeId,
+    },
     /// Revoke a relay or NUC and forget it (seat, holdings): it may then enrol again as a new NUC
     /// (re-imaging a known NUC).
     Rm {
         /// The relay's or NUC's id (see `nightcast fleet`).
         node: NodeId,
     },
+}
+
+/// `POST /v1/nodes/NODE/KIND` (reset, rollback, wake): the answer and its words.
+fn order(client: &Client, node: &NodeId, kind: &str) -> Result<Printed> {
+    let o: api::Ordered = client.ask("POST", &format!("/v1/nodes/{node}/{kind}"))?;
+    let human = format!(
+        "{} of {} at {} asked (order {}): the NUC does it at its next plan",
+        o.kind.as_str(),
+        o.node,
+        o.site,
+        o.order
+    );
+    printed(&o, human)
 }
 
 /// An argument among `names` (listed in `--help`), as its type.
@@ -629,6 +660,9 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             );
             printed(&r, human)?
         }
+        Admin::Node(Node::Reset { node }) => order(client, &node, "reset")?,
+        Admin::Node(Node::Rollback { node }) => order(client, &node, "rollback")?,
+        Admin::Node(Node::Wake { node }) => order(client, &node, "wake")?,
         Admin::Node(Node::Rm { node }) => {
             let r: api::Removed = client.ask("DELETE", &format!("/v1/nodes/{node}"))?;
             let human = format!(

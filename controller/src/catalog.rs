@@ -158,6 +158,10 @@ fn site_plans(
     let mut rooms = db.room_plans(now)?;
     let mut seats = db.seat_bindings()?;
     let mut pushes = pushes(db, now, classes)?;
+    let mut orders: HashMap<String, Vec<image_tools::wire::Order>> = HashMap::new();
+    for o in db.orders_since(now - crate::db::ORDER_KEPT_SECS)? {
+        orders.entry(o.site.clone()).or_default().push(o.to_wire());
+    }
     let mut out = Vec::new();
     for site in db.sites()? {
         let plan = SitePlan {
@@ -177,6 +181,7 @@ fn site_plans(
             bridge: cas.bridge.clone(),
             emergency_cap_mbit: site.emergency_cap_mbit,
             pushes: pushes.remove(&site.name).unwrap_or_default(),
+            orders: orders.remove(&site.name).unwrap_or_default(),
         };
         out.push((site.name, plan));
     }
@@ -242,6 +247,34 @@ mod tests {
             }
         );
         assert_eq!(changes(&current, &current), Changes::default());
+    }
+
+    #[test]
+    fn each_site_plan_carries_its_nucs_orders_of_the_last_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir(dir.path().join("c"));
+        let now = 1_800_000_000;
+        crate::init(&data, now).unwrap();
+        let mut db = Db::open(&data.database()).unwrap();
+        for (site, node) in [("lyon", "nuc-l"), ("paris", "nuc-p")] {
+            db.add_site(site, "UTC", "22:00-06:00", 20, None).unwrap();
+            let reported = crate::db::Reported::default();
+            db.record_report(site, node, "agent", &[], &reported, now)
+                .unwrap();
+        }
+        let kind = image_tools::wire::OrderKind::Reset;
+        let old = db
+            .order_node("nuc-l", kind, "dsi", now - crate::db::ORDER_KEPT_SECS - 1)
+            .unwrap();
+        let recent = db.order_node("nuc-l", kind, "dsi", now - 60).unwrap();
+        let plans: HashMap<String, SitePlan> =
+            site_plans(&data, &db, now, 0, || db.classes().map(std::sync::Arc::new))
+                .unwrap()
+                .into_iter()
+                .collect();
+        assert_eq!(plans["lyon"].orders, vec![recent.to_wire()]);
+        assert_ne!(old.id, recent.id);
+        assert!(plans["paris"].orders.is_empty());
     }
 
     fn manifest(name: &str, seed: u8) -> Vec<u8> {

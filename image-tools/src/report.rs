@@ -117,6 +117,9 @@ pub struct AgentReport {
     /// refused before use). New in this version: kept last, defaulted when absent (stored JSON).
     #[serde(default)]
     pub bad_peers: Vec<BadPeer>,
+    /// The last of the DSI's orders (`wire::Order::id`) it carried out; 0: none. Kept last.
+    #[serde(default)]
+    pub orders_done: u64,
 }
 
 /// A peer that sent a corrupt chunk of a master version, and when (unix time).

@@ -169,7 +169,8 @@ pub enum Control {
     /// Ask for this site's fetch plan.
     GetPlan,
     /// The site's schedule and its master versions in fetch order (earliest deadline first).
-    Plan(SitePlan),
+    /// Boxed (the largest message; postcard encodes it as the plan itself).
+    Plan(Box<SitePlan>),
     /// The server does not hold this chunk yet and expects to by `expected` (Unix seconds): a
     /// relay outside its night window, asked for a chunk it has not fetched.
     NotYet {
@@ -270,6 +271,54 @@ pub struct SitePlan {
     /// tells its NUCs this when they ask for what it has not fetched yet.
     #[serde(default)]
     pub pushes: Vec<Push>,
+    /// What the DSI asked of the site's NUCs (reset, roll back, wake), the last day's: the relay
+    /// wakes, each agent carries out its own once (ids only grow; it reports the last it did).
+    #[serde(default)]
+    pub orders: Vec<Order>,
+}
+
+/// Something the DSI asked of one NUC, from the console or `nightcast node reset|rollback|wake`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Grows with each order, across the controller: an agent carries out those above the last
+    /// it did.
+    pub id: u64,
+    pub node: String,
+    pub kind: OrderKind,
+}
+
+/// What an [`Order`] asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderKind {
+    /// Stop the VM now and throw its writes away (a session that runs starts again, pristine).
+    Reset,
+    /// Back to the previous master, then reset.
+    Rollback,
+    /// Wake-on-LAN from the site's relay.
+    Wake,
+}
+
+impl OrderKind {
+    pub const ALL: [OrderKind; 3] = [OrderKind::Wake, OrderKind::Reset, OrderKind::Rollback];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderKind::Reset => "reset",
+            OrderKind::Rollback => "rollback",
+            OrderKind::Wake => "wake",
+        }
+    }
+}
+
+impl std::str::FromStr for OrderKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<OrderKind, String> {
+        OrderKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("no such order {s:?}: reset, rollback or wake"))
+    }
 }
 
 /// An emergency push: `master` must be on every NUC of the rooms that run it by `deadline` (Unix
@@ -568,9 +617,14 @@ mod tests {
                 deadline: 400,
                 expected: 350,
             }],
+            orders: vec![Order {
+                id: 7,
+                node: "nuc-1".into(),
+                kind: OrderKind::Rollback,
+            }],
             ..SitePlan::default()
         };
-        let frame = encode_to_vec(&Frame::Control(Control::Plan(plan.clone()))).unwrap();
+        let frame = encode_to_vec(&Frame::Control(Control::Plan(Box::new(plan.clone())))).unwrap();
         // The frame's body: the control's variant tag (one byte), then the plan.
         let body = &frame[5..];
         assert_eq!(usize::from(body[0]), 16, "Plan is the 17th control");
@@ -598,7 +652,7 @@ mod tests {
         assert!(old.signing_keys.is_empty() && old.current_ca.is_empty());
         // And the new relay reads it whole.
         let (back, _) = decode(&frame).unwrap().unwrap();
-        assert_eq!(back, Frame::Control(Control::Plan(plan)));
+        assert_eq!(back, Frame::Control(Control::Plan(Box::new(plan))));
     }
 
     fn samples() -> Vec<Frame> {

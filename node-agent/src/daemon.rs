@@ -428,6 +428,10 @@ impl Agent {
                 }
                 self.plan = plan;
             }
+            let me = self.me.node.to_string();
+            tokio::task::block_in_place(|| {
+                self.station.obey(self.clock.now(), &self.plan.orders, &me)
+            });
             conn.report(self.report()).await?;
             self.check_republished(&conn).await;
             anyhow::Ok(conn)
@@ -578,6 +582,7 @@ impl Agent {
                     .collect(),
                 last_error: s.last_error.clone(),
                 bad_peers: self.bad_peers.clone(),
+                orders_done: self.station.news.orders_done,
             }),
         }
     }

@@ -37,6 +37,7 @@ pub mod health;
 pub mod hypervisor;
 pub mod identity;
 pub mod kiosk;
+pub mod orders;
 pub mod peers;
 mod prepare;
 pub mod profile;

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use image_tools::wire::{MasterRef, SessionEntry};
+use image_tools::wire::{MasterRef, Order, OrderKind, SessionEntry};
 use jiff::civil::Date;
 
 use crate::daemon::label;
@@ -72,6 +72,8 @@ pub struct News {
     pub swaps: u64,
     pub last_swap: Option<i64>,
     pub rollbacks: u64,
+    /// The last of the DSI's orders carried out (`orders`).
+    pub orders_done: u64,
     /// The health check of the VM's boot, in words.
     pub boot: String,
     /// Seconds from the last start to its guest's health signal.
@@ -141,6 +143,7 @@ impl Station {
             news.errors.push(e.to_string());
             Verdicts::default()
         });
+        news.orders_done = crate::orders::load(&data);
         let mut ws = Workstation::new(end_of_day);
         if let Some(t) = &verdicts.trial {
             tracing::warn!(master = %label(&t.master), boots = t.boots, "a new master was on trial when the agent stopped: its trial goes on");
@@ -173,6 +176,42 @@ impl Station {
 
     pub fn verdicts(&self) -> &Verdicts {
         &self.verdicts
+    }
+
+    /// Carries out the DSI's new orders for NUC `node` at `now` (reset: the VM stopped at once
+    /// and its writes thrown away; rollback: the previous master back, then the same; wake: it is
+    /// awake), and keeps the last one done. A session under way starts again at the next tick.
+    pub fn obey(&mut self, now: i64, orders: &[Order], node: &str) {
+        for o in crate::orders::to_do(orders, node, self.news.orders_done) {
+            tracing::warn!(
+                order = o.id,
+                kind = o.kind.as_str(),
+                "the DSI asked for this from the controller"
+            );
+            match o.kind {
+                OrderKind::Wake => {}
+                OrderKind::Reset | OrderKind::Rollback => {
+                    self.stopping = None;
+                    self.healthy = false;
+                    self.ws.stopped();
+                    if o.kind == OrderKind::Rollback {
+                        if self.held.previous.is_none() {
+                            self.error(
+                                "the DSI asked to roll back, but this NUC holds no previous master"
+                                    .into(),
+                            );
+                        } else {
+                            self.rollback(now);
+                        }
+                    }
+                    self.finish_reset(now, "the DSI asked for it");
+                }
+            }
+            self.news.orders_done = o.id;
+            if let Err(e) = crate::orders::save(&self.data, o.id) {
+                self.error(format!("cannot keep the last order done: {e}"));
+            }
+        }
     }
 
     /// The VM is in use between sessions: a trial boot, or a reset waiting for the guest.

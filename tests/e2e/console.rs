@@ -77,6 +77,20 @@ fn check_page(b: &Browser, origin: &str, what: &str) {
     assert!(bytes > 0 && bytes < 500_000, "{what}: {bytes} bytes");
 }
 
+/// What a user could do by hand in their browser: a POST to `action` with their own session's
+/// CSRF token (taken from the page), though the page offers no such button.
+fn forge_post(b: &Browser, action: &str) {
+    let script = format!(
+        "const csrf = document.querySelector('input[name=csrf]').value;
+         const f = document.createElement('form');
+         f.method = 'post'; f.action = '{action}';
+         const i = document.createElement('input');
+         i.type = 'hidden'; i.name = 'csrf'; i.value = csrf; f.appendChild(i);
+         document.body.appendChild(f); f.submit(); return csrf.length;"
+    );
+    assert_eq!(b.run(&script), 64);
+}
+
 fn log_in(b: &Browser, origin: &str, name: &str, password: &str) {
     b.goto(&format!("{origin}/login"));
     b.type_into(&b.find("#name").unwrap(), name);
@@ -181,15 +195,7 @@ fn the_dsi_sees_the_late_room_first_follows_it_and_approves_a_nuc_a_read_only_us
         "a read-only user sees no button"
     );
     assert!(!b.source().contains("/approve"));
-    let forged = b.run(
-        "const csrf = document.querySelector('input[name=csrf]').value;
-         const f = document.createElement('form');
-         f.method = 'post'; f.action = '/nodes/nuc-new/approve';
-         const i = document.createElement('input');
-         i.type = 'hidden'; i.name = 'csrf'; i.value = csrf; f.appendChild(i);
-         document.body.appendChild(f); f.submit(); return csrf.length;",
-    );
-    assert_eq!(forged, 64);
+    forge_post(&b, "/nodes/nuc-new/approve");
     let refused = b.text_of(&b.wait_find("main p.err"));
     assert!(
         refused.contains("Your role (readonly) does not let you approve NUCs at lyon."),
@@ -247,4 +253,200 @@ fn the_dsi_sees_the_late_room_first_follows_it_and_approves_a_nuc_a_read_only_us
     assert!(flash.starts_with("nuc-new approved"), "{flash}");
     assert_eq!(fleet_row(&f, "nuc-new").unwrap()["state"], "approved");
     b.screenshot(&shots.join("room-approved.png"));
+}
+
+/// The fleet, calendar and masters pages, as the DSI uses them: a calendar with an error (its
+/// line shown, nothing imported), then a good one (its session on the board), an emergency push,
+/// a real NUC (agent process, test hypervisor) reset from the fleet page, which it does and says
+/// so; then a read-only user, who sees no button and whose forged reset is refused. Screenshots:
+/// `target/console-screenshots/{fleet,calendar,masters}.png`.
+#[test]
+fn the_dsi_imports_a_calendar_pushes_a_master_and_resets_a_nuc_a_read_only_user_cannot() {
+    let port = free_port();
+    let origin = format!("https://127.0.0.1:{port}");
+    let f = Fleet::build(
+        "00:00-23:59",
+        100,
+        4,
+        "start=2030-01-07T12:00:00Z speed=1",
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 17:00\n",
+        &format!("[console]\nlisten = \"127.0.0.1:{port}\"\nhosts = [\"127.0.0.1\"]\n"),
+    );
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("the master to complete", 60, Relay::complete);
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let nuc = f.seated_agent("nuc-1", "pc-1", &relay, "");
+    // A second version that shares most of its chunks with the first (the masters page).
+    let mut v2 = f.image.clone();
+    v2[..1 << 20]
+        .iter_mut()
+        .for_each(|b| *b = b.wrapping_add(1));
+    f.add_master("2", &v2);
+    nuc.wait("demo 1 on the NUC, at rest", 90, |a| {
+        a.s("current") == "demo 1" && a.s("trial").is_empty() && a.s("vm") != "running"
+    });
+    add_user(&f, "dsi", "admin", "correct horse battery");
+    add_user(&f, "viewer", "readonly", "a long read-only password");
+
+    let shots = screenshots();
+    let b = Browser::start();
+    log_in(&b, &origin, "dsi", "correct horse battery");
+    b.wait_url(&format!("{origin}/"));
+
+    // A calendar with an error on its third line: the line named, nothing imported.
+    b.click(&b.find("nav a[href='/calendar']").unwrap());
+    b.wait_url(&format!("{origin}/calendar"));
+    let header = "site,room,master,version,start,end\n";
+    let bad = f.dir.path().join("extra.csv");
+    std::fs::write(
+        &bad,
+        format!("{header}lyon,salle-1,demo,1,2030-01-12 08:00,2030-01-12 12:00\nlyon,salle-9,demo,1,2030-01-11 08:00,2030-01-11 12:00\n"),
+    )
+    .unwrap();
+    b.type_into(&b.find("#file").unwrap(), bad.to_str().unwrap());
+    b.click(&b.find("#import").unwrap());
+    let error = b.text_of(&b.wait_find("#error"));
+    assert!(error.starts_with("extra.csv:3:"), "{error}");
+    assert!(error.ends_with("Nothing was changed."), "{error}");
+    let sessions = f.nightcast(&["session", "list"]);
+    assert!(!sessions.contains("2030-01-12"), "{sessions}");
+    b.screenshot(&shots.join("calendar-error.png"));
+    check_page(&b, &origin, "calendar page with an error");
+
+    // Not a calendar, and a file too large to be one: each refused with a clear message.
+    let photo = f.dir.path().join("photo.png");
+    std::fs::write(&photo, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR").unwrap();
+    b.type_into(&b.find("#file").unwrap(), photo.to_str().unwrap());
+    b.click(&b.find("#import").unwrap());
+    let error = b.text_of(&b.wait_find("#error"));
+    assert!(error.starts_with("photo.png is not a calendar"), "{error}");
+    let huge = f.dir.path().join("huge.csv");
+    std::fs::write(&huge, header.repeat(150_000)).unwrap();
+    b.type_into(&b.find("#file").unwrap(), huge.to_str().unwrap());
+    b.click(&b.find("#import").unwrap());
+    let error = b.text_of(&b.wait_find("main p.err"));
+    assert!(error.contains("a calendar file at most 4 MB"), "{error}");
+    b.goto(&format!("{origin}/calendar"));
+
+    // The same without the error: imported, and its session on the board.
+    let good = f.dir.path().join("extra-fixed.csv");
+    std::fs::write(
+        &good,
+        format!("{header}lyon,salle-1,demo,1,2030-01-10 08:00,2030-01-10 12:00\n"),
+    )
+    .unwrap();
+    b.type_into(&b.find("#file").unwrap(), good.to_str().unwrap());
+    b.click(&b.find("#import").unwrap());
+    let flash = b.text_of(&b.wait_find("#flash"));
+    assert_eq!(flash, "extra-fixed.csv: 1 session imported.");
+    b.click(&b.find("nav a[href='/']").unwrap());
+    b.wait_url(&format!("{origin}/"));
+    let board = b.text();
+    assert!(board.contains("2030-01-10 08:00 UTC"), "{board}");
+
+    // An emergency push, with its reason and deadline, as `nightcast override push`.
+    b.goto(&format!("{origin}/calendar"));
+    b.type_into(&b.find("#reason").unwrap(), "exam at 14:00 needs it");
+    b.type_into(&b.find("#deadline").unwrap(), "2030-01-07 18:00");
+    b.click(&b.find("#push").unwrap());
+    let flash = b.text_of(&b.wait_find("#flash"));
+    assert!(
+        flash.starts_with("Push ") && flash.contains("recorded"),
+        "{flash}"
+    );
+    let overrides = b.text_of(&b.find("#overrides").unwrap());
+    assert!(overrides.contains("exam at 14:00 needs it"), "{overrides}");
+    assert!(overrides.contains("2030-01-07 18:00 UTC"), "{overrides}");
+    let listed = f.nightcast(&["--json", "override", "list"]);
+    assert!(
+        listed.contains("exam at 14:00 needs it") && listed.contains("\"dsi\""),
+        "{listed}"
+    );
+    // The faulty file once more: its error beside the push in force (the page's screenshot).
+    b.type_into(&b.find("#file").unwrap(), bad.to_str().unwrap());
+    b.click(&b.find("#import").unwrap());
+    let error = b.text_of(&b.wait_find("#error"));
+    assert!(error.starts_with("extra.csv:3:"), "{error}");
+    b.screenshot(&shots.join("calendar.png"));
+    check_page(&b, &origin, "calendar page");
+
+    // The fleet: the relay and the NUC; the NUC reset from here, and it does it.
+    b.click(&b.find("nav a[href='/fleet']").unwrap());
+    b.wait_url(&format!("{origin}/fleet"));
+    let fleet = b.text_of(&b.find("#fleet").unwrap());
+    assert!(
+        fleet.contains("nuc-1") && fleet.contains("relay"),
+        "{fleet}"
+    );
+    let resets = nuc.n("resets");
+    b.click(&b.find("#reset-nuc-1").expect("the admin's reset button"));
+    let flash = b.text_of(&b.wait_find("#flash"));
+    assert!(flash.starts_with("nuc-1: reset asked"), "{flash}");
+    nuc.wait("the NUC to carry out the reset", 30, |a| {
+        a.n("orders_done") >= 1 && a.n("resets") > resets
+    });
+    assert!(
+        nuc.log_text().contains("the DSI asked for this"),
+        "{}",
+        nuc.log_text()
+    );
+    for _ in 0..100 {
+        b.goto(&format!("{origin}/fleet"));
+        if b.text_of(&b.find("#node-nuc-1").unwrap())
+            .contains(": done")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let row = b.text_of(&b.find("#node-nuc-1").unwrap());
+    assert!(
+        row.contains("reset asked by dsi") && row.contains(": done"),
+        "{row}"
+    );
+    b.screenshot(&shots.join("fleet.png"));
+    check_page(&b, &origin, "fleet page");
+
+    b.click(&b.find("nav a[href='/masters']").unwrap());
+    b.wait_url(&format!("{origin}/masters"));
+    let masters = b.text_of(&b.find("#masters").unwrap());
+    assert!(masters.contains("demo 1"), "{masters}");
+    assert!(masters.contains("lyon: relay, 1 NUC"), "{masters}");
+    assert!(masters.contains("demo 2"), "{masters}");
+    assert!(
+        masters.contains("% of it"),
+        "chunks shared between the versions: {masters}"
+    );
+    b.screenshot(&shots.join("masters.png"));
+    check_page(&b, &origin, "masters page");
+
+    // Read-only: the fleet without a button; a forged reset refused, nothing recorded.
+    b.click(&b.find("header form button").unwrap());
+    b.wait_url(&format!("{origin}/login"));
+    b.clear_cookies();
+    log_in(&b, &origin, "viewer", "a long read-only password");
+    b.wait_url(&format!("{origin}/"));
+    b.goto(&format!("{origin}/fleet"));
+    assert!(
+        b.find("#reset-nuc-1").is_none(),
+        "a read-only user sees no button"
+    );
+    assert!(b.find("td.actions button").is_none(), "{}", b.source());
+    b.goto(&format!("{origin}/calendar"));
+    assert!(b.find("#import").is_none() && b.find("#push").is_none());
+    b.goto(&format!("{origin}/fleet"));
+    forge_post(&b, "/nodes/nuc-1/reset");
+    let refused = b.text_of(&b.wait_find("main p.err"));
+    assert!(
+        refused.contains(
+            "Your role (readonly) does not let you reset, roll back or wake NUCs at lyon."
+        ),
+        "{refused}"
+    );
+    b.goto(&format!("{origin}/fleet"));
+    let row = b.text_of(&b.find("#node-nuc-1").unwrap());
+    assert!(
+        row.contains("reset asked by dsi"),
+        "the last order is still the DSI's: {row}"
+    );
 }

@@ -466,3 +466,38 @@ fn a_far_sites_relay_fetches_through_the_controllers_bbr_port() {
         "{log}"
     );
 }
+
+/// `nightcast node wake`: the site's relay sends the magic packet to the MAC the NUC reported,
+/// at once (not at the next window), and only for a NUC: a relay cannot be reset or woken.
+#[test]
+fn the_dsi_wakes_a_nuc_through_its_relay() {
+    let f = Fleet::new("22:00-06:00", 100, 4, "start=2030-01-07T12:00:00Z speed=1");
+    let relay = f.relay(&DEFAULT_RELAY);
+    let nuc = f.agent("nuc-1");
+    nuc.report(
+        relay.lan,
+        AgentReport {
+            mac: Some("52:54:00:ab:cd:ef".into()),
+            ..AgentReport::default()
+        },
+    );
+    let said = f.nightcast(&["node", "wake", "nuc-1"]);
+    assert!(
+        said.starts_with("wake of nuc-1 at lyon asked (order 1)"),
+        "{said}"
+    );
+    let mut packet = [0u8; 200];
+    let n = f.wol.recv(&mut packet).expect("no Wake-on-LAN packet");
+    assert_eq!(n, 102);
+    assert_eq!(&packet[6..12], &[0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]);
+
+    let token = f.dir.path().join("controller/admin.token");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nightcast"))
+        .args(["--api", &f.api, "--token-file", token.to_str().unwrap()])
+        .args(["node", "reset", "relay-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("relay-1 is not an enrolled NUC"), "{err}");
+}

@@ -1,8 +1,9 @@
 //! The fleet (nodes, pending requests included), node approval, revocation and removal, and
 //! enrolment tokens.
 
-use image_tools::api::{Approved, FleetRow, NewToken, NodeRole, Removed, Revoked, Token};
+use image_tools::api::{Approved, FleetRow, NewToken, NodeRole, Ordered, Removed, Revoked, Token};
 use image_tools::report::Report;
+use image_tools::wire::OrderKind;
 use image_tools::NodeId;
 
 use super::{db_error, error, ok, path_id, routed, stored, Answer, Call, Reply, NO_ROUTE};
@@ -32,6 +33,10 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                 node,
                 certificates_revoked: n as u64,
             })
+        }
+        ("POST", ["v1", "nodes", node, kind @ ("reset" | "rollback" | "wake")]) => {
+            let node: NodeId = path_id(node)?;
+            ok(order(&mut db()?, &node, path_id(kind)?, "admin", now)?)
         }
         ("DELETE", ["v1", "nodes", node]) => {
             let node: NodeId = path_id(node)?;
@@ -69,6 +74,28 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
         }
         _ => Err(NO_ROUTE),
     })())
+}
+
+/// Records an order for NUC `node`, asked by `by` (`admin` for the API's token, else the
+/// console's user): what `POST /v1/nodes/NODE/reset|rollback|wake` and the console's fleet page
+/// both do. The caller wakes the catalogue (`Api::changed`) so that the relay hears of it at once.
+pub(crate) fn order(
+    db: &mut crate::db::Db,
+    node: &NodeId,
+    kind: OrderKind,
+    by: &str,
+    now: i64,
+) -> Result<Ordered, Reply> {
+    let o = db
+        .order_node(node.as_str(), kind, by, now)
+        .map_err(db_error)?;
+    tracing::info!(%node, kind = kind.as_str(), %by, id = o.id, "order recorded for a NUC");
+    Ok(Ordered {
+        node: node.clone(),
+        site: stored(&o.site)?,
+        order: o.id,
+        kind,
+    })
 }
 
 /// The fleet at `now`, as `GET /v1/fleet` answers it (the console's room pages read it too).

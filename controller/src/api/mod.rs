@@ -10,7 +10,7 @@
 //! `GET seats[?site=S]`, `POST seats`, `DELETE seats/SITE/ROOM/SEAT`, `POST seats/assign`,
 //! `POST seats/replace`,
 //! `GET|POST masters`, `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`,
-//! `DELETE sessions/ID`, `GET plan`, `GET fleet`, `POST nodes/NODE/approve|revoke`,
+//! `DELETE sessions/ID`, `GET plan`, `GET fleet`, `POST nodes/NODE/approve|revoke|reset|rollback|wake`,
 //! `DELETE nodes/NODE`, `GET|POST overrides`, `GET pushes`, `POST tokens`; and `GET /metrics` (Prometheus text
 //! format, the one route open without the token: see `metrics`). Their bodies and answers are the
 //! types of `image_tools::api`, which the CLI uses too: a body is read into its request type
@@ -46,7 +46,7 @@ mod places;
 mod plan;
 mod push;
 
-pub(crate) use fleet::rows as fleet_rows;
+pub(crate) use fleet::{order as order_node, rows as fleet_rows};
 use http::{answer, read_request};
 pub use http::{parse_head, Head};
 pub use plan::plan_rows;
@@ -231,6 +231,18 @@ pub fn handle(api: &Api, request: Request) -> Reply {
         }
     };
     tracing::info!(%method, %url, status, "admin request");
+    if status == 200 && method != "GET" {
+        api.changed.notify_one();
+    }
+    (status, body)
+}
+
+/// A request from inside the controller (the web console) with a typed body: the same routes and
+/// checks as when the CLI sends it, and the catalogue woken after a change.
+pub fn call(api: &Api, method: &str, url: &str, body: &impl Serialize) -> Reply {
+    let value = serde_json::to_value(body).unwrap_or(Value::Null);
+    let (status, body) = route(api, method, url, &value);
+    tracing::info!(%method, %url, status, "admin request from the web console");
     if status == 200 && method != "GET" {
         api.changed.notify_one();
     }

@@ -45,6 +45,10 @@ pub fn page(title: &str, who: Option<(&str, &str, &str)>, body: &str) -> String 
         esc(title)
     );
     if let Some((name, role, csrf)) = who {
+        out.push_str(
+            "<nav><a href=\"/\">Board</a><a href=\"/fleet\">Fleet</a>\
+             <a href=\"/calendar\">Calendar</a><a href=\"/masters\">Masters</a></nav>",
+        );
         let _ = write!(
             out,
             "<form class=\"who\" method=\"post\" action=\"/logout\">{} <span class=\"role\">{}</span>\
@@ -86,6 +90,17 @@ button{font:inherit;padding:.3em .9em;border:1px solid #1d2430;border-radius:4px
 header button{background:transparent;color:#fff;border-color:#fff}\
 ul.folded{background:#fff;border-radius:6px;padding:.6em 1em .6em 2em;border-left:6px solid #2e7d32}ul.folded a{margin-left:.3em}\
 .note{background:#fff4d6;padding:.6em 1em;border-radius:6px}.flash{background:#e0f2e3;padding:.6em 1em;border-radius:6px}\
+.problem{background:#fde0e0;color:#8e1b1b;padding:.6em 1em;border-radius:6px;white-space:pre-wrap}\
+header nav{flex:1;margin-left:2em}header nav a{color:#cfd5de;text-decoration:none;margin-right:1.4em}header nav a:hover{color:#fff}\
+table.fleet,table#masters,table#overrides,table#imports{background:#fff;border-radius:6px}\
+tr.site th{background:#eceff3;color:#1d2430;font-size:1em;padding-top:.5em}\
+td.actions form{display:inline}td.actions button,a.button{margin:0 .3em .3em 0;font-size:.85em;padding:.15em .6em}\
+a.button{display:inline-block;border:1px solid #8e1b1b;border-radius:4px;color:#8e1b1b;text-decoration:none;background:#fff}\
+button.danger{border-color:#8e1b1b;color:#8e1b1b}.order{font-size:.85em}\
+table.fleet th:nth-child(1){width:13%}table.fleet th:nth-child(2){width:9%}table.fleet th:nth-child(8){width:19em}\
+.cards{display:flex;gap:1em;flex-wrap:wrap}.card{flex:1 1 24em;background:#fff;border-radius:6px;padding:.4em 1.2em 1em}\
+form.grid{display:grid;grid-template-columns:6em 1fr;gap:.5em;align-items:center}form.grid input,form.grid select{font:inherit;padding:.3em}\
+code{background:#eceff3;padding:0 .25em;border-radius:3px}progress{vertical-align:middle}\
 ";
 
 #[cfg(test)]

@@ -9,6 +9,10 @@ use std::fmt::Write;
 pub const MAX_HEAD: usize = 16 << 10;
 /// A form's body (a login, a CSRF token and an id or two).
 pub const MAX_FORM: usize = 16 << 10;
+/// A calendar file uploaded (`POST /calendar`, multipart): a year of sessions for a large region.
+pub const MAX_UPLOAD: usize = 4 << 20;
+/// Where a body may be as large as `MAX_UPLOAD`.
+pub const UPLOAD_PATH: &str = "/calendar";
 
 /// A request's head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +24,9 @@ pub struct Head {
     pub path: String,
     pub query: String,
     pub cookie: Option<String>,
-    /// The body's length (at most `MAX_FORM`).
+    /// `Content-Type` (a form, or `multipart/form-data; boundary=...` for an upload).
+    pub content_type: Option<String>,
+    /// The body's length (at most `MAX_FORM`, `MAX_UPLOAD` for an upload).
     pub length: usize,
 }
 
@@ -48,19 +54,25 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head>, u16> {
         None => 0,
         Some(v) => v.trim().parse::<usize>().map_err(|_| 400u16)?,
     };
-    if length > MAX_FORM {
-        return Err(413);
-    }
     let (Some(method), Some(target)) = (req.method, req.path) else {
         return Err(400);
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let max = if method == "POST" && path == UPLOAD_PATH {
+        MAX_UPLOAD
+    } else {
+        MAX_FORM
+    };
+    if length > max {
+        return Err(413);
+    }
     Ok(Some(Head {
         len,
         method: method.to_owned(),
         path: path.to_owned(),
         query: query.to_owned(),
         cookie: header("Cookie").map(str::to_owned),
+        content_type: header("Content-Type").map(str::to_owned),
         length,
     }))
 }
@@ -241,7 +253,7 @@ mod tests {
         match parse(bytes) {
             Ok(None) => prop_assert!(bytes.len() < MAX_HEAD),
             Ok(Some(h)) => {
-                prop_assert!(h.len <= bytes.len() && h.length <= MAX_FORM);
+                prop_assert!(h.len <= bytes.len() && h.length <= MAX_UPLOAD);
                 prop_assert!(h.path.starts_with('/') || !h.method.is_empty());
             }
             Err(status) => prop_assert!(matches!(status, 400 | 411 | 413 | 431), "{status}"),

@@ -11,7 +11,10 @@
 //! time limits.
 //!
 //! Pages: `GET /` the board; `GET /rooms/SITE/ROOM` a room's sessions, NUCs and the site's NUCs
-//! waiting to enrol; `POST /nodes/NODE/approve`; `GET|POST /login`, `POST /logout`;
+//! waiting to enrol; `POST /nodes/NODE/approve`; `GET /fleet` (`fleet`, `fleet_page`) and
+//! `POST /nodes/NODE/reset|rollback|wake|revoke` (`GET .../revoke` asks first); `GET|POST
+//! /calendar` (an upload, `multipart`) and `POST /overrides` (`calendar`, `calendar_page`);
+//! `GET /masters` (`masters`, `masters_page`); `GET|POST /login`, `POST /logout`;
 //! `GET /console.css`.
 
 use std::net::SocketAddr;
@@ -24,11 +27,22 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub mod board;
+pub mod calendar;
+pub mod calendar_page;
+pub mod fleet;
+pub mod fleet_page;
 pub mod html;
 pub mod http;
+pub mod masters;
+pub mod masters_page;
+pub mod multipart;
 pub mod pages;
+#[cfg(test)]
+mod pages_tests;
 pub mod routes;
 pub mod session;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod users;
 
@@ -167,8 +181,14 @@ async fn read<S: tokio::io::AsyncRead + Unpin>(
             return Err(400);
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(head) = http::parse(&buf)? {
-            break head;
+        match http::parse(&buf) {
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(413) => {
+                drain(stream).await;
+                return Err(413);
+            }
+            Err(status) => return Err(status),
         }
     };
     let mut body = buf.split_off(head.len);
@@ -184,6 +204,22 @@ async fn read<S: tokio::io::AsyncRead + Unpin>(
     }
     Ok((head, body))
 }
+
+/// A body too large to take, read and thrown away (up to `MAX_DRAIN`, while it keeps coming)
+/// so that the browser, still sending it, reads our answer instead of a broken connection.
+async fn drain<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) {
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut total = 0;
+    while total < MAX_DRAIN {
+        match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => return,
+        }
+    }
+}
+
+/// The most of a refused body read before answering.
+const MAX_DRAIN: usize = 64 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -32,7 +32,7 @@ pub fn login(error: Option<&str>, name: &str, token: &str) -> String {
     page("Log in", None, &body)
 }
 
-fn who(session: &Session) -> Option<(&str, &str, &str)> {
+pub(super) fn who(session: &Session) -> Option<(&str, &str, &str)> {
     Some((
         session.user.name.as_str(),
         session.user.role.as_str(),

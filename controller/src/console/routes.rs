@@ -16,7 +16,7 @@ use crate::db::Db;
 pub fn status(code: u16) -> Response {
     let text = match code {
         408 => "The request took too long to arrive.",
-        413 => "The request is too large.",
+        413 => "The request is too large: a form is at most 16 kB, a calendar file at most 4 MB.",
         431 => "The request's headers are too large.",
         500 => "The console failed: see the controller's log.",
         _ => "The request could not be read.",
@@ -188,7 +188,14 @@ fn logged_in(
 ) -> Response {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if method == "POST" {
-        let fields = form(body);
+        let multipart = head
+            .content_type
+            .as_deref()
+            .and_then(|t| super::multipart::parts(t, body));
+        let fields = match &multipart {
+            Some(parts) => super::multipart::fields(parts),
+            None => form(body),
+        };
         if !session::csrf_ok(session, field(&fields, "csrf")) {
             tracing::warn!(user = %session.user.name, %path, "console: POST without this session's CSRF token");
             return Response::html(
@@ -210,6 +217,11 @@ fn logged_in(
                 Response::see_other("/login").with_cookie(cookie)
             }
             ["nodes", node, "approve"] => approve(console, session, node, &fields, now),
+            ["nodes", node, action @ ("reset" | "rollback" | "wake" | "revoke")] => {
+                super::fleet::act(console, session, node, action, now)
+            }
+            ["calendar"] => super::calendar::upload(console, session, head, body),
+            ["overrides"] => super::calendar::push(console, session, &fields),
             _ => not_found(session),
         };
     }
@@ -219,18 +231,37 @@ fn logged_in(
     match segments.as_slice() {
         [""] => board_page(console, session, now),
         ["rooms", site, room] => room_page(console, session, site, room, &head.query, now),
+        ["fleet"] => super::fleet::page(console, session, &head.query, now),
+        ["nodes", node, "revoke"] => super::fleet::confirm_revoke(console, session, node, now),
+        ["calendar"] => super::calendar::page(console, session, &head.query),
+        ["masters"] => super::masters::page(console, session, now),
         _ => not_found(session),
     }
 }
 
-fn not_found(session: &Session) -> Response {
+/// 403: the user's role does not let them `what` (e.g. "approve NUCs") at `site`.
+pub(super) fn refused(session: &Session, what: &str, site: &str) -> Response {
+    Response::html(
+        403,
+        pages::problem(
+            Some(session),
+            "Refused",
+            &format!(
+                "Your role ({}) does not let you {what} at {site}.",
+                session.user.role.as_str()
+            ),
+        ),
+    )
+}
+
+pub(super) fn not_found(session: &Session) -> Response {
     Response::html(
         404,
         pages::problem(Some(session), "Not found", "There is no such page."),
     )
 }
 
-fn failed(session: &Session, what: &str, e: impl std::fmt::Display) -> Response {
+pub(super) fn failed(session: &Session, what: &str, e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "console: {what}");
     Response::html(
         500,
@@ -239,7 +270,7 @@ fn failed(session: &Session, what: &str, e: impl std::fmt::Display) -> Response 
 }
 
 /// Each site's IANA zone.
-fn zones(db: &Db) -> Result<HashMap<String, String>, crate::db::DbError> {
+pub(super) fn zones(db: &Db) -> Result<HashMap<String, String>, crate::db::DbError> {
     Ok(db.sites()?.into_iter().map(|s| (s.name, s.tz)).collect())
 }
 
@@ -369,17 +400,7 @@ fn approve(
     };
     if !session.user.acts_at(&site) {
         tracing::warn!(user = %session.user.name, %node, %site, "console: approval refused to a {} user", session.user.role.as_str());
-        return Response::html(
-            403,
-            pages::problem(
-                Some(session),
-                "Refused",
-                &format!(
-                    "Your role ({}) does not let you approve NUCs at {site}.",
-                    session.user.role.as_str()
-                ),
-            ),
-        );
+        return refused(session, "approve NUCs", &site);
     }
     if let Err(e) = db.approve_node(node.as_str(), now) {
         return failed(session, "approve the NUC", e);
@@ -399,136 +420,9 @@ fn approve(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use image_tools::exchange::{EnrolAsk, Via};
-    use image_tools::trust::Identity;
-    use image_tools::wire::Role as NodeRole;
-
     use super::*;
+    use crate::console::testing::*;
     use crate::console::users::Role;
-    use crate::DataDir;
-
-    const NOW: i64 = 1_796_164_200;
-
-    /// A controller's data directory with site lyon (room salle-1), site paris, a NUC of each
-    /// waiting for approval, and users `dsi` (admin), `viewer` (readonly) and `paris-op`
-    /// (operator of paris).
-    fn console() -> (tempfile::TempDir, Console) {
-        let dir = tempfile::tempdir().unwrap();
-        let data = DataDir(dir.path().to_owned());
-        crate::init(&data, NOW).unwrap();
-        let mut db = Db::open(&data.database()).unwrap();
-        for site in ["lyon", "paris"] {
-            db.add_site(site, "Europe/Paris", "22:00-06:00", 20, None)
-                .unwrap();
-            let ask = EnrolAsk {
-                token: None,
-                role: NodeRole::Agent,
-                node: format!("nuc-{site}").parse().unwrap(),
-                public_key: vec![4; 65],
-                mac: "02:00:00:00:00:01".into(),
-                renewal: false,
-                via: Via::Relay(Identity {
-                    role: NodeRole::Relay,
-                    site: site.parse().unwrap(),
-                    node: format!("relay-{site}").parse().unwrap(),
-                }),
-            };
-            db.decide_enrolment(&ask, NOW).unwrap();
-        }
-        db.add_room("lyon", "salle-1").unwrap();
-        users::add(&db, "dsi", Role::Admin, &[], "correct horse battery", NOW).unwrap();
-        users::add(
-            &db,
-            "viewer",
-            Role::ReadOnly,
-            &[],
-            "read only password",
-            NOW,
-        )
-        .unwrap();
-        let paris = vec!["paris".parse().unwrap()];
-        users::add(
-            &db,
-            "paris-op",
-            Role::Operator,
-            &paris,
-            "operator password",
-            NOW,
-        )
-        .unwrap();
-        let api = crate::api::Api {
-            data,
-            token: "t".into(),
-            clock: image_tools::clock::Clock::parse_now("start=2026-12-01T22:30:00Z").unwrap(),
-            settings: crate::plan::Settings::default(),
-            silent_after_secs: 1800,
-            feed_poll_minutes: 15,
-            imports: Default::default(),
-            changed: Arc::new(tokio::sync::Notify::new()),
-            classes: crate::plan::ClassCache::default(),
-            metrics: Default::default(),
-        };
-        (dir, Console::new(Arc::new(api)))
-    }
-
-    fn head(method: &str, target: &str, cookie: &str, length: usize) -> Head {
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        Head {
-            len: 0,
-            method: method.into(),
-            path: path.into(),
-            query: query.into(),
-            cookie: (!cookie.is_empty()).then(|| cookie.to_owned()),
-            length,
-        }
-    }
-
-    fn get(c: &Console, target: &str, cookie: &str, now: i64) -> Response {
-        handle_at(c, &head("GET", target, cookie, 0), b"", now)
-    }
-
-    fn post(c: &Console, target: &str, cookie: &str, body: &str, now: i64) -> Response {
-        handle_at(
-            c,
-            &head("POST", target, cookie, body.len()),
-            body.as_bytes(),
-            now,
-        )
-    }
-
-    /// The `name=value` of each `Set-Cookie`, joined as a browser sends them back.
-    fn cookies(r: &Response) -> String {
-        r.set_cookie
-            .iter()
-            .map(|c| c.split(';').next().unwrap())
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    /// The hidden `csrf` field of a page.
-    fn csrf(page: &str) -> String {
-        let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
-        page[at..at + 64].to_owned()
-    }
-
-    /// Logs in as the browser does (the form's token, then the password): the session's cookie
-    /// and CSRF token.
-    fn log_in(c: &Console, name: &str, password: &str, now: i64) -> (String, String) {
-        let form = get(c, "/login", "", now);
-        let body = format!(
-            "name={name}&password={}&csrf={}",
-            password.replace(' ', "+"),
-            csrf(&form.body)
-        );
-        let r = post(c, "/login", &cookies(&form), &body, now);
-        assert_eq!(r.status, 303, "{}", r.body);
-        let cookie = r.set_cookie[0].split(';').next().unwrap().to_owned();
-        let board = get(c, "/", &cookie, now);
-        assert_eq!(board.status, 200, "{}", board.body);
-        (cookie, csrf(&board.body))
-    }
 
     fn pending(c: &Console, node: &str) -> bool {
         let db = Db::open(&c.api.data.database()).unwrap();
@@ -718,6 +612,14 @@ mod tests {
                 "login",
                 "logout",
                 "console.css",
+                "fleet",
+                "calendar",
+                "masters",
+                "overrides",
+                "reset",
+                "rollback",
+                "wake",
+                "revoke",
                 "..",
                 "%2F",
             ])

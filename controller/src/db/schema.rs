@@ -197,6 +197,17 @@ const MIGRATIONS: &[&str] = &[
         channel TEXT PRIMARY KEY,
         last_at INTEGER NOT NULL
      );",
+    // 15: what the DSI asked of a NUC (reset, rollback, wake), by whom and when; ids only grow
+    // (an agent carries out those above the last it reported).
+    "CREATE TABLE node_orders (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        site TEXT NOT NULL,
+        node TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('reset', 'rollback', 'wake')),
+        asked_by TEXT NOT NULL,
+        asked_at INTEGER NOT NULL
+     );
+     CREATE INDEX node_orders_by_time ON node_orders(asked_at);",
 ];
 
 /// Brings the database up to the last migration.

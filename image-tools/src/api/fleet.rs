@@ -93,6 +93,16 @@ pub struct Revoked {
     pub certificates_revoked: u64,
 }
 
+/// The answer to `POST /v1/nodes/NODE/reset|rollback|wake`: the order recorded; the site's relay
+/// and the NUC take it with their next plan (the NUC reports its id once carried out).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ordered {
+    pub node: NodeId,
+    pub site: SiteId,
+    pub order: u64,
+    pub kind: crate::wire::OrderKind,
+}
+
 /// The answer to `DELETE /v1/nodes/NODE`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Removed {

@@ -47,6 +47,7 @@
 //! | `GET fleet` | | `Vec<FleetRow>` |
 //! | `POST nodes/NODE/approve` | | [`Approved`] |
 //! | `POST nodes/NODE/revoke` | | [`Revoked`] |
+//! | `POST nodes/NODE/reset`, `rollback`, `wake` | | [`Ordered`] |
 //! | `DELETE nodes/NODE` | | [`Removed`] |
 //! | `POST tokens` | [`NewToken`] | [`Token`] |
 //!
@@ -72,7 +73,7 @@ pub use catalogue::{
 pub use errors::{ApiError, Done};
 pub use failed::FailedOn;
 pub use feeds::{FeedInfo, NewFeed};
-pub use fleet::{Approved, FleetRow, NewToken, NodeRole, Removed, Revoked, Token};
+pub use fleet::{Approved, FleetRow, NewToken, NodeRole, Ordered, Removed, Revoked, Token};
 pub use mapping::{MappingRule, NewMappingRule, UnmatchedEvent};
 pub use places::{
     AcceptNew, AcceptingNew, NewRoom, NewSeat, NewSite, PlaceRemoved, RoomInfo, SeatBind,

@@ -19,6 +19,7 @@ impl Relay {
         // else changed.
         self.learn_bridge(&plan);
         self.learn_keys(&plan);
+        self.wake_ordered(&plan.orders);
         if self.plan.read().map(|p| *p == plan).unwrap_or(false) {
             return;
         }

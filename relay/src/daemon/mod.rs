@@ -107,6 +107,8 @@ pub struct Relay {
     transferring: AtomicBool,
     /// `agents` changed since `agents.json` was last written (the status task writes it).
     agents_changed: AtomicBool,
+    /// The last of the DSI's wake orders (`SitePlan::orders`) sent (0: none since the start).
+    woken_order: AtomicU64,
     agents: Mutex<BTreeMap<String, Agent>>,
     /// Where the site's agents serve their peers and what they fetch (`GetPeers`).
     tracker: Mutex<crate::tracker::Tracker>,
@@ -294,6 +296,7 @@ impl Relay {
             dirty: AtomicBool::new(false),
             transferring: AtomicBool::new(false),
             agents_changed: AtomicBool::new(false),
+            woken_order: AtomicU64::new(0),
             agents: Mutex::new(agents),
             tracker: Mutex::default(),
             forward: Mutex::new(BTreeMap::new()),

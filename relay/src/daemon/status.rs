@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use image_tools::report::{Missing, RelayReport, Report};
 use image_tools::trust::Identity;
-use image_tools::wire::{MasterRef, Role, Status};
+use image_tools::wire::{MasterRef, Order, OrderKind, Role, Status};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -143,6 +143,38 @@ impl Relay {
         }
         drop(agents);
         self.agents_changed.store(true, Ordering::SeqCst);
+    }
+
+    /// Sends Wake-on-LAN for the DSI's wake orders not sent yet, to the MAC each NUC last
+    /// reported (also when automatic waking is off: the DSI asked for this one).
+    pub(super) fn wake_ordered(&self, orders: &[Order]) {
+        let last = self.woken_order.load(Ordering::SeqCst);
+        let new: Vec<&Order> = orders
+            .iter()
+            .filter(|o| o.id > last && o.kind == OrderKind::Wake)
+            .collect();
+        let Some(top) = new.iter().map(|o| o.id).max() else {
+            return;
+        };
+        self.woken_order.store(top, Ordering::SeqCst);
+        let Ok(agents) = self.agents.lock() else {
+            return;
+        };
+        for o in new {
+            let mac = agents.get(&o.node).and_then(|a| a.mac.as_deref());
+            let Some(mac) = mac.and_then(|m| m.parse::<Mac>().ok()) else {
+                tracing::warn!(node = %o.node, "the DSI asked to wake it, but it never reported a MAC address here");
+                continue;
+            };
+            match wol::wake(mac, self.cfg.wake_on_lan.target) {
+                Ok(()) => {
+                    tracing::info!(node = %o.node, %mac, order = o.id, "woken (Wake-on-LAN): the DSI asked")
+                }
+                Err(e) => {
+                    tracing::warn!(node = %o.node, %mac, error = %e, "Wake-on-LAN failed")
+                }
+            }
+        }
     }
 
     pub(super) fn status(&self) -> Status {

@@ -1,0 +1,374 @@
+//! The fleet, calendar and masters pages through `routes::handle_at`, as a browser uses them:
+//! who sees which button, what a forged POST changes (nothing), and the same answers as the CLI.
+
+use image_tools::report::{AgentReport, Report};
+use image_tools::wire::OrderKind;
+
+use super::testing::*;
+use crate::db::Db;
+
+/// NUCs `nuc-l1` at lyon and `nuc-p1` at paris, enrolled and reporting.
+fn with_nucs(c: &super::Console) {
+    let mut db = Db::open(&c.api.data.database()).unwrap();
+    for (site, node) in [("lyon", "nuc-l1"), ("paris", "nuc-p1")] {
+        let reported = crate::db::Reported {
+            software: "0.1".into(),
+            report: Report::Agent(AgentReport {
+                state: "ready".into(),
+                free_disk_bytes: 80_000_000_000,
+                ..AgentReport::default()
+            }),
+        };
+        db.record_report(site, node, "agent", &[], &reported, NOW)
+            .unwrap();
+    }
+}
+
+fn orders(c: &super::Console) -> Vec<(String, OrderKind, String)> {
+    let db = Db::open(&c.api.data.database()).unwrap();
+    db.orders_since(0)
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.node, o.kind, o.asked_by))
+        .collect()
+}
+
+#[test]
+fn the_fleet_page_shows_buttons_only_where_the_user_acts_and_an_order_is_recorded() {
+    let (_d, c) = console();
+    with_nucs(&c);
+    let (admin, token) = log_in(&c, "dsi", "correct horse battery", NOW);
+    let page = get(&c, "/fleet", &admin, NOW).body;
+    for id in [
+        "reset-nuc-l1",
+        "rollback-nuc-l1",
+        "wake-nuc-l1",
+        "revoke-nuc-p1",
+    ] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "{id}: {page}");
+    }
+    let r = post(
+        &c,
+        "/nodes/nuc-l1/reset",
+        &admin,
+        &format!("csrf={token}"),
+        NOW,
+    );
+    assert_eq!(r.location.as_deref(), Some("/fleet?did=reset&node=nuc-l1"));
+    assert_eq!(
+        orders(&c),
+        vec![("nuc-l1".into(), OrderKind::Reset, "dsi".into())]
+    );
+    let page = get(&c, "/fleet?did=reset&node=nuc-l1", &admin, NOW).body;
+    assert!(page.contains("nuc-l1: reset asked"), "{page}");
+    assert!(page.contains("reset asked by dsi"), "{page}");
+    assert!(page.contains("waiting for the NUC"), "{page}");
+
+    // The operator of paris: paris's NUC only, lyon's neither shown nor reachable.
+    let (op, otoken) = log_in(&c, "paris-op", "operator password", NOW);
+    let page = get(&c, "/fleet", &op, NOW).body;
+    assert!(
+        page.contains("id=\"rollback-nuc-p1\"") && !page.contains("nuc-l1"),
+        "{page}"
+    );
+    let r = post(
+        &c,
+        "/nodes/nuc-l1/rollback",
+        &op,
+        &format!("csrf={otoken}"),
+        NOW,
+    );
+    assert_eq!(r.status, 404);
+    let r = post(
+        &c,
+        "/nodes/nuc-p1/rollback",
+        &op,
+        &format!("csrf={otoken}"),
+        NOW,
+    );
+    assert_eq!(r.status, 303);
+
+    // Read-only: no button, and a forged POST with its own token refused, nothing recorded.
+    let (viewer, vtoken) = log_in(&c, "viewer", "read only password", NOW);
+    let page = get(&c, "/fleet", &viewer, NOW).body;
+    assert!(
+        page.contains("nuc-l1") && !page.contains("<button id="),
+        "{page}"
+    );
+    for action in ["reset", "rollback", "wake", "revoke"] {
+        let r = post(
+            &c,
+            &format!("/nodes/nuc-l1/{action}"),
+            &viewer,
+            &format!("csrf={vtoken}"),
+            NOW,
+        );
+        assert_eq!(r.status, 403, "{action}");
+        assert!(r.body.contains("Your role (readonly)"), "{}", r.body);
+    }
+    assert_eq!(get(&c, "/nodes/nuc-l1/revoke", &viewer, NOW).status, 403);
+    assert_eq!(orders(&c).len(), 2);
+    let db = Db::open(&c.api.data.database()).unwrap();
+    assert!(db.revoked_serials(Some("lyon"), NOW).unwrap().is_empty());
+    // Without the token: refused too.
+    assert_eq!(post(&c, "/nodes/nuc-l1/wake", &admin, "", NOW).status, 403);
+    assert_eq!(orders(&c).len(), 2);
+}
+
+#[test]
+fn revoking_asks_first_then_revokes() {
+    let (_d, c) = console();
+    with_nucs(&c);
+    let (admin, token) = log_in(&c, "dsi", "correct horse battery", NOW);
+    let ask = get(&c, "/nodes/nuc-l1/revoke", &admin, NOW);
+    assert_eq!(ask.status, 200);
+    assert!(ask.body.contains("id=\"confirm-revoke\""), "{}", ask.body);
+    let r = post(
+        &c,
+        "/nodes/nuc-l1/revoke",
+        &admin,
+        &format!("csrf={token}"),
+        NOW,
+    );
+    assert_eq!(r.location.as_deref(), Some("/fleet?did=revoke&node=nuc-l1"));
+    let db = Db::open(&c.api.data.database()).unwrap();
+    assert!(db
+        .fleet(NOW, 1800)
+        .unwrap()
+        .iter()
+        .any(|n| n.node == "nuc-l1"));
+}
+
+/// A multipart body as Chromium sends it, with the session's token and one file.
+fn upload(
+    c: &super::Console,
+    cookie: &str,
+    token: &str,
+    name: &str,
+    file: &[u8],
+) -> super::http::Response {
+    let b = "----WebKitFormBoundaryT3st";
+    let mut body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{token}\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+         Content-Type: text/csv\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let mut h = head("POST", "/calendar", cookie, body.len());
+    h.content_type = Some(format!("multipart/form-data; boundary={b}"));
+    super::routes::handle_at(c, &h, &body, NOW)
+}
+
+fn sessions(c: &super::Console) -> usize {
+    Db::open(&c.api.data.database())
+        .unwrap()
+        .sessions(None)
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn a_calendar_upload_says_the_line_of_its_error_and_changes_nothing() {
+    let (_d, c) = console();
+    let db = Db::open(&c.api.data.database()).unwrap();
+    let (m, bytes) = crate::testing::manifest("demo", "1", 1);
+    db.add_master(&m, &bytes, 0).unwrap();
+    let (admin, token) = log_in(&c, "dsi", "correct horse battery", NOW);
+    let bad = b"site,room,master,version,start,end\nlyon,salle-1,demo,1,2026-12-10 08:00,2026-12-10 12:00\nlyon,salle-1,demo,1,2026-12-11 25:00,2026-12-11 12:00\n";
+    let r = upload(&c, &admin, &token, "term.csv", bad);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("term.csv:3:"), "{}", r.body);
+    assert!(r.body.contains("Nothing was changed."), "{}", r.body);
+    assert_eq!(sessions(&c), 0);
+    let r = upload(
+        &c,
+        &admin,
+        &token,
+        "photo.png",
+        b"\x89PNG\r\n\x1a\n\x00\x00",
+    );
+    assert!(r.body.contains("photo.png is not a calendar"), "{}", r.body);
+    let good = b"site,room,master,version,start,end\nlyon,salle-1,demo,1,2026-12-10 08:00,2026-12-10 12:00\n";
+    let r = upload(&c, &admin, &token, "term.csv", good);
+    assert_eq!(
+        r.location.as_deref(),
+        Some("/calendar?imported=1&file=term.csv")
+    );
+    assert_eq!(sessions(&c), 1);
+    // Not an admin: refused, nothing imported; a forged token: refused.
+    let (op, otoken) = log_in(&c, "paris-op", "operator password", NOW);
+    assert_eq!(upload(&c, &op, &otoken, "term.csv", good).status, 403);
+    assert_eq!(
+        upload(&c, &admin, &"0".repeat(64), "term.csv", good).status,
+        403
+    );
+    assert_eq!(sessions(&c), 1);
+    assert!(!get(&c, "/calendar", &op, NOW)
+        .body
+        .contains("action=\"/calendar\""));
+}
+
+#[test]
+fn a_too_large_upload_is_refused_before_it_is_read() {
+    let head = format!(
+        "POST /calendar HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        super::http::MAX_UPLOAD + 1
+    );
+    assert_eq!(super::http::parse(head.as_bytes()), Err(413));
+    let head = format!(
+        "POST /calendar HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        1 << 20
+    );
+    assert!(super::http::parse(head.as_bytes()).unwrap().is_some());
+    assert!(super::routes::status(413).body.contains("4 MB"));
+}
+
+#[test]
+fn the_masters_page_lists_each_version() {
+    let (_d, c) = console();
+    let db = Db::open(&c.api.data.database()).unwrap();
+    let (m, bytes) = crate::testing::manifest("demo", "1", 1);
+    db.add_master(&m, &bytes, 0).unwrap();
+    let (admin, _) = log_in(&c, "dsi", "correct horse battery", NOW);
+    let page = get(&c, "/masters", &admin, NOW).body;
+    assert!(page.contains("<b>demo</b> 1"), "{page}");
+}
+
+/// Whatever a node, a user, a master or an override says, it reaches the new pages escaped.
+#[test]
+fn no_outside_string_reaches_the_fleet_calendar_or_masters_page_unescaped() {
+    use std::collections::{BTreeMap, HashMap};
+
+    use image_tools::api::{FleetRow, ImportProgress, MasterInfo, NodeRole, OverrideInfo};
+
+    use super::calendar_page::{self, CalendarPage, Outcome};
+    use super::fleet_page::{self, FleetPage};
+    use super::masters_page::{self, Held, MasterLine};
+    use super::session::Session;
+    use super::users::{Role, User};
+    use crate::db::OrderRow;
+
+    const EVIL: &str = "<script>alert(1)</script>";
+    let session = Session {
+        user: User {
+            name: format!("eve{EVIL}"),
+            role: Role::Admin,
+            sites: Vec::new(),
+        },
+        stamp: String::new(),
+        csrf: "c".repeat(64),
+        created: 0,
+        last_used: 0,
+    };
+    let node = FleetRow {
+        site: "lyon".parse().unwrap(),
+        node: "nuc-1".parse().unwrap(),
+        role: NodeRole::Agent,
+        enrolled_at: Some(0),
+        last_seen: Some(0),
+        holding: EVIL.into(),
+        seat: EVIL.into(),
+        waiting: None,
+        state: EVIL.into(),
+        software: String::new(),
+        attention: EVIL.into(),
+        status: Report::Agent(AgentReport {
+            next: Some(image_tools::wire::MasterRef::new("demo", "2").unwrap()),
+            next_state: EVIL.into(),
+            last_error: Some(EVIL.into()),
+            ..AgentReport::default()
+        }),
+        mac: None,
+        via: None,
+        key: None,
+    };
+    let orders = HashMap::from([(
+        "nuc-1".to_owned(),
+        OrderRow {
+            id: 1,
+            site: "lyon".into(),
+            node: "nuc-1".into(),
+            kind: OrderKind::Reset,
+            asked_by: EVIL.into(),
+            asked_at: 0,
+        },
+    )]);
+    let zones = HashMap::from([("lyon".to_owned(), EVIL.to_owned())]);
+    let master = MasterInfo {
+        name: "demo".parse().unwrap(),
+        version: "1".parse().unwrap(),
+        size: 1,
+        stored_bytes: 1,
+    };
+    let o = OverrideInfo {
+        id: 1,
+        site: "lyon".parse().unwrap(),
+        master: "demo".parse().unwrap(),
+        version: "1".parse().unwrap(),
+        reason: EVIL.into(),
+        by: EVIL.into(),
+        created_at: 0,
+        until: 0,
+        deadline: Some(0),
+    };
+    let import = ImportProgress {
+        name: "demo".parse().unwrap(),
+        version: "2".parse().unwrap(),
+        image: EVIL.into(),
+        size: 10_000_000,
+        read: 5_000_000,
+        elapsed_secs: 3.0,
+    };
+    let held = BTreeMap::from([(
+        EVIL.to_owned(),
+        Held {
+            relay: true,
+            nucs: 2,
+        },
+    )]);
+    let pages = [
+        fleet_page::fleet(
+            &session,
+            &FleetPage {
+                nodes: vec![&node],
+                zones: &zones,
+                orders: &orders,
+                user: &session.user,
+                flash: Some(EVIL),
+                now: 100,
+            },
+        ),
+        fleet_page::confirm_revoke(&session, &node),
+        calendar_page::calendar(
+            &session,
+            &CalendarPage {
+                may_import: true,
+                push_sites: vec![EVIL],
+                masters: std::slice::from_ref(&master),
+                overrides: vec![&o],
+                zones: &zones,
+                outcome: Outcome::Refused(EVIL.into()),
+            },
+        ),
+        masters_page::masters(
+            &session,
+            &[MasterLine {
+                info: &master,
+                shared: 1,
+                held,
+            }],
+            &[import],
+        ),
+    ];
+    for p in &pages {
+        assert!(!p.contains("<script"), "{p}");
+        assert!(p.contains("&lt;script&gt;"), "{p}");
+    }
+    assert!(
+        pages[3].contains("5 MB of 10 MB (50%)"),
+        "the import's progress: {}",
+        pages[3]
+    );
+}
