@@ -15,6 +15,7 @@ use crate::local_time::Zones;
 
 mod feeds;
 mod mapping;
+mod profile;
 mod progress;
 
 #[derive(Debug, Subcommand)]
@@ -28,7 +29,7 @@ pub enum Admin {
     /// Seats of a room (one NUC each).
     #[command(subcommand)]
     Seat(Seat),
-    /// Masters: import a disk image as a new version, list, remove.
+    /// Masters: import a disk image as a new version, list, remove, set their machine profile.
     #[command(subcommand)]
     Master(Master),
     /// The training calendar.
@@ -292,8 +293,12 @@ pub enum Master {
         #[arg(long)]
         force: bool,
     },
-    /// List the master versions.
+    /// List the master versions, with the machine profile each runs with.
     List,
+    /// The machine profile of a master (firmware, disk and network models, memory, CPUs, health
+    /// check) that every NUC builds its VM from.
+    #[command(subcommand)]
+    Profile(profile::ProfileCmd),
     /// Remove a master version (refused while an upcoming session needs it).
     Rm {
         /// The master's name (see `nightcast master list`).
@@ -677,16 +682,20 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
         Admin::Master(Master::List) => listed(
             client,
             "/v1/masters",
-            &["MASTER", "VERSION", "SIZE", "STORED"],
+            &["MASTER", "VERSION", "SIZE", "STORED", "PROFILE"],
             |m: &api::MasterInfo| {
                 vec![
                     m.name.to_string(),
                     m.version.to_string(),
                     human(m.size),
                     human(m.stored_bytes),
+                    m.profile
+                        .as_ref()
+                        .map_or_else(|| "(each NUC's own)".to_owned(), ToString::to_string),
                 ]
             },
         )?,
+        Admin::Master(Master::Profile(cmd)) => profile::run(client, cmd)?,
         Admin::Master(Master::Rm { name, version }) => {
             let done: api::Done = client.ask("DELETE", &format!("/v1/masters/{name}/{version}"))?;
             printed(&done, format!("{name} {version} removed"))?

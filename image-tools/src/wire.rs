@@ -169,7 +169,8 @@ pub enum Control {
     /// Ask for this site's fetch plan.
     GetPlan,
     /// The site's schedule and its master versions in fetch order (earliest deadline first).
-    Plan(SitePlan),
+    /// Boxed: a plan is far larger than any other control (postcard encodes it the same).
+    Plan(Box<SitePlan>),
     /// The server does not hold this chunk yet and expects to by `expected` (Unix seconds): a
     /// relay outside its night window, asked for a chunk it has not fetched.
     NotYet {
@@ -270,6 +271,21 @@ pub struct SitePlan {
     /// tells its NUCs this when they ask for what it has not fetched yet.
     #[serde(default)]
     pub pushes: Vec<Push>,
+    /// The machine profiles the catalogue assigns to masters, each signed by the controller's
+    /// manifest-signing key (`profile::signed`): the agent checks each before it reads it, so a
+    /// relay passes them on but cannot change them.
+    #[serde(default)]
+    pub profiles: Vec<SignedProfile>,
+}
+
+/// A master's machine profile as the controller signed it: the statement's bytes (JSON, see
+/// `profile::signed::Statement`), the signing key's public half (32 bytes) and the Ed25519
+/// signature (64 bytes). Opened only by `profile::signed::open`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedProfile {
+    pub statement: Vec<u8>,
+    pub signer: Vec<u8>,
+    pub signature: Vec<u8>,
 }
 
 /// An emergency push: `master` must be on every NUC of the rooms that run it by `deadline` (Unix
@@ -570,7 +586,7 @@ mod tests {
             }],
             ..SitePlan::default()
         };
-        let frame = encode_to_vec(&Frame::Control(Control::Plan(plan.clone()))).unwrap();
+        let frame = encode_to_vec(&Frame::Control(Control::Plan(Box::new(plan.clone())))).unwrap();
         // The frame's body: the control's variant tag (one byte), then the plan.
         let body = &frame[5..];
         assert_eq!(usize::from(body[0]), 16, "Plan is the 17th control");
@@ -598,7 +614,7 @@ mod tests {
         assert!(old.signing_keys.is_empty() && old.current_ca.is_empty());
         // And the new relay reads it whole.
         let (back, _) = decode(&frame).unwrap().unwrap();
-        assert_eq!(back, Frame::Control(Control::Plan(plan)));
+        assert_eq!(back, Frame::Control(Control::Plan(Box::new(plan))));
     }
 
     fn samples() -> Vec<Frame> {

@@ -213,7 +213,7 @@ impl Evil {
                                 let mut put = |f: Frame| wire::encode(&f, &mut out).unwrap();
                                 match request {
                                     Control::Hello(_) => put(Frame::Control(Control::HelloAck(hello.clone()))),
-                                    Control::GetPlan => put(Frame::Control(Control::Plan(plan.clone()))),
+                                    Control::GetPlan => put(Frame::Control(Control::Plan(Box::new(plan.clone())))),
                                     Control::Report(_) => put(Frame::Control(Control::Ack)),
                                     Control::GetManifest(_) => put(Frame::Manifest(
                                         if lie { genuine.clone() } else { forged.clone() },

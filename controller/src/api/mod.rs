@@ -266,6 +266,7 @@ fn db_error(e: DbError) -> Reply {
         DbError::NoSite(_)
         | DbError::NoRoom { .. }
         | DbError::NoMaster { .. }
+        | DbError::NoMasterName(_)
         | DbError::NoSeat { .. }
         | DbError::NoAgent { .. }
         | DbError::NoRule(_)

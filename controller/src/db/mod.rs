@@ -37,6 +37,8 @@ pub enum DbError {
     NoRoom { site: String, room: String },
     #[error("no master {name} {version}: import it first with `nightcast master import`")]
     NoMaster { name: String, version: String },
+    #[error("no master {0:?}: import a version of it first with `nightcast master import`")]
+    NoMasterName(String),
     #[error("master {name} {version} is needed by {sessions} upcoming session(s) (first: {first}); remove or move them first")]
     MasterInUse {
         name: String,
@@ -86,6 +88,7 @@ mod feeds;
 mod masters;
 mod nodes;
 mod plans;
+mod profiles;
 pub mod pushes;
 mod removal;
 mod rules;
@@ -98,6 +101,7 @@ pub use calendar::{Apply, SessionRow, Synced};
 pub use feeds::FeedRow;
 pub use nodes::{Bound, FleetRow, Reported};
 pub use plans::OverrideRow;
+pub use profiles::ProfileRow;
 pub use removal::Removal;
 pub use rules::RuleRow;
 pub use sites::{parse_schedule, RoomRow, SiteChange, SiteRow, MAX_CAP_MBIT};

@@ -197,6 +197,15 @@ const MIGRATIONS: &[&str] = &[
         channel TEXT PRIMARY KEY,
         last_at INTEGER NOT NULL
      );",
+    // 15: the machine profile the DSI assigns to a master (every version of it): JSON of
+    // `image_tools::profile::Profile`, NULL once cleared (the NUCs' own then); `revision` only
+    // grows, so that an agent tells a newer signed statement from an older one.
+    "CREATE TABLE master_profiles (
+        name TEXT PRIMARY KEY,
+        profile TEXT,
+        revision INTEGER NOT NULL,
+        set_at INTEGER NOT NULL
+     );",
 ];
 
 /// Brings the database up to the last migration.

@@ -135,7 +135,7 @@ impl Connection {
     /// The site's schedule and fetch plan, earliest deadline first.
     pub async fn plan(&self) -> Result<wire::SitePlan, ExchangeError> {
         match self.call(Control::GetPlan).await? {
-            Frame::Control(Control::Plan(plan)) => Ok(plan),
+            Frame::Control(Control::Plan(plan)) => Ok(*plan),
             _ => Err(self.violation("expected Plan")),
         }
     }

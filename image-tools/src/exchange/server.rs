@@ -477,7 +477,7 @@ pub(super) async fn answer(
         }
         Control::GetPlan => {
             let plan = service.catalog.plan(peer);
-            send_frame(send, &Frame::Control(Control::Plan(plan))).await
+            send_frame(send, &Frame::Control(Control::Plan(Box::new(plan)))).await
         }
         Control::Has(ids) => {
             let store = service.store.clone();
