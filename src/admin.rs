@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use image_tools::api::{self, NodeRole, Takeover};
+use image_tools::report::Report;
 use image_tools::{MasterName, MasterVersion, NodeId, RoomName, SeatName, SiteId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -984,6 +985,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     "SEAT",
                     "HOLDS",
                     "STATE",
+                    "VM PROFILE",
                     "ATTENTION",
                 ],
                 |n: &api::FleetRow| fleet_row(n, &zones),
@@ -1147,8 +1149,26 @@ fn fleet_row(n: &api::FleetRow, zones: &Zones) -> Vec<String> {
         n.seat.clone(),
         n.holding.clone(),
         n.state.clone(),
+        vm_profile(n),
         n.attention.clone(),
     ]
+}
+
+/// A NUC's last VM start, short: where its profile came from, firmware, disk and NIC.
+fn vm_profile(n: &api::FleetRow) -> String {
+    let Report::Agent(a) = &n.status else {
+        return String::new();
+    };
+    match &a.profile {
+        Some(v) => format!(
+            "{}: {} {} {}",
+            v.from.word(),
+            v.profile.firmware,
+            v.profile.disk,
+            v.profile.nic.map_or("no-nic", |m| m.word())
+        ),
+        None => String::new(),
+    }
 }
 
 /// A text table: the headers, then the rows, columns padded to their widest cell.

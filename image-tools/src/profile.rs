@@ -150,6 +150,39 @@ impl Default for Profile {
     }
 }
 
+/// Where the profile of a NUC's VM start came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The NUC's own `[profiles.NAME]` (the expert override).
+    Own,
+    /// The controller's catalogue (signed, verified by the NUC).
+    Catalogue,
+    /// The NUC's own `[profile]`: the catalogue has none for the master.
+    Default,
+}
+
+impl Source {
+    /// One word, for a table: `catalogue`, `own`, `default`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Source::Own => "own",
+            Source::Catalogue => "catalogue",
+            Source::Default => "default",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Own => "this NUC's own [profiles] entry (overrides the catalogue)",
+            Source::Catalogue => "the catalogue",
+            Source::Default => "this NUC's default [profile] (the catalogue has none)",
+        })
+    }
+}
+
 /// A value a DSI typed that is not one of the choices; names the value and the choices.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{value:?}: expected {expected}")]

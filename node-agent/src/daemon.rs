@@ -621,6 +621,7 @@ impl Agent {
                     .collect(),
                 last_error: s.last_error.clone(),
                 bad_peers: self.bad_peers.clone(),
+                profile: self.station.news.vm_profile.clone(),
             }),
         }
     }

@@ -14,36 +14,15 @@
 //! Pure apart from `load` and `save`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::Path;
 
 use image_tools::profile::signed::{self, Refused};
+pub use image_tools::profile::Source;
 use image_tools::profile::{Display, Profile};
 use image_tools::wire::SignedProfile;
 use image_tools::PublicKey;
 
 const FILE: &str = "profiles.json";
-
-/// Where the profile of a start came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// The NUC's own `[profiles.NAME]`.
-    Own,
-    /// The controller's catalogue (signed, verified).
-    Catalogue,
-    /// The NUC's own `[profile]`.
-    Default,
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Source::Own => "this NUC's own [profiles] entry (overrides the catalogue)",
-            Source::Catalogue => "the catalogue",
-            Source::Default => "this NUC's default [profile] (the catalogue has none)",
-        })
-    }
-}
 
 /// The profiles a start chooses from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

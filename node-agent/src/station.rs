@@ -80,6 +80,9 @@ pub struct News {
     pub accel: Option<String>,
     /// The machine profile of the last start: "master version: where it came from: profile".
     pub profile: Option<String>,
+    /// The same, for the report.
+    #[serde(skip)]
+    pub vm_profile: Option<image_tools::report::VmProfile>,
     /// Slot contents, as "name version".
     pub current: Option<String>,
     pub next: Option<String>,
@@ -481,6 +484,15 @@ impl Station {
                         tracing::info!(%master, from = %source, profile = %m.profile, "the VM's machine profile");
                     }
                     self.news.profile = Some(said);
+                    self.news.vm_profile =
+                        self.held
+                            .current
+                            .clone()
+                            .map(|master| image_tools::report::VmProfile {
+                                master,
+                                from: source,
+                                profile: m.profile.clone(),
+                            });
                 }
                 Err(e) => {
                     self.error(format!("no machine for this seat: {e}"));

@@ -84,6 +84,10 @@ fn the_catalogues_profile_reaches_the_nuc_and_a_change_waits_for_the_next_start(
         "{}",
         nuc.log_text()
     );
+    // The DSI sees it in the fleet: the agent reports it through the relay.
+    let fleet = f.fleet_showing("catalogue: uefi sata e1000", 10);
+    let row = fleet.lines().find(|l| l.contains("nuc-1")).unwrap();
+    assert!(row.contains("catalogue: uefi sata e1000"), "{fleet}");
 
     // The DSI changes it during the session: the NUC verifies it at once, the running VM keeps
     // the one it started with.
