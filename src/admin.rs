@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use image_tools::api::{self, NodeRole, Takeover};
+use image_tools::report::Report;
 use image_tools::{MasterName, MasterVersion, NodeId, RoomName, SeatName, SiteId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -15,6 +16,7 @@ use crate::local_time::Zones;
 
 mod feeds;
 mod mapping;
+mod profile;
 mod progress;
 
 #[derive(Debug, Subcommand)]
@@ -28,7 +30,7 @@ pub enum Admin {
     /// Seats of a room (one NUC each).
     #[command(subcommand)]
     Seat(Seat),
-    /// Masters: import a disk image as a new version, list, remove.
+    /// Masters: import a disk image as a new version, list, remove, set their machine profile.
     #[command(subcommand)]
     Master(Master),
     /// The training calendar.
@@ -323,8 +325,12 @@ pub enum Master {
         #[arg(long)]
         force: bool,
     },
-    /// List the master versions.
+    /// List the master versions, with the machine profile each runs with.
     List,
+    /// The machine profile of a master (firmware, disk and network models, memory, CPUs, health
+    /// check) that every NUC builds its VM from.
+    #[command(subcommand)]
+    Profile(profile::ProfileCmd),
     /// Remove a master version (refused while an upcoming session needs it).
     Rm {
         /// The master's name (see `nightcast master list`).
@@ -711,16 +717,20 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
         Admin::Master(Master::List) => listed(
             client,
             "/v1/masters",
-            &["MASTER", "VERSION", "SIZE", "STORED"],
+            &["MASTER", "VERSION", "SIZE", "STORED", "PROFILE"],
             |m: &api::MasterInfo| {
                 vec![
                     m.name.to_string(),
                     m.version.to_string(),
                     human(m.size),
                     human(m.stored_bytes),
+                    m.profile
+                        .as_ref()
+                        .map_or_else(|| "(each NUC's own)".to_owned(), ToString::to_string),
                 ]
             },
         )?,
+        Admin::Master(Master::Profile(cmd)) => profile::run(client, cmd)?,
         Admin::Master(Master::Rm { name, version }) => {
             let done: api::Done = client.ask("DELETE", &format!("/v1/masters/{name}/{version}"))?;
             printed(&done, format!("{name} {version} removed"))?
@@ -1009,6 +1019,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     "SEAT",
                     "HOLDS",
                     "STATE",
+                    "VM PROFILE",
                     "ATTENTION",
                 ],
                 |n: &api::FleetRow| fleet_row(n, &zones),
@@ -1172,8 +1183,26 @@ fn fleet_row(n: &api::FleetRow, zones: &Zones) -> Vec<String> {
         n.seat.clone(),
         n.holding.clone(),
         n.state.clone(),
+        vm_profile(n),
         n.attention.clone(),
     ]
+}
+
+/// A NUC's last VM start, short: where its profile came from, firmware, disk and NIC.
+fn vm_profile(n: &api::FleetRow) -> String {
+    let Report::Agent(a) = &n.status else {
+        return String::new();
+    };
+    match &a.profile {
+        Some(v) => format!(
+            "{}: {} {} {}",
+            v.from.word(),
+            v.profile.firmware,
+            v.profile.disk,
+            v.profile.nic.map_or("no-nic", |m| m.word())
+        ),
+        None => String::new(),
+    }
 }
 
 /// A text table: the headers, then the rows, columns padded to their widest cell.

@@ -1,6 +1,6 @@
 //! What relays may read, kept in memory by the server: every master version's signed manifest,
 //! and each site's plan (what to fetch and when, its rooms' sessions, its seats, the serials it
-//! refuses, the signing keys it accepts).
+//! refuses, the signing keys it accepts, the masters' machine profiles, each signed).
 //!
 //! Reloaded after each admin change and every minute. Plans are computed again each time (they
 //! depend on the time), but a manifest is read from the database once per revision of each
@@ -11,7 +11,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use anyhow::Result;
 use image_tools::exchange::{Catalog, MemoryCatalog};
-use image_tools::wire::{MasterRef, SitePlan};
+use image_tools::profile::signed::Statement;
+use image_tools::wire::{MasterRef, SignedProfile, SitePlan};
+use image_tools::SigningKey;
 
 use crate::db::Db;
 use crate::{signing, DataDir};
@@ -162,6 +164,7 @@ fn site_plans(
     for o in db.orders_since(now - crate::db::ORDER_KEPT_SECS)? {
         orders.entry(o.site.clone()).or_default().push(o.to_wire());
     }
+    let profiles = signed_profiles(data, db)?;
     let mut out = Vec::new();
     for site in db.sites()? {
         let plan = SitePlan {
@@ -182,10 +185,32 @@ fn site_plans(
             emergency_cap_mbit: site.emergency_cap_mbit,
             pushes: pushes.remove(&site.name).unwrap_or_default(),
             orders: orders.remove(&site.name).unwrap_or_default(),
+            profiles: profiles.clone(),
         };
         out.push((site.name, plan));
     }
     Ok(out)
+}
+
+/// Every master's profile statement, signed with the current manifest-signing key (so a key
+/// rotation signs them again by itself): the same for every site, a few hundred bytes each.
+fn signed_profiles(data: &DataDir, db: &Db) -> Result<Vec<SignedProfile>> {
+    let rows = db.profiles()?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = SigningKey::load(&data.signing_key())?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let statement = Statement {
+                master: r.name,
+                revision: r.revision,
+                profile: r.profile,
+            };
+            image_tools::profile::signed::sign(&statement, &key)
+        })
+        .collect())
 }
 
 /// Each site's emergency pushes in force, with when the controller expects the relay to hold

@@ -10,6 +10,7 @@
 //!   suite every store passes (feature `conformance`).
 //! - [`manifest`]: the canonical, signed list of a master version's chunks and holes.
 //! - [`keys`]: Ed25519 signing keys and their files.
+//! - [`profile`]: machine profiles (what a master needs from its VM) and their signed statement.
 //! - [`local_time`]: Unix seconds worded in a site's time zone, the zone named (CLI and console).
 //! - [`probe`]: disk-image formats, and the files an image refers to besides itself (its headers).
 //! - [`import`]: image -> chunks in a store + signed manifest, on all cores; reads only that image.
@@ -55,6 +56,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod mutation;
 pub mod probe;
+pub mod profile;
 pub mod report;
 pub mod signals;
 pub mod store;

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
+use crate::profile::{Profile, Source};
 use crate::wire::MasterRef;
 
 /// A node's report: who it says it is (the receiver trusts its certificate instead when they
@@ -117,9 +118,21 @@ pub struct AgentReport {
     /// refused before use). New in this version: kept last, defaulted when absent (stored JSON).
     #[serde(default)]
     pub bad_peers: Vec<BadPeer>,
-    /// The last of the DSI's orders (`wire::Order::id`) it carried out; 0: none. Kept last.
+    /// The last of the DSI's orders (`wire::Order::id`) it carried out; 0: none.
     #[serde(default)]
     pub orders_done: u64,
+    /// The machine profile of its last VM start, and where it came from. New in this version:
+    /// kept last, defaulted when absent.
+    #[serde(default)]
+    pub profile: Option<VmProfile>,
+}
+
+/// The machine profile a NUC's last VM start used: for which master version, from where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmProfile {
+    pub master: MasterRef,
+    pub from: Source,
+    pub profile: Profile,
 }
 
 /// A peer that sent a corrupt chunk of a master version, and when (unix time).
@@ -175,6 +188,15 @@ mod tests {
                     master: m("win10", "3"),
                     at: 2,
                 }],
+                profile: Some(VmProfile {
+                    master: m("win10", "2"),
+                    from: Source::Catalogue,
+                    profile: Profile {
+                        nic: None,
+                        memory: crate::profile::Amount::Percent(60),
+                        ..Profile::default()
+                    },
+                }),
                 ..AgentReport::default()
             }),
         ] {

@@ -169,7 +169,7 @@ pub enum Control {
     /// Ask for this site's fetch plan.
     GetPlan,
     /// The site's schedule and its master versions in fetch order (earliest deadline first).
-    /// Boxed (the largest message; postcard encodes it as the plan itself).
+    /// Boxed: a plan is far larger than any other control (postcard encodes it the same).
     Plan(Box<SitePlan>),
     /// The server does not hold this chunk yet and expects to by `expected` (Unix seconds): a
     /// relay outside its night window, asked for a chunk it has not fetched.
@@ -275,6 +275,11 @@ pub struct SitePlan {
     /// wakes, each agent carries out its own once (ids only grow; it reports the last it did).
     #[serde(default)]
     pub orders: Vec<Order>,
+    /// The machine profiles the catalogue assigns to masters, each signed by the controller's
+    /// manifest-signing key (`profile::signed`): the agent checks each before it reads it, so a
+    /// relay passes them on but cannot change them.
+    #[serde(default)]
+    pub profiles: Vec<SignedProfile>,
 }
 
 /// Something the DSI asked of one NUC, from the console or `nightcast node reset|rollback|wake`.
@@ -319,6 +324,16 @@ impl std::str::FromStr for OrderKind {
             .find(|k| k.as_str() == s)
             .ok_or_else(|| format!("no such order {s:?}: reset, rollback or wake"))
     }
+}
+
+/// A master's machine profile as the controller signed it: the statement's bytes (JSON, see
+/// `profile::signed::Statement`), the signing key's public half (32 bytes) and the Ed25519
+/// signature (64 bytes). Opened only by `profile::signed::open`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedProfile {
+    pub statement: Vec<u8>,
+    pub signer: Vec<u8>,
+    pub signature: Vec<u8>,
 }
 
 /// An emergency push: `master` must be on every NUC of the rooms that run it by `deadline` (Unix

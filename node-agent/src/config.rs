@@ -38,9 +38,9 @@ pub struct Config {
     /// How the guest's NIC reaches a network: `nat` (QEMU's own NAT and DHCP server) or
     /// `bridge:NAME` (a bridge on the site LAN, whose DHCP server then serves the guest).
     pub network: String,
-    /// The machine profile of every master without one of its own (`profile::Profile`).
+    /// The machine profile of every master the catalogue gives none (`profile::Profile`).
     pub profile: Profile,
-    /// Profiles by master name.
+    /// Profiles by master name: on this NUC, they override the catalogue's.
     pub profiles: BTreeMap<String, Profile>,
     /// Local time at which a VM still running is stopped and reset every day, e.g. "20:00".
     pub end_of_day: String,

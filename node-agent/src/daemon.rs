@@ -46,7 +46,8 @@ use crate::hypervisor::{host_facts, Fake, Hypervisor, Qemu, QemuConfig};
 use crate::kiosk::{self, x11::Kiosk};
 use crate::peers::{self, SharedOffer};
 use crate::prepare::{Job, JobNews};
-use crate::profile::{Display, Profile};
+use crate::profile_source::Catalogued;
+use crate::profile_source::Choices;
 use crate::slots::Slots;
 use crate::station::{Machines, News, Station, Tick};
 use crate::verdicts::manifest_hash;
@@ -78,6 +79,8 @@ pub struct AgentStatus {
     /// Chunks taken from the running image instead of the LAN, in the last preparation.
     pub reused_chunks: u64,
     pub refused_manifests: u64,
+    /// Machine profiles from the relay whose signature did not verify (altered or forged).
+    pub refused_profiles: u64,
     /// Of `fetched_chunks` and `fetched_bytes`, what came from peers (the rest from the relay).
     pub peer_chunks: u64,
     pub peer_bytes: u64,
@@ -165,40 +168,42 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
     let _writing = store.lock(false)?;
     let overlay = cfg.data.join("vm").join("overlay.qcow2");
     std::fs::create_dir_all(cfg.data.join("vm"))?;
-    let mut machines = None;
+    // The VM is built from machine profiles (also the test hypervisor's, which runs none but
+    // reports the profile it would use), unless the config gives a raw command line.
+    let (catalogued, damaged) = Catalogued::load(&cfg.data, &keys.accepted(clock.now()));
+    for e in damaged {
+        tracing::error!("{e}");
+    }
+    let machines = match cfg.hypervisor.as_str() == "fake" || cfg.qemu_command.is_empty() {
+        true => {
+            let host = host_facts(cfg.network()?);
+            tracing::info!(
+                kvm = host.kvm,
+                cpus = host.cpus,
+                memory_mib = host.memory_mib,
+                "the VM is built from machine profiles"
+            );
+            Some(Machines {
+                site: me.site.to_string(),
+                node: me.node.to_string(),
+                host,
+                profiles: Choices {
+                    default: cfg.profile.clone(),
+                    own: cfg.profiles.clone(),
+                    catalogue: catalogued.profiles(),
+                    // A NUC with a screen shows every master's VM on it, as a kiosk.
+                    on_screen: cfg.screen.is_some(),
+                },
+            })
+        }
+        false => None,
+    };
     let hv: Box<dyn Hypervisor + Send> = match cfg.hypervisor.as_str() {
         "fake" => Box::new(Fake::new(me.node.as_str(), &overlay)),
         _ => {
             let mut q = QemuConfig::new(me.node.as_str(), &overlay);
             q.x_display = cfg.screen.clone();
-            // A NUC with a screen shows every master's VM on it, as a kiosk.
-            let on_screen = |p: &Profile| match cfg.screen {
-                Some(_) => Profile {
-                    display: Display::Kiosk,
-                    ..p.clone()
-                },
-                None => p.clone(),
-            };
-            if cfg.qemu_command.is_empty() {
-                let host = host_facts(cfg.network()?);
-                tracing::info!(
-                    kvm = host.kvm,
-                    cpus = host.cpus,
-                    memory_mib = host.memory_mib,
-                    "the VM is built from machine profiles"
-                );
-                machines = Some(Machines {
-                    site: me.site.to_string(),
-                    node: me.node.to_string(),
-                    host,
-                    default: on_screen(&cfg.profile),
-                    by_master: cfg
-                        .profiles
-                        .iter()
-                        .map(|(name, p)| (name.clone(), on_screen(p)))
-                        .collect(),
-                });
-            } else {
+            if machines.is_none() {
                 tracing::info!("the VM runs the raw qemu_command (no health check)");
                 q.command = cfg.qemu_command.clone();
             }
@@ -243,7 +248,12 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         written_status: Vec::new(),
         kiosk: None,
         kiosk_said: None,
+        catalogued,
     };
+    // The plan kept on disk may hold profiles newer than `profiles.json` (a crash between the
+    // two writes).
+    let kept = agent.plan.profiles.clone();
+    agent.learn_profiles(&kept);
     agent.refresh_slots();
     agent.main_loop(&shutdown).await;
     tokio::task::block_in_place(|| agent.station.shut_down("the agent is stopping"));
@@ -296,6 +306,8 @@ struct Agent {
     indexed: Option<crate::slots::Table>,
     /// Peers dropped for sending corrupt chunks, reported.
     bad_peers: Vec<BadPeer>,
+    /// The catalogue's machine profiles this NUC verified.
+    catalogued: Catalogued,
 }
 
 impl std::fmt::Debug for Agent {
@@ -417,6 +429,7 @@ impl Agent {
             let plan = conn.plan().await?;
             self.learn_bridge(&plan);
             self.learn_keys(&plan);
+            self.learn_profiles(&plan.profiles);
             self.revoked.replace(revoked_serials(&plan));
             if plan != self.plan {
                 if let Ok(bytes) = serde_json::to_vec_pretty(&plan) {
@@ -524,6 +537,36 @@ impl Agent {
         }
     }
 
+    /// Takes the plan's machine profiles: only those the controller signed (a relay cannot
+    /// change one), only newer than those kept; kept on disk; used from the next VM start.
+    fn learn_profiles(&mut self, offered: &[image_tools::wire::SignedProfile]) {
+        let learnt = self
+            .catalogued
+            .learn(offered, &self.keys.accepted(self.clock.now()));
+        for refused in learnt.refused {
+            self.error(refused);
+        }
+        self.status.refused_profiles = self.catalogued.refused;
+        if learnt.changed.is_empty() {
+            return;
+        }
+        for (master, revision, profile) in &learnt.changed {
+            match profile {
+                Some(p) => {
+                    tracing::info!(%master, revision, profile = %p, "the catalogue's machine profile, verified: used from the next VM start")
+                }
+                None => {
+                    tracing::info!(%master, revision, "the catalogue no longer gives a machine profile: this NUC's own from the next VM start")
+                }
+            }
+        }
+        self.station
+            .set_catalogue_profiles(self.catalogued.profiles());
+        if let Err(e) = self.catalogued.save(&self.cfg.data) {
+            self.error(format!("cannot keep the machine profiles on disk: {e}"));
+        }
+    }
+
     /// Renews this NUC's certificate through its relay (a third of its life is left): a new key,
     /// the reply checked against the CA it has, saved; the next connection uses it.
     async fn renew(&mut self, conn: &Connection) -> anyhow::Result<()> {
@@ -583,6 +626,7 @@ impl Agent {
                 last_error: s.last_error.clone(),
                 bad_peers: self.bad_peers.clone(),
                 orders_done: self.station.news.orders_done,
+                profile: self.station.news.vm_profile.clone(),
             }),
         }
     }

@@ -18,6 +18,8 @@
 //!   [`hypervisor::Hypervisor`] trait, [`hypervisor::Qemu`] and [`hypervisor::Fake`].
 //! - [`profile`]: machine profiles (firmware, acceleration, device models, the seat's identity)
 //!   and the QEMU command line built from them; pure.
+//! - [`profile_source`]: which profile a start uses (the NUC's override, the catalogue's, the
+//!   NUC's default) and the catalogue's signed profiles this NUC verified, kept on disk.
 //! - [`qmp`]: QMP and guest agent clients (power button, `guest-ping`, `guest-exec`, files).
 //! - [`kiosk`]: the NUC's screen: the VM full screen during a session, a status page between
 //!   sessions (what to show: pure; the agent as the X server's window manager: `kiosk::x11`).
@@ -41,6 +43,7 @@ pub mod orders;
 pub mod peers;
 mod prepare;
 pub mod profile;
+pub mod profile_source;
 pub mod qmp;
 pub mod slots;
 pub mod station;

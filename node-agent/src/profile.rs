@@ -1,9 +1,10 @@
 //! Machine profiles: what a master needs from its VM, and the QEMU command line built from it.
 //!
-//! A [`Profile`] says what the guest needs (firmware, acceleration, disk and NIC models, memory and
-//! vCPUs, display, how it proves it booted); a [`Seat`] says who the guest is (hostname and MAC,
-//! derived from the seat, so they stay the same when a spare NUC takes the seat); a [`Host`] says
-//! what this NUC has (KVM, CPUs, memory, firmware files, how the guest reaches the LAN); [`Paths`]
+//! A [`Profile`] (`image_tools::profile`, shared with the controller's catalogue) says what the
+//! guest needs (firmware, acceleration, disk and NIC models, memory and vCPUs, display, how it
+//! proves it booted); a [`Seat`] says who the guest is (hostname and MAC, derived from the seat,
+//! so they stay the same when a spare NUC takes the seat); a [`Host`] says what this NUC has (KVM,
+//! CPUs, memory, firmware files, how the guest reaches the LAN); [`Paths`]
 //! say where the session's files are. [`argv`] turns the four into QEMU's arguments.
 //!
 //! Pure: nothing here reads a file, the clock or the machine. Probing the host and running QEMU is
@@ -11,27 +12,10 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde::Deserialize;
-
-/// BIOS (SeaBIOS; Windows 7) or UEFI (OVMF; Windows 10/11, Linux).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Firmware {
-    Bios,
-    Uefi,
-}
-
-/// How the guest's CPU runs: KVM (a NUC), TCG (emulation: slow, works anywhere), or KVM with a
-/// reported fall back to TCG when KVM is missing or could not run the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    Kvm,
-    Tcg,
-    Auto,
-}
+pub use image_tools::profile::{
+    Accel, Amount, DiskModel, Display, Firmware, HealthCheck, NicModel, Profile,
+};
 
 /// The accelerator actually used for one start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,118 +30,6 @@ impl fmt::Display for Chosen {
             Chosen::Kvm => "kvm",
             Chosen::Tcg => "tcg",
         })
-    }
-}
-
-/// The disk controller the guest sees: virtio, or SATA (AHCI) for images without virtio drivers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DiskModel {
-    Virtio,
-    Sata,
-}
-
-/// The network card the guest sees: virtio, or an Intel e1000 that every Windows has a driver for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NicModel {
-    Virtio,
-    E1000,
-}
-
-/// Where the guest's screen goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Display {
-    /// No window (tests, headless NUCs); the screen is still there for QMP `screendump`.
-    None,
-    /// A GTK window, full screen, without menu bar and without a close button. Not a kiosk: GTK's
-    /// hotkeys (Ctrl+Alt+M shows the menu, with Quit) cannot be turned off.
-    GtkFullScreen,
-    /// The NUC's screen as a kiosk: QEMU's SDL window, full screen, no close button, its hotkeys
-    /// moved to Left Shift+Ctrl+Alt, a USB tablet so the pointer is the guest's at once (no grab).
-    /// The agent lays the window out over the whole X screen and keeps it there (`kiosk`); QEMU
-    /// finds the X server in `DISPLAY` (`QemuConfig::x_display`).
-    Kiosk,
-}
-
-/// An amount of the NUC's memory (MiB) or CPUs: fixed, or a percentage of what the NUC has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Amount {
-    Fixed(u32),
-    Percent(u8),
-}
-
-impl Amount {
-    /// The amount for a NUC that has `total`, at least `min` and at most `total` (when that is
-    /// at least `min`).
-    pub fn of(self, total: u64, min: u64) -> u64 {
-        let want = match self {
-            Amount::Fixed(n) => u64::from(n),
-            Amount::Percent(p) => total.saturating_mul(u64::from(p.min(100))) / 100,
-        };
-        want.min(total).max(min)
-    }
-}
-
-/// How the guest proves it booted: which signals are required, and how long it may take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthCheck {
-    /// The line `NIGHTCAST-READY <hostname>` on the first serial port.
-    pub serial_marker: bool,
-    /// The QEMU guest agent answers `guest-ping`.
-    pub guest_agent: bool,
-    /// From QEMU's start; past it without every required signal, the boot failed.
-    pub within_secs: u64,
-}
-
-impl Default for HealthCheck {
-    fn default() -> HealthCheck {
-        HealthCheck {
-            serial_marker: true,
-            guest_agent: true,
-            within_secs: 180,
-        }
-    }
-}
-
-impl HealthCheck {
-    pub fn within(&self) -> Duration {
-        Duration::from_secs(self.within_secs)
-    }
-}
-
-/// What a master needs from its VM. Deserialisable so that a manifest or the catalogue can carry
-/// it; every field has a default (UEFI, automatic acceleration, virtio, 50 % of memory, 2 vCPUs).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Profile {
-    pub firmware: Firmware,
-    pub accel: Accel,
-    pub disk: DiskModel,
-    /// `None`: no NIC at all.
-    pub nic: Option<NicModel>,
-    /// MiB of the NUC's memory.
-    pub memory: Amount,
-    pub vcpus: Amount,
-    pub display: Display,
-    pub health: HealthCheck,
-}
-
-impl Default for Profile {
-    fn default() -> Profile {
-        Profile {
-            firmware: Firmware::Uefi,
-            accel: Accel::Auto,
-            disk: DiskModel::Virtio,
-            nic: Some(NicModel::Virtio),
-            memory: Amount::Percent(50),
-            vcpus: Amount::Fixed(2),
-            display: Display::None,
-            health: HealthCheck::default(),
-        }
     }
 }
 
@@ -739,15 +611,6 @@ mod tests {
     }
 
     #[test]
-    fn amounts_are_bounded_by_the_nuc() {
-        assert_eq!(Amount::Percent(50).of(16384, 256), 8192);
-        assert_eq!(Amount::Percent(200).of(16384, 256), 16384);
-        assert_eq!(Amount::Fixed(64).of(4, 1), 4);
-        assert_eq!(Amount::Percent(10).of(1, 1), 1);
-        assert_eq!(Amount::Fixed(0).of(16384, 256), 256);
-    }
-
-    #[test]
     fn the_seat_identity_depends_on_the_seat_only() {
         let a = Seat::derive("lyon", "salle-1", "poste-03").unwrap();
         assert_eq!(a, Seat::derive("lyon", "salle-1", "poste-03").unwrap());
@@ -780,20 +643,5 @@ mod tests {
             assert!(Hostname::new(bad).is_err(), "{bad:?}");
         }
         assert!(Hostname::new("poste-01").is_ok());
-    }
-
-    #[test]
-    fn profiles_parse_with_defaults_and_refuse_unknown_keys() {
-        let p: Profile =
-            toml::from_str("firmware = \"bios\"\ndisk = \"sata\"\nnic = \"e1000\"\nmemory = { fixed = 4096 }\n[health]\nwithin_secs = 90\n")
-                .unwrap();
-        assert_eq!(p.firmware, Firmware::Bios);
-        assert_eq!(p.disk, DiskModel::Sata);
-        assert_eq!(p.nic, Some(NicModel::E1000));
-        assert_eq!(p.memory, Amount::Fixed(4096));
-        assert_eq!(p.accel, Accel::Auto);
-        assert_eq!(p.health.within_secs, 90);
-        assert!(p.health.serial_marker && p.health.guest_agent);
-        assert!(toml::from_str::<Profile>("tpm = true").is_err());
     }
 }

@@ -24,7 +24,8 @@ use jiff::civil::Date;
 use crate::daemon::label;
 use crate::health::Health;
 use crate::hypervisor::{Hypervisor, Machine, VmStatus};
-use crate::profile::{Host, Profile, ProfileError, Seat};
+use crate::profile::{Host, ProfileError, Seat};
+use crate::profile_source::{Choices, Source};
 use crate::slots::{SlotName, SlotState, Slots};
 use crate::verdicts::{manifest_hash, BadMaster, Verdicts};
 use crate::workstation::{Action, Held, Inputs, Workstation};
@@ -35,32 +36,31 @@ pub struct Machines {
     pub site: String,
     pub node: String,
     pub host: Host,
-    /// For every master without a profile of its own.
-    pub default: Profile,
-    /// By master name.
-    pub by_master: BTreeMap<String, Profile>,
+    /// The profiles to choose from: the NUC's own and the catalogue's.
+    pub profiles: Choices,
 }
 
 impl Machines {
-    /// The machine for `master` at `seat` (room, seat); a NUC without a seat is `spare/<node>`.
+    /// The machine for `master` at `seat` (room, seat); a NUC without a seat is `spare/<node>`;
+    /// and where its profile came from.
     pub fn machine(
         &self,
         seat: Option<&(String, String)>,
         master: Option<&MasterRef>,
-    ) -> Result<Machine, ProfileError> {
+    ) -> Result<(Machine, Source), ProfileError> {
         let seat = match seat {
             Some((room, seat)) => Seat::derive(&self.site, room, seat)?,
             None => Seat::derive(&self.site, "spare", &self.node)?,
         };
-        let profile = master
-            .and_then(|m| self.by_master.get(m.name.as_str()))
-            .unwrap_or(&self.default)
-            .clone();
-        Ok(Machine {
-            profile,
-            seat,
-            host: self.host.clone(),
-        })
+        let (profile, source) = self.profiles.choose(master.map(|m| m.name.as_str()));
+        Ok((
+            Machine {
+                profile,
+                seat,
+                host: self.host.clone(),
+            },
+            source,
+        ))
     }
 }
 
@@ -80,6 +80,11 @@ pub struct News {
     pub boot_secs: Option<f64>,
     /// The accelerator of the last start (`kvm`, or `tcg` and why).
     pub accel: Option<String>,
+    /// The machine profile of the last start: "master version: where it came from: profile".
+    pub profile: Option<String>,
+    /// The same, for the report.
+    #[serde(skip)]
+    pub vm_profile: Option<image_tools::report::VmProfile>,
     /// Slot contents, as "name version".
     pub current: Option<String>,
     pub next: Option<String>,
@@ -222,6 +227,13 @@ impl Station {
             Some("booting the new master once to check it")
         } else {
             None
+        }
+    }
+
+    /// The catalogue's profiles, verified: from the next VM start on (a running VM keeps its own).
+    pub fn set_catalogue_profiles(&mut self, catalogue: BTreeMap<String, crate::profile::Profile>) {
+        if let Some(m) = &mut self.machines {
+            m.profiles.catalogue = catalogue;
         }
     }
 
@@ -500,11 +512,26 @@ impl Station {
         };
         if let Some(machines) = &self.machines {
             match machines.machine(t.seat, self.held.current.as_ref()) {
-                Ok(m) => {
+                Ok((m, source)) => {
                     if let Err(e) = self.hv.set_machine(&m) {
                         self.error(format!("cannot set the VM up: {e}"));
                         return Err(());
                     }
+                    let master = self.news.current.clone().unwrap_or_default();
+                    let said = format!("{master}: {source}: {}", m.profile);
+                    if self.news.profile.as_ref() != Some(&said) {
+                        tracing::info!(%master, from = %source, profile = %m.profile, "the VM's machine profile");
+                    }
+                    self.news.profile = Some(said);
+                    self.news.vm_profile =
+                        self.held
+                            .current
+                            .clone()
+                            .map(|master| image_tools::report::VmProfile {
+                                master,
+                                from: source,
+                                profile: m.profile.clone(),
+                            });
                 }
                 Err(e) => {
                     self.error(format!("no machine for this seat: {e}"));

@@ -18,7 +18,6 @@
 
 mod guest;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +31,7 @@ use image_tools::{
 };
 use nightcast_agent::hypervisor::{host_facts, Qemu, QemuConfig};
 use nightcast_agent::profile::{Accel, Amount, Firmware, HealthCheck, Network, Profile, Seat};
+use nightcast_agent::profile_source::Choices;
 use nightcast_agent::slots::{SlotName, Slots};
 use nightcast_agent::station::{Machines, Station, Tick};
 use nightcast_agent::verdicts::Verdicts;
@@ -100,8 +100,10 @@ fn station(data: &Path) -> Station {
         site: "lyon".into(),
         node: "nuc-1".into(),
         host: host_facts(Network::Nat),
-        default: profile,
-        by_master: BTreeMap::new(),
+        profiles: Choices {
+            default: profile,
+            ..Choices::default()
+        },
     };
     Station::new(
         data.to_owned(),

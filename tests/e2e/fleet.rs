@@ -393,6 +393,20 @@ impl Fleet {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `nightcast fleet` once it shows `needle` (asked every 200 ms, in real time, for up to
+    /// `secs`), else its last answer.
+    pub fn fleet_showing(&self, needle: &str, secs: u64) -> String {
+        let mut fleet = String::new();
+        for _ in 0..secs * 5 {
+            fleet = self.nightcast(&["fleet"]);
+            if fleet.contains(needle) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        fleet
+    }
+
     /// Starts `nightcast-relay run` with a config file, on the fleet's clock.
     pub fn relay(&self, opts: &RelayOpts) -> Relay {
         let data = self.relay_data();

@@ -32,6 +32,7 @@ mod lunchtime_push;
 mod metrics;
 mod netns_fleet;
 mod peers;
+mod profiles;
 mod relay_daemon;
 mod room_fill;
 mod seats;

@@ -1,6 +1,7 @@
 //! A NUC with a real guest behind a real relay and controller: `nightcast-agent run` with the QEMU
 //! hypervisor (TCG: see docs/WORKSTATION.md on KVM here) and the Debian test master
-//! (`node-agent/tests/guest`), on the real clock.
+//! (`node-agent/tests/guest`), on the real clock, booted under UEFI: the profile the DSI gives the
+//! master in the catalogue, over the NUC's own BIOS default.
 //!
 //! The DSI's story: version 1 of a master is on the NUC and boots; the DSI publishes version 2,
 //! which does not come up (its kernel panics), and schedules it. The NUC fetches it, swaps it in
@@ -13,8 +14,8 @@ use crate::util;
 #[path = "../../node-agent/tests/guest/mod.rs"]
 mod guest;
 
-/// The profile of the test master here: SeaBIOS, TCG, NAT, a small guest, a generous boot limit
-/// (two cores shared with the rest of the test suite).
+/// The NUC's own default profile: SeaBIOS, TCG, a small guest, a generous boot limit. The
+/// catalogue's profile for the master (UEFI) must win over it.
 const QEMU_AGENT: &str = "[profile]\nfirmware = \"bios\"\naccel = \"tcg\"\nmemory = { fixed = 512 }\nvcpus = { fixed = 1 }\n\
     [profile.health]\nwithin_secs = 600\n";
 
@@ -48,6 +49,25 @@ fn a_version_that_does_not_boot_is_rolled_back_and_the_fleet_names_it() {
     let broken = f.dir.path().join("debian-2.raw");
     guest::panicking_copy(&image, &broken);
     add("2", &broken);
+    // The DSI gives the master its machine in the catalogue: UEFI, TCG (see docs/WORKSTATION.md
+    // on KVM here), a small guest, the same generous boot limit (two cores shared with the rest of
+    // the test suite).
+    f.nightcast(&[
+        "master",
+        "profile",
+        "set",
+        "debian",
+        "--firmware",
+        "uefi",
+        "--accel",
+        "tcg",
+        "--memory",
+        "512",
+        "--vcpus",
+        "1",
+        "--within",
+        "600",
+    ]);
 
     // Version 1 is scheduled for this afternoon: the NUC fetches it and boots it once.
     f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
@@ -79,6 +99,13 @@ fn a_version_that_does_not_boot_is_rolled_back_and_the_fleet_names_it() {
         "{}",
         nuc.log_text()
     );
+    // It booted with the catalogue's profile, not the NUC's own BIOS default.
+    let profile = nuc.s("profile");
+    assert!(
+        profile.starts_with("debian 1: the catalogue: uefi, accel tcg"),
+        "{profile}"
+    );
+    assert!(nuc.s("accel").starts_with("tcg"), "{}", nuc.status());
 
     // The DSI moves the session to version 2, which panics at boot.
     let sessions = f.nightcast(&["session", "list"]);
@@ -114,14 +141,7 @@ fn a_version_that_does_not_boot_is_rolled_back_and_the_fleet_names_it() {
     assert!(s["failed"].to_string().contains("debian 2"), "{s}");
 
     // The controller hears it: the fleet names version 2 as failed on nuc-1, and why.
-    let mut fleet = String::new();
-    for _ in 0..120 {
-        fleet = f.nightcast(&["fleet"]);
-        if fleet.contains("FAILED here: debian 2") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    let fleet = f.fleet_showing("FAILED here: debian 2", 60);
     let row = fleet
         .lines()
         .find(|l| l.contains("nuc-1"))

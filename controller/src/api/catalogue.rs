@@ -1,13 +1,22 @@
 //! Masters (list, import from a file on the controller's disk, removal), calendars and sessions.
 
 use image_tools::api::{
-    CalendarFile, CalendarImported, Done, ImportMaster, Imported, MasterInfo, NewSession,
-    SessionInfo, SessionOrigin,
+    CalendarFile, CalendarImported, Done, ImportMaster, Imported, MasterInfo, MasterProfile,
+    NewSession, SessionInfo, SessionOrigin, SetProfile,
 };
 use image_tools::{MasterName, MasterVersion};
 
 use super::{db_error, error, ok, path_id, routed, stored, Answer, Api, Call, Reply, NO_ROUTE};
-use crate::db::{Apply, Db};
+use crate::db::{Apply, Db, DbError, ProfileRow};
+
+fn answer(row: ProfileRow) -> MasterProfile {
+    MasterProfile {
+        name: row.name,
+        profile: row.profile,
+        revision: row.revision,
+        set_at: row.set_at,
+    }
+}
 
 /// The answer to `call` if it is one of this module's routes.
 pub(super) fn route(call: &Call) -> Option<Answer> {
@@ -15,19 +24,54 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
     let db = || call.db();
     routed((|| match (call.method, call.path) {
         ("GET", ["v1", "masters"]) => {
-            let masters = db()?.masters().map_err(db_error)?;
+            let db = db()?;
+            let masters = db.masters().map_err(db_error)?;
+            let profiles = db.profiles().map_err(db_error)?;
             let masters = masters
                 .iter()
                 .map(|(name, version, size, stored_bytes)| {
+                    let name: MasterName = stored(name)?;
+                    let profile = profiles
+                        .iter()
+                        .find(|p| p.name == name)
+                        .and_then(|p| p.profile.clone());
                     Ok(MasterInfo {
-                        name: stored(name)?,
+                        name,
                         version: stored(version)?,
                         size: *size,
                         stored_bytes: *stored_bytes,
+                        profile,
                     })
                 })
                 .collect::<Result<Vec<_>, Reply>>()?;
             ok(masters)
+        }
+        ("GET", ["v1", "masters", "profiles"]) => {
+            let rows = db()?.profiles().map_err(db_error)?;
+            ok(rows.into_iter().map(answer).collect::<Vec<_>>())
+        }
+        ("GET", ["v1", "masters", name, "profile"]) => {
+            let name: MasterName = path_id(name)?;
+            let db = db()?;
+            match db.profile(&name).map_err(db_error)? {
+                Some(row) => ok(answer(row)),
+                None if db.has_master(&name).map_err(db_error)? => ok(MasterProfile {
+                    name,
+                    profile: None,
+                    revision: 0,
+                    set_at: 0,
+                }),
+                None => Err(db_error(DbError::NoMasterName(name.to_string()))),
+            }
+        }
+        ("PUT", ["v1", "masters", name, "profile"]) => {
+            let name: MasterName = path_id(name)?;
+            let SetProfile { profile } = call.body()?;
+            let row = db()?
+                .set_profile(&name, profile.as_ref(), now)
+                .map_err(db_error)?;
+            // The site plans carry it, signed, from the reload this change wakes.
+            ok(answer(row))
         }
         ("POST", ["v1", "masters"]) => ok(import_master(api, call.body()?, now)?),
         ("GET", ["v1", "masters", "imports"]) => ok(api.imports.list(api.clock.now_f64())),

@@ -278,6 +278,7 @@ fn db_error(e: DbError) -> Reply {
         DbError::NoSite(_)
         | DbError::NoRoom { .. }
         | DbError::NoMaster { .. }
+        | DbError::NoMasterName(_)
         | DbError::NoSeat { .. }
         | DbError::NoAgent { .. }
         | DbError::NoRule(_)

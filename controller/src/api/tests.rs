@@ -62,6 +62,7 @@ const FIELDS: &[&str] = &[
     "all_sites",
     "dry_run",
     "emergency_cap_mbit",
+    "profile",
 ];
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -125,6 +126,8 @@ fn url() -> impl Strategy<Value = String> {
             "approve",
             "revoke",
             "accept-new",
+            "profile",
+            "profiles",
             "lyon",
             "win10",
             "1",
@@ -298,6 +301,59 @@ fn numbers_beyond_the_database_are_refused() {
         &Value::Null,
     );
     assert_eq!(status, 400, "{answer}");
+}
+
+#[test]
+fn a_masters_profile_is_set_shown_and_refused_for_an_unknown_master_or_field() {
+    let (_dir, api) = api();
+    let (m, b) = crate::testing::manifest("win7", "1", 1);
+    Db::open(&api.data.database())
+        .unwrap()
+        .add_master(&m, &b, 0)
+        .unwrap();
+    let (status, answer) = route(&api, "GET", "/v1/masters/win7/profile", &Value::Null);
+    assert_eq!(
+        (status, &answer["profile"]),
+        (200, &Value::Null),
+        "{answer}"
+    );
+    let bios = json!({"profile": {"firmware": "bios", "disk": "sata", "memory": {"percent": 60}}});
+    let (status, answer) = route(&api, "PUT", "/v1/masters/win7/profile", &bios);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["profile"]["firmware"], "bios", "{answer}");
+    assert_eq!(
+        answer["profile"]["nic"], "virtio",
+        "defaults fill the rest: {answer}"
+    );
+    assert!(answer["revision"].as_i64().unwrap() > 0, "{answer}");
+    let (_, listed) = route(&api, "GET", "/v1/masters", &Value::Null);
+    assert_eq!(listed[0]["profile"]["disk"], "sata", "{listed}");
+    let (status, answer) = route(&api, "PUT", "/v1/masters/win8/profile", &bios);
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("win8"),
+        "{answer}"
+    );
+    let (status, answer) = route(&api, "GET", "/v1/masters/win8/profile", &Value::Null);
+    assert_eq!(status, 404, "{answer}");
+    let tpm = json!({"profile": {"tpm": true}});
+    let (status, answer) = route(&api, "PUT", "/v1/masters/win7/profile", &tpm);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("tpm"),
+        "{answer}"
+    );
+    // Cleared: a statement without a profile, still in the list (the NUCs must hear of it).
+    let (status, _) = route(
+        &api,
+        "PUT",
+        "/v1/masters/win7/profile",
+        &json!({"profile": null}),
+    );
+    assert_eq!(status, 200);
+    let (_, all) = route(&api, "GET", "/v1/masters/profiles", &Value::Null);
+    assert_eq!(all[0]["profile"], Value::Null, "{all}");
+    assert_eq!(all[0]["name"], "win7", "{all}");
 }
 
 #[test]

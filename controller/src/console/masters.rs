@@ -50,6 +50,8 @@ pub fn page(console: &Console, session: &Session, now: i64) -> Response {
                     version: version.parse().ok()?,
                     size,
                     stored_bytes,
+                    // Not on this page (yet): `nightcast master profile list` shows them.
+                    profile: None,
                 })
             })
             .collect(),

@@ -301,6 +301,7 @@ fn no_outside_string_reaches_the_fleet_calendar_or_masters_page_unescaped() {
         version: "1".parse().unwrap(),
         size: 1,
         stored_bytes: 1,
+        profile: None,
     };
     let o = OverrideInfo {
         id: 1,

@@ -37,6 +37,8 @@ pub enum DbError {
     NoRoom { site: String, room: String },
     #[error("no master {name} {version}: import it first with `nightcast master import`")]
     NoMaster { name: String, version: String },
+    #[error("no master {0:?}: import a version of it first with `nightcast master import`")]
+    NoMasterName(String),
     #[error("master {name} {version} is needed by {sessions} upcoming session(s) (first: {first}); remove or move them first")]
     MasterInUse {
         name: String,
@@ -87,6 +89,7 @@ mod masters;
 mod nodes;
 mod orders;
 mod plans;
+mod profiles;
 pub mod pushes;
 mod removal;
 mod rules;
@@ -100,6 +103,7 @@ pub use feeds::FeedRow;
 pub use nodes::{Bound, FleetRow, Reported};
 pub use orders::{OrderRow, ORDER_KEPT_SECS};
 pub use plans::OverrideRow;
+pub use profiles::ProfileRow;
 pub use removal::Removal;
 pub use rules::RuleRow;
 pub use sites::{parse_schedule, RoomRow, SiteChange, SiteRow, MAX_CAP_MBIT};

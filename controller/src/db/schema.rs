@@ -208,6 +208,15 @@ const MIGRATIONS: &[&str] = &[
         asked_at INTEGER NOT NULL
      );
      CREATE INDEX node_orders_by_time ON node_orders(asked_at);",
+    // 16: the machine profile the DSI assigns to a master (every version of it): JSON of
+    // `image_tools::profile::Profile`, NULL once cleared (the NUCs' own then); `revision` only
+    // grows, so that an agent tells a newer signed statement from an older one.
+    "CREATE TABLE master_profiles (
+        name TEXT PRIMARY KEY,
+        profile TEXT,
+        revision INTEGER NOT NULL,
+        set_at INTEGER NOT NULL
+     );",
 ];
 
 /// Brings the database up to the last migration.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{MasterName, MasterVersion, RoomName, SiteId};
 use crate::probe::ImageFormat;
+use crate::profile::Profile;
 
 /// A row of `GET /v1/masters`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +17,32 @@ pub struct MasterInfo {
     pub size: u64,
     /// What its chunks take in the store (compressed).
     pub stored_bytes: u64,
+    /// The machine profile the catalogue assigns to the master (every version); `None`: each
+    /// NUC's own.
+    #[serde(default)]
+    pub profile: Option<Profile>,
+}
+
+/// `PUT /v1/masters/NAME/profile`: the machine profile of every version of master NAME, from its
+/// next VM start on every NUC (a running session keeps the one it started with); `None` clears
+/// it (each NUC's own then). Refused (404) for a master with no version in the catalogue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetProfile {
+    pub profile: Option<Profile>,
+}
+
+/// A master's profile in the catalogue: the answer to [`SetProfile`], `GET
+/// /v1/masters/NAME/profile` and the rows of `GET /v1/masters/profiles`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterProfile {
+    pub name: MasterName,
+    /// `None`: none assigned (each NUC's own).
+    pub profile: Option<Profile>,
+    /// Raised at each change (0: never set); what the NUCs compare.
+    pub revision: i64,
+    /// When it was last set (Unix seconds; 0: never).
+    pub set_at: i64,
 }
 
 /// `POST /v1/masters`: imports an image that is on the controller's disk. Refused before any

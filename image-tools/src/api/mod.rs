@@ -28,6 +28,9 @@
 //! | `GET masters` | | `Vec<MasterInfo>` |
 //! | `POST masters` | [`ImportMaster`] | [`Imported`] |
 //! | `GET masters/imports` | | `Vec<ImportProgress>` |
+//! | `GET masters/profiles` | | `Vec<MasterProfile>` |
+//! | `GET masters/NAME/profile` | | [`MasterProfile`] |
+//! | `PUT masters/NAME/profile` | [`SetProfile`] | [`MasterProfile`] |
 //! | `DELETE masters/NAME/VERSION` | | [`Done`] |
 //! | `POST calendar` | [`CalendarFile`] | [`CalendarImported`] |
 //! | `POST calendar/sync` | [`CalendarSync`] | [`CalendarSynced`] |
@@ -67,8 +70,8 @@ pub use calendar::{
     CalendarNote, CalendarSync, CalendarSynced, MovedSession, SyncedSession, DEFAULT_HORIZON_DAYS,
 };
 pub use catalogue::{
-    CalendarFile, CalendarImported, ImportMaster, ImportProgress, Imported, MasterInfo, NewSession,
-    SessionInfo, SessionOrigin,
+    CalendarFile, CalendarImported, ImportMaster, ImportProgress, Imported, MasterInfo,
+    MasterProfile, NewSession, SessionInfo, SessionOrigin, SetProfile,
 };
 pub use errors::{ApiError, Done};
 pub use failed::FailedOn;
