@@ -415,7 +415,8 @@ class Pairs:
             rsw = rs["sent"] + rs["received"]
             rows = [
                 ["nightcast, tightened (zstd 19: what the WAN carries)",
-                 f"{res.get('nc_tight_bytes', 'not finished')}",
+                 f"{res['nc_tight_bytes']:,} ({res['nc_new_chunks']:,} chunks)"
+                 if "nc_tight_bytes" in res else "not finished",
                  f"{res['nc_manifest']:,}", f"**{nct:,}**", f"{nct / rsw:.3f}"],
                 ["nightcast, as imported (zstd 3)",
                  f"{res['nc_new_bytes']:,} ({res['nc_new_chunks']:,} chunks)",
@@ -427,7 +428,8 @@ class Pairs:
                  f"{rs['sent']:,} sent", f"{rs['received']:,} received", f"{rsw:,}", "1.000"],
                 ["whole v2, zstd -3", f"{res['zs3_bytes']:,}", "", f"{res['zs3_bytes']:,}",
                  f"{res['zs3_bytes'] / rsw:.3f}"],
-                ["whole v2, zstd -19", "", "", f"{res.get('zs19_bytes', 'not finished')}",
+                ["whole v2, zstd -19", "", "",
+                 f"{res['zs19_bytes']:,}" if "zs19_bytes" in res else "not finished",
                  f"{res.get('zs19_bytes', float('nan')) / rsw:.3f}"],
             ]
             extra = ""
@@ -456,16 +458,16 @@ class Pairs:
             rows = []
             for label, k in (("v1 (fresh store)", "v1"), ("v2 (store holding v1)", "v2")):
                 a, c, z = res[f"nc_{k}"], res[f"ca_{k}"], res[f"zs_{k}"]
-                rows.append([label, f"{a.secs:.2f}", f"{a.maxrss_kib / 1024:.1f}",
-                             f"{c.secs:.2f}", f"{c.maxrss_kib / 1024:.1f}",
-                             f"{z.secs:.2f}", f"{z.maxrss_kib / 1024:.1f}",
+                rows.append([label, f"{a.secs:.2f} ({a.cpu_secs:.1f})", f"{a.maxrss_kib / 1024:.1f}",
+                             f"{c.secs:.2f} ({c.cpu_secs:.1f})", f"{c.maxrss_kib / 1024:.1f}",
+                             f"{z.secs:.2f} ({z.cpu_secs:.1f})", f"{z.maxrss_kib / 1024:.1f}",
                              f"**{c.secs / a.secs:.2f}x**", f"**{z.secs / a.secs:.2f}x**",
                              f"{a.other_cpu_secs:.1f} / {c.other_cpu_secs:.1f} / {z.other_cpu_secs:.1f}"])
             asm, cp = res["asm"][1], res["cp"][1]
             self.emit(
                 f"Import and assemble, pair \"{n}\"",
-                rb.table(["import", "nightcast s", "RSS MiB", "casync make s", "RSS MiB",
-                          "zstd -T0 -3 s", "RSS MiB", "nightcast speed / casync",
+                rb.table(["import", "nightcast s (CPU s)", "RSS MiB", "casync make s (CPU s)",
+                          "RSS MiB", "zstd -T0 -3 s (CPU s)", "RSS MiB", "nightcast speed / casync",
                           "nightcast speed / zstd", "other CPU s (nc / ca / zstd)"], rows),
                 f"assemble v2: {asm.secs:.2f} s ({asm.maxrss_kib / 1024:.1f} MiB) vs "
                 f"`cp --sparse=always` {cp.secs:.2f} s: cp time / assemble time **{cp.secs / asm.secs:.2f}** "
@@ -489,7 +491,23 @@ class Pairs:
             for name in ("v1", "install", "upgrade"):
                 img = self.p("v1.img" if name == "v1" else f"v2-{name}.img")
                 self.notes[name] = open(img + ".note").read()
-            self.report([self.load(n) for n in ("install", "upgrade")])
+            results = [self.load(n) for n in ("install", "upgrade")
+                       if os.path.exists(self.p(f"results-{n}.json"))]
+            for res in results:
+                zst = self.p(f"v2-{res['name']}.img.zst19")
+                if "zs19_bytes" not in res and os.path.exists(zst):
+                    # the run was stopped before it collected its zstd -19: check the stream
+                    if subprocess.run(["zstd", "-q", "-t", zst]).returncode == 0:
+                        res["zs19_bytes"] = os.path.getsize(zst)
+                if "tighten" not in res:
+                    # the run was stopped before it collected its tighten: finish the pass (what
+                    # it tightened before stays tight) and read the sizes
+                    r = subprocess.run([self.a.bin, "tighten", "--store", res["nc_only"], "--json"],
+                                       capture_output=True, text=True, check=True)
+                    res["tighten"] = json.loads(r.stdout)
+                    res["tighten"]["note"] = "finished by --report-only"
+                    res["nc_tight_bytes"] = sum(self.chunk_files(res["nc_only"]).values())
+            self.report(results)
             self.write_out()
             return
         if self.a.dict_only:
