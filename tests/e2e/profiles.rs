@@ -45,8 +45,10 @@ fn the_catalogues_profile_reaches_the_nuc_and_a_change_waits_for_the_next_start(
         100,
         8,
         "start=2030-01-08T07:55:00Z speed=30",
-        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 08:10\n\
-         lyon,salle-1,demo,1,2030-01-08 08:15,2030-01-08 08:45\n",
+        // Sessions long enough (80 s real) for the change below to land in the first one even on
+        // a loaded CI machine.
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 08:40\n\
+         lyon,salle-1,demo,1,2030-01-08 08:45,2030-01-08 09:15\n",
         "",
     );
     f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
@@ -111,7 +113,7 @@ fn the_catalogues_profile_reaches_the_nuc_and_a_change_waits_for_the_next_start(
             >= 2
     });
     assert!(
-        f.clock.now() < at("2030-01-08T08:10:00Z"),
+        f.clock.now() < at("2030-01-08T08:40:00Z"),
         "the test was too slow to see the session run on"
     );
     let s = nuc.status();
@@ -119,11 +121,11 @@ fn the_catalogues_profile_reaches_the_nuc_and_a_change_waits_for_the_next_start(
     assert!(profile(&nuc).contains("disk sata"), "{s}");
 
     // The next session's start uses the new one.
-    nuc.wait("the next session's VM to use the new profile", 90, |a| {
+    nuc.wait("the next session's VM to use the new profile", 180, |a| {
         profile(a).contains("bios")
     });
     assert!(
-        f.clock.now() >= at("2030-01-08T08:15:00Z"),
+        f.clock.now() >= at("2030-01-08T08:45:00Z"),
         "the profile changed before the next session"
     );
     let p = profile(&nuc);
