@@ -5,12 +5,13 @@
 //!   open only to agents of its own site, for the versions it holds or fetches, and closed while
 //!   a session runs unless the configuration allows it.
 //! - `plan`: which chunk from whom ([`plan::Swarm`]), pure.
-//! - `fetch`: the multi-source fetch, the thin shell around the swarm.
+//! - `fetch`: the multi-source fetch, the thin shell around the swarm; `writer`: its one store
+//!   write session, committed as `commits` (pure) says.
 //!
 //! The relay is the tracker (`GetPeers`): it knows where each agent serves (the `peer-port`
 //! capability of its `Hello`) and gives each NUC a stripe of the version to fetch from it first.
 //! Peers never talk to the controller, and every chunk from a peer is verified as one from the
-//! relay is (`exchange::fetch_these`).
+//! relay is (`exchange::Connection::get_chunks`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -26,9 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::slots::{SlotState, Slots};
 
+pub mod commits;
 pub(crate) mod fetch;
 pub mod plan;
 pub mod serve;
+mod writer;
 
 pub use serve::{Offer, Place, SharedOffer};
 

@@ -1,6 +1,7 @@
 //! Peer sharing inside a site, with real agents on loopback: a room fills itself from about one
 //! copy of the relay's, a peer that serves altered chunks is dropped and named, an agent of another
-//! site is refused at the handshake, and a NUC in a session serves nothing.
+//! site is refused at the handshake, a NUC in a session serves nothing, and a room whose relay is
+//! killed mid-fill finishes from its peers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,36 @@ fn session_from_now(f: &Fleet, minutes: i64, length: i64) -> String {
 
 fn ready(a: &AgentProc) -> bool {
     a.s("current") == "demo 1" || (a.s("next") == "demo 1" && a.s("next_state") == "ready")
+}
+
+/// `n` agents seated in salle-1 (configuration lines `extra`), each serving its peers.
+fn seat_room(f: &Fleet, relay: &Relay, n: usize, extra: &str) -> Vec<AgentProc> {
+    let agents: Vec<AgentProc> = (1..=n)
+        .map(|i| {
+            f.nightcast(&["seat", "add", "lyon", "salle-1", &format!("pc-{i}")]);
+            f.seated_agent(&format!("nuc-{i}"), &format!("pc-{i}"), relay, extra)
+        })
+        .collect();
+    for a in &agents {
+        a.wait("the agent to serve its peers", 20, |a| {
+            !a.s("peer_listen").is_empty()
+        });
+    }
+    agents
+}
+
+/// Every agent's `demo 1` image is the master, byte for byte.
+fn assert_images(f: &Fleet, agents: &[AgentProc]) {
+    for a in agents {
+        let s = a.status();
+        let version_dir = std::fs::read_dir(a.data.join("slots/v"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().ends_with("demo@1"))
+            .unwrap_or_else(|| panic!("no demo 1 slot: {s}"));
+        let image = std::fs::read(version_dir.path().join("master.img")).unwrap();
+        assert!(image == f.image, "{} holds another image", a.s("node"));
+    }
 }
 
 /// A peer that claims to hold everything and serves other bytes under every id asked for: an
@@ -147,22 +178,7 @@ fn room_fill(n: usize, image_mib: u64, rogue: bool) -> (f64, Fleet, Relay, Vec<A
         "",
     );
     let relay = f.relay(&DEFAULT_RELAY);
-    let agents: Vec<AgentProc> = (1..=n)
-        .map(|i| {
-            f.nightcast(&["seat", "add", "lyon", "salle-1", &format!("pc-{i}")]);
-            f.seated_agent(
-                &format!("nuc-{i}"),
-                &format!("pc-{i}"),
-                &relay,
-                "peer_patience_secs = 30\n",
-            )
-        })
-        .collect();
-    for a in &agents {
-        a.wait("the agent to serve its peers", 20, |a| {
-            !a.s("peer_listen").is_empty()
-        });
-    }
+    let agents = seat_room(&f, &relay, n, "peer_patience_secs = 30\n");
     if rogue {
         let bad = f.agent("nuc-rogue");
         let addr = start_rogue(&bad);
@@ -230,16 +246,7 @@ fn a_room_fills_itself_from_about_one_copy_and_a_lying_peer_is_dropped() {
         |_| String::new(),
     );
     // Every image is the master, byte for byte (assembly verified every chunk as well).
-    for a in &agents {
-        let s = a.status();
-        let version_dir = std::fs::read_dir(a.data.join("slots/v"))
-            .unwrap()
-            .filter_map(Result::ok)
-            .find(|e| e.file_name().to_string_lossy().ends_with("demo@1"))
-            .unwrap_or_else(|| panic!("no demo 1 slot: {s}"));
-        let image = std::fs::read(version_dir.path().join("master.img")).unwrap();
-        assert!(image == f.image, "{} holds another image", a.s("node"));
-    }
+    assert_images(&f, &agents);
 }
 
 #[test]
@@ -383,4 +390,45 @@ fn an_agent_of_another_site_is_refused_and_a_nuc_in_session_serves_nothing() {
             "{err}"
         );
     });
+}
+
+#[test]
+fn a_relay_killed_during_a_room_fill_leaves_the_nucs_to_finish_from_each_other() {
+    let f = Fleet::build(
+        "00:00-23:59",
+        1000,
+        24,
+        "start=2030-01-08T06:00:00Z speed=1",
+        "",
+        "",
+    );
+    let relay = f.relay(&DEFAULT_RELAY);
+    // Slow uploads between the NUCs (4 Mbit/s each) and patient NUCs: the relay gives each its
+    // stripe in a moment, the peers take seconds to pass the rest round.
+    let agents = seat_room(
+        &f,
+        &relay,
+        4,
+        "peer_patience_secs = 60\npeer_upload_mbit = 4\n",
+    );
+    f.calendar("lyon,salle-1,demo,1,2030-01-09 08:00,2030-01-09 17:00\n");
+    // The relay served its copy (every stripe), and the NUCs met through its tracker: kill -9.
+    relay.wait("the relay to serve one copy", 60, |r| {
+        r.n("served_bytes") >= f.stored_bytes()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    relay.kill9();
+    let early: Vec<String> = agents
+        .iter()
+        .filter(|a| ready(a))
+        .map(|a| a.s("node"))
+        .collect();
+    assert!(
+        early.len() < agents.len(),
+        "the room filled before the relay was killed: nothing was tested"
+    );
+    for a in &agents {
+        a.wait("demo 1 to be ready without the relay", 120, ready);
+    }
+    assert_images(&f, &agents);
 }

@@ -1,20 +1,22 @@
 //! The multi-source fetch, the thin I/O shell around [`Swarm`]: the tracker asked for peers and
 //! the NUC's stripe every few seconds, each peer connected (mutual TLS, an agent of our site only)
-//! and asked what it holds every second, the swarm's requests run at once, each through
-//! `exchange::fetch_these` (which verifies every chunk, whoever sent it, and stores it), and what
-//! came back told to the swarm. A peer that sent a corrupt chunk, or failed, is dropped for this
-//! version.
+//! and asked every second about the chunks it is not known to hold yet, the swarm's requests run
+//! at once (`Connection::get_chunks`, which verifies every chunk, whoever sent it), what arrived
+//! handed to one write session for the whole fetch ([`Writer`]), and told to the swarm. A peer
+//! that sent a corrupt chunk, or failed, is dropped for this version.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_tools::exchange::{self, Connection, ExchangeError, FetchOptions, FetchReport};
+use image_tools::exchange::{Connection, ExchangeError, FetchReport, Received};
 use image_tools::wire::{Hello, PeerList, Role};
-use image_tools::{ChunkId, ChunkStore, LocalStore, NodeId, VerifiedManifest};
+use image_tools::{ChunkId, ChunkStore, LocalStore, NodeId, VerifiedChunk, VerifiedManifest};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::plan::{Request, Source, Swarm};
+use super::writer::Writer;
 
 /// How often the tracker is asked again (new peers, a new stripe).
 const TRACKER_EVERY: Duration = Duration::from_secs(2);
@@ -46,17 +48,51 @@ pub(crate) struct SwarmReport {
     pub(crate) liars: Vec<String>,
 }
 
-type Outcome = (Request, Result<FetchReport, ExchangeError>);
+/// What one request brought back.
+#[derive(Debug, Default)]
+struct Answer {
+    /// The chunks received, verified and handed to the writer (indices into the swarm).
+    got: Vec<usize>,
+    /// Their stored bytes as received.
+    received_bytes: u64,
+    /// The chunks the source does not hold, and when it expects them (the relay only).
+    lacking: Vec<ChunkId>,
+    expected: Option<i64>,
+    /// Chunks that were not what their id says.
+    corrupt: Vec<ChunkId>,
+}
+
+type Outcome = (Request, Answer, Result<(), ExchangeError>);
 
 /// Fetches what `manifest` needs that `store` and `have` lack: the NUC's stripe from the relay,
 /// the rest from its peers, from the relay what no peer gives in time. Stops early (returning
-/// what the relay lacks) if the relay lacks a chunk it was asked for.
+/// what the relay lacks) if the relay lacks a chunk it was asked for. Every chunk goes through
+/// one write session ([`Writer`]), committed about every second and at the end, whatever the
+/// number of requests and sources.
 pub(crate) async fn fetch(
     relay: &Connection,
     peers: &PeerFetch,
     store: Arc<LocalStore>,
     manifest: &Arc<VerifiedManifest>,
     have: Arc<HashSet<ChunkId>>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<SwarmReport> {
+    let writer = Writer::start(store.clone());
+    let result = swarm_fetch(relay, peers, &store, manifest, have, &writer, progress).await;
+    // What arrived is kept (committed) whatever the end.
+    let written = writer.finish().await;
+    let report = result?;
+    tracing::debug!(written = written?, "chunks written");
+    Ok(report)
+}
+
+async fn swarm_fetch(
+    relay: &Connection,
+    peers: &PeerFetch,
+    store: &Arc<LocalStore>,
+    manifest: &Arc<VerifiedManifest>,
+    have: Arc<HashSet<ChunkId>>,
+    writer: &Writer,
     progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<SwarmReport> {
     let master = manifest.master();
@@ -85,15 +121,30 @@ pub(crate) async fn fetch(
     let mut running: JoinSet<Outcome> = JoinSet::new();
     let mut last_tracker: Option<Duration> = None;
     let mut last_has: Option<Duration> = None;
+    // Chunks the relay sent corrupt once (asked again once, as `exchange::fetch_these` does).
+    let mut relay_corrupt: HashSet<ChunkId> = HashSet::new();
+    // Why the relay was lost, if it was.
+    let mut relay_error: Option<anyhow::Error> = None;
     while !swarm.is_done() {
-        if last_tracker.is_none_or(|t| now() - t >= TRACKER_EVERY) {
+        if swarm.stuck(now()) {
+            running.abort_all();
+            return Err(relay_error
+                .unwrap_or_else(|| anyhow::anyhow!("the relay is gone"))
+                .context("the relay is gone and the peers cannot give the rest"));
+        }
+        if !swarm.relay_lost() && last_tracker.is_none_or(|t| now() - t >= TRACKER_EVERY) {
             last_tracker = Some(now());
             match relay.peers(&master).await {
                 Ok(list) => meet(&mut swarm, &mut conns, peers, list).await,
-                // An older relay, or none: everything from the relay.
-                Err(e) => {
+                // An older relay, without a tracker: everything from the relay.
+                Err(e @ ExchangeError::Refused { .. }) => {
                     tracing::debug!(error = %e, "no peers from the relay");
                     swarm.set_stripe(0, 1);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the relay is gone: going on with the peers");
+                    swarm.lose_relay();
+                    relay_error = Some(e.into());
                 }
             }
         }
@@ -102,40 +153,22 @@ pub(crate) async fn fetch(
             ask_holdings(&mut swarm, &mut conns, now()).await;
         }
         for request in swarm.next(now()) {
-            let conn = match request.source {
-                Source::Relay => relay.clone(),
+            let (conn, limit) = match request.source {
+                Source::Relay => (relay.clone(), None),
                 Source::Peer(p) => match conns.get(&p) {
-                    Some(c) => c.clone(),
+                    Some(c) => (c.clone(), Some(PEER_TIMEOUT)),
                     None => {
                         swarm.done(&request, &[], now());
                         continue;
                     }
                 },
             };
-            let want: Vec<(ChunkId, u32)> = request
-                .chunks
-                .iter()
-                .map(|&i| {
-                    let id = swarm.id(i);
-                    (id, sizes.get(&id).copied().unwrap_or(0))
-                })
-                .collect();
-            let store = store.clone();
+            let chunks: Vec<(usize, ChunkId)> =
+                request.chunks.iter().map(|&i| (i, swarm.id(i))).collect();
+            let tx = writer.sender();
             running.spawn(async move {
-                let opts = FetchOptions {
-                    batch: want.len().max(1),
-                    in_flight: 1,
-                    ..FetchOptions::default()
-                };
-                let fetched = exchange::fetch_these(&conn, store, want, opts, None, &|_| {});
-                let result = match request.source {
-                    Source::Relay => fetched.await,
-                    Source::Peer(_) => match tokio::time::timeout(PEER_TIMEOUT, fetched).await {
-                        Ok(r) => r,
-                        Err(_) => Err(ExchangeError::Transport("the peer was too slow".into())),
-                    },
-                };
-                (request, result)
+                let (answer, result) = ask(&conn, chunks, limit, tx).await;
+                (request, answer, result)
             });
         }
         // Wait for a request to end, or for the next look at the tracker and the peers.
@@ -143,54 +176,65 @@ pub(crate) async fn fetch(
             Some(joined) = running.join_next() => Some(joined?),
             _ = tokio::time::sleep(Duration::from_millis(200)) => None,
         };
-        let Some((request, result)) = outcome else {
+        let Some((request, answer, result)) = outcome else {
             continue;
         };
-        let got = arrived(&swarm, &request, &store).await?;
-        let bytes: u64 = got
+        let bytes: u64 = answer
+            .got
             .iter()
             .map(|&i| u64::from(sizes.get(&swarm.id(i)).copied().unwrap_or(0)))
             .sum();
         progress(bytes);
-        match (request.source, result) {
-            (Source::Relay, Ok(r)) => {
-                report.relay.fetched += r.fetched;
-                report.relay.fetched_bytes += r.fetched_bytes;
-                if !r.lacking.is_empty() {
-                    report.relay.lacking.extend(r.lacking);
-                    report.relay.expected = match (report.relay.expected, r.expected) {
+        swarm.done(&request, &answer.got, now());
+        match request.source {
+            Source::Relay => {
+                report.relay.fetched += answer.got.len() as u64;
+                report.relay.fetched_bytes += answer.received_bytes;
+                if let Err(e) = result {
+                    // What the peers hold still comes; `stuck` says when they cannot finish.
+                    if !swarm.relay_lost() {
+                        tracing::warn!(error = %e, "the relay failed: going on with the peers");
+                    }
+                    swarm.lose_relay();
+                    relay_error = Some(e.into());
+                    continue;
+                }
+                for id in answer.corrupt {
+                    tracing::warn!(chunk = %id.short(), "the relay sent a corrupt chunk: asked again");
+                    if !relay_corrupt.insert(id) {
+                        running.abort_all();
+                        return Err(ExchangeError::PeerLied {
+                            peer: relay.peer().to_owned(),
+                            chunks: vec![id],
+                        }
+                        .into());
+                    }
+                }
+                if !answer.lacking.is_empty() {
+                    report.relay.lacking.extend(answer.lacking);
+                    report.relay.expected = match (report.relay.expected, answer.expected) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
                     running.abort_all();
                     return Ok(report);
                 }
-                swarm.done(&request, &got, now());
             }
-            (Source::Relay, Err(e)) => {
-                running.abort_all();
-                return Err(e.into());
-            }
-            (Source::Peer(p), result) => {
-                report.peer_chunks += got.len() as u64;
+            Source::Peer(p) => {
+                report.peer_chunks += answer.got.len() as u64;
                 report.peer_bytes += bytes;
-                swarm.done(&request, &got, now());
                 let node = swarm.node(p).to_owned();
-                match result {
-                    Ok(r) if r.corrupt_received == 0 => {}
-                    Ok(_) | Err(ExchangeError::PeerLied { .. }) => {
-                        tracing::error!(peer = %node, master = %master, "a peer sent a corrupt chunk: dropped for this version");
-                        swarm.drop_peer(p, true);
-                        if let Some(c) = conns.remove(&p) {
-                            c.close();
-                        }
+                if !answer.corrupt.is_empty() {
+                    tracing::error!(peer = %node, master = %master, "a peer sent a corrupt chunk: dropped for this version");
+                    swarm.drop_peer(p, true);
+                    if let Some(c) = conns.remove(&p) {
+                        c.close();
                     }
-                    Err(e) => {
-                        tracing::warn!(peer = %node, error = %e, "a peer failed: dropped for this version");
-                        swarm.drop_peer(p, false);
-                        if let Some(c) = conns.remove(&p) {
-                            c.close();
-                        }
+                } else if let Err(e) = result {
+                    tracing::warn!(peer = %node, error = %e, "a peer failed: dropped for this version");
+                    swarm.drop_peer(p, false);
+                    if let Some(c) = conns.remove(&p) {
+                        c.close();
                     }
                 }
             }
@@ -204,21 +248,48 @@ pub(crate) async fn fetch(
     Ok(report)
 }
 
-/// Which chunks of `request` are in the store now (what arrived, whatever the request's end).
-async fn arrived(
-    swarm: &Swarm,
-    request: &Request,
-    store: &Arc<LocalStore>,
-) -> anyhow::Result<Vec<usize>> {
-    let ids: Vec<(usize, ChunkId)> = request.chunks.iter().map(|&i| (i, swarm.id(i))).collect();
-    let store = store.clone();
-    Ok(tokio::task::spawn_blocking(move || {
-        ids.into_iter()
-            .filter(|(_, id)| store.has(id).unwrap_or(false))
-            .map(|(i, _)| i)
-            .collect()
-    })
-    .await?)
+/// Asks `conn` for `chunks` (index in the swarm, id), within `limit` if given, and hands what
+/// arrives, verified, to the writer. What arrived before a failure or the limit counts.
+async fn ask(
+    conn: &Connection,
+    chunks: Vec<(usize, ChunkId)>,
+    limit: Option<Duration>,
+    writer: mpsc::Sender<VerifiedChunk>,
+) -> (Answer, Result<(), ExchangeError>) {
+    let index: HashMap<ChunkId, usize> = chunks.iter().map(|&(i, id)| (id, i)).collect();
+    let ids: Vec<ChunkId> = chunks.into_iter().map(|(_, id)| id).collect();
+    let mut answer = Answer::default();
+    let mut received: Vec<VerifiedChunk> = Vec::new();
+    let request = conn.get_chunks(&ids, |r, len| {
+        match r {
+            Received::Chunk(c) => {
+                answer.received_bytes += len as u64;
+                received.push(c);
+            }
+            Received::Lacking(id) => answer.lacking.push(id),
+            Received::NotYet { id, expected } => {
+                answer.lacking.push(id);
+                answer.expected = Some(answer.expected.map_or(expected, |e| e.min(expected)));
+            }
+            Received::Lied { id, .. } => answer.corrupt.push(id),
+        }
+        Ok(())
+    });
+    let mut result = match limit {
+        None => request.await,
+        Some(limit) => tokio::time::timeout(limit, request)
+            .await
+            .unwrap_or_else(|_| Err(ExchangeError::Transport("the peer was too slow".into()))),
+    };
+    for chunk in received {
+        let i = index.get(chunk.id()).copied();
+        if writer.send(chunk).await.is_err() {
+            result = Err(ExchangeError::Transport("the chunk writer stopped".into()));
+            break;
+        }
+        answer.got.extend(i);
+    }
+    (answer, result)
 }
 
 /// Takes the tracker's answer: our stripe, and a connection to each new peer.
@@ -264,24 +335,25 @@ async fn meet(
     }
 }
 
-/// Asks every connected peer which of the chunks still wanted it holds.
+/// Asks every connected peer which of the chunks still wanted it holds, of those it is not known
+/// to hold already.
 async fn ask_holdings(swarm: &mut Swarm, conns: &mut HashMap<usize, Connection>, now: Duration) {
-    let remaining = swarm.remaining();
-    if remaining.is_empty() {
-        return;
-    }
-    let ids: Vec<ChunkId> = remaining.iter().map(|&i| swarm.id(i)).collect();
     let mut asks = JoinSet::new();
     for (&p, conn) in conns.iter() {
-        let (conn, ids) = (conn.clone(), ids.clone());
+        let asked = swarm.unknown_to(p);
+        if asked.is_empty() {
+            continue;
+        }
+        let ids: Vec<ChunkId> = asked.iter().map(|&i| swarm.id(i)).collect();
+        let conn = conn.clone();
         asks.spawn(async move {
             let r = tokio::time::timeout(CONNECT_TIMEOUT, conn.has(&ids)).await;
-            (p, r)
+            (p, asked, r)
         });
     }
-    while let Some(Ok((p, r))) = asks.join_next().await {
+    while let Some(Ok((p, asked, r))) = asks.join_next().await {
         match r {
-            Ok(Ok(bits)) => swarm.has(p, &remaining, &bits, now),
+            Ok(Ok(bits)) => swarm.has(p, &asked, &bits, now),
             Ok(Err(e)) => {
                 tracing::warn!(peer = %swarm.node(p), error = %e, "a peer failed: dropped for this version");
                 swarm.drop_peer(p, false);

@@ -6,13 +6,17 @@
 //! The rules, in order, for each wanted chunk not already asked for:
 //! 1. a live peer that said it holds it, and has room for a request, gets it (the least busy
 //!    first);
-//! 2. otherwise the relay gets it if it is in the NUC's stripe, if no live peer is left, or if the
+//! 2. otherwise, unless the relay is lost, the relay gets it if it is in the NUC's stripe, if no live peer is left, or if the
 //!    peers have brought nothing new for `patience` (a peer fetching that part is gone or slow);
 //! 3. otherwise it waits for a peer to have it.
 //!
 //! A peer that sent a chunk that is not what its id says is dropped for this version (and named
 //! in [`Swarm::liars`]); one whose connection failed is dropped without blame. What a dropped
 //! peer was asked for is wanted again.
+//!
+//! When the relay is lost (it failed a request or the tracker's question), nothing more is asked
+//! of it: the NUC goes on with its live peers, and [`Swarm::stuck`] says when to give up (no peer
+//! left, or none brought anything for `patience`).
 
 use std::time::Duration;
 
@@ -70,6 +74,8 @@ pub struct Swarm {
     stripe: (usize, usize),
     peers: Vec<Peer>,
     relay_requests: usize,
+    /// The relay failed: nothing more is asked of it.
+    relay_lost: bool,
     patience: Duration,
     /// The last time a peer brought something (a chunk, or news that it holds more).
     progress: Duration,
@@ -94,6 +100,7 @@ impl Swarm {
             stripe: (0, 1),
             peers: Vec::new(),
             relay_requests: 0,
+            relay_lost: false,
             patience,
             progress: now,
         }
@@ -107,10 +114,12 @@ impl Swarm {
         self.left == 0
     }
 
-    /// The chunks not received yet (asked for or not): what to ask the peers about.
-    pub fn remaining(&self) -> Vec<usize> {
+    /// The chunks not received yet that `peer` has not said it holds: what to ask it about (what
+    /// it holds stays held until a request says otherwise).
+    pub fn unknown_to(&self, peer: usize) -> Vec<usize> {
+        let p = &self.peers[peer];
         (0..self.chunks.len())
-            .filter(|&i| self.state[i] != State::Done)
+            .filter(|&i| self.state[i] != State::Done && !p.has[i])
             .collect()
     }
 
@@ -161,6 +170,25 @@ impl Swarm {
         }
     }
 
+    /// The relay failed: the rest must come from the peers.
+    pub fn lose_relay(&mut self) {
+        self.relay_lost = true;
+    }
+
+    pub fn relay_lost(&self) -> bool {
+        self.relay_lost
+    }
+
+    /// Without the relay, the peers cannot finish: none is left, or none brought anything for
+    /// `patience` while nothing is under way.
+    pub fn stuck(&self, now: Duration) -> bool {
+        let busy = self.peers.iter().any(|p| !p.dropped && p.requests > 0);
+        let live = self.peers.iter().any(|p| !p.dropped);
+        self.relay_lost
+            && !self.is_done()
+            && (!live || (!busy && now.saturating_sub(self.progress) >= self.patience))
+    }
+
     /// What to ask for now.
     pub fn next(&mut self, now: Duration) -> Vec<Request> {
         let live = self.peers.iter().any(|p| !p.dropped);
@@ -194,7 +222,7 @@ impl Swarm {
                 continue;
             }
             let holder = self.peers.iter().any(|p| !p.dropped && p.has[i]);
-            if holder || !(self.mine(i) || !live || stalled) {
+            if holder || self.relay_lost || !(self.mine(i) || !live || stalled) {
                 continue;
             }
             let open = to_relay.last().is_some_and(|b| b.len() < BATCH);
@@ -409,6 +437,63 @@ mod tests {
         let reqs = s.next(S);
         // Chunks 5..10 are in our stripe (positions 5..10 of 10, stripe 1 of 2): the relay.
         assert_eq!(sources(&reqs), vec![(Source::Relay, 5)]);
+    }
+
+    #[test]
+    fn a_peer_is_asked_only_about_what_it_is_not_known_to_hold() {
+        let mut s = swarm(10);
+        let p = s.peer("nuc-1");
+        assert_eq!(s.unknown_to(p), (0..10).collect::<Vec<_>>());
+        s.has(p, &[0, 1, 2, 3], &[true, true, false, false], S);
+        // 0 and 1 are known held; 2 and 3 may have come since.
+        assert_eq!(s.unknown_to(p), (2..10).collect::<Vec<_>>());
+        // Received chunks are asked about no more; one it failed to give is asked about again.
+        let reqs = s.next(S);
+        let to_peer: Vec<&Request> = reqs
+            .iter()
+            .filter(|r| r.source == Source::Peer(p))
+            .collect();
+        assert_eq!(to_peer[0].chunks, vec![0, 1]);
+        s.done(to_peer[0], &[0], S);
+        assert_eq!(s.unknown_to(p)[..2], [1, 2]);
+    }
+
+    #[test]
+    fn without_the_relay_the_peers_finish_what_they_hold_and_a_gap_is_given_up_on() {
+        let mut s = swarm(64);
+        s.set_stripe(0, 2);
+        let p = s.peer("nuc-2");
+        let first = s.next(Duration::ZERO);
+        assert!(first.iter().all(|r| r.source == Source::Relay));
+        // The relay dies under the first requests: nothing arrived.
+        for r in &first {
+            s.done(r, &[], S);
+        }
+        s.lose_relay();
+        assert!(s.next(S).is_empty(), "nothing goes to a lost relay");
+        assert!(!s.stuck(S));
+        // The peer holds everything but chunk 63: all of it comes from the peer.
+        let all: Vec<usize> = (0..64).collect();
+        let mut holds = vec![true; 64];
+        holds[63] = false;
+        s.has(p, &all, &holds, 2 * S);
+        let mut now = 2 * S;
+        loop {
+            let reqs = s.next(now);
+            if reqs.is_empty() {
+                break;
+            }
+            assert!(reqs.iter().all(|r| r.source == Source::Peer(p)));
+            complete(&mut s, &reqs, now);
+            now += S;
+        }
+        assert_eq!(s.unknown_to(p), vec![63]);
+        // Chunk 63 never comes: given up on after patience, not waited for forever.
+        assert!(!s.stuck(now));
+        assert!(s.stuck(now + 10 * S));
+        // With no peer left, at once.
+        s.drop_peer(p, false);
+        assert!(s.stuck(now));
     }
 
     #[test]
