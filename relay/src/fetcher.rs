@@ -55,6 +55,10 @@ struct Failures {
 /// After the link broke a transfer: resume once the link changes, or after this long at most.
 pub const LINK_SETTLE_SECS: i64 = 5;
 
+/// The site's other relay, which crosses the WAN for this one, did not hold it all yet: ask it
+/// again after this long (it fetches at the WAN's pace; each try walks the master's chunks).
+pub const BEHIND_SECS: i64 = 30;
+
 /// What the fetcher looks at, passed in at each call.
 pub struct View<'a> {
     pub plan: &'a SitePlan,
@@ -141,7 +145,7 @@ pub enum Event {
     /// Something only time or a human fixes: try this version again later.
     Failed(MasterRef),
     /// The site's other relay, fetched from, lacks part of it still: ask it again soon
-    /// ([`LINK_SETTLE_SECS`]), without counting a failure.
+    /// ([`BEHIND_SECS`]), without counting a failure.
     Behind(MasterRef),
     /// The connection to the controller changed (up or down).
     LinkChanged,
@@ -190,7 +194,7 @@ impl Fetcher {
             .retain(|m, _| view.plan.entries.iter().any(|e| &e.master == m) && !(view.complete)(m));
         if self
             .link_failed_at
-            .is_some_and(|t| now >= t + LINK_SETTLE_SECS)
+            .is_some_and(|t| now >= t + self.settle())
         {
             self.link_failed_at = None;
         }
@@ -225,6 +229,15 @@ impl Fetcher {
         actions
     }
 
+    /// How long a broken transfer waits before the next (unless the link changes first).
+    fn settle(&self) -> i64 {
+        if self.behind {
+            BEHIND_SECS
+        } else {
+            LINK_SETTLE_SECS
+        }
+    }
+
     /// `master` failed and its next try is still to come.
     fn waiting(&self, master: &MasterRef, now: i64) -> bool {
         self.failed.get(master).is_some_and(|f| f.retry_at > now)
@@ -253,7 +266,7 @@ impl Fetcher {
             .filter_map(|e| e.override_until.filter(|&u| u > now))
             .min();
         let retry = self.next_retry(now);
-        let link = self.link_failed_at.map(|t| t + LINK_SETTLE_SECS);
+        let link = self.link_failed_at.map(|t| t + self.settle());
         [gate_change, override_end, retry, link]
             .into_iter()
             .flatten()
@@ -652,7 +665,7 @@ mod tests {
             connected: true,
         };
         for round in 0..5 {
-            let now = night + round * LINK_SETTLE_SECS;
+            let now = night + round * BEHIND_SECS;
             assert!(
                 matches!(
                     site.fetcher.poll(now, &v).last(),
@@ -665,7 +678,7 @@ mod tests {
                 site.fetcher.poll(now + 1, &v),
                 vec![Action::Wait {
                     state: State::WaitingForSibling,
-                    until: Some(now + LINK_SETTLE_SECS)
+                    until: Some(now + BEHIND_SECS)
                 }]
             );
         }

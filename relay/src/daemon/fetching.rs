@@ -205,8 +205,12 @@ async fn fetch_one(
         // What the site's other relays hold, over the LAN first, unpaced.
         let siblings = r.siblings.borrow().clone();
         let mut from_siblings = exchange::FetchReport::default();
+        let mut wanted = match siblings.is_empty() {
+            true => Vec::new(),
+            false => missing_chunks(r, &manifest).await,
+        };
         for s in &siblings {
-            let got = from_sibling(r, s, &manifest, &stop, &progress(true)).await;
+            let got = from_sibling(r, s, &mut wanted, &stop, &progress(true)).await;
             match got {
                 Ok(report) => {
                     from_siblings.fetched += report.fetched;
@@ -221,8 +225,7 @@ async fn fetch_one(
         }
         if let Some(leader) = r.leader() {
             // The rest comes over the WAN through the relay that crosses it, not this one.
-            let lacking = lacking(r, &manifest).await;
-            return Ok((from_siblings, Some((leader.name, lacking))));
+            return Ok((from_siblings, Some((leader.name, wanted.len()))));
         }
         let Some(conn) = r.link.borrow().clone() else {
             return Err(exchange::ExchangeError::Transport(
@@ -334,22 +337,17 @@ async fn missing_chunks(r: &Arc<Relay>, manifest: &VerifiedManifest) -> Vec<(Chu
     .unwrap_or_default()
 }
 
-/// How many chunks of `manifest` the store still lacks.
-async fn lacking(r: &Arc<Relay>, manifest: &VerifiedManifest) -> usize {
-    missing_chunks(r, manifest).await.len()
-}
-
-/// What `sibling` holds of what the store lacks, fetched and verified like any chunk.
+/// What `sibling` holds of `wanted`, fetched and verified like any chunk; what came is taken off
+/// `wanted`.
 async fn from_sibling(
     r: &Arc<Relay>,
     sibling: &Upstream,
-    manifest: &VerifiedManifest,
+    wanted: &mut Vec<(ChunkId, u32)>,
     stop: &CancellationToken,
     progress: exchange::FetchProgress<'_>,
 ) -> Result<exchange::FetchReport, exchange::ExchangeError> {
-    let missing = missing_chunks(r, manifest).await;
     let mut held = Vec::new();
-    for batch in missing.chunks(image_tools::wire::MAX_IDS) {
+    for batch in wanted.chunks(image_tools::wire::MAX_IDS) {
         let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
         let bits = sibling.conn.has(&ids).await?;
         held.extend(
@@ -368,7 +366,16 @@ async fn from_sibling(
         stop: stop.clone(),
         ..FetchOptions::default()
     };
-    exchange::fetch_these(&sibling.conn, r.store.clone(), held, opts, None, progress).await
+    let asked: std::collections::HashSet<ChunkId> = held.iter().map(|(id, _)| *id).collect();
+    let report =
+        exchange::fetch_these(&sibling.conn, r.store.clone(), held, opts, None, progress).await?;
+    // Asked and not lacking: it came. A stopped transfer did not ask for everything: keep all
+    // (the next try walks the store again).
+    if !report.stopped {
+        let lacking: std::collections::HashSet<ChunkId> = report.lacking.iter().copied().collect();
+        wanted.retain(|(id, _)| !asked.contains(id) || lacking.contains(id));
+    }
+    Ok(report)
 }
 
 pub(super) fn is_disk_full(e: &StoreError) -> bool {
