@@ -1,4 +1,4 @@
-//! The machine profile the DSI assigns to each master (schema 15): one per master name, for
+//! The machine profile the DSI assigns to each master (schema 16): one per master name, for
 //! every version of it. What the site plans carry, signed (`catalog`).
 
 use image_tools::profile::Profile;
