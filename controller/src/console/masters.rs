@@ -41,17 +41,25 @@ pub fn page(console: &Console, session: &Session, now: i64) -> Response {
         Ok(db) => db,
         Err(e) => return failed(session, "open the catalogue", e),
     };
+    let profiles = match db.profiles() {
+        Ok(p) => p,
+        Err(e) => return failed(session, "read the machine profiles", e),
+    };
     let masters: Vec<MasterInfo> = match db.masters() {
         Ok(m) => m
             .into_iter()
             .filter_map(|(name, version, size, stored_bytes)| {
+                let name: image_tools::MasterName = name.parse().ok()?;
+                let profile = profiles
+                    .iter()
+                    .find(|p| p.name == name)
+                    .and_then(|p| p.profile.clone());
                 Some(MasterInfo {
-                    name: name.parse().ok()?,
+                    name,
                     version: version.parse().ok()?,
                     size,
                     stored_bytes,
-                    // Not on this page (yet): `nightcast master profile list` shows them.
-                    profile: None,
+                    profile,
                 })
             })
             .collect(),

@@ -51,10 +51,10 @@ pub fn masters(session: &Session, lines: &[MasterLine], imports: &[ImportProgres
     body.push_str(
         "<p class=\"muted\">Each version is stored once, cut into chunks; the chunks it shares with \
          other versions cost nothing again, at the controller, at a relay or on a NUC that holds them.</p>\
-         <table id=\"masters\"><tr><th>Master</th><th>Disk size</th><th>Stored</th><th>Shared with other masters</th><th>Held at</th></tr>",
+         <table id=\"masters\"><tr><th>Master</th><th>Disk size</th><th>Stored</th><th>Shared with other masters</th><th>Held at</th><th>Machine profile</th></tr>",
     );
     if lines.is_empty() {
-        body.push_str("<tr><td colspan=\"5\" class=\"muted\">No master yet: <code>nightcast master import</code>.</td></tr>");
+        body.push_str("<tr><td colspan=\"6\" class=\"muted\">No master yet: <code>nightcast master import</code>.</td></tr>");
     }
     for l in lines {
         let held = l
@@ -79,7 +79,7 @@ pub fn masters(session: &Session, lines: &[MasterLine], imports: &[ImportProgres
         let stored = l.info.stored_bytes.max(1);
         let _ = write!(
             body,
-            "<tr><td><b>{}</b> {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><b>{}</b> {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(l.info.name.as_str()),
             esc(l.info.version.as_str()),
             bytes(l.info.size),
@@ -92,6 +92,10 @@ pub fn masters(session: &Session, lines: &[MasterLine], imports: &[ImportProgres
                 "<span class=\"muted\">nowhere yet</span>".to_owned()
             } else {
                 esc(&held)
+            },
+            match &l.info.profile {
+                Some(p) => esc(&p.to_string()),
+                None => "<span class=\"muted\">each NUC's own</span>".to_owned(),
             },
         );
     }

@@ -228,12 +228,23 @@ fn a_too_large_upload_is_refused_before_it_is_read() {
 #[test]
 fn the_masters_page_lists_each_version() {
     let (_d, c) = console();
-    let db = Db::open(&c.api.data.database()).unwrap();
+    let mut db = Db::open(&c.api.data.database()).unwrap();
     let (m, bytes) = crate::testing::manifest("demo", "1", 1);
     db.add_master(&m, &bytes, 0).unwrap();
     let (admin, _) = log_in(&c, "dsi", "correct horse battery", NOW);
     let page = get(&c, "/masters", &admin, NOW).body;
     assert!(page.contains("<b>demo</b> 1"), "{page}");
+    assert!(page.contains("each NUC's own"), "{page}");
+    // The catalogue's machine profile, in the words of `nightcast master profile show`.
+    let win7 = image_tools::profile::Profile {
+        firmware: image_tools::profile::Firmware::Bios,
+        ..image_tools::profile::Profile::default()
+    };
+    db.set_profile(&"demo".parse().unwrap(), Some(&win7), NOW)
+        .unwrap();
+    let page = get(&c, "/masters", &admin, NOW).body;
+    assert!(page.contains(&win7.to_string()), "{page}");
+    assert!(!page.contains("each NUC's own"), "{page}");
 }
 
 /// Whatever a node, a user, a master or an override says, it reaches the new pages escaped.
