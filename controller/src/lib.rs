@@ -351,10 +351,11 @@ pub async fn serve(
     ));
     if let Some(t) = settings.tighten {
         tokio::spawn(tighten::run(
-            data.store(),
+            data.clone(),
             t,
             tighten_wake.clone(),
             shutdown.clone(),
+            clock,
         ));
     }
     {

@@ -4,13 +4,17 @@
 //! relays are served. Chunks done before are skipped, so a pass after an import costs only the
 //! import's new chunks. A pass runs at the lowest CPU priority (nice 19, on a thread of its own
 //! whose workers inherit it): zstd -19 takes the CPU only when serving, imports and the admin API
-//! leave it idle.
+//! leave it idle. The chunks of the masters the calendar needs soonest go first
+//! ([`soonest_first`]): a big master imported late in the day is the one a night fetches, and
+//! a pass on one core may not finish the whole store before it.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_tools::LocalStore;
+use image_tools::clock::Clock;
+use image_tools::wire::MasterRef;
+use image_tools::{ChunkId, LocalStore, Manifest};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -24,13 +28,26 @@ pub struct Tighten {
 /// How long the task sleeps when nothing wakes it.
 const EVERY: Duration = Duration::from_secs(3600);
 
-/// Runs passes over the store at `store` until `stop`; `wake` starts one early.
-pub async fn run(store: PathBuf, settings: Tighten, wake: Arc<Notify>, stop: CancellationToken) {
+/// Runs passes over the store of `data` until `stop`; `wake` starts one early.
+pub async fn run(
+    data: crate::DataDir,
+    settings: Tighten,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    clock: Clock,
+) {
     loop {
-        let dir = store.clone();
+        let data = data.clone();
         let pass = at_lowest_priority(move || {
-            let store = LocalStore::open(&dir)?;
-            image_tools::tighten::tighten(&store, settings.level, settings.threads, &|_, _| {})
+            let first = needed_soonest(&data, clock.now());
+            let store = LocalStore::open(&data.store())?;
+            image_tools::tighten::tighten_first(
+                &store,
+                &first,
+                settings.level,
+                settings.threads,
+                &|_, _| {},
+            )
         });
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -58,6 +75,55 @@ pub async fn run(store: PathBuf, settings: Tighten, wake: Arc<Notify>, stop: Can
             _ = tokio::time::sleep(EVERY) => {}
         }
     }
+}
+
+/// The chunks of the master versions that sessions not over yet at `now` need, those needed
+/// soonest first (from the catalogue; empty if it cannot be read: the pass then goes in store
+/// order).
+fn needed_soonest(data: &crate::DataDir, now: i64) -> Vec<ChunkId> {
+    let read = || -> Result<Vec<ChunkId>, crate::db::DbError> {
+        let db = crate::db::Db::open(&data.database())?;
+        let upcoming: Vec<(MasterRef, i64)> = db
+            .sessions(None)?
+            .into_iter()
+            .filter(|s| s.end > now)
+            .map(|s| {
+                let m = MasterRef {
+                    name: s.master,
+                    version: s.version,
+                };
+                (m, s.start)
+            })
+            .collect();
+        Ok(soonest_first(&upcoming, |m| {
+            db.manifest(m.name.as_str(), m.version.as_str())
+                .ok()
+                .flatten()
+                .and_then(|(bytes, _)| Manifest::decode_unverified(&bytes).ok())
+                .map(|u| u.manifest.unique_chunks().iter().map(|c| c.id).collect())
+                .unwrap_or_default()
+        }))
+    };
+    read().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the calendar: compressing in store order");
+        Vec::new()
+    })
+}
+
+/// The chunks of the master versions of `upcoming` sessions (version, start), the version whose
+/// first session starts soonest first, each version's chunks as `chunks_of` lists them.
+pub fn soonest_first(
+    upcoming: &[(MasterRef, i64)],
+    chunks_of: impl Fn(&MasterRef) -> Vec<ChunkId>,
+) -> Vec<ChunkId> {
+    let mut first_start: BTreeMap<&MasterRef, i64> = BTreeMap::new();
+    for (m, start) in upcoming {
+        let t = first_start.entry(m).or_insert(*start);
+        *t = (*t).min(*start);
+    }
+    let mut order: Vec<(&MasterRef, i64)> = first_start.into_iter().collect();
+    order.sort_by_key(|&(m, t)| (t, m.clone()));
+    order.into_iter().flat_map(|(m, _)| chunks_of(m)).collect()
 }
 
 /// The lowest CPU priority a process may take without privileges.
@@ -89,6 +155,24 @@ fn at_lowest_priority<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_version_whose_first_session_comes_soonest_is_compressed_first() {
+        let m = |v: &str| MasterRef::new("demo", v).unwrap();
+        let id = |n: u8| ChunkId::of(&[n]);
+        let chunks = |r: &MasterRef| match r.version.as_str() {
+            "1" => vec![id(1), id(2)],
+            "2" => vec![id(3)],
+            _ => vec![id(4)],
+        };
+        // v1's sessions start at 300 and 50, v2's at 100, v3's at 200.
+        let upcoming = [(m("1"), 300), (m("2"), 100), (m("3"), 200), (m("1"), 50)];
+        assert_eq!(
+            soonest_first(&upcoming, chunks),
+            vec![id(1), id(2), id(3), id(4)]
+        );
+        assert!(soonest_first(&[], chunks).is_empty());
+    }
 
     #[tokio::test]
     async fn a_pass_and_the_workers_it_starts_run_at_nice_19_and_the_caller_keeps_its_own() {

@@ -52,8 +52,20 @@ pub fn tighten(
     threads: usize,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<TightenReport, StoreError> {
+    tighten_first(store, &[], level, threads, progress)
+}
+
+/// The same, the chunks of `first` before the others (the controller lists the chunks of the
+/// masters needed soonest: a pass that cannot finish before a night has done those).
+pub fn tighten_first(
+    store: &LocalStore,
+    first: &[ChunkId],
+    level: i32,
+    threads: usize,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<TightenReport, StoreError> {
     let _lock = store.lock(false)?;
-    let ids = store.ids()?;
+    let ids = work_order(first, store.ids()?);
     let total = ids.len() as u64;
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
@@ -94,6 +106,18 @@ pub fn tighten(
         store.sync()?;
     }
     report.into_inner().map_err(|_| poisoned())
+}
+
+/// The store's chunks `all`, those of `first` first (in that order, each once, only those the
+/// store has), then the rest as they came.
+fn work_order(first: &[ChunkId], all: Vec<ChunkId>) -> Vec<ChunkId> {
+    if first.is_empty() {
+        return all;
+    }
+    let mut left: std::collections::HashSet<ChunkId> = all.iter().copied().collect();
+    let mut order: Vec<ChunkId> = first.iter().filter(|id| left.remove(id)).copied().collect();
+    order.extend(all.into_iter().filter(|id| left.contains(id)));
+    order
 }
 
 fn poisoned() -> StoreError {
@@ -167,6 +191,18 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 mod tests {
     use super::*;
     use crate::chunk::{VerifiedChunk, TIGHT_LEVEL};
+
+    #[test]
+    fn the_chunks_asked_first_come_first_each_once_and_only_if_the_store_has_them() {
+        let id = |n: u8| ChunkId::of(&[n]);
+        let all = vec![id(1), id(2), id(3), id(4)];
+        assert_eq!(work_order(&[], all.clone()), all);
+        assert_eq!(
+            work_order(&[id(3), id(9), id(3), id(1)], all),
+            vec![id(3), id(1), id(2), id(4)],
+            "9 is not in the store, 3 is listed twice"
+        );
+    }
 
     fn text(seed: u32) -> Vec<u8> {
         (0..6_000u32)
