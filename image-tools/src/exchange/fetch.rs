@@ -179,7 +179,7 @@ pub async fn fetch_these<S: ChunkStore + ?Sized + 'static>(
                             .map(|id| size_of.get(id).copied().unwrap_or(0))
                             .sum();
                         tokio::select! {
-                            t = rate.acquire(cost) => ticket = Some(t),
+                            t = rate.acquire_over(cost, conn.rtt()) => ticket = Some(t),
                             _ = stop.cancelled() => return Ok(Some(ids)),
                         }
                     }

@@ -111,6 +111,19 @@ impl Window {
     }
 }
 
+/// Bytes of the rate `bits_per_sec` that a link with round trip `rtt` holds in flight beyond what
+/// the ceiling's 5 % already allows (the first 50 ms), counted up to a round trip of 1 s. What a
+/// stalled peer can then dump into one second is 1.05 s of the rate plus this: the ceiling holds
+/// as it did for round trips up to 50 ms (a LAN, a city), 4G's 80 ms adds 3 %, a satellite's
+/// 600 ms 55 % (after a stall only: the bucket keeps the average at the rate).
+pub(super) fn in_flight_room(bits_per_sec: u64, rtt: Duration) -> u64 {
+    let secs = rtt
+        .min(Duration::from_secs(1))
+        .saturating_sub(Duration::from_millis(50))
+        .as_secs_f64();
+    (bits_per_sec as f64 / 8.0 * secs) as u64
+}
+
 /// Bytes paid for by [`RateLimit::acquire`] and not yet received; what never arrives is given
 /// back when it is dropped.
 #[derive(Debug)]
@@ -170,6 +183,14 @@ impl RateLimit {
 
     /// Waits until `bytes` may be asked for: the bucket's pace, then the ceiling over a second.
     pub async fn acquire(&self, bytes: u64) -> Ticket<'_> {
+        self.acquire_over(bytes, Duration::ZERO).await
+    }
+
+    /// The same for a request over a connection whose round trip is `rtt`: the ceiling leaves
+    /// room for what a full link holds in flight ([`in_flight_room`]). Without it, a 600 ms
+    /// satellite link could never be kept full: what arrived in the last second plus the 0.6 s
+    /// asked for and still on its way is 1.6 s of the rate, over the 1.05 allowed.
+    pub async fn acquire_over(&self, bytes: u64, rtt: Duration) -> Ticket<'_> {
         let now = self.now();
         let wait = self
             .bucket
@@ -179,7 +200,8 @@ impl RateLimit {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        let ceiling = (self.rate() as f64 / 8.0 * Self::CEILING) as u64;
+        let rate = self.rate();
+        let ceiling = (rate as f64 / 8.0 * Self::CEILING) as u64 + in_flight_room(rate, rtt);
         loop {
             let wait = match self.window.lock() {
                 Ok(mut w) => {

@@ -4,6 +4,11 @@ use super::*;
 /// each answered 20 ms after it was made, but the peer stalls from 2.0 s to 2.4 s and then
 /// sends all it owes at once. Returns the most bytes that arrived in any second, and in all.
 fn stalled_peer(ceiling: Option<u64>) -> (u64, u64) {
+    stalled_peer_over(ceiling, 20, 10)
+}
+
+/// The same over a link whose round trip is `rtt_ms`, with at most `most` requests outstanding.
+fn stalled_peer_over(ceiling: Option<u64>, rtt_ms: u64, most: usize) -> (u64, u64) {
     const REQ: u64 = 25_000;
     let mut bucket = TokenBucket::new(8_000_000, 8_000_000 / 40);
     let mut window = Window::default();
@@ -22,14 +27,14 @@ fn stalled_peer(ceiling: Option<u64>) -> (u64, u64) {
                 false
             });
         }
-        while owed.len() < 10 {
+        while owed.len() < most {
             let at = *ready_at.get_or_insert_with(|| now + bucket.take(now, REQ));
             let fits = ceiling.is_none_or(|c| window.wait_for(now, REQ, c).is_zero());
             if now < at || !fits {
                 break;
             }
             window.outstanding += REQ;
-            owed.push(now + Duration::from_millis(20));
+            owed.push(now + Duration::from_millis(rtt_ms));
             ready_at = None;
         }
     }
@@ -144,6 +149,27 @@ fn a_stalled_peer_cannot_push_any_second_over_the_ceiling() {
     assert!(busiest <= ceiling, "{busiest} B in one second");
     // And the link is still used: the stall costs its 0.4 s, little more.
     assert!(total >= 9_000_000, "{total} B in 10 s");
+}
+
+#[test]
+fn a_satellite_link_is_kept_full_and_a_stall_dumps_at_most_a_round_trip_more() {
+    // 1 MB/s over 600 ms: 24 requests of 25 KB must be on their way to keep the link full.
+    let rtt = Duration::from_millis(600);
+    let ceiling = (1_000_000.0 * RateLimit::CEILING) as u64;
+    let (_, without) = stalled_peer_over(Some(ceiling), 600, 40);
+    assert!(without < 7_500_000, "{without} B: the old ceiling did not limit");
+    let room = in_flight_room(8_000_000, rtt);
+    assert_eq!(room, 550_000);
+    let (busiest, total) = stalled_peer_over(Some(ceiling + room), 600, 40);
+    // 10 s less the first round trip and the 0.4 s stall.
+    assert!(total >= 8_500_000, "{total} B in 10 s");
+    assert!(busiest <= ceiling + room, "{busiest} B in one second");
+    // A LAN's or a city's round trip gets no more room than before.
+    assert_eq!(in_flight_room(8_000_000, Duration::from_millis(40)), 0);
+    assert_eq!(
+        in_flight_room(8_000_000, Duration::from_secs(5)),
+        in_flight_room(8_000_000, Duration::from_secs(1))
+    );
 }
 
 #[test]
