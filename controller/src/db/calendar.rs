@@ -267,14 +267,69 @@ impl Db {
         self.insert_sessions("session", rows, "hand").map(|_| ())
     }
 
+    /// Moves session `id` to `start`..`end` (`YYYY-MM-DD HH:MM` in its site's time zone), checked
+    /// as a calendar row is (times, no clash in its room), and refused if the new times are over
+    /// at `now`. Nothing is changed on error.
+    pub fn move_session(
+        &mut self,
+        id: i64,
+        start: &str,
+        end: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
+        if [start, end]
+            .iter()
+            .any(|f| f.contains(',') || f.contains('\n'))
+        {
+            return Err(DbError::Invalid(
+                "times may not contain commas or line breaks".into(),
+            ));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old: Option<(String, String, String, String)> = tx
+            .query_row(
+                "SELECT site, room, master, version FROM sessions WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((site, room, master, version)) = old else {
+            return Err(no_session(id));
+        };
+        let csv = format!(
+            "{}\n{site},{room},{master},{version},{start},{end}\n",
+            crate::calendar::csv::HEADER
+        );
+        let file_name = format!("session {id}");
+        let rows = crate::calendar::csv::parse(&csv).map_err(|e| calendar_error(&file_name, e))?;
+        for r in &rows {
+            let tz = site_zone(&tx, &file_name, r)?;
+            let (start, end) = times(&file_name, r, &tz)?;
+            if end <= now {
+                return Err(row_error(
+                    &file_name,
+                    r,
+                    "that time is in the past: give a time to come".into(),
+                ));
+            }
+            tx.execute(
+                "UPDATE sessions SET start = ?2, end = ?3 WHERE id = ?1",
+                params![id, start, end],
+            )?;
+            no_clash(&tx, &file_name, r.line, &r.room, id)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn remove_session(&self, id: i64) -> Result<(), DbError> {
         match self
             .conn
             .execute("DELETE FROM sessions WHERE id = ?1", params![id])?
         {
-            0 => Err(DbError::Invalid(format!(
-                "no session {id}: see `nightcast session list`"
-            ))),
+            0 => Err(no_session(id)),
             _ => Ok(()),
         }
     }
@@ -305,6 +360,10 @@ impl Db {
         tx.commit()?;
         Ok(n)
     }
+}
+
+fn no_session(id: i64) -> DbError {
+    DbError::Invalid(format!("no session {id}: see `nightcast session list`"))
 }
 
 fn row_error(file_name: &str, r: &Row, what: String) -> DbError {
