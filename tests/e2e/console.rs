@@ -259,7 +259,7 @@ fn the_dsi_sees_the_late_room_first_follows_it_and_approves_a_nuc_a_read_only_us
 /// line shown, nothing imported), then a good one (its session on the board), an emergency push,
 /// a real NUC (agent process, test hypervisor) reset from the fleet page, which it does and says
 /// so; then a read-only user, who sees no button and whose forged reset is refused. Screenshots:
-/// `target/console-screenshots/{fleet,calendar,masters}.png`.
+/// `target/console-screenshots/{fleet,calendar,calendar-sessions,masters}.png`.
 #[test]
 fn the_dsi_imports_a_calendar_pushes_a_master_and_resets_a_nuc_a_read_only_user_cannot() {
     let port = free_port();
@@ -365,6 +365,9 @@ fn the_dsi_imports_a_calendar_pushes_a_master_and_resets_a_nuc_a_read_only_user_
         listed.contains("2030-01-11 08:00") && listed.contains("added by hand"),
         "{listed}"
     );
+    b.run("document.getElementById('sessions').scrollIntoView()");
+    b.screenshot(&shots.join("calendar-sessions.png"));
+    check_page(&b, &origin, "calendar page with a session added");
     b.click(&b.find("nav a[href='/']").unwrap());
     b.wait_url(&format!("{origin}/"));
     let board = b.text();

@@ -180,7 +180,10 @@ fn origin(o: &SessionOrigin) -> String {
     match o {
         SessionOrigin::Calendar { source, feed: true } => format!("feed {source}"),
         SessionOrigin::Calendar { source, .. } => format!("calendar {source}"),
-        SessionOrigin::Csv { file } => format!("file {file}"),
+        // By its name, not its path on the DSI's machine (as `nightcast session list`).
+        SessionOrigin::Csv { file } => {
+            format!("file {}", file.rsplit(['/', '\\']).next().unwrap_or(file))
+        }
         SessionOrigin::Hand => "added by hand".into(),
         SessionOrigin::Unknown => String::new(),
     }
@@ -231,4 +234,22 @@ fn sessions(body: &mut String, session: &Session, p: &CalendarPage) {
         body.push_str("</td></tr>");
     }
     body.push_str("</table>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sessions_source_is_named_in_words_a_file_without_its_path() {
+        let csv = |file: &str| SessionOrigin::Csv { file: file.into() };
+        assert_eq!(origin(&csv("/tmp/x/term.csv")), "file term.csv");
+        assert_eq!(origin(&csv("C:\\dsi\\term.csv")), "file term.csv");
+        let feed = SessionOrigin::Calendar {
+            source: "iut".into(),
+            feed: true,
+        };
+        assert_eq!(origin(&feed), "feed iut");
+        assert_eq!(origin(&SessionOrigin::Hand), "added by hand");
+    }
 }
