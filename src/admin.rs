@@ -447,7 +447,8 @@ pub enum Calendar {
 pub enum Session {
     /// List the sessions.
     List,
-    /// Add one session; times are YYYY-MM-DD HH:MM in the site's time zone.
+    /// Add one session; times are YYYY-MM-DD HH:MM in the site's time zone. Refused if it clashes
+    /// with another session of the room or is already over.
     Add {
         /// The site (see `nightcast site list`).
         #[arg(long)]

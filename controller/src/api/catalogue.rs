@@ -145,6 +145,7 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                     (s.master.as_str(), s.version.as_str()),
                     &s.start,
                     &s.end,
+                    call.now,
                 )
                 .map_err(db_error)?;
             ok(Done::YES)

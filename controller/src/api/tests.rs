@@ -544,6 +544,7 @@ fn the_plan_names_the_seats_where_the_sessions_version_failed() {
             ("win10", version),
             start,
             &start.replace("08:30", "12:00"),
+            0,
         )
         .unwrap();
     }
@@ -591,6 +592,7 @@ fn a_dry_run_push_answers_the_verdict_per_room_and_stores_nothing() {
         ("win10", "2"),
         "2026-12-02 08:30",
         "2026-12-02 12:00",
+        0,
     )
     .unwrap();
     let body = |extra: Value| {

@@ -349,6 +349,10 @@ fn a_refused_session_says_why_in_the_clis_words_and_changes_nothing() {
             add("salle-1", "1", "2026-12-10 25:00", "2026-12-10 17:00"),
             "session:2:",
         ),
+        (
+            add("salle-1", "1", "2020-01-06 08:00", "2020-01-06 12:00"),
+            "that time is in the past",
+        ),
     ] {
         assert_eq!(r.status, 400, "{words}: {}", r.body);
         assert!(r.body.contains(words), "{words}: {}", r.body);
@@ -402,6 +406,7 @@ fn only_an_admin_or_the_sites_operator_changes_sessions_and_a_forged_post_change
             ("demo", "1"),
             "2026-12-10 08:00",
             "2026-12-10 12:00",
+            NOW,
         )
         .unwrap();
     }
