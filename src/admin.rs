@@ -447,7 +447,8 @@ pub enum Calendar {
 pub enum Session {
     /// List the sessions.
     List,
-    /// Add one session; times are YYYY-MM-DD HH:MM in the site's time zone.
+    /// Add one session; times are YYYY-MM-DD HH:MM in the site's time zone. Refused if it clashes
+    /// with another session of the room or is already over.
     Add {
         /// The site (see `nightcast site list`).
         #[arg(long)]
@@ -465,6 +466,18 @@ pub enum Session {
         #[arg(long)]
         start: String,
         /// When it ends, e.g. "2030-01-08 17:00" (the site's time zone).
+        #[arg(long)]
+        end: String,
+    },
+    /// Move a session to new times (same site, room and master); refused if they clash with
+    /// another session of the room or are already over.
+    Move {
+        /// The session's id (the first column of `nightcast session list`).
+        id: i64,
+        /// When it starts now, e.g. "2030-01-08 13:30" (the site's time zone).
+        #[arg(long)]
+        start: String,
+        /// When it ends now, e.g. "2030-01-08 17:00" (the site's time zone).
         #[arg(long)]
         end: String,
     },
@@ -870,6 +883,12 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 end,
             };
             let done: api::Done = client.send("POST", "/v1/sessions", &body)?;
+            printed(&done, human)?
+        }
+        Admin::Session(Session::Move { id, start, end }) => {
+            let human = format!("session {id} moved: from {start} to {end}");
+            let body = api::MoveSession { start, end };
+            let done: api::Done = client.send("POST", &format!("/v1/sessions/{id}/move"), &body)?;
             printed(&done, human)?
         }
         Admin::Session(Session::Rm { id }) => {

@@ -150,6 +150,36 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
         serde_json::from_str(&nightcast_ok(&c, &data, &["--json", "session", "list"])).unwrap();
     assert_eq!(sessions.as_array().unwrap().len(), 2);
     let id = sessions[1]["id"].to_string();
+    // Moved onto the imported session: refused; to the next day: moved.
+    let e = err(
+        &c,
+        &data,
+        &[
+            "session",
+            "move",
+            &id,
+            "--start",
+            "2030-01-07 12:00",
+            "--end",
+            "2030-01-07 13:00",
+        ],
+    );
+    assert!(e.contains("already has a session"), "{e}");
+    assert!(nightcast_ok(
+        &c,
+        &data,
+        &[
+            "session",
+            "move",
+            &id,
+            "--start",
+            "2030-01-09 08:30",
+            "--end",
+            "2030-01-09 17:00"
+        ]
+    )
+    .contains("moved"));
+    assert!(nightcast_ok(&c, &data, &["session", "list"]).contains("2030-01-09 08:30"));
     nightcast_ok(&c, &data, &["session", "rm", &id]);
     assert!(err(&c, &data, &["session", "rm", &id]).contains("no session"));
     nightcast_ok(&c, &data, &["seat", "add", "lyon", "salle-1", "poste-01"]);

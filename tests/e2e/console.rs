@@ -259,7 +259,7 @@ fn the_dsi_sees_the_late_room_first_follows_it_and_approves_a_nuc_a_read_only_us
 /// line shown, nothing imported), then a good one (its session on the board), an emergency push,
 /// a real NUC (agent process, test hypervisor) reset from the fleet page, which it does and says
 /// so; then a read-only user, who sees no button and whose forged reset is refused. Screenshots:
-/// `target/console-screenshots/{fleet,calendar,masters}.png`.
+/// `target/console-screenshots/{fleet,calendar,calendar-sessions,masters}.png`.
 #[test]
 fn the_dsi_imports_a_calendar_pushes_a_master_and_resets_a_nuc_a_read_only_user_cannot() {
     let port = free_port();
@@ -343,6 +343,35 @@ fn the_dsi_imports_a_calendar_pushes_a_master_and_resets_a_nuc_a_read_only_user_
     b.wait_url(&format!("{origin}/"));
     let board = b.text();
     assert!(board.contains("2030-01-10 08:00 UTC"), "{board}");
+
+    // A master scheduled for a course by hand: an unknown room refused, then the session added,
+    // listed where it came from, and on the board.
+    b.goto(&format!("{origin}/calendar"));
+    let add = |room: &str| {
+        b.type_into(&b.find("#add-room").unwrap(), room);
+        b.type_into(&b.find("#add-start").unwrap(), "2030-01-11 08:00");
+        b.type_into(&b.find("#add-end").unwrap(), "2030-01-11 12:00");
+        b.click(&b.find("#add").unwrap());
+    };
+    add("salle-9");
+    let error = b.text_of(&b.wait_find("#error"));
+    assert!(error.contains("unknown room \"salle-9\""), "{error}");
+    assert!(error.ends_with("Nothing was changed."), "{error}");
+    add("salle-1");
+    let flash = b.text_of(&b.wait_find("#flash"));
+    assert_eq!(flash, "Session added.");
+    let listed = b.text_of(&b.find("#sessions").unwrap());
+    assert!(
+        listed.contains("2030-01-11 08:00") && listed.contains("added by hand"),
+        "{listed}"
+    );
+    b.run("document.getElementById('sessions').scrollIntoView()");
+    b.screenshot(&shots.join("calendar-sessions.png"));
+    check_page(&b, &origin, "calendar page with a session added");
+    b.click(&b.find("nav a[href='/']").unwrap());
+    b.wait_url(&format!("{origin}/"));
+    let board = b.text();
+    assert!(board.contains("2030-01-11 08:00 UTC"), "{board}");
 
     // An emergency push, with its reason and deadline, as `nightcast override push`.
     b.goto(&format!("{origin}/calendar"));
@@ -433,7 +462,8 @@ fn the_dsi_imports_a_calendar_pushes_a_master_and_resets_a_nuc_a_read_only_user_
     );
     assert!(b.find("td.actions button").is_none(), "{}", b.source());
     b.goto(&format!("{origin}/calendar"));
-    assert!(b.find("#import").is_none() && b.find("#push").is_none());
+    assert!(b.find("#import").is_none() && b.find("#push").is_none() && b.find("#add").is_none());
+    assert!(b.find("#sessions button").is_none(), "{}", b.source());
     b.goto(&format!("{origin}/fleet"));
     forge_post(&b, "/nodes/nuc-1/reset");
     let refused = b.text_of(&b.wait_find("main p.err"));

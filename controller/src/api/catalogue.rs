@@ -2,7 +2,7 @@
 
 use image_tools::api::{
     CalendarFile, CalendarImported, Done, ImportMaster, Imported, MasterInfo, MasterProfile,
-    NewSession, SessionInfo, SessionOrigin, SetProfile,
+    MoveSession, NewSession, SessionInfo, SessionOrigin, SetProfile,
 };
 use image_tools::{MasterName, MasterVersion};
 
@@ -145,7 +145,18 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                     (s.master.as_str(), s.version.as_str()),
                     &s.start,
                     &s.end,
+                    call.now,
                 )
+                .map_err(db_error)?;
+            ok(Done::YES)
+        }
+        ("POST", ["v1", "sessions", id, "move"]) => {
+            let id: i64 = id
+                .parse()
+                .map_err(|_| error(400, format!("{id:?} is not a session id")))?;
+            let m: MoveSession = call.body()?;
+            db()?
+                .move_session(id, &m.start, &m.end, call.now)
                 .map_err(db_error)?;
             ok(Done::YES)
         }

@@ -10,7 +10,7 @@
 //! `GET seats[?site=S]`, `POST seats`, `DELETE seats/SITE/ROOM/SEAT`, `POST seats/assign`,
 //! `POST seats/replace`,
 //! `GET|POST masters`, `DELETE masters/NAME/VERSION`, `POST calendar`, `GET|POST sessions`,
-//! `DELETE sessions/ID`, `GET plan`, `GET fleet`, `POST nodes/NODE/approve|revoke|reset|rollback|wake`,
+//! `POST sessions/ID/move`, `DELETE sessions/ID`, `GET plan`, `GET fleet`, `POST nodes/NODE/approve|revoke|reset|rollback|wake`,
 //! `DELETE nodes/NODE`, `GET|POST overrides`, `GET pushes`, `POST tokens`; and `GET /metrics` (Prometheus text
 //! format, the one route open without the token: see `metrics`). Their bodies and answers are the
 //! types of `image_tools::api`, which the CLI uses too: a body is read into its request type

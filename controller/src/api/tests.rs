@@ -117,6 +117,7 @@ fn url() -> impl Strategy<Value = String> {
             "masters",
             "calendar",
             "sessions",
+            "move",
             "plan",
             "fleet",
             "overrides",
@@ -301,6 +302,71 @@ fn numbers_beyond_the_database_are_refused() {
         &Value::Null,
     );
     assert_eq!(status, 400, "{answer}");
+}
+
+#[test]
+fn a_session_moved_keeps_its_id_and_a_clash_or_the_past_changes_nothing() {
+    let (_dir, api) = api();
+    let mut db = Db::open(&api.data.database()).unwrap();
+    let (m, bytes) = crate::testing::manifest("win10", "1", 1);
+    db.add_master(&m, &bytes, 0).unwrap();
+    for day in ["08", "09"] {
+        db.add_session(
+            "lyon",
+            "salle-1",
+            ("win10", "1"),
+            &format!("2030-01-{day} 08:30"),
+            &format!("2030-01-{day} 12:00"),
+            0,
+        )
+        .unwrap();
+    }
+    let starts = || -> Vec<(i64, i64)> {
+        db.sessions(None)
+            .unwrap()
+            .iter()
+            .map(|s| (s.id, s.start))
+            .collect()
+    };
+    let before = starts();
+    let moved = |id: i64, start: &str, end: &str| {
+        route(
+            &api,
+            "POST",
+            &format!("/v1/sessions/{id}/move"),
+            &json!({"start": start, "end": end}),
+        )
+    };
+    let (status, answer) = moved(before[0].0, "2030-01-09 11:00", "2030-01-09 13:00");
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("already has a session"),
+        "{answer}"
+    );
+    let (status, answer) = moved(before[0].0, "2026-11-30 08:30", "2026-11-30 12:00");
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("in the past"),
+        "{answer}"
+    );
+    let (status, answer) = moved(99, "2030-01-10 08:30", "2030-01-10 12:00");
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("no session 99"),
+        "{answer}"
+    );
+    assert_eq!(starts(), before);
+    let (status, answer) = moved(before[0].0, "2030-01-10 08:30", "2030-01-10 12:00");
+    assert_eq!(status, 200, "{answer}");
+    let after = starts();
+    assert_eq!(
+        after[1].0, before[0].0,
+        "the same id, now the later session"
+    );
+    assert_eq!(after[1].1, before[0].1 + 2 * 86_400);
 }
 
 #[test]
@@ -544,6 +610,7 @@ fn the_plan_names_the_seats_where_the_sessions_version_failed() {
             ("win10", version),
             start,
             &start.replace("08:30", "12:00"),
+            0,
         )
         .unwrap();
     }
@@ -591,6 +658,7 @@ fn a_dry_run_push_answers_the_verdict_per_room_and_stores_nothing() {
         ("win10", "2"),
         "2026-12-02 08:30",
         "2026-12-02 12:00",
+        0,
     )
     .unwrap();
     let body = |extra: Value| {

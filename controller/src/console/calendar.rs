@@ -6,6 +6,7 @@
 
 use image_tools::api::{
     CalendarFile, CalendarImported, MasterInfo, NewOverride, OverrideInfo, OverrideMade,
+    SessionInfo,
 };
 use serde::de::DeserializeOwned;
 
@@ -19,7 +20,7 @@ use super::Console;
 use crate::db::Db;
 
 /// An admin API answer as its type, or its error's words.
-fn answer<T: DeserializeOwned>((status, body): crate::api::Reply) -> Result<T, String> {
+pub(super) fn answer<T: DeserializeOwned>((status, body): crate::api::Reply) -> Result<T, String> {
     if status == 200 {
         return serde_json::from_value(body).map_err(|e| format!("unreadable answer: {e}"));
     }
@@ -58,7 +59,13 @@ fn api_name(file_name: &str, ending: &str) -> String {
 }
 
 /// `POST /calendar`: the uploaded file imported, or why not (nothing changed).
-pub fn upload(console: &Console, session: &Session, head: &Head, body: &[u8]) -> Response {
+pub fn upload(
+    console: &Console,
+    session: &Session,
+    head: &Head,
+    body: &[u8],
+    now: i64,
+) -> Response {
     if session.user.role != Role::Admin {
         return super::routes::refused(
             session,
@@ -107,11 +114,16 @@ pub fn upload(console: &Console, session: &Session, head: &Head, body: &[u8]) ->
             }
         }
     };
-    render(console, session, 400, outcome)
+    render(console, session, 400, outcome, now)
 }
 
 /// `POST /overrides`: an emergency push to one site, with its reason and deadline.
-pub fn push(console: &Console, session: &Session, fields: &[(String, String)]) -> Response {
+pub fn push(
+    console: &Console,
+    session: &Session,
+    fields: &[(String, String)],
+    now: i64,
+) -> Response {
     let get = |k| field(fields, k).unwrap_or("").trim();
     let site = get("site");
     if !session.user.acts_at(site) {
@@ -123,6 +135,7 @@ pub fn push(console: &Console, session: &Session, fields: &[(String, String)]) -
             session,
             400,
             Outcome::Refused("Choose a master version.".into()),
+            now,
         );
     };
     let request = serde_json::json!({
@@ -136,7 +149,7 @@ pub fn push(console: &Console, session: &Session, fields: &[(String, String)]) -
     // Read as the typed request first: a bad field is refused with its name, as from the CLI.
     let request: NewOverride = match serde_json::from_value(request) {
         Ok(r) => r,
-        Err(e) => return render(console, session, 400, Outcome::Refused(format!("{e}"))),
+        Err(e) => return render(console, session, 400, Outcome::Refused(format!("{e}")), now),
     };
     match answer::<OverrideMade>(crate::api::call(
         &console.api,
@@ -154,12 +167,13 @@ pub fn push(console: &Console, session: &Session, fields: &[(String, String)]) -
             session,
             400,
             Outcome::Refused(format!("{e}. Nothing was pushed.")),
+            now,
         ),
     }
 }
 
-/// `GET /calendar[?imported=N&file=F|?pushed=ID]`.
-pub fn page(console: &Console, session: &Session, query: &str) -> Response {
+/// `GET /calendar[?imported=N&file=F|?pushed=ID|?added=1|?moved=ID|?removed=ID]`.
+pub fn page(console: &Console, session: &Session, query: &str, now: i64) -> Response {
     let q = form(query.as_bytes());
     let outcome = match (
         field(&q, "imported"),
@@ -173,12 +187,32 @@ pub fn page(console: &Console, session: &Session, query: &str) -> Response {
         (_, _, Some(id)) if id.parse::<u64>().is_ok() => Outcome::Done(format!(
             "Push {id} recorded: the site's relay fetches it now, in the daytime."
         )),
-        _ => Outcome::None,
+        _ => match (
+            field(&q, "added"),
+            field(&q, "moved").or(field(&q, "removed")),
+        ) {
+            (Some(_), _) => Outcome::Done("Session added.".into()),
+            (_, Some(id)) if id.parse::<u64>().is_ok() => Outcome::Done(format!(
+                "Session {id} {}.",
+                if field(&q, "moved").is_some() {
+                    "moved"
+                } else {
+                    "removed"
+                }
+            )),
+            _ => Outcome::None,
+        },
     };
-    render(console, session, 200, outcome)
+    render(console, session, 200, outcome, now)
 }
 
-fn render(console: &Console, session: &Session, status: u16, outcome: Outcome) -> Response {
+pub(super) fn render(
+    console: &Console,
+    session: &Session,
+    status: u16,
+    outcome: Outcome,
+    now: i64,
+) -> Response {
     let db = match Db::open(&console.api.data.database()) {
         Ok(db) => db,
         Err(e) => return failed(session, "open the catalogue", e),
@@ -197,6 +231,15 @@ fn render(console: &Console, session: &Session, status: u16, outcome: Outcome) -
             Ok(o) => o,
             Err(e) => return failed(session, "read the overrides", e),
         };
+    let sessions: Vec<SessionInfo> =
+        match answer(crate::api::call(&console.api, "GET", "/v1/sessions", &())) {
+            Ok(s) => s,
+            Err(e) => return failed(session, "read the sessions", e),
+        };
+    let rooms = match db.rooms(None, now) {
+        Ok(r) => r,
+        Err(e) => return failed(session, "read the rooms", e),
+    };
     let mut sites: Vec<&str> = zones
         .keys()
         .map(String::as_str)
@@ -215,6 +258,15 @@ fn render(console: &Console, session: &Session, status: u16, outcome: Outcome) -
         overrides: overrides
             .iter()
             .filter(|o| session.user.sees(o.site.as_str()))
+            .collect(),
+        sessions: sessions
+            .iter()
+            .filter(|s| s.end > now && session.user.sees(s.site.as_str()))
+            .collect(),
+        rooms: rooms
+            .iter()
+            .filter(|r| session.user.acts_at(&r.site))
+            .map(|r| r.room.as_str())
             .collect(),
         zones: &zones,
         outcome,

@@ -82,6 +82,7 @@ th{font-weight:600;color:#5b6573;font-size:.9em}\
 .v.late{background:#fde0e0;color:#8e1b1b}.v.at_risk{background:#ffefd2;color:#7a4600}\
 .v.on_time{background:#e0f2e3;color:#1e5b22}.v.ready{background:#e0f2e3;color:#1e5b22}\
 .v.unknown{background:#eceff3;color:#394150}\
+form.inline{display:inline}#sessions th:last-child{width:33em}#sessions td{overflow-wrap:break-word}#sessions input{font:inherit;width:10.5em}\
 .today{font-weight:600}.muted{color:#6b7480}.err{color:#8e1b1b}\
 form.login{background:#fff;max-width:22em;margin:3em auto;padding:1.4em;border-radius:6px}\
 form.login label{display:block;margin:.6em 0 .2em}form.login input{width:100%;padding:.4em;font:inherit}\

@@ -41,6 +41,7 @@ pub mod pages;
 mod pages_tests;
 pub mod routes;
 pub mod session;
+pub mod sessions;
 #[cfg(test)]
 mod testing;
 pub mod tls;

@@ -210,6 +210,261 @@ fn a_calendar_upload_says_the_line_of_its_error_and_changes_nothing() {
         .contains("action=\"/calendar\""));
 }
 
+/// Master demo 1 in the catalogue, room salle-p at paris; the sessions' (id, site, start).
+fn with_master(c: &super::Console) {
+    let db = Db::open(&c.api.data.database()).unwrap();
+    let (m, bytes) = crate::testing::manifest("demo", "1", 1);
+    db.add_master(&m, &bytes, 0).unwrap();
+    db.add_room("paris", "salle-p").unwrap();
+}
+
+fn session_rows(c: &super::Console) -> Vec<(i64, String, i64)> {
+    Db::open(&c.api.data.database())
+        .unwrap()
+        .sessions(None)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.id, s.site, s.start))
+        .collect()
+}
+
+/// The Add form's fields as a browser sends them.
+fn add_form(token: &str, site: &str, room: &str, version: &str, start: &str, end: &str) -> String {
+    format!(
+        "csrf={token}&site={site}&room={room}&master=demo+{version}&start={}&end={}",
+        start.replace(' ', "+"),
+        end.replace(' ', "+")
+    )
+}
+
+#[test]
+fn a_dsi_adds_moves_and_removes_a_session_from_the_calendar_page() {
+    let (_d, c) = console();
+    with_master(&c);
+    let (admin, token) = log_in(&c, "dsi", "correct horse battery", NOW);
+    let page = get(&c, "/calendar", &admin, NOW).body;
+    assert!(page.contains("action=\"/sessions\""), "{page}");
+    let r = post(
+        &c,
+        "/sessions",
+        &admin,
+        &add_form(
+            &token,
+            "lyon",
+            "salle-1",
+            "1",
+            "2026-12-10 08:00",
+            "2026-12-10 12:00",
+        ),
+        NOW,
+    );
+    assert_eq!(
+        r.location.as_deref(),
+        Some("/calendar?added=1"),
+        "{}",
+        r.body
+    );
+    let rows = session_rows(&c);
+    assert_eq!(rows.len(), 1);
+    let id = rows[0].0;
+    // 08:00 in Paris is 07:00 UTC in December.
+    assert_eq!(rows[0].2, 1_796_886_000);
+    let page = get(&c, "/calendar?added=1", &admin, NOW).body;
+    assert!(page.contains("Session added."), "{page}");
+    assert!(page.contains(&format!("id=\"session-{id}\"")), "{page}");
+    assert!(page.contains("value=\"2026-12-10 08:00\""), "{page}");
+    assert!(page.contains("added by hand"), "{page}");
+    assert!(page.contains(&format!("id=\"remove-{id}\"")), "{page}");
+
+    let r = post(
+        &c,
+        &format!("/sessions/{id}/move"),
+        &admin,
+        &format!("csrf={token}&start=2026-12-11+13:30&end=2026-12-11+17:00"),
+        NOW,
+    );
+    assert_eq!(
+        r.location.as_deref(),
+        Some(format!("/calendar?moved={id}").as_str()),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        session_rows(&c)[0].2,
+        1_796_886_000 + 86_400 + 5 * 3600 + 1800
+    );
+    let page = get(&c, &format!("/calendar?moved={id}"), &admin, NOW).body;
+    assert!(page.contains(&format!("Session {id} moved.")), "{page}");
+    assert!(page.contains("value=\"2026-12-11 13:30\""), "{page}");
+
+    let r = post(
+        &c,
+        &format!("/sessions/{id}/remove"),
+        &admin,
+        &format!("csrf={token}"),
+        NOW,
+    );
+    assert_eq!(
+        r.location.as_deref(),
+        Some(format!("/calendar?removed={id}").as_str())
+    );
+    assert!(session_rows(&c).is_empty());
+    let page = get(&c, &format!("/calendar?removed={id}"), &admin, NOW).body;
+    assert!(page.contains(&format!("Session {id} removed.")), "{page}");
+}
+
+#[test]
+fn a_refused_session_says_why_in_the_clis_words_and_changes_nothing() {
+    let (_d, c) = console();
+    with_master(&c);
+    let (admin, token) = log_in(&c, "dsi", "correct horse battery", NOW);
+    let add = |room: &str, version: &str, start: &str, end: &str| {
+        post(
+            &c,
+            "/sessions",
+            &admin,
+            &add_form(&token, "lyon", room, version, start, end),
+            NOW,
+        )
+    };
+    assert_eq!(
+        add("salle-1", "1", "2026-12-10 08:00", "2026-12-10 12:00").status,
+        303
+    );
+    let before = session_rows(&c);
+    for (r, words) in [
+        (
+            add("salle-9", "1", "2026-12-10 14:00", "2026-12-10 17:00"),
+            "unknown room &quot;salle-9&quot; at site &quot;lyon&quot;",
+        ),
+        (
+            add("salle-1", "9", "2026-12-10 14:00", "2026-12-10 17:00"),
+            "unknown master demo 9",
+        ),
+        (
+            add("salle-1", "1", "2026-12-10 11:00", "2026-12-10 17:00"),
+            "room &quot;salle-1&quot; already has a session at that time",
+        ),
+        (
+            add("salle-1", "1", "2026-12-10 25:00", "2026-12-10 17:00"),
+            "session:2:",
+        ),
+        (
+            add("salle-1", "1", "2020-01-06 08:00", "2020-01-06 12:00"),
+            "that time is in the past",
+        ),
+    ] {
+        assert_eq!(r.status, 400, "{words}: {}", r.body);
+        assert!(r.body.contains(words), "{words}: {}", r.body);
+        assert!(r.body.contains("Nothing was changed."), "{}", r.body);
+    }
+    let id = before[0].0;
+    let moved = |start: &str, end: &str| {
+        post(
+            &c,
+            &format!("/sessions/{id}/move"),
+            &admin,
+            &format!(
+                "csrf={token}&start={}&end={}",
+                start.replace(' ', "+"),
+                end.replace(' ', "+")
+            ),
+            NOW,
+        )
+    };
+    let r = moved("2020-01-06 08:00", "2020-01-06 12:00");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("that time is in the past"), "{}", r.body);
+    let r = moved("2026-12-10 12:00", "2026-12-10 08:00");
+    assert!(
+        r.body.contains("the session ends before it starts"),
+        "{}",
+        r.body
+    );
+    assert_eq!(session_rows(&c), before);
+    // An id that is no session: the console's "not found", nothing removed.
+    let r = post(
+        &c,
+        "/sessions/999/remove",
+        &admin,
+        &format!("csrf={token}"),
+        NOW,
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(session_rows(&c), before);
+}
+
+#[test]
+fn only_an_admin_or_the_sites_operator_changes_sessions_and_a_forged_post_changes_nothing() {
+    let (_d, c) = console();
+    with_master(&c);
+    let mut db = Db::open(&c.api.data.database()).unwrap();
+    for (site, room) in [("lyon", "salle-1"), ("paris", "salle-p")] {
+        db.add_session(
+            site,
+            room,
+            ("demo", "1"),
+            "2026-12-10 08:00",
+            "2026-12-10 12:00",
+            NOW,
+        )
+        .unwrap();
+    }
+    let before = session_rows(&c);
+    let (lyon, paris) = (before[0].0, before[1].0);
+    let tries = |cookie: &str, token: &str| {
+        [
+            (
+                "/sessions".to_owned(),
+                add_form(
+                    token,
+                    "lyon",
+                    "salle-1",
+                    "1",
+                    "2026-12-12 08:00",
+                    "2026-12-12 12:00",
+                ),
+            ),
+            (
+                format!("/sessions/{lyon}/move"),
+                format!("csrf={token}&start=2026-12-12+08:00&end=2026-12-12+12:00"),
+            ),
+            (format!("/sessions/{lyon}/remove"), format!("csrf={token}")),
+        ]
+        .map(|(url, body)| post(&c, &url, cookie, &body, NOW).status)
+    };
+
+    // Read-only: the sessions, no form; each POST refused with its own token.
+    let (viewer, vtoken) = log_in(&c, "viewer", "read only password", NOW);
+    let page = get(&c, "/calendar", &viewer, NOW).body;
+    assert!(page.contains(&format!("id=\"session-{lyon}\"")), "{page}");
+    assert!(!page.contains("action=\"/sessions"), "{page}");
+    assert!(!page.contains("<button id="), "{page}");
+    assert_eq!(tries(&viewer, &vtoken), [403, 403, 403]);
+
+    // The operator of paris: paris's session with its buttons, lyon's not even shown.
+    let (op, otoken) = log_in(&c, "paris-op", "operator password", NOW);
+    let page = get(&c, "/calendar", &op, NOW).body;
+    assert!(page.contains(&format!("id=\"move-{paris}\"")), "{page}");
+    assert!(!page.contains(&format!("session-{lyon}")), "{page}");
+    assert_eq!(tries(&op, &otoken), [403, 404, 404]);
+
+    // An admin's POST without the session's token.
+    let (admin, _) = log_in(&c, "dsi", "correct horse battery", NOW);
+    assert_eq!(tries(&admin, &"0".repeat(64)), [403, 403, 403]);
+    assert_eq!(session_rows(&c), before);
+
+    let r = post(
+        &c,
+        &format!("/sessions/{paris}/remove"),
+        &op,
+        &format!("csrf={otoken}"),
+        NOW,
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(session_rows(&c), before[..1]);
+}
+
 #[test]
 fn a_too_large_upload_is_refused_before_it_is_read() {
     let head = format!(
@@ -252,7 +507,9 @@ fn the_masters_page_lists_each_version() {
 fn no_outside_string_reaches_the_fleet_calendar_or_masters_page_unescaped() {
     use std::collections::{BTreeMap, HashMap};
 
-    use image_tools::api::{FleetRow, ImportProgress, MasterInfo, NodeRole, OverrideInfo};
+    use image_tools::api::{
+        FleetRow, ImportProgress, MasterInfo, NodeRole, OverrideInfo, SessionInfo, SessionOrigin,
+    };
 
     use super::calendar_page::{self, CalendarPage, Outcome};
     use super::fleet_page::{self, FleetPage};
@@ -325,6 +582,19 @@ fn no_outside_string_reaches_the_fleet_calendar_or_masters_page_unescaped() {
         until: 0,
         deadline: Some(0),
     };
+    let evil_session = SessionInfo {
+        id: 7,
+        site: "lyon".parse().unwrap(),
+        room: "salle-1".parse().unwrap(),
+        master: "demo".parse().unwrap(),
+        version: "1".parse().unwrap(),
+        start: 200,
+        end: 300,
+        origin: SessionOrigin::Calendar {
+            source: EVIL.into(),
+            feed: false,
+        },
+    };
     let import = ImportProgress {
         name: "demo".parse().unwrap(),
         version: "2".parse().unwrap(),
@@ -360,6 +630,8 @@ fn no_outside_string_reaches_the_fleet_calendar_or_masters_page_unescaped() {
                 push_sites: vec![EVIL],
                 masters: std::slice::from_ref(&master),
                 overrides: vec![&o],
+                sessions: vec![&evil_session],
+                rooms: vec![EVIL],
                 zones: &zones,
                 outcome: Outcome::Refused(EVIL.into()),
             },

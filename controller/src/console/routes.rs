@@ -220,8 +220,12 @@ fn logged_in(
             ["nodes", node, action @ ("reset" | "rollback" | "wake" | "revoke")] => {
                 super::fleet::act(console, session, node, action, now)
             }
-            ["calendar"] => super::calendar::upload(console, session, head, body),
-            ["overrides"] => super::calendar::push(console, session, &fields),
+            ["calendar"] => super::calendar::upload(console, session, head, body, now),
+            ["overrides"] => super::calendar::push(console, session, &fields, now),
+            ["sessions"] => super::sessions::add(console, session, &fields, now),
+            ["sessions", id, action @ ("move" | "remove")] => {
+                super::sessions::act(console, session, id, action, &fields, now)
+            }
             _ => not_found(session),
         };
     }
@@ -233,7 +237,7 @@ fn logged_in(
         ["rooms", site, room] => room_page(console, session, site, room, &head.query, now),
         ["fleet"] => super::fleet::page(console, session, &head.query, now),
         ["nodes", node, "revoke"] => super::fleet::confirm_revoke(console, session, node, now),
-        ["calendar"] => super::calendar::page(console, session, &head.query),
+        ["calendar"] => super::calendar::page(console, session, &head.query, now),
         ["masters"] => super::masters::page(console, session, now),
         _ => not_found(session),
     }
@@ -616,6 +620,10 @@ mod tests {
                 "calendar",
                 "masters",
                 "overrides",
+                "sessions",
+                "move",
+                "remove",
+                "1",
                 "reset",
                 "rollback",
                 "wake",
@@ -642,8 +650,9 @@ mod tests {
                 let target = format!("{path}{query}");
                 let h = head(method, &target, cookie, body.len());
                 let r = handle_at(&c, &h, body.as_bytes(), NOW + 1);
+                // 400: a form refused with its reason (a calendar without its file...).
                 prop_assert!(
-                    matches!(r.status, 200 | 303 | 401 | 403 | 404 | 429),
+                    matches!(r.status, 200 | 303 | 400 | 401 | 403 | 404 | 429),
                     "{method} {target} {body:?} as {who}: {} {}",
                     r.status,
                     r.body

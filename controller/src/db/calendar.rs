@@ -88,7 +88,7 @@ impl Db {
     /// imports nothing and the error names its line.
     pub fn import_csv(&mut self, file_name: &str, text: &str) -> Result<usize, DbError> {
         let rows = crate::calendar::csv::parse(text).map_err(|e| calendar_error(file_name, e))?;
-        self.insert_sessions(file_name, rows, &format!("csv:{file_name}"))
+        self.insert_sessions(file_name, rows, &format!("csv:{file_name}"), i64::MIN)
     }
 
     /// Imports a calendar in iCalendar as the calendar `file_name`, nothing skipped as past (see
@@ -240,7 +240,7 @@ impl Db {
     }
 
     /// Adds one session; `start` and `end` are `YYYY-MM-DD HH:MM` in the site's time zone. Checked
-    /// as a calendar row is.
+    /// as a calendar row is, and refused if it is over at `now`.
     pub fn add_session(
         &mut self,
         site: &str,
@@ -248,6 +248,7 @@ impl Db {
         master: (&str, &str),
         start: &str,
         end: &str,
+        now: i64,
     ) -> Result<(), DbError> {
         let csv = format!(
             "{}\n{site},{room},{},{},{start},{end}\n",
@@ -264,7 +265,59 @@ impl Db {
             ));
         }
         let rows = crate::calendar::csv::parse(&csv).map_err(|e| calendar_error("session", e))?;
-        self.insert_sessions("session", rows, "hand").map(|_| ())
+        self.insert_sessions("session", rows, "hand", now)
+            .map(|_| ())
+    }
+
+    /// Moves session `id` to `start`..`end` (`YYYY-MM-DD HH:MM` in its site's time zone), checked
+    /// as a calendar row is (times, no clash in its room), and refused if the new times are over
+    /// at `now`. Nothing is changed on error.
+    pub fn move_session(
+        &mut self,
+        id: i64,
+        start: &str,
+        end: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
+        if [start, end]
+            .iter()
+            .any(|f| f.contains(',') || f.contains('\n'))
+        {
+            return Err(DbError::Invalid(
+                "times may not contain commas or line breaks".into(),
+            ));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old: Option<(String, String, String, String)> = tx
+            .query_row(
+                "SELECT site, room, master, version FROM sessions WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((site, room, master, version)) = old else {
+            return Err(no_session(id));
+        };
+        let csv = format!(
+            "{}\n{site},{room},{master},{version},{start},{end}\n",
+            crate::calendar::csv::HEADER
+        );
+        let file_name = format!("session {id}");
+        let rows = crate::calendar::csv::parse(&csv).map_err(|e| calendar_error(&file_name, e))?;
+        for r in &rows {
+            let tz = site_zone(&tx, &file_name, r)?;
+            let (start, end) = times(&file_name, r, &tz)?;
+            not_over(&file_name, r, end, now)?;
+            tx.execute(
+                "UPDATE sessions SET start = ?2, end = ?3 WHERE id = ?1",
+                params![id, start, end],
+            )?;
+            no_clash(&tx, &file_name, r.line, &r.room, id)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn remove_session(&self, id: i64) -> Result<(), DbError> {
@@ -272,20 +325,19 @@ impl Db {
             .conn
             .execute("DELETE FROM sessions WHERE id = ?1", params![id])?
         {
-            0 => Err(DbError::Invalid(format!(
-                "no session {id}: see `nightcast session list`"
-            ))),
+            0 => Err(no_session(id)),
             _ => Ok(()),
         }
     }
 
     /// Checks every row against the catalogue and inserts them in one transaction.
-    /// `origin`: see [`SessionRow::origin`].
+    /// `origin`: see [`SessionRow::origin`]; a session over at `now` is refused.
     fn insert_sessions(
         &mut self,
         file_name: &str,
         rows: Vec<Row>,
         origin: &str,
+        now: i64,
     ) -> Result<usize, DbError> {
         let tx = self
             .conn
@@ -295,6 +347,7 @@ impl Db {
             check_row(&tx, file_name, &r)?;
             let tz = site_zone(&tx, file_name, &r)?;
             let (start, end) = times(file_name, &r, &tz)?;
+            not_over(file_name, &r, end, now)?;
             tx.execute(
                 "INSERT INTO sessions (site, room, master, version, start, end, origin)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -304,6 +357,22 @@ impl Db {
         }
         tx.commit()?;
         Ok(n)
+    }
+}
+
+fn no_session(id: i64) -> DbError {
+    DbError::Invalid(format!("no session {id}: see `nightcast session list`"))
+}
+
+/// A session ending at `end` is not over at `now`.
+fn not_over(file_name: &str, r: &Row, end: i64, now: i64) -> Result<(), DbError> {
+    match end <= now {
+        true => Err(row_error(
+            file_name,
+            r,
+            "that time is in the past: give a time to come".into(),
+        )),
+        false => Ok(()),
     }
 }
 

@@ -154,6 +154,15 @@ pub struct NewSession {
     pub end: String,
 }
 
+/// `POST /v1/sessions/ID/move`: the session's new times, `YYYY-MM-DD HH:MM` in its site's time
+/// zone (its site, room and master stay).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveSession {
+    pub start: String,
+    pub end: String,
+}
+
 /// An image format by its name (`qcow2`), `null` for none.
 mod format_name {
     use serde::{Deserialize, Deserializer, Serializer};

@@ -42,6 +42,7 @@
 //! | `DELETE calendar/feeds/SOURCE` | | [`Done`] |
 //! | `GET sessions` | | `Vec<SessionInfo>` |
 //! | `POST sessions` | [`NewSession`] | [`Done`] |
+//! | `POST sessions/ID/move` | [`MoveSession`] | [`Done`] |
 //! | `DELETE sessions/ID` | | [`Done`] |
 //! | `GET plan` | | `Vec<PlanRow>` |
 //! | `GET overrides` | | `Vec<OverrideInfo>` |
@@ -71,7 +72,7 @@ pub use calendar::{
 };
 pub use catalogue::{
     CalendarFile, CalendarImported, ImportMaster, ImportProgress, Imported, MasterInfo,
-    MasterProfile, NewSession, SessionInfo, SessionOrigin, SetProfile,
+    MasterProfile, MoveSession, NewSession, SessionInfo, SessionOrigin, SetProfile,
 };
 pub use errors::{ApiError, Done};
 pub use failed::FailedOn;
