@@ -370,6 +370,18 @@ fn the_daily_digest_lists_what_is_open_once_at_its_hour() {
         changes(&bodies).len() == 1
     });
     assert!(digests(&bodies).is_empty());
+    // Stopped as systemd stops it (SIGTERM): the check under way records what it sent before the
+    // controller exits. (A kill -9 between a delivery and its record would send it again once:
+    // alerts are delivered at least once.)
+    let mut c = c;
+    let pid = c.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = c.child.wait().unwrap();
+    assert!(status.success(), "controller exited with {status}");
     drop(c);
 
     // Two seconds before 07:00 UTC: the digest comes once, listing the late session.

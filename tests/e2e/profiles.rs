@@ -70,10 +70,15 @@ fn the_catalogues_profile_reaches_the_nuc_and_a_change_waits_for_the_next_start(
 
     let relay = f.relay(&DEFAULT_RELAY);
     let nuc = f.seated_agent("nuc-1", "pc-1", &relay, OWN_DEFAULT);
+    // The session's VM, not the trial boot of the new master before it.
     nuc.wait(
         "the session's VM to start with the catalogue's profile",
         60,
-        |a| a.s("vm") == "Running" && profile(a).contains("the catalogue"),
+        |a| {
+            a.s("vm") == "Running"
+                && !a.status()["session"].is_null()
+                && profile(a).contains("the catalogue")
+        },
     );
     let p = profile(&nuc);
     assert!(p.starts_with("demo 1: the catalogue: uefi"), "{p}");

@@ -157,7 +157,10 @@ fn a_satellite_link_is_kept_full_and_a_stall_dumps_at_most_a_round_trip_more() {
     let rtt = Duration::from_millis(600);
     let ceiling = (1_000_000.0 * RateLimit::CEILING) as u64;
     let (_, without) = stalled_peer_over(Some(ceiling), 600, 40);
-    assert!(without < 7_500_000, "{without} B: the old ceiling did not limit");
+    assert!(
+        without < 7_500_000,
+        "{without} B: the old ceiling did not limit"
+    );
     let room = in_flight_room(8_000_000, rtt);
     assert_eq!(room, 550_000);
     let (busiest, total) = stalled_peer_over(Some(ceiling + room), 600, 40);
