@@ -135,6 +135,17 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
     let revoked = Revoked::default();
     revoked.replace(revoked_serials(&plan));
     let offer = SharedOffer::default();
+    // The chunks already in the fetch cache (an interrupted fetch's): offered from memory.
+    match image_tools::ChunkStore::ids(store.as_ref()) {
+        Ok(ids) => {
+            if let Ok(mut o) = offer.write() {
+                o.committed(ids);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the fetch cache: its chunks are not offered to peers")
+        }
+    }
     let mut peer_error = None;
     let peer_server = match cfg.peer_sharing {
         false => None,
@@ -923,6 +934,7 @@ impl Agent {
                     endpoint,
                     tls,
                     patience: Duration::from_secs(self.cfg.peer_patience_secs),
+                    offer: self.offer.clone(),
                 }),
                 Err(e) => {
                     tracing::error!(error = %e, "no TLS for peers: fetching from the relay only");

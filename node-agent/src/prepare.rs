@@ -171,12 +171,13 @@ impl Job {
             self.fetch(&manifest, have.clone()).await?;
             let what = label(&self.target);
             self.say(|n| n.state = Some(format!("assembling {what}")));
-            let (slots, store, m, threads, now) = (
+            let (slots, store, m, threads, now, offer) = (
                 self.slots.clone(),
                 self.store.clone(),
                 manifest.clone(),
                 self.threads,
                 self.now,
+                self.offer.clone(),
             );
             let assembled = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 let mut slots = slots
@@ -186,7 +187,12 @@ impl Job {
                 slots.mark_ready(proof, now)?;
                 tracing::info!(master = %m.name, version = %m.version, from_seed = report.from_seed, from_store = report.from_store, seed_mismatches = report.seed_mismatches, "next master verified and ready");
                 // Every chunk is in the image now: the cache is emptied.
-                for id in store.ids()? {
+                // Peers are told first (a peer asking in between finds it lacking).
+                let ids = store.ids()?;
+                if let Ok(mut o) = offer.write() {
+                    o.evicted(&ids);
+                }
+                for id in ids {
                     let _ = store.remove(&id);
                 }
                 Ok(())

@@ -1,7 +1,7 @@
 //! When a multi-source fetch makes what it received durable, pure: one store write session for
 //! the whole fetch of a version (`peers::writer`), committed when the oldest chunk not yet
-//! committed has waited `every`, and at the end. A commit is one `syncfs`, whatever the number
-//! of chunks in it: the cost is paid per commit, not per request or per source. A chunk is
+//! committed has waited `every`, and at the end. A commit is one group commit (two `syncfs`: the
+//! data, then the names), whatever the number of chunks in it: the cost is paid per commit, not per request or per source. A chunk is
 //! visible to the peers (and durable) only once committed, so `every` is also how long a chunk
 //! waits before the NUC can pass it on. Time is an input (`now`: time since any fixed origin).
 

@@ -35,6 +35,8 @@ pub(crate) struct PeerFetch {
     pub(crate) tls: rustls::ClientConfig,
     /// How long to wait for peers to bring parts outside our stripe before asking the relay.
     pub(crate) patience: Duration,
+    /// The peer server's offer: each chunk committed is announced there (`Offer::committed`).
+    pub(crate) offer: super::SharedOffer,
 }
 
 /// What a multi-source fetch did.
@@ -77,7 +79,12 @@ pub(crate) async fn fetch(
     have: Arc<HashSet<ChunkId>>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<SwarmReport> {
-    let writer = Writer::start(store.clone());
+    let offer = peers.offer.clone();
+    let writer = Writer::start(store.clone(), move |ids| {
+        if let Ok(mut o) = offer.write() {
+            o.committed(ids);
+        }
+    });
     let result = swarm_fetch(relay, peers, &store, manifest, have, &writer, progress).await;
     // What arrived is kept (committed) whatever the end.
     let written = writer.finish().await;

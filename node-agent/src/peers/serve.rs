@@ -6,10 +6,15 @@
 //! server's rights are computed from: a peer may read only chunks of those versions), and where
 //! each chunk is. A chunk is read from the fetch cache (its stored form, checked by the store) or
 //! from a slot image at the chunk's offset in the manifest, hashed, and compressed before it is
-//! sent ([`PeerStore::get`]): no byte leaves unverified. While a session runs on the NUC it offers
+//! sent ([`PeerStore::get`]): no byte leaves unverified. A `Has` is answered from memory
+//! ([`Offer::has`]): the slot places and the chunks committed in the fetch cache ([`Offer::cached`],
+//! filled at start from the store, by the swarm fetch's writer once a chunk is committed, and
+//! emptied when the cache is). Every NUC asks its peers every second about the chunks it still
+//! wants: a file lookup per chunk per question was the largest cost of a room fill. A chunk said
+//! to be held and then missing on disk is answered as lacking on `GetChunks`. While a session runs on the NUC it offers
 //! nothing, unless the configuration allows it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -41,9 +46,29 @@ pub struct Offer {
     pub fetching: BTreeMap<MasterRef, Arc<Vec<u8>>>,
     /// Where each chunk of the slot images is.
     pub places: HashMap<ChunkId, Place>,
+    /// The chunks committed (whole, verified, durable) in the fetch cache.
+    pub cached: HashSet<ChunkId>,
 }
 
 impl Offer {
+    /// Whether the NUC holds the chunk, as its peers are told (`Has`): from memory only. The chunk
+    /// is still read and checked from disk before it is sent.
+    pub fn has(&self, id: &ChunkId) -> bool {
+        self.places.contains_key(id) || self.cached.contains(id)
+    }
+
+    /// The writer committed these chunks to the fetch cache.
+    pub fn committed(&mut self, ids: impl IntoIterator<Item = ChunkId>) {
+        self.cached.extend(ids);
+    }
+
+    /// These chunks leave the fetch cache (said before they are removed from disk).
+    pub fn evicted<'a>(&mut self, ids: impl IntoIterator<Item = &'a ChunkId>) {
+        for id in ids {
+            self.cached.remove(id);
+        }
+    }
+
     fn manifest(&self, master: &MasterRef) -> Option<&Arc<Vec<u8>>> {
         self.held.get(master).or_else(|| self.fetching.get(master))
     }
@@ -135,7 +160,7 @@ impl PeerStore {
 
 impl ChunkStore for PeerStore {
     fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.place(id).is_some() || self.cache.has(id)?)
+        Ok(self.offer.read().is_ok_and(|o| o.has(id)))
     }
 
     fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
@@ -217,5 +242,63 @@ mod tests {
         assert!(matches!(store.get(cb.id()), Err(StoreError::Missing(_))));
         let unknown = ChunkId::of(b"nothing");
         assert!(!store.has(&unknown).unwrap());
+    }
+
+    fn cache_store(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> PeerStore {
+        PeerStore {
+            cache: Arc::new(LocalStore::open(&dir.join("store")).unwrap()),
+            offer: Arc::default(),
+            rate: None,
+            runtime: rt.handle().clone(),
+        }
+    }
+
+    #[test]
+    fn has_is_answered_from_what_the_writer_announced_not_from_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = cache_store(dir.path(), &rt);
+        let chunk = VerifiedChunk::from_raw(b"a cached chunk".repeat(50));
+        // On disk, not announced yet (the writer has not committed it): not offered.
+        store.cache.put(&chunk).unwrap();
+        assert!(!store.has(chunk.id()).unwrap());
+        store.offer.write().unwrap().committed([*chunk.id()]);
+        assert!(store.has(chunk.id()).unwrap());
+        assert_eq!(store.get(chunk.id()).unwrap(), chunk);
+        // Evicted: no longer offered.
+        store.offer.write().unwrap().evicted([chunk.id()]);
+        assert!(!store.has(chunk.id()).unwrap());
+    }
+
+    #[test]
+    fn a_chunk_said_held_but_gone_from_disk_is_lacking_when_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = cache_store(dir.path(), &rt);
+        let chunk = VerifiedChunk::from_raw(b"soon gone".repeat(50));
+        store.cache.put(&chunk).unwrap();
+        store.offer.write().unwrap().committed([*chunk.id()]);
+        store.cache.remove(chunk.id()).unwrap();
+        assert!(store.has(chunk.id()).unwrap());
+        assert!(matches!(store.get(chunk.id()), Err(StoreError::Missing(_))));
+    }
+
+    #[test]
+    fn an_offer_holds_a_chunk_from_a_slot_place_or_the_cache() {
+        let mut offer = Offer::default();
+        let (a, b, c) = (ChunkId::of(b"a"), ChunkId::of(b"b"), ChunkId::of(b"c"));
+        offer.places.insert(
+            a,
+            Place {
+                image: Arc::new(PathBuf::from("/slot")),
+                offset: 0,
+                len: 1,
+            },
+        );
+        offer.committed([b]);
+        assert!(offer.has(&a) && offer.has(&b) && !offer.has(&c));
+        offer.evicted([&a, &b]);
+        // A slot place is not the cache's: eviction does not take it away.
+        assert!(offer.has(&a) && !offer.has(&b));
     }
 }

@@ -4,10 +4,14 @@
 //! Before, each request of a few chunks had its own writer thread and commit: two `syncfs` per
 //! request. A crash loses at most what was not committed yet (temp files, never a chunk under its
 //! name that is not whole and verified); those chunks are fetched again.
+//!
+//! Each commit waits until the chunks are durable under their names, then announces them
+//! (`announce`: the peer server's in-memory offer), so a peer is never told of a chunk that is
+//! not whole on disk. The fetch's requests go on meanwhile (up to [`QUEUE`] chunks wait).
 
 use std::sync::Arc;
 
-use image_tools::{ChunkStore, StoreError, VerifiedChunk};
+use image_tools::{ChunkId, ChunkStore, StoreError, VerifiedChunk};
 use tokio::sync::mpsc;
 
 use super::commits::{Commits, COMMIT_EVERY};
@@ -22,8 +26,12 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the session on a blocking thread of the current runtime.
-    pub(crate) fn start<S: ChunkStore + ?Sized + 'static>(store: Arc<S>) -> Writer {
+    /// Starts the session on a blocking thread of the current runtime; `announce` is told the
+    /// chunks of each commit once they are durable.
+    pub(crate) fn start<S: ChunkStore + ?Sized + 'static>(
+        store: Arc<S>,
+        announce: impl Fn(Vec<ChunkId>) + Send + 'static,
+    ) -> Writer {
         let (tx, mut rx) = mpsc::channel::<VerifiedChunk>(QUEUE);
         let rt = tokio::runtime::Handle::current();
         let thread = tokio::task::spawn_blocking(move || {
@@ -31,6 +39,7 @@ impl Writer {
             let mut batch = store.writer();
             let mut commits = Commits::new(COMMIT_EVERY);
             let mut written = 0;
+            let mut uncommitted = Vec::new();
             loop {
                 let now = origin.elapsed();
                 let next = match commits.wait(now) {
@@ -45,18 +54,21 @@ impl Writer {
                     None => break,
                     Some(Some(chunk)) => {
                         batch.put(&chunk)?;
+                        uncommitted.push(*chunk.id());
                         written += 1;
                         commits.put(origin.elapsed());
                     }
                     Some(None) => {}
                 }
                 if commits.due(origin.elapsed()) {
-                    // Handed to the store's committer thread: one `syncfs`, then the names.
-                    batch.flush()?;
+                    // The store's group commit: one `syncfs`, the names, one `syncfs` for them.
+                    batch.commit()?;
                     commits.committed();
+                    announce(std::mem::take(&mut uncommitted));
                 }
             }
             batch.commit()?;
+            announce(uncommitted);
             Ok(written)
         });
         Writer { tx, thread }
@@ -72,5 +84,46 @@ impl Writer {
     pub(crate) async fn finish(self) -> anyhow::Result<u64> {
         drop(self.tx);
         Ok(self.thread.await??)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image_tools::LocalStore;
+    use std::sync::Mutex;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chunk_is_announced_only_once_it_is_in_the_store_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let announced: Arc<Mutex<Vec<ChunkId>>> = Arc::default();
+        let (seen, check) = (announced.clone(), store.clone());
+        let writer = Writer::start(store.clone(), move |ids| {
+            for id in &ids {
+                assert!(check.has(id).unwrap(), "announced before it was committed");
+            }
+            seen.lock().unwrap().extend(ids);
+        });
+        let tx = writer.sender();
+        let chunks: Vec<_> = (0..20u8)
+            .map(|i| VerifiedChunk::from_raw(vec![i; 4096]))
+            .collect();
+        for c in &chunks[..10] {
+            tx.send(c.clone()).await.unwrap();
+        }
+        // The first commit comes within the period, before the fetch ends.
+        tokio::time::sleep(COMMIT_EVERY * 2).await;
+        assert_eq!(announced.lock().unwrap().len(), 10);
+        for c in &chunks[10..] {
+            tx.send(c.clone()).await.unwrap();
+        }
+        drop(tx);
+        assert_eq!(writer.finish().await.unwrap(), 20);
+        let mut got = announced.lock().unwrap().clone();
+        got.sort();
+        let mut want: Vec<_> = chunks.iter().map(|c| *c.id()).collect();
+        want.sort();
+        assert_eq!(got, want);
     }
 }
