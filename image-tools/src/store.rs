@@ -261,7 +261,9 @@ impl LocalStore {
         }
     }
 
-    /// Takes the lock shared (imports) or exclusive (gc). Never blocks: `Layout` error if taken.
+    /// Takes the lock shared (imports) or exclusive (gc). Exclusive never blocks; shared waits at
+    /// most [`SHARED_LOCK_PATIENCE`], the time another opener takes it exclusive to clean its
+    /// temp files ([`LocalStore::open`]). `Layout` error if still taken then.
     pub fn lock(&self, exclusive: bool) -> Result<StoreLock, StoreError> {
         let path = self.root.join("lock");
         let file = File::options()
@@ -275,7 +277,13 @@ impl LocalStore {
         } else {
             FlockOperation::NonBlockingLockShared
         };
-        rustix::fs::flock(&file, op).map_err(|_| {
+        let deadline = std::time::Instant::now() + SHARED_LOCK_PATIENCE;
+        let mut taken = rustix::fs::flock(&file, op);
+        while taken.is_err() && !exclusive && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            taken = rustix::fs::flock(&file, op);
+        }
+        taken.map_err(|_| {
             StoreError::Layout(format!(
                 "store {} is busy ({}): try again when it has finished",
                 self.root.display(),
@@ -294,6 +302,10 @@ impl LocalStore {
         durable::sync_filesystem(&self.chunks).map_err(StoreError::io(&self.chunks))
     }
 }
+
+/// How long a shared lock waits for an exclusive holder: longer than another opener's clean-up of
+/// its temp files, far shorter than a garbage collection.
+pub const SHARED_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Creates the fan-out directory a chunk file goes into, if needed.
 fn make_fanout_dir(target: &Path) -> Result<(), StoreError> {
@@ -613,6 +625,28 @@ mod tests {
                 }
             });
         }
+    }
+
+    #[test]
+    fn an_import_waits_out_another_openers_clean_up_of_its_temp_files() {
+        // Regression: two imports into one store; the second one's `open` held the lock
+        // exclusive for its clean-up just when the first asked for it shared, which failed with
+        // "garbage collection is running".
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let (taken, release) = (
+            std::sync::Barrier::new(2),
+            std::time::Duration::from_millis(150),
+        );
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _cleaning = store.lock(true).unwrap();
+                taken.wait();
+                std::thread::sleep(release);
+            });
+            taken.wait();
+            assert!(store.lock(false).is_ok());
+        });
     }
 
     #[test]
