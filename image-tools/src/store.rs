@@ -277,10 +277,16 @@ impl LocalStore {
         } else {
             FlockOperation::NonBlockingLockShared
         };
-        let deadline = std::time::Instant::now() + SHARED_LOCK_PATIENCE;
+        let step = std::time::Duration::from_millis(10);
+        let mut tries = if exclusive {
+            0
+        } else {
+            SHARED_LOCK_PATIENCE.as_millis() / step.as_millis()
+        };
         let mut taken = rustix::fs::flock(&file, op);
-        while taken.is_err() && !exclusive && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        while taken.is_err() && tries > 0 {
+            std::thread::sleep(step);
+            tries -= 1;
             taken = rustix::fs::flock(&file, op);
         }
         taken.map_err(|_| {
