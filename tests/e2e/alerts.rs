@@ -283,6 +283,20 @@ fn a_late_session_is_sent_once_to_the_webhook_and_by_mail_and_once_resolved() {
 }
 
 /// The webhook bodies that are daily digests, parsed.
+/// Stops the controller as systemd does (SIGTERM): the check under way records what it sent
+/// before the controller exits. (A kill -9 between a delivery and its record sends it again once
+/// after a restart: alerts are delivered at least once.)
+fn stop(mut c: Controller) {
+    let pid = c.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = c.child.wait().unwrap();
+    assert!(status.success(), "controller exited with {status}");
+}
+
 fn digests(bodies: &Received) -> Vec<serde_json::Value> {
     bodies
         .lock()
@@ -370,19 +384,7 @@ fn the_daily_digest_lists_what_is_open_once_at_its_hour() {
         changes(&bodies).len() == 1
     });
     assert!(digests(&bodies).is_empty());
-    // Stopped as systemd stops it (SIGTERM): the check under way records what it sent before the
-    // controller exits. (A kill -9 between a delivery and its record would send it again once:
-    // alerts are delivered at least once.)
-    let mut c = c;
-    let pid = c.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = c.child.wait().unwrap();
-    assert!(status.success(), "controller exited with {status}");
-    drop(c);
+    stop(c);
 
     // Two seconds before 07:00 UTC: the digest comes once, listing the late session.
     let _c = Controller::start_full(
@@ -521,7 +523,7 @@ fn a_relay_enrolled_turns_late_into_at_risk_and_a_silent_relay_is_an_alert() {
             ("opened".to_owned(), "at_risk".to_owned())
         ]
     );
-    drop(c);
+    stop(c);
 
     // Two hours later (a test clock) the relay has still not reported: silent, sent once.
     let _c = Controller::start_full(&data, &[("NIGHTCAST_CLOCK", "offset=7200")], Some(&config));

@@ -218,7 +218,11 @@ fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before
         3_680_000,
         "paced to 92 % of 4 Mbit/s"
     );
-    // The relay's own counters say the same (UDP both ways, every overhead).
+    // The relay's own counters say the same (UDP both ways, every overhead), once its status file
+    // caught up with the transfer's last bytes.
+    relay.wait("the relay's WAN counters to count the transfer", 10, |r| {
+        relay_wan(r) - relay_before >= new_bytes
+    });
     let counted = relay_wan(&relay) - relay_before;
     assert!(counted >= new_bytes, "{counted} < {new_bytes}");
     assert!(
