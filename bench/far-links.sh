@@ -58,7 +58,7 @@ bg() {
     echo "far-links.sh: $* did not start: $(cat "$out.err")" >&2; exit 1
 }
 
-echo "leg cc rtt_ms loss_permille wall_s bytes tc_bytes max1s_bytes" >"$WORK/rows"
+echo "leg cc rtt_ms loss_permille wall_s bytes tc_bytes max1s_bytes steady_bytes_per_s" >"$WORK/rows"
 for link in $LINKS; do
     IFS=: read -r name rtt loss <<<"$link"
     for cc in $CCS; do
@@ -88,7 +88,10 @@ for i in range(len(pts)):
         if pts[j][0] - pts[i][0] >= 1.0:
             best = max(best, (pts[j][1] - pts[i][1]) / (pts[j][0] - pts[i][0]))
             break
-print(name, cc, rtt, loss, r["wall_s"], r["bytes"], tcb, best)
+# After BBR's start-up: the wire rate from 10 s in to the end (a night's transfer is hours long).
+late = [p for p in pts if p[0] - pts[0][0] >= 10.0]
+steady = (late[-1][1] - late[0][1]) / (late[-1][0] - late[0][0]) if len(late) > 2 else 0.0
+print(name, cc, rtt, loss, r["wall_s"], r["bytes"], tcb, best, steady)
 PY
         echo "far-links.sh: $name $cc done" >&2
     done
@@ -99,11 +102,11 @@ cap, size, rows = float(sys.argv[1]), sys.argv[2], sys.argv[3]
 lines = [l.split() for l in open(rows)][1:]
 print(f"Far links: {size} image, cap {cap:g} Mbit/s (tbf both ways = the cap), relay pacer at the cap, "
       f"load average {os.getloadavg()[0]:.1f}\n")
-print("| link | RTT ms | loss % | sender's controller | wall s | payload / cap | wire / cap | max 1 s wire / cap |")
-print("|---|---:|---:|---|---:|---:|---:|---:|")
-for name, cc, rtt, loss, wall, b, tcb, best in lines:
-    wall, b, tcb, best = float(wall), int(b), int(tcb), float(best)
+print("| link | RTT ms | loss % | sender's controller | wall s | payload / cap | wire / cap | wire / cap after 10 s | max 1 s wire / cap |")
+print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
+for name, cc, rtt, loss, wall, b, tcb, best, steady in lines:
+    wall, b, tcb, best, steady = float(wall), int(b), int(tcb), float(best), float(steady)
     pay = b * 8 / wall / 1e6 / cap
     wire = tcb * 8 / wall / 1e6 / cap
-    print(f"| {name} | {rtt} | {int(loss) / 10:g} | {cc} | {wall:.1f} | {pay:.3f} | {wire:.3f} | {best * 8 / 1e6 / cap:.3f} |")
+    print(f"| {name} | {rtt} | {int(loss) / 10:g} | {cc} | {wall:.1f} | {pay:.3f} | {wire:.3f} | {steady * 8 / 1e6 / cap:.3f} | {best * 8 / 1e6 / cap:.3f} |")
 PY

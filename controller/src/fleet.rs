@@ -45,6 +45,12 @@ fn relay(r: &RelayReport) -> Vec<String> {
             .filter(|m| m.bytes > 0)
             .map(|m| format!("{}: {} MB to fetch", m.master, m.bytes.div_ceil(1_000_000))),
     );
+    out.extend(r.bad_siblings.iter().map(|b| {
+        format!(
+            "RELAY {} sent corrupt chunks of {} (refused; set aside for a night): check that relay's disk",
+            b.node, b.master
+        )
+    }));
     out
 }
 
@@ -116,6 +122,11 @@ mod tests {
                 bytes: 2_000_000,
             }],
             last_error: Some("controller unreachable".into()),
+            bad_siblings: vec![image_tools::report::BadPeer {
+                node: "relay-0".into(),
+                master: m("2"),
+                at: 0,
+            }],
             ..RelayReport::default()
         };
         let said = attention(&row(Report::Relay(relay), Some("2 seats are silent")));
@@ -123,7 +134,8 @@ mod tests {
             said,
             "waits for the DSI: 2 seats are silent; DISK FULL: fetching stopped; \
              QUOTA TOO SMALL by 2 MB for the scheduled masters; woken, not answering: nuc-3; \
-             win10 2: 2 MB to fetch; last error: controller unreachable"
+             win10 2: 2 MB to fetch; RELAY relay-0 sent corrupt chunks of win10 2 (refused; \
+             set aside for a night): check that relay's disk; last error: controller unreachable"
         );
     }
 

@@ -82,6 +82,10 @@ pub struct RelayReport {
     /// What each planned master version still lacks.
     pub missing: Vec<Missing>,
     pub last_error: Option<String>,
+    /// The site's other relays it set aside for sending chunks that are not what their ids say
+    /// (each refused before use). New in this version: kept last, defaulted when absent.
+    #[serde(default)]
+    pub bad_siblings: Vec<BadPeer>,
 }
 
 /// A planned master version and the bytes the relay still has to fetch for it.

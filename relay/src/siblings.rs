@@ -18,6 +18,7 @@
 use std::net::SocketAddr;
 
 use image_tools::discovery::Answer;
+use image_tools::report::BadPeer;
 
 /// Another relay of this site, as discovery found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,17 @@ pub fn siblings(
     found.sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
     found.dedup_by(|a, b| a.name == b.name);
     found
+}
+
+/// How long a relay of the site that sent a corrupt chunk is set aside: neither asked for chunks
+/// nor followed across the WAN. A night: its own scrub (or the DSI) has the time to repair it.
+pub const SET_ASIDE_SECS: i64 = 6 * 3600;
+
+/// Whether `name` is set aside at `now`: it sent a corrupt chunk (`bad`: who, when) less than
+/// [`SET_ASIDE_SECS`] ago.
+pub fn set_aside(bad: &[BadPeer], name: &str, now: i64) -> bool {
+    bad.iter()
+        .any(|b| b.node == name && now < b.at.saturating_add(SET_ASIDE_SECS))
 }
 
 /// Of the site's other relays that can be reached (`reachable`, any order), the one that crosses
@@ -103,6 +115,20 @@ mod tests {
             answer("lyon", "relay-0", [9; 16], 2),
         ];
         assert!(siblings("relay-b", "lyon", &[CA], &all).is_empty());
+    }
+
+    #[test]
+    fn a_relay_that_sent_a_corrupt_chunk_is_set_aside_for_a_night_then_trusted_again() {
+        let bad = [BadPeer {
+            node: "relay-a".into(),
+            master: image_tools::wire::MasterRef::new("demo", "1").unwrap(),
+            at: 1_000,
+        }];
+        assert!(set_aside(&bad, "relay-a", 1_000));
+        assert!(set_aside(&bad, "relay-a", 1_000 + SET_ASIDE_SECS - 1));
+        assert!(!set_aside(&bad, "relay-a", 1_000 + SET_ASIDE_SECS));
+        assert!(!set_aside(&bad, "relay-c", 1_000));
+        assert!(!set_aside(&[], "relay-a", 1_000));
     }
 
     #[test]

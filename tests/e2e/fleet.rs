@@ -24,11 +24,14 @@ use crate::util::{self, workspace_bin, Controller, UdpCounter};
 pub struct RelayOpts {
     pub quota: &'static str,
     pub scrub_mib: u64,
+    /// More top-level lines of `relay.toml`.
+    pub extra: String,
 }
 
 pub const DEFAULT_RELAY: RelayOpts = RelayOpts {
     quota: "10 GiB",
     scrub_mib: 0,
+    extra: String::new(),
 };
 
 /// A controller with site `lyon` (UTC), one master `demo 1` scheduled there for 2030-01-08 08:00,
@@ -415,12 +418,13 @@ impl Fleet {
             &config,
             format!(
                 "controller = \"{}\"\ndata = \"{}\"\nlisten = \"127.0.0.1:0\"\ndiscovery = \"127.0.0.1:0\"\nquota = \"{}\"\n\
-                 poll_secs = 1\nreconnect_max_secs = 1\n\
+                 poll_secs = 1\nreconnect_max_secs = 1\n{}\n\
                  [scrub]\nmib_per_sec = {}\nevery_hours = 0.0003\n\
                  [wake_on_lan]\ntarget = \"{}\"\ngrace_minutes = 1\n",
                 self.wan.addr,
                 data.display(),
                 opts.quota,
+                opts.extra,
                 opts.scrub_mib,
                 self.wol.local_addr().unwrap()
             ),
@@ -491,13 +495,22 @@ impl Fleet {
     /// A NUC's agent of site lyon, enrolled directly with the controller (the agent issue adds
     /// enrolment through the relay).
     pub fn agent(&self, node: &str) -> Agent {
-        let token = self.nightcast(&["enroll", "--role", "agent", "--site", "lyon"]);
+        self.enrolled(Role::Agent, node)
+    }
+
+    /// A node of site lyon in `role`, enrolled directly with the controller, run in the test.
+    pub fn enrolled(&self, role: Role, node: &str) -> Agent {
+        let word = match role {
+            Role::Relay => "relay",
+            _ => "agent",
+        };
+        let token = self.nightcast(&["enroll", "--role", word, "--site", "lyon"]);
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (creds, key) = rt
             .block_on(exchange::enroll(
                 self.quic,
                 token.trim(),
-                Role::Agent,
+                role,
                 node,
                 self.clock,
             ))

@@ -10,6 +10,7 @@
 
 mod fleet;
 mod netns;
+mod rogue;
 mod util;
 mod webdriver;
 

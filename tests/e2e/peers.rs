@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_tools::exchange::{self, Connection, ExchangeError, FetchOptions, FrameReader};
-use image_tools::trust::{Admit, Credentials, Expect, Revoked};
-use image_tools::wire::{self, Control, ErrorCode, Frame, Hello, Role, Status};
-use image_tools::{ChunkStore, LocalStore, NodeId, SiteId, VerifiedChunk};
+use image_tools::exchange::{self, Connection, ExchangeError, FetchOptions};
+use image_tools::trust::{Admit, Credentials, Expect};
+use image_tools::wire::{ErrorCode, Hello, Role, Status};
+use image_tools::{ChunkStore, LocalStore, NodeId, SiteId};
 
 use crate::fleet::*;
 
@@ -69,74 +69,10 @@ fn assert_images(f: &Fleet, agents: &[AgentProc]) {
     }
 }
 
-/// A peer that claims to hold everything and serves other bytes under every id asked for: an
-/// enrolled agent of the site gone bad (its certificate is genuine).
+/// A peer that claims to hold everything and serves other bytes: an enrolled agent of the site
+/// gone bad (its certificate is genuine).
 fn start_rogue(agent: &Agent) -> SocketAddr {
-    let (rt, node) = (&agent.rt, agent.node.as_str());
-    let tls = agent
-        .creds
-        .server_config(Admit::AgentsOf(lyon()), Revoked::default(), agent.clock)
-        .unwrap();
-    let _guard = rt.enter();
-    let endpoint = exchange::server_endpoint("127.0.0.1:0".parse().unwrap(), tls).unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    let me = NodeId::new(node).unwrap();
-    rt.spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
-            let me = me.clone();
-            tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    let me = me.clone();
-                    tokio::spawn(async move {
-                        let mut reader = FrameReader::default();
-                        let Ok(Some(Frame::Control(request))) = reader.next(&mut recv).await else {
-                            return;
-                        };
-                        let reply = match request {
-                            Control::Hello(_) => {
-                                vec![Frame::Control(Control::HelloAck(Hello::new(
-                                    Role::Agent,
-                                    &me,
-                                )))]
-                            }
-                            Control::Has(ids) => vec![Frame::Control(Control::HasReply(
-                                wire::pack_bits(&vec![true; ids.len()]),
-                            ))],
-                            Control::GetChunks(ids) => {
-                                let fake = VerifiedChunk::from_raw(
-                                    b"not the chunk you asked for".repeat(40),
-                                );
-                                let mut out: Vec<Frame> = ids
-                                    .into_iter()
-                                    .map(|id| Frame::Chunk {
-                                        id,
-                                        stored: [fake.header().to_vec(), fake.payload().to_vec()]
-                                            .concat(),
-                                    })
-                                    .collect();
-                                out.push(Frame::Control(Control::End));
-                                out
-                            }
-                            _ => vec![Frame::Control(Control::Error {
-                                code: ErrorCode::BadRequest,
-                                message: "rogue".into(),
-                            })],
-                        };
-                        for frame in reply {
-                            let bytes = wire::encode_to_vec(&frame).unwrap();
-                            if send.write_all(&bytes).await.is_err() {
-                                return;
-                            }
-                        }
-                        let _ = send.finish();
-                        let _ = send.stopped().await;
-                    });
-                }
-            });
-        }
-    });
-    addr
+    crate::rogue::start(agent, Role::Agent, Admit::AgentsOf(lyon()))
 }
 
 /// Tells the relay, as `agent`, that it serves peers on `port` and holds `demo 1`.

@@ -216,6 +216,7 @@ fn a_chunk_rotten_on_the_relays_disk_is_never_served_and_is_fetched_again() {
     let relay = f.relay(&RelayOpts {
         quota: "10 GiB",
         scrub_mib: 64,
+        extra: String::new(),
     });
     relay.wait("the master to complete", 30, Relay::complete);
     let ids: Vec<_> = f.manifest.unique_chunks().iter().map(|c| c.id).collect();
@@ -286,6 +287,7 @@ fn a_quota_below_the_scheduled_masters_keeps_them_all_and_says_so() {
     let relay = f.relay(&RelayOpts {
         quota: "500 KB",
         scrub_mib: 0,
+        extra: String::new(),
     });
     relay.wait("the master to complete", 30, Relay::complete);
     relay.wait("the quota to be reported", 10, |r| {
@@ -500,4 +502,58 @@ fn the_dsi_wakes_a_nuc_through_its_relay() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("relay-1 is not an enrolled NUC"), "{err}");
+}
+
+/// A second relay of the site gone bad (its certificate is genuine, relay-0 sorts first, so it
+/// would cross the WAN for both) says it holds every chunk and sends other bytes: the relay
+/// refuses every one, sets it aside, crosses the WAN itself, completes the master and names it
+/// to the DSI.
+#[test]
+fn a_sibling_relay_that_sends_corrupt_chunks_is_set_aside_and_the_wan_brings_the_master() {
+    let f = Fleet::new("00:00-23:59", 100, 8, "start=2030-01-07T12:00:00Z speed=1");
+    let rogue = f.enrolled(Role::Relay, "relay-0");
+    let port = crate::rogue::start(
+        &rogue,
+        Role::Relay,
+        image_tools::trust::Admit::SiteOf(image_tools::SiteId::new("lyon").unwrap()),
+    )
+    .port();
+    let ca = rogue.creds.trusted_cas().into_iter().next().unwrap();
+    let answer = image_tools::discovery::Answer {
+        nightcast: 1,
+        site: "lyon".into(),
+        relay: "relay-0".into(),
+        port,
+        ca: image_tools::ids::hex(&image_tools::trust::fingerprint(ca)),
+        also: Vec::new(),
+    };
+    let ask = rogue.rt.block_on(async {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(image_tools::discovery::answer(socket, answer));
+        addr
+    });
+
+    let relay = f.relay(&RelayOpts {
+        extra: format!("sibling_discovery = \"{ask}\""),
+        ..DEFAULT_RELAY
+    });
+    relay.wait("the master to complete over the WAN", 60, Relay::complete);
+    let s = relay.status();
+    let bad = s["bad_siblings"].as_array().unwrap();
+    assert_eq!(bad.len(), 1, "{s}");
+    assert_eq!(bad[0]["node"], "relay-0");
+    assert!(s["siblings"].as_array().unwrap().is_empty(), "{s}");
+    assert!(s["upstream"].is_null(), "{s}");
+    assert_eq!(s["sibling_bytes"], 0, "nothing it sent was kept: {s}");
+    // Every chunk in the relay's store is the master's, whole.
+    let store = LocalStore::open(&relay.data.join("store")).unwrap();
+    for c in f.manifest.unique_chunks() {
+        store.get(&c.id).unwrap();
+    }
+    // The DSI reads it in the fleet.
+    f.fleet_showing("RELAY relay-0 sent corrupt chunks of demo 1", 30);
+    // Discovery still finds it, but it is not taken back for the night.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(relay.status()["siblings"].as_array().unwrap().is_empty());
 }

@@ -220,6 +220,10 @@ async fn fetch_one(
                 Err(exchange::ExchangeError::Transport(e)) => {
                     tracing::info!(sibling = %s.name, error = %e, "the site's other relay stopped answering")
                 }
+                // Nothing it sent was kept; the others, or the WAN, bring the rest.
+                Err(exchange::ExchangeError::PeerLied { chunks, .. }) => {
+                    r.set_aside(&s.name, master, chunks.len())
+                }
                 Err(e) => return Err(e),
             }
         }

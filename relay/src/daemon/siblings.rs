@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use image_tools::exchange::{self, Connection};
+use image_tools::report::BadPeer;
 use image_tools::trust::{self, Expect};
+use image_tools::wire::MasterRef;
 use tokio_util::sync::CancellationToken;
 
 use super::Relay;
@@ -91,12 +93,20 @@ impl Relay {
             .into_iter()
             .map(trust::fingerprint)
             .collect();
+        let bad = self
+            .stats
+            .lock()
+            .map(|s| s.bad_siblings.clone())
+            .unwrap_or_default();
+        let now = self.clock.now();
         let found = siblings::siblings(
             self.me.node.as_str(),
             self.me.site.as_str(),
             &trusted,
             &answers,
-        );
+        )
+        .into_iter()
+        .filter(|s| !siblings::set_aside(&bad, &s.name, now));
         let current = self.siblings.borrow().clone();
         let mut connected = Vec::new();
         for sibling in found {
@@ -137,6 +147,37 @@ impl Relay {
         .map_err(|_| exchange::ExchangeError::Transport("no answer in 5 s".into()))??;
         conn.hello(self.hello()).await?;
         Ok(conn)
+    }
+
+    /// `name` sent chunks of `master` that were not what their ids say (`chunks` of them, each
+    /// refused): it is set aside for a night (`siblings::SET_ASIDE_SECS`), neither asked for
+    /// chunks nor followed across the WAN, and named in the report to the DSI. Its connection is
+    /// dropped quietly: the transfer under way goes on without it.
+    pub(super) fn set_aside(&self, name: &str, master: &MasterRef, chunks: usize) {
+        tracing::warn!(sibling = %name, %master, chunks, "the site's other relay sent corrupt chunks (refused): set aside for {} h", siblings::SET_ASIDE_SECS / 3600);
+        let now = self.clock.now();
+        self.siblings.send_if_modified(|s| {
+            s.retain(|u| u.name != name);
+            false
+        });
+        let left: Vec<String> = self
+            .siblings
+            .borrow()
+            .iter()
+            .map(|u| u.name.clone())
+            .collect();
+        let leader = siblings::leader(self.me.node.as_str(), left.iter().map(String::as_str))
+            .map(str::to_owned);
+        self.stat(|s| {
+            s.bad_siblings.retain(|b| b.node != name);
+            s.bad_siblings.push(BadPeer {
+                node: name.to_owned(),
+                master: master.clone(),
+                at: now,
+            });
+            s.siblings = left;
+            s.upstream = leader;
+        });
     }
 
     /// The connected relay of the site that crosses the WAN for this one; `None`: this one does.

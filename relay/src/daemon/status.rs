@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use image_tools::report::{Missing, RelayReport, Report};
+use image_tools::report::{BadPeer, Missing, RelayReport, Report};
 use image_tools::trust::Identity;
 use image_tools::wire::{MasterRef, Order, OrderKind, Role, Status};
 use serde::Serialize;
@@ -56,6 +56,9 @@ pub struct Stats {
     pub upstream: Option<String>,
     /// Of `fetched_bytes`, what came from the site's other relays over the LAN.
     pub sibling_bytes: u64,
+    /// The site's other relays set aside for sending corrupt chunks, of which version, when
+    /// (`crate::siblings::set_aside`).
+    pub bad_siblings: Vec<BadPeer>,
     /// Chunks asked for by agents and fetched at once (WAN open).
     pub on_demand_chunks: u64,
     pub served_chunks: u64,
@@ -210,6 +213,7 @@ impl Relay {
                 agents_not_answering: s.agents_not_answering,
                 missing,
                 last_error: s.last_error,
+                bad_siblings: s.bad_siblings,
             }),
         }
     }
