@@ -20,6 +20,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIZE=${SIZE:-48M}
 CAP_MBIT=${CAP_MBIT:-10}
 CCS=${CCS:-cubic newreno bbr}
+# PACER= (empty) leaves the relay's own pacer out: the link and the sender alone.
+PACER=${PACER-1}
 LINKS=${LINKS:-satellite:600:1 4g:80:10}
 WORK=$(mktemp -d /var/tmp/nightcast-far.XXXXXX)
 S=ncl-srv C=ncl-cli
@@ -71,7 +73,7 @@ for link in $LINKS; do
         ( while :; do echo "$(date +%s.%N) $(tc_sent)"; sleep 0.5; done ) >"$WORK/samples" &
         sampler=$!
         json=$(ip netns exec $C "$BIN" fetch --dir "$WORK/d" --connect 127.0.0.1:47301 \
-            --out "$WORK/store-$name-$cc" --rate-mbit "$CAP_MBIT")
+            --out "$WORK/store-$name-$cc" ${PACER:+--rate-mbit "$CAP_MBIT"})
         kill $sampler; wait $sampler 2>/dev/null || true
         t1=$(tc_sent)
         kill $srv $proxy; wait $srv $proxy 2>/dev/null || true
