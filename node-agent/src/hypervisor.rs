@@ -22,9 +22,10 @@ use std::time::Duration;
 use image_tools::durable::TempFile;
 
 use crate::health::Health;
-use crate::profile::{Host, Network, ProfileError};
+use crate::profile::{AudioOut, Host, Network, ProfileError};
 use crate::qmp::QmpError;
 
+mod devices;
 mod fake;
 mod kvm_memory;
 mod qemu;
@@ -263,5 +264,11 @@ pub fn host_facts(network: Network) -> Host {
         ovmf_vars: PathBuf::from(Host::OVMF_VARS),
         network,
         screen: None,
+        audio: if Path::new("/dev/snd").is_dir() {
+            AudioOut::Alsa
+        } else {
+            AudioOut::None
+        },
+        swtpm: PathBuf::from("swtpm"),
     }
 }

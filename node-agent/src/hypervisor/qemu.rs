@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::devices::{self, Swtpm};
 use super::kvm_memory::{self, Decision};
 use super::{Hypervisor, HypervisorError, Overlay, VmStatus};
 use crate::health::{self, Failure, Health, Seen};
@@ -143,6 +144,8 @@ pub struct Qemu {
     verdict: Option<Health>,
     /// The size of the X screen the VM was last started on, if it shows on one.
     screen: Option<(u32, u32)>,
+    /// The running VM's TPM (profiles with `tpm`): killed with the VM.
+    tpm: Option<Swtpm>,
 }
 
 impl Qemu {
@@ -181,6 +184,7 @@ impl Qemu {
             button: false,
             verdict: None,
             screen: None,
+            tpm: None,
         })
     }
 
@@ -272,6 +276,11 @@ impl Qemu {
             .collect()
     }
 
+    /// The virtual TPM's `swtpm` process id while the VM runs (profiles with `tpm`).
+    pub fn tpm_pid(&self) -> Option<u32> {
+        self.tpm.as_ref().map(Swtpm::pid)
+    }
+
     /// The VM's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -317,6 +326,7 @@ impl Qemu {
                 };
                 tracing::info!(vm = %self.config.name, ?status, "VM exited");
                 self.child = None;
+                self.tpm = None;
             }
         }
         Ok(())
@@ -535,6 +545,23 @@ impl Hypervisor for Qemu {
             if m.profile.firmware == profile::Firmware::Uefi && !paths.vars.exists() {
                 self.fresh_vars()?;
             }
+            if let Some(size) = m.profile.persistent_disk {
+                devices::persistent_disk(
+                    &self.config.name,
+                    &self.config.qemu_img,
+                    &paths.persistent_disk(&m.seat),
+                    size,
+                )?;
+            }
+            self.tpm = None;
+            if m.profile.tpm {
+                self.tpm = Some(Swtpm::start(
+                    &self.config.name,
+                    &m.host.swtpm,
+                    &paths.tpm_state,
+                    &paths.tpm_socket,
+                )?);
+            }
             self.accel = Some(accel);
             // The guest takes the screen's size (read now: the screen may have changed).
             if let Some(display) = &self.config.x_display {
@@ -563,12 +590,18 @@ impl Hypervisor for Qemu {
         if let Some(display) = &self.config.x_display {
             command.env("DISPLAY", display);
         }
-        let child = command
+        let child = match command
             .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
-            .map_err(start_err)?;
+        {
+            Ok(child) => child,
+            Err(e) => {
+                self.tpm = None;
+                return Err(start_err(e));
+            }
+        };
         tracing::info!(vm = %self.config.name, pid = child.id(), accel = ?self.accel, "VM started");
         self.child = Some(child);
         self.started = Some(tokio::time::Instant::now());
@@ -738,6 +771,7 @@ impl Qemu {
             waited += step;
         }
         tracing::info!(vm = %self.config.name, pid, "VM stopped");
+        self.tpm = None;
         self.stopped = Some(Stopped::Forced);
         self.last = VmStatus::Stopped;
         Ok(())
