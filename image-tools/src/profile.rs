@@ -68,6 +68,18 @@ pub enum Display {
     Kiosk,
 }
 
+/// Which USB devices plugged into a site's NUCs the guest gets (a site setting, `nightcast site
+/// set --usb`): none, mass storage only (USB sticks, card readers), or all (but hubs, and the
+/// keyboards and mice the kiosk already gives the guest).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsbPolicy {
+    #[default]
+    None,
+    Storage,
+    All,
+}
+
 /// An amount of the NUC's memory (MiB) or CPUs: fixed, or a percentage of what the NUC has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -137,24 +149,11 @@ pub struct Profile {
     /// A second disk of this size that the seat keeps across sessions (course material a trainer
     /// leaves for the week); `None`: no second disk. Created empty by the agent on the NUC,
     /// local to that NUC (a spare that takes the seat starts with an empty one).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub persistent_disk: Option<DiskSize>,
     /// A virtual TPM 2.0 (swtpm), fresh at every session like the master's disk.
-    #[serde(skip_serializing_if = "is_false")]
     pub tpm: bool,
     /// A sound card in the guest, played on the NUC's own sound output.
-    #[serde(skip_serializing_if = "is_true")]
     pub audio: bool,
-}
-
-// Fields at their default are left out of what the controller sends, so an agent that does not
-// know a field yet still reads a profile that does not use it.
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-fn is_true(b: &bool) -> bool {
-    *b
 }
 
 /// The size of a persistent disk, in MiB: typed `512M` or `2G` (MiB and GiB), from 16 MiB to
@@ -199,11 +198,11 @@ impl FromStr for DiskSize {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<DiskSize, ParseError> {
-        let t = s.trim();
-        let t = t
-            .strip_suffix("iB")
-            .or_else(|| t.strip_suffix('B'))
-            .unwrap_or(t);
+        let upper = s.trim().to_ascii_uppercase();
+        let t = upper
+            .strip_suffix("IB")
+            .or_else(|| upper.strip_suffix('B'))
+            .unwrap_or(&upper);
         let (number, unit) = match t.char_indices().last() {
             Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
             _ => return Err(parse_err(s, DiskSize::EXPECTED)),
@@ -331,6 +330,7 @@ macro_rules! words {
     };
 }
 
+words!(UsbPolicy, "none, storage or all", None => "none", Storage => "storage", All => "all");
 words!(Firmware, "bios or uefi", Bios => "bios", Uefi => "uefi");
 words!(Accel, "kvm, tcg or auto", Kvm => "kvm", Tcg => "tcg", Auto => "auto");
 words!(DiskModel, "virtio or sata", Virtio => "virtio", Sata => "sata");
@@ -494,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn devices_read_from_toml_and_json_and_defaults_stay_out_of_the_json() {
+    fn devices_read_from_toml_json_and_postcard() {
         let p: Profile =
             toml::from_str("persistent_disk = \"2G\"\ntpm = true\naudio = false\n").unwrap();
         assert_eq!(p.persistent_disk, Some(DiskSize(2048)));
@@ -503,11 +503,9 @@ mod tests {
         assert!(json.contains("\"persistent_disk\":\"2G\""), "{json}");
         assert_eq!(serde_json::from_str::<Profile>(&json).unwrap(), p);
         assert!(p.to_string().ends_with("persistent disk 2G, tpm, no audio"));
-        // An agent that does not know these fields still reads a profile that does not use them.
-        let json = serde_json::to_string(&Profile::default()).unwrap();
-        for field in ["persistent_disk", "tpm", "audio"] {
-            assert!(!json.contains(field), "{json}");
-        }
+        // Also in the binary wire format (postcard) the NUCs report profiles in.
+        let bytes = postcard::to_allocvec(&p).unwrap();
+        assert_eq!(postcard::from_bytes::<Profile>(&bytes).unwrap(), p);
         assert!(toml::from_str::<Profile>("persistent_disk = \"2 bananas\"").is_err());
     }
 

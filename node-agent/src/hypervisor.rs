@@ -150,6 +150,11 @@ pub trait Hypervisor: fmt::Debug {
         None
     }
 
+    /// While the VM runs: gives the guest the USB devices plugged into the NUC that the site's
+    /// policy passes, takes back those pulled out (`usb`). Called at every tick; VMs without a
+    /// profile pass nothing.
+    fn sync_usb(&mut self) {}
+
     /// Between sessions: stop, discard the overlay, make a fresh one over the same master.
     fn reset(&mut self) -> Result<(), HypervisorError> {
         let master = self
@@ -270,5 +275,6 @@ pub fn host_facts(network: Network) -> Host {
             AudioOut::None
         },
         swtpm: PathBuf::from("swtpm"),
+        usb: crate::profile::UsbPolicy::None,
     }
 }

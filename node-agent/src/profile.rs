@@ -20,7 +20,12 @@ use std::path::{Path, PathBuf};
 
 pub use image_tools::profile::{
     Accel, Amount, DiskModel, DiskSize, Display, Firmware, HealthCheck, NicModel, Profile,
+    UsbPolicy,
 };
+
+/// The QEMU id of the USB controller the NUC's passed devices go on, and its bus.
+pub const USB_PASS_CONTROLLER: &str = "usbpass";
+pub const USB_PASS_BUS: &str = "usbpass.0";
 
 /// The accelerator actually used for one start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +169,9 @@ pub struct Host {
     pub audio: AudioOut,
     /// `swtpm`, for profiles with a TPM.
     pub swtpm: PathBuf,
+    /// The site's USB policy: the guest gets a USB controller for the NUC's devices unless it
+    /// is `none` (the devices themselves are added while the VM runs, `usb`).
+    pub usb: UsbPolicy,
 }
 
 /// The NUC's sound output as QEMU reaches it (`-audiodev`). The agent runs as a system service
@@ -406,6 +414,9 @@ pub fn argv(
             "hda-duplex,audiodev=snd0,bus=hda.0",
         ]);
     }
+    if host.usb != UsbPolicy::None {
+        push(&["-device", &format!("qemu-xhci,id={USB_PASS_CONTROLLER}")]);
+    }
     push(&[
         "-fw_cfg",
         &format!("name=opt/nightcast/hostname,string={hostname}"),
@@ -481,6 +492,7 @@ mod tests {
             screen: None,
             audio: AudioOut::None,
             swtpm: "swtpm".into(),
+            usb: UsbPolicy::None,
         }
     }
 
@@ -737,6 +749,33 @@ mod tests {
         let a = argv("vm", &silent, &seat(), &host, &paths(), Chosen::Kvm).unwrap();
         assert!(values(&a, "-audiodev").is_empty());
         assert!(!values(&a, "-device").iter().any(|d| d.contains("hda")));
+    }
+
+    #[test]
+    fn a_site_that_passes_usb_devices_gives_the_guest_a_controller_for_them() {
+        let a = argv(
+            "vm",
+            &Profile::default(),
+            &seat(),
+            &host(),
+            &paths(),
+            Chosen::Kvm,
+        )
+        .unwrap();
+        assert!(!values(&a, "-device").contains(&"qemu-xhci,id=usbpass"));
+        for usb in [UsbPolicy::Storage, UsbPolicy::All] {
+            let host = Host { usb, ..host() };
+            let a = argv(
+                "vm",
+                &Profile::default(),
+                &seat(),
+                &host,
+                &paths(),
+                Chosen::Kvm,
+            )
+            .unwrap();
+            assert!(values(&a, "-device").contains(&"qemu-xhci,id=usbpass"));
+        }
     }
 
     #[test]
