@@ -159,26 +159,25 @@ pub struct Profile {
 /// The size of a persistent disk, in MiB: typed `512M` or `2G` (MiB and GiB), from 16 MiB to
 /// 1 TiB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DiskSize(u64);
+pub struct DiskSize(std::num::NonZeroU32);
 
 impl DiskSize {
     pub const MIN_MIB: u64 = 16;
     pub const MAX_MIB: u64 = 1 << 20;
 
     pub fn from_mib(mib: u64) -> Result<DiskSize, ParseError> {
-        if (DiskSize::MIN_MIB..=DiskSize::MAX_MIB).contains(&mib) {
-            Ok(DiskSize(mib))
-        } else {
-            Err(parse_err(&format!("{mib}M"), DiskSize::EXPECTED))
+        match u32::try_from(mib).ok().and_then(std::num::NonZeroU32::new) {
+            Some(n) if (DiskSize::MIN_MIB..=DiskSize::MAX_MIB).contains(&mib) => Ok(DiskSize(n)),
+            _ => Err(parse_err(&format!("{mib}M"), DiskSize::EXPECTED)),
         }
     }
 
     pub fn mib(self) -> u64 {
-        self.0
+        u64::from(self.0.get())
     }
 
     pub fn bytes(self) -> u64 {
-        self.0 << 20
+        self.mib() << 20
     }
 
     const EXPECTED: &'static str = "a size from 16M to 1024G, such as 512M or 2G";
@@ -186,10 +185,11 @@ impl DiskSize {
 
 impl fmt::Display for DiskSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1024 == 0 {
-            write!(f, "{}G", self.0 / 1024)
+        let mib = self.mib();
+        if mib % 1024 == 0 {
+            write!(f, "{}G", mib / 1024)
         } else {
-            write!(f, "{}M", self.0)
+            write!(f, "{mib}M")
         }
     }
 }
@@ -497,7 +497,7 @@ mod tests {
     fn devices_read_from_toml_json_and_postcard() {
         let p: Profile =
             toml::from_str("persistent_disk = \"2G\"\ntpm = true\naudio = false\n").unwrap();
-        assert_eq!(p.persistent_disk, Some(DiskSize(2048)));
+        assert_eq!(p.persistent_disk, DiskSize::from_mib(2048).ok());
         assert!(p.tpm && !p.audio);
         let json = serde_json::to_string(&p).unwrap();
         assert!(json.contains("\"persistent_disk\":\"2G\""), "{json}");
@@ -511,13 +511,13 @@ mod tests {
 
     #[test]
     fn disk_sizes_read_as_a_dsi_types_them() {
-        assert_eq!("512M".parse(), Ok(DiskSize(512)));
-        assert_eq!("2G".parse(), Ok(DiskSize(2048)));
-        assert_eq!("2GiB".parse(), Ok(DiskSize(2048)));
-        assert_eq!("3 gb".parse(), Ok(DiskSize(3072)));
-        assert_eq!(DiskSize(512).to_string(), "512M");
-        assert_eq!(DiskSize(2048).to_string(), "2G");
-        assert_eq!(DiskSize(2048).bytes(), 2 << 30);
+        assert_eq!("512M".parse(), DiskSize::from_mib(512));
+        assert_eq!("2G".parse(), DiskSize::from_mib(2048));
+        assert_eq!("2GiB".parse(), DiskSize::from_mib(2048));
+        assert_eq!("3 gb".parse(), DiskSize::from_mib(3072));
+        assert_eq!(DiskSize::from_mib(512).unwrap().to_string(), "512M");
+        assert_eq!(DiskSize::from_mib(2048).unwrap().to_string(), "2G");
+        assert_eq!(DiskSize::from_mib(2048).unwrap().bytes(), 2 << 30);
         for bad in ["", "2", "G", "0G", "8M", "2X", "-1G", "2000T", "1.5G"] {
             let e = bad.parse::<DiskSize>().unwrap_err().to_string();
             assert!(e.contains("such as 512M or 2G"), "{bad}: {e}");

@@ -639,7 +639,7 @@ impl Agent {
                 last_error: s.last_error.clone(),
                 bad_peers: self.bad_peers.clone(),
                 orders_done: self.station.news.orders_done,
-                profile: self.station.news.vm_profile.clone(),
+                profile: self.station.news.vm_profile.clone().map(Box::new),
             }),
         }
     }
