@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use image_tools::api::{self, NodeRole, Takeover};
+use image_tools::profile::UsbPolicy;
 use image_tools::report::Report;
 use image_tools::{MasterName, MasterVersion, NodeId, RoomName, SeatName, SiteId};
 use serde::de::DeserializeOwned;
@@ -106,6 +107,12 @@ pub enum Site {
         /// default): the night cap.
         #[arg(long, value_name = "MBIT")]
         emergency_cap_mbit: Option<u64>,
+        /// Which USB devices plugged into the site's NUCs the trainees' workstations get: none
+        /// (the default), storage (USB sticks and card readers only) or all (except hubs,
+        /// keyboards and mice, which the workstation has anyway). Used from each NUC's next
+        /// session; a device plugged in during a session reaches it within seconds.
+        #[arg(long)]
+        usb: Option<UsbPolicy>,
     },
     /// List the sites.
     List,
@@ -554,6 +561,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             cap_mbit,
             takeover,
             emergency_cap_mbit,
+            usb,
         }) => {
             let change = api::SiteChange {
                 tz,
@@ -561,9 +569,10 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 cap_mbit,
                 takeover,
                 emergency_cap_mbit,
+                usb,
             };
             if change == api::SiteChange::default() {
-                bail!("nothing to change: give --tz, --windows, --cap-mbit, --takeover or --emergency-cap-mbit");
+                bail!("nothing to change: give --tz, --windows, --cap-mbit, --takeover, --emergency-cap-mbit or --usb");
             }
             let s: api::SiteInfo = client.send("PATCH", &format!("/v1/sites/{name}"), &change)?;
             let emergency = match s.emergency_cap_mbit {
@@ -571,12 +580,13 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 e => format!("{e} Mbit/s"),
             };
             let human = format!(
-                "site {} is now: {}, windows {}, WAN cap {} Mbit/s, takeover {}, emergency pushes in the daytime at {emergency}",
+                "site {} is now: {}, windows {}, WAN cap {} Mbit/s, takeover {}, emergency pushes in the daytime at {emergency}, USB devices passed: {}",
                 s.name,
                 s.tz,
                 s.windows,
                 s.cap_mbit,
-                s.takeover.as_str()
+                s.takeover.as_str(),
+                s.usb
             );
             printed(&s, human)?
         }
@@ -631,6 +641,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 "WAN Mbit",
                 "TAKEOVER",
                 "EMERGENCY Mbit",
+                "USB",
             ],
             |s: &api::SiteInfo| {
                 vec![
@@ -643,6 +654,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                         0 => "night cap".to_owned(),
                         e => e.to_string(),
                     },
+                    s.usb.to_string(),
                 ]
             },
         )?,

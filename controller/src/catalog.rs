@@ -186,6 +186,7 @@ fn site_plans(
             pushes: pushes.remove(&site.name).unwrap_or_default(),
             orders: orders.remove(&site.name).unwrap_or_default(),
             profiles: profiles.clone(),
+            usb: site.usb,
         };
         out.push((site.name, plan));
     }

@@ -68,6 +68,18 @@ pub enum Display {
     Kiosk,
 }
 
+/// Which USB devices plugged into a site's NUCs the guest gets (a site setting, `nightcast site
+/// set --usb`): none, mass storage only (USB sticks, card readers), or all (but hubs, and the
+/// keyboards and mice the kiosk already gives the guest).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsbPolicy {
+    #[default]
+    None,
+    Storage,
+    All,
+}
+
 /// An amount of the NUC's memory (MiB) or CPUs: fixed, or a percentage of what the NUC has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -117,7 +129,8 @@ impl HealthCheck {
 }
 
 /// What a master needs from its VM. Every field has a default (UEFI, automatic acceleration,
-/// virtio, 50 % of memory, 2 vCPUs, no display, both health signals within 180 s); unknown fields
+/// virtio, 50 % of memory, 2 vCPUs, no display, both health signals within 180 s, no persistent
+/// disk, no TPM, a sound card); unknown fields
 /// are refused (a profile a newer controller wrote with a field this agent does not know is
 /// refused whole, never half read).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +146,92 @@ pub struct Profile {
     pub vcpus: Amount,
     pub display: Display,
     pub health: HealthCheck,
+    /// A second disk of this size that the seat keeps across sessions (course material a trainer
+    /// leaves for the week); `None`: no second disk. Created empty by the agent on the NUC,
+    /// local to that NUC (a spare that takes the seat starts with an empty one).
+    pub persistent_disk: Option<DiskSize>,
+    /// A virtual TPM 2.0 (swtpm), fresh at every session like the master's disk.
+    pub tpm: bool,
+    /// A sound card in the guest, played on the NUC's own sound output.
+    pub audio: bool,
+}
+
+/// The size of a persistent disk, in MiB: typed `512M` or `2G` (MiB and GiB), from 16 MiB to
+/// 1 TiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DiskSize(std::num::NonZeroU32);
+
+impl DiskSize {
+    pub const MIN_MIB: u64 = 16;
+    pub const MAX_MIB: u64 = 1 << 20;
+
+    pub fn from_mib(mib: u64) -> Result<DiskSize, ParseError> {
+        match u32::try_from(mib).ok().and_then(std::num::NonZeroU32::new) {
+            Some(n) if (DiskSize::MIN_MIB..=DiskSize::MAX_MIB).contains(&mib) => Ok(DiskSize(n)),
+            _ => Err(parse_err(&format!("{mib}M"), DiskSize::EXPECTED)),
+        }
+    }
+
+    pub fn mib(self) -> u64 {
+        u64::from(self.0.get())
+    }
+
+    pub fn bytes(self) -> u64 {
+        self.mib() << 20
+    }
+
+    const EXPECTED: &'static str = "a size from 16M to 1024G, such as 512M or 2G";
+}
+
+impl fmt::Display for DiskSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mib = self.mib();
+        if mib % 1024 == 0 {
+            write!(f, "{}G", mib / 1024)
+        } else {
+            write!(f, "{mib}M")
+        }
+    }
+}
+
+impl FromStr for DiskSize {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<DiskSize, ParseError> {
+        let upper = s.trim().to_ascii_uppercase();
+        let t = upper
+            .strip_suffix("IB")
+            .or_else(|| upper.strip_suffix('B'))
+            .unwrap_or(&upper);
+        let (number, unit) = match t.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+            _ => return Err(parse_err(s, DiskSize::EXPECTED)),
+        };
+        let n: u64 = number
+            .trim()
+            .parse()
+            .map_err(|_| parse_err(s, DiskSize::EXPECTED))?;
+        let mib = match unit {
+            'M' => n,
+            'G' => n.saturating_mul(1024),
+            'T' => n.saturating_mul(1 << 20),
+            _ => return Err(parse_err(s, DiskSize::EXPECTED)),
+        };
+        DiskSize::from_mib(mib).map_err(|_| parse_err(s, DiskSize::EXPECTED))
+    }
+}
+
+impl Serialize for DiskSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DiskSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DiskSize, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for Profile {
@@ -146,6 +245,9 @@ impl Default for Profile {
             vcpus: Amount::Fixed(2),
             display: Display::None,
             health: HealthCheck::default(),
+            persistent_disk: None,
+            tpm: false,
+            audio: true,
         }
     }
 }
@@ -228,6 +330,7 @@ macro_rules! words {
     };
 }
 
+words!(UsbPolicy, "none, storage or all", None => "none", Storage => "storage", All => "all");
 words!(Firmware, "bios or uefi", Bios => "bios", Uefi => "uefi");
 words!(Accel, "kvm, tcg or auto", Kvm => "kvm", Tcg => "tcg", Auto => "auto");
 words!(DiskModel, "virtio or sata", Virtio => "virtio", Sata => "sata");
@@ -297,7 +400,8 @@ impl fmt::Display for HealthCheck {
 
 impl fmt::Display for Profile {
     /// One line: `uefi, accel auto, disk sata, nic e1000, memory 60%, vcpus 2, display none,
-    /// health serial,agent within 180 s`.
+    /// health serial,agent within 180 s`, then what is not at its default: `persistent disk 2G`,
+    /// `tpm`, `no audio`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nic = self.nic.map_or("none", NicModel::word);
         let memory = match self.memory {
@@ -308,7 +412,17 @@ impl fmt::Display for Profile {
             f,
             "{}, accel {}, disk {}, nic {nic}, memory {memory}, vcpus {}, display {}, {}",
             self.firmware, self.accel, self.disk, self.vcpus, self.display, self.health
-        )
+        )?;
+        if let Some(size) = self.persistent_disk {
+            write!(f, ", persistent disk {size}")?;
+        }
+        if self.tpm {
+            f.write_str(", tpm")?;
+        }
+        if !self.audio {
+            f.write_str(", no audio")?;
+        }
+        Ok(())
     }
 }
 
@@ -328,8 +442,10 @@ mod tests {
         assert_eq!(p.accel, Accel::Auto);
         assert_eq!(p.health.within_secs, 90);
         assert!(p.health.serial_marker && p.health.guest_agent);
-        assert!(toml::from_str::<Profile>("tpm = true").is_err());
-        assert!(serde_json::from_str::<Profile>("{\"tpm\": true}").is_err());
+        assert!(toml::from_str::<Profile>("floppy = true").is_err());
+        assert!(serde_json::from_str::<Profile>("{\"floppy\": true}").is_err());
+        assert_eq!(p.persistent_disk, None);
+        assert!(!p.tpm && p.audio);
     }
 
     #[test]
@@ -374,6 +490,37 @@ mod tests {
         assert!(parse_health_signals("serial,ping").is_err());
         for d in [Display::None, Display::Kiosk, Display::GtkFullScreen] {
             assert_eq!(d.word().parse(), Ok(d));
+        }
+    }
+
+    #[test]
+    fn devices_read_from_toml_json_and_postcard() {
+        let p: Profile =
+            toml::from_str("persistent_disk = \"2G\"\ntpm = true\naudio = false\n").unwrap();
+        assert_eq!(p.persistent_disk, DiskSize::from_mib(2048).ok());
+        assert!(p.tpm && !p.audio);
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains("\"persistent_disk\":\"2G\""), "{json}");
+        assert_eq!(serde_json::from_str::<Profile>(&json).unwrap(), p);
+        assert!(p.to_string().ends_with("persistent disk 2G, tpm, no audio"));
+        // Also in the binary wire format (postcard) the NUCs report profiles in.
+        let bytes = postcard::to_allocvec(&p).unwrap();
+        assert_eq!(postcard::from_bytes::<Profile>(&bytes).unwrap(), p);
+        assert!(toml::from_str::<Profile>("persistent_disk = \"2 bananas\"").is_err());
+    }
+
+    #[test]
+    fn disk_sizes_read_as_a_dsi_types_them() {
+        assert_eq!("512M".parse(), DiskSize::from_mib(512));
+        assert_eq!("2G".parse(), DiskSize::from_mib(2048));
+        assert_eq!("2GiB".parse(), DiskSize::from_mib(2048));
+        assert_eq!("3 gb".parse(), DiskSize::from_mib(3072));
+        assert_eq!(DiskSize::from_mib(512).unwrap().to_string(), "512M");
+        assert_eq!(DiskSize::from_mib(2048).unwrap().to_string(), "2G");
+        assert_eq!(DiskSize::from_mib(2048).unwrap().bytes(), 2 << 30);
+        for bad in ["", "2", "G", "0G", "8M", "2X", "-1G", "2000T", "1.5G"] {
+            let e = bad.parse::<DiskSize>().unwrap_err().to_string();
+            assert!(e.contains("such as 512M or 2G"), "{bad}: {e}");
         }
     }
 

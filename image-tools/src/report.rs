@@ -127,8 +127,9 @@ pub struct AgentReport {
     pub orders_done: u64,
     /// The machine profile of its last VM start, and where it came from. New in this version:
     /// kept last, defaulted when absent.
+    /// Boxed: the largest part of a report, which most readers skip.
     #[serde(default)]
-    pub profile: Option<VmProfile>,
+    pub profile: Option<Box<VmProfile>>,
 }
 
 /// The machine profile a NUC's last VM start used: for which master version, from where.
@@ -192,7 +193,7 @@ mod tests {
                     master: m("win10", "3"),
                     at: 2,
                 }],
-                profile: Some(VmProfile {
+                profile: Some(Box::new(VmProfile {
                     master: m("win10", "2"),
                     from: Source::Catalogue,
                     profile: Profile {
@@ -200,7 +201,7 @@ mod tests {
                         memory: crate::profile::Amount::Percent(60),
                         ..Profile::default()
                     },
-                }),
+                })),
                 ..AgentReport::default()
             }),
         ] {

@@ -280,6 +280,10 @@ pub struct SitePlan {
     /// relay passes them on but cannot change them.
     #[serde(default)]
     pub profiles: Vec<SignedProfile>,
+    /// Which USB devices plugged into the site's NUCs their guests get (`nightcast site set
+    /// --usb`).
+    #[serde(default)]
+    pub usb: crate::profile::UsbPolicy,
 }
 
 /// Something the DSI asked of one NUC, from the console or `nightcast node reset|rollback|wake`.

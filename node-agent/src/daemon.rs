@@ -265,6 +265,7 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
     // two writes).
     let kept = agent.plan.profiles.clone();
     agent.learn_profiles(&kept);
+    agent.station.set_usb_policy(agent.plan.usb);
     agent.refresh_slots();
     agent.main_loop(&shutdown).await;
     tokio::task::block_in_place(|| agent.station.shut_down("the agent is stopping"));
@@ -441,6 +442,7 @@ impl Agent {
             self.learn_bridge(&plan);
             self.learn_keys(&plan);
             self.learn_profiles(&plan.profiles);
+            self.station.set_usb_policy(plan.usb);
             self.revoked.replace(revoked_serials(&plan));
             if plan != self.plan {
                 if let Ok(bytes) = serde_json::to_vec_pretty(&plan) {
@@ -637,7 +639,7 @@ impl Agent {
                 last_error: s.last_error.clone(),
                 bad_peers: self.bad_peers.clone(),
                 orders_done: self.station.news.orders_done,
-                profile: self.station.news.vm_profile.clone(),
+                profile: self.station.news.vm_profile.clone().map(Box::new),
             }),
         }
     }

@@ -22,9 +22,10 @@ use std::time::Duration;
 use image_tools::durable::TempFile;
 
 use crate::health::Health;
-use crate::profile::{Host, Network, ProfileError};
+use crate::profile::{AudioOut, Host, Network, ProfileError};
 use crate::qmp::QmpError;
 
+mod devices;
 mod fake;
 mod kvm_memory;
 mod qemu;
@@ -149,6 +150,11 @@ pub trait Hypervisor: fmt::Debug {
         None
     }
 
+    /// While the VM runs: gives the guest the USB devices plugged into the NUC that the site's
+    /// policy passes, takes back those pulled out (`usb`). Called at every tick; VMs without a
+    /// profile pass nothing.
+    fn sync_usb(&mut self) {}
+
     /// Between sessions: stop, discard the overlay, make a fresh one over the same master.
     fn reset(&mut self) -> Result<(), HypervisorError> {
         let master = self
@@ -263,5 +269,12 @@ pub fn host_facts(network: Network) -> Host {
         ovmf_vars: PathBuf::from(Host::OVMF_VARS),
         network,
         screen: None,
+        audio: if Path::new("/dev/snd").is_dir() {
+            AudioOut::Alsa
+        } else {
+            AudioOut::None
+        },
+        swtpm: PathBuf::from("swtpm"),
+        usb: crate::profile::UsbPolicy::None,
     }
 }

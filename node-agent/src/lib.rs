@@ -21,6 +21,8 @@
 //! - [`profile_source`]: which profile a start uses (the NUC's override, the catalogue's, the
 //!   NUC's default) and the catalogue's signed profiles this NUC verified, kept on disk.
 //! - [`qmp`]: QMP and guest agent clients (power button, `guest-ping`, `guest-exec`, files).
+//! - [`usb`]: pure: which USB devices plugged into the NUC the site's policy passes to the
+//!   guest, read from sysfs, as QMP `device_add` / `device_del`.
 //! - [`kiosk`]: the NUC's screen: the VM full screen during a session, a status page between
 //!   sessions (what to show: pure; the agent as the X server's window manager: `kiosk::x11`).
 //! - [`peers`]: peer sharing inside a site: the agent's peer server (verified chunks of what it
@@ -47,5 +49,6 @@ pub mod profile_source;
 pub mod qmp;
 pub mod slots;
 pub mod station;
+pub mod usb;
 pub mod verdicts;
 pub mod workstation;

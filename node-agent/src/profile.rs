@@ -7,15 +7,25 @@
 //! CPUs, memory, firmware files, how the guest reaches the LAN); [`Paths`]
 //! say where the session's files are. [`argv`] turns the four into QEMU's arguments.
 //!
+//! Devices a profile may add: a seat's persistent second disk (its file is per seat, see
+//! [`Paths::persistent_disk`]), a virtual TPM (QEMU talks to `swtpm` on [`Paths::tpm_socket`]), a
+//! sound card (on the NUC's output, [`Host::audio`]). USB passthrough is not in the command line:
+//! devices are added while the VM runs (`usb`).
+//!
 //! Pure: nothing here reads a file, the clock or the machine. Probing the host and running QEMU is
-//! `hypervisor`'s job. Not covered yet: a virtual TPM, USB policy, audio, persistent disks.
+//! `hypervisor`'s job.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use image_tools::profile::{
-    Accel, Amount, DiskModel, Display, Firmware, HealthCheck, NicModel, Profile,
+    Accel, Amount, DiskModel, DiskSize, Display, Firmware, HealthCheck, NicModel, Profile,
+    UsbPolicy,
 };
+
+/// The QEMU id of the USB controller the NUC's passed devices go on, and its bus.
+pub const USB_PASS_CONTROLLER: &str = "usbpass";
+pub const USB_PASS_BUS: &str = "usbpass.0";
 
 /// The accelerator actually used for one start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +165,32 @@ pub struct Host {
     /// The size in pixels of the screen the VM is shown on (read when it starts), which the
     /// guest's virtual screen takes as its preferred mode; `None`: QEMU's default (1280 x 800).
     pub screen: Option<(u32, u32)>,
+    /// Where the guest's sound card plays.
+    pub audio: AudioOut,
+    /// `swtpm`, for profiles with a TPM.
+    pub swtpm: PathBuf,
+    /// The site's USB policy: the guest gets a USB controller for the NUC's devices unless it
+    /// is `none` (the devices themselves are added while the VM runs, `usb`).
+    pub usb: UsbPolicy,
+}
+
+/// The NUC's sound output as QEMU reaches it (`-audiodev`). The agent runs as a system service
+/// with no desktop session, so no PipeWire or PulseAudio server of a user: ALSA, straight to the
+/// NUC's sound card; `None` where the NUC has no sound card (and in tests): the guest still has
+/// its card, which plays to nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AudioOut {
+    None,
+    Alsa,
+}
+
+impl AudioOut {
+    fn driver(self) -> &'static str {
+        match self {
+            AudioOut::None => "none",
+            AudioOut::Alsa => "alsa",
+        }
+    }
 }
 
 impl Host {
@@ -177,6 +213,11 @@ pub struct Paths {
     pub qga: PathBuf,
     /// Everything the guest writes to its first serial port.
     pub serial: PathBuf,
+    /// The directory of the seats' persistent disks: kept across resets and master swaps.
+    pub seats: PathBuf,
+    /// The virtual TPM's state (emptied at every start) and the socket QEMU reaches it on.
+    pub tpm_state: PathBuf,
+    pub tpm_socket: PathBuf,
 }
 
 impl Paths {
@@ -188,7 +229,16 @@ impl Paths {
             qmp: dir.join("qmp.sock"),
             qga: dir.join("qga.sock"),
             serial: dir.join("serial.log"),
+            seats: dir.join("seats"),
+            tpm_state: dir.join("tpm"),
+            tpm_socket: dir.join("tpm.sock"),
         }
+    }
+
+    /// The persistent disk of `seat`: one file per seat (by its hostname), so a NUC moved to
+    /// another seat does not hand one seat's files to another.
+    pub fn persistent_disk(&self, seat: &Seat) -> PathBuf {
+        self.seats.join(format!("{}.qcow2", seat.hostname))
     }
 }
 
@@ -317,6 +367,56 @@ pub fn argv(
     // The seat's identity, twice: fw_cfg for Linux guests, an SMBIOS OEM string (type 11) that
     // Windows reads through WMI.
     let hostname = seat.hostname.as_str();
+    if profile.persistent_disk.is_some() {
+        // Made by the agent before the start (`hypervisor::devices`); written through to the
+        // NUC's disk (QEMU's default cache honours the guest's flushes), never reset. The serial
+        // names it in the guest: /dev/disk/by-id/virtio-nightcast-data (or ata-..._nightcast-data).
+        let data = path_arg(&paths.persistent_disk(seat))?;
+        push(&[
+            "-drive",
+            &format!("file={data},format=qcow2,if=none,id=disk1,discard=unmap"),
+        ]);
+        match profile.disk {
+            DiskModel::Virtio => push(&[
+                "-device",
+                "virtio-blk-pci,drive=disk1,serial=nightcast-data",
+            ]),
+            DiskModel::Sata => push(&[
+                "-device",
+                "ide-hd,drive=disk1,bus=ide.1,serial=nightcast-data",
+            ]),
+        }
+    }
+    if profile.tpm {
+        // CRB is the interface Windows 11 expects under UEFI; SeaBIOS guests get the older TIS.
+        let socket = path_arg(&paths.tpm_socket)?;
+        let device = match profile.firmware {
+            Firmware::Uefi => "tpm-crb",
+            Firmware::Bios => "tpm-tis",
+        };
+        push(&[
+            "-chardev",
+            &format!("socket,id=chrtpm,path={socket}"),
+            "-tpmdev",
+            "emulator,id=tpm0,chardev=chrtpm",
+            "-device",
+            &format!("{device},tpmdev=tpm0"),
+        ]);
+    }
+    if profile.audio {
+        // Intel HD Audio on q35's ICH9: every Windows since 7 and Linux have its driver.
+        push(&[
+            "-audiodev",
+            &format!("{},id=snd0", host.audio.driver()),
+            "-device",
+            "ich9-intel-hda,id=hda",
+            "-device",
+            "hda-duplex,audiodev=snd0,bus=hda.0",
+        ]);
+    }
+    if host.usb != UsbPolicy::None {
+        push(&["-device", &format!("qemu-xhci,id={USB_PASS_CONTROLLER}")]);
+    }
     push(&[
         "-fw_cfg",
         &format!("name=opt/nightcast/hostname,string={hostname}"),
@@ -390,6 +490,9 @@ mod tests {
             ovmf_vars: Host::OVMF_VARS.into(),
             network: Network::Nat,
             screen: None,
+            audio: AudioOut::None,
+            swtpm: "swtpm".into(),
+            usb: UsbPolicy::None,
         }
     }
 
@@ -539,6 +642,140 @@ mod tests {
         assert!(values(&on(Display::None, Some((1920, 1080))), "-global").is_empty());
         assert_eq!(vga_memory_mib(1, 1), 16);
         assert_eq!(vga_memory_mib(16384, 16384), 256);
+    }
+
+    #[test]
+    fn a_persistent_disk_is_the_seats_own_second_disk_of_the_masters_model() {
+        let on = |disk| {
+            let profile = Profile {
+                disk,
+                persistent_disk: Some("2G".parse().unwrap()),
+                ..Profile::default()
+            };
+            argv("vm", &profile, &seat(), &host(), &paths(), Chosen::Kvm).unwrap()
+        };
+        let a = on(DiskModel::Virtio);
+        let drives = values(&a, "-drive");
+        assert_eq!(
+            drives.last(),
+            Some(&"file=/var/vm/seats/salle-1-poste-03.qcow2,format=qcow2,if=none,id=disk1,discard=unmap")
+        );
+        assert!(values(&a, "-device").contains(&"virtio-blk-pci,drive=disk1,serial=nightcast-data"));
+        let a = on(DiskModel::Sata);
+        assert!(
+            values(&a, "-device").contains(&"ide-hd,drive=disk1,bus=ide.1,serial=nightcast-data")
+        );
+        // The master stays the boot disk.
+        assert!(values(&a, "-device").contains(&"ide-hd,drive=disk0,bus=ide.0,bootindex=1"));
+        // Another seat, another file.
+        let other = Seat::derive("lyon", "salle-1", "poste-04").unwrap();
+        assert_ne!(
+            paths().persistent_disk(&seat()),
+            paths().persistent_disk(&other)
+        );
+        // None by default.
+        let a = argv(
+            "vm",
+            &Profile::default(),
+            &seat(),
+            &host(),
+            &paths(),
+            Chosen::Kvm,
+        )
+        .unwrap();
+        assert!(!a.iter().any(|x| x.contains("disk1")));
+    }
+
+    #[test]
+    fn a_tpm_is_swtpms_socket_crb_under_uefi_and_tis_under_bios() {
+        let on = |firmware| {
+            let profile = Profile {
+                firmware,
+                tpm: true,
+                ..Profile::default()
+            };
+            argv("vm", &profile, &seat(), &host(), &paths(), Chosen::Kvm).unwrap()
+        };
+        let a = on(Firmware::Uefi);
+        assert!(values(&a, "-chardev").contains(&"socket,id=chrtpm,path=/var/vm/tpm.sock"));
+        assert_eq!(values(&a, "-tpmdev"), ["emulator,id=tpm0,chardev=chrtpm"]);
+        assert!(values(&a, "-device").contains(&"tpm-crb,tpmdev=tpm0"));
+        assert!(values(&on(Firmware::Bios), "-device").contains(&"tpm-tis,tpmdev=tpm0"));
+        let a = argv(
+            "vm",
+            &Profile::default(),
+            &seat(),
+            &host(),
+            &paths(),
+            Chosen::Kvm,
+        )
+        .unwrap();
+        assert!(values(&a, "-tpmdev").is_empty());
+    }
+
+    #[test]
+    fn the_sound_card_plays_on_the_nucs_output_unless_the_profile_says_no_audio() {
+        let a = argv(
+            "vm",
+            &Profile::default(),
+            &seat(),
+            &host(),
+            &paths(),
+            Chosen::Kvm,
+        )
+        .unwrap();
+        assert_eq!(values(&a, "-audiodev"), ["none,id=snd0"]);
+        let devices = values(&a, "-device");
+        assert!(devices.contains(&"ich9-intel-hda,id=hda"));
+        assert!(devices.contains(&"hda-duplex,audiodev=snd0,bus=hda.0"));
+        let host = Host {
+            audio: AudioOut::Alsa,
+            ..host()
+        };
+        let a = argv(
+            "vm",
+            &Profile::default(),
+            &seat(),
+            &host,
+            &paths(),
+            Chosen::Kvm,
+        )
+        .unwrap();
+        assert_eq!(values(&a, "-audiodev"), ["alsa,id=snd0"]);
+        let silent = Profile {
+            audio: false,
+            ..Profile::default()
+        };
+        let a = argv("vm", &silent, &seat(), &host, &paths(), Chosen::Kvm).unwrap();
+        assert!(values(&a, "-audiodev").is_empty());
+        assert!(!values(&a, "-device").iter().any(|d| d.contains("hda")));
+    }
+
+    #[test]
+    fn a_site_that_passes_usb_devices_gives_the_guest_a_controller_for_them() {
+        let a = argv(
+            "vm",
+            &Profile::default(),
+            &seat(),
+            &host(),
+            &paths(),
+            Chosen::Kvm,
+        )
+        .unwrap();
+        assert!(!values(&a, "-device").contains(&"qemu-xhci,id=usbpass"));
+        for usb in [UsbPolicy::Storage, UsbPolicy::All] {
+            let host = Host { usb, ..host() };
+            let a = argv(
+                "vm",
+                &Profile::default(),
+                &seat(),
+                &host,
+                &paths(),
+                Chosen::Kvm,
+            )
+            .unwrap();
+            assert!(values(&a, "-device").contains(&"qemu-xhci,id=usbpass"));
+        }
     }
 
     #[test]

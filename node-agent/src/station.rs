@@ -237,6 +237,17 @@ impl Station {
         }
     }
 
+    /// The site's USB policy: the guest's USB controller from the next VM start on, the devices
+    /// passed by it from then.
+    pub fn set_usb_policy(&mut self, usb: crate::profile::UsbPolicy) {
+        if let Some(m) = &mut self.machines {
+            if m.host.usb != usb {
+                tracing::info!(%usb, "the site's USB policy: used from the next VM start");
+                m.host.usb = usb;
+            }
+        }
+    }
+
     pub fn hypervisor(&mut self) -> &mut (dyn Hypervisor + Send) {
         &mut *self.hv
     }
@@ -312,6 +323,9 @@ impl Station {
             return;
         }
         let vm = self.hv.status().unwrap_or(VmStatus::Failed { code: None });
+        if vm == VmStatus::Running {
+            self.hv.sync_usb();
+        }
         let boot = self.boot_health();
         let held = self.held.clone();
         let actions = self.ws.step(&Inputs {

@@ -291,6 +291,7 @@ fn the_guest_fills_the_screen_during_its_session_and_the_status_page_shows_betwe
             guest_agent: true,
             within_secs: 400,
         },
+        ..Profile::default()
     };
     let machine = Machine {
         profile,

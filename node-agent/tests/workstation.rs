@@ -8,6 +8,10 @@
 //! agent; the session end powers the guest off by ACPI (its serial log shows the shutdown) and
 //! resets the overlay; session 2 boots healthy again and the file is gone.
 //!
+//! A third test gives the seat what a profile may add (a persistent second disk, a virtual TPM, a
+//! sound card): what the trainee wrote on the second disk is still there in session 2 while the
+//! master's disk forgot its file, and the guest sees its TPM and its sound card.
+//!
 //! The BIOS test runs the profile for old Windows images (SATA disk, e1000 NIC), the UEFI test the
 //! virtio one, so both device model sets boot. Timings go to stderr (docs/BENCHMARKS.md).
 
@@ -159,4 +163,97 @@ fn bios_sata_e1000_guest_boots_has_the_seat_identity_and_forgets_the_session() {
 #[test]
 fn uefi_virtio_guest_boots_has_the_seat_identity_and_forgets_the_session() {
     two_sessions(Firmware::Uefi, "poste-04");
+}
+
+#[test]
+fn a_seats_persistent_disk_survives_the_reset_and_the_guest_has_a_tpm_and_a_sound_card() {
+    let master = guest::debian();
+    let dir = tempfile::tempdir().unwrap();
+    let seat = Seat::derive("lyon", "salle-1", "poste-05").unwrap();
+    let machine = Machine {
+        profile: Profile {
+            persistent_disk: Some("64M".parse().unwrap()),
+            tpm: true,
+            audio: true,
+            ..profile(Firmware::Uefi)
+        },
+        seat: seat.clone(),
+        host: host_facts(Network::Nat),
+    };
+    let mut config =
+        QemuConfig::with_machine("poste-05", &dir.path().join("overlay.qcow2"), machine);
+    config.powerdown_grace = Duration::from_secs(120);
+    let mut vm = Qemu::new(config).unwrap();
+    let disk = vm.paths().unwrap().persistent_disk(&seat);
+
+    // Session 1: the trainee writes on both disks.
+    vm.start(&master).unwrap();
+    let swtpm = vm.tpm_pid().expect("no swtpm for a profile with a TPM");
+    assert!(disk.is_file(), "the agent made no persistent disk");
+    assert_eq!(
+        vm.wait_healthy().unwrap(),
+        Health::Healthy,
+        "serial log:\n{}",
+        String::from_utf8_lossy(&vm.serial_log().unwrap())
+    );
+    let mut qga = vm.guest_agent(Duration::from_secs(10)).unwrap();
+    let data = "/dev/disk/by-id/virtio-nightcast-data";
+    let (code, _) = run_in_guest(
+        &mut qga,
+        "/bin/sh",
+        &[
+            "-c",
+            &format!("printf 'course material of week 3' | dd of={data} conv=fsync status=none"),
+        ],
+    );
+    assert_eq!(code, Some(0), "cannot write the persistent disk {data}");
+    qga.write_file("/root/trainee.txt", b"session 1 was here\n")
+        .unwrap();
+    // The TPM (CRB under UEFI) and the sound card (PCI class 0403: HD Audio).
+    let (code, tpm) = run_in_guest(
+        &mut qga,
+        "/bin/sh",
+        &[
+            "-c",
+            "ls /dev/tpm0 && cat /sys/class/tpm/tpm0/tpm_version_major",
+        ],
+    );
+    assert_eq!((code, tpm.as_str()), (Some(0), "/dev/tpm0\n2\n"));
+    let (_, classes) = run_in_guest(
+        &mut qga,
+        "/bin/sh",
+        &["-c", "cat /sys/bus/pci/devices/*/class"],
+    );
+    assert!(
+        classes.contains("0x040300"),
+        "no HD Audio card in the guest: {classes}"
+    );
+    drop(qga);
+
+    // The session ends: the master's disk is reset, the TPM's process goes with the VM.
+    vm.reset().unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{swtpm}")).exists(),
+        "swtpm {swtpm} outlived its VM"
+    );
+
+    // Session 2.
+    vm.start(&master).unwrap();
+    assert_eq!(vm.wait_healthy().unwrap(), Health::Healthy);
+    let mut qga = vm.guest_agent(Duration::from_secs(10)).unwrap();
+    let (code, _) = run_in_guest(&mut qga, "/usr/bin/test", &["-e", "/root/trainee.txt"]);
+    assert_eq!(
+        code,
+        Some(1),
+        "session 1's file on the master's disk survived the reset"
+    );
+    let (code, kept) = run_in_guest(&mut qga, "/bin/sh", &["-c", &format!("head -c 25 {data}")]);
+    assert_eq!(
+        (code, kept.as_str()),
+        (Some(0), "course material of week 3"),
+        "the persistent disk lost what session 1 wrote"
+    );
+    drop(qga);
+    vm.stop().unwrap();
+    assert_eq!(vm.tpm_pid(), None);
 }

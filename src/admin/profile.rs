@@ -6,7 +6,8 @@ use anyhow::Result;
 use clap::Subcommand;
 use image_tools::api::{MasterProfile, SetProfile};
 use image_tools::profile::{
-    parse_health_signals, Accel, Amount, DiskModel, Firmware, HealthCheck, NicModel, Profile,
+    parse_health_signals, Accel, Amount, DiskModel, DiskSize, Firmware, HealthCheck, NicModel,
+    Profile,
 };
 use image_tools::MasterName;
 
@@ -48,6 +49,20 @@ pub enum ProfileCmd {
         /// Seconds the guest has to prove it booted; past that, a new version is rolled back.
         #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
         within: u64,
+        /// Give each seat a second disk of this size (512M, 2G) that it keeps from one session
+        /// to the next (course material a trainer leaves for the week), while the master's disk
+        /// is reset as always. It lives on the NUC: a spare that takes the seat starts with an
+        /// empty one. Without it, no second disk (one made before stays on the NUC, unused).
+        #[arg(long, value_name = "SIZE")]
+        persistent_disk: Option<DiskSize>,
+        /// Give the guest a virtual TPM 2.0 (Windows 11, BitLocker); it starts empty at every
+        /// session, like the master's disk.
+        #[arg(long)]
+        tpm: bool,
+        /// No sound card in the guest (by default it has one, played on the NUC's speakers or
+        /// headphones).
+        #[arg(long)]
+        no_audio: bool,
     },
     /// Show a master's profile, or say that NUCs use their own.
     Show {
@@ -112,6 +127,9 @@ pub(super) fn run(client: &Client, cmd: ProfileCmd) -> Result<Printed> {
             vcpus,
             health,
             within,
+            persistent_disk,
+            tpm,
+            no_audio,
         } => {
             let profile = Profile {
                 firmware,
@@ -125,6 +143,9 @@ pub(super) fn run(client: &Client, cmd: ProfileCmd) -> Result<Printed> {
                     guest_agent: health.agent,
                     within_secs: within,
                 },
+                persistent_disk,
+                tpm,
+                audio: !no_audio,
                 ..Profile::default()
             };
             let p = put(client, &master, Some(profile))?;

@@ -109,8 +109,12 @@ fn the_catalogues_profile_reaches_the_nuc_and_a_change_waits_for_the_next_start(
         "virtio",
         "--memory",
         "1024",
+        "--persistent-disk",
+        "2G",
+        "--tpm",
     ]);
     assert!(said.contains("demo: bios"), "{said}");
+    assert!(said.contains("persistent disk 2G, tpm"), "{said}");
     nuc.wait("the new profile to be verified", 20, |a| {
         a.log_text()
             .matches("the catalogue's machine profile, verified")
@@ -139,6 +143,22 @@ fn the_catalogues_profile_reaches_the_nuc_and_a_change_waits_for_the_next_start(
         p.contains("disk virtio, nic virtio, memory 1024 MiB"),
         "{p}"
     );
+    assert!(p.ends_with("persistent disk 2G, tpm"), "{p}");
+
+    // The site's USB policy reaches the NUC in its plan.
+    let said = f.nightcast(&["site", "set", "lyon", "--usb", "storage"]);
+    assert!(said.contains("USB devices passed: storage"), "{said}");
+    let sites = f.nightcast(&["site", "list"]);
+    assert!(sites.contains("storage"), "{sites}");
+    nuc.wait("the site's USB policy to reach the NUC", 60, |a| {
+        a.log_text().contains("the site's USB policy")
+    });
+    let log = nuc.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("the site's USB policy"))
+        .unwrap_or_default();
+    assert!(line.contains("storage"), "{line}");
 
     // Cleared: the NUC's own default again, from the next start.
     let said = f.nightcast(&["master", "profile", "clear", "demo"]);

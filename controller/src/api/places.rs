@@ -50,6 +50,7 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                 cap_mbit: change.cap_mbit,
                 takeover: change.takeover.map(policy),
                 emergency_cap_mbit: change.emergency_cap_mbit,
+                usb: change.usb,
             };
             let row = db()?.set_site(site.as_str(), &change).map_err(db_error)?;
             tracing::info!(%site, tz = %row.tz, windows = %row.windows, cap_mbit = row.cap_mbit, "site changed");
@@ -193,6 +194,7 @@ fn site_info(s: &crate::db::SiteRow) -> Result<SiteInfo, Reply> {
             Policy::Confirm => Takeover::Confirm,
         },
         emergency_cap_mbit: s.emergency_cap_mbit,
+        usb: s.usb,
     })
 }
 

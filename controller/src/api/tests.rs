@@ -402,11 +402,11 @@ fn a_masters_profile_is_set_shown_and_refused_for_an_unknown_master_or_field() {
     );
     let (status, answer) = route(&api, "GET", "/v1/masters/win8/profile", &Value::Null);
     assert_eq!(status, 404, "{answer}");
-    let tpm = json!({"profile": {"tpm": true}});
-    let (status, answer) = route(&api, "PUT", "/v1/masters/win7/profile", &tpm);
+    let floppy = json!({"profile": {"floppy": true}});
+    let (status, answer) = route(&api, "PUT", "/v1/masters/win7/profile", &floppy);
     assert_eq!(status, 400, "{answer}");
     assert!(
-        answer["error"].as_str().unwrap().contains("tpm"),
+        answer["error"].as_str().unwrap().contains("floppy"),
         "{answer}"
     );
     // Cleared: a statement without a profile, still in the list (the NUCs must hear of it).

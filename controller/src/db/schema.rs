@@ -217,6 +217,9 @@ const MIGRATIONS: &[&str] = &[
         revision INTEGER NOT NULL,
         set_at INTEGER NOT NULL
      );",
+    // 17: each site's USB policy: which devices plugged into its NUCs their guests get.
+    "ALTER TABLE sites ADD COLUMN usb TEXT NOT NULL DEFAULT 'none'
+        CHECK (usb IN ('none', 'storage', 'all'));",
 ];
 
 /// Brings the database up to the last migration.

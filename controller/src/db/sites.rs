@@ -2,6 +2,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
+use image_tools::profile::UsbPolicy;
 use image_tools::windows::{Schedule, Window};
 
 use super::{policy, Db, DbError};
@@ -16,6 +17,8 @@ pub struct SiteRow {
     pub takeover: Policy,
     /// The WAN cap of an emergency push in the daytime; 0: the night cap.
     pub emergency_cap_mbit: u64,
+    /// Which USB devices plugged into the site's NUCs their guests get.
+    pub usb: UsbPolicy,
 }
 
 impl Db {
@@ -55,7 +58,7 @@ impl Db {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let row = tx
             .query_row(
-                "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit FROM sites
+                "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit, usb FROM sites
                  WHERE name = ?1",
                 params![name],
                 site_row,
@@ -68,6 +71,7 @@ impl Db {
             cap_mbit: change.cap_mbit.unwrap_or(row.cap_mbit),
             takeover: change.takeover.unwrap_or(row.takeover),
             emergency_cap_mbit: change.emergency_cap_mbit.unwrap_or(row.emergency_cap_mbit),
+            usb: change.usb.unwrap_or(row.usb),
             name: row.name,
         };
         check_site(&row.tz, &row.windows, row.cap_mbit)?;
@@ -79,14 +83,15 @@ impl Db {
         }
         tx.execute(
             "UPDATE sites SET tz = ?2, windows = ?3, cap_mbit = ?4, takeover = ?5,
-                emergency_cap_mbit = ?6 WHERE name = ?1",
+                emergency_cap_mbit = ?6, usb = ?7 WHERE name = ?1",
             params![
                 name,
                 row.tz,
                 row.windows,
                 row.cap_mbit as i64,
                 row.takeover.as_str(),
-                row.emergency_cap_mbit as i64
+                row.emergency_cap_mbit as i64,
+                row.usb.word()
             ],
         )?;
         tx.commit()?;
@@ -95,7 +100,7 @@ impl Db {
 
     pub fn sites(&self) -> Result<Vec<SiteRow>, DbError> {
         let mut stmt = self.conn.prepare(
-            "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit FROM sites
+            "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit, usb FROM sites
                  ORDER BY name",
         )?;
         let rows = stmt.query_map([], site_row)?;
@@ -162,6 +167,7 @@ pub struct SiteChange {
     pub cap_mbit: Option<u64>,
     pub takeover: Option<Policy>,
     pub emergency_cap_mbit: Option<u64>,
+    pub usb: Option<UsbPolicy>,
 }
 
 /// A room, with how many seats and sessions to come it has.
@@ -181,6 +187,16 @@ fn site_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SiteRow> {
         cap_mbit: r.get::<_, i64>(3)? as u64,
         takeover: policy(r, 4)?,
         emergency_cap_mbit: r.get::<_, i64>(5)? as u64,
+        usb: {
+            let word: String = r.get(6)?;
+            word.parse().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    6,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?
+        },
     })
 }
 
@@ -267,9 +283,31 @@ mod tests {
             cap_mbit: 50,
             takeover: Policy::Auto,
             emergency_cap_mbit: 0,
+            usb: UsbPolicy::None,
         };
         assert_eq!(row, expected);
         assert_eq!(db.sites().unwrap(), vec![expected]);
+    }
+
+    #[test]
+    fn a_sites_usb_policy_is_none_until_set_and_kept_by_other_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = lyon(dir.path());
+        assert_eq!(db.sites().unwrap()[0].usb, UsbPolicy::None);
+        let change = SiteChange {
+            usb: Some(UsbPolicy::Storage),
+            ..SiteChange::default()
+        };
+        assert_eq!(
+            db.set_site("lyon", &change).unwrap().usb,
+            UsbPolicy::Storage
+        );
+        let change = SiteChange {
+            cap_mbit: Some(30),
+            ..SiteChange::default()
+        };
+        db.set_site("lyon", &change).unwrap();
+        assert_eq!(db.sites().unwrap()[0].usb, UsbPolicy::Storage);
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct SiteInfo {
     /// The WAN cap of an emergency push in the daytime, in Mbit/s; 0: the night cap.
     #[serde(default)]
     pub emergency_cap_mbit: u64,
+    /// Which USB devices plugged into the site's NUCs their guests get.
+    #[serde(default)]
+    pub usb: crate::profile::UsbPolicy,
 }
 
 /// `POST /v1/sites`: adds a site; an existing one is refused (409: change it with
@@ -85,6 +88,9 @@ pub struct SiteChange {
     /// The WAN cap of an emergency push in the daytime, in Mbit/s; 0: the night cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emergency_cap_mbit: Option<u64>,
+    /// Which USB devices plugged into the site's NUCs their guests get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usb: Option<crate::profile::UsbPolicy>,
 }
 
 /// A row of `GET /v1/rooms[?site=S]`.

@@ -5,17 +5,20 @@
 //! power button at the session's end, and falls back from KVM to TCG, reported, when the guest
 //! did not come up under KVM.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::devices::{self, Swtpm};
 use super::kvm_memory::{self, Decision};
 use super::{Hypervisor, HypervisorError, Overlay, VmStatus};
 use crate::health::{self, Failure, Health, Seen};
 use crate::profile::{self, Accel, Chosen, Host, Paths, Profile, Seat};
 use crate::qmp::{GuestAgent, Qmp};
+use crate::usb::{self, Action, UsbDevice};
 
 /// A VM built from a machine profile: what the guest needs, who it is, what the NUC has.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +43,8 @@ pub struct QemuConfig {
     pub command: Vec<String>,
     /// `qemu-img`, found on `PATH` by default.
     pub qemu_img: PathBuf,
+    /// Where the NUC's USB devices show: `/sys/bus/usb/devices` (a test's copy in tests).
+    pub usb_devices: PathBuf,
     /// How long `stop` waits after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
     /// With a profile, `stop` first presses the ACPI power button (QMP `system_powerdown`) and
@@ -62,6 +67,7 @@ impl QemuConfig {
             machine: None,
             command: QemuConfig::default_command(),
             qemu_img: PathBuf::from("qemu-img"),
+            usb_devices: PathBuf::from("/sys/bus/usb/devices"),
             stop_timeout: Duration::from_secs(5),
             powerdown_grace: Duration::from_secs(30),
             ping_timeout: Duration::from_millis(200),
@@ -143,6 +149,12 @@ pub struct Qemu {
     verdict: Option<Health>,
     /// The size of the X screen the VM was last started on, if it shows on one.
     screen: Option<(u32, u32)>,
+    /// The running VM's TPM (profiles with `tpm`): killed with the VM.
+    tpm: Option<Swtpm>,
+    /// The NUC's USB devices the guest has now (by QMP id), and those QEMU refused (not tried
+    /// again until plugged anew).
+    usb_attached: BTreeMap<String, UsbDevice>,
+    usb_refused: BTreeSet<String>,
 }
 
 impl Qemu {
@@ -181,6 +193,9 @@ impl Qemu {
             button: false,
             verdict: None,
             screen: None,
+            tpm: None,
+            usb_attached: BTreeMap::new(),
+            usb_refused: BTreeSet::new(),
         })
     }
 
@@ -272,6 +287,69 @@ impl Qemu {
             .collect()
     }
 
+    /// The virtual TPM's `swtpm` process id while the VM runs (profiles with `tpm`).
+    pub fn tpm_pid(&self) -> Option<u32> {
+        self.tpm.as_ref().map(Swtpm::pid)
+    }
+
+    /// The NUC's USB devices the guest has (QMP ids).
+    pub fn usb_attached(&self) -> Vec<String> {
+        self.usb_attached.keys().cloned().collect()
+    }
+
+    /// Gives the guest the plugged devices the site's policy passes and takes back those pulled
+    /// out (`usb::reconcile`), over QMP; QMP is opened only when there is something to do. A
+    /// device QEMU refuses (no permission on its /dev/bus/usb node, say) is reported once and not
+    /// tried again until it is plugged anew.
+    pub fn sync_usb(&mut self) {
+        let Some(m) = &self.config.machine else {
+            return;
+        };
+        if self.child.is_none()
+            || (m.host.usb == usb::UsbPolicy::None && self.usb_attached.is_empty())
+        {
+            return;
+        }
+        let plugged = usb::read_devices(&self.config.usb_devices);
+        self.usb_refused
+            .retain(|id| plugged.iter().any(|d| &d.qmp_id() == id));
+        let actions: Vec<Action> = usb::reconcile(m.host.usb, &plugged, &self.usb_attached)
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Add(d) if self.usb_refused.contains(&d.qmp_id())))
+            .collect();
+        if actions.is_empty() {
+            return;
+        }
+        let mut qmp = match self.qmp(Duration::from_secs(2)) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(vm = %self.config.name, error = %e, "cannot reach QMP to pass USB devices");
+                return;
+            }
+        };
+        for action in actions {
+            let (command, arguments) = action.qmp(profile::USB_PASS_BUS);
+            let done = qmp.execute(command, arguments);
+            match (action, done) {
+                (Action::Add(d), Ok(_)) => {
+                    tracing::info!(vm = %self.config.name, port = %d.port, vendor = format!("{:04x}", d.vendor), product = format!("{:04x}", d.product), "USB device passed to the guest");
+                    self.usb_attached.insert(d.qmp_id(), d);
+                }
+                (Action::Add(d), Err(e)) => {
+                    tracing::warn!(vm = %self.config.name, port = %d.port, error = %e, "QEMU refused the USB device: not retried until it is plugged again");
+                    self.usb_refused.insert(d.qmp_id());
+                }
+                (Action::Remove(id), done) => {
+                    if let Err(e) = done {
+                        tracing::debug!(vm = %self.config.name, %id, error = %e, "USB device already gone from the guest");
+                    }
+                    tracing::info!(vm = %self.config.name, %id, "USB device taken back from the guest");
+                    self.usb_attached.remove(&id);
+                }
+            }
+        }
+    }
+
     /// The VM's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -317,6 +395,7 @@ impl Qemu {
                 };
                 tracing::info!(vm = %self.config.name, ?status, "VM exited");
                 self.child = None;
+                self.tpm = None;
             }
         }
         Ok(())
@@ -535,6 +614,23 @@ impl Hypervisor for Qemu {
             if m.profile.firmware == profile::Firmware::Uefi && !paths.vars.exists() {
                 self.fresh_vars()?;
             }
+            if let Some(size) = m.profile.persistent_disk {
+                devices::persistent_disk(
+                    &self.config.name,
+                    &self.config.qemu_img,
+                    &paths.persistent_disk(&m.seat),
+                    size,
+                )?;
+            }
+            self.tpm = None;
+            if m.profile.tpm {
+                self.tpm = Some(Swtpm::start(
+                    &self.config.name,
+                    &m.host.swtpm,
+                    &paths.tpm_state,
+                    &paths.tpm_socket,
+                )?);
+            }
             self.accel = Some(accel);
             // The guest takes the screen's size (read now: the screen may have changed).
             if let Some(display) = &self.config.x_display {
@@ -563,18 +659,26 @@ impl Hypervisor for Qemu {
         if let Some(display) = &self.config.x_display {
             command.env("DISPLAY", display);
         }
-        let child = command
+        let child = match command
             .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
-            .map_err(start_err)?;
+        {
+            Ok(child) => child,
+            Err(e) => {
+                self.tpm = None;
+                return Err(start_err(e));
+            }
+        };
         tracing::info!(vm = %self.config.name, pid = child.id(), accel = ?self.accel, "VM started");
         self.child = Some(child);
         self.started = Some(tokio::time::Instant::now());
         self.stopped = None;
         self.button = false;
         self.verdict = None;
+        self.usb_attached.clear();
+        self.usb_refused.clear();
         self.last = VmStatus::Running;
         Ok(())
     }
@@ -629,6 +733,10 @@ impl Hypervisor for Qemu {
 
     fn accel(&self) -> Option<String> {
         self.accel_text()
+    }
+
+    fn sync_usb(&mut self) {
+        Qemu::sync_usb(self)
     }
 }
 
@@ -738,6 +846,7 @@ impl Qemu {
             waited += step;
         }
         tracing::info!(vm = %self.config.name, pid, "VM stopped");
+        self.tpm = None;
         self.stopped = Some(Stopped::Forced);
         self.last = VmStatus::Stopped;
         Ok(())
