@@ -8,8 +8,8 @@
 # them shaped by tbf to CAP both ways; the round trip and the random loss added by `xfer_bench
 # delay-proxy` in ncl-cli (netem is not available). Links (LINKS, "name:rtt_ms:loss_permille"):
 #   satellite  600 ms, 0.1 % loss        4g  80 ms, 1 % loss
-# For each link and each controller in CCS, one fetch of a fresh store; the sender's tc counter is
-# sampled every 0.5 s. Reported: payload (chunk bytes / wall time) and wire (tc, IP + UDP + QUIC,
+# For each link and each controller in CCS, one fetch of a fresh store; the sender's port counter is
+# sampled every 0.1 s (sysfs, in its namespace). Reported: payload (chunk bytes / wall time) and wire (tc, IP + UDP + QUIC,
 # while sending) as a share of the cap, and the highest 1-second wire rate over the cap.
 #   sudo bench/far-links.sh                      # SIZE=48M CAP_MBIT=10 CCS="cubic newreno bbr"
 # Needs python3, ip, tc (tbf) and ../shared/bench/gen-vm-image.py. Uses 10.78.0.0/24 and UDP
@@ -70,7 +70,15 @@ for link in $LINKS; do
             --delay-ms $((rtt / 2)) --loss-permille "$loss"
         proxy=$BG
         t0=$(tc_sent)
-        ( while :; do echo "$(date +%s.%N) $(tc_sent)"; sleep 0.5; done ) >"$WORK/samples" &
+        # The sender's port counter, read in its namespace every 0.1 s by one process (a
+        # command per sample lags under load and shifts bytes between samples).
+        ip netns exec $S python3 -c '
+import sys, time
+while True:
+    with open("/sys/class/net/ncl-s/statistics/tx_bytes") as f:
+        b = f.read().strip()
+    print(time.time(), b, flush=True)
+    time.sleep(0.1)' >"$WORK/samples" &
         sampler=$!
         json=$(ip netns exec $C "$BIN" fetch --dir "$WORK/d" --connect 127.0.0.1:47301 \
             --out "$WORK/store-$name-$cc" ${PACER:+--rate-mbit "$CAP_MBIT"})
