@@ -34,6 +34,15 @@ pub fn seg(text: &str) -> String {
 
 /// A whole page: `title` (text), the user bar (`who`: name and role, with the logout form and
 /// its CSRF token) and `body` (HTML, already escaped).
+/// `html` (a `page`) reloading itself every `secs` seconds.
+pub fn refreshing(html: &str, secs: u32) -> String {
+    html.replacen(
+        "<meta charset=\"utf-8\">",
+        &format!("<meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"{secs}\">"),
+        1,
+    )
+}
+
 pub fn page(title: &str, who: Option<(&str, &str, &str)>, body: &str) -> String {
     let mut out = String::with_capacity(body.len() + 1024);
     let _ = write!(
