@@ -134,7 +134,11 @@ pub async fn receive<S: tokio::io::AsyncRead + Unpin>(
             );
             Response::see_other("/masters")
         }
-        Err(refused) => refused,
+        Err(refused) => {
+            // The browser reads the answer once it has sent its body.
+            super::drain(stream).await;
+            refused
+        }
     }
 }
 
@@ -247,4 +251,120 @@ async fn read<S: tokio::io::AsyncRead + Unpin>(
         .map_err(|e| routes::failed(session, "write the upload to disk", e))?;
     t.keep = true;
     Ok((request, t.path.clone(), file_name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::testing::{console, head, log_in, NOW};
+    use tokio::io::AsyncWriteExt;
+
+    const TYPE: &str = "multipart/form-data; boundary=----nightcastX";
+
+    /// The form the masters page sends: token, name, version, then the image.
+    fn form(csrf: &str, version: &str, image: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for (name, value) in [("csrf", csrf), ("name", "demo"), ("version", version)] {
+            b.extend(format!("------nightcastX\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
+        }
+        b.extend(b"------nightcastX\r\nContent-Disposition: form-data; name=\"image\"; filename=\"demo.img\"\r\nContent-Type: application/octet-stream\r\n\r\n");
+        b.extend_from_slice(image);
+        b.extend(b"\r\n------nightcastX--\r\n");
+        b
+    }
+
+    /// Sends `body` (only its first `send` bytes, then hangs up) as the browser does, in pieces.
+    async fn send(c: &Arc<Console>, cookie: &str, body: &[u8], send: usize) -> Response {
+        let mut h = head("POST", IMAGE_UPLOAD_PATH, cookie, body.len());
+        h.content_type = Some(TYPE.into());
+        let (mut ours, mut theirs) = tokio::io::duplex(64 << 10);
+        let part = body[..send].to_vec();
+        let writer = tokio::spawn(async move {
+            for piece in part.chunks(10_000) {
+                if ours.write_all(piece).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let r = receive(c.clone(), h, Vec::new(), &mut theirs).await;
+        let _ = writer.await;
+        r
+    }
+
+    fn uploads(c: &Console) -> usize {
+        std::fs::read_dir(dir(&c.api.data)).map_or(0, |d| d.count())
+    }
+
+    async fn outcome(c: &Console, version: &str) -> Result<image_tools::api::Imported, String> {
+        for _ in 0..400 {
+            let i = c.api.imports.from_console();
+            if let Some(o) = i
+                .iter()
+                .find(|i| i.version.as_str() == version)
+                .and_then(|i| i.outcome.clone())
+            {
+                return o;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the import of {version} did not end");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_uploaded_image_is_written_to_disk_imported_and_removed() {
+        let (_d, c) = console();
+        let c = Arc::new(c);
+        let (cookie, token) = log_in(&c, "dsi", "correct horse battery", NOW);
+        let image = image_tools::testimage::disk_bytes(6 << 20, 3);
+        let body = form(&token, "1", &image);
+        let r = send(&c, &cookie, &body, body.len()).await;
+        assert_eq!(
+            (r.status, r.location.as_deref()),
+            (303, Some("/masters")),
+            "{}",
+            r.body
+        );
+        let done = outcome(&c, "1").await.unwrap();
+        assert_eq!(done.size, 6 << 20);
+        assert_eq!(uploads(&c), 0, "the uploaded file is removed once imported");
+        let db = crate::db::Db::open(&c.api.data.database()).unwrap();
+        assert!(db.manifest("demo", "1").unwrap().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cut_forged_or_too_large_upload_leaves_nothing() {
+        let (_d, c) = console();
+        let mut c = c;
+        c.max_upload = 5 << 20;
+        let c = Arc::new(c);
+        let image = image_tools::testimage::disk_bytes(2 << 20, 4);
+        let (cookie, token) = log_in(&c, "dsi", "correct horse battery", NOW);
+        let body = form(&token, "1", &image);
+        // Cut half way: nothing imported, no file left.
+        let r = send(&c, &cookie, &body, body.len() / 2).await;
+        assert_eq!(r.status, 400);
+        assert!(r.body.contains("The upload was cut"), "{}", r.body);
+        // Without the session's token: refused before a byte is written.
+        let forged = form(&"0".repeat(64), "1", &image);
+        let r = send(&c, &cookie, &forged, forged.len()).await;
+        assert_eq!(r.status, 403);
+        // Larger than `max_upload_gb`: refused from its length.
+        let big = form(&token, "1", &vec![0u8; 6 << 20]);
+        let r = send(&c, &cookie, &big, big.len()).await;
+        assert_eq!(r.status, 413);
+        assert!(r.body.contains("max_upload_gb"), "{}", r.body);
+        // A read-only user: refused before reading, whatever the token.
+        let (viewer, vtoken) = log_in(&c, "viewer", "read only password", NOW);
+        let body = form(&vtoken, "1", &image);
+        let r = send(&c, &viewer, &body, body.len()).await;
+        assert_eq!(r.status, 403);
+        assert!(
+            r.body.contains("does not let you import masters"),
+            "{}",
+            r.body
+        );
+        assert_eq!(uploads(&c), 0);
+        assert!(c.api.imports.from_console().is_empty());
+        assert!(c.api.imports.list(0.0).is_empty());
+    }
 }
