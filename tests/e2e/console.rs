@@ -521,6 +521,19 @@ fn the_dsi_imports_a_calendar_pushes_a_master_and_resets_a_nuc_a_read_only_user_
     let (fetch, whole) = cost_of(&cost, "lyon");
     assert!(fetch > 0.0 && fetch < whole, "{cost}");
     assert!(cost.contains("of window, 1 night"), "{cost}");
+    // The same from the command line.
+    let cli = f.nightcast(&["master", "cost", "demo", "3"]);
+    let lyon = cli
+        .lines()
+        .find(|l| l.starts_with("lyon"))
+        .unwrap_or_else(|| panic!("{cli}"));
+    assert!(
+        lyon.split_whitespace()
+            .nth(1)
+            .is_some_and(|h| h.starts_with('1')),
+        "the relay holds demo 1: {cli}"
+    );
+    assert!(lyon.ends_with(" 1"), "one night: {cli}");
     b.screenshot(&shots.join("masters.png"));
     check_page(&b, &origin, "masters page after an import");
 

@@ -75,14 +75,16 @@ fn forms(session: &Session) -> String {
          <code>nightcast master import</code>. Sent from this browser, it is written to the \
          controller's disk as it arrives, then imported; a large image is better copied to the \
          controller and named by its path.</p>\
-         <form id=\"upload\" method=\"post\" action=\"/masters/upload\" enctype=\"multipart/form-data\" class=\"grid\">\
+         <h3>Send an image from this browser</h3>\
+         <form id=\"upload\" method=\"post\" action=\"/masters/upload\" enctype=\"multipart/form-data\" class=\"grid wide\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{}\
-         <label for=\"upload-force\">Even if it does not look like a disk</label><input type=\"checkbox\" id=\"upload-force\" name=\"force\">\
+         <label for=\"upload-force\">Even if it does not look like a disk</label><span><input type=\"checkbox\" id=\"upload-force\" name=\"force\"></span>\
          <label for=\"upload-file\">Image</label><input type=\"file\" id=\"upload-file\" name=\"image\" required>\
          <span></span><button id=\"send\">Send and import</button></form>\
-         <form id=\"import-path\" method=\"post\" action=\"/masters/import\" class=\"grid\">\
+         <h3>Import a file on the controller</h3>\
+         <form id=\"import-path\" method=\"post\" action=\"/masters/import\" class=\"grid wide\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{}\
-         <label for=\"path-force\">Even if it does not look like a disk</label><input type=\"checkbox\" id=\"path-force\" name=\"force\">\
+         <label for=\"path-force\">Even if it does not look like a disk</label><span><input type=\"checkbox\" id=\"path-force\" name=\"force\"></span>\
          <label for=\"path-path\">Path on the controller</label><input id=\"path-path\" name=\"path\" required placeholder=\"/srv/images/win11-exam.qcow2\">\
          <span></span><button id=\"import\">Import</button></form></section>",
         fields.replace("NAME", "upload"),
@@ -130,7 +132,6 @@ pub fn masters(
     console_imports: &[FromConsole],
 ) -> String {
     let mut body = String::from("<h1>Masters</h1>");
-    body.push_str(&forms(session));
     if !imports.is_empty() {
         body.push_str("<h2>Imports under way</h2><table id=\"imports\"><tr><th>Master</th><th>From</th><th>Progress</th><th>Time</th></tr>");
         for i in imports {
@@ -212,6 +213,7 @@ pub fn masters(
         );
     }
     body.push_str("</table>");
+    body.push_str(&forms(session));
     let html = page("Masters", super::pages::who(session), &body);
     let under_way = !imports.is_empty() || console_imports.iter().any(|i| i.outcome.is_none());
     if under_way {
