@@ -106,6 +106,7 @@ pub fn start(
         started: now,
         outcome: None,
     });
+    let failed = (api.clone(), name.clone(), version.clone());
     let run = move || {
         let reply = crate::api::call(&api, "POST", "/v1/masters", &request);
         let mut outcome = super::calendar::answer::<Imported>(reply);
@@ -131,5 +132,8 @@ pub fn start(
         .spawn(run)
     {
         tracing::error!(error = %e, "cannot start an import thread");
+        let (api, name, version) = failed;
+        let outcome = Err(format!("the controller could not start the import: {e}"));
+        api.imports.console_ended(&name, &version, now, outcome);
     }
 }
