@@ -338,6 +338,15 @@ pub enum Master {
     /// check) that every NUC builds its VM from.
     #[command(subcommand)]
     Profile(profile::ProfileCmd),
+    /// What a master version costs each site that runs the master or holds a version of it: the
+    /// bytes its relay still lacks (compressed, as they cross the WAN; chunks it holds already are
+    /// not counted), and the night-window time and nights that takes at the site's WAN cap.
+    Cost {
+        /// The master's name (see `nightcast master list`).
+        name: MasterName,
+        /// The version, e.g. the one just imported.
+        version: MasterVersion,
+    },
     /// Remove a master version (refused while an upcoming session needs it).
     Rm {
         /// The master's name (see `nightcast master list`).
@@ -752,6 +761,38 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     m.profile
                         .as_ref()
                         .map_or_else(|| "(each NUC's own)".to_owned(), ToString::to_string),
+                ]
+            },
+        )?,
+        Admin::Master(Master::Cost { name, version }) => listed(
+            client,
+            &format!("/v1/masters/{name}/{version}/cost"),
+            &[
+                "SITE",
+                "RELAY HOLDS",
+                "TO FETCH",
+                "OF",
+                "WINDOW TIME",
+                "NIGHTS",
+            ],
+            |c: &api::SiteCost| {
+                let holds: Vec<String> = c.holds.iter().map(ToString::to_string).collect();
+                let (time, nights) = match (c.relay, c.window_secs, c.nights) {
+                    (false, _, _) => ("(no relay)".to_owned(), "-".to_owned()),
+                    (true, Some(w), Some(n)) => (duration(w), n.to_string()),
+                    _ => ("over 60 days".to_owned(), "-".to_owned()),
+                };
+                vec![
+                    c.site.to_string(),
+                    if holds.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        holds.join(", ")
+                    },
+                    human(c.missing_bytes),
+                    human(c.stored_bytes),
+                    time,
+                    nights,
                 ]
             },
         )?,

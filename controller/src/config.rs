@@ -50,7 +50,7 @@ impl Default for CalendarSettings {
 }
 
 /// `[console]`: the web console, off unless `listen` is set (see docs/CONSOLE.md).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleSettings {
     /// Where the console answers (HTTPS); unset: no console.
@@ -61,6 +61,21 @@ pub struct ConsoleSettings {
     /// Without `cert` and `key`: the names the browsers use to reach the console (DNS names or
     /// IP addresses); the controller's CA issues a certificate for them at each start.
     pub hosts: Vec<String>,
+    /// The largest master image the masters page takes as an upload, in GB (10^9 bytes); it is
+    /// written under the data directory (`uploads/`) while it arrives, so keep that much free.
+    pub max_upload_gb: u64,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> ConsoleSettings {
+        ConsoleSettings {
+            listen: None,
+            cert: None,
+            key: None,
+            hosts: Vec::new(),
+            max_upload_gb: 64,
+        }
+    }
 }
 
 impl ConsoleSettings {
@@ -79,6 +94,7 @@ impl ConsoleSettings {
         Some(crate::console::Settings {
             listen,
             certificate,
+            max_upload_bytes: self.max_upload_gb.saturating_mul(1_000_000_000),
         })
     }
 }

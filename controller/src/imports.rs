@@ -1,6 +1,8 @@
 //! The master imports under way through the admin API, and how far each has read its image:
 //! what `GET /v1/masters/imports` answers, so the CLI can draw a progress line while its
 //! `POST /v1/masters` waits. An import is listed from its start until it ends, well or not.
+//! The imports the web console started are kept, as they ended, for its masters page
+//! (the last `KEPT_ENDED`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,9 +11,28 @@ use std::sync::{Arc, Mutex, PoisonError};
 use image_tools::api::ImportProgress;
 use image_tools::{MasterName, MasterVersion};
 
-/// The imports under way.
+/// The imports under way, and how the console's last ones ended.
 #[derive(Debug, Default)]
-pub struct Running(Mutex<Vec<Arc<Entry>>>);
+pub struct Running {
+    entries: Mutex<Vec<Arc<Entry>>>,
+    console: Mutex<std::collections::VecDeque<FromConsole>>,
+}
+
+/// How many of the console's imports are kept.
+pub const KEPT_ENDED: usize = 8;
+
+/// An import started from the web console: under way (`outcome` `None`) or as it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FromConsole {
+    pub name: MasterName,
+    pub version: MasterVersion,
+    /// The console user who started it.
+    pub by: String,
+    /// Controller clock seconds at its start.
+    pub started: i64,
+    /// The import's answer, or its error's words.
+    pub outcome: Option<Result<image_tools::api::Imported, String>>,
+}
 
 #[derive(Debug)]
 pub struct Entry {
@@ -70,7 +91,37 @@ impl Running {
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Entry>>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps an import the console started, forgetting the oldest beyond `KEPT_ENDED`.
+    pub fn console_started(&self, import: FromConsole) {
+        let mut list = self.console.lock().unwrap_or_else(PoisonError::into_inner);
+        list.push_front(import);
+        list.truncate(KEPT_ENDED);
+    }
+
+    /// Records how the console's import of `name` `version` begun at `started` ended.
+    pub fn console_ended(
+        &self,
+        name: &MasterName,
+        version: &MasterVersion,
+        started: i64,
+        outcome: Result<image_tools::api::Imported, String>,
+    ) {
+        let mut list = self.console.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = list
+            .iter_mut()
+            .find(|i| i.name == *name && i.version == *version && i.started == started)
+        {
+            i.outcome = Some(outcome);
+        }
+    }
+
+    /// The console's imports kept, the last first.
+    pub fn from_console(&self) -> Vec<FromConsole> {
+        let list = self.console.lock().unwrap_or_else(PoisonError::into_inner);
+        list.iter().cloned().collect()
     }
 }
 
@@ -127,5 +178,34 @@ mod tests {
         assert_eq!(listed[0].version.as_str(), "3");
         drop(b);
         assert!(running.list(106.0).is_empty());
+    }
+
+    #[test]
+    fn the_consoles_last_imports_are_kept_the_last_first_with_their_outcome() {
+        let running = Running::default();
+        for i in 0..KEPT_ENDED + 2 {
+            running.console_started(FromConsole {
+                name: "win10".parse().unwrap(),
+                version: i.to_string().parse().unwrap(),
+                by: "dsi".into(),
+                started: i as i64,
+                outcome: None,
+            });
+        }
+        let v = |i: usize| -> MasterVersion { i.to_string().parse().unwrap() };
+        let name: MasterName = "win10".parse().unwrap();
+        running.console_ended(&name, &v(5), 5, Err("not a disk image".into()));
+        // Another start of the same version is not this one.
+        running.console_ended(&name, &v(6), 99, Err("no".into()));
+        let kept = running.from_console();
+        assert_eq!(kept.len(), KEPT_ENDED);
+        assert_eq!(kept[0].started, KEPT_ENDED as i64 + 1);
+        assert_eq!(kept[KEPT_ENDED - 1].started, 2);
+        let five = kept.iter().find(|i| i.started == 5).unwrap();
+        assert_eq!(five.outcome, Some(Err("not a disk image".into())));
+        assert!(kept
+            .iter()
+            .filter(|i| i.started != 5)
+            .all(|i| i.outcome.is_none()));
     }
 }

@@ -19,6 +19,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod config;
 pub mod console;
+pub mod cost;
 pub mod db;
 pub mod deadline;
 pub mod enrolment;
@@ -510,7 +511,11 @@ pub async fn serve(
                 .with_context(|| format!("web console on {}", c.listen))?;
             let bound = listener.local_addr().context("web console address")?;
             tracing::info!("web console on https://{bound}");
-            let console = Arc::new(console::Console::new(state.clone()));
+            console::upload::clear_leftovers(&state.data);
+            let console = Arc::new(console::Console {
+                max_upload: c.max_upload_bytes,
+                ..console::Console::new(state.clone())
+            });
             Some(tokio::spawn(console::serve(
                 listener,
                 tls,

@@ -322,6 +322,37 @@ pub fn plan_site(
     rows
 }
 
+/// How long a relay at `site` takes to fetch `bytes` from `now`, in its night windows at its
+/// rate under the cap (what `plan_site` counts with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetch {
+    /// When the last byte has arrived.
+    pub ready_at: i64,
+    /// Seconds of open window the transfer takes.
+    pub window_secs: i64,
+    /// Night windows it needs (0: nothing to fetch).
+    pub nights: u32,
+}
+
+/// The fetch of `bytes` at `site` from `now`; `None` if it does not end within `horizon_secs`.
+pub fn fetch_time(now: i64, site: &Site, bytes: u64, horizon_secs: i64) -> Option<Fetch> {
+    let openings = site
+        .schedule
+        .openings(now, now.saturating_add(horizon_secs));
+    let walker = Capacity::new(now, &openings, site.rate().bytes_per_sec().max(1));
+    let ready_at = walker.ready_at(bytes)?;
+    let nights = if bytes == 0 {
+        0
+    } else {
+        openings.iter().take_while(|&&(s, _)| s < ready_at).count() as u32
+    };
+    Some(Fetch {
+        ready_at,
+        window_secs: walker.window_secs_between(now, ready_at),
+        nights,
+    })
+}
+
 /// The verdict of the bytes and windows alone, as if the relay were there and answering.
 fn by_numbers(
     walker: &Capacity,

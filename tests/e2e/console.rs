@@ -91,6 +91,29 @@ fn forge_post(b: &Browser, action: &str) {
     assert_eq!(b.run(&script), 64);
 }
 
+/// The bytes to fetch and the whole version's of `site` in a cost cell ("lyon: 1.2 MB to fetch
+/// of 3.4 MB, ...").
+fn cost_of(cell: &str, site: &str) -> (f64, f64) {
+    let line = cell
+        .lines()
+        .find(|l| l.starts_with(&format!("{site}: ")))
+        .unwrap_or_else(|| panic!("no cost for {site}: {cell}"));
+    let amount = |s: &str| -> f64 {
+        let mut w = s.split_whitespace();
+        let n: f64 = w.next().unwrap().parse().unwrap();
+        n * match w.next().unwrap() {
+            "B" => 1.0,
+            "kB" => 1e3,
+            "MB" => 1e6,
+            "GB" => 1e9,
+            u => panic!("unit {u} in {cell}"),
+        }
+    };
+    let rest = &line[site.len() + 2..];
+    let (fetch, rest) = rest.split_once(" to fetch of ").unwrap();
+    (amount(fetch), amount(rest.split(',').next().unwrap()))
+}
+
 fn log_in(b: &Browser, origin: &str, name: &str, password: &str) {
     b.goto(&format!("{origin}/login"));
     b.type_into(&b.find("#name").unwrap(), name);
@@ -446,8 +469,73 @@ fn the_dsi_imports_a_calendar_pushes_a_master_and_resets_a_nuc_a_read_only_user_
         masters.contains("% of it"),
         "chunks shared between the versions: {masters}"
     );
-    b.screenshot(&shots.join("masters.png"));
     check_page(&b, &origin, "masters page");
+
+    // A new version sent from the browser: first refused as no disk (the test image has no
+    // partition table), in words naming the file; then sent again, ticked, and imported.
+    let mut v3 = v2.clone();
+    v3[2 << 20..(2 << 20) + 4096]
+        .iter_mut()
+        .for_each(|b| *b = b.wrapping_add(3));
+    let img = f.dir.path().join("demo-3.img");
+    std::fs::write(&img, &v3).unwrap();
+    let send = |force: bool| {
+        b.type_into(&b.find("#upload-name").unwrap(), "demo");
+        b.type_into(&b.find("#upload-version").unwrap(), "3");
+        if force {
+            b.click(&b.find("#upload-force").unwrap());
+        }
+        b.type_into(&b.find("#upload-file").unwrap(), img.to_str().unwrap());
+        b.click(&b.find("#send").unwrap());
+        b.wait_url(&format!("{origin}/masters"));
+    };
+    let outcome = || {
+        for _ in 0..150 {
+            let row = b
+                .find("#console-imports tr:nth-child(2)")
+                .map(|r| b.text_of(&r))
+                .unwrap_or_default();
+            if row.contains("done:") || row.contains("failed:") {
+                return row;
+            }
+            // The page reloads itself while the import is under way.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the import did not end: {}", b.source());
+    };
+    send(false);
+    let failed = outcome();
+    assert!(
+        failed.contains("failed: demo-3.img is not a disk image"),
+        "{failed}"
+    );
+    send(true);
+    let done = outcome();
+    assert!(done.contains("done: demo 3, 4 MB disk"), "{done}");
+    let listed = f.nightcast(&["master", "list"]);
+    assert!(listed.contains('3'), "{listed}");
+    // What demo 3 costs lyon, whose relay holds demo 1: the changed chunks, not the whole.
+    let row = b.text_of(&b.find("#masters tr:last-child").unwrap());
+    assert!(row.starts_with("demo 3"), "{row}");
+    let cost = b.text_of(&b.find("#masters tr:last-child td.cost").unwrap());
+    let (fetch, whole) = cost_of(&cost, "lyon");
+    assert!(fetch > 0.0 && fetch < whole, "{cost}");
+    assert!(cost.contains("of window, 1 night"), "{cost}");
+    // The same from the command line.
+    let cli = f.nightcast(&["master", "cost", "demo", "3"]);
+    let lyon = cli
+        .lines()
+        .find(|l| l.starts_with("lyon"))
+        .unwrap_or_else(|| panic!("{cli}"));
+    assert!(
+        lyon.split_whitespace()
+            .nth(1)
+            .is_some_and(|h| h.starts_with('1')),
+        "the relay holds demo 1: {cli}"
+    );
+    assert!(lyon.ends_with(" 1"), "one night: {cli}");
+    b.screenshot(&shots.join("masters.png"));
+    check_page(&b, &origin, "masters page after an import");
 
     // Read-only: the fleet without a button; a forged reset refused, nothing recorded.
     b.click(&b.find("header form button").unwrap());
@@ -464,6 +552,15 @@ fn the_dsi_imports_a_calendar_pushes_a_master_and_resets_a_nuc_a_read_only_user_
     b.goto(&format!("{origin}/calendar"));
     assert!(b.find("#import").is_none() && b.find("#push").is_none() && b.find("#add").is_none());
     assert!(b.find("#sessions button").is_none(), "{}", b.source());
+    b.goto(&format!("{origin}/masters"));
+    assert!(b.find("#upload").is_none() && b.find("#import-path").is_none());
+    forge_post(&b, "/masters/import");
+    let refused = b.text_of(&b.wait_find("main p.err"));
+    assert!(
+        refused.contains("does not let you import masters"),
+        "{refused}"
+    );
+    assert_eq!(f.nightcast(&["master", "list"]), listed);
     b.goto(&format!("{origin}/fleet"));
     forge_post(&b, "/nodes/nuc-1/reset");
     let refused = b.text_of(&b.wait_find("main p.err"));

@@ -2,7 +2,7 @@
 
 use image_tools::api::{
     CalendarFile, CalendarImported, Done, ImportMaster, Imported, MasterInfo, MasterProfile,
-    MoveSession, NewSession, SessionInfo, SessionOrigin, SetProfile,
+    MoveSession, NewSession, SessionInfo, SessionOrigin, SetProfile, SiteCost,
 };
 use image_tools::{MasterName, MasterVersion};
 
@@ -75,6 +75,13 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
         }
         ("POST", ["v1", "masters"]) => ok(import_master(api, call.body()?, now)?),
         ("GET", ["v1", "masters", "imports"]) => ok(api.imports.list(api.clock.now_f64())),
+        ("GET", ["v1", "masters", name, version, "cost"]) => {
+            let master = image_tools::wire::MasterRef {
+                name: path_id(name)?,
+                version: path_id(version)?,
+            };
+            ok(site_costs(api, &db()?, &master, now)?)
+        }
         ("DELETE", ["v1", "masters", name, version]) => {
             let name: MasterName = path_id(name)?;
             let version: MasterVersion = path_id(version)?;
@@ -169,6 +176,48 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
         }
         _ => Err(NO_ROUTE),
     })())
+}
+
+/// What `master` costs each site that runs or holds the master (`crate::cost`); 404 for a
+/// version not in the catalogue.
+fn site_costs(
+    api: &Api,
+    db: &Db,
+    master: &image_tools::wire::MasterRef,
+    now: i64,
+) -> Result<Vec<SiteCost>, Reply> {
+    let masters = db.manifest_revisions().map_err(db_error)?;
+    let masters = masters.into_iter().map(|(m, _)| m).collect();
+    let classes = api
+        .classes
+        .get(masters, || db.classes())
+        .map_err(db_error)?;
+    if !classes.masters.contains_key(master) {
+        return Err(error(
+            404,
+            format!(
+                "no master {} {} in the catalogue",
+                master.name, master.version
+            ),
+        ));
+    }
+    let costs = db.version_costs(now, master, &classes).map_err(db_error)?;
+    costs
+        .into_iter()
+        .map(|c| {
+            Ok(SiteCost {
+                site: stored(&c.site)?,
+                holds: c.holds.into_iter().map(|m| m.version).collect(),
+                missing_bytes: c.missing,
+                stored_bytes: c.whole,
+                rate_bytes_per_sec: c.rate,
+                window_secs: c.fetch.map(|f| f.window_secs),
+                nights: c.fetch.map(|f| f.nights),
+                ready_at: c.fetch.map(|f| f.ready_at),
+                relay: c.relay,
+            })
+        })
+        .collect()
 }
 
 /// Imports an image on the controller's disk into the store and registers it: chunks are durable

@@ -34,6 +34,15 @@ pub fn seg(text: &str) -> String {
 
 /// A whole page: `title` (text), the user bar (`who`: name and role, with the logout form and
 /// its CSRF token) and `body` (HTML, already escaped).
+/// `html` (a `page`) reloading itself every `secs` seconds.
+pub fn refreshing(html: &str, secs: u32) -> String {
+    html.replacen(
+        "<meta charset=\"utf-8\">",
+        &format!("<meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"{secs}\">"),
+        1,
+    )
+}
+
 pub fn page(title: &str, who: Option<(&str, &str, &str)>, body: &str) -> String {
     let mut out = String::with_capacity(body.len() + 1024);
     let _ = write!(
@@ -100,7 +109,7 @@ a.button{display:inline-block;border:1px solid #8e1b1b;border-radius:4px;color:#
 button.danger{border-color:#8e1b1b;color:#8e1b1b}.order{font-size:.85em}\
 table.fleet th:nth-child(1){width:13%}table.fleet th:nth-child(2){width:9%}table.fleet th:nth-child(8){width:19em}\
 .cards{display:flex;gap:1em;flex-wrap:wrap}.card{flex:1 1 24em;background:#fff;border-radius:6px;padding:.4em 1.2em 1em}\
-form.grid{display:grid;grid-template-columns:6em 1fr;gap:.5em;align-items:center}form.grid input,form.grid select{font:inherit;padding:.3em}\
+form.grid{display:grid;grid-template-columns:6em 1fr;gap:.5em;align-items:center}form.grid.wide{grid-template-columns:16em 1fr}form.grid input,form.grid select{font:inherit;padding:.3em}\
 code{background:#eceff3;padding:0 .25em;border-radius:3px}progress{vertical-align:middle}\
 ";
 

@@ -13,6 +13,8 @@ pub const MAX_FORM: usize = 16 << 10;
 pub const MAX_UPLOAD: usize = 4 << 20;
 /// Where a body may be as large as `MAX_UPLOAD`.
 pub const UPLOAD_PATH: &str = "/calendar";
+/// Where a body is a master image, streamed to disk (`console::upload`), bounded by the config.
+pub const IMAGE_UPLOAD_PATH: &str = "/masters/upload";
 
 /// A request's head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head>, u16> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let max = if method == "POST" && path == UPLOAD_PATH {
         MAX_UPLOAD
+    } else if method == "POST" && path == IMAGE_UPLOAD_PATH {
+        // Streamed to disk as it arrives; the console's `max_upload_gb` bounds it.
+        usize::MAX
     } else {
         MAX_FORM
     };
@@ -253,7 +258,8 @@ mod tests {
         match parse(bytes) {
             Ok(None) => prop_assert!(bytes.len() < MAX_HEAD),
             Ok(Some(h)) => {
-                prop_assert!(h.len <= bytes.len() && h.length <= MAX_UPLOAD);
+                prop_assert!(h.len <= bytes.len());
+                prop_assert!(h.length <= MAX_UPLOAD || h.path == IMAGE_UPLOAD_PATH);
                 prop_assert!(h.path.starts_with('/') || !h.method.is_empty());
             }
             Err(status) => prop_assert!(matches!(status, 400 | 411 | 413 | 431), "{status}"),

@@ -1,10 +1,11 @@
 //! The masters page (`GET /masters`): each master version with its size, what it takes in the
 //! store, the bytes it shares with other masters (the chunk classes the planner uses), where it
-//! is held (relays and NUCs, by site), and the imports under way (`GET /v1/masters/imports`).
+//! is held (relays and NUCs, by site), what it costs each site (`GET /v1/masters/N/V/cost`), and
+//! the imports under way (`GET /v1/masters/imports`) and started here (`masters_import`).
 
 use std::collections::BTreeMap;
 
-use image_tools::api::{ImportProgress, MasterInfo};
+use image_tools::api::{ImportProgress, MasterInfo, SiteCost};
 use image_tools::wire::MasterRef;
 
 use super::masters_page::{self, Held, MasterLine};
@@ -101,14 +102,29 @@ pub fn page(console: &Console, session: &Session, now: i64) -> Response {
                 name: m.name.clone(),
                 version: m.version.clone(),
             };
+            let url = format!("/v1/masters/{}/{}/cost", m.name, m.version);
+            let costs: Vec<SiteCost> =
+                super::calendar::answer(crate::api::call(&console.api, "GET", &url, &()))
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "console: the cost of a master version");
+                        Vec::new()
+                    })
+                    .into_iter()
+                    .filter(|c: &SiteCost| session.user.sees(c.site.as_str()))
+                    .collect();
             MasterLine {
                 info: m,
                 shared: shared.get(&r).copied().unwrap_or(0),
                 held,
+                costs,
             }
         })
         .collect();
-    Response::html(200, masters_page::masters(session, &lines, &imports))
+    let console_imports = console.api.imports.from_console();
+    Response::html(
+        200,
+        masters_page::masters(session, &lines, &imports, &console_imports),
+    )
 }
 
 use super::http::Response;

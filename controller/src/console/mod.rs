@@ -14,7 +14,10 @@
 //! waiting to enrol; `POST /nodes/NODE/approve`; `GET /fleet` (`fleet`, `fleet_page`) and
 //! `POST /nodes/NODE/reset|rollback|wake|revoke` (`GET .../revoke` asks first); `GET|POST
 //! /calendar` (an upload, `multipart`) and `POST /overrides` (`calendar`, `calendar_page`);
-//! `GET /masters` (`masters`, `masters_page`); `GET|POST /login`, `POST /logout`;
+//! `GET /masters` (`masters`, `masters_page`), with the cost of each version at each site
+//! (`crate::cost`), `POST /masters/import` (a path on the controller) and `POST /masters/upload`
+//! (an image streamed to disk as it arrives, `upload`), both run by `masters_import`;
+//! `GET|POST /login`, `POST /logout`;
 //! `GET /console.css`.
 
 use std::net::SocketAddr;
@@ -34,6 +37,7 @@ pub mod fleet_page;
 pub mod html;
 pub mod http;
 pub mod masters;
+pub mod masters_import;
 pub mod masters_page;
 pub mod multipart;
 pub mod pages;
@@ -45,6 +49,7 @@ pub mod sessions;
 #[cfg(test)]
 mod testing;
 pub mod tls;
+pub mod upload;
 pub mod users;
 
 /// Connections open at once; one more waits for a place (the listener is not read meanwhile).
@@ -57,6 +62,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Settings {
     pub listen: SocketAddr,
     pub certificate: tls::Certificate,
+    /// The largest master image taken as an upload (`upload`).
+    pub max_upload_bytes: u64,
 }
 
 /// The console's state: the admin API's (database, clock, planner settings and cached chunk
@@ -68,6 +75,8 @@ pub struct Console {
     pub throttle: Mutex<session::Throttle>,
     /// The week's plan rows and when they were computed (see `PLAN_FRESH_SECS`).
     pub plan: Mutex<Option<(i64, Arc<Vec<image_tools::api::PlanRow>>)>>,
+    /// The largest master image taken as an upload.
+    pub max_upload: u64,
 }
 
 /// How long the board shows a plan before computing it again: a region of a thousand sites takes
@@ -86,6 +95,7 @@ impl Console {
             sessions: Mutex::default(),
             throttle: Mutex::default(),
             plan: Mutex::default(),
+            max_upload: 64_000_000_000,
         }
     }
 
@@ -151,14 +161,26 @@ pub async fn serve(
                 tracing::debug!(%peer, "console: no TLS handshake");
                 return;
             };
-            let response = match tokio::time::timeout(IO_TIMEOUT, read(&mut tls)).await {
+            let response = match tokio::time::timeout(IO_TIMEOUT, read_head(&mut tls)).await {
                 Err(_) => routes::status(408),
                 Ok(Err(status)) => routes::status(status),
-                Ok(Ok((head, body))) => {
-                    let console = console.clone();
-                    tokio::task::spawn_blocking(move || routes::handle(&console, &head, &body))
-                        .await
-                        .unwrap_or_else(|_| routes::status(500))
+                Ok(Ok((head, prefix))) if upload::is_upload(&head) => {
+                    upload::receive(console.clone(), head, prefix, &mut tls).await
+                }
+                Ok(Ok((head, prefix))) => {
+                    match tokio::time::timeout(IO_TIMEOUT, read_body(&mut tls, &head, prefix)).await
+                    {
+                        Err(_) => routes::status(408),
+                        Ok(Err(status)) => routes::status(status),
+                        Ok(Ok(body)) => {
+                            let console = console.clone();
+                            tokio::task::spawn_blocking(move || {
+                                routes::handle(&console, &head, &body)
+                            })
+                            .await
+                            .unwrap_or_else(|_| routes::status(500))
+                        }
+                    }
                 }
             };
             let write = async {
@@ -170,8 +192,8 @@ pub async fn serve(
     }
 }
 
-/// Reads one request: its head, then a body of `Content-Length` bytes (a form).
-async fn read<S: tokio::io::AsyncRead + Unpin>(
+/// Reads a request's head, and the body bytes that came with it.
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(
     stream: &mut S,
 ) -> Result<(http::Head, Vec<u8>), u16> {
     let mut buf = Vec::with_capacity(4096);
@@ -192,7 +214,16 @@ async fn read<S: tokio::io::AsyncRead + Unpin>(
             Err(status) => return Err(status),
         }
     };
-    let mut body = buf.split_off(head.len);
+    let body = buf.split_off(head.len);
+    Ok((head, body))
+}
+
+/// The rest of a body of `Content-Length` bytes (a form), after `body`, the bytes read with the head.
+async fn read_body<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    head: &http::Head,
+    mut body: Vec<u8>,
+) -> Result<Vec<u8>, u16> {
     body.truncate(head.length);
     let rest = (head.length - body.len()) as u64;
     stream
@@ -203,12 +234,12 @@ async fn read<S: tokio::io::AsyncRead + Unpin>(
     if body.len() != head.length {
         return Err(400);
     }
-    Ok((head, body))
+    Ok(body)
 }
 
 /// A body too large to take, read and thrown away (up to `MAX_DRAIN`, while it keeps coming)
 /// so that the browser, still sending it, reads our answer instead of a broken connection.
-async fn drain<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) {
+pub(crate) async fn drain<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) {
     let mut chunk = vec![0u8; 64 << 10];
     let mut total = 0;
     while total < MAX_DRAIN {

@@ -502,6 +502,153 @@ fn the_masters_page_lists_each_version() {
     assert!(!page.contains("each NUC's own"), "{page}");
 }
 
+/// The outcome of the console's import of `name` `version`, once it ended (within 20 s).
+fn import_outcome(c: &super::Console, version: &str) -> Result<image_tools::api::Imported, String> {
+    for _ in 0..400 {
+        let ended = c
+            .api
+            .imports
+            .from_console()
+            .into_iter()
+            .find(|i| i.version.as_str() == version)
+            .and_then(|i| i.outcome);
+        if let Some(outcome) = ended {
+            return outcome;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the import of {version} did not end");
+}
+
+#[test]
+fn a_dsi_imports_a_version_by_its_path_and_sees_how_it_ended_and_its_cost_a_viewer_cannot() {
+    let (d, c) = console();
+    let disk = image_tools::testimage::disk_bytes(4 << 20, 7);
+    let image = d.path().join("demo-1.img");
+    std::fs::write(&image, &disk).unwrap();
+    let not_a_disk = d.path().join("notes.bin");
+    std::fs::write(&not_a_disk, vec![0u8; 2 << 20]).unwrap();
+    let form = |token: &str, version: &str, path: &std::path::Path| {
+        format!(
+            "csrf={token}&name=demo&version={version}&path={}",
+            path.display()
+        )
+    };
+
+    // Read-only: no form, and a POST with its own token refused, nothing started.
+    let (viewer, vtoken) = log_in(&c, "viewer", "read only password", NOW);
+    let page = get(&c, "/masters", &viewer, NOW).body;
+    assert!(
+        !page.contains("id=\"upload\"") && !page.contains("id=\"import-path\""),
+        "{page}"
+    );
+    let r = post(
+        &c,
+        "/masters/import",
+        &viewer,
+        &form(&vtoken, "1", &image),
+        NOW,
+    );
+    assert_eq!(r.status, 403);
+    assert!(
+        r.body.contains("does not let you import masters"),
+        "{}",
+        r.body
+    );
+    // An admin's POST without the session's token.
+    let (admin, token) = log_in(&c, "dsi", "correct horse battery", NOW);
+    let r = post(
+        &c,
+        "/masters/import",
+        &admin,
+        &form(&"0".repeat(64), "1", &image),
+        NOW,
+    );
+    assert_eq!(r.status, 403);
+    assert!(c.api.imports.from_console().is_empty());
+
+    // A file that is no disk: the import's own words, the page no longer reloading.
+    let page = get(&c, "/masters", &admin, NOW).body;
+    assert!(
+        page.contains("id=\"upload\"") && page.contains("id=\"import-path\""),
+        "{page}"
+    );
+    let r = post(
+        &c,
+        "/masters/import",
+        &admin,
+        &form(&token, "0", &not_a_disk),
+        NOW,
+    );
+    assert_eq!((r.status, r.location.as_deref()), (303, Some("/masters")));
+    let e = import_outcome(&c, "0").unwrap_err();
+    assert!(e.contains("not a disk image"), "{e}");
+    let page = get(&c, "/masters", &admin, NOW).body;
+    assert!(
+        page.contains("failed: ") && page.contains("not a disk image"),
+        "{page}"
+    );
+    assert!(!page.contains("http-equiv=\"refresh\""), "{page}");
+
+    // A disk image: done, listed with its size; a site with a session for it fetches it whole.
+    let mut db = Db::open(&c.api.data.database()).unwrap();
+    let r = post(
+        &c,
+        "/masters/import",
+        &admin,
+        &form(&token, "1", &image),
+        NOW,
+    );
+    assert_eq!(r.status, 303);
+    let done = import_outcome(&c, "1").unwrap();
+    assert_eq!(done.size, 4 << 20);
+    db.add_session(
+        "lyon",
+        "salle-1",
+        ("demo", "1"),
+        "2026-12-10 08:00",
+        "2026-12-10 12:00",
+        NOW,
+    )
+    .unwrap();
+    let page = get(&c, "/masters", &admin, NOW).body;
+    let done_line = format!("done: demo 1, {} disk", super::board::bytes(4 << 20));
+    assert!(page.contains(&done_line), "{page}");
+    assert!(page.contains("<b>demo</b> 1"), "{page}");
+    let costs: Vec<image_tools::api::SiteCost> = super::calendar::answer(crate::api::call(
+        &c.api,
+        "GET",
+        "/v1/masters/demo/1/cost",
+        &(),
+    ))
+    .unwrap();
+    assert_eq!(costs.len(), 1, "{costs:?}");
+    assert_eq!(costs[0].missing_bytes, costs[0].stored_bytes);
+    assert!(
+        page.contains(&format!(
+            "lyon: {} to fetch of",
+            super::board::bytes(costs[0].missing_bytes)
+        )),
+        "{page}"
+    );
+    // The same version again: refused by the import, in its words.
+    post(
+        &c,
+        "/masters/import",
+        &admin,
+        &form(&token, "1", &image),
+        NOW,
+    );
+    for _ in 0..400 {
+        if c.api.imports.from_console()[0].outcome.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let again = c.api.imports.from_console()[0].outcome.clone().unwrap();
+    assert!(again.unwrap_err().contains("already exists"));
+}
+
 /// Whatever a node, a user, a master or an override says, it reaches the new pages escaped.
 #[test]
 fn no_outside_string_reaches_the_fleet_calendar_or_masters_page_unescaped() {
@@ -642,8 +789,26 @@ fn no_outside_string_reaches_the_fleet_calendar_or_masters_page_unescaped() {
                 info: &master,
                 shared: 1,
                 held,
+                costs: vec![image_tools::api::SiteCost {
+                    site: "lyon".parse().unwrap(),
+                    holds: vec![],
+                    missing_bytes: 1,
+                    stored_bytes: 2,
+                    rate_bytes_per_sec: 1,
+                    window_secs: None,
+                    nights: None,
+                    ready_at: None,
+                    relay: true,
+                }],
             }],
             &[import],
+            &[crate::imports::FromConsole {
+                name: master.name.clone(),
+                version: master.version.clone(),
+                by: EVIL.into(),
+                started: 0,
+                outcome: Some(Err(EVIL.into())),
+            }],
         ),
     ];
     for p in &pages {

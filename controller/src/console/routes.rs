@@ -16,7 +16,7 @@ use crate::db::Db;
 pub fn status(code: u16) -> Response {
     let text = match code {
         408 => "The request took too long to arrive.",
-        413 => "The request is too large: a form is at most 16 kB, a calendar file at most 4 MB.",
+        413 => "The request is too large: a form is at most 16 kB, a calendar file at most 4 MB, a master image at most the console's `max_upload_gb`.",
         431 => "The request's headers are too large.",
         500 => "The console failed: see the controller's log.",
         _ => "The request could not be read.",
@@ -49,28 +49,39 @@ pub fn handle_at(console: &Console, head: &Head, body: &[u8], now: i64) -> Respo
             )
         }
         ("POST", "/login") => login(console, cookie, body, now),
-        (method, path) => match console
-            .sessions
-            .lock()
-            .map_err(|_| NoSession::Unknown)
-            .and_then(|mut s| s.check(cookie, now))
-        {
-            Err(NoSession::Expired) => Response::see_other("/login?expired=1"),
-            Err(NoSession::Unknown) => Response::see_other("/login"),
-            Ok(session) if still_valid(console, &session) => {
-                logged_in(console, &session, method, path, head, body, now)
-            }
-            Ok(session) => {
-                tracing::info!(user = %session.user.name, "console session ended: the user was changed or removed");
-                if let Ok(mut s) = console.sessions.lock() {
-                    s.close_user(&session.user.name);
-                }
-                Response::see_other("/login?expired=1")
-            }
+        (method, path) => match session_of(console, cookie, now) {
+            Ok(session) => logged_in(console, &session, method, path, head, body, now),
+            Err(response) => response,
         },
     };
     tracing::debug!(method = %head.method, path = %head.path, status = response.status, "console request");
     response
+}
+
+/// The session of the request's `cookie`, its user still as they logged in; else where to go
+/// (the login page).
+pub(super) fn session_of(
+    console: &Console,
+    cookie: Option<&str>,
+    now: i64,
+) -> Result<Session, Response> {
+    match console
+        .sessions
+        .lock()
+        .map_err(|_| NoSession::Unknown)
+        .and_then(|mut s| s.check(cookie, now))
+    {
+        Err(NoSession::Expired) => Err(Response::see_other("/login?expired=1")),
+        Err(NoSession::Unknown) => Err(Response::see_other("/login")),
+        Ok(session) if still_valid(console, &session) => Ok(session),
+        Ok(session) => {
+            tracing::info!(user = %session.user.name, "console session ended: the user was changed or removed");
+            if let Ok(mut s) = console.sessions.lock() {
+                s.close_user(&session.user.name);
+            }
+            Err(Response::see_other("/login?expired=1"))
+        }
+    }
 }
 
 /// Whether the session's user is still as they logged in: same role, sites and password (read
@@ -221,6 +232,9 @@ fn logged_in(
                 super::fleet::act(console, session, node, action, now)
             }
             ["calendar"] => super::calendar::upload(console, session, head, body, now),
+            ["masters", "import"] => {
+                super::masters_import::from_path(console, session, &fields, now)
+            }
             ["overrides"] => super::calendar::push(console, session, &fields, now),
             ["sessions"] => super::sessions::add(console, session, &fields, now),
             ["sessions", id, action @ ("move" | "remove")] => {

@@ -254,8 +254,7 @@ impl Db {
         holds: &std::collections::HashMap<String, Vec<image_tools::wire::MasterRef>>,
         classes: &crate::plan::Classes,
     ) -> Result<Vec<(String, Vec<crate::plan::Row>)>, DbError> {
-        use crate::plan::{plan_site, Relay, Session, Site};
-        let relays = self.relays_by_site()?;
+        use crate::plan::{plan_site, Session};
         let mut by_site: std::collections::HashMap<String, Vec<Session>> = Default::default();
         for s in self.sessions(None)?.into_iter().filter(|s| s.start >= now) {
             by_site.entry(s.site.clone()).or_default().push(Session {
@@ -269,22 +268,56 @@ impl Db {
             });
         }
         let mut out = Vec::new();
-        for row in self.sites()? {
-            let site = Site {
-                schedule: parse_schedule(&row.tz, &row.windows)?,
-                cap_bps: row.cap_mbit * 1_000_000,
-                holds: holds.get(&row.name).cloned().unwrap_or_default(),
-                relay: match relays.get(&row.name) {
-                    Some(&last_seen) => Relay::Enrolled { last_seen },
-                    None => Relay::None,
-                },
-                name: row.name,
-            };
+        for site in self.planner_sites(holds)? {
             let sessions = by_site.remove(&site.name).unwrap_or_default();
             let rows = plan_site(now, &site, &sessions, classes, settings);
             out.push((site.name, rows));
         }
         Ok(out)
+    }
+
+    /// Every site as the planner sees it: windows, cap, relay, and what `holds` says it holds.
+    pub fn planner_sites(
+        &self,
+        holds: &std::collections::HashMap<String, Vec<image_tools::wire::MasterRef>>,
+    ) -> Result<Vec<crate::plan::Site>, DbError> {
+        use crate::plan::{Relay, Site};
+        let relays = self.relays_by_site()?;
+        self.sites()?
+            .into_iter()
+            .map(|row| {
+                Ok(Site {
+                    schedule: parse_schedule(&row.tz, &row.windows)?,
+                    cap_bps: row.cap_mbit * 1_000_000,
+                    holds: holds.get(&row.name).cloned().unwrap_or_default(),
+                    relay: match relays.get(&row.name) {
+                        Some(&last_seen) => Relay::Enrolled { last_seen },
+                        None => Relay::None,
+                    },
+                    name: row.name,
+                })
+            })
+            .collect()
+    }
+
+    /// What `master` costs each site that runs or holds the master, at `now` (`crate::cost`).
+    pub fn version_costs(
+        &self,
+        now: i64,
+        master: &MasterRef,
+        classes: &crate::plan::Classes,
+    ) -> Result<Vec<crate::cost::SiteCost>, DbError> {
+        let sites = self.planner_sites(&self.holds_by_site()?)?;
+        let mut uses: std::collections::HashMap<String, Vec<MasterRef>> = Default::default();
+        for s in self.sessions(None)?.into_iter().filter(|s| s.start >= now) {
+            uses.entry(s.site).or_default().push(MasterRef {
+                name: s.master,
+                version: s.version,
+            });
+        }
+        Ok(crate::cost::version_costs(
+            now, master, classes, &sites, &uses,
+        ))
     }
 }
 

@@ -94,6 +94,28 @@ pub struct ImportProgress {
     pub elapsed_secs: f64,
 }
 
+/// A row of `GET /v1/masters/NAME/VERSION/cost`: what fetching that version costs a site that
+/// runs the master (sessions from now on) or whose relay holds a version of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteCost {
+    pub site: SiteId,
+    /// Versions of this master the site's relay reported complete.
+    pub holds: Vec<MasterVersion>,
+    /// Stored (compressed) bytes of the version the relay lacks: what crosses the site's WAN.
+    pub missing_bytes: u64,
+    /// Stored bytes of the whole version (what a relay with nothing would fetch).
+    pub stored_bytes: u64,
+    /// What the relay moves per second under the site's cap.
+    pub rate_bytes_per_sec: u64,
+    /// Seconds of night window the fetch takes, the night windows it needs and when it ends,
+    /// starting now; `None` if it does not end within 60 days of windows.
+    pub window_secs: Option<i64>,
+    pub nights: Option<u32>,
+    pub ready_at: Option<i64>,
+    /// False when no relay is enrolled at the site: nothing reaches it.
+    pub relay: bool,
+}
+
 /// `POST /v1/calendar`: a calendar file, CSV or iCalendar (by its name's `.ics` ending).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

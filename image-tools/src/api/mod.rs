@@ -28,6 +28,7 @@
 //! | `GET masters` | | `Vec<MasterInfo>` |
 //! | `POST masters` | [`ImportMaster`] | [`Imported`] |
 //! | `GET masters/imports` | | `Vec<ImportProgress>` |
+//! | `GET masters/NAME/VERSION/cost` | | `Vec<SiteCost>` |
 //! | `GET masters/profiles` | | `Vec<MasterProfile>` |
 //! | `GET masters/NAME/profile` | | [`MasterProfile`] |
 //! | `PUT masters/NAME/profile` | [`SetProfile`] | [`MasterProfile`] |
@@ -72,7 +73,7 @@ pub use calendar::{
 };
 pub use catalogue::{
     CalendarFile, CalendarImported, ImportMaster, ImportProgress, Imported, MasterInfo,
-    MasterProfile, MoveSession, NewSession, SessionInfo, SessionOrigin, SetProfile,
+    MasterProfile, MoveSession, NewSession, SessionInfo, SessionOrigin, SetProfile, SiteCost,
 };
 pub use errors::{ApiError, Done};
 pub use failed::FailedOn;
