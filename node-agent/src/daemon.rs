@@ -361,8 +361,14 @@ impl Agent {
         }
     }
 
-    /// At most a second, less if a session starts or ends sooner.
+    /// At most a second, less if a session starts or ends sooner, and a tenth of one while the
+    /// station watches a guest boot or power off ([`Station::watching`]).
     fn next_boundary_wait(&self) -> Duration {
+        let longest = if self.station.watching() {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
         let now = self.clock.now();
         let next = self
             .my_sessions()
@@ -371,8 +377,8 @@ impl Agent {
             .filter(|&t| t > now)
             .min();
         next.map(|t| self.clock.real_until(t))
-            .unwrap_or(Duration::from_secs(1))
-            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+            .unwrap_or(longest)
+            .clamp(Duration::from_millis(10), longest)
     }
 
     fn error(&mut self, what: String) {

@@ -17,6 +17,9 @@ use crate::health::{self, Failure, Health, Seen};
 use crate::profile::{self, Accel, Chosen, Host, Paths, Profile, Seat};
 use crate::qmp::{GuestAgent, Qmp};
 
+/// How long a `guest-ping` may wait once the guest's serial marker is in.
+const PING_AFTER_MARKER: Duration = Duration::from_secs(1);
+
 /// A VM built from a machine profile: what the guest needs, who it is, what the NUC has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machine {
@@ -351,7 +354,10 @@ impl Qemu {
     }
 
     /// What can be seen of the boot now: the serial log, one `guest-ping` (waiting at most
-    /// `ping_timeout`), whether QEMU is gone.
+    /// `ping_timeout`), whether QEMU is gone. When the profile asks for the serial marker too,
+    /// the guest agent is pinged only once the marker is in: a ping before waits out its timeout
+    /// (the guest agent's channel accepts the connection long before it answers), and the
+    /// caller's loop with it.
     pub fn observe(&mut self, ping_timeout: Duration) -> Result<Seen, HypervisorError> {
         self.refresh()?;
         let serial = health::read_serial(&self.serial_log()?);
@@ -362,7 +368,16 @@ impl Qemu {
             _ => None,
         };
         let (m, _) = self.machine("a health check")?;
+        let marker_first = m.profile.health.serial_marker && serial.ready.is_none();
+        // Once the marker is in, the guest is up and its agent answers, but maybe slowly (a TCG
+        // guest on a busy host took over 200 ms, and the health signal 11 s after the marker).
+        let ping_timeout = if m.profile.health.serial_marker {
+            ping_timeout.max(PING_AFTER_MARKER)
+        } else {
+            ping_timeout
+        };
         let guest_ping = exited.is_none()
+            && !marker_first
             && m.profile.health.guest_agent
             && self
                 .guest_agent(ping_timeout)
@@ -437,12 +452,12 @@ impl Qemu {
         Ok(())
     }
 
-    /// Waits until the guest is healthy or has failed ([`Qemu::boot_health`], looked at twice a
-    /// second).
+    /// Waits until the guest is healthy or has failed ([`Qemu::boot_health`], looked at ten
+    /// times a second).
     pub fn wait_healthy(&mut self) -> Result<Health, HypervisorError> {
         loop {
             match self.boot_health()? {
-                Some(Health::Waiting { .. }) => std::thread::sleep(Duration::from_millis(500)),
+                Some(Health::Waiting { .. }) => std::thread::sleep(Duration::from_millis(100)),
                 Some(verdict) => return Ok(verdict),
                 None => {
                     return Err(HypervisorError::NotPrepared {
