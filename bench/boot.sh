@@ -7,7 +7,8 @@
 #         (watched every 20 ms);
 #   agent: the agent's hypervisor code (node-agent/examples/boot_bench.rs): cold boot to the
 #         health signal (marker + guest-ping) and where the time goes, reset + boot as at a
-#         session's end, and the restore prototype (saved RAM state + overlay, QEMU -incoming);
+#         session's end, and with resume_saved_state: the cold boot that saves the guest's
+#         state once, and a reset that restores it (QEMU -incoming) to the health signal;
 #   agent daemon: `nightcast demo --real-vm` (controller, relay and agent as at a site): its
 #         "guest is up" time and the agent process's RSS with the guest running.
 #
@@ -74,4 +75,4 @@ done
 demo=$("$target/debug/nightcast" demo --real-vm "$image" --accel "$accel" 2>&1) || { echo "$demo" >&2; exit 1; }
 up=$(echo "$demo" | sed -n 's/.*the guest is up: healthy \([0-9.]*\) s after.*/\1/p' | head -n 1)
 rss=$(echo "$demo" | sed -n 's/.*the agent uses \([0-9.]*\) MiB.*/\1/p' | head -n 1)
-printf '| agent daemon (nightcast demo --real-vm): session start to health signal | uefi | %s s | the agent process RSS with the guest running: %s MiB |\n' "$up" "$rss"
+printf '| agent daemon (nightcast demo --real-vm): a new master'"'"'s check boot, start to health signal | uefi | %s s | RSS of nightcast-agent run with the guest running (most seen, debug build): %s MiB |\n' "$up" "$rss"

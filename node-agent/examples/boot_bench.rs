@@ -7,9 +7,8 @@
 //!   the marker (its polling);
 //! - reset + boot: the session's end as the agent does it (ACPI power-off, fresh overlay) and the
 //!   next boot to the health signal;
-//! - restore (a prototype, not in the agent): the booted guest's state saved once (QMP `migrate`
-//!   to a file, with a copy of the overlay as it was then), and a reset that starts QEMU with
-//!   `-incoming` from it, to `guest-ping`, then `guest-set-time`;
+//! - with `QemuConfig::resume`: the cold boot that saves the guest's state once, and a reset that
+//!   restores it (QEMU `-incoming`) to the health signal (`guest-ping`);
 //! - this process's RSS with a guest running.
 //!
 //! `cargo run -p nightcast-agent --example boot_bench -- IMAGE [bios|uefi]...` (TCG by default;
@@ -20,7 +19,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,8 +28,7 @@ use nightcast_agent::hypervisor::{host_facts, Hypervisor, Machine, Qemu, QemuCon
 use nightcast_agent::profile::{
     Accel, Amount, DiskModel, Firmware, HealthCheck, Network, NicModel, Profile, Seat,
 };
-use nightcast_agent::qmp::{GuestAgent, Qmp};
-use serde_json::json;
+use nightcast_agent::qmp::GuestAgent;
 
 #[allow(clippy::disallowed_methods)] // a bench measures wall time
 fn now() -> Instant {
@@ -136,6 +133,9 @@ fn systemd_analyze(qga: &mut GuestAgent) -> String {
 /// from the kernel's start to the end of the guest's boot.
 fn analyzed_total(line: &str) -> Option<Duration> {
     let total = line.rsplit('=').next()?;
+    if total.trim().is_empty() {
+        return None;
+    }
     let mut secs = 0.0;
     for word in total.split_whitespace() {
         let (n, unit) = word.split_at(word.find(|c: char| c.is_ascii_alphabetic())?);
@@ -183,7 +183,7 @@ fn bench(master: &Path, firmware: Firmware, accel: Accel) {
         host: host_facts(Network::Nat),
     };
     let overlay = dir.path().join("overlay.qcow2");
-    let mut config = QemuConfig::with_machine("bench", &overlay, machine);
+    let mut config = QemuConfig::with_machine("bench", &overlay, machine.clone());
     config.powerdown_grace = Duration::from_secs(120);
     let mut vm = Qemu::new(config).unwrap();
 
@@ -231,144 +231,52 @@ fn bench(master: &Path, firmware: Firmware, accel: Accel) {
         ),
     );
 
-    // Restore (prototype): save the booted guest once, then reset onto the saved state.
-    match restore(&mut vm, dir.path(), firmware) {
-        Ok((save, restored, detail)) => {
-            row(
-                "prototype: save the booted guest (once per master)",
-                &fw,
-                save,
-                "QMP migrate to a file + copy of the overlay",
-            );
-            row(
-                "prototype: reset + restore to guest-ping",
-                &fw,
-                restored,
-                &detail,
-            );
-        }
-        Err(e) => println!("| prototype: restore | {fw} | failed | {e} |"),
-    }
     vm.stop_now().unwrap();
-}
+    drop(vm);
 
-/// Saves the running guest (migrate to a file), copies the overlay (and UEFI variables) as they
-/// were, stops QEMU; then times a reset onto that state: copies back, QEMU with `-incoming`,
-/// `guest-ping`, `guest-set-time`.
-fn restore(
-    vm: &mut Qemu,
-    dir: &Path,
-    firmware: Firmware,
-) -> Result<(Duration, Duration, String), String> {
-    let paths = vm.paths().unwrap().clone();
-    let state = dir.join("pristine.state");
-    let saved_overlay = dir.join("pristine-overlay.qcow2");
-    let saved_vars = dir.join("pristine-vars.fd");
-    let t = now();
-    let mut qmp = vm.qmp(Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    qmp.execute(
-        "migrate",
-        json!({ "uri": format!("file:{}", state.display()) }),
-    )
-    .map_err(|e| e.to_string())?;
-    loop {
-        let q = qmp
-            .execute("query-migrate", serde_json::Value::Null)
-            .map_err(|e| e.to_string())?;
-        match q["status"].as_str() {
-            Some("completed") => break,
-            Some("failed") | Some("cancelled") => return Err(format!("migrate: {q}")),
-            _ => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-    // The guest is paused and QEMU has flushed the overlay: copy it as it is now.
-    fs::copy(&paths.overlay, &saved_overlay).map_err(|e| e.to_string())?;
-    if firmware == Firmware::Uefi {
-        fs::copy(&paths.vars, &saved_vars).map_err(|e| e.to_string())?;
-    }
-    let save = t.elapsed();
-    // The guest goes on where it was paused (what the agent would do after saving during a
-    // session's first boot): it answers again.
-    let resumed = qmp
-        .execute("cont", serde_json::Value::Null)
-        .map_err(|e| e.to_string())
-        .and_then(|_| {
-            GuestAgent::connect(&paths.qga, Duration::from_secs(10))
-                .and_then(|mut q| q.ping())
-                .map_err(|e| e.to_string())
-        });
-    let resumed = match resumed {
-        Ok(()) => "the saved guest went on after the save (cont, guest-ping)".to_owned(),
-        Err(e) => format!("the saved guest did NOT go on after the save: {e}"),
-    };
-    let _ = qmp.quit();
-    drop(qmp);
-    let argv = vm.command_line();
-    vm.stop_now().map_err(|e| e.to_string())?;
-    let state_mib = fs::metadata(&state).map_or(0, |m| m.len() >> 20);
-
-    let t = now();
-    fs::copy(&saved_overlay, &paths.overlay).map_err(|e| e.to_string())?;
-    if firmware == Firmware::Uefi {
-        fs::copy(&saved_vars, &paths.vars).map_err(|e| e.to_string())?;
-    }
-    let copied = t.elapsed();
-    for stale in [&paths.qmp, &paths.qga] {
-        let _ = fs::remove_file(stale);
-    }
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .arg("-incoming")
-        .arg(format!("file:{}", state.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let result = (|| {
-        let mut tries = 0;
-        let mut qga = loop {
-            match GuestAgent::connect(&paths.qga, Duration::from_millis(500)) {
-                Ok(q) => break q,
-                Err(e) if tries > 600 => return Err(format!("no guest agent: {e}")),
-                Err(_) => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        };
-        qga.ping().map_err(|e| e.to_string())?;
-        let pinged = t.elapsed();
-        drop(qga);
-        // The guest's clock stopped at the save: set it to the host's.
-        #[allow(clippy::disallowed_methods)] // a bench reads the wall clock
-        let ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        GuestAgent::connect(&paths.qga, Duration::from_secs(30))
-            .and_then(|mut q| q.execute("guest-set-time", json!({ "time": ns })))
-            .map_err(|e| format!("guest-set-time: {e}"))?;
-        let timed = t.elapsed();
-        let mut qmp =
-            Qmp::connect(&paths.qmp, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-        let status = qmp.status().map_err(|e| e.to_string())?;
-        let _ = qmp.quit();
-        Ok((pinged, timed, status))
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    let (pinged, timed, status) = result?;
-    Ok((
-        save,
-        timed,
-        format!(
-            "copy back overlay {:.3} s, guest-ping {:.1} s after the reset began, clock set {:.1} s; \
-             state file {state_mib} MiB; QEMU status {status}; {resumed}",
-            copied.as_secs_f64(),
-            pinged.as_secs_f64(),
-            timed.as_secs_f64()
+    // Resets that resume the saved state (`QemuConfig::resume`), on the same overlay path.
+    let mut config = QemuConfig::with_machine("bench", &overlay, machine);
+    config.powerdown_grace = Duration::from_secs(120);
+    config.resume = true;
+    let mut vm = Qemu::new(config).unwrap();
+    vm.prepare(master).unwrap();
+    let (healthy, _, marker) = boot(&mut vm, master);
+    let state_mib = fs::metadata(dir.path().join("pristine.state")).map_or(0, |m| m.len() >> 20);
+    row(
+        "agent, resume on: cold boot + saving the state (once)",
+        &fw,
+        healthy,
+        &format!(
+            "marker at {} s, healthy and saved {:.1} s after it; state file {state_mib} MiB; {}",
+            secs(marker),
+            marker.map_or(0.0, |m| healthy.saturating_sub(m).as_secs_f64()),
+            vm.accel_text().unwrap_or_default()
         ),
-    ))
+    );
+    let t = now();
+    vm.stop().unwrap();
+    let powered_off = t.elapsed();
+    let t = now();
+    vm.prepare(master).unwrap();
+    let fresh = t.elapsed();
+    let t = now();
+    vm.start(master).unwrap();
+    let health = vm.wait_healthy().unwrap();
+    let restored = t.elapsed();
+    assert_eq!(health, Health::Healthy);
+    row(
+        "agent, resume on: reset + restore to health signal",
+        &fw,
+        powered_off + fresh + restored,
+        &format!(
+            "ACPI power-off {:.1} s, fresh overlay {:.3} s, restore to guest-ping {:.1} s; {}",
+            powered_off.as_secs_f64(),
+            fresh.as_secs_f64(),
+            restored.as_secs_f64(),
+            vm.accel_text().unwrap_or_default()
+        ),
+    );
+    vm.stop_now().unwrap();
 }
 
 fn main() {

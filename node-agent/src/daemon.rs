@@ -214,6 +214,7 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         _ => {
             let mut q = QemuConfig::new(me.node.as_str(), &overlay);
             q.x_display = cfg.screen.clone();
+            q.resume = cfg.resume_saved_state;
             if machines.is_none() {
                 tracing::info!("the VM runs the raw qemu_command (no health check)");
                 q.command = cfg.qemu_command.clone();

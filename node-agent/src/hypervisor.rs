@@ -28,6 +28,7 @@ use crate::qmp::QmpError;
 mod fake;
 mod kvm_memory;
 mod qemu;
+mod saved;
 pub use fake::Fake;
 pub use qemu::{Machine, Qemu, QemuConfig, Stopped};
 
