@@ -69,8 +69,9 @@ pub fn key(argv: &[String], master: &Path, qemu_version: &str, firmware: &Path) 
     } else {
         binary.display().to_string()
     };
+    let master = fs::canonicalize(master).unwrap_or_else(|_| master.to_owned());
     for part in [
-        file_facts(master),
+        file_facts(&master),
         qemu_version.to_owned(),
         binary,
         file_facts(firmware),
