@@ -21,6 +21,8 @@ use image_tools::clock::Clock;
 use image_tools::{testimage, Manifest};
 use serde_json::Value;
 
+mod real_vm;
+
 const SITES: [&str; 2] = ["lyon", "nantes"];
 const NUCS: usize = 3;
 const MASTER: &str = "win10-bureautique";
@@ -31,6 +33,17 @@ pub fn run(dir: Option<PathBuf>, size_mib: u64) -> Result<()> {
     if !(8..=4096).contains(&size_mib) {
         bail!("--size-mib must be between 8 and 4096");
     }
+    with_demo(dir, |demo| demo.play(size_mib))
+}
+
+/// `nightcast demo --real-vm`: see `real_vm`.
+pub fn run_real_vm(dir: Option<PathBuf>, image: Option<PathBuf>, accel: &str) -> Result<()> {
+    real_vm::check_tools()?;
+    with_demo(dir, |demo| demo.play_real_vm(image, accel))
+}
+
+/// Runs `play` with a demo in `dir` (or a temp dir), then stops every program it started.
+fn with_demo(dir: Option<PathBuf>, play: impl FnOnce(&mut Demo) -> Result<()>) -> Result<()> {
     let stop = interrupt_flag();
     let bins = Bins::find()?;
     for tool in ["qemu-img", "qemu-io"] {
@@ -63,7 +76,7 @@ pub fn run(dir: Option<PathBuf>, size_mib: u64) -> Result<()> {
         clock_spec: String::new(),
         api: String::new(),
     };
-    let result = demo.play(size_mib);
+    let result = play(&mut demo);
     demo.stop_all();
     if let Err(e) = &result {
         eprintln!("\nthe demo stopped: {e:#}\nlogs are in {}", dir.display());
@@ -349,28 +362,7 @@ impl Demo {
             human(m1.summary().unique_stored_bytes),
             m1.summary().unique_chunks
         );
-        let lines = self.spawn(
-            "controller",
-            &self.bins.controller.clone(),
-            &[
-                "serve",
-                "--data",
-                &cs,
-                "--listen",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-            ],
-            2,
-        )?;
-        let quic = lines[0]
-            .strip_prefix("listening on ")
-            .context("controller address")?
-            .to_owned();
-        self.api = lines[1]
-            .strip_prefix("admin API on ")
-            .context("admin API")?
-            .to_owned();
+        let quic = self.serve_controller(&cs)?;
 
         println!(
             "[2/7] two sites, a room of {NUCS} seats each, and a session tomorrow 08:00 at both"
@@ -615,10 +607,44 @@ impl Demo {
         Ok(())
     }
 
+    /// Starts the controller on its data directory `data`: its QUIC address (the admin API's is
+    /// kept for `nightcast`).
+    fn serve_controller(&mut self, data: &str) -> Result<String> {
+        let lines = self.spawn(
+            "controller",
+            &self.bins.controller.clone(),
+            &[
+                "serve",
+                "--data",
+                data,
+                "--listen",
+                "127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+            ],
+            2,
+        )?;
+        let quic = lines[0]
+            .strip_prefix("listening on ")
+            .context("controller address")?
+            .to_owned();
+        self.api = lines[1]
+            .strip_prefix("admin API on ")
+            .context("admin API")?
+            .to_owned();
+        Ok(quic)
+    }
+
     /// Builds an image into the controller's store and registers it.
     fn build(&self, image: &Path, version: &str) -> Result<Manifest> {
+        self.build_named(image, MASTER, version)
+    }
+
+    /// Builds `image` as master `name` version `version` into the controller's store and
+    /// registers it.
+    fn build_named(&self, image: &Path, name: &str, version: &str) -> Result<Manifest> {
         let ctl = self.dir.join("controller");
-        let out = self.dir.join(format!("{MASTER}-{version}.manifest"));
+        let out = self.dir.join(format!("{name}-{version}.manifest"));
         let s = |p: &Path| p.to_str().map(str::to_owned).context("utf-8 path");
         self.run(
             &self.bins.image,
@@ -629,7 +655,7 @@ impl Demo {
                 "--key",
                 &s(&ctl.join("signing.key"))?,
                 "--name",
-                MASTER,
+                name,
                 "--version",
                 version,
                 &s(image)?,
@@ -681,6 +707,19 @@ impl Demo {
     }
 
     fn start_agent(&mut self, site: &str, n: usize, relay: &RelayInfo) -> Result<()> {
+        self.start_agent_with(site, n, relay, "hypervisor = \"fake\"\n")
+            .map(|_| ())
+    }
+
+    /// Starts NUC `n` of `site` with `extra` in its configuration (which must say its
+    /// hypervisor); its data directory.
+    fn start_agent_with(
+        &mut self,
+        site: &str,
+        n: usize,
+        relay: &RelayInfo,
+        extra: &str,
+    ) -> Result<PathBuf> {
         let node = format!("{site}-nuc-{n}");
         let data = self.dir.join(format!("agent-{node}"));
         std::fs::create_dir_all(&data)?;
@@ -690,7 +729,7 @@ impl Demo {
         std::fs::write(
             &config,
             format!(
-                "data = \"{}\"\ndiscovery = \"{}\"\nnode_id = \"{node}\"\nhypervisor = \"fake\"\npoll_secs = 1\nend_of_day = \"23:59\"\npeer_listen = \"127.0.0.1:0\"\n",
+                "data = \"{}\"\ndiscovery = \"{}\"\nnode_id = \"{node}\"\npoll_secs = 1\nend_of_day = \"23:59\"\npeer_listen = \"127.0.0.1:0\"\n{extra}",
                 data.display(),
                 relay.discovery
             ),
@@ -701,7 +740,7 @@ impl Demo {
             &["run", "--config", config.to_str().context("path")?],
             0,
         )?;
-        Ok(())
+        Ok(data)
     }
 }
 

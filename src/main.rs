@@ -55,6 +55,16 @@ enum Command {
         /// Size of the generated master, in MiB.
         #[arg(long, default_value_t = 64)]
         size_mib: u64,
+        /// Boot a real workstation instead: one site, one NUC whose agent runs QEMU, and a
+        /// bootable Debian master; the demo says when its guest is up. Give a raw disk image to
+        /// use, or nothing to build one (needs root, network and mmdebstrap; a few minutes).
+        /// Needs qemu-system-x86_64 and ovmf.
+        #[arg(long, value_name = "IMAGE", num_args = 0..=1, default_missing_value = "")]
+        real_vm: Option<PathBuf>,
+        /// With --real-vm: kvm (fast, needs /dev/kvm), tcg (emulated, slow but works anywhere),
+        /// or auto (KVM, and TCG when KVM cannot run the guest, reported).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"], requires = "real_vm")]
+        accel: String,
     },
     #[command(flatten)]
     Admin(admin::Admin),
@@ -64,7 +74,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     image_tools::cli::init_logging("warn");
     let result = match cli.command {
-        Command::Demo { dir, size_mib } => demo::run(dir, size_mib),
+        Command::Demo {
+            dir,
+            real_vm: Some(image),
+            accel,
+            ..
+        } => {
+            let image = (!image.as_os_str().is_empty()).then_some(image);
+            demo::run_real_vm(dir, image, &accel)
+        }
+        Command::Demo { dir, size_mib, .. } => demo::run(dir, size_mib),
         Command::Admin(cmd) => admin::token(cli.token_file.as_deref())
             .and_then(|token| {
                 client::Client::new(&cli.api, token, Duration::from_secs(cli.timeout))

@@ -55,6 +55,13 @@ pub struct Config {
     /// starts): the session's VM is shown full screen on it as a kiosk, and a status page between
     /// sessions. Unset: the NUC has no screen to manage (the VM is shown nowhere).
     pub screen: Option<String>,
+    /// Resets restore the guest as it was right after its first healthy boot on this NUC (its
+    /// memory saved to a file beside the overlay, about the guest's memory in size) instead of
+    /// booting it: about a second instead of a boot. The saved state is made again when the
+    /// master, its profile, the seat or QEMU changes; a failed restore boots from cold
+    /// (reported). Off by default; leave it off for profiles with a persistent disk, a TPM or
+    /// USB devices of the NUC (state outside the guest's memory and overlay).
+    pub resume_saved_state: bool,
     /// Peer sharing: serve verified chunks to the site's other NUCs, and fetch from them.
     pub peer_sharing: bool,
     /// Where this NUC serves its peers (QUIC over UDP).
@@ -88,6 +95,7 @@ impl Default for Config {
             power_off_after_night_work: false,
             power_off_command: vec!["systemctl".into(), "poweroff".into()],
             screen: None,
+            resume_saved_state: false,
             peer_sharing: true,
             peer_listen: SocketAddr::from(([0, 0, 0, 0], PEER_PORT)),
             peer_upload_mbit: 300,
@@ -233,6 +241,7 @@ mod tests {
         "power_off_after_night_work",
         "power_off_command",
         "network",
+        "resume_saved_state",
         "peer_sharing",
         "peer_listen",
         "peer_upload_mbit",

@@ -214,6 +214,7 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
         _ => {
             let mut q = QemuConfig::new(me.node.as_str(), &overlay);
             q.x_display = cfg.screen.clone();
+            q.resume = cfg.resume_saved_state;
             if machines.is_none() {
                 tracing::info!("the VM runs the raw qemu_command (no health check)");
                 q.command = cfg.qemu_command.clone();
@@ -362,8 +363,14 @@ impl Agent {
         }
     }
 
-    /// At most a second, less if a session starts or ends sooner.
+    /// At most a second, less if a session starts or ends sooner, and a tenth of one while the
+    /// station watches a guest boot or power off ([`Station::watching`]).
     fn next_boundary_wait(&self) -> Duration {
+        let longest = if self.station.watching() {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
         let now = self.clock.now();
         let next = self
             .my_sessions()
@@ -372,8 +379,8 @@ impl Agent {
             .filter(|&t| t > now)
             .min();
         next.map(|t| self.clock.real_until(t))
-            .unwrap_or(Duration::from_secs(1))
-            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+            .unwrap_or(longest)
+            .clamp(Duration::from_millis(10), longest)
     }
 
     fn error(&mut self, what: String) {

@@ -29,6 +29,7 @@ mod devices;
 mod fake;
 mod kvm_memory;
 mod qemu;
+mod saved;
 pub use fake::Fake;
 pub use qemu::{Machine, Qemu, QemuConfig, Stopped};
 

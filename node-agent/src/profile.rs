@@ -476,24 +476,30 @@ pub fn argv(
     Ok(a)
 }
 
+/// A NUC with KVM, 4 CPUs and 16 GiB, on NAT, no screen, sound or USB passthrough.
+#[cfg(test)]
+pub(crate) fn test_host() -> Host {
+    Host {
+        qemu: "qemu-system-x86_64".into(),
+        kvm: true,
+        cpus: 4,
+        memory_mib: 16384,
+        ovmf_code: Host::OVMF_CODE.into(),
+        ovmf_vars: Host::OVMF_VARS.into(),
+        network: Network::Nat,
+        screen: None,
+        audio: AudioOut::None,
+        swtpm: "swtpm".into(),
+        usb: UsbPolicy::None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn host() -> Host {
-        Host {
-            qemu: "qemu-system-x86_64".into(),
-            kvm: true,
-            cpus: 4,
-            memory_mib: 16384,
-            ovmf_code: Host::OVMF_CODE.into(),
-            ovmf_vars: Host::OVMF_VARS.into(),
-            network: Network::Nat,
-            screen: None,
-            audio: AudioOut::None,
-            swtpm: "swtpm".into(),
-            usb: UsbPolicy::None,
-        }
+        test_host()
     }
 
     fn paths() -> Paths {

@@ -219,6 +219,17 @@ impl Station {
         }
     }
 
+    /// Something is about to change within a second that the next tick should see at once: a
+    /// guest booting towards its health signal, or one powering off for a reset. The daemon
+    /// ticks faster meanwhile, so that neither the next boot nor the health signal waits for a
+    /// whole tick.
+    pub fn watching(&self) -> bool {
+        let booting = self.started.is_some()
+            && !self.healthy
+            && (self.ws.session().is_some() || self.ws.is_trial_booting());
+        self.stopping.is_some() || booting
+    }
+
     /// The VM is in use between sessions: a trial boot, or a reset waiting for the guest.
     pub fn busy(&self) -> Option<&'static str> {
         if self.stopping.is_some() {

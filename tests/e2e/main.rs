@@ -24,6 +24,7 @@ mod calendar_vtimezone;
 mod cli_surface;
 mod cli_undo;
 mod console;
+mod demo_real_vm;
 mod enrol_and_fetch;
 mod help_texts;
 mod import_checks;

@@ -12,7 +12,7 @@ use crate::fleet::*;
 use crate::util;
 
 #[path = "../../node-agent/tests/guest/mod.rs"]
-mod guest;
+pub(crate) mod guest;
 
 /// The NUC's own default profile: SeaBIOS, TCG, a small guest, a generous boot limit. The
 /// catalogue's profile for the master (UEFI) must win over it.

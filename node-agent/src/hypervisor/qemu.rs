@@ -14,11 +14,18 @@ use std::time::Duration;
 
 use super::devices::{self, Swtpm};
 use super::kvm_memory::{self, Decision};
+use super::saved::{self, Saved};
 use super::{Hypervisor, HypervisorError, Overlay, VmStatus};
 use crate::health::{self, Failure, Health, Seen};
 use crate::profile::{self, Accel, Chosen, Host, Paths, Profile, Seat};
 use crate::qmp::{GuestAgent, Qmp};
 use crate::usb::{self, Action, UsbDevice};
+
+/// How long a restored guest has to answer its agent before the restore counts as failed.
+const RESTORE_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a `guest-ping` may wait once the guest's serial marker is in.
+const PING_AFTER_MARKER: Duration = Duration::from_secs(1);
 
 /// A VM built from a machine profile: what the guest needs, who it is, what the NUC has.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +64,11 @@ pub struct QemuConfig {
     /// The X display QEMU shows the guest on (`DISPLAY`, e.g. `:0`), for the kiosk; `None`: the
     /// agent's own environment.
     pub x_display: Option<String>,
+    /// With a profile: save the guest's state after its first healthy boot on a fresh overlay,
+    /// and restore it instead of booting at the next starts on a fresh overlay (`saved`), with
+    /// a cold boot when the restore fails. Off by default; not for profiles whose guest keeps
+    /// state outside its RAM and overlay (a persistent disk, a TPM, USB devices of the host).
+    pub resume: bool,
 }
 
 impl QemuConfig {
@@ -72,6 +84,7 @@ impl QemuConfig {
             powerdown_grace: Duration::from_secs(30),
             ping_timeout: Duration::from_millis(200),
             x_display: None,
+            resume: false,
         }
     }
 
@@ -155,6 +168,17 @@ pub struct Qemu {
     /// again until plugged anew).
     usb_attached: BTreeMap<String, UsbDevice>,
     usb_refused: BTreeSet<String>,
+    /// The overlay was made fresh and no VM ran on it yet.
+    fresh: bool,
+    /// The last start restored the saved state (`resume`).
+    restoring: bool,
+    /// The key to save the state under once the guest of the last start is healthy (`resume`:
+    /// a cold boot on a fresh overlay).
+    save_key: Option<String>,
+    /// What became of the saved state at the last start, for reports.
+    resume_note: Option<String>,
+    /// `qemu-system-x86_64 --version`'s first line, once asked.
+    qemu_version: Option<String>,
 }
 
 impl Qemu {
@@ -196,15 +220,32 @@ impl Qemu {
             tpm: None,
             usb_attached: BTreeMap::new(),
             usb_refused: BTreeSet::new(),
+            fresh: false,
+            restoring: false,
+            save_key: None,
+            resume_note: None,
+            qemu_version: None,
         })
     }
 
-    /// The accelerator of the last start, as text for reports: `kvm`, or `tcg` and why.
+    /// The accelerator of the last start, as text for reports: `kvm`, or `tcg` and why; and
+    /// whether it restored the saved state (`resume`).
     pub fn accel_text(&self) -> Option<String> {
-        self.accel.map(|a| match self.fallback {
-            Some(why) => format!("{a} (fell back from KVM: {why})"),
-            None => a.to_string(),
+        self.accel.map(|a| {
+            let mut text = match self.fallback {
+                Some(why) => format!("{a} (fell back from KVM: {why})"),
+                None => a.to_string(),
+            };
+            if let Some(note) = &self.resume_note {
+                text = format!("{text}; {note}");
+            }
+            text
         })
+    }
+
+    /// The last start restored the saved state.
+    pub fn restored(&self) -> bool {
+        self.restoring
     }
 
     /// The session's files (sockets, serial log, UEFI variables), with a profile.
@@ -430,7 +471,10 @@ impl Qemu {
     }
 
     /// What can be seen of the boot now: the serial log, one `guest-ping` (waiting at most
-    /// `ping_timeout`), whether QEMU is gone.
+    /// `ping_timeout`), whether QEMU is gone. When the profile asks for the serial marker too,
+    /// the guest agent is pinged only once the marker is in: a ping before waits out its timeout
+    /// (the guest agent's channel accepts the connection long before it answers), and the
+    /// caller's loop with it.
     pub fn observe(&mut self, ping_timeout: Duration) -> Result<Seen, HypervisorError> {
         self.refresh()?;
         let serial = health::read_serial(&self.serial_log()?);
@@ -440,8 +484,23 @@ impl Qemu {
             }
             _ => None,
         };
+        let mut serial = serial;
+        if self.restoring && serial.ready.is_none() {
+            // The marker was written before the state was saved; the restored guest proves
+            // itself by answering its agent.
+            serial.ready = Some("(restored)".into());
+        }
         let (m, _) = self.machine("a health check")?;
+        let marker_first = m.profile.health.serial_marker && serial.ready.is_none();
+        // Once the marker is in, the guest is up and its agent answers, but maybe slowly (a TCG
+        // guest on a busy host took over 200 ms, and the health signal 11 s after the marker).
+        let ping_timeout = if m.profile.health.serial_marker {
+            ping_timeout.max(PING_AFTER_MARKER)
+        } else {
+            ping_timeout
+        };
         let guest_ping = exited.is_none()
+            && !marker_first
             && m.profile.health.guest_agent
             && self
                 .guest_agent(ping_timeout)
@@ -476,7 +535,23 @@ impl Qemu {
         }
         let check = self.machine("a health check")?.0.profile.health;
         let seen = self.observe(self.config.ping_timeout)?;
-        let verdict = match health::judge(&check, &seen, started.elapsed()) {
+        let judged = health::judge(&check, &seen, started.elapsed());
+        if self.restoring {
+            let why = match &judged {
+                Health::Failed(f) => Some(f.to_string()),
+                Health::Waiting { .. } if started.elapsed() >= RESTORE_LIMIT => {
+                    Some(format!("no answer within {RESTORE_LIMIT:?}"))
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                return self.cold_boot_after_failed_restore(&why);
+            }
+        }
+        if judged == Health::Healthy {
+            self.after_healthy();
+        }
+        let verdict = match judged {
             Health::Failed(why) => {
                 tracing::warn!(vm = %self.config.name, accel = ?self.accel, %why, "guest did not come up");
                 let auto = self.machine("a health check")?.0.profile.accel == Accel::Auto;
@@ -498,6 +573,117 @@ impl Qemu {
         Ok(Some(verdict))
     }
 
+    /// The restore failed: the saved state is discarded and the VM boots from cold on a fresh
+    /// overlay (which saves a new state once healthy). Reported in the log and `accel_text`.
+    fn cold_boot_after_failed_restore(
+        &mut self,
+        why: &str,
+    ) -> Result<Option<Health>, HypervisorError> {
+        tracing::warn!(vm = %self.config.name, %why, "restoring the saved pristine state failed: booting from cold");
+        Saved::beside(&self.config.overlay).discard();
+        self.stop_now()?;
+        let Some(master) = self.overlay.master.clone() else {
+            return Err(HypervisorError::NotPrepared {
+                name: self.config.name.clone(),
+            });
+        };
+        self.prepare(&master)?;
+        self.start(&master)?;
+        self.resume_note = Some(format!(
+            "restoring the saved state failed ({why}): cold boot"
+        ));
+        Ok(Some(Health::Waiting {
+            missing: vec!["serial marker", "guest agent"],
+        }))
+    }
+
+    /// The guest of the last start is healthy: a restored guest gets the host's time (its clock
+    /// stopped at the save), a cold boot on a fresh overlay is saved (`resume`).
+    fn after_healthy(&mut self) {
+        let Some(paths) = self.paths.clone() else {
+            return;
+        };
+        if self.restoring {
+            // In a thread: a guest just restored has taken seconds to answer it (timers catching
+            // up), and the agent's loop must not wait. The guest agent serves one client at a
+            // time: later ones wait for this one.
+            let (qga, name) = (paths.qga.clone(), self.config.name.clone());
+            let clock = image_tools::clock::Clock::system();
+            std::thread::spawn(move || {
+                let set = GuestAgent::connect(&qga, Duration::from_secs(30)).and_then(|mut q| {
+                    let ns = (clock.now_f64() * 1e9) as u64;
+                    q.execute("guest-set-time", serde_json::json!({ "time": ns }))
+                });
+                match set {
+                    Ok(_) => tracing::info!(vm = %name, "the restored guest's clock is set"),
+                    Err(e) => {
+                        tracing::warn!(vm = %name, error = %e, "cannot set the restored guest's clock")
+                    }
+                }
+            });
+        }
+        let Some(key) = self.save_key.take() else {
+            return;
+        };
+        let vars = self
+            .config
+            .machine
+            .as_ref()
+            .filter(|m| m.profile.firmware == profile::Firmware::Uefi)
+            .map(|_| paths.vars.clone());
+        let saved = Saved::beside(&self.config.overlay);
+        let result = self.qmp(Duration::from_secs(5)).and_then(|mut q| {
+            saved
+                .save(
+                    &mut q,
+                    &paths.overlay,
+                    vars.as_deref(),
+                    &key,
+                    Duration::from_millis(50),
+                )
+                .map_err(|e| HypervisorError::Files {
+                    name: self.config.name.clone(),
+                    path: saved.state.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+        });
+        match result {
+            Ok(()) => {
+                tracing::info!(vm = %self.config.name, state = %saved.state.display(), "saved the pristine state: the next resets restore it");
+                self.resume_note = Some(match self.resume_note.take() {
+                    Some(note) => format!("{note}; state saved again"),
+                    None => "booted from cold, state saved".into(),
+                });
+            }
+            Err(e) => {
+                saved.discard();
+                tracing::warn!(vm = %self.config.name, error = %e, "cannot save the pristine state: the next resets boot from cold");
+                self.resume_note = Some(format!("cannot save the state: {e}"));
+            }
+        }
+    }
+
+    /// `qemu-system-x86_64 --version`'s first line (asked once).
+    fn qemu_version(&mut self, qemu: &str) -> String {
+        if let Some(v) = &self.qemu_version {
+            return v.clone();
+        }
+        let v = Command::new(qemu)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        self.qemu_version = Some(v.clone());
+        v
+    }
+
     /// Builds the VM from `machine` from the next start on (refused while it runs): the seat or
     /// the master's profile changed.
     pub fn set_machine(&mut self, machine: Machine) -> Result<(), HypervisorError> {
@@ -516,12 +702,12 @@ impl Qemu {
         Ok(())
     }
 
-    /// Waits until the guest is healthy or has failed ([`Qemu::boot_health`], looked at twice a
-    /// second).
+    /// Waits until the guest is healthy or has failed ([`Qemu::boot_health`], looked at ten
+    /// times a second).
     pub fn wait_healthy(&mut self) -> Result<Health, HypervisorError> {
         loop {
             match self.boot_health()? {
-                Some(Health::Waiting { .. }) => std::thread::sleep(Duration::from_millis(500)),
+                Some(Health::Waiting { .. }) => std::thread::sleep(Duration::from_millis(100)),
                 Some(verdict) => return Ok(verdict),
                 None => {
                     return Err(HypervisorError::NotPrepared {
@@ -583,6 +769,7 @@ impl Hypervisor for Qemu {
         self.overlay.prepare(master)?;
         self.fresh_vars()?;
         self.last = VmStatus::NotStarted;
+        self.fresh = true;
         Ok(())
     }
 
@@ -643,13 +830,51 @@ impl Hypervisor for Qemu {
                 };
             }
         }
-        let argv = self.command_line();
+        let mut argv = self.command_line();
         if argv.is_empty() {
             return Err(HypervisorError::Template {
                 name: self.config.name.clone(),
                 reason: "empty command line".into(),
             });
         }
+        self.restoring = false;
+        self.save_key = None;
+        self.resume_note = None;
+        let unsafe_to_resume = self
+            .config
+            .machine
+            .as_ref()
+            .and_then(|m| saved::cannot_resume(&m.profile, &m.host));
+        if let Some(why) = unsafe_to_resume.filter(|_| self.config.resume) {
+            self.resume_note = Some(format!("booted from cold: {why}"));
+        }
+        if self.config.resume && self.fresh && unsafe_to_resume.is_none() {
+            if let Some(m) = self.config.machine.clone() {
+                let version = self.qemu_version(&argv[0]);
+                let key = saved::key(&argv, master, &version, &m.host.ovmf_code);
+                let saved = Saved::beside(&self.config.overlay);
+                let uefi = m.profile.firmware == profile::Firmware::Uefi;
+                let vars = self.paths.as_ref().filter(|_| uefi).map(|p| p.vars.clone());
+                if saved.matches(&key) {
+                    match saved.put_back(&self.config.overlay, vars.as_deref()) {
+                        Ok(()) => {
+                            argv.extend(saved.incoming());
+                            self.restoring = true;
+                            self.resume_note = Some("restored the saved pristine state".into());
+                        }
+                        Err(e) => {
+                            tracing::warn!(vm = %self.config.name, error = %e, "cannot put the saved pristine state back: booting from cold");
+                            saved.discard();
+                            self.prepare(master)?;
+                            self.save_key = Some(key);
+                        }
+                    }
+                } else {
+                    self.save_key = Some(key);
+                }
+            }
+        }
+        self.fresh = false;
         let start_err = |source| HypervisorError::Start {
             name: self.config.name.clone(),
             command: argv.join(" "),
