@@ -166,7 +166,7 @@ pub enum Command {
     Tighten {
         #[command(flatten)]
         store: StoreArg,
-        /// zstd level, 1 to 22: higher is smaller and slower (imports use 3).
+        /// zstd level, 1 to 22: higher is smaller and slower (imports use 1).
         #[arg(long, default_value_t = crate::chunk::TIGHT_LEVEL,
               value_parser = clap::value_parser!(i32).range(1..=22))]
         level: i32,

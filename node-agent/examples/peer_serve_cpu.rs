@@ -1,6 +1,6 @@
 //! CPU a NUC spends per GB it serves its peers from a slot image: every chunk read at its offset,
-//! hashed (BLAKE3) and compressed (zstd 3) as `peers::serve::PeerStore::get` does, and, for
-//! comparison, hashed only (what sending the raw encoding would cost).
+//! hashed (BLAKE3) and compressed (zstd 1, `chunk::ZSTD_LEVEL`) as `peers::serve::PeerStore::get`
+//! does, and, for comparison, hashed only (what sending the raw encoding would cost).
 //!
 //! `cargo run --release -p nightcast-agent --example peer_serve_cpu -- [MiB]` (default 512): a
 //! test image (`image_tools::testimage`, mixed compressible and random regions) in a temp dir.
@@ -93,7 +93,7 @@ fn main() {
         100.0 * stored as f64 / data_bytes as f64
     );
     println!(
-        "read + BLAKE3 + zstd 3 (what is sent): {:.2} CPU s per GB served ({:.0} MB/s on one core)",
+        "read + BLAKE3 + zstd 1 (what is sent): {:.2} CPU s per GB served ({:.0} MB/s on one core)",
         compressed / gb,
         gb * 1000.0 / compressed
     );

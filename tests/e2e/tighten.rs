@@ -58,7 +58,7 @@ fn the_controller_compresses_a_new_master_again_and_the_relay_downloads_less() {
         f.wan.bytes()
     );
     eprintln!(
-        "imported (zstd -3): {imported} B, fetched after tightening: {fetched} B ({:.1} %)",
+        "imported (zstd -1): {imported} B, fetched after tightening: {fetched} B ({:.1} %)",
         100.0 * fetched as f64 / imported as f64
     );
     // The relay keeps the forms it received, and they verify.
