@@ -12,22 +12,29 @@
 # Environment: SIZES ("1 5 10 20"), MBIT (100) the port rate, MIB (48) the master's size (a
 # generated VM-like image), PEERS ("1 0": with peer sharing, then without it, the relay serving
 # every NUC alone), OUT (none) a file the table is appended to. The runs share 2 cores
-# with everything else on the machine: the load average is printed.
+# with everything else on the machine: the load average is printed. E2E (none): an e2e test
+# binary to run instead of `cargo test` (a copy of target/release/deps/e2e-* beside copies of
+# the workspace's binaries in its `..`: to compare two builds in one script); implies NO_BUILD.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIZES=${SIZES:-1 5 10 20}
 MBIT=${MBIT:-100}
 MIB=${MIB:-48}
 cd "$ROOT"
-if [[ ${NO_BUILD:-0} != 1 ]]; then
+if [[ ${NO_BUILD:-0} != 1 && -z ${E2E:-} ]]; then
     cargo build --release --workspace --quiet
     cargo test --release --test e2e --no-run --quiet
 fi
 rows=()
 for peers in ${PEERS:-1 0}; do
 for n in $SIZES; do
+    if [[ -n ${E2E:-} ]]; then
+        run=("$E2E" room_fill:: --nocapture)
+    else
+        run=(cargo test --release --quiet --test e2e -- room_fill:: --nocapture)
+    fi
     line=$(ROOM_FILL_PEERS=$peers ROOM_FILL_NUCS=$n ROOM_FILL_MBIT=$MBIT ROOM_FILL_MIB=$MIB \
-        cargo test --release --quiet --test e2e -- room_fill:: --nocapture 2>&1 | grep '^ROOM-FILL' || true)
+        "${run[@]}" 2>&1 | grep '^ROOM-FILL' || true)
     if [[ -z $line ]]; then
         echo "room.sh: the run with $n NUCs failed (run the test by hand to see why)" >&2
         exit 1

@@ -181,6 +181,35 @@ pub enum Control {
     /// master version, and which part it should fetch from the relay itself.
     GetPeers(MasterRef),
     Peers(PeerList),
+    /// Which chunks of `master` did you take in since position `since` of your log `epoch` (0 and
+    /// 0 at first)? What a peer agent asks another instead of `Has` about every chunk it still
+    /// wants: only what is new travels. A server that keeps no such log refuses it.
+    HasSince {
+        master: MasterRef,
+        epoch: u64,
+        since: u64,
+    },
+    /// The answer to `HasSince`.
+    HasNew(Holdings),
+}
+
+/// The epoch of a `HasNew` from a server that does not offer the version (to this asker, or at
+/// all now): it holds nothing to give.
+pub const NOT_OFFERED_EPOCH: u64 = u64::MAX;
+
+/// What a peer agent took in of a master version, since a position of its log (`HasSince`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holdings {
+    /// It holds every chunk of the version (a complete image): `ids` is then empty.
+    pub complete: bool,
+    /// Its log's epoch: when it is not the one asked about, the log started again (the server
+    /// emptied its cache, or stopped offering the version): forget what it said before and read
+    /// `ids` as its whole holding from position 0.
+    pub epoch: u64,
+    /// The chunks it took in since, in the order it took them (at most [`MAX_IDS`]).
+    pub ids: Vec<ChunkId>,
+    /// Where to ask from next time.
+    pub next: u64,
 }
 
 /// The capability by which an agent tells its relay, in `Hello`, the UDP port it serves its peers
@@ -570,6 +599,7 @@ fn check_control(c: &Control) -> Result<(), WireError> {
         Control::Has(ids) | Control::GetChunks(ids) if ids.len() > MAX_IDS => {
             Err(WireError::TooManyIds(ids.len()))
         }
+        Control::HasNew(h) if h.ids.len() > MAX_IDS => Err(WireError::TooManyIds(h.ids.len())),
         _ => Ok(()),
     }
 }

@@ -53,11 +53,10 @@ fn main() {
         }
     }
     let ids: Vec<ChunkId> = places.keys().copied().collect();
-    let offer = Arc::new(RwLock::new(Offer {
-        open: true,
-        places: places.clone(),
-        ..Offer::default()
-    }));
+    let mut offer = Offer::default();
+    offer.open = true;
+    offer.places = places.clone();
+    let offer = Arc::new(RwLock::new(offer));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = PeerStore {
         cache: Arc::new(LocalStore::open(&dir.path().join("store")).unwrap()),

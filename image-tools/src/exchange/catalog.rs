@@ -21,6 +21,17 @@ pub trait Catalog: Send + Sync {
     fn peers(&self, _peer: &Identity, _master: &MasterRef) -> Option<wire::PeerList> {
         None
     }
+    /// What this server took in of `master` since position `since` of its log `epoch`
+    /// (`HasSince`, a peer agent's question); `None`: it keeps no such log (the default: ask
+    /// `Has`).
+    fn holdings_since(
+        &self,
+        _master: &MasterRef,
+        _epoch: u64,
+        _since: u64,
+    ) -> Option<wire::Holdings> {
+        None
+    }
     /// The fetch plan of `peer`'s site; by default every allowed version, no deadline, no schedule.
     fn plan(&self, peer: &Identity) -> wire::SitePlan {
         wire::SitePlan {

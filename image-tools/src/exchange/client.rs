@@ -174,6 +174,25 @@ impl Connection {
         Ok(out)
     }
 
+    /// What a peer agent took in of `master` since position `since` of its log `epoch`
+    /// ([`wire::Holdings`]); refused by a server that keeps no such log (ask [`Self::has`]).
+    pub async fn has_since(
+        &self,
+        master: &MasterRef,
+        epoch: u64,
+        since: u64,
+    ) -> Result<wire::Holdings, ExchangeError> {
+        let ask = Control::HasSince {
+            master: master.clone(),
+            epoch,
+            since,
+        };
+        match self.call(ask).await? {
+            Frame::Control(Control::HasNew(h)) => Ok(h),
+            _ => Err(self.violation("expected HasNew")),
+        }
+    }
+
     pub async fn report(&self, status: Status) -> Result<(), ExchangeError> {
         match self.call(Control::Report(Box::new(status))).await? {
             Frame::Control(Control::Ack) => Ok(()),

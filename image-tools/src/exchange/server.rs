@@ -501,6 +501,29 @@ pub(super) async fn answer(
             )
             .await
         }
+        Control::HasSince {
+            master,
+            epoch,
+            since,
+        } => {
+            let holdings = if allowed.contains(&master) {
+                service.catalog.holdings_since(&master, epoch, since)
+            } else {
+                // Not offered to this peer (any more): nothing, and forget what was said.
+                Some(wire::Holdings {
+                    epoch: wire::NOT_OFFERED_EPOCH,
+                    ..wire::Holdings::default()
+                })
+            };
+            let Some(mut holdings) = holdings else {
+                return send_error(send, ErrorCode::Unsupported, "this server answers Has only")
+                    .await;
+            };
+            let ok = permitted(service, state, peer, &holdings.ids);
+            let mut ok = ok.into_iter();
+            holdings.ids.retain(|_| ok.next().unwrap_or(false));
+            send_frame(send, &Frame::Control(Control::HasNew(holdings))).await
+        }
         Control::GetChunks(ids) => {
             if permitted(service, state, peer, &ids).iter().any(|ok| !ok) {
                 return send_error(

@@ -1,6 +1,7 @@
 //! The multi-source fetch, the thin I/O shell around [`Swarm`]: the tracker asked for peers and
 //! the NUC's stripe every few seconds, each peer connected (mutual TLS, an agent of our site only)
-//! and asked every second about the chunks it is not known to hold yet, the swarm's requests run
+//! and asked every second what it took in since (`HasSince`: only new ids travel; an older agent
+//! about the chunks it is not known to hold yet), the swarm's requests run
 //! at once (`Connection::get_chunks`, which verifies every chunk, whoever sent it), what arrived
 //! handed to one write session for the whole fetch ([`Writer`]), and told to the swarm. A peer
 //! that sent a corrupt chunk, or failed, is dropped for this version.
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use image_tools::exchange::{Connection, ExchangeError, FetchReport, Received};
-use image_tools::wire::{Hello, PeerList, Role};
+use image_tools::wire::{self, Hello, MasterRef, PeerList, Role};
 use image_tools::{ChunkId, ChunkStore, LocalStore, NodeId, VerifiedChunk, VerifiedManifest};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -122,6 +123,15 @@ async fn swarm_fetch(
     };
     let origin = tokio::time::Instant::now();
     let now = || origin.elapsed();
+    let mut known = Holdings {
+        master: master.clone(),
+        cursors: HashMap::new(),
+        index: wanted
+            .iter()
+            .enumerate()
+            .map(|(i, &(id, _))| (id, i))
+            .collect(),
+    };
     let mut swarm = Swarm::new(wanted, total, now(), peers.patience);
     let mut report = SwarmReport::default();
     let mut conns: HashMap<usize, Connection> = HashMap::new();
@@ -157,7 +167,7 @@ async fn swarm_fetch(
         }
         if last_has.is_none_or(|t| now() - t >= HAS_EVERY) {
             last_has = Some(now());
-            ask_holdings(&mut swarm, &mut conns, now()).await;
+            ask_holdings(&mut swarm, &mut conns, &mut known, now()).await;
         }
         for request in swarm.next(now()) {
             let (conn, limit) = match request.source {
@@ -342,35 +352,103 @@ async fn meet(
     }
 }
 
-/// Asks every connected peer which of the chunks still wanted it holds, of those it is not known
-/// to hold already.
-async fn ask_holdings(swarm: &mut Swarm, conns: &mut HashMap<usize, Connection>, now: Duration) {
+/// Where this NUC is in a peer's log (`HasSince`); `None`: the peer does not keep one (an older
+/// agent), so it is asked `Has` about every chunk it is not known to hold.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    epoch: u64,
+    next: u64,
+}
+
+/// What the fetch knows of its peers' answers: each peer's cursor, and each wanted chunk's index.
+struct Holdings {
+    master: MasterRef,
+    cursors: HashMap<usize, Option<Cursor>>,
+    index: HashMap<ChunkId, usize>,
+}
+
+/// Asks every connected peer what it took in since last asked (`HasSince`; an older peer: which
+/// of the chunks still wanted it holds, of those it is not known to hold already).
+async fn ask_holdings(
+    swarm: &mut Swarm,
+    conns: &mut HashMap<usize, Connection>,
+    known: &mut Holdings,
+    now: Duration,
+) {
+    enum Asked {
+        Since(Result<wire::Holdings, ExchangeError>),
+        Has(Vec<usize>, Result<Vec<bool>, ExchangeError>),
+    }
     let mut asks = JoinSet::new();
     for (&p, conn) in conns.iter() {
-        let asked = swarm.unknown_to(p);
-        if asked.is_empty() {
-            continue;
-        }
-        let ids: Vec<ChunkId> = asked.iter().map(|&i| swarm.id(i)).collect();
         let conn = conn.clone();
-        asks.spawn(async move {
-            let r = tokio::time::timeout(CONNECT_TIMEOUT, conn.has(&ids)).await;
-            (p, asked, r)
-        });
+        match *known.cursors.entry(p).or_insert(Some(Cursor::default())) {
+            Some(at) => {
+                let master = known.master.clone();
+                asks.spawn(async move {
+                    let r = tokio::time::timeout(
+                        CONNECT_TIMEOUT,
+                        conn.has_since(&master, at.epoch, at.next),
+                    )
+                    .await;
+                    (p, r.map(Asked::Since))
+                });
+            }
+            None => {
+                let asked = swarm.unknown_to(p);
+                if asked.is_empty() {
+                    continue;
+                }
+                let ids: Vec<ChunkId> = asked.iter().map(|&i| swarm.id(i)).collect();
+                asks.spawn(async move {
+                    let r = tokio::time::timeout(CONNECT_TIMEOUT, conn.has(&ids)).await;
+                    (p, r.map(|r| Asked::Has(asked, r)))
+                });
+            }
+        }
     }
-    while let Some(Ok((p, asked, r))) = asks.join_next().await {
-        match r {
-            Ok(Ok(bits)) => swarm.has(p, &asked, &bits, now),
-            Ok(Err(e)) => {
-                tracing::warn!(peer = %swarm.node(p), error = %e, "a peer failed: dropped for this version");
-                swarm.drop_peer(p, false);
-                conns.remove(&p);
+    while let Some(Ok((p, r))) = asks.join_next().await {
+        let failed = match r {
+            Ok(Asked::Since(Ok(h))) => {
+                let at = known.cursors.get(&p).copied().flatten().unwrap_or_default();
+                if h.epoch != at.epoch {
+                    swarm.forget(p);
+                }
+                if h.complete {
+                    swarm.holds_all(p, now);
+                } else {
+                    let held: Vec<usize> = h
+                        .ids
+                        .iter()
+                        .filter_map(|id| known.index.get(id).copied())
+                        .collect();
+                    swarm.holds(p, &held, now);
+                }
+                known.cursors.insert(
+                    p,
+                    Some(Cursor {
+                        epoch: h.epoch,
+                        next: h.next,
+                    }),
+                );
+                None
             }
-            Err(_) => {
-                tracing::warn!(peer = %swarm.node(p), "a peer did not answer: dropped for this version");
-                swarm.drop_peer(p, false);
-                conns.remove(&p);
+            // An older agent: asked `Has` from now on.
+            Ok(Asked::Since(Err(ExchangeError::Refused { .. }))) => {
+                known.cursors.insert(p, None);
+                None
             }
+            Ok(Asked::Has(asked, Ok(bits))) => {
+                swarm.has(p, &asked, &bits, now);
+                None
+            }
+            Ok(Asked::Since(Err(e)) | Asked::Has(_, Err(e))) => Some(e.to_string()),
+            Err(_) => Some("it did not answer".to_owned()),
+        };
+        if let Some(error) = failed {
+            tracing::warn!(peer = %swarm.node(p), %error, "a peer failed: dropped for this version");
+            swarm.drop_peer(p, false);
+            conns.remove(&p);
         }
     }
 }

@@ -170,6 +170,31 @@ impl Swarm {
         }
     }
 
+    /// `peer` said it took these chunks in (`HasSince`): held from now on, until a request says
+    /// otherwise.
+    pub fn holds(&mut self, peer: usize, chunks: &[usize], now: Duration) {
+        let p = &mut self.peers[peer];
+        let mut news = false;
+        for &i in chunks {
+            news |= !p.has[i] && self.state[i] != State::Done;
+            p.has[i] = true;
+        }
+        if news && !p.dropped {
+            self.progress = now;
+        }
+    }
+
+    /// `peer` holds the whole version (a complete image).
+    pub fn holds_all(&mut self, peer: usize, now: Duration) {
+        let all: Vec<usize> = (0..self.chunks.len()).collect();
+        self.holds(peer, &all, now);
+    }
+
+    /// What `peer` said it holds is void (its log started again): it holds nothing until it says.
+    pub fn forget(&mut self, peer: usize) {
+        self.peers[peer].has.fill(false);
+    }
+
     /// The relay failed: the rest must come from the peers.
     pub fn lose_relay(&mut self) {
         self.relay_lost = true;
@@ -437,6 +462,34 @@ mod tests {
         let reqs = s.next(S);
         // Chunks 5..10 are in our stripe (positions 5..10 of 10, stripe 1 of 2): the relay.
         assert_eq!(sources(&reqs), vec![(Source::Relay, 5)]);
+    }
+
+    #[test]
+    fn what_a_peer_says_it_took_in_is_asked_of_it_until_its_log_starts_again() {
+        let ms = Duration::from_millis;
+        let to = |reqs: &[Request], src: Source| -> Vec<usize> {
+            reqs.iter()
+                .filter(|r| r.source == src)
+                .flat_map(|r| r.chunks.clone())
+                .collect()
+        };
+        let mut s = swarm(4);
+        // Only chunk 3 is this NUC's to take from the relay.
+        s.set_stripe(3, 4);
+        let (p, q) = (s.peer("nuc2"), s.peer("nuc3"));
+        s.holds(p, &[0, 1], ms(10));
+        let reqs = s.next(ms(10));
+        assert_eq!(to(&reqs, Source::Peer(p)), vec![0, 1]);
+        assert_eq!(to(&reqs, Source::Relay), vec![3]);
+        complete(&mut s, &reqs, ms(20));
+        // Its log started again: what it said is void, chunk 2 waits.
+        s.holds(q, &[2], ms(20));
+        s.forget(q);
+        assert!(s.next(ms(30)).is_empty());
+        // A complete image: what is left comes from it.
+        s.holds_all(q, ms(40));
+        assert_eq!(to(&s.next(ms(40)), Source::Peer(q)), vec![2]);
+        assert!(!s.is_done());
     }
 
     #[test]
