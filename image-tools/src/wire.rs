@@ -116,6 +116,9 @@ pub enum ErrorCode {
     /// Enrolment waits for the DSI: the node is pending until it is approved, its site is opened
     /// for new NUCs, or it comes with a token. Ask again later.
     Pending,
+    /// The server is answering as many chunk requests as it takes at once (a NUC serving its
+    /// room): ask another holder, or this one again in a moment. Nothing is wrong with either.
+    Busy,
 }
 
 /// Every control message. Variants may be added at the end only (postcard tags by index).

@@ -174,6 +174,15 @@ impl Controller {
 
     /// Starts serving on a fresh loopback port; returns the address and the shutdown token.
     fn serve(&self, with_enroller: bool) -> (SocketAddr, CancellationToken) {
+        self.serve_within(with_enroller, exchange::Limits::default())
+    }
+
+    /// [`Controller::serve`] within `limits`.
+    fn serve_within(
+        &self,
+        with_enroller: bool,
+        limits: exchange::Limits,
+    ) -> (SocketAddr, CancellationToken) {
         let me = identity(Role::Controller, "central", "controller");
         let creds = self.ca.issue(&me, valid()).unwrap();
         let endpoint = exchange::server_endpoint(
@@ -206,7 +215,12 @@ impl Controller {
             served: Default::default(),
         });
         let shutdown = CancellationToken::new();
-        tokio::spawn(exchange::serve(endpoint, service, shutdown.clone()));
+        tokio::spawn(exchange::serve_with(
+            endpoint,
+            service,
+            limits,
+            shutdown.clone(),
+        ));
         (addr, shutdown)
     }
 
@@ -1323,6 +1337,24 @@ async fn a_peer_without_a_certificate_gets_few_streams_and_few_connections() {
 
 /// Regression (security finding 7): 16 chunk readers per server, each held for a whole request
 /// while waiting on the network, so one peer reading slowly on 16 streams stopped every NUC.
+/// A raw QUIC connection of agent `node` of lyon to `addr`, its hello answered.
+async fn raw_agent(
+    c: &Controller,
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    node: &str,
+) -> quinn::Connection {
+    let id = identity(Role::Agent, "lyon", node);
+    let creds = c.ca.issue(&id, valid()).unwrap();
+    let conn = quinn_connect(endpoint, addr, &creds).await;
+    let (_send, mut recv) = raw_request(&conn, Control::Hello(hello_for(&id))).await;
+    assert!(matches!(
+        FrameReader::default().next(&mut recv).await.unwrap(),
+        Some(Frame::Control(Control::HelloAck(_)))
+    ));
+    conn
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_on_many_streams_does_not_hold_up_another_peer() {
     let c = Controller::new(48 << 20);
@@ -1332,15 +1364,8 @@ async fn a_slow_reader_on_many_streams_does_not_hold_up_another_peer() {
 
     // The slow peer asks for the whole master on 24 streams and reads 4 KiB from each of them
     // every 50 ms (about 2 MB/s in all, so each reply takes minutes), each stream on its own.
-    let slow_id = identity(Role::Agent, "lyon", "nuc-slow");
-    let slow_creds = c.ca.issue(&slow_id, valid()).unwrap();
     let endpoint = exchange::client_endpoint().unwrap();
-    let slow = quinn_connect(&endpoint, addr, &slow_creds).await;
-    let (_send, mut recv) = raw_request(&slow, Control::Hello(hello_for(&slow_id))).await;
-    assert!(matches!(
-        FrameReader::default().next(&mut recv).await.unwrap(),
-        Some(Frame::Control(Control::HelloAck(_)))
-    ));
+    let slow = raw_agent(&c, &endpoint, addr, "nuc-slow").await;
     let still_reading = Arc::new(AtomicBool::new(true));
     let mut readers = Vec::new();
     for _ in 0..24 {
@@ -1382,4 +1407,69 @@ async fn a_slow_reader_on_many_streams_does_not_hold_up_another_peer() {
     for r in readers {
         r.abort();
     }
+}
+
+/// A server that answers few chunk requests at once (a NUC serving its room) turns the next away
+/// at once with `Busy`, and answers again once one has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_busy_with_its_most_requests_turns_the_next_away_at_once() {
+    let c = Controller::new(16 << 20);
+    let limits = exchange::Limits {
+        chunk_requests: 1,
+        ..exchange::Limits::default()
+    };
+    let (addr, _stop) = c.serve_within(false, limits);
+    let v1 = VerifiedManifest::open(c.catalog_manifest("1"), &c.key.public()).unwrap();
+    let ids: Vec<_> = v1.unique_chunks().iter().map(|c| c.id).collect();
+
+    // One peer asks for the whole master and does not read: its request holds the one place.
+    let endpoint = exchange::client_endpoint().unwrap();
+    let slow = raw_agent(&c, &endpoint, addr, "nuc-slow").await;
+    let (held_send, held_recv) = raw_request(&slow, Control::GetChunks(ids.clone())).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let nuc =
+        c.ca.issue(&identity(Role::Agent, "lyon", "nuc-2"), valid())
+            .unwrap();
+    let conn = c.client(addr, &nuc).await;
+    let busy = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.get_chunks(&ids[..1], |_, _| Ok(())),
+    )
+    .await
+    .expect("a busy server answers at once");
+    assert_eq!(refused(busy.unwrap_err()), ErrorCode::Busy);
+
+    // The held request ends: the next one is answered.
+    drop((held_send, held_recv));
+    slow.close(0u32.into(), b"done");
+    let mut got = 0;
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match conn
+                .get_chunks(&ids[..4], |_, _| {
+                    got += 1;
+                    Ok(())
+                })
+                .await
+            {
+                Err(e)
+                    if matches!(
+                        &e,
+                        ExchangeError::Refused {
+                            code: ErrorCode::Busy,
+                            ..
+                        }
+                    ) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the place was never given back");
+    answered.unwrap();
+    assert_eq!(got, 4);
 }

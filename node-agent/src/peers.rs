@@ -47,6 +47,7 @@ pub const LIMITS: Limits = Limits {
     manifests: 1,
     request_bytes: 4 << 20,
     send_budget: 8 << 20,
+    chunk_requests: plan::PEER_ANSWERS,
 };
 
 /// Starts serving the site's agents on `listen`: returns the address bound.

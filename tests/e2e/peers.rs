@@ -328,8 +328,9 @@ fn an_agent_of_another_site_is_refused_and_a_nuc_in_session_serves_nothing() {
     });
 }
 
-#[test]
-fn a_relay_killed_during_a_room_fill_leaves_the_nucs_to_finish_from_each_other() {
+/// `n` patient NUCs (60 s) of salle-1 uploading to each other at `upload_mbit`, a 24 MiB master
+/// scheduled for them tomorrow: the room starts filling.
+fn patient_room(n: usize, upload_mbit: u64) -> (Fleet, Relay, Vec<AgentProc>) {
     let f = Fleet::build(
         "00:00-23:59",
         1000,
@@ -339,15 +340,17 @@ fn a_relay_killed_during_a_room_fill_leaves_the_nucs_to_finish_from_each_other()
         "",
     );
     let relay = f.relay(&DEFAULT_RELAY);
-    // Slow uploads between the NUCs (4 Mbit/s each) and patient NUCs: the relay gives each its
-    // stripe in a moment, the peers take seconds to pass the rest round.
-    let agents = seat_room(
-        &f,
-        &relay,
-        4,
-        "peer_patience_secs = 60\npeer_upload_mbit = 4\n",
-    );
+    let extra = format!("peer_patience_secs = 60\npeer_upload_mbit = {upload_mbit}\n");
+    let agents = seat_room(&f, &relay, n, &extra);
     f.calendar("lyon,salle-1,demo,1,2030-01-09 08:00,2030-01-09 17:00\n");
+    (f, relay, agents)
+}
+
+#[test]
+fn a_relay_killed_during_a_room_fill_leaves_the_nucs_to_finish_from_each_other() {
+    // Slow uploads between the NUCs (4 Mbit/s each): the relay gives each its stripe in a
+    // moment, the peers take seconds to pass the rest round.
+    let (f, relay, agents) = patient_room(4, 4);
     // The relay served its copy (every stripe), and the NUCs met through its tracker: kill -9.
     relay.wait("the relay to serve one copy", 60, |r| {
         r.n("served_bytes") >= f.stored_bytes()
@@ -366,5 +369,40 @@ fn a_relay_killed_during_a_room_fill_leaves_the_nucs_to_finish_from_each_other()
     for a in &agents {
         a.wait("demo 1 to be ready without the relay", 120, ready);
     }
+    assert_images(&f, &agents);
+}
+
+/// A site that caps its NUCs' uploads low (to protect sessions) still fills a room from one copy:
+/// a peer serving many requests at its cap is slow, not dead. (Each request once had 15 s to
+/// finish whole, and a question about holdings 3 s: at a low cap every peer was dropped as "too
+/// slow" and the relay sent every NUC its own copy.)
+#[test]
+fn a_room_whose_nucs_upload_slowly_still_fills_from_about_one_copy() {
+    let (f, relay, agents) = patient_room(6, 2);
+    for a in &agents {
+        a.wait("demo 1 to be ready", 240, ready);
+    }
+    let ratio = relay.n("served_bytes") as f64 / f.stored_bytes() as f64;
+    let peer: u64 = agents.iter().map(|a| a.n("peer_bytes")).sum();
+    eprintln!("6 NUCs at 2 Mbit/s: the relay served {ratio:.2} copies; peers gave {peer} bytes");
+    let dropped: Vec<String> = agents
+        .iter()
+        .flat_map(|a| {
+            a.log_text()
+                .lines()
+                .filter(|l| l.contains("dropped for this version"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        dropped.is_empty(),
+        "slow peers were dropped:\n{}",
+        dropped.join("\n")
+    );
+    assert!(
+        ratio < 1.5,
+        "the relay served {ratio:.2} copies for 6 NUCs whose peers upload at 2 Mbit/s"
+    );
     assert_images(&f, &agents);
 }

@@ -79,6 +79,10 @@ fn fill(nucs: usize, mbit: u64, mib: u64, peers: bool) -> Filled {
     require_root_and(&[]);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // `ROOM_FILL_KEEP=1`: the logs and data stay for a look afterwards.
+    if setting("ROOM_FILL_KEEP", 0) == 1 {
+        eprintln!("keeping {}", d.display());
+    }
     let mut net = Net {
         prefix: format!("ncf{}-", std::process::id() % 100_000),
         namespaces: Vec::new(),
@@ -286,6 +290,17 @@ fn fill(nucs: usize, mbit: u64, mib: u64, peers: bool) -> Filled {
     }
     let relay_sent = tc_sent_bytes(&rly, "lan0") - sent_before;
     let agents_cpu = pids.iter().map(|p| cpu_secs(*p)).sum::<f64>() - cpu_before;
+    // Where each NUC's chunks came from, for a look at how the room shared them.
+    for (k, nuc) in room.iter().enumerate() {
+        let st = status(&nuc.data);
+        eprintln!(
+            "{}: ready at {:.1} s, from the relay {} B, from peers {} B",
+            nuc.node,
+            ready_secs[k].unwrap_or_default(),
+            st["fetched_bytes"],
+            st["peer_bytes"]
+        );
+    }
 
     // Every NUC holds the master byte for byte (assembly verified every chunk on the way).
     let want = blake3::hash(&image);
@@ -293,6 +308,9 @@ fn fill(nucs: usize, mbit: u64, mib: u64, peers: bool) -> Filled {
         let path = assembled(&nuc.data).unwrap_or_else(|| panic!("{}: no image", nuc.node));
         let got = blake3::hash(&std::fs::read(&path).unwrap());
         assert_eq!(got, want, "{}: the assembled image differs", nuc.node);
+    }
+    if setting("ROOM_FILL_KEEP", 0) == 1 {
+        let _ = dir.keep();
     }
     Filled {
         nucs,

@@ -27,6 +27,11 @@ pub struct Limits {
     /// What all connections may have queued or unacknowledged: each one's QUIC send window is an
     /// equal share, within [`SHARE_MIN`] and [`SHARE_MAX`].
     pub send_budget: u64,
+    /// Chunk requests answered at once, whole server; one beyond is refused at once with
+    /// `ErrorCode::Busy` (0: no limit, every request is answered, sharing the upload). A NUC
+    /// serving its room at a low upload cap answers a few requests at a good pace rather than
+    /// twenty at a crawl, so that the others fetch from those who just got the chunks.
+    pub chunk_requests: usize,
 }
 
 impl Limits {
@@ -43,6 +48,7 @@ impl Limits {
         // single enrolled peer cannot keep the others' requests waiting.
         request_bytes: 8 << 20,
         send_budget: 8 << 20,
+        chunk_requests: 0,
     };
     /// The controller: every site's relay, within 256 MiB.
     pub const CONTROLLER: Limits = Limits {
@@ -55,6 +61,7 @@ impl Limits {
         manifests: 4,
         request_bytes: 16 << 20,
         send_budget: 64 << 20,
+        chunk_requests: 0,
     };
 }
 
@@ -75,6 +82,8 @@ pub(super) struct Shared {
     pub(super) readers: Arc<Semaphore>,
     pub(super) manifests: Arc<Semaphore>,
     pub(super) request_bytes: Arc<Semaphore>,
+    /// Chunk requests being answered ([`Limits::chunk_requests`]; none: no limit).
+    pub(super) chunk_requests: Option<Arc<Semaphore>>,
 }
 
 impl Shared {
@@ -87,6 +96,8 @@ impl Shared {
             readers: Arc::new(Semaphore::new(limits.readers)),
             manifests: Arc::new(Semaphore::new(limits.manifests)),
             request_bytes: Arc::new(Semaphore::new(limits.request_bytes)),
+            chunk_requests: (limits.chunk_requests > 0)
+                .then(|| Arc::new(Semaphore::new(limits.chunk_requests))),
         }
     }
 }

@@ -92,6 +92,9 @@ pub async fn serve_with(
     endpoint.close(0u32.into(), b"shutting down");
 }
 
+/// The QUIC send priority of chunk replies: below every other reply (0).
+const CHUNK_PRIORITY: i32 = -1;
+
 pub(super) struct ConnState {
     pub(super) peer: Option<Identity>,
     /// Where the connection comes from (a tracker gives a peer's address from it).
@@ -533,6 +536,25 @@ pub(super) async fn answer(
                 )
                 .await;
             }
+            // Within the server's chunk requests, or refused at once: the asker goes elsewhere.
+            let _answering = match &state.shared.chunk_requests {
+                Some(places) => match places.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        return send_error(
+                            send,
+                            ErrorCode::Busy,
+                            "busy serving other peers: ask another holder or again soon",
+                        )
+                        .await;
+                    }
+                },
+                None => None,
+            };
+            // Chunks go after any other reply on the connection (a plan, a report's ack, what
+            // a peer holds): on a full link those small answers jump the queue of chunk bytes
+            // instead of waiting seconds behind them.
+            let _ = send.set_priority(CHUNK_PRIORITY);
             send_chunks(ids, send, service, state).await
         }
         Control::Report(status) => {

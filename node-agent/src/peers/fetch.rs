@@ -7,11 +7,12 @@
 //! that sent a corrupt chunk, or failed, is dropped for this version.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use image_tools::exchange::{Connection, ExchangeError, FetchReport, Received};
-use image_tools::wire::{self, Hello, MasterRef, PeerList, Role};
+use image_tools::wire::{self, ErrorCode, Hello, MasterRef, PeerList, Role};
 use image_tools::{ChunkId, ChunkStore, LocalStore, NodeId, VerifiedChunk, VerifiedManifest};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -21,10 +22,15 @@ use super::writer::Writer;
 
 /// How often the tracker is asked again (new peers, a new stripe).
 const TRACKER_EVERY: Duration = Duration::from_secs(2);
-/// How often the peers are asked what they hold.
+/// How often the peers are asked what they hold (each at most once at a time).
 const HAS_EVERY: Duration = Duration::from_secs(1);
-/// A peer that does not answer a request within this is dropped.
-const PEER_TIMEOUT: Duration = Duration::from_secs(15);
+/// A peer request that brought no chunk for this long is given up and the peer dropped. Not a
+/// limit on the whole request: a peer serving a room at a low upload cap takes long over each
+/// request, and is slow, not dead.
+const PEER_STALL: Duration = Duration::from_secs(30);
+/// A question about holdings not answered within this is asked again later (the peer is kept:
+/// its port may be full of chunks for others); one whose connection fails drops the peer.
+const HOLDINGS_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connecting to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -126,6 +132,7 @@ async fn swarm_fetch(
     let mut known = Holdings {
         master: master.clone(),
         cursors: HashMap::new(),
+        asked: HashSet::new(),
         index: wanted
             .iter()
             .enumerate()
@@ -136,6 +143,8 @@ async fn swarm_fetch(
     let mut report = SwarmReport::default();
     let mut conns: HashMap<usize, Connection> = HashMap::new();
     let mut running: JoinSet<Outcome> = JoinSet::new();
+    // Questions about holdings under way, one per peer at most.
+    let mut asking: JoinSet<(usize, Asked)> = JoinSet::new();
     let mut last_tracker: Option<Duration> = None;
     let mut last_has: Option<Duration> = None;
     // Chunks the relay sent corrupt once (asked again once, as `exchange::fetch_these` does).
@@ -145,6 +154,7 @@ async fn swarm_fetch(
     while !swarm.is_done() {
         if swarm.stuck(now()) {
             running.abort_all();
+            asking.abort_all();
             return Err(relay_error
                 .unwrap_or_else(|| anyhow::anyhow!("the relay is gone"))
                 .context("the relay is gone and the peers cannot give the rest"));
@@ -167,13 +177,22 @@ async fn swarm_fetch(
         }
         if last_has.is_none_or(|t| now() - t >= HAS_EVERY) {
             last_has = Some(now());
-            ask_holdings(&mut swarm, &mut conns, &mut known, now()).await;
+            ask_holdings(&swarm, &conns, &mut known, &mut asking);
         }
-        for request in swarm.next(now()) {
+        let beyond_before = swarm.beyond_stripe;
+        let requests = swarm.next(now());
+        if swarm.beyond_stripe > beyond_before {
+            tracing::info!(
+                at_secs = now().as_secs(),
+                chunks = swarm.beyond_stripe - beyond_before,
+                "the relay is asked for parts outside this NUC's stripe (the NUC fetching them is gone, or the peers brought nothing for a while)"
+            );
+        }
+        for request in requests {
             let (conn, limit) = match request.source {
                 Source::Relay => (relay.clone(), None),
                 Source::Peer(p) => match conns.get(&p) {
-                    Some(c) => (c.clone(), Some(PEER_TIMEOUT)),
+                    Some(c) => (c.clone(), Some(PEER_STALL)),
                     None => {
                         swarm.done(&request, &[], now());
                         continue;
@@ -188,14 +207,32 @@ async fn swarm_fetch(
                 (request, answer, result)
             });
         }
-        // Wait for a request to end, or for the next look at the tracker and the peers.
+        // Wait for a request to end, a peer to say what it holds, or the next look at the
+        // tracker and the peers.
         let outcome = tokio::select! {
             Some(joined) = running.join_next() => Some(joined?),
+            Some(joined) = asking.join_next() => {
+                let (p, answer) = joined?;
+                took_holdings(&mut swarm, &mut conns, &mut known, p, answer, now());
+                None
+            }
             _ = tokio::time::sleep(Duration::from_millis(200)) => None,
         };
         let Some((request, answer, result)) = outcome else {
             continue;
         };
+        // A peer busy serving others: its chunks come from another holder, or from it later.
+        if let (
+            Source::Peer(_),
+            Err(ExchangeError::Refused {
+                code: ErrorCode::Busy,
+                ..
+            }),
+        ) = (request.source, &result)
+        {
+            swarm.turned_away(&request, now());
+            continue;
+        }
         let bytes: u64 = answer
             .got
             .iter()
@@ -258,6 +295,14 @@ async fn swarm_fetch(
         }
     }
     running.abort_all();
+    asking.abort_all();
+    tracing::info!(
+        master = %master,
+        from_relay = report.relay.fetched,
+        beyond_stripe = swarm.beyond_stripe,
+        from_peers = report.peer_chunks,
+        "fetched from the relay and the peers"
+    );
     for c in conns.values() {
         c.close();
     }
@@ -265,23 +310,38 @@ async fn swarm_fetch(
     Ok(report)
 }
 
-/// Asks `conn` for `chunks` (index in the swarm, id), within `limit` if given, and hands what
-/// arrives, verified, to the writer. What arrived before a failure or the limit counts.
+/// Asks `conn` for `chunks` (index in the swarm, id) and hands what arrives, verified, to the
+/// writer; with `stall`, gives up when no chunk came for that long. What arrived before a failure
+/// or the stall counts.
 async fn ask(
     conn: &Connection,
     chunks: Vec<(usize, ChunkId)>,
-    limit: Option<Duration>,
+    stall: Option<Duration>,
     writer: mpsc::Sender<VerifiedChunk>,
 ) -> (Answer, Result<(), ExchangeError>) {
     let index: HashMap<ChunkId, usize> = chunks.iter().map(|&(i, id)| (id, i)).collect();
     let ids: Vec<ChunkId> = chunks.into_iter().map(|(_, id)| id).collect();
     let mut answer = Answer::default();
+    // Chunks go to the writer as they arrive (committed and offered to the room within a second,
+    // not when the whole request ends); those the writer's queue has no room for wait here.
+    let mut handed: Vec<usize> = Vec::new();
     let mut received: Vec<VerifiedChunk> = Vec::new();
+    let started = tokio::time::Instant::now();
+    // Milliseconds from `started` to the last chunk (or answer) that arrived.
+    let last = AtomicU64::new(0);
     let request = conn.get_chunks(&ids, |r, len| {
+        last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match r {
             Received::Chunk(c) => {
                 answer.received_bytes += len as u64;
-                received.push(c);
+                let i = index.get(c.id()).copied();
+                match writer.try_send(c) {
+                    Ok(()) => handed.extend(i),
+                    Err(mpsc::error::TrySendError::Full(c)) => received.push(c),
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        return Err(ExchangeError::Transport("the chunk writer stopped".into()));
+                    }
+                }
             }
             Received::Lacking(id) => answer.lacking.push(id),
             Received::NotYet { id, expected } => {
@@ -292,12 +352,27 @@ async fn ask(
         }
         Ok(())
     });
-    let mut result = match limit {
+    let mut result = match stall {
         None => request.await,
-        Some(limit) => tokio::time::timeout(limit, request)
-            .await
-            .unwrap_or_else(|_| Err(ExchangeError::Transport("the peer was too slow".into()))),
+        Some(stall) => {
+            tokio::pin!(request);
+            loop {
+                tokio::select! {
+                    r = &mut request => break r,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        let since = Duration::from_millis(last.load(Ordering::Relaxed));
+                        if started.elapsed().saturating_sub(since) >= stall {
+                            break Err(ExchangeError::Transport(format!(
+                                "the peer sent nothing for {} s",
+                                stall.as_secs()
+                            )));
+                        }
+                    }
+                }
+            }
+        }
     };
+    answer.got = handed;
     for chunk in received {
         let i = index.get(chunk.id()).copied();
         if writer.send(chunk).await.is_err() {
@@ -317,6 +392,28 @@ async fn meet(
     list: PeerList,
 ) {
     swarm.set_stripe(list.stripe as usize, list.stripes as usize);
+    // The tracker cuts stripes by node id among the fetching agents that share: those it lists
+    // as not complete, and this one. When that matches its count, each stripe's owner is known.
+    let mut fetching: Vec<&str> = list
+        .peers
+        .iter()
+        .filter(|e| !e.complete)
+        .map(|e| e.node.as_str())
+        .chain([peers.me.as_str()])
+        .collect();
+    fetching.sort_unstable();
+    fetching.dedup();
+    if fetching.len() == list.stripes as usize
+        && fetching.get(list.stripe as usize) == Some(&peers.me.as_str())
+    {
+        let owners = fetching
+            .iter()
+            .map(|&n| (n != peers.me.as_str()).then(|| swarm.peer(n)))
+            .collect();
+        swarm.set_owners(owners);
+    } else {
+        swarm.set_owners(Vec::new());
+    }
     for entry in list.peers {
         if entry.node == peers.me.as_str() {
             continue;
@@ -360,95 +457,122 @@ struct Cursor {
     next: u64,
 }
 
-/// What the fetch knows of its peers' answers: each peer's cursor, and each wanted chunk's index.
+/// What the fetch knows of its peers' answers: each peer's cursor, the peers being asked now, and
+/// each wanted chunk's index.
 struct Holdings {
     master: MasterRef,
     cursors: HashMap<usize, Option<Cursor>>,
+    asked: HashSet<usize>,
     index: HashMap<ChunkId, usize>,
 }
 
-/// Asks every connected peer what it took in since last asked (`HasSince`; an older peer: which
-/// of the chunks still wanted it holds, of those it is not known to hold already).
-async fn ask_holdings(
-    swarm: &mut Swarm,
-    conns: &mut HashMap<usize, Connection>,
+/// A peer's answer about its holdings.
+enum Asked {
+    Since(Result<wire::Holdings, ExchangeError>),
+    Has(Vec<usize>, Result<Vec<bool>, ExchangeError>),
+    /// It did not answer within [`HOLDINGS_TIMEOUT`].
+    Late,
+}
+
+/// Asks every connected peer not already being asked what it took in since last asked
+/// (`HasSince`; an older peer: which of the chunks still wanted it holds, of those it is not
+/// known to hold already). The answers come back through `asking`, to [`took_holdings`].
+fn ask_holdings(
+    swarm: &Swarm,
+    conns: &HashMap<usize, Connection>,
     known: &mut Holdings,
-    now: Duration,
+    asking: &mut JoinSet<(usize, Asked)>,
 ) {
-    enum Asked {
-        Since(Result<wire::Holdings, ExchangeError>),
-        Has(Vec<usize>, Result<Vec<bool>, ExchangeError>),
-    }
-    let mut asks = JoinSet::new();
     for (&p, conn) in conns.iter() {
+        if !known.asked.insert(p) {
+            continue;
+        }
         let conn = conn.clone();
         match *known.cursors.entry(p).or_insert(Some(Cursor::default())) {
             Some(at) => {
                 let master = known.master.clone();
-                asks.spawn(async move {
+                asking.spawn(async move {
                     let r = tokio::time::timeout(
-                        CONNECT_TIMEOUT,
+                        HOLDINGS_TIMEOUT,
                         conn.has_since(&master, at.epoch, at.next),
                     )
                     .await;
-                    (p, r.map(Asked::Since))
+                    (p, r.map_or(Asked::Late, Asked::Since))
                 });
             }
             None => {
                 let asked = swarm.unknown_to(p);
                 if asked.is_empty() {
+                    known.asked.remove(&p);
                     continue;
                 }
                 let ids: Vec<ChunkId> = asked.iter().map(|&i| swarm.id(i)).collect();
-                asks.spawn(async move {
-                    let r = tokio::time::timeout(CONNECT_TIMEOUT, conn.has(&ids)).await;
-                    (p, r.map(|r| Asked::Has(asked, r)))
+                asking.spawn(async move {
+                    let r = tokio::time::timeout(HOLDINGS_TIMEOUT, conn.has(&ids)).await;
+                    (p, r.map_or(Asked::Late, |r| Asked::Has(asked, r)))
                 });
             }
         }
     }
-    while let Some(Ok((p, r))) = asks.join_next().await {
-        let failed = match r {
-            Ok(Asked::Since(Ok(h))) => {
-                let at = known.cursors.get(&p).copied().flatten().unwrap_or_default();
-                if h.epoch != at.epoch {
-                    swarm.forget(p);
-                }
-                if h.complete {
-                    swarm.holds_all(p, now);
-                } else {
-                    let held: Vec<usize> = h
-                        .ids
-                        .iter()
-                        .filter_map(|id| known.index.get(id).copied())
-                        .collect();
-                    swarm.holds(p, &held, now);
-                }
-                known.cursors.insert(
-                    p,
-                    Some(Cursor {
-                        epoch: h.epoch,
-                        next: h.next,
-                    }),
-                );
-                None
+}
+
+/// Takes peer `p`'s answer about its holdings. A peer that failed is dropped; a late one is
+/// asked again at the next round.
+fn took_holdings(
+    swarm: &mut Swarm,
+    conns: &mut HashMap<usize, Connection>,
+    known: &mut Holdings,
+    p: usize,
+    answer: Asked,
+    now: Duration,
+) {
+    known.asked.remove(&p);
+    if !conns.contains_key(&p) {
+        return;
+    }
+    let failed = match answer {
+        Asked::Since(Ok(h)) => {
+            let at = known.cursors.get(&p).copied().flatten().unwrap_or_default();
+            if h.epoch != at.epoch {
+                swarm.forget(p);
             }
-            // An older agent: asked `Has` from now on.
-            Ok(Asked::Since(Err(ExchangeError::Refused { .. }))) => {
-                known.cursors.insert(p, None);
-                None
+            if h.complete {
+                swarm.holds_all(p, now);
+            } else {
+                let held: Vec<usize> = h
+                    .ids
+                    .iter()
+                    .filter_map(|id| known.index.get(id).copied())
+                    .collect();
+                swarm.holds(p, &held, now);
             }
-            Ok(Asked::Has(asked, Ok(bits))) => {
-                swarm.has(p, &asked, &bits, now);
-                None
-            }
-            Ok(Asked::Since(Err(e)) | Asked::Has(_, Err(e))) => Some(e.to_string()),
-            Err(_) => Some("it did not answer".to_owned()),
-        };
-        if let Some(error) = failed {
-            tracing::warn!(peer = %swarm.node(p), %error, "a peer failed: dropped for this version");
-            swarm.drop_peer(p, false);
-            conns.remove(&p);
+            known.cursors.insert(
+                p,
+                Some(Cursor {
+                    epoch: h.epoch,
+                    next: h.next,
+                }),
+            );
+            None
         }
+        // An older agent: asked `Has` from now on.
+        Asked::Since(Err(ExchangeError::Refused { .. })) => {
+            known.cursors.insert(p, None);
+            None
+        }
+        Asked::Has(asked, Ok(bits)) => {
+            swarm.has(p, &asked, &bits, now);
+            None
+        }
+        Asked::Since(Err(e)) | Asked::Has(_, Err(e)) => Some(e.to_string()),
+        Asked::Late => {
+            tracing::debug!(peer = %swarm.node(p), "a peer was slow to say what it holds: asked again later");
+            None
+        }
+    };
+    if let Some(error) = failed {
+        tracing::warn!(peer = %swarm.node(p), %error, "a peer failed: dropped for this version");
+        swarm.drop_peer(p, false);
+        conns.remove(&p);
     }
 }

@@ -6,9 +6,20 @@
 //! The rules, in order, for each wanted chunk not already asked for:
 //! 1. a live peer that said it holds it, and has room for a request, gets it (the least busy
 //!    first);
-//! 2. otherwise, unless the relay is lost, the relay gets it if it is in the NUC's stripe, if no live peer is left, or if the
-//!    peers have brought nothing new for `patience` (a peer fetching that part is gone or slow);
+//! 2. otherwise, unless the relay is lost, the relay gets it if it is in the NUC's stripe, if no
+//!    live peer is left, or if the NUC fetching that part from the relay (its stripe's owner,
+//!    [`Swarm::set_owners`]) is gone; with a live owner, only once the peers have brought
+//!    nothing new for [`LONG_STALL`] times `patience` (on a full LAN, news can take seconds: asking
+//!    the relay for another NUC's part then only sends the relay's port a second copy). Without
+//!    owners known, once the peers have brought nothing new for `patience`;
 //! 3. otherwise it waits for a peer to have it.
+//!
+//! Ties between equally busy holders are broken differently on each NUC (by its stripe), so that
+//! a room does not converge on one peer. A peer answers only a few requests at once
+//! ([`PEER_ANSWERS`]) and turns the rest away: a turned-away request is wanted again, the peer
+//! is still taken to hold its chunks but is left alone for [`BUSY_BACKOFF`], so the chunks come
+//! from whoever else got them meanwhile (the room passes a chunk on like a tree, instead of
+//! twenty NUCs queueing at the one that got it first).
 //!
 //! A peer that sent a chunk that is not what its id says is dropped for this version (and named
 //! in [`Swarm::liars`]); one whose connection failed is dropped without blame. What a dropped
@@ -28,6 +39,14 @@ pub const BATCH: usize = 32;
 pub const PEER_REQUESTS: usize = 2;
 /// Requests under way to the relay at once.
 pub const RELAY_REQUESTS: usize = 4;
+/// Chunk requests a NUC's peer server answers at once (`Limits::chunk_requests`); the next is
+/// turned away ("busy") and the asker tries another holder.
+pub const PEER_ANSWERS: usize = 4;
+/// How long a peer that turned a request away is left alone.
+pub const BUSY_BACKOFF: Duration = Duration::from_secs(1);
+/// With its owner alive, another NUC's part is asked of the relay only after the peers brought
+/// nothing for this many times `patience`.
+pub const LONG_STALL: u32 = 6;
 
 /// Where a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,6 +78,8 @@ struct Peer {
     dropped: bool,
     lied: bool,
     requests: usize,
+    /// Turned a request away: not asked before then.
+    busy_until: Duration,
 }
 
 /// The chunks one NUC still wants of one version, and who may give them.
@@ -72,6 +93,9 @@ pub struct Swarm {
     state: Vec<State>,
     left: usize,
     stripe: (usize, usize),
+    /// Each stripe's owner (the NUC fetching it from the relay): a peer, or `None` for this NUC;
+    /// empty when not known.
+    owners: Vec<Option<usize>>,
     peers: Vec<Peer>,
     relay_requests: usize,
     /// The relay failed: nothing more is asked of it.
@@ -79,6 +103,9 @@ pub struct Swarm {
     patience: Duration,
     /// The last time a peer brought something (a chunk, or news that it holds more).
     progress: Duration,
+    /// Chunks asked of the relay outside the NUC's stripe (no peer left, or none brought
+    /// anything for `patience`): what the relay's port carries beyond one copy.
+    pub beyond_stripe: usize,
 }
 
 impl Swarm {
@@ -98,11 +125,13 @@ impl Swarm {
             state: vec![State::Wanted; n],
             left: n,
             stripe: (0, 1),
+            owners: Vec::new(),
             peers: Vec::new(),
             relay_requests: 0,
             relay_lost: false,
             patience,
             progress: now,
+            beyond_stripe: 0,
         }
     }
 
@@ -129,9 +158,35 @@ impl Swarm {
         self.stripe = (stripe.min(stripes - 1), stripes);
     }
 
+    /// Each stripe's owner, in stripe order (`None`: this NUC), from the tracker's list; empty
+    /// when the list does not tell (then the short patience rules, as before owners were known).
+    pub fn set_owners(&mut self, owners: Vec<Option<usize>>) {
+        self.owners = if owners.len() == self.stripe.1 {
+            owners
+        } else {
+            Vec::new()
+        };
+    }
+
+    fn stripe_of(&self, chunk: usize) -> usize {
+        self.positions[chunk] * self.stripe.1 / self.total
+    }
+
     fn mine(&self, chunk: usize) -> bool {
-        let (stripe, stripes) = self.stripe;
-        self.positions[chunk] * stripes / self.total == stripe
+        self.stripe_of(chunk) == self.stripe.0
+    }
+
+    /// Whether the relay is asked for `chunk`, which no live peer holds.
+    fn ask_relay(&self, chunk: usize, live: bool, now: Duration) -> bool {
+        let quiet = now.saturating_sub(self.progress);
+        if self.mine(chunk) || !live {
+            return true;
+        }
+        match self.owners.get(self.stripe_of(chunk)) {
+            Some(Some(p)) => self.peers[*p].dropped || quiet >= self.patience * LONG_STALL,
+            Some(None) => true,
+            None => quiet >= self.patience,
+        }
     }
 
     /// The peer `node`'s index, added if new (a dropped one stays dropped).
@@ -145,6 +200,7 @@ impl Swarm {
             dropped: false,
             lied: false,
             requests: 0,
+            busy_until: Duration::ZERO,
         });
         self.peers.len() - 1
     }
@@ -217,9 +273,9 @@ impl Swarm {
     /// What to ask for now.
     pub fn next(&mut self, now: Duration) -> Vec<Request> {
         let live = self.peers.iter().any(|p| !p.dropped);
-        let stalled = now.saturating_sub(self.progress) >= self.patience;
         let mut to_peer: Vec<Vec<Vec<usize>>> = vec![Vec::new(); self.peers.len()];
         let mut to_relay: Vec<Vec<usize>> = Vec::new();
+        let (rotation, count) = (self.stripe.0, self.peers.len().max(1));
         for i in 0..self.chunks.len() {
             if self.state[i] != State::Wanted {
                 continue;
@@ -228,14 +284,16 @@ impl Swarm {
             let best = (0..self.peers.len())
                 .filter(|&p| {
                     let peer = &self.peers[p];
-                    !peer.dropped && peer.has[i] && {
+                    !peer.dropped && peer.has[i] && peer.busy_until <= now && {
                         let open = &to_peer[p];
                         let full = open.last().is_none_or(|b| b.len() >= BATCH);
                         !(full && peer.requests + open.len() >= PEER_REQUESTS)
                     }
                 })
                 .min_by_key(|&p| {
-                    self.peers[p].requests * BATCH + to_peer[p].iter().map(Vec::len).sum::<usize>()
+                    let load = self.peers[p].requests * BATCH
+                        + to_peer[p].iter().map(Vec::len).sum::<usize>();
+                    (load, (p + rotation) % count)
                 });
             if let Some(p) = best {
                 let open = &mut to_peer[p];
@@ -247,7 +305,7 @@ impl Swarm {
                 continue;
             }
             let holder = self.peers.iter().any(|p| !p.dropped && p.has[i]);
-            if holder || self.relay_lost || !(self.mine(i) || !live || stalled) {
+            if holder || self.relay_lost || !self.ask_relay(i, live, now) {
                 continue;
             }
             let open = to_relay.last().is_some_and(|b| b.len() < BATCH);
@@ -261,6 +319,9 @@ impl Swarm {
                 continue;
             }
             self.state[i] = State::Asked;
+            if !self.mine(i) {
+                self.beyond_stripe += 1;
+            }
         }
         let mut out = Vec::new();
         for (p, batches) in to_peer.into_iter().enumerate() {
@@ -298,6 +359,20 @@ impl Swarm {
         }
         if matches!(request.source, Source::Peer(_)) && !got.is_empty() {
             self.progress = now;
+        }
+    }
+
+    /// `request` was turned away by its peer (busy): its chunks are wanted again, still taken to
+    /// be held there, and the peer is left alone for [`BUSY_BACKOFF`].
+    pub fn turned_away(&mut self, request: &Request, now: Duration) {
+        self.end(request.source);
+        for &i in &request.chunks {
+            if self.state[i] == State::Asked {
+                self.state[i] = State::Wanted;
+            }
+        }
+        if let Source::Peer(p) = request.source {
+            self.peers[p].busy_until = now + BUSY_BACKOFF;
         }
     }
 
@@ -558,5 +633,107 @@ mod tests {
         let asked: usize = s.next(Duration::ZERO).iter().map(|r| r.chunks.len()).sum();
         assert_eq!(asked, 100.min(RELAY_REQUESTS * BATCH));
         assert!(s.liars().is_empty());
+    }
+
+    #[test]
+    fn a_busy_peer_is_left_alone_a_moment_and_its_chunks_come_from_another_holder() {
+        let mut s = swarm(64);
+        s.set_stripe(0, 1);
+        let (a, b) = (s.peer("nuc-1"), s.peer("nuc-2"));
+        let all: Vec<usize> = (0..64).collect();
+        s.holds(a, &all, Duration::ZERO);
+        let reqs = s.next(Duration::ZERO);
+        assert_eq!(
+            sources(&reqs),
+            [(Source::Peer(a), BATCH), (Source::Peer(a), BATCH)]
+        );
+        // `a` turns both away: nothing is asked of it for a moment, nor of the relay (a peer
+        // still holds them), and the chunks are still wanted.
+        for r in &reqs {
+            s.turned_away(r, S);
+        }
+        assert!(s.next(S).is_empty());
+        // `b` got them meanwhile: they go to `b`.
+        s.holds(b, &all, S);
+        let reqs = s.next(S);
+        assert_eq!(
+            sources(&reqs),
+            [(Source::Peer(b), BATCH), (Source::Peer(b), BATCH)]
+        );
+        // After the back-off `a` is asked again (it still holds them): what is left would go to
+        // it; here nothing is left, so `b`'s answer finishes the version.
+        complete(&mut s, &reqs, S + BUSY_BACKOFF);
+        assert!(s.is_done());
+    }
+
+    #[test]
+    fn equally_busy_holders_are_chosen_differently_by_each_nuc() {
+        // Two NUCs with different stripes, the same two holders of everything: each starts
+        // with a different one, so that the room does not queue at the first peer listed.
+        let first = |stripe: usize| {
+            let mut s = swarm(8);
+            s.set_stripe(stripe, 2);
+            let (a, b) = (s.peer("nuc-1"), s.peer("nuc-2"));
+            let all: Vec<usize> = (0..8).collect();
+            s.holds(a, &all, Duration::ZERO);
+            s.holds(b, &all, Duration::ZERO);
+            let reqs = s.next(Duration::ZERO);
+            let to = |i: usize| {
+                reqs.iter()
+                    .find(|r| r.chunks.contains(&i))
+                    .map(|r| r.source)
+            };
+            (to(0), to(1))
+        };
+        let (one, two) = (first(0), first(1));
+        assert_ne!(
+            one.0, two.0,
+            "both NUCs ask the same peer for the first chunk"
+        );
+        // Each spreads its own requests over both.
+        assert_ne!(one.0, one.1);
+    }
+
+    #[test]
+    fn another_nucs_part_waits_for_it_while_it_lives_and_comes_from_the_relay_once_it_is_gone() {
+        // Two NUCs: this one owns stripe 0 (chunks 0..4), `a` stripe 1 (chunks 4..8).
+        let mut s = swarm(8);
+        s.set_stripe(0, 2);
+        let a = s.peer("nuc-a");
+        s.set_owners(vec![None, Some(a)]);
+        let asked = |reqs: &[Request]| -> Vec<usize> {
+            reqs.iter().flat_map(|r| r.chunks.clone()).collect()
+        };
+        // Only its own part goes to the relay, even long after the patience (10 s).
+        assert_eq!(asked(&s.next(Duration::ZERO)), [0, 1, 2, 3]);
+        assert!(
+            s.next(30 * S).is_empty(),
+            "another NUC's live part asked of the relay"
+        );
+        // Nothing new for six times the patience: the relay is asked after all.
+        assert_eq!(asked(&s.next(60 * S)), [4, 5, 6, 7]);
+
+        // The same, but `a` is gone: its part comes from the relay at once.
+        let mut s = swarm(8);
+        s.set_stripe(0, 2);
+        let a = s.peer("nuc-a");
+        let b = s.peer("nuc-b");
+        s.set_owners(vec![None, Some(a)]);
+        s.next(Duration::ZERO);
+        s.drop_peer(a, false);
+        assert!(s.is_live(b));
+        assert_eq!(asked(&s.next(S)), [4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn owners_that_do_not_match_the_stripes_are_ignored() {
+        let mut s = swarm(8);
+        s.set_stripe(0, 2);
+        let a = s.peer("nuc-a");
+        s.set_owners(vec![None, Some(a), Some(a)]);
+        s.next(Duration::ZERO);
+        // As before owners were known: the patience (10 s) alone decides.
+        let reqs = s.next(10 * S);
+        assert_eq!(reqs.iter().map(|r| r.chunks.len()).sum::<usize>(), 4);
     }
 }
