@@ -20,7 +20,7 @@ fn lyon() -> SiteId {
 
 /// `start`..`end` of a session `minutes` from the fleet's now, in the calendar's words (UTC,
 /// whole minutes).
-fn session_from_now(f: &Fleet, minutes: i64, length: i64) -> String {
+pub(crate) fn session_from_now(f: &Fleet, minutes: i64, length: i64) -> String {
     let start = (f.clock.now() / 60 + 1 + minutes) * 60;
     let fmt = |t: i64| {
         jiff::Timestamp::from_second(t)
@@ -35,7 +35,7 @@ fn session_from_now(f: &Fleet, minutes: i64, length: i64) -> String {
     )
 }
 
-fn ready(a: &AgentProc) -> bool {
+pub(crate) fn ready(a: &AgentProc) -> bool {
     a.s("current") == "demo 1" || (a.s("next") == "demo 1" && a.s("next_state") == "ready")
 }
 
@@ -102,7 +102,7 @@ fn announce(agent: &Agent, relay: SocketAddr, port: u16) {
 }
 
 /// Connects to the agent serving at `addr`, as `probe`, and runs `then` on the connection.
-fn as_peer<T>(
+pub(crate) fn as_peer<T>(
     f: &Fleet,
     probe: &Agent,
     addr: SocketAddr,
@@ -154,10 +154,15 @@ fn fetch_from(
 /// A fleet on an accelerated clock (6x) with an 8 MiB `demo 1`, and one NUC, `nuc-1`, seated
 /// at salle-1/pc-1 and serving its peers.
 fn one_nuc() -> (Fleet, Relay, AgentProc) {
+    one_nuc_with(8)
+}
+
+/// The same with an `image_mib` MiB `demo 1`.
+pub(crate) fn one_nuc_with(image_mib: u64) -> (Fleet, Relay, AgentProc) {
     let f = Fleet::build(
         "00:00-23:59",
         1000,
-        8,
+        image_mib,
         "start=2030-01-08T06:00:00Z speed=6",
         "",
         "",
@@ -169,7 +174,7 @@ fn one_nuc() -> (Fleet, Relay, AgentProc) {
 }
 
 /// The ids of `demo 1`'s distinct chunks, with their stored lengths.
-fn demo_chunks(f: &Fleet) -> Vec<(image_tools::ChunkId, u32)> {
+pub(crate) fn demo_chunks(f: &Fleet) -> Vec<(image_tools::ChunkId, u32)> {
     let chunks = f.manifest.unique_chunks();
     chunks.iter().map(|c| (c.id, c.stored_len)).collect()
 }
