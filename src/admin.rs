@@ -113,6 +113,17 @@ pub enum Site {
         /// session; a device plugged in during a session reaches it within seconds.
         #[arg(long)]
         usb: Option<UsbPolicy>,
+        /// How fast each NUC of the site may send to the other NUCs of the site (peer sharing),
+        /// in Mbit/s; 0: as fast as it can. Keeps a NUC's network free for its own session.
+        /// Until set, each NUC uses its own setting (300 unless its configuration says
+        /// otherwise). Applied by each NUC within a minute, without a restart.
+        #[arg(long, value_name = "MBIT")]
+        peer_upload_mbit: Option<u64>,
+        /// Whether a NUC with a session running still sends to the other NUCs of the site: no
+        /// (each NUC's default) keeps its disk and network for the trainee; yes lets a room
+        /// fill faster in the daytime (check the cap above). Applied within a minute.
+        #[arg(long, value_name = "yes|no", value_parser = yes_no())]
+        peer_share_in_session: Option<bool>,
     },
     /// List the sites.
     List,
@@ -199,6 +210,28 @@ where
 {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
+}
+
+/// `yes` or `no`, as a bool.
+fn yes_no() -> impl clap::builder::TypedValueParser<Value = bool> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["yes", "no"]).map(|s| s == "yes")
+}
+
+/// A site's peer upload cap and in-session sharing, in words ("each NUC's own" until set).
+fn peer_settings(s: &api::SiteInfo) -> (String, String) {
+    let own = || "each NUC's own".to_owned();
+    let cap = match s.peer_upload_mbit {
+        None => own(),
+        Some(0) => "uncapped".to_owned(),
+        Some(m) => format!("{m} Mbit/s"),
+    };
+    let share = match s.peer_share_in_session {
+        None => own(),
+        Some(true) => "yes".to_owned(),
+        Some(false) => "no".to_owned(),
+    };
+    (cap, share)
 }
 
 /// `30m`, `2h`, `1d` or plain minutes.
@@ -571,6 +604,8 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             takeover,
             emergency_cap_mbit,
             usb,
+            peer_upload_mbit,
+            peer_share_in_session,
         }) => {
             let change = api::SiteChange {
                 tz,
@@ -579,17 +614,20 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 takeover,
                 emergency_cap_mbit,
                 usb,
+                peer_upload_mbit,
+                peer_share_in_session,
             };
             if change == api::SiteChange::default() {
-                bail!("nothing to change: give --tz, --windows, --cap-mbit, --takeover, --emergency-cap-mbit or --usb");
+                bail!("nothing to change: give --tz, --windows, --cap-mbit, --takeover, --emergency-cap-mbit, --usb, --peer-upload-mbit or --peer-share-in-session");
             }
             let s: api::SiteInfo = client.send("PATCH", &format!("/v1/sites/{name}"), &change)?;
             let emergency = match s.emergency_cap_mbit {
                 0 => "the night cap".to_owned(),
                 e => format!("{e} Mbit/s"),
             };
+            let (peer_cap, peer_in_session) = peer_settings(&s);
             let human = format!(
-                "site {} is now: {}, windows {}, WAN cap {} Mbit/s, takeover {}, emergency pushes in the daytime at {emergency}, USB devices passed: {}",
+                "site {} is now: {}, windows {}, WAN cap {} Mbit/s, takeover {}, emergency pushes in the daytime at {emergency}, USB devices passed: {}, NUC upload to peers: {peer_cap}, serving peers during sessions: {peer_in_session}",
                 s.name,
                 s.tz,
                 s.windows,
@@ -651,8 +689,11 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 "TAKEOVER",
                 "EMERGENCY Mbit",
                 "USB",
+                "PEER UPLOAD",
+                "PEERS IN SESSION",
             ],
             |s: &api::SiteInfo| {
+                let (peer_cap, peer_in_session) = peer_settings(s);
                 vec![
                     s.name.to_string(),
                     s.tz.clone(),
@@ -664,6 +705,8 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                         e => e.to_string(),
                     },
                     s.usb.to_string(),
+                    peer_cap,
+                    peer_in_session,
                 ]
             },
         )?,

@@ -187,6 +187,8 @@ fn site_plans(
             orders: orders.remove(&site.name).unwrap_or_default(),
             profiles: profiles.clone(),
             usb: site.usb,
+            peer_upload_mbit: site.peer_upload_mbit,
+            peer_share_in_session: site.peer_share_in_session,
         };
         out.push((site.name, plan));
     }

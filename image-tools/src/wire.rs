@@ -316,6 +316,14 @@ pub struct SitePlan {
     /// --usb`).
     #[serde(default)]
     pub usb: crate::profile::UsbPolicy,
+    /// The upload cap of each NUC of the site to its peers, in Mbit/s (`nightcast site set
+    /// --peer-upload-mbit`; 0: uncapped); none: each NUC's own `peer_upload_mbit`.
+    #[serde(default)]
+    pub peer_upload_mbit: Option<u64>,
+    /// Whether the site's NUCs serve their peers while a session runs on them (`nightcast site
+    /// set --peer-share-in-session`); none: each NUC's own `peer_share_in_session`.
+    #[serde(default)]
+    pub peer_share_in_session: Option<bool>,
 }
 
 /// Something the DSI asked of one NUC, from the console or `nightcast node reset|rollback|wake`.
@@ -575,8 +583,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
     let body = &buf[5..total];
     let frame = match kind {
         KIND_CONTROL => {
-            let c: Control =
-                postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))?;
+            let c = decode_control(body).map_err(|e| WireError::Body(e.to_string()))?;
             check_control(&c)?;
             Frame::Control(c)
         }
@@ -595,6 +602,26 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
         _ => Frame::Manifest(body.to_vec()),
     };
     Ok(Some((frame, total)))
+}
+
+/// The postcard tag of [`Control::Plan`] (its index among the variants).
+const PLAN_TAG: u8 = 16;
+
+/// Zero bytes appended to a plan from an older sender that ends before the fields it did not know.
+const PLAN_TAIL: [u8; 32] = [0; 32];
+
+/// A control body. A plan from an older relay or controller ends before the fields added to
+/// [`SitePlan`] since, and postcard, unlike self-describing formats, does not fill in serde
+/// defaults: such a plan is read again with zero bytes after it, which postcard reads as `None`,
+/// `0`, `false`, empty lists and strings and the first variant of an enum (every field added at
+/// the end of `SitePlan` has a default read from zero bytes, up to 32 of them).
+fn decode_control(body: &[u8]) -> Result<Control, postcard::Error> {
+    match postcard::from_bytes(body) {
+        Err(postcard::Error::DeserializeUnexpectedEnd) if body.first() == Some(&PLAN_TAG) => {
+            postcard::from_bytes(&[body, &PLAN_TAIL[..]].concat())
+        }
+        other => other,
+    }
 }
 
 fn check_control(c: &Control) -> Result<(), WireError> {
@@ -703,6 +730,53 @@ mod tests {
         );
         assert!(old.signing_keys.is_empty() && old.current_ca.is_empty());
         // And the new relay reads it whole.
+        let (back, _) = decode(&frame).unwrap().unwrap();
+        assert_eq!(back, Frame::Control(Control::Plan(Box::new(plan))));
+    }
+
+    #[test]
+    fn a_plan_with_the_sites_peer_settings_reaches_older_and_newer_readers() {
+        let plan = SitePlan {
+            tz: "UTC".into(),
+            cap_mbit: 20,
+            usb: crate::profile::UsbPolicy::Storage,
+            ..SitePlan::default()
+        };
+        // An older relay's plan ends before the peer settings (two `None`s are one byte each):
+        // a newer agent reads it, without them (its own configuration applies).
+        let frame = encode_to_vec(&Frame::Control(Control::Plan(Box::new(plan.clone())))).unwrap();
+        let body = &frame[5..];
+        let framed = |body: &[u8]| {
+            let len = (body.len() as u32 + 1).to_le_bytes();
+            [&len[..], &[KIND_CONTROL], body].concat()
+        };
+        let older = framed(&body[..body.len() - 2]);
+        let (read, used) = decode(&older).unwrap().unwrap();
+        assert_eq!(used, older.len());
+        assert_eq!(read, Frame::Control(Control::Plan(Box::new(plan.clone()))));
+        // One from before the machine profiles and the USB policy too (two bytes less).
+        let oldest = framed(&body[..body.len() - 4]);
+        let before = SitePlan {
+            usb: crate::profile::UsbPolicy::None,
+            ..plan.clone()
+        };
+        let (read, _) = decode(&oldest).unwrap().unwrap();
+        assert_eq!(read, Frame::Control(Control::Plan(Box::new(before))));
+        // A truncated control of another kind is still refused.
+        let hello = encode_to_vec(&Frame::Control(Control::Hello(Hello::new(
+            Role::Agent,
+            &crate::NodeId::new("nuc-1").unwrap(),
+        ))))
+        .unwrap();
+        assert!(decode(&framed(&hello[5..hello.len() - 3])).is_err());
+        // A newer controller's plan with them: an older relay ignores them (see above), a newer
+        // one reads them.
+        let plan = SitePlan {
+            peer_upload_mbit: Some(40),
+            peer_share_in_session: Some(true),
+            ..plan
+        };
+        let frame = encode_to_vec(&Frame::Control(Control::Plan(Box::new(plan.clone())))).unwrap();
         let (back, _) = decode(&frame).unwrap().unwrap();
         assert_eq!(back, Frame::Control(Control::Plan(Box::new(plan))));
     }

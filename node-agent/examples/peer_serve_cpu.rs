@@ -61,7 +61,7 @@ fn main() {
     let store = PeerStore {
         cache: Arc::new(LocalStore::open(&dir.path().join("store")).unwrap()),
         offer,
-        rate: None,
+        cap: Arc::new(nightcast_agent::peers::settings::UploadCap::new(0)),
         runtime: rt.handle().clone(),
     };
     let gb = data_bytes as f64 / 1e9;

@@ -66,9 +66,9 @@ pub struct Config {
     pub peer_sharing: bool,
     /// Where this NUC serves its peers (QUIC over UDP).
     pub peer_listen: SocketAddr,
-    /// The upload to peers at most, in Mbit/s; 0: no cap.
+    /// The upload to peers at most, in Mbit/s; 0: no cap. The site's setting (in its plan) wins.
     pub peer_upload_mbit: u64,
-    /// Serve peers while a session runs here too.
+    /// Serve peers while a session runs here too. The site's setting (in its plan) wins.
     pub peer_share_in_session: bool,
     /// Seconds to wait for peers to bring what this NUC does not fetch from the relay itself.
     pub peer_patience_secs: u64,

@@ -17,9 +17,10 @@
 //!   chunks the NUC's images lack fetched into `DATA/store`, `next` assembled seeded from them
 //!   (every chunk hashed) and marked ready.
 //! - **reports** (every `poll_secs`): to the relay, which passes them on to the controller.
-//! - **peers** (`peers`): the other agents of the site are served the chunks this NUC holds (not
-//!   during a session unless allowed), and a preparation fetches from them what they hold, its own
-//!   stripe from the relay.
+//! - **peers** (`peers`): the other agents of the site are served the chunks this NUC holds
+//!   within an upload cap (not during a session unless allowed: the site's settings from its plan,
+//!   else the NUC's own, applied at every plan), and a preparation fetches from them what they
+//!   hold, its own stripe from the relay.
 //!
 //! Everything it learns or does is in `DATA/status.json`, rewritten when it changes.
 
@@ -44,6 +45,7 @@ use image_tools::report::{AgentReport, BadPeer, Failed, Report};
 
 use crate::hypervisor::{host_facts, Fake, Hypervisor, Qemu, QemuConfig};
 use crate::kiosk::{self, x11::Kiosk};
+use crate::peers::settings::{Settings as PeerSettings, UploadCap};
 use crate::peers::{self, SharedOffer};
 use crate::prepare::{Job, JobNews};
 use crate::profile_source::Catalogued;
@@ -88,6 +90,10 @@ pub struct AgentStatus {
     pub peer_listen: Option<String>,
     /// Whether it serves them now (not during a session, unless allowed).
     pub peer_serving: bool,
+    /// The upload cap to peers in force, Mbit/s (0: uncapped): the site's, else the NUC's own.
+    pub peer_upload_mbit: u64,
+    /// Whether it serves them while a session runs (the site's setting, else the NUC's own).
+    pub peer_share_in_session: bool,
     /// Peers dropped for sending corrupt chunks: "node (master version)".
     pub bad_peers: Vec<String>,
     pub last_error: Option<String>,
@@ -99,6 +105,14 @@ const MAX_BAD_PEERS: usize = 16;
 
 /// The longest a plan request and report may take before the relay counts as away.
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The peer settings of the NUC's own configuration.
+fn own_peer_settings(cfg: &Config) -> PeerSettings {
+    PeerSettings {
+        upload_mbit: cfg.peer_upload_mbit,
+        share_in_session: cfg.peer_share_in_session,
+    }
+}
 
 pub(crate) fn label(m: &MasterRef) -> String {
     format!("{} {}", m.name, m.version)
@@ -146,6 +160,8 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
             tracing::warn!(error = %e, "cannot list the fetch cache: its chunks are not offered to peers")
         }
     }
+    let peer_settings = PeerSettings::in_force(&plan, own_peer_settings(&cfg));
+    let upload_cap = Arc::new(UploadCap::new(peer_settings.upload_mbit));
     let mut peer_error = None;
     let peer_server = match cfg.peer_sharing {
         false => None,
@@ -156,7 +172,7 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
             revoked.clone(),
             store.clone(),
             offer.clone(),
-            cfg.peer_upload_mbit,
+            upload_cap.clone(),
             clock,
             shutdown.child_token(),
         ) {
@@ -231,9 +247,13 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
             site: me.site.to_string(),
             peer_listen: peer_server.as_ref().map(|(a, _)| a.to_string()),
             last_error: peer_error,
+            peer_upload_mbit: peer_settings.upload_mbit,
+            peer_share_in_session: peer_settings.share_in_session,
             ..AgentStatus::default()
         },
         peer_server,
+        peer_settings,
+        upload_cap,
         revoked,
         offer,
         indexed: None,
@@ -311,6 +331,10 @@ struct Agent {
     kiosk_said: Option<String>,
     /// Where this NUC serves its peers, and the endpoint (its certificate swapped when renewed).
     peer_server: Option<(SocketAddr, quinn::Endpoint)>,
+    /// The peer settings in force (the site's, else the NUC's own).
+    peer_settings: PeerSettings,
+    /// The upload cap the peer server pays into, changed with `peer_settings`.
+    upload_cap: Arc<UploadCap>,
     /// The site's revoked agent certificates (from the plan): refused as peers, both ways.
     revoked: Revoked,
     /// What the peer server offers.
@@ -450,6 +474,7 @@ impl Agent {
             self.learn_keys(&plan);
             self.learn_profiles(&plan.profiles);
             self.station.set_usb_policy(plan.usb);
+            self.apply_peer_settings(&plan);
             self.revoked.replace(revoked_serials(&plan));
             if plan != self.plan {
                 if let Ok(bytes) = serde_json::to_vec_pretty(&plan) {
@@ -885,13 +910,32 @@ impl Agent {
         Some((dt.date(), dt.hour() as u32 * 60 + dt.minute() as u32))
     }
 
+    /// Puts the site's peer settings from `plan` (else the NUC's own) in force: the upload cap
+    /// at once, in-session sharing at the next offer refresh (within a tick).
+    fn apply_peer_settings(&mut self, plan: &SitePlan) {
+        let now = PeerSettings::in_force(plan, own_peer_settings(&self.cfg));
+        if now == self.peer_settings {
+            return;
+        }
+        self.upload_cap.set(now.upload_mbit);
+        tracing::info!(
+            upload_mbit = now.upload_mbit,
+            share_in_session = now.share_in_session,
+            from_site = plan.peer_upload_mbit.is_some() || plan.peer_share_in_session.is_some(),
+            "peer settings changed"
+        );
+        self.peer_settings = now;
+        self.status.peer_upload_mbit = now.upload_mbit;
+        self.status.peer_share_in_session = now.share_in_session;
+    }
+
     /// What the peer server offers: the versions of the complete slot images (indexed again when
     /// the slot table changed), and nothing while a session runs unless the site allows it.
     fn refresh_offer(&mut self) {
         if self.peer_server.is_none() {
             return;
         }
-        let open = self.station.session().is_none() || self.cfg.peer_share_in_session;
+        let open = self.peer_settings.serving(self.station.session().is_some());
         self.status.peer_serving = open;
         let keys = self.keys.accepted(self.clock.now());
         let indexed = tokio::task::block_in_place(|| {

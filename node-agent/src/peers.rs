@@ -3,7 +3,9 @@
 //! - `serve`: the agent's peer server (`exchange::serve_with` over a [`serve::PeerStore`]: the
 //!   fetch cache and the slot images, every chunk hashed before it goes, within an upload cap),
 //!   open only to agents of its own site, for the versions it holds or fetches, and closed while
-//!   a session runs unless the configuration allows it.
+//!   a session runs unless the site (or else the NUC's configuration) allows it.
+//! - `settings`: which upload cap and in-session sharing are in force (the site's, else the
+//!   NUC's own; pure) and the [`settings::UploadCap`] the server pays into, changed in place.
 //! - `plan`: which chunk from whom ([`plan::Swarm`]), pure.
 //! - `fetch`: the multi-source fetch, the thin shell around the swarm; `writer`: its one store
 //!   write session, committed as `commits` (pure) says.
@@ -19,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use image_tools::clock::Clock;
-use image_tools::exchange::{self, Limits, RateLimit, Service};
+use image_tools::exchange::{self, Limits, Service};
 use image_tools::trust::{Admit, Credentials, Identity, Revoked};
 use image_tools::wire::{Hello, MasterRef, Role};
 use image_tools::{LocalStore, PublicKey};
@@ -31,6 +33,7 @@ pub mod commits;
 pub(crate) mod fetch;
 pub mod plan;
 pub mod serve;
+pub mod settings;
 mod writer;
 
 pub use serve::{Offer, Place, SharedOffer};
@@ -59,20 +62,19 @@ pub(crate) fn start_server(
     revoked: Revoked,
     cache: Arc<LocalStore>,
     offer: SharedOffer,
-    upload_mbit: u64,
+    cap: Arc<settings::UploadCap>,
     clock: Clock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, quinn::Endpoint)> {
     let tls = creds.server_config(Admit::AgentsOf(me.site.clone()), revoked.clone(), clock)?;
     let endpoint = exchange::server_endpoint(listen, tls)?;
     let bound = endpoint.local_addr()?;
-    let rate = (upload_mbit > 0).then(|| Arc::new(RateLimit::new(upload_mbit * 1_000_000)));
     let service = Arc::new(Service {
         hello: Hello::new(Role::Agent, &me.node),
         store: Arc::new(serve::PeerStore {
             cache,
             offer: offer.clone(),
-            rate,
+            cap,
             runtime: tokio::runtime::Handle::current(),
         }),
         catalog: Arc::new(serve::PeerCatalog {

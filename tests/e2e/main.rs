@@ -38,6 +38,7 @@ mod profiles;
 mod relay_daemon;
 mod room_fill;
 mod seats;
+mod session_io;
 mod session_origin;
 mod tighten;
 mod trust;

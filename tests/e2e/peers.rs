@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use image_tools::exchange::{self, Connection, ExchangeError, FetchOptions};
-use image_tools::trust::{Admit, Credentials, Expect};
+use image_tools::trust::{Admit, Expect};
 use image_tools::wire::{ErrorCode, Hello, Role, Status};
 use image_tools::{ChunkStore, LocalStore, NodeId, SiteId};
 
@@ -20,7 +20,7 @@ fn lyon() -> SiteId {
 
 /// `start`..`end` of a session `minutes` from the fleet's now, in the calendar's words (UTC,
 /// whole minutes).
-fn session_from_now(f: &Fleet, minutes: i64, length: i64) -> String {
+pub(crate) fn session_from_now(f: &Fleet, minutes: i64, length: i64) -> String {
     let start = (f.clock.now() / 60 + 1 + minutes) * 60;
     let fmt = |t: i64| {
         jiff::Timestamp::from_second(t)
@@ -35,7 +35,7 @@ fn session_from_now(f: &Fleet, minutes: i64, length: i64) -> String {
     )
 }
 
-fn ready(a: &AgentProc) -> bool {
+pub(crate) fn ready(a: &AgentProc) -> bool {
     a.s("current") == "demo 1" || (a.s("next") == "demo 1" && a.s("next_state") == "ready")
 }
 
@@ -99,6 +99,84 @@ fn announce(agent: &Agent, relay: SocketAddr, port: u16) {
         conn.close();
         endpoint.wait_idle().await;
     });
+}
+
+/// Connects to the agent serving at `addr`, as `probe`, and runs `then` on the connection.
+pub(crate) fn as_peer<T>(
+    f: &Fleet,
+    probe: &Agent,
+    addr: SocketAddr,
+    then: impl AsyncFnOnce(&Connection) -> T,
+) -> T {
+    probe.rt.block_on(async {
+        let endpoint = exchange::client_endpoint().unwrap();
+        let tls = probe
+            .creds
+            .client_config(Expect::AgentOf(lyon()), f.clock)
+            .unwrap();
+        let conn = Connection::connect(&endpoint, addr, tls).await.unwrap();
+        assert_eq!(conn.peer(), "agent lyon/nuc-1");
+        conn.hello(Hello::new(Role::Agent, &NodeId::new(&probe.node).unwrap()))
+            .await
+            .unwrap();
+        let out = then(&conn).await;
+        conn.close();
+        out
+    })
+}
+
+/// Which of `ids` the agent serving at `addr` offers `probe`.
+fn offered(f: &Fleet, probe: &Agent, addr: SocketAddr, ids: &[image_tools::ChunkId]) -> Vec<bool> {
+    as_peer(f, probe, addr, async |conn| conn.has(ids).await.unwrap())
+}
+
+/// `probe` fetches `wants` from the agent serving at `addr` into `store`.
+fn fetch_from(
+    f: &Fleet,
+    probe: &Agent,
+    addr: SocketAddr,
+    store: &Arc<LocalStore>,
+    wants: Vec<(image_tools::ChunkId, u32)>,
+) -> Result<exchange::FetchReport, ExchangeError> {
+    as_peer(f, probe, addr, async |conn| {
+        exchange::fetch_these(
+            conn,
+            store.clone(),
+            wants,
+            FetchOptions::default(),
+            None,
+            &|_| {},
+        )
+        .await
+    })
+}
+
+/// A fleet on an accelerated clock (6x) with an 8 MiB `demo 1`, and one NUC, `nuc-1`, seated
+/// at salle-1/pc-1 and serving its peers.
+fn one_nuc() -> (Fleet, Relay, AgentProc) {
+    one_nuc_with(8)
+}
+
+/// The same with an `image_mib` MiB `demo 1`.
+pub(crate) fn one_nuc_with(image_mib: u64) -> (Fleet, Relay, AgentProc) {
+    let f = Fleet::build(
+        "00:00-23:59",
+        1000,
+        image_mib,
+        "start=2030-01-08T06:00:00Z speed=6",
+        "",
+        "",
+    );
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    let nuc = f.seated_agent("nuc-1", "pc-1", &relay, "");
+    (f, relay, nuc)
+}
+
+/// The ids of `demo 1`'s distinct chunks, with their stored lengths.
+pub(crate) fn demo_chunks(f: &Fleet) -> Vec<(image_tools::ChunkId, u32)> {
+    let chunks = f.manifest.unique_chunks();
+    chunks.iter().map(|c| (c.id, c.stored_len)).collect()
 }
 
 /// `n` agents of salle-1 fetch `demo 1` at once (and, with `rogue`, a lying peer is listed by the
@@ -187,64 +265,26 @@ fn a_room_fills_itself_from_about_one_copy_and_a_lying_peer_is_dropped() {
 
 #[test]
 fn an_agent_of_another_site_is_refused_and_a_nuc_in_session_serves_nothing() {
-    let f = Fleet::build(
-        "00:00-23:59",
-        1000,
-        8,
-        "start=2030-01-08T06:00:00Z speed=6",
-        "",
-        "",
-    );
-    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
-    let relay = f.relay(&DEFAULT_RELAY);
-    let nuc = f.seated_agent("nuc-1", "pc-1", &relay, "");
+    let (f, _relay, nuc) = one_nuc();
     // A session in a few (accelerated) minutes: demo 1 is prepared before it.
     f.calendar(&session_from_now(&f, 3, 60));
     nuc.wait("demo 1 to be ready", 60, ready);
     assert!(nuc.s("session").is_empty(), "the session started too early");
     let peer_addr: SocketAddr = nuc.s("peer_listen").parse().unwrap();
-    let ids: Vec<image_tools::ChunkId> = f.manifest.unique_chunks().iter().map(|c| c.id).collect();
-    let wants: Vec<(image_tools::ChunkId, u32)> = f
-        .manifest
-        .unique_chunks()
-        .iter()
-        .take(8)
-        .map(|c| (c.id, c.stored_len))
-        .collect();
+    let all = demo_chunks(&f);
+    let ids: Vec<image_tools::ChunkId> = all.iter().map(|(id, _)| *id).collect();
+    let wants = all[..8].to_vec();
 
     // Another agent of the site is served: the chunks come from nuc-1's slot image (its fetch
     // cache was emptied after assembly), and verify.
     let probe = f.agent("nuc-probe");
-    let peer_tls = |creds: &Credentials, site: SiteId| {
-        creds.client_config(Expect::AgentOf(site), f.clock).unwrap()
-    };
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LocalStore::open(&dir.path().join("store")).unwrap());
-    probe.rt.block_on(async {
-        let endpoint = exchange::client_endpoint().unwrap();
-        let conn = Connection::connect(&endpoint, peer_addr, peer_tls(&probe.creds, lyon()))
-            .await
-            .unwrap();
-        assert_eq!(conn.peer(), "agent lyon/nuc-1");
-        conn.hello(Hello::new(Role::Agent, &NodeId::new("nuc-probe").unwrap()))
-            .await
-            .unwrap();
-        let has = conn.has(&ids).await.unwrap();
-        assert!(has.iter().all(|&h| h), "nuc-1 does not offer all of demo 1");
-        let report = exchange::fetch_these(
-            &conn,
-            store.clone(),
-            wants.clone(),
-            FetchOptions::default(),
-            None,
-            &|_| {},
-        )
-        .await
-        .unwrap();
-        assert_eq!(report.fetched, 8, "{report:?}");
-        assert_eq!(report.corrupt_received, 0);
-        conn.close();
-    });
+    let has = offered(&f, &probe, peer_addr, &ids);
+    assert!(has.iter().all(|&h| h), "nuc-1 does not offer all of demo 1");
+    let report = fetch_from(&f, &probe, peer_addr, &store, wants.clone()).unwrap();
+    assert_eq!(report.fetched, 8, "{report:?}");
+    assert_eq!(report.corrupt_received, 0);
     for (id, _) in &wants {
         store.get(id).unwrap();
     }
@@ -276,7 +316,10 @@ fn an_agent_of_another_site_is_refused_and_a_nuc_in_session_serves_nothing() {
         let endpoint = exchange::client_endpoint().unwrap();
         // It pretends to expect a lyon peer, so that only the server's check can stop it.
         let tried = async {
-            let conn = Connection::connect(&endpoint, peer_addr, peer_tls(&paris, lyon())).await?;
+            let tls = paris
+                .client_config(Expect::AgentOf(lyon()), f.clock)
+                .unwrap();
+            let conn = Connection::connect(&endpoint, peer_addr, tls).await?;
             conn.hello(Hello::new(Role::Agent, &NodeId::new("nuc-paris").unwrap()))
                 .await?;
             conn.has(&ids[..1]).await
@@ -295,37 +338,84 @@ fn an_agent_of_another_site_is_refused_and_a_nuc_in_session_serves_nothing() {
     nuc.wait("the peer server to close", 10, |a| {
         a.status()["peer_serving"] == false
     });
-    probe.rt.block_on(async {
-        let endpoint = exchange::client_endpoint().unwrap();
-        let conn = Connection::connect(&endpoint, peer_addr, peer_tls(&probe.creds, lyon()))
-            .await
-            .unwrap();
-        conn.hello(Hello::new(Role::Agent, &NodeId::new("nuc-probe").unwrap()))
-            .await
-            .unwrap();
-        let has = conn.has(&ids).await.unwrap();
-        assert!(has.iter().all(|&h| !h), "a NUC in session offers chunks");
-        let err = exchange::fetch_these(
-            &conn,
-            store.clone(),
-            vec![(ids[0], 0)],
-            FetchOptions::default(),
-            None,
-            &|_| {},
-        )
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ExchangeError::Refused {
-                    code: ErrorCode::Forbidden,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+    let has = offered(&f, &probe, peer_addr, &ids);
+    assert!(has.iter().all(|&h| !h), "a NUC in session offers chunks");
+    let err = fetch_from(&f, &probe, peer_addr, &store, vec![(ids[0], 0)]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExchangeError::Refused {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_site_lets_its_nucs_serve_during_sessions_and_sets_their_upload_cap() {
+    let (f, _relay, nuc) = one_nuc();
+    // Until the site sets them: the NUC's own settings (its configuration's defaults).
+    nuc.wait("the NUC's own peer settings", 20, |a| {
+        a.n("peer_upload_mbit") == 300 && a.status()["peer_share_in_session"] == false
     });
+    let sites = f.nightcast(&["site", "list"]);
+    assert!(sites.contains("each NUC's own"), "{sites}");
+
+    // The DSI caps every NUC's upload to its peers: the cap reaches the NUC without a restart.
+    let said = f.nightcast(&["site", "set", "lyon", "--peer-upload-mbit", "40"]);
+    assert!(said.contains("NUC upload to peers: 40 Mbit/s"), "{said}");
+    assert!(
+        said.contains("serving peers during sessions: each NUC's own"),
+        "{said}"
+    );
+    let sites = f.nightcast(&["site", "list"]);
+    assert!(sites.contains("40 Mbit/s"), "{sites}");
+    nuc.wait("the site's cap to reach the NUC", 30, |a| {
+        a.n("peer_upload_mbit") == 40
+    });
+
+    // In session, by default, the NUC serves nothing.
+    f.calendar(&session_from_now(&f, 3, 60));
+    nuc.wait("demo 1 to be ready", 60, ready);
+    let peer_addr: SocketAddr = nuc.s("peer_listen").parse().unwrap();
+    let wants = demo_chunks(&f);
+    let ids: Vec<image_tools::ChunkId> = wants.iter().map(|(id, _)| *id).collect();
+    nuc.wait("the session to start", 60, |a| {
+        a.s("session").starts_with("demo 1")
+    });
+    nuc.wait("the peer server to close", 10, |a| {
+        a.status()["peer_serving"] == false
+    });
+    let probe = f.agent("nuc-probe");
+    assert!(offered(&f, &probe, peer_addr, &ids).iter().all(|&h| !h));
+
+    // The site allows sharing during sessions: the NUC in session serves the whole master.
+    let said = f.nightcast(&["site", "set", "lyon", "--peer-share-in-session", "yes"]);
+    assert!(
+        said.contains("serving peers during sessions: yes"),
+        "{said}"
+    );
+    nuc.wait("the NUC in session to serve its peers", 30, |a| {
+        a.status()["peer_serving"] == true && a.status()["peer_share_in_session"] == true
+    });
+    assert!(nuc.s("session").starts_with("demo 1"), "{}", nuc.status());
+    assert!(offered(&f, &probe, peer_addr, &ids).iter().all(|&h| h));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalStore::open(&dir.path().join("store")).unwrap());
+    let report = fetch_from(&f, &probe, peer_addr, &store, wants.clone()).unwrap();
+    assert_eq!(report.fetched as usize, wants.len(), "{report:?}");
+    assert_eq!(report.corrupt_received, 0);
+
+    // And forbids it again: the NUC stops serving, its session still running; the cap stays.
+    f.nightcast(&["site", "set", "lyon", "--peer-share-in-session", "no"]);
+    nuc.wait("the NUC in session to stop serving", 30, |a| {
+        a.status()["peer_serving"] == false
+    });
+    assert!(nuc.s("session").starts_with("demo 1"), "{}", nuc.status());
+    assert!(offered(&f, &probe, peer_addr, &ids).iter().all(|&h| !h));
+    assert_eq!(nuc.n("peer_upload_mbit"), 40);
 }
 
 /// `n` patient NUCs (60 s) of salle-1 uploading to each other at `upload_mbit`, a 24 MiB master

@@ -19,7 +19,8 @@ use image_tools::clock::Clock;
 use crate::netns::*;
 use crate::util::workspace_bin;
 
-fn setting(name: &str, default: u64) -> u64 {
+/// The number in environment variable `name`, else `default`.
+pub(crate) fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())

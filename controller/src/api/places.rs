@@ -51,6 +51,8 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                 takeover: change.takeover.map(policy),
                 emergency_cap_mbit: change.emergency_cap_mbit,
                 usb: change.usb,
+                peer_upload_mbit: change.peer_upload_mbit,
+                peer_share_in_session: change.peer_share_in_session,
             };
             let row = db()?.set_site(site.as_str(), &change).map_err(db_error)?;
             tracing::info!(%site, tz = %row.tz, windows = %row.windows, cap_mbit = row.cap_mbit, "site changed");
@@ -195,6 +197,8 @@ fn site_info(s: &crate::db::SiteRow) -> Result<SiteInfo, Reply> {
         },
         emergency_cap_mbit: s.emergency_cap_mbit,
         usb: s.usb,
+        peer_upload_mbit: s.peer_upload_mbit,
+        peer_share_in_session: s.peer_share_in_session,
     })
 }
 

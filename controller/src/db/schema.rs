@@ -220,6 +220,10 @@ const MIGRATIONS: &[&str] = &[
     // 17: each site's USB policy: which devices plugged into its NUCs their guests get.
     "ALTER TABLE sites ADD COLUMN usb TEXT NOT NULL DEFAULT 'none'
         CHECK (usb IN ('none', 'storage', 'all'));",
+    // 18: the site's peer sharing settings for its NUCs (NULL: each NUC's own configuration).
+    "ALTER TABLE sites ADD COLUMN peer_upload_mbit INTEGER CHECK (peer_upload_mbit >= 0);
+     ALTER TABLE sites ADD COLUMN peer_share_in_session INTEGER
+        CHECK (peer_share_in_session IN (0, 1));",
 ];
 
 /// Brings the database up to the last migration.

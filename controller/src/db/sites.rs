@@ -19,6 +19,10 @@ pub struct SiteRow {
     pub emergency_cap_mbit: u64,
     /// Which USB devices plugged into the site's NUCs their guests get.
     pub usb: UsbPolicy,
+    /// Each NUC's upload cap to its peers, Mbit/s (0: uncapped); none: each NUC's own.
+    pub peer_upload_mbit: Option<u64>,
+    /// Whether the NUCs serve their peers during sessions; none: each NUC's own.
+    pub peer_share_in_session: Option<bool>,
 }
 
 impl Db {
@@ -58,7 +62,8 @@ impl Db {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let row = tx
             .query_row(
-                "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit, usb FROM sites
+                "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit, usb,
+                    peer_upload_mbit, peer_share_in_session FROM sites
                  WHERE name = ?1",
                 params![name],
                 site_row,
@@ -72,6 +77,8 @@ impl Db {
             takeover: change.takeover.unwrap_or(row.takeover),
             emergency_cap_mbit: change.emergency_cap_mbit.unwrap_or(row.emergency_cap_mbit),
             usb: change.usb.unwrap_or(row.usb),
+            peer_upload_mbit: change.peer_upload_mbit.or(row.peer_upload_mbit),
+            peer_share_in_session: change.peer_share_in_session.or(row.peer_share_in_session),
             name: row.name,
         };
         check_site(&row.tz, &row.windows, row.cap_mbit)?;
@@ -83,7 +90,8 @@ impl Db {
         }
         tx.execute(
             "UPDATE sites SET tz = ?2, windows = ?3, cap_mbit = ?4, takeover = ?5,
-                emergency_cap_mbit = ?6, usb = ?7 WHERE name = ?1",
+                emergency_cap_mbit = ?6, usb = ?7, peer_upload_mbit = ?8,
+                peer_share_in_session = ?9 WHERE name = ?1",
             params![
                 name,
                 row.tz,
@@ -91,7 +99,9 @@ impl Db {
                 row.cap_mbit as i64,
                 row.takeover.as_str(),
                 row.emergency_cap_mbit as i64,
-                row.usb.word()
+                row.usb.word(),
+                row.peer_upload_mbit.map(|m| m as i64),
+                row.peer_share_in_session
             ],
         )?;
         tx.commit()?;
@@ -100,7 +110,8 @@ impl Db {
 
     pub fn sites(&self) -> Result<Vec<SiteRow>, DbError> {
         let mut stmt = self.conn.prepare(
-            "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit, usb FROM sites
+            "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit, usb,
+                    peer_upload_mbit, peer_share_in_session FROM sites
                  ORDER BY name",
         )?;
         let rows = stmt.query_map([], site_row)?;
@@ -168,6 +179,8 @@ pub struct SiteChange {
     pub takeover: Option<Policy>,
     pub emergency_cap_mbit: Option<u64>,
     pub usb: Option<UsbPolicy>,
+    pub peer_upload_mbit: Option<u64>,
+    pub peer_share_in_session: Option<bool>,
 }
 
 /// A room, with how many seats and sessions to come it has.
@@ -197,6 +210,8 @@ fn site_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SiteRow> {
                 )
             })?
         },
+        peer_upload_mbit: r.get::<_, Option<i64>>(7)?.map(|m| m as u64),
+        peer_share_in_session: r.get(8)?,
     })
 }
 
@@ -284,6 +299,8 @@ mod tests {
             takeover: Policy::Auto,
             emergency_cap_mbit: 0,
             usb: UsbPolicy::None,
+            peer_upload_mbit: None,
+            peer_share_in_session: None,
         };
         assert_eq!(row, expected);
         assert_eq!(db.sites().unwrap(), vec![expected]);
@@ -308,6 +325,47 @@ mod tests {
         };
         db.set_site("lyon", &change).unwrap();
         assert_eq!(db.sites().unwrap()[0].usb, UsbPolicy::Storage);
+    }
+
+    #[test]
+    fn a_sites_peer_settings_are_the_nucs_own_until_set_and_kept_by_other_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = lyon(dir.path());
+        let row = &db.sites().unwrap()[0];
+        assert_eq!(
+            (row.peer_upload_mbit, row.peer_share_in_session),
+            (None, None)
+        );
+        let change = SiteChange {
+            peer_upload_mbit: Some(40),
+            peer_share_in_session: Some(true),
+            ..SiteChange::default()
+        };
+        let row = db.set_site("lyon", &change).unwrap();
+        assert_eq!(
+            (row.peer_upload_mbit, row.peer_share_in_session),
+            (Some(40), Some(true))
+        );
+        let change = SiteChange {
+            usb: Some(UsbPolicy::All),
+            peer_share_in_session: Some(false),
+            ..SiteChange::default()
+        };
+        db.set_site("lyon", &change).unwrap();
+        let row = &db.sites().unwrap()[0];
+        assert_eq!(
+            (row.peer_upload_mbit, row.peer_share_in_session),
+            (Some(40), Some(false))
+        );
+        // 0 is a value (uncapped), not "unset".
+        let change = SiteChange {
+            peer_upload_mbit: Some(0),
+            ..SiteChange::default()
+        };
+        assert_eq!(
+            db.set_site("lyon", &change).unwrap().peer_upload_mbit,
+            Some(0)
+        );
     }
 
     #[test]

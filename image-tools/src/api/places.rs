@@ -52,6 +52,14 @@ pub struct SiteInfo {
     /// Which USB devices plugged into the site's NUCs their guests get.
     #[serde(default)]
     pub usb: crate::profile::UsbPolicy,
+    /// Each NUC's upload cap to its peers, in Mbit/s (0: uncapped); none: each NUC's own
+    /// `peer_upload_mbit`.
+    #[serde(default)]
+    pub peer_upload_mbit: Option<u64>,
+    /// Whether the site's NUCs serve their peers while a session runs on them; none: each
+    /// NUC's own `peer_share_in_session`.
+    #[serde(default)]
+    pub peer_share_in_session: Option<bool>,
 }
 
 /// `POST /v1/sites`: adds a site; an existing one is refused (409: change it with
@@ -91,6 +99,12 @@ pub struct SiteChange {
     /// Which USB devices plugged into the site's NUCs their guests get.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usb: Option<crate::profile::UsbPolicy>,
+    /// Each NUC's upload cap to its peers, in Mbit/s (0: uncapped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_upload_mbit: Option<u64>,
+    /// Whether the site's NUCs serve their peers while a session runs on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_share_in_session: Option<bool>,
 }
 
 /// A row of `GET /v1/rooms[?site=S]`.

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use image_tools::chunk::MAX_CHUNK_LEN;
-use image_tools::exchange::{Catalog, RateLimit};
+use image_tools::exchange::Catalog;
 use image_tools::store::StoreSize;
 use image_tools::trust::Identity;
 use image_tools::wire::{self, Holdings, MasterRef, Role};
@@ -167,8 +167,8 @@ impl Catalog for PeerCatalog {
 pub struct PeerStore {
     pub cache: Arc<LocalStore>,
     pub offer: SharedOffer,
-    /// The upload cap (none: uncapped).
-    pub rate: Option<Arc<RateLimit>>,
+    /// The upload cap in force (changed by the site's plan while serving).
+    pub cap: Arc<super::settings::UploadCap>,
     pub runtime: tokio::runtime::Handle,
 }
 
@@ -203,7 +203,7 @@ impl PeerStore {
     }
 
     fn pay(&self, chunk: &VerifiedChunk) {
-        if let Some(rate) = &self.rate {
+        if let Some(rate) = self.cap.limit() {
             let bytes = u64::from(chunk.stored_len()) + 64;
             self.runtime.block_on(async {
                 let mut ticket = rate.acquire(bytes).await;
@@ -285,7 +285,7 @@ mod tests {
         let store = PeerStore {
             cache,
             offer,
-            rate: None,
+            cap: Arc::new(crate::peers::settings::UploadCap::new(0)),
             runtime: rt.handle().clone(),
         };
         assert_eq!(store.get(ca.id()).unwrap(), ca);
@@ -303,7 +303,7 @@ mod tests {
         PeerStore {
             cache: Arc::new(LocalStore::open(&dir.join("store")).unwrap()),
             offer: Arc::default(),
-            rate: None,
+            cap: Arc::new(crate::peers::settings::UploadCap::new(0)),
             runtime: rt.handle().clone(),
         }
     }
