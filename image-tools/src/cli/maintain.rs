@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{human, integrity, open_unverified, print_json, Failure};
 use crate::manifest::Manifest;
-use crate::store::{ChunkStore, LocalStore};
+use crate::store::{open_disk_store, Format, LocalStore};
 use crate::tighten::TightenReport;
 use crate::{gc as collect, tighten as tight};
 
@@ -22,9 +22,9 @@ pub(super) fn gc(
         .iter()
         .map(|p| open_unverified(p).map(|u| u.manifest))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = LocalStore::open(store_dir)?;
+    let store = open_disk_store(store_dir, Format::Files)?;
     let refs: Vec<&Manifest> = manifests.iter().collect();
-    let r = collect::gc(&store, &refs, dry_run)?;
+    let r = collect::gc(&*store, &refs, dry_run)?;
     if json {
         return print_json(&r);
     }
@@ -47,8 +47,8 @@ pub(super) fn gc(
 }
 
 pub(super) fn scrub(store_dir: &Path, repair: bool, json: bool) -> Result<(), Failure> {
-    let store = LocalStore::open(store_dir)?;
-    let r = collect::scrub(&store, repair)?;
+    let store = open_disk_store(store_dir, Format::Files)?;
+    let r = collect::scrub(&*store, repair)?;
     if json {
         #[derive(Serialize)]
         struct Out {
