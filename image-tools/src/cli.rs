@@ -182,6 +182,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a store in place to the other way of keeping chunks on disk ("files" or "packs").
+    /// Every chunk is checked on the way; corrupt ones are left behind and reported. Needs free
+    /// space for a second copy of the store meanwhile, and nothing else using the store (stop the
+    /// relay or agent first). An interrupted conversion leaves the store as it was.
+    Convert {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The format to convert to: "files" (one file per chunk) or "packs" (pack files).
+        #[arg(long)]
+        to: Format,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -310,6 +324,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             threads,
             json,
         } => maintain::tighten(&store.dir, level, threads, json),
+        Command::Convert { store, to, json } => maintain::convert(&store.dir, to, json),
     }
 }
 

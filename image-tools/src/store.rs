@@ -7,9 +7,13 @@
 //! fetch again) and [`StoreError::Io`] (the disk failed). A store never returns a chunk it has not
 //! just checked against its id.
 //!
-//! The local layout (see `docs/FORMAT.md`): `DIR/nightcast-store` marks the directory,
-//! `DIR/chunks/ab/<64 hex digits>` holds one chunk in its stored form, `DIR/tmp/` holds temp files
-//! (removed when the store is opened), `DIR/lock` is the lock that keeps `gc` away from imports.
+//! The local layout (see `docs/FORMAT.md`): `DIR/nightcast-store` marks the directory and says its
+//! [`Format`]: in a file store ([`LocalStore`]) `DIR/chunks/ab/<64 hex digits>` holds one chunk in
+//! its stored form; in a pack store ([`pack::PackStore`]) `DIR/packs/` holds pack files and their
+//! indexes. In both, `DIR/tmp/` holds temp files (removed when the store is opened) and `DIR/lock`
+//! is the lock that keeps `gc` away from imports. [`DiskStore`] is what commands that take a store
+//! directory need of either, [`open_disk_store`] opens either, and [`convert`] turns one into the
+//! other in place.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -23,6 +27,7 @@ use crate::ids::ChunkId;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod convert;
 pub mod layers;
 pub mod pack;
 
@@ -214,7 +219,7 @@ fn claim_dir(root: &Path, format: Format, ours: &[&str]) -> Result<(), StoreErro
         Some(found) => {
             return Err(StoreError::Layout(format!(
                 "{} is a store in the \"{}\" format, and this needs one in the \"{}\" format \
-                 (convert it with `nightcast-image store-convert --store {} --to {}`)",
+                 (convert it with `nightcast-image convert --store {} --to {}`)",
                 root.display(),
                 found.name(),
                 format.name(),

@@ -931,3 +931,50 @@ fn a_pack_store_imports_assembles_and_collects_like_a_file_store() {
         &["verify", "--store", "store", "--pubkey", "key.pub", "v2.m"],
     );
 }
+
+#[test]
+fn convert_moves_a_store_between_formats_leaving_corrupt_chunks_behind() {
+    let f = Fixture::new(16 << 20);
+    f.build("v1.img", "1", "v1.m");
+    let files = f.chunk_files();
+    let mut rotten = fs::read(&files[0]).unwrap();
+    let last = rotten.len() - 1;
+    rotten[last] ^= 0x40;
+    fs::write(&files[0], rotten).unwrap();
+    // What needs a file store says how to get one from a pack store, and the reverse.
+    let r = json(
+        f.path(),
+        &["convert", "--store", "store", "--to", "packs", "--json"],
+    );
+    assert_eq!(r["from"], "files");
+    assert_eq!(r["chunks"].as_u64().unwrap(), files.len() as u64 - 1);
+    assert_eq!(r["corrupt"].as_array().unwrap().len(), 1);
+    assert!(f.path().join("store/packs").is_dir());
+    assert!(!f.path().join("store/chunks").exists());
+    assert!(!f.path().join(".store.nc-convert").exists());
+    let out = run(f.path(), &["tighten", "--store", "store"]);
+    assert!(
+        stderr(&out).contains("nightcast-image convert --store store --to files"),
+        "{}",
+        stderr(&out)
+    );
+    // The corrupt chunk counts as missing; importing again repairs it.
+    let out = run(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v1.m"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    f.build("v1.img", "1", "v1.m");
+    let back = json(
+        f.path(),
+        &["convert", "--store", "store", "--to", "files", "--json"],
+    );
+    assert_eq!(back["chunks"].as_u64().unwrap(), files.len() as u64);
+    assert_eq!(f.chunk_files().len(), files.len());
+    ok(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v1.m"],
+    );
+    let same = ok(f.path(), &["convert", "--store", "store", "--to", "files"]);
+    assert!(same.contains("already"), "{same}");
+}

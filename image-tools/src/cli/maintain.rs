@@ -1,4 +1,4 @@
-//! The store's upkeep commands: `gc`, `scrub` and `tighten`.
+//! The store's upkeep commands: `gc`, `scrub`, `tighten` and `convert`.
 
 use std::path::{Path, PathBuf};
 
@@ -143,4 +143,43 @@ fn words(r: &TightenReport, level: i32) -> String {
         r.already,
         r.unchanged
     )
+}
+
+pub(super) fn convert(store_dir: &Path, to: Format, json: bool) -> Result<(), Failure> {
+    let r = crate::store::convert::convert(store_dir, to)?;
+    if json {
+        #[derive(Serialize)]
+        struct Out {
+            from: &'static str,
+            to: &'static str,
+            chunks: u64,
+            bytes: u64,
+            corrupt: Vec<String>,
+        }
+        print_json(&Out {
+            from: r.from,
+            to: r.to,
+            chunks: r.chunks,
+            bytes: r.bytes,
+            corrupt: r.corrupt.iter().map(|(id, _)| id.to_string()).collect(),
+        })?;
+    } else {
+        for (id, why) in &r.corrupt {
+            eprintln!("corrupt chunk {id}: {why} (not carried over)");
+        }
+        if r.from == r.to {
+            println!("{} is already a \"{}\" store", store_dir.display(), r.to);
+        } else {
+            println!(
+                "{}: converted from \"{}\" to \"{}\", {} chunks ({}), {} corrupt left behind",
+                store_dir.display(),
+                r.from,
+                r.to,
+                r.chunks,
+                human(r.bytes),
+                r.corrupt.len()
+            );
+        }
+    }
+    Ok(())
 }
