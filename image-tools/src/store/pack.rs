@@ -150,35 +150,51 @@ fn scan(file: &File, file_len: u64) -> io::Result<Scan> {
     })
 }
 
-/// The live chunks, given every pack's records: a chunk record is live unless a tombstone names
-/// its place. Pure: the decision `open` makes after reading.
-fn live_index<'a>(
-    packs: impl IntoIterator<Item = (u64, &'a [Entry])> + Clone,
-) -> HashMap<ChunkId, Loc> {
-    let dead: HashSet<Place> = packs
-        .clone()
-        .into_iter()
-        .flat_map(|(_, entries)| entries.iter().filter_map(|e| e.target))
-        .collect();
-    let mut index = HashMap::new();
-    for (pack, entries) in packs {
-        for e in entries.iter().filter(|e| e.kind == Kind::Chunk) {
-            let place = Place {
-                pack,
-                offset: e.offset,
-            };
-            if !dead.contains(&place) {
-                index.insert(
-                    e.id,
-                    Loc {
-                        place,
+/// The live chunks, built pack by pack as `open` reads them (so that no pack's records outlive
+/// its turn): a chunk record is live unless a tombstone, in any pack, names its place. Pure.
+#[derive(Debug, Default)]
+struct LiveIndex {
+    index: HashMap<ChunkId, Loc>,
+    dead: HashSet<Place>,
+    /// Other records of a chunk already indexed (a rewrite interrupted by a crash, or a chunk
+    /// put again after its removal): one of them stands in if the indexed one is dead.
+    spare: Vec<(ChunkId, Loc)>,
+}
+
+impl LiveIndex {
+    fn add_pack(&mut self, pack: u64, entries: &[Entry]) {
+        for e in entries {
+            match (e.kind, e.target) {
+                (Kind::Tombstone, Some(target)) => {
+                    self.dead.insert(target);
+                }
+                (Kind::Tombstone, None) => {}
+                (Kind::Chunk, _) => {
+                    let loc = Loc {
+                        place: Place {
+                            pack,
+                            offset: e.offset,
+                        },
                         body_len: e.body_len,
-                    },
-                );
+                    };
+                    if let Some(before) = self.index.insert(e.id, loc) {
+                        self.spare.push((e.id, before));
+                    }
+                }
             }
         }
     }
-    index
+
+    fn finish(mut self) -> HashMap<ChunkId, Loc> {
+        let dead = self.dead;
+        self.index.retain(|_, l| !dead.contains(&l.place));
+        for (id, loc) in self.spare {
+            if !dead.contains(&loc.place) {
+                self.index.entry(id).or_insert(loc);
+            }
+        }
+        self.index
+    }
 }
 
 /// How much of a sealed pack still serves: for [`plan_reclaim`].
@@ -350,7 +366,16 @@ impl PackStore {
             }
         }
         let packs: HashSet<u64> = names.iter().filter(|n| n.1).map(|n| n.0).collect();
-        let mut loaded: Vec<(u64, Vec<Entry>, Pack)> = Vec::new();
+        // Sized once from the index files (61 bytes a record), not grown a million times.
+        let expected: u64 = packs
+            .iter()
+            .filter_map(|&p| fs::metadata(index_path(dir, p)).ok())
+            .map(|m| m.len() / 61)
+            .sum();
+        let mut live = LiveIndex::default();
+        live.index
+            .reserve(usize::try_from(expected).unwrap_or(0).min(1 << 28));
+        let mut loaded: HashMap<u64, Pack> = HashMap::new();
         for &pack in &packs {
             let path = pack_path(dir, pack);
             let file = match File::options().read(true).write(true).open(&path) {
@@ -396,21 +421,20 @@ impl PackStore {
                 .iter()
                 .filter_map(|e| e.target.map(|t| (e.id, t)))
                 .collect();
-            loaded.push((
+            live.add_pack(pack, &entries);
+            loaded.insert(
                 pack,
-                entries,
                 Pack {
                     file: Arc::new(file),
                     len,
                     sealed,
                     tombstones,
                 },
-            ));
+            );
         }
-        let index = live_index(loaded.iter().map(|(p, e, _)| (*p, e.as_slice())));
         let mut state = self.write_state()?;
-        state.index = index;
-        state.packs = loaded.into_iter().map(|(p, _, pack)| (p, pack)).collect();
+        state.index = live.finish();
+        state.packs = loaded;
         Ok(())
     }
 

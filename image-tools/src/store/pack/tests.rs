@@ -285,3 +285,46 @@ fn a_tombstone_outlives_the_rewrite_of_the_pack_that_holds_it() {
     // S is gone: only A and the rewrite are left.
     assert_eq!(packs_in(dir.path()).len(), 2);
 }
+
+#[test]
+fn a_chunk_is_live_unless_a_tombstone_names_its_very_record() {
+    let id = ChunkId::of(b"twice");
+    let chunk_at = |offset| Entry {
+        kind: Kind::Chunk,
+        id,
+        offset,
+        body_len: 9,
+        target: None,
+    };
+    let tomb = |pack, offset| Entry {
+        kind: Kind::Tombstone,
+        id,
+        offset: 500,
+        body_len: record::TOMBSTONE_LEN,
+        target: Some(Place { pack, offset }),
+    };
+    // Put, removed, put again: the second record lives whatever order the packs are read in.
+    for order in [[1u64, 2, 3], [3, 2, 1], [2, 3, 1]] {
+        let mut live = LiveIndex::default();
+        for pack in order {
+            match pack {
+                1 => live.add_pack(1, &[chunk_at(0)]),
+                2 => live.add_pack(2, &[tomb(1, 0)]),
+                _ => live.add_pack(3, &[chunk_at(45)]),
+            }
+        }
+        let index = live.finish();
+        assert_eq!(
+            index.get(&id).map(|l| l.place),
+            Some(Place {
+                pack: 3,
+                offset: 45
+            })
+        );
+    }
+    // Removed and never put again: gone.
+    let mut live = LiveIndex::default();
+    live.add_pack(2, &[tomb(1, 0)]);
+    live.add_pack(1, &[chunk_at(0)]);
+    assert!(live.finish().is_empty());
+}
