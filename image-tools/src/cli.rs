@@ -83,7 +83,7 @@ pub enum Command {
         /// How a store this command creates keeps its chunks: "files" (one file per chunk, what
         /// relays and NUCs read today) or "packs" (chunks appended to a few large pack files: a
         /// faster import, see docs/BENCHMARKS.md). An existing store keeps its own format.
-        #[arg(long, default_value = "files")]
+        #[arg(long, default_value = "files", value_name = "FORMAT")]
         store_format: Format,
         #[command(flatten)]
         common: Common,
@@ -185,12 +185,13 @@ pub enum Command {
     /// Convert a store in place to the other way of keeping chunks on disk ("files" or "packs").
     /// Every chunk is checked on the way; corrupt ones are left behind and reported. Needs free
     /// space for a second copy of the store meanwhile, and nothing else using the store (stop the
-    /// relay or agent first). An interrupted conversion leaves the store as it was.
+    /// relay or agent first). An interrupted conversion leaves a working store: the old one, or
+    /// the converted one if it got that far.
     Convert {
         #[command(flatten)]
         store: StoreArg,
         /// The format to convert to: "files" (one file per chunk) or "packs" (pack files).
-        #[arg(long)]
+        #[arg(long, value_name = "FORMAT")]
         to: Format,
         /// Print the result as JSON.
         #[arg(long)]
