@@ -7,11 +7,12 @@ the same machine at the same time:
 
   sweep     average chunk size 16/64/256/1024 KiB: import throughput, store size, v1->v2 delta,
             manifest size (and extrapolated to a 40 GB master)
-  peers     `nightcast-image build` vs `casync make` (blob index) and `zstd -T0 -3` on v1:
-            wall time, throughput, store size, peak RSS
+  peers     `nightcast-image build` (into a file store and into a pack store, see --formats) vs
+            `casync make` (blob index) and `zstd -T0 -3` on v1: wall time, CPU time,
+            throughput, store size, peak RSS
   delta     v1->v2: nightcast new stored bytes vs casync store growth
-  assemble  `nightcast-image assemble` vs `cp --sparse=always` (warm cache, second of two runs),
-            and `nightcast-image verify`
+  assemble  `nightcast-image assemble` (from each store format) vs `cp --sparse=always` (warm
+            cache, second of two runs), and `nightcast-image verify`
   rates     b3sum (1 thread, all threads) and zstd -3 -T0 on v1, for reference
 
 It builds nothing: run `cargo build --release -p image-tools` first. Needs casync, zstd, b3sum and
@@ -22,6 +23,7 @@ that this script's own memory does not leak into it (see `run`).
 
     python3 bench/run.py --size 2G
     python3 bench/run.py --size 4G --only peers
+    python3 bench/run.py --size 2G --only peers,assemble --repeat 3 --formats files,packs
 """
 import argparse
 import hashlib
@@ -39,6 +41,7 @@ DEFAULT_BIN = os.path.join(REPO, "target", "release", "nightcast-image")
 DEFAULT_GEN = os.path.normpath(os.path.join(REPO, "..", "shared", "bench", "gen-vm-image.py"))
 SWEEP_KIB = (16, 64, 256, 1024)
 SECTIONS = ("sweep", "peers", "delta", "assemble", "rates")
+FORMATS = ("files", "packs")
 MASTER_40GB = 40e9
 
 
@@ -145,6 +148,16 @@ def tree_bytes(path):
     return total, files
 
 
+def files_equal(a_path, b_path):
+    with open(a_path, "rb") as a, open(b_path, "rb") as b:
+        while True:
+            x, y = a.read(8 << 20), b.read(8 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
 def mbps(nbytes, secs):
     return nbytes / 1e6 / secs
 
@@ -174,10 +187,14 @@ class Bench:
         self.v2 = os.path.join(workdir, "v2.img")
         self.size = 0
         self.default_store = os.path.join(workdir, "store-default")
+        # One store per format for the peers and assemble sections ("files" is default_store).
+        self.stores = {"files": self.default_store, "packs": os.path.join(workdir, "store-packs")}
+        self.formats = [f for f in args.formats.split(",") if f]
         self.casync_store = os.path.join(workdir, "casync.castr")
         self.v1m = os.path.join(workdir, "v1.m")
         self.have_default_v1 = False
         self.have_casync_v1 = False
+        self.have_v1 = set()  # formats other than "files" holding v1
 
     def p(self, p):
         return os.path.join(self.w, p)
@@ -189,9 +206,9 @@ class Bench:
         self.out.append(block)
         print(block, flush=True)
 
-    def build_cmd(self, store, image, manifest, version, avg_kib=None):
+    def build_cmd(self, store, image, manifest, version, avg_kib=None, fmt="files"):
         cmd = [self.bin, "build", "--store", store, "--key", self.key, "--name", "bench",
-               "--version", version, "-o", manifest, "--json"]
+               "--version", version, "-o", manifest, "--json", "--store-format", fmt]
         if avg_kib is not None:
             cmd += ["--avg-chunk-kib", str(avg_kib)]
         return cmd + [image]
@@ -262,49 +279,78 @@ class Bench:
     # b) peers
     def peers(self):
         reps = max(1, self.a.repeat)
-        nc_runs, ca_runs, zs_runs = [], [], []
+        nc_runs = {f: [] for f in self.formats}
+        ca_runs, zs_runs = [], []
         for i in range(reps):
-            for d in (self.default_store, self.casync_store):
+            for d in list(self.stores.values()) + [self.casync_store]:
                 shutil.rmtree(d, ignore_errors=True)
-            log(f"peers {i + 1}/{reps}: nightcast build v1")
-            nc_runs.append(run(self.build_cmd(self.default_store, self.v1, self.v1m, "v1")))
+            for f in self.formats:
+                log(f"peers {i + 1}/{reps}: nightcast build v1 into a {f} store")
+                nc_runs[f].append(run(self.build_cmd(self.stores[f], self.v1, self.manifest_of(f),
+                                                     "v1", fmt=f)))
             log(f"peers {i + 1}/{reps}: casync make v1")
             ca_runs.append(run(["casync", "make", "--store=" + self.casync_store,
                                 self.p("v1.caibx"), self.v1]))
             log(f"peers {i + 1}/{reps}: zstd -T0 -3")
             zs_runs.append(run(["zstd", "-q", "-T0", "-3", "-c", self.v1], stdout_devnull=True))
-        self.have_default_v1 = self.have_casync_v1 = True
-        nc_store = tree_bytes(self.default_store)
+        self.have_default_v1 = "files" in self.formats
+        self.have_v1 = set(self.formats)
+        self.have_casync_v1 = True
+        stores = {f: tree_bytes(self.stores[f]) for f in self.formats}
         ca_store = tree_bytes(self.casync_store)
         med = lambda runs: sorted(r.secs for r in runs)[len(runs) // 2]
-        nc, ca, zs = med(nc_runs), med(ca_runs), med(zs_runs)
+        ca, zs = med(ca_runs), med(zs_runs)
+        first = med(nc_runs[self.formats[0]])
         rows = []
-        for name, runs, st in (("nightcast-image build", nc_runs, nc_store),
-                               ("casync make (default: zstd, avg 64K)", ca_runs, ca_store),
-                               ("zstd -T0 -3 -c > /dev/null", zs_runs, None)):
+        named = [(f"nightcast-image build ({f} store)", nc_runs[f], stores[f]) for f in self.formats]
+        named += [("casync make (default: zstd, avg 64K)", ca_runs, ca_store),
+                  ("zstd -T0 -3 -c > /dev/null", zs_runs, None)]
+        for name, runs, st in named:
             t = med(runs)
             rows.append([name, f"{t:.2f}", " / ".join(f"{r.secs:.2f}" for r in runs),
-                         f"{mbps(self.size, t):.0f}", f"{nc / t:.2f}",
+                         f"{mbps(self.size, t):.0f}", f"{first / t:.2f}",
                          f"{sorted(r.cpu_secs for r in runs)[len(runs) // 2]:.1f}",
+                         " / ".join(f"{r.cpu_secs:.1f}" for r in runs),
                          " / ".join(f"{r.other_cpu_secs:.1f}" for r in runs),
                          f"{st[0]:,} ({st[1]:,} files)" if st else "n/a",
                          f"{max(r.maxrss_kib for r in runs) / 1024:.1f}"])
+        notes = []
+        for f in self.formats:
+            nc = med(nc_runs[f])
+            cpu = sorted(r.cpu_secs for r in nc_runs[f])[reps // 2]
+            ca_cpu = sorted(r.cpu_secs for r in ca_runs)[reps // 2]
+            zs_cpu = sorted(r.cpu_secs for r in zs_runs)[reps // 2]
+            notes.append(
+                f"{f} store: nightcast/casync throughput ratio **{ca / nc:.2f}x**, "
+                f"nightcast/zstd **{zs / nc:.2f}x** (per round, casync: "
+                + ", ".join(f"{c.secs / n.secs:.2f}x" for n, c in zip(nc_runs[f], ca_runs))
+                + "; zstd: "
+                + ", ".join(f"{z.secs / n.secs:.2f}x" for n, z in zip(nc_runs[f], zs_runs))
+                + f"); CPU s casync/nightcast {ca_cpu / cpu:.2f}, zstd/nightcast {zs_cpu / cpu:.2f}; "
+                f"store size nightcast/casync {stores[f][0] / ca_store[0]:.3f}.")
         self.emit(
             f"Import vs peers ({fmt_bytes(self.size)} image v1, default chunk size, fresh stores, "
             f"{reps} interleaved round{'s' if reps > 1 else ''}, median reported)",
-            table(["tool", "wall s (median)", "each round s", "MB/s", "speed / nightcast speed",
-                   "CPU s (user+sys)", "other CPU s each round", "store bytes", "peak RSS MiB"], rows),
-            f"nightcast/casync throughput ratio: **{ca / nc:.2f}x**; "
-            f"nightcast/zstd throughput ratio: **{zs / nc:.2f}x**; "
-            f"store size nightcast/casync: **{nc_store[0] / ca_store[0]:.3f}**. "
-            "Per round, nightcast/casync: "
-            + ", ".join(f"{c.secs / n.secs:.2f}x" for n, c in zip(nc_runs, ca_runs))
-            + "; nightcast/zstd: "
-            + ", ".join(f"{z.secs / n.secs:.2f}x" for n, z in zip(nc_runs, zs_runs))
-            + ". "
+            table(["tool", "wall s (median)", "each round s", "MB/s",
+                   f"speed / nightcast ({self.formats[0]}) speed", "CPU s (user+sys, median)",
+                   "CPU s each round", "other CPU s each round", "store bytes", "peak RSS MiB"],
+                  rows),
+            " ".join(notes) + " "
             "casync's default compression is zstd (chunk files start with the zstd magic 28 b5 2f fd), "
-            "so no separate `--compression=zstd` run. nightcast's time includes its final syncfs; "
-            "casync's does not include a sync.")
+            "so no separate `--compression=zstd` run. nightcast's time includes making its chunks "
+            "durable (syncfs for files, fdatasync per pack for packs); casync's does not include a sync.")
+
+    def manifest_of(self, fmt):
+        return self.v1m if fmt == "files" else self.p(f"v1-{fmt}.m")
+
+    def ensure_v1(self, fmt):
+        if fmt == "files":
+            return self.ensure_default_v1()
+        if fmt not in self.have_v1:
+            log(f"nightcast build v1 into a {fmt} store")
+            run(self.build_cmd(self.stores[fmt], self.v1, self.manifest_of(fmt), "v1", fmt=fmt),
+                timed=False)
+            self.have_v1.add(fmt)
 
     # c) delta
     def delta(self):
@@ -336,54 +382,63 @@ class Bench:
 
     # d) assemble vs cp
     def assemble(self):
-        self.ensure_default_v1()
+        for f in self.formats:
+            self.ensure_v1(f)
         out = self.p("assembled.img")
         copy = self.p("copy.img")
-        times = {"assemble": [], "cp": [], "verify": []}
+        times = {f"assemble-{f}": [] for f in self.formats}
+        times.update({"cp": [], "verify": []})
         sync_after_cp = None
+        same = {}
         for i in range(2):
-            for f in (out, copy):
-                if os.path.exists(f):
-                    os.remove(f)
-            log(f"assemble run {i + 1}")
-            times["assemble"].append(run([self.bin, "assemble", "--store", self.default_store,
-                                          "--pubkey", self.pub, self.v1m, out]))
+            for f in self.formats:
+                if os.path.exists(out):
+                    os.remove(out)
+                log(f"assemble from the {f} store, run {i + 1}")
+                times[f"assemble-{f}"].append(run([self.bin, "assemble", "--store", self.stores[f],
+                                                   "--pubkey", self.pub, self.manifest_of(f), out]))
+                same[f] = files_equal(out, self.v1)
+            if os.path.exists(copy):
+                os.remove(copy)
             log(f"cp run {i + 1}")
             times["cp"].append(run(["cp", "--sparse=always", self.v1, copy]))
             t0 = time.monotonic()
             subprocess.run(["sync"], check=True)
             sync_after_cp = time.monotonic() - t0
             log(f"verify run {i + 1}")
-            times["verify"].append(run([self.bin, "verify", "--store", self.default_store,
-                                        "--pubkey", self.pub, self.v1m]))
-        with open(out, "rb") as a, open(self.v1, "rb") as b:
-            same = True
-            while True:
-                x, y = a.read(8 << 20), b.read(8 << 20)
-                if x != y:
-                    same = False
-                    break
-                if not x:
-                    break
-        asm, cp, ver = times["assemble"][1], times["cp"][1], times["verify"][1]
-        rows = [
-            ["nightcast-image assemble", f"{asm.secs:.2f}", f"{mbps(self.size, asm.secs):.0f}",
-             f"{times['assemble'][0].secs:.2f}", f"{asm.maxrss_kib / 1024:.1f}"],
+            f0 = self.formats[0]
+            times["verify"].append(run([self.bin, "verify", "--store", self.stores[f0],
+                                        "--pubkey", self.pub, self.manifest_of(f0)]))
+        cp, ver = times["cp"][1], times["verify"][1]
+        rows = []
+        for f in self.formats:
+            asm = times[f"assemble-{f}"]
+            rows.append([f"nightcast-image assemble ({f} store)", f"{asm[1].secs:.2f}",
+                         f"{mbps(self.size, asm[1].secs):.0f}", f"{asm[0].secs:.2f}",
+                         f"{asm[1].cpu_secs:.1f}", f"{asm[1].maxrss_kib / 1024:.1f}"])
+        rows += [
             ["cp --sparse=always", f"{cp.secs:.2f}", f"{mbps(self.size, cp.secs):.0f}",
-             f"{times['cp'][0].secs:.2f}", f"{cp.maxrss_kib / 1024:.1f}"],
+             f"{times['cp'][0].secs:.2f}", f"{cp.cpu_secs:.1f}", f"{cp.maxrss_kib / 1024:.1f}"],
             ["cp --sparse=always + the sync after it", f"{cp.secs + sync_after_cp:.2f}",
-             f"{mbps(self.size, cp.secs + sync_after_cp):.0f}", "", ""],
-            ["nightcast-image verify", f"{ver.secs:.2f}", f"{mbps(self.size, ver.secs):.0f}",
-             f"{times['verify'][0].secs:.2f}", f"{ver.maxrss_kib / 1024:.1f}"],
+             f"{mbps(self.size, cp.secs + sync_after_cp):.0f}", "", "", ""],
+            [f"nightcast-image verify ({self.formats[0]} store)", f"{ver.secs:.2f}",
+             f"{mbps(self.size, ver.secs):.0f}", f"{times['verify'][0].secs:.2f}",
+             f"{ver.cpu_secs:.1f}", f"{ver.maxrss_kib / 1024:.1f}"],
         ]
+        ratios = "; ".join(
+            f"{f} store: cp_time / assemble_time **{cp.secs / times[f'assemble-{f}'][1].secs:.2f}**"
+            f" (with cp's data synced too: "
+            f"{(cp.secs + sync_after_cp) / times[f'assemble-{f}'][1].secs:.2f})"
+            for f in self.formats)
         self.emit(
             "Assemble vs copy (v1, same disk, warm page cache: second of two runs reported)",
-            table(["command", "wall s (run 2)", "MB/s", "run 1 s", "peak RSS MiB"], rows),
-            f"speed ratio cp_time / assemble_time: **{cp.secs / asm.secs:.2f}** (target >= 0.70); "
-            f"with cp's data synced too: {(cp.secs + sync_after_cp) / asm.secs:.2f}. "
+            table(["command", "wall s (run 2)", "MB/s", "run 1 s", "CPU s (run 2)",
+                   "peak RSS MiB"], rows),
+            f"{ratios} (target >= 0.70). "
             "The page cache cannot be dropped without privileges, so both read warm data. "
             "assemble fsyncs its output before renaming it; cp does not. "
-            f"Assembled image identical to v1.img: {'yes' if same else 'NO'}.")
+            "Assembled image identical to v1.img: "
+            + ", ".join(f"{f} {'yes' if same[f] else 'NO'}" for f in self.formats) + ".")
 
     # e) reference rates
     def rates(self):
@@ -410,6 +465,10 @@ def main():
                     help=f"comma-separated sections to run, among {','.join(SECTIONS)} (default: all)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of the peers section; the median of each tool is reported (default: 1)")
+    ap.add_argument("--formats", default=",".join(FORMATS),
+                    help="store formats the peers and assemble sections import into and read "
+                    "from, comma-separated among files,packs; the first is the reference of the "
+                    "speed column (default: %(default)s)")
     ap.add_argument("--quiet-wait", type=float, default=120.0,
                     help="before each timed command, wait up to this many seconds for other jobs "
                     "to leave the CPUs idle (default: %(default)s)")
@@ -420,6 +479,9 @@ def main():
     if bad:
         ap.error(f"unknown section(s) {bad}; choose among {SECTIONS}")
     parse_size(a.size)
+    bad = [f for f in a.formats.split(",") if f and f not in FORMATS]
+    if bad or not a.formats.strip(","):
+        ap.error(f"unknown store format(s) {bad}; choose among {FORMATS}")
     for tool, needed in ((a.bin, True), ("casync", "peers" in only or "delta" in only),
                          ("zstd", "peers" in only or "rates" in only), ("b3sum", "rates" in only)):
         if needed and not shutil.which(tool) and not os.access(tool, os.X_OK):

@@ -20,7 +20,7 @@ use crate::ids::{MasterName, MasterVersion};
 use crate::import::{self, ImageFormat, ImportError, ImportOptions};
 use crate::keys::{self, PublicKey, SigningKey};
 use crate::manifest::{self, Manifest, VerifiedManifest};
-use crate::store::LocalStore;
+use crate::store::{open_disk_store, Format};
 
 mod maintain;
 
@@ -80,6 +80,11 @@ pub enum Command {
         /// default (64 KiB, see docs/BENCHMARKS.md). Masters share chunks only at the same size.
         #[arg(long)]
         avg_chunk_kib: Option<u32>,
+        /// How a store this command creates keeps its chunks: "files" (one file per chunk, what
+        /// relays and NUCs read today) or "packs" (chunks appended to a few large pack files: a
+        /// faster import, see docs/BENCHMARKS.md). An existing store keeps its own format.
+        #[arg(long, default_value = "files", value_name = "FORMAT")]
+        store_format: Format,
         #[command(flatten)]
         common: Common,
     },
@@ -177,6 +182,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a store in place to the other way of keeping chunks on disk ("files" or "packs").
+    /// Every chunk is checked on the way; corrupt ones are left behind and reported. Needs free
+    /// space for a second copy of the store meanwhile, and nothing else using the store (stop the
+    /// relay or agent first). An interrupted conversion leaves a working store: the old one, or
+    /// the converted one if it got that far.
+    Convert {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The format to convert to: "files" (one file per chunk) or "packs" (pack files).
+        #[arg(long, value_name = "FORMAT")]
+        to: Format,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -252,9 +272,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             format,
             output,
             avg_chunk_kib,
+            store_format,
             common,
         } => build(
-            &store.dir,
+            (&store.dir, store_format),
             &key,
             name,
             version,
@@ -304,6 +325,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             threads,
             json,
         } => maintain::tighten(&store.dir, level, threads, json),
+        Command::Convert { store, to, json } => maintain::convert(&store.dir, to, json),
     }
 }
 
@@ -382,7 +404,7 @@ pub fn human(bytes: u64) -> String {
 
 #[allow(clippy::too_many_arguments)]
 fn build(
-    store_dir: &Path,
+    (store_dir, store_format): (&Path, Format),
     key: &Path,
     name: MasterName,
     version: MasterVersion,
@@ -402,7 +424,7 @@ fn build(
             params
         }
     };
-    let store = LocalStore::open(store_dir)?;
+    let store = open_disk_store(store_dir, store_format)?;
     let opts = ImportOptions {
         name,
         version,
@@ -410,7 +432,7 @@ fn build(
         threads: common.threads,
     };
     let bar = progress_bar("import");
-    let result = import::import_file(image, format, &store, &key, &opts, &update(&bar));
+    let result = import::import_file(image, format, &*store, &key, &opts, &update(&bar));
     bar.finish_and_clear();
     let report = result.map_err(|e| match e {
         ImportError::Refused { .. } => integrity(e.into()),
@@ -480,9 +502,9 @@ fn verify(
     common: &Common,
 ) -> Result<(), Failure> {
     let manifest = open_verified(manifest_path, pubkey)?;
-    let store = LocalStore::open(store_dir)?;
+    let store = open_disk_store(store_dir, Format::Files)?;
     let bar = progress_bar("verify");
-    let report = assemble::verify(&manifest, &store, common.threads, &update(&bar));
+    let report = assemble::verify(&manifest, &*store, common.threads, &update(&bar));
     bar.finish_and_clear();
     if common.json {
         #[derive(Serialize)]
@@ -552,7 +574,7 @@ fn assemble_cmd(
     common: &Common,
 ) -> Result<(), Failure> {
     let manifest = open_verified(manifest_path, pubkey)?;
-    let store = LocalStore::open(store_dir)?;
+    let store = open_disk_store(store_dir, Format::Files)?;
     // The seed's manifest needs no signature: every chunk read from the seed is hashed.
     let seed_manifest = match &seed {
         Some((_, m)) => Some(open_unverified(m)?.manifest),
@@ -568,7 +590,7 @@ fn assemble_cmd(
     let bar = progress_bar("assemble");
     let result = assemble::assemble(
         &manifest,
-        &store,
+        &*store,
         out,
         seed.as_slice(),
         common.threads,

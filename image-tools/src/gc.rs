@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use crate::ids::ChunkId;
 use crate::manifest::Manifest;
-use crate::store::{ChunkStore, LocalStore, StoreError};
+use crate::store::{DiskStore, StoreError};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GcReport {
@@ -19,7 +19,11 @@ pub struct GcReport {
 
 /// Removes every chunk no manifest in `keep` refers to. Holds the store's exclusive lock, so it
 /// refuses to run while an import is writing chunks that no manifest names yet.
-pub fn gc(store: &LocalStore, keep: &[&Manifest], dry_run: bool) -> Result<GcReport, StoreError> {
+pub fn gc(
+    store: &dyn DiskStore,
+    keep: &[&Manifest],
+    dry_run: bool,
+) -> Result<GcReport, StoreError> {
     let _lock = store.lock(true)?;
     let reachable: HashSet<ChunkId> = keep.iter().flat_map(|m| m.chunks().map(|c| c.id)).collect();
     let mut report = GcReport::default();
@@ -44,7 +48,8 @@ pub fn gc(store: &LocalStore, keep: &[&Manifest], dry_run: bool) -> Result<GcRep
     }
     report.missing = reachable.difference(&present).count() as u64;
     if !dry_run && report.removed > 0 {
-        store.sync()?;
+        // Durable removals; a pack store also rewrites the packs they left mostly dead.
+        store.reclaim()?;
     }
     Ok(report)
 }
@@ -58,7 +63,7 @@ pub struct ScrubReport {
 
 /// Reads and checks every chunk in the store; with `repair`, removes the corrupt ones so that they
 /// count as missing and are fetched or imported again.
-pub fn scrub(store: &LocalStore, repair: bool) -> Result<ScrubReport, StoreError> {
+pub fn scrub(store: &dyn DiskStore, repair: bool) -> Result<ScrubReport, StoreError> {
     let mut report = ScrubReport::default();
     for id in store.ids()? {
         report.checked += 1;
@@ -73,6 +78,9 @@ pub fn scrub(store: &LocalStore, repair: bool) -> Result<ScrubReport, StoreError
             }
             Err(e) => return Err(e),
         }
+    }
+    if repair && !report.corrupt.is_empty() {
+        store.reclaim()?;
     }
     Ok(report)
 }

@@ -54,7 +54,7 @@ use crate::keys::SigningKey;
 use crate::manifest::{ChunkRef, Entry, Manifest, VerifiedManifest};
 pub use crate::probe::ImageFormat;
 use crate::probe::{Refusal, Sniffed};
-use crate::store::{ChunkStore, LocalStore, StoreError};
+use crate::store::{DiskStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -134,7 +134,7 @@ enum Done {
 pub fn import_file(
     path: &Path,
     format: Option<ImageFormat>,
-    store: &LocalStore,
+    store: &dyn DiskStore,
     key: &SigningKey,
     opts: &ImportOptions,
     progress: &(dyn Fn(u64, u64) + Sync),
@@ -200,7 +200,7 @@ pub fn import_file(
 pub fn import_reader<R: Read + Send>(
     reader: R,
     size: u64,
-    store: &LocalStore,
+    store: &dyn DiskStore,
     key: &SigningKey,
     opts: &ImportOptions,
     progress: &(dyn Fn(u64, u64) + Sync),
@@ -240,8 +240,8 @@ pub fn import_reader<R: Read + Send>(
         drop(piece_rx);
         collect(done_rx, store, &known, size, progress)
     })
-    .and_then(|(entries, stats)| {
-        store.sync()?;
+    .map(|(entries, stats)| {
+        // The writer's commit made the chunks durable: now the manifest may name them.
         let manifest = Manifest {
             name: opts.name.clone(),
             version: opts.version.clone(),
@@ -249,7 +249,7 @@ pub fn import_reader<R: Read + Send>(
             params: opts.params,
             entries,
         };
-        Ok(ImportReport {
+        ImportReport {
             manifest: manifest.sign(key),
             bytes_read: stats.bytes_read,
             new_chunks: stats.new_chunks,
@@ -257,13 +257,13 @@ pub fn import_reader<R: Read + Send>(
             reused_chunks: stats.reused_chunks,
             replaced_chunks: stats.replaced_chunks,
             converted_from: None,
-        })
+        }
     })
 }
 
 fn process(
     piece: io::Result<Piece>,
-    store: &LocalStore,
+    store: &dyn DiskStore,
     known: &Mutex<HashMap<ChunkId, u32>>,
 ) -> Result<Done, ImportError> {
     let piece = piece.map_err(|source| ImportError::Read {
@@ -330,12 +330,12 @@ struct Stats {
 /// Writes new chunks as they come and puts entries back in image order.
 fn collect(
     done_rx: crossbeam_channel::Receiver<(u64, Result<Done, ImportError>)>,
-    store: &LocalStore,
+    store: &dyn DiskStore,
     known: &Mutex<HashMap<ChunkId, u32>>,
     size: u64,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(Vec<Entry>, Stats), ImportError> {
-    let mut batch = store.batch();
+    let mut writer = store.writer();
     let mut waiting: BTreeMap<u64, Entry> = BTreeMap::new();
     let mut entries: Vec<Entry> = Vec::new();
     let mut stats = Stats::default();
@@ -354,8 +354,14 @@ fn collect(
                     .insert(r.id, r.stored_len)
                     .is_none();
                 if first {
-                    // Over whatever file is there: a worker found none, or one that did not verify.
-                    batch.replace(&chunk)?;
+                    if corrupt {
+                        // The copy there did not verify: out with it, in with the image's bytes.
+                        match store.remove(&r.id) {
+                            Ok(()) | Err(StoreError::Missing(_)) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    writer.put(&chunk)?;
                     stats.new_chunks += 1;
                     stats.new_stored_bytes += u64::from(r.stored_len);
                     stats.replaced_chunks += u64::from(corrupt);
@@ -378,7 +384,7 @@ fn collect(
     if !waiting.is_empty() {
         return Err(ImportError::Worker);
     }
-    batch.commit()?;
+    writer.commit()?;
     progress(stats.bytes_read, size);
     Ok((entries, stats))
 }
@@ -536,7 +542,7 @@ impl<'a> QemuSource<'a> {
     }
 
     /// `qemu-img convert` into a sparse raw temp file inside the store (same disk, cleaned on restart).
-    fn convert_to_raw(&self, store: &LocalStore) -> Result<TempFile, ImportError> {
+    fn convert_to_raw(&self, store: &dyn DiskStore) -> Result<TempFile, ImportError> {
         let tmp = TempFile::new_in(&store.root().join("tmp"), 0o600).map_err(|source| {
             ImportError::Read {
                 path: store.root().to_owned(),

@@ -5,9 +5,10 @@
 //! - [`ids`]: validated identifiers ([`ChunkId`], [`MasterName`], [`MasterVersion`]).
 //! - [`chunker`]: splits an image into holes (aligned zero runs) and FastCDC chunks.
 //! - [`chunk`]: the stored form of a chunk and [`VerifiedChunk`], the only way to hold its bytes.
-//! - [`store`]: the [`ChunkStore`] trait, [`LocalStore`] (chunks in a directory), the wrappers
-//!   that compose stores (`store::layers`: caching, single-flight, counted) and the conformance
-//!   suite every store passes (feature `conformance`).
+//! - [`store`]: the [`ChunkStore`] trait, [`LocalStore`] (chunks in a directory, a file each),
+//!   `store::pack::PackStore` (chunks appended to pack files), the wrappers that compose stores
+//!   (`store::layers`: caching, single-flight, counted) and the conformance suite every store
+//!   passes (feature `conformance`).
 //! - [`manifest`]: the canonical, signed list of a master version's chunks and holes.
 //! - [`keys`]: Ed25519 signing keys and their files.
 //! - [`profile`]: machine profiles (what a master needs from its VM) and their signed statement.

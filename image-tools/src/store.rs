@@ -7,9 +7,13 @@
 //! fetch again) and [`StoreError::Io`] (the disk failed). A store never returns a chunk it has not
 //! just checked against its id.
 //!
-//! The local layout (see `docs/FORMAT.md`): `DIR/nightcast-store` marks the directory,
-//! `DIR/chunks/ab/<64 hex digits>` holds one chunk in its stored form, `DIR/tmp/` holds temp files
-//! (removed when the store is opened), `DIR/lock` is the lock that keeps `gc` away from imports.
+//! The local layout (see `docs/FORMAT.md`): `DIR/nightcast-store` marks the directory and says its
+//! [`Format`]: in a file store ([`LocalStore`]) `DIR/chunks/ab/<64 hex digits>` holds one chunk in
+//! its stored form; in a pack store ([`pack::PackStore`]) `DIR/packs/` holds pack files and their
+//! indexes. In both, `DIR/tmp/` holds temp files (removed when the store is opened) and `DIR/lock`
+//! is the lock that keeps `gc` away from imports. [`DiskStore`] is what commands that take a store
+//! directory need of either, [`open_disk_store`] opens either, and [`convert`] turns one into the
+//! other in place.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -23,7 +27,9 @@ use crate::ids::ChunkId;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod convert;
 pub mod layers;
+pub mod pack;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -144,7 +150,197 @@ macro_rules! forward_store {
 forward_store!(&T, std::sync::Arc<T>);
 
 const MARKER: &str = "nightcast-store";
-const MARKER_TEXT: &[u8] = b"nightcast chunk store v1\n";
+
+/// How a local store keeps its chunks; its marker file says which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    /// One file per chunk ([`LocalStore`]): `nightcast chunk store v1`.
+    #[default]
+    Files,
+    /// Chunks appended to pack files ([`pack::PackStore`]): `nightcast chunk store v2`.
+    Packs,
+}
+
+impl Format {
+    fn marker_text(self) -> &'static [u8] {
+        match self {
+            Format::Files => b"nightcast chunk store v1\n",
+            Format::Packs => b"nightcast chunk store v2\n",
+        }
+    }
+
+    /// What a user calls it (the `--store-format` value).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Files => "files",
+            Format::Packs => "packs",
+        }
+    }
+
+    /// The format of the store at `root`, or `None` if there is none yet (no marker).
+    pub fn of(root: &Path) -> Result<Option<Format>, StoreError> {
+        let marker = root.join(MARKER);
+        let text = match fs::read(&marker) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&marker)(e)),
+        };
+        [Format::Files, Format::Packs]
+            .into_iter()
+            .find(|f| f.marker_text() == text)
+            .map(Some)
+            .ok_or_else(|| {
+                StoreError::Layout(format!(
+                    "{} is a store of another format version: upgrade nightcast",
+                    root.display()
+                ))
+            })
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "files" => Ok(Format::Files),
+            "packs" => Ok(Format::Packs),
+            other => Err(format!(
+                "unknown store format {other:?}: say \"files\" (one file per chunk) or \"packs\" (pack files)"
+            )),
+        }
+    }
+}
+
+/// Makes `root` a store of `format` if it is missing or empty (or holds only `ours`, what another
+/// process creating it makes), and checks that an existing one is of that format.
+fn claim_dir(root: &Path, format: Format, ours: &[&str]) -> Result<(), StoreError> {
+    match Format::of(root)? {
+        Some(found) if found == format => return Ok(()),
+        Some(found) => {
+            return Err(StoreError::Layout(format!(
+                "{} is a store in the \"{}\" format, and this needs one in the \"{}\" format \
+                 (convert it with `nightcast-image convert --store {} --to {}`)",
+                root.display(),
+                found.name(),
+                format.name(),
+                root.display(),
+                format.name(),
+            )))
+        }
+        None => {}
+    }
+    // Empty, or holding only what another process creating this store makes.
+    // (Another process may even have finished: its marker appears after our check.)
+    let is_ours = |name: &str| {
+        ours.contains(&name) || name == MARKER || name.starts_with(durable::TEMP_PREFIX)
+    };
+    let fresh = match fs::read_dir(root) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .all(|e| is_ours(&e.file_name().to_string_lossy())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(e) => return Err(StoreError::io(root)(e)),
+    };
+    if !fresh {
+        return Err(StoreError::Layout(format!(
+            "{} is not empty and is not a nightcast store (no {MARKER} file): refusing to use it",
+            root.display()
+        )));
+    }
+    fs::create_dir_all(root).map_err(StoreError::io(root))?;
+    let marker = root.join(MARKER);
+    durable::write_file(&marker, format.marker_text(), 0o644).map_err(StoreError::io(&marker))?;
+    // A racing creator of the other format loses here.
+    match Format::of(root)? {
+        Some(found) if found == format => Ok(()),
+        _ => Err(StoreError::Layout(format!(
+            "{} was just created as a store of another format",
+            root.display()
+        ))),
+    }
+}
+
+/// A store in a directory of this machine, in either [`Format`]: what the commands that take a
+/// `--store DIR` work on (import, verify, assemble, gc, scrub).
+pub trait DiskStore: ChunkStore {
+    fn root(&self) -> &Path;
+    /// The store lock (see [`LocalStore::lock`]).
+    fn lock(&self, exclusive: bool) -> Result<StoreLock, StoreError>;
+    /// The stored payload length of `id` without reading it, if present.
+    fn stored_len(&self, id: &ChunkId) -> Result<Option<u32>, StoreError>;
+    /// Makes removals durable and frees their space; returns the bytes it freed beyond what
+    /// the removals themselves did (a pack store rewrites mostly-dead packs).
+    fn reclaim(&self) -> Result<u64, StoreError>;
+    fn format(&self) -> Format;
+}
+
+impl DiskStore for LocalStore {
+    fn root(&self) -> &Path {
+        LocalStore::root(self)
+    }
+    fn lock(&self, exclusive: bool) -> Result<StoreLock, StoreError> {
+        LocalStore::lock(self, exclusive)
+    }
+    fn stored_len(&self, id: &ChunkId) -> Result<Option<u32>, StoreError> {
+        LocalStore::stored_len(self, id)
+    }
+    fn reclaim(&self) -> Result<u64, StoreError> {
+        self.sync().map(|()| 0)
+    }
+    fn format(&self) -> Format {
+        Format::Files
+    }
+}
+
+impl DiskStore for pack::PackStore {
+    fn root(&self) -> &Path {
+        pack::PackStore::root(self)
+    }
+    fn lock(&self, exclusive: bool) -> Result<StoreLock, StoreError> {
+        pack::PackStore::lock(self, exclusive)
+    }
+    fn stored_len(&self, id: &ChunkId) -> Result<Option<u32>, StoreError> {
+        pack::PackStore::stored_len(self, id)
+    }
+    fn reclaim(&self) -> Result<u64, StoreError> {
+        pack::PackStore::reclaim(self)
+    }
+    fn format(&self) -> Format {
+        Format::Packs
+    }
+}
+
+macro_rules! forward_disk_store {
+    ($($ty:ty),*) => {$(
+        impl<T: DiskStore + ?Sized> DiskStore for $ty {
+            fn root(&self) -> &Path {
+                (**self).root()
+            }
+            fn lock(&self, exclusive: bool) -> Result<StoreLock, StoreError> {
+                (**self).lock(exclusive)
+            }
+            fn stored_len(&self, id: &ChunkId) -> Result<Option<u32>, StoreError> {
+                (**self).stored_len(id)
+            }
+            fn reclaim(&self) -> Result<u64, StoreError> {
+                (**self).reclaim()
+            }
+            fn format(&self) -> Format {
+                (**self).format()
+            }
+        }
+    )*};
+}
+
+forward_disk_store!(&T, std::sync::Arc<T>);
+
+/// Opens the store at `root` in whatever format it is, or creates one in `new` if there is none.
+pub fn open_disk_store(root: &Path, new: Format) -> Result<Box<dyn DiskStore>, StoreError> {
+    Ok(match Format::of(root)?.unwrap_or(new) {
+        Format::Files => Box::new(LocalStore::open(root)?),
+        Format::Packs => Box::new(pack::PackStore::open(root)?),
+    })
+}
 
 /// Chunks in a local directory, one file each.
 #[derive(Debug)]
@@ -163,35 +359,7 @@ impl LocalStore {
     /// Opens the store at `root`, creating it if the directory is missing or empty, and removes
     /// temp files a crash left behind.
     pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
-        let marker = root.join(MARKER);
-        if !marker.exists() {
-            // Empty, or holding only what another process creating this store makes.
-            // (Another process may even have finished: its marker appears after our check.)
-            let ours = |name: &str| {
-                ["chunks", "tmp", "lock", MARKER].contains(&name)
-                    || name.starts_with(durable::TEMP_PREFIX)
-            };
-            let fresh = match fs::read_dir(root) {
-                Ok(entries) => entries
-                    .filter_map(Result::ok)
-                    .all(|e| ours(&e.file_name().to_string_lossy())),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-                Err(e) => return Err(StoreError::io(root)(e)),
-            };
-            if !fresh {
-                return Err(StoreError::Layout(format!(
-                    "{} is not empty and is not a nightcast store (no {MARKER} file): refusing to use it",
-                    root.display()
-                )));
-            }
-            fs::create_dir_all(root).map_err(StoreError::io(root))?;
-            durable::write_file(&marker, MARKER_TEXT, 0o644).map_err(StoreError::io(&marker))?;
-        } else if fs::read(&marker).map_err(StoreError::io(&marker))? != MARKER_TEXT {
-            return Err(StoreError::Layout(format!(
-                "{} is a store of another format version: upgrade nightcast",
-                root.display()
-            )));
-        }
+        claim_dir(root, Format::Files, &["chunks", "tmp", "lock"])?;
         let store = LocalStore {
             root: root.to_owned(),
             chunks: root.join("chunks"),
@@ -207,16 +375,7 @@ impl LocalStore {
                 fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
             }
         }
-        // Temp files are an interrupted write's leftovers only while nobody writes: an import or a
-        // tighten pass (another process, or this one through another handle) holds the shared
-        // lock and has its own there, about to be renamed into place.
-        if let Ok(_quiet) = store.lock(true) {
-            let cleaned =
-                durable::clean_temp_files(&store.tmp).map_err(StoreError::io(&store.tmp))?;
-            if cleaned > 0 {
-                tracing::info!(store = %root.display(), cleaned, "removed temp files left by an interrupted write");
-            }
-        }
+        clean_temps(root, &store.tmp)?;
         Ok(store)
     }
 
@@ -265,48 +424,67 @@ impl LocalStore {
     /// most [`SHARED_LOCK_PATIENCE`], the time another opener takes it exclusive to clean its
     /// temp files ([`LocalStore::open`]). `Layout` error if still taken then.
     pub fn lock(&self, exclusive: bool) -> Result<StoreLock, StoreError> {
-        let path = self.root.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(StoreError::io(&path))?;
-        let op = if exclusive {
-            FlockOperation::NonBlockingLockExclusive
-        } else {
-            FlockOperation::NonBlockingLockShared
-        };
-        let step = std::time::Duration::from_millis(10);
-        let mut tries = if exclusive {
-            0
-        } else {
-            SHARED_LOCK_PATIENCE.as_millis() / step.as_millis()
-        };
-        let mut taken = rustix::fs::flock(&file, op);
-        while taken.is_err() && tries > 0 {
-            std::thread::sleep(step);
-            tries -= 1;
-            taken = rustix::fs::flock(&file, op);
-        }
-        taken.map_err(|_| {
-            StoreError::Layout(format!(
-                "store {} is busy ({}): try again when it has finished",
-                self.root.display(),
-                if exclusive {
-                    "something writes to it: an import, a compression pass, a running relay or agent"
-                } else {
-                    "garbage collection is running"
-                }
-            ))
-        })?;
-        Ok(StoreLock(file))
+        lock_dir(&self.root, exclusive)
     }
 
     /// Makes every rename so far durable.
     pub fn sync(&self) -> Result<(), StoreError> {
         durable::sync_filesystem(&self.chunks).map_err(StoreError::io(&self.chunks))
     }
+}
+
+/// The store lock of the store at `root` (see [`LocalStore::lock`]).
+pub(crate) fn lock_dir(root: &Path, exclusive: bool) -> Result<StoreLock, StoreError> {
+    let path = root.join("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::io(&path))?;
+    let op = if exclusive {
+        FlockOperation::NonBlockingLockExclusive
+    } else {
+        FlockOperation::NonBlockingLockShared
+    };
+    let step = std::time::Duration::from_millis(10);
+    let mut tries = if exclusive {
+        0
+    } else {
+        SHARED_LOCK_PATIENCE.as_millis() / step.as_millis()
+    };
+    let mut taken = rustix::fs::flock(&file, op);
+    while taken.is_err() && tries > 0 {
+        std::thread::sleep(step);
+        tries -= 1;
+        taken = rustix::fs::flock(&file, op);
+    }
+    taken.map_err(|_| {
+        StoreError::Layout(format!(
+            "store {} is busy ({}): try again when it has finished",
+            root.display(),
+            if exclusive {
+                "something writes to it: an import, a compression pass, a running relay or agent"
+            } else {
+                "garbage collection is running"
+            }
+        ))
+    })?;
+    Ok(StoreLock(file))
+}
+
+/// Removes the temp files in `tmp` of the store at `root`, if nobody writes. Temp files are an
+/// interrupted write's leftovers only while nobody writes: an import or a tighten pass (another
+/// process, or this one through another handle) holds the shared lock and has its own there,
+/// about to be renamed into place.
+pub(crate) fn clean_temps(root: &Path, tmp: &Path) -> Result<(), StoreError> {
+    if let Ok(_quiet) = lock_dir(root, true) {
+        let cleaned = durable::clean_temp_files(tmp).map_err(StoreError::io(tmp))?;
+        if cleaned > 0 {
+            tracing::info!(store = %root.display(), cleaned, "removed temp files left by an interrupted write");
+        }
+    }
+    Ok(())
 }
 
 /// How long a shared lock waits for an exclusive holder: longer than another opener's clean-up of

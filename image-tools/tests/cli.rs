@@ -62,12 +62,19 @@ impl Fixture {
     }
 
     fn build(&self, image: &str, version: &str, manifest: &str) -> Value {
+        self.build_into("files", image, version, manifest)
+    }
+
+    /// `build`, creating the store in `format` if there is none yet.
+    fn build_into(&self, format: &str, image: &str, version: &str, manifest: &str) -> Value {
         json(
             self.path(),
             &[
                 "build",
                 "--store",
                 "store",
+                "--store-format",
+                format,
                 "--key",
                 "key",
                 "--name",
@@ -809,4 +816,165 @@ fn empty_oversized_and_corrupt_chunk_files_are_replaced_not_signed_over() {
         .map(|p| fs::metadata(p).unwrap().len() - 5)
         .sum();
     assert_eq!(inspect["summary"]["unique_stored_bytes"], on_disk);
+}
+
+fn pack_bytes(store: &Path) -> u64 {
+    fs::read_dir(store.join("packs"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+                .map(|e| e.metadata().unwrap().len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn kill_9_during_a_build_into_a_pack_store_leaves_whole_chunks_and_the_build_resumes() {
+    let f = Fixture::new(1 << 20);
+    let mut big = vec![0u8; 160 << 20];
+    testimage::Rng::new(7).fill(&mut big);
+    fs::write(f.path().join("big.img"), &big).unwrap();
+    let mut child = bin()
+        .current_dir(f.path())
+        .args(["build", "--store", "store", "--store-format", "packs"])
+        .args(["--key", "key", "--name", "big", "--version", "1"])
+        .args(["big.img", "-o", "big.m", "--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = f.path().join("store");
+    let mut killed_mid_way = false;
+    for _ in 0..4000 {
+        if pack_bytes(&store) > 8 << 20 && child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL, in the middle of appending to the pack
+            killed_mid_way = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait().unwrap();
+    assert!(killed_mid_way, "build finished before it could be killed");
+    assert!(!f.path().join("big.m").exists());
+    // What the pack holds is whole (a torn tail is cut at open), and readable as a store.
+    let scrub = json(f.path(), &["scrub", "--store", "store", "--json"]);
+    assert_eq!(scrub["corrupt"], Value::Array(vec![]));
+    let done = f.build("big.img", "1", "big.m");
+    assert_eq!(done["size"], 160 << 20);
+    assert!(
+        done["reused_chunks"].as_u64().unwrap() > 0,
+        "the chunks written before the kill were not kept: {done}"
+    );
+    ok(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "big.m"],
+    );
+}
+
+#[test]
+fn a_pack_store_imports_assembles_and_collects_like_a_file_store() {
+    let f = Fixture::new(16 << 20);
+    let build = |image, version, manifest| f.build_into("packs", image, version, manifest);
+    build("v1.img", "1", "v1.m");
+    build("v2.img", "2", "v2.m");
+    assert!(!f.path().join("store/chunks").exists());
+    ok(
+        f.path(),
+        &[
+            "assemble", "--store", "store", "--pubkey", "key.pub", "v2.m", "v2.out",
+        ],
+    );
+    assert!(
+        fs::read(f.path().join("v2.img")).unwrap() == fs::read(f.path().join("v2.out")).unwrap()
+    );
+    let only_v1 = json(f.path(), &["diff", "v2.m", "v1.m", "--json"])["new_chunks"]
+        .as_u64()
+        .unwrap();
+    let done = json(
+        f.path(),
+        &["gc", "--store", "store", "--keep", "v2.m", "--json"],
+    );
+    assert_eq!(done["removed"].as_u64().unwrap(), only_v1);
+    // Removed for good: a second pass finds nothing more, v1 no longer verifies, v2 does.
+    let again = json(
+        f.path(),
+        &["gc", "--store", "store", "--keep", "v2.m", "--json"],
+    );
+    assert_eq!(again["removed"], 0);
+    ok(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v2.m"],
+    );
+    let out = run(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v1.m"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    // An unrelated master, then collected: its pack goes whole.
+    let base = pack_bytes(&f.path().join("store"));
+    let other = testimage::image_bytes(16 << 20, 99);
+    testimage::write_sparse(&f.path().join("other.img"), &other).unwrap();
+    build("other.img", "3", "other.m");
+    let grown = pack_bytes(&f.path().join("store"));
+    json(
+        f.path(),
+        &["gc", "--store", "store", "--keep", "v2.m", "--json"],
+    );
+    let after = pack_bytes(&f.path().join("store"));
+    assert!(
+        after < base + (grown - base) / 10,
+        "{base} -> {grown} -> {after}"
+    );
+    ok(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v2.m"],
+    );
+}
+
+#[test]
+fn convert_moves_a_store_between_formats_leaving_corrupt_chunks_behind() {
+    let f = Fixture::new(16 << 20);
+    f.build("v1.img", "1", "v1.m");
+    let files = f.chunk_files();
+    let mut rotten = fs::read(&files[0]).unwrap();
+    let last = rotten.len() - 1;
+    rotten[last] ^= 0x40;
+    fs::write(&files[0], rotten).unwrap();
+    // What needs a file store says how to get one from a pack store, and the reverse.
+    let r = json(
+        f.path(),
+        &["convert", "--store", "store", "--to", "packs", "--json"],
+    );
+    assert_eq!(r["from"], "files");
+    assert_eq!(r["chunks"].as_u64().unwrap(), files.len() as u64 - 1);
+    assert_eq!(r["corrupt"].as_array().unwrap().len(), 1);
+    assert!(f.path().join("store/packs").is_dir());
+    assert!(!f.path().join("store/chunks").exists());
+    assert!(!f.path().join(".store.nc-convert").exists());
+    let out = run(f.path(), &["tighten", "--store", "store"]);
+    assert!(
+        stderr(&out).contains("nightcast-image convert --store store --to files"),
+        "{}",
+        stderr(&out)
+    );
+    // The corrupt chunk counts as missing; importing again repairs it.
+    let out = run(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v1.m"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    f.build("v1.img", "1", "v1.m");
+    let back = json(
+        f.path(),
+        &["convert", "--store", "store", "--to", "files", "--json"],
+    );
+    assert_eq!(back["chunks"].as_u64().unwrap(), files.len() as u64);
+    assert_eq!(f.chunk_files().len(), files.len());
+    ok(
+        f.path(),
+        &["verify", "--store", "store", "--pubkey", "key.pub", "v1.m"],
+    );
+    let same = ok(f.path(), &["convert", "--store", "store", "--to", "files"]);
+    assert!(same.contains("already"), "{same}");
 }

@@ -1,4 +1,4 @@
-//! The store's upkeep commands: `gc`, `scrub` and `tighten`.
+//! The store's upkeep commands: `gc`, `scrub`, `tighten` and `convert`.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{human, integrity, open_unverified, print_json, Failure};
 use crate::manifest::Manifest;
-use crate::store::{ChunkStore, LocalStore};
+use crate::store::{open_disk_store, Format, LocalStore};
 use crate::tighten::TightenReport;
 use crate::{gc as collect, tighten as tight};
 
@@ -22,9 +22,9 @@ pub(super) fn gc(
         .iter()
         .map(|p| open_unverified(p).map(|u| u.manifest))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = LocalStore::open(store_dir)?;
+    let store = open_disk_store(store_dir, Format::Files)?;
     let refs: Vec<&Manifest> = manifests.iter().collect();
-    let r = collect::gc(&store, &refs, dry_run)?;
+    let r = collect::gc(&*store, &refs, dry_run)?;
     if json {
         return print_json(&r);
     }
@@ -47,8 +47,8 @@ pub(super) fn gc(
 }
 
 pub(super) fn scrub(store_dir: &Path, repair: bool, json: bool) -> Result<(), Failure> {
-    let store = LocalStore::open(store_dir)?;
-    let r = collect::scrub(&store, repair)?;
+    let store = open_disk_store(store_dir, Format::Files)?;
+    let r = collect::scrub(&*store, repair)?;
     if json {
         #[derive(Serialize)]
         struct Out {
@@ -143,4 +143,43 @@ fn words(r: &TightenReport, level: i32) -> String {
         r.already,
         r.unchanged
     )
+}
+
+pub(super) fn convert(store_dir: &Path, to: Format, json: bool) -> Result<(), Failure> {
+    let r = crate::store::convert::convert(store_dir, to)?;
+    if json {
+        #[derive(Serialize)]
+        struct Out {
+            from: &'static str,
+            to: &'static str,
+            chunks: u64,
+            bytes: u64,
+            corrupt: Vec<String>,
+        }
+        print_json(&Out {
+            from: r.from,
+            to: r.to,
+            chunks: r.chunks,
+            bytes: r.bytes,
+            corrupt: r.corrupt.iter().map(|(id, _)| id.to_string()).collect(),
+        })?;
+    } else {
+        for (id, why) in &r.corrupt {
+            eprintln!("corrupt chunk {id}: {why} (not carried over)");
+        }
+        if r.from == r.to {
+            println!("{} is already a \"{}\" store", store_dir.display(), r.to);
+        } else {
+            println!(
+                "{}: converted from \"{}\" to \"{}\", {} chunks ({}), {} corrupt left behind",
+                store_dir.display(),
+                r.from,
+                r.to,
+                r.chunks,
+                human(r.bytes),
+                r.corrupt.len()
+            );
+        }
+    }
+    Ok(())
 }
