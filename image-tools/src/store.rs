@@ -147,7 +147,7 @@ macro_rules! forward_store {
 }
 
 // Stores compose by reference and by `Arc` as well as by value.
-forward_store!(&T, std::sync::Arc<T>);
+forward_store!(&T, std::sync::Arc<T>, Box<T>);
 
 const MARKER: &str = "nightcast-store";
 
@@ -272,6 +272,14 @@ pub trait DiskStore: ChunkStore {
     /// the removals themselves did (a pack store rewrites mostly-dead packs).
     fn reclaim(&self) -> Result<u64, StoreError>;
     fn format(&self) -> Format;
+    /// Reads the first bytes of `id`'s stored form (header, then payload) into `buf`, without
+    /// checking them; how many it read, `None` if the chunk is absent. For a look at how a chunk
+    /// is stored (is it compressed for good?) that costs no decompression.
+    fn stored_prefix(&self, id: &ChunkId, buf: &mut [u8]) -> Result<Option<usize>, StoreError>;
+    /// A writer whose `put` replaces a chunk already present with the form it is given (same id,
+    /// another encoding): readers see the old form or the new one, both whole. Durable on
+    /// `commit`; a pack store frees the old form's space on a later [`DiskStore::reclaim`].
+    fn replacer(&self) -> Box<dyn ChunkWriter + '_>;
 }
 
 impl DiskStore for LocalStore {
@@ -290,6 +298,44 @@ impl DiskStore for LocalStore {
     fn format(&self) -> Format {
         Format::Files
     }
+    fn stored_prefix(&self, id: &ChunkId, buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        let path = self.path_of(id);
+        match File::open(&path).and_then(|mut f| read_up_to(&mut f, buf)) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&path)(e)),
+        }
+    }
+    fn replacer(&self) -> Box<dyn ChunkWriter + '_> {
+        Box::new(Replacing(self.batch()))
+    }
+}
+
+/// Reads into `buf` until it is full or the end of `f`; how many bytes it read.
+fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// The file store's [`DiskStore::replacer`]: a [`Batch`] whose `put` is [`Batch::replace`].
+struct Replacing<'a>(Batch<'a>);
+
+impl ChunkWriter for Replacing<'_> {
+    fn put(&mut self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        self.0.replace(chunk)
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.0.flush()
+    }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        ChunkWriter::commit(&mut self.0)
+    }
 }
 
 impl DiskStore for pack::PackStore {
@@ -307,6 +353,12 @@ impl DiskStore for pack::PackStore {
     }
     fn format(&self) -> Format {
         Format::Packs
+    }
+    fn stored_prefix(&self, id: &ChunkId, buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        pack::PackStore::stored_prefix(self, id, buf)
+    }
+    fn replacer(&self) -> Box<dyn ChunkWriter + '_> {
+        Box::new(self.pack_replacer())
     }
 }
 
@@ -328,11 +380,17 @@ macro_rules! forward_disk_store {
             fn format(&self) -> Format {
                 (**self).format()
             }
+            fn stored_prefix(&self, id: &ChunkId, buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
+                (**self).stored_prefix(id, buf)
+            }
+            fn replacer(&self) -> Box<dyn ChunkWriter + '_> {
+                (**self).replacer()
+            }
         }
     )*};
 }
 
-forward_disk_store!(&T, std::sync::Arc<T>);
+forward_disk_store!(&T, std::sync::Arc<T>, Box<T>);
 
 /// Opens the store at `root` in whatever format it is, or creates one in `new` if there is none.
 pub fn open_disk_store(root: &Path, new: Format) -> Result<Box<dyn DiskStore>, StoreError> {

@@ -707,7 +707,37 @@ impl PackStore {
             pending: HashSet::new(),
             flusher: None,
             kicked_at: 0,
+            replace: false,
         }
+    }
+
+    /// A [`PackWriter`] whose `put` replaces a chunk already present: it appends the new record,
+    /// then a tombstone for the old one (in that order, so that after a crash the old form is
+    /// dead only if the new one is whole). The old record's space is freed by [`reclaim`].
+    ///
+    /// [`reclaim`]: PackStore::reclaim
+    pub fn pack_replacer(&self) -> PackWriter<'_> {
+        let mut w = self.pack_writer();
+        w.replace = true;
+        w
+    }
+
+    /// See [`super::DiskStore::stored_prefix`].
+    pub fn stored_prefix(&self, id: &ChunkId, buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        let (loc, file) = {
+            let state = self.read_state()?;
+            let Some(loc) = state.index.get(id).copied() else {
+                return Ok(None);
+            };
+            let Some(pack) = state.packs.get(&loc.place.pack) else {
+                return Ok(None);
+            };
+            (loc, pack.file.clone())
+        };
+        let n = buf.len().min(loc.body_len as usize);
+        file.read_exact_at(&mut buf[..n], loc.place.offset + RECORD_HEADER as u64)
+            .map_err(StoreError::io(&pack_path(&self.packs_dir, loc.place.pack)))?;
+        Ok(Some(n))
     }
 }
 
@@ -860,6 +890,8 @@ pub struct PackWriter<'a> {
     flusher: Option<Flusher>,
     /// How much of `active` had been written when the flusher was last asked to sync it.
     kicked_at: u64,
+    /// `put` replaces a chunk present ([`PackStore::pack_replacer`]).
+    replace: bool,
 }
 
 /// Starts writing a pack's data to disk every [`FLUSH_AHEAD`] bytes, on a thread of its own, so
@@ -945,7 +977,16 @@ impl PackWriter<'_> {
 
 impl ChunkWriter for PackWriter<'_> {
     fn put(&mut self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
-        if self.pending.contains(chunk.id()) || self.store.has(chunk.id())? {
+        if self.pending.contains(chunk.id()) {
+            return Ok(());
+        }
+        let old = self
+            .store
+            .read_state()?
+            .index
+            .get(chunk.id())
+            .map(|l| l.place);
+        if old.is_some() && !self.replace {
             return Ok(());
         }
         let dir = &self.store.packs_dir;
@@ -962,6 +1003,14 @@ impl ChunkWriter for PackWriter<'_> {
             &[&chunk.header(), chunk.payload()],
             dir,
         )?;
+        if let Some(old) = old {
+            active.append(
+                Kind::Tombstone,
+                chunk.id(),
+                &[&record::tombstone_body(old)],
+                dir,
+            )?;
+        }
         self.pending.insert(*chunk.id());
         if active.len >= PACK_LIMIT {
             return self.durable(true);
