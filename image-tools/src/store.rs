@@ -152,7 +152,8 @@ forward_store!(&T, std::sync::Arc<T>, Box<T>);
 const MARKER: &str = "nightcast-store";
 
 /// How a local store keeps its chunks; its marker file says which.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// One file per chunk ([`LocalStore`]): `nightcast chunk store v1`.
     #[default]
@@ -262,7 +263,7 @@ fn claim_dir(root: &Path, format: Format, ours: &[&str]) -> Result<(), StoreErro
 
 /// A store in a directory of this machine, in either [`Format`]: what the commands that take a
 /// `--store DIR` work on (import, verify, assemble, gc, scrub).
-pub trait DiskStore: ChunkStore {
+pub trait DiskStore: ChunkStore + std::fmt::Debug {
     fn root(&self) -> &Path;
     /// The store lock (see [`LocalStore::lock`]).
     fn lock(&self, exclusive: bool) -> Result<StoreLock, StoreError>;
@@ -280,6 +281,11 @@ pub trait DiskStore: ChunkStore {
     /// another encoding): readers see the old form or the new one, both whole. Durable on
     /// `commit`; a pack store frees the old form's space on a later [`DiskStore::reclaim`].
     fn replacer(&self) -> Box<dyn ChunkWriter + '_>;
+    /// Takes in what other processes wrote since this handle opened; how many packs it read. A
+    /// file store always sees the disk: nothing to do.
+    fn refresh(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 impl DiskStore for LocalStore {
@@ -360,6 +366,9 @@ impl DiskStore for pack::PackStore {
     fn replacer(&self) -> Box<dyn ChunkWriter + '_> {
         Box::new(self.pack_replacer())
     }
+    fn refresh(&self) -> Result<usize, StoreError> {
+        pack::PackStore::refresh(self)
+    }
 }
 
 macro_rules! forward_disk_store {
@@ -385,6 +394,9 @@ macro_rules! forward_disk_store {
             }
             fn replacer(&self) -> Box<dyn ChunkWriter + '_> {
                 (**self).replacer()
+            }
+            fn refresh(&self) -> Result<usize, StoreError> {
+                (**self).refresh()
             }
         }
     )*};

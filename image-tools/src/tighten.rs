@@ -64,6 +64,8 @@ pub fn tighten_first(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<TightenReport, StoreError> {
     let _lock = store.lock(false)?;
+    // Chunks other processes imported since the handle opened (`nightcast-image build`).
+    store.refresh()?;
     let ids = work_order(first, store.ids()?);
     let total = ids.len() as u64;
     let next = AtomicU64::new(0);

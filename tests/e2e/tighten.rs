@@ -1,23 +1,25 @@
 //! The controller compresses a new master's chunks again after the import (`[store]
 //! tighten_level`), and the site's relay downloads the smaller forms: fewer WAN bytes than the
-//! import's own compression, every chunk still verified and the master assembled bit for bit.
+//! import's own compression, every chunk still verified and the master assembled bit for bit;
+//! with the controller's store in either format.
 
 use std::path::Path;
 
 use image_tools::chunk::{is_tight, TIGHT_PROBE_LEN};
-use image_tools::{ChunkStore, LocalStore};
+use image_tools::store::{open_disk_store, Format};
 
 use crate::fleet::*;
 
 /// Chunks of the store at `dir` whose stored form is final (tightened or raw), and all of them.
 fn tight_share(dir: &Path) -> (usize, usize) {
-    let store = LocalStore::open(dir).unwrap();
+    let store = open_disk_store(dir, Format::Files).unwrap();
     let ids = store.ids().unwrap();
     let tight = ids
         .iter()
         .filter(|id| {
-            let bytes = std::fs::read(store.path_of(id)).unwrap();
-            is_tight(&bytes[..bytes.len().min(TIGHT_PROBE_LEN)])
+            let mut head = [0u8; TIGHT_PROBE_LEN];
+            let n = store.stored_prefix(id, &mut head).unwrap().unwrap();
+            is_tight(&head[..n])
         })
         .count();
     (tight, ids.len())
@@ -25,15 +27,30 @@ fn tight_share(dir: &Path) -> (usize, usize) {
 
 #[test]
 fn the_controller_compresses_a_new_master_again_and_the_relay_downloads_less() {
+    compresses_again_and_the_relay_downloads_less(Format::Files);
+}
+
+#[test]
+fn a_controller_on_a_pack_store_imports_compresses_again_and_serves_the_relay() {
+    compresses_again_and_the_relay_downloads_less(Format::Packs);
+}
+
+/// The controller's store is made by its first start in `format`; `nightcast-image build` (another
+/// process) imports into it while it runs, `master-add` registers the master.
+fn compresses_again_and_the_relay_downloads_less(format: Format) {
     let f = Fleet::build(
         "00:00-23:59",
         100,
         8,
         "start=2030-01-07T12:00:00Z speed=1",
         "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 17:00\n",
-        "[store]\ntighten_level = 19\n",
+        &format!(
+            "[store]\ntighten_level = 19\nformat = \"{}\"\n",
+            format.name()
+        ),
     );
     let controller_store = f.dir.path().join("controller/store");
+    assert_eq!(Format::of(&controller_store).unwrap(), Some(format));
     let mut share = (0, 1);
     for _ in 0..600 {
         share = tight_share(&controller_store);
