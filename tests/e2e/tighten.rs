@@ -1,7 +1,7 @@
 //! The controller compresses a new master's chunks again after the import (`[store]
 //! tighten_level`), and the site's relay downloads the smaller forms: fewer WAN bytes than the
 //! import's own compression, every chunk still verified and the master assembled bit for bit;
-//! with the controller's store in either format.
+//! then a NUC gets it ready through the relay; with the controller's store in either format.
 
 use std::path::Path;
 
@@ -31,7 +31,7 @@ fn the_controller_compresses_a_new_master_again_and_the_relay_downloads_less() {
 }
 
 #[test]
-fn a_controller_on_a_pack_store_imports_compresses_again_and_serves_the_relay() {
+fn a_controller_on_a_pack_store_imports_compresses_again_and_serves_the_relay_and_a_nuc() {
     compresses_again_and_the_relay_downloads_less(Format::Packs);
 }
 
@@ -82,4 +82,13 @@ fn compresses_again_and_the_relay_downloads_less(format: Format) {
     let (tight, all) = tight_share(&relay.data.join("store"));
     assert_eq!(tight, all);
     assemble_matches(&f, &relay.data.join("store"));
+
+    // And on to a NUC: it enrols through the relay and gets the master ready for its session.
+    f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let nuc = f.agent_process("nuc-1", &relay);
+    nuc.wait("the agent to enrol", 20, |a| a.s("site") == "lyon");
+    f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
+    nuc.wait("the master to be ready on the NUC", 60, |a| {
+        a.s("current") == "demo 1"
+    });
 }
