@@ -281,6 +281,9 @@ pub trait DiskStore: ChunkStore + std::fmt::Debug {
     /// another encoding): readers see the old form or the new one, both whole. Durable on
     /// `commit`; a pack store frees the old form's space on a later [`DiskStore::reclaim`].
     fn replacer(&self) -> Box<dyn ChunkWriter + '_>;
+    /// Every chunk with the length of its stored form (header included), in no order: what a
+    /// cache's eviction weighs.
+    fn entries(&self) -> Result<Vec<(ChunkId, u64)>, StoreError>;
     /// Takes in what other processes wrote since this handle opened; how many packs it read. A
     /// file store always sees the disk: nothing to do.
     fn refresh(&self) -> Result<usize, StoreError> {
@@ -314,6 +317,9 @@ impl DiskStore for LocalStore {
     }
     fn replacer(&self) -> Box<dyn ChunkWriter + '_> {
         Box::new(Replacing(self.batch()))
+    }
+    fn entries(&self) -> Result<Vec<(ChunkId, u64)>, StoreError> {
+        LocalStore::entries(self)
     }
 }
 
@@ -369,6 +375,9 @@ impl DiskStore for pack::PackStore {
     fn refresh(&self) -> Result<usize, StoreError> {
         pack::PackStore::refresh(self)
     }
+    fn entries(&self) -> Result<Vec<(ChunkId, u64)>, StoreError> {
+        pack::PackStore::entries(self)
+    }
 }
 
 macro_rules! forward_disk_store {
@@ -397,6 +406,9 @@ macro_rules! forward_disk_store {
             }
             fn refresh(&self) -> Result<usize, StoreError> {
                 (**self).refresh()
+            }
+            fn entries(&self) -> Result<Vec<(ChunkId, u64)>, StoreError> {
+                (**self).entries()
             }
         }
     )*};
@@ -812,6 +824,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(&dir.path().join("store")).unwrap();
         conformance::run(&store, &|id| flip_last_byte(&store.path_of(id)));
+    }
+
+    #[test]
+    fn every_format_lists_its_chunks_with_their_stored_lengths_as_its_size_counts_them() {
+        conformance::in_each_format(|store, _| {
+            let a = VerifiedChunk::from_raw(b"entries".repeat(300));
+            let b = VerifiedChunk::from_raw(vec![7; 10]);
+            let gone = VerifiedChunk::from_raw(b"evicted".repeat(40));
+            for c in [&a, &b, &gone] {
+                store.put(c).unwrap();
+            }
+            store.remove(gone.id()).unwrap();
+            let mut listed = store.entries().unwrap();
+            listed.sort();
+            let mut expected: Vec<(ChunkId, u64)> = [&a, &b]
+                .iter()
+                .map(|c| (*c.id(), u64::from(c.stored_len()) + HEADER_LEN as u64))
+                .collect();
+            expected.sort();
+            assert_eq!(listed, expected, "{:?}", store.format());
+            let size = store.size().unwrap();
+            assert_eq!(size.bytes, expected.iter().map(|e| e.1).sum::<u64>());
+        });
     }
 
     #[test]

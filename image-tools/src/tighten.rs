@@ -175,6 +175,7 @@ fn one(
 mod tests {
     use super::*;
     use crate::chunk::{VerifiedChunk, TIGHT_LEVEL};
+    use crate::store::conformance::in_each_format;
     use crate::store::ChunkStore;
 
     #[test]
@@ -197,29 +198,6 @@ mod tests {
 
     fn stored_bytes(store: &dyn DiskStore) -> u64 {
         store.size().unwrap().bytes
-    }
-
-    /// Runs `test` on a new store of each format, with a function that damages a chunk's stored
-    /// copy the way a failing disk would.
-    fn in_each_format(test: impl Fn(&dyn DiskStore, &dyn Fn(&ChunkId))) {
-        use crate::store::{conformance::flip_last_byte, pack::PackStore, LocalStore};
-        use std::os::unix::fs::FileExt;
-        let dir = tempfile::tempdir().unwrap();
-        let files = LocalStore::open(&dir.path().join("files")).unwrap();
-        test(&files, &|id| flip_last_byte(&files.path_of(id)));
-        let packs = PackStore::open(&dir.path().join("packs")).unwrap();
-        test(&packs, &|id| {
-            let (path, body, len) = packs.location(id).unwrap().unwrap();
-            let file = std::fs::File::options()
-                .read(true)
-                .write(true)
-                .open(path)
-                .unwrap();
-            let at = body + u64::from(len) - 1;
-            let mut b = [0u8; 1];
-            file.read_exact_at(&mut b, at).unwrap();
-            file.write_all_at(&[b[0] ^ 0xff], at).unwrap();
-        });
     }
 
     #[test]

@@ -758,6 +758,16 @@ impl PackStore {
         w
     }
 
+    /// Every live chunk with the length of its stored form (header included), in no order.
+    pub fn entries(&self) -> Result<Vec<(ChunkId, u64)>, StoreError> {
+        Ok(self
+            .read_state()?
+            .index
+            .iter()
+            .map(|(id, l)| (*id, u64::from(l.body_len)))
+            .collect())
+    }
+
     /// See [`super::DiskStore::stored_prefix`].
     pub fn stored_prefix(&self, id: &ChunkId, buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
         let (loc, file) = {
