@@ -1,7 +1,8 @@
 //! The controller compresses a new master's chunks again after the import (`[store]
 //! tighten_level`), and the site's relay downloads the smaller forms: fewer WAN bytes than the
 //! import's own compression, every chunk still verified and the master assembled bit for bit;
-//! then a NUC gets it ready through the relay; with the controller's store in either format.
+//! then a NUC gets it ready through the relay; with the controller's store and the relay's cache
+//! in either format.
 
 use std::path::Path;
 
@@ -31,12 +32,13 @@ fn the_controller_compresses_a_new_master_again_and_the_relay_downloads_less() {
 }
 
 #[test]
-fn a_controller_on_a_pack_store_imports_compresses_again_and_serves_the_relay_and_a_nuc() {
+fn on_pack_stores_the_controller_imports_compresses_again_and_the_relay_serves_a_nuc() {
     compresses_again_and_the_relay_downloads_less(Format::Packs);
 }
 
 /// The controller's store is made by its first start in `format`; `nightcast-image build` (another
-/// process) imports into it while it runs, `master-add` registers the master.
+/// process) imports into it while it runs, `master-add` registers the master. The relay's cache
+/// is in `format` too.
 fn compresses_again_and_the_relay_downloads_less(format: Format) {
     let f = Fleet::build(
         "00:00-23:59",
@@ -61,6 +63,9 @@ fn compresses_again_and_the_relay_downloads_less(format: Format) {
     }
     assert_eq!(share.0, share.1, "chunks left as imported: {share:?}");
 
+    // The relay's cache in the same format: a pack store stays one (the relay makes a file
+    // store only when it finds none).
+    drop(open_disk_store(&f.relay_data().join("store"), format).unwrap());
     let relay = f.relay(&DEFAULT_RELAY);
     relay.wait("the master to complete", 60, Relay::complete);
     let imported = f.stored_bytes();
@@ -79,6 +84,7 @@ fn compresses_again_and_the_relay_downloads_less(format: Format) {
         100.0 * fetched as f64 / imported as f64
     );
     // The relay keeps the forms it received, and they verify.
+    assert_eq!(Format::of(&relay.data.join("store")).unwrap(), Some(format));
     let (tight, all) = tight_share(&relay.data.join("store"));
     assert_eq!(tight, all);
     assemble_matches(&f, &relay.data.join("store"));
