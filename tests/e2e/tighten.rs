@@ -38,7 +38,7 @@ fn on_pack_stores_the_controller_imports_compresses_again_and_the_relay_serves_a
 
 /// The controller's store is made by its first start in `format`; `nightcast-image build` (another
 /// process) imports into it while it runs, `master-add` registers the master. The relay's cache
-/// is in `format` too.
+/// and the NUC's fetch cache are in `format` too.
 fn compresses_again_and_the_relay_downloads_less(format: Format) {
     let f = Fleet::build(
         "00:00-23:59",
@@ -91,10 +91,38 @@ fn compresses_again_and_the_relay_downloads_less(format: Format) {
 
     // And on to a NUC: it enrols through the relay and gets the master ready for its session.
     f.nightcast(&["seat", "add", "lyon", "salle-1", "pc-1"]);
+    let nuc_store = f.dir.path().join("agent-nuc-1/store");
+    drop(open_disk_store(&nuc_store, format).unwrap());
     let nuc = f.agent_process("nuc-1", &relay);
     nuc.wait("the agent to enrol", 20, |a| a.s("site") == "lyon");
     f.nightcast(&["seat", "assign", "lyon", "salle-1", "pc-1", "nuc-1"]);
     nuc.wait("the master to be ready on the NUC", 60, |a| {
         a.s("current") == "demo 1"
     });
+    // Its fetch cache, emptied once the master is in its image, gives its disk space back.
+    assert_eq!(Format::of(&nuc_store).unwrap(), Some(format));
+    let mut left = u64::MAX;
+    for _ in 0..100 {
+        left = disk_bytes(&nuc_store);
+        if left < f.stored_bytes() / 10 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        left < f.stored_bytes() / 10,
+        "the NUC's emptied cache still takes {left} B"
+    );
+}
+
+/// Bytes of the files under `dir`.
+fn disk_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| match e.file_type().unwrap().is_dir() {
+            true => disk_bytes(&e.path()),
+            false => e.metadata().unwrap().len(),
+        })
+        .sum()
 }
