@@ -108,6 +108,9 @@ pub struct StoreSettings {
     pub tighten_level: i32,
     /// Threads for that pass: it runs beside serving and imports.
     pub tighten_threads: usize,
+    /// How a new store keeps its chunks: `files` (one file each) or `packs` (pack files:
+    /// faster imports). An existing store keeps its format (`nightcast-image convert` changes it).
+    pub format: image_tools::store::Format,
 }
 
 impl Default for StoreSettings {
@@ -115,6 +118,7 @@ impl Default for StoreSettings {
         StoreSettings {
             tighten_level: image_tools::chunk::TIGHT_LEVEL,
             tighten_threads: 1,
+            format: image_tools::store::Format::Files,
         }
     }
 }
@@ -222,6 +226,7 @@ impl Config {
                 level: self.store.tighten_level,
                 threads: self.store.tighten_threads,
             }),
+            store_format: self.store.format,
             feeds: crate::feeds::Settings {
                 poll_minutes: self.calendar.feed_poll_minutes,
                 roots: self.calendar.feed_roots.clone(),
@@ -403,6 +408,7 @@ mod tests {
         "store",
         "tighten_level",
         "tighten_threads",
+        "format",
         "console",
         "listen",
         "hosts",

@@ -43,11 +43,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Enroller, MemoryCatalog, Service};
+use image_tools::store::{open_disk_store, DiskStore, Format};
 use image_tools::trust::{
     Admit, Ca, Credentials, Identity, Revoked, Token, Validity, DEFAULT_LIFETIME_SECS,
 };
 use image_tools::wire::{Hello, MasterRef, Role};
-use image_tools::{LocalStore, Manifest, NodeId, PublicKey, SigningKey, SiteId, VerifiedManifest};
+use image_tools::{Manifest, NodeId, PublicKey, SigningKey, SiteId, VerifiedManifest};
 use tokio_util::sync::CancellationToken;
 
 /// The controller's data directory.
@@ -80,7 +81,8 @@ fn controller_identity() -> Result<Identity> {
     })
 }
 
-/// Creates the data directory: CA, signing key, the controller's certificate, an empty store.
+/// Creates the data directory: CA, signing key, the controller's certificate (the store is made
+/// by the first `serve`, in the format its configuration says, or by the first import).
 /// Refuses to touch a directory that already has a CA.
 pub fn init(data: &DataDir, now_unix: i64) -> Result<[u8; 16]> {
     if data.ca().join("ca.key").exists() {
@@ -101,7 +103,6 @@ pub fn init(data: &DataDir, now_unix: i64) -> Result<[u8; 16]> {
         Validity::starting(now_unix, DEFAULT_LIFETIME_SECS),
     )?
     .save(&data.tls())?;
-    LocalStore::open(&data.store())?;
     db::Db::open(&data.database())?;
     api::admin_token(data)?;
     Ok(ca.fingerprint())
@@ -213,7 +214,8 @@ fn revoked_bytes(hex_serials: &[String]) -> Vec<Vec<u8>> {
 pub fn add_master(data: &DataDir, manifest_path: &Path, now_unix: i64) -> Result<MasterRef> {
     let bytes = std::fs::read(manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-    let m = check_master(data, bytes)
+    let store = open_disk_store(&data.store(), Format::Files)?;
+    let m = check_master(data, &*store, bytes)
         .with_context(|| format!("refusing {}", manifest_path.display()))?;
     db::Db::open(&data.database())?.add_master(&m, m.bytes(), now_unix)?;
     Ok(Manifest::master(&m))
@@ -221,13 +223,16 @@ pub fn add_master(data: &DataDir, manifest_path: &Path, now_unix: i64) -> Result
 
 /// What must hold before the catalogue names a master (for `add_master` and the admin API's
 /// import): the manifest verifies against our signing key, and every chunk it lists is in
-/// `DATA/store` and verifies (read, decompressed, hashed).
-pub fn check_master(data: &DataDir, manifest: Vec<u8>) -> Result<VerifiedManifest> {
+/// `store` (`DATA/store`) and verifies (read, decompressed, hashed).
+pub fn check_master(
+    data: &DataDir,
+    store: &dyn DiskStore,
+    manifest: Vec<u8>,
+) -> Result<VerifiedManifest> {
     let key = PublicKey::load(&image_tools::keys::public_path(&data.signing_key()))?;
     let m = VerifiedManifest::open(manifest, &key)
         .context("the manifest is not signed by this controller's key")?;
-    let store = LocalStore::open(&data.store())?;
-    let report = image_tools::assemble::verify(&m, &store, 0, &|_, _| {});
+    let report = image_tools::assemble::verify(&m, store, 0, &|_, _| {});
     if let Some(f) = report.faults.first() {
         bail!(
             "{} {}: {} chunks missing or corrupt in {} (first: {} at offset {}: {}); not recorded: \
@@ -291,6 +296,8 @@ pub struct ServeSettings {
     pub silent_after_secs: i64,
     /// The second compression pass over the store (`None`: off).
     pub tighten: Option<tighten::Tighten>,
+    /// The format of the store `serve` creates if `DATA/store` has none yet.
+    pub store_format: image_tools::store::Format,
     /// The subscribed calendar feeds' polls.
     pub feeds: feeds::Settings,
     /// The web console (`None`: off).
@@ -300,6 +307,24 @@ pub struct ServeSettings {
     /// A second address for the relays of far sites (satellite, 4G), sending with BBR (`None`:
     /// off).
     pub far_listen: Option<SocketAddr>,
+}
+
+/// `DATA/store`, in the format it has, or created in `format`: one handle for the whole daemon
+/// (serving, imports through the admin API, the compression pass), so that what one writes the
+/// others see at once.
+fn open_store(data: &DataDir, format: Format) -> Result<Arc<dyn DiskStore>> {
+    let store: Arc<dyn DiskStore> = Arc::from(open_disk_store(&data.store(), format)?);
+    if store.format() != format {
+        tracing::warn!(
+            store = %data.store().display(),
+            found = store.format().name(),
+            configured = format.name(),
+            "the store keeps its format: `[store] format` is for a new one (stop the controller \
+             and run `nightcast-image convert` to change it)"
+        );
+    }
+    tracing::info!(store = %data.store().display(), format = store.format().name(), "chunk store");
+    Ok(store)
 }
 
 /// Serves relays (and enrolments) on `listen` until `shutdown`. `on_listening` gets the bound address.
@@ -317,6 +342,7 @@ pub async fn serve(
     let lifetime = settings.certificate_lifetime_secs;
     let cas = authority::load(data)?;
     let creds = own_credentials(data, &cas, clock.now(), lifetime)?;
+    let store = open_store(data, settings.store_format)?;
     let margin = settings.planner.staging_margin_secs;
     let silent_after = settings.silent_after_secs;
     let catalog = Arc::new(MemoryCatalog::default());
@@ -353,6 +379,7 @@ pub async fn serve(
     if let Some(t) = settings.tighten {
         tokio::spawn(tighten::run(
             data.clone(),
+            store.clone(),
             t,
             tighten_wake.clone(),
             shutdown.clone(),
@@ -409,12 +436,11 @@ pub async fn serve(
         )?),
         None => None,
     };
-    let store = Arc::new(LocalStore::open(&data.store())?);
     let me = controller_identity()?;
     let metrics = Arc::new(metrics::Metrics::default());
     let service = Arc::new(Service {
         hello: Hello::new(me.role, &me.node),
-        store,
+        store: store.clone(),
         catalog,
         enroller: Some({
             Enroller {
@@ -500,6 +526,7 @@ pub async fn serve(
         changed: changed.clone(),
         classes: plan::ClassCache::default(),
         metrics,
+        store,
     });
     if let Some(a) = settings.alerts {
         tokio::spawn(alerts::run(state.clone(), a, alerts_wake, shutdown.clone()));

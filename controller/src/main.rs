@@ -25,10 +25,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a controller data directory: certificate authority, manifest-signing key, chunk store.
+    /// Create a controller data directory: certificate authority, manifest-signing key, catalogue
+    /// (the chunk store is made by the first start, in the format of `[store] format`).
     Init {
-        /// The controller's data directory to create (CA, signing key, chunk store, catalogue,
-        /// admin token), e.g. /var/lib/nightcast/controller.
+        /// The controller's data directory to create (CA, signing key, catalogue, admin token),
+        /// e.g. /var/lib/nightcast/controller.
         #[arg(long)]
         data: PathBuf,
     },

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use image_tools::clock::Clock;
+use image_tools::store::DiskStore;
 use image_tools::wire::MasterRef;
-use image_tools::{ChunkId, LocalStore, Manifest};
+use image_tools::{ChunkId, Manifest};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -28,21 +29,22 @@ pub struct Tighten {
 /// How long the task sleeps when nothing wakes it.
 const EVERY: Duration = Duration::from_secs(3600);
 
-/// Runs passes over the store of `data` until `stop`; `wake` starts one early.
+/// Runs passes over `store` (the catalogue in `data` says which chunks first) until `stop`;
+/// `wake` starts one early.
 pub async fn run(
     data: crate::DataDir,
+    store: Arc<dyn DiskStore>,
     settings: Tighten,
     wake: Arc<Notify>,
     stop: CancellationToken,
     clock: Clock,
 ) {
     loop {
-        let data = data.clone();
+        let (data, store) = (data.clone(), store.clone());
         let pass = at_lowest_priority(move || {
             let first = needed_soonest(&data, clock.now());
-            let store = LocalStore::open(&data.store())?;
             image_tools::tighten::tighten_first(
-                &store,
+                &*store,
                 &first,
                 settings.level,
                 settings.threads,

@@ -47,8 +47,9 @@ pub fn gc(
         report.removed_bytes += len;
     }
     report.missing = reachable.difference(&present).count() as u64;
-    if !dry_run && report.removed > 0 {
-        // Durable removals; a pack store also rewrites the packs they left mostly dead.
+    if !dry_run {
+        // Durable removals; a pack store also rewrites the packs that removals, or the old forms
+        // a tighten pass replaced, left mostly dead.
         store.reclaim()?;
     }
     Ok(report)

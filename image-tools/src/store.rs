@@ -147,12 +147,13 @@ macro_rules! forward_store {
 }
 
 // Stores compose by reference and by `Arc` as well as by value.
-forward_store!(&T, std::sync::Arc<T>);
+forward_store!(&T, std::sync::Arc<T>, Box<T>);
 
 const MARKER: &str = "nightcast-store";
 
 /// How a local store keeps its chunks; its marker file says which.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// One file per chunk ([`LocalStore`]): `nightcast chunk store v1`.
     #[default]
@@ -262,7 +263,7 @@ fn claim_dir(root: &Path, format: Format, ours: &[&str]) -> Result<(), StoreErro
 
 /// A store in a directory of this machine, in either [`Format`]: what the commands that take a
 /// `--store DIR` work on (import, verify, assemble, gc, scrub).
-pub trait DiskStore: ChunkStore {
+pub trait DiskStore: ChunkStore + std::fmt::Debug {
     fn root(&self) -> &Path;
     /// The store lock (see [`LocalStore::lock`]).
     fn lock(&self, exclusive: bool) -> Result<StoreLock, StoreError>;
@@ -272,6 +273,22 @@ pub trait DiskStore: ChunkStore {
     /// the removals themselves did (a pack store rewrites mostly-dead packs).
     fn reclaim(&self) -> Result<u64, StoreError>;
     fn format(&self) -> Format;
+    /// Reads the first bytes of `id`'s stored form (header, then payload) into `buf`, without
+    /// checking them; how many it read, `None` if the chunk is absent. For a look at how a chunk
+    /// is stored (is it compressed for good?) that costs no decompression.
+    fn stored_prefix(&self, id: &ChunkId, buf: &mut [u8]) -> Result<Option<usize>, StoreError>;
+    /// A writer whose `put` replaces a chunk already present with the form it is given (same id,
+    /// another encoding): readers see the old form or the new one, both whole. Durable on
+    /// `commit`; a pack store frees the old form's space on a later [`DiskStore::reclaim`].
+    fn replacer(&self) -> Box<dyn ChunkWriter + '_>;
+    /// Every chunk with the length of its stored form (header included), in no order: what a
+    /// cache's eviction weighs.
+    fn entries(&self) -> Result<Vec<(ChunkId, u64)>, StoreError>;
+    /// Takes in what other processes wrote since this handle opened; how many packs it read. A
+    /// file store always sees the disk: nothing to do.
+    fn refresh(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 impl DiskStore for LocalStore {
@@ -290,6 +307,47 @@ impl DiskStore for LocalStore {
     fn format(&self) -> Format {
         Format::Files
     }
+    fn stored_prefix(&self, id: &ChunkId, buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        let path = self.path_of(id);
+        match File::open(&path).and_then(|mut f| read_up_to(&mut f, buf)) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&path)(e)),
+        }
+    }
+    fn replacer(&self) -> Box<dyn ChunkWriter + '_> {
+        Box::new(Replacing(self.batch()))
+    }
+    fn entries(&self) -> Result<Vec<(ChunkId, u64)>, StoreError> {
+        LocalStore::entries(self)
+    }
+}
+
+/// Reads into `buf` until it is full or the end of `f`; how many bytes it read.
+fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// The file store's [`DiskStore::replacer`]: a [`Batch`] whose `put` is [`Batch::replace`].
+struct Replacing<'a>(Batch<'a>);
+
+impl ChunkWriter for Replacing<'_> {
+    fn put(&mut self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        self.0.replace(chunk)
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.0.flush()
+    }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        ChunkWriter::commit(&mut self.0)
+    }
 }
 
 impl DiskStore for pack::PackStore {
@@ -307,6 +365,18 @@ impl DiskStore for pack::PackStore {
     }
     fn format(&self) -> Format {
         Format::Packs
+    }
+    fn stored_prefix(&self, id: &ChunkId, buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        pack::PackStore::stored_prefix(self, id, buf)
+    }
+    fn replacer(&self) -> Box<dyn ChunkWriter + '_> {
+        Box::new(self.pack_replacer())
+    }
+    fn refresh(&self) -> Result<usize, StoreError> {
+        pack::PackStore::refresh(self)
+    }
+    fn entries(&self) -> Result<Vec<(ChunkId, u64)>, StoreError> {
+        pack::PackStore::entries(self)
     }
 }
 
@@ -328,11 +398,23 @@ macro_rules! forward_disk_store {
             fn format(&self) -> Format {
                 (**self).format()
             }
+            fn stored_prefix(&self, id: &ChunkId, buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
+                (**self).stored_prefix(id, buf)
+            }
+            fn replacer(&self) -> Box<dyn ChunkWriter + '_> {
+                (**self).replacer()
+            }
+            fn refresh(&self) -> Result<usize, StoreError> {
+                (**self).refresh()
+            }
+            fn entries(&self) -> Result<Vec<(ChunkId, u64)>, StoreError> {
+                (**self).entries()
+            }
         }
     )*};
 }
 
-forward_disk_store!(&T, std::sync::Arc<T>);
+forward_disk_store!(&T, std::sync::Arc<T>, Box<T>);
 
 /// Opens the store at `root` in whatever format it is, or creates one in `new` if there is none.
 pub fn open_disk_store(root: &Path, new: Format) -> Result<Box<dyn DiskStore>, StoreError> {
@@ -742,6 +824,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(&dir.path().join("store")).unwrap();
         conformance::run(&store, &|id| flip_last_byte(&store.path_of(id)));
+    }
+
+    #[test]
+    fn every_format_lists_its_chunks_with_their_stored_lengths_as_its_size_counts_them() {
+        conformance::in_each_format(|store, _| {
+            let a = VerifiedChunk::from_raw(b"entries".repeat(300));
+            let b = VerifiedChunk::from_raw(vec![7; 10]);
+            let gone = VerifiedChunk::from_raw(b"evicted".repeat(40));
+            for c in [&a, &b, &gone] {
+                store.put(c).unwrap();
+            }
+            store.remove(gone.id()).unwrap();
+            let mut listed = store.entries().unwrap();
+            listed.sort();
+            let mut expected: Vec<(ChunkId, u64)> = [&a, &b]
+                .iter()
+                .map(|c| (*c.id(), u64::from(c.stored_len()) + HEADER_LEN as u64))
+                .collect();
+            expected.sort();
+            assert_eq!(listed, expected, "{:?}", store.format());
+            let size = store.size().unwrap();
+            assert_eq!(size.bytes, expected.iter().map(|e| e.1).sum::<u64>());
+        });
     }
 
     #[test]

@@ -4,19 +4,18 @@
 //! compressed once here and sent to every site. The level is [`crate::chunk::TIGHT_LEVEL`] unless
 //! the caller says otherwise.
 //!
-//! A chunk keeps its id (the hash of its raw bytes): only its stored form changes, by an atomic
-//! rename, so a reader sees the old form or the new one, both verified. Which chunks are done needs
+//! A chunk keeps its id (the hash of its raw bytes): only its stored form changes (in a file store
+//! by an atomic rename; in a pack store by appending the new record, then a tombstone for the old
+//! one, whose space `gc` reclaims), so a reader sees the old form or the new one, both verified. Which chunks are done needs
 //! no record: a tightened payload says so itself ([`crate::chunk::is_tight`]), so a pass that was
 //! interrupted, or that runs again after an import, only works on what is new.
 
-use std::fs::File;
-use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::chunk::{is_tight, TIGHT_PROBE_LEN};
 use crate::ids::ChunkId;
-use crate::store::{ChunkStore, LocalStore, StoreError};
+use crate::store::{ChunkWriter, DiskStore, StoreError};
 
 /// What a pass did. Byte counts are payloads of the chunks it replaced, before and after.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -47,7 +46,7 @@ impl TightenReport {
 /// `progress` (chunks done, chunks in all) now and then. Holds the store's shared lock, as an import
 /// does: garbage collection waits, imports and readers go on.
 pub fn tighten(
-    store: &LocalStore,
+    store: &dyn DiskStore,
     level: i32,
     threads: usize,
     progress: &(dyn Fn(u64, u64) + Sync),
@@ -58,13 +57,15 @@ pub fn tighten(
 /// The same, the chunks of `first` before the others (the controller lists the chunks of the
 /// masters needed soonest: a pass that cannot finish before a night has done those).
 pub fn tighten_first(
-    store: &LocalStore,
+    store: &dyn DiskStore,
     first: &[ChunkId],
     level: i32,
     threads: usize,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<TightenReport, StoreError> {
     let _lock = store.lock(false)?;
+    // Chunks other processes imported since the handle opened (`nightcast-image build`).
+    store.refresh()?;
     let ids = work_order(first, store.ids()?);
     let total = ids.len() as u64;
     let next = AtomicU64::new(0);
@@ -74,12 +75,12 @@ pub fn tighten_first(
         ..TightenReport::default()
     });
     let worker = || -> Result<(), StoreError> {
-        let mut batch = store.batch();
+        let mut batch = store.replacer();
         let mut mine = TightenReport::default();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(id) = ids.get(i as usize) else { break };
-            one(store, &mut batch, id, level, &mut mine)?;
+            one(store, &mut *batch, id, level, &mut mine)?;
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             if n % 1024 == 0 || n == total {
                 progress(n, total);
@@ -102,9 +103,6 @@ pub fn tighten_first(
             .map(|h| h.join().unwrap_or_else(|_| Err(poisoned())))
             .collect::<Result<Vec<()>, StoreError>>()
     })?;
-    if total > 0 {
-        store.sync()?;
-    }
     report.into_inner().map_err(|_| poisoned())
 }
 
@@ -126,19 +124,16 @@ fn poisoned() -> StoreError {
 
 /// One chunk: skipped if final, else recompressed and replaced when that saves bytes.
 fn one(
-    store: &LocalStore,
-    batch: &mut crate::store::Batch<'_>,
+    store: &dyn DiskStore,
+    batch: &mut dyn ChunkWriter,
     id: &ChunkId,
     level: i32,
     report: &mut TightenReport,
 ) -> Result<(), StoreError> {
-    let path = store.path_of(id);
     let mut head = [0u8; TIGHT_PROBE_LEN];
-    let read = match File::open(&path).and_then(|mut f| read_up_to(&mut f, &mut head)) {
-        Ok(n) => n,
-        // Removed meanwhile (a repair): nothing to do.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::io(&path)(e)),
+    // Removed meanwhile (a repair): nothing to do.
+    let Some(read) = store.stored_prefix(id, &mut head)? else {
+        return Ok(());
     };
     if is_tight(&head[..read]) {
         report.already += 1;
@@ -159,7 +154,7 @@ fn one(
             report.tightened += 1;
             report.bytes_before += before;
             report.bytes_after += u64::from(tight.stored_len());
-            batch.replace(&tight)
+            batch.put(&tight)
         }
         // Not smaller (zstd's high levels lose a few bytes on some data): the tight form, when it
         // costs at most 1 % more, marks the chunk done so that no later pass tries again.
@@ -167,7 +162,7 @@ fn one(
             report.unchanged += 1;
             report.bytes_before += before;
             report.bytes_after += u64::from(tight.stored_len());
-            batch.replace(&tight)
+            batch.put(&tight)
         }
         _ => {
             report.unchanged += 1;
@@ -176,21 +171,12 @@ fn one(
     }
 }
 
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::chunk::{VerifiedChunk, TIGHT_LEVEL};
+    use crate::store::conformance::in_each_format;
+    use crate::store::ChunkStore;
 
     #[test]
     fn the_chunks_asked_first_come_first_each_once_and_only_if_the_store_has_them() {
@@ -210,95 +196,134 @@ mod tests {
             .collect()
     }
 
-    fn stored_bytes(store: &LocalStore) -> u64 {
-        store.entries().unwrap().iter().map(|(_, len)| len).sum()
+    fn stored_bytes(store: &dyn DiskStore) -> u64 {
+        store.size().unwrap().bytes
     }
 
     #[test]
     fn a_pass_shrinks_the_store_keeps_every_chunk_and_a_second_pass_has_nothing_to_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
-        let chunks: Vec<VerifiedChunk> = (0..8).map(|s| VerifiedChunk::from_raw(text(s))).collect();
-        let noise: Vec<u8> = (0..4000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
-        let raw = VerifiedChunk::from_raw(noise);
-        for c in chunks.iter().chain([&raw]) {
-            store.put(c).unwrap();
-        }
-        let before = stored_bytes(&store);
+        in_each_format(|store, _| {
+            let chunks: Vec<VerifiedChunk> =
+                (0..8).map(|s| VerifiedChunk::from_raw(text(s))).collect();
+            let noise: Vec<u8> = (0..4000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect();
+            let raw = VerifiedChunk::from_raw(noise);
+            for c in chunks.iter().chain([&raw]) {
+                store.put(c).unwrap();
+            }
+            let before = stored_bytes(store);
 
-        let calls = AtomicU64::new(0);
-        let report = tighten(&store, TIGHT_LEVEL, 2, &|done, total| {
-            assert!(done <= total);
-            calls.fetch_add(1, Ordering::Relaxed);
-        })
-        .unwrap();
-        assert_eq!(report.chunks, 9);
-        assert_eq!(report.done(), 9);
-        assert!(report.tightened >= 1, "{report:?}");
-        assert!(report.bytes_after < report.bytes_before, "{report:?}");
-        assert_eq!(
-            stored_bytes(&store),
-            before - (report.bytes_before - report.bytes_after)
-        );
-        assert!(calls.load(Ordering::Relaxed) >= 1);
-        // Every chunk reads back whole and verified, under its old id.
-        for c in chunks.iter().chain([&raw]) {
+            let calls = AtomicU64::new(0);
+            let report = tighten(store, TIGHT_LEVEL, 2, &|done, total| {
+                assert!(done <= total);
+                calls.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+            assert_eq!(report.chunks, 9);
+            assert_eq!(report.done(), 9);
+            assert!(report.tightened >= 1, "{report:?}");
+            assert!(report.bytes_after < report.bytes_before, "{report:?}");
+            assert_eq!(
+                stored_bytes(store),
+                before - (report.bytes_before - report.bytes_after)
+            );
+            assert!(calls.load(Ordering::Relaxed) >= 1);
+            // Every chunk reads back whole and verified, under its old id.
+            for c in chunks.iter().chain([&raw]) {
+                assert_eq!(store.get(c.id()).unwrap().raw(), c.raw());
+            }
+
+            // Nothing left to do: every chunk says it is final.
+            let again = tighten(store, TIGHT_LEVEL, 1, &|_, _| {}).unwrap();
+            assert_eq!(again.already, 9, "{again:?}");
+            assert_eq!(again.tightened, 0);
+
+            // A chunk imported later is the only one the next pass works on.
+            let late = VerifiedChunk::from_raw(text(99));
+            store.put(&late).unwrap();
+            let third = tighten(store, TIGHT_LEVEL, 1, &|_, _| {}).unwrap();
+            assert_eq!((third.already, third.tightened + third.unchanged), (9, 1));
+        });
+    }
+
+    #[test]
+    fn a_pack_store_reopened_after_a_pass_serves_the_tight_forms_and_reclaim_frees_the_old_ones() {
+        use crate::store::pack::PackStore;
+        let dir = tempfile::tempdir().unwrap();
+        let chunks: Vec<VerifiedChunk> = (0..8).map(|s| VerifiedChunk::from_raw(text(s))).collect();
+        let (before, after) = {
+            let store = PackStore::open(dir.path()).unwrap();
+            for c in &chunks {
+                store.put(c).unwrap();
+            }
+            let before = store.disk_bytes().unwrap();
+            let r = tighten(&store, TIGHT_LEVEL, 2, &|_, _| {}).unwrap();
+            assert_eq!(r.tightened, 8, "{r:?}");
+            (before, store.size().unwrap().bytes)
+        };
+        // Another process (or the next start) sees the new forms, not the old ones.
+        let store = PackStore::open(dir.path()).unwrap();
+        assert_eq!(store.size().unwrap().bytes, after);
+        let again = tighten(&store, TIGHT_LEVEL, 1, &|_, _| {}).unwrap();
+        assert_eq!(again.already, 8, "{again:?}");
+        for c in &chunks {
             assert_eq!(store.get(c.id()).unwrap().raw(), c.raw());
         }
-
-        // Nothing left to do: every chunk says it is final.
-        let again = tighten(&store, TIGHT_LEVEL, 1, &|_, _| {}).unwrap();
-        assert_eq!(again.already, 9, "{again:?}");
-        assert_eq!(again.tightened, 0);
-
-        // A chunk imported later is the only one the next pass works on.
-        let late = VerifiedChunk::from_raw(text(99));
-        store.put(&late).unwrap();
-        let third = tighten(&store, TIGHT_LEVEL, 1, &|_, _| {}).unwrap();
-        assert_eq!((third.already, third.tightened + third.unchanged), (9, 1));
+        // The old forms take space until gc reclaims it.
+        assert!(store.disk_bytes().unwrap() > before);
+        let _gc = store.lock(true).unwrap();
+        assert!(store.reclaim().unwrap() >= before - after);
+        assert!(
+            store.disk_bytes().unwrap() < before,
+            "old forms still on disk"
+        );
+        drop(store);
+        let store = PackStore::open(dir.path()).unwrap();
+        for c in &chunks {
+            assert_eq!(store.get(c.id()).unwrap().raw(), c.raw());
+        }
     }
 
     #[test]
     fn a_corrupt_chunk_is_reported_and_left_for_scrub() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
-        let good = VerifiedChunk::from_raw(text(1));
-        let bad = VerifiedChunk::from_raw(text(2));
-        store.put(&good).unwrap();
-        store.put(&bad).unwrap();
-        let path = store.path_of(bad.id());
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        std::fs::write(&path, &bytes).unwrap();
+        in_each_format(|store, corrupt| {
+            let good = VerifiedChunk::from_raw(text(1));
+            let bad = VerifiedChunk::from_raw(text(2));
+            store.put(&good).unwrap();
+            store.put(&bad).unwrap();
+            corrupt(bad.id());
+            let size = store.size().unwrap();
 
-        let report = tighten(&store, TIGHT_LEVEL, 1, &|_, _| {}).unwrap();
-        assert_eq!(report.corrupt.len(), 1, "{report:?}");
-        assert_eq!(report.corrupt[0].0, *bad.id());
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            bytes,
-            "a corrupt chunk was rewritten"
-        );
-        assert_eq!(store.get(good.id()).unwrap().raw(), good.raw());
+            let report = tighten(store, TIGHT_LEVEL, 1, &|_, _| {}).unwrap();
+            assert_eq!(report.corrupt.len(), 1, "{report:?}");
+            assert_eq!(report.corrupt[0].0, *bad.id());
+            assert!(
+                matches!(store.get(bad.id()), Err(StoreError::Invalid { .. })),
+                "a corrupt chunk was rewritten"
+            );
+            assert!(
+                store.size().unwrap().bytes < size.bytes,
+                "good was tightened"
+            );
+            assert_eq!(store.get(good.id()).unwrap().raw(), good.raw());
+        });
     }
 
     #[test]
     fn it_waits_for_no_one_but_garbage_collection() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
-        store.put(&VerifiedChunk::from_raw(text(3))).unwrap();
-        let gc = store.lock(true).unwrap();
-        assert!(tighten(&store, TIGHT_LEVEL, 1, &|_, _| {}).is_err());
-        drop(gc);
-        let _import = store.lock(false).unwrap();
-        assert_eq!(
-            tighten(&store, TIGHT_LEVEL, 1, &|_, _| {})
-                .unwrap()
-                .tightened,
-            1
-        );
+        in_each_format(|store, _| {
+            store.put(&VerifiedChunk::from_raw(text(3))).unwrap();
+            let gc = store.lock(true).unwrap();
+            assert!(tighten(store, TIGHT_LEVEL, 1, &|_, _| {}).is_err());
+            drop(gc);
+            let _import = store.lock(false).unwrap();
+            assert_eq!(
+                tighten(store, TIGHT_LEVEL, 1, &|_, _| {})
+                    .unwrap()
+                    .tightened,
+                1
+            );
+        });
     }
 }

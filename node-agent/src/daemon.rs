@@ -32,10 +32,11 @@ use std::time::Duration;
 use anyhow::Context;
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection};
+use image_tools::store::{open_disk_store, DiskStore, Format};
 use image_tools::trust::keyring::KeyRing;
 use image_tools::trust::{self, Credentials, Expect, Identity, Revoked};
 use image_tools::wire::{Hello, MasterRef, Role, SessionEntry, SitePlan, Status};
-use image_tools::{LocalStore, NodeId};
+use image_tools::NodeId;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -141,7 +142,9 @@ pub async fn run(cfg: Config, clock: Clock, shutdown: CancellationToken) -> anyh
     if !recovery.damaged.is_empty() {
         tracing::error!(damaged = ?recovery.damaged, "slot files are damaged");
     }
-    let store = Arc::new(LocalStore::open(&cfg.data.join("store"))?);
+    // A new fetch cache is a file store; one converted to packs (`nightcast-image convert`) stays so.
+    let store: Arc<dyn DiskStore> =
+        Arc::from(open_disk_store(&cfg.data.join("store"), Format::Files)?);
     let plan: SitePlan = std::fs::read(cfg.data.join("plan.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -302,7 +305,7 @@ struct Agent {
     /// The manifest-signing keys accepted (from enrolment, then every plan).
     keys: KeyRing,
     slots: Arc<Mutex<Slots>>,
-    store: Arc<LocalStore>,
+    store: Arc<dyn DiskStore>,
     /// The seat's VM, its sessions, resets, swaps, trials and rollbacks.
     station: Station,
     plan: SitePlan,

@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Limits, Service};
+use image_tools::store::DiskStore;
 use image_tools::trust::{Admit, Credentials, Identity, Revoked};
 use image_tools::wire::{Hello, MasterRef, Role};
-use image_tools::{LocalStore, PublicKey};
+use image_tools::PublicKey;
 use tokio_util::sync::CancellationToken;
 
 use crate::slots::{SlotState, Slots};
@@ -60,7 +61,7 @@ pub(crate) fn start_server(
     creds: &Credentials,
     me: &Identity,
     revoked: Revoked,
-    cache: Arc<LocalStore>,
+    cache: Arc<dyn DiskStore>,
     offer: SharedOffer,
     cap: Arc<settings::UploadCap>,
     clock: Clock,

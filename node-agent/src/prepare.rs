@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use image_tools::exchange::{self, Connection, FetchOptions};
+use image_tools::store::DiskStore;
 use image_tools::wire::{ErrorCode, MasterRef};
-use image_tools::{ChunkStore, LocalStore, PublicKey, VerifiedManifest};
+use image_tools::{ChunkStore, PublicKey, VerifiedManifest};
 
 use crate::daemon::label;
 use crate::peers::fetch::PeerFetch;
@@ -49,7 +50,7 @@ pub(crate) struct Job {
     /// The manifest-signing keys accepted when the job started.
     pub(crate) keys: Vec<PublicKey>,
     pub(crate) slots: Arc<Mutex<Slots>>,
-    pub(crate) store: Arc<LocalStore>,
+    pub(crate) store: Arc<dyn DiskStore>,
     pub(crate) news: Arc<Mutex<JobNews>>,
     pub(crate) threads: usize,
     pub(crate) now: u64,
@@ -194,6 +195,10 @@ impl Job {
                 }
                 for id in ids {
                     let _ = store.remove(&id);
+                }
+                // A pack store's removals are tombstones: this frees their space.
+                if let Err(e) = store.reclaim() {
+                    tracing::warn!(error = %e, "cannot free the emptied cache's space");
                 }
                 Ok(())
             })

@@ -49,9 +49,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection, FetchOptions, FetchReport, RateLimit};
+use image_tools::store::{open_disk_store, DiskStore, Format};
 use image_tools::trust;
 use image_tools::wire::{Hello, MasterRef, Role};
-use image_tools::{Bandwidth, LocalStore, NodeId, VerifiedManifest};
+use image_tools::{Bandwidth, NodeId, VerifiedManifest};
 
 /// Enrols this relay with a token from `nightcast-controller token`, and saves its identity.
 pub async fn enroll(
@@ -114,8 +115,11 @@ pub async fn plan(
 }
 
 /// The master versions whose manifests are in `dir` and whose chunks are all in `store`.
-fn held_masters(dir: &Path, keys: &[image_tools::PublicKey], store: &LocalStore) -> Vec<MasterRef> {
-    use image_tools::ChunkStore;
+fn held_masters(
+    dir: &Path,
+    keys: &[image_tools::PublicKey],
+    store: &dyn DiskStore,
+) -> Vec<MasterRef> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -152,7 +156,7 @@ pub async fn fetch(
     let bytes = conn.manifest(master).await?;
     let manifest = VerifiedManifest::open_with(bytes, &keys)
         .context("the controller sent a manifest that does not verify")?;
-    let store = Arc::new(LocalStore::open(&data.join("store"))?);
+    let store: Arc<dyn DiskStore> = Arc::from(open_disk_store(&data.join("store"), Format::Files)?);
     let _writing = store.lock(false)?;
     let rate = rate_mbit.map(|m| Arc::new(RateLimit::new(Bandwidth::from_mbit(m).bits_per_sec())));
     let report = exchange::fetch_missing(

@@ -2,10 +2,35 @@
 //! after chunking the whole image into the store), and a file that is no disk (a 6-byte text file,
 //! random bytes), unless the DSI insists with `--force`.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
-use crate::util::{nightcast, workspace_bin, Controller};
+use crate::util::{init_controller, nightcast, Controller};
+
+/// `nightcast master import FILE --name win10 --version VERSION EXTRA...`.
+fn import(c: &Controller, data: &Path, file: &Path, version: &str, extra: &[&str]) -> Output {
+    let f = file.to_str().unwrap();
+    let args = [
+        &[
+            "master",
+            "import",
+            f,
+            "--name",
+            "win10",
+            "--version",
+            version,
+        ][..],
+        extra,
+    ];
+    nightcast(c, data, &args.concat())
+}
+
+/// An 8 MiB disk image (an MBR at its start) at `path`, its bytes drawn from `seed`.
+fn disk(path: PathBuf, seed: u64) -> PathBuf {
+    image_tools::testimage::write_sparse(&path, &image_tools::testimage::disk_bytes(8 << 20, seed))
+        .unwrap();
+    path
+}
 
 /// Chunks in the controller's store.
 fn stored(data: &Path) -> usize {
@@ -20,29 +45,10 @@ fn stored(data: &Path) -> usize {
 #[test]
 fn a_master_import_refuses_an_existing_version_and_a_file_that_is_no_disk_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("controller");
-    assert!(Command::new(workspace_bin("nightcast-controller"))
-        .args(["init", "--data", data.to_str().unwrap()])
-        .status()
-        .unwrap()
-        .success());
+    let data = init_controller(dir.path());
     let c = Controller::start(&data);
-    let import = |file: &Path, version: &str, extra: &[&str]| {
-        let f = file.to_str().unwrap();
-        let args = [
-            &[
-                "master",
-                "import",
-                f,
-                "--name",
-                "win10",
-                "--version",
-                version,
-            ][..],
-            extra,
-        ];
-        nightcast(&c, &data, &args.concat())
-    };
+    let import =
+        |file: &Path, version: &str, extra: &[&str]| import(&c, &data, file, version, extra);
     let refused = |out: Output| {
         assert!(!out.status.success(), "{out:?}");
         String::from_utf8(out.stderr).unwrap()
@@ -69,14 +75,10 @@ fn a_master_import_refuses_an_existing_version_and_a_file_that_is_no_disk_before
 
     // A disk (an MBR at its start) imports; the same version again is refused at once, naming
     // what to do, and nothing of the second image reaches the store.
-    let disk = dir.path().join("win10.img");
-    image_tools::testimage::write_sparse(&disk, &image_tools::testimage::disk_bytes(8 << 20, 2))
-        .unwrap();
-    assert!(import(&disk, "1", &[]).status.success());
+    let win10 = disk(dir.path().join("win10.img"), 2);
+    assert!(import(&win10, "1", &[]).status.success());
     let before = stored(&data);
-    let other = dir.path().join("win10-new.img");
-    image_tools::testimage::write_sparse(&other, &image_tools::testimage::disk_bytes(8 << 20, 9))
-        .unwrap();
+    let other = disk(dir.path().join("win10-new.img"), 9);
     let e = refused(import(&other, "1", &[]));
     assert!(
         e.contains("master win10 1 already exists")
@@ -98,4 +100,27 @@ fn a_master_import_refuses_an_existing_version_and_a_file_that_is_no_disk_before
         list.lines().filter(|l| l.starts_with("win10")).count() == 2,
         "{list}"
     );
+}
+
+#[test]
+fn a_controller_configured_for_packs_imports_through_the_admin_api_into_a_pack_store() {
+    use image_tools::store::{open_disk_store, Format};
+    let dir = tempfile::tempdir().unwrap();
+    let data = init_controller(dir.path());
+    let config = dir.path().join("controller.toml");
+    std::fs::write(&config, "[store]\nformat = \"packs\"\ntighten_level = 0\n").unwrap();
+    let c = Controller::start_full(&data, &[], Some(&config));
+    // The import's chunks are checked through the daemon's own store handle before the
+    // catalogue records the master.
+    let out = import(&c, &data, &disk(dir.path().join("win10.img"), 2), "1", &[]);
+    assert!(out.status.success(), "{out:?}");
+    let store = data.join("store");
+    assert_eq!(Format::of(&store).unwrap(), Some(Format::Packs));
+    assert!(!store.join("chunks").exists());
+    let chunks = open_disk_store(&store, Format::Files)
+        .unwrap()
+        .size()
+        .unwrap()
+        .chunks;
+    assert!(chunks > 0, "no chunk in the pack store");
 }

@@ -28,6 +28,17 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// `nightcast-controller init` of the data directory `DIR/controller`; returns its path.
+pub fn init_controller(dir: &Path) -> PathBuf {
+    let data = dir.join("controller");
+    let status = Command::new(workspace_bin("nightcast-controller"))
+        .args(["init", "--data", data.to_str().expect("utf-8 path")])
+        .status()
+        .expect("run nightcast-controller init");
+    assert!(status.success(), "nightcast-controller init failed");
+    data
+}
+
 /// Builds `image` into the controller's store (data directory `controller`) as master `name`
 /// `version`, signed with its key, and writes the manifest to `out`.
 pub fn build_master(controller: &Path, image: &Path, name: &str, version: &str, out: &Path) {

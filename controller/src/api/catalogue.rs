@@ -249,7 +249,6 @@ fn import_master(api: &Api, request: ImportMaster, now: i64) -> Result<Imported,
         looks_like_a_disk(&image, format)?;
     }
     let key = image_tools::SigningKey::load(&api.data.signing_key()).map_err(|e| error(500, e))?;
-    let store = image_tools::LocalStore::open(&api.data.store()).map_err(|e| error(500, e))?;
     let opts = image_tools::import::ImportOptions {
         name,
         version,
@@ -270,14 +269,19 @@ fn import_master(api: &Api, request: ImportMaster, now: i64) -> Result<Imported,
     );
     // The file's size until the importer gives the image's (a qcow2 is converted first).
     listed.update(0, std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0));
-    let report =
-        image_tools::import::import_file(&image, format, &store, &key, &opts, &|read, size| {
+    let report = image_tools::import::import_file(
+        &image,
+        format,
+        &*api.store,
+        &key,
+        &opts,
+        &|read, size| {
             import.read(read);
             listed.update(read, size);
-        })
-        .map_err(|e| error(400, format!("{e:#}")))?;
-    drop(store);
-    let manifest = crate::check_master(&api.data, report.manifest.bytes().to_vec())
+        },
+    )
+    .map_err(|e| error(400, format!("{e:#}")))?;
+    let manifest = crate::check_master(&api.data, &*api.store, report.manifest.bytes().to_vec())
         .map_err(|e| error(500, format!("{e:#}")))?;
     Db::open(&api.data.database())
         .and_then(|db| db.add_master(&manifest, manifest.bytes(), now))

@@ -74,6 +74,9 @@ pub struct Api {
     pub classes: crate::plan::ClassCache,
     /// The controller's counters (`/metrics`), shared with the chunk server.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `DATA/store`, the handle the chunk server reads (a pack store's handle sees at once what
+    /// an import through it writes).
+    pub store: Arc<dyn image_tools::store::DiskStore>,
 }
 
 /// The admin token of a data directory, created (32 random bytes, hex, mode 0600) if missing.

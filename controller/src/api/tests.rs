@@ -30,6 +30,7 @@ fn api() -> (tempfile::TempDir, Api) {
         changed: Arc::new(tokio::sync::Notify::new()),
         classes: crate::plan::ClassCache::default(),
         metrics: Default::default(),
+        store: Arc::new(image_tools::LocalStore::open(&dir.path().join("store")).unwrap()),
     };
     (dir, api)
 }

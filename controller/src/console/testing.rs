@@ -74,6 +74,7 @@ pub fn console() -> (tempfile::TempDir, Console) {
         changed: Arc::new(tokio::sync::Notify::new()),
         classes: crate::plan::ClassCache::default(),
         metrics: Default::default(),
+        store: Arc::new(image_tools::LocalStore::open(&dir.path().join("store")).unwrap()),
     };
     (dir, Console::new(Arc::new(api)))
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{human, integrity, open_unverified, print_json, Failure};
 use crate::manifest::Manifest;
-use crate::store::{open_disk_store, Format, LocalStore};
+use crate::store::{open_disk_store, Format};
 use crate::tighten::TightenReport;
 use crate::{gc as collect, tighten as tight};
 
@@ -89,7 +89,7 @@ pub(super) fn tighten(
     threads: usize,
     json: bool,
 ) -> Result<(), Failure> {
-    let store = LocalStore::open(store_dir)?;
+    let store = open_disk_store(store_dir, Format::Files)?;
     let threads = match threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -100,7 +100,7 @@ pub(super) fn tighten(
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    let r = tight::tighten(&store, level, threads, &|done, total| {
+    let r = tight::tighten(&*store, level, threads, &|done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })?;

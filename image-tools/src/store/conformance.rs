@@ -98,3 +98,26 @@ pub fn flip_last_byte(path: &std::path::Path) {
     bytes[last] ^= 0x40;
     std::fs::write(path, bytes).unwrap();
 }
+
+/// Runs `test` on a new, empty store of each [`super::Format`], with a function that damages a
+/// chunk's stored copy the way a failing disk would: for tests of what works on any store.
+#[cfg(test)]
+pub fn in_each_format(test: impl Fn(&dyn super::DiskStore, &dyn Fn(&ChunkId))) {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let files = super::LocalStore::open(&dir.path().join("files")).unwrap();
+    test(&files, &|id| flip_last_byte(&files.path_of(id)));
+    let packs = super::pack::PackStore::open(&dir.path().join("packs")).unwrap();
+    test(&packs, &|id| {
+        let (path, body, len) = packs.location(id).unwrap().unwrap();
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let at = body + u64::from(len) - 1;
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, at).unwrap();
+        file.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+    });
+}

@@ -15,8 +15,9 @@
 //! against its id; `remove` is a tombstone and [`PackStore::reclaim`] rewrites the live records of
 //! mostly-dead packs into a new pack before deleting them, while readers go on reading the old
 //! file (an open file outlives its name). What it does not: a handle does not see chunks other
-//! processes write after it opened (each writer appends to a pack of its own, and the index lives
-//! in memory); the in-memory index costs about 80 bytes per chunk (80 MiB for a million).
+//! processes write after it opened until it misses one ([`PackStore::refresh`]: then it takes in
+//! the packs sealed since; each writer appends to a pack of its own, and the index lives in
+//! memory); the in-memory index costs about 80 bytes per chunk (80 MiB for a million).
 
 pub mod record;
 
@@ -347,7 +348,7 @@ impl PackStore {
             fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
         }
         super::clean_temps(root, &store.tmp)?;
-        store.load()?;
+        store.load(false)?;
         Ok(store)
     }
 
@@ -355,8 +356,22 @@ impl PackStore {
         &self.root
     }
 
-    /// Reads every pack's index (or scans the pack) and builds the in-memory index.
-    fn load(&self) -> Result<(), StoreError> {
+    /// Takes in the packs other processes sealed since this handle opened (an import by
+    /// `nightcast-image build`, another handle's tighten pass or removals), so that it serves their
+    /// chunks; packs a writer still holds wait for their commit. Returns how many it took in.
+    /// `get` calls it when it misses.
+    pub fn refresh(&self) -> Result<usize, StoreError> {
+        let _m = self
+            .maintenance
+            .lock()
+            .map_err(|_| StoreError::Layout("the pack maintenance lock is poisoned".into()))?;
+        self.load(true)
+    }
+
+    /// Reads every pack's index (or scans the pack) and builds the in-memory index; with
+    /// `refresh`, only the packs this handle does not know yet and no writer holds, merged into
+    /// what it has. Returns how many packs it read.
+    fn load(&self, refresh: bool) -> Result<usize, StoreError> {
         let dir = &self.packs_dir;
         let mut names: Vec<(u64, bool)> = Vec::new();
         for entry in fs::read_dir(dir).map_err(StoreError::io(dir))? {
@@ -365,7 +380,14 @@ impl PackStore {
                 names.push(n);
             }
         }
-        let packs: HashSet<u64> = names.iter().filter(|n| n.1).map(|n| n.0).collect();
+        let mut packs: HashSet<u64> = names.iter().filter(|n| n.1).map(|n| n.0).collect();
+        if refresh {
+            let state = self.read_state()?;
+            packs.retain(|p| !state.packs.contains_key(p));
+            if packs.is_empty() {
+                return Ok(0);
+            }
+        }
         // Sized once from the index files (61 bytes a record), not grown a million times.
         let expected: u64 = packs
             .iter()
@@ -413,6 +435,8 @@ impl PackStore {
                         )
                         .map_err(StoreError::io(&idx))?;
                         let _ = rustix::fs::flock(&file, FlockOperation::Unlock);
+                    } else if refresh {
+                        continue;
                     }
                     (scan.entries, scan.valid_len, orphan)
                 }
@@ -432,10 +456,22 @@ impl PackStore {
                 },
             );
         }
+        let read = loaded.len();
         let mut state = self.write_state()?;
-        state.index = live.finish();
-        state.packs = loaded;
-        Ok(())
+        if refresh {
+            // The new packs' tombstones may name records of packs known already.
+            let dead = std::mem::take(&mut live.dead);
+            state.index.retain(|_, l| !dead.contains(&l.place));
+            live.dead = dead;
+            for (id, loc) in live.finish() {
+                state.index.entry(id).or_insert(loc);
+            }
+            state.packs.extend(loaded);
+        } else {
+            state.index = live.finish();
+            state.packs = loaded;
+        }
+        Ok(read)
     }
 
     fn read_state(&self) -> Result<std::sync::RwLockReadGuard<'_, State>, StoreError> {
@@ -707,7 +743,47 @@ impl PackStore {
             pending: HashSet::new(),
             flusher: None,
             kicked_at: 0,
+            replace: false,
         }
+    }
+
+    /// A [`PackWriter`] whose `put` replaces a chunk already present: it appends the new record,
+    /// then a tombstone for the old one (in that order, so that after a crash the old form is
+    /// dead only if the new one is whole). The old record's space is freed by [`reclaim`].
+    ///
+    /// [`reclaim`]: PackStore::reclaim
+    pub fn pack_replacer(&self) -> PackWriter<'_> {
+        let mut w = self.pack_writer();
+        w.replace = true;
+        w
+    }
+
+    /// Every live chunk with the length of its stored form (header included), in no order.
+    pub fn entries(&self) -> Result<Vec<(ChunkId, u64)>, StoreError> {
+        Ok(self
+            .read_state()?
+            .index
+            .iter()
+            .map(|(id, l)| (*id, u64::from(l.body_len)))
+            .collect())
+    }
+
+    /// See [`super::DiskStore::stored_prefix`].
+    pub fn stored_prefix(&self, id: &ChunkId, buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        let (loc, file) = {
+            let state = self.read_state()?;
+            let Some(loc) = state.index.get(id).copied() else {
+                return Ok(None);
+            };
+            let Some(pack) = state.packs.get(&loc.place.pack) else {
+                return Ok(None);
+            };
+            (loc, pack.file.clone())
+        };
+        let n = buf.len().min(loc.body_len as usize);
+        file.read_exact_at(&mut buf[..n], loc.place.offset + RECORD_HEADER as u64)
+            .map_err(StoreError::io(&pack_path(&self.packs_dir, loc.place.pack)))?;
+        Ok(Some(n))
     }
 }
 
@@ -760,12 +836,9 @@ impl Drop for PackStore {
     }
 }
 
-impl ChunkStore for PackStore {
-    fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self.read_state()?.index.contains_key(id))
-    }
-
-    fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
+impl PackStore {
+    /// `get` from what this handle knows.
+    fn get_known(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
         let (loc, file) = {
             let state = self.read_state()?;
             let Some(loc) = state.index.get(id).copied() else {
@@ -785,6 +858,21 @@ impl ChunkStore for PackStore {
             path: Some(path),
             reason,
         })
+    }
+}
+
+impl ChunkStore for PackStore {
+    /// On a miss, takes in the packs other processes sealed since (see [`PackStore::refresh`])
+    /// and looks again.
+    fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
+        match self.get_known(id) {
+            Err(StoreError::Missing(_)) if self.refresh()? > 0 => self.get_known(id),
+            other => other,
+        }
+    }
+
+    fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.read_state()?.index.contains_key(id))
     }
 
     fn put(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
@@ -860,6 +948,8 @@ pub struct PackWriter<'a> {
     flusher: Option<Flusher>,
     /// How much of `active` had been written when the flusher was last asked to sync it.
     kicked_at: u64,
+    /// `put` replaces a chunk present ([`PackStore::pack_replacer`]).
+    replace: bool,
 }
 
 /// Starts writing a pack's data to disk every [`FLUSH_AHEAD`] bytes, on a thread of its own, so
@@ -945,7 +1035,16 @@ impl PackWriter<'_> {
 
 impl ChunkWriter for PackWriter<'_> {
     fn put(&mut self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
-        if self.pending.contains(chunk.id()) || self.store.has(chunk.id())? {
+        if self.pending.contains(chunk.id()) {
+            return Ok(());
+        }
+        let old = self
+            .store
+            .read_state()?
+            .index
+            .get(chunk.id())
+            .map(|l| l.place);
+        if old.is_some() && !self.replace {
             return Ok(());
         }
         let dir = &self.store.packs_dir;
@@ -962,6 +1061,14 @@ impl ChunkWriter for PackWriter<'_> {
             &[&chunk.header(), chunk.payload()],
             dir,
         )?;
+        if let Some(old) = old {
+            active.append(
+                Kind::Tombstone,
+                chunk.id(),
+                &[&record::tombstone_body(old)],
+                dir,
+            )?;
+        }
         self.pending.insert(*chunk.id());
         if active.len >= PACK_LIMIT {
             return self.durable(true);

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use image_tools::exchange::{Connection, ExchangeError, FetchReport, Received};
+use image_tools::store::DiskStore;
 use image_tools::wire::{self, ErrorCode, Hello, MasterRef, PeerList, Role};
-use image_tools::{ChunkId, ChunkStore, LocalStore, NodeId, VerifiedChunk, VerifiedManifest};
+use image_tools::{ChunkId, ChunkStore, NodeId, VerifiedChunk, VerifiedManifest};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -81,7 +82,7 @@ type Outcome = (Request, Answer, Result<(), ExchangeError>);
 pub(crate) async fn fetch(
     relay: &Connection,
     peers: &PeerFetch,
-    store: Arc<LocalStore>,
+    store: Arc<dyn DiskStore>,
     manifest: &Arc<VerifiedManifest>,
     have: Arc<HashSet<ChunkId>>,
     progress: &(dyn Fn(u64) + Sync),
@@ -103,7 +104,7 @@ pub(crate) async fn fetch(
 async fn swarm_fetch(
     relay: &Connection,
     peers: &PeerFetch,
-    store: &Arc<LocalStore>,
+    store: &Arc<dyn DiskStore>,
     manifest: &Arc<VerifiedManifest>,
     have: Arc<HashSet<ChunkId>>,
     writer: &Writer,

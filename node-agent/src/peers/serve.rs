@@ -25,10 +25,11 @@ use std::sync::{Arc, RwLock};
 
 use image_tools::chunk::MAX_CHUNK_LEN;
 use image_tools::exchange::Catalog;
+use image_tools::store::DiskStore;
 use image_tools::store::StoreSize;
 use image_tools::trust::Identity;
 use image_tools::wire::{self, Holdings, MasterRef, Role};
-use image_tools::{ChunkId, ChunkStore, LocalStore, SiteId, StoreError, VerifiedChunk};
+use image_tools::{ChunkId, ChunkStore, SiteId, StoreError, VerifiedChunk};
 
 /// Where a chunk of a slot image is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,7 +166,7 @@ impl Catalog for PeerCatalog {
 /// is paid for in the upload cap first.
 #[derive(Debug)]
 pub struct PeerStore {
-    pub cache: Arc<LocalStore>,
+    pub cache: Arc<dyn DiskStore>,
     pub offer: SharedOffer,
     /// The upload cap in force (changed by the site's plan while serving).
     pub cap: Arc<super::settings::UploadCap>,
@@ -251,6 +252,7 @@ impl ChunkStore for PeerStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image_tools::LocalStore;
 
     #[test]
     fn a_chunk_is_read_from_its_place_in_an_image_and_checked_before_it_goes() {

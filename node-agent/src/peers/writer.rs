@@ -1,8 +1,8 @@
 //! One write session for a whole multi-source fetch: every verified chunk, from the relay or a
-//! peer, goes through one `ChunkWriter` of the store (`LocalStore`'s group commit) on one thread,
-//! committed as [`Commits`] says (at most [`COMMIT_EVERY`] after a chunk came) and at the end.
-//! Before, each request of a few chunks had its own writer thread and commit: two `syncfs` per
-//! request. A crash loses at most what was not committed yet (temp files, never a chunk under its
+//! peer, goes through one `ChunkWriter` of the store (a file store's group commit, or a pack
+//! store's writer) on one thread, committed as [`Commits`] says (at most [`COMMIT_EVERY`] after a
+//! chunk came) and at the end. Before, each request of a few chunks had its own writer thread and
+//! commit: two `syncfs` per request. A crash loses at most what was not committed yet (temp files, never a chunk under its
 //! name that is not whole and verified); those chunks are fetched again.
 //!
 //! Each commit waits until the chunks are durable under their names, then announces them

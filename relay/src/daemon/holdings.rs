@@ -56,6 +56,13 @@ impl Relay {
         if let Ok(mut slot) = self.known.write() {
             *slot = known;
         }
+        if removed > 0 && self.store.format() == image_tools::store::Format::Packs {
+            // Removals in a pack store are tombstones: the space comes back when the packs they
+            // left mostly dead are rewritten. (A file store frees it as it removes.)
+            if let Err(e) = self.store.reclaim() {
+                self.error(format!("cannot reclaim the evicted chunks' space: {e}"));
+            }
+        }
         if removed > 0 {
             tracing::info!(removed, "removed temp files left by an interrupted run");
         }
@@ -174,6 +181,13 @@ impl Relay {
                     self.error(format!("cannot evict {}: {e}", id.short()));
                     break;
                 }
+            }
+        }
+        if removed > 0 && self.store.format() == image_tools::store::Format::Packs {
+            // Removals in a pack store are tombstones: the space comes back when the packs they
+            // left mostly dead are rewritten. (A file store frees it as it removes.)
+            if let Err(e) = self.store.reclaim() {
+                self.error(format!("cannot reclaim the evicted chunks' space: {e}"));
             }
         }
         if removed > 0 {

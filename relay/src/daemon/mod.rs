@@ -44,10 +44,11 @@ use std::time::Duration;
 use anyhow::Context;
 use image_tools::clock::Clock;
 use image_tools::exchange::{self, Connection, RateLimit, Service};
+use image_tools::store::{open_disk_store, DiskStore, Format};
 use image_tools::trust::keyring::KeyRing;
 use image_tools::trust::{Credentials, Identity, Revoked};
 use image_tools::wire::{Hello, MasterRef, Role, SitePlan, Status};
-use image_tools::{Bandwidth, ChunkId, LocalStore, NodeId};
+use image_tools::{Bandwidth, ChunkId, NodeId};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -82,7 +83,7 @@ pub struct Relay {
     /// The LAN server's endpoint, whose certificate is swapped in place when renewed.
     lan: std::sync::OnceLock<quinn::Endpoint>,
     quota: u64,
-    store: Arc<LocalStore>,
+    store: Arc<dyn DiskStore>,
     /// The store's shared lock, for as long as the relay runs: a `nightcast-image gc` would drop
     /// what it fetches, another process opening the store would clean its writes in progress.
     _writing: image_tools::store::StoreLock,
@@ -257,7 +258,9 @@ impl Relay {
         }
         let quota = cfg.quota_bytes()?;
         std::fs::create_dir_all(manifests_dir(&cfg.data))?;
-        let store = Arc::new(LocalStore::open(&cfg.data.join("store"))?);
+        // A new cache is a file store; one converted to packs (`nightcast-image convert`) stays so.
+        let store: Arc<dyn DiskStore> =
+            Arc::from(open_disk_store(&cfg.data.join("store"), Format::Files)?);
         let writing = store.lock(false)?;
         let plan = load_plan(&cfg.data);
         let rate = Arc::new(RateLimit::new(cap_bits(&plan)));

@@ -6,7 +6,7 @@
 //! Counted                          each chunk served: statistics, least-recently-used marks
 //! └─ Caching, single-flight        a corrupt copy dropped (never served); a miss fetched once
 //!    │                             for all the NUCs asking at that moment, and kept
-//!    ├─ local: LocalStore          the site's cache (DATA/store)
+//!    ├─ local: DiskStore           the site's cache (DATA/store, files or packs)
 //!    └─ upstream: OnDemand         the controller, only while the WAN is open and no night
 //!                                  transfer runs (else Missing: the agent is told "not yet")
 //! ```
@@ -20,10 +20,11 @@ use std::sync::Arc;
 
 use image_tools::exchange::{self, Catalog};
 use image_tools::store::layers::{Caching, Counted, StoreEvents};
+use image_tools::store::DiskStore;
 use image_tools::store::StoreSize;
 use image_tools::trust::Identity;
 use image_tools::wire::{Hello, MasterRef, PeerList, Role, SitePlan};
-use image_tools::{ChunkId, ChunkStore, LocalStore, StoreError, VerifiedChunk};
+use image_tools::{ChunkId, ChunkStore, StoreError, VerifiedChunk};
 
 use super::fetching::is_disk_full;
 use super::Relay;
@@ -42,10 +43,10 @@ pub(super) fn lan_store(relay: &Arc<Relay>) -> Arc<dyn ChunkStore> {
 /// The relay's store graph over `local` and `upstream`, telling `events` what it serves, drops
 /// and fills (the relay's statistics; tests pass their own parts).
 pub(super) fn graph<U: ChunkStore>(
-    local: Arc<LocalStore>,
+    local: Arc<dyn DiskStore>,
     upstream: U,
     events: Arc<dyn StoreEvents>,
-) -> Counted<Caching<Arc<LocalStore>, U>> {
+) -> Counted<Caching<Arc<dyn DiskStore>, U>> {
     Counted::new(
         Caching::new(local, upstream)
             .single_flight()
@@ -269,6 +270,7 @@ mod tests {
     use super::*;
     use image_tools::store::conformance;
     use image_tools::store::conformance::flip_last_byte;
+    use image_tools::LocalStore;
 
     #[test]
     fn the_seats_of_rooms_with_a_session_of_a_version_need_it() {

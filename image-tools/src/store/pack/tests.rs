@@ -328,3 +328,37 @@ fn a_chunk_is_live_unless_a_tombstone_names_its_very_record() {
     live.add_pack(1, &[chunk_at(0)]);
     assert!(live.finish().is_empty());
 }
+
+#[test]
+fn a_handle_serves_what_another_process_sealed_since_it_opened() {
+    // The controller's store is open while `nightcast-image build` imports into it and a tighten
+    // pass (another handle) replaces a chunk with its tighter form.
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (chunk("old", 4000), chunk("new", 5000));
+    let server = PackStore::open(dir.path()).unwrap();
+    server.put(&old).unwrap();
+    {
+        let build = PackStore::open(dir.path()).unwrap();
+        let mut w = build.writer();
+        w.put(&new).unwrap();
+        w.commit().unwrap();
+        drop(w);
+        let mut r = build.pack_replacer();
+        r.put(&old.tightened(19).unwrap()).unwrap();
+        r.commit().unwrap();
+    }
+    assert!(!server.has(new.id()).unwrap(), "has() reads no disk");
+    assert_eq!(server.get(new.id()).unwrap().raw(), new.raw());
+    // The refresh also took in the tombstone of the old form: the tight one is served.
+    let tight = old.tightened(19).unwrap().stored_len();
+    assert_eq!(server.stored_len(old.id()).unwrap(), Some(tight));
+    assert_eq!(server.get(old.id()).unwrap().raw(), old.raw());
+    assert_eq!(server.size().unwrap().chunks, 2);
+    // A miss with nothing new on disk stays a miss.
+    let absent = chunk("absent", 10);
+    assert!(matches!(
+        server.get(absent.id()),
+        Err(StoreError::Missing(_))
+    ));
+    assert_eq!(server.refresh().unwrap(), 0);
+}
