@@ -22,6 +22,8 @@ CAP_MBIT=${CAP_MBIT:-10}
 CCS=${CCS:-cubic newreno bbr}
 # PACER= (empty) leaves the relay's own pacer out: the link and the sender alone.
 PACER=${PACER-1}
+# FETCH_ARGS: more options for `xfer_bench fetch`, e.g. "--batch 1 --in-flight 30" (unpaced only).
+FETCH_ARGS=${FETCH_ARGS:-}
 LINKS=${LINKS:-satellite:600:1 4g:80:10}
 WORK=$(mktemp -d /var/tmp/nightcast-far.XXXXXX)
 S=ncl-srv C=ncl-cli
@@ -81,7 +83,7 @@ while True:
     time.sleep(0.1)' >"$WORK/samples" &
         sampler=$!
         json=$(ip netns exec $C "$BIN" fetch --dir "$WORK/d" --connect 127.0.0.1:47301 \
-            --out "$WORK/store-$name-$cc" ${PACER:+--rate-mbit "$CAP_MBIT"})
+            --out "$WORK/store-$name-$cc" ${PACER:+--rate-mbit "$CAP_MBIT"} $FETCH_ARGS)
         kill $sampler; wait $sampler 2>/dev/null || true
         t1=$(tc_sent)
         kill $srv $proxy; wait $srv $proxy 2>/dev/null || true

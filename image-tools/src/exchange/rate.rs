@@ -111,14 +111,15 @@ impl Window {
     }
 }
 
-/// Bytes of the rate `bits_per_sec` that a link with round trip `rtt` holds in flight beyond what
+/// Bytes of the rate `bits_per_sec` that a paced fetch over a link with round trip `rtt` keeps
+/// asked for and not yet received ([`super::pipeline::ROUND_TRIPS`] round trips of it) beyond what
 /// the ceiling's 5 % already allows (the first 50 ms), counted up to a round trip of 1 s. What a
 /// stalled peer can then dump into one second is 1.05 s of the rate plus this: the ceiling holds
-/// as it did for round trips up to 50 ms (a LAN, a city), 4G's 80 ms adds 3 %, a satellite's
-/// 600 ms 55 % (after a stall only: the bucket keeps the average at the rate).
+/// as it did for round trips up to 25 ms (a LAN); a city's 40 ms adds 3 %, 4G's 80 ms 11 %, a
+/// satellite's 600 ms 115 % (after a stall only: the bucket keeps the average at the rate, and a
+/// link that is itself the cap cannot carry more).
 pub(super) fn in_flight_room(bits_per_sec: u64, rtt: Duration) -> u64 {
-    let secs = rtt
-        .min(Duration::from_secs(1))
+    let secs = (rtt.min(Duration::from_secs(1)) * super::pipeline::ROUND_TRIPS)
         .saturating_sub(Duration::from_millis(50))
         .as_secs_f64();
     (bits_per_sec as f64 / 8.0 * secs) as u64
@@ -187,7 +188,7 @@ impl RateLimit {
     }
 
     /// The same for a request over a connection whose round trip is `rtt`: the ceiling leaves
-    /// room for what a full link holds in flight ([`in_flight_room`]). Without it, a 600 ms
+    /// room for what a paced fetch keeps asked for ([`in_flight_room`]). Without it, a 600 ms
     /// satellite link could never be kept full: what arrived in the last second plus the 0.6 s
     /// asked for and still on its way is 1.6 s of the rate, over the 1.05 allowed.
     pub async fn acquire_over(&self, bytes: u64, rtt: Duration) -> Ticket<'_> {
