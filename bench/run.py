@@ -24,6 +24,10 @@ that this script's own memory does not leak into it (see `run`).
     python3 bench/run.py --size 2G
     python3 bench/run.py --size 4G --only peers
     python3 bench/run.py --size 2G --only peers,assemble --repeat 3 --formats files,packs
+    python3 bench/run.py --image /var/tmp/nightcast-pairs/v1.img --only peers,assemble --repeat 3
+
+--image takes an existing image as v1 (a real system's disk, such as the Debian images
+bench/real_pairs.py builds) instead of generating one; sections that need v2 are refused with it.
 """
 import argparse
 import hashlib
@@ -220,6 +224,11 @@ class Bench:
         self.bin = snap
         with open(snap, "rb") as f:
             self.bin_sha = hashlib.sha256(f.read()).hexdigest()[:12]
+        if self.a.image:
+            os.symlink(os.path.abspath(self.a.image), self.v1)
+            self.size = os.path.getsize(self.v1)
+            run([self.bin, "keygen", "--out", self.key], timed=False)
+            return
         gen = [sys.executable, self.a.gen]
         procs = [subprocess.Popen(gen + [self.v1, "--size", self.a.size, "--seed", "1"])]
         if need_v2:
@@ -460,6 +469,8 @@ def main():
     ap.add_argument("--workdir", help="work directory (default: a fresh temp dir under /var/tmp, "
                     "removed at the end unless --keep)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--image", help="use this image as v1 instead of generating one (--size is "
+                    "then ignored; the sweep and delta sections, which need a v2, are refused)")
     ap.add_argument("--gen", default=DEFAULT_GEN, help="gen-vm-image.py (default: %(default)s)")
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections to run, among {','.join(SECTIONS)} (default: all)")
@@ -479,6 +490,10 @@ def main():
     if bad:
         ap.error(f"unknown section(s) {bad}; choose among {SECTIONS}")
     parse_size(a.size)
+    if a.image and ("sweep" in only or "delta" in only):
+        ap.error("--image gives no v2: choose --only among peers,assemble,rates")
+    if a.image and not os.path.isfile(a.image):
+        ap.error(f"--image {a.image}: no such file")
     bad = [f for f in a.formats.split(",") if f and f not in FORMATS]
     if bad or not a.formats.strip(","):
         ap.error(f"unknown store format(s) {bad}; choose among {FORMATS}")
@@ -501,7 +516,9 @@ def main():
         b.setup(need_v2=("sweep" in only or "delta" in only))
         rev = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
                              capture_output=True, text=True).stdout.strip() or "unknown"
-        header = (f"## nightcast-image benchmarks: {fmt_bytes(b.size)} image ({b.size:,} bytes)\n\n"
+        source = f", {a.image}" if a.image else ", generated"
+        header = (f"## nightcast-image benchmarks: {fmt_bytes(b.size)} image ({b.size:,} bytes"
+                  f"{source})\n\n"
                   f"Run {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores, "
                   f"tree {rev}, binary {a.bin} (sha256 {b.bin_sha}, copied before the first run); "
                   f"load average at start {open('/proc/loadavg').read().split()[0]}; "
