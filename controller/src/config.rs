@@ -108,9 +108,10 @@ pub struct StoreSettings {
     pub tighten_level: i32,
     /// Threads for that pass: it runs beside serving and imports.
     pub tighten_threads: usize,
-    /// How a new store keeps its chunks: `files` (one file each) or `packs` (pack files:
-    /// faster imports). An existing store keeps its format (`nightcast-image convert` changes it).
-    pub format: image_tools::store::Format,
+    /// How a new store keeps its chunks: `files` (one file each, when not given) or `packs`
+    /// (pack files: faster imports). An existing store keeps its format (`nightcast-image
+    /// convert` changes it); the log says so if it differs from the one given here.
+    pub format: Option<image_tools::store::Format>,
 }
 
 impl Default for StoreSettings {
@@ -118,7 +119,7 @@ impl Default for StoreSettings {
         StoreSettings {
             tighten_level: image_tools::chunk::TIGHT_LEVEL,
             tighten_threads: 1,
-            format: image_tools::store::Format::Files,
+            format: None,
         }
     }
 }

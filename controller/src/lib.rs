@@ -297,7 +297,7 @@ pub struct ServeSettings {
     /// The second compression pass over the store (`None`: off).
     pub tighten: Option<tighten::Tighten>,
     /// The format of the store `serve` creates if `DATA/store` has none yet.
-    pub store_format: image_tools::store::Format,
+    pub store_format: Option<image_tools::store::Format>,
     /// The subscribed calendar feeds' polls.
     pub feeds: feeds::Settings,
     /// The web console (`None`: off).
@@ -309,16 +309,17 @@ pub struct ServeSettings {
     pub far_listen: Option<SocketAddr>,
 }
 
-/// `DATA/store`, in the format it has, or created in `format`: one handle for the whole daemon
-/// (serving, imports through the admin API, the compression pass), so that what one writes the
-/// others see at once.
-fn open_store(data: &DataDir, format: Format) -> Result<Arc<dyn DiskStore>> {
-    let store: Arc<dyn DiskStore> = Arc::from(open_disk_store(&data.store(), format)?);
-    if store.format() != format {
+/// `DATA/store`, in the format it has, or created in `format` (files if none): one handle for the
+/// whole daemon (serving, imports through the admin API, the compression pass), so that what one
+/// writes the others see at once.
+fn open_store(data: &DataDir, format: Option<Format>) -> Result<Arc<dyn DiskStore>> {
+    let store: Arc<dyn DiskStore> =
+        Arc::from(open_disk_store(&data.store(), format.unwrap_or_default())?);
+    if let Some(configured) = format.filter(|&f| f != store.format()) {
         tracing::warn!(
             store = %data.store().display(),
             found = store.format().name(),
-            configured = format.name(),
+            configured = configured.name(),
             "the store keeps its format: `[store] format` is for a new one (stop the controller \
              and run `nightcast-image convert` to change it)"
         );

@@ -611,6 +611,16 @@ pub fn until(f: &Fleet, t: &str) {
     std::thread::sleep(f.clock.real_until(at(t)));
 }
 
+/// Stored bytes of the chunks of `new` that `old` lacks: what a site holding `old` downloads.
+pub fn new_chunk_bytes(old: &Manifest, new: &Manifest) -> u64 {
+    let had: std::collections::HashSet<_> = old.unique_chunks().iter().map(|c| c.id).collect();
+    new.unique_chunks()
+        .iter()
+        .filter(|c| !had.contains(&c.id))
+        .map(|c| u64::from(c.stored_len))
+        .sum()
+}
+
 pub fn assemble_matches(f: &Fleet, store_dir: &Path) {
     let m = f.dir.path().join("check.manifest");
     let out = f.dir.path().join("check.img");

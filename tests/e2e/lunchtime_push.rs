@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use crate::fleet::{Fleet, DEFAULT_RELAY};
+use crate::fleet::{new_chunk_bytes, Fleet, DEFAULT_RELAY};
 
 fn at(s: &str) -> i64 {
     s.parse::<jiff::Timestamp>().unwrap().as_second()
@@ -73,13 +73,7 @@ fn a_master_fixed_in_the_morning_is_on_the_nucs_after_the_morning_session_before
     let v1 = f.manifest.clone();
     let v2 = f.add_master("2", &image_tools::testimage::evolve(&f.image, 0.8, 5));
     f.calendar("lyon,salle-1,demo,2,2030-01-08 12:10,2030-01-08 12:40\n");
-    let v1_ids: std::collections::HashSet<_> = v1.unique_chunks().iter().map(|c| c.id).collect();
-    let new_bytes: u64 = v2
-        .unique_chunks()
-        .iter()
-        .filter(|c| !v1_ids.contains(&c.id))
-        .map(|c| u64::from(c.stored_len))
-        .sum();
+    let new_bytes = new_chunk_bytes(&v1, &v2);
     assert!(
         new_bytes > 2_000_000,
         "too little to measure a rate: {new_bytes}"

@@ -40,6 +40,7 @@ mod room_fill;
 mod seats;
 mod session_io;
 mod session_origin;
+mod store_migration;
 mod tighten;
 mod trust;
 mod two_relays;

@@ -385,7 +385,9 @@ impl PackStore {
         let _m = self.maintenance.lock().map_err(|_| poisoned())?;
         let read = self.load(true)?;
         // A change made in the same tick as the one listed would share its time: trust the time
-        // only once it is old enough that the listing came after every change sharing it.
+        // only once it is old enough that the listing came after every change sharing it. (The
+        // wall clock, not the daemon's clock: it is compared with what the kernel stamped.)
+        #[allow(clippy::disallowed_methods)]
         let settled = std::time::SystemTime::now()
             .duration_since(changed)
             .is_ok_and(|age| age >= SETTLED);
