@@ -298,6 +298,15 @@ fn a_dsi_runs_the_catalogue_and_calendar_through_the_api() {
 
 #[test]
 fn a_controller_killed_mid_import_restarts_consistent() {
+    killed_mid_import_restarts_consistent(image_tools::store::Format::Packs);
+}
+
+#[test]
+fn a_controller_on_a_file_store_killed_mid_import_restarts_consistent() {
+    killed_mid_import_restarts_consistent(image_tools::store::Format::Files);
+}
+
+fn killed_mid_import_restarts_consistent(format: image_tools::store::Format) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("controller");
     assert!(Command::new(workspace_bin("nightcast-controller"))
@@ -305,7 +314,13 @@ fn a_controller_killed_mid_import_restarts_consistent() {
         .status()
         .unwrap()
         .success());
-    let mut c = Controller::start(&data);
+    let config = dir.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!("[store]\nformat = \"{}\"\n", format.name()),
+    )
+    .unwrap();
+    let mut c = Controller::start_full(&data, &[], Some(&config));
     // Incompressible, so the import is slow enough to be interrupted.
     let image = dir.path().join("big.img");
     let mut bytes = vec![0u8; 160 << 20];
@@ -332,10 +347,9 @@ fn a_controller_killed_mid_import_restarts_consistent() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let tmp = data.join("store/tmp");
     let mut killed_mid_way = false;
     for _ in 0..4000 {
-        if std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) > 20 {
+        if import_under_way(&data.join("store")) {
             c.child.kill().unwrap(); // SIGKILL
             c.child.wait().unwrap();
             killed_mid_way = true;
@@ -351,7 +365,7 @@ fn a_controller_killed_mid_import_restarts_consistent() {
 
     // Restarted: the catalogue does not know the half-imported master, the store has no bad chunk,
     // and the import can simply be run again.
-    let c = Controller::start(&data);
+    let c = Controller::start_full(&data, &[], Some(&config));
     assert!(!nightcast_ok(&c, &data, &["master", "list"]).contains("big"));
     let scrub = Command::new(workspace_bin("nightcast-image"))
         .args(["scrub", "--store", data.join("store").to_str().unwrap()])
@@ -436,10 +450,11 @@ fn a_master_import_of_a_qcow2_backed_by_the_signing_key_is_refused() {
     }
     assert!(!nightcast_ok(&c, &data, &["master", "list"]).contains("evil"));
     let store = data.join("store");
-    let stored: usize = std::fs::read_dir(store.join("chunks"))
+    let stored = image_tools::store::open_disk_store(&store, image_tools::store::Format::Files)
         .unwrap()
-        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
-        .sum();
+        .size()
+        .unwrap()
+        .chunks;
     assert_eq!(stored, 0, "the refused import left chunks in the store");
 }
 
@@ -468,14 +483,7 @@ fn a_corrupt_chunk_in_the_controller_store_never_ends_up_in_a_recorded_master() 
     };
     assert!(import("1").status.success());
     // The disk rots a chunk of the store (same size, one byte changed), then version 2 reuses it.
-    let store = image_tools::LocalStore::open(&data.join("store")).unwrap();
-    let victim = image_tools::ChunkStore::ids(&store).unwrap()[0];
-    let path = store.path_of(&victim);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(&path, &bytes).unwrap();
-    drop(store);
+    rot_a_chunk(&data.join("store"));
     let out = import("2");
     let masters = nightcast_ok(&c, &data, &["--json", "master", "list"]);
     let recorded = masters.contains("\"2\"");
@@ -763,4 +771,39 @@ fn a_flood_of_connections_leaves_the_threads_bounded_and_the_dsi_answered() {
         "{before} threads before, {during} with 290 connections open"
     );
     drop(held);
+}
+
+/// Flips one byte in the middle of a chunk's stored form in the store at `dir`, in place, as a
+/// failing disk would: in a file store, the middle of its first chunk file; in a pack store, the
+/// middle of its largest pack (inside some chunk's payload: record headers are a few dozen bytes).
+fn rot_a_chunk(dir: &Path) {
+    use image_tools::store::Format;
+    let path = match Format::of(dir).unwrap() {
+        Some(Format::Files) => {
+            let store = image_tools::LocalStore::open(dir).unwrap();
+            store.path_of(&image_tools::ChunkStore::ids(&store).unwrap()[0])
+        }
+        Some(Format::Packs) => std::fs::read_dir(dir.join("packs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+            .max_by_key(|p| p.metadata().unwrap().len())
+            .unwrap(),
+        None => panic!("{} is not a store", dir.display()),
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+}
+
+/// Some of an import is on disk and not yet committed: in a file store, more than 20 chunk files
+/// waiting in `tmp`; in a pack store, more than 8 MiB in its packs.
+fn import_under_way(store: &Path) -> bool {
+    let in_dir = |dir: &str| -> Vec<std::fs::Metadata> {
+        std::fs::read_dir(store.join(dir))
+            .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).collect())
+            .unwrap_or_default()
+    };
+    in_dir("tmp").len() > 20 || in_dir("packs").iter().map(|m| m.len()).sum::<u64>() > 8 << 20
 }

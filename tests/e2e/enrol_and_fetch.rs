@@ -42,7 +42,11 @@ fn a_relay_enrols_and_fetches_a_scheduled_master() {
     let again = run("nightcast-controller", &["init", "--data", cs]);
     assert!(!again.status.success(), "init replaced an existing CA");
 
-    let mut server = util::Controller::start(&c);
+    // A file store: further down, a chunk file is taken from under the running controller (a
+    // pack store's running handle would go on serving it from the pack it still has open).
+    let config = dir.path().join("controller.toml");
+    std::fs::write(&config, "[store]\nformat = \"files\"\n").unwrap();
+    let mut server = util::Controller::start_full(&c, &[], Some(&config));
     let (addr, api) = (server.quic.clone(), server.api.clone());
     let nightcast = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_nightcast"))
