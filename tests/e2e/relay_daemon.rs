@@ -454,6 +454,19 @@ fn far_fleet(far_listen: std::net::SocketAddr) -> Fleet {
     )
 }
 
+/// A [`far_fleet`] whose far port has a counting forwarder of its own, returned first: on the
+/// host the relay knows the controller by (127.0.0.1), at the port the controller's far_listen
+/// has on 127.0.0.2.
+fn far_port_counted() -> (crate::util::UdpCounter, Fleet) {
+    let far_wan = crate::util::UdpCounter::start("127.0.0.2:9".parse().unwrap());
+    let far_listen: std::net::SocketAddr = format!("127.0.0.2:{}", far_wan.addr.port())
+        .parse()
+        .unwrap();
+    let f = far_fleet(far_listen);
+    far_wan.set_upstream(far_listen);
+    (far_wan, f)
+}
+
 fn controller_log(f: &Fleet) -> String {
     std::fs::read_to_string(f.dir.path().join("controller.log")).unwrap()
 }
@@ -484,13 +497,8 @@ fn a_far_sites_relay_fetches_through_the_controllers_bbr_port() {
 /// itself, and goes back to the usual address when the site is wired again.
 #[test]
 fn the_dsi_sets_a_site_far_and_its_relay_moves_to_the_far_port_and_back() {
-    // The far port's own counting forwarder: on the host the relay knows the controller by
-    // (127.0.0.1), at the port the controller's far_listen has on 127.0.0.2.
-    let far_wan = crate::util::UdpCounter::start("127.0.0.2:9".parse().unwrap());
+    let (far_wan, f) = far_port_counted();
     let port = far_wan.addr.port();
-    let far_listen: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
-    let f = far_fleet(far_listen);
-    far_wan.set_upstream(far_listen);
     let said = f.nightcast(&["site", "set", "lyon", "--link", "far"]);
     assert!(said.contains(&format!("link: far (port {port})")), "{said}");
     assert!(f.nightcast(&["site", "list"]).contains("far (port"));
@@ -631,4 +639,31 @@ fn a_sibling_relay_that_sends_corrupt_chunks_is_set_aside_and_the_wan_brings_the
     // Discovery still finds it, but it is not taken back for the night.
     std::thread::sleep(Duration::from_secs(3));
     assert!(relay.status()["siblings"].as_array().unwrap().is_empty());
+}
+
+/// A far site whose far port does not answer (a firewall left closed on the way): the relay says
+/// so, counts it, and fetches through its configured address meanwhile.
+#[test]
+fn a_far_port_that_does_not_answer_leaves_the_relay_on_its_configured_address() {
+    let (far_wan, f) = far_port_counted();
+    far_wan
+        .cut
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    f.nightcast(&["site", "set", "lyon", "--link", "far"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    // The far port is given up after QUIC's 30-second handshake timeout.
+    relay.wait("the master to complete", 120, Relay::complete);
+    assemble_matches(&f, &relay.data.join("store"));
+    let s = relay.status();
+    assert!(s["far_port_failures"].as_u64() >= Some(1), "{s}");
+    assert_eq!(s["far_link"], false, "{s}");
+    assert_eq!(s["controller_addr"], f.wan.addr.to_string(), "{s}");
+    assert!(f.wan.bytes() > f.stored_bytes(), "{}", f.wan.bytes());
+    assert!(
+        relay
+            .log_text()
+            .contains("cannot reach the controller's far port; fetching through the configured address meanwhile"),
+        "{}",
+        relay.log_text()
+    );
 }
