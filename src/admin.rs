@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use image_tools::api::{self, NodeRole, Takeover};
+use image_tools::api::{self, Link, NodeRole, Takeover};
 use image_tools::profile::UsbPolicy;
 use image_tools::report::Report;
 use image_tools::{MasterName, MasterVersion, NodeId, RoomName, SeatName, SiteId};
@@ -85,6 +85,12 @@ pub enum Site {
         /// Default auto (change it later with `nightcast site set`).
         #[arg(long, value_parser = one_of::<Takeover>(&["auto", "confirm"]))]
         takeover: Option<Takeover>,
+        /// What the site's WAN link is like: wired (fibre, DSL, cable: the default) or far
+        /// (satellite or 4G: long round trips and random loss; its relay fetches through the
+        /// controller's far_listen port, sent with BBR). The relay moves by itself at its next
+        /// plan (within a minute); nothing to change on the site.
+        #[arg(long, value_parser = one_of::<Link>(&["wired", "far"]))]
+        link: Option<Link>,
     },
     /// Change a site: only what is given changes (the rest, night windows included, stays).
     Set {
@@ -124,6 +130,12 @@ pub enum Site {
         /// fill faster in the daytime (check the cap above). Applied within a minute.
         #[arg(long, value_name = "yes|no", value_parser = yes_no())]
         peer_share_in_session: Option<bool>,
+        /// What the site's WAN link is like: wired (fibre, DSL, cable: the default) or far
+        /// (satellite or 4G: long round trips and random loss; its relay fetches through the
+        /// controller's far_listen port, sent with BBR). The relay moves by itself at its next
+        /// plan (within a minute); nothing to change on the site.
+        #[arg(long, value_parser = one_of::<Link>(&["wired", "far"]))]
+        link: Option<Link>,
     },
     /// List the sites.
     List,
@@ -232,6 +244,29 @@ fn peer_settings(s: &api::SiteInfo) -> (String, String) {
         Some(false) => "no".to_owned(),
     };
     (cap, share)
+}
+
+/// A site's link in words: "wired", "far (port 4437)", or "far (no far_listen)".
+fn link_words(s: &api::SiteInfo) -> String {
+    match (s.link, s.far_port) {
+        (Link::Wired, _) => "wired".to_owned(),
+        (Link::Far, Some(port)) => format!("far (port {port})"),
+        (Link::Far, None) => "far (no far_listen)".to_owned(),
+    }
+}
+
+/// What the DSI must know of a far site the controller cannot serve as such (empty otherwise).
+fn far_link_note(s: &api::SiteInfo) -> String {
+    match (s.link, s.far_port) {
+        (Link::Far, None) => format!(
+            "\nnote: the controller has no far_listen, so nothing changes for {}'s relay yet: it \
+             keeps fetching through the controller's usual port. The setting is kept; add \
+             far_listen to the controller's configuration and restart it to serve the site with \
+             BBR.",
+            s.name
+        ),
+        _ => String::new(),
+    }
 }
 
 /// `30m`, `2h`, `1d` or plain minutes.
@@ -585,6 +620,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             windows,
             cap_mbit,
             takeover,
+            link,
         }) => {
             let body = api::NewSite {
                 name: name.clone(),
@@ -592,9 +628,19 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 windows,
                 cap_mbit,
                 takeover,
+                link,
             };
             let done: api::Done = client.send("POST", "/v1/sites", &body)?;
-            printed(&done, format!("site {name} saved"))?
+            let mut human = format!("site {name} saved");
+            if link == Some(Link::Far) {
+                let s: api::SiteInfo = client
+                    .ask::<Vec<api::SiteInfo>>("GET", "/v1/sites")?
+                    .into_iter()
+                    .find(|s| s.name == name)
+                    .ok_or_else(|| anyhow::anyhow!("site {name} is not in the site list"))?;
+                human.push_str(&far_link_note(&s));
+            }
+            printed(&done, human)?
         }
         Admin::Site(Site::Set {
             name,
@@ -606,6 +652,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             usb,
             peer_upload_mbit,
             peer_share_in_session,
+            link,
         }) => {
             let change = api::SiteChange {
                 tz,
@@ -616,9 +663,10 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 usb,
                 peer_upload_mbit,
                 peer_share_in_session,
+                link,
             };
             if change == api::SiteChange::default() {
-                bail!("nothing to change: give --tz, --windows, --cap-mbit, --takeover, --emergency-cap-mbit, --usb, --peer-upload-mbit or --peer-share-in-session");
+                bail!("nothing to change: give --tz, --windows, --cap-mbit, --takeover, --emergency-cap-mbit, --usb, --peer-upload-mbit, --peer-share-in-session or --link");
             }
             let s: api::SiteInfo = client.send("PATCH", &format!("/v1/sites/{name}"), &change)?;
             let emergency = match s.emergency_cap_mbit {
@@ -627,13 +675,15 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
             };
             let (peer_cap, peer_in_session) = peer_settings(&s);
             let human = format!(
-                "site {} is now: {}, windows {}, WAN cap {} Mbit/s, takeover {}, emergency pushes in the daytime at {emergency}, USB devices passed: {}, NUC upload to peers: {peer_cap}, serving peers during sessions: {peer_in_session}",
+                "site {} is now: {}, windows {}, WAN cap {} Mbit/s, takeover {}, emergency pushes in the daytime at {emergency}, USB devices passed: {}, NUC upload to peers: {peer_cap}, serving peers during sessions: {peer_in_session}, link: {}{}",
                 s.name,
                 s.tz,
                 s.windows,
                 s.cap_mbit,
                 s.takeover.as_str(),
-                s.usb
+                s.usb,
+                link_words(&s),
+                far_link_note(&s)
             );
             printed(&s, human)?
         }
@@ -691,6 +741,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                 "USB",
                 "PEER UPLOAD",
                 "PEERS IN SESSION",
+                "LINK",
             ],
             |s: &api::SiteInfo| {
                 let (peer_cap, peer_in_session) = peer_settings(s);
@@ -707,6 +758,7 @@ pub fn run(client: &Client, cmd: Admin, as_json: bool) -> Result<()> {
                     s.usb.to_string(),
                     peer_cap,
                     peer_in_session,
+                    link_words(s),
                 ]
             },
         )?,

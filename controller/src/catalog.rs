@@ -67,6 +67,10 @@ pub struct Reloader {
     sites: BTreeSet<String>,
     /// Chunk classes for the pushes' estimates, rebuilt only when the set of masters changes.
     classes: crate::plan::ClassCache,
+    /// The port of `far_listen`, as bound: a far site's plan sends its relay there.
+    far_port: Option<u16>,
+    /// The far sites whose relays cannot be sent to a far port (no `far_listen`), last said.
+    far_unserved: BTreeSet<String>,
 }
 
 impl Reloader {
@@ -77,7 +81,14 @@ impl Reloader {
             loaded: HashMap::new(),
             sites: BTreeSet::new(),
             classes: crate::plan::ClassCache::default(),
+            far_port: None,
+            far_unserved: BTreeSet::new(),
         }
+    }
+
+    /// Far sites' plans send their relays to `far_port` (the bound `far_listen`; none: off).
+    pub fn with_far_port(self, far_port: Option<u16>) -> Reloader {
+        Reloader { far_port, ..self }
     }
 
     /// Brings `catalog` up to date at `now`. Manifests are added and plans replaced in place;
@@ -97,7 +108,15 @@ impl Reloader {
         let mut masters: Vec<MasterRef> = current.keys().cloned().collect();
         masters.sort();
         let classes = || self.classes.get(masters, || db.classes());
-        let plans = site_plans(&self.data, &db, now, self.margin_secs, classes)?;
+        let plans = site_plans(
+            &self.data,
+            &db,
+            now,
+            self.margin_secs,
+            self.far_port,
+            classes,
+        )?;
+        self.say_far_unserved(&db)?;
         let sites: BTreeSet<String> = plans.iter().map(|(s, _)| s.clone()).collect();
         let read = fresh.len();
         for key in &changes.drop {
@@ -141,6 +160,28 @@ impl Reloader {
     }
 }
 
+impl Reloader {
+    /// Logs the far sites this controller cannot serve as such (it has no `far_listen`), when
+    /// that list changes: their relays fetch through `listen` meanwhile.
+    fn say_far_unserved(&mut self, db: &Db) -> Result<()> {
+        let unserved: BTreeSet<String> = match self.far_port {
+            Some(_) => BTreeSet::new(),
+            None => db
+                .sites()?
+                .into_iter()
+                .filter(|s| s.link == image_tools::api::Link::Far)
+                .map(|s| s.name)
+                .collect(),
+        };
+        if unserved != self.far_unserved && !unserved.is_empty() {
+            let sites = unserved.iter().cloned().collect::<Vec<_>>().join(", ");
+            tracing::warn!(%sites, "far sites, but this controller has no `far_listen`: their relays fetch through `listen` until it is configured");
+        }
+        self.far_unserved = unserved;
+        Ok(())
+    }
+}
+
 /// Each site's plan at `now`: the master versions its upcoming sessions (and active overrides)
 /// need, earliest deadline first; its rooms' sessions; its seats; what it refuses and accepts.
 fn site_plans(
@@ -148,6 +189,7 @@ fn site_plans(
     db: &Db,
     now: i64,
     margin_secs: i64,
+    far_port: Option<u16>,
     classes: impl FnOnce() -> Result<std::sync::Arc<crate::plan::Classes>, crate::db::DbError>,
 ) -> Result<Vec<(String, SitePlan)>> {
     let mut entries = db.relay_plans(now, margin_secs)?;
@@ -189,6 +231,7 @@ fn site_plans(
             usb: site.usb,
             peer_upload_mbit: site.peer_upload_mbit,
             peer_share_in_session: site.peer_share_in_session,
+            far_port: site.link.far_port(far_port),
         };
         out.push((site.name, plan));
     }
@@ -295,14 +338,46 @@ mod tests {
             .order_node("nuc-l", kind, "dsi", now - crate::db::ORDER_KEPT_SECS - 1)
             .unwrap();
         let recent = db.order_node("nuc-l", kind, "dsi", now - 60).unwrap();
-        let plans: HashMap<String, SitePlan> =
-            site_plans(&data, &db, now, 0, || db.classes().map(std::sync::Arc::new))
-                .unwrap()
-                .into_iter()
-                .collect();
+        let plans: HashMap<String, SitePlan> = site_plans(&data, &db, now, 0, None, || {
+            db.classes().map(std::sync::Arc::new)
+        })
+        .unwrap()
+        .into_iter()
+        .collect();
         assert_eq!(plans["lyon"].orders, vec![recent.to_wire()]);
         assert_ne!(old.id, recent.id);
         assert!(plans["paris"].orders.is_empty());
+    }
+
+    #[test]
+    fn a_far_sites_plan_carries_the_far_port_when_the_controller_has_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir(dir.path().join("c"));
+        let now = 1_800_000_000;
+        crate::init(&data, now).unwrap();
+        let mut db = Db::open(&data.database()).unwrap();
+        for site in ["lyon", "paris"] {
+            db.add_site(site, "UTC", "22:00-06:00", 10, None).unwrap();
+        }
+        let far = crate::db::SiteChange {
+            link: Some(image_tools::api::Link::Far),
+            ..Default::default()
+        };
+        db.set_site("lyon", &far).unwrap();
+        let plans = |far_port| -> HashMap<String, SitePlan> {
+            site_plans(&data, &db, now, 0, far_port, || {
+                db.classes().map(std::sync::Arc::new)
+            })
+            .unwrap()
+            .into_iter()
+            .collect()
+        };
+        let with = plans(Some(4437));
+        assert_eq!(with["lyon"].far_port, Some(4437));
+        assert_eq!(with["paris"].far_port, None, "a wired site");
+        // No far_listen: the far site's relay stays on the address it was given.
+        let without = plans(None);
+        assert_eq!(without["lyon"].far_port, None);
     }
 
     fn manifest(name: &str, seed: u8) -> Vec<u8> {

@@ -50,6 +50,7 @@ use image_tools::trust::{
 use image_tools::wire::{Hello, MasterRef, Role};
 use image_tools::{Manifest, NodeId, PublicKey, SigningKey, SiteId, VerifiedManifest};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// The controller's data directory.
 #[derive(Debug, Clone)]
@@ -353,11 +354,30 @@ pub async fn serve(
     let margin = settings.planner.staging_margin_secs;
     let silent_after = settings.silent_after_secs;
     let catalog = Arc::new(MemoryCatalog::default());
-    let mut reloader = catalog::Reloader::new(data.clone(), margin);
-    reloader.reload(&catalog, now_unix() as i64)?;
     // Revoked relays and agents are refused at the handshake; the list is read again with the
     // catalogue.
     let revoked = Revoked::default();
+    // Bound first: the far sites' plans name its port (a relay told its site is far fetches
+    // from the host it knows the controller by, at this port).
+    let far_endpoint = match settings.far_listen {
+        Some(addr) => {
+            let far = exchange::server_endpoint_with(
+                addr,
+                creds.server_config(Admit::RelaysAndAgents, revoked.clone(), clock)?,
+                exchange::Congestion::Bbr,
+            )
+            .with_context(|| format!("cannot listen on far_listen {addr}"))?;
+            tracing::info!(addr = %far.local_addr()?, "far links (satellite, 4G): relays that connect here are sent to with BBR");
+            Some(far)
+        }
+        None => None,
+    };
+    let far_port = match &far_endpoint {
+        Some(e) => Some(e.local_addr()?.port()),
+        None => None,
+    };
+    let mut reloader = catalog::Reloader::new(data.clone(), margin).with_far_port(far_port);
+    reloader.reload(&catalog, now_unix() as i64)?;
     let reload_revoked = {
         let (data, revoked) = (data.clone(), revoked.clone());
         move |now: i64| match db::Db::open(&data.database())
@@ -503,24 +523,17 @@ pub async fn serve(
     // Relays of far sites connect here: the same service, but the chunks go out under BBR, which
     // a satellite's or a 4G link's random loss does not slow down as it does Cubic
     // (docs/BENCHMARKS.md, "Far links").
-    let far = match settings.far_listen {
-        Some(addr) => {
-            let far = exchange::server_endpoint_with(
-                addr,
-                creds.server_config(Admit::RelaysAndAgents, revoked, clock)?,
-                exchange::Congestion::Bbr,
-            )
-            .with_context(|| format!("cannot listen on far_listen {addr}"))?;
-            tracing::info!(addr = %far.local_addr()?, "far links (satellite, 4G): relays that connect here are sent to with BBR");
-            Some(tokio::spawn(exchange::serve_with(
+    let far = far_endpoint.map(|far| {
+        tokio::spawn(
+            exchange::serve_with(
                 far,
                 service.clone(),
                 exchange::Limits::CONTROLLER,
                 shutdown.clone(),
-            )))
-        }
-        None => None,
-    };
+            )
+            .instrument(tracing::info_span!("far_link", sent_with = "BBR")),
+        )
+    });
     let stop_api = CancellationToken::new();
     let state = Arc::new(api::Api {
         data: data.clone(),
@@ -534,6 +547,7 @@ pub async fn serve(
         classes: plan::ClassCache::default(),
         metrics,
         store,
+        far_port,
     });
     if let Some(a) = settings.alerts {
         tokio::spawn(alerts::run(state.clone(), a, alerts_wake, shutdown.clone()));

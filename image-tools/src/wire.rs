@@ -324,6 +324,12 @@ pub struct SitePlan {
     /// set --peer-share-in-session`); none: each NUC's own `peer_share_in_session`.
     #[serde(default)]
     pub peer_share_in_session: Option<bool>,
+    /// The site's link is far (satellite, 4G: `nightcast site set --link far`) and the
+    /// controller serves far links with BBR on this UDP port (its `far_listen`): the relay
+    /// fetches from the host of its configured `controller` address at this port. None: the
+    /// configured address. Only ever taken from the controller's authenticated connection.
+    #[serde(default)]
+    pub far_port: Option<u16>,
 }
 
 /// Something the DSI asked of one NUC, from the console or `nightcast node reset|rollback|wake`.
@@ -742,20 +748,20 @@ mod tests {
             usb: crate::profile::UsbPolicy::Storage,
             ..SitePlan::default()
         };
-        // An older relay's plan ends before the peer settings (two `None`s are one byte each):
-        // a newer agent reads it, without them (its own configuration applies).
+        // An older relay's plan ends before the peer settings and the far port (three `None`s,
+        // one byte each): a newer agent reads it, without them (its own configuration applies).
         let frame = encode_to_vec(&Frame::Control(Control::Plan(Box::new(plan.clone())))).unwrap();
         let body = &frame[5..];
         let framed = |body: &[u8]| {
             let len = (body.len() as u32 + 1).to_le_bytes();
             [&len[..], &[KIND_CONTROL], body].concat()
         };
-        let older = framed(&body[..body.len() - 2]);
+        let older = framed(&body[..body.len() - 3]);
         let (read, used) = decode(&older).unwrap().unwrap();
         assert_eq!(used, older.len());
         assert_eq!(read, Frame::Control(Control::Plan(Box::new(plan.clone()))));
         // One from before the machine profiles and the USB policy too (two bytes less).
-        let oldest = framed(&body[..body.len() - 4]);
+        let oldest = framed(&body[..body.len() - 5]);
         let before = SitePlan {
             usb: crate::profile::UsbPolicy::None,
             ..plan.clone()
@@ -779,6 +785,42 @@ mod tests {
         let frame = encode_to_vec(&Frame::Control(Control::Plan(Box::new(plan.clone())))).unwrap();
         let (back, _) = decode(&frame).unwrap().unwrap();
         assert_eq!(back, Frame::Control(Control::Plan(Box::new(plan))));
+    }
+
+    #[test]
+    fn a_far_port_reaches_a_newer_relay_and_an_older_one_reads_the_plan_without_it() {
+        let wired = SitePlan {
+            tz: "UTC".into(),
+            cap_mbit: 10,
+            peer_upload_mbit: Some(40),
+            ..SitePlan::default()
+        };
+        let far = SitePlan {
+            far_port: Some(4437),
+            ..wired.clone()
+        };
+        let frame = encode_to_vec(&Frame::Control(Control::Plan(Box::new(far.clone())))).unwrap();
+        let (back, _) = decode(&frame).unwrap().unwrap();
+        assert_eq!(back, Frame::Control(Control::Plan(Box::new(far.clone()))));
+        // An older relay knows the plan up to the peer settings: it reads the same plan as for
+        // a wired site (postcard leaves the bytes after the last field it knows).
+        let wired_frame =
+            encode_to_vec(&Frame::Control(Control::Plan(Box::new(wired.clone())))).unwrap();
+        let known = wired_frame.len() - 5 - 1;
+        let body = &frame[5..];
+        assert_eq!(&body[..known], &wired_frame[5..5 + known]);
+        // A newer relay reads an older controller's plan (no far port): the configured address.
+        let len = (known as u32 + 1).to_le_bytes();
+        let older = [&len[..], &[KIND_CONTROL], &body[..known]].concat();
+        let (read, _) = decode(&older).unwrap().unwrap();
+        assert_eq!(read, Frame::Control(Control::Plan(Box::new(wired))));
+        // The relay keeps its plan as JSON: one kept by an older relay has no far port.
+        let json = serde_json::to_value(&far).unwrap();
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("far_port");
+        let kept: SitePlan = serde_json::from_value(old).unwrap();
+        assert_eq!(kept.far_port, None);
+        assert_eq!(serde_json::from_value::<SitePlan>(json).unwrap(), far);
     }
 
     fn samples() -> Vec<Frame> {

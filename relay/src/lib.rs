@@ -7,6 +7,8 @@
 //!   look again (window, priority, stop at the window's end, retry, override).
 //! - [`cache`]: the pure decisions: is the WAN open now, what is pinned, what to evict.
 //! - [`config`]: the TOML configuration (`relay/relay.example.toml`).
+//! - [`route`]: where the link to the controller goes: the configured address, or its host at
+//!   the far port a far site's plan names (pure).
 //! - [`siblings`]: two relays at one site: which one crosses the WAN, which fetch from it (pure).
 //! - [`tracker`]: which of the site's agents a NUC may fetch a master from, and its stripe
 //!   (peer sharing), pure.
@@ -38,6 +40,7 @@ pub mod daemon;
 pub mod fetcher;
 pub mod local_time;
 pub mod metrics;
+pub mod route;
 pub mod siblings;
 pub mod tracker;
 pub mod wol;

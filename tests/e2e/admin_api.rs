@@ -807,3 +807,55 @@ fn import_under_way(store: &Path) -> bool {
     };
     in_dir("tmp").len() > 20 || in_dir("packs").iter().map(|m| m.len()).sum::<u64>() > 8 << 20
 }
+
+/// `nightcast site add|set --link far` on a controller without `far_listen`: the setting is kept
+/// and shown, the DSI is told plainly that nothing changes for the relay until far_listen is
+/// configured, and the controller logs it.
+#[test]
+fn a_far_site_on_a_controller_without_far_listen_is_kept_and_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, c) = started(dir.path());
+    let add = [
+        "site",
+        "add",
+        "lyon",
+        "--tz",
+        "UTC",
+        "--cap-mbit",
+        "10",
+        "--link",
+        "far",
+    ];
+    let said = nightcast_ok(&c, &data, &add);
+    assert!(
+        said.contains("site lyon saved") && said.contains("no far_listen"),
+        "{said}"
+    );
+    let list = nightcast_ok(&c, &data, &["site", "list"]);
+    assert!(
+        list.contains("LINK") && list.contains("far (no far_listen)"),
+        "{list}"
+    );
+    let said = nightcast_ok(&c, &data, &["site", "set", "lyon", "--link", "wired"]);
+    assert!(
+        said.contains("link: wired") && !said.contains("note:"),
+        "{said}"
+    );
+    let said = nightcast_ok(&c, &data, &["site", "set", "lyon", "--link", "far"]);
+    assert!(
+        said.contains("link: far (no far_listen)")
+            && said.contains("nothing changes for lyon's relay yet"),
+        "{said}"
+    );
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(
+        log.contains("this controller has no `far_listen`") && log.contains("lyon"),
+        "{log}"
+    );
+    // Anything else but wired or far is refused by the command.
+    let refused = err(&c, &data, &["site", "set", "lyon", "--link", "satellite"]);
+    assert!(
+        refused.contains("wired") && refused.contains("far"),
+        "{refused}"
+    );
+}

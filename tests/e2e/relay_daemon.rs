@@ -441,6 +441,36 @@ fn a_full_disk_stops_fetching_says_so_and_the_lan_is_still_served() {
     assemble_matches(&f, &agent_store.path().join("store"));
 }
 
+/// A fleet whose controller also serves far links (satellite, 4G) with BBR on `far_listen`; its
+/// WAN forwarder still leads to `listen`, and its master takes some 8 seconds at the cap.
+fn far_fleet(far_listen: std::net::SocketAddr) -> Fleet {
+    Fleet::build(
+        "00:00-23:59",
+        8,
+        8,
+        "start=2030-01-07T12:00:00Z speed=1",
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 17:00\n",
+        &format!("far_listen = \"{far_listen}\"\n"),
+    )
+}
+
+/// A [`far_fleet`] whose far port has a counting forwarder of its own, returned first: on the
+/// host the relay knows the controller by (127.0.0.1), at the port the controller's far_listen
+/// has on 127.0.0.2.
+fn far_port_counted() -> (crate::util::UdpCounter, Fleet) {
+    let far_wan = crate::util::UdpCounter::start("127.0.0.2:9".parse().unwrap());
+    let far_listen: std::net::SocketAddr = format!("127.0.0.2:{}", far_wan.addr.port())
+        .parse()
+        .unwrap();
+    let f = far_fleet(far_listen);
+    far_wan.set_upstream(far_listen);
+    (far_wan, f)
+}
+
+fn controller_log(f: &Fleet) -> String {
+    std::fs::read_to_string(f.dir.path().join("controller.log")).unwrap()
+}
+
 /// A far site (satellite, 4G): the DSI points its relay at the controller's `far_listen` port,
 /// where the controller sends with BBR, and the relay fetches its master there as on `listen`.
 #[test]
@@ -448,25 +478,78 @@ fn a_far_sites_relay_fetches_through_the_controllers_bbr_port() {
     let far = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .unwrap();
-    let f = Fleet::build(
-        "00:00-23:59",
-        8,
-        8,
-        "start=2030-01-07T12:00:00Z speed=1",
-        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 17:00\n",
-        &format!("far_listen = \"{far}\"\n"),
-    );
+    let f = far_fleet(far);
     // The WAN now leads to the far port only.
     f.wan.set_upstream(far);
     let relay = f.relay(&DEFAULT_RELAY);
     relay.wait("the master to complete", 60, Relay::complete);
     assemble_matches(&f, &relay.data.join("store"));
-    let log = std::fs::read_to_string(f.dir.path().join("controller.log")).unwrap();
+    let log = controller_log(&f);
     assert!(
         log.contains("far links (satellite, 4G): relays that connect here are sent to with BBR")
             && log.contains(&far.port().to_string()),
         "{log}"
     );
+}
+
+/// The DSI says from the controller that a site is far (`nightcast site set lyon --link far`):
+/// its relay, configured with the controller's usual address, fetches through the far port by
+/// itself, and goes back to the usual address when the site is wired again.
+#[test]
+fn the_dsi_sets_a_site_far_and_its_relay_moves_to_the_far_port_and_back() {
+    let (far_wan, f) = far_port_counted();
+    let port = far_wan.addr.port();
+    let said = f.nightcast(&["site", "set", "lyon", "--link", "far"]);
+    assert!(said.contains(&format!("link: far (port {port})")), "{said}");
+    assert!(f.nightcast(&["site", "list"]).contains("far (port"));
+
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("the master to complete", 90, Relay::complete);
+    assemble_matches(&f, &relay.data.join("store"));
+    let total = f.stored_bytes();
+    let (far_bytes, wan_bytes) = (far_wan.bytes(), f.wan.bytes());
+    assert!(
+        far_bytes > total && wan_bytes < total / 10,
+        "far port {far_bytes} B, usual port {wan_bytes} B, for a master of {total} B"
+    );
+    let s = relay.status();
+    assert_eq!(s["far_link"], true, "{s}");
+    assert_eq!(s["controller_addr"], format!("127.0.0.1:{port}"), "{s}");
+    assert_eq!(s["far_port_failures"], 0, "{s}");
+    let log = controller_log(&f);
+    assert!(
+        log.lines().any(|l| l.contains("far_link")
+            && l.contains("BBR")
+            && l.contains("relay-1")
+            && l.contains("connected")),
+        "{log}"
+    );
+
+    // Wired again: the next master comes through the usual port.
+    f.nightcast(&["site", "set", "lyon", "--link", "wired"]);
+    relay.wait("the link back on the usual port", 30, |r| {
+        let s = r.status();
+        s["far_link"] == false && s["connected"] == true
+    });
+    let (far_before, wan_before) = (far_wan.bytes(), f.wan.bytes());
+    let v2 = f.add_master("2", &image_tools::testimage::evolve(&f.image, 0.5, 3));
+    f.calendar("lyon,salle-1,demo,2,2030-01-09 08:00,2030-01-09 17:00\n");
+    relay.wait("version 2 to complete", 90, |r| {
+        let s = r.status();
+        s["masters"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|m| m["version"] == "2" && m["complete"] == true)
+        })
+    });
+    let new_bytes = v2.summary().unique_stored_bytes / 4;
+    let (far_after, wan_after) = (far_wan.bytes(), f.wan.bytes());
+    assert!(
+        wan_after - wan_before > new_bytes && far_after - far_before < 10_000,
+        "usual port {} B, far port {} B after the site was wired again",
+        wan_after - wan_before,
+        far_after - far_before
+    );
+    assert_eq!(relay.status()["controller_addr"], f.wan.addr.to_string());
 }
 
 /// `nightcast node wake`: the site's relay sends the magic packet to the MAC the NUC reported,
@@ -556,4 +639,31 @@ fn a_sibling_relay_that_sends_corrupt_chunks_is_set_aside_and_the_wan_brings_the
     // Discovery still finds it, but it is not taken back for the night.
     std::thread::sleep(Duration::from_secs(3));
     assert!(relay.status()["siblings"].as_array().unwrap().is_empty());
+}
+
+/// A far site whose far port does not answer (a firewall left closed on the way): the relay says
+/// so, counts it, and fetches through its configured address meanwhile.
+#[test]
+fn a_far_port_that_does_not_answer_leaves_the_relay_on_its_configured_address() {
+    let (far_wan, f) = far_port_counted();
+    far_wan
+        .cut
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    f.nightcast(&["site", "set", "lyon", "--link", "far"]);
+    let relay = f.relay(&DEFAULT_RELAY);
+    // The far port is given up after QUIC's 30-second handshake timeout.
+    relay.wait("the master to complete", 120, Relay::complete);
+    assemble_matches(&f, &relay.data.join("store"));
+    let s = relay.status();
+    assert!(s["far_port_failures"].as_u64() >= Some(1), "{s}");
+    assert_eq!(s["far_link"], false, "{s}");
+    assert_eq!(s["controller_addr"], f.wan.addr.to_string(), "{s}");
+    assert!(f.wan.bytes() > f.stored_bytes(), "{}", f.wan.bytes());
+    assert!(
+        relay
+            .log_text()
+            .contains("cannot reach the controller's far port; fetching through the configured address meanwhile"),
+        "{}",
+        relay.log_text()
+    );
 }

@@ -77,6 +77,9 @@ pub struct Api {
     /// `DATA/store`, the handle the chunk server reads (a pack store's handle sees at once what
     /// an import through it writes).
     pub store: Arc<dyn image_tools::store::DiskStore>,
+    /// The port of `far_listen`, as bound (none: not configured): what a far site's relay is
+    /// told to fetch through.
+    pub far_port: Option<u16>,
 }
 
 /// The admin token of a data directory, created (32 random bytes, hex, mode 0600) if missing.

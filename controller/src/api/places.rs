@@ -3,8 +3,8 @@
 //! listed and removed (refused while in use unless forced: `db::removal`).
 
 use image_tools::api::{
-    AcceptNew, AcceptingNew, Done, NewRoom, NewSeat, NewSite, PlaceRemoved, RoomInfo, SeatBind,
-    SeatBound, SeatState, Seats, SiteChange, SiteInfo, SpareState, Takeover,
+    AcceptNew, AcceptingNew, Done, Link, NewRoom, NewSeat, NewSite, PlaceRemoved, RoomInfo,
+    SeatBind, SeatBound, SeatState, Seats, SiteChange, SiteInfo, SpareState, Takeover,
 };
 use image_tools::{RoomName, SeatName, SiteId};
 
@@ -23,22 +23,30 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
             let sites = db()?.sites().map_err(db_error)?;
             let sites = sites
                 .iter()
-                .map(site_info)
+                .map(|s| site_info(s, api.far_port))
                 .collect::<Result<Vec<_>, Reply>>()?;
             ok(sites)
         }
         ("POST", ["v1", "sites"]) => {
             let site: NewSite = call.body()?;
             let policy = site.takeover.map(policy);
-            db()?
-                .add_site(
-                    site.name.as_str(),
-                    &site.tz,
-                    &site.windows,
-                    site.cap_mbit,
-                    policy,
-                )
-                .map_err(db_error)?;
+            let mut db = db()?;
+            db.add_site(
+                site.name.as_str(),
+                &site.tz,
+                &site.windows,
+                site.cap_mbit,
+                policy,
+            )
+            .map_err(db_error)?;
+            if let Some(link) = site.link {
+                let change = crate::db::SiteChange {
+                    link: Some(link),
+                    ..Default::default()
+                };
+                let row = db.set_site(site.name.as_str(), &change).map_err(db_error)?;
+                far_without_port(&row, api.far_port);
+            }
             ok(Done::YES)
         }
         ("PATCH", ["v1", "sites", site]) => {
@@ -53,10 +61,12 @@ pub(super) fn route(call: &Call) -> Option<Answer> {
                 usb: change.usb,
                 peer_upload_mbit: change.peer_upload_mbit,
                 peer_share_in_session: change.peer_share_in_session,
+                link: change.link,
             };
             let row = db()?.set_site(site.as_str(), &change).map_err(db_error)?;
-            tracing::info!(%site, tz = %row.tz, windows = %row.windows, cap_mbit = row.cap_mbit, "site changed");
-            ok(site_info(&row)?)
+            tracing::info!(%site, tz = %row.tz, windows = %row.windows, cap_mbit = row.cap_mbit, link = %row.link, "site changed");
+            far_without_port(&row, api.far_port);
+            ok(site_info(&row, api.far_port)?)
         }
         ("DELETE", ["v1", "sites", site]) => {
             let site: SiteId = path_id(site)?;
@@ -185,7 +195,15 @@ fn policy(t: Takeover) -> Policy {
     }
 }
 
-fn site_info(s: &crate::db::SiteRow) -> Result<SiteInfo, Reply> {
+/// Logs a far site that the controller cannot serve as such (no `far_listen`).
+fn far_without_port(s: &crate::db::SiteRow, far_port: Option<u16>) {
+    if s.link == Link::Far && far_port.is_none() {
+        tracing::warn!(site = %s.name, "the site's link is far, but this controller has no `far_listen`: its relay keeps fetching through `listen` until far_listen is configured");
+    }
+}
+
+/// The site as the API shows it; `far_port`: the controller's `far_listen` port, if any.
+fn site_info(s: &crate::db::SiteRow, far_port: Option<u16>) -> Result<SiteInfo, Reply> {
     Ok(SiteInfo {
         name: stored(&s.name)?,
         tz: s.tz.clone(),
@@ -199,6 +217,8 @@ fn site_info(s: &crate::db::SiteRow) -> Result<SiteInfo, Reply> {
         usb: s.usb,
         peer_upload_mbit: s.peer_upload_mbit,
         peer_share_in_session: s.peer_share_in_session,
+        link: s.link,
+        far_port: s.link.far_port(far_port),
     })
 }
 

@@ -31,6 +31,7 @@ fn api() -> (tempfile::TempDir, Api) {
         classes: crate::plan::ClassCache::default(),
         metrics: Default::default(),
         store: Arc::new(image_tools::LocalStore::open(&dir.path().join("store")).unwrap()),
+        far_port: None,
     };
     (dir, api)
 }
@@ -64,6 +65,7 @@ const FIELDS: &[&str] = &[
     "dry_run",
     "emergency_cap_mbit",
     "profile",
+    "link",
 ];
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -85,6 +87,7 @@ fn leaf() -> impl Strategy<Value = Value> {
             "agent",
             "auto",
             "confirm",
+            "far",
             "x.ics",
             "x.csv",
             "2026-12-03 08:30",

@@ -75,6 +75,7 @@ pub fn console() -> (tempfile::TempDir, Console) {
         classes: crate::plan::ClassCache::default(),
         metrics: Default::default(),
         store: Arc::new(image_tools::LocalStore::open(&dir.path().join("store")).unwrap()),
+        far_port: None,
     };
     (dir, Console::new(Arc::new(api)))
 }

@@ -224,6 +224,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sites ADD COLUMN peer_upload_mbit INTEGER CHECK (peer_upload_mbit >= 0);
      ALTER TABLE sites ADD COLUMN peer_share_in_session INTEGER
         CHECK (peer_share_in_session IN (0, 1));",
+    // 19: what each site's WAN link is like: a far one (satellite, 4G) fetches through the
+    // controller's `far_listen` port.
+    "ALTER TABLE sites ADD COLUMN link TEXT NOT NULL DEFAULT 'wired'
+        CHECK (link IN ('wired', 'far'));",
 ];
 
 /// Brings the database up to the last migration.

@@ -2,6 +2,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
+use image_tools::api::Link;
 use image_tools::profile::UsbPolicy;
 use image_tools::windows::{Schedule, Window};
 
@@ -23,6 +24,8 @@ pub struct SiteRow {
     pub peer_upload_mbit: Option<u64>,
     /// Whether the NUCs serve their peers during sessions; none: each NUC's own.
     pub peer_share_in_session: Option<bool>,
+    /// What its WAN link is like: a far one's relay fetches through `far_listen`.
+    pub link: Link,
 }
 
 impl Db {
@@ -63,7 +66,7 @@ impl Db {
         let row = tx
             .query_row(
                 "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit, usb,
-                    peer_upload_mbit, peer_share_in_session FROM sites
+                    peer_upload_mbit, peer_share_in_session, link FROM sites
                  WHERE name = ?1",
                 params![name],
                 site_row,
@@ -79,6 +82,7 @@ impl Db {
             usb: change.usb.unwrap_or(row.usb),
             peer_upload_mbit: change.peer_upload_mbit.or(row.peer_upload_mbit),
             peer_share_in_session: change.peer_share_in_session.or(row.peer_share_in_session),
+            link: change.link.unwrap_or(row.link),
             name: row.name,
         };
         check_site(&row.tz, &row.windows, row.cap_mbit)?;
@@ -91,7 +95,7 @@ impl Db {
         tx.execute(
             "UPDATE sites SET tz = ?2, windows = ?3, cap_mbit = ?4, takeover = ?5,
                 emergency_cap_mbit = ?6, usb = ?7, peer_upload_mbit = ?8,
-                peer_share_in_session = ?9 WHERE name = ?1",
+                peer_share_in_session = ?9, link = ?10 WHERE name = ?1",
             params![
                 name,
                 row.tz,
@@ -101,7 +105,8 @@ impl Db {
                 row.emergency_cap_mbit as i64,
                 row.usb.word(),
                 row.peer_upload_mbit.map(|m| m as i64),
-                row.peer_share_in_session
+                row.peer_share_in_session,
+                row.link.as_str()
             ],
         )?;
         tx.commit()?;
@@ -111,7 +116,7 @@ impl Db {
     pub fn sites(&self) -> Result<Vec<SiteRow>, DbError> {
         let mut stmt = self.conn.prepare(
             "SELECT name, tz, windows, cap_mbit, takeover, emergency_cap_mbit, usb,
-                    peer_upload_mbit, peer_share_in_session FROM sites
+                    peer_upload_mbit, peer_share_in_session, link FROM sites
                  ORDER BY name",
         )?;
         let rows = stmt.query_map([], site_row)?;
@@ -181,6 +186,7 @@ pub struct SiteChange {
     pub usb: Option<UsbPolicy>,
     pub peer_upload_mbit: Option<u64>,
     pub peer_share_in_session: Option<bool>,
+    pub link: Option<Link>,
 }
 
 /// A room, with how many seats and sessions to come it has.
@@ -212,6 +218,12 @@ fn site_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SiteRow> {
         },
         peer_upload_mbit: r.get::<_, Option<i64>>(7)?.map(|m| m as u64),
         peer_share_in_session: r.get(8)?,
+        link: {
+            let word: String = r.get(9)?;
+            word.parse().map_err(|e: String| {
+                rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, e.into())
+            })?
+        },
     })
 }
 
@@ -301,6 +313,7 @@ mod tests {
             usb: UsbPolicy::None,
             peer_upload_mbit: None,
             peer_share_in_session: None,
+            link: Link::Wired,
         };
         assert_eq!(row, expected);
         assert_eq!(db.sites().unwrap(), vec![expected]);
@@ -325,6 +338,31 @@ mod tests {
         };
         db.set_site("lyon", &change).unwrap();
         assert_eq!(db.sites().unwrap()[0].usb, UsbPolicy::Storage);
+    }
+
+    #[test]
+    fn a_site_is_wired_until_set_far_and_other_changes_keep_its_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = lyon(dir.path());
+        assert_eq!(db.sites().unwrap()[0].link, Link::Wired);
+        let far = SiteChange {
+            link: Some(Link::Far),
+            ..SiteChange::default()
+        };
+        assert_eq!(db.set_site("lyon", &far).unwrap().link, Link::Far);
+        let change = SiteChange {
+            cap_mbit: Some(10),
+            usb: Some(UsbPolicy::All),
+            ..SiteChange::default()
+        };
+        db.set_site("lyon", &change).unwrap();
+        assert_eq!(db.sites().unwrap()[0].link, Link::Far);
+        let wired = SiteChange {
+            link: Some(Link::Wired),
+            ..SiteChange::default()
+        };
+        db.set_site("lyon", &wired).unwrap();
+        assert_eq!(db.sites().unwrap()[0].link, Link::Wired);
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub use feeds::{FeedInfo, NewFeed};
 pub use fleet::{Approved, FleetRow, NewToken, NodeRole, Ordered, Removed, Revoked, Token};
 pub use mapping::{MappingRule, NewMappingRule, UnmatchedEvent};
 pub use places::{
-    AcceptNew, AcceptingNew, NewRoom, NewSeat, NewSite, PlaceRemoved, RoomInfo, SeatBind,
+    AcceptNew, AcceptingNew, Link, NewRoom, NewSeat, NewSite, PlaceRemoved, RoomInfo, SeatBind,
     SeatBound, SeatState, Seats, SiteChange, SiteInfo, SpareState, Takeover, DEFAULT_WINDOWS,
 };
 pub use plan::{

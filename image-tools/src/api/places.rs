@@ -36,6 +36,53 @@ impl std::str::FromStr for Takeover {
     }
 }
 
+/// What a site's WAN link is like (`nightcast site set --link`): `wired` (fibre, DSL, cable:
+/// the default) or `far` (satellite or 4G: long round trips and random loss), whose relay
+/// fetches through the controller's `far_listen` port, where the controller sends with BBR.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Link {
+    #[default]
+    Wired,
+    Far,
+}
+
+impl Link {
+    /// The port a site with this link is sent to fetch through, given the controller's
+    /// `far_listen` port: that port for a far site, none (the relay's configured address) for a
+    /// wired one, or while the controller has no `far_listen`.
+    pub fn far_port(self, far_listen: Option<u16>) -> Option<u16> {
+        match self {
+            Link::Far => far_listen,
+            Link::Wired => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Link::Wired => "wired",
+            Link::Far => "far",
+        }
+    }
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Link {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Link, String> {
+        match s {
+            "wired" => Ok(Link::Wired),
+            "far" => Ok(Link::Far),
+            other => Err(format!("link {other:?} is neither wired nor far")),
+        }
+    }
+}
+
 /// A row of `GET /v1/sites`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteInfo {
@@ -60,6 +107,13 @@ pub struct SiteInfo {
     /// NUC's own `peer_share_in_session`.
     #[serde(default)]
     pub peer_share_in_session: Option<bool>,
+    /// What the site's WAN link is like.
+    #[serde(default)]
+    pub link: Link,
+    /// The controller's port its relay fetches through (`far_listen`), when the link is far;
+    /// none for a wired site, or for a far one while the controller has no `far_listen`.
+    #[serde(default)]
+    pub far_port: Option<u16>,
 }
 
 /// `POST /v1/sites`: adds a site; an existing one is refused (409: change it with
@@ -74,6 +128,9 @@ pub struct NewSite {
     pub cap_mbit: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub takeover: Option<Takeover>,
+    /// Wired unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<Link>,
 }
 
 fn default_windows() -> String {
@@ -105,6 +162,9 @@ pub struct SiteChange {
     /// Whether the site's NUCs serve their peers while a session runs on them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_share_in_session: Option<bool>,
+    /// What the site's WAN link is like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<Link>,
 }
 
 /// A row of `GET /v1/rooms[?site=S]`.

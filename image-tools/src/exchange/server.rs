@@ -35,7 +35,8 @@ pub async fn serve(endpoint: quinn::Endpoint, service: Arc<Service>, shutdown: C
     serve_with(endpoint, service, Limits::default(), shutdown).await
 }
 
-/// Serves `endpoint` within `limits` until `shutdown`; then stops accepting connections and
+/// Serves `endpoint` within `limits` until `shutdown` (its connections log within the caller's
+/// span); then stops accepting connections and
 /// requests, lets the requests under way finish for up to 5 seconds, and closes the endpoint.
 pub async fn serve_with(
     endpoint: quinn::Endpoint,
@@ -67,20 +68,24 @@ pub async fn serve_with(
             tracker.clone(),
             shared.clone(),
         );
-        tracker.spawn(async move {
-            let connecting = match incoming.accept() {
-                Ok(connecting) => connecting,
-                Err(e) => return tracing::debug!(error = %e, "handshake failed"),
-            };
-            // Dropping a handshake that takes too long closes it.
-            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => return tracing::debug!(error = %e, "handshake failed"),
-                Err(_) => return tracing::debug!("handshake too slow: dropped"),
-            };
-            drop(handshake);
-            serve_connection(conn, service, shared, shutdown, streams).await
-        });
+        tracker.spawn(
+            async move {
+                let connecting = match incoming.accept() {
+                    Ok(connecting) => connecting,
+                    Err(e) => return tracing::debug!(error = %e, "handshake failed"),
+                };
+                // Dropping a handshake that takes too long closes it.
+                let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "handshake failed"),
+                    Err(_) => return tracing::debug!("handshake too slow: dropped"),
+                };
+                drop(handshake);
+                serve_connection(conn, service, shared, shutdown, streams).await
+            }
+            // The caller's span (e.g. the controller's far port) names each connection's lines too.
+            .instrument(tracing::Span::current()),
+        );
     }
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(5), tracker.wait())

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{revoked_serials, Relay};
 use crate::cache::Gate;
+use crate::route::Route;
 
 impl Relay {
     /// Takes a new plan from the controller: kept on disk, and the fetcher looks at it.
@@ -43,6 +44,7 @@ impl Relay {
             cap_mbit = plan.cap_mbit,
             emergency_cap_mbit = plan.emergency_cap_mbit,
             pushes = plan.pushes.len(),
+            far_port = ?plan.far_port,
             "new plan"
         );
         let revoked = revoked_serials(&plan);
@@ -64,14 +66,30 @@ impl Relay {
         self.wake.notify_one();
     }
 
+    /// Connects to the controller at `addr`, checking its certificate as at any address.
     pub(super) async fn connect(
         &self,
         endpoint: &quinn::Endpoint,
+        addr: std::net::SocketAddr,
     ) -> Result<Connection, exchange::ExchangeError> {
         let tls = self.creds().client_config(Expect::Controller, self.clock)?;
-        let conn = Connection::connect(endpoint, self.cfg.controller, tls).await?;
+        let conn = Connection::connect(endpoint, addr, tls).await?;
         conn.hello(self.hello()).await?;
         Ok(conn)
+    }
+
+    /// Remembers how the far port answered: a failure sends the link to the configured address
+    /// for a while (`route::FAR_RETRY_SECS`), a success clears it.
+    fn far_answered(&self, route: Route, reached: bool) {
+        if !route.is_far() {
+            return;
+        }
+        if let Ok(mut f) = self.far_failed_at.lock() {
+            *f = (!reached).then(|| self.clock.now());
+        }
+        if !reached {
+            self.stat(|s| s.far_port_failures += 1);
+        }
     }
 }
 
@@ -90,28 +108,49 @@ pub(super) async fn link_task(r: Arc<Relay>, shutdown: CancellationToken) {
     let mut backoff = 1.0f64;
     let mut failures = 0u32;
     loop {
+        let route = r.route(r.clock.now());
+        r.stat(|s| {
+            s.controller_addr = route.addr().to_string();
+            s.far_link = route.is_far();
+        });
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => break,
-            c = r.connect(&endpoint) => c,
+            c = r.connect(&endpoint, route.addr()) => c,
         };
+        r.far_answered(route, attempt.is_ok());
         match attempt {
             Ok(conn) => {
                 if failures > 0 {
-                    tracing::info!(after_failures = failures, "controller reachable again");
+                    tracing::info!(after_failures = failures, controller = %route, "controller reachable again");
                 } else {
-                    tracing::info!(controller = %r.cfg.controller, "connected to the controller");
+                    tracing::info!(controller = %route, "connected to the controller");
                 }
                 backoff = 1.0;
                 failures = 0;
                 r.link.send_replace(Some(conn.clone()));
                 r.wake.notify_one();
-                let reason = keep_link(&r, &conn, &shutdown).await;
+                let ended = keep_link(&r, &conn, route, &shutdown).await;
                 r.link.send_replace(None);
                 if shutdown.is_cancelled() {
                     conn.close();
                     break;
                 }
-                tracing::warn!(%reason, "lost the controller; the LAN is still served from the cache");
+                match ended {
+                    LinkEnd::Moved(to) => {
+                        // The fetches under way resume on the new connection.
+                        tracing::info!(from = %route, %to, "the site's link changed: moving the link to the controller");
+                        conn.close();
+                        continue;
+                    }
+                    LinkEnd::Lost(reason) => {
+                        tracing::warn!(%reason, "lost the controller; the LAN is still served from the cache")
+                    }
+                }
+            }
+            Err(e) if route.is_far() => {
+                // Straight to the configured address: the far port is tried again later.
+                tracing::warn!(error = %e, far = %route.addr(), configured = %r.cfg.controller, retry_secs = crate::route::FAR_RETRY_SECS, "cannot reach the controller's far port; fetching through the configured address meanwhile");
+                continue;
             }
             Err(e) => {
                 failures += 1;
@@ -131,8 +170,28 @@ pub(super) async fn link_task(r: Arc<Relay>, shutdown: CancellationToken) {
     endpoint.close(0u32.into(), b"bye");
 }
 
-/// Polls, reports and counts bytes on one connection until it fails; returns why.
-async fn keep_link(r: &Relay, conn: &Connection, shutdown: &CancellationToken) -> String {
+/// Why [`keep_link`] returned.
+enum LinkEnd {
+    /// The connection failed, or shutdown.
+    Lost(String),
+    /// A plan changed where the link goes (the site's link became far or wired).
+    Moved(Route),
+}
+
+impl From<String> for LinkEnd {
+    fn from(reason: String) -> LinkEnd {
+        LinkEnd::Lost(reason)
+    }
+}
+
+/// Polls, reports and counts bytes on one connection, taken by `route`, until it fails or a plan
+/// sends the link elsewhere; returns why.
+async fn keep_link(
+    r: &Relay,
+    conn: &Connection,
+    route: Route,
+    shutdown: &CancellationToken,
+) -> LinkEnd {
     let mut counted = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -144,22 +203,26 @@ async fn keep_link(r: &Relay, conn: &Connection, shutdown: &CancellationToken) -
         if seconds % poll_every == 0 {
             match conn.plan().await {
                 Ok(plan) => r.take_plan(plan),
-                Err(e) => return format!("plan: {e}"),
+                Err(e) => return format!("plan: {e}").into(),
+            }
+            let next = r.route(r.clock.now());
+            if next != route {
+                return LinkEnd::Moved(next);
             }
             if let Err(e) = r.renew_if_due(conn).await {
                 r.error(format!("cannot renew this relay's certificate: {e:#}"));
             }
             if let Err(e) = conn.report(r.status()).await {
-                return format!("report: {e}");
+                return format!("report: {e}").into();
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return "shutdown".into(),
-            reason = conn.closed() => return reason,
+            _ = shutdown.cancelled() => return "shutdown".to_owned().into(),
+            reason = conn.closed() => return reason.into(),
             _ = tick.tick() => seconds += 1,
             _ = r.report_now.notified() => {
                 if let Err(e) = conn.report(r.status()).await {
-                    return format!("report: {e}");
+                    return format!("report: {e}").into();
                 }
             }
         }
@@ -171,7 +234,7 @@ async fn keep_link(r: &Relay, conn: &Connection, shutdown: &CancellationToken) -
             .unwrap_or_default();
         for status in pending {
             if let Err(e) = conn.report(status).await {
-                return format!("report for an agent: {e}");
+                return format!("report for an agent: {e}").into();
             }
         }
         // Count what crossed the WAN since the last tick, as open or closed time.

@@ -108,6 +108,8 @@ pub struct Relay {
     transferring: AtomicBool,
     /// `agents` changed since `agents.json` was last written (the status task writes it).
     agents_changed: AtomicBool,
+    /// When the far port of the plan last could not be reached (none: since it last worked).
+    far_failed_at: Mutex<Option<i64>>,
     /// The last of the DSI's wake orders (`SitePlan::orders`) sent (0: none since the start).
     woken_order: AtomicU64,
     agents: Mutex<BTreeMap<String, Agent>>,
@@ -300,6 +302,7 @@ impl Relay {
             transferring: AtomicBool::new(false),
             agents_changed: AtomicBool::new(false),
             woken_order: AtomicU64::new(0),
+            far_failed_at: Mutex::new(None),
             agents: Mutex::new(agents),
             tracker: Mutex::default(),
             forward: Mutex::new(BTreeMap::new()),
@@ -315,6 +318,13 @@ impl Relay {
 
     fn plan(&self) -> SitePlan {
         self.plan.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Where the link to the controller goes at `now` (`crate::route`).
+    fn route(&self, now: i64) -> crate::route::Route {
+        let failed = self.far_failed_at.lock().ok().and_then(|f| *f);
+        let far_port = self.plan.read().ok().and_then(|p| p.far_port);
+        crate::route::choose(self.cfg.controller, far_port, failed, now)
     }
 
     fn gate(&self, now: i64) -> Gate {

@@ -39,6 +39,14 @@ pub struct Stats {
     pub software: String,
     pub site: String,
     pub connected: bool,
+    /// Where the link to the controller goes, or goes next: the configured address, or its host
+    /// at the controller's far port (the site's link is far).
+    pub controller_addr: String,
+    /// That is the far port (`nightcast site set --link far`; the controller sends with BBR).
+    pub far_link: bool,
+    /// Attempts at the far port that failed; after each, the relay fetches through its
+    /// configured address for a while (`relay::route::FAR_RETRY_SECS`).
+    pub far_port_failures: u64,
     /// "fetching NAME VERSION", "idle", "waiting for the window at ...".
     pub state: String,
     /// WAN bytes (UDP, both directions, every overhead) while the WAN was open / closed.
