@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(rebuild(&v1, &delta, v2.len() as u64).unwrap(), v2);
         // Against nothing it still rebuilds (the server found no base: it sends the full one
         // instead, but the codec does not care).
-        assert_eq!(rebuild(&[], &encode(&[], &v2).unwrap(), 1 << 30).unwrap(), v2);
+        assert_eq!(
+            rebuild(&[], &encode(&[], &v2).unwrap(), 1 << 30).unwrap(),
+            v2
+        );
     }
 
     #[test]
