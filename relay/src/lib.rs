@@ -7,6 +7,7 @@
 //!   look again (window, priority, stop at the window's end, retry, override).
 //! - [`cache`]: the pure decisions: is the WAN open now, what is pinned, what to evict.
 //! - [`config`]: the TOML configuration (`relay/relay.example.toml`).
+//! - [`manifest_base`]: which kept manifest a new version's manifest is asked against (pure).
 //! - [`siblings`]: two relays at one site: which one crosses the WAN, which fetch from it (pure).
 //! - [`tracker`]: which of the site's agents a NUC may fetch a master from, and its stripe
 //!   (peer sharing), pure.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod daemon;
 pub mod fetcher;
 pub mod local_time;
+pub mod manifest_base;
 pub mod metrics;
 pub mod siblings;
 pub mod tracker;
