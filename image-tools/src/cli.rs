@@ -635,6 +635,11 @@ pub struct DiffReport {
     pub shared_chunks: u64,
     pub shared_raw_bytes: u64,
     pub new_image_size: u64,
+    /// NEW's manifest, whole.
+    pub manifest_bytes: u64,
+    /// NEW's manifest as a delta to OLD's (what a relay holding OLD receives: the delta and
+    /// OLD's hash, `GetManifestAgainst`).
+    pub manifest_delta_bytes: u64,
 }
 
 pub fn diff_manifests(old: &Manifest, new: &Manifest) -> DiffReport {
@@ -648,6 +653,8 @@ pub fn diff_manifests(old: &Manifest, new: &Manifest) -> DiffReport {
         shared_chunks: 0,
         shared_raw_bytes: 0,
         new_image_size: new.size,
+        manifest_bytes: 0,
+        manifest_delta_bytes: 0,
     };
     for c in new.unique_chunks() {
         if have.contains(&c.id) {
@@ -663,11 +670,16 @@ pub fn diff_manifests(old: &Manifest, new: &Manifest) -> DiffReport {
 }
 
 fn diff(old: &Path, new: &Path, json: bool) -> Result<(), Failure> {
+    let (old_bytes, new_bytes) = (read_manifest_bytes(old)?, read_manifest_bytes(new)?);
     let (old, new) = (
         open_unverified(old)?.manifest,
         open_unverified(new)?.manifest,
     );
-    let r = diff_manifests(&old, &new);
+    let mut r = diff_manifests(&old, &new);
+    r.manifest_bytes = new_bytes.len() as u64;
+    r.manifest_delta_bytes = crate::manifest_delta::encode(&old_bytes, &new_bytes)
+        .map(|d| d.len() as u64 + 32)
+        .map_err(|e| anyhow::anyhow!("cannot make the manifest delta: {e}"))?;
     if json {
         return print_json(&r);
     }
@@ -682,6 +694,11 @@ fn diff(old: &Path, new: &Path, json: bool) -> Result<(), Failure> {
         "already there: {} chunks ({} uncompressed); holes cost nothing",
         r.shared_chunks,
         human(r.shared_raw_bytes)
+    );
+    println!(
+        "manifest: {}, as a delta to OLD's {}",
+        human(r.manifest_bytes),
+        human(r.manifest_delta_bytes)
     );
     Ok(())
 }

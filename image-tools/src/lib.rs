@@ -10,6 +10,7 @@
 //!   (`store::layers`: caching, single-flight, counted) and the conformance suite every store
 //!   passes (feature `conformance`).
 //! - [`manifest`]: the canonical, signed list of a master version's chunks and holes.
+//! - [`manifest_delta`]: a manifest as a zstd delta to another the receiver holds, and rebuilt.
 //! - [`keys`]: Ed25519 signing keys and their files.
 //! - [`profile`]: machine profiles (what a master needs from its VM) and their signed statement.
 //! - [`local_time`]: Unix seconds worded in a site's time zone, the zone named (CLI and console).
@@ -54,6 +55,7 @@ pub mod import;
 pub mod keys;
 pub mod local_time;
 pub mod manifest;
+pub mod manifest_delta;
 pub mod metrics;
 pub mod mutation;
 pub mod probe;

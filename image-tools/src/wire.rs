@@ -26,6 +26,8 @@ pub const MAX_CHUNK_FRAME: u32 =
     1 + 32 + crate::chunk::HEADER_LEN as u32 + crate::chunk::MAX_CHUNK_LEN;
 /// A manifest frame: the manifest's own limit.
 pub const MAX_MANIFEST_FRAME: u32 = 1 + crate::manifest::MAX_MANIFEST_BYTES as u32;
+/// A manifest delta frame: the base's hash and at most a manifest's size of zstd.
+pub const MAX_MANIFEST_DELTA_FRAME: u32 = MAX_MANIFEST_FRAME + 32;
 /// Ids in one `Has` or `GetChunks` request.
 pub const MAX_IDS: usize = 16_384;
 
@@ -194,6 +196,14 @@ pub enum Control {
     },
     /// The answer to `HasSince`.
     HasNew(Holdings),
+    /// Ask for one manifest, as a delta to the manifest whose bytes (signature included) have
+    /// this BLAKE3 hash (`manifest_delta::base_hash`), one the asker holds of the same master. The
+    /// answer is a `ManifestDelta` frame if the server holds that base, else a `Manifest` frame.
+    /// A server that predates it answers `Error(BadRequest)`: ask with `GetManifest`.
+    GetManifestAgainst {
+        master: MasterRef,
+        base: [u8; 32],
+    },
 }
 
 /// The epoch of a `HasNew` from a server that does not offer the version (to this asker, or at
@@ -450,11 +460,19 @@ pub enum Frame {
     },
     /// A manifest's signed bytes; the receiver verifies them against its pinned key.
     Manifest(Vec<u8>),
+    /// A manifest as a zstd delta to the manifest named `base` (the answer to
+    /// `GetManifestAgainst`): `manifest_delta::rebuild` gives its signed bytes, which the receiver
+    /// verifies like any manifest's.
+    ManifestDelta {
+        base: [u8; 32],
+        zstd: Vec<u8>,
+    },
 }
 
 const KIND_CONTROL: u8 = 1;
 const KIND_CHUNK: u8 = 2;
 const KIND_MANIFEST: u8 = 3;
+const KIND_MANIFEST_DELTA: u8 = 4;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -468,6 +486,8 @@ pub enum WireError {
     Body(String),
     #[error("chunk frame is shorter than a chunk id")]
     ShortChunk,
+    #[error("manifest delta frame is shorter than its base's hash")]
+    ShortManifestDelta,
     #[error("request lists {0} ids, above the {MAX_IDS} limit")]
     TooManyIds(usize),
     #[error("a request is a control frame, not a frame of kind {0}")]
@@ -479,6 +499,7 @@ fn limit(kind: u8) -> Result<u32, WireError> {
         KIND_CONTROL => Ok(MAX_CONTROL),
         KIND_CHUNK => Ok(MAX_CHUNK_FRAME),
         KIND_MANIFEST => Ok(MAX_MANIFEST_FRAME),
+        KIND_MANIFEST_DELTA => Ok(MAX_MANIFEST_DELTA_FRAME),
         other => Err(WireError::UnknownKind(other)),
     }
 }
@@ -501,6 +522,11 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WireError> {
         Frame::Manifest(bytes) => {
             out.push(KIND_MANIFEST);
             out.extend(bytes);
+        }
+        Frame::ManifestDelta { base, zstd } => {
+            out.push(KIND_MANIFEST_DELTA);
+            out.extend(base);
+            out.extend(zstd);
         }
     }
     let len = out.len() - start - 4;
@@ -603,6 +629,15 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
             Frame::Chunk {
                 id: ChunkId::from_bytes(bytes),
                 stored: stored.to_vec(),
+            }
+        }
+        KIND_MANIFEST_DELTA => {
+            let Some((base, zstd)) = body.split_first_chunk::<32>() else {
+                return Err(WireError::ShortManifestDelta);
+            };
+            Frame::ManifestDelta {
+                base: *base,
+                zstd: zstd.to_vec(),
             }
         }
         _ => Frame::Manifest(body.to_vec()),
@@ -853,6 +888,14 @@ mod tests {
                 stored: vec![1, 2, 3],
             },
             Frame::Manifest(vec![9; 100]),
+            Frame::Control(Control::GetManifestAgainst {
+                master: MasterRef::new("win10", "2").unwrap(),
+                base: [7; 32],
+            }),
+            Frame::ManifestDelta {
+                base: [7; 32],
+                zstd: vec![1, 2, 3],
+            },
         ]
     }
 
@@ -906,6 +949,8 @@ mod tests {
         assert_eq!(decode(&[0, 0, 0, 0, 1]), Err(WireError::Empty));
         let short_chunk = [4, 0, 0, 0, KIND_CHUNK, 1, 2, 3];
         assert_eq!(decode(&short_chunk), Err(WireError::ShortChunk));
+        let short_delta = [4, 0, 0, 0, KIND_MANIFEST_DELTA, 1, 2, 3];
+        assert_eq!(decode(&short_delta), Err(WireError::ShortManifestDelta));
         // Too many ids in one request.
         let many = Frame::Control(Control::Has(vec![ChunkId::of(b""); MAX_IDS + 1]));
         let bytes = encode_to_vec(&many).unwrap();
@@ -964,6 +1009,21 @@ mod tests {
         })
         .unwrap();
         assert_eq!(encode_chunk(&id, &[1, 4, 0, 0, 0], &[9, 9, 9, 9]), generic);
+    }
+
+    #[test]
+    fn a_server_that_predates_a_request_cannot_read_it() {
+        let ask = Frame::Control(Control::GetManifestAgainst {
+            master: MasterRef::new("win10", "2").unwrap(),
+            base: [7; 32],
+        });
+        let mut bytes = encode_to_vec(&ask).unwrap();
+        // Its tag is one past `HasNew`, the last control before it: a server that predates it
+        // reads it as this build reads the next tag, an error its server answers with
+        // `BadRequest` (`exchange::server::serve_stream`), and the client asks again the old way.
+        assert_eq!(bytes[5], 22);
+        bytes[5] = 23;
+        assert!(matches!(decode(&bytes), Err(WireError::Body(_))));
     }
 
     #[test]

@@ -372,10 +372,20 @@ fn diff_counts_what_a_site_would_download() {
     // What v2's import added to the store is exactly what a site holding v1 lacks.
     assert_eq!(diff["new_chunks"], v2["new_chunks"]);
     assert_eq!(diff["new_stored_bytes"], v2["new_stored_bytes"]);
+    // And v2's manifest, whole and as the delta to v1's a relay holding v1 receives.
+    let manifest = fs::metadata(f.path().join("v2.m")).unwrap().len();
+    let delta = diff["manifest_delta_bytes"].as_u64().unwrap();
+    assert_eq!(diff["manifest_bytes"].as_u64().unwrap(), manifest);
+    assert!(delta > 32 && delta < manifest, "{diff}");
     let same = json(f.path(), &["diff", "v1.m", "v1.m", "--json"]);
     assert_eq!(same["new_chunks"], 0);
+    assert!(
+        same["manifest_delta_bytes"].as_u64().unwrap() < delta,
+        "{same}"
+    );
     let text = ok(f.path(), &["diff", "v1.m", "v2.m"]);
     assert!(text.contains("to download"), "{text}");
+    assert!(text.contains("as a delta to OLD's"), "{text}");
 }
 
 #[test]

@@ -24,7 +24,8 @@ use image_tools::wire::{
     self, Control, ErrorCode, Frame, Hello, MasterRef, Role, PROTOCOL_VERSION,
 };
 use image_tools::{
-    testimage, ChunkParams, ChunkStore, LocalStore, NodeId, SigningKey, SiteId, VerifiedManifest,
+    manifest_delta, testimage, ChunkParams, ChunkStore, LocalStore, NodeId, SigningKey, SiteId,
+    VerifiedManifest,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -422,8 +423,10 @@ async fn a_stopped_transfer_keeps_what_it_received_and_asks_for_nothing_more() {
     assert_eq!(second.fetched, needed - first.fetched);
 }
 
-/// A compromised server that flips a byte in the first chunk it sends (or in every one).
-async fn lying_server(c: &Controller, always: bool) -> SocketAddr {
+/// A compromised server that flips a byte in the first chunk it sends (or in every one). Asked
+/// for a manifest delta, it answers one made against other bytes than the base named (or, `old`,
+/// it cannot read the request, as a server from before deltas).
+async fn lying_server(c: &Controller, always: bool, old: bool) -> SocketAddr {
     let me = identity(Role::Controller, "central", "liar");
     let creds = c.ca.issue(&me, valid()).unwrap();
     let endpoint = exchange::server_endpoint(
@@ -461,6 +464,24 @@ async fn lying_server(c: &Controller, always: bool) -> SocketAddr {
                             wire::encode(&Frame::Manifest(catalog.manifest(&m).unwrap()), &mut out)
                                 .unwrap()
                         }
+                        Control::GetManifestAgainst { master, base } => {
+                            use image_tools::exchange::Catalog;
+                            let frame = if old {
+                                Frame::Control(Control::Error {
+                                    code: ErrorCode::BadRequest,
+                                    message: "control frame does not parse".into(),
+                                })
+                            } else {
+                                // Made against the manifest itself, a byte changed: rebuilt
+                                // against the asker's base, it is mostly that base.
+                                let target = catalog.manifest(&master).unwrap();
+                                let mut other = target.clone();
+                                other[100] ^= 0x5a;
+                                let zstd = manifest_delta::encode(&other, &target).unwrap();
+                                Frame::ManifestDelta { base, zstd }
+                            };
+                            wire::encode(&frame, &mut out).unwrap()
+                        }
                         Control::GetChunks(ids) => {
                             for id in ids {
                                 let chunk = store.get(&id).unwrap();
@@ -486,12 +507,72 @@ async fn lying_server(c: &Controller, always: bool) -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_asked_against_one_the_relay_holds_comes_as_a_delta() {
+    let c = Controller::new(16 << 20);
+    c.catalog.schedule("lyon", vec![v("1"), v("2")]);
+    let (addr, _stop) = c.serve(false);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
+            .unwrap();
+    let conn = c.client(addr, &relay).await;
+    let v1 = conn.manifest(&v("1")).await.unwrap();
+    let full = conn.manifest(&v("2")).await.unwrap();
+    let got = conn.manifest_against(&v("2"), &v1).await.unwrap();
+    assert!(got.delta);
+    assert!(
+        got.wire_bytes * 2 < full.len() as u64,
+        "{} of {}",
+        got.wire_bytes,
+        full.len()
+    );
+    assert_eq!(got.bytes, full);
+    let m = VerifiedManifest::open(got.bytes, &c.key.public()).unwrap();
+    assert_eq!(m.master(), v("2"));
+    // Bytes the server does not hold as a manifest of this master: the whole manifest.
+    let got = conn
+        .manifest_against(&v("2"), b"NCMF: not one of its manifests")
+        .await
+        .unwrap();
+    assert_eq!((got.delta, got.wire_bytes), (false, full.len() as u64));
+    assert_eq!(got.bytes, full);
+    // A delta is a manifest like another: only for what the site may read.
+    c.catalog.schedule("lyon", vec![v("1")]);
+    let e = conn.manifest_against(&v("2"), &v1).await.unwrap_err();
+    assert_eq!(refused(e), ErrorCode::Forbidden);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_from_a_lying_server_fails_the_signature_and_an_old_server_sends_it_whole() {
+    let c = Controller::new(8 << 20);
+    let relay =
+        c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
+            .unwrap();
+    let conn = c.client(lying_server(&c, false, false).await, &relay).await;
+    let v1 = conn.manifest(&v("1")).await.unwrap();
+    // Rebuilt against our v1, a delta made against other bytes is not the signed v2.
+    match conn.manifest_against(&v("2"), &v1).await {
+        Ok(reply) => {
+            assert!(reply.delta);
+            let opened = VerifiedManifest::open(reply.bytes, &c.key.public());
+            assert!(opened.is_err(), "a wrong delta verified");
+        }
+        Err(e) => assert!(matches!(e, ExchangeError::Protocol { .. }), "{e}"),
+    }
+    // A server that cannot read the request: asked again whole, on the same connection.
+    let conn = c.client(lying_server(&c, false, true).await, &relay).await;
+    let got = conn.manifest_against(&v("2"), &v1).await.unwrap();
+    assert!(!got.delta);
+    let m = VerifiedManifest::open(got.bytes, &c.key.public()).unwrap();
+    assert_eq!(m.master(), v("2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_chunk_from_a_peer_is_caught_and_fetched_again() {
     let c = Controller::new(8 << 20);
     let relay =
         c.ca.issue(&identity(Role::Relay, "lyon", "relay-1"), valid())
             .unwrap();
-    let addr = lying_server(&c, false).await;
+    let addr = lying_server(&c, false, false).await;
     let conn = c.client(addr, &relay).await;
     let manifest =
         VerifiedManifest::open(conn.manifest(&v("1")).await.unwrap(), &c.key.public()).unwrap();
@@ -517,7 +598,7 @@ async fn a_corrupt_chunk_from_a_peer_is_caught_and_fetched_again() {
     assert!(std::fs::read(&out).unwrap() == c.v1);
 
     // A peer that keeps lying is named, and nothing it sent was stored.
-    let addr = lying_server(&c, true).await;
+    let addr = lying_server(&c, true, false).await;
     let conn = c.client(addr, &relay).await;
     let manifest =
         VerifiedManifest::open(conn.manifest(&v("1")).await.unwrap(), &c.key.public()).unwrap();

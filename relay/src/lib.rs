@@ -9,6 +9,7 @@
 //! - [`config`]: the TOML configuration (`relay/relay.example.toml`).
 //! - [`route`]: where the link to the controller goes: the configured address, or its host at
 //!   the far port a far site's plan names (pure).
+//! - [`manifest_base`]: which kept manifest a new version's manifest is asked against (pure).
 //! - [`siblings`]: two relays at one site: which one crosses the WAN, which fetch from it (pure).
 //! - [`tracker`]: which of the site's agents a NUC may fetch a master from, and its stripe
 //!   (peer sharing), pure.
@@ -39,6 +40,7 @@ pub mod config;
 pub mod daemon;
 pub mod fetcher;
 pub mod local_time;
+pub mod manifest_base;
 pub mod metrics;
 pub mod route;
 pub mod siblings;
@@ -117,19 +119,26 @@ pub async fn plan(
     Ok(plan)
 }
 
+/// The verified manifests in `dir`.
+fn kept_manifests(dir: &Path, keys: &[image_tools::PublicKey]) -> Vec<VerifiedManifest> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| VerifiedManifest::open_with(b, keys).ok())
+        .collect()
+}
+
 /// The master versions whose manifests are in `dir` and whose chunks are all in `store`.
 fn held_masters(
     dir: &Path,
     keys: &[image_tools::PublicKey],
     store: &dyn DiskStore,
 ) -> Vec<MasterRef> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<MasterRef> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| VerifiedManifest::open_with(b, keys).ok())
+    let mut out: Vec<MasterRef> = kept_manifests(dir, keys)
+        .into_iter()
         .filter(|m| {
             m.unique_chunks()
                 .iter()
@@ -156,7 +165,15 @@ pub async fn fetch(
         keys,
         me,
     } = Session::open(controller, data, clock).await?;
-    let bytes = conn.manifest(master).await?;
+    // As a delta to the newest other version kept, if any.
+    let kept = kept_manifests(&data.join("manifests"), &keys);
+    let refs: Vec<MasterRef> = kept.iter().map(|m| m.master()).collect();
+    let base = manifest_base::choose(&refs.iter().collect::<Vec<_>>(), master)
+        .and_then(|b| kept.iter().find(|m| m.master() == *b));
+    let bytes = match base {
+        Some(b) => conn.manifest_against(master, b.bytes()).await?.bytes,
+        None => conn.manifest(master).await?,
+    };
     let manifest = VerifiedManifest::open_with(bytes, &keys)
         .context("the controller sent a manifest that does not verify")?;
     let store: Arc<dyn DiskStore> = Arc::from(open_disk_store(&data.join("store"), Format::Files)?);

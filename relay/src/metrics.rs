@@ -74,6 +74,15 @@ pub fn render(s: &Stats, extra: &Extra) -> String {
         "Chunk bytes (stored form) fetched from the controller and stored in the cache, at night and on demand.",
         s.fetched_bytes,
     );
+    m.family(
+        "nightcast_relay_manifest_bytes_total",
+        Kind::Counter,
+        "Manifest bytes received from the controller or the site's other relays, by whether a manifest came whole or as a delta to a version of its master the relay held.",
+        vec![
+            (vec![("as", "full")], s.manifest_bytes_full.into()),
+            (vec![("as", "delta")], s.manifest_bytes_delta.into()),
+        ],
+    );
     m.single(
         "nightcast_relay_fetched_chunks_total",
         Kind::Counter,
@@ -231,6 +240,8 @@ mod tests {
             wan_bytes_open: 5_000_000,
             wan_bytes_closed: 12_000,
             fetched_bytes: 4_800_000,
+            manifest_bytes_full: 740_000,
+            manifest_bytes_delta: 19_000,
             served_bytes: 9_600_000,
             disk_bytes: 4_800_000,
             quota_bytes: 10 << 30,
@@ -254,6 +265,8 @@ mod tests {
             "nightcast_relay_wan_bytes_total{wan=\"closed\"} 12000",
             "nightcast_relay_wan_cap_bits_per_second 20000000",
             "nightcast_relay_fetched_bytes_total 4800000",
+            "nightcast_relay_manifest_bytes_total{as=\"full\"} 740000",
+            "nightcast_relay_manifest_bytes_total{as=\"delta\"} 19000",
             "nightcast_relay_served_bytes_total 9600000",
             "nightcast_relay_cache_bytes 4800000",
             "nightcast_relay_cache_quota_bytes 10737418240",

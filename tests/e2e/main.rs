@@ -31,6 +31,7 @@ mod import_checks;
 mod import_progress;
 mod kiosk_page;
 mod lunchtime_push;
+mod manifest_delta;
 mod metrics;
 mod netns_fleet;
 mod peers;

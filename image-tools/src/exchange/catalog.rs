@@ -6,6 +6,12 @@ use super::*;
 pub trait Catalog: Send + Sync {
     /// The signed bytes of a manifest, if known.
     fn manifest(&self, master: &MasterRef) -> Option<Vec<u8>>;
+    /// The signed bytes of a manifest of master `name` (any version) whose bytes have the BLAKE3
+    /// hash `hash` (`manifest_delta::base_hash`): the base of a delta a peer asks for. None by
+    /// default (the peer then gets the whole manifest).
+    fn manifest_with_hash(&self, _name: &MasterName, _hash: &[u8; 32]) -> Option<Vec<u8>> {
+        None
+    }
     /// When a chunk the store lacks is expected (Unix seconds), if the server knows: a relay
     /// answers "not yet" instead of "lacking" for chunks it will fetch in its next window.
     fn expected(&self, _id: &ChunkId) -> Option<i64> {
@@ -63,6 +69,8 @@ pub struct MemoryCatalog {
 #[derive(Debug, Default)]
 pub(super) struct CatalogInner {
     pub(super) manifests: HashMap<MasterRef, Vec<u8>>,
+    /// Each manifest's `manifest_delta::base_hash`.
+    pub(super) hashes: HashMap<MasterRef, [u8; 32]>,
     pub(super) by_site: HashMap<String, Vec<MasterRef>>,
     pub(super) plans: HashMap<String, wire::SitePlan>,
 }
@@ -70,6 +78,8 @@ pub(super) struct CatalogInner {
 impl MemoryCatalog {
     pub fn add_manifest(&self, master: MasterRef, bytes: Vec<u8>) {
         if let Ok(mut c) = self.inner.write() {
+            c.hashes
+                .insert(master.clone(), crate::manifest_delta::base_hash(&bytes));
             c.manifests.insert(master, bytes);
         }
     }
@@ -103,6 +113,15 @@ impl MemoryCatalog {
 impl Catalog for MemoryCatalog {
     fn manifest(&self, m: &MasterRef) -> Option<Vec<u8>> {
         let c = self.inner.read().ok()?;
+        c.manifests.get(m).cloned()
+    }
+
+    fn manifest_with_hash(&self, name: &MasterName, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        let c = self.inner.read().ok()?;
+        let (m, _) = c
+            .hashes
+            .iter()
+            .find(|(m, h)| m.name == *name && *h == hash)?;
         c.manifests.get(m).cloned()
     }
 

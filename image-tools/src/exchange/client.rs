@@ -27,6 +27,17 @@ pub enum Received {
     },
 }
 
+/// A manifest as [`Connection::manifest_against`] received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestReply {
+    /// The manifest's signed bytes (not verified yet).
+    pub bytes: Vec<u8>,
+    /// It came as a delta.
+    pub delta: bool,
+    /// Bytes of its frame's body on the wire: the delta (and its base's hash) or the manifest.
+    pub wire_bytes: u64,
+}
+
 impl Connection {
     /// Connects to `addr` with `tls` (from `Credentials::client_config` or `enrol_client_config`).
     pub async fn connect(
@@ -134,6 +145,56 @@ impl Connection {
         match self.call(Control::GetManifest(master.clone())).await? {
             Frame::Manifest(bytes) => Ok(bytes),
             _ => Err(self.violation("expected a manifest")),
+        }
+    }
+
+    /// A manifest's signed bytes, asked for as a delta to `base` (the signed bytes of a manifest
+    /// of the same master this side holds): the server sends a delta if it holds `base`, the
+    /// whole manifest if not; a server that predates deltas refuses the request and it is asked
+    /// for whole. Verify the bytes with `VerifiedManifest::open_with` before use, as any
+    /// manifest's: a delta against other bytes rebuilds something whose signature fails.
+    pub async fn manifest_against(
+        &self,
+        master: &MasterRef,
+        base: &[u8],
+    ) -> Result<ManifestReply, ExchangeError> {
+        let hash = crate::manifest_delta::base_hash(base);
+        let ask = Control::GetManifestAgainst {
+            master: master.clone(),
+            base: hash,
+        };
+        match self.call(ask).await {
+            Ok(Frame::Manifest(bytes)) => Ok(ManifestReply {
+                wire_bytes: bytes.len() as u64,
+                delta: false,
+                bytes,
+            }),
+            Ok(Frame::ManifestDelta { base: named, zstd }) if named == hash => {
+                let limit = crate::manifest::MAX_MANIFEST_BYTES;
+                let bytes = crate::manifest_delta::rebuild(base, &zstd, limit)
+                    .map_err(|e| self.violation(format!("manifest delta: {e}")))?;
+                Ok(ManifestReply {
+                    wire_bytes: zstd.len() as u64 + 32,
+                    delta: true,
+                    bytes,
+                })
+            }
+            Ok(_) => Err(self.violation("expected a manifest or a delta to the one named")),
+            // A server from before deltas cannot read the request.
+            Err(ExchangeError::Refused {
+                code: ErrorCode::BadRequest,
+                message,
+                ..
+            }) => {
+                tracing::debug!(peer = %self.peer, %message, "no manifest deltas here: asking for it whole");
+                let bytes = self.manifest(master).await?;
+                Ok(ManifestReply {
+                    wire_bytes: bytes.len() as u64,
+                    delta: false,
+                    bytes,
+                })
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -38,7 +38,7 @@ use tracing::Instrument;
 
 use crate::chunk::VerifiedChunk;
 use crate::clock::Clock;
-use crate::ids::{ChunkId, NodeId, SiteId};
+use crate::ids::{ChunkId, MasterName, NodeId, SiteId};
 use crate::keys::PublicKey;
 use crate::manifest::Manifest;
 use crate::store::{ChunkStore, StoreError, StoreSize};

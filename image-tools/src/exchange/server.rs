@@ -443,32 +443,10 @@ pub(super) async fn answer(
     let allowed = service.catalog.allowed(peer);
     match request {
         Control::GetManifest(m) => {
-            if !allowed.contains(&m) {
-                let msg = format!(
-                    "{} {} is not scheduled for {}",
-                    m.name, m.version, peer.site
-                );
-                return send_error(send, ErrorCode::Forbidden, msg).await;
-            }
-            // Each reply is a copy of the manifest (up to tens of MiB): few at once.
-            let _permits = (
-                state.manifests.clone().acquire_owned().await,
-                state.shared.manifests.clone().acquire_owned().await,
-            );
-            match service.catalog.manifest(&m) {
-                Some(bytes) => {
-                    let frame = wire::encode_to_vec(&Frame::Manifest(bytes))?;
-                    write_paced(send, &frame, &mut Pace::default()).await
-                }
-                None => {
-                    send_error(
-                        send,
-                        ErrorCode::NotFound,
-                        format!("no manifest {} {}", m.name, m.version),
-                    )
-                    .await
-                }
-            }
+            answer_manifest(send, service, state, peer, &allowed, m, None).await
+        }
+        Control::GetManifestAgainst { master, base } => {
+            answer_manifest(send, service, state, peer, &allowed, master, Some(base)).await
         }
         Control::GetPeers(m) => {
             if !allowed.contains(&m) {
@@ -571,6 +549,55 @@ pub(super) async fn answer(
             send_error(send, ErrorCode::BadRequest, msg).await
         }
     }
+}
+
+/// A manifest `peer` may read: in full, or as a delta to `base` when the catalogue holds a
+/// manifest of the same master with that hash.
+async fn answer_manifest(
+    send: &mut quinn::SendStream,
+    service: &Service,
+    state: &ConnState,
+    peer: &Identity,
+    allowed: &[MasterRef],
+    m: MasterRef,
+    base: Option<[u8; 32]>,
+) -> Result<(), ExchangeError> {
+    if !allowed.contains(&m) {
+        let msg = format!(
+            "{} {} is not scheduled for {}",
+            m.name, m.version, peer.site
+        );
+        return send_error(send, ErrorCode::Forbidden, msg).await;
+    }
+    // Each reply is a copy of the manifest (up to tens of MiB): few at once.
+    let _permits = (
+        state.manifests.clone().acquire_owned().await,
+        state.shared.manifests.clone().acquire_owned().await,
+    );
+    let Some(bytes) = service.catalog.manifest(&m) else {
+        let msg = format!("no manifest {} {}", m.name, m.version);
+        return send_error(send, ErrorCode::NotFound, msg).await;
+    };
+    let base_bytes = base.and_then(|h| service.catalog.manifest_with_hash(&m.name, &h));
+    let reply = match (base, base_bytes) {
+        (Some(base), Some(from)) => {
+            let delta = tokio::task::spawn_blocking(move || {
+                crate::manifest_delta::encode(&from, &bytes).map_err(|e| (e, bytes))
+            })
+            .await
+            .map_err(transport)?;
+            match delta {
+                Ok(zstd) => Frame::ManifestDelta { base, zstd },
+                Err((e, bytes)) => {
+                    tracing::warn!(error = %e, master = %m, "cannot make a manifest delta: sending it whole");
+                    Frame::Manifest(bytes)
+                }
+            }
+        }
+        _ => Frame::Manifest(bytes),
+    };
+    let frame = wire::encode_to_vec(&reply)?;
+    write_paced(send, &frame, &mut Pace::default()).await
 }
 
 /// Which of `ids` belong to masters `peer` may read.

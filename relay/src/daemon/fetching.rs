@@ -306,19 +306,55 @@ async fn fetch_one(
 }
 
 /// Where the manifest of `master` comes from: the controller, or else the site's other relays.
+/// Asked as a delta to the newest other version of the master the relay keeps, if any.
 async fn manifest_from(r: &Arc<Relay>, master: &MasterRef) -> Result<(String, Vec<u8>), Retry> {
+    let base = r.known.read().ok().and_then(|known| {
+        let kept: Vec<&MasterRef> = known.keys().collect();
+        crate::manifest_base::choose(&kept, master).map(|m| known[m].manifest.clone())
+    });
     let controller = r.link.borrow().clone();
     let mut error = None;
+    let ask = |conn: exchange::Connection| {
+        let base = base.clone();
+        async move {
+            match &base {
+                Some(b) => conn.manifest_against(master, b.bytes()).await,
+                None => conn
+                    .manifest(master)
+                    .await
+                    .map(|bytes| exchange::ManifestReply {
+                        wire_bytes: bytes.len() as u64,
+                        delta: false,
+                        bytes,
+                    }),
+            }
+        }
+    };
+    let count = |reply: &exchange::ManifestReply| {
+        r.stat(|s| match reply.delta {
+            true => s.manifest_bytes_delta += reply.wire_bytes,
+            false => s.manifest_bytes_full += reply.wire_bytes,
+        });
+        if let (true, Some(b)) = (reply.delta, &base) {
+            tracing::info!(%master, base = %b.master(), delta_bytes = reply.wire_bytes, manifest_bytes = reply.bytes.len(), "manifest came as a delta");
+        }
+    };
     if let Some(conn) = controller {
-        match conn.manifest(master).await {
-            Ok(bytes) => return Ok(("the controller".into(), bytes)),
+        match ask(conn).await {
+            Ok(reply) => {
+                count(&reply);
+                return Ok(("the controller".into(), reply.bytes));
+            }
             Err(e) => error = Some(e.to_string()),
         }
     }
     let siblings = r.siblings.borrow().clone();
     for s in siblings {
-        match s.conn.manifest(master).await {
-            Ok(bytes) => return Ok((format!("the site's other relay {}", s.name), bytes)),
+        match ask(s.conn.clone()).await {
+            Ok(reply) => {
+                count(&reply);
+                return Ok((format!("the site's other relay {}", s.name), reply.bytes));
+            }
             Err(e) => error = Some(e.to_string()),
         }
     }

@@ -24,7 +24,7 @@ use image_tools::store::DiskStore;
 use image_tools::store::StoreSize;
 use image_tools::trust::Identity;
 use image_tools::wire::{Hello, MasterRef, PeerList, Role, SitePlan};
-use image_tools::{ChunkId, ChunkStore, StoreError, VerifiedChunk};
+use image_tools::{ChunkId, ChunkStore, MasterName, StoreError, VerifiedChunk};
 
 use super::fetching::is_disk_full;
 use super::Relay;
@@ -176,6 +176,16 @@ impl Catalog for LanCatalog {
             .ok()?
             .get(master)
             .map(|k| k.manifest.bytes().to_vec())
+    }
+
+    fn manifest_with_hash(&self, name: &MasterName, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        let known = self.0.known.read().ok()?;
+        known
+            .values()
+            .filter(|k| k.manifest.name == *name)
+            .map(|k| k.manifest.bytes())
+            .find(|b| image_tools::manifest_delta::base_hash(b) == *hash)
+            .map(<[u8]>::to_vec)
     }
 
     fn allowed(&self, peer: &Identity) -> Vec<MasterRef> {

@@ -64,6 +64,10 @@ pub struct Stats {
     pub upstream: Option<String>,
     /// Of `fetched_bytes`, what came from the site's other relays over the LAN.
     pub sibling_bytes: u64,
+    /// Manifest bytes received (frame bodies), by whether a manifest came whole or as a delta to
+    /// another version of its master the relay held (`GetManifestAgainst`).
+    pub manifest_bytes_full: u64,
+    pub manifest_bytes_delta: u64,
     /// The site's other relays set aside for sending corrupt chunks, of which version, when
     /// (`crate::siblings::set_aside`).
     pub bad_siblings: Vec<BadPeer>,
