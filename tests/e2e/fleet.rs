@@ -622,10 +622,16 @@ pub fn new_chunk_bytes(old: &Manifest, new: &Manifest) -> u64 {
 }
 
 pub fn assemble_matches(f: &Fleet, store_dir: &Path) {
+    assemble_version_matches(f, store_dir, "1", &f.image);
+}
+
+/// Assembles version `version` of master demo (its manifest as `add_master` or `build` wrote it)
+/// from the store at `store_dir` and checks it is `image`, bit for bit.
+pub fn assemble_version_matches(f: &Fleet, store_dir: &Path, version: &str, image: &[u8]) {
     let m = f.dir.path().join("check.manifest");
     let out = f.dir.path().join("check.img");
     let _ = std::fs::remove_file(&out);
-    std::fs::copy(f.dir.path().join("demo-1.manifest"), &m).unwrap();
+    std::fs::copy(f.dir.path().join(format!("demo-{version}.manifest")), &m).unwrap();
     ok(
         "nightcast-image",
         &[
@@ -643,8 +649,8 @@ pub fn assemble_matches(f: &Fleet, store_dir: &Path) {
         ],
     );
     assert!(
-        std::fs::read(&out).unwrap() == f.image,
-        "assembled image differs"
+        std::fs::read(&out).unwrap() == image,
+        "assembled version {version} differs"
     );
 }
 

@@ -50,25 +50,5 @@ fn a_relay_holding_version_1_gets_version_2s_manifest_as_a_small_delta() {
     );
     let new_bytes = new_chunk_bytes(&f.manifest, &v2);
     assert!(new_bytes > 0);
-    let out = f.dir.path().join("v2.img");
-    ok(
-        "nightcast-image",
-        &[
-            "assemble",
-            "--store",
-            relay.data.join("store").to_str().unwrap(),
-            "--pubkey",
-            f.dir
-                .path()
-                .join("controller/signing.key.pub")
-                .to_str()
-                .unwrap(),
-            v2_path.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        std::fs::read(&out).unwrap() == v2_image,
-        "version 2 assembled differs"
-    );
+    assemble_version_matches(&f, &relay.data.join("store"), "2", &v2_image);
 }

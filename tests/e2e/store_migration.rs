@@ -66,21 +66,5 @@ fn a_controllers_file_store_converted_to_packs_keeps_serving_its_sites() {
         "the relay fetched {fetched_v2} B for version 2, whose new chunks are {new_bytes} B"
     );
     assert_eq!(Format::of(&store).unwrap(), Some(Format::Packs));
-    let out = f.dir.path().join("v2.img");
-    ok(
-        "nightcast-image",
-        &[
-            "assemble",
-            "--store",
-            relay.data.join("store").to_str().unwrap(),
-            "--pubkey",
-            store.with_file_name("signing.key.pub").to_str().unwrap(),
-            f.dir.path().join("demo-2.manifest").to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        std::fs::read(&out).unwrap() == v2_image,
-        "version 2 assembled differs"
-    );
+    assemble_version_matches(&f, &relay.data.join("store"), "2", &v2_image);
 }
