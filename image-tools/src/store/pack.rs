@@ -78,16 +78,9 @@ pub struct PackStore {
     appender: Mutex<Option<Active>>,
     /// Held by `remove` and `reclaim`: a chunk is not removed while its pack is being rewritten.
     maintenance: Mutex<()>,
-    /// The packs directory's modification time when [`PackStore::refresh`] last listed it, if
-    /// that time was settled (see there).
-    listed: Mutex<Option<std::time::SystemTime>>,
     /// Packs read record by record (no index) since this handle opened.
     scanned: std::sync::atomic::AtomicU64,
 }
-
-/// How old a directory's modification time must be before a listing is taken to have seen every
-/// change that shares it (file systems keep it in ticks of a few milliseconds).
-const SETTLED: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn pack_path(dir: &Path, pack: u64) -> PathBuf {
     dir.join(format!("{pack:016x}.pack"))
@@ -352,7 +345,6 @@ impl PackStore {
             state: RwLock::new(State::default()),
             appender: Mutex::new(None),
             maintenance: Mutex::new(()),
-            listed: Mutex::new(None),
             scanned: Default::default(),
         };
         for dir in [&store.packs_dir, &store.tmp] {
@@ -370,29 +362,16 @@ impl PackStore {
     /// Takes in the packs other processes sealed since this handle opened (an import by
     /// `nightcast-image build`, another handle's tighten pass or removals), so that it serves their
     /// chunks; packs a writer still holds wait for their commit. Returns how many it took in.
-    /// `get` calls it when it misses, so it costs one `stat` when nothing changed: a pack is
-    /// sealed by renaming its index into the packs directory, which changes the directory's
-    /// modification time, and a listing is skipped while that time is the one last listed.
+    /// `get` calls it when it misses: a listing of the packs directory, and a read of the packs
+    /// no writer holds that this handle does not know (never of one a writer is filling). A
+    /// writer that ends without sealing changes nothing in the directory, so the listing cannot
+    /// be skipped on the directory's time.
     pub fn refresh(&self) -> Result<usize, StoreError> {
-        let dir = &self.packs_dir;
-        let changed = fs::metadata(dir)
-            .and_then(|m| m.modified())
-            .map_err(StoreError::io(dir))?;
-        let poisoned = || StoreError::Layout("the pack maintenance lock is poisoned".into());
-        if *self.listed.lock().map_err(|_| poisoned())? == Some(changed) {
-            return Ok(0);
-        }
-        let _m = self.maintenance.lock().map_err(|_| poisoned())?;
-        let read = self.load(true)?;
-        // A change made in the same tick as the one listed would share its time: trust the time
-        // only once it is old enough that the listing came after every change sharing it. (The
-        // wall clock, not the daemon's clock: it is compared with what the kernel stamped.)
-        #[allow(clippy::disallowed_methods)]
-        let settled = std::time::SystemTime::now()
-            .duration_since(changed)
-            .is_ok_and(|age| age >= SETTLED);
-        *self.listed.lock().map_err(|_| poisoned())? = settled.then_some(changed);
-        Ok(read)
+        let _m = self
+            .maintenance
+            .lock()
+            .map_err(|_| StoreError::Layout("the pack maintenance lock is poisoned".into()))?;
+        self.load(true)
     }
 
     /// Reads every pack's index (or scans the pack) and builds the in-memory index; with
