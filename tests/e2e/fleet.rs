@@ -118,6 +118,14 @@ impl Relay {
             .is_some_and(|m| !m.is_empty() && m.iter().all(|m| m["complete"] == true))
     }
 
+    /// It holds version `version` of the master whole.
+    pub fn holds(&self, version: &str) -> bool {
+        self.status()["masters"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|m| m["version"] == version && m["complete"] == true)
+        })
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
