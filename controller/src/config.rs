@@ -108,8 +108,8 @@ pub struct StoreSettings {
     pub tighten_level: i32,
     /// Threads for that pass: it runs beside serving and imports.
     pub tighten_threads: usize,
-    /// How a new store keeps its chunks: `files` (one file each; when not given) or `packs`
-    /// (pack files: faster imports). An existing store keeps its format (`nightcast-image
+    /// How a new store keeps its chunks: `packs` (pack files: faster imports; when not given) or
+    /// `files` (one file each). An existing store keeps its format (`nightcast-image
     /// convert` changes it); the log says so if it differs from the one given here.
     pub format: Option<image_tools::store::Format>,
 }

@@ -310,10 +310,9 @@ pub struct ServeSettings {
     pub far_listen: Option<SocketAddr>,
 }
 
-/// The format of a store the controller makes when its configuration names none: files. Packs
-/// import 1.7x faster (docs/BENCHMARKS.md) but, as the default, a controller missed chunks an
-/// unsealed pack of another process held (e2e relay_daemon::the_store_tools...): opt-in until fixed.
-pub const NEW_STORE_FORMAT: Format = Format::Files;
+/// The format of a store the controller makes when its configuration names none: packs, whose
+/// imports are the faster (docs/BENCHMARKS.md: 1.7x a file store's on a real Debian image).
+pub const NEW_STORE_FORMAT: Format = Format::Packs;
 
 /// `DATA/store`, in the format it has, or created in `format` ([`NEW_STORE_FORMAT`] if none): one
 /// handle for the whole daemon (serving, imports through the admin API, the compression pass), so

@@ -15,9 +15,9 @@
 //! against its id; `remove` is a tombstone and [`PackStore::reclaim`] rewrites the live records of
 //! mostly-dead packs into a new pack before deleting them, while readers go on reading the old
 //! file (an open file outlives its name). What it does not: a handle does not see chunks other
-//! processes write after it opened until it misses one ([`PackStore::refresh`]: then it takes in
-//! the packs sealed since; each writer appends to a pack of its own, and the index lives in
-//! memory); the in-memory index costs about 80 bytes per chunk (80 MiB for a million).
+//! processes write after it opened until `get` misses one ([`PackStore::refresh`]: then it takes
+//! in the packs sealed since; each writer appends to a pack of its own, and the index lives in
+//! memory; `has`, `ids` and `size` answer from what the handle knows); the in-memory index costs about 80 bytes per chunk (80 MiB for a million).
 
 pub mod record;
 
@@ -37,6 +37,24 @@ use crate::chunk::{VerifiedChunk, HEADER_LEN};
 use crate::durable::{self, TempFile};
 use crate::ids::ChunkId;
 use record::{Entry, Kind, Place, RECORD_HEADER};
+
+/// How old the packs directory's modification time must be before a listing is taken to have
+/// seen every change that shares it (file systems keep it in ticks of a few milliseconds).
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What [`PackStore::load`] did.
+#[derive(Debug, Default)]
+struct Loaded {
+    /// Packs read.
+    read: usize,
+    /// Packs of other writers left for their commit.
+    waiting: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, StoreError> {
+    m.lock()
+        .map_err(|_| StoreError::Layout("a pack store lock is poisoned".into()))
+}
 
 /// A pack is sealed once it holds this many bytes.
 pub const PACK_LIMIT: u64 = 256 << 20;
@@ -78,8 +96,15 @@ pub struct PackStore {
     appender: Mutex<Option<Active>>,
     /// Held by `remove` and `reclaim`: a chunk is not removed while its pack is being rewritten.
     maintenance: Mutex<()>,
+    /// Packs this handle's writers are filling: its refresh neither reads nor waits for them.
+    filling: Mutex<HashSet<u64>>,
+    /// The packs directory's modification time at the last listing, if that time was settled and
+    /// the listing left no pack of another writer behind (see [`PackStore::refresh`]).
+    listed: Mutex<Option<std::time::SystemTime>>,
     /// Packs read record by record (no index) since this handle opened.
     scanned: std::sync::atomic::AtomicU64,
+    /// Listings of the packs directory by [`PackStore::refresh`] since this handle opened.
+    listings: std::sync::atomic::AtomicU64,
 }
 
 fn pack_path(dir: &Path, pack: u64) -> PathBuf {
@@ -345,7 +370,10 @@ impl PackStore {
             state: RwLock::new(State::default()),
             appender: Mutex::new(None),
             maintenance: Mutex::new(()),
+            filling: Mutex::default(),
+            listed: Mutex::new(None),
             scanned: Default::default(),
+            listings: Default::default(),
         };
         for dir in [&store.packs_dir, &store.tmp] {
             fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
@@ -362,22 +390,40 @@ impl PackStore {
     /// Takes in the packs other processes sealed since this handle opened (an import by
     /// `nightcast-image build`, another handle's tighten pass or removals), so that it serves their
     /// chunks; packs a writer still holds wait for their commit. Returns how many it took in.
-    /// `get` calls it when it misses: a listing of the packs directory, and a read of the packs
-    /// no writer holds that this handle does not know (never of one a writer is filling). A
-    /// writer that ends without sealing changes nothing in the directory, so the listing cannot
-    /// be skipped on the directory's time.
+    /// `get` calls it when it misses, so that it costs one `stat` when nothing changed (an
+    /// import misses once per new chunk): a pack is created and sealed by renames into the packs
+    /// directory, which change its modification time, and the listing is skipped while that time
+    /// is the one last listed. Not while a pack of another writer is being filled: that writer
+    /// may end without sealing (killed), which changes nothing in the directory. The packs this
+    /// handle's own writers fill are never read.
     pub fn refresh(&self) -> Result<usize, StoreError> {
-        let _m = self
-            .maintenance
-            .lock()
-            .map_err(|_| StoreError::Layout("the pack maintenance lock is poisoned".into()))?;
-        self.load(true)
+        let dir = &self.packs_dir;
+        let changed = fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .map_err(StoreError::io(dir))?;
+        if *lock(&self.listed)? == Some(changed) {
+            return Ok(0);
+        }
+        // A change made in the same tick as the one listed would share its time: the time is
+        // trusted only if it was old enough before the listing began that the listing came after
+        // every change sharing it. (The wall clock, not the daemon's clock: it is compared with
+        // what the kernel stamped.)
+        #[allow(clippy::disallowed_methods)]
+        let settled = std::time::SystemTime::now()
+            .duration_since(changed)
+            .is_ok_and(|age| age >= SETTLED);
+        let _m = lock(&self.maintenance)?;
+        self.listings
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let loaded = self.load(true)?;
+        *lock(&self.listed)? = (settled && loaded.waiting == 0).then_some(changed);
+        Ok(loaded.read)
     }
 
     /// Reads every pack's index (or scans the pack) and builds the in-memory index; with
     /// `refresh`, only the packs this handle does not know yet and no writer holds, merged into
-    /// what it has. Returns how many packs it read.
-    fn load(&self, refresh: bool) -> Result<usize, StoreError> {
+    /// what it has.
+    fn load(&self, refresh: bool) -> Result<Loaded, StoreError> {
         let dir = &self.packs_dir;
         let mut names: Vec<(u64, bool)> = Vec::new();
         for entry in fs::read_dir(dir).map_err(StoreError::io(dir))? {
@@ -389,11 +435,13 @@ impl PackStore {
         let mut packs: HashSet<u64> = names.iter().filter(|n| n.1).map(|n| n.0).collect();
         if refresh {
             let state = self.read_state()?;
-            packs.retain(|p| !state.packs.contains_key(p));
+            let filling = lock(&self.filling)?;
+            packs.retain(|p| !state.packs.contains_key(p) && !filling.contains(p));
             if packs.is_empty() {
-                return Ok(0);
+                return Ok(Loaded::default());
             }
         }
+        let mut waiting = 0;
         // Sized once from the index files (61 bytes a record), not grown a million times.
         let expected: u64 = packs
             .iter()
@@ -428,6 +476,7 @@ impl PackStore {
                     let orphan =
                         rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok();
                     if !orphan && refresh {
+                        waiting += 1;
                         continue;
                     }
                     let scan = scan(&file, file_len).map_err(StoreError::io(&path))?;
@@ -482,7 +531,23 @@ impl PackStore {
             state.index = live.finish();
             state.packs = loaded;
         }
-        Ok(read)
+        Ok(Loaded { read, waiting })
+    }
+
+    /// A new pack for one of this handle's writers.
+    fn begin_pack(&self) -> Result<Active, StoreError> {
+        let active = Active::create(&self.packs_dir, &self.tmp)?;
+        lock(&self.filling)?.insert(active.pack);
+        Ok(active)
+    }
+
+    /// Seals a pack of this handle's writers: published, and never appended to again.
+    fn seal_pack(&self, active: Active) -> Result<(), StoreError> {
+        let pack = active.pack;
+        let sealed = active.seal(&self.packs_dir);
+        lock(&self.filling)?.remove(&pack);
+        sealed?;
+        self.mark_sealed(pack)
     }
 
     fn read_state(&self) -> Result<std::sync::RwLockReadGuard<'_, State>, StoreError> {
@@ -576,7 +641,7 @@ impl PackStore {
             .lock()
             .map_err(|_| StoreError::Layout("the pack appender lock is poisoned".into()))?;
         if slot.is_none() {
-            *slot = Some(Active::create(&self.packs_dir, &self.tmp)?);
+            *slot = Some(self.begin_pack()?);
         }
         let Some(active) = slot.as_mut() else {
             return Err(StoreError::Layout("no pack to append to".into()));
@@ -591,9 +656,7 @@ impl PackStore {
         self.publish(active, from)?;
         if active.len >= PACK_LIMIT {
             if let Some(full) = slot.take() {
-                let pack = full.pack;
-                full.seal(&self.packs_dir)?;
-                self.mark_sealed(pack)?;
+                self.seal_pack(full)?;
             }
         }
         Ok(out)
@@ -615,9 +678,7 @@ impl PackStore {
             .map_err(|_| StoreError::Layout("the pack appender lock is poisoned".into()))?
             .take()
         {
-            let pack = active.pack;
-            active.seal(&self.packs_dir)?;
-            self.mark_sealed(pack)?;
+            self.seal_pack(active)?;
         }
         let (usage, plan) = {
             let state = self.read_state()?;
@@ -874,10 +935,14 @@ impl PackStore {
 
 impl ChunkStore for PackStore {
     /// On a miss, takes in the packs other processes sealed since (see [`PackStore::refresh`])
-    /// and looks again.
+    /// and looks again, whatever the refresh read: a reader missing at the same time as another
+    /// waits for that one's refresh, and its own then finds nothing new to read.
     fn get(&self, id: &ChunkId) -> Result<VerifiedChunk, StoreError> {
         match self.get_known(id) {
-            Err(StoreError::Missing(_)) if self.refresh()? > 0 => self.get_known(id),
+            Err(StoreError::Missing(_)) => {
+                self.refresh()?;
+                self.get_known(id)
+            }
             other => other,
         }
     }
@@ -1034,9 +1099,7 @@ impl PackWriter<'_> {
         }
         if seal {
             if let Some(active) = self.active.take() {
-                let pack = active.pack;
-                active.seal(dir)?;
-                self.store.mark_sealed(pack)?;
+                self.store.seal_pack(active)?;
                 self.published = 0;
             }
         }
@@ -1060,7 +1123,7 @@ impl ChunkWriter for PackWriter<'_> {
         }
         let dir = &self.store.packs_dir;
         if self.active.is_none() {
-            self.active = Some(Active::create(dir, &self.store.tmp)?);
+            self.active = Some(self.store.begin_pack()?);
             self.kicked_at = 0;
         }
         let Some(active) = self.active.as_mut() else {

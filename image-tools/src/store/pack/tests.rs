@@ -24,6 +24,14 @@ fn flip_byte_at(path: &Path, offset: u64) {
     file.write_all_at(&b, offset).unwrap();
 }
 
+/// Sets the packs directory's time to one long past (always the same), as if nothing had
+/// changed there for a while.
+fn settle(store: &Path) {
+    let dir = File::open(store.join("packs")).unwrap();
+    let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_750_000_000);
+    dir.set_modified(then).unwrap();
+}
+
 fn packs_in(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = fs::read_dir(dir.join("packs"))
         .unwrap()
@@ -378,10 +386,82 @@ fn an_import_missing_chunk_after_chunk_never_reads_its_own_growing_pack() {
         w.put(&c).unwrap();
     }
     assert_eq!(store.scanned.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Nor list the directory for every chunk once its time is settled.
+    settle(dir.path());
+    let listed = store.listings.load(std::sync::atomic::Ordering::Relaxed);
+    for n in 50..100 {
+        assert!(store.get(noise(n, 3000).id()).is_err());
+    }
+    assert!(store.listings.load(std::sync::atomic::Ordering::Relaxed) <= listed + 1);
     w.commit().unwrap();
     drop(w);
     assert_eq!(store.size().unwrap().chunks, 50);
     // Another handle opened meanwhile reads the unsealed pack once, at open, as it must.
     let other = PackStore::open(dir.path()).unwrap();
     assert!(other.scanned.load(std::sync::atomic::Ordering::Relaxed) <= 1);
+}
+
+#[test]
+fn readers_missing_at_once_all_find_what_another_process_sealed() {
+    // A relay asks the controller for a new master's chunks on several streams at once: every
+    // reader misses, one of them takes the new pack in, and the others (whose own refresh then
+    // finds nothing new) must still find their chunk. They were answered "lacking" (e2e
+    // relay_daemon::the_store_tools_keep_off_the_store_of_a_running_relay on a pack store, in CI).
+    for round in 0..5u32 {
+        let dir = tempfile::tempdir().unwrap();
+        let server = PackStore::open(dir.path()).unwrap();
+        let chunks: Vec<VerifiedChunk> = (0..3000).map(|n| noise(round * 10_000 + n, 64)).collect();
+        {
+            let build = PackStore::open(dir.path()).unwrap();
+            let mut w = build.writer();
+            for c in &chunks {
+                w.put(c).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let readers = 8;
+        let start = std::sync::Barrier::new(readers);
+        let missed: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..readers)
+                .map(|r| {
+                    let (server, start, chunks) = (&server, &start, &chunks);
+                    s.spawn(move || {
+                        start.wait();
+                        chunks
+                            .iter()
+                            .skip(r)
+                            .step_by(readers)
+                            .take(4)
+                            .filter(|c| server.get(c.id()).is_err())
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(missed, 0, "round {round}: chunks answered missing");
+    }
+}
+
+#[test]
+fn a_handle_serves_what_a_killed_writer_left_unsealed() {
+    // `nightcast-image build` killed mid-import: its pack stays without index, and nothing in
+    // the packs directory changes when it dies. A controller that missed while it ran must take
+    // in the chunks it made durable.
+    let dir = tempfile::tempdir().unwrap();
+    let server = PackStore::open(dir.path()).unwrap();
+    let c = noise(1, 5000);
+    let build = PackStore::open(dir.path()).unwrap();
+    let mut w = build.pack_writer();
+    w.put(&c).unwrap();
+    w.flush().unwrap();
+    settle(dir.path());
+    assert!(matches!(server.get(c.id()), Err(StoreError::Missing(_))));
+    // The kill: the process's files closed (the pack's lock released) without a seal or a commit.
+    let active = w.active.take().unwrap();
+    drop(w);
+    drop(active);
+    drop(build);
+    settle(dir.path());
+    assert_eq!(server.get(c.id()).unwrap().raw(), c.raw());
 }
