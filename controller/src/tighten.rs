@@ -43,13 +43,21 @@ pub async fn run(
         let (data, store) = (data.clone(), store.clone());
         let pass = at_lowest_priority(move || {
             let first = needed_soonest(&data, clock.now());
-            image_tools::tighten::tighten_first(
+            let report = image_tools::tighten::tighten_first(
                 &*store,
                 &first,
                 settings.level,
                 settings.threads,
                 &|_, _| {},
-            )
+            )?;
+            let freed = image_tools::tighten::give_space_back(&*store)?;
+            if freed > 0 {
+                tracing::info!(
+                    mb = freed / 1_000_000,
+                    "gave back the space of the forms compressed again"
+                );
+            }
+            Ok::<_, image_tools::store::StoreError>(report)
         });
         tokio::select! {
             _ = stop.cancelled() => break,

@@ -6,7 +6,7 @@
 //!
 //! A chunk keeps its id (the hash of its raw bytes): only its stored form changes (in a file store
 //! by an atomic rename; in a pack store by appending the new record, then a tombstone for the old
-//! one, whose space `gc` reclaims), so a reader sees the old form or the new one, both verified. Which chunks are done needs
+//! one, whose space [`give_space_back`] frees after a pass), so a reader sees the old form or the new one, both verified. Which chunks are done needs
 //! no record: a tightened payload says so itself ([`crate::chunk::is_tight`]), so a pass that was
 //! interrupted, or that runs again after an import, only works on what is new.
 
@@ -40,6 +40,18 @@ impl TightenReport {
     pub fn done(&self) -> u64 {
         self.already + self.tightened + self.unchanged + self.corrupt.len() as u64
     }
+}
+
+/// Frees the space of the forms a pass replaced; returns the bytes freed. A file store did as it
+/// went (each tight form renamed over the old one); a pack store keeps them as dead records until
+/// the packs they leave mostly dead are rewritten, which is done here, beside readers (they go
+/// on reading the old files) and imports (under the same shared lock as theirs).
+pub fn give_space_back(store: &dyn DiskStore) -> Result<u64, StoreError> {
+    if store.format() != crate::store::Format::Packs {
+        return Ok(0);
+    }
+    let _writing = store.lock(false)?;
+    store.reclaim()
 }
 
 /// Recompresses every first-pass chunk of `store` at zstd `level` on `threads` threads, calling
@@ -248,7 +260,8 @@ mod tests {
     }
 
     #[test]
-    fn a_pack_store_reopened_after_a_pass_serves_the_tight_forms_and_reclaim_frees_the_old_ones() {
+    fn a_pack_store_reopened_after_a_pass_serves_the_tight_forms_and_gives_the_old_ones_space_back()
+    {
         use crate::store::pack::PackStore;
         let dir = tempfile::tempdir().unwrap();
         let chunks: Vec<VerifiedChunk> = (0..8).map(|s| VerifiedChunk::from_raw(text(s))).collect();
@@ -270,10 +283,11 @@ mod tests {
         for c in &chunks {
             assert_eq!(store.get(c.id()).unwrap().raw(), c.raw());
         }
-        // The old forms take space until gc reclaims it.
+        // The old forms take space until it is given back (the controller and the CLI do after
+        // each pass), beside an import holding the store.
         assert!(store.disk_bytes().unwrap() > before);
-        let _gc = store.lock(true).unwrap();
-        assert!(store.reclaim().unwrap() >= before - after);
+        let _import = store.lock(false).unwrap();
+        assert!(give_space_back(&store).unwrap() >= before - after);
         assert!(
             store.disk_bytes().unwrap() < before,
             "old forms still on disk"

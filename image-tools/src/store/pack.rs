@@ -665,7 +665,10 @@ impl PackStore {
     /// Makes removals durable and frees the space of mostly-dead packs: each one's live records
     /// are copied into a new pack, which is made durable, then the old one is deleted. Readers are
     /// not blocked: one that looked a chunk up in an old pack reads it from the old file, still open.
-    /// Returns the bytes freed on disk. Run it under the exclusive lock (no other writer).
+    /// Returns the bytes freed on disk. Run it under the store lock: exclusive, or shared where
+    /// the other writers only import (a daemon's own handle, `nightcast-image build`): another
+    /// process's tombstone naming a record while it is moved would leave the moved copy live (a
+    /// removal undone, or a replaced form kept beside the new one).
     pub fn reclaim(&self) -> Result<u64, StoreError> {
         let _m = self
             .maintenance
