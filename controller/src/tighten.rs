@@ -50,12 +50,18 @@ pub async fn run(
                 settings.threads,
                 &|_, _| {},
             )?;
-            let freed = image_tools::tighten::give_space_back(&*store)?;
-            if freed > 0 {
-                tracing::info!(
+            match image_tools::tighten::give_space_back(&*store) {
+                Ok(0) => {}
+                Ok(freed) => tracing::info!(
                     mb = freed / 1_000_000,
                     "gave back the space of the forms compressed again"
-                );
+                ),
+                // A full disk (the live records are copied before the old packs go) or gc:
+                // nothing is lost, and the next pass tries again.
+                Err(e) => tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::new(e)),
+                    "cannot give back the space of the forms compressed again now"
+                ),
             }
             Ok::<_, image_tools::store::StoreError>(report)
         });
@@ -73,7 +79,7 @@ pub async fn run(
                 Ok(Ok(_)) => {}
                 // gc holds the store: the next wake tries again.
                 Ok(Err(e)) => tracing::warn!(
-                    error = %anyhow::Error::new(e),
+                    error = format!("{:#}", anyhow::Error::new(e)),
                     "cannot compress the store's chunks again now"
                 ),
                 Err(e) => tracing::error!(error = %e, "the compression pass stopped"),

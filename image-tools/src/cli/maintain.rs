@@ -105,17 +105,17 @@ pub(super) fn tighten(
         bar.set_position(done);
     })?;
     bar.finish_and_clear();
-    let freed = tight::give_space_back(&*store)?;
     if json {
         print_json(&r)?;
     } else {
         println!("{}", words(&r, level));
-        if freed > 0 {
-            println!(
-                "the replaced forms' space given back: {:.1} MB",
-                freed as f64 / 1e6
-            );
-        }
+    }
+    let freed = tight::give_space_back(&*store)?;
+    if freed > 0 && !json {
+        println!(
+            "the replaced forms' space given back: {:.1} MB",
+            freed as f64 / 1e6
+        );
     }
     for (id, why) in &r.corrupt {
         eprintln!("corrupt chunk {id}: {why} (left as it is: run scrub --repair)");

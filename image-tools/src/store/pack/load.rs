@@ -212,23 +212,32 @@ impl PackStore {
                     let scan = scan(&file, file_len).map_err(StoreError::io(&path))?;
                     self.scanned
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if orphan {
-                        if scan.valid_len < file_len {
-                            tracing::warn!(pack = %path.display(), kept = scan.valid_len, cut = file_len - scan.valid_len,
-                                "cutting the torn tail of a pack an interrupted write left");
-                            file.set_len(scan.valid_len)
-                                .map_err(StoreError::io(&path))?;
-                            file.sync_all().map_err(StoreError::io(&path))?;
-                        }
-                        durable::write_file(
+                    if orphan && scan.valid_len < file_len {
+                        tracing::warn!(pack = %path.display(), kept = scan.valid_len, cut = file_len - scan.valid_len,
+                            "cutting the torn tail of a pack an interrupted write left");
+                        file.set_len(scan.valid_len)
+                            .map_err(StoreError::io(&path))?;
+                        file.sync_all().map_err(StoreError::io(&path))?;
+                    }
+                    // Sealed once its index is written; on a full disk it is read as it is, and
+                    // indexed at a later open.
+                    let sealed = orphan
+                        && match durable::write_file(
                             &idx,
                             &record::encode_index(scan.valid_len, &scan.entries),
                             0o644,
-                        )
-                        .map_err(StoreError::io(&idx))?;
+                        ) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::warn!(index = %idx.display(), error = %e,
+                                    "cannot write the index of a pack an interrupted write left: its records are read as they are");
+                                false
+                            }
+                        };
+                    if orphan {
                         let _ = rustix::fs::flock(&file, FlockOperation::Unlock);
                     }
-                    (scan.entries, scan.valid_len, orphan)
+                    (scan.entries, scan.valid_len, sealed)
                 }
             };
             let tombstones = entries

@@ -58,63 +58,32 @@ impl PackStore {
         let mut out: Option<Active> = None;
         let mut moves: Vec<(ChunkId, Place, Loc)> = Vec::new();
         let mut freed = 0u64;
-        for &pack in &plan {
-            let (file, chunks, tombstones) = {
-                let state = self.read_state()?;
-                let Some(p) = state.packs.get(&pack) else {
-                    continue;
-                };
-                let chunks: Vec<(ChunkId, Loc)> = state
-                    .index
+        let copied = self.copy_live(&plan, &doomed, &mut out, &mut moves);
+        let new_pack = match (copied, out) {
+            (Ok(()), None) => None,
+            (Ok(()), Some(active)) => {
+                let (pack, file, len) = (active.pack, active.file.clone(), active.len);
+                let tombstones = active
+                    .entries
                     .iter()
-                    .filter(|(_, l)| l.place.pack == pack)
-                    .map(|(id, l)| (*id, *l))
+                    .filter_map(|e| e.target.map(|t| (e.id, t)))
                     .collect();
-                let tombstones: Vec<(ChunkId, Place)> = p
-                    .tombstones
-                    .iter()
-                    .filter(|(_, t)| state.packs.contains_key(&t.pack) && !doomed.contains(&t.pack))
-                    .copied()
-                    .collect();
-                (p.file.clone(), chunks, tombstones)
-            };
-            let path = pack_path(&self.packs_dir, pack);
-            for (id, loc) in chunks {
-                let mut body = vec![0u8; loc.body_len as usize];
-                file.read_exact_at(&mut body, loc.place.offset + RECORD_HEADER as u64)
-                    .map_err(StoreError::io(&path))?;
-                let target = out_pack(&mut out, &self.packs_dir, &self.tmp)?;
-                let place = target.append(Kind::Chunk, &id, &[&body], &self.packs_dir)?;
-                moves.push((
-                    id,
-                    loc.place,
-                    Loc {
-                        place,
-                        body_len: loc.body_len,
-                    },
-                ));
+                if let Err(e) = active.seal(&self.packs_dir) {
+                    self.discard(pack);
+                    return Err(e);
+                }
+                Some((pack, file, len, tombstones))
             }
-            for (id, t) in tombstones {
-                let target = out_pack(&mut out, &self.packs_dir, &self.tmp)?;
-                target.append(
-                    Kind::Tombstone,
-                    &id,
-                    &[&record::tombstone_body(t)],
-                    &self.packs_dir,
-                )?;
+            // A full disk: the copies go, the packs they came from stay as they were.
+            (Err(e), out) => {
+                if let Some(active) = out {
+                    let pack = active.pack;
+                    drop(active);
+                    self.discard(pack);
+                }
+                return Err(e);
             }
-        }
-        let mut new_pack = None;
-        if let Some(active) = out {
-            let (pack, file, len) = (active.pack, active.file.clone(), active.len);
-            let tombstones = active
-                .entries
-                .iter()
-                .filter_map(|e| e.target.map(|t| (e.id, t)))
-                .collect();
-            active.seal(&self.packs_dir)?;
-            new_pack = Some((pack, file, len, tombstones));
-        }
+        };
         {
             let mut state = self.write_state()?;
             if let Some((pack, file, len, tombstones)) = new_pack {
@@ -165,6 +134,79 @@ impl PackStore {
             "rewrote mostly-dead packs"
         );
         Ok(freed.saturating_sub(kept))
+    }
+
+    /// Copies the live records of `plan`'s packs (and the tombstones still needed) into `out`.
+    fn copy_live(
+        &self,
+        plan: &[u64],
+        doomed: &HashSet<u64>,
+        out: &mut Option<Active>,
+        moves: &mut Vec<(ChunkId, Place, Loc)>,
+    ) -> Result<(), StoreError> {
+        for &pack in plan {
+            let (file, chunks, tombstones) = {
+                let state = self.read_state()?;
+                let Some(p) = state.packs.get(&pack) else {
+                    continue;
+                };
+                let chunks: Vec<(ChunkId, Loc)> = state
+                    .index
+                    .iter()
+                    .filter(|(_, l)| l.place.pack == pack)
+                    .map(|(id, l)| (*id, *l))
+                    .collect();
+                let tombstones: Vec<(ChunkId, Place)> = p
+                    .tombstones
+                    .iter()
+                    .filter(|(_, t)| state.packs.contains_key(&t.pack) && !doomed.contains(&t.pack))
+                    .copied()
+                    .collect();
+                (p.file.clone(), chunks, tombstones)
+            };
+            let path = pack_path(&self.packs_dir, pack);
+            for (id, loc) in chunks {
+                let mut body = vec![0u8; loc.body_len as usize];
+                file.read_exact_at(&mut body, loc.place.offset + RECORD_HEADER as u64)
+                    .map_err(StoreError::io(&path))?;
+                let target = out_pack(out, &self.packs_dir, &self.tmp)?;
+                let place = target.append(Kind::Chunk, &id, &[&body], &self.packs_dir)?;
+                moves.push((
+                    id,
+                    loc.place,
+                    Loc {
+                        place,
+                        body_len: loc.body_len,
+                    },
+                ));
+            }
+            for (id, t) in tombstones {
+                let target = out_pack(out, &self.packs_dir, &self.tmp)?;
+                target.append(
+                    Kind::Tombstone,
+                    &id,
+                    &[&record::tombstone_body(t)],
+                    &self.packs_dir,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a pack this handle began and could not finish (it holds only copies).
+    fn discard(&self, pack: u64) {
+        for path in [
+            pack_path(&self.packs_dir, pack),
+            index_path(&self.packs_dir, pack),
+        ] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot delete an unfinished copy")
+                }
+            }
+        }
     }
 }
 

@@ -465,3 +465,102 @@ fn a_handle_serves_what_a_killed_writer_left_unsealed() {
     settle(dir.path());
     assert_eq!(server.get(c.id()).unwrap().raw(), c.raw());
 }
+
+/// A small tmpfs mounted for one test (root only, as CI runs), unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "nightcast-test",
+            ])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs at {} (this test needs root, as CI runs it): {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(at.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_reclaim_on_a_full_disk_fails_clearly_and_loses_no_live_chunk() {
+    // The controller gives back space after each compression pass: on a full disk the copy of
+    // the live records fails, and every chunk that was live still is, now and after a restart.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let _mounted = SmallDisk::mount(&disk, "4m");
+    let root = disk.join("store");
+    let chunks: Vec<VerifiedChunk> = (0..24).map(|n| noise(n, 60_000)).collect();
+    let store = PackStore::open(&root).unwrap();
+    let mut w = store.writer();
+    for c in &chunks {
+        w.put(c).unwrap();
+    }
+    w.commit().unwrap();
+    drop(w);
+    for c in &chunks[..14] {
+        store.remove(c.id()).unwrap();
+    }
+    let filler = disk.join("filler");
+    {
+        let mut f = File::create(&filler).unwrap();
+        let block = vec![7u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        // Room for the removals' index, not for the copy of the live chunks (600 KB).
+        let full = f.metadata().unwrap().len();
+        f.set_len(full - (128 << 10)).unwrap();
+    }
+    let pack_bytes = || -> u64 {
+        packs_in(&root)
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let before = pack_bytes();
+    let err = format!("{:#}", anyhow::Error::new(store.reclaim().unwrap_err()));
+    assert!(err.contains("No space left"), "a full disk said: {err}");
+    // The unfinished copy is gone, not left to take what little room there is.
+    assert!(pack_bytes() <= before, "{before} -> {}", pack_bytes());
+    for c in &chunks[14..] {
+        assert_eq!(store.get(c.id()).unwrap().raw(), c.raw());
+    }
+    drop(store);
+    let store = PackStore::open(&root).unwrap();
+    for c in &chunks[14..] {
+        assert_eq!(store.get(c.id()).unwrap().raw(), c.raw());
+    }
+    // Room again: the space comes back, and still nothing live is lost.
+    fs::remove_file(&filler).unwrap();
+    for c in &chunks[..14] {
+        let _ = store.remove(c.id());
+    }
+    assert!(store.reclaim().unwrap() > 0);
+    drop(store);
+    let store = PackStore::open(&root).unwrap();
+    for c in &chunks[14..] {
+        assert_eq!(store.get(c.id()).unwrap().raw(), c.raw());
+    }
+    for c in &chunks[..14] {
+        assert!(matches!(store.get(c.id()), Err(StoreError::Missing(_))));
+    }
+}
