@@ -27,6 +27,7 @@
 //! - [`windows`]: night windows in a site's time zone (jiff), as absolute openings.
 //! - [`clock`]: the one reading of the wall clock, and the `NIGHTCAST_CLOCK` test clock.
 //! - [`config`]: the daemons' TOML configuration files, loaded and checked one way.
+//! - [`testdisk`]: a small tmpfs for tests of a full disk.
 //! - [`testimage`]: deterministic VM-like images for tests and the demo.
 //! - [`mutation`]: byte-level edits of valid inputs, for the parsers' property tests.
 //! - [`metrics`]: the Prometheus text format of the daemons' `/metrics` (pure).
@@ -63,6 +64,7 @@ pub mod profile;
 pub mod report;
 pub mod signals;
 pub mod store;
+pub mod testdisk;
 pub mod testimage;
 pub mod tighten;
 pub mod trust;

@@ -672,40 +672,7 @@ pub fn corrupt(store: &Path, id: &image_tools::ChunkId) {
     std::fs::write(&path, bytes).unwrap();
 }
 
-/// A small tmpfs mounted over a directory for one test (root only), unmounted when dropped.
-pub struct SmallDisk(pub PathBuf);
-
-impl SmallDisk {
-    /// Mounts a tmpfs of `size` at `at`; fails the test, saying why, where it cannot (it needs
-    /// root, as CI runs).
-    pub fn mount(at: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "nightcast-test",
-            ])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cannot mount a tmpfs at {} (this test needs root, as CI runs it): {}",
-            at.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallDisk(at.to_owned())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+pub use image_tools::testdisk::SmallDisk;
 
 /// A `nightcast-agent run` process, killed when dropped.
 pub struct AgentProc {

@@ -111,16 +111,7 @@ impl PackStore {
             }
         }
         for &pack in &plan {
-            for path in [
-                pack_path(&self.packs_dir, pack),
-                index_path(&self.packs_dir, pack),
-            ] {
-                match fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::io(&path)(e)),
-                }
-            }
+            self.delete_pack(pack)?;
         }
         durable::sync_dir(&self.packs_dir).map_err(StoreError::io(&self.packs_dir))?;
         let kept: u64 = usage
@@ -193,8 +184,8 @@ impl PackStore {
         Ok(())
     }
 
-    /// Deletes a pack this handle began and could not finish (it holds only copies).
-    fn discard(&self, pack: u64) {
+    /// Deletes a pack's files (either may be gone already).
+    fn delete_pack(&self, pack: u64) -> Result<(), StoreError> {
         for path in [
             pack_path(&self.packs_dir, pack),
             index_path(&self.packs_dir, pack),
@@ -202,10 +193,16 @@ impl PackStore {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot delete an unfinished copy")
-                }
+                Err(e) => return Err(StoreError::io(&path)(e)),
             }
+        }
+        Ok(())
+    }
+
+    /// Deletes a pack this handle began and could not finish (it holds only copies).
+    fn discard(&self, pack: u64) {
+        if let Err(e) = self.delete_pack(pack) {
+            tracing::warn!(error = %e, "cannot delete an unfinished copy of live chunks");
         }
     }
 }

@@ -466,49 +466,13 @@ fn a_handle_serves_what_a_killed_writer_left_unsealed() {
     assert_eq!(server.get(c.id()).unwrap().raw(), c.raw());
 }
 
-/// A small tmpfs mounted for one test (root only, as CI runs), unmounted when dropped.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> SmallDisk {
-        fs::create_dir_all(at).unwrap();
-        let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "nightcast-test",
-            ])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cannot mount a tmpfs at {} (this test needs root, as CI runs it): {}",
-            at.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallDisk(at.to_owned())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn a_reclaim_on_a_full_disk_fails_clearly_and_loses_no_live_chunk() {
     // The controller gives back space after each compression pass: on a full disk the copy of
     // the live records fails, and every chunk that was live still is, now and after a restart.
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk");
-    let _mounted = SmallDisk::mount(&disk, "4m");
+    let _mounted = crate::testdisk::SmallDisk::mount(&disk, "4m");
     let root = disk.join("store");
     let chunks: Vec<VerifiedChunk> = (0..24).map(|n| noise(n, 60_000)).collect();
     let store = PackStore::open(&root).unwrap();
