@@ -19,6 +19,9 @@ pub struct Config {
     /// Where the relays of far sites (satellite, 4G: long round trips, random loss) connect
     /// instead, to be sent to with BBR; off unless set.
     pub far_listen: Option<SocketAddr>,
+    /// The port far relays reach `far_listen` at, where a NAT or firewall maps another public
+    /// port to it; `far_listen`'s own port when not given.
+    pub far_public_port: Option<u16>,
     /// The admin API (HTTP); keep it on localhost.
     pub api: SocketAddr,
     pub planner: Planner,
@@ -177,6 +180,7 @@ impl Default for Config {
             data: PathBuf::from("/var/lib/nightcast/controller"),
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             far_listen: None,
+            far_public_port: None,
             api: SocketAddr::from(([127, 0, 0, 1], 8644)),
             planner: Planner::default(),
             fleet: Fleet::default(),
@@ -235,6 +239,7 @@ impl Config {
             console: self.console.settings(),
             alerts: self.alerts.settings(),
             far_listen: self.far_listen,
+            far_public_port: self.far_public_port,
         }
     }
 
@@ -297,6 +302,14 @@ impl Config {
             anyhow::bail!(
                 "`store.tighten_level` must be 0 (off) to 22 and `store.tighten_threads` above 0"
             );
+        }
+        match (self.far_public_port, self.far_listen) {
+            (Some(0), _) => anyhow::bail!("`far_public_port` must be a port number (1-65535)"),
+            (Some(_), None) => anyhow::bail!(
+                "`far_public_port` is set but `far_listen` is not: give the address far relays' \
+                 traffic arrives at as `far_listen`"
+            ),
+            _ => {}
         }
         if let Some(far) = self.far_listen {
             if far.port() != 0 && (far == self.listen || far == self.api) {
@@ -366,6 +379,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("different ports"), "{e}");
+        // A NAT's public port for far relays: only with far_listen, and a real port.
+        let nat = Config::parse("far_listen = \"0.0.0.0:4437\"\nfar_public_port = 443").unwrap();
+        assert_eq!(nat.settings().far_public_port, Some(443));
+        let e = Config::parse("far_public_port = 443")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("far_listen"), "{e}");
+        let e = Config::parse("far_listen = \"0.0.0.0:4437\"\nfar_public_port = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("far_public_port"), "{e}");
         let e = Config::parse("[planner]\nrisk_share_percent = 150")
             .unwrap_err()
             .to_string();
@@ -397,6 +421,7 @@ mod tests {
         "data",
         "listen",
         "far_listen",
+        "far_public_port",
         "api",
         "planner",
         "staging_margin_minutes",

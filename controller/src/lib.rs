@@ -308,6 +308,8 @@ pub struct ServeSettings {
     /// A second address for the relays of far sites (satellite, 4G), sending with BBR (`None`:
     /// off).
     pub far_listen: Option<SocketAddr>,
+    /// The port far relays reach `far_listen` at (a NAT's public port); its bound port if none.
+    pub far_public_port: Option<u16>,
 }
 
 /// The format of a store the controller makes when its configuration names none: packs, whose
@@ -372,8 +374,9 @@ pub async fn serve(
         }
         None => None,
     };
+    // What far sites' plans name: the public port where a NAT maps one to far_listen.
     let far_port = match &far_endpoint {
-        Some(e) => Some(e.local_addr()?.port()),
+        Some(e) => Some(settings.far_public_port.unwrap_or(e.local_addr()?.port())),
         None => None,
     };
     let mut reloader = catalog::Reloader::new(data.clone(), margin).with_far_port(far_port);

@@ -552,6 +552,46 @@ fn the_dsi_sets_a_site_far_and_its_relay_moves_to_the_far_port_and_back() {
     assert_eq!(relay.status()["controller_addr"], f.wan.addr.to_string());
 }
 
+/// The controller behind a NAT that maps another public port to `far_listen` (`far_public_port`):
+/// a far site's plan names the public port, and its relay fetches through it.
+#[test]
+fn a_far_sites_relay_is_sent_to_the_public_port_a_nat_maps_to_far_listen() {
+    let far_listen = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap();
+    // The NAT: another port on the host the relay knows the controller by, forwarding there.
+    let nat = crate::util::UdpCounter::start(far_listen);
+    let public = nat.addr.port();
+    assert_ne!(public, far_listen.port());
+    let f = Fleet::build(
+        "00:00-23:59",
+        8,
+        8,
+        "start=2030-01-07T12:00:00Z speed=1",
+        "lyon,salle-1,demo,1,2030-01-08 08:00,2030-01-08 17:00\n",
+        &format!("far_listen = \"{far_listen}\"\nfar_public_port = {public}\n"),
+    );
+    let said = f.nightcast(&["site", "set", "lyon", "--link", "far"]);
+    assert!(
+        said.contains(&format!("link: far (port {public})")),
+        "{said}"
+    );
+    let relay = f.relay(&DEFAULT_RELAY);
+    relay.wait("the master to complete", 90, Relay::complete);
+    assemble_matches(&f, &relay.data.join("store"));
+    let total = f.stored_bytes();
+    assert!(
+        nat.bytes() > total && f.wan.bytes() < total / 10,
+        "public far port {} B, usual port {} B, for a master of {total} B",
+        nat.bytes(),
+        f.wan.bytes()
+    );
+    assert_eq!(
+        relay.status()["controller_addr"],
+        format!("127.0.0.1:{public}")
+    );
+}
+
 /// `nightcast node wake`: the site's relay sends the magic packet to the MAC the NUC reported,
 /// at once (not at the next window), and only for a NUC: a relay cannot be reset or woken.
 #[test]
