@@ -368,10 +368,7 @@ impl PackStore {
         f: impl FnOnce(&mut Active) -> Result<T, StoreError>,
         sync: bool,
     ) -> Result<T, StoreError> {
-        let mut slot = self
-            .appender
-            .lock()
-            .map_err(|_| StoreError::Layout("the pack appender lock is poisoned".into()))?;
+        let mut slot = lock(&self.appender)?;
         if slot.is_none() {
             *slot = Some(self.begin_pack()?);
         }
@@ -502,10 +499,7 @@ impl ChunkStore for PackStore {
     /// Appends a tombstone (made durable by the next `put`, commit or [`PackStore::reclaim`]);
     /// the chunk is gone from this handle at once.
     fn remove(&self, id: &ChunkId) -> Result<(), StoreError> {
-        let _m = self
-            .maintenance
-            .lock()
-            .map_err(|_| StoreError::Layout("the pack maintenance lock is poisoned".into()))?;
+        let _m = lock(&self.maintenance)?;
         let Some(loc) = self.write_state()?.index.remove(id) else {
             return Err(StoreError::Missing(*id));
         };

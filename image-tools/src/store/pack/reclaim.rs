@@ -33,17 +33,9 @@ impl PackStore {
     /// process's tombstone naming a record while it is moved would leave the moved copy live (a
     /// removal undone, or a replaced form kept beside the new one).
     pub fn reclaim(&self) -> Result<u64, StoreError> {
-        let _m = self
-            .maintenance
-            .lock()
-            .map_err(|_| StoreError::Layout("the pack maintenance lock is poisoned".into()))?;
+        let _m = lock(&self.maintenance)?;
         // Seal this handle's own pack, so that it too can be rewritten.
-        if let Some(active) = self
-            .appender
-            .lock()
-            .map_err(|_| StoreError::Layout("the pack appender lock is poisoned".into()))?
-            .take()
-        {
+        if let Some(active) = lock(&self.appender)?.take() {
             self.seal_pack(active)?;
         }
         let (usage, plan) = {
